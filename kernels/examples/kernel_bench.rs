@@ -1,0 +1,262 @@
+//! Times the CPU kernels at Whisper-base shapes (encoder: 1500 frames, d=512, 8 heads;
+//! decoder: per-token GEMVs and the 51865-way logits projection).
+//!
+//! Run: `cargo run --release -p amanuensis-kernels --example kernel_bench [threads] [filter]`
+//! (threads defaults to rayon's choice; filter keeps only benchmarks whose label contains
+//! it). Prints the fastest time per call, GFLOP/s (2 flops per multiply-add) and, for the
+//! weight-streaming products, GB/s of weight read.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use amanuensis_kernels::cpu;
+
+/// Deterministic values in [-1, 1) (xorshift), so runs are comparable.
+fn data(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
+/// Whether the benchmark labelled `label` runs: all do, unless a filter was given.
+fn wanted(label: &str) -> bool {
+    match std::env::args().nth(2) {
+        Some(filter) => label.contains(&filter),
+        None => true,
+    }
+}
+
+/// Runs `f` (after one warm-up call) for ~0.4 s or 200 calls and prints its fastest call;
+/// the minimum is the figure least disturbed by other processes on a shared machine.
+/// Returns seconds per call.
+fn run(label: &str, flops: f64, bytes: Option<f64>, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut best = f64::INFINITY;
+    let mut calls = 0;
+    let start = Instant::now();
+    while calls < 3 || (start.elapsed() < Duration::from_millis(400) && calls < 200) {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        calls += 1;
+    }
+    let mut line = format!("{label:<48} {:>9.3} ms", best * 1e3);
+    if flops > 0.0 {
+        line += &format!("  {:>6.1} GFLOP/s", flops / best / 1e9);
+    }
+    if let Some(b) = bytes {
+        line += &format!("  {:>6.1} GB/s", b / best / 1e9);
+    }
+    println!("{line}");
+    best
+}
+
+type LinearFn = fn(&[f32], usize, usize, &[f32], usize, Option<&[f32]>, &mut [f32]);
+
+fn bench_linear(name: &str, m: usize, k: usize, n: usize, path: LinearFn) -> f64 {
+    let label = format!("{name} {m}x{k} -> {n}");
+    if !wanted(&label) {
+        return 0.0;
+    }
+    let x = data(m * k, 1);
+    let w = data(n * k, 2);
+    let b = data(n, 3);
+    let mut out = vec![0.0f32; m * n];
+    let flops = 2.0 * (m * n * k) as f64;
+    let bytes = (m <= 8).then_some((n * k * 4) as f64);
+    run(&label, flops, bytes, || {
+        path(black_box(&x), m, k, &w, n, Some(&b), &mut out)
+    })
+}
+
+type AttentionFn = fn(
+    &[f32],
+    usize,
+    &[f32],
+    usize,
+    &[f32],
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    Option<usize>,
+    &mut [f32],
+    usize,
+);
+
+fn bench_attention(
+    name: &str,
+    tq: usize,
+    tk: usize,
+    causal: Option<usize>,
+    path: AttentionFn,
+) -> f64 {
+    let label = format!("{name} tq={tq} tk={tk} causal={causal:?}");
+    if !wanted(&label) {
+        return 0.0;
+    }
+    let (heads, hd) = (8, 64);
+    let d = heads * hd;
+    // q, k, v as column slices of fused [T, 3d] projections, as the encoder produces them.
+    let qkv_q = data(tq * 3 * d, 4);
+    let qkv_k = data(tk * 3 * d, 5);
+    let mut out = vec![0.0f32; tq * d];
+    let visible: usize = (0..tq)
+        .map(|i| causal.map_or(tk, |p| tk.min(p + i + 1)))
+        .sum();
+    let flops = 4.0 * (visible * d) as f64;
+    run(&label, flops, None, || {
+        path(
+            black_box(&qkv_q),
+            3 * d,
+            &qkv_k[d..],
+            3 * d,
+            &qkv_k[2 * d..],
+            3 * d,
+            tq,
+            tk,
+            heads,
+            hd,
+            causal,
+            &mut out,
+            d,
+        )
+    })
+}
+
+fn main() {
+    if let Some(t) = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse::<usize>().ok())
+    {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .expect("thread pool");
+    }
+    println!("rayon threads: {}", rayon::current_num_threads());
+    let (t, d, ff) = (1500, 512, 2048);
+
+    println!("\n== encoder (T=1500, d=512, 8 heads, ffn 2048) ==");
+    let conv1 = if !wanted("conv1d 80->512 k3 s1 p1, 3000 frames") {
+        0.0
+    } else {
+        let (c_in, t_in) = (80, 3000);
+        let x = data(c_in * t_in, 6);
+        let w = data(d * c_in * 3, 7);
+        let b = data(d, 8);
+        let mut out = vec![0.0f32; d * t_in];
+        let flops = 2.0 * (d * c_in * 3 * t_in) as f64;
+        run("conv1d 80->512 k3 s1 p1, 3000 frames", flops, None, || {
+            cpu::conv1d(
+                black_box(&x),
+                c_in,
+                t_in,
+                &w,
+                d,
+                3,
+                Some(&b),
+                1,
+                1,
+                &mut out,
+            )
+        })
+    };
+    let conv2 = if !wanted("conv1d 512->512 k3 s2 p1, 3000 frames") {
+        0.0
+    } else {
+        let t_in = 3000;
+        let x = data(d * t_in, 9);
+        let w = data(d * d * 3, 10);
+        let b = data(d, 11);
+        let mut out = vec![0.0f32; d * t];
+        let flops = 2.0 * (d * d * 3 * t) as f64;
+        run("conv1d 512->512 k3 s2 p1, 3000 frames", flops, None, || {
+            cpu::conv1d(black_box(&x), d, t_in, &w, d, 3, Some(&b), 2, 1, &mut out)
+        })
+    };
+    let qkv = bench_linear("linear (qkv)", t, d, 3 * d, cpu::linear);
+    let proj = bench_linear("linear (out proj)", t, d, d, cpu::linear);
+    let fc1 = bench_linear("linear (fc1)", t, d, ff, cpu::linear);
+    let fc2 = bench_linear("linear (fc2)", t, ff, d, cpu::linear);
+    let attn = bench_attention("attention", t, t, None, cpu::attention);
+    let gelu = if !wanted("gelu 1500x2048") {
+        0.0
+    } else {
+        let mut x = data(t * ff, 12);
+        run("gelu 1500x2048", 0.0, None, || cpu::gelu(black_box(&mut x)))
+    };
+    let ln = if !wanted("layer_norm 1500x512") {
+        0.0
+    } else {
+        let x = data(t * d, 13);
+        let g = data(d, 14);
+        let b = data(d, 15);
+        let mut out = vec![0.0f32; t * d];
+        run("layer_norm 1500x512", 0.0, None, || {
+            cpu::layer_norm(black_box(&x), t, d, &g, &b, 1e-5, &mut out)
+        })
+    };
+    let add = if !wanted("add_inplace 1500x512") {
+        0.0
+    } else {
+        let mut acc = data(t * d, 16);
+        let b = data(t * d, 17);
+        run("add_inplace 1500x512", 0.0, None, || {
+            cpu::add_inplace(black_box(&mut acc), &b)
+        })
+    };
+    if wanted("softmax_inplace 1500") {
+        let mut row = data(t, 18);
+        run("softmax_inplace 1500", 0.0, None, || {
+            cpu::softmax_inplace(black_box(&mut row))
+        });
+    }
+    if std::env::args().nth(2).is_none() {
+        // Per block: 2 layer norms, qkv, attention, out proj, 2 residual adds, fc1, gelu,
+        // fc2; then the stem's two convolutions with their GELUs and the final layer norm.
+        let block = 2.0 * ln + qkv + attn + proj + 2.0 * add + fc1 + gelu + fc2;
+        let stem_gelu = gelu * (d * (3000 + t)) as f64 / (t * ff) as f64;
+        let encoder = conv1 + conv2 + stem_gelu + 6.0 * block + ln;
+        let flops = 2.0 * (d * 80 * 3 * 3000 + d * d * 3 * t) as f64
+            + 6.0 * 2.0 * (t * d * (3 * d + d + 2 * ff) + 2 * t * t * d) as f64;
+        println!(
+            "estimated encoder (sum of the kernels above): {:.1} ms for {:.1} GFLOP = {:.1} GFLOP/s",
+            encoder * 1e3,
+            flops / 1e9,
+            flops / encoder / 1e9
+        );
+    }
+
+    println!("\n== decoder step (d=512, ffn 2048, vocab 51865) ==");
+    for m in [1, 5] {
+        bench_linear("linear (q) gemv", m, d, d, cpu::linear_gemv);
+        bench_linear("linear (q) gemm", m, d, d, cpu::linear_gemm);
+        bench_linear("linear (fc1) gemv", m, d, ff, cpu::linear_gemv);
+        bench_linear("linear (fc1) gemm", m, d, ff, cpu::linear_gemm);
+        bench_linear("linear (fc2) gemv", m, ff, d, cpu::linear_gemv);
+        bench_linear("linear (fc2) gemm", m, ff, d, cpu::linear_gemm);
+    }
+    for m in [1, 2, 5] {
+        bench_linear("linear (logits) gemv", m, d, 51865, cpu::linear_gemv);
+        bench_linear("linear (logits) gemm", m, d, 51865, cpu::linear_gemm);
+    }
+    let cases = [
+        (1, 448, Some(447)),
+        (5, 448, Some(443)),
+        (1, 1500, None),
+        (5, 1500, None),
+        (16, 64, Some(48)),
+    ];
+    for (tq, tk, causal) in cases {
+        bench_attention("attention direct", tq, tk, causal, cpu::attention_direct);
+        bench_attention("attention blocked", tq, tk, causal, cpu::attention_blocked);
+    }
+}

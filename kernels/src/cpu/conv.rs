@@ -1,0 +1,125 @@
+//! 1-D convolution (Whisper's two-layer conv stem) as im2col followed by gemm.
+
+use rayon::prelude::*;
+
+use super::checks::require_len;
+use super::parallel::gemm_parallelism;
+
+/// Output length of a 1-D convolution: (t_in + 2·padding − kernel) / stride + 1, or 0
+/// when the padded input is shorter than the kernel or `stride`/`kernel` is 0.
+pub fn conv1d_out_len(t_in: usize, kernel: usize, stride: usize, padding: usize) -> usize {
+    let padded = t_in.saturating_add(padding.saturating_mul(2));
+    if stride == 0 || kernel == 0 || padded < kernel {
+        0
+    } else {
+        (padded - kernel) / stride + 1
+    }
+}
+
+/// Fills one im2col row: `row[t] = x_row[t·stride + tap − padding]`, zero outside.
+fn im2col_row(row: &mut [f32], x_row: &[f32], tap: usize, stride: usize, padding: usize) {
+    let t_out = row.len();
+    let t_in = x_row.len();
+    // Valid t satisfy padding ≤ t·stride + tap < t_in + padding.
+    let lo = padding.saturating_sub(tap).div_ceil(stride).min(t_out);
+    let hi = if t_in + padding > tap {
+        (t_in + padding - tap).div_ceil(stride).min(t_out)
+    } else {
+        0
+    };
+    if hi <= lo {
+        row.fill(0.0);
+        return;
+    }
+    row[..lo].fill(0.0);
+    row[hi..].fill(0.0);
+    // lo < t_out here, so lo is the unclamped ceiling and lo·stride + tap ≥ padding.
+    let start = lo * stride + tap - padding;
+    if stride == 1 {
+        row[lo..hi].copy_from_slice(&x_row[start..start + (hi - lo)]);
+    } else {
+        for (o, &v) in row[lo..hi]
+            .iter_mut()
+            .zip(x_row[start..].iter().step_by(stride))
+        {
+            *o = v;
+        }
+    }
+}
+
+/// 1-D convolution with zero padding: x `[c_in, t_in]`, w `[c_out, c_in, kernel]`
+/// (PyTorch `Conv1d` layout), out `[c_out, t_out]` with t_out from [`conv1d_out_len`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv1d(
+    x: &[f32],
+    c_in: usize,
+    t_in: usize,
+    w: &[f32],
+    c_out: usize,
+    kernel: usize,
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: usize,
+    out: &mut [f32],
+) {
+    let t_out = conv1d_out_len(t_in, kernel, stride, padding);
+    let depth = c_in
+        .checked_mul(kernel)
+        .expect("conv1d: c_in x kernel overflows");
+    require_len("conv1d input", x.len(), c_in, t_in);
+    require_len("conv1d weight", w.len(), c_out, depth);
+    if let Some(b) = bias {
+        require_len("conv1d bias", b.len(), 1, c_out);
+    }
+    require_len("conv1d output", out.len(), c_out, t_out);
+    if t_out == 0 || c_out == 0 {
+        return;
+    }
+    match bias {
+        Some(b) => out
+            .chunks_exact_mut(t_out)
+            .zip(b)
+            .for_each(|(r, &v)| r.fill(v)),
+        None => out.fill(0.0),
+    }
+    if depth == 0 {
+        return;
+    }
+    // cols[(ci, tap), t] = x[ci, t·stride + tap − padding]: the convolution becomes
+    // w [c_out, c_in·kernel] · cols [c_in·kernel, t_out].
+    let mut cols = vec![0.0f32; depth * t_out];
+    let fill = |(r, row): (usize, &mut [f32])| {
+        let (ci, tap) = (r / kernel, r % kernel);
+        im2col_row(row, &x[ci * t_in..(ci + 1) * t_in], tap, stride, padding);
+    };
+    if depth * t_out > 1 << 16 {
+        cols.par_chunks_mut(t_out).enumerate().for_each(fill);
+    } else {
+        cols.chunks_mut(t_out).enumerate().for_each(fill);
+    }
+    // SAFETY: w is [c_out, depth] (row stride depth), cols [depth, t_out] (row stride
+    // t_out), out [c_out, t_out] (row stride t_out); lengths checked above.
+    unsafe {
+        gemm::gemm(
+            c_out,
+            t_out,
+            depth,
+            out.as_mut_ptr(),
+            1,
+            t_out as isize,
+            true,
+            w.as_ptr(),
+            1,
+            depth as isize,
+            cols.as_ptr(),
+            1,
+            t_out as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm_parallelism(c_out * t_out * depth),
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! Dense layers and plain matrix products.
+//!
+//! `linear` keeps PyTorch's weight layout `[out, in]` and never transposes it: gemm reads
+//! the weight through strides, and the small-row GEMV path streams weight rows directly.
+
+use rayon::prelude::*;
+
+use super::checks::require_len;
+use super::parallel::{gemm_parallelism, SendPtr};
+use super::simd::{dot, dot4, dot4x2, dot_tile, multiversion};
+use super::tuning::{GEMV_MAX_M, MIN_PARALLEL_FMAS};
+
+/// One pass of `M` input rows over the weight block: `out[i, j] = x[i] · w[j] + bias[j]`.
+///
+/// `tile` computes the dot products of the `M` rows with `R` weight rows at once. The
+/// block is cut into `R` contiguous parts and each step takes one row from each part, so
+/// the weight is read as `R` long sequential streams that hardware prefetchers follow
+/// (`R` adjacent rows instead would be streams of only one row each).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gemv_pass<const FMA: bool, const R: usize, const M: usize>(
+    x: &[f32],
+    k: usize,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    out_stride: usize,
+    tile: impl Fn([&[f32]; M], [&[f32]; R]) -> [[f32; R]; M],
+) {
+    let rows = w.len() / k;
+    let part = rows / R;
+    let xs: [&[f32]; M] = std::array::from_fn(|i| &x[i * k..(i + 1) * k]);
+    for t in 0..part {
+        let js: [usize; R] = std::array::from_fn(|r| r * part + t);
+        let d = tile(xs, js.map(|j| &w[j * k..(j + 1) * k]));
+        for (i, di) in d.iter().enumerate() {
+            for (&j, &v) in js.iter().zip(di) {
+                out[i * out_stride + j] = v + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+    }
+    for j in R * part..rows {
+        let wr = &w[j * k..(j + 1) * k];
+        for (i, xr) in xs.iter().enumerate() {
+            out[i * out_stride + j] = dot::<FMA>(xr, wr) + bias.map_or(0.0, |b| b[j]);
+        }
+    }
+}
+
+/// GEMV block: `out[i, j] = x[i] · w[j] + bias[j]` for the `m` rows of `x` and the
+/// `w.len() / k` rows of `w`, writing row i of the result at `out[i * out_stride..]`.
+///
+/// All input rows share one pass over the weight where registers allow (up to 6 rows),
+/// so loading the weight from memory overlaps with the arithmetic; more rows take one
+/// pass per group of at most 6.
+#[inline(always)]
+pub(super) fn gemv_block<const FMA: bool>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let groups = m.div_ceil(6);
+    let mut i0 = 0;
+    for g in 0..groups {
+        // Balanced group sizes (8 rows -> 4 + 4, not 6 + 2).
+        let size = (m - i0).div_ceil(groups - g);
+        let xg = &x[i0 * k..(i0 + size) * k];
+        let og = &mut out[i0 * out_stride..];
+        match size {
+            1 => gemv_pass::<FMA, 4, 1>(xg, k, w, bias, og, out_stride, |x, w| {
+                [dot4::<FMA>(x[0], w)]
+            }),
+            2 => gemv_pass::<FMA, 4, 2>(xg, k, w, bias, og, out_stride, |x, w| {
+                dot4x2::<FMA>(x[0], x[1], w)
+            }),
+            3 => gemv_pass::<FMA, 3, 3>(xg, k, w, bias, og, out_stride, dot_tile::<FMA, 3, 3>),
+            4 => gemv_pass::<FMA, 2, 4>(xg, k, w, bias, og, out_stride, dot_tile::<FMA, 2, 4>),
+            5 => gemv_pass::<FMA, 2, 5>(xg, k, w, bias, og, out_stride, dot_tile::<FMA, 2, 5>),
+            _ => gemv_pass::<FMA, 2, 6>(xg, k, w, bias, og, out_stride, dot_tile::<FMA, 2, 6>),
+        }
+        i0 += size;
+    }
+}
+
+multiversion! {
+    fn gemv_serial(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+        out_stride: usize,
+    ) => gemv_block
+}
+
+/// `linear` by streaming the weight once, parallel over chunks of weight rows.
+///
+/// Meant for few input rows (the decoder's per-token projections), where the product is
+/// bound by reading `w` from memory; any `m` gives correct results.
+pub fn linear_gemv(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    check_linear(x, m, k, w, n, bias, out);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        fill_bias(out, n, bias);
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let fmas = m * n * k;
+    if threads <= 1 || fmas < MIN_PARALLEL_FMAS {
+        gemv_serial(x, m, k, w, bias, out, n);
+        return;
+    }
+    // A few chunks per thread balance uneven progress; each chunk still carries at least
+    // MIN_PARALLEL_FMAS of work.
+    let by_balance = n.div_ceil(4 * threads);
+    let by_work = MIN_PARALLEL_FMAS.div_ceil(m * k);
+    let chunk_rows = by_balance.max(by_work).next_multiple_of(4);
+    let out_ptr = SendPtr::new(out.as_mut_ptr());
+    w.par_chunks(chunk_rows * k)
+        .enumerate()
+        .for_each(|(c, wb)| {
+            let j0 = c * chunk_rows;
+            let rows = wb.len() / k;
+            let mut local = vec![0.0f32; m * rows];
+            gemv_serial(
+                x,
+                m,
+                k,
+                wb,
+                bias.map(|b| &b[j0..j0 + rows]),
+                &mut local,
+                rows,
+            );
+            for i in 0..m {
+                // SAFETY: chunk c alone writes columns j0..j0+rows of each of the m rows of
+                // `out`, which has m·n elements and outlives this parallel loop.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        local.as_ptr().add(i * rows),
+                        out_ptr.get().add(i * n + j0),
+                        rows,
+                    );
+                }
+            }
+        });
+}
+
+/// Length checks shared by the `linear` paths (raw-pointer code follows them).
+#[track_caller]
+fn check_linear(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &[f32],
+) {
+    require_len("linear input", x.len(), m, k);
+    require_len("linear weight", w.len(), n, k);
+    if let Some(b) = bias {
+        require_len("linear bias", b.len(), 1, n);
+    }
+    require_len("linear output", out.len(), m, n);
+}
+
+fn fill_bias(out: &mut [f32], n: usize, bias: Option<&[f32]>) {
+    match bias {
+        Some(b) => out.chunks_exact_mut(n).for_each(|r| r.copy_from_slice(b)),
+        None => out.fill(0.0),
+    }
+}
+
+/// `linear` through the gemm crate (packed, cache-blocked); the fast path for many rows.
+pub fn linear_gemm(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    check_linear(x, m, k, w, n, bias, out);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        fill_bias(out, n, bias);
+        return;
+    }
+    let read_dst = match bias {
+        Some(b) => {
+            if m * n > 1 << 16 {
+                out.par_chunks_mut(n).for_each(|r| r.copy_from_slice(b));
+            } else {
+                out.chunks_exact_mut(n).for_each(|r| r.copy_from_slice(b));
+            }
+            true
+        }
+        None => false,
+    };
+    // SAFETY: the pointers cover x [m, k] (row stride k), w viewed as wᵀ [k, n] (column
+    // stride k, row stride 1) and out [m, n] (row stride n), lengths checked by
+    // `check_linear`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            read_dst,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm_parallelism(m * n * k),
+        );
+    }
+}
+
+/// Fully connected layer: `out[m, n] = x[m, k] · w[n, k]ᵀ + bias[n]` (PyTorch `Linear`
+/// weight layout `[out, in]`).
+pub fn linear(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    if m <= GEMV_MAX_M {
+        linear_gemv(x, m, k, w, n, bias, out);
+    } else {
+        linear_gemm(x, m, k, w, n, bias, out);
+    }
+}
+
+/// Plain matrix product `out[m, n] = a[m, k] · b[k, n]` (all row-major).
+pub fn matmul(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, out: &mut [f32]) {
+    require_len("matmul lhs", a.len(), m, k);
+    require_len("matmul rhs", b.len(), k, n);
+    require_len("matmul output", out.len(), m, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    // SAFETY: a [m, k] row stride k, b [k, n] row stride n, out [m, n] row stride n; lengths
+    // checked above.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm_parallelism(m * n * k),
+        );
+    }
+}

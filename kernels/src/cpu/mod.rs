@@ -1,0 +1,31 @@
+//! f32 CPU kernels on row-major slices, parallelised on rayon's global pool.
+//!
+//! Every kernel picks the widest instruction set the CPU offers at run time (AVX2+FMA on
+//! x86_64, NEON on aarch64) and falls back to portable code elsewhere; nothing depends on
+//! compile-time `target-cpu` flags.
+
+mod activation;
+mod attention;
+mod checks;
+mod conv;
+mod elementwise;
+mod linear;
+mod math;
+mod norm;
+mod parallel;
+mod simd;
+mod softmax;
+pub mod tuning;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod portable_tests;
+
+pub use activation::gelu;
+pub use attention::{attention, attention_blocked, attention_direct};
+pub use conv::{conv1d, conv1d_out_len};
+pub use elementwise::{add, add_inplace, add_rows_inplace};
+pub use linear::{linear, linear_gemm, linear_gemv, matmul};
+pub use norm::layer_norm;
+pub use softmax::softmax_inplace;

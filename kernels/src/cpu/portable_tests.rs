@@ -1,0 +1,241 @@
+//! Tests of the portable (non-FMA) compilations of the kernel bodies.
+//!
+//! The public entry points run the AVX2+FMA compilation on any machine that has it, so
+//! the fallback used on other CPUs would otherwise go untested. These call the generic
+//! bodies with `FMA = false` directly and compare them with f64 references, using the
+//! same bounds as the integration tests in `tests/`.
+
+use super::attention::{attend_row, Layout};
+use super::linear::gemv_block;
+use super::math::{exp_f32, gelu_one};
+use super::norm::layer_norm_rows;
+use super::simd::{axpy4, dot, dot4, dot4x2};
+use super::softmax::exp_shifted;
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+fn gamma(n: usize) -> f64 {
+    n as f64 * U / (1.0 - n as f64 * U)
+}
+
+/// Deterministic values in [-1, 1).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn dot_ref(a: &[f32], b: &[f32]) -> (f64, f64) {
+    a.iter().zip(b).fold((0.0, 0.0), |(s, m), (&x, &y)| {
+        let p = x as f64 * y as f64;
+        (s + p, m + p.abs())
+    })
+}
+
+#[test]
+fn exp_f32_relative_error_below_3e7() {
+    for variant in [exp_f32::<false> as fn(f32) -> f32, exp_f32::<true>] {
+        let n = 200_000;
+        for i in 0..=n {
+            let x = -87.3 + (88.0 + 87.3) * i as f32 / n as f32;
+            let want = (x as f64).exp();
+            let got = variant(x) as f64;
+            assert!(
+                (got - want).abs() <= 3e-7 * want,
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(variant(f32::NEG_INFINITY), 0.0);
+        assert_eq!(variant(-100.0), 0.0);
+        assert_eq!(variant(0.0), 1.0);
+        assert!(variant(f32::NAN).is_nan());
+    }
+}
+
+#[test]
+fn gelu_portable_matches_reference() {
+    let n = 400_000;
+    for i in 0..=n {
+        let x = -16.0 + 32.0 * i as f32 / n as f32;
+        let xd = x as f64;
+        let want = 0.5 * xd * libm::erfc(-xd / std::f64::consts::SQRT_2);
+        let got = gelu_one::<false>(x) as f64;
+        let err = (got - want).abs();
+        if want.abs() >= f32::MIN_POSITIVE as f64 {
+            assert!(err <= 1.5e-7 * want.abs(), "gelu({x}) = {got}, want {want}");
+        } else {
+            assert!(err <= 1.5e-45, "gelu({x}) = {got}, want {want}");
+        }
+    }
+}
+
+#[test]
+fn dot_primitives_portable() {
+    for len in 0..70 {
+        let x0 = values(len, 1);
+        let x1 = values(len, 2);
+        let w: Vec<Vec<f32>> = (0..4).map(|r| values(len, 10 + r)).collect();
+        let wr = [&w[0][..], &w[1], &w[2], &w[3]];
+        let close =
+            |got: f32, (want, mag): (f64, f64)| (got as f64 - want).abs() <= gamma(len) * mag;
+        assert!(
+            close(dot::<false>(&x0, &x1), dot_ref(&x0, &x1)),
+            "dot len {len}"
+        );
+        let d4 = dot4::<false>(&x0, wr);
+        let d42 = dot4x2::<false>(&x0, &x1, wr);
+        for r in 0..4 {
+            assert!(close(d4[r], dot_ref(&x0, wr[r])), "dot4 len {len} row {r}");
+            assert!(
+                close(d42[0][r], dot_ref(&x0, wr[r])),
+                "dot4x2 len {len} row {r}"
+            );
+            assert!(
+                close(d42[1][r], dot_ref(&x1, wr[r])),
+                "dot4x2 len {len} row {r}"
+            );
+        }
+        let a = [0.5f32, -1.25, 2.0, 0.75];
+        let mut y = x1.clone();
+        axpy4::<false>(a, wr, &mut y);
+        for j in 0..len {
+            let want = x1[j] as f64 + (0..4).map(|r| a[r] as f64 * wr[r][j] as f64).sum::<f64>();
+            let mag = (x1[j] as f64).abs()
+                + (0..4)
+                    .map(|r| (a[r] as f64 * wr[r][j] as f64).abs())
+                    .sum::<f64>();
+            assert!(
+                (y[j] as f64 - want).abs() <= gamma(5) * mag,
+                "axpy4 len {len} at {j}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gemv_portable_matches_reference() {
+    for (m, k, n) in [
+        (1, 1, 1),
+        (1, 17, 9),
+        (2, 33, 4),
+        (3, 64, 13),
+        (5, 70, 8),
+        (8, 5, 21),
+    ] {
+        let x = values(m * k, 3);
+        let w = values(n * k, 4);
+        let b = values(n, 5);
+        let mut out = vec![f32::NAN; m * n];
+        gemv_block::<false>(&x, m, k, &w, Some(&b), &mut out, n);
+        for i in 0..m {
+            for j in 0..n {
+                let (s, mag) = dot_ref(&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
+                let want = s + b[j] as f64;
+                let bound = gamma(k + 1) * (mag + (b[j] as f64).abs());
+                assert!(
+                    (out[i * n + j] as f64 - want).abs() <= bound,
+                    "gemv m={m} k={k} n={n} ({i},{j})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn layer_norm_portable_matches_reference() {
+    let (rows, dim) = (3, 37);
+    let x: Vec<f32> = values(rows * dim, 6)
+        .iter()
+        .map(|v| v * 4.0 + 10.0)
+        .collect();
+    let g = values(dim, 7);
+    let b = values(dim, 8);
+    let mut out = vec![f32::NAN; rows * dim];
+    layer_norm_rows::<false>(&x, dim, &g, &b, 1e-5, &mut out);
+    for r in 0..rows {
+        let xr = &x[r * dim..(r + 1) * dim];
+        let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+        let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+        for c in 0..dim {
+            let want = (xr[c] as f64 - mean) / (var + 1e-5).sqrt() * g[c] as f64 + b[c] as f64;
+            // Inputs near 10 with spread 4: the mean's rounding dominates (see tests/norm.rs).
+            assert!(
+                (out[r * dim + c] as f64 - want).abs() <= 1e-5,
+                "layer_norm ({r},{c})"
+            );
+        }
+    }
+}
+
+#[test]
+fn exp_shifted_portable_matches_reference() {
+    let xs: Vec<f32> = values(45, 9).iter().map(|v| v * 10.0).collect();
+    let mut row = xs.clone();
+    let sum = exp_shifted::<false>(&mut row);
+    let max = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let mut want_sum = 0.0;
+    for (&x, &e) in xs.iter().zip(&row) {
+        let want = (x as f64 - max).exp();
+        want_sum += want;
+        assert!(
+            (e as f64 - want).abs() <= (3e-7 + 20.0 * U) * want,
+            "exp_shifted({x})"
+        );
+    }
+    assert!((sum as f64 - want_sum).abs() <= 1e-6 * want_sum);
+    let mut masked = [f32::NEG_INFINITY; 3];
+    assert_eq!(exp_shifted::<false>(&mut masked), 0.0);
+    assert_eq!(masked, [0.0; 3]);
+}
+
+#[test]
+fn attend_row_portable_matches_reference() {
+    let (tk, heads, hd) = (23, 2, 9);
+    let d = heads * hd;
+    let q = values(3 * d, 11);
+    let k = values(tk * d, 12);
+    let v = values(tk * d, 13);
+    let lay = Layout {
+        q_row_stride: d,
+        k_row_stride: d,
+        v_row_stride: d,
+        out_row_stride: d,
+        tq: 3,
+        tk,
+        heads,
+        head_dim: hd,
+        causal_offset: Some(tk - 3),
+    };
+    let mut scores = Vec::new();
+    for h in 0..heads {
+        for i in 0..3 {
+            let mut out = vec![f32::NAN; hd];
+            attend_row::<false>(&q, &k, &v, lay, h, i, &mut scores, &mut out);
+            let n = tk - 3 + i + 1;
+            let s: Vec<f64> = (0..n)
+                .map(|j| {
+                    dot_ref(&q[i * d + h * hd..][..hd], &k[j * d + h * hd..][..hd]).0
+                        / (hd as f64).sqrt()
+                })
+                .collect();
+            let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+            let total: f64 = e.iter().sum();
+            for c in 0..hd {
+                let want: f64 = (0..n)
+                    .map(|j| e[j] / total * v[j * d + h * hd + c] as f64)
+                    .sum();
+                assert!(
+                    (out[c] as f64 - want).abs() <= 1e-6,
+                    "attend_row h={h} i={i} c={c}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Run-time instruction-set dispatch and the vector primitives shared by the kernels.
+//!
+//! Hot loops are written once as `#[inline(always)]` generic bodies over
+//! `const FMA: bool`. [`multiversion!`] wraps such a body into a function that runs an
+//! AVX2+FMA compilation of it when the CPU has those features and the baseline
+//! compilation otherwise.
+//!
+//! Invariant: on x86_64 a body is instantiated with `FMA = true` only where AVX2 and FMA
+//! are available — inside `multiversion!`'s detected branch, or when the build itself
+//! enables both (see [`BASELINE_FMA`]). The primitives below rely on it to call the
+//! intrinsic kernels of [`super::x86`]; elsewhere they use portable lane-array loops.
+
+/// Whether the baseline compilation may use fused multiply-adds: on aarch64 always, on
+/// x86_64 only when the build enables AVX2 and FMA. Without FMA, `mul_add` would be a slow
+/// libm call, so bodies use `a * b + c` instead.
+pub(crate) const BASELINE_FMA: bool = cfg!(target_arch = "aarch64")
+    || cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ));
+
+/// Lanes per accumulator array in the portable loops: four 128-bit registers of f32, so
+/// consecutive multiply-adds are independent and hide their latency.
+pub(crate) const LANES: usize = 16;
+
+/// True when this x86_64 CPU has AVX2 and FMA (std caches the CPUID probe).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// `a * b + c`, fused when the body is compiled for a target with FMA.
+#[inline(always)]
+pub(crate) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// f64 variant of [`fmadd`].
+#[inline(always)]
+pub(crate) fn fmadd64<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Defines `$vis fn $name(args) -> ret` that calls `$body::<FMA>(args)` compiled for
+/// AVX2+FMA when available at run time, else for the baseline target.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body::<true>($($arg),*)
+                }
+                if $crate::cpu::simd::has_avx2_fma() {
+                    // SAFETY: `wide` only needs AVX2 and FMA, which were just detected.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body::<{ $crate::cpu::simd::BASELINE_FMA }>($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// Sum of a lane array, pairwise so it vectorises and stays accurate.
+#[inline(always)]
+pub(crate) fn hsum(v: [f32; LANES]) -> f32 {
+    let mut h = [0.0f32; LANES / 2];
+    for l in 0..LANES / 2 {
+        h[l] = v[l] + v[l + LANES / 2];
+    }
+    let mut q = [0.0f32; LANES / 4];
+    for l in 0..LANES / 4 {
+        q[l] = h[l] + h[l + LANES / 4];
+    }
+    (q[0] + q[2]) + (q[1] + q[3])
+}
+
+/// Dot product of two slices of equal length.
+#[inline(always)]
+pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true on x86_64 means AVX2+FMA are available (module invariant).
+        return unsafe { super::x86::dot(a, b) };
+    }
+    let mut acc = [0.0f32; LANES];
+    let ac = a.chunks_exact(LANES);
+    let bc = b.chunks_exact(LANES);
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..LANES {
+            acc[l] = fmadd::<FMA>(x[l], y[l], acc[l]);
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ar.iter().zip(br) {
+        tail = fmadd::<FMA>(*x, *y, tail);
+    }
+    hsum(acc) + tail
+}
+
+/// Dot products of `x` with four rows in one pass over `x`; all slices have equal length.
+#[inline(always)]
+pub(crate) fn dot4<const FMA: bool>(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true on x86_64 means AVX2+FMA are available (module invariant).
+        return unsafe { super::x86::dot4(x, w) };
+    }
+    let n = x.len();
+    let w = w.map(|r| &r[..n]);
+    let mut acc = [[0.0f32; LANES]; 4];
+    let full = n - n % LANES;
+    for c in (0..full).step_by(LANES) {
+        let xv = &x[c..c + LANES];
+        for (a, r) in acc.iter_mut().zip(&w) {
+            let wv = &r[c..c + LANES];
+            for l in 0..LANES {
+                a[l] = fmadd::<FMA>(xv[l], wv[l], a[l]);
+            }
+        }
+    }
+    let mut res = [0.0f32; 4];
+    for (g, r) in w.iter().enumerate() {
+        let mut tail = 0.0f32;
+        for j in full..n {
+            tail = fmadd::<FMA>(x[j], r[j], tail);
+        }
+        res[g] = hsum(acc[g]) + tail;
+    }
+    res
+}
+
+/// Dot products of two rows `x0`, `x1` with four rows `w` (result `[x][w]`), sharing the
+/// loads of `w`; all slices have equal length.
+#[inline(always)]
+pub(crate) fn dot4x2<const FMA: bool>(x0: &[f32], x1: &[f32], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true on x86_64 means AVX2+FMA are available (module invariant).
+        return unsafe { super::x86::dot4x2(x0, x1, w) };
+    }
+    [dot4::<FMA>(x0, w), dot4::<FMA>(x1, w)]
+}
+
+/// Dot products of `M` rows `x` with `R` rows `w` (result `[x][w]`) in one pass, sharing
+/// each load of `w` among the `M` rows; all slices have equal length and `M ≥ 1`.
+#[inline(always)]
+pub(crate) fn dot_tile<const FMA: bool, const R: usize, const M: usize>(
+    x: [&[f32]; M],
+    w: [&[f32]; R],
+) -> [[f32; R]; M] {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true on x86_64 means AVX2+FMA are available (module invariant).
+        return unsafe { super::x86::dot_tile::<R, M>(x, w) };
+    }
+    let mut res = [[0.0f32; R]; M];
+    for (row, xr) in res.iter_mut().zip(x) {
+        for (v, wr) in row.iter_mut().zip(w) {
+            *v = dot::<FMA>(xr, wr);
+        }
+    }
+    res
+}
+
+/// `y += alpha * x` over equal-length slices.
+#[inline(always)]
+pub(crate) fn axpy<const FMA: bool>(alpha: f32, x: &[f32], y: &mut [f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv = fmadd::<FMA>(alpha, *xv, *yv);
+    }
+}
+
+/// `y += a[0]·x[0] + a[1]·x[1] + a[2]·x[2] + a[3]·x[3]`: four rows folded into `y` with one
+/// load and store of `y`; all slices have equal length.
+#[inline(always)]
+pub(crate) fn axpy4<const FMA: bool>(a: [f32; 4], x: [&[f32]; 4], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true on x86_64 means AVX2+FMA are available (module invariant).
+        return unsafe { super::x86::axpy4(a, x, y) };
+    }
+    let n = y.len();
+    let [x0, x1, x2, x3] = x.map(|r| &r[..n]);
+    for j in 0..n {
+        let mut t = fmadd::<FMA>(a[0], x0[j], y[j]);
+        t = fmadd::<FMA>(a[1], x1[j], t);
+        t = fmadd::<FMA>(a[2], x2[j], t);
+        y[j] = fmadd::<FMA>(a[3], x3[j], t);
+    }
+}

@@ -1,0 +1,231 @@
+//! AVX2+FMA kernels for the innermost loops (x86_64 only).
+//!
+//! Written with intrinsics so the accumulators provably stay in registers; reached only
+//! through [`super::simd`], which calls them when AVX2 and FMA are available. Every
+//! function re-slices its inputs to a common length first, so the raw loads below stay
+//! in bounds whatever the caller passes.
+
+use std::arch::x86_64::*;
+
+/// Horizontal sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Dot product with four independent 8-lane accumulators.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (u, a) in acc.iter_mut().enumerate() {
+            let o = i + 8 * u;
+            *a = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(o)), _mm256_loadu_ps(pb.add(o)), *a);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_loadu_ps(pa.add(i)),
+            _mm256_loadu_ps(pb.add(i)),
+            acc[0],
+        );
+        i += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum(sum);
+    while i < n {
+        s = (*pa.add(i)).mul_add(*pb.add(i), s);
+        i += 1;
+    }
+    s
+}
+
+/// Dot products of `x` with four rows, two 8-lane accumulators per row.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+    let n = x.len();
+    let w = w.map(|r| &r[..n]);
+    let px = x.as_ptr();
+    let [p0, p1, p2, p3] = w.map(|r| r.as_ptr());
+    let z = _mm256_setzero_ps();
+    let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+    let (mut b0, mut b1, mut b2, mut b3) = (z, z, z, z);
+    let mut i = 0;
+    while i + 16 <= n {
+        let xa = _mm256_loadu_ps(px.add(i));
+        let xb = _mm256_loadu_ps(px.add(i + 8));
+        a0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p0.add(i)), a0);
+        a1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p1.add(i)), a1);
+        a2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p2.add(i)), a2);
+        a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p3.add(i)), a3);
+        b0 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(p0.add(i + 8)), b0);
+        b1 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(p1.add(i + 8)), b1);
+        b2 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(p2.add(i + 8)), b2);
+        b3 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(p3.add(i + 8)), b3);
+        i += 16;
+    }
+    if i + 8 <= n {
+        let xa = _mm256_loadu_ps(px.add(i));
+        a0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p0.add(i)), a0);
+        a1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p1.add(i)), a1);
+        a2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p2.add(i)), a2);
+        a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p3.add(i)), a3);
+        i += 8;
+    }
+    let mut res = [
+        hsum(_mm256_add_ps(a0, b0)),
+        hsum(_mm256_add_ps(a1, b1)),
+        hsum(_mm256_add_ps(a2, b2)),
+        hsum(_mm256_add_ps(a3, b3)),
+    ];
+    while i < n {
+        let xv = *px.add(i);
+        res[0] = xv.mul_add(*p0.add(i), res[0]);
+        res[1] = xv.mul_add(*p1.add(i), res[1]);
+        res[2] = xv.mul_add(*p2.add(i), res[2]);
+        res[3] = xv.mul_add(*p3.add(i), res[3]);
+        i += 1;
+    }
+    res
+}
+
+/// Dot products of two rows with four rows (eight accumulators, one per pair); each load
+/// of a `w` vector feeds two multiply-adds.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot4x2(x0: &[f32], x1: &[f32], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    let n = x0.len();
+    let x1 = &x1[..n];
+    let w = w.map(|r| &r[..n]);
+    let (px, py) = (x0.as_ptr(), x1.as_ptr());
+    let [p0, p1, p2, p3] = w.map(|r| r.as_ptr());
+    let z = _mm256_setzero_ps();
+    let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+    let (mut b0, mut b1, mut b2, mut b3) = (z, z, z, z);
+    let mut i = 0;
+    while i + 8 <= n {
+        let xa = _mm256_loadu_ps(px.add(i));
+        let xb = _mm256_loadu_ps(py.add(i));
+        let w0 = _mm256_loadu_ps(p0.add(i));
+        a0 = _mm256_fmadd_ps(xa, w0, a0);
+        b0 = _mm256_fmadd_ps(xb, w0, b0);
+        let w1 = _mm256_loadu_ps(p1.add(i));
+        a1 = _mm256_fmadd_ps(xa, w1, a1);
+        b1 = _mm256_fmadd_ps(xb, w1, b1);
+        let w2 = _mm256_loadu_ps(p2.add(i));
+        a2 = _mm256_fmadd_ps(xa, w2, a2);
+        b2 = _mm256_fmadd_ps(xb, w2, b2);
+        let w3 = _mm256_loadu_ps(p3.add(i));
+        a3 = _mm256_fmadd_ps(xa, w3, a3);
+        b3 = _mm256_fmadd_ps(xb, w3, b3);
+        i += 8;
+    }
+    let mut res = [
+        [hsum(a0), hsum(a1), hsum(a2), hsum(a3)],
+        [hsum(b0), hsum(b1), hsum(b2), hsum(b3)],
+    ];
+    while i < n {
+        let (xa, xb) = (*px.add(i), *py.add(i));
+        for (r, p) in [p0, p1, p2, p3].iter().enumerate() {
+            let wv = *p.add(i);
+            res[0][r] = xa.mul_add(wv, res[0][r]);
+            res[1][r] = xb.mul_add(wv, res[1][r]);
+        }
+        i += 1;
+    }
+    res
+}
+
+/// Dot products of `M` rows `x` with `R` rows `w` (result `[x][w]`), one 8-lane
+/// accumulator per pair: each loaded vector of `w` feeds `M` multiply-adds. `R·M + R + 1`
+/// must stay ≤ 16 so accumulators and loaded vectors fit the registers (4×3 spills).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `M ≥ 1`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_tile<const R: usize, const M: usize>(
+    x: [&[f32]; M],
+    w: [&[f32]; R],
+) -> [[f32; R]; M] {
+    let n = x[0].len();
+    let x = x.map(|r| &r[..n]);
+    let w = w.map(|r| &r[..n]);
+    let mut acc = [[_mm256_setzero_ps(); R]; M];
+    let mut wv = [_mm256_setzero_ps(); R];
+    let mut i = 0;
+    while i + 8 <= n {
+        for r in 0..R {
+            wv[r] = _mm256_loadu_ps(w[r].as_ptr().add(i));
+        }
+        for mi in 0..M {
+            let xv = _mm256_loadu_ps(x[mi].as_ptr().add(i));
+            for r in 0..R {
+                acc[mi][r] = _mm256_fmadd_ps(xv, wv[r], acc[mi][r]);
+            }
+        }
+        i += 8;
+    }
+    let mut res = [[0.0f32; R]; M];
+    for mi in 0..M {
+        for r in 0..R {
+            let mut s = hsum(acc[mi][r]);
+            for j in i..n {
+                s = x[mi][j].mul_add(w[r][j], s);
+            }
+            res[mi][r] = s;
+        }
+    }
+    res
+}
+
+/// `y += Σ a[r]·x[r]` over four rows.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn axpy4(a: [f32; 4], x: [&[f32]; 4], y: &mut [f32]) {
+    let n = y.len();
+    let x = x.map(|r| &r[..n]);
+    let py = y.as_mut_ptr();
+    let [p0, p1, p2, p3] = x.map(|r| r.as_ptr());
+    let (c0, c1) = (_mm256_set1_ps(a[0]), _mm256_set1_ps(a[1]));
+    let (c2, c3) = (_mm256_set1_ps(a[2]), _mm256_set1_ps(a[3]));
+    let mut i = 0;
+    while i + 8 <= n {
+        let mut t = _mm256_loadu_ps(py.add(i));
+        t = _mm256_fmadd_ps(c0, _mm256_loadu_ps(p0.add(i)), t);
+        t = _mm256_fmadd_ps(c1, _mm256_loadu_ps(p1.add(i)), t);
+        t = _mm256_fmadd_ps(c2, _mm256_loadu_ps(p2.add(i)), t);
+        t = _mm256_fmadd_ps(c3, _mm256_loadu_ps(p3.add(i)), t);
+        _mm256_storeu_ps(py.add(i), t);
+        i += 8;
+    }
+    while i < n {
+        let mut t = a[0].mul_add(*p0.add(i), *py.add(i));
+        t = a[1].mul_add(*p1.add(i), t);
+        t = a[2].mul_add(*p2.add(i), t);
+        *py.add(i) = a[3].mul_add(*p3.add(i), t);
+        i += 1;
+    }
+}

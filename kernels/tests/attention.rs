@@ -1,0 +1,207 @@
+//! Multi-head attention (both paths and the dispatching entry point) against an f64
+//! reference, on strided inputs laid out like Whisper's fused projections.
+//!
+//! The elementwise bound is derived in `common::ref_attention` (score rounding γ_hd,
+//! f32 exponential, γ_tk for the sums over keys). The relative L2 check uses the same
+//! random-walk argument as the linear tests with the longer of the two sums (u·√max(hd, tk))
+//! plus the f32 exponential's 3e-7.
+
+mod common;
+
+use amanuensis_kernels::cpu;
+use common::{assert_within, dense_out, ref_attention, rel_l2, Attn, Rng, U};
+use proptest::prelude::*;
+
+type AttnFn = fn(
+    &[f32],
+    usize,
+    &[f32],
+    usize,
+    &[f32],
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    Option<usize>,
+    &mut [f32],
+    usize,
+);
+
+const PATHS: [(&str, AttnFn); 3] = [
+    ("attention", cpu::attention),
+    ("attention_direct", cpu::attention_direct),
+    ("attention_blocked", cpu::attention_blocked),
+];
+
+/// Builds q from a fused [tq, 3·d + pad] buffer and k, v from a fused [tk, 3·d + pad]
+/// buffer (column slices, as the encoder's qkv projection produces them), runs `path`
+/// into an output with row stride `d + out_pad`, and checks it against the reference.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    path: (&str, AttnFn),
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    hd: usize,
+    causal: Option<usize>,
+    pad: usize,
+    out_pad: usize,
+    qk_range: f32,
+    seed: u64,
+) {
+    let d = heads * hd;
+    let stride = 3 * d + pad;
+    let mut rng = Rng::new(seed);
+    let q_buf = rng.vec(tq * stride, -qk_range, qk_range);
+    let kv_buf = {
+        let mut v = rng.vec(tk * stride, -qk_range, qk_range);
+        // v columns in [-1, 1) whatever the q/k range.
+        for r in 0..tk {
+            for c in 2 * d..3 * d {
+                v[r * stride + c] = rng.uniform(-1.0, 1.0);
+            }
+        }
+        v
+    };
+    let os = d + out_pad;
+    let mut out = vec![f32::NAN; tq * os];
+    let a = Attn {
+        q: &q_buf,
+        qs: stride,
+        k: &kv_buf[d..],
+        ks: stride,
+        v: &kv_buf[2 * d..],
+        vs: stride,
+        tq,
+        tk,
+        heads,
+        hd,
+        causal,
+        os,
+    };
+    (path.1)(
+        a.q, a.qs, a.k, a.ks, a.v, a.vs, tq, tk, heads, hd, causal, &mut out, os,
+    );
+    // Padding columns of the output must be left untouched.
+    for i in 0..tq {
+        assert!(
+            out[i * os + d..(i + 1) * os].iter().all(|v| v.is_nan()),
+            "{}: wrote padding",
+            path.0
+        );
+    }
+    let got = dense_out(&out, tq, os, d);
+    let (want, bound) = ref_attention(&a);
+    let what = format!(
+        "{} tq={tq} tk={tk} heads={heads} hd={hd} causal={causal:?}",
+        path.0
+    );
+    assert_within(&what, &got, &want, &bound);
+    // With large logits the f32 rounding of the scores themselves (u·|s|, |s| in the
+    // thousands) dominates; the elementwise bound covers that case, this check the usual.
+    if got.len() >= 64 && qk_range <= 2.0 {
+        let rel = rel_l2(&got, &want);
+        let allowed = U * (hd.max(tk) as f64).sqrt() + 3e-7;
+        assert!(
+            rel <= allowed,
+            "{what}: relative L2 error {rel:e} > {allowed:e}"
+        );
+    }
+}
+
+#[test]
+fn attention_encoder_shape() {
+    // Whisper-base encoder self-attention: 1500 frames, 8 heads of 64, no mask, q/k/v as
+    // column slices of the fused [1500, 1536] projection.
+    check(PATHS[0], 1500, 1500, 8, 64, None, 0, 0, 1.5, 1);
+}
+
+#[test]
+fn attention_decoder_self_attention_with_cache() {
+    // Five new tokens at positions 443..447 attend a 448-entry self-attention cache.
+    for path in PATHS {
+        check(path, 5, 448, 8, 64, Some(443), 0, 0, 1.5, 2);
+        check(path, 1, 448, 8, 64, Some(447), 0, 0, 1.5, 3);
+        // A shorter cache than the context limit: the 10th token at position 9.
+        check(path, 1, 10, 8, 64, Some(9), 0, 0, 1.5, 4);
+    }
+}
+
+#[test]
+fn attention_decoder_prompt_prefill() {
+    // The initial prompt (4 tokens at positions 0..3) attends itself causally.
+    for path in PATHS {
+        check(path, 4, 4, 8, 64, Some(0), 0, 0, 1.5, 5);
+        // Longer prefill spanning several query blocks, with an earlier cache.
+        check(path, 300, 400, 2, 64, Some(100), 0, 0, 1.5, 6);
+    }
+}
+
+#[test]
+fn attention_decoder_cross_attention() {
+    // Decoder tokens attend the 1500 encoder frames without a mask.
+    for path in PATHS {
+        check(path, 5, 1500, 8, 64, None, 0, 0, 1.5, 7);
+        check(path, 1, 1500, 8, 64, None, 0, 0, 1.5, 8);
+    }
+}
+
+#[test]
+fn attention_sharp_softmax() {
+    // Large logits make the softmax nearly one-hot; the max subtraction must keep it finite.
+    for path in PATHS {
+        check(path, 20, 50, 2, 16, None, 3, 5, 30.0, 9);
+    }
+}
+
+#[test]
+fn attention_empty_shapes() {
+    for path in PATHS {
+        // No keys without a mask: every query averages over nothing and yields 0.
+        let mut out = vec![f32::NAN; 2 * 4];
+        (path.1)(&[1.0; 8], 4, &[], 4, &[], 4, 2, 0, 2, 2, None, &mut out, 4);
+        assert_eq!(out, [0.0; 8], "{}", path.0);
+        // No queries: nothing written.
+        (path.1)(
+            &[],
+            4,
+            &[1.0; 4],
+            4,
+            &[1.0; 4],
+            4,
+            0,
+            1,
+            2,
+            2,
+            None,
+            &mut [],
+            4,
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn attention_matches_reference(
+        tq in 1usize..=40,
+        extra_keys in 0usize..=40,
+        heads in 1usize..=3,
+        hd in 1usize..=20,
+        causal_kind in 0usize..3,
+        offset in 0usize..=30,
+        pad in 0usize..=3,
+        out_pad in 0usize..=3,
+        path in 0usize..3,
+        seed in any::<u64>(),
+    ) {
+        // Causal: tk ≥ offset + tq as the contract requires; otherwise any tk ≥ 1.
+        let (tk, causal) = match causal_kind {
+            0 => (1 + extra_keys, None),
+            _ => (offset + tq + extra_keys, Some(offset)),
+        };
+        check(PATHS[path], tq, tk, heads, hd, causal, pad, out_pad, 2.0, seed);
+    }
+}

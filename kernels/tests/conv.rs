@@ -1,0 +1,96 @@
+//! `conv1d` and `conv1d_out_len` against an f64 reference.
+//!
+//! Each output is a sum of c_in·kernel products plus a bias (fewer at the padded edges),
+//! so the bound is γ_{c_in·kernel+2}·Σ|terms| elementwise and u·√(c_in·kernel) for the
+//! relative L2 error (see tests/linear.rs for the reasoning).
+
+mod common;
+
+use amanuensis_kernels::cpu;
+use common::{assert_within, gamma, ref_conv1d, rel_l2, Rng, U};
+use proptest::prelude::*;
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    c_in: usize,
+    t_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    with_bias: bool,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(c_in * t_in, -1.0, 1.0);
+    let w = rng.vec(c_out * c_in * kernel, -1.0, 1.0);
+    let b = rng.vec(c_out, -1.0, 1.0);
+    let bias = with_bias.then_some(&b[..]);
+    let t_out = cpu::conv1d_out_len(t_in, kernel, stride, padding);
+    assert_eq!(t_out, (t_in + 2 * padding - kernel) / stride + 1);
+    let mut out = vec![f32::NAN; c_out * t_out];
+    cpu::conv1d(
+        &x, c_in, t_in, &w, c_out, kernel, bias, stride, padding, &mut out,
+    );
+    let (want, mag) = ref_conv1d(&x, c_in, t_in, &w, c_out, kernel, bias, stride, padding);
+    let depth = c_in * kernel;
+    let bound: Vec<f64> = mag.iter().map(|a| gamma(depth + 2) * a).collect();
+    let what =
+        format!("conv1d c_in={c_in} t_in={t_in} c_out={c_out} k={kernel} s={stride} p={padding}");
+    assert_within(&what, &out, &want, &bound);
+    if out.len() >= 64 {
+        let rel = rel_l2(&out, &want);
+        assert!(
+            rel <= U * (depth as f64).sqrt(),
+            "{what}: relative L2 error {rel:e}"
+        );
+    }
+}
+
+#[test]
+fn conv1d_whisper_first_layer() {
+    // 80 mel bins -> 512 channels, kernel 3, stride 1, padding 1, over 3000 frames.
+    check(80, 3000, 512, 3, 1, 1, true, 1);
+}
+
+#[test]
+fn conv1d_whisper_second_layer() {
+    // 512 -> 512 channels, kernel 3, stride 2, padding 1: 3000 frames -> 1500.
+    check(512, 3000, 512, 3, 2, 1, true, 2);
+}
+
+#[test]
+fn conv1d_out_len_cases() {
+    assert_eq!(cpu::conv1d_out_len(3000, 3, 1, 1), 3000);
+    assert_eq!(cpu::conv1d_out_len(3000, 3, 2, 1), 1500);
+    assert_eq!(cpu::conv1d_out_len(5, 5, 1, 0), 1);
+    assert_eq!(cpu::conv1d_out_len(4, 5, 1, 0), 0);
+    assert_eq!(cpu::conv1d_out_len(4, 5, 1, 1), 2);
+    assert_eq!(cpu::conv1d_out_len(10, 3, 0, 1), 0);
+    assert_eq!(cpu::conv1d_out_len(10, 0, 1, 1), 0);
+}
+
+#[test]
+fn conv1d_empty_output_writes_nothing() {
+    // Input shorter than the kernel: no output positions.
+    cpu::conv1d(&[1.0; 4], 2, 2, &[1.0; 10], 1, 5, None, 1, 0, &mut []);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn conv1d_matches_reference(
+        c_in in 1usize..=6,
+        t_in in 1usize..=40,
+        c_out in 1usize..=7,
+        kernel in 1usize..=5,
+        stride in 1usize..=3,
+        padding in 0usize..=3,
+        with_bias in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        prop_assume!(t_in + 2 * padding >= kernel);
+        check(c_in, t_in, c_out, kernel, stride, padding, with_bias, seed);
+    }
+}

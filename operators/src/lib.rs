@@ -1,0 +1,32 @@
+//! The standard operator library. Every op registers through the same public
+//! [`Registry::register`] door a third-party crate uses.
+
+pub mod log_mel;
+pub mod ops;
+
+use amanuensis_runtime::{Registry, RuntimeError};
+
+/// Registers every standard operator.
+pub fn register_standard(reg: &mut Registry) -> Result<(), RuntimeError> {
+    use ops::*;
+    reg.register(features::LogMelDef)?;
+    reg.register(conv::Conv1dDef)?;
+    reg.register(nn::LinearDef)?;
+    reg.register(nn::LayerNormDef)?;
+    reg.register(nn::GeluDef)?;
+    reg.register(nn::AddDef)?;
+    reg.register(attention::AttentionDef)?;
+    reg.register(attention::KvCacheAttentionDef)?;
+    reg.register(tensor_ops::TransposeDef)?;
+    reg.register(tensor_ops::EmbeddingDef)?;
+    reg.register(tensor_ops::PositionEmbeddingDef)?;
+    reg.register(tensor_ops::TakeDef)?;
+    Ok(())
+}
+
+/// A registry holding the standard operators.
+pub fn standard_registry() -> Registry {
+    let mut reg = Registry::new();
+    register_standard(&mut reg).expect("standard operator names are unique");
+    reg
+}

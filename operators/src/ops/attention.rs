@@ -1,0 +1,224 @@
+//! Multi-head scaled dot-product attention, plain and with an in-place KV cache.
+
+use super::{f32_input, scalar_index};
+use amanuensis_kernels::cpu;
+use amanuensis_runtime::format::Dim;
+use amanuensis_runtime::op::{expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
+use amanuensis_runtime::{DType, OpError, Tensor};
+
+fn heads_attr(attrs: &Attrs) -> Result<usize, OpError> {
+    let heads = attrs.usize("heads")?;
+    if heads == 0 {
+        return Err(OpError("attribute 'heads' must be >= 1".into()));
+    }
+    Ok(heads)
+}
+
+fn head_dim(d: usize, heads: usize) -> Result<usize, OpError> {
+    if d % heads != 0 {
+        return Err(OpError(format!("model dim {d} is not divisible by {heads} heads")));
+    }
+    Ok(d / heads)
+}
+
+fn check_heads(d: &Dim, heads: usize) -> Result<(), OpError> {
+    if let Dim::Known(d) = d {
+        head_dim(*d, heads)?;
+    }
+    Ok(())
+}
+
+/// `softmax(q·kᵀ/√d_head)·v` per head. q is `[.., tq, d]`; k and v are `[.., tk, d]` with
+/// the same leading dims as q, or `[tk, d]` shared by every leading index (e.g. the
+/// encoder output attended by every beam).
+pub struct AttentionDef;
+#[derive(Debug)]
+struct Attention {
+    heads: usize,
+    causal: bool,
+}
+
+impl OpDef for AttentionDef {
+    fn name(&self) -> &str {
+        "attention"
+    }
+    fn summary(&self) -> &str {
+        "multi-head softmax(q·kᵀ/√d_head)·v; k, v may be shared across q's leading dims"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["heads", "causal"])?;
+        Ok(Box::new(Attention { heads: heads_attr(attrs)?, causal: attrs.bool_or("causal", false)? }))
+    }
+}
+
+impl Operator for Attention {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        expect_inputs(inputs, &["q", "k", "v"])?;
+        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        for (t, n) in inputs.iter().zip(["q", "k", "v"]) {
+            t.expect_dtype(DType::F32, n)?;
+            if t.rank() < 2 {
+                return Err(OpError(format!("{n}: expected rank >= 2, got {t}")));
+            }
+        }
+        if k.shape != v.shape && !k.compatible(v) {
+            return Err(OpError(format!("k {k} and v {v} differ")));
+        }
+        if k.rank() != 2 && k.rank() != q.rank() {
+            return Err(OpError(format!("k must be rank 2 (shared) or have q's rank; q {q}, k {k}")));
+        }
+        let d = q.last("q")?;
+        expect_same_dim(d, k.last("k")?, "q's model dim vs k's")?;
+        check_heads(d, self.heads)?;
+        if k.rank() == q.rank() {
+            for i in 0..q.rank() - 2 {
+                expect_same_dim(&q.shape[i], &k.shape[i], &format!("q's dim {i} vs k's"))?;
+            }
+        }
+        Ok(vec![q.clone()])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
+        if k.shape() != v.shape() {
+            return Err(OpError(format!("k {:?} and v {:?} differ", k.shape(), v.shape())));
+        }
+        let qs = q.shape();
+        let ks = k.shape();
+        let d = qs[qs.len() - 1];
+        let tq = qs[qs.len() - 2];
+        let tk = ks[ks.len() - 2];
+        if ks[ks.len() - 1] != d {
+            return Err(OpError(format!("q's model dim {d} != k's {}", ks[ks.len() - 1])));
+        }
+        let hd = head_dim(d, self.heads)?;
+        let batch = q.numel() / (tq * d).max(1);
+        let shared = ks.len() == 2;
+        if !shared && k.numel() / (tk * d).max(1) != batch {
+            return Err(OpError(format!("q {qs:?} and k {ks:?} disagree on leading dims")));
+        }
+        if self.causal && tk < tq {
+            return Err(OpError(format!("causal attention needs tk >= tq, got {tk} < {tq}")));
+        }
+        let (qv, kv, vv) = (f32_input(q, "q")?, f32_input(k, "k")?, f32_input(v, "v")?);
+        let mut out = ctx.alloc_f32(qs);
+        let o = out.f32s_mut()?;
+        for b in 0..batch {
+            let qb = &qv[b * tq * d..(b + 1) * tq * d];
+            let kvo = if shared { 0 } else { b * tk * d };
+            cpu::attention(
+                qb,
+                d,
+                &kv[kvo..kvo + tk * d],
+                d,
+                &vv[kvo..kvo + tk * d],
+                d,
+                tq,
+                tk,
+                self.heads,
+                hd,
+                self.causal.then_some(tk - tq),
+                &mut o[b * tq * d..(b + 1) * tq * d],
+                d,
+            );
+        }
+        Ok(vec![out])
+    }
+}
+
+/// Causal self-attention over a KV cache kept in two state tensors `[batch, capacity, d]`:
+/// writes the new k, v rows at `offset`, then attends q (positions `offset..offset+n`) over
+/// cache rows `0..offset+n`.
+pub struct KvCacheAttentionDef;
+#[derive(Debug)]
+struct KvCacheAttention {
+    heads: usize,
+}
+
+impl OpDef for KvCacheAttentionDef {
+    fn name(&self) -> &str {
+        "kv_cache_attention"
+    }
+    fn summary(&self) -> &str {
+        "append k, v to the cache states at offset, then causal attention of q over the cache"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["heads"])?;
+        Ok(Box::new(KvCacheAttention { heads: heads_attr(attrs)? }))
+    }
+}
+
+impl Operator for KvCacheAttention {
+    fn infer(&self, inputs: &[ValueType], states: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        expect_inputs(inputs, &["q", "k", "v", "offset"])?;
+        expect_inputs(states, &["k_cache", "v_cache"])?;
+        let q = &inputs[0];
+        for (t, n) in inputs[..3].iter().zip(["q", "k", "v"]) {
+            t.expect_dtype(DType::F32, n)?;
+            t.expect_rank(3, n)?;
+            if !t.compatible(q) {
+                return Err(OpError(format!("{n} {t} differs from q {q}")));
+            }
+        }
+        inputs[3].expect_dtype(DType::I32, "offset")?;
+        inputs[3].expect_rank(0, "offset")?;
+        for (s, n) in states.iter().zip(["k_cache", "v_cache"]) {
+            s.expect_dtype(DType::F32, n)?;
+            s.expect_rank(3, n)?;
+            expect_same_dim(&s.shape[0], &q.shape[0], &format!("{n}'s batch vs q's"))?;
+            expect_same_dim(&s.shape[2], &q.shape[2], &format!("{n}'s model dim vs q's"))?;
+        }
+        check_heads(&q.shape[2], self.heads)?;
+        Ok(vec![q.clone()])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
+        let offset = scalar_index(inputs[3], "offset")?;
+        let qs = q.shape().to_vec();
+        if k.shape() != qs.as_slice() || v.shape() != qs.as_slice() {
+            return Err(OpError(format!("q {qs:?}, k {:?}, v {:?} must have one shape", k.shape(), v.shape())));
+        }
+        let (batch, n, d) = (qs[0], qs[1], qs[2]);
+        let hd = head_dim(d, self.heads)?;
+        let mut out = ctx.alloc_f32(&qs);
+        let states = ctx.states();
+        let cap = states[0].shape()[1];
+        if states[0].shape() != [batch, cap, d] || states[1].shape() != [batch, cap, d] {
+            return Err(OpError(format!(
+                "cache states are {:?} and {:?}, expected [{batch}, capacity, {d}] (were states reset for this batch size?)",
+                states[0].shape(),
+                states[1].shape()
+            )));
+        }
+        if offset + n > cap {
+            return Err(OpError(format!("offset {offset} + {n} new tokens exceeds the cache capacity {cap}")));
+        }
+        let (kv, vv, qv) = (f32_input(k, "k")?, f32_input(v, "v")?, f32_input(q, "q")?);
+        let (kc, vc) = states.split_at_mut(1);
+        let (kc, vc) = (kc[0].f32s_mut()?, vc[0].f32s_mut()?);
+        let o = out.f32s_mut()?;
+        let total = offset + n;
+        for b in 0..batch {
+            let base = b * cap * d;
+            kc[base + offset * d..base + total * d].copy_from_slice(&kv[b * n * d..(b + 1) * n * d]);
+            vc[base + offset * d..base + total * d].copy_from_slice(&vv[b * n * d..(b + 1) * n * d]);
+            cpu::attention(
+                &qv[b * n * d..(b + 1) * n * d],
+                d,
+                &kc[base..base + total * d],
+                d,
+                &vc[base..base + total * d],
+                d,
+                n,
+                total,
+                self.heads,
+                hd,
+                Some(offset),
+                &mut o[b * n * d..(b + 1) * n * d],
+                d,
+            );
+        }
+        Ok(vec![out])
+    }
+}

@@ -1,0 +1,85 @@
+//! 1-D convolution.
+
+use super::f32_input;
+use amanuensis_kernels::cpu;
+use amanuensis_runtime::format::Dim;
+use amanuensis_runtime::op::{expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
+use amanuensis_runtime::{DType, OpError, Tensor};
+
+/// `conv1d(x[c_in, t], w[c_out, c_in, k], b[c_out])` with zero padding.
+pub struct Conv1dDef;
+#[derive(Debug)]
+struct Conv1d {
+    stride: usize,
+    padding: usize,
+}
+
+impl OpDef for Conv1dDef {
+    fn name(&self) -> &str {
+        "conv1d"
+    }
+    fn summary(&self) -> &str {
+        "y[c_out, t_out] = conv(x[c_in, t], w[c_out, c_in, k]) + b[c_out], zero padding"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["stride", "padding"])?;
+        let stride = attrs.usize_or("stride", 1)?;
+        if stride == 0 {
+            return Err(OpError("attribute 'stride' must be >= 1".into()));
+        }
+        Ok(Box::new(Conv1d { stride, padding: attrs.usize_or("padding", 0)? }))
+    }
+}
+
+impl Conv1d {
+    fn out_len(&self, t: usize, k: usize) -> Result<usize, OpError> {
+        if t + 2 * self.padding < k {
+            return Err(OpError(format!("input length {t} (+2×padding {}) is shorter than the kernel {k}", self.padding)));
+        }
+        Ok(cpu::conv1d_out_len(t, k, self.stride, self.padding))
+    }
+}
+
+impl Operator for Conv1d {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        expect_inputs(inputs, &["x", "w", "b"])?;
+        let (x, w, b) = (&inputs[0], &inputs[1], &inputs[2]);
+        for (t, n) in inputs.iter().zip(["x", "w", "b"]) {
+            t.expect_dtype(DType::F32, n)?;
+        }
+        x.expect_rank(2, "x")?;
+        w.expect_rank(3, "w")?;
+        b.expect_rank(1, "b")?;
+        expect_same_dim(&x.shape[0], &w.shape[1], "x's channels vs w's input channels")?;
+        expect_same_dim(&b.shape[0], &w.shape[0], "b's length vs w's output channels")?;
+        let t_out = match (&x.shape[1], &w.shape[2]) {
+            (Dim::Known(t), Dim::Known(k)) => Dim::Known(self.out_len(*t, *k)?),
+            (t, _) => Dim::Sym(format!("conv_out({t})")),
+        };
+        Ok(vec![ValueType::new(DType::F32, vec![w.shape[0].clone(), t_out])])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let (x, w, b) = (inputs[0], inputs[1], inputs[2]);
+        let (c_in, t) = (x.shape()[0], x.shape()[1]);
+        let (c_out, wc_in, k) = (w.shape()[0], w.shape()[1], w.shape()[2]);
+        if c_in != wc_in {
+            return Err(OpError(format!("x has {c_in} channels, w expects {wc_in}")));
+        }
+        let t_out = self.out_len(t, k)?;
+        let mut out = ctx.alloc_f32(&[c_out, t_out]);
+        cpu::conv1d(
+            f32_input(x, "x")?,
+            c_in,
+            t,
+            f32_input(w, "w")?,
+            c_out,
+            k,
+            Some(f32_input(b, "b")?),
+            self.stride,
+            self.padding,
+            out.f32s_mut()?,
+        );
+        Ok(vec![out])
+    }
+}

@@ -1,0 +1,67 @@
+//! The log-mel front end as a graph operator.
+
+use super::f32_input;
+use crate::log_mel::LogMel;
+use amanuensis_runtime::format::Dim;
+use amanuensis_runtime::op::{expect_inputs, Attrs, EvalContext, OpDef, Operator, ValueType};
+use amanuensis_runtime::{DType, OpError, Tensor};
+
+/// Whisper's log-mel spectrogram of a mono PCM signal, first window of `n_frames` frames
+/// (zero-padded in log-mel space), normalised as faster-whisper does.
+pub struct LogMelDef;
+
+struct LogMelOp {
+    mel: LogMel,
+    n_mels: usize,
+    n_frames: usize,
+}
+
+impl std::fmt::Debug for LogMelOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogMel({} mels, {} frames)", self.n_mels, self.n_frames)
+    }
+}
+
+impl OpDef for LogMelDef {
+    fn name(&self) -> &str {
+        "log_mel"
+    }
+    fn summary(&self) -> &str {
+        "pcm[n] → log-mel[n_mels, n_frames] (STFT, Slaney mel filterbank, log10, clamp, scale)"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["sample_rate", "n_fft", "hop_length", "n_mels", "n_frames"])?;
+        let sample_rate = attrs.usize("sample_rate")?;
+        let n_fft = attrs.usize("n_fft")?;
+        let hop = attrs.usize("hop_length")?;
+        let n_mels = attrs.usize("n_mels")?;
+        let n_frames = attrs.usize("n_frames")?;
+        if sample_rate == 0 || n_fft < 2 || hop == 0 || n_mels == 0 || n_frames == 0 || n_fft > 1 << 16 {
+            return Err(OpError(format!(
+                "invalid STFT settings: sample_rate {sample_rate}, n_fft {n_fft}, hop_length {hop}, n_mels {n_mels}, n_frames {n_frames}"
+            )));
+        }
+        let mel = LogMel::new(sample_rate as u32, n_fft, hop, n_mels);
+        Ok(Box::new(LogMelOp { mel, n_mels, n_frames }))
+    }
+}
+
+impl Operator for LogMelOp {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        expect_inputs(inputs, &["pcm"])?;
+        inputs[0].expect_dtype(DType::F32, "pcm")?;
+        inputs[0].expect_rank(1, "pcm")?;
+        Ok(vec![ValueType::new(DType::F32, vec![Dim::Known(self.n_mels), Dim::Known(self.n_frames)])])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let pcm = f32_input(inputs[0], "pcm")?;
+        if let Some(i) = pcm.iter().position(|x| !x.is_finite()) {
+            return Err(OpError(format!("pcm sample {i} is not finite ({})", pcm[i])));
+        }
+        let mel = self.mel.compute(pcm, self.n_frames);
+        let mut out = ctx.alloc_f32(&[self.n_mels, self.n_frames]);
+        out.f32s_mut()?.copy_from_slice(&mel);
+        Ok(vec![out])
+    }
+}

@@ -1,0 +1,205 @@
+//! Dense layers: linear, layer_norm, gelu, add.
+
+use super::f32_input;
+use amanuensis_kernels::cpu;
+use amanuensis_runtime::op::{expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
+use amanuensis_runtime::{DType, OpError, Tensor};
+
+/// `y = x · wᵀ (+ b)` over the last dim; `w` is `[out, in]` (PyTorch layout).
+pub struct LinearDef;
+#[derive(Debug)]
+struct Linear;
+
+impl OpDef for LinearDef {
+    fn name(&self) -> &str {
+        "linear"
+    }
+    fn summary(&self) -> &str {
+        "y[..., out] = x[..., in] · w[out, in]ᵀ + b[out] (bias optional)"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&[])?;
+        Ok(Box::new(Linear))
+    }
+}
+
+impl Operator for Linear {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        if !(2..=3).contains(&inputs.len()) {
+            return Err(OpError(format!("expected 2 or 3 inputs (x, w[, b]), got {}", inputs.len())));
+        }
+        let (x, w) = (&inputs[0], &inputs[1]);
+        x.expect_dtype(DType::F32, "x")?;
+        w.expect_dtype(DType::F32, "w")?;
+        w.expect_rank(2, "w")?;
+        expect_same_dim(x.last("x")?, &w.shape[1], "x's last dim vs w's input dim")?;
+        if let Some(b) = inputs.get(2) {
+            b.expect_dtype(DType::F32, "b")?;
+            b.expect_rank(1, "b")?;
+            expect_same_dim(&b.shape[0], &w.shape[0], "b's length vs w's output dim")?;
+        }
+        let mut shape = x.shape.clone();
+        *shape.last_mut().unwrap() = w.shape[0].clone();
+        Ok(vec![ValueType::new(DType::F32, shape)])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let (x, w) = (inputs[0], inputs[1]);
+        let (n, k) = (w.shape()[0], w.shape()[1]);
+        let kx = *x.shape().last().unwrap_or(&0);
+        if kx != k {
+            return Err(OpError(format!("x's last dim is {kx}, w expects {k}")));
+        }
+        let m = x.numel() / k.max(1);
+        let bias = match inputs.get(2) {
+            Some(b) => Some(f32_input(b, "b")?),
+            None => None,
+        };
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().unwrap() = n;
+        let mut out = ctx.alloc_f32(&shape);
+        cpu::linear(f32_input(x, "x")?, m, k, f32_input(w, "w")?, n, bias, out.f32s_mut()?);
+        Ok(vec![out])
+    }
+}
+
+/// Layer normalisation over the last dim with affine `gamma`, `beta`.
+pub struct LayerNormDef;
+#[derive(Debug)]
+struct LayerNorm {
+    eps: f32,
+}
+
+impl OpDef for LayerNormDef {
+    fn name(&self) -> &str {
+        "layer_norm"
+    }
+    fn summary(&self) -> &str {
+        "y = (x - mean) / sqrt(var + eps) · gamma + beta over the last dim"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["eps"])?;
+        let eps = attrs.f64("eps")? as f32;
+        if !(eps > 0.0) {
+            return Err(OpError(format!("attribute 'eps' must be > 0, got {eps}")));
+        }
+        Ok(Box::new(LayerNorm { eps }))
+    }
+}
+
+impl Operator for LayerNorm {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        amanuensis_runtime::op::expect_inputs(inputs, &["x", "gamma", "beta"])?;
+        for (t, n) in inputs.iter().zip(["x", "gamma", "beta"]) {
+            t.expect_dtype(DType::F32, n)?;
+        }
+        inputs[1].expect_rank(1, "gamma")?;
+        inputs[2].expect_rank(1, "beta")?;
+        let d = inputs[0].last("x")?;
+        expect_same_dim(d, &inputs[1].shape[0], "x's last dim vs gamma")?;
+        expect_same_dim(d, &inputs[2].shape[0], "x's last dim vs beta")?;
+        Ok(vec![inputs[0].clone()])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let x = inputs[0];
+        let d = *x.shape().last().unwrap_or(&0);
+        let (g, b) = (f32_input(inputs[1], "gamma")?, f32_input(inputs[2], "beta")?);
+        if g.len() != d || b.len() != d {
+            return Err(OpError(format!("x's last dim is {d}, gamma/beta have {}/{}", g.len(), b.len())));
+        }
+        let rows = x.numel() / d.max(1);
+        let mut out = ctx.alloc_f32(x.shape());
+        cpu::layer_norm(f32_input(x, "x")?, rows, d, g, b, self.eps, out.f32s_mut()?);
+        Ok(vec![out])
+    }
+}
+
+/// Exact (erf) GELU.
+pub struct GeluDef;
+#[derive(Debug)]
+struct Gelu;
+
+impl OpDef for GeluDef {
+    fn name(&self) -> &str {
+        "gelu"
+    }
+    fn summary(&self) -> &str {
+        "y = x · Φ(x), the exact erf form"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&[])?;
+        Ok(Box::new(Gelu))
+    }
+}
+
+impl Operator for Gelu {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        amanuensis_runtime::op::expect_inputs(inputs, &["x"])?;
+        inputs[0].expect_dtype(DType::F32, "x")?;
+        Ok(vec![inputs[0].clone()])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let mut out = ctx.alloc_f32(inputs[0].shape());
+        let o = out.f32s_mut()?;
+        o.copy_from_slice(f32_input(inputs[0], "x")?);
+        cpu::gelu(o);
+        Ok(vec![out])
+    }
+}
+
+/// Element-wise `a + b`, where `b`'s shape is a suffix of `a`'s (broadcast over the
+/// leading dims of `a`).
+pub struct AddDef;
+#[derive(Debug)]
+struct Add;
+
+impl OpDef for AddDef {
+    fn name(&self) -> &str {
+        "add"
+    }
+    fn summary(&self) -> &str {
+        "y = a + b, b broadcast over a's leading dims"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&[])?;
+        Ok(Box::new(Add))
+    }
+}
+
+impl Operator for Add {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        amanuensis_runtime::op::expect_inputs(inputs, &["a", "b"])?;
+        let (a, b) = (&inputs[0], &inputs[1]);
+        a.expect_dtype(DType::F32, "a")?;
+        b.expect_dtype(DType::F32, "b")?;
+        if b.rank() > a.rank() {
+            return Err(OpError(format!("b ({b}) has a higher rank than a ({a})")));
+        }
+        let off = a.rank() - b.rank();
+        for (i, d) in b.shape.iter().enumerate() {
+            expect_same_dim(&a.shape[off + i], d, &format!("a's dim {} vs b's dim {i}", off + i))?;
+        }
+        Ok(vec![a.clone()])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let sa = a.shape();
+        let sb = b.shape();
+        if sb.len() > sa.len() || sa[sa.len() - sb.len()..] != *sb {
+            return Err(OpError(format!("cannot broadcast b {sb:?} onto a {sa:?}")));
+        }
+        let mut out = ctx.alloc_f32(sa);
+        let o = out.f32s_mut()?;
+        o.copy_from_slice(f32_input(a, "a")?);
+        let bv = f32_input(b, "b")?;
+        if bv.len() == o.len() {
+            cpu::add_inplace(o, bv);
+        } else if !bv.is_empty() {
+            cpu::add_rows_inplace(o, bv);
+        }
+        Ok(vec![out])
+    }
+}

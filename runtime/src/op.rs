@@ -1,0 +1,224 @@
+//! The operator plugin API (v0): what an op is (name, attributes), how its output types
+//! follow from its input types, and how it evaluates on the CPU.
+//!
+//! An [`OpDef`] is registered once per op name; the loader calls [`OpDef::build`] for every
+//! node with that node's attributes, getting an [`Operator`] configured for that node.
+
+use crate::error::OpError;
+use crate::format::{shape_string, Dim};
+use crate::memory::BufferPool;
+use crate::tensor::{DType, Tensor};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Static type of a value: dtype and (possibly symbolic) shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueType {
+    pub dtype: DType,
+    pub shape: Vec<Dim>,
+}
+
+impl ValueType {
+    /// A type from a dtype and dims.
+    pub fn new(dtype: DType, shape: Vec<Dim>) -> Self {
+        ValueType { dtype, shape }
+    }
+
+    /// An f32 type of known shape.
+    pub fn f32(shape: &[usize]) -> Self {
+        ValueType {
+            dtype: DType::F32,
+            shape: shape.iter().map(|&d| Dim::Known(d)).collect(),
+        }
+    }
+
+    /// Rank.
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Whether `other` may denote the same type (dtype equal, dims compatible).
+    pub fn compatible(&self, other: &ValueType) -> bool {
+        self.dtype == other.dtype
+            && self.shape.len() == other.shape.len()
+            && self.shape.iter().zip(&other.shape).all(|(a, b)| a.compatible(b))
+    }
+
+    /// Whether a concrete tensor satisfies this type.
+    pub fn accepts(&self, t: &Tensor) -> bool {
+        t.dtype() == self.dtype
+            && t.shape().len() == self.shape.len()
+            && self.shape.iter().zip(t.shape()).all(|(d, &n)| d.accepts(n))
+    }
+
+    /// Errors unless the dtype is `want`; `what` names the input.
+    pub fn expect_dtype(&self, want: DType, what: &str) -> Result<(), OpError> {
+        if self.dtype != want {
+            return Err(OpError(format!("{what}: expected {want}, got {}", self.dtype)));
+        }
+        Ok(())
+    }
+
+    /// Errors unless the rank is `want`.
+    pub fn expect_rank(&self, want: usize, what: &str) -> Result<(), OpError> {
+        if self.rank() != want {
+            return Err(OpError(format!(
+                "{what}: expected rank {want}, got {}",
+                self
+            )));
+        }
+        Ok(())
+    }
+
+    /// The last dim (errors on a scalar).
+    pub fn last(&self, what: &str) -> Result<&Dim, OpError> {
+        self.shape
+            .last()
+            .ok_or_else(|| OpError(format!("{what}: expected at least rank 1, got a scalar")))
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.dtype, shape_string(&self.shape))
+    }
+}
+
+/// Errors unless two dims may be equal; `what` says which dims are compared.
+pub fn expect_same_dim(a: &Dim, b: &Dim, what: &str) -> Result<(), OpError> {
+    if a.compatible(b) {
+        Ok(())
+    } else {
+        Err(OpError(format!("{what}: {a} vs {b}")))
+    }
+}
+
+/// A node's attributes with typed accessors whose errors name the attribute.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attrs(pub BTreeMap<String, serde_json::Value>);
+
+impl Attrs {
+    fn get(&self, key: &str) -> Result<&serde_json::Value, OpError> {
+        self.0
+            .get(key)
+            .ok_or_else(|| OpError(format!("missing attribute '{key}'")))
+    }
+
+    /// A required non-negative integer.
+    pub fn usize(&self, key: &str) -> Result<usize, OpError> {
+        let v = self.get(key)?;
+        v.as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| OpError(format!("attribute '{key}': expected a non-negative integer, got {v}")))
+    }
+
+    /// An optional non-negative integer with a default.
+    pub fn usize_or(&self, key: &str, default: usize) -> Result<usize, OpError> {
+        if self.0.contains_key(key) {
+            self.usize(key)
+        } else {
+            Ok(default)
+        }
+    }
+
+    /// A required integer (may be negative, e.g. an axis).
+    pub fn i64(&self, key: &str) -> Result<i64, OpError> {
+        let v = self.get(key)?;
+        v.as_i64()
+            .ok_or_else(|| OpError(format!("attribute '{key}': expected an integer, got {v}")))
+    }
+
+    /// A required number.
+    pub fn f64(&self, key: &str) -> Result<f64, OpError> {
+        let v = self.get(key)?;
+        v.as_f64()
+            .ok_or_else(|| OpError(format!("attribute '{key}': expected a number, got {v}")))
+    }
+
+    /// An optional boolean with a default.
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, OpError> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| OpError(format!("attribute '{key}': expected true or false, got {v}"))),
+        }
+    }
+
+    /// Errors on any attribute not in `known` (catches typos in graph files).
+    pub fn only(&self, known: &[&str]) -> Result<(), OpError> {
+        for k in self.0.keys() {
+            if !known.contains(&k.as_str()) {
+                return Err(OpError(format!(
+                    "unknown attribute '{k}' (this op takes: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an op evaluation may use besides its inputs: pooled output buffers and the
+/// node's state tensors.
+pub struct EvalContext<'a> {
+    pool: &'a mut BufferPool,
+    states: &'a mut [Tensor],
+}
+
+impl<'a> EvalContext<'a> {
+    /// A context over a buffer pool and the node's states (in the node's order).
+    pub fn new(pool: &'a mut BufferPool, states: &'a mut [Tensor]) -> Self {
+        EvalContext { pool, states }
+    }
+
+    /// A zero-filled f32 tensor, reusing a freed buffer when one fits.
+    pub fn alloc_f32(&mut self, shape: &[usize]) -> Tensor {
+        let n = crate::tensor::numel(shape);
+        let buf = self.pool.take(n);
+        Tensor::from_f32(shape, buf).expect("pool returns the requested length")
+    }
+
+    /// The node's state tensors, updated in place.
+    pub fn states(&mut self) -> &mut [Tensor] {
+        self.states
+    }
+}
+
+/// An operator configured for one node.
+pub trait Operator: Send + Sync + fmt::Debug {
+    /// Output types from input types (and the node's state types). Errors say which input
+    /// is wrong and why.
+    fn infer(&self, inputs: &[ValueType], states: &[ValueType]) -> Result<Vec<ValueType>, OpError>;
+
+    /// Evaluate on the CPU. Inputs have been checked against the declared types where the
+    /// dims are known; ops check the symbolic ones themselves.
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError>;
+}
+
+/// An op kind: its name and how to build it from a node's attributes.
+pub trait OpDef: Send + Sync {
+    /// The name graph files use.
+    fn name(&self) -> &str;
+
+    /// One line on what the op computes (shown by `graph inspect` and in registry errors).
+    fn summary(&self) -> &str {
+        ""
+    }
+
+    /// Configure the op for a node; attribute errors name the attribute.
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError>;
+}
+
+/// Checks the input count; `names` are the inputs' names for the message.
+pub fn expect_inputs<T>(inputs: &[T], names: &[&str]) -> Result<(), OpError> {
+    if inputs.len() != names.len() {
+        return Err(OpError(format!(
+            "expected {} inputs ({}), got {}",
+            names.len(),
+            names.join(", "),
+            inputs.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The operator registry: op name → [`OpDef`]. The standard library and third-party
+//! crates register through the same [`Registry::register`].
+
+use crate::error::{Result, RuntimeError};
+use crate::op::OpDef;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Registered op kinds by name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    ops: BTreeMap<String, Arc<dyn OpDef>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an op kind; a name registered twice is an error naming it.
+    pub fn register(&mut self, def: impl OpDef + 'static) -> Result<()> {
+        let name = def.name().to_string();
+        if self.ops.contains_key(&name) {
+            return Err(RuntimeError::Registry(format!(
+                "operator '{name}' is registered twice"
+            )));
+        }
+        self.ops.insert(name, Arc::new(def));
+        Ok(())
+    }
+
+    /// The op kind of that name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn OpDef>> {
+        self.ops.get(name)
+    }
+
+    /// All registered names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.ops.keys().map(|s| s.as_str())
+    }
+
+    /// The registered name closest to `name` by edit distance, for "did you mean".
+    pub fn nearest(&self, name: &str) -> Option<&str> {
+        self.names()
+            .map(|n| (edit_distance(n, name), n))
+            .min()
+            .filter(|(d, _)| *d <= name.len().max(3) / 2 + 1)
+            .map(|(_, n)| n)
+    }
+
+    /// The message for a node whose op is not registered.
+    pub fn unknown_op_message(&self, op: &str) -> String {
+        let known: Vec<&str> = self.names().collect();
+        let hint = match self.nearest(op) {
+            Some(n) => format!("; did you mean '{n}'?"),
+            None => String::new(),
+        };
+        format!(
+            "unknown operator '{op}'{hint} (registered: {})",
+            known.join(", ")
+        )
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,216 @@
+//! Dense row-major tensors on the host.
+
+use crate::error::OpError;
+use serde::{Deserialize, Serialize};
+
+/// Element type of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F16,
+    I32,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 => 2,
+        }
+    }
+
+    /// The type operators compute in for values stored as `self`: f16 weights are widened
+    /// to f32 when loaded for the CPU.
+    pub fn compute(self) -> DType {
+        match self {
+            DType::F16 => DType::F32,
+            other => other,
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::I32 => "i32",
+        })
+    }
+}
+
+/// Storage of a tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    I32(Vec<i32>),
+}
+
+/// A dense, row-major tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Data,
+}
+
+/// Number of elements of a shape (1 for a scalar).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// An f32 tensor; fails when `data.len()` does not match the shape.
+    pub fn from_f32(shape: &[usize], data: Vec<f32>) -> Result<Tensor, OpError> {
+        Self::new(shape, Data::F32(data))
+    }
+
+    /// An i32 tensor; fails when `data.len()` does not match the shape.
+    pub fn from_i32(shape: &[usize], data: Vec<i32>) -> Result<Tensor, OpError> {
+        Self::new(shape, Data::I32(data))
+    }
+
+    /// A rank-0 i32 tensor.
+    pub fn scalar_i32(v: i32) -> Tensor {
+        Tensor {
+            shape: vec![],
+            data: Data::I32(vec![v]),
+        }
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(dtype: DType, shape: &[usize]) -> Tensor {
+        let n = numel(shape);
+        let data = match dtype {
+            DType::F32 => Data::F32(vec![0.0; n]),
+            DType::F16 => Data::F16(vec![half::f16::ZERO; n]),
+            DType::I32 => Data::I32(vec![0; n]),
+        };
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+
+    /// A tensor from shape and storage; fails when their sizes disagree.
+    pub fn new(shape: &[usize], data: Data) -> Result<Tensor, OpError> {
+        let len = match &data {
+            Data::F32(v) => v.len(),
+            Data::F16(v) => v.len(),
+            Data::I32(v) => v.len(),
+        };
+        if len != numel(shape) {
+            return Err(OpError(format!(
+                "tensor of shape {shape:?} needs {} elements, got {len}",
+                numel(shape)
+            )));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        match self.data {
+            Data::F32(_) => DType::F32,
+            Data::F16(_) => DType::F16,
+            Data::I32(_) => DType::I32,
+        }
+    }
+
+    /// Shape, outermost first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    /// Size of the payload in bytes.
+    pub fn bytes(&self) -> usize {
+        self.numel() * self.dtype().size()
+    }
+
+    /// Storage.
+    pub fn data(&self) -> &Data {
+        &self.data
+    }
+
+    /// Take the storage out (for buffer reuse).
+    pub fn into_data(self) -> Data {
+        self.data
+    }
+
+    /// f32 elements, or an error naming the actual dtype.
+    pub fn f32s(&self) -> Result<&[f32], OpError> {
+        match &self.data {
+            Data::F32(v) => Ok(v),
+            _ => Err(OpError(format!("expected an f32 tensor, got {}", self.dtype()))),
+        }
+    }
+
+    /// Mutable f32 elements.
+    pub fn f32s_mut(&mut self) -> Result<&mut [f32], OpError> {
+        let dt = self.dtype();
+        match &mut self.data {
+            Data::F32(v) => Ok(v),
+            _ => Err(OpError(format!("expected an f32 tensor, got {dt}"))),
+        }
+    }
+
+    /// i32 elements, or an error naming the actual dtype.
+    pub fn i32s(&self) -> Result<&[i32], OpError> {
+        match &self.data {
+            Data::I32(v) => Ok(v),
+            _ => Err(OpError(format!("expected an i32 tensor, got {}", self.dtype()))),
+        }
+    }
+
+    /// Consume into f32 elements.
+    pub fn into_f32(self) -> Result<Vec<f32>, OpError> {
+        match self.data {
+            Data::F32(v) => Ok(v),
+            other => Err(OpError(format!(
+                "expected an f32 tensor, got {}",
+                Tensor {
+                    shape: vec![],
+                    data: other
+                }
+                .dtype()
+            ))),
+        }
+    }
+
+    /// The same data under another shape with the same element count.
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Tensor, OpError> {
+        if numel(shape) != self.numel() {
+            return Err(OpError(format!(
+                "cannot reshape {:?} into {shape:?}",
+                self.shape
+            )));
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
+    /// f16 storage widened to f32 (other dtypes returned unchanged).
+    pub fn widen_f16(self) -> Tensor {
+        match self.data {
+            Data::F16(v) => {
+                let mut out = vec![0f32; v.len()];
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[..], &mut out);
+                Tensor {
+                    shape: self.shape,
+                    data: Data::F32(out),
+                }
+            }
+            _ => self,
+        }
+    }
+}

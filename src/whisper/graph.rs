@@ -1,0 +1,244 @@
+//! Builds the Whisper graph file from hyper-parameters: the `encoder`, `cross_kv` and
+//! `decoder_step` graphs, and the weights they reference (OpenAI state-dict names).
+//! `graphs/whisper-base.graph` is this builder's output, checked by a golden test.
+
+use super::config::WhisperDims;
+use amanuensis_runtime::format::{
+    Dim, GraphDef, ModelFile, ModelInfo, NodeDef, ValueDecl, WeightDecl, FORMAT_TAG, FORMAT_VERSION,
+};
+use amanuensis_runtime::DType;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// Audio front-end constants shared by every Whisper size.
+pub const SAMPLE_RATE: usize = 16_000;
+/// STFT window length in samples.
+pub const N_FFT: usize = 400;
+/// STFT hop in samples (10 ms).
+pub const HOP_LENGTH: usize = 160;
+/// Mel frames in one 30-s window.
+pub const N_FRAMES: usize = 3000;
+/// Seconds of audio in one window.
+pub const CHUNK_SECONDS: usize = 30;
+/// Layer-norm epsilon (CTranslate2's default for Whisper; see docs/weights.md).
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// Graph names.
+pub const ENCODER: &str = "encoder";
+pub const CROSS_KV: &str = "cross_kv";
+pub const DECODER_STEP: &str = "decoder_step";
+
+struct Builder {
+    weights: Vec<WeightDecl>,
+    seen: std::collections::HashSet<String>,
+}
+
+struct G {
+    nodes: Vec<NodeDef>,
+}
+
+impl G {
+    fn node(&mut self, name: &str, op: &str, inputs: &[&str], attrs: Value) -> String {
+        self.node_n(name, op, inputs, &[], attrs)
+    }
+
+    fn node_n(&mut self, name: &str, op: &str, inputs: &[&str], states: &[&str], attrs: Value) -> String {
+        let attrs: BTreeMap<String, Value> = match attrs {
+            Value::Object(m) => m.into_iter().collect(),
+            _ => BTreeMap::new(),
+        };
+        self.nodes.push(NodeDef {
+            name: name.to_string(),
+            op: op.to_string(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![name.to_string()],
+            states: states.iter().map(|s| s.to_string()).collect(),
+            attrs,
+        });
+        name.to_string()
+    }
+}
+
+impl Builder {
+    fn w(&mut self, name: &str, shape: &[usize]) -> String {
+        if self.seen.insert(name.to_string()) {
+            self.weights.push(WeightDecl { name: name.to_string(), dtype: DType::F16, shape: shape.to_vec() });
+        }
+        name.to_string()
+    }
+
+    fn layer_norm(&mut self, g: &mut G, name: &str, x: &str, prefix: &str, d: usize) -> String {
+        let gamma = self.w(&format!("{prefix}.weight"), &[d]);
+        let beta = self.w(&format!("{prefix}.bias"), &[d]);
+        g.node(name, "layer_norm", &[x, &gamma, &beta], json!({ "eps": LAYER_NORM_EPS }))
+    }
+
+    fn linear(&mut self, g: &mut G, name: &str, x: &str, prefix: &str, out: usize, inp: usize, bias: bool) -> String {
+        let w = self.w(&format!("{prefix}.weight"), &[out, inp]);
+        if bias {
+            let b = self.w(&format!("{prefix}.bias"), &[out]);
+            g.node(name, "linear", &[x, &w, &b], json!({}))
+        } else {
+            g.node(name, "linear", &[x, &w], json!({}))
+        }
+    }
+
+    fn mlp(&mut self, g: &mut G, p: &str, x: &str, wp: &str, d: usize) -> String {
+        let h = self.layer_norm(g, &format!("{p}.mlp_ln"), x, &format!("{wp}.mlp_ln"), d);
+        let f1 = self.linear(g, &format!("{p}.fc1"), &h, &format!("{wp}.mlp.0"), 4 * d, d, true);
+        let a = g.node(&format!("{p}.gelu"), "gelu", &[&f1], json!({}));
+        let f2 = self.linear(g, &format!("{p}.fc2"), &a, &format!("{wp}.mlp.2"), d, 4 * d, true);
+        g.node(&format!("{p}.mlp_res"), "add", &[x, &f2], json!({}))
+    }
+}
+
+fn decl(name: &str, dtype: DType, shape: Vec<Dim>) -> ValueDecl {
+    ValueDecl { name: name.to_string(), dtype, shape }
+}
+
+/// The graph file for a Whisper model with these hyper-parameters.
+pub fn build_whisper_graph(name: &str, dims: &WhisperDims) -> ModelFile {
+    let mut b = Builder { weights: Vec::new(), seen: Default::default() };
+    let graphs = vec![encoder(&mut b, dims), cross_kv(&mut b, dims), decoder_step(&mut b, dims)];
+    let mut hp = BTreeMap::new();
+    for (k, v) in serde_json::to_value(dims).expect("dims serialise").as_object().expect("object") {
+        hp.insert(k.clone(), v.clone());
+    }
+    hp.insert("sample_rate".into(), json!(SAMPLE_RATE));
+    hp.insert("n_fft".into(), json!(N_FFT));
+    hp.insert("hop_length".into(), json!(HOP_LENGTH));
+    hp.insert("n_frames".into(), json!(N_FRAMES));
+    hp.insert("chunk_seconds".into(), json!(CHUNK_SECONDS));
+    ModelFile {
+        format: FORMAT_TAG.to_string(),
+        version: FORMAT_VERSION,
+        model: ModelInfo { name: name.to_string(), family: "whisper".into(), hyper_parameters: hp },
+        weights: b.weights,
+        graphs,
+    }
+}
+
+fn encoder(b: &mut Builder, d: &WhisperDims) -> GraphDef {
+    let mut g = G { nodes: Vec::new() };
+    let s = d.n_audio_state;
+    let mel = g.node(
+        "log_mel",
+        "log_mel",
+        &["pcm"],
+        json!({ "sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "n_mels": d.n_mels, "n_frames": N_FRAMES }),
+    );
+    let w1 = b.w("encoder.conv1.weight", &[s, d.n_mels, 3]);
+    let b1 = b.w("encoder.conv1.bias", &[s]);
+    let c1 = g.node("conv1", "conv1d", &[&mel, &w1, &b1], json!({ "stride": 1, "padding": 1 }));
+    let a1 = g.node("conv1.gelu", "gelu", &[&c1], json!({}));
+    let w2 = b.w("encoder.conv2.weight", &[s, s, 3]);
+    let b2 = b.w("encoder.conv2.bias", &[s]);
+    let c2 = g.node("conv2", "conv1d", &[&a1, &w2, &b2], json!({ "stride": 2, "padding": 1 }));
+    let a2 = g.node("conv2.gelu", "gelu", &[&c2], json!({}));
+    let t = g.node("to_time_major", "transpose", &[&a2], json!({}));
+    let pos = b.w("encoder.positional_embedding", &[d.n_audio_ctx, s]);
+    let mut x = g.node("add_positions", "add", &[&t, &pos], json!({}));
+    for i in 0..d.n_audio_layer {
+        let p = format!("block{i}");
+        let wp = format!("encoder.blocks.{i}");
+        let h = b.layer_norm(&mut g, &format!("{p}.attn_ln"), &x, &format!("{wp}.attn_ln"), s);
+        let q = b.linear(&mut g, &format!("{p}.q"), &h, &format!("{wp}.attn.query"), s, s, true);
+        let k = b.linear(&mut g, &format!("{p}.k"), &h, &format!("{wp}.attn.key"), s, s, false);
+        let v = b.linear(&mut g, &format!("{p}.v"), &h, &format!("{wp}.attn.value"), s, s, true);
+        let o = g.node(&format!("{p}.attn"), "attention", &[&q, &k, &v], json!({ "heads": d.n_audio_head }));
+        let proj = b.linear(&mut g, &format!("{p}.attn_out"), &o, &format!("{wp}.attn.out"), s, s, true);
+        x = g.node(&format!("{p}.attn_res"), "add", &[&x, &proj], json!({}));
+        x = b.mlp(&mut g, &p, &x, &wp, s);
+    }
+    let out = b.layer_norm(&mut g, "ln_post", &x, "encoder.ln_post", s);
+    // The graph output carries a stable name whatever the last node is called.
+    g.nodes.last_mut().expect("ln_post").outputs = vec!["encoder_out".into()];
+    let _ = out;
+    GraphDef {
+        name: ENCODER.into(),
+        inputs: vec![decl("pcm", DType::F32, vec![Dim::Sym("n_samples".into())])],
+        outputs: vec![decl("encoder_out", DType::F32, vec![d.n_audio_ctx.into(), s.into()])],
+        states: vec![],
+        nodes: g.nodes,
+    }
+}
+
+fn cross_kv(b: &mut Builder, d: &WhisperDims) -> GraphDef {
+    let mut g = G { nodes: Vec::new() };
+    let (s, a) = (d.n_text_state, d.n_audio_state);
+    let mut outputs = Vec::new();
+    for i in 0..d.n_text_layer {
+        let wp = format!("decoder.blocks.{i}.cross_attn");
+        let k = b.linear(&mut g, &format!("cross_k.{i}"), "encoder_out", &format!("{wp}.key"), s, a, false);
+        let v = b.linear(&mut g, &format!("cross_v.{i}"), "encoder_out", &format!("{wp}.value"), s, a, true);
+        outputs.push(decl(&k, DType::F32, vec![d.n_audio_ctx.into(), s.into()]));
+        outputs.push(decl(&v, DType::F32, vec![d.n_audio_ctx.into(), s.into()]));
+    }
+    GraphDef {
+        name: CROSS_KV.into(),
+        inputs: vec![decl("encoder_out", DType::F32, vec![d.n_audio_ctx.into(), a.into()])],
+        outputs,
+        states: vec![],
+        nodes: g.nodes,
+    }
+}
+
+fn decoder_step(b: &mut Builder, d: &WhisperDims) -> GraphDef {
+    let mut g = G { nodes: Vec::new() };
+    let s = d.n_text_state;
+    let batch = || Dim::Sym("batch".into());
+    let n_tokens = || Dim::Sym("n_tokens".into());
+    let mut inputs = vec![
+        decl("tokens", DType::I32, vec![batch(), n_tokens()]),
+        decl("offset", DType::I32, vec![]),
+        decl("logit_index", DType::I32, vec![Dim::Sym("n_logits".into())]),
+    ];
+    let mut states = Vec::new();
+    for i in 0..d.n_text_layer {
+        inputs.push(decl(&format!("cross_k.{i}"), DType::F32, vec![d.n_audio_ctx.into(), s.into()]));
+        inputs.push(decl(&format!("cross_v.{i}"), DType::F32, vec![d.n_audio_ctx.into(), s.into()]));
+        states.push(decl(&format!("self_k.{i}"), DType::F32, vec![batch(), d.n_text_ctx.into(), s.into()]));
+        states.push(decl(&format!("self_v.{i}"), DType::F32, vec![batch(), d.n_text_ctx.into(), s.into()]));
+    }
+    let emb = b.w("decoder.token_embedding.weight", &[d.n_vocab, s]);
+    let pos = b.w("decoder.positional_embedding", &[d.n_text_ctx, s]);
+    let te = g.node("token_embedding", "embedding", &["tokens", &emb], json!({}));
+    let pe = g.node("position_embedding", "position_embedding", &["tokens", "offset", &pos], json!({}));
+    let mut x = g.node("add_positions", "add", &[&te, &pe], json!({}));
+    for i in 0..d.n_text_layer {
+        let p = format!("block{i}");
+        let wp = format!("decoder.blocks.{i}");
+        let h = b.layer_norm(&mut g, &format!("{p}.attn_ln"), &x, &format!("{wp}.attn_ln"), s);
+        let q = b.linear(&mut g, &format!("{p}.q"), &h, &format!("{wp}.attn.query"), s, s, true);
+        let k = b.linear(&mut g, &format!("{p}.k"), &h, &format!("{wp}.attn.key"), s, s, false);
+        let v = b.linear(&mut g, &format!("{p}.v"), &h, &format!("{wp}.attn.value"), s, s, true);
+        let (sk, sv) = (format!("self_k.{i}"), format!("self_v.{i}"));
+        let o = g.node_n(
+            &format!("{p}.self_attn"),
+            "kv_cache_attention",
+            &[&q, &k, &v, "offset"],
+            &[&sk, &sv],
+            json!({ "heads": d.n_text_head }),
+        );
+        let proj = b.linear(&mut g, &format!("{p}.attn_out"), &o, &format!("{wp}.attn.out"), s, s, true);
+        x = g.node(&format!("{p}.attn_res"), "add", &[&x, &proj], json!({}));
+        let h = b.layer_norm(&mut g, &format!("{p}.cross_ln"), &x, &format!("{wp}.cross_attn_ln"), s);
+        let cq = b.linear(&mut g, &format!("{p}.cross_q"), &h, &format!("{wp}.cross_attn.query"), s, s, true);
+        let (ck, cv) = (format!("cross_k.{i}"), format!("cross_v.{i}"));
+        let co = g.node(&format!("{p}.cross_attn"), "attention", &[&cq, &ck, &cv], json!({ "heads": d.n_text_head }));
+        let proj = b.linear(&mut g, &format!("{p}.cross_out"), &co, &format!("{wp}.cross_attn.out"), s, s, true);
+        x = g.node(&format!("{p}.cross_res"), "add", &[&x, &proj], json!({}));
+        x = b.mlp(&mut g, &p, &x, &wp, s);
+    }
+    // Only the requested positions go through the final norm and the vocabulary projection.
+    let sel = g.node("select_positions", "take", &[&x, "logit_index"], json!({ "axis": 1 }));
+    let h = b.layer_norm(&mut g, "ln", &sel, "decoder.ln", s);
+    g.node("logits", "linear", &[&h, &emb], json!({}));
+    GraphDef {
+        name: DECODER_STEP.into(),
+        inputs,
+        outputs: vec![decl("logits", DType::F32, vec![batch(), Dim::Sym("n_logits".into()), d.n_vocab.into()])],
+        states,
+        nodes: g.nodes,
+    }
+}

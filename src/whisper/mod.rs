@@ -1,0 +1,4 @@
+//! Whisper-specific pieces: hyper-parameters, model config, the graph builder.
+
+pub mod config;
+pub mod graph;

@@ -1,0 +1,190 @@
+//! The command line as a user runs it: the sample's transcript, JSON segments, and clear
+//! errors (exit code ≠ 0, no panic) on bad inputs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+const JFK_TEXT: &str =
+    "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+
+fn run(args: &[&str]) -> Output {
+    common::cli().args(args).output().expect("run amanuensis")
+}
+
+fn sample() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/jfk.wav").display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failed run: exit code ≠ 0, an `error:` line containing every `needle`, no panic.
+fn assert_clean_failure(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert!(err.contains("error:"), "no error line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks '{n}': {err}");
+    }
+}
+
+#[test]
+fn transcribes_the_sample_exactly() {
+    let o = run(&["transcribe", &sample()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end_matches('\n'), JFK_TEXT);
+}
+
+#[test]
+fn json_has_timestamped_segments() {
+    let o = run(&["transcribe", "--json", &sample()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let segs = v["segments"].as_array().unwrap();
+    // The reference timestamped decoding: <|0.00|> … <|7.60|><|7.60|> … <|10.60|>.
+    assert_eq!(segs.len(), 2, "{v}");
+    let times: Vec<(f64, f64)> = segs.iter().map(|s| (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap())).collect();
+    for ((s, e), (ws, we)) in times.iter().zip([(0.0, 7.6), (7.6, 10.6)]) {
+        assert!((s - ws).abs() < 1e-4 && (e - we).abs() < 1e-4, "{times:?}");
+    }
+    assert_eq!(segs[1]["text"], " ask what you can do for your country.");
+    assert_eq!(v["language"], "en");
+}
+
+#[test]
+fn no_timestamps_json_is_one_segment() {
+    let o = run(&["transcribe", "--json", "--no-timestamps", &sample()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["segments"].as_array().unwrap().len(), 1);
+    assert_eq!(v["text"], JFK_TEXT);
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("amanuensis-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+#[test]
+fn empty_and_non_audio_files_fail_cleanly() {
+    let empty = tmp("empty.wav");
+    std::fs::write(&empty, b"").unwrap();
+    assert_clean_failure(&run(&["transcribe", empty.to_str().unwrap()]), &["empty.wav", "empty"]);
+    let text = tmp("notes.wav");
+    std::fs::write(&text, "these are not samples\n".repeat(50)).unwrap();
+    assert_clean_failure(&run(&["transcribe", text.to_str().unwrap()]), &["notes.wav"]);
+    let missing = tmp("does-not-exist.wav");
+    assert_clean_failure(&run(&["transcribe", missing.to_str().unwrap()]), &["does-not-exist.wav"]);
+}
+
+#[test]
+fn unsupported_wav_encoding_fails_cleanly() {
+    // A RIFF/WAVE file whose fmt chunk declares IMA ADPCM (format tag 0x0011).
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36u32 + 256).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&20u32.to_le_bytes());
+    b.extend_from_slice(&0x0011u16.to_le_bytes()); // format tag
+    b.extend_from_slice(&1u16.to_le_bytes()); // channels
+    b.extend_from_slice(&16000u32.to_le_bytes());
+    b.extend_from_slice(&8000u32.to_le_bytes());
+    b.extend_from_slice(&256u16.to_le_bytes()); // block align
+    b.extend_from_slice(&4u16.to_le_bytes()); // bits
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&505u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&256u32.to_le_bytes());
+    b.extend(std::iter::repeat(0u8).take(256));
+    let p = tmp("adpcm.wav");
+    std::fs::write(&p, b).unwrap();
+    assert_clean_failure(&run(&["transcribe", p.to_str().unwrap()]), &["adpcm.wav"]);
+}
+
+#[test]
+fn one_bad_file_does_not_stop_the_others() {
+    let empty = tmp("empty2.wav");
+    std::fs::write(&empty, b"").unwrap();
+    let o = run(&["transcribe", empty.to_str().unwrap(), &sample()]);
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(JFK_TEXT), "the good file was still transcribed: {out}");
+    assert!(stderr(&o).contains("empty2.wav"));
+}
+
+#[test]
+fn unknown_language_fails_cleanly() {
+    assert_clean_failure(&run(&["transcribe", "--language", "xx", &sample()]), &["unknown language code 'xx'"]);
+}
+
+fn graph_text() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph")).unwrap()
+}
+
+fn with_graph(name: &str, text: &str) -> Output {
+    let g = tmp(name);
+    std::fs::write(&g, text).unwrap();
+    run(&["transcribe", "--graph", g.to_str().unwrap(), &sample()])
+}
+
+#[test]
+fn malformed_graphs_fail_cleanly() {
+    let base = graph_text();
+    // Unknown op.
+    let t = base.replacen("\"op\":\"gelu\"", "\"op\":\"swish\"", 1);
+    assert_clean_failure(&with_graph("unknown-op.graph", &t), &["conv1.gelu", "unknown operator 'swish'"]);
+    // Cycle: conv1 reads conv2's output.
+    let t = base.replacen("\"inputs\":[\"log_mel\",", "\"inputs\":[\"conv2\",", 1);
+    assert_clean_failure(&with_graph("cycle.graph", &t), &["cycle"]);
+    // Shape mismatch: a 512-wide value into a 2048-input linear.
+    let t = base.replacen("\"inputs\":[\"block0.gelu\",", "\"inputs\":[\"block0.mlp_ln\",", 1);
+    assert_clean_failure(&with_graph("shape.graph", &t), &["block0.fc2", "2048"]);
+    // Missing weight: the declaration is gone.
+    let t = base.replacen("  {\"name\":\"encoder.conv2.bias\",\"dtype\":\"f16\",\"shape\":[512]},\n", "", 1);
+    assert_ne!(t, base, "test edit applied");
+    assert_clean_failure(&with_graph("weight.graph", &t), &["encoder.conv2.bias"]);
+    // A weight declared with a shape the weight file does not have.
+    let t = base.replacen(
+        "{\"name\":\"encoder.conv2.bias\",\"dtype\":\"f16\",\"shape\":[512]}",
+        "{\"name\":\"encoder.conv2.bias\",\"dtype\":\"f16\",\"shape\":[513]}",
+        1,
+    );
+    assert_clean_failure(&with_graph("wshape.graph", &t), &["encoder.conv2.bias", "513"]);
+}
+
+#[test]
+fn corrupt_weights_fail_cleanly() {
+    let src = common::model_dir();
+    let dir = tmp("corrupt-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "vocabulary.txt"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    // A header length far beyond the file, then garbage.
+    let mut bytes = (u64::MAX / 2).to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{\"not\": json");
+    std::fs::write(dir.join("model.safetensors"), &bytes).unwrap();
+    let o = run(&["transcribe", "--model", dir.to_str().unwrap(), &sample()]);
+    assert_clean_failure(&o, &["model.safetensors", "safetensors"]);
+    // A truncated weight file.
+    let full = std::fs::read(src.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), &full[..full.len() / 3]).unwrap();
+    let o = run(&["transcribe", "--model", dir.to_str().unwrap(), &sample()]);
+    assert_clean_failure(&o, &["model.safetensors"]);
+}
+
+#[test]
+fn missing_model_says_how_to_get_it() {
+    let o = common::cli()
+        .env("AMANUENSIS_MODELS", tmp("no-models"))
+        .current_dir(std::env::temp_dir())
+        .args(["transcribe", "--model", "tiny", &sample()])
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["whisper-tiny", "fetch-model.sh"]);
+}

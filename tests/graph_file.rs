@@ -1,0 +1,134 @@
+//! The graph file: the committed whisper-base graph is the builder's output, every
+//! published size builds and validates, and each kind of malformed graph is rejected
+//! with an error that names the graph, the node and the reason.
+
+use amanuensis::whisper::config::WhisperDims;
+use amanuensis::whisper::graph::build_whisper_graph;
+use amanuensis_runtime::format::{ModelFile, NodeDef};
+use amanuensis_runtime::{Graph, RuntimeError};
+use std::path::Path;
+
+fn base() -> ModelFile {
+    build_whisper_graph("whisper-base", &WhisperDims::for_size("base").unwrap())
+}
+
+fn validate(file: &ModelFile) -> Result<Vec<Graph>, RuntimeError> {
+    let reg = amanuensis_operators::standard_registry();
+    file.graphs.iter().map(|g| Graph::build(g, &file.weights, &reg)).collect()
+}
+
+#[test]
+fn committed_graph_equals_builder_output() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph");
+    let committed = std::fs::read_to_string(&path).unwrap();
+    let built = base().to_text();
+    assert!(
+        committed == built,
+        "graphs/whisper-base.graph is stale: regenerate with `cargo run --release -- graph build base -o graphs/whisper-base.graph`"
+    );
+    // And it parses back to the same structure.
+    assert_eq!(ModelFile::parse(&committed, "committed").unwrap(), base());
+}
+
+#[test]
+fn every_published_size_builds_and_validates() {
+    for size in ["tiny", "base", "small", "medium", "large-v3"] {
+        let dims = WhisperDims::for_size(size).unwrap();
+        let file = build_whisper_graph(&format!("whisper-{size}"), &dims);
+        let graphs = validate(&file).unwrap_or_else(|e| panic!("{size}: {e}"));
+        assert_eq!(graphs.len(), 3);
+        let enc = &graphs[0];
+        // 6 nodes of stem + 12 per block + final norm.
+        assert_eq!(enc.nodes.len(), 7 + 12 * dims.n_audio_layer + 1, "{size}");
+        let round = ModelFile::parse(&file.to_text(), size).unwrap();
+        assert_eq!(round, file, "{size} round-trips through text");
+        let mel_w = file.weights.iter().find(|w| w.name == "encoder.conv1.weight").unwrap();
+        assert_eq!(mel_w.shape, vec![dims.n_audio_state, dims.n_mels, 3], "{size}");
+        let emb = file.weights.iter().find(|w| w.name == "decoder.token_embedding.weight").unwrap();
+        assert_eq!(emb.shape, vec![dims.n_vocab, dims.n_text_state], "{size}");
+    }
+}
+
+fn graph_error(file: &ModelFile) -> (String, String, String) {
+    match validate(file) {
+        Err(RuntimeError::Graph { graph, node, reason }) => (graph, node, reason),
+        Err(other) => panic!("expected a graph error, got {other}"),
+        Ok(_) => panic!("malformed graph was accepted"),
+    }
+}
+
+fn node_mut<'a>(file: &'a mut ModelFile, graph: &str, node: &str) -> &'a mut NodeDef {
+    let g = file.graphs.iter_mut().find(|g| g.name == graph).unwrap();
+    g.nodes.iter_mut().find(|n| n.name == node).unwrap()
+}
+
+#[test]
+fn unknown_op_names_node_and_suggests() {
+    let mut f = base();
+    node_mut(&mut f, "encoder", "block2.gelu").op = "gleu".into();
+    let (g, n, r) = graph_error(&f);
+    assert_eq!((g.as_str(), n.as_str()), ("encoder", "block2.gelu"));
+    assert!(r.contains("unknown operator 'gleu'") && r.contains("did you mean 'gelu'"), "{r}");
+    assert!(r.contains("layer_norm"), "lists registered ops: {r}");
+}
+
+#[test]
+fn cycle_is_rejected() {
+    let mut f = base();
+    // conv1 now consumes conv2's output: conv1 → conv1.gelu → conv2 → conv1.
+    node_mut(&mut f, "encoder", "conv1").inputs[0] = "conv2".into();
+    let (g, _n, r) = graph_error(&f);
+    assert_eq!(g, "encoder");
+    assert!(r.contains("cycle"), "{r}");
+}
+
+#[test]
+fn shape_mismatch_is_rejected() {
+    let mut f = base();
+    // fc2 expects 2048 inputs; feed it the 512-wide norm output instead.
+    node_mut(&mut f, "encoder", "block0.fc2").inputs[0] = "block0.mlp_ln".into();
+    let (g, n, r) = graph_error(&f);
+    assert_eq!((g.as_str(), n.as_str()), ("encoder", "block0.fc2"));
+    assert!(r.contains("512") && r.contains("2048"), "{r}");
+}
+
+#[test]
+fn dtype_mismatch_is_rejected() {
+    let mut f = base();
+    // Token ids (i32) into a layer norm.
+    node_mut(&mut f, "decoder_step", "block0.attn_ln").inputs[0] = "tokens".into();
+    let (_g, n, r) = graph_error(&f);
+    assert_eq!(n, "block0.attn_ln");
+    assert!(r.contains("expected f32, got i32"), "{r}");
+}
+
+#[test]
+fn missing_weight_is_a_dangling_edge() {
+    let mut f = base();
+    f.weights.retain(|w| w.name != "encoder.blocks.3.attn.out.bias");
+    let (g, n, r) = graph_error(&f);
+    assert_eq!((g.as_str(), n.as_str()), ("encoder", "block3.attn_out"));
+    assert!(r.contains("encoder.blocks.3.attn.out.bias") && r.contains("dangling"), "{r}");
+}
+
+#[test]
+fn bad_attribute_is_rejected() {
+    let mut f = base();
+    node_mut(&mut f, "encoder", "block1.attn").attrs.insert("heads".into(), serde_json::json!(7));
+    let (_g, n, r) = graph_error(&f);
+    assert_eq!(n, "block1.attn");
+    assert!(r.contains("not divisible by 7 heads"), "{r}");
+}
+
+#[test]
+fn wrong_version_and_garbage_are_format_errors() {
+    let text = base().to_text().replacen("\"version\": 1", "\"version\": 2", 1);
+    let e = ModelFile::parse(&text, "v2.graph").unwrap_err().to_string();
+    assert!(e.contains("v2.graph") && e.contains("unsupported version"), "{e}");
+    let e = ModelFile::parse("{\"format\": \"amanuensis-graph\", \"version\": 1, \"model\": 3}", "x.graph")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("x.graph"), "{e}");
+    let e = ModelFile::parse("not json", "y.graph").unwrap_err().to_string();
+    assert!(e.contains("y.graph") && e.contains("not valid JSON"), "{e}");
+}

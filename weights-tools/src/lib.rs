@@ -1,0 +1,10 @@
+//! weights-tool library: a bounds-checked CTranslate2 `model.bin` reader, the CT2 Whisper →
+//! safetensors converter, validated safetensors reading, the `inspect` report, and
+//! `verify` of a weight file against a graph file.
+
+pub mod convert;
+pub mod ct2;
+pub mod fsutil;
+pub mod inspect;
+pub mod st;
+pub mod verify;
