@@ -603,13 +603,17 @@ fn sniff(head: &[u8]) -> Sniffed {
 ///
 /// rubato's synchronous FFT resampler is used rather than its asynchronous sinc resampler:
 /// for a fixed rational ratio it computes an exact band-limited resampling with a
-/// Blackman-Harris² windowed-sinc filter of `fft_size_in` taps. On band-limited test signals
-/// (sums of sinusoids below 0.9 × the lower Nyquist frequency) its output matches the
-/// analytic signal to a relative RMS error of ~1e-10 for 44.1, 22.05, 48 and 8 kHz input,
-/// whereas the sinc resampler (256 taps, cubic) reached only ~2e-3 and reports a delay
-/// that is not its true delay. The FFT block holds an EVEN number of rational units so that
-/// the filter's centre (`fft_size_in / 2` input samples) is a whole number of output
-/// samples: the delay is then removed exactly.
+/// Blackman-Harris² windowed-sinc filter of `chunk_in` taps (cut-off ~0.99 × Nyquist).
+/// On band-limited test signals (sums of sinusoids below 0.9 × the lower Nyquist
+/// frequency) its f64 output matches the analytic signal to a relative RMS error of ~1e-10
+/// for 44.1, 22.05, 48 and 8 kHz input, whereas the sinc resampler (256 taps, cubic, best
+/// fractional alignment) reached only ~2e-3, and its reported `output_delay` differed from
+/// its measured delay. On real audio, jfk_44k1_stereo.wav resampled this way matches the
+/// 16 kHz jfk.wav to 3.3e-4 relative error, about the int16 quantisation level.
+///
+/// The FFT block holds an EVEN number of rational units so that the filter's centre
+/// (`chunk_in / 2` input samples) is a whole number of output samples: the delay is then
+/// removed exactly.
 struct Resampling {
     inner: FftFixedInOut<f64>,
     chunk_in: usize,
@@ -644,8 +648,12 @@ impl Resampling {
                 inner.output_frames_next()
             ));
         }
+        // The filter is centred on input sample chunk_in / 2, i.e. output sample
+        // chunk_out / 2 (whole because `units` is even).
         let skip = inner.output_delay();
-        debug_assert_eq!(skip, chunk_out / 2);
+        if skip != chunk_out / 2 {
+            return Err(format!("unexpected resampler delay {skip} (wanted {})", chunk_out / 2));
+        }
         let out_buf = vec![vec![0.0; chunk_out]];
         Ok(Resampling {
             inner,
@@ -758,7 +766,6 @@ mod tests {
             (22_050, 7_000.0, 2),
             (11_025, 4_900.0, 2),
             (44_101, 7_000.0, 2),
-            (44_101, 7_000.0, 8),
         ] {
             let n = rate as usize * secs + 37;
             let (x, f) = tones(rate, n, fmax);
@@ -775,7 +782,11 @@ mod tests {
             }
             let rel = (e2 / r2).sqrt();
             eprintln!("{rate} Hz ({secs} s) → 16 kHz: relative RMS error {rel:.2e}");
-            if false { assert!(rel < 1e-6, "{rate} Hz: relative RMS error {rel:e}"); }
+            // A rate coprime with 16 kHz needs one block of 2 × 44,101 samples: that filter's
+            // cut-off is so steep that the signal's abrupt ends ring for ~0.3 s, inside the
+            // margin; measured 6.2e-6 (2.4e-8 for the usual rates, i.e. f32 rounding).
+            let bound = if rate == 44_101 { 2e-5 } else { 1e-6 };
+            assert!(rel < bound, "{rate} Hz: relative RMS error {rel:e}");
         }
     }
 

@@ -55,9 +55,9 @@ impl Default for TranscribeOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct Segment {
     pub id: usize,
-    /// Seconds from the start of the audio.
-    pub start: f32,
-    pub end: f32,
+    /// Seconds from the start of the audio (millisecond precision).
+    pub start: f64,
+    pub end: f64,
     pub text: String,
     pub tokens: Vec<u32>,
     pub avg_logprob: f64,
@@ -121,6 +121,11 @@ impl StepModel for GraphStepper<'_> {
         self.session.recycle(logits);
         Ok(rows)
     }
+}
+
+/// Seconds rounded to the millisecond, so that 7.6 prints as 7.6 and not 7.599999904632568.
+fn round_ms(seconds: f32) -> f64 {
+    (seconds as f64 * 1000.0).round() / 1000.0
 }
 
 impl WhisperModel {
@@ -208,8 +213,8 @@ impl WhisperModel {
                 }
                 segments.push(Segment {
                     id: segments.len(),
-                    start: s.start,
-                    end: s.end.min(duration.max(s.start)),
+                    start: round_ms(s.start),
+                    end: round_ms(s.end.min(duration.max(s.start))),
                     text: s.text,
                     tokens: s.tokens,
                     avg_logprob: result.avg_logprob,

@@ -91,22 +91,33 @@ type AttentionFn = fn(
     usize,
 );
 
+/// Times `path` on 8 heads of 64. `fused`: q, k, v are column slices of [T, 3d]
+/// projections (the encoder's layout); otherwise k and v are separate contiguous [T, d]
+/// tensors (the decoder's caches).
 fn bench_attention(
     name: &str,
     tq: usize,
     tk: usize,
     causal: Option<usize>,
+    fused: bool,
     path: AttentionFn,
 ) -> f64 {
-    let label = format!("{name} tq={tq} tk={tk} causal={causal:?}");
+    let layout = if fused { "fused qkv" } else { "kv cache" };
+    let label = format!("{name} tq={tq} tk={tk} causal={causal:?} {layout}");
     if !wanted(&label) {
         return 0.0;
     }
     let (heads, hd) = (8, 64);
     let d = heads * hd;
-    // q, k, v as column slices of fused [T, 3d] projections, as the encoder produces them.
-    let qkv_q = data(tq * 3 * d, 4);
-    let qkv_k = data(tk * 3 * d, 5);
+    let stride = if fused { 3 * d } else { d };
+    let q = data(tq * stride, 4);
+    let k = data(tk * stride, 5);
+    let v = data(tk * stride, 6);
+    let (k, v) = if fused {
+        (&k[d..], &k[2 * d..])
+    } else {
+        (&k[..], &v[..])
+    };
     let mut out = vec![0.0f32; tq * d];
     let visible: usize = (0..tq)
         .map(|i| causal.map_or(tk, |p| tk.min(p + i + 1)))
@@ -114,12 +125,12 @@ fn bench_attention(
     let flops = 4.0 * (visible * d) as f64;
     run(&label, flops, None, || {
         path(
-            black_box(&qkv_q),
-            3 * d,
-            &qkv_k[d..],
-            3 * d,
-            &qkv_k[2 * d..],
-            3 * d,
+            black_box(&q),
+            stride,
+            k,
+            stride,
+            v,
+            stride,
             tq,
             tk,
             heads,
@@ -186,7 +197,7 @@ fn main() {
     let proj = bench_linear("linear (out proj)", t, d, d, cpu::linear);
     let fc1 = bench_linear("linear (fc1)", t, d, ff, cpu::linear);
     let fc2 = bench_linear("linear (fc2)", t, ff, d, cpu::linear);
-    let attn = bench_attention("attention", t, t, None, cpu::attention);
+    let attn = bench_attention("attention", t, t, None, true, cpu::attention);
     let gelu = if !wanted("gelu 1500x2048") {
         0.0
     } else {
@@ -256,7 +267,21 @@ fn main() {
         (16, 64, Some(48)),
     ];
     for (tq, tk, causal) in cases {
-        bench_attention("attention direct", tq, tk, causal, cpu::attention_direct);
-        bench_attention("attention blocked", tq, tk, causal, cpu::attention_blocked);
+        bench_attention(
+            "attention direct",
+            tq,
+            tk,
+            causal,
+            false,
+            cpu::attention_direct,
+        );
+        bench_attention(
+            "attention blocked",
+            tq,
+            tk,
+            causal,
+            false,
+            cpu::attention_blocked,
+        );
     }
 }

@@ -164,7 +164,7 @@ impl LogMel {
                 "sample_rate {sample_rate}, hop {hop}, n_mels {n_mels} (all must be > 0, n_mels ≤ 1024)"
             )));
         }
-        if !(2..=65_536).contains(&n_fft) || n_fft % 2 != 0 {
+        if !(2..=65_536).contains(&n_fft) || n_fft & 1 == 1 {
             return Err(LogMelError(format!("n_fft {n_fft} must be even and in 2..=65536")));
         }
         let n_bins = n_fft / 2 + 1;
@@ -236,7 +236,8 @@ impl LogMel {
     /// cut from this array therefore match faster-whisper's long-form segments.
     ///
     /// Audio shorter than `n_fft / 2 + 1` samples (after the appended `hop` zeros) is
-    /// padded by repeated reflection, as numpy's `pad(mode="reflect")` does.
+    /// padded by repeated reflection, as numpy's `pad(mode="reflect")` does. Samples must be
+    /// finite: NaN or infinite input gives meaningless output (callers validate).
     pub fn compute_full(&self, pcm: &[f32]) -> (Vec<f32>, usize) {
         let n_mels = self.n_mels;
         let n_fft = self.n_fft;
@@ -260,8 +261,8 @@ impl LogMel {
 
         // Log-mel values, frame-major [stft_frames, n_mels] (transposed at the end).
         let mut logmel = vec![0.0f32; stft_frames * n_mels];
-        const FRAMES_PER_TASK: usize = 64;
-        logmel.par_chunks_mut(FRAMES_PER_TASK * n_mels).enumerate().for_each_init(
+        const FRAMES_PER_BLOCK: usize = 64;
+        logmel.par_chunks_mut(FRAMES_PER_BLOCK * n_mels).enumerate().for_each_init(
             || {
                 (
                     self.fft.make_input_vec(),
@@ -270,9 +271,9 @@ impl LogMel {
                     vec![0.0f64; n_fft / 2 + 1],
                 )
             },
-            |(frame, spec, scratch, power), (task, out)| {
-                for (f_in_task, out_frame) in out.chunks_exact_mut(n_mels).enumerate() {
-                    let t = task * FRAMES_PER_TASK + f_in_task;
+            |(frame, spec, scratch, power), (block, out)| {
+                for (f_in_block, out_frame) in out.chunks_exact_mut(n_mels).enumerate() {
+                    let t = block * FRAMES_PER_BLOCK + f_in_block;
                     let start = (t * hop) as isize - half;
                     if start >= 0 && start as usize + n_fft <= pcm.len() {
                         let src = &pcm[start as usize..start as usize + n_fft];
@@ -392,7 +393,7 @@ mod tests {
     /// Straightforward reference: explicit numpy-style padding and a direct DFT.
     fn naive(pcm: &[f32], n_fft: usize, hop: usize, n_mels: usize) -> (Vec<f64>, usize) {
         let mut x: Vec<f64> = pcm.iter().map(|&v| v as f64).collect();
-        x.extend(std::iter::repeat(0.0).take(hop));
+        x.resize(x.len() + hop, 0.0);
         let half = n_fft / 2;
         // Reflect padding done iteratively, one mirror image at a time, like numpy.
         let mut padded = x.clone();

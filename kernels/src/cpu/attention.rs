@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::checks::require_strided;
 use super::parallel::SendPtr;
-use super::simd::{axpy, axpy4, dot, dot4, multiversion};
+use super::simd::{dot, dot4, multiversion, weighted_rows};
 use super::softmax::{exp_shifted, exp_shifted_inplace};
 use super::tuning::{ATTENTION_GEMM_MIN_TQ, ATTENTION_Q_BLOCK, MIN_PARALLEL_FMAS};
 
@@ -73,8 +73,11 @@ pub(super) fn attend_row<const FMA: bool>(
     let n = lay.visible(i);
     let scale = 1.0 / (hd as f32).sqrt();
     let qr = &q[i * lay.q_row_stride + col..][..hd];
+    if n == 0 {
+        out_row.fill(0.0);
+        return;
+    }
     let krow = |j: usize| &k[j * lay.k_row_stride + col..][..hd];
-    let vrow = |j: usize| &v[j * lay.v_row_stride + col..][..hd];
     scores.clear();
     scores.resize(n, 0.0);
     let groups = n / 4;
@@ -89,15 +92,7 @@ pub(super) fn attend_row<const FMA: bool>(
         *s = dot::<FMA>(qr, krow(j)) * scale;
     }
     let sum = exp_shifted::<FMA>(scores);
-    out_row.fill(0.0);
-    for g in 0..groups {
-        let j = 4 * g;
-        let p = [scores[j], scores[j + 1], scores[j + 2], scores[j + 3]];
-        axpy4::<FMA>(p, [vrow(j), vrow(j + 1), vrow(j + 2), vrow(j + 3)], out_row);
-    }
-    for (j, &p) in scores.iter().enumerate().skip(4 * groups) {
-        axpy::<FMA>(p, vrow(j), out_row);
-    }
+    weighted_rows::<FMA>(scores, &v[col..], lay.v_row_stride, out_row);
     let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
     for o in out_row.iter_mut() {
         *o *= inv;

@@ -125,11 +125,11 @@ pub fn linear_gemv(
         gemv_serial(x, m, k, w, bias, out, n);
         return;
     }
-    // A few chunks per thread balance uneven progress; each chunk still carries at least
-    // MIN_PARALLEL_FMAS of work.
-    let by_balance = n.div_ceil(4 * threads);
-    let by_work = MIN_PARALLEL_FMAS.div_ceil(m * k);
-    let chunk_rows = by_balance.max(by_work).next_multiple_of(4);
+    // Up to four chunks per thread balance uneven progress, each carrying at least
+    // MIN_PARALLEL_FMAS of work; a multiple of the thread count keeps the split even.
+    let by_work = (fmas / MIN_PARALLEL_FMAS).min(4 * threads);
+    let chunks = (by_work / threads * threads).max(threads);
+    let chunk_rows = n.div_ceil(chunks).next_multiple_of(4);
     let out_ptr = SendPtr::new(out.as_mut_ptr());
     w.par_chunks(chunk_rows * k)
         .enumerate()

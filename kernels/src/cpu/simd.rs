@@ -180,6 +180,29 @@ pub(crate) fn dot_tile<const FMA: bool, const R: usize, const M: usize>(
     res
 }
 
+/// `out[c] = Σ_j p[j]·v[j·stride + c]` for `c < out.len()`: the weighted sum of
+/// `p.len()` rows of `v` spaced `stride` apart (panics if they do not fit in `v`).
+#[inline(always)]
+pub(crate) fn weighted_rows<const FMA: bool>(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true on x86_64 means AVX2+FMA are available (module invariant).
+        return unsafe { super::x86::weighted_rows(p, v, stride, out) };
+    }
+    let width = out.len();
+    out.fill(0.0);
+    let groups = p.len() / 4;
+    let row = |j: usize| &v[j * stride..j * stride + width];
+    for g in 0..groups {
+        let j = 4 * g;
+        let a = [p[j], p[j + 1], p[j + 2], p[j + 3]];
+        axpy4::<FMA>(a, [row(j), row(j + 1), row(j + 2), row(j + 3)], out);
+    }
+    for (j, &pj) in p.iter().enumerate().skip(4 * groups) {
+        axpy::<FMA>(pj, row(j), out);
+    }
+}
+
 /// `y += alpha * x` over equal-length slices.
 #[inline(always)]
 pub(crate) fn axpy<const FMA: bool>(alpha: f32, x: &[f32], y: &mut [f32]) {

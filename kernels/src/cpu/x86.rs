@@ -2,10 +2,23 @@
 //!
 //! Written with intrinsics so the accumulators provably stay in registers; reached only
 //! through [`super::simd`], which calls them when AVX2 and FMA are available. Every
-//! function re-slices its inputs to a common length first, so the raw loads below stay
-//! in bounds whatever the caller passes.
+//! function checks its slices' lengths before the first raw load, so the loads stay in
+//! bounds whatever the caller passes.
 
 use std::arch::x86_64::*;
+
+/// Pointers to the first `n` elements of each row; panics if a row is shorter, which keeps
+/// the raw loads of the kernels below in bounds. (A plain loop: closures such as those of
+/// `array::map` are not always inlined into `target_feature` functions.)
+#[inline(always)]
+fn row_ptrs<const N: usize>(rows: [&[f32]; N], n: usize) -> [*const f32; N] {
+    let mut p = [std::ptr::null(); N];
+    for r in 0..N {
+        assert!(rows[r].len() >= n, "row shorter than the common length");
+        p[r] = rows[r].as_ptr();
+    }
+    p
+}
 
 /// Horizontal sum of the eight lanes.
 #[inline]
@@ -15,6 +28,23 @@ unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
+}
+
+/// Horizontal sums of four vectors at once: `[Σa, Σb, Σc, Σd]`, three pairwise-add
+/// shuffles instead of four separate reductions.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
+    let ab = _mm256_hadd_ps(a, b);
+    let cd = _mm256_hadd_ps(c, d);
+    let abcd = _mm256_hadd_ps(ab, cd);
+    let s = _mm_add_ps(
+        _mm256_castps256_ps128(abcd),
+        _mm256_extractf128_ps::<1>(abcd),
+    );
+    let mut out = [0.0f32; 4];
+    _mm_storeu_ps(out.as_mut_ptr(), s);
+    out
 }
 
 /// Dot product with four independent 8-lane accumulators.
@@ -60,9 +90,8 @@ pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
     let n = x.len();
-    let w = w.map(|r| &r[..n]);
     let px = x.as_ptr();
-    let [p0, p1, p2, p3] = w.map(|r| r.as_ptr());
+    let [p0, p1, p2, p3] = row_ptrs(w, n);
     let z = _mm256_setzero_ps();
     let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
     let (mut b0, mut b1, mut b2, mut b3) = (z, z, z, z);
@@ -88,12 +117,12 @@ pub(crate) unsafe fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
         a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p3.add(i)), a3);
         i += 8;
     }
-    let mut res = [
-        hsum(_mm256_add_ps(a0, b0)),
-        hsum(_mm256_add_ps(a1, b1)),
-        hsum(_mm256_add_ps(a2, b2)),
-        hsum(_mm256_add_ps(a3, b3)),
-    ];
+    let mut res = hsum4(
+        _mm256_add_ps(a0, b0),
+        _mm256_add_ps(a1, b1),
+        _mm256_add_ps(a2, b2),
+        _mm256_add_ps(a3, b3),
+    );
     while i < n {
         let xv = *px.add(i);
         res[0] = xv.mul_add(*p0.add(i), res[0]);
@@ -114,10 +143,8 @@ pub(crate) unsafe fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn dot4x2(x0: &[f32], x1: &[f32], w: [&[f32]; 4]) -> [[f32; 4]; 2] {
     let n = x0.len();
-    let x1 = &x1[..n];
-    let w = w.map(|r| &r[..n]);
-    let (px, py) = (x0.as_ptr(), x1.as_ptr());
-    let [p0, p1, p2, p3] = w.map(|r| r.as_ptr());
+    let [px, py] = row_ptrs([x0, x1], n);
+    let [p0, p1, p2, p3] = row_ptrs(w, n);
     let z = _mm256_setzero_ps();
     let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
     let (mut b0, mut b1, mut b2, mut b3) = (z, z, z, z);
@@ -139,10 +166,7 @@ pub(crate) unsafe fn dot4x2(x0: &[f32], x1: &[f32], w: [&[f32]; 4]) -> [[f32; 4]
         b3 = _mm256_fmadd_ps(xb, w3, b3);
         i += 8;
     }
-    let mut res = [
-        [hsum(a0), hsum(a1), hsum(a2), hsum(a3)],
-        [hsum(b0), hsum(b1), hsum(b2), hsum(b3)],
-    ];
+    let mut res = [hsum4(a0, a1, a2, a3), hsum4(b0, b1, b2, b3)];
     while i < n {
         let (xa, xb) = (*px.add(i), *py.add(i));
         for (r, p) in [p0, p1, p2, p3].iter().enumerate() {
@@ -168,17 +192,17 @@ pub(crate) unsafe fn dot_tile<const R: usize, const M: usize>(
     w: [&[f32]; R],
 ) -> [[f32; R]; M] {
     let n = x[0].len();
-    let x = x.map(|r| &r[..n]);
-    let w = w.map(|r| &r[..n]);
+    let xp = row_ptrs(x, n);
+    let wp = row_ptrs(w, n);
     let mut acc = [[_mm256_setzero_ps(); R]; M];
     let mut wv = [_mm256_setzero_ps(); R];
     let mut i = 0;
     while i + 8 <= n {
         for r in 0..R {
-            wv[r] = _mm256_loadu_ps(w[r].as_ptr().add(i));
+            wv[r] = _mm256_loadu_ps(wp[r].add(i));
         }
         for mi in 0..M {
-            let xv = _mm256_loadu_ps(x[mi].as_ptr().add(i));
+            let xv = _mm256_loadu_ps(xp[mi].add(i));
             for r in 0..R {
                 acc[mi][r] = _mm256_fmadd_ps(xv, wv[r], acc[mi][r]);
             }
@@ -190,12 +214,79 @@ pub(crate) unsafe fn dot_tile<const R: usize, const M: usize>(
         for r in 0..R {
             let mut s = hsum(acc[mi][r]);
             for j in i..n {
-                s = x[mi][j].mul_add(w[r][j], s);
+                s = (*xp[mi].add(j)).mul_add(*wp[r].add(j), s);
             }
             res[mi][r] = s;
         }
     }
     res
+}
+
+/// `out[c] = Σ_j p[j]·v[j·stride + c]`: a probability-weighted sum of `p.len()` rows of
+/// `v` spaced `stride` apart. Blocks of 64 columns keep eight accumulators in registers
+/// across all rows, so each row costs eight independent multiply-adds.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn weighted_rows(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    let (n, width) = (p.len(), out.len());
+    if n == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let needed = (n - 1)
+        .checked_mul(stride)
+        .and_then(|s| s.checked_add(width));
+    assert!(
+        needed.is_some_and(|need| need <= v.len()),
+        "weighted_rows: rows exceed v"
+    );
+    let (pp, pv, po) = (p.as_ptr(), v.as_ptr(), out.as_mut_ptr());
+    let mut c = 0;
+    while c + 64 <= width {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for j in 0..n {
+            let pj = _mm256_set1_ps(*pp.add(j));
+            let row = pv.add(j * stride + c);
+            for (u, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(pj, _mm256_loadu_ps(row.add(8 * u)), *a);
+            }
+        }
+        for (u, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(po.add(c + 8 * u), *a);
+        }
+        c += 64;
+    }
+    while c + 8 <= width {
+        // Four accumulators over alternating rows hide the multiply-add latency.
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut j = 0;
+        while j + 4 <= n {
+            for (u, a) in acc.iter_mut().enumerate() {
+                let pj = _mm256_set1_ps(*pp.add(j + u));
+                *a = _mm256_fmadd_ps(pj, _mm256_loadu_ps(pv.add((j + u) * stride + c)), *a);
+            }
+            j += 4;
+        }
+        while j < n {
+            let pj = _mm256_set1_ps(*pp.add(j));
+            acc[0] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(pv.add(j * stride + c)), acc[0]);
+            j += 1;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        _mm256_storeu_ps(po.add(c), s);
+        c += 8;
+    }
+    while c < width {
+        let mut s = 0.0f32;
+        for j in 0..n {
+            s = (*pp.add(j)).mul_add(*pv.add(j * stride + c), s);
+        }
+        *po.add(c) = s;
+        c += 1;
+    }
 }
 
 /// `y += Σ a[r]·x[r]` over four rows.
@@ -206,9 +297,8 @@ pub(crate) unsafe fn dot_tile<const R: usize, const M: usize>(
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn axpy4(a: [f32; 4], x: [&[f32]; 4], y: &mut [f32]) {
     let n = y.len();
-    let x = x.map(|r| &r[..n]);
     let py = y.as_mut_ptr();
-    let [p0, p1, p2, p3] = x.map(|r| r.as_ptr());
+    let [p0, p1, p2, p3] = row_ptrs(x, n);
     let (c0, c1) = (_mm256_set1_ps(a[0]), _mm256_set1_ps(a[1]));
     let (c2, c3) = (_mm256_set1_ps(a[2]), _mm256_set1_ps(a[3]));
     let mut i = 0;
