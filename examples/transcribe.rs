@@ -1,22 +1,22 @@
-//! Transcribe a WAV file with the library API.
+//! Transcribe an audio file with the library API, with word timings.
 //!
 //! ```sh
 //! cargo run --release --example transcribe -- samples/jfk.wav
 //! ```
 
-use amanuensis::{audio, model, TranscribeOptions, WhisperModel};
-use std::path::PathBuf;
+use amanuensis::{TranscribeOptions, Transcriber};
 
 fn main() -> anyhow::Result<()> {
-    let file: PathBuf = std::env::args_os().nth(1).map(PathBuf::from).unwrap_or_else(|| "samples/jfk.wav".into());
-    let dir = model::find_model_dir("base")?;
-    let registry = amanuensis_operators::standard_registry();
-    let mut whisper = WhisperModel::load(&dir, None, &registry)?;
-    let pcm = audio::load_audio(&file)?;
-    let opts = TranscribeOptions { without_timestamps: false, ..Default::default() };
-    let transcript = whisper.transcribe_pcm(&pcm, &opts)?;
+    let file = std::env::args().nth(1).unwrap_or_else(|| "samples/jfk.wav".into());
+    let mut transcriber = Transcriber::new("base")?;
+    let opts = TranscribeOptions { word_timestamps: true, ..Default::default() };
+    let transcript = transcriber.transcribe(&file, &opts)?;
+    println!("language: {}", transcript.language);
     for s in &transcript.segments {
         println!("[{:6.2} → {:6.2}] {}", s.start, s.end, s.text.trim());
+        for w in &s.words {
+            println!("    {:6.2} {:6.2} {:<12} p={:.2}", w.start, w.end, w.word.trim(), w.probability);
+        }
     }
     Ok(())
 }

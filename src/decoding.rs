@@ -1,9 +1,12 @@
 //! The decoding policy: which token comes next, given the decoder's logits.
 //!
-//! It reproduces CTranslate2's Whisper `generate` as faster-whisper 1.2.1 calls it at
-//! temperature 0 with `beam_size=1`: logit filters (suppressed tokens, blank suppression
-//! at the first step, Whisper's timestamp rules), argmax, the cumulative log-probability
-//! and the no-speech probability. How logits are produced is abstracted by [`StepModel`].
+//! It reproduces CTranslate2's Whisper `generate` as faster-whisper 1.2.1 calls it: logit
+//! filters (suppressed tokens, blank suppression at the first step, Whisper's timestamp
+//! rules), greedy decoding ([`greedy_decode`]), beam search ([`beam_search`]), temperature
+//! sampling ([`sample_decode`]), the cumulative log-probability, the no-speech probability,
+//! and faster-whisper's temperature fallback ([`decode_with_fallback`]). How logits are
+//! produced is abstracted by [`StepModel`] (one sequence) and [`BatchStepModel`] (a batch
+//! of sequences with a reorderable KV cache).
 //!
 //! Prompt layout, as CTranslate2 reads it: optional previous context
 //! (`<|startofprev|> ...`), then `<|startoftranscript|>`, then the task tokens (ids
@@ -12,6 +15,7 @@
 //! `<|notimestamps|>`.
 
 use crate::tokenizer::{Tokenizer, TIME_PRECISION};
+use crate::transcribe::compression_ratio;
 
 /// Produces logits for tokens appended to the sequence fed so far (KV-cached decoder).
 pub trait StepModel {
@@ -87,13 +91,15 @@ impl Default for DecodeOptions {
 pub struct DecodeResult {
     /// Generated ids, without prompt, forced prefix and `<|endoftext|>`.
     pub tokens: Vec<u32>,
-    /// Sum of the chosen tokens' log-probabilities, `<|endoftext|>` included (float32 sum).
+    /// Sum of the chosen tokens' log-probabilities after the forced prefix, `<|endoftext|>`
+    /// included (float32 sum).
     pub sum_logprob: f64,
-    /// faster-whisper's `score * len / (len + 1)` = `sum_logprob / (len + 1)`.
+    /// faster-whisper's `score * len^length_penalty / (len + 1)`, where `len` counts the
+    /// forced prefix and `tokens` (CTranslate2 returns both); `sum_logprob / (len + 1)`.
     pub avg_logprob: f64,
     /// Softmax probability of the no-speech token at the `<|startoftranscript|>` position.
     pub no_speech_prob: f32,
-    /// CTranslate2's score: `sum_logprob / len` (length penalty 1), in float32.
+    /// CTranslate2's score: `sum_logprob / len^length_penalty`, in float32.
     pub score: f64,
 }
 
@@ -150,6 +156,19 @@ pub enum DecodeError {
     /// Every token was suppressed (or the logits hold no finite value).
     #[error("decoding step {step}: no token left to choose after filtering")]
     NothingToChoose { step: usize },
+    /// The model returned a different number of sequences than the batch holds.
+    #[error("model returned {got} sequences for a batch of {expected}")]
+    BatchSize { expected: usize, got: usize },
+    /// Beam size 0 or above the limit, patience ≤ 0 or too small for one hypothesis,
+    /// non-finite length penalty, or `2 × beam_size` above the vocabulary size.
+    #[error("unusable beam options: {0:?}")]
+    BadBeamOptions(BeamOptions),
+    /// Negative or non-finite temperature, or a number of samples of 0 or above the limit.
+    #[error("unusable sampling options: temperature {temperature}, best_of {best_of}")]
+    BadSampling { temperature: f32, best_of: usize },
+    /// The fallback has no temperature to try.
+    #[error("the temperature fallback has an empty list of temperatures")]
+    NoTemperatures,
 }
 
 /// A logit filter: disables tokens given the tokens sampled so far in this window
@@ -367,6 +386,127 @@ fn check_special_ids(ids: &SpecialIds) -> Result<(), DecodeError> {
     }
 }
 
+/// A validated prompt, with the limits and logit filters CTranslate2 derives from it.
+struct Plan {
+    layout: PromptLayout,
+    /// Forced prefix tokens after the task tokens.
+    prefix_len: usize,
+    /// Tokens that may be generated after the forced prefix.
+    free_steps: usize,
+    suppress: SuppressTokens,
+    blank: SuppressBlank,
+    timestamps: Option<TimestampRules>,
+}
+
+impl Plan {
+    fn new(prompt: &[u32], ids: &SpecialIds, opts: &DecodeOptions) -> Result<Plan, DecodeError> {
+        check_special_ids(ids)?;
+        if let Some((index, &id)) = prompt
+            .iter()
+            .enumerate()
+            .find(|&(_, &t)| t as usize >= ids.n_vocab)
+        {
+            return Err(DecodeError::PromptTokenOutOfRange {
+                index,
+                id,
+                n_vocab: ids.n_vocab,
+            });
+        }
+        let layout = prompt_layout(prompt, ids)?;
+        let prompt_has_no_timestamps = prompt[layout.task_end - 1] == ids.no_timestamps;
+        if prompt_has_no_timestamps != opts.without_timestamps {
+            return Err(DecodeError::TimestampModeMismatch {
+                without_timestamps: opts.without_timestamps,
+                prompt_has_no_timestamps,
+            });
+        }
+        let prefix_len = prompt.len() - layout.task_end;
+
+        // CTranslate2 feeds everything before the last task token as the "prompt" (start_step
+        // tokens) and allows min(max_length / 2, max_length - start_step) decoding steps.
+        // The forced prefix is returned with the hypothesis (return_prefix), so its steps
+        // count against that limit.
+        let start_step = layout.task_end - 1;
+        let total = (opts.max_length / 2).min(opts.max_length.saturating_sub(start_step));
+        let free_steps = total.saturating_sub(prefix_len);
+        if free_steps == 0 {
+            return Err(DecodeError::PromptTooLong {
+                prompt_len: prompt.len(),
+                max_length: opts.max_length,
+            });
+        }
+
+        let suppress = SuppressTokens {
+            ids: opts.suppress_tokens.clone(),
+        };
+        let blank = SuppressBlank {
+            ids: if opts.suppress_blank {
+                opts.suppress_blank_tokens.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        let timestamps = (!opts.without_timestamps).then(|| TimestampRules {
+            eot: ids.eot,
+            no_timestamps: ids.no_timestamps,
+            timestamp_begin: ids.timestamp_begin,
+            max_initial_timestamp: opts
+                .max_initial_timestamp_index
+                .map(|i| ids.timestamp_begin.saturating_add(i)),
+            first_step_rules: prefix_len == 0,
+        });
+        Ok(Plan {
+            layout,
+            prefix_len,
+            free_steps,
+            suppress,
+            blank,
+            timestamps,
+        })
+    }
+
+    /// The logit positions of the prompt step: `<|startoftranscript|>` and the last token.
+    fn prompt_positions(&self, prompt: &[u32]) -> [usize; 2] {
+        [self.layout.sot_index, prompt.len() - 1]
+    }
+
+    /// Applies CTranslate2's processors in its order: suppressed tokens, blank suppression,
+    /// timestamp rules (which read the logits left by the first two).
+    fn filter(&self, logits: &mut [f32], sampled: &[u32]) {
+        self.suppress.apply(logits, sampled);
+        self.blank.apply(logits, sampled);
+        if let Some(t) = &self.timestamps {
+            t.apply(logits, sampled);
+        }
+    }
+
+    /// Builds the result from a hypothesis and its cumulative float32 log-probability.
+    fn finish(&self, tokens: Vec<u32>, sum_logprob: f32, length_penalty: f32, no_speech_prob: f32) -> DecodeResult {
+        let len = self.prefix_len + tokens.len();
+        let score = final_score(sum_logprob, len, length_penalty);
+        // faster-whisper recovers the cumulative log-probability in float64 and averages
+        // over len + 1 tokens (the end token). With len 0 this is NaN, as in the references.
+        let avg_logprob = score as f64 * (len as f64).powf(length_penalty as f64) / (len + 1) as f64;
+        DecodeResult {
+            tokens,
+            sum_logprob: sum_logprob as f64,
+            avg_logprob,
+            no_speech_prob,
+            score: score as f64,
+        }
+    }
+}
+
+/// CTranslate2's finalized score: `cum / len^length_penalty`, in float32.
+fn final_score(sum_logprob: f32, len: usize, length_penalty: f32) -> f32 {
+    sum_logprob / (len as f32).powf(length_penalty)
+}
+
+/// Softmax probability of `id` from raw logits.
+fn probability(logits: &[f32], id: u32) -> f32 {
+    log_softmax(logits)[id as usize].exp()
+}
+
 /// Greedy (temperature 0, `beam_size=1`) decoding of one window.
 ///
 /// The first [`StepModel::step`] call feeds the whole prompt and asks for the logits at the
@@ -375,87 +515,37 @@ fn check_special_ids(ids: &SpecialIds) -> Result<(), DecodeError> {
 /// Each step filters the logits (suppressed tokens, blank suppression at the first step,
 /// timestamp rules), takes the argmax of their log-softmax (lowest id on ties) and adds
 /// that log-probability to the sum. Decoding stops at `<|endoftext|>` or after
-/// `min(max_length / 2, max_length − (task_end − 1))` sampled tokens, CTranslate2's limit.
+/// `min(max_length / 2, max_length − (task_end − 1))` decoding steps, CTranslate2's limit,
+/// which a forced prefix counts against.
 pub fn greedy_decode(
     model: &mut dyn StepModel,
     prompt: &[u32],
     ids: &SpecialIds,
     opts: &DecodeOptions,
 ) -> anyhow::Result<DecodeResult> {
-    check_special_ids(ids)?;
-    if let Some((index, &id)) = prompt
-        .iter()
-        .enumerate()
-        .find(|&(_, &t)| t as usize >= ids.n_vocab)
-    {
-        return Err(DecodeError::PromptTokenOutOfRange {
-            index,
-            id,
-            n_vocab: ids.n_vocab,
-        }
-        .into());
-    }
-    let layout = prompt_layout(prompt, ids)?;
-    let prompt_has_no_timestamps = prompt[layout.task_end - 1] == ids.no_timestamps;
-    if prompt_has_no_timestamps != opts.without_timestamps {
-        return Err(DecodeError::TimestampModeMismatch {
-            without_timestamps: opts.without_timestamps,
-            prompt_has_no_timestamps,
-        }
-        .into());
-    }
-    let has_prefix = layout.task_end < prompt.len();
+    greedy_core(model, prompt, ids, opts, 1.0)
+}
 
-    // CTranslate2 feeds everything before the last task token as the "prompt" (start_step
-    // tokens), then decodes at most min(max_length / 2, max_length - start_step) tokens
-    // beyond the forced prefix.
-    let start_step = layout.task_end - 1;
-    let max_new = (opts.max_length / 2).min(opts.max_length.saturating_sub(start_step));
-    if max_new == 0 {
-        return Err(DecodeError::PromptTooLong {
-            prompt_len: prompt.len(),
-            max_length: opts.max_length,
-        }
-        .into());
-    }
-
-    let suppress = SuppressTokens {
-        ids: opts.suppress_tokens.clone(),
-    };
-    let blank = SuppressBlank {
-        ids: if opts.suppress_blank {
-            opts.suppress_blank_tokens.clone()
-        } else {
-            Vec::new()
-        },
-    };
-    let timestamps = (!opts.without_timestamps).then(|| TimestampRules {
-        eot: ids.eot,
-        no_timestamps: ids.no_timestamps,
-        timestamp_begin: ids.timestamp_begin,
-        max_initial_timestamp: opts
-            .max_initial_timestamp_index
-            .map(|i| ids.timestamp_begin.saturating_add(i)),
-        first_step_rules: !has_prefix,
-    });
-    let mut filters: Vec<&dyn LogitFilter> = vec![&suppress, &blank];
-    if let Some(t) = &timestamps {
-        filters.push(t);
-    }
-
-    let positions = [layout.sot_index, prompt.len() - 1];
+/// Greedy decoding with CTranslate2's final score `cum / len^length_penalty`.
+fn greedy_core(
+    model: &mut dyn StepModel,
+    prompt: &[u32],
+    ids: &SpecialIds,
+    opts: &DecodeOptions,
+    length_penalty: f32,
+) -> anyhow::Result<DecodeResult> {
+    let plan = Plan::new(prompt, ids, opts)?;
+    let positions = plan.prompt_positions(prompt);
     let mut rows = model.step(prompt, &positions)?;
     check_logits(&rows, positions.len(), ids.n_vocab, 0)?;
     let mut logits = rows.pop().expect("two rows checked above");
-    let no_speech_prob = log_softmax(&rows[0])[ids.no_speech as usize].exp();
+    let no_speech_prob = probability(&rows[0], ids.no_speech);
 
     let mut generated: Vec<u32> = Vec::new();
     // CTranslate2 accumulates the score in float32.
     let mut sum_logprob = 0f32;
-    for step in 0..max_new {
-        for f in &filters {
-            f.apply(&mut logits, &generated);
-        }
+    for step in 0..plan.free_steps {
+        plan.filter(&mut logits, &generated);
         let log_probs = log_softmax(&logits);
         let (id, logprob) = match argmax(&log_probs) {
             Some((id, lp)) if lp > f32::NEG_INFINITY => (id, lp),
@@ -466,27 +556,628 @@ pub fn greedy_decode(
             break;
         }
         generated.push(id);
-        if step + 1 == max_new {
+        if step + 1 == plan.free_steps {
             break;
         }
         let mut rows = model.step(&[id], &[0])?;
         check_logits(&rows, 1, ids.n_vocab, step + 1)?;
         logits = rows.pop().expect("one row checked above");
     }
+    Ok(plan.finish(generated, sum_logprob, length_penalty, no_speech_prob))
+}
 
-    // CTranslate2 divides in float32 (length_penalty 1); faster-whisper then recovers
-    // the cumulative log-probability in float64 and averages over len + 1 tokens.
-    // With no generated token both are undefined (−∞ / NaN), as in the references.
-    let len = generated.len();
-    let score = (sum_logprob / len as f32) as f64;
-    let avg_logprob = score * len as f64 / (len + 1) as f64;
-    Ok(DecodeResult {
-        tokens: generated,
-        sum_logprob: sum_logprob as f64,
-        avg_logprob,
-        no_speech_prob,
-        score,
-    })
+// ---------------------------------------------------------------------------------------
+// Batched decoding: beam search, sampling, temperature fallback
+
+/// A KV-cached decoder holding a batch of sequences that share one audio window.
+///
+/// Contract, as the decoding policies use it: after [`reset`](Self::reset) the model holds
+/// one empty sequence. [`step`](Self::step) appends one row of tokens to every sequence
+/// (rows in batch order) and returns, per sequence, the logits at the requested row
+/// indices. [`reorder`](Self::reorder) replaces the batch by copies of existing sequences:
+/// new sequence `i` is old sequence `src[i]` with its whole cached state (self-attention
+/// keys/values of every layer, and its length); indices may repeat or be left out, so the
+/// batch may grow (1 → beam size) or shrink (finished samples dropped). The window's
+/// cross-attention keys/values are the same for every sequence.
+pub trait BatchStepModel {
+    /// Feed one row of tokens per sequence (all rows the same length) after everything
+    /// already fed for that sequence; return, per sequence, the logits (n_vocab) at each
+    /// index of `logit_positions` (indices into the row).
+    fn step(&mut self, tokens: &[Vec<u32>], logit_positions: &[usize]) -> anyhow::Result<Vec<Vec<Vec<f32>>>>;
+    /// Re-arrange the batch: afterwards sequence i continues the cached state of old
+    /// sequence src[i]. src may repeat indices and change the batch size (e.g. 1 → 5
+    /// after the prompt).
+    fn reorder(&mut self, src: &[usize]) -> anyhow::Result<()>;
+    /// Forget everything fed: afterwards the batch is one empty sequence.
+    fn reset(&mut self) -> anyhow::Result<()>;
+}
+
+/// Presents a [`BatchStepModel`] holding a single sequence as a [`StepModel`].
+pub struct SingleSequence<'a>(pub &'a mut dyn BatchStepModel);
+
+impl StepModel for SingleSequence<'_> {
+    fn step(&mut self, tokens: &[u32], logit_positions: &[usize]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let mut out = self.0.step(&[tokens.to_vec()], logit_positions)?;
+        if out.len() != 1 {
+            return Err(DecodeError::BatchSize { expected: 1, got: out.len() }.into());
+        }
+        Ok(out.pop().expect("one sequence checked above"))
+    }
+}
+
+/// Checks the model's answer to one batched step and returns it.
+fn check_batch(
+    out: Vec<Vec<Vec<f32>>>,
+    sequences: usize,
+    rows: usize,
+    n_vocab: usize,
+    step: usize,
+) -> Result<Vec<Vec<Vec<f32>>>, DecodeError> {
+    if out.len() != sequences {
+        return Err(DecodeError::BatchSize {
+            expected: sequences,
+            got: out.len(),
+        });
+    }
+    for seq in &out {
+        check_logits(seq, rows, n_vocab, step)?;
+    }
+    Ok(out)
+}
+
+/// Feeds one token per sequence and returns each sequence's logits.
+fn step_tokens(model: &mut dyn BatchStepModel, tokens: &[u32], n_vocab: usize, step: usize) -> anyhow::Result<Vec<Vec<f32>>> {
+    let rows: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
+    let out = check_batch(model.step(&rows, &[0])?, tokens.len(), 1, n_vocab, step)?;
+    Ok(out.into_iter().map(|mut r| r.pop().expect("one row checked")).collect())
+}
+
+/// Feeds the prompt as a batch of one; returns the no-speech probability at
+/// `<|startoftranscript|>` and the logits at the last prompt position.
+fn step_prompt(model: &mut dyn BatchStepModel, prompt: &[u32], plan: &Plan, ids: &SpecialIds) -> anyhow::Result<(f32, Vec<f32>)> {
+    let positions = plan.prompt_positions(prompt);
+    let mut out = check_batch(model.step(&[prompt.to_vec()], &positions)?, 1, 2, ids.n_vocab, 0)?;
+    let mut rows = out.pop().expect("one sequence checked");
+    let last = rows.pop().expect("two rows checked");
+    Ok((probability(&rows[0], ids.no_speech), last))
+}
+
+/// Largest beam size or number of samples accepted (bounds the per-step allocations).
+pub const MAX_HYPOTHESES: usize = 1024;
+
+/// Beam search parameters (faster-whisper's `beam_size`, `patience`, `length_penalty`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BeamOptions {
+    /// Number of beams; 1 means greedy decoding, as CTranslate2 then switches strategy.
+    pub beam_size: usize,
+    /// The search stops once `round(beam_size × patience)` hypotheses have finished.
+    pub patience: f32,
+    /// Final scores are `cum_logprob / length^length_penalty`; 0 also enables early exit.
+    pub length_penalty: f32,
+}
+
+impl Default for BeamOptions {
+    /// faster-whisper's defaults: 5 beams, patience 1, length penalty 1.
+    fn default() -> BeamOptions {
+        BeamOptions {
+            beam_size: 5,
+            patience: 1.0,
+            length_penalty: 1.0,
+        }
+    }
+}
+
+/// The score CTranslate2 gives the first free step's secondary beams after a forced
+/// prefix, and to `<|endoftext|>` candidates it discards there.
+const PREFIX_SECONDARY_SCORE: f32 = -1e10;
+
+/// One active beam: its tokens after the forced prefix and cumulative log-probability.
+#[derive(Debug, Clone)]
+struct Beam {
+    seq: Vec<u32>,
+    score: f32,
+}
+
+/// A scored continuation: `beam`'s sequence followed by `token`.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    beam: usize,
+    token: u32,
+    score: f32,
+}
+
+/// Ordering key: NaN ranks below everything.
+fn rank_key(x: f32) -> f32 {
+    if x.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        x
+    }
+}
+
+/// The `k` best `beam score + log-probability` over all beams and tokens, best first;
+/// equal scores keep the lower flat index (beam × n_vocab + token) first.
+fn top_candidates(beams: &[Beam], log_probs: &[&[f32]], k: usize) -> Vec<Candidate> {
+    let mut top: Vec<Candidate> = Vec::with_capacity(k + 1);
+    for (b, (beam, lp)) in beams.iter().zip(log_probs).enumerate() {
+        for (token, &x) in lp.iter().enumerate() {
+            // CTranslate2 adds the beam's score to the log-probabilities in float32.
+            let score = beam.score + x;
+            let key = rank_key(score);
+            if top.len() == k && key <= rank_key(top[k - 1].score) {
+                continue;
+            }
+            // Later flat indices go after equal scores.
+            let at = top.partition_point(|c| rank_key(c.score) >= key);
+            top.insert(
+                at,
+                Candidate {
+                    beam: b,
+                    token: token as u32,
+                    score,
+                },
+            );
+            top.truncate(k);
+        }
+    }
+    top
+}
+
+/// Beam search of one window, as CTranslate2's `BeamSearch` runs for Whisper.
+///
+/// Starts by [`BatchStepModel::reset`], feeds the prompt as a batch of one, then expands to
+/// `beam_size` sequences with [`BatchStepModel::reorder`]. Each step filters every beam's
+/// logits on its own history (suppressed tokens, blank suppression at the first step,
+/// timestamp rules), adds the beam's cumulative log-probability to their log-softmax and
+/// keeps the `2 × beam_size` best candidates over all beams and tokens. Among the first
+/// `beam_size` candidates, `<|endoftext|>` ones finish a hypothesis and are replaced by the
+/// next candidates that are not `<|endoftext|>`. The search stops once
+/// `round(beam_size × patience)` hypotheses have finished (or, with length penalty 0, as
+/// soon as the best candidate finishes), or at the length limit, where every remaining beam
+/// finishes. The result is the hypothesis with the best `cum / length^length_penalty`.
+/// `beam_size` 1 is greedy decoding with that final score.
+pub fn beam_search(
+    model: &mut dyn BatchStepModel,
+    prompt: &[u32],
+    ids: &SpecialIds,
+    opts: &DecodeOptions,
+    beam: &BeamOptions,
+) -> anyhow::Result<DecodeResult> {
+    let b = beam.beam_size;
+    // CTranslate2 rejects num_hypotheses (1) > round(beam_size × patience).
+    let max_finished = (b as f32 * beam.patience).round();
+    let valid = (1..=MAX_HYPOTHESES).contains(&b)
+        && beam.patience > 0.0
+        && max_finished >= 1.0
+        && beam.length_penalty.is_finite()
+        && 2 * b <= ids.n_vocab;
+    if !valid {
+        return Err(DecodeError::BadBeamOptions(*beam).into());
+    }
+    model.reset()?;
+    if b == 1 {
+        // CTranslate2 uses its greedy search for beam_size 1; patience plays no part.
+        return greedy_core(&mut SingleSequence(model), prompt, ids, opts, beam.length_penalty);
+    }
+    let max_finished = max_finished as usize;
+    let plan = Plan::new(prompt, ids, opts)?;
+    let lp = beam.length_penalty;
+    // More candidates than beams, so that finished ones can be replaced.
+    let n_candidates = 2 * b;
+    // With length penalty 0 scores need no normalisation: the first finished best beam wins.
+    let early_exit = lp == 0.0;
+
+    let (no_speech_prob, first_logits) = step_prompt(model, prompt, &plan, ids)?;
+    let has_prefix = plan.prefix_len > 0;
+    // Without a prefix, CTranslate2 runs its first step on the single prompt sequence.
+    // With one, the prefix steps leave beam_size copies of it, the first scored 0 and the
+    // others −1e10, all fed the same tokens: one logits row serves them all.
+    let mut beams: Vec<Beam> = if has_prefix {
+        (0..b)
+            .map(|i| Beam {
+                seq: Vec::new(),
+                score: if i == 0 { 0.0 } else { PREFIX_SECONDARY_SCORE },
+            })
+            .collect()
+    } else {
+        vec![Beam {
+            seq: Vec::new(),
+            score: 0.0,
+        }]
+    };
+    // Logits of each model sequence; at the first step every beam reads sequence 0.
+    let mut rows: Vec<Vec<f32>> = vec![first_logits];
+    let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
+    let mut top_beam_finished = false;
+
+    for step in 0..plan.free_steps {
+        let first = step == 0;
+        let log_probs: Vec<Vec<f32>> = rows
+            .iter_mut()
+            .enumerate()
+            .map(|(r, logits)| {
+                plan.filter(logits, &beams[r].seq);
+                log_softmax(logits)
+            })
+            .collect();
+        let row_of = |beam: usize| if first { 0 } else { beam };
+        let per_beam: Vec<&[f32]> = (0..beams.len()).map(|i| log_probs[row_of(i)].as_slice()).collect();
+        let mut cands = top_candidates(&beams, &per_beam, n_candidates);
+        if cands.len() < n_candidates || rank_key(cands[0].score) == f32::NEG_INFINITY {
+            return Err(DecodeError::NothingToChoose { step }.into());
+        }
+        if first && has_prefix {
+            // At the first free step after a prefix, CTranslate2 replaces an end token
+            // in any but the best candidate by token 0 with score −1e10 (short
+            // hypotheses would otherwise dominate), continuing the first beam.
+            for c in cands.iter_mut().skip(1).filter(|c| c.token == ids.eot) {
+                *c = Candidate {
+                    beam: 0,
+                    token: 0,
+                    score: PREFIX_SECONDARY_SCORE,
+                };
+            }
+        }
+
+        let is_last = step + 1 == plan.free_steps;
+        let mut chosen: Vec<usize> = Vec::with_capacity(b);
+        let mut next_secondary = b;
+        for k in 0..b {
+            let c = cands[k];
+            let mut pick = k;
+            if c.token == ids.eot || is_last {
+                if k == 0 {
+                    top_beam_finished = true;
+                }
+                // The end token is not part of the hypothesis, but its log-probability is.
+                let mut toks = beams[c.beam].seq.clone();
+                if c.token != ids.eot {
+                    toks.push(c.token);
+                }
+                finished.push((toks, c.score));
+                // The slot goes to the next secondary candidate that is not an end token;
+                // if none is left, the finished candidate itself stays active.
+                if let Some(j) = (next_secondary..n_candidates).find(|&j| cands[j].token != ids.eot) {
+                    pick = j;
+                    next_secondary = j + 1;
+                }
+            }
+            chosen.push(pick);
+        }
+
+        let done = is_last
+            || if early_exit {
+                top_beam_finished && !finished.is_empty()
+            } else {
+                finished.len() >= max_finished
+            };
+        if done {
+            break;
+        }
+
+        let src: Vec<usize> = chosen.iter().map(|&j| row_of(cands[j].beam)).collect();
+        let tokens: Vec<u32> = chosen.iter().map(|&j| cands[j].token).collect();
+        beams = chosen
+            .iter()
+            .map(|&j| {
+                let c = cands[j];
+                let mut seq = beams[c.beam].seq.clone();
+                seq.push(c.token);
+                Beam { seq, score: c.score }
+            })
+            .collect();
+        model.reorder(&src)?;
+        rows = step_tokens(model, &tokens, ids.n_vocab, step + 1)?;
+    }
+
+    // Highest final score wins; ties keep the hypothesis that finished first.
+    let mut best: Option<(usize, f32)> = None;
+    for (i, (toks, cum)) in finished.iter().enumerate() {
+        let s = rank_key(final_score(*cum, plan.prefix_len + toks.len(), lp));
+        if best.map_or(true, |(_, bs)| s > bs) {
+            best = Some((i, s));
+        }
+    }
+    let (i, _) = best.expect("the last step finishes every beam");
+    let (toks, cum) = finished.swap_remove(i);
+    Ok(plan.finish(toks, cum, lp, no_speech_prob))
+}
+
+/// A small deterministic generator (SplitMix64) for temperature sampling.
+#[derive(Debug, Clone)]
+pub struct SampleRng(u64);
+
+impl SampleRng {
+    /// A generator whose stream is fixed by `seed`.
+    pub fn new(seed: u64) -> SampleRng {
+        SampleRng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// Draws a token from `softmax(log_probs / temperature)`; `None` if nothing has weight.
+fn draw(log_probs: &[f32], temperature: f32, rng: &mut SampleRng) -> Option<u32> {
+    // CTranslate2 multiplies by 1/T in float32 before the softmax.
+    let inv = 1.0f32 / temperature;
+    let scaled: Vec<f32> = log_probs.iter().map(|&x| x * inv).collect();
+    let max = scaled.iter().copied().filter(|x| !x.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return None;
+    }
+    let weight = |x: f32| if x.is_nan() { 0.0 } else { ((x - max) as f64).exp() };
+    let total: f64 = scaled.iter().map(|&x| weight(x)).sum();
+    let u = rng.next_f64() * total;
+    let mut acc = 0.0;
+    let mut last = None;
+    for (i, &x) in scaled.iter().enumerate() {
+        let w = weight(x);
+        if w > 0.0 {
+            acc += w;
+            last = Some(i as u32);
+            if u < acc {
+                return last;
+            }
+        }
+    }
+    // Rounding left u at the very top: the last token with weight.
+    last
+}
+
+/// Temperature sampling of one window: `best_of` independent samples, as CTranslate2 runs
+/// `beam_size=1, num_hypotheses=best_of, sampling_topk=0, sampling_temperature=T`.
+///
+/// Starts by [`BatchStepModel::reset`] and feeds the prompt as a batch of one, expanded to
+/// `best_of` sequences; each step samples every unfinished sequence from
+/// `softmax(filtered log-probabilities / T)` and adds the temperature-1 log-probability of
+/// the drawn token to its score; finished sequences are dropped from the batch. The result
+/// is the sample with the best `cum / length` (the first of equals), the one faster-whisper
+/// reads. Temperature 0 is greedy decoding, as in CTranslate2. Deterministic for a seed.
+pub fn sample_decode(
+    model: &mut dyn BatchStepModel,
+    prompt: &[u32],
+    ids: &SpecialIds,
+    opts: &DecodeOptions,
+    temperature: f32,
+    best_of: usize,
+    rng_seed: u64,
+) -> anyhow::Result<DecodeResult> {
+    let mut rng = SampleRng::new(rng_seed);
+    sample_core(model, prompt, ids, opts, temperature, best_of, 1.0, &mut rng)
+}
+
+/// [`sample_decode`] with a length penalty and a caller-owned generator.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_decode_with(
+    model: &mut dyn BatchStepModel,
+    prompt: &[u32],
+    ids: &SpecialIds,
+    opts: &DecodeOptions,
+    temperature: f32,
+    best_of: usize,
+    length_penalty: f32,
+    rng: &mut SampleRng,
+) -> anyhow::Result<DecodeResult> {
+    sample_core(model, prompt, ids, opts, temperature, best_of, length_penalty, rng)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sample_core(
+    model: &mut dyn BatchStepModel,
+    prompt: &[u32],
+    ids: &SpecialIds,
+    opts: &DecodeOptions,
+    temperature: f32,
+    best_of: usize,
+    length_penalty: f32,
+    rng: &mut SampleRng,
+) -> anyhow::Result<DecodeResult> {
+    let valid = temperature >= 0.0
+        && temperature.is_finite()
+        && (1..=MAX_HYPOTHESES).contains(&best_of)
+        && length_penalty.is_finite();
+    if !valid {
+        return Err(DecodeError::BadSampling {
+            temperature,
+            best_of,
+        }
+        .into());
+    }
+    model.reset()?;
+    if temperature == 0.0 {
+        // CTranslate2 takes the argmax at temperature 0: every sample is the greedy one.
+        return greedy_core(&mut SingleSequence(model), prompt, ids, opts, length_penalty);
+    }
+    let plan = Plan::new(prompt, ids, opts)?;
+    let (no_speech_prob, first_logits) = step_prompt(model, prompt, &plan, ids)?;
+
+    let mut samples: Vec<Beam> = vec![
+        Beam {
+            seq: Vec::new(),
+            score: 0.0
+        };
+        best_of
+    ];
+    // Sample index of each model sequence; at the first step all read sequence 0.
+    let mut alive: Vec<usize> = (0..best_of).collect();
+    let mut rows: Vec<Vec<f32>> = vec![first_logits];
+    for step in 0..plan.free_steps {
+        let first = step == 0;
+        let is_last = step + 1 == plan.free_steps;
+        let shared = first.then(|| {
+            let mut l = rows[0].clone();
+            plan.filter(&mut l, &[]);
+            log_softmax(&l)
+        });
+        let mut still: Vec<usize> = Vec::with_capacity(alive.len());
+        let mut fed: Vec<u32> = Vec::with_capacity(alive.len());
+        for (r, &s) in alive.iter().enumerate() {
+            let own;
+            let log_probs = match &shared {
+                Some(lp) => lp,
+                None => {
+                    plan.filter(&mut rows[r], &samples[s].seq);
+                    own = log_softmax(&rows[r]);
+                    &own
+                }
+            };
+            let id = draw(log_probs, temperature, rng).ok_or(DecodeError::NothingToChoose { step })?;
+            // The score is the temperature-1 log-probability of the drawn token.
+            samples[s].score += log_probs[id as usize];
+            if id == ids.eot {
+                continue;
+            }
+            samples[s].seq.push(id);
+            if !is_last {
+                still.push(r);
+                fed.push(id);
+            }
+        }
+        if still.is_empty() {
+            break;
+        }
+        let src: Vec<usize> = if first { vec![0; still.len()] } else { still.clone() };
+        if first || still.len() != alive.len() {
+            model.reorder(&src)?;
+        }
+        alive = still.iter().map(|&r| alive[r]).collect();
+        rows = step_tokens(model, &fed, ids.n_vocab, step + 1)?;
+    }
+
+    // CTranslate2 sorts the samples by final score; faster-whisper reads the first.
+    let mut best = 0;
+    let mut best_score = f32::NEG_INFINITY;
+    for (i, s) in samples.iter().enumerate() {
+        let sc = rank_key(final_score(s.score, plan.prefix_len + s.seq.len(), length_penalty));
+        if i == 0 || sc > best_score {
+            best = i;
+            best_score = sc;
+        }
+    }
+    let s = samples.swap_remove(best);
+    Ok(plan.finish(s.seq, s.score, length_penalty, no_speech_prob))
+}
+
+/// faster-whisper's temperature fallback settings (`generate_with_fallback`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FallbackOptions {
+    /// Temperatures tried in order; 0 (or below) means beam search, above 0 sampling.
+    pub temperatures: Vec<f32>,
+    /// Retry when the text's compression ratio is above this.
+    pub compression_ratio_threshold: Option<f64>,
+    /// Retry when the average log-probability is below this.
+    pub log_prob_threshold: Option<f64>,
+    /// A window whose no-speech probability is above this and whose average log-probability
+    /// is below `log_prob_threshold` is silence: no retry. Compared in float64, as Python does.
+    pub no_speech_threshold: Option<f64>,
+    /// Samples per try at temperatures above 0.
+    pub best_of: usize,
+    /// Beam search at temperature 0; its length penalty also scores the samples.
+    pub beam: BeamOptions,
+    /// Seed of the sampling generator, which runs on across the tries of one call.
+    pub seed: u64,
+}
+
+impl Default for FallbackOptions {
+    /// faster-whisper's defaults.
+    fn default() -> FallbackOptions {
+        FallbackOptions {
+            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            compression_ratio_threshold: Some(2.4),
+            log_prob_threshold: Some(-1.0),
+            no_speech_threshold: Some(0.6),
+            best_of: 5,
+            beam: BeamOptions::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// `str.strip()`: Python also counts U+001C..U+001F as whitespace.
+fn python_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+/// Decodes a window as faster-whisper's `generate_with_fallback` does.
+///
+/// Tries each temperature in turn (beam search at 0, sampling above) until a result needs
+/// no fallback: its compression ratio (of `text_of(prefix + tokens)`, stripped, where
+/// `text_of` decodes text tokens as the tokenizer does) is at most the threshold and its
+/// average log-probability is at least the threshold; a likely-silent result (no-speech
+/// probability above its threshold with a low average log-probability) also ends the
+/// search. If every try fails, returns the try with the highest average log-probability
+/// among those under the compression-ratio threshold (all tries if none is), the first of
+/// equals, together with the LAST temperature, as faster-whisper reports it. The model is
+/// reset before every try. Returns the result and the temperature reported.
+pub fn decode_with_fallback(
+    model: &mut dyn BatchStepModel,
+    prompt: &[u32],
+    ids: &SpecialIds,
+    opts: &DecodeOptions,
+    fb: &FallbackOptions,
+    text_of: &dyn Fn(&[u32]) -> String,
+) -> anyhow::Result<(DecodeResult, f32)> {
+    let last_temperature = *fb.temperatures.last().ok_or(DecodeError::NoTemperatures)?;
+    let prefix = &prompt[prompt_layout(prompt, ids)?.task_end..];
+    let mut rng = SampleRng::new(fb.seed);
+    let mut all: Vec<DecodeResult> = Vec::new();
+    let mut below_cr: Vec<usize> = Vec::new();
+    for &temperature in &fb.temperatures {
+        let result = if temperature > 0.0 {
+            sample_core(model, prompt, ids, opts, temperature, fb.best_of, fb.beam.length_penalty, &mut rng)?
+        } else {
+            beam_search(model, prompt, ids, opts, &fb.beam)?
+        };
+        // faster-whisper's tokens are CTranslate2's hypothesis: forced prefix included.
+        let mut tokens = prefix.to_vec();
+        tokens.extend_from_slice(&result.tokens);
+        let ratio = compression_ratio(python_strip(&text_of(&tokens)));
+        let avg = result.avg_logprob;
+
+        let mut needs_fallback = false;
+        if let Some(t) = fb.compression_ratio_threshold {
+            if ratio > t {
+                needs_fallback = true; // too repetitive
+            } else {
+                below_cr.push(all.len());
+            }
+        }
+        if let Some(t) = fb.log_prob_threshold {
+            if avg < t {
+                needs_fallback = true; // average log-probability too low
+            }
+        }
+        if let (Some(ns), Some(lp)) = (fb.no_speech_threshold, fb.log_prob_threshold) {
+            if result.no_speech_prob as f64 > ns && avg < lp {
+                needs_fallback = false; // silence: a retry would not help
+            }
+        }
+        if !needs_fallback {
+            return Ok((result, temperature));
+        }
+        all.push(result);
+    }
+
+    // Python's max(): the first maximum wins, a NaN first element is never replaced.
+    let pool: Vec<usize> = if below_cr.is_empty() { (0..all.len()).collect() } else { below_cr };
+    let mut best = pool[0];
+    for &i in &pool[1..] {
+        if all[i].avg_logprob > all[best].avg_logprob {
+            best = i;
+        }
+    }
+    Ok((all.swap_remove(best), last_temperature))
 }
 
 /// A transcribed span of one window.

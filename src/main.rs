@@ -1,8 +1,11 @@
 //! The `amanuensis` command line.
 
 use amanuensis::audio;
+use amanuensis::decoding::{BeamOptions, FallbackOptions};
+use amanuensis::output::{self, OutputFormat};
 use amanuensis::model::{self, WhisperModel};
-use amanuensis::transcribe::{Task, TranscribeOptions, Transcript};
+use amanuensis::transcribe::{Progress, Task, TranscribeOptions, Transcript};
+use amanuensis::whisper::graph::CHUNK_SECONDS;
 use amanuensis::whisper::config::WhisperDims;
 use amanuensis::whisper::graph::build_whisper_graph;
 use amanuensis_runtime::{Graph, ModelFile};
@@ -53,18 +56,54 @@ struct TranscribeArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
-    /// Print segments with start/end seconds as JSON.
-    #[arg(long)]
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = OutputFormat::Txt)]
+    format: OutputFormat,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
     json: bool,
-    /// Decode without timestamp tokens. The default for plain-text output, whose text
-    /// carries no times; `--json` decodes with timestamps unless this is given.
+    /// Write FILE.EXT into this directory for each input instead of printing.
+    #[arg(long, short = 'o')]
+    output_dir: Option<PathBuf>,
+    /// Decode without timestamp tokens (30-s windows, one segment each). The default for
+    /// plain-text output of audio that fits one window, whose text carries no times;
+    /// longer audio and `--json` decode with timestamps unless this is given.
     #[arg(long, conflicts_with = "timestamps")]
     no_timestamps: bool,
-    /// Decode with timestamp tokens even for plain-text output.
+    /// Decode with timestamp tokens even for plain-text output of short audio.
     #[arg(long)]
     timestamps: bool,
-    /// Language of the audio.
-    #[arg(long, default_value = "en")]
+    /// Do not feed the previous window's text to the next one.
+    #[arg(long)]
+    no_condition_on_previous_text: bool,
+    /// Text that conditions the first window (names, spelling, style).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Beam width at temperature 0; 1 decodes greedily.
+    #[arg(long, default_value_t = 5)]
+    beam_size: usize,
+    /// Beam search stops after beam_size × patience finished hypotheses.
+    #[arg(long, default_value_t = 1.0)]
+    patience: f32,
+    /// Exponent of the length normalisation of beam scores.
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f32,
+    /// Samples per try when falling back to temperatures above 0.
+    #[arg(long, default_value_t = 5)]
+    best_of: usize,
+    /// Temperatures tried in order while a window's result looks like a failure
+    /// (compression ratio > 2.4 or average log-probability < -1).
+    #[arg(long, value_delimiter = ',', default_value = "0,0.2,0.4,0.6,0.8,1.0")]
+    temperature: Vec<f32>,
+    /// Time every word (JSON output lists them per segment).
+    #[arg(long)]
+    word_timestamps: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Language of the audio (a code such as `en`), or `auto` to detect it from the first
+    /// 30 s.
+    #[arg(long, default_value = "auto")]
     language: String,
     /// Transcribe, or translate into English.
     #[arg(long, value_enum, default_value_t = TaskArg::Transcribe)]
@@ -86,6 +125,9 @@ struct BenchArgs {
     /// Timed runs after one warm-up run.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Beam width (1 = greedy).
+    #[arg(long, default_value_t = 1)]
+    beam_size: usize,
 }
 
 #[derive(Subcommand)]
@@ -151,7 +193,8 @@ fn load_model(args: &ModelArgs) -> Result<WhisperModel> {
 
 fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
     let mut model = load_model(&a.model)?;
-    if model.tokenizer.language_token(&a.language).is_none() {
+    let language = if a.language == "auto" { None } else { Some(a.language.clone()) };
+    if language.is_some() && model.tokenizer.language_token(&a.language).is_none() {
         bail!(
             "unknown language code '{}' (known: {})",
             a.language,
@@ -159,28 +202,47 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
         );
     }
     let opts = TranscribeOptions {
-        language: a.language.clone(),
+        language,
         task: match a.task {
             TaskArg::Transcribe => Task::Transcribe,
             TaskArg::Translate => Task::Translate,
         },
-        without_timestamps: a.no_timestamps || (!a.json && !a.timestamps),
+        without_timestamps: a.no_timestamps,
+        condition_on_previous_text: !a.no_condition_on_previous_text,
+        initial_prompt: a.prompt.clone(),
+        word_timestamps: a.word_timestamps,
+        decoding: FallbackOptions {
+            temperatures: a.temperature.clone(),
+            best_of: a.best_of,
+            beam: BeamOptions { beam_size: a.beam_size, patience: a.patience, length_penalty: a.length_penalty },
+            ..FallbackOptions::default()
+        },
         ..TranscribeOptions::default()
     };
+    let format = if a.json { OutputFormat::Json } else { a.format };
     let mut failed = 0;
     for file in &a.files {
         // One bad file must not stop the others.
-        match transcribe_file(&mut model, file, &opts) {
+        match transcribe_file(&mut model, file, &opts, &a, format) {
             Ok(t) => {
-                if a.json {
-                    let mut v = serde_json::to_value(&t)?;
-                    v["file"] = serde_json::Value::String(file.display().to_string());
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                } else {
-                    if a.files.len() > 1 {
-                        println!("{}:", file.display());
+                if let (Some(p), false) = (t.language_probability, a.quiet) {
+                    eprintln!("{}: detected language '{}' with probability {p:.2}", file.display(), t.language);
+                }
+                match &a.output_dir {
+                    Some(dir) => match output::write_output(&t, file, dir, format) {
+                        Ok(path) if !a.quiet => eprintln!("{}: wrote {}", file.display(), path.display()),
+                        Ok(_) => {}
+                        Err(e) => {
+                            failed += 1;
+                            eprintln!("error: {}: {e}", file.display());
+                        }
+                    },
+                    None => {
+                        if a.files.len() > 1 && format == OutputFormat::Txt {
+                            println!("{}:", file.display());
+                        }
+                        print!("{}", output::render(&t, format));
                     }
-                    println!("{}", t.text);
                 }
             }
             Err(e) => {
@@ -192,9 +254,47 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn transcribe_file(model: &mut WhisperModel, file: &Path, opts: &TranscribeOptions) -> Result<Transcript> {
+fn transcribe_file(
+    model: &mut WhisperModel,
+    file: &Path,
+    opts: &TranscribeOptions,
+    a: &TranscribeArgs,
+    format: OutputFormat,
+) -> Result<Transcript> {
     let pcm = audio::load_audio(file)?;
-    model.transcribe_pcm(&pcm, opts)
+    let mut opts = opts.clone();
+    let one_window = pcm.len() <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize;
+    if !a.no_timestamps && format == OutputFormat::Txt && !a.timestamps && !a.word_timestamps && one_window {
+        opts.without_timestamps = true;
+    }
+    let bar = progress_bar(&pcm, a.quiet);
+    let t0 = Instant::now();
+    let mut report = |p: Progress| {
+        if let Some(b) = &bar {
+            b.set_position((p.done * 1000.0) as u64);
+            let rtf = p.done / t0.elapsed().as_secs_f64().max(1e-9);
+            b.set_message(format!("{rtf:.1}x realtime"));
+        }
+    };
+    let t = model.transcribe_pcm_with_progress(&pcm, &opts, &mut report);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    t
+}
+
+/// A progress bar on stderr for audio longer than one window, when stderr is a terminal.
+fn progress_bar(pcm: &[f32], quiet: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    let total_ms = pcm.len() as u64 * 1000 / audio::SAMPLE_RATE as u64;
+    if quiet || !std::io::stderr().is_terminal() || pcm.len() <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total_ms);
+    let style = indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% of audio, {msg}, ETA {eta}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
 }
 
 fn peak_rss_bytes() -> Option<u64> {
@@ -215,13 +315,20 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     let t_audio = Instant::now();
     let pcm = audio::load_audio(&a.file)?;
     let audio_time = t_audio.elapsed();
-    let opts = TranscribeOptions { without_timestamps: true, ..TranscribeOptions::default() };
+    let mut opts = TranscribeOptions { without_timestamps: true, language: Some("en".into()), ..TranscribeOptions::default() };
+    opts.decoding.beam.beam_size = a.beam_size;
     let threads = rayon::current_num_threads();
-    println!("bench: {} ({:.2} s of audio), model {}, {threads} threads", a.file.display(), pcm.len() as f64 / 16000.0, model.name);
+    println!(
+        "bench: {} ({:.2} s of audio), model {}, {threads} threads, beam size {}",
+        a.file.display(),
+        pcm.len() as f64 / 16000.0,
+        model.name,
+        a.beam_size
+    );
     // Warm-up: first-touch allocations and buffer pools.
     let warm = model.transcribe_pcm(&pcm, &opts)?;
     println!("text: {}", warm.text);
-    for s in [&mut model.encoder, &mut model.cross_kv, &mut model.decoder] {
+    for s in [&mut model.features, &mut model.encoder, &mut model.cross_kv, &mut model.decoder] {
         s.take_stats();
     }
     let runs = a.runs.max(1);
@@ -236,8 +343,10 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     let tr = last.expect("runs >= 1");
     walls.sort();
     let median = walls[walls.len() / 2];
+    let feat = model.features.take_stats();
     let mut stats = model.encoder.take_stats();
     let enc_stats = stats.clone();
+    stats.merge(&feat);
     let cross = model.cross_kv.take_stats();
     let dec = model.decoder.take_stats();
     stats.merge(&cross);
@@ -248,8 +357,10 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     let duration = pcm.len() as f64 / 16000.0;
     println!("load:                 {:8.1} ms (graph validation + weights)", ms(load));
     println!("audio decode:         {:8.1} ms", ms(audio_time));
-    println!("encoder per window:   {:8.1} ms", ms(enc_stats.wall / runs as u32));
-    println!("cross K/V per window: {:8.1} ms", ms(cross.wall / runs as u32));
+    let windows = (tr.timings.windows * runs).max(1) as u32;
+    println!("log-mel features:     {:8.1} ms", ms(feat.wall / runs as u32));
+    println!("encoder per window:   {:8.1} ms ({} windows)", ms(enc_stats.wall / windows), tr.timings.windows);
+    println!("cross K/V per window: {:8.1} ms", ms(cross.wall / windows));
     println!("decoder per token:    {:8.2} ms ({} steps, {} tokens)", ms(dec.wall / runs as u32) / n_tok as f64, n_tok, tr.timings.tokens);
     println!("transcribe (median):  {:8.1} ms of {runs} runs; realtime factor {:.1}x", ms(median), duration / median.as_secs_f64());
     println!("end to end:           {:8.1} ms (load + decode audio + transcribe)", ms(load + audio_time + median));

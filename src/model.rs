@@ -3,7 +3,7 @@
 
 use crate::tokenizer::Tokenizer;
 use crate::whisper::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
-use crate::whisper::graph::{CROSS_KV, DECODER_STEP, ENCODER};
+use crate::whisper::graph::{CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES};
 use amanuensis_runtime::{Graph, ModelFile, Registry, Session, WeightStore};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -109,9 +109,12 @@ pub struct WhisperModel {
     pub dir: PathBuf,
     pub config: WhisperConfig,
     pub tokenizer: Tokenizer,
+    pub features: Session,
     pub encoder: Session,
     pub cross_kv: Session,
     pub decoder: Session,
+    /// Teacher-forced decoder exposing cross-attention, for word timestamps.
+    pub align: Session,
     /// Where the graph came from (a path or "built-in ...").
     pub graph_origin: String,
     /// Time spent loading.
@@ -137,7 +140,7 @@ impl WhisperModel {
         }
         let graphs = validate_graphs(&file, registry)?;
         let vocab_path = dir.join(VOCABULARY_FILE);
-        let tokenizer = Tokenizer::from_vocabulary_file(&vocab_path)?;
+        let tokenizer = Tokenizer::from_model_dir(dir)?;
         if tokenizer.n_vocab() != dims.n_vocab {
             bail!("{} has {} tokens, the model {}", vocab_path.display(), tokenizer.n_vocab(), dims.n_vocab);
         }
@@ -148,18 +151,22 @@ impl WhisperModel {
             let g = by_name.remove(name).ok_or_else(|| anyhow!("graph file {graph_origin} has no graph '{name}'"))?;
             Ok(Session::new(g, &weights)?)
         };
+        let features = session(FEATURES)?;
         let encoder = session(ENCODER)?;
         let cross_kv = session(CROSS_KV)?;
         let decoder = session(DECODER_STEP)?;
+        let align = session(DECODER_ALIGN)?;
         Ok(WhisperModel {
             name: config.name.clone(),
             dir: dir.to_path_buf(),
             weight_bytes: weights.bytes(),
             config,
             tokenizer,
+            features,
             encoder,
             cross_kv,
             decoder,
+            align,
             graph_origin,
             load_time: t0.elapsed(),
         })

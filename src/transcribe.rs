@@ -1,22 +1,34 @@
-//! The transcription pipeline for one window of up to 30 s: encoder graph → cross-KV
-//! graph → decoder-step graph driven by the greedy decoding policy → segments.
+//! The transcription pipeline: the `features` graph turns the whole recording into a
+//! log-mel spectrogram once; then, window by window (30 s at most, seeking by the
+//! timestamps the model predicts, as faster-whisper does), the `encoder` and `cross_kv`
+//! graphs run and the `decoder_step` graph is driven by the decoding policy.
 
-use crate::decoding::{greedy_decode, split_segments, DecodeOptions, DecodeResult, SpecialIds, StepModel};
+use crate::decoding::{
+    decode_with_fallback, greedy_decode, split_segments, BatchStepModel, DecodeOptions, DecodeResult, FallbackOptions, SpecialIds,
+    StepModel,
+};
+use crate::alignment;
 use crate::model::WhisperModel;
-use crate::whisper::graph::{CHUNK_SECONDS, SAMPLE_RATE};
+use crate::whisper::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use amanuensis_runtime::{Session, Tensor};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// faster-whisper's default no-speech threshold: a window whose no-speech probability is
-/// above it, and whose average log-probability is below [`LOG_PROB_THRESHOLD`], is silent.
-pub const NO_SPEECH_THRESHOLD: f32 = 0.6;
-/// faster-whisper's default average log-probability threshold.
-pub const LOG_PROB_THRESHOLD: f64 = -1.0;
 /// Whisper's `max_initial_timestamp` of 1.0 s in 0.02-s steps.
 pub const MAX_INITIAL_TIMESTAMP_INDEX: u32 = 50;
+/// Seconds per mel frame.
+pub const FRAME_SECONDS: f64 = HOP_LENGTH as f64 / SAMPLE_RATE as f64;
+/// Mel frames per timestamp step (0.02 s): the encoder halves the frame rate.
+pub const FRAMES_PER_TIMESTAMP: usize = 2;
+/// Width of the median filter over the alignment matrix (faster-whisper's default).
+pub const MEDIAN_FILTER_WIDTH: usize = 7;
+/// Previous-text tokens kept in the prompt: half the text context minus `<|startofprev|>`.
+pub const MAX_PREVIOUS_TOKENS: usize = 223;
+/// Above this temperature the previous text no longer conditions the next window
+/// (faster-whisper's `prompt_reset_on_temperature`).
+pub const PROMPT_RESET_ON_TEMPERATURE: f32 = 0.5;
 
 /// What to do with the audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,24 +41,33 @@ pub enum Task {
 /// Options of one transcription.
 #[derive(Debug, Clone)]
 pub struct TranscribeOptions {
-    /// Language code of the audio (e.g. `en`).
-    pub language: String,
+    /// Language code of the audio (e.g. `en`); `None` detects it from the first window.
+    pub language: Option<String>,
     pub task: Task,
     /// Decode without timestamp tokens (one segment per window).
     pub without_timestamps: bool,
-    /// `None` disables no-speech detection.
-    pub no_speech_threshold: Option<f32>,
-    pub log_prob_threshold: Option<f64>,
+    /// Beam size, temperature fallback and the no-speech / log-probability / compression
+    /// thresholds (faster-whisper's defaults).
+    pub decoding: FallbackOptions,
+    /// Feed the previous window's text as a prompt to the next (faster-whisper's default).
+    pub condition_on_previous_text: bool,
+    /// Text that conditions the first window, as if it had been said before the audio
+    /// (names, spelling, style).
+    pub initial_prompt: Option<String>,
+    /// Time every word from the cross-attention of the model's alignment heads.
+    pub word_timestamps: bool,
 }
 
 impl Default for TranscribeOptions {
     fn default() -> Self {
         TranscribeOptions {
-            language: "en".into(),
+            language: None,
             task: Task::Transcribe,
             without_timestamps: false,
-            no_speech_threshold: Some(NO_SPEECH_THRESHOLD),
-            log_prob_threshold: Some(LOG_PROB_THRESHOLD),
+            decoding: FallbackOptions::default(),
+            condition_on_previous_text: true,
+            initial_prompt: None,
+            word_timestamps: false,
         }
     }
 }
@@ -55,6 +76,8 @@ impl Default for TranscribeOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct Segment {
     pub id: usize,
+    /// Mel frame at which the window that produced this segment starts.
+    pub seek: usize,
     /// Seconds from the start of the audio (millisecond precision).
     pub start: f64,
     pub end: f64,
@@ -62,16 +85,49 @@ pub struct Segment {
     pub tokens: Vec<u32>,
     pub avg_logprob: f64,
     pub no_speech_prob: f32,
+    /// gzip-style compression ratio of the text (high for repetitive hallucinations).
+    pub compression_ratio: f64,
     pub temperature: f32,
+    /// Word-level timing, when requested.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<Word>,
+}
+
+/// One word with its timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Word {
+    pub start: f64,
+    pub end: f64,
+    /// The word as it appears in the text, with its leading space.
+    pub word: String,
+    pub probability: f32,
+}
+
+/// `len(text) / len(zlib(text))` in UTF-8 bytes, as faster-whisper computes it to detect
+/// repetitive output.
+pub fn compression_ratio(text: &str) -> f64 {
+    use std::io::Write;
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(bytes);
+    let compressed = enc.finish().unwrap_or_default();
+    bytes.len() as f64 / compressed.len().max(1) as f64
 }
 
 /// Where the time went.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timings {
+    pub features: Duration,
     pub encoder: Duration,
     pub cross_kv: Duration,
     pub decoder: Duration,
-    /// Decoder-step runs (one per generated token, plus the prompt).
+    /// Windows encoded.
+    pub windows: usize,
+    /// Decoder-step runs (one per generated token, plus the prompt, per window).
     pub decoder_steps: usize,
     /// Tokens generated.
     pub tokens: usize,
@@ -83,6 +139,9 @@ pub struct Timings {
 #[derive(Debug, Clone, Serialize)]
 pub struct Transcript {
     pub language: String,
+    /// Probability of the language when it was detected rather than given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language_probability: Option<f32>,
     pub task: Task,
     /// Seconds of audio.
     pub duration: f32,
@@ -101,46 +160,171 @@ struct GraphStepper<'a> {
     offset: usize,
     n_vocab: usize,
     steps: usize,
+    /// Reused by `reorder` for the cache rows that move.
+    scratch: Vec<f32>,
 }
 
-impl StepModel for GraphStepper<'_> {
-    fn step(&mut self, tokens: &[u32], logit_positions: &[usize]) -> Result<Vec<Vec<f32>>> {
-        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        let tokens_t = Tensor::from_i32(&[1, ids.len()], ids)?;
+impl GraphStepper<'_> {
+    /// Runs one decoder step for `batch` rows of `n` tokens each.
+    fn run_batch(&mut self, ids: Vec<i32>, batch: usize, n: usize, logit_positions: &[usize]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let tokens_t = Tensor::from_i32(&[batch, n], ids)?;
         let offset_t = Tensor::scalar_i32(self.offset as i32);
         let idx: Vec<i32> = logit_positions.iter().map(|&p| p as i32).collect();
         let idx_t = Tensor::from_i32(&[idx.len()], idx)?;
         let mut inputs: Vec<&Tensor> = vec![&tokens_t, &offset_t, &idx_t];
         inputs.extend(self.cross.iter());
         let mut out = self.session.run(&inputs)?;
-        self.offset += tokens.len();
+        self.offset += n;
         self.steps += 1;
         let logits = out.pop().context("decoder_step returned no logits")?;
         let v = logits.f32s()?;
-        let rows = v.chunks_exact(self.n_vocab).map(|r| r.to_vec()).collect();
+        let per_seq = logit_positions.len() * self.n_vocab;
+        let rows = v
+            .chunks_exact(per_seq.max(1))
+            .map(|seq| seq.chunks_exact(self.n_vocab).map(|r| r.to_vec()).collect())
+            .collect();
         self.session.recycle(logits);
         Ok(rows)
     }
 }
 
+impl BatchStepModel for GraphStepper<'_> {
+    fn step(&mut self, tokens: &[Vec<u32>], logit_positions: &[usize]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let n = tokens.first().map_or(0, |r| r.len());
+        if tokens.iter().any(|r| r.len() != n) {
+            bail!("every sequence of a batched decoder step must feed the same number of tokens");
+        }
+        let batch = self.session.states_mut().first().map_or(1, |s| s.shape()[0]);
+        if tokens.len() != batch {
+            bail!("decoder step got {} sequences but the KV cache holds {batch}", tokens.len());
+        }
+        let ids: Vec<i32> = tokens.iter().flatten().map(|&t| t as i32).collect();
+        self.run_batch(ids, batch, n, logit_positions)
+    }
+
+    fn reorder(&mut self, src: &[usize]) -> Result<()> {
+        let scratch = &mut self.scratch;
+        let offset = self.offset;
+        let states = self.session.states_mut();
+        let Some(first) = states.first() else { return Ok(()) };
+        let (old_batch, cap, d) = (first.shape()[0], first.shape()[1], first.shape()[2]);
+        if let Some(&bad) = src.iter().find(|&&i| i >= old_batch) {
+            bail!("reorder: sequence {bad} does not exist (batch of {old_batch})");
+        }
+        // Only the filled rows of each cache move; rows past `offset` are rewritten before
+        // they are read.
+        let filled = offset.min(cap) * d;
+        let stride = cap * d;
+        if src.len() == old_batch {
+            // Same batch size: move only the sequences whose parent changed, through a
+            // scratch copy so that a source is read before it is overwritten.
+            let moved: Vec<usize> = (0..src.len()).filter(|&i| src[i] != i).collect();
+            if moved.is_empty() {
+                return Ok(());
+            }
+            for st in states.iter_mut() {
+                let data = st.f32s_mut()?;
+                scratch.clear();
+                for &i in &moved {
+                    scratch.extend_from_slice(&data[src[i] * stride..src[i] * stride + filled]);
+                }
+                for (k, &i) in moved.iter().enumerate() {
+                    data[i * stride..i * stride + filled].copy_from_slice(&scratch[k * filled..(k + 1) * filled]);
+                }
+            }
+            return Ok(());
+        }
+        for st in states.iter_mut() {
+            let old = st.f32s()?;
+            let mut new = vec![0f32; src.len() * stride];
+            for (b, &from) in src.iter().enumerate() {
+                new[b * stride..b * stride + filled].copy_from_slice(&old[from * stride..from * stride + filled]);
+            }
+            *st = Tensor::from_f32(&[src.len(), cap, d], new)?;
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        let mut bindings = HashMap::new();
+        bindings.insert("batch", 1usize);
+        self.session.reset_states(&bindings)?;
+        self.offset = 0;
+        Ok(())
+    }
+}
+
+impl StepModel for GraphStepper<'_> {
+    fn step(&mut self, tokens: &[u32], logit_positions: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let mut rows = self.run_batch(ids, 1, tokens.len(), logit_positions)?;
+        rows.pop().context("decoder_step returned no sequence")
+    }
+}
+
 /// Seconds rounded to the millisecond, so that 7.6 prints as 7.6 and not 7.599999904632568.
-fn round_ms(seconds: f32) -> f64 {
-    (seconds as f64 * 1000.0).round() / 1000.0
+fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+/// Progress of a transcription, reported after each window.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Seconds of audio done.
+    pub done: f64,
+    /// Seconds of audio in all.
+    pub total: f64,
+}
+
+/// Columns `seek..seek+size` of a `[n_mels, frames]` spectrogram, zero-padded to a full
+/// window of [`N_FRAMES`] (faster-whisper pads in log-mel space).
+pub fn mel_window(mel: &Tensor, seek: usize, size: usize) -> Result<Tensor> {
+    let (n_mels, frames) = (mel.shape()[0], mel.shape()[1]);
+    if seek + size > frames || size > N_FRAMES {
+        bail!("mel window {seek}+{size} is outside the {frames} frames of the recording");
+    }
+    let src = mel.f32s()?;
+    let mut out = vec![0f32; n_mels * N_FRAMES];
+    for m in 0..n_mels {
+        out[m * N_FRAMES..m * N_FRAMES + size].copy_from_slice(&src[m * frames + seek..m * frames + seek + size]);
+    }
+    Ok(Tensor::from_f32(&[n_mels, N_FRAMES], out)?)
+}
+
+/// Where the next window starts, by faster-whisper's rule: after the last complete
+/// timestamp pair when the window ends inside speech, else after the whole window.
+pub fn next_seek(tokens: &[u32], timestamp_begin: u32, seek: usize, segment_size: usize) -> usize {
+    let is_ts = |t: u32| t >= timestamp_begin;
+    let n = tokens.len();
+    let single_timestamp_ending = n >= 2 && !is_ts(tokens[n - 2]) && is_ts(tokens[n - 1]);
+    let last_pair = (1..n).filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1])).last();
+    match last_pair {
+        Some(i) if !single_timestamp_ending => seek + (tokens[i - 1] - timestamp_begin) as usize * FRAMES_PER_TIMESTAMP,
+        _ => seek + segment_size,
+    }
 }
 
 impl WhisperModel {
-    /// Runs the `encoder` graph: 16 kHz mono samples (≤ 30 s) → encoder output.
-    pub fn encode(&mut self, pcm: &[f32]) -> Result<Tensor> {
-        let max = CHUNK_SECONDS * SAMPLE_RATE;
-        if pcm.len() > max {
-            bail!(
-                "audio is {:.1} s long; this version transcribes at most {CHUNK_SECONDS} s (long-form audio is not supported yet)",
-                pcm.len() as f32 / SAMPLE_RATE as f32
-            );
-        }
+    /// Runs the `features` graph: the log-mel spectrogram `[n_mels, frames]` of a whole
+    /// recording (16 kHz mono).
+    pub fn features(&mut self, pcm: &[f32]) -> Result<Tensor> {
         let pcm_t = Tensor::from_f32(&[pcm.len()], pcm.to_vec())?;
-        let mut out = self.encoder.run(&[&pcm_t])?;
+        let mut out = self.features.run(&[&pcm_t])?;
+        out.pop().context("features graph returned no output")
+    }
+
+    /// Runs the `encoder` graph on one `[n_mels, 3000]` window.
+    pub fn encode_window(&mut self, window: &Tensor) -> Result<Tensor> {
+        let mut out = self.encoder.run(&[window])?;
         out.pop().context("encoder returned no output")
+    }
+
+    /// The encoder output of the first 30-s window of a recording.
+    pub fn encode(&mut self, pcm: &[f32]) -> Result<Tensor> {
+        let mel = self.features(pcm)?;
+        let size = mel.shape()[1].min(N_FRAMES);
+        let window = mel_window(&mel, 0, size)?;
+        self.encode_window(&window)
     }
 
     /// Runs the `cross_kv` graph: the cross-attention keys and values of every decoder
@@ -173,58 +357,329 @@ impl WhisperModel {
             offset: 0,
             n_vocab: self.config.dims.n_vocab,
             steps: 0,
+            scratch: Vec::new(),
         };
         let ids = SpecialIds::from(&self.tokenizer);
         let result = greedy_decode(&mut stepper, prompt, &ids, opts)?;
         Ok((result, stepper.steps))
     }
 
-    /// Transcribes 16 kHz mono samples of at most 30 s.
-    pub fn transcribe_pcm(&mut self, pcm: &[f32], opts: &TranscribeOptions) -> Result<Transcript> {
-        let t0 = Instant::now();
-        let duration = pcm.len() as f32 / SAMPLE_RATE as f32;
-        let mut timings = Timings::default();
-
-        let t = Instant::now();
-        let enc = self.encode(pcm)?;
-        timings.encoder = t.elapsed();
-        let t = Instant::now();
-        let cross = self.cross_kv(&enc)?;
-        timings.cross_kv = t.elapsed();
-
-        let translate = opts.task == Task::Translate;
-        let prompt = self.tokenizer.sot_sequence(Some(&opts.language), translate, opts.without_timestamps)?;
-        let dopts = self.decode_options(opts.without_timestamps);
-        let t = Instant::now();
-        let (result, steps) = self.decode_greedy(&cross, &prompt, &dopts)?;
-        timings.decoder_steps = steps;
-        timings.decoder = t.elapsed();
-        timings.tokens = result.tokens.len();
-
-        let silent = match (opts.no_speech_threshold, opts.log_prob_threshold) {
-            (Some(ns), lp) => result.no_speech_prob > ns && lp.map_or(true, |lp| result.avg_logprob < lp),
-            (None, _) => false,
+    /// Decodes one window with faster-whisper's policy: beam search (or greedy) at
+    /// temperature 0, then sampling at rising temperatures while the result looks like a
+    /// failure. Returns the result, the temperature used and the decoder-step runs.
+    pub fn decode_window(
+        &mut self,
+        cross: &[Tensor],
+        prompt: &[u32],
+        opts: &DecodeOptions,
+        fallback: &FallbackOptions,
+    ) -> Result<(DecodeResult, f32, usize)> {
+        let tok = &self.tokenizer;
+        let ids = SpecialIds::from(tok);
+        let mut stepper = GraphStepper {
+            session: &mut self.decoder,
+            cross,
+            offset: 0,
+            n_vocab: self.config.dims.n_vocab,
+            steps: 0,
+            scratch: Vec::new(),
         };
-        let mut segments = Vec::new();
-        if !silent {
-            for s in split_segments(&result.tokens, &self.tokenizer, 0.0, duration) {
-                if s.text.trim().is_empty() {
+        let (result, temperature) = decode_with_fallback(&mut stepper, prompt, &ids, opts, fallback, &|t| tok.decode(t))?;
+        Ok((result, temperature, stepper.steps))
+    }
+
+    /// Language probabilities from one window's cross-attention K/V: the decoder reads
+    /// `<|startoftranscript|>` and the language tokens' logits are normalised among
+    /// themselves. Sorted, most probable first.
+    pub fn detect_language(&mut self, cross: &[Tensor]) -> Result<Vec<(String, f32)>> {
+        let mut bindings = HashMap::new();
+        bindings.insert("batch", 1usize);
+        self.decoder.reset_states(&bindings)?;
+        let mut stepper = GraphStepper {
+            session: &mut self.decoder,
+            cross,
+            offset: 0,
+            n_vocab: self.config.dims.n_vocab,
+            steps: 0,
+            scratch: Vec::new(),
+        };
+        let logits = StepModel::step(&mut stepper, &[self.tokenizer.sot()], &[0])?.pop().context("no logits")?;
+        let langs: Vec<(String, f32)> = self
+            .config
+            .lang_ids
+            .iter()
+            .filter_map(|&id| Some((self.tokenizer.language_code(id)?.to_string(), *logits.get(id as usize)?)))
+            .collect();
+        if langs.is_empty() {
+            bail!("the model has no language tokens");
+        }
+        let max = langs.iter().map(|l| l.1).fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = langs.iter().map(|l| ((l.1 - max) as f64).exp()).sum();
+        let mut probs: Vec<(String, f32)> =
+            langs.into_iter().map(|(c, l)| (c, (((l - max) as f64).exp() / z) as f32)).collect();
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(probs)
+    }
+
+    /// Logits at every position of `tokens`, fed one at a time through `decoder_step`
+    /// with a fresh KV cache (a reference for the batched paths).
+    pub fn step_logits(&mut self, cross: &[Tensor], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let mut bindings = HashMap::new();
+        bindings.insert("batch", 1usize);
+        self.decoder.reset_states(&bindings)?;
+        let mut stepper = GraphStepper { session: &mut self.decoder, cross, offset: 0, n_vocab: self.config.dims.n_vocab, steps: 0, scratch: Vec::new() };
+        let mut out = Vec::with_capacity(tokens.len());
+        for &t in tokens {
+            out.extend(StepModel::step(&mut stepper, &[t], &[0])?);
+        }
+        Ok(out)
+    }
+
+    /// Teacher-forced decoder pass over `tokens` (one window's cross-attention K/V):
+    /// the cross-attention probabilities of the model's alignment heads
+    /// `[alignment heads, tokens, n_audio_ctx]` and the logits `[tokens, n_vocab]`.
+    pub fn align_tokens(&mut self, cross: &[Tensor], tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let d = self.config.dims;
+        if tokens.len() > d.n_text_ctx {
+            bail!("{} tokens exceed the text context of {}", tokens.len(), d.n_text_ctx);
+        }
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let tokens_t = Tensor::from_i32(&[1, ids.len()], ids)?;
+        let offset_t = Tensor::scalar_i32(0);
+        let mut inputs: Vec<&Tensor> = vec![&tokens_t, &offset_t];
+        inputs.extend(cross.iter());
+        let mut out = self.align.run(&inputs)?.into_iter();
+        let logits = out.next().context("decoder_align returned no logits")?.into_f32()?;
+        let per_layer: Vec<Tensor> = out.collect();
+        let (n, frames) = (tokens.len(), d.n_audio_ctx);
+        let mut heads = Vec::with_capacity(self.config.alignment_heads.len() * n * frames);
+        for &[layer, head] in &self.config.alignment_heads {
+            let w = per_layer
+                .get(layer as usize)
+                .with_context(|| format!("alignment head layer {layer} is outside the decoder's {} layers", d.n_text_layer))?
+                .f32s()?;
+            if head as usize >= d.n_text_head {
+                bail!("alignment head {head} is outside the {} heads", d.n_text_head);
+            }
+            heads.extend_from_slice(&w[head as usize * n * frames..(head as usize + 1) * n * frames]);
+        }
+        Ok((heads, logits))
+    }
+
+    /// Word timings of one window's segments: a teacher-forced pass over the window's
+    /// text, the alignment heads' attention through median filter and DTW, then
+    /// faster-whisper's word heuristics.
+    #[allow(clippy::too_many_arguments)]
+    fn word_timings(
+        &mut self,
+        cross: &[Tensor],
+        language: &str,
+        opts: &TranscribeOptions,
+        window: &[crate::decoding::Segment],
+        seek: usize,
+        segment_size: usize,
+        last_speech_timestamp: f64,
+    ) -> Result<alignment::WindowWords> {
+        let tok = &self.tokenizer;
+        let eot = tok.eot();
+        let segs: Vec<alignment::WindowSegment> = window
+            .iter()
+            .map(|s| alignment::WindowSegment { start: s.start as f64, end: s.end as f64, tokens: s.tokens.clone() })
+            .collect();
+        let text = alignment::window_text_tokens(&segs, eot);
+        let alignment_words = if text.is_empty() {
+            Vec::new()
+        } else {
+            let start = tok.sot_sequence(Some(language), opts.task == Task::Translate, false)?;
+            let input = alignment::alignment_input_tokens(&start, &text, tok);
+            let (heads, logits) = self.align_tokens(cross, &input)?;
+            let d = self.config.dims;
+            let n = input.len();
+            let n_heads = self.config.alignment_heads.len();
+            let matrix = alignment::alignment_matrix(&heads, n_heads, n, d.n_audio_ctx, segment_size, MEDIAN_FILTER_WIDTH)?;
+            let frames = segment_size / 2;
+            if frames == 0 {
+                Vec::new()
+            } else {
+                let rows = alignment::text_rows(&matrix, n, frames, start.len(), text.len())?;
+                let probs = alignment::text_token_probabilities(&logits, n, d.n_vocab, start.len(), &text, eot)?;
+                alignment::find_alignment(&self.tokenizer, language, &text, &probs, rows, frames)?
+            }
+        };
+        Ok(alignment::add_word_timestamps(
+            &segs,
+            alignment_words,
+            eot,
+            seek,
+            alignment::DEFAULT_PREPEND_PUNCTUATIONS,
+            alignment::DEFAULT_APPEND_PUNCTUATIONS,
+            last_speech_timestamp,
+        ))
+    }
+
+    /// The decoder prompt: previous text (if any) after `<|startofprev|>`, then the
+    /// start-of-transcript sequence for `language`.
+    pub fn prompt(&self, previous: &[u32], language: &str, opts: &TranscribeOptions) -> Result<Vec<u32>> {
+        let tok = &self.tokenizer;
+        let mut prompt = Vec::new();
+        if !previous.is_empty() {
+            prompt.push(tok.start_of_prev());
+            prompt.extend_from_slice(&previous[previous.len().saturating_sub(MAX_PREVIOUS_TOKENS)..]);
+        }
+        let translate = opts.task == Task::Translate;
+        prompt.extend(tok.sot_sequence(Some(language), translate, opts.without_timestamps)?);
+        Ok(prompt)
+    }
+
+    /// Transcribes 16 kHz mono samples of any length.
+    pub fn transcribe_pcm(&mut self, pcm: &[f32], opts: &TranscribeOptions) -> Result<Transcript> {
+        self.transcribe_pcm_with_progress(pcm, opts, &mut |_| {})
+    }
+
+    /// Transcribes 16 kHz mono samples of any length, reporting progress after each window.
+    pub fn transcribe_pcm_with_progress(
+        &mut self,
+        pcm: &[f32],
+        opts: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Transcript> {
+        let t0 = Instant::now();
+        let duration = pcm.len() as f64 / SAMPLE_RATE as f64;
+        let mut timings = Timings::default();
+        let t = Instant::now();
+        let mel = self.features(pcm)?;
+        timings.features = t.elapsed();
+        let content_frames = mel.shape()[1];
+        let timestamp_begin = self.tokenizer.timestamp_begin();
+        let dopts = self.decode_options(opts.without_timestamps);
+
+        let mut language = opts.language.clone();
+        let mut language_probability = None;
+        let mut seek = 0usize;
+        let mut all_tokens: Vec<u32> = match &opts.initial_prompt {
+            Some(p) => self.tokenizer.encode_prompt(p)?,
+            None => Vec::new(),
+        };
+        let mut prompt_reset_since = 0usize;
+        let mut last_speech_timestamp = 0.0f64;
+        let mut segments: Vec<Segment> = Vec::new();
+        while seek < content_frames {
+            let time_offset = seek as f64 * FRAME_SECONDS;
+            let segment_size = N_FRAMES.min(content_frames - seek);
+            let segment_duration = segment_size as f64 * FRAME_SECONDS;
+
+            let t = Instant::now();
+            let window = mel_window(&mel, seek, segment_size)?;
+            let enc = self.encode_window(&window)?;
+            timings.encoder += t.elapsed();
+            let t = Instant::now();
+            let cross = self.cross_kv(&enc)?;
+            timings.cross_kv += t.elapsed();
+            timings.windows += 1;
+
+            let lang = match &language {
+                Some(l) => l.clone(),
+                None => {
+                    let t = Instant::now();
+                    let probs = self.detect_language(&cross)?;
+                    timings.decoder += t.elapsed();
+                    let (code, p) = probs[0].clone();
+                    tracing::info!(language = %code, probability = p, "detected language");
+                    language_probability = Some(p);
+                    language = Some(code.clone());
+                    code
+                }
+            };
+            let prompt = self.prompt(&all_tokens[prompt_reset_since..], &lang, opts)?;
+            let t = Instant::now();
+            let (result, temperature, steps) = self.decode_window(&cross, &prompt, &dopts, &opts.decoding)?;
+            timings.decoder += t.elapsed();
+            timings.decoder_steps += steps;
+            timings.tokens += result.tokens.len();
+
+            // faster-whisper's no-speech rule: skip the window when the model thinks it is
+            // silent, unless the decoded text is confident (an average log-probability
+            // above the threshold; NaN, from an empty result, is not).
+            let silent = match opts.decoding.no_speech_threshold {
+                Some(ns) => {
+                    f64::from(result.no_speech_prob) > ns
+                        && !opts.decoding.log_prob_threshold.is_some_and(|lp| result.avg_logprob > lp)
+                }
+                None => false,
+            };
+            if silent {
+                seek += segment_size;
+                progress(Progress { done: (seek as f64 * FRAME_SECONDS).min(duration), total: duration });
+                continue;
+            }
+
+            let ratio = compression_ratio(&self.tokenizer.decode(&result.tokens));
+            let window = split_segments(&result.tokens, &self.tokenizer, time_offset as f32, segment_duration as f32);
+            let mut times: Vec<(f64, f64, Vec<Word>)> =
+                window.iter().map(|s| (s.start as f64, s.end as f64, Vec::new())).collect();
+            let mut next = next_seek(&result.tokens, timestamp_begin, seek, segment_size);
+            if opts.word_timestamps && !window.is_empty() {
+                let t = Instant::now();
+                let timed = self.word_timings(&cross, &lang, opts, &window, seek, segment_size, last_speech_timestamp)?;
+                timings.decoder += t.elapsed();
+                if let Some(end) = alignment::last_word_end(&timed.segments) {
+                    last_speech_timestamp = end;
+                    // faster-whisper moves the next window to the last word's end unless
+                    // the window ended on a lone timestamp.
+                    let n = result.tokens.len();
+                    let single_timestamp_ending = n >= 2
+                        && result.tokens[n - 2] < timestamp_begin
+                        && result.tokens[n - 1] >= timestamp_begin;
+                    if !single_timestamp_ending && end > time_offset {
+                        next = (end * 100.0).round_ties_even() as usize;
+                    }
+                }
+                for (slot, seg) in times.iter_mut().zip(timed.segments) {
+                    let words = seg
+                        .words
+                        .into_iter()
+                        .map(|w| Word { start: w.start, end: w.end, word: w.word, probability: w.probability as f32 })
+                        .collect();
+                    *slot = (seg.start, seg.end, words);
+                }
+            }
+            for (s, (start, end, words)) in window.into_iter().zip(times) {
+                if start == end || s.text.trim().is_empty() {
                     continue;
                 }
+                all_tokens.extend_from_slice(&s.tokens);
                 segments.push(Segment {
                     id: segments.len(),
-                    start: round_ms(s.start),
-                    end: round_ms(s.end.min(duration.max(s.start))),
+                    seek,
+                    start: round_ms(start),
+                    end: round_ms(end.min(duration.max(start))),
                     text: s.text,
                     tokens: s.tokens,
                     avg_logprob: result.avg_logprob,
                     no_speech_prob: result.no_speech_prob,
-                    temperature: 0.0,
+                    compression_ratio: ratio,
+                    temperature,
+                    words,
                 });
             }
+            if !opts.condition_on_previous_text || temperature > PROMPT_RESET_ON_TEMPERATURE {
+                prompt_reset_since = all_tokens.len();
+            }
+            // Never move backwards: a window must always make progress.
+            seek = next.max(seek + 1);
+            progress(Progress { done: (seek as f64 * FRAME_SECONDS).min(duration), total: duration });
         }
         let text = segments.iter().map(|s| s.text.as_str()).collect::<String>().trim().to_string();
         timings.total = t0.elapsed();
-        Ok(Transcript { language: opts.language.clone(), task: opts.task, duration, segments, text, timings })
+        Ok(Transcript {
+            // Silent audio never reaches detection; report English, the model's default.
+            language: language.unwrap_or_else(|| "en".into()),
+            language_probability,
+            task: opts.task,
+            duration: duration as f32,
+            segments,
+            text,
+            timings,
+        })
     }
 }

@@ -287,9 +287,16 @@ fn error_text_file_named_wav() {
 
 #[test]
 fn error_other_container_is_named() {
+    // The content decides, not the extension: a FLAC header cut short inside a ".wav".
     let p = write_scratch("speech.wav", b"fLaC\0\0\0\"\x10\x00\x10\x00\0\0\0\0\0\0\x0a\xc4\x40\xf0");
-    let msg = err_of(load_audio(&p)).to_string();
-    assert_mentions(&msg, &["speech.wav", "FLAC", "only WAV"]);
+    let e = err_of(load_audio(&p));
+    assert!(matches!(e, AudioError::Corrupt { .. }), "{e:?}");
+    assert_mentions(&e.to_string(), &["speech.wav", "FLAC header is cut short"]);
+    // Containers recognised but not read are named as such.
+    let p = write_scratch("big.wav", b"RF64\xff\xff\xff\xffWAVEds64\x1c\0\0\0");
+    let e = err_of(load_audio(&p));
+    assert!(matches!(e, AudioError::UnrecognisedFormat { .. }), "{e:?}");
+    assert_mentions(&e.to_string(), &["big.wav", "RF64", "supported containers"]);
 }
 
 #[test]
@@ -345,12 +352,20 @@ fn truncated_data_chunk_keeps_what_is_there() {
     let want = fixture_audio();
     // jfk.wav has a 78-byte header (fmt, LIST, data); cut the data mid-sample as well.
     let data_start = jfk.windows(4).position(|w| w == b"data").unwrap() + 8;
-    for cut in [data_start, data_start + 1, data_start + 10_000, data_start + 10_001, jfk.len() - 1] {
+    for cut in [data_start + 2, data_start + 3, data_start + 10_000, data_start + 10_001, jfk.len() - 1] {
         let p = write_scratch("cut_data.wav", &jfk[..cut]);
         let got = load_audio(&p).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let n = (cut - data_start) / 2;
         assert_eq!(got.len(), n, "cut at {cut}");
         assert_eq!(max_abs_diff(&got, &want[..n]), 0.0);
+    }
+    // Cut before the first complete sample: nothing was decoded, which is an error (a
+    // header announcing 176,000 samples and no sample at all is not an empty recording).
+    for cut in [data_start, data_start + 1] {
+        let p = write_scratch("cut_before_data.wav", &jfk[..cut]);
+        let e = err_of(load_audio(&p));
+        assert!(matches!(e, AudioError::Corrupt { .. }), "cut at {cut}: {e:?}");
+        assert_mentions(&e.to_string(), &["cut_before_data.wav", "before its first complete audio frame"]);
     }
     // Resampled input cut short also decodes without panicking.
     let st = std::fs::read(audio_path("jfk_44k1_stereo.wav")).unwrap();

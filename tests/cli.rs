@@ -41,7 +41,8 @@ fn transcribes_the_sample_exactly() {
 
 #[test]
 fn json_has_timestamped_segments() {
-    let o = run(&["transcribe", "--json", &sample()]);
+    // Greedy, to compare with the reference decoding.
+    let o = run(&["transcribe", "--json", "--beam-size", "1", &sample()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let segs = v["segments"].as_array().unwrap();
@@ -61,6 +62,8 @@ fn no_timestamps_json_is_one_segment() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["segments"].as_array().unwrap().len(), 1);
+    assert_eq!(v["language"], "en");
+    assert!(v["language_probability"].as_f64().unwrap() > 0.5, "detected, not given: {v}");
     assert_eq!(v["text"], JFK_TEXT);
 }
 
@@ -139,7 +142,8 @@ fn malformed_graphs_fail_cleanly() {
     let t = base.replacen("\"op\":\"gelu\"", "\"op\":\"swish\"", 1);
     assert_clean_failure(&with_graph("unknown-op.graph", &t), &["conv1.gelu", "unknown operator 'swish'"]);
     // Cycle: conv1 reads conv2's output.
-    let t = base.replacen("\"inputs\":[\"log_mel\",", "\"inputs\":[\"conv2\",", 1);
+    let t = base.replacen("\"inputs\":[\"mel\",", "\"inputs\":[\"conv2\",", 1);
+    assert_ne!(t, base, "test edit applied");
     assert_clean_failure(&with_graph("cycle.graph", &t), &["cycle"]);
     // Shape mismatch: a 512-wide value into a 2048-input linear.
     let t = base.replacen("\"inputs\":[\"block0.gelu\",", "\"inputs\":[\"block0.mlp_ln\",", 1);
@@ -187,4 +191,44 @@ fn missing_model_says_how_to_get_it() {
         .output()
         .unwrap();
     assert_clean_failure(&o, &["whisper-tiny", "fetch-model.sh"]);
+}
+
+#[test]
+fn output_dir_writes_each_format() {
+    let dir = tmp("outputs");
+    for fmt in ["srt", "vtt", "tsv", "txt", "json"] {
+        let o = run(&["transcribe", "--quiet", "--format", fmt, "--output-dir", dir.to_str().unwrap(), &sample()]);
+        assert!(o.status.success(), "{fmt}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{fmt}: nothing on stdout when writing files");
+        let written = std::fs::read_to_string(dir.join(format!("jfk.{fmt}"))).unwrap();
+        assert!(written.contains("ask what you can do for your country"), "{fmt}: {written}");
+    }
+    let srt = std::fs::read_to_string(dir.join("jfk.srt")).unwrap();
+    assert!(srt.starts_with("1\n00:00:00,000 --> 00:00:0"), "{srt}");
+    assert_eq!(srt.matches(" --> ").count(), 2, "{srt}");
+}
+
+#[test]
+fn explicit_language_is_used_without_detection() {
+    let o = run(&["transcribe", "--json", "--language", "en", &sample()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["language"], "en");
+    assert!(v.get("language_probability").is_none(), "{v}");
+}
+
+#[test]
+fn prompt_conditions_the_first_window() {
+    // The prompt becomes the previous-text context: `<|startofprev|>` + its tokens.
+    let mut model = common::load_model();
+    let opts = amanuensis::TranscribeOptions { initial_prompt: Some("  Mr. Dashwood. ".into()), ..Default::default() };
+    let ids = model.tokenizer.encode_prompt("Mr. Dashwood.").unwrap();
+    let prompt = model.prompt(&ids, "en", &opts).unwrap();
+    assert_eq!(prompt[0], model.tokenizer.start_of_prev());
+    assert_eq!(&prompt[1..1 + ids.len()], ids.as_slice());
+    assert_eq!(model.tokenizer.decode(&ids), " Mr. Dashwood.");
+    // And the CLI accepts it end to end.
+    let o = run(&["transcribe", "-q", "--prompt", "Mr. Dashwood.", &sample()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end(), JFK_TEXT);
 }

@@ -647,6 +647,46 @@ fn forced_prefix_skips_the_initial_timestamp_rule() {
 }
 
 #[test]
+fn forced_prefix_counts_against_max_length_and_in_the_score_length() {
+    // CTranslate2 returns the forced prefix with the hypothesis: its steps count against
+    // the decoding limit and its tokens in the length that normalises the score.
+    let ids = tiny_ids();
+    let p = vec![SOT, EN, TRANSCRIBE, NO_TS, A, B];
+    let always_c = |_: &[u32]| logits(N_VOCAB, &[(C, 5.0)]);
+    let o = DecodeOptions {
+        max_length: 10,
+        ..opts(false)
+    };
+    let mut model = Scripted::new(always_c);
+    let r = greedy_decode(&mut model, &p, &ids, &o).unwrap();
+    // min(10 / 2, 10 − 3) = 5 steps, 2 of them the prefix.
+    assert_eq!(r.tokens, vec![C; 3]);
+    // Blank suppression applies at the first step after the prefix.
+    let raw = logits(N_VOCAB, &[(C, 5.0)]);
+    let mut first = raw.clone();
+    first[BLANK as usize] = f32::NEG_INFINITY;
+    first[EOT as usize] = f32::NEG_INFINITY;
+    let sum = ref_log_softmax(&first, C) + 2.0 * ref_log_softmax(&raw, C);
+    assert!((r.sum_logprob - sum).abs() < 1e-5);
+    assert!((r.score - sum / 5.0).abs() < 1e-5, "score over prefix + generated");
+    assert!((r.avg_logprob - sum / 6.0).abs() < 1e-5);
+
+    // A prefix that fills the limit leaves nothing to generate.
+    let o = DecodeOptions {
+        max_length: 4,
+        ..opts(false)
+    };
+    let err = greedy_decode(&mut Scripted::new(always_c), &p, &ids, &o).unwrap_err();
+    assert!(
+        matches!(
+            err.downcast_ref::<DecodeError>(),
+            Some(DecodeError::PromptTooLong { .. })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn inconsistent_inputs_are_errors() {
     let ids = tiny_ids();
     let ok = |_: &[u32]| logits(N_VOCAB, &[(EOT, 5.0)]);

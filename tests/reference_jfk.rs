@@ -72,3 +72,35 @@ fn greedy_tokens_with_timestamps_match_reference() {
     assert!((res.score - -0.4108).abs() < 2e-3, "score {}", res.score);
     assert!((res.no_speech_prob - 0.0921).abs() < 2e-3, "no_speech_prob {}", res.no_speech_prob);
 }
+
+/// The teacher-forced alignment graph computes the same logits as the incremental decoder
+/// (up to float reassociation), and its attention rows are probability distributions.
+#[test]
+fn align_graph_agrees_with_incremental_decoder() {
+    use amanuensis::decoding::StepModel as _;
+    let mut model = common::load_model();
+    let enc = model.encode(&jfk()).unwrap();
+    let cross = model.cross_kv(&enc).unwrap();
+    let tokens = common::fixture_tokens("tokens_greedy");
+    let (heads, logits) = model.align_tokens(&cross, &tokens).unwrap();
+    let (n, v, frames) = (tokens.len(), model.config.dims.n_vocab, model.config.dims.n_audio_ctx);
+    let h = model.config.alignment_heads.len();
+    assert_eq!(logits.len(), n * v);
+    assert_eq!(heads.len(), h * n * frames);
+    for row in heads.chunks_exact(frames) {
+        let sum: f64 = row.iter().map(|&x| x as f64).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "attention row sums to {sum}");
+        assert!(row.iter().all(|&x| (0.0..=1.0).contains(&x)));
+    }
+    // Incremental: the 4-token prompt, then one token at a time.
+    let inc = model.step_logits(&cross, &tokens).unwrap();
+    let mut max = 0f32;
+    for (i, row) in inc.iter().enumerate() {
+        for (a, b) in row.iter().zip(&logits[i * v..(i + 1) * v]) {
+            max = max.max((a - b).abs());
+        }
+    }
+    println!("decoder_align vs decoder_step logits: max |diff| {max:.2e}");
+    // Logits range ~±30; f32 reassociation over 6 layers stays far below 1e-3.
+    assert!(max < 1e-3, "{max}");
+}

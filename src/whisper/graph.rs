@@ -1,5 +1,6 @@
-//! Builds the Whisper graph file from hyper-parameters: the `encoder`, `cross_kv` and
-//! `decoder_step` graphs, and the weights they reference (OpenAI state-dict names).
+//! Builds the Whisper graph file from hyper-parameters: the `features`, `encoder`,
+//! `cross_kv` and `decoder_step` graphs, and the weights they reference (OpenAI state-dict
+//! names).
 //! `graphs/whisper-base.graph` is this builder's output, checked by a golden test.
 
 use super::config::WhisperDims;
@@ -24,9 +25,11 @@ pub const CHUNK_SECONDS: usize = 30;
 pub const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// Graph names.
+pub const FEATURES: &str = "features";
 pub const ENCODER: &str = "encoder";
 pub const CROSS_KV: &str = "cross_kv";
 pub const DECODER_STEP: &str = "decoder_step";
+pub const DECODER_ALIGN: &str = "decoder_align";
 
 struct Builder {
     weights: Vec<WeightDecl>,
@@ -99,7 +102,13 @@ fn decl(name: &str, dtype: DType, shape: Vec<Dim>) -> ValueDecl {
 /// The graph file for a Whisper model with these hyper-parameters.
 pub fn build_whisper_graph(name: &str, dims: &WhisperDims) -> ModelFile {
     let mut b = Builder { weights: Vec::new(), seen: Default::default() };
-    let graphs = vec![encoder(&mut b, dims), cross_kv(&mut b, dims), decoder_step(&mut b, dims)];
+    let graphs = vec![
+        features(dims),
+        encoder(&mut b, dims),
+        cross_kv(&mut b, dims),
+        decoder_step(&mut b, dims),
+        decoder_align(&mut b, dims),
+    ];
     let mut hp = BTreeMap::new();
     for (k, v) in serde_json::to_value(dims).expect("dims serialise").as_object().expect("object") {
         hp.insert(k.clone(), v.clone());
@@ -118,15 +127,31 @@ pub fn build_whisper_graph(name: &str, dims: &WhisperDims) -> ModelFile {
     }
 }
 
-fn encoder(b: &mut Builder, d: &WhisperDims) -> GraphDef {
+/// The log-mel front end over a whole recording. It is its own graph because the
+/// normalisation uses the maximum over the whole recording (as faster-whisper does), so
+/// it runs once per file; the encoder then reads 30-s windows of its output.
+fn features(d: &WhisperDims) -> GraphDef {
     let mut g = G { nodes: Vec::new() };
-    let s = d.n_audio_state;
-    let mel = g.node(
+    g.node(
         "log_mel",
         "log_mel",
         &["pcm"],
-        json!({ "sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "n_mels": d.n_mels, "n_frames": N_FRAMES }),
+        json!({ "sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "n_mels": d.n_mels }),
     );
+    g.nodes[0].outputs = vec!["mel".into()];
+    GraphDef {
+        name: FEATURES.into(),
+        inputs: vec![decl("pcm", DType::F32, vec![Dim::Sym("n_samples".into())])],
+        outputs: vec![decl("mel", DType::F32, vec![d.n_mels.into(), Dim::Sym("mel_frames".into())])],
+        states: vec![],
+        nodes: g.nodes,
+    }
+}
+
+fn encoder(b: &mut Builder, d: &WhisperDims) -> GraphDef {
+    let mut g = G { nodes: Vec::new() };
+    let s = d.n_audio_state;
+    let mel = "mel".to_string();
     let w1 = b.w("encoder.conv1.weight", &[s, d.n_mels, 3]);
     let b1 = b.w("encoder.conv1.bias", &[s]);
     let c1 = g.node("conv1", "conv1d", &[&mel, &w1, &b1], json!({ "stride": 1, "padding": 1 }));
@@ -156,7 +181,7 @@ fn encoder(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     let _ = out;
     GraphDef {
         name: ENCODER.into(),
-        inputs: vec![decl("pcm", DType::F32, vec![Dim::Sym("n_samples".into())])],
+        inputs: vec![decl("mel", DType::F32, vec![d.n_mels.into(), N_FRAMES.into()])],
         outputs: vec![decl("encoder_out", DType::F32, vec![d.n_audio_ctx.into(), s.into()])],
         states: vec![],
         nodes: g.nodes,
@@ -183,6 +208,84 @@ fn cross_kv(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     }
 }
 
+/// How the decoder graph attends to earlier tokens.
+#[derive(Clone, Copy, PartialEq)]
+enum DecoderMode {
+    /// Incremental: new tokens' keys and values go into the KV-cache states.
+    Step,
+    /// Teacher-forced over a whole sequence, exposing the cross-attention probabilities.
+    Align,
+}
+
+/// The decoder blocks shared by `decoder_step` and `decoder_align`; returns the value
+/// after the last block.
+fn decoder_blocks(b: &mut Builder, g: &mut G, d: &WhisperDims, mut x: String, mode: DecoderMode) -> String {
+    let s = d.n_text_state;
+    for i in 0..d.n_text_layer {
+        let p = format!("block{i}");
+        let wp = format!("decoder.blocks.{i}");
+        let h = b.layer_norm(g, &format!("{p}.attn_ln"), &x, &format!("{wp}.attn_ln"), s);
+        let q = b.linear(g, &format!("{p}.q"), &h, &format!("{wp}.attn.query"), s, s, true);
+        let k = b.linear(g, &format!("{p}.k"), &h, &format!("{wp}.attn.key"), s, s, false);
+        let v = b.linear(g, &format!("{p}.v"), &h, &format!("{wp}.attn.value"), s, s, true);
+        let o = match mode {
+            DecoderMode::Step => {
+                let (sk, sv) = (format!("self_k.{i}"), format!("self_v.{i}"));
+                g.node_n(
+                    &format!("{p}.self_attn"),
+                    "kv_cache_attention",
+                    &[&q, &k, &v, "offset"],
+                    &[&sk, &sv],
+                    json!({ "heads": d.n_text_head }),
+                )
+            }
+            DecoderMode::Align => g.node(
+                &format!("{p}.self_attn"),
+                "attention",
+                &[&q, &k, &v],
+                json!({ "heads": d.n_text_head, "causal": true }),
+            ),
+        };
+        let proj = b.linear(g, &format!("{p}.attn_out"), &o, &format!("{wp}.attn.out"), s, s, true);
+        x = g.node(&format!("{p}.attn_res"), "add", &[&x, &proj], json!({}));
+        let h = b.layer_norm(g, &format!("{p}.cross_ln"), &x, &format!("{wp}.cross_attn_ln"), s);
+        let cq = b.linear(g, &format!("{p}.cross_q"), &h, &format!("{wp}.cross_attn.query"), s, s, true);
+        let (ck, cv) = (format!("cross_k.{i}"), format!("cross_v.{i}"));
+        let co = match mode {
+            DecoderMode::Step => {
+                g.node(&format!("{p}.cross_attn"), "attention", &[&cq, &ck, &cv], json!({ "heads": d.n_text_head }))
+            }
+            DecoderMode::Align => {
+                let name = format!("{p}.cross_attn");
+                g.node(&name, "attention", &[&cq, &ck, &cv], json!({ "heads": d.n_text_head, "return_weights": true }));
+                g.nodes.last_mut().expect("just added").outputs.push(format!("cross_weights.{i}"));
+                name
+            }
+        };
+        let proj = b.linear(g, &format!("{p}.cross_out"), &co, &format!("{wp}.cross_attn.out"), s, s, true);
+        x = g.node(&format!("{p}.cross_res"), "add", &[&x, &proj], json!({}));
+        x = b.mlp(g, &p, &x, &wp, s);
+    }
+    x
+}
+
+fn decoder_inputs(d: &WhisperDims, inputs: &mut Vec<ValueDecl>) {
+    for i in 0..d.n_text_layer {
+        inputs.push(decl(&format!("cross_k.{i}"), DType::F32, vec![d.n_audio_ctx.into(), d.n_text_state.into()]));
+        inputs.push(decl(&format!("cross_v.{i}"), DType::F32, vec![d.n_audio_ctx.into(), d.n_text_state.into()]));
+    }
+}
+
+/// The embeddings of `tokens` at positions `offset..`.
+fn decoder_embed(b: &mut Builder, g: &mut G, d: &WhisperDims) -> (String, String) {
+    let s = d.n_text_state;
+    let emb = b.w("decoder.token_embedding.weight", &[d.n_vocab, s]);
+    let pos = b.w("decoder.positional_embedding", &[d.n_text_ctx, s]);
+    let te = g.node("token_embedding", "embedding", &["tokens", &emb], json!({}));
+    let pe = g.node("position_embedding", "position_embedding", &["tokens", "offset", &pos], json!({}));
+    (g.node("add_positions", "add", &[&te, &pe], json!({})), emb)
+}
+
 fn decoder_step(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     let mut g = G { nodes: Vec::new() };
     let s = d.n_text_state;
@@ -193,43 +296,14 @@ fn decoder_step(b: &mut Builder, d: &WhisperDims) -> GraphDef {
         decl("offset", DType::I32, vec![]),
         decl("logit_index", DType::I32, vec![Dim::Sym("n_logits".into())]),
     ];
+    decoder_inputs(d, &mut inputs);
     let mut states = Vec::new();
     for i in 0..d.n_text_layer {
-        inputs.push(decl(&format!("cross_k.{i}"), DType::F32, vec![d.n_audio_ctx.into(), s.into()]));
-        inputs.push(decl(&format!("cross_v.{i}"), DType::F32, vec![d.n_audio_ctx.into(), s.into()]));
         states.push(decl(&format!("self_k.{i}"), DType::F32, vec![batch(), d.n_text_ctx.into(), s.into()]));
         states.push(decl(&format!("self_v.{i}"), DType::F32, vec![batch(), d.n_text_ctx.into(), s.into()]));
     }
-    let emb = b.w("decoder.token_embedding.weight", &[d.n_vocab, s]);
-    let pos = b.w("decoder.positional_embedding", &[d.n_text_ctx, s]);
-    let te = g.node("token_embedding", "embedding", &["tokens", &emb], json!({}));
-    let pe = g.node("position_embedding", "position_embedding", &["tokens", "offset", &pos], json!({}));
-    let mut x = g.node("add_positions", "add", &[&te, &pe], json!({}));
-    for i in 0..d.n_text_layer {
-        let p = format!("block{i}");
-        let wp = format!("decoder.blocks.{i}");
-        let h = b.layer_norm(&mut g, &format!("{p}.attn_ln"), &x, &format!("{wp}.attn_ln"), s);
-        let q = b.linear(&mut g, &format!("{p}.q"), &h, &format!("{wp}.attn.query"), s, s, true);
-        let k = b.linear(&mut g, &format!("{p}.k"), &h, &format!("{wp}.attn.key"), s, s, false);
-        let v = b.linear(&mut g, &format!("{p}.v"), &h, &format!("{wp}.attn.value"), s, s, true);
-        let (sk, sv) = (format!("self_k.{i}"), format!("self_v.{i}"));
-        let o = g.node_n(
-            &format!("{p}.self_attn"),
-            "kv_cache_attention",
-            &[&q, &k, &v, "offset"],
-            &[&sk, &sv],
-            json!({ "heads": d.n_text_head }),
-        );
-        let proj = b.linear(&mut g, &format!("{p}.attn_out"), &o, &format!("{wp}.attn.out"), s, s, true);
-        x = g.node(&format!("{p}.attn_res"), "add", &[&x, &proj], json!({}));
-        let h = b.layer_norm(&mut g, &format!("{p}.cross_ln"), &x, &format!("{wp}.cross_attn_ln"), s);
-        let cq = b.linear(&mut g, &format!("{p}.cross_q"), &h, &format!("{wp}.cross_attn.query"), s, s, true);
-        let (ck, cv) = (format!("cross_k.{i}"), format!("cross_v.{i}"));
-        let co = g.node(&format!("{p}.cross_attn"), "attention", &[&cq, &ck, &cv], json!({ "heads": d.n_text_head }));
-        let proj = b.linear(&mut g, &format!("{p}.cross_out"), &co, &format!("{wp}.cross_attn.out"), s, s, true);
-        x = g.node(&format!("{p}.cross_res"), "add", &[&x, &proj], json!({}));
-        x = b.mlp(&mut g, &p, &x, &wp, s);
-    }
+    let (x, emb) = decoder_embed(b, &mut g, d);
+    let x = decoder_blocks(b, &mut g, d, x, DecoderMode::Step);
     // Only the requested positions go through the final norm and the vocabulary projection.
     let sel = g.node("select_positions", "take", &[&x, "logit_index"], json!({ "axis": 1 }));
     let h = b.layer_norm(&mut g, "ln", &sel, "decoder.ln", s);
@@ -241,4 +315,27 @@ fn decoder_step(b: &mut Builder, d: &WhisperDims) -> GraphDef {
         states,
         nodes: g.nodes,
     }
+}
+
+/// A teacher-forced decoder pass over a whole token sequence that also returns every
+/// layer's cross-attention probabilities: the input of word-level alignment.
+fn decoder_align(b: &mut Builder, d: &WhisperDims) -> GraphDef {
+    let mut g = G { nodes: Vec::new() };
+    let s = d.n_text_state;
+    let n = || Dim::Sym("n_tokens".into());
+    let mut inputs = vec![decl("tokens", DType::I32, vec![Dim::Known(1), n()]), decl("offset", DType::I32, vec![])];
+    decoder_inputs(d, &mut inputs);
+    let (x, emb) = decoder_embed(b, &mut g, d);
+    let x = decoder_blocks(b, &mut g, d, x, DecoderMode::Align);
+    let h = b.layer_norm(&mut g, "ln", &x, "decoder.ln", s);
+    g.node("logits", "linear", &[&h, &emb], json!({}));
+    let mut outputs = vec![decl("logits", DType::F32, vec![Dim::Known(1), n(), d.n_vocab.into()])];
+    for i in 0..d.n_text_layer {
+        outputs.push(decl(
+            &format!("cross_weights.{i}"),
+            DType::F32,
+            vec![Dim::Known(1), d.n_text_head.into(), n(), d.n_audio_ctx.into()],
+        ));
+    }
+    GraphDef { name: DECODER_ALIGN.into(), inputs, outputs, states: vec![], nodes: g.nodes }
 }

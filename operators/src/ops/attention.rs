@@ -31,11 +31,15 @@ fn check_heads(d: &Dim, heads: usize) -> Result<(), OpError> {
 /// `softmax(q·kᵀ/√d_head)·v` per head. q is `[.., tq, d]`; k and v are `[.., tk, d]` with
 /// the same leading dims as q, or `[tk, d]` shared by every leading index (e.g. the
 /// encoder output attended by every beam).
+/// With `return_weights`, a second output holds the attention probabilities
+/// `[.., heads, tq, tk]` (used for word-level alignment; the fast path never materialises
+/// them).
 pub struct AttentionDef;
 #[derive(Debug)]
 struct Attention {
     heads: usize,
     causal: bool,
+    return_weights: bool,
 }
 
 impl OpDef for AttentionDef {
@@ -46,8 +50,12 @@ impl OpDef for AttentionDef {
         "multi-head softmax(q·kᵀ/√d_head)·v; k, v may be shared across q's leading dims"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&["heads", "causal"])?;
-        Ok(Box::new(Attention { heads: heads_attr(attrs)?, causal: attrs.bool_or("causal", false)? }))
+        attrs.only(&["heads", "causal", "return_weights"])?;
+        Ok(Box::new(Attention {
+            heads: heads_attr(attrs)?,
+            causal: attrs.bool_or("causal", false)?,
+            return_weights: attrs.bool_or("return_weights", false)?,
+        }))
     }
 }
 
@@ -75,7 +83,14 @@ impl Operator for Attention {
                 expect_same_dim(&q.shape[i], &k.shape[i], &format!("q's dim {i} vs k's"))?;
             }
         }
-        Ok(vec![q.clone()])
+        if !self.return_weights {
+            return Ok(vec![q.clone()]);
+        }
+        let mut w = q.shape[..q.rank() - 2].to_vec();
+        w.push(Dim::Known(self.heads));
+        w.push(q.shape[q.rank() - 2].clone());
+        w.push(k.shape[k.rank() - 2].clone());
+        Ok(vec![q.clone(), ValueType::new(DType::F32, w)])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
@@ -102,6 +117,28 @@ impl Operator for Attention {
         }
         let (qv, kv, vv) = (f32_input(q, "q")?, f32_input(k, "k")?, f32_input(v, "v")?);
         let mut out = ctx.alloc_f32(qs);
+        if self.return_weights {
+            let mut wshape = qs[..qs.len() - 2].to_vec();
+            wshape.extend([self.heads, tq, tk]);
+            let mut weights = ctx.alloc_f32(&wshape);
+            let (o, w) = (out.f32s_mut()?, weights.f32s_mut()?);
+            for b in 0..batch {
+                let kvo = if shared { 0 } else { b * tk * d };
+                attention_with_weights(
+                    &qv[b * tq * d..(b + 1) * tq * d],
+                    &kv[kvo..kvo + tk * d],
+                    &vv[kvo..kvo + tk * d],
+                    tq,
+                    tk,
+                    self.heads,
+                    hd,
+                    self.causal.then_some(tk - tq),
+                    &mut o[b * tq * d..(b + 1) * tq * d],
+                    &mut w[b * self.heads * tq * tk..(b + 1) * self.heads * tq * tk],
+                );
+            }
+            return Ok(vec![out, weights]);
+        }
         let o = out.f32s_mut()?;
         for b in 0..batch {
             let qb = &qv[b * tq * d..(b + 1) * tq * d];
@@ -220,5 +257,53 @@ impl Operator for KvCacheAttention {
             );
         }
         Ok(vec![out])
+    }
+}
+
+/// Attention that also writes the probabilities `[heads, tq, tk]`: per head, scores by a
+/// GEMM against a transposed copy of the head's keys, a row softmax, then a GEMM with v.
+/// Used only where the weights are wanted (alignment), so clarity beats speed here.
+#[allow(clippy::too_many_arguments)]
+fn attention_with_weights(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    hd: usize,
+    causal_offset: Option<usize>,
+    out: &mut [f32],
+    weights: &mut [f32],
+) {
+    let d = heads * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (mut qh, mut kt, mut vh, mut oh) = (vec![0f32; tq * hd], vec![0f32; hd * tk], vec![0f32; tk * hd], vec![0f32; tq * hd]);
+    for h in 0..heads {
+        for i in 0..tq {
+            for c in 0..hd {
+                qh[i * hd + c] = q[i * d + h * hd + c] * scale;
+            }
+        }
+        for j in 0..tk {
+            for c in 0..hd {
+                kt[c * tk + j] = k[j * d + h * hd + c];
+                vh[j * hd + c] = v[j * d + h * hd + c];
+            }
+        }
+        let p = &mut weights[h * tq * tk..(h + 1) * tq * tk];
+        cpu::matmul(&qh, tq, hd, &kt, tk, p);
+        for (i, row) in p.chunks_exact_mut(tk).enumerate() {
+            if let Some(off) = causal_offset {
+                for s in &mut row[(off + i + 1).min(tk)..] {
+                    *s = f32::NEG_INFINITY;
+                }
+            }
+            cpu::softmax_inplace(row);
+        }
+        cpu::matmul(p, tq, tk, &vh, hd, &mut oh);
+        for i in 0..tq {
+            out[i * d + h * hd..i * d + (h + 1) * hd].copy_from_slice(&oh[i * hd..(i + 1) * hd]);
+        }
     }
 }

@@ -6,19 +6,24 @@ use amanuensis_runtime::format::Dim;
 use amanuensis_runtime::op::{expect_inputs, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
-/// Whisper's log-mel spectrogram of a mono PCM signal, first window of `n_frames` frames
-/// (zero-padded in log-mel space), normalised as faster-whisper does.
+/// Whisper's log-mel spectrogram of a mono PCM signal, normalised as faster-whisper does
+/// (clamped at the recording's maximum − 8, then scaled). Without `n_frames` the output is
+/// every content frame of the recording, `[n_mels, mel_frames]`; with it, the first
+/// `n_frames` frames, zero-padded in log-mel space.
 pub struct LogMelDef;
+
+/// Symbol of the output's frame dim in whole-recording mode.
+pub const MEL_FRAMES: &str = "mel_frames";
 
 struct LogMelOp {
     mel: LogMel,
     n_mels: usize,
-    n_frames: usize,
+    n_frames: Option<usize>,
 }
 
 impl std::fmt::Debug for LogMelOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LogMel({} mels, {} frames)", self.n_mels, self.n_frames)
+        write!(f, "LogMel({} mels, {:?} frames)", self.n_mels, self.n_frames)
     }
 }
 
@@ -27,7 +32,7 @@ impl OpDef for LogMelDef {
         "log_mel"
     }
     fn summary(&self) -> &str {
-        "pcm[n] → log-mel[n_mels, n_frames] (STFT, Slaney mel filterbank, log10, clamp, scale)"
+        "pcm[n] → log-mel[n_mels, frames] (STFT, Slaney mel filterbank, log10, clamp at max − 8, scale)"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         attrs.only(&["sample_rate", "n_fft", "hop_length", "n_mels", "n_frames"])?;
@@ -35,10 +40,10 @@ impl OpDef for LogMelDef {
         let n_fft = attrs.usize("n_fft")?;
         let hop = attrs.usize("hop_length")?;
         let n_mels = attrs.usize("n_mels")?;
-        let n_frames = attrs.usize("n_frames")?;
-        if sample_rate == 0 || n_fft < 2 || hop == 0 || n_mels == 0 || n_frames == 0 || n_fft > 1 << 16 {
+        let n_frames = if attrs.0.contains_key("n_frames") { Some(attrs.usize("n_frames")?) } else { None };
+        if sample_rate == 0 || n_fft < 2 || hop == 0 || n_mels == 0 || n_frames == Some(0) || n_fft > 1 << 16 {
             return Err(OpError(format!(
-                "invalid STFT settings: sample_rate {sample_rate}, n_fft {n_fft}, hop_length {hop}, n_mels {n_mels}, n_frames {n_frames}"
+                "invalid STFT settings: sample_rate {sample_rate}, n_fft {n_fft}, hop_length {hop}, n_mels {n_mels}, n_frames {n_frames:?}"
             )));
         }
         let mel = LogMel::new(sample_rate as u32, n_fft, hop, n_mels);
@@ -51,7 +56,11 @@ impl Operator for LogMelOp {
         expect_inputs(inputs, &["pcm"])?;
         inputs[0].expect_dtype(DType::F32, "pcm")?;
         inputs[0].expect_rank(1, "pcm")?;
-        Ok(vec![ValueType::new(DType::F32, vec![Dim::Known(self.n_mels), Dim::Known(self.n_frames)])])
+        let frames = match self.n_frames {
+            Some(n) => Dim::Known(n),
+            None => Dim::Sym(MEL_FRAMES.into()),
+        };
+        Ok(vec![ValueType::new(DType::F32, vec![Dim::Known(self.n_mels), frames])])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
@@ -59,8 +68,11 @@ impl Operator for LogMelOp {
         if let Some(i) = pcm.iter().position(|x| !x.is_finite()) {
             return Err(OpError(format!("pcm sample {i} is not finite ({})", pcm[i])));
         }
-        let mel = self.mel.compute(pcm, self.n_frames);
-        let mut out = ctx.alloc_f32(&[self.n_mels, self.n_frames]);
+        let (mel, frames) = match self.n_frames {
+            Some(n) => (self.mel.compute(pcm, n), n),
+            None => self.mel.compute_full(pcm),
+        };
+        let mut out = ctx.alloc_f32(&[self.n_mels, frames]);
         out.f32s_mut()?.copy_from_slice(&mel);
         Ok(vec![out])
     }

@@ -1,0 +1,79 @@
+//! Memory and speed over an hour of audio: builds one hour from the public clips in
+//! tests/data/audio (each followed by 2 s of silence, repeated), transcribes it, and prints
+//! the resident memory after every window, the peak, and the growth between the first and
+//! the last ten minutes.
+//!
+//! ```sh
+//! cargo run --release --example hour_bench            # 60 minutes
+//! cargo run --release --example hour_bench -- 10      # minutes of audio
+//! ```
+
+use amanuensis::audio::{load_audio, SAMPLE_RATE};
+use amanuensis::transcribe::Progress;
+use amanuensis::{model, TranscribeOptions, WhisperModel};
+use std::path::Path;
+use std::time::Instant;
+
+fn status_kb(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() -> anyhow::Result<()> {
+    let minutes: f64 = std::env::args().nth(1).map(|m| m.parse()).transpose()?.unwrap_or(60.0);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/audio");
+    let clips = [
+        "jfk.wav",
+        "librivox_ss_0870.wav",
+        "librivox_ss_0890.wav",
+        "librivox_ss_0930.wav",
+        "ljspeech_LJ050-0131.wav",
+        "fw_stereo_left.wav",
+        "fleurs_en_000.wav",
+        "fleurs_en_002.wav",
+        "fleurs_en_004.wav",
+        "fleurs_en_006.wav",
+        "fleurs_en_008.wav",
+        "osr_us_0034_harvard.wav",
+    ];
+    let mut cycle = Vec::new();
+    for c in clips {
+        cycle.extend(load_audio(&dir.join(c))?);
+        cycle.extend(std::iter::repeat(0.0f32).take(2 * SAMPLE_RATE as usize));
+    }
+    let total = (minutes * 60.0 * SAMPLE_RATE as f64) as usize;
+    let mut pcm = Vec::with_capacity(total);
+    while pcm.len() < total {
+        let take = (total - pcm.len()).min(cycle.len());
+        pcm.extend_from_slice(&cycle[..take]);
+    }
+    drop(cycle);
+    let registry = amanuensis_operators::standard_registry();
+    let mut m = WhisperModel::load(&model::find_model_dir("base")?, None, &registry)?;
+    println!("audio: {minutes} min; RSS after loading model and audio: {} MB", status_kb("VmRSS:").unwrap_or(0) / 1024);
+    let t0 = Instant::now();
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    let mut report = |p: Progress| {
+        let rss = status_kb("VmRSS:").unwrap_or(0);
+        samples.push((p.done, rss));
+        if samples.len() % 20 == 0 {
+            println!(
+                "  {:6.1} min of audio, RSS {:5} MB, {:5.1}x realtime",
+                p.done / 60.0,
+                rss / 1024,
+                p.done / t0.elapsed().as_secs_f64()
+            );
+        }
+    };
+    let t = m.transcribe_pcm_with_progress(&pcm, &TranscribeOptions { language: Some("en".into()), ..Default::default() }, &mut report)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let span = minutes * 60.0;
+    let window_max = |from: f64, to: f64| samples.iter().filter(|s| s.0 >= from && s.0 <= to).map(|s| s.1).max().unwrap_or(0);
+    let first = window_max(0.0, span.min(600.0));
+    let last = window_max((span - 600.0).max(0.0), span);
+    println!("segments: {}, windows: {}", t.segments.len(), t.timings.windows);
+    println!("wall {wall:.1} s, {:.1}x realtime", span / wall);
+    println!("peak RSS (VmHWM): {} MB", status_kb("VmHWM:").unwrap_or(0) / 1024);
+    println!("max RSS in the first 10 min of audio: {} MB; in the last 10 min: {} MB; growth {} MB", first / 1024, last / 1024, (last as i64 - first as i64) / 1024);
+    Ok(())
+}

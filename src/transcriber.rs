@@ -1,0 +1,65 @@
+//! The library entry point: load a model once, transcribe files or samples.
+
+use crate::model::{find_model_dir, WhisperModel};
+use crate::transcribe::{Progress, TranscribeOptions, Transcript};
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// A loaded Whisper model with the standard operators, ready to transcribe.
+///
+/// ```no_run
+/// use amanuensis::{Transcriber, TranscribeOptions};
+///
+/// let mut t = Transcriber::new("base")?; // ./models/whisper-base or $AMANUENSIS_MODELS
+/// let opts = TranscribeOptions { word_timestamps: true, ..Default::default() };
+/// let transcript = t.transcribe("samples/jfk.wav", &opts)?;
+/// for s in &transcript.segments {
+///     println!("[{:.2} → {:.2}]{}", s.start, s.end, s.text);
+/// }
+/// # Ok::<(), anyhow::Error>(())
+/// ```
+pub struct Transcriber {
+    model: WhisperModel,
+}
+
+impl Transcriber {
+    /// Loads a model by name (`base`, `whisper-base`) or directory, with the graph found
+    /// as the CLI finds it (`graphs/<model>.graph`, else the built-in one).
+    pub fn new(model: &str) -> Result<Transcriber> {
+        Self::load(model, None)
+    }
+
+    /// Loads a model with an explicit graph file.
+    pub fn with_graph(model: &str, graph: &Path) -> Result<Transcriber> {
+        Self::load(model, Some(graph))
+    }
+
+    fn load(model: &str, graph: Option<&Path>) -> Result<Transcriber> {
+        let dir = find_model_dir(model)?;
+        let registry = amanuensis_operators::standard_registry();
+        let model = WhisperModel::load(&dir, graph, &registry).with_context(|| format!("loading model from {}", dir.display()))?;
+        Ok(Transcriber { model })
+    }
+
+    /// Decodes an audio file (any supported format and rate; `-` is stdin) and
+    /// transcribes it.
+    pub fn transcribe(&mut self, path: impl AsRef<Path>, options: &TranscribeOptions) -> Result<Transcript> {
+        let pcm = crate::audio::load_audio(path.as_ref())?;
+        self.model.transcribe_pcm(&pcm, options)
+    }
+
+    /// Transcribes 16 kHz mono samples, reporting progress after every window.
+    pub fn transcribe_pcm(
+        &mut self,
+        pcm: &[f32],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Transcript> {
+        self.model.transcribe_pcm_with_progress(pcm, options, progress)
+    }
+
+    /// The underlying model: graphs, sessions, tokenizer, config.
+    pub fn model(&mut self) -> &mut WhisperModel {
+        &mut self.model
+    }
+}
