@@ -10,7 +10,7 @@
 //! | MPEG audio (.mp3, .mp2) | MPEG-1/2/2.5 layers I, II, III | symphonia (`mpa`) |
 //! | Ogg | Vorbis, FLAC | symphonia (`ogg`, `vorbis`, `flac`) |
 //! | Ogg | Opus (channel mapping families 0, 1 and 255) | this module's Ogg demuxer (RFC 7845) and `opus-pure` (pure Rust) |
-//! | MP4 / M4A / MOV | AAC-LC, ALAC | symphonia (`isomp4`, `aac`, `alac`); the edit list is read here |
+//! | MP4 / M4A / MOV | AAC-LC, ALAC, Opus | symphonia (`isomp4`, `aac`, `alac`) and `opus-pure`; the edit list is read here |
 //! | ADTS (.aac) | AAC-LC | symphonia (`aac`) |
 //! | Matroska / WebM | Vorbis, FLAC, Opus, AAC-LC, MP3 | symphonia (`mkv`) and `opus-pure` |
 //!
@@ -414,11 +414,17 @@ impl AudioStream {
         let decoder = if is_opus {
             // symphonia demuxes Opus (Matroska/WebM, MP4) but has no decoder for it.
             let head = match params.extra_data.as_deref() {
-                Some(extra) if extra.starts_with(b"OpusHead") => OpusHead::parse(extra).map_err(|d| corrupt(&name, d))?,
+                Some(extra) if extra.starts_with(b"OpusHead") => {
+                    let head = if container == "MP4/M4A" { dops_as_opus_head(extra) } else { extra.to_vec() };
+                    OpusHead::parse(&head).map_err(|d| corrupt(&name, d))?
+                }
                 _ => OpusHead::plain(params.channels.map_or(0, |c| c.count()), params.delay.unwrap_or(0)),
             };
             let opus = OpusDecoding::new(&name, container, &head)?;
-            trim.start += u64::from(head.pre_skip);
+            // In MP4 the edit list already starts after the pre-skip.
+            if edit.is_none() {
+                trim.start += u64::from(head.pre_skip);
+            }
             channels = head.channels;
             PacketDecoder::Opus(Box::new(opus))
         } else {
@@ -917,6 +923,18 @@ impl OpusHead {
             mapping: (0..channels as u8).collect(),
         }
     }
+}
+
+/// An MP4 Opus configuration (`dOps`, which symphonia hands over behind an `OpusHead`
+/// signature) as an Ogg identification header: `dOps` stores its fields big-endian.
+fn dops_as_opus_head(b: &[u8]) -> Vec<u8> {
+    let mut h = b.to_vec();
+    for range in [10..12, 12..16, 16..18] {
+        if let Some(field) = h.get_mut(range) {
+            field.reverse();
+        }
+    }
+    h
 }
 
 /// An Opus decoder (single or multistream) with its output buffer.

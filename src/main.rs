@@ -30,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Transcribe audio files (WAV) and print the text.
+    /// Transcribe audio files (WAV, FLAC, MP3, Ogg Vorbis/Opus, M4A/AAC/ALAC, WebM/MKV;
+    /// `-` reads standard input) and print or write the transcript.
     Transcribe(TranscribeArgs),
     /// Measure a transcription: encoder, decoder, realtime factor, memory, overhead.
     Bench(BenchArgs),
@@ -51,7 +52,7 @@ struct ModelArgs {
 
 #[derive(Args)]
 struct TranscribeArgs {
-    /// Audio files.
+    /// Audio files (`-` for standard input).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     #[command(flatten)]
