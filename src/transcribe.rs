@@ -164,7 +164,14 @@ struct GraphStepper<'a> {
     scratch: Vec<f32>,
 }
 
-impl GraphStepper<'_> {
+impl<'a> GraphStepper<'a> {
+    /// A stepper over a fresh KV cache holding one empty sequence.
+    fn fresh(session: &'a mut Session, cross: &'a [Tensor], n_vocab: usize) -> Result<GraphStepper<'a>> {
+        let mut s = GraphStepper { session, cross, offset: 0, n_vocab, steps: 0, scratch: Vec::new() };
+        s.reset()?;
+        Ok(s)
+    }
+
     /// Runs one decoder step for `batch` rows of `n` tokens each.
     fn run_batch(&mut self, ids: Vec<i32>, batch: usize, n: usize, logit_positions: &[usize]) -> Result<Vec<Vec<Vec<f32>>>> {
         let tokens_t = Tensor::from_i32(&[batch, n], ids)?;
@@ -348,17 +355,7 @@ impl WhisperModel {
     /// Greedy decoding of one window from `prompt`, with a fresh KV cache. Returns the
     /// result and the number of decoder-step runs.
     pub fn decode_greedy(&mut self, cross: &[Tensor], prompt: &[u32], opts: &DecodeOptions) -> Result<(DecodeResult, usize)> {
-        let mut bindings = HashMap::new();
-        bindings.insert("batch", 1usize);
-        self.decoder.reset_states(&bindings)?;
-        let mut stepper = GraphStepper {
-            session: &mut self.decoder,
-            cross,
-            offset: 0,
-            n_vocab: self.config.dims.n_vocab,
-            steps: 0,
-            scratch: Vec::new(),
-        };
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
         let ids = SpecialIds::from(&self.tokenizer);
         let result = greedy_decode(&mut stepper, prompt, &ids, opts)?;
         Ok((result, stepper.steps))
@@ -376,14 +373,7 @@ impl WhisperModel {
     ) -> Result<(DecodeResult, f32, usize)> {
         let tok = &self.tokenizer;
         let ids = SpecialIds::from(tok);
-        let mut stepper = GraphStepper {
-            session: &mut self.decoder,
-            cross,
-            offset: 0,
-            n_vocab: self.config.dims.n_vocab,
-            steps: 0,
-            scratch: Vec::new(),
-        };
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
         let (result, temperature) = decode_with_fallback(&mut stepper, prompt, &ids, opts, fallback, &|t| tok.decode(t))?;
         Ok((result, temperature, stepper.steps))
     }
@@ -392,17 +382,7 @@ impl WhisperModel {
     /// `<|startoftranscript|>` and the language tokens' logits are normalised among
     /// themselves. Sorted, most probable first.
     pub fn detect_language(&mut self, cross: &[Tensor]) -> Result<Vec<(String, f32)>> {
-        let mut bindings = HashMap::new();
-        bindings.insert("batch", 1usize);
-        self.decoder.reset_states(&bindings)?;
-        let mut stepper = GraphStepper {
-            session: &mut self.decoder,
-            cross,
-            offset: 0,
-            n_vocab: self.config.dims.n_vocab,
-            steps: 0,
-            scratch: Vec::new(),
-        };
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
         let logits = StepModel::step(&mut stepper, &[self.tokenizer.sot()], &[0])?.pop().context("no logits")?;
         let langs: Vec<(String, f32)> = self
             .config
@@ -424,10 +404,7 @@ impl WhisperModel {
     /// Logits at every position of `tokens`, fed one at a time through `decoder_step`
     /// with a fresh KV cache (a reference for the batched paths).
     pub fn step_logits(&mut self, cross: &[Tensor], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let mut bindings = HashMap::new();
-        bindings.insert("batch", 1usize);
-        self.decoder.reset_states(&bindings)?;
-        let mut stepper = GraphStepper { session: &mut self.decoder, cross, offset: 0, n_vocab: self.config.dims.n_vocab, steps: 0, scratch: Vec::new() };
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
         let mut out = Vec::with_capacity(tokens.len());
         for &t in tokens {
             out.extend(StepModel::step(&mut stepper, &[t], &[0])?);
