@@ -43,7 +43,8 @@
 use std::fs::File;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use rubato::{FftFixedInOut, Resampler};
@@ -54,6 +55,36 @@ use symphonia::core::formats::{FormatOptions, FormatReader};
 use symphonia::core::io::{MediaSource, MediaSourceStream, ReadOnlySource};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
+
+
+thread_local! {
+    /// Depth of decoder calls whose panics are caught and reported as damaged data.
+    static DECODER_GUARD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// `catch_unwind` around a decoder call, marking the call so that
+/// [`install_panic_filter`] keeps its panic message off stderr (the error that replaces
+/// it says what happened).
+fn catch_decoder_panic<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> std::thread::Result<R> {
+    DECODER_GUARD.with(|g| g.set(g.get() + 1));
+    let r = std::panic::catch_unwind(f);
+    DECODER_GUARD.with(|g| g.set(g.get() - 1));
+    r
+}
+
+/// Installs a panic hook that logs (at debug level) instead of printing the panics the
+/// audio decoders raise on damaged input, which are caught and turned into errors; every
+/// other panic is printed by the previous hook as usual. Call once, at program start.
+pub fn install_panic_filter() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if DECODER_GUARD.with(|g| g.get()) > 0 {
+            tracing::debug!("audio decoder panic, reported as damaged data: {info}");
+        } else {
+            previous(info);
+        }
+    }));
+}
 
 /// The sample rate Whisper expects, in Hz.
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -369,7 +400,7 @@ impl AudioStream {
         }
         let mss = MediaSourceStream::new(input.source.into_media_source(), Default::default());
         let format_opts = FormatOptions { enable_gapless: true, ..Default::default() };
-        let probed = catch_unwind(AssertUnwindSafe(|| {
+        let probed = catch_decoder_panic(AssertUnwindSafe(|| {
             symphonia::default::get_probe().format(&hint, mss, &format_opts, &MetadataOptions::default())
         }))
         .map_err(|_| corrupt(&name, "the container parser failed on this input"))?
@@ -748,7 +779,7 @@ impl SymphoniaSource {
             }
             // symphonia's parsers and decoders are not proven panic-free on hostile input:
             // a panic is reported as damaged data rather than taking the process down.
-            let next = catch_unwind(AssertUnwindSafe(|| self.format.next_packet()))
+            let next = catch_decoder_panic(AssertUnwindSafe(|| self.format.next_packet()))
                 .map_err(|_| corrupt(name, format!("the {container} parser failed")))?;
             let packet = match next {
                 Ok(p) => p,
@@ -776,7 +807,7 @@ impl SymphoniaSource {
                 PacketDecoder::Symphonia { decoder, buf } => {
                     let trim = &mut self.trim;
                     let last_channels = &mut self.channels;
-                    catch_unwind(AssertUnwindSafe(|| {
+                    catch_decoder_panic(AssertUnwindSafe(|| {
                         let decoded = decoder.decode(&packet)?;
                         let spec = *decoded.spec();
                         if spec.rate != rate {
@@ -987,7 +1018,7 @@ impl OpusDecoding {
         let pcm = &mut self.pcm;
         let dec = &mut self.dec;
         // The pure-Rust decoder is young: a panic on a hostile packet becomes an error.
-        let r = catch_unwind(AssertUnwindSafe(|| match dec {
+        let r = catch_decoder_panic(AssertUnwindSafe(|| match dec {
             OpusDec::Single(d) => d.decode(packet, OPUS_MAX_FRAMES, pcm).map_err(|e| e.to_string()),
             OpusDec::Multi(d) => d.decode(packet, pcm),
         }))

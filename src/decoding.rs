@@ -954,26 +954,12 @@ pub fn sample_decode(
     rng_seed: u64,
 ) -> anyhow::Result<DecodeResult> {
     let mut rng = SampleRng::new(rng_seed);
-    sample_core(model, prompt, ids, opts, temperature, best_of, 1.0, &mut rng)
+    sample_decode_with(model, prompt, ids, opts, temperature, best_of, 1.0, &mut rng)
 }
 
 /// [`sample_decode`] with a length penalty and a caller-owned generator.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_decode_with(
-    model: &mut dyn BatchStepModel,
-    prompt: &[u32],
-    ids: &SpecialIds,
-    opts: &DecodeOptions,
-    temperature: f32,
-    best_of: usize,
-    length_penalty: f32,
-    rng: &mut SampleRng,
-) -> anyhow::Result<DecodeResult> {
-    sample_core(model, prompt, ids, opts, temperature, best_of, length_penalty, rng)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn sample_core(
     model: &mut dyn BatchStepModel,
     prompt: &[u32],
     ids: &SpecialIds,
@@ -1135,7 +1121,7 @@ pub fn decode_with_fallback(
     let mut below_cr: Vec<usize> = Vec::new();
     for &temperature in &fb.temperatures {
         let result = if temperature > 0.0 {
-            sample_core(model, prompt, ids, opts, temperature, fb.best_of, fb.beam.length_penalty, &mut rng)?
+            sample_decode_with(model, prompt, ids, opts, temperature, fb.best_of, fb.beam.length_penalty, &mut rng)?
         } else {
             beam_search(model, prompt, ids, opts, &fb.beam)?
         };

@@ -151,6 +151,7 @@ enum GraphCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    audio::install_panic_filter();
     if let Some(n) = cli.threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
             eprintln!("warning: could not size the thread pool: {e}");
@@ -248,7 +249,14 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {}: {e:#}", file.display());
+                // Audio errors already start with the file's name.
+                let msg = format!("{e:#}");
+                let name = file.display().to_string();
+                if msg.starts_with(&name) {
+                    eprintln!("error: {msg}");
+                } else {
+                    eprintln!("error: {name}: {msg}");
+                }
             }
         }
     }

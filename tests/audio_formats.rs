@@ -598,3 +598,18 @@ fn a_stream_of_unknown_length_grows_its_buffer_by_small_steps() {
     check_two_tone(&pcm);
     std::fs::remove_file(&path).ok();
 }
+
+/// A damaged file that makes a decoder panic inside its parser is a clean error from the
+/// CLI: exit code ≠ 0, one `error:` line naming the file once, and no panic message.
+#[test]
+fn damaged_webm_is_a_clean_cli_error() {
+    let full = std::fs::read(encoded().join("jfk_opus.webm")).unwrap();
+    let cut = scratch_dir().join("jfk_cut.webm");
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    let o = common::cli().args(["transcribe", "-q"]).arg(&cut).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.starts_with("error: ") && err.contains("jfk_cut.webm"), "{err}");
+    assert_eq!(err.matches("jfk_cut.webm").count(), 1, "the file is named once: {err}");
+}
