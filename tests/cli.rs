@@ -220,7 +220,7 @@ fn explicit_language_is_used_without_detection() {
 #[test]
 fn prompt_conditions_the_first_window() {
     // The prompt becomes the previous-text context: `<|startofprev|>` + its tokens.
-    let mut model = common::load_model();
+    let model = common::load_model();
     let opts = amanuensis::TranscribeOptions { initial_prompt: Some("  Mr. Dashwood. ".into()), ..Default::default() };
     let ids = model.tokenizer.encode_prompt("Mr. Dashwood.").unwrap();
     let prompt = model.prompt(&ids, "en", &opts).unwrap();

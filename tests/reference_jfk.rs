@@ -77,7 +77,6 @@ fn greedy_tokens_with_timestamps_match_reference() {
 /// (up to float reassociation), and its attention rows are probability distributions.
 #[test]
 fn align_graph_agrees_with_incremental_decoder() {
-    use amanuensis::decoding::StepModel as _;
     let mut model = common::load_model();
     let enc = model.encode(&jfk()).unwrap();
     let cross = model.cross_kv(&enc).unwrap();
