@@ -52,40 +52,6 @@ impl AttentionFlashContract {
                 + 2 * Self::BLOCK_Q * F32_BYTES,
         }
     }
-
-    /// The reference implementation: [`attention_flash`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn reference(
-        q: &[f32],
-        q_row_stride: usize,
-        k: &[f32],
-        k_row_stride: usize,
-        v: &[f32],
-        v_row_stride: usize,
-        tq: usize,
-        tk: usize,
-        heads: usize,
-        head_dim: usize,
-        causal_offset: Option<usize>,
-        out: &mut [f32],
-        out_row_stride: usize,
-    ) -> Result<(), NpuKernelError> {
-        attention_flash(
-            q,
-            q_row_stride,
-            k,
-            k_row_stride,
-            v,
-            v_row_stride,
-            tq,
-            tk,
-            heads,
-            head_dim,
-            causal_offset,
-            out,
-            out_row_stride,
-        )
-    }
 }
 
 /// Fails unless a strided `[rows, width]` view fits in `len` elements.

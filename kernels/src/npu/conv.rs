@@ -21,23 +21,6 @@ impl Conv1dContract {
     pub const fn footprint() -> TileFootprint {
         MatmulBiasContract::footprint()
     }
-
-    /// The reference implementation: [`conv1d`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn reference(
-        x: &[f32],
-        c_in: usize,
-        t_in: usize,
-        w: &[f32],
-        c_out: usize,
-        kernel: usize,
-        bias: Option<&[f32]>,
-        stride: usize,
-        padding: usize,
-        out: &mut [f32],
-    ) -> Result<(), NpuKernelError> {
-        conv1d(x, c_in, t_in, w, c_out, kernel, bias, stride, padding, out)
-    }
 }
 
 /// 1-D convolution per [`Conv1dContract`]; t_out comes from `cpu::conv1d_out_len`.

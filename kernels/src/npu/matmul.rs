@@ -45,19 +45,6 @@ impl MatmulBiasContract {
             scratch: 0,
         }
     }
-
-    /// The reference implementation: [`matmul_bias`].
-    pub fn reference(
-        a: &[f32],
-        m: usize,
-        k: usize,
-        w: &[f32],
-        n: usize,
-        bias: Option<&[f32]>,
-        out: &mut [f32],
-    ) -> Result<(), NpuKernelError> {
-        matmul_bias(a, m, k, w, n, bias, out)
-    }
 }
 
 /// Contract of `matmul_bias_gelu`: [`MatmulBiasContract`] followed by exact-erf GELU.
@@ -73,19 +60,6 @@ impl MatmulBiasGeluContract {
     /// Double-buffered footprint of one compute tile (same as the matmul).
     pub const fn footprint() -> TileFootprint {
         MatmulBiasContract::footprint()
-    }
-
-    /// The reference implementation: [`matmul_bias_gelu`].
-    pub fn reference(
-        a: &[f32],
-        m: usize,
-        k: usize,
-        w: &[f32],
-        n: usize,
-        bias: Option<&[f32]>,
-        out: &mut [f32],
-    ) -> Result<(), NpuKernelError> {
-        matmul_bias_gelu(a, m, k, w, n, bias, out)
     }
 }
 

@@ -31,19 +31,6 @@ impl LayerNormContract {
             scratch: 2 * dim * F32_BYTES,
         }
     }
-
-    /// The reference implementation: [`layer_norm`].
-    pub fn reference(
-        x: &[f32],
-        rows: usize,
-        dim: usize,
-        gamma: &[f32],
-        beta: &[f32],
-        eps: f32,
-        out: &mut [f32],
-    ) -> Result<(), NpuKernelError> {
-        layer_norm(x, rows, dim, gamma, beta, eps, out)
-    }
 }
 
 /// One row of layer norm in the contract's order.
@@ -114,11 +101,6 @@ impl ResidualAddContract {
             depth: 2,
             scratch: 0,
         }
-    }
-
-    /// The reference implementation: [`residual_add`].
-    pub fn reference(a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), NpuKernelError> {
-        residual_add(a, b, out)
     }
 }
 
