@@ -59,9 +59,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod device;
 pub mod error;
 pub mod executor;
 pub mod format;
+pub mod fusion;
 pub mod ir;
 pub mod memory;
 pub mod op;

@@ -194,6 +194,11 @@ pub trait Operator: Send + Sync + fmt::Debug {
     /// Evaluate on the CPU. Inputs have been checked against the declared types where the
     /// dims are known; ops check the symbolic ones themselves.
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError>;
+
+    /// Optional NPU layer: the catalogue kernel that runs this node on an NPU.
+    fn npu_kernel(&self) -> Option<&dyn crate::device::NpuKernel> {
+        None
+    }
 }
 
 /// An op kind: its name and how to build it from a node's attributes.

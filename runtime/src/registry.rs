@@ -2,6 +2,7 @@
 //! crates register through the same [`Registry::register`].
 
 use crate::error::{Result, RuntimeError};
+use crate::fusion::FusionPattern;
 use crate::op::OpDef;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +11,11 @@ use std::sync::Arc;
 #[derive(Default, Clone)]
 pub struct Registry {
     ops: BTreeMap<String, Arc<dyn OpDef>>,
+    /// Which library registered each op (for duplicate-name errors).
+    origins: BTreeMap<String, String>,
+    patterns: Vec<Arc<dyn FusionPattern>>,
+    /// Library currently registering (set by [`Registry::registering`]).
+    current: String,
 }
 
 impl Registry {
@@ -18,16 +24,61 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds an op kind; a name registered twice is an error naming it.
+    /// Names the library whose registrations follow (used in duplicate-name errors).
+    pub fn registering(&mut self, library: &str) -> &mut Self {
+        self.current = library.to_string();
+        self
+    }
+
+    fn origin(&self) -> String {
+        if self.current.is_empty() {
+            "an unnamed library".to_string()
+        } else {
+            format!("'{}'", self.current)
+        }
+    }
+
+    /// Adds an op kind; a name registered twice is an error naming both libraries.
     pub fn register(&mut self, def: impl OpDef + 'static) -> Result<()> {
+        self.register_arc(Arc::new(def))
+    }
+
+    /// Adds a shared op kind (as [`register`](Self::register)).
+    pub fn register_arc(&mut self, def: Arc<dyn OpDef>) -> Result<()> {
         let name = def.name().to_string();
-        if self.ops.contains_key(&name) {
+        if let Some(prev) = self.origins.get(&name) {
             return Err(RuntimeError::Registry(format!(
-                "operator '{name}' is registered twice"
+                "operator '{name}' is registered twice: first by {prev}, again by {}",
+                self.origin()
             )));
         }
-        self.ops.insert(name, Arc::new(def));
+        self.origins.insert(name.clone(), self.origin());
+        self.ops.insert(name, def);
         Ok(())
+    }
+
+    /// Adds a fusion pattern; its ops need not be registered yet, but its name must be new.
+    pub fn register_pattern(&mut self, p: impl FusionPattern + 'static) -> Result<()> {
+        if self.patterns.iter().any(|q| q.name() == p.name()) {
+            return Err(RuntimeError::Registry(format!(
+                "fusion pattern '{}' is registered twice (again by {})",
+                p.name(),
+                self.origin()
+            )));
+        }
+        if p.chain().len() < 2 {
+            return Err(RuntimeError::Registry(format!(
+                "fusion pattern '{}' must chain at least two ops",
+                p.name()
+            )));
+        }
+        self.patterns.push(Arc::new(p));
+        Ok(())
+    }
+
+    /// The fusion patterns, in registration order.
+    pub fn patterns(&self) -> &[Arc<dyn FusionPattern>] {
+        &self.patterns
     }
 
     /// The op kind of that name.

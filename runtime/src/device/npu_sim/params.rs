@@ -1,0 +1,125 @@
+//! Parameter sets of the NPU timing model. Every figure comes from `docs/npu-facts.md`
+//! (AMD AM020/AM027, the amdxdna driver, mlir-aie measurements); where the model has to
+//! choose (efficiency, transcendental rate) the choice is stated.
+
+use super::super::NpuCaps;
+
+/// One NPU generation's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpuParams {
+    /// Short name (`phoenix`, `strix`).
+    pub name: &'static str,
+    /// Columns an application partition sees.
+    pub columns: usize,
+    /// Compute tiles per column.
+    pub rows: usize,
+    /// Compute-tile data memory, bytes.
+    pub tile_data_memory: usize,
+    /// Memory tile per column, bytes.
+    pub memtile_bytes: usize,
+    /// Shim DMA channels into the array per column (MM2S).
+    pub shim_in_channels: usize,
+    /// Shim DMA channels out of the array per column (S2MM).
+    pub shim_out_channels: usize,
+    /// Bytes per cycle per DMA channel (stream width).
+    pub channel_bytes_per_cycle: f64,
+    /// Buffer descriptors per shim DMA channel.
+    pub shim_bds: usize,
+    /// Array clock, Hz.
+    pub clock_hz: f64,
+    /// Peak bf16 MACs per cycle per compute tile.
+    pub bf16_macs_per_cycle: f64,
+    /// Fraction of the MAC peak a tuned kernel's inner loop sustains (DMA stalls are
+    /// modelled separately, so this is the loop's own efficiency).
+    pub mac_efficiency: f64,
+    /// f32 vector operations per cycle per compute tile.
+    pub f32_ops_per_cycle: f64,
+    /// exp/erf evaluations per cycle per compute tile.
+    pub transcendentals_per_cycle: f64,
+    /// Ceiling of device-memory bandwidth seen by all shims together, bytes/s.
+    pub ddr_bytes_per_s: f64,
+    /// Host cost of submitting one run (xrt::run start → kernel start), seconds.
+    pub dispatch_s: f64,
+    /// Fixed cost of one buffer-object sync (cache maintenance call), seconds.
+    pub bo_sync_s: f64,
+    /// Host copy/flush bandwidth of a buffer-object sync, bytes/s.
+    pub bo_sync_bytes_per_s: f64,
+    /// Runs a hardware context keeps in flight (the host may submit ahead this far).
+    pub in_flight: usize,
+}
+
+impl NpuParams {
+    /// Phoenix (XDNA1, AIE-ML, "npu1"): 4 usable columns × 4 compute tiles.
+    pub fn phoenix() -> Self {
+        NpuParams {
+            name: "phoenix",
+            columns: 4,
+            rows: 4,
+            tile_data_memory: 64 * 1024,
+            memtile_bytes: 512 * 1024,
+            shim_in_channels: 2,
+            shim_out_channels: 2,
+            channel_bytes_per_cycle: 4.0,
+            shim_bds: 16,
+            // The highest H-clock DPM level of npu1 (the driver's performance mode); the
+            // lower levels (800, 1024, 1309 MHz) scale every compute figure by the ratio.
+            clock_hz: 1.6e9,
+            bf16_macs_per_cycle: 128.0,
+            mac_efficiency: 0.75,
+            f32_ops_per_cycle: 16.0,
+            // exp/erf are polynomial/LUT sequences on AIE-ML: a few cycles per lane group.
+            transcendentals_per_cycle: 4.0,
+            ddr_bytes_per_s: 32.0e9,
+            dispatch_s: 50e-6,
+            bo_sync_s: 8e-6,
+            bo_sync_bytes_per_s: 16.0e9,
+            in_flight: 4,
+        }
+    }
+
+    /// Strix (XDNA2, AIE2P): 8 columns, 64-bit streams; the bf16 MAC rate is unconfirmed in
+    /// the public sources and taken as twice AIE-ML's.
+    pub fn strix() -> Self {
+        NpuParams {
+            name: "strix",
+            columns: 8,
+            channel_bytes_per_cycle: 8.0,
+            clock_hz: 1.8e9,
+            bf16_macs_per_cycle: 256.0,
+            ddr_bytes_per_s: 60.0e9,
+            dispatch_s: 60e-6,
+            ..Self::phoenix()
+        }
+    }
+
+    /// The set of that name.
+    pub fn by_name(name: &str) -> Option<Self> {
+        match name {
+            "phoenix" => Some(Self::phoenix()),
+            "strix" => Some(Self::strix()),
+            _ => None,
+        }
+    }
+
+    /// What kernels' cost models see.
+    pub fn caps(&self) -> NpuCaps {
+        NpuCaps {
+            rows: self.rows,
+            bf16_macs_per_cycle: self.bf16_macs_per_cycle * self.mac_efficiency,
+            f32_ops_per_cycle: self.f32_ops_per_cycle,
+            transcendentals_per_cycle: self.transcendentals_per_cycle,
+            tile_data_memory: self.tile_data_memory,
+            memtile_bytes: self.memtile_bytes,
+        }
+    }
+
+    /// Seconds per array cycle.
+    pub fn cycle_s(&self) -> f64 {
+        1.0 / self.clock_hz
+    }
+
+    /// Peak bf16 MAC/s of `columns` columns.
+    pub fn peak_macs_per_s(&self, columns: usize) -> f64 {
+        columns as f64 * self.rows as f64 * self.bf16_macs_per_cycle * self.clock_hz
+    }
+}
