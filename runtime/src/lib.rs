@@ -68,7 +68,9 @@ pub mod ir;
 pub mod memory;
 pub mod op;
 pub mod registry;
+pub mod schedule;
 pub mod tensor;
+pub mod trace;
 pub mod weights;
 
 pub use error::{OpError, RuntimeError};
