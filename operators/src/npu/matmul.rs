@@ -46,31 +46,39 @@ pub fn matmul_work(m: usize, k: usize, n: usize, has_bias: bool, epi: Epilogue, 
     let rows = caps.rows.max(1) as u64;
     let col_n = TN * rows;
     let m_blocks = ceil_div(m, TM);
-    let steps = m_blocks * ceil_div(n, col_n);
-
-    let mut cyc = cycles((ceil_div(k, TK) * TM * TK * TN) as f64, caps.bf16_macs_per_cycle);
-    let outputs_per_tile = (TM * TN) as f64;
-    match epi {
-        Epilogue::None => {}
-        Epilogue::Gelu => cyc += cycles(outputs_per_tile, caps.transcendentals_per_cycle),
-        Epilogue::Residual => cyc += cycles(outputs_per_tile, caps.f32_ops_per_cycle),
-    }
-
     let bf16 = BF16_BYTES as u64;
     let f32b = F32_BYTES as u64;
-    let a_panel = TM * k * bf16;
-    let w_block = col_n * k * bf16 + if has_bias { col_n * f32b } else { 0 };
-    let (w_per_step, resident) = if w_block <= caps.memtile_bytes as u64 / 2 {
-        (ceil_div(w_block, m_blocks), w_block)
-    } else {
-        (w_block, 0)
-    };
+    // The column's weight block (32·rows output columns × K) stays in the memory tile while
+    // the column walks down M. When it exceeds half the memory tile, K is split into passes:
+    // between passes the partial C tile goes out and comes back to seed the accumulator, so
+    // the accumulation order (and the bits) equal a single pass over K.
+    let bias_bytes = if has_bias { col_n * f32b } else { 0 };
+    let half = caps.memtile_bytes as u64 / 2;
+    let full_block = col_n * k * bf16 + bias_bytes;
+    let passes = ceil_div(full_block, half.max(1)).clamp(1, ceil_div(k, TK).max(1));
+    let k_pass = ceil_div(ceil_div(k, passes), TK) * TK;
+    let steps = m_blocks * ceil_div(n, col_n) * passes;
+
+    let mut cyc = cycles((ceil_div(k_pass, TK) * TM * TK * TN) as f64, caps.bf16_macs_per_cycle);
+    let outputs_per_tile = (TM * TN) as f64;
+    // The epilogue runs on the last pass only; spread over the passes' steps.
+    match epi {
+        Epilogue::None => {}
+        Epilogue::Gelu => cyc += ceil_div(cycles(outputs_per_tile, caps.transcendentals_per_cycle), passes),
+        Epilogue::Residual => cyc += ceil_div(cycles(outputs_per_tile, caps.f32_ops_per_cycle), passes),
+    }
+
+    let a_panel = TM * k_pass * bf16;
+    let w_block = col_n * k_pass * bf16 + bias_bytes;
+    let resident = w_block;
+    let w_per_step = ceil_div(w_block, m_blocks);
     let c_block = TM * col_n * f32b;
-    let mut in_bytes = a_panel + w_per_step;
+    // Partial sums read back on every pass but the first.
+    let mut in_bytes = a_panel + w_per_step + c_block * (passes - 1) / passes;
     let mut fp = MatmulBiasContract::footprint();
     let mut shim_bds = 4;
     if epi == Epilogue::Residual {
-        in_bytes += c_block;
+        in_bytes += c_block / passes;
         fp.inputs += MatmulBiasContract::TILE_M * MatmulBiasContract::TILE_N * F32_BYTES;
         shim_bds += 1;
     }

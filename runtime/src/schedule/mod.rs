@@ -158,6 +158,30 @@ impl Plan {
         }
         if let Some(p) = &self.params {
             let _ = writeln!(s, "  dispatches per run: {}", self.dispatches());
+            let mut per: Vec<(usize, &str, &str, f64, f64, f64, u64)> = Vec::new();
+            for sp in &self.timeline.spans {
+                if per.last().map(|x| x.0) != Some(sp.dispatch) {
+                    per.push((sp.dispatch, &sp.node, "", f64::MAX, 0.0, 0.0, 0));
+                }
+                let e = per.last_mut().unwrap();
+                if let Lane::Column(_) = sp.lane {
+                    e.1 = &sp.node;
+                    e.2 = &sp.name;
+                    e.5 += sp.end_ns - sp.start_ns;
+                    e.6 += 1;
+                }
+                if sp.lane != Lane::Host {
+                    e.3 = e.3.min(sp.start_ns);
+                    e.4 = e.4.max(sp.end_ns);
+                }
+            }
+            let cols = self.options.columns.min(p.columns) as f64;
+            if !self.options.dispatch_per_tile {
+                for (_, node, kernel, a, b, busy, steps) in per.iter().filter(|x| x.6 > 0) {
+                    let span = b - a;
+                    let _ = writeln!(s, "    run {node:<34} {kernel:<22} {steps:>5} steps {:>9.1} µs, columns busy {:>3.0}%", span / 1e3, 100.0 * busy / (span * cols).max(1e-9));
+                }
+            }
             let _ = writeln!(s, "  projected device time per run (npu-sim, {}): {:.3} ms", p.name, self.timeline.total_ns / 1e6);
         }
         s

@@ -213,14 +213,9 @@ pub fn simulate(commands: &[Command], p: &NpuParams, q: &QueueConfig) -> Timelin
                     if mine.is_empty() {
                         continue;
                     }
+                    // Resident blocks (weights, K/V) occupy the memory tile; kernels already count
+                    // their one-time transfer in the steps' `in_bytes`, amortised.
                     let mut in_free = start;
-                    if w.resident_bytes > 0 {
-                        let d = ns_in(w.resident_bytes);
-                        for ch in 0..p.shim_in_channels {
-                            tl.spans.push(Span { lane: Lane::DmaIn(c, ch), name: format!("{} resident", dc.kernel), node: dc.node.clone(), dispatch: idx, tile: None, bytes: w.resident_bytes / p.shim_in_channels as u64, start_ns: in_free, end_ns: in_free + d });
-                        }
-                        in_free += d;
-                    }
                     let n = mine.len();
                     let mut comp_end = vec![0.0f64; n];
                     let mut out_end = vec![0.0f64; n];
