@@ -40,6 +40,8 @@ enum Command {
     Bench(BenchArgs),
     /// Show how the scheduler places, fuses, transfers, stores and tiles every graph.
     Plan(PlanArgs),
+    /// List the devices (cpu, npu-sim, npu) with their status, and why one is unavailable.
+    Devices,
     /// Work with graph files.
     #[command(subcommand)]
     Graph(GraphCommand),
@@ -47,9 +49,10 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct DeviceArgs {
-    /// Device the graphs run on: `cpu`, or `npu-sim` (the Phoenix NPU timing simulator;
-    /// its times are projections).
-    #[arg(long, default_value = "cpu")]
+    /// Device the graphs run on: `auto` (the NPU when usable, else the CPU, said on
+    /// stderr), `cpu`, `npu` (Ryzen AI through XRT), or `npu-sim` (the NPU timing
+    /// simulator; its times are projections). `amanuensis devices` lists what is usable.
+    #[arg(long, default_value = "auto")]
     device: String,
     /// Parameter set of the simulated NPU: phoenix or strix.
     #[arg(long, default_value = "phoenix")]
@@ -74,8 +77,8 @@ struct DeviceArgs {
 impl DeviceArgs {
     fn spec(&self) -> Result<DeviceSpec> {
         let params = NpuParams::by_name(&self.npu).with_context(|| format!("unknown NPU parameter set '{}' (known: phoenix, strix)", self.npu))?;
-        if !matches!(self.device.as_str(), "cpu" | "npu-sim") {
-            bail!("unknown device '{}' (available: cpu, npu-sim)", self.device);
+        if !matches!(self.device.as_str(), "auto" | "cpu" | "npu-sim" | "npu") {
+            bail!("unknown device '{}' (available: auto, cpu, npu-sim, npu; see `amanuensis devices`)", self.device);
         }
         if self.columns == Some(0) || self.columns.is_some_and(|c| c > params.columns) {
             bail!("--columns must be between 1 and {} for {}", params.columns, params.name);
@@ -88,7 +91,7 @@ impl DeviceArgs {
             dispatch_per_tile: self.dispatch_per_tile,
             ..SchedulerOptions::default()
         };
-        Ok(DeviceSpec { device: self.device.clone(), params, options })
+        Ok(DeviceSpec { device: self.device.clone(), params, options, factory: None })
     }
 }
 
@@ -249,6 +252,10 @@ fn main() -> ExitCode {
         Command::Transcribe(a) => transcribe(a),
         Command::Bench(a) => bench(a),
         Command::Plan(a) => plan(a),
+        Command::Devices => {
+            print!("{}", amanuensis_xrt::StatusTable(&amanuensis_xrt::detect()));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Graph(GraphCommand::Inspect { file }) => graph_inspect(&file),
         Command::Graph(GraphCommand::Build { size, output }) => graph_build(&size, output.as_deref()),
     };
@@ -293,25 +300,28 @@ fn init_logging(verbose: u8, trace: Option<&Path>) -> Result<Option<amanuensis::
     }
 }
 
-fn load_model(args: &ModelArgs) -> Result<WhisperModel> {
+fn load_model(args: &ModelArgs, quiet: bool) -> Result<WhisperModel> {
     let dir = model::find_model_dir(&args.model)?;
     let registry = amanuensis_operators::standard_registry();
-    let spec = args.device.spec()?;
+    let mut spec = args.device.spec()?;
+    if let Some(line) = spec.resolve_auto() {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    }
     let m = WhisperModel::load_on(&dir, args.graph.as_deref(), &registry, &spec)
         .with_context(|| format!("loading model from {}", dir.display()))?;
-    if spec.device != "cpu" {
+    if spec.device != "cpu" && !quiet {
         let (per_window, per_token) = scheduling::dispatch_counts_of(&m.plans);
-        eprintln!(
-            "device {} ({}, simulated: times are projections): {per_window} runs per 30-s window, {per_token} per decoded token",
-            spec.device, spec.params.name
-        );
+        let what = if spec.device == "npu-sim" { format!("{} timing model; times are projections", spec.params.name) } else { "Ryzen AI NPU".to_string() };
+        eprintln!("device {} ({what}): {per_window} device runs per 30-s window, {per_token} per decoded token", spec.device);
     }
     tracing::info!(model = %m.name, dir = %dir.display(), graph = %m.graph_origin, load_ms = m.load_time.as_millis() as u64, "model loaded");
     Ok(m)
 }
 
 fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
-    let mut model = load_model(&a.model)?;
+    let mut model = load_model(&a.model, a.quiet)?;
     let language = if a.language == "auto" { None } else { Some(a.language.clone()) };
     if language.is_some() && model.tokenizer.language_token(&a.language).is_none() {
         bail!(
@@ -436,7 +446,7 @@ fn ms(d: Duration) -> f64 {
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
     let t_load = Instant::now();
-    let mut model = load_model(&a.model)?;
+    let mut model = load_model(&a.model, false)?;
     let load = t_load.elapsed();
     let t_audio = Instant::now();
     let pcm = audio::load_audio(&a.file)?;
@@ -537,7 +547,10 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
 }
 
 fn plan(a: PlanArgs) -> Result<ExitCode> {
-    let spec = a.device.spec()?;
+    let mut spec = a.device.spec()?;
+    if let Some(line) = spec.resolve_auto() {
+        eprintln!("{line}");
+    }
     let name = format!("whisper-{}", a.model.trim_start_matches("whisper-"));
     let (file, origin) = model::load_graph_file(a.graph.as_deref(), &name)?;
     let registry = amanuensis_operators::standard_registry();

@@ -106,20 +106,31 @@ pub fn validate_graphs(file: &ModelFile, registry: &Registry) -> Result<Vec<Grap
         .collect()
 }
 
+/// Makes device instances (one per graph session) for a custom device.
+pub type DeviceFactory = Arc<dyn Fn() -> Result<Box<dyn Device>> + Send + Sync>;
+
 /// Which device runs the graphs, and how the scheduler treats it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeviceSpec {
-    /// `cpu` or `npu-sim`.
+    /// `cpu`, `npu-sim` or `npu` (resolve `auto` with [`DeviceSpec::resolve_auto`] first).
     pub device: String,
-    /// The simulated NPU's parameter set.
+    /// The NPU's parameter set (the simulator's timing; the cost model of fusion scores).
     pub params: NpuParams,
     /// Scheduler passes and their switches.
     pub options: SchedulerOptions,
+    /// Builds the device instead of the built-in ones (tests, embedders).
+    pub factory: Option<DeviceFactory>,
+}
+
+impl std::fmt::Debug for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceSpec").field("device", &self.device).field("params", &self.params.name).field("options", &self.options).finish()
+    }
 }
 
 impl Default for DeviceSpec {
     fn default() -> Self {
-        DeviceSpec { device: "cpu".into(), params: NpuParams::phoenix(), options: SchedulerOptions::default() }
+        DeviceSpec { device: "cpu".into(), params: NpuParams::phoenix(), options: SchedulerOptions::default(), factory: None }
     }
 }
 
@@ -131,16 +142,37 @@ impl DeviceSpec {
 
     /// A fresh device instance of this spec.
     pub fn make_device(&self) -> Result<Box<dyn Device>> {
+        if let Some(f) = &self.factory {
+            return f();
+        }
         match self.device.as_str() {
             "cpu" => Ok(Box::new(CpuDevice::default())),
             "npu-sim" => Ok(Box::new(NpuSim::new(self.params.clone()))),
-            other => bail!("unknown device '{other}' (available: cpu, npu-sim)"),
+            "npu" => Ok(Box::new(amanuensis_xrt::NpuXrtDevice::from_env().map_err(|e| anyhow!("device npu: {e}"))?)),
+            other => bail!("unknown device '{other}' (available: auto, cpu, npu-sim, npu)"),
         }
+    }
+
+    /// Turns `auto` into `npu` when a usable NPU is found, else `cpu`; returns the line to
+    /// show the user about the choice.
+    pub fn resolve_auto(&mut self) -> Option<String> {
+        if self.device != "auto" {
+            return None;
+        }
+        let st = amanuensis_xrt::detect();
+        let pick = amanuensis_xrt::auto_device(&st);
+        self.device = pick.to_string();
+        let npu = st.iter().find(|s| s.name == "npu");
+        Some(match (pick, npu) {
+            ("npu", _) => "device: npu (Ryzen AI NPU found)".to_string(),
+            (_, Some(s)) => format!("device: cpu (npu unavailable: {})", s.reasons.join("; ")),
+            _ => "device: cpu".to_string(),
+        })
     }
 
     /// Timing parameters when the device is simulated.
     pub fn sim_params(&self) -> Option<&NpuParams> {
-        (self.device == "npu-sim").then_some(&self.params)
+        (self.device != "cpu").then_some(&self.params)
     }
 }
 

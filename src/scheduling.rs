@@ -90,7 +90,7 @@ fn is_matmul(kernel: &str) -> bool {
 pub fn ablation(file: &ModelFile, registry: &Registry, params: &NpuParams, run: &MeasuredRun) -> Result<Vec<AblationRow>> {
     let mut rows = Vec::new();
     for (label, options) in SchedulerOptions::ablation_ladder() {
-        let spec = DeviceSpec { device: "npu-sim".into(), params: params.clone(), options };
+        let spec = DeviceSpec { device: "npu-sim".into(), params: params.clone(), options, factory: None };
         let plans = plan_graphs(file, registry, &spec)?;
         let enc = find(&plans, ENCODER)?;
         let cross = find(&plans, CROSS_KV)?;

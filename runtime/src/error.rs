@@ -61,6 +61,14 @@ pub enum RuntimeError {
     /// Inputs given to a run do not match the graph's declared inputs.
     #[error("graph '{graph}': {reason}")]
     Input { graph: String, reason: String },
+    /// A device failed while running a node (the session re-runs the graph on the CPU).
+    #[error("running graph '{graph}', node '{node}': device {device} failed: {reason}")]
+    DeviceFault {
+        graph: String,
+        node: String,
+        device: String,
+        reason: String,
+    },
     /// Two operator definitions claim the same name, or a lookup failed.
     #[error("operator registry: {0}")]
     Registry(String),

@@ -183,6 +183,24 @@ impl Session {
     /// as cached cross-attention tensors are not copied); returns the outputs in
     /// declaration order.
     pub fn run(&mut self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let use_device = self.device.is_some();
+        match self.run_on(inputs, use_device) {
+            // Graphs with state would apply a partial run's updates twice: those report the fault.
+            Err(RuntimeError::DeviceFault { graph, node, device, reason }) if self.graph.states.is_empty() => {
+                // Nothing of the failed run is kept: the whole run is repeated on the CPU,
+                // so the result equals a pure CPU run.
+                if !self.warned_fault {
+                    tracing::warn!("{device} failed on node '{node}' of graph '{graph}' ({reason}); re-running on the CPU");
+                    self.warned_fault = true;
+                }
+                self.stats.fallbacks += 1;
+                self.run_on(inputs, false)
+            }
+            r => r,
+        }
+    }
+
+    fn run_on(&mut self, inputs: &[&Tensor], use_device: bool) -> Result<Vec<Tensor>> {
         let t0 = Instant::now();
         let g = self.graph.clone();
         let _span = tracing::debug_span!("graph", name = g.name.as_str()).entered();
@@ -247,17 +265,14 @@ impl Session {
                 }
                 let mut ctx = EvalContext::new(&mut self.pool, &mut node_states);
                 match &mut self.device {
-                    Some((dev, plan)) if plan.on_npu(ni) => match dev.execute(node, &ins) {
+                    Some((dev, plan)) if use_device && plan.on_npu(ni) => match dev.execute(node, &ins) {
                         Ok(outs) => Ok(outs),
                         Err(DeviceError::Kernel(e)) => Err(e),
                         Err(DeviceError::Fault { device, reason }) => {
-                            // The node's inputs are still on the host: re-run it on the CPU.
-                            if !self.warned_fault {
-                                tracing::warn!("{device} failed on node '{}' of graph '{}' ({reason}); re-running affected nodes on the CPU", node.name, g.name);
-                                self.warned_fault = true;
+                            for (&s, t) in node.states.iter().zip(node_states) {
+                                self.states[s] = t;
                             }
-                            self.stats.fallbacks += 1;
-                            node.op.eval(&mut ctx, &ins)
+                            return Err(RuntimeError::DeviceFault { graph: g.name.clone(), node: node.name.clone(), device, reason });
                         }
                     },
                     _ => node.op.eval(&mut ctx, &ins),
@@ -311,8 +326,8 @@ impl Session {
             };
             outs.push(t);
         }
-        if let Some((_, plan)) = &self.device {
-            if plan.params.is_some() {
+        if let (Some((_, plan)), true) = (&self.device, use_device) {
+            if plan.device == "npu-sim" && plan.params.is_some() {
                 self.stats.simulated_ns += plan.timeline.total_ns;
                 self.stats.dispatches += plan.timeline.dispatches;
                 crate::trace::record_device_run(&g.name, &plan.timeline, t0);
