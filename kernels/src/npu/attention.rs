@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::gemm::{select_kernel, Kernel, PackedRhs, MR, NR};
 use super::{mul, round_bf16, NpuKernelError, TileFootprint, BF16_BYTES, F32_BYTES};
 
 /// Contract of `attention_flash`: `out = softmax(q·kᵀ/√hd)·v` per head without ever
@@ -102,60 +103,176 @@ fn dense_bf16(x: &[f32], rows: usize, stride: usize, width: usize) -> Vec<f32> {
     d
 }
 
-/// One head of one query row, following the contract's order exactly.
-#[allow(clippy::too_many_arguments)]
-fn attend_row(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+/// Operands shared by every query group.
+struct Operands<'a> {
+    /// Per head, kᵀ packed in key panels of NR (bf16-rounded).
+    kt: &'a [PackedRhs],
+    /// v, bf16-rounded, dense `[tk, width]`.
+    v: &'a [f32],
+    /// heads · head_dim.
     width: usize,
-    col: usize,
-    hd: usize,
-    keys: usize,
+    head_dim: usize,
     scale: f32,
+    kernel: Kernel,
+}
+
+/// `o[d] = o[d] + p_j·v[j, d]` for j increasing, d in `W`-lane chunks held in a local
+/// array so the running sums stay in registers across j (one chain per d, as in the
+/// contract). Returns the first d not handled (a multiple of W).
+#[inline(always)]
+fn pv_lanes<const W: usize>(
     o: &mut [f32],
+    d0: usize,
+    p: &[f32],
+    v: &[f32],
+    stride: usize,
+) -> usize {
+    let mut d = d0;
+    while d + W <= o.len() {
+        let mut acc = [0.0f32; W];
+        acc.copy_from_slice(&o[d..d + W]);
+        for (j, &pj) in p.iter().enumerate() {
+            let vr = &v[j * stride + d..j * stride + d + W];
+            for l in 0..W {
+                acc[l] += pj * vr[l];
+            }
+        }
+        o[d..d + W].copy_from_slice(&acc);
+        d += W;
+    }
+    d
+}
+
+/// One group of up to MR query rows for all heads, following the contract's order per row
+/// (see [`AttentionFlashContract`]). `out` holds the group's rows at `out_stride`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_group_body(
+    ops: &Operands<'_>,
+    q: &[f32],
+    q_stride: usize,
+    i0: usize,
+    rows: usize,
+    keys: &[usize; MR],
+    out: &mut [f32],
+    out_stride: usize,
 ) {
-    let mut scores = [0.0f32; AttentionFlashContract::BLOCK_K];
-    let mut m = f32::NEG_INFINITY;
-    let mut l = 0.0f32;
-    o.fill(0.0);
-    let mut j0 = 0;
-    while j0 < keys {
-        let j1 = (j0 + AttentionFlashContract::BLOCK_K).min(keys);
-        let s = &mut scores[..j1 - j0];
-        let mut block_max = f32::NEG_INFINITY;
-        for (jj, sj) in s.iter_mut().enumerate() {
-            let kr = &k[(j0 + jj) * width + col..][..hd];
-            let mut acc = 0.0f32;
-            for (&a, &b) in q.iter().zip(kr) {
-                acc += a * b;
-            }
-            *sj = acc * scale;
-            block_max = block_max.max(*sj);
-        }
-        let m_new = m.max(block_max);
-        let alpha = if j0 == 0 { 0.0 } else { libm::expf(m - m_new) };
-        l *= alpha;
-        for od in o.iter_mut() {
-            *od *= alpha;
-        }
-        for (jj, &sj) in s.iter().enumerate() {
-            let p = round_bf16(libm::expf(sj - m_new));
-            l += p;
-            let vr = &v[(j0 + jj) * width + col..][..hd];
-            for (od, &vd) in o.iter_mut().zip(vr) {
-                *od += p * vd;
+    const BK: usize = AttentionFlashContract::BLOCK_K;
+    let hd = ops.head_dim;
+    let max_keys = keys[..rows].iter().copied().max().unwrap_or(0);
+    let mut qpack = vec![0.0f32; hd * MR];
+    let mut o = vec![0.0f32; MR * hd];
+    let mut scores = [[0.0f32; BK]; MR];
+    let mut probs = [0.0f32; BK];
+    let mut tile = [[0.0f32; NR]; MR];
+    for h in 0..ops.width / hd.max(1) {
+        let col = h * hd;
+        for r in 0..rows {
+            let qr = &q[(i0 + r) * q_stride + col..][..hd];
+            for (d, &x) in qr.iter().enumerate() {
+                qpack[d * MR + r] = round_bf16(x);
             }
         }
-        m = m_new;
-        j0 = j1;
+        let mut m = [f32::NEG_INFINITY; MR];
+        let mut l = [0.0f32; MR];
+        o.fill(0.0);
+        let mut j0 = 0;
+        while j0 < max_keys {
+            let j1 = (j0 + BK).min(max_keys);
+            // Scores of the block: s = (Σ_d q_d·k_jd)·scale, d increasing from +0.
+            for p in 0..(j1 - j0).div_ceil(NR) {
+                (ops.kernel)(hd, &qpack, ops.kt[h].panel(j0 / NR + p), &mut tile);
+                for r in 0..rows {
+                    for jj in 0..NR {
+                        scores[r][p * NR + jj] = tile[r][jj] * ops.scale;
+                    }
+                }
+            }
+            for r in 0..rows {
+                if j0 >= keys[r] {
+                    continue; // block entirely past this row's causal limit
+                }
+                let s = &scores[r][..keys[r].min(j1) - j0];
+                let mut block_max = f32::NEG_INFINITY;
+                for &sj in s {
+                    block_max = block_max.max(sj);
+                }
+                let m_new = m[r].max(block_max);
+                let alpha = if j0 == 0 {
+                    0.0
+                } else {
+                    libm::expf(m[r] - m_new)
+                };
+                let orow = &mut o[r * hd..(r + 1) * hd];
+                for od in orow.iter_mut() {
+                    *od *= alpha;
+                }
+                let mut lr = l[r] * alpha;
+                let p = &mut probs[..s.len()];
+                for (pj, &sj) in p.iter_mut().zip(s) {
+                    *pj = round_bf16(libm::expf(sj - m_new));
+                    lr += *pj;
+                }
+                l[r] = lr;
+                let v = &ops.v[j0 * ops.width + col..];
+                let mut d = pv_lanes::<64>(orow, 0, p, v, ops.width);
+                d = pv_lanes::<16>(orow, d, p, v, ops.width);
+                pv_lanes::<1>(orow, d, p, v, ops.width);
+                m[r] = m_new;
+            }
+            j0 = j1;
+        }
+        for r in 0..rows {
+            let dst = &mut out[r * out_stride + col..][..hd];
+            let orow = &o[r * hd..(r + 1) * hd];
+            if keys[r] == 0 {
+                dst.fill(0.0);
+            } else {
+                for (x, &od) in dst.iter_mut().zip(orow) {
+                    *x = od / l[r];
+                }
+            }
+        }
     }
-    if keys == 0 {
-        return;
+}
+
+/// [`attend_group_body`] compiled for AVX2 (wider vectors, same operations).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_group_avx2(
+    ops: &Operands<'_>,
+    q: &[f32],
+    q_stride: usize,
+    i0: usize,
+    rows: usize,
+    keys: &[usize; MR],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    attend_group_body(ops, q, q_stride, i0, rows, keys, out, out_stride)
+}
+
+/// Runs [`attend_group_body`] with the widest vectors this CPU has.
+#[allow(clippy::too_many_arguments)]
+fn attend_group(
+    ops: &Operands<'_>,
+    q: &[f32],
+    q_stride: usize,
+    i0: usize,
+    rows: usize,
+    keys: &[usize; MR],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was just detected.
+            return unsafe { attend_group_avx2(ops, q, q_stride, i0, rows, keys, out, out_stride) };
+        }
     }
-    for od in o.iter_mut() {
-        *od /= l;
-    }
+    attend_group_body(ops, q, q_stride, i0, rows, keys, out, out_stride)
 }
 
 /// Multi-head flash attention per [`AttentionFlashContract`]; arguments as
@@ -185,36 +302,47 @@ pub fn attention_flash(
     if tq == 0 || width == 0 {
         return Ok(());
     }
-    let qd = dense_bf16(q, tq, q_row_stride, width);
-    let kd = dense_bf16(k, tk, k_row_stride, width);
+    let kt: Vec<PackedRhs> = (0..heads)
+        .map(|h| {
+            PackedRhs::pack(tk, head_dim, |j, d| {
+                round_bf16(k[j * k_row_stride + h * head_dim + d])
+            })
+        })
+        .collect();
     let vd = dense_bf16(v, tk, v_row_stride, width);
-    let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
-    let mut dense = vec![0.0f32; tq * width];
-    dense
-        .par_chunks_mut(width)
+    let ops = Operands {
+        kt: &kt,
+        v: &vd,
+        width,
+        head_dim,
+        scale: (1.0 / (head_dim as f64).sqrt()) as f32,
+        kernel: select_kernel(),
+    };
+    // Groups of MR query rows run in parallel; each row's numerics are independent.
+    let need = (tq - 1) * out_row_stride + width;
+    out[..need]
+        .par_chunks_mut(MR * out_row_stride)
         .enumerate()
-        .for_each(|(i, orow)| {
-            let keys = match causal_offset {
-                Some(p) => tk.min(p.saturating_add(i).saturating_add(1)),
-                None => tk,
-            };
-            for h in 0..heads {
-                let col = h * head_dim;
-                attend_row(
-                    &qd[i * width + col..][..head_dim],
-                    &kd,
-                    &vd,
-                    width,
-                    col,
-                    head_dim,
-                    keys,
-                    scale,
-                    &mut orow[col..col + head_dim],
-                );
+        .for_each(|(g, chunk)| {
+            let i0 = g * MR;
+            let rows = MR.min(tq - i0);
+            let mut keys = [0usize; MR];
+            for (r, kr) in keys.iter_mut().enumerate().take(rows) {
+                *kr = match causal_offset {
+                    Some(p) => tk.min(p.saturating_add(i0 + r).saturating_add(1)),
+                    None => tk,
+                };
             }
+            attend_group(
+                &ops,
+                q,
+                q_row_stride,
+                i0,
+                rows,
+                &keys,
+                chunk,
+                out_row_stride,
+            );
         });
-    for (i, row) in dense.chunks_exact(width).enumerate() {
-        out[i * out_row_stride..i * out_row_stride + width].copy_from_slice(row);
-    }
     Ok(())
 }

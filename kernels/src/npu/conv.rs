@@ -1,7 +1,9 @@
 //! `conv1d`: im2col of the bf16 input followed by the `matmul_bias` tile.
 
-use super::matmul::gemm_nt;
-use super::{check_len, mul, round_bf16_slice, MatmulBiasContract, NpuKernelError, TileFootprint};
+use super::gemm::{gemm, PackedRhs};
+use super::{
+    check_len, gelu_exact, mul, round_bf16, MatmulBiasContract, NpuKernelError, TileFootprint,
+};
 
 /// Contract of `conv1d`: x `[c_in, t_in]`, w `[c_out, c_in, kernel]` (PyTorch `Conv1d`
 /// layout), bias `[c_out]`, out `[c_out, t_out]`, zero padding, all row-major f32 slices.
@@ -23,6 +25,23 @@ impl Conv1dContract {
     }
 }
 
+/// Contract of `conv1d_gelu`: [`Conv1dContract`] followed by the exact-erf GELU.
+///
+/// The accumulator and `c = acc + bias` are exactly those of [`Conv1dContract`]; the
+/// epilogue then applies [`super::gelu_exact`] to c (f64 evaluation of
+/// `0.5·c·(1 + erf(c/√2))` with `libm::erf`, one rounding to f32), the same rule as
+/// [`super::MatmulBiasGeluContract`]. The GELU runs in place on the output tile, so the
+/// footprint is the matmul's: 41 216 B of 64 KB.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv1dGeluContract;
+
+impl Conv1dGeluContract {
+    /// Double-buffered footprint of one compute tile (that of the matmul).
+    pub const fn footprint() -> TileFootprint {
+        MatmulBiasContract::footprint()
+    }
+}
+
 /// 1-D convolution per [`Conv1dContract`]; t_out comes from `cpu::conv1d_out_len`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv1d(
@@ -37,51 +56,111 @@ pub fn conv1d(
     padding: usize,
     out: &mut [f32],
 ) -> Result<(), NpuKernelError> {
-    const K: &str = "conv1d";
+    conv1d_with(
+        "conv1d", x, c_in, t_in, w, c_out, kernel, bias, stride, padding, out, false,
+    )
+}
+
+/// `gelu(conv1d(...))`, per [`Conv1dGeluContract`]; arguments as [`conv1d`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv1d_gelu(
+    x: &[f32],
+    c_in: usize,
+    t_in: usize,
+    w: &[f32],
+    c_out: usize,
+    kernel: usize,
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: usize,
+    out: &mut [f32],
+) -> Result<(), NpuKernelError> {
+    conv1d_with(
+        "conv1d_gelu",
+        x,
+        c_in,
+        t_in,
+        w,
+        c_out,
+        kernel,
+        bias,
+        stride,
+        padding,
+        out,
+        true,
+    )
+}
+
+/// The convolution of [`Conv1dContract`], with the GELU epilogue when `apply_gelu`.
+#[allow(clippy::too_many_arguments)]
+fn conv1d_with(
+    name: &'static str,
+    x: &[f32],
+    c_in: usize,
+    t_in: usize,
+    w: &[f32],
+    c_out: usize,
+    kernel: usize,
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: usize,
+    out: &mut [f32],
+    apply_gelu: bool,
+) -> Result<(), NpuKernelError> {
     if stride == 0 || kernel == 0 {
         return Err(NpuKernelError::Argument {
-            kernel: K,
+            kernel: name,
             what: "stride and kernel must be positive",
         });
     }
     let t_out = crate::cpu::conv1d_out_len(t_in, kernel, stride, padding);
-    let depth = mul(K, "c_in x kernel", c_in, kernel)?;
-    check_len(K, "x", x.len(), mul(K, "x [c_in, t_in]", c_in, t_in)?)?;
+    let depth = mul(name, "c_in x kernel", c_in, kernel)?;
+    check_len(name, "x", x.len(), mul(name, "x [c_in, t_in]", c_in, t_in)?)?;
     check_len(
-        K,
+        name,
         "w",
         w.len(),
-        mul(K, "w [c_out, c_in, kernel]", c_out, depth)?,
+        mul(name, "w [c_out, c_in, kernel]", c_out, depth)?,
     )?;
     if let Some(b) = bias {
-        check_len(K, "bias", b.len(), c_out)?;
+        check_len(name, "bias", b.len(), c_out)?;
     }
     check_len(
-        K,
+        name,
         "out",
         out.len(),
-        mul(K, "out [c_out, t_out]", c_out, t_out)?,
+        mul(name, "out [c_out, t_out]", c_out, t_out)?,
     )?;
     if t_out == 0 || c_out == 0 {
         return Ok(());
     }
-    let xb = round_bf16_slice(x);
-    let wb = round_bf16_slice(w);
-    let mut cols = vec![0.0f32; mul(K, "im2col [t_out, c_in x kernel]", t_out, depth)?];
-    for (t, row) in cols.chunks_exact_mut(depth.max(1)).enumerate().take(t_out) {
-        for ci in 0..c_in {
-            for tap in 0..kernel {
-                // Position in the unpadded input; outside [0, t_in) stays zero.
-                let p = t * stride + tap;
-                if p >= padding && p - padding < t_in {
-                    row[ci * kernel + tap] = xb[ci * t_in + p - padding];
-                }
-            }
+    // The im2col matrix is packed straight from x: cols[t, ci·kernel + tap].
+    let cols = PackedRhs::pack(t_out, depth, |t, r| {
+        let (ci, tap) = (r / kernel, r % kernel);
+        // Position in the unpadded input; outside [0, t_in) stays zero.
+        let p = t * stride + tap;
+        if p >= padding && p - padding < t_in {
+            round_bf16(x[ci * t_in + p - padding])
+        } else {
+            0.0
         }
-    }
-    gemm_nt(&wb, depth, &cols, t_out, out, |co, _, acc| match bias {
-        Some(b) => acc + b[co],
-        None => acc,
     });
+    gemm(
+        c_out,
+        |co, r| round_bf16(w[co * depth + r]),
+        &cols,
+        out,
+        |co, _, acc| {
+            let c = match bias {
+                Some(b) => acc + b[co],
+                None => acc,
+            };
+            if apply_gelu {
+                gelu_exact(c)
+            } else {
+                c
+            }
+        },
+    );
     Ok(())
 }

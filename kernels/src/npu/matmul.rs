@@ -1,10 +1,7 @@
 //! `matmul_bias` and `matmul_bias_gelu`: C = bf16(A) · bf16(W)ᵀ + bias with f32 accumulation.
 
-use rayon::prelude::*;
-
-use super::{
-    check_len, mul, round_bf16_slice, NpuKernelError, TileFootprint, BF16_BYTES, F32_BYTES,
-};
+use super::gemm::{gemm, PackedRhs};
+use super::{check_len, mul, round_bf16, NpuKernelError, TileFootprint, BF16_BYTES, F32_BYTES};
 
 /// Contract of `matmul_bias`: the whole_array GEMM tile on one compute tile.
 ///
@@ -63,6 +60,31 @@ impl MatmulBiasGeluContract {
     }
 }
 
+/// Contract of `matmul_bias_residual`: [`MatmulBiasContract`] with the transformer's
+/// residual add folded into the epilogue.
+///
+/// - Shapes: as the matmul, plus residual R `[M, N]` f32 (not rounded to bf16).
+/// - Numerics: the accumulator is built exactly as in [`MatmulBiasContract`]; then
+///   `C = (acc + bias) + R` with two separate f32 additions in that order (`C = acc + R`
+///   without a bias). The result equals `residual_add(matmul_bias(...), R)` bit for bit.
+/// - Tile: m×k×n = 64×64×32 as the matmul; the residual tile (64×32 f32, 8 KB) streams in
+///   alongside A and W and is added in place on the C tile.
+/// - Memory: the matmul's buffers plus the double-buffered residual tile:
+///   2·(8 192 + 4 096 + 128 + 8 192 + 8 192) = 57 600 B of 64 KB.
+#[derive(Debug, Clone, Copy)]
+pub struct MatmulBiasResidualContract;
+
+impl MatmulBiasResidualContract {
+    /// Double-buffered footprint of one compute tile (matmul plus residual tile).
+    pub const fn footprint() -> TileFootprint {
+        let mm = MatmulBiasContract::footprint();
+        TileFootprint {
+            inputs: mm.inputs + MatmulBiasContract::TILE_M * MatmulBiasContract::TILE_N * F32_BYTES,
+            ..mm
+        }
+    }
+}
+
 /// Exact-erf GELU of one f32: f64 evaluation, one rounding to f32.
 #[inline]
 pub fn gelu_exact(x: f32) -> f32 {
@@ -70,9 +92,9 @@ pub fn gelu_exact(x: f32) -> f32 {
     (0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
 }
 
-/// Validates shapes and returns the bf16-rounded operands.
+/// Validates the shapes of A, W, bias and C.
 #[allow(clippy::too_many_arguments)]
-fn prepare(
+fn check_shapes(
     kernel: &'static str,
     a: &[f32],
     m: usize,
@@ -81,52 +103,30 @@ fn prepare(
     n: usize,
     bias: Option<&[f32]>,
     out: &[f32],
-) -> Result<(Vec<f32>, Vec<f32>), NpuKernelError> {
+) -> Result<(), NpuKernelError> {
     check_len(kernel, "a", a.len(), mul(kernel, "a [m, k]", m, k)?)?;
     check_len(kernel, "w", w.len(), mul(kernel, "w [n, k]", n, k)?)?;
     if let Some(b) = bias {
         check_len(kernel, "bias", b.len(), n)?;
     }
-    check_len(kernel, "out", out.len(), mul(kernel, "out [m, n]", m, n)?)?;
-    Ok((round_bf16_slice(a), round_bf16_slice(w)))
+    check_len(kernel, "out", out.len(), mul(kernel, "out [m, n]", m, n)?)
 }
 
-/// f32 accumulator of one output in the contract's order (k increasing, tile by tile).
-#[inline]
-pub(crate) fn dot_acc(a: &[f32], w: &[f32]) -> f32 {
-    let mut acc = 0.0f32;
-    // Tiles of TILE_K in increasing k, k increasing inside a tile: one sequential chain.
-    for (at, wt) in a
-        .chunks(MatmulBiasContract::TILE_K)
-        .zip(w.chunks(MatmulBiasContract::TILE_K))
-    {
-        for (&x, &y) in at.iter().zip(wt) {
-            acc += x * y;
-        }
-    }
-    acc
-}
-
-/// Accumulators `out[i, j] = Σ_k a[i, k]·w[j, k]` (operands already rounded), then
-/// `post(i, j, acc)`. Rows run in parallel; each output is independent, so the bits do
-/// not depend on the thread count.
-pub(crate) fn gemm_nt(
+/// Accumulators of `bf16(a[m, k]) · bf16(w[n, k])ᵀ` in the contract's order (one chain per
+/// output, k increasing; k-tiles of 64 in order are the same chain), then
+/// `out[i, j] = post(i, j, acc)`. Shapes must have been checked.
+#[allow(clippy::too_many_arguments)]
+fn matmul_nt(
     a: &[f32],
+    m: usize,
     k: usize,
     w: &[f32],
     n: usize,
     out: &mut [f32],
     post: impl Fn(usize, usize, f32) -> f32 + Sync,
 ) {
-    if n == 0 {
-        return;
-    }
-    out.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        let ar = &a[i * k..(i + 1) * k];
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = post(i, j, dot_acc(ar, &w[j * k..(j + 1) * k]));
-        }
-    });
+    let wp = PackedRhs::pack(n, k, |j, kk| round_bf16(w[j * k + kk]));
+    gemm(m, |i, kk| round_bf16(a[i * k + kk]), &wp, out, post);
 }
 
 /// `out[M, N] = bf16(a[M, K]) · bf16(w[N, K])ᵀ + bias[N]`, f32 out, per
@@ -140,8 +140,8 @@ pub fn matmul_bias(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<(), NpuKernelError> {
-    let (ab, wb) = prepare("matmul_bias", a, m, k, w, n, bias, out)?;
-    gemm_nt(&ab, k, &wb, n, out, |_, j, acc| match bias {
+    check_shapes("matmul_bias", a, m, k, w, n, bias, out)?;
+    matmul_nt(a, m, k, w, n, out, |_, j, acc| match bias {
         Some(b) => acc + b[j],
         None => acc,
     });
@@ -158,12 +158,37 @@ pub fn matmul_bias_gelu(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<(), NpuKernelError> {
-    let (ab, wb) = prepare("matmul_bias_gelu", a, m, k, w, n, bias, out)?;
-    gemm_nt(&ab, k, &wb, n, out, |_, j, acc| {
+    check_shapes("matmul_bias_gelu", a, m, k, w, n, bias, out)?;
+    matmul_nt(a, m, k, w, n, out, |_, j, acc| {
         gelu_exact(match bias {
             Some(b) => acc + b[j],
             None => acc,
         })
+    });
+    Ok(())
+}
+
+/// `out = (matmul_bias(...)) + residual[M, N]`, per [`MatmulBiasResidualContract`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bias_residual(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    residual: &[f32],
+    out: &mut [f32],
+) -> Result<(), NpuKernelError> {
+    const K: &str = "matmul_bias_residual";
+    check_shapes(K, a, m, k, w, n, bias, out)?;
+    check_len(K, "residual", residual.len(), out.len())?;
+    matmul_nt(a, m, k, w, n, out, |i, j, acc| {
+        let c = match bias {
+            Some(b) => acc + b[j],
+            None => acc,
+        };
+        c + residual[i * n + j]
     });
     Ok(())
 }

@@ -9,15 +9,17 @@
 
 mod attention;
 mod conv;
+mod gemm;
 mod matmul;
 mod norm;
 
 use std::fmt;
 
 pub use attention::{attention_flash, AttentionFlashContract};
-pub use conv::{conv1d, Conv1dContract};
+pub use conv::{conv1d, conv1d_gelu, Conv1dContract, Conv1dGeluContract};
 pub use matmul::{
-    gelu_exact, matmul_bias, matmul_bias_gelu, MatmulBiasContract, MatmulBiasGeluContract,
+    gelu_exact, matmul_bias, matmul_bias_gelu, matmul_bias_residual, MatmulBiasContract,
+    MatmulBiasGeluContract, MatmulBiasResidualContract,
 };
 pub use norm::{layer_norm, residual_add, LayerNormContract, ResidualAddContract};
 
