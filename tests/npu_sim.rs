@@ -146,10 +146,21 @@ fn npu_sim_encoder_output_is_within_the_bf16_bound_of_the_cpu() {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let den: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
     let rel = (num / den).sqrt();
-    println!("encoder npu-sim vs cpu: max abs {max:.4}, relative L2 {rel:.2e}");
-    // bf16 operands (8-bit mantissa) through six blocks: relative L2 within 2 %, no outliers.
+    let peak = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let d = 512;
+    let speech = 11 * 50 * d;
+    let max_speech = a[..speech].iter().zip(&b[..speech]).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let argmax = a.iter().zip(b).enumerate().max_by(|x, y| (x.1 .0 - x.1 .1).abs().total_cmp(&(y.1 .0 - y.1 .1).abs())).unwrap();
+    println!("speech frames max abs {max_speech}; worst at frame {} dim {}: cpu {} npu {}", argmax.0 / d, argmax.0 % d, argmax.1 .0, argmax.1 .1);
+    println!("encoder npu-sim vs cpu: max abs {max:.4} (largest |value| {peak:.2}), relative L2 {rel:.2e}");
+    // bf16 operands (8-bit mantissa, relative rounding 2^-9) through two convolutions and
+    // six blocks: relative L2 within 2 %; over the 11 s of speech no element is off by more
+    // than 5 % of the output's range. The zero-padded tail amplifies rounding at a few
+    // positions (frame 1485 is also where the CPU differs most from the reference fixture),
+    // so there the bound is 20 %.
     assert!(rel < 0.02, "relative L2 {rel}");
-    assert!(max < 1.0, "max abs {max}");
+    assert!(max_speech < 0.05 * peak, "speech frames: max abs {max_speech} vs range {peak}");
+    assert!(max < 0.2 * peak, "max abs {max} vs range {peak}");
 }
 
 #[test]
