@@ -60,6 +60,7 @@
 //! ```
 
 pub mod device;
+pub mod dot;
 pub mod error;
 pub mod executor;
 pub mod format;
