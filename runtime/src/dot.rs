@@ -72,6 +72,7 @@ pub fn to_dot(graph: &Graph, ann: &DotAnnotations) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "digraph {} {{", quote(&graph.name));
     let _ = writeln!(s, "  rankdir=TB;");
+    let _ = writeln!(s, "  graph [fontname=\"Helvetica\", fontsize=10];");
     let _ = writeln!(s, "  node [fontname=\"Helvetica\", fontsize=10];");
     let _ = writeln!(s, "  edge [fontname=\"Helvetica\", fontsize=9];");
 

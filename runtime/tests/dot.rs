@@ -47,6 +47,7 @@ fn bare_graph_renders_in_execution_order_with_typed_edges() {
     let dot = to_dot(&graph(), &DotAnnotations::default());
     let want = r##"digraph "g" {
   rankdir=TB;
+  graph [fontname="Helvetica", fontsize=10];
   node [fontname="Helvetica", fontsize=10];
   edge [fontname="Helvetica", fontsize=9];
   "input:x" [label="x\nf32[n, 4]", shape=ellipse, style=filled, fillcolor="#eeeeee"];
