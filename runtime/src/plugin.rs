@@ -592,6 +592,8 @@ fn nul_terminated(s: &str) -> Vec<u8> {
 /// descriptor against this build, and only then calls its registration entry. The
 /// library stays loaded for the rest of the process. On any error the registry is
 /// unchanged.
+// The error is large, but this runs once per plugin at start-up.
+#[allow(clippy::result_large_err)]
 pub fn load_plugin(path: &Path, registry: &mut Registry) -> std::result::Result<PluginInfo, PluginError> {
     let path_buf = path.to_path_buf();
     // SAFETY: opening a library runs its initialisers; that is the inherent risk of
