@@ -144,23 +144,33 @@ impl NpuKernel for LinearSwishNpu {
             MatmulBiasContract::TILE_N as u64,
         );
         let rows = caps.rows.max(1) as u64;
-        // One compute tile makes one tm × tn output tile, visiting every k-tile (edge
-        // tiles are padded to the full size, as the hardware does).
-        let k_tiles = k.div_ceil(tk);
-        let out_tiles = m.div_ceil(tm) * n.div_ceil(tn);
-        let tile_in = k_tiles * (tm * tk + tn * tk) * 2 + tn * 4;
-        let tile_out = tm * tn * 4;
-        let epilogue = (tm * tn) as f64 * SWISH_VECTOR_OPS as f64 / caps.f32_ops_per_cycle
-            + (tm * tn) as f64 / caps.transcendentals_per_cycle;
-        let cycles = (tm * tn * k_tiles * tk) as f64 / caps.bf16_macs_per_cycle + epilogue;
+        // The catalogue's GEMM tiling: a column step makes a tm × (tn·rows) output block;
+        // the A panel (tm × k) is broadcast to the column's tiles, each tile takes its own
+        // tn rows of W and walks all of k. Edge blocks are padded, as the hardware does.
+        let col_n = tn * rows;
+        let m_blocks = m.div_ceil(tm);
+        let a_panel = tm * k * 2;
+        let w_block = col_n * k * 2 + if inputs.len() == 3 { col_n * 4 } else { 0 };
+        // A W block that fits half the memory tile stays there while the column walks the
+        // row blocks; otherwise it is streamed again every step.
+        let (w_per_step, resident) = if w_block <= caps.memtile_bytes as u64 / 2 {
+            (w_block.div_ceil(m_blocks.max(1)), w_block)
+        } else {
+            (w_block, 0)
+        };
+        // The swish epilogue runs on each output tile while it is still in the compute tile.
+        let outputs = (tm * tn) as f64;
+        let cycles = ((k.div_ceil(tk) * tm * tk * tn) as f64 / caps.bf16_macs_per_cycle).ceil()
+            + (outputs * SWISH_VECTOR_OPS as f64 / caps.f32_ops_per_cycle).ceil()
+            + (outputs / caps.transcendentals_per_cycle).ceil();
         let fp = MatmulBiasContract::footprint();
         KernelWork {
-            steps: out_tiles.div_ceil(rows),
-            step: TileWork { in_bytes: rows * tile_in, out_bytes: rows * tile_out, cycles: cycles.ceil() as u64 },
-            resident_bytes: 0,
+            steps: m_blocks * n.div_ceil(col_n),
+            step: TileWork { in_bytes: a_panel + w_per_step, out_bytes: tm * col_n * 4, cycles: cycles as u64 },
+            resident_bytes: resident,
             footprint_double: fp.total(),
             footprint_single: fp.inputs + fp.outputs + fp.scratch,
-            shim_bds: if inputs.len() == 3 { 4 } else { 3 },
+            shim_bds: 4,
             macs: m * n * k,
         }
     }

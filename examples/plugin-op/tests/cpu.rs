@@ -166,17 +166,24 @@ fn cost_models_follow_the_tiles() {
     assert_eq!(s.step.cycles, (1024.0 * 3.0 / 16.0 + 1024.0 / 4.0) as u64);
     assert!(s.footprint_double <= caps.tile_data_memory);
 
-    // linear_swish x[40, 64] · w[96, 64]ᵀ: one k-tile, ceil(40/64)·ceil(96/32) = 3 output tiles.
+    // linear_swish x[40, 64] · w[96, 64]ᵀ + b: the column makes 64 × (32·4) output blocks,
+    // so one row block × one column block = one step.
     let l = LinearSwishNpu.work(&[f32_type(&[40, 64]), f32_type(&[96, 64]), f32_type(&[96])], &caps);
     assert_eq!(l.macs, 40 * 96 * 64);
     assert_eq!(l.steps, 1);
-    assert_eq!(l.step.out_bytes, 4 * 64 * 32 * 4);
+    assert_eq!(l.step.out_bytes, 64 * 128 * 4);
+    // A panel 64·64 bf16 plus the whole W block (128 rows × 64 bf16 + 128 f32 bias), resident.
+    assert_eq!(l.step.in_bytes, 64 * 64 * 2 + 128 * 64 * 2 + 128 * 4);
+    assert_eq!(l.resident_bytes, 128 * 64 * 2 + 128 * 4);
     assert_eq!(l.shim_bds, 4);
     assert!(l.footprint_double <= caps.tile_data_memory, "{} bytes", l.footprint_double);
-    // Doubling k doubles the MAC cycles but not the swish epilogue.
-    let l2 = LinearSwishNpu.work(&[f32_type(&[40, 128]), f32_type(&[96, 128]), f32_type(&[96])], &caps);
-    let mac_cycles = (64.0 * 32.0 * 64.0 / caps.bf16_macs_per_cycle) as u64;
-    assert!(l2.step.cycles.abs_diff(l.step.cycles + mac_cycles) <= 1, "{} vs {}", l2.step.cycles, l.step.cycles);
+    let mac_cycles = |k_blocks: f64| (k_blocks * 64.0 * 64.0 * 32.0 / caps.bf16_macs_per_cycle).ceil() as u64;
+    let epilogue = (64.0 * 32.0 * 3.0 / caps.f32_ops_per_cycle) as u64 + (64.0 * 32.0 / caps.transcendentals_per_cycle) as u64;
+    assert_eq!(l.step.cycles, mac_cycles(1.0) + epilogue);
+    // Doubling k doubles the MAC cycles but not the swish epilogue; 200 rows make 4 row blocks.
+    let l2 = LinearSwishNpu.work(&[f32_type(&[200, 128]), f32_type(&[96, 128]), f32_type(&[96])], &caps);
+    assert_eq!(l2.step.cycles, mac_cycles(2.0) + epilogue);
+    assert_eq!(l2.steps, 4);
 }
 
 #[test]
