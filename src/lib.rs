@@ -12,12 +12,14 @@ pub mod audio;
 pub mod decoding;
 pub mod model;
 pub mod output;
+pub mod scheduling;
 pub mod tokenizer;
+pub mod tracefile;
 pub mod transcribe;
 pub mod transcriber;
 pub mod wer;
 pub mod whisper;
 
-pub use model::WhisperModel;
+pub use model::{DeviceSpec, WhisperModel};
 pub use transcribe::{Task, TranscribeOptions, Transcript};
 pub use transcriber::Transcriber;

@@ -3,7 +3,10 @@
 use amanuensis::audio;
 use amanuensis::decoding::{BeamOptions, FallbackOptions};
 use amanuensis::output::{self, OutputFormat};
-use amanuensis::model::{self, WhisperModel};
+use amanuensis::model::{self, DeviceSpec, WhisperModel};
+use amanuensis::scheduling;
+use amanuensis_runtime::device::npu_sim::NpuParams;
+use amanuensis_runtime::schedule::SchedulerOptions;
 use amanuensis::transcribe::{Progress, Task, TranscribeOptions, Transcript};
 use amanuensis::whisper::graph::CHUNK_SECONDS;
 use amanuensis::whisper::config::WhisperDims;
@@ -35,9 +38,70 @@ enum Command {
     Transcribe(TranscribeArgs),
     /// Measure a transcription: encoder, decoder, realtime factor, memory, overhead.
     Bench(BenchArgs),
+    /// Show how the scheduler places, fuses, transfers, stores and tiles every graph.
+    Plan(PlanArgs),
     /// Work with graph files.
     #[command(subcommand)]
     Graph(GraphCommand),
+}
+
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// Device the graphs run on: `cpu`, or `npu-sim` (the Phoenix NPU timing simulator;
+    /// its times are projections).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Parameter set of the simulated NPU: phoenix or strix.
+    #[arg(long, default_value = "phoenix")]
+    npu: String,
+    /// Scheduler: do not fuse neighbouring ops.
+    #[arg(long)]
+    no_fusion: bool,
+    /// Scheduler: keep the host round trip of every device node (no resident intermediates).
+    #[arg(long)]
+    no_residency: bool,
+    /// Scheduler: NPU columns to use (default: all).
+    #[arg(long)]
+    columns: Option<usize>,
+    /// Scheduler: single buffers, so DMA and compute do not overlap.
+    #[arg(long)]
+    no_double_buffer: bool,
+    /// Scheduler: one device run per tile with a host round trip each (the seed design).
+    #[arg(long)]
+    dispatch_per_tile: bool,
+}
+
+impl DeviceArgs {
+    fn spec(&self) -> Result<DeviceSpec> {
+        let params = NpuParams::by_name(&self.npu).with_context(|| format!("unknown NPU parameter set '{}' (known: phoenix, strix)", self.npu))?;
+        if !matches!(self.device.as_str(), "cpu" | "npu-sim") {
+            bail!("unknown device '{}' (available: cpu, npu-sim)", self.device);
+        }
+        if self.columns == Some(0) || self.columns.is_some_and(|c| c > params.columns) {
+            bail!("--columns must be between 1 and {} for {}", params.columns, params.name);
+        }
+        let options = SchedulerOptions {
+            fusion: !self.no_fusion,
+            residency: !self.no_residency,
+            columns: self.columns.unwrap_or(params.columns),
+            double_buffer: !self.no_double_buffer,
+            dispatch_per_tile: self.dispatch_per_tile,
+            ..SchedulerOptions::default()
+        };
+        Ok(DeviceSpec { device: self.device.clone(), params, options })
+    }
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Model name, for the graph file (default: the built-in whisper-base graph).
+    #[arg(long, short, default_value = "base")]
+    model: String,
+    /// Graph file (default: graphs/<model>.graph if present, else the built-in one).
+    #[arg(long)]
+    graph: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -48,6 +112,8 @@ struct ModelArgs {
     /// Graph file (default: graphs/<model>.graph if present, else the built-in one).
     #[arg(long)]
     graph: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(Args)]
@@ -109,6 +175,10 @@ struct TranscribeArgs {
     /// Transcribe, or translate into English.
     #[arg(long, value_enum, default_value_t = TaskArg::Transcribe)]
     task: TaskArg,
+    /// Write a Chrome trace (Perfetto, chrome://tracing) of the run: host spans and, on
+    /// npu-sim, the simulated device lanes.
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -129,6 +199,13 @@ struct BenchArgs {
     /// Beam width (1 = greedy).
     #[arg(long, default_value_t = 1)]
     beam_size: usize,
+    /// Write a Chrome trace of the timed runs.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Print the scheduler ablation table: projected encoder time and realtime factor
+    /// from the seed design to the full schedule (npu-sim), with decoding measured here.
+    #[arg(long)]
+    ablation: bool,
 }
 
 #[derive(Subcommand)]
@@ -150,7 +227,18 @@ enum GraphCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let trace_path = match &cli.command {
+        Command::Transcribe(a) => a.trace.clone(),
+        Command::Bench(a) => a.trace.clone(),
+        _ => None,
+    };
+    let trace = match init_logging(cli.verbose, trace_path.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     audio::install_panic_filter();
     if let Some(n) = cli.threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -160,9 +248,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Transcribe(a) => transcribe(a),
         Command::Bench(a) => bench(a),
+        Command::Plan(a) => plan(a),
         Command::Graph(GraphCommand::Inspect { file }) => graph_inspect(&file),
         Command::Graph(GraphCommand::Build { size, output }) => graph_build(&size, output.as_deref()),
     };
+    if let Some(t) = trace {
+        match t.finish() {
+            Ok(p) => eprintln!("wrote trace {}", p.display()),
+            Err(e) => eprintln!("error: writing the trace: {e:#}"),
+        }
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -172,7 +267,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, trace: Option<&Path>) -> Result<Option<amanuensis::tracefile::TraceFile>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -181,14 +279,33 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AMANUENSIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    match trace {
+        None => {
+            let _ = tracing_subscriber::registry().with(fmt).try_init();
+            Ok(None)
+        }
+        Some(path) => {
+            let (layer, file) = amanuensis::tracefile::TraceFile::start(path)?;
+            let _ = tracing_subscriber::registry().with(fmt).with(layer).try_init();
+            Ok(Some(file))
+        }
+    }
 }
 
 fn load_model(args: &ModelArgs) -> Result<WhisperModel> {
     let dir = model::find_model_dir(&args.model)?;
     let registry = amanuensis_operators::standard_registry();
-    let m = WhisperModel::load(&dir, args.graph.as_deref(), &registry)
+    let spec = args.device.spec()?;
+    let m = WhisperModel::load_on(&dir, args.graph.as_deref(), &registry, &spec)
         .with_context(|| format!("loading model from {}", dir.display()))?;
+    if spec.device != "cpu" {
+        let (per_window, per_token) = scheduling::dispatch_counts_of(&m.plans);
+        eprintln!(
+            "device {} ({}, simulated: times are projections): {per_window} runs per 30-s window, {per_token} per decoded token",
+            spec.device, spec.params.name
+        );
+    }
     tracing::info!(model = %m.name, dir = %dir.display(), graph = %m.graph_origin, load_ms = m.load_time.as_millis() as u64, "model loaded");
     Ok(m)
 }
@@ -391,6 +508,41 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     for (op, (n, t)) in ops {
         println!("  {op:<20} {:8.1} ms  ({} calls)", ms(*t / runs as u32), n / runs);
     }
+    if model.device.device == "npu-sim" {
+        let p = &model.device.params;
+        println!("npu-sim projection ({}; not a measurement):", p.name);
+        println!("  encoder per window:   {:8.2} ms projected ({} device runs)", enc_stats.simulated_ns / 1e6 / windows as f64, enc_stats.dispatches / windows as usize);
+        println!("  cross K/V per window: {:8.2} ms projected", cross.simulated_ns / 1e6 / windows as f64);
+        if stats.fallbacks > 0 {
+            println!("  device faults re-run on the CPU: {}", stats.fallbacks);
+        }
+    }
+    if a.ablation {
+        let run = scheduling::MeasuredRun {
+            audio_s: duration,
+            windows: tr.timings.windows,
+            features: tr.timings.features,
+            decoder: tr.timings.decoder,
+            // On npu-sim the measured encoder is the reference kernels' time, no baseline.
+            cpu_encoder: (model.device.device == "cpu").then(|| tr.timings.encoder + tr.timings.cross_kv),
+        };
+        let (file, _) = model::load_graph_file(a.model.graph.as_deref(), &model.name)?;
+        let registry = amanuensis_operators::standard_registry();
+        let params = &model.device.params;
+        let rows = scheduling::ablation(&file, &registry, params, &run)?;
+        println!("\nscheduler ablation:");
+        print!("{}", scheduling::ablation_table(&rows, params, &run));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plan(a: PlanArgs) -> Result<ExitCode> {
+    let spec = a.device.spec()?;
+    let name = format!("whisper-{}", a.model.trim_start_matches("whisper-"));
+    let (file, origin) = model::load_graph_file(a.graph.as_deref(), &name)?;
+    let registry = amanuensis_operators::standard_registry();
+    println!("plan of {origin} for device {}{}", spec.device, if spec.device == "npu-sim" { format!(" ({} parameters; times are projections)", spec.params.name) } else { String::new() });
+    print!("{}", scheduling::plan_report(&file, &registry, &spec)?);
     Ok(ExitCode::SUCCESS)
 }
 

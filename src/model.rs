@@ -4,6 +4,9 @@
 use crate::tokenizer::Tokenizer;
 use crate::whisper::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
 use crate::whisper::graph::{CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES};
+use amanuensis_runtime::device::npu_sim::{NpuParams, NpuSim};
+use amanuensis_runtime::device::{CpuDevice, Device};
+use amanuensis_runtime::schedule::{self, Plan, SchedulerOptions};
 use amanuensis_runtime::{Graph, ModelFile, Registry, Session, WeightStore};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -103,6 +106,53 @@ pub fn validate_graphs(file: &ModelFile, registry: &Registry) -> Result<Vec<Grap
         .collect()
 }
 
+/// Which device runs the graphs, and how the scheduler treats it.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// `cpu` or `npu-sim`.
+    pub device: String,
+    /// The simulated NPU's parameter set.
+    pub params: NpuParams,
+    /// Scheduler passes and their switches.
+    pub options: SchedulerOptions,
+}
+
+impl Default for DeviceSpec {
+    fn default() -> Self {
+        DeviceSpec { device: "cpu".into(), params: NpuParams::phoenix(), options: SchedulerOptions::default() }
+    }
+}
+
+impl DeviceSpec {
+    /// The simulated Phoenix NPU with every scheduler pass on.
+    pub fn npu_sim() -> Self {
+        DeviceSpec { device: "npu-sim".into(), ..Default::default() }
+    }
+
+    /// A fresh device instance of this spec.
+    pub fn make_device(&self) -> Result<Box<dyn Device>> {
+        match self.device.as_str() {
+            "cpu" => Ok(Box::new(CpuDevice::default())),
+            "npu-sim" => Ok(Box::new(NpuSim::new(self.params.clone()))),
+            other => bail!("unknown device '{other}' (available: cpu, npu-sim)"),
+        }
+    }
+
+    /// Timing parameters when the device is simulated.
+    pub fn sim_params(&self) -> Option<&NpuParams> {
+        (self.device == "npu-sim").then_some(&self.params)
+    }
+}
+
+/// Plans every graph of a file for a device.
+pub fn plan_graphs(file: &ModelFile, registry: &Registry, spec: &DeviceSpec) -> Result<Vec<Plan>> {
+    let dev = spec.make_device()?;
+    file.graphs
+        .iter()
+        .map(|g| schedule::plan(g, &file.weights, registry, dev.as_ref(), spec.sim_params(), &spec.options).map_err(anyhow::Error::from))
+        .collect()
+}
+
 /// A loaded Whisper model: config, tokenizer and one session per graph.
 pub struct WhisperModel {
     pub name: String,
@@ -121,11 +171,21 @@ pub struct WhisperModel {
     pub load_time: Duration,
     /// Bytes of weights held in memory.
     pub weight_bytes: usize,
+    /// The device the graphs were planned for.
+    pub device: DeviceSpec,
+    /// The scheduler's plan of each graph (empty on the plain CPU path).
+    pub plans: Vec<Arc<Plan>>,
 }
 
 impl WhisperModel {
     /// Loads a model directory with a graph file (see [`load_graph_file`]).
     pub fn load(dir: &Path, graph: Option<&Path>, registry: &Registry) -> Result<WhisperModel> {
+        Self::load_on(dir, graph, registry, &DeviceSpec::default())
+    }
+
+    /// Loads a model for a device: on the CPU every graph runs as validated; on an NPU
+    /// every graph goes through the scheduler's passes first.
+    pub fn load_on(dir: &Path, graph: Option<&Path>, registry: &Registry, spec: &DeviceSpec) -> Result<WhisperModel> {
         let t0 = Instant::now();
         let config = read_config(dir)?;
         let (file, graph_origin) = load_graph_file(graph, &config.name)?;
@@ -147,7 +207,18 @@ impl WhisperModel {
         let weights = WeightStore::load(&dir.join(WEIGHTS_FILE), &file.weights)?;
         let mut by_name: std::collections::HashMap<String, Arc<Graph>> =
             graphs.into_iter().map(|g| (g.name.clone(), Arc::new(g))).collect();
+        let planned = spec.device != "cpu";
+        let mut plans: std::collections::HashMap<String, Arc<Plan>> = if planned {
+            plan_graphs(&file, registry, spec)?.into_iter().map(|p| (p.graph.name.clone(), Arc::new(p))).collect()
+        } else {
+            Default::default()
+        };
+        let plan_list: Vec<Arc<Plan>> = file.graphs.iter().filter_map(|g| plans.get(&g.name).cloned()).collect();
         let mut session = |name: &str| -> Result<Session> {
+            if planned {
+                let p = plans.remove(name).ok_or_else(|| anyhow!("graph file {graph_origin} has no graph '{name}'"))?;
+                return Ok(Session::planned(p, &weights, spec.make_device()?)?);
+            }
             let g = by_name.remove(name).ok_or_else(|| anyhow!("graph file {graph_origin} has no graph '{name}'"))?;
             Ok(Session::new(g, &weights)?)
         };
@@ -169,6 +240,8 @@ impl WhisperModel {
             align,
             graph_origin,
             load_time: t0.elapsed(),
+            device: spec.clone(),
+            plans: plan_list,
         })
     }
 }

@@ -2,11 +2,12 @@
 //! [`Registry::register`] door a third-party crate uses.
 
 pub mod log_mel;
+pub mod npu;
 pub mod ops;
 
 use amanuensis_runtime::{Registry, RuntimeError};
 
-/// Registers every standard operator.
+/// Registers every standard operator, the fused ops and the fusion patterns producing them.
 pub fn register_standard(reg: &mut Registry) -> Result<(), RuntimeError> {
     use ops::*;
     reg.register(features::LogMelDef)?;
@@ -21,6 +22,12 @@ pub fn register_standard(reg: &mut Registry) -> Result<(), RuntimeError> {
     reg.register(tensor_ops::EmbeddingDef)?;
     reg.register(tensor_ops::PositionEmbeddingDef)?;
     reg.register(tensor_ops::TakeDef)?;
+    reg.register(fused::LinearGeluDef)?;
+    reg.register(fused::LinearResidualDef)?;
+    reg.register(fused::Conv1dGeluDef)?;
+    reg.register_pattern(npu::patterns::LinearGeluPattern)?;
+    reg.register_pattern(npu::patterns::LinearResidualPattern)?;
+    reg.register_pattern(npu::patterns::Conv1dGeluPattern)?;
     Ok(())
 }
 

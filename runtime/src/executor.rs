@@ -2,7 +2,9 @@
 //! intermediate after its last use (its buffer goes back to the pool), keeps state
 //! tensors between runs, and measures its own overhead against time spent in kernels.
 
+use crate::device::{Device, DeviceError};
 use crate::error::{Result, RuntimeError};
+use crate::schedule::Plan;
 use crate::format::Dim;
 use crate::ir::{Graph, ValueSource};
 use crate::memory::BufferPool;
@@ -26,6 +28,12 @@ pub struct RunStats {
     pub per_op: BTreeMap<String, (usize, Duration)>,
     /// Highest bytes of live node outputs during any run (graph inputs are the caller's).
     pub peak_bytes: usize,
+    /// Projected device time of the runs (simulated NPU), nanoseconds.
+    pub simulated_ns: f64,
+    /// Runs submitted to the device.
+    pub dispatches: usize,
+    /// Device nodes re-run on the CPU after a device fault.
+    pub fallbacks: usize,
 }
 
 impl RunStats {
@@ -45,6 +53,9 @@ impl RunStats {
             e.1 += *t;
         }
         self.peak_bytes = self.peak_bytes.max(o.peak_bytes);
+        self.simulated_ns += o.simulated_ns;
+        self.dispatches += o.dispatches;
+        self.fallbacks += o.fallbacks;
     }
 }
 
@@ -58,6 +69,10 @@ pub struct Session {
     free_after: Vec<Vec<usize>>,
     pool: BufferPool,
     stats: RunStats,
+    /// The device of the plan's NPU nodes, with the plan.
+    device: Option<(Box<dyn Device>, Arc<Plan>)>,
+    /// Whether a device fault has been reported (once per session).
+    warned_fault: bool,
 }
 
 fn input_err(g: &Graph, reason: String) -> RuntimeError {
@@ -107,7 +122,21 @@ impl Session {
             free_after,
             pool: BufferPool::new(),
             stats: RunStats::default(),
+            device: None,
+            warned_fault: false,
         })
+    }
+
+    /// Binds a scheduler plan's graph to its weights and the device its NPU nodes run on.
+    pub fn planned(plan: Arc<Plan>, weights: &WeightStore, device: Box<dyn Device>) -> Result<Session> {
+        let mut s = Session::new(plan.graph.clone(), weights)?;
+        s.device = Some((device, plan));
+        Ok(s)
+    }
+
+    /// The plan this session executes, when it has one.
+    pub fn plan(&self) -> Option<&Arc<Plan>> {
+        self.device.as_ref().map(|(_, p)| p)
     }
 
     /// The graph this session runs.
@@ -217,7 +246,22 @@ impl Session {
                     ins.push(t);
                 }
                 let mut ctx = EvalContext::new(&mut self.pool, &mut node_states);
-                node.op.eval(&mut ctx, &ins)
+                match &mut self.device {
+                    Some((dev, plan)) if plan.on_npu(ni) => match dev.execute(node, &ins) {
+                        Ok(outs) => Ok(outs),
+                        Err(DeviceError::Kernel(e)) => Err(e),
+                        Err(DeviceError::Fault { device, reason }) => {
+                            // The node's inputs are still on the host: re-run it on the CPU.
+                            if !self.warned_fault {
+                                tracing::warn!("{device} failed on node '{}' of graph '{}' ({reason}); re-running affected nodes on the CPU", node.name, g.name);
+                                self.warned_fault = true;
+                            }
+                            self.stats.fallbacks += 1;
+                            node.op.eval(&mut ctx, &ins)
+                        }
+                    },
+                    _ => node.op.eval(&mut ctx, &ins),
+                }
             };
             let dt = tk.elapsed();
             kernel += dt;
@@ -266,6 +310,13 @@ impl Session {
                 (None, None, None) => return Err(input_err(&g, format!("output '{}' was not computed", g.values[v].name))),
             };
             outs.push(t);
+        }
+        if let Some((_, plan)) = &self.device {
+            if plan.params.is_some() {
+                self.stats.simulated_ns += plan.timeline.total_ns;
+                self.stats.dispatches += plan.timeline.dispatches;
+                crate::trace::record_device_run(&g.name, &plan.timeline, t0);
+            }
         }
         self.stats.runs += 1;
         self.stats.kernel += kernel;

@@ -70,7 +70,9 @@ pub mod memory;
 pub mod op;
 pub mod plugin;
 pub mod registry;
+pub mod schedule;
 pub mod tensor;
+pub mod trace;
 pub mod weights;
 
 pub use error::{OpError, RuntimeError};

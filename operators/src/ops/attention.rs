@@ -1,7 +1,9 @@
 //! Multi-head scaled dot-product attention, plain and with an in-place KV cache.
 
 use super::{f32_input, scalar_index};
+use crate::npu;
 use amanuensis_kernels::cpu;
+use amanuensis_runtime::device::NpuKernel;
 use amanuensis_runtime::format::Dim;
 use amanuensis_runtime::op::{expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
@@ -40,6 +42,7 @@ struct Attention {
     heads: usize,
     causal: bool,
     return_weights: bool,
+    npu: npu::AttentionFlashKernel,
 }
 
 impl OpDef for AttentionDef {
@@ -51,10 +54,13 @@ impl OpDef for AttentionDef {
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         attrs.only(&["heads", "causal", "return_weights"])?;
+        let (heads, causal) = (heads_attr(attrs)?, attrs.bool_or("causal", false)?);
+        let return_weights = attrs.bool_or("return_weights", false)?;
         Ok(Box::new(Attention {
-            heads: heads_attr(attrs)?,
-            causal: attrs.bool_or("causal", false)?,
-            return_weights: attrs.bool_or("return_weights", false)?,
+            heads,
+            causal,
+            return_weights,
+            npu: npu::AttentionFlashKernel { heads, causal, return_weights },
         }))
     }
 }
@@ -160,6 +166,10 @@ impl Operator for Attention {
             );
         }
         Ok(vec![out])
+    }
+
+    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
+        Some(&self.npu)
     }
 }
 

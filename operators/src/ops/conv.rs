@@ -1,7 +1,9 @@
 //! 1-D convolution.
 
 use super::f32_input;
+use crate::npu;
 use amanuensis_kernels::cpu;
+use amanuensis_runtime::device::NpuKernel;
 use amanuensis_runtime::format::Dim;
 use amanuensis_runtime::op::{expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
@@ -9,9 +11,10 @@ use amanuensis_runtime::{DType, OpError, Tensor};
 /// `conv1d(x[c_in, t], w[c_out, c_in, k], b[c_out])` with zero padding.
 pub struct Conv1dDef;
 #[derive(Debug)]
-struct Conv1d {
+pub(crate) struct Conv1d {
     stride: usize,
     padding: usize,
+    npu: npu::Conv1dKernel,
 }
 
 impl OpDef for Conv1dDef {
@@ -22,16 +25,27 @@ impl OpDef for Conv1dDef {
         "y[c_out, t_out] = conv(x[c_in, t], w[c_out, c_in, k]) + b[c_out], zero padding"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        Ok(Box::new(Conv1d::from_attrs(attrs)?))
+    }
+}
+
+impl Conv1d {
+    /// A conv configured from `stride` (default 1, >= 1) and `padding` (default 0).
+    pub(crate) fn from_attrs(attrs: &Attrs) -> Result<Conv1d, OpError> {
         attrs.only(&["stride", "padding"])?;
         let stride = attrs.usize_or("stride", 1)?;
         if stride == 0 {
             return Err(OpError("attribute 'stride' must be >= 1".into()));
         }
-        Ok(Box::new(Conv1d { stride, padding: attrs.usize_or("padding", 0)? }))
+        let padding = attrs.usize_or("padding", 0)?;
+        Ok(Conv1d { stride, padding, npu: npu::Conv1dKernel { stride, padding } })
     }
-}
 
-impl Conv1d {
+    /// Stride and padding.
+    pub(crate) fn geometry(&self) -> (usize, usize) {
+        (self.stride, self.padding)
+    }
+
     fn out_len(&self, t: usize, k: usize) -> Result<usize, OpError> {
         if t + 2 * self.padding < k {
             return Err(OpError(format!("input length {t} (+2×padding {}) is shorter than the kernel {k}", self.padding)));
@@ -81,5 +95,8 @@ impl Operator for Conv1d {
             out.f32s_mut()?,
         );
         Ok(vec![out])
+    }
+    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
+        Some(&self.npu)
     }
 }

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod conv;
 pub mod features;
+pub mod fused;
 pub mod nn;
 pub mod tensor_ops;
 

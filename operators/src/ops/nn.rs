@@ -2,6 +2,8 @@
 
 use super::f32_input;
 use amanuensis_kernels::cpu;
+use crate::npu;
+use amanuensis_runtime::device::NpuKernel;
 use amanuensis_runtime::op::{expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
@@ -25,42 +27,56 @@ impl OpDef for LinearDef {
 
 impl Operator for Linear {
     fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
-        if !(2..=3).contains(&inputs.len()) {
-            return Err(OpError(format!("expected 2 or 3 inputs (x, w[, b]), got {}", inputs.len())));
-        }
-        let (x, w) = (&inputs[0], &inputs[1]);
-        x.expect_dtype(DType::F32, "x")?;
-        w.expect_dtype(DType::F32, "w")?;
-        w.expect_rank(2, "w")?;
-        expect_same_dim(x.last("x")?, &w.shape[1], "x's last dim vs w's input dim")?;
-        if let Some(b) = inputs.get(2) {
-            b.expect_dtype(DType::F32, "b")?;
-            b.expect_rank(1, "b")?;
-            expect_same_dim(&b.shape[0], &w.shape[0], "b's length vs w's output dim")?;
-        }
-        let mut shape = x.shape.clone();
-        *shape.last_mut().unwrap() = w.shape[0].clone();
-        Ok(vec![ValueType::new(DType::F32, shape)])
+        Ok(vec![linear_type(inputs)?])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        let (x, w) = (inputs[0], inputs[1]);
-        let (n, k) = (w.shape()[0], w.shape()[1]);
-        let kx = *x.shape().last().unwrap_or(&0);
-        if kx != k {
-            return Err(OpError(format!("x's last dim is {kx}, w expects {k}")));
-        }
-        let m = x.numel() / k.max(1);
-        let bias = match inputs.get(2) {
-            Some(b) => Some(f32_input(b, "b")?),
-            None => None,
-        };
-        let mut shape = x.shape().to_vec();
-        *shape.last_mut().unwrap() = n;
-        let mut out = ctx.alloc_f32(&shape);
-        cpu::linear(f32_input(x, "x")?, m, k, f32_input(w, "w")?, n, bias, out.f32s_mut()?);
-        Ok(vec![out])
+        Ok(vec![linear_eval(ctx, inputs)?])
     }
+
+    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
+        Some(&npu::MatmulBiasKernel)
+    }
+}
+
+/// Output type of a linear on `[x, w, b?]`.
+pub(crate) fn linear_type(inputs: &[ValueType]) -> Result<ValueType, OpError> {
+    if !(2..=3).contains(&inputs.len()) {
+        return Err(OpError(format!("expected 2 or 3 inputs (x, w[, b]), got {}", inputs.len())));
+    }
+    let (x, w) = (&inputs[0], &inputs[1]);
+    x.expect_dtype(DType::F32, "x")?;
+    w.expect_dtype(DType::F32, "w")?;
+    w.expect_rank(2, "w")?;
+    expect_same_dim(x.last("x")?, &w.shape[1], "x's last dim vs w's input dim")?;
+    if let Some(b) = inputs.get(2) {
+        b.expect_dtype(DType::F32, "b")?;
+        b.expect_rank(1, "b")?;
+        expect_same_dim(&b.shape[0], &w.shape[0], "b's length vs w's output dim")?;
+    }
+    let mut shape = x.shape.clone();
+    *shape.last_mut().unwrap() = w.shape[0].clone();
+    Ok(ValueType::new(DType::F32, shape))
+}
+
+/// The CPU linear on `[x, w, b?]`.
+pub(crate) fn linear_eval(ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
+    let (x, w) = (inputs[0], inputs[1]);
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let kx = *x.shape().last().unwrap_or(&0);
+    if kx != k {
+        return Err(OpError(format!("x's last dim is {kx}, w expects {k}")));
+    }
+    let m = x.numel() / k.max(1);
+    let bias = match inputs.get(2) {
+        Some(b) => Some(f32_input(b, "b")?),
+        None => None,
+    };
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = n;
+    let mut out = ctx.alloc_f32(&shape);
+    cpu::linear(f32_input(x, "x")?, m, k, f32_input(w, "w")?, n, bias, out.f32s_mut()?);
+    Ok(out)
 }
 
 /// Layer normalisation over the last dim with affine `gamma`, `beta`.
@@ -68,6 +84,7 @@ pub struct LayerNormDef;
 #[derive(Debug)]
 struct LayerNorm {
     eps: f32,
+    npu: npu::LayerNormKernel,
 }
 
 impl OpDef for LayerNormDef {
@@ -83,7 +100,7 @@ impl OpDef for LayerNormDef {
         if !(eps > 0.0) {
             return Err(OpError(format!("attribute 'eps' must be > 0, got {eps}")));
         }
-        Ok(Box::new(LayerNorm { eps }))
+        Ok(Box::new(LayerNorm { eps, npu: npu::LayerNormKernel { eps } }))
     }
 }
 
@@ -112,6 +129,10 @@ impl Operator for LayerNorm {
         let mut out = ctx.alloc_f32(x.shape());
         cpu::layer_norm(f32_input(x, "x")?, rows, d, g, b, self.eps, out.f32s_mut()?);
         Ok(vec![out])
+    }
+
+    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
+        Some(&self.npu)
     }
 }
 
@@ -146,6 +167,10 @@ impl Operator for Gelu {
         o.copy_from_slice(f32_input(inputs[0], "x")?);
         cpu::gelu(o);
         Ok(vec![out])
+    }
+
+    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
+        Some(&npu::GeluKernel)
     }
 }
 
@@ -201,5 +226,9 @@ impl Operator for Add {
             cpu::add_rows_inplace(o, bv);
         }
         Ok(vec![out])
+    }
+
+    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
+        Some(&npu::ResidualAddKernel)
     }
 }

@@ -50,6 +50,10 @@ impl Operator for Transpose {
         }
         Ok(vec![out])
     }
+
+    fn npu_kernel(&self) -> Option<&dyn amanuensis_runtime::device::NpuKernel> {
+        Some(&crate::npu::TransposeKernel)
+    }
 }
 
 fn check_ids(ids: &[i32], limit: usize, what: &str) -> Result<(), OpError> {

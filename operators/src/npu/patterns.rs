@@ -1,0 +1,111 @@
+//! Fusion patterns of the standard library: chains that the NPU catalogue runs as one
+//! kernel, rewritten into the fused ops of [`crate::ops::fused`].
+//!
+//! A pattern sees only node definitions (no types), so it refuses what it can tell is
+//! inexpressible (extra attributes, extra outputs or states, a value consumed twice); shape
+//! conditions (say a broadcast residual) are left to the fused op's `infer` and its NPU
+//! kernel's `check`, which the fusion pass consults before rewriting.
+
+use amanuensis_runtime::format::NodeDef;
+use amanuensis_runtime::fusion::{ChainMatch, FusedNode, FusionPattern};
+use std::collections::BTreeMap;
+
+/// Whether a node is a plain single-output, stateless application whose attributes are
+/// all in `known`.
+fn plain(n: &NodeDef, known: &[&str]) -> bool {
+    n.outputs.len() == 1 && n.states.is_empty() && n.attrs.keys().all(|k| known.contains(&k.as_str()))
+}
+
+/// The two nodes of a two-op chain, or `None` for any other length.
+fn pair<'a>(m: &ChainMatch<'a>) -> Option<(&'a NodeDef, &'a NodeDef, usize)> {
+    match (m.nodes, m.ports) {
+        ([a, b], [port]) => Some((a, b, *port)),
+        _ => None,
+    }
+}
+
+/// `linear → gelu` ⇒ `linear_gelu` (NPU kernel `matmul_bias_gelu`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinearGeluPattern;
+
+impl FusionPattern for LinearGeluPattern {
+    fn name(&self) -> &str {
+        "linear_gelu"
+    }
+
+    fn chain(&self) -> &[&str] {
+        &["linear", "gelu"]
+    }
+
+    fn fuse(&self, m: &ChainMatch) -> Option<FusedNode> {
+        let (lin, gelu, port) = pair(m)?;
+        if !plain(lin, &[]) || !plain(gelu, &[]) || !(2..=3).contains(&lin.inputs.len()) {
+            return None;
+        }
+        if port != 0 || gelu.inputs.len() != 1 {
+            return None;
+        }
+        Some(FusedNode { op: "linear_gelu".into(), attrs: BTreeMap::new(), inputs: lin.inputs.clone() })
+    }
+}
+
+/// `linear → add` ⇒ `linear_residual` (NPU kernel `matmul_bias_residual`), whichever input
+/// of the add the linear feeds. Inputs `[x, w, b?, residual]`, attribute `bias` saying
+/// whether `b` is present.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinearResidualPattern;
+
+impl FusionPattern for LinearResidualPattern {
+    fn name(&self) -> &str {
+        "linear_residual"
+    }
+
+    fn chain(&self) -> &[&str] {
+        &["linear", "add"]
+    }
+
+    fn fuse(&self, m: &ChainMatch) -> Option<FusedNode> {
+        let (lin, add, port) = pair(m)?;
+        if !plain(lin, &[]) || !plain(add, &[]) || !(2..=3).contains(&lin.inputs.len()) {
+            return None;
+        }
+        if add.inputs.len() != 2 || port > 1 {
+            return None;
+        }
+        let residual = &add.inputs[1 - port];
+        // y + y has no residual operand to stream.
+        if *residual == lin.outputs[0] {
+            return None;
+        }
+        let mut inputs = lin.inputs.clone();
+        inputs.push(residual.clone());
+        let mut attrs = BTreeMap::new();
+        attrs.insert("bias".to_string(), serde_json::Value::Bool(lin.inputs.len() == 3));
+        Some(FusedNode { op: "linear_residual".into(), attrs, inputs })
+    }
+}
+
+/// `conv1d → gelu` ⇒ `conv1d_gelu` (NPU kernel `conv1d_gelu`), keeping stride and padding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conv1dGeluPattern;
+
+impl FusionPattern for Conv1dGeluPattern {
+    fn name(&self) -> &str {
+        "conv1d_gelu"
+    }
+
+    fn chain(&self) -> &[&str] {
+        &["conv1d", "gelu"]
+    }
+
+    fn fuse(&self, m: &ChainMatch) -> Option<FusedNode> {
+        let (conv, gelu, port) = pair(m)?;
+        if !plain(conv, &["stride", "padding"]) || !plain(gelu, &[]) || conv.inputs.len() != 3 {
+            return None;
+        }
+        if port != 0 || gelu.inputs.len() != 1 {
+            return None;
+        }
+        Some(FusedNode { op: "conv1d_gelu".into(), attrs: conv.attrs.clone(), inputs: conv.inputs.clone() })
+    }
+}

@@ -1,0 +1,153 @@
+//! Fused ops produced by the fusion patterns of [`crate::npu::patterns`]. Their CPU
+//! evaluation is the unfused CPU chain, so a graph computes the same bits on the CPU
+//! whether it was fused or not; their NPU kernels are the catalogue's fused kernels.
+
+use super::conv::Conv1d;
+use super::f32_input;
+use super::nn::{linear_eval, linear_type};
+use crate::npu;
+use amanuensis_kernels::cpu;
+use amanuensis_runtime::device::NpuKernel;
+use amanuensis_runtime::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
+use amanuensis_runtime::{OpError, Tensor};
+
+/// `gelu(linear(x, w, b?))`: inputs `[x, w, b?]` as `linear`.
+pub struct LinearGeluDef;
+#[derive(Debug)]
+struct LinearGelu;
+
+impl OpDef for LinearGeluDef {
+    fn name(&self) -> &str {
+        "linear_gelu"
+    }
+    fn summary(&self) -> &str {
+        "y = gelu(x · wᵀ + b), the fused linear → gelu (bias optional)"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&[])?;
+        Ok(Box::new(LinearGelu))
+    }
+}
+
+impl Operator for LinearGelu {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        Ok(vec![linear_type(inputs)?])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let mut y = linear_eval(ctx, inputs)?;
+        cpu::gelu(y.f32s_mut()?);
+        Ok(vec![y])
+    }
+
+    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
+        Some(&npu::MatmulBiasGeluKernel)
+    }
+}
+
+/// `linear(x, w, b?) + residual`: inputs `[x, w, b, residual]` with `bias: true`, or
+/// `[x, w, residual]` with `bias: false`; the residual has the linear output's shape.
+pub struct LinearResidualDef;
+#[derive(Debug)]
+struct LinearResidual {
+    npu: npu::MatmulBiasResidualKernel,
+}
+
+impl OpDef for LinearResidualDef {
+    fn name(&self) -> &str {
+        "linear_residual"
+    }
+    fn summary(&self) -> &str {
+        "y = (x · wᵀ + b) + residual, the fused linear → add (attribute bias: whether b is an input)"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["bias"])?;
+        let bias = attrs.bool_or("bias", false)?;
+        Ok(Box::new(LinearResidual { npu: npu::MatmulBiasResidualKernel { bias } }))
+    }
+}
+
+impl LinearResidual {
+    /// Inputs the op takes, by name.
+    fn names(&self) -> &'static [&'static str] {
+        if self.npu.bias {
+            &["x", "w", "b", "residual"]
+        } else {
+            &["x", "w", "residual"]
+        }
+    }
+}
+
+impl Operator for LinearResidual {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        amanuensis_runtime::op::expect_inputs(inputs, self.names())?;
+        let (lin, r) = inputs.split_at(inputs.len() - 1);
+        let y = linear_type(lin)?;
+        let r = &r[0];
+        if !r.compatible(&y) {
+            return Err(OpError(format!("residual {r} must have the linear output's type {y} (no broadcast)")));
+        }
+        Ok(vec![y])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        amanuensis_runtime::op::expect_inputs(inputs, self.names())?;
+        let (lin, r) = inputs.split_at(inputs.len() - 1);
+        let mut y = linear_eval(ctx, lin)?;
+        if r[0].shape() != y.shape() {
+            return Err(OpError(format!(
+                "residual {:?} differs from the linear output {:?}",
+                r[0].shape(),
+                y.shape()
+            )));
+        }
+        // One f32 add per element, as the unfused `add` (IEEE addition is commutative, so
+        // the order of the add's operands does not change the bits).
+        cpu::add_inplace(y.f32s_mut()?, f32_input(r[0], "residual")?);
+        Ok(vec![y])
+    }
+
+    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
+        Some(&self.npu)
+    }
+}
+
+/// `gelu(conv1d(x, w, b))` with conv1d's `stride` and `padding`.
+pub struct Conv1dGeluDef;
+#[derive(Debug)]
+struct Conv1dGelu {
+    conv: Conv1d,
+    npu: npu::Conv1dGeluKernel,
+}
+
+impl OpDef for Conv1dGeluDef {
+    fn name(&self) -> &str {
+        "conv1d_gelu"
+    }
+    fn summary(&self) -> &str {
+        "y = gelu(conv1d(x, w, b)), the fused conv1d → gelu"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        let conv = Conv1d::from_attrs(attrs)?;
+        let (stride, padding) = conv.geometry();
+        Ok(Box::new(Conv1dGelu { conv, npu: npu::Conv1dGeluKernel { stride, padding } }))
+    }
+}
+
+impl Operator for Conv1dGelu {
+    fn infer(&self, inputs: &[ValueType], states: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        self.conv.infer(inputs, states)
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let mut out = self.conv.eval(ctx, inputs)?;
+        for y in &mut out {
+            cpu::gelu(y.f32s_mut()?);
+        }
+        Ok(out)
+    }
+
+    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
+        Some(&self.npu)
+    }
+}

@@ -1,0 +1,86 @@
+//! Partition + transfers: an explicit to-device / to-host transfer on every edge that
+//! crosses devices (the naive form puts one around every device node), then a pass that
+//! removes the redundant pairs so that intermediates between device nodes stay resident.
+
+use super::placement::NodePlacement;
+use crate::device::DeviceKind;
+use crate::ir::{Graph, ValueSource};
+
+/// Direction of a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Host memory → device buffer (sync to device).
+    ToDevice,
+    /// Device buffer → host memory (sync from device).
+    ToHost,
+}
+
+/// One transfer node of the partitioned graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transfer {
+    /// The value moved.
+    pub value: String,
+    /// Which way.
+    pub direction: Direction,
+    /// Its size.
+    pub bytes: u64,
+    /// Node (index into the graph) it is attached to: the consumer of a to-device
+    /// transfer, the producer of a to-host one.
+    pub node: usize,
+}
+
+/// Bytes of a value whose shape is static (0 when symbolic).
+pub fn value_bytes(graph: &Graph, v: usize) -> u64 {
+    let ty = &graph.values[v].ty;
+    let n: Option<usize> = ty.shape.iter().map(|d| d.known()).product();
+    n.map(|n| (n * ty.dtype.size()) as u64).unwrap_or(0)
+}
+
+/// The naive partition: every non-weight input of a device node comes in, every output
+/// goes out (the host round trip per node of the seed design).
+pub fn insert_transfers(graph: &Graph, placements: &[NodePlacement]) -> Vec<Transfer> {
+    let mut out = Vec::new();
+    for &ni in &graph.order {
+        if placements[ni].device == DeviceKind::Cpu {
+            continue;
+        }
+        let n = &graph.nodes[ni];
+        for &v in &n.inputs {
+            if graph.values[v].source != ValueSource::Weight {
+                out.push(Transfer { value: graph.values[v].name.clone(), direction: Direction::ToDevice, bytes: value_bytes(graph, v), node: ni });
+            }
+        }
+        for &v in &n.outputs {
+            out.push(Transfer { value: graph.values[v].name.clone(), direction: Direction::ToHost, bytes: value_bytes(graph, v), node: ni });
+        }
+    }
+    out
+}
+
+/// Drops every to-host whose value only device nodes read (and is no graph output), every
+/// to-device of a value produced on the device, and repeated to-devices of one value.
+/// Returns the kept transfers and the number removed.
+pub fn remove_redundant(graph: &Graph, placements: &[NodePlacement], transfers: Vec<Transfer>) -> (Vec<Transfer>, usize) {
+    let on_dev = |ni: usize| placements[ni].device != DeviceKind::Cpu;
+    let id = |name: &str| graph.values.iter().position(|v| v.name == name).unwrap();
+    let before = transfers.len();
+    let mut seen_in = std::collections::HashSet::new();
+    let kept: Vec<Transfer> = transfers
+        .into_iter()
+        .filter(|t| {
+            let v = id(&t.value);
+            match t.direction {
+                Direction::ToHost => {
+                    let host_reads = graph.nodes.iter().enumerate().any(|(ni, n)| !on_dev(ni) && n.inputs.contains(&v));
+                    host_reads || graph.outputs.contains(&v)
+                }
+                Direction::ToDevice => {
+                    let produced_on_dev = matches!(graph.values[v].source, ValueSource::Node { node, .. } if on_dev(node));
+                    !produced_on_dev && seen_in.insert(v)
+                }
+            }
+        })
+        .collect();
+    let removed = before - kept.len();
+    (kept, removed)
+}

@@ -1,0 +1,907 @@
+//! [`RecordingShim`]: a test double of the XRT shim. It logs every call with its
+//! arguments, keeps host and device copies of every buffer (so a missing sync shows up as
+//! wrong numbers), checks handles and the destruction order, can run a dispatch through a
+//! closure (e.g. a catalogue reference kernel), and can be told to fail at any step.
+//!
+//! Its xclbins are files that start with the real magic `xclbin2\0` followed by lines
+//! `name:num_args` ([`fake_xclbin`]); anything else is rejected as XRT would.
+
+use crate::shim::{
+    BoFlags, BoHandle, DeviceHandle, HwCtxHandle, KernelHandle, RunHandle, RunState, ShimApi,
+    ShimError, ShimErrorKind, SyncDir, XclbinHandle,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// The magic an xclbin file starts with.
+pub const XCLBIN_MAGIC: &[u8; 8] = b"xclbin2\0";
+
+/// Offset the double adds to an argument index to make its memory group id, so tests can
+/// tell a group id from an argument index.
+pub const GROUP_ID_BASE: u32 = 0x100;
+
+/// Contents of a fake xclbin that declares these kernels with these argument counts.
+pub fn fake_xclbin(kernels: &[(&str, u32)]) -> Vec<u8> {
+    let mut v = XCLBIN_MAGIC.to_vec();
+    for (name, n) in kernels {
+        v.extend_from_slice(format!("{name}:{n}\n").as_bytes());
+    }
+    v
+}
+
+/// One logged call, with its arguments (handles as raw numbers).
+///
+/// Each variant's fields are the C entry point's arguments under the names `npu_shim.h`
+/// gives them, so they are not documented one by one.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `npu_device_open`.
+    DeviceOpen { index: u32 },
+    /// `npu_device_name`.
+    DeviceName { dev: u64 },
+    /// `npu_device_close`.
+    DeviceClose { dev: u64 },
+    /// `npu_xclbin_load`.
+    XclbinLoad { path: PathBuf },
+    /// `npu_xclbin_kernel_names`.
+    XclbinKernelNames { xclbin: u64 },
+    /// `npu_xclbin_num_args`.
+    XclbinNumArgs { xclbin: u64, kernel: String },
+    /// `npu_xclbin_free`.
+    XclbinFree { xclbin: u64 },
+    /// `npu_register_xclbin`.
+    RegisterXclbin { dev: u64, xclbin: u64 },
+    /// `npu_hwctx_create`.
+    HwctxCreate { dev: u64, xclbin: u64 },
+    /// `npu_hwctx_destroy`.
+    HwctxDestroy { ctx: u64 },
+    /// `npu_kernel_open`.
+    KernelOpen { ctx: u64, name: String },
+    /// `npu_kernel_group_id`.
+    KernelGroupId { kernel: u64, argno: u32 },
+    /// `npu_kernel_close`.
+    KernelClose { kernel: u64 },
+    /// `npu_bo_alloc`.
+    BoAlloc {
+        dev: u64,
+        bytes: usize,
+        flags: BoFlags,
+        group: u32,
+    },
+    /// `npu_bo_map`.
+    BoMap { bo: u64 },
+    /// `npu_bo_sync`.
+    BoSync {
+        bo: u64,
+        dir: SyncDir,
+        size: usize,
+        offset: usize,
+    },
+    /// `npu_bo_free`.
+    BoFree { bo: u64 },
+    /// `npu_run_create`.
+    RunCreate { kernel: u64 },
+    /// `npu_run_set_arg_u32`.
+    RunSetArgU32 { run: u64, index: u32, value: u32 },
+    /// `npu_run_set_arg_u64`.
+    RunSetArgU64 { run: u64, index: u32, value: u64 },
+    /// `npu_run_set_arg_bo`.
+    RunSetArgBo { run: u64, index: u32, bo: u64 },
+    /// `npu_run_start`.
+    RunStart { run: u64 },
+    /// `npu_run_wait`.
+    RunWait { run: u64, timeout_ms: u32 },
+    /// `npu_run_free`.
+    RunFree { run: u64 },
+}
+
+/// The fallible entry points, for failure injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// `npu_device_open`.
+    DeviceOpen,
+    /// `npu_device_name`.
+    DeviceName,
+    /// `npu_xclbin_load`.
+    XclbinLoad,
+    /// `npu_xclbin_kernel_names`.
+    XclbinKernelNames,
+    /// `npu_xclbin_num_args`.
+    XclbinNumArgs,
+    /// `npu_register_xclbin`.
+    RegisterXclbin,
+    /// `npu_hwctx_create`.
+    HwctxCreate,
+    /// `npu_kernel_open`.
+    KernelOpen,
+    /// `npu_kernel_group_id`.
+    KernelGroupId,
+    /// `npu_bo_alloc`.
+    BoAlloc,
+    /// `npu_bo_map`.
+    BoMap,
+    /// `npu_bo_sync`.
+    BoSync,
+    /// `npu_run_create`.
+    RunCreate,
+    /// Any `npu_run_set_arg_*`.
+    RunSetArg,
+    /// `npu_run_start`.
+    RunStart,
+    /// `npu_run_wait`.
+    RunWait,
+}
+
+/// What an injected failure does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The call returns this error.
+    Error {
+        /// Its category.
+        kind: ShimErrorKind,
+        /// Its message.
+        message: String,
+    },
+    /// `run_wait` returns this state (other steps treat it as an XRT error).
+    State(RunState),
+    /// The device disappears: this call and every later fallible call fail.
+    DeviceLost,
+}
+
+impl Failure {
+    /// An XRT exception with `message`.
+    pub fn xrt(message: &str) -> Failure {
+        Failure::Error {
+            kind: ShimErrorKind::Xrt,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Message of every call after [`Failure::DeviceLost`].
+pub const DEVICE_LOST: &str = "device lost: the NPU stopped responding (amdxdna reset)";
+
+/// What a dispatch sees: the run's instruction words and data buffers (device copies).
+pub struct RunView<'a> {
+    /// The xclbin the kernel came from.
+    pub xclbin: &'a Path,
+    /// The kernel's name in the xclbin.
+    pub kernel: &'a str,
+    /// Argument 0.
+    pub opcode: u32,
+    /// The instruction buffer's first `argument 2` words.
+    pub instructions: &'a [u32],
+    /// Arguments 3, 4, ... in order.
+    pub buffers: Vec<&'a mut [u8]>,
+}
+
+/// The dispatch callback: fills output buffers from input buffers; an `Err` makes the run
+/// end in the error state.
+pub type RunHook = Box<dyn FnMut(&mut RunView<'_>) -> Result<(), String> + Send>;
+
+struct BoState {
+    host: Box<[u8]>,
+    dev: Box<[u8]>,
+}
+
+#[derive(Clone, Copy)]
+enum ArgVal {
+    U32(u32),
+    U64(u64),
+    Bo(u64),
+}
+
+struct RunObj {
+    kernel: u64,
+    args: BTreeMap<u32, ArgVal>,
+    pending: Option<RunState>,
+}
+
+struct XclbinObj {
+    path: PathBuf,
+    kernels: Vec<(String, u32)>,
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    log: Vec<Call>,
+    counts: HashMap<Step, usize>,
+    failures: Vec<(Step, Option<usize>, Failure)>,
+    lost: bool,
+    devices: HashMap<u64, ()>,
+    xclbins: HashMap<u64, XclbinObj>,
+    registered: HashMap<(u64, u64), ()>,
+    ctxs: HashMap<u64, (u64, u64)>,
+    kernels: HashMap<u64, (u64, String)>,
+    bos: HashMap<u64, BoState>,
+    runs: HashMap<u64, RunObj>,
+    violations: Vec<String>,
+    hook: Option<RunHook>,
+    runs_started: usize,
+}
+
+impl State {
+    fn handle(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Counts the call and applies any injected failure.
+    fn gate(&mut self, step: Step, call: &'static str) -> Result<Option<RunState>, ShimError> {
+        let n = *self.counts.get(&step).unwrap_or(&0);
+        self.counts.insert(step, n + 1);
+        if self.lost {
+            return Err(ShimError::new(call, ShimErrorKind::Xrt, DEVICE_LOST));
+        }
+        let hit = self
+            .failures
+            .iter()
+            .find(|(s, nth, _)| *s == step && nth.is_none_or(|k| k == n))
+            .map(|(_, _, f)| f.clone());
+        match hit {
+            None => Ok(None),
+            Some(Failure::Error { kind, message }) => Err(ShimError::new(call, kind, message)),
+            Some(Failure::State(s)) if step == Step::RunWait => Ok(Some(s)),
+            Some(Failure::State(s)) => Err(ShimError::new(
+                call,
+                ShimErrorKind::Xrt,
+                format!("state {s}"),
+            )),
+            Some(Failure::DeviceLost) => {
+                self.lost = true;
+                Err(ShimError::new(call, ShimErrorKind::Xrt, DEVICE_LOST))
+            }
+        }
+    }
+
+    fn bad(call: &'static str, what: &str) -> ShimError {
+        ShimError::new(call, ShimErrorKind::Argument, what.to_string())
+    }
+}
+
+/// The recording test double of the XRT shim.
+pub struct RecordingShim {
+    state: Mutex<State>,
+    hwctx: bool,
+    device_name: String,
+}
+
+impl Default for RecordingShim {
+    fn default() -> Self {
+        RecordingShim::new()
+    }
+}
+
+impl RecordingShim {
+    /// A double of a working NPU ("NPU Phoenix") with XRT >= 2.14.
+    pub fn new() -> RecordingShim {
+        RecordingShim {
+            state: Mutex::new(State::default()),
+            hwctx: true,
+            device_name: "NPU Phoenix".into(),
+        }
+    }
+
+    /// A double of a build against XRT 2.13 (no hw_context).
+    pub fn without_hwctx() -> RecordingShim {
+        RecordingShim {
+            hwctx: false,
+            ..RecordingShim::new()
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the `nth` call (0-based) of `step` fail.
+    pub fn fail_nth(&self, step: Step, nth: usize, failure: Failure) {
+        self.lock().failures.push((step, Some(nth), failure));
+    }
+
+    /// Makes every call of `step` fail.
+    pub fn fail_always(&self, step: Step, failure: Failure) {
+        self.lock().failures.push((step, None, failure));
+    }
+
+    /// Runs `hook` for every started run (without one, runs complete and change nothing).
+    pub fn on_run(&self, hook: RunHook) {
+        self.lock().hook = Some(hook);
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().log.clone()
+    }
+
+    /// Forgets the calls logged so far (objects stay alive).
+    pub fn clear_calls(&self) {
+        self.lock().log.clear();
+    }
+
+    /// Destruction-order and handle violations seen (freeing a parent before its children,
+    /// using a freed handle, syncing out of range, ...). Empty when all is well.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+
+    /// Objects still alive (devices, xclbins, contexts, kernels, buffers, runs).
+    pub fn live_objects(&self) -> usize {
+        let s = self.lock();
+        s.devices.len()
+            + s.xclbins.len()
+            + s.ctxs.len()
+            + s.kernels.len()
+            + s.bos.len()
+            + s.runs.len()
+    }
+
+    /// Runs started so far.
+    pub fn runs_started(&self) -> usize {
+        self.lock().runs_started
+    }
+
+    fn record(&self, call: Call) -> MutexGuard<'_, State> {
+        let mut s = self.lock();
+        s.log.push(call);
+        s
+    }
+}
+
+fn parse_fake_xclbin(path: &Path) -> Result<Vec<(String, u32)>, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|_| format!("Failed to open file '{}' for reading", path.display()))?;
+    if bytes.len() < XCLBIN_MAGIC.len() || &bytes[..XCLBIN_MAGIC.len()] != XCLBIN_MAGIC {
+        return Err("Invalid xclbin".into());
+    }
+    let text = std::str::from_utf8(&bytes[XCLBIN_MAGIC.len()..])
+        .map_err(|_| "Invalid xclbin".to_string())?;
+    let mut kernels = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let (name, n) = line.split_once(':').ok_or("Invalid xclbin")?;
+        kernels.push((
+            name.to_string(),
+            n.parse().map_err(|_| "Invalid xclbin".to_string())?,
+        ));
+    }
+    Ok(kernels)
+}
+
+impl ShimApi for RecordingShim {
+    fn describe(&self) -> String {
+        "recording double".into()
+    }
+
+    fn xrt_version(&self) -> String {
+        if self.hwctx {
+            "2.18.0".into()
+        } else {
+            "2.13.0".into()
+        }
+    }
+
+    fn has_hwctx(&self) -> bool {
+        self.hwctx
+    }
+
+    fn device_open(&self, index: u32) -> Result<DeviceHandle, ShimError> {
+        let mut s = self.record(Call::DeviceOpen { index });
+        s.gate(Step::DeviceOpen, "npu_device_open")?;
+        if index != 0 {
+            return Err(ShimError::new(
+                "npu_device_open",
+                ShimErrorKind::Xrt,
+                format!("No such device with index '{index}'"),
+            ));
+        }
+        let h = s.handle();
+        s.devices.insert(h, ());
+        Ok(DeviceHandle(h))
+    }
+
+    fn device_name(&self, dev: DeviceHandle) -> Result<String, ShimError> {
+        let mut s = self.record(Call::DeviceName { dev: dev.0 });
+        s.gate(Step::DeviceName, "npu_device_name")?;
+        if !s.devices.contains_key(&dev.0) {
+            return Err(State::bad("npu_device_name", "invalid device handle"));
+        }
+        Ok(self.device_name.clone())
+    }
+
+    fn device_close(&self, dev: DeviceHandle) {
+        let mut s = self.record(Call::DeviceClose { dev: dev.0 });
+        if s.devices.remove(&dev.0).is_none() {
+            s.violations
+                .push(format!("device_close of unknown device {}", dev.0));
+        }
+        let left = s.ctxs.len() + s.kernels.len() + s.bos.len() + s.runs.len();
+        if left > 0 {
+            s.violations.push(format!(
+                "device {} closed with {left} objects still alive",
+                dev.0
+            ));
+        }
+    }
+
+    fn xclbin_load(&self, path: &Path) -> Result<XclbinHandle, ShimError> {
+        let mut s = self.record(Call::XclbinLoad {
+            path: path.to_path_buf(),
+        });
+        s.gate(Step::XclbinLoad, "npu_xclbin_load")?;
+        let kernels = parse_fake_xclbin(path)
+            .map_err(|m| ShimError::new("npu_xclbin_load", ShimErrorKind::Xrt, m))?;
+        let h = s.handle();
+        s.xclbins.insert(
+            h,
+            XclbinObj {
+                path: path.to_path_buf(),
+                kernels,
+            },
+        );
+        Ok(XclbinHandle(h))
+    }
+
+    fn xclbin_kernel_names(&self, xclbin: XclbinHandle) -> Result<Vec<String>, ShimError> {
+        let mut s = self.record(Call::XclbinKernelNames { xclbin: xclbin.0 });
+        s.gate(Step::XclbinKernelNames, "npu_xclbin_kernel_names")?;
+        let x = s
+            .xclbins
+            .get(&xclbin.0)
+            .ok_or_else(|| State::bad("npu_xclbin_kernel_names", "invalid xclbin handle"))?;
+        Ok(x.kernels.iter().map(|(n, _)| n.clone()).collect())
+    }
+
+    fn xclbin_num_args(&self, xclbin: XclbinHandle, kernel: &str) -> Result<u32, ShimError> {
+        let mut s = self.record(Call::XclbinNumArgs {
+            xclbin: xclbin.0,
+            kernel: kernel.to_string(),
+        });
+        s.gate(Step::XclbinNumArgs, "npu_xclbin_num_args")?;
+        let x = s
+            .xclbins
+            .get(&xclbin.0)
+            .ok_or_else(|| State::bad("npu_xclbin_num_args", "invalid xclbin handle"))?;
+        x.kernels
+            .iter()
+            .find(|(n, _)| n == kernel)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| {
+                State::bad(
+                    "npu_xclbin_num_args",
+                    &format!("kernel '{kernel}' is not in the xclbin"),
+                )
+            })
+    }
+
+    fn xclbin_free(&self, xclbin: XclbinHandle) {
+        let mut s = self.record(Call::XclbinFree { xclbin: xclbin.0 });
+        if s.xclbins.remove(&xclbin.0).is_none() {
+            s.violations
+                .push(format!("xclbin_free of unknown xclbin {}", xclbin.0));
+        }
+        if s.ctxs.values().any(|&(_, x)| x == xclbin.0) {
+            s.violations.push(format!(
+                "xclbin {} freed while a hw_context uses it",
+                xclbin.0
+            ));
+        }
+    }
+
+    fn register_xclbin(&self, dev: DeviceHandle, xclbin: XclbinHandle) -> Result<(), ShimError> {
+        let mut s = self.record(Call::RegisterXclbin {
+            dev: dev.0,
+            xclbin: xclbin.0,
+        });
+        if !self.hwctx {
+            return Err(ShimError::new(
+                "npu_register_xclbin",
+                ShimErrorKind::Unsupported,
+                crate::no_hwctx_message(&self.xrt_version()),
+            ));
+        }
+        s.gate(Step::RegisterXclbin, "npu_register_xclbin")?;
+        if !s.devices.contains_key(&dev.0) || !s.xclbins.contains_key(&xclbin.0) {
+            return Err(State::bad("npu_register_xclbin", "invalid handle"));
+        }
+        s.registered.insert((dev.0, xclbin.0), ());
+        Ok(())
+    }
+
+    fn hwctx_create(
+        &self,
+        dev: DeviceHandle,
+        xclbin: XclbinHandle,
+    ) -> Result<HwCtxHandle, ShimError> {
+        let mut s = self.record(Call::HwctxCreate {
+            dev: dev.0,
+            xclbin: xclbin.0,
+        });
+        if !self.hwctx {
+            return Err(ShimError::new(
+                "npu_hwctx_create",
+                ShimErrorKind::Unsupported,
+                crate::no_hwctx_message(&self.xrt_version()),
+            ));
+        }
+        s.gate(Step::HwctxCreate, "npu_hwctx_create")?;
+        if !s.registered.contains_key(&(dev.0, xclbin.0)) {
+            return Err(ShimError::new(
+                "npu_hwctx_create",
+                ShimErrorKind::Xrt,
+                "xclbin is not registered with the device",
+            ));
+        }
+        let h = s.handle();
+        s.ctxs.insert(h, (dev.0, xclbin.0));
+        Ok(HwCtxHandle(h))
+    }
+
+    fn hwctx_destroy(&self, ctx: HwCtxHandle) {
+        let mut s = self.record(Call::HwctxDestroy { ctx: ctx.0 });
+        if s.ctxs.remove(&ctx.0).is_none() {
+            s.violations
+                .push(format!("hwctx_destroy of unknown context {}", ctx.0));
+        }
+        if s.kernels.values().any(|&(c, _)| c == ctx.0) {
+            s.violations.push(format!(
+                "context {} destroyed while a kernel of it is alive",
+                ctx.0
+            ));
+        }
+    }
+
+    fn kernel_open(&self, ctx: HwCtxHandle, name: &str) -> Result<KernelHandle, ShimError> {
+        let mut s = self.record(Call::KernelOpen {
+            ctx: ctx.0,
+            name: name.to_string(),
+        });
+        s.gate(Step::KernelOpen, "npu_kernel_open")?;
+        let &(_, x) = s
+            .ctxs
+            .get(&ctx.0)
+            .ok_or_else(|| State::bad("npu_kernel_open", "invalid context handle"))?;
+        let known = s
+            .xclbins
+            .get(&x)
+            .is_some_and(|xb| xb.kernels.iter().any(|(n, _)| n == name));
+        if !known {
+            return Err(ShimError::new(
+                "npu_kernel_open",
+                ShimErrorKind::Xrt,
+                format!("No such compute unit '{name}'"),
+            ));
+        }
+        let h = s.handle();
+        s.kernels.insert(h, (ctx.0, name.to_string()));
+        Ok(KernelHandle(h))
+    }
+
+    fn kernel_group_id(&self, kernel: KernelHandle, argno: u32) -> Result<u32, ShimError> {
+        let mut s = self.record(Call::KernelGroupId {
+            kernel: kernel.0,
+            argno,
+        });
+        s.gate(Step::KernelGroupId, "npu_kernel_group_id")?;
+        if !s.kernels.contains_key(&kernel.0) {
+            return Err(State::bad("npu_kernel_group_id", "invalid kernel handle"));
+        }
+        Ok(GROUP_ID_BASE + argno)
+    }
+
+    fn kernel_close(&self, kernel: KernelHandle) {
+        let mut s = self.record(Call::KernelClose { kernel: kernel.0 });
+        if s.kernels.remove(&kernel.0).is_none() {
+            s.violations
+                .push(format!("kernel_close of unknown kernel {}", kernel.0));
+        }
+        if s.runs.values().any(|r| r.kernel == kernel.0) {
+            s.violations.push(format!(
+                "kernel {} closed while a run of it is alive",
+                kernel.0
+            ));
+        }
+    }
+
+    fn bo_alloc(
+        &self,
+        dev: DeviceHandle,
+        bytes: usize,
+        flags: BoFlags,
+        group: u32,
+    ) -> Result<BoHandle, ShimError> {
+        let mut s = self.record(Call::BoAlloc {
+            dev: dev.0,
+            bytes,
+            flags,
+            group,
+        });
+        s.gate(Step::BoAlloc, "npu_bo_alloc")?;
+        if !s.devices.contains_key(&dev.0) {
+            return Err(State::bad("npu_bo_alloc", "invalid device handle"));
+        }
+        if bytes == 0 {
+            return Err(State::bad("npu_bo_alloc", "zero size"));
+        }
+        let h = s.handle();
+        s.bos.insert(
+            h,
+            BoState {
+                host: vec![0u8; bytes].into_boxed_slice(),
+                dev: vec![0u8; bytes].into_boxed_slice(),
+            },
+        );
+        Ok(BoHandle(h))
+    }
+
+    fn bo_map(&self, bo: BoHandle) -> Result<*mut u8, ShimError> {
+        let mut s = self.record(Call::BoMap { bo: bo.0 });
+        s.gate(Step::BoMap, "npu_bo_map")?;
+        let b = s
+            .bos
+            .get_mut(&bo.0)
+            .ok_or_else(|| State::bad("npu_bo_map", "invalid buffer handle"))?;
+        // The boxed slice never moves while the buffer lives, so the pointer stays valid.
+        Ok(b.host.as_mut_ptr())
+    }
+
+    fn bo_sync(
+        &self,
+        bo: BoHandle,
+        dir: SyncDir,
+        size: usize,
+        offset: usize,
+    ) -> Result<(), ShimError> {
+        let mut s = self.record(Call::BoSync {
+            bo: bo.0,
+            dir,
+            size,
+            offset,
+        });
+        s.gate(Step::BoSync, "npu_bo_sync")?;
+        let b = s
+            .bos
+            .get_mut(&bo.0)
+            .ok_or_else(|| State::bad("npu_bo_sync", "invalid buffer handle"))?;
+        let end = offset.checked_add(size).filter(|&e| e <= b.host.len());
+        let Some(end) = end else {
+            return Err(State::bad("npu_bo_sync", "size + offset exceed the buffer"));
+        };
+        match dir {
+            SyncDir::ToDevice => b.dev[offset..end].copy_from_slice(&b.host[offset..end]),
+            SyncDir::FromDevice => b.host[offset..end].copy_from_slice(&b.dev[offset..end]),
+        }
+        Ok(())
+    }
+
+    fn bo_free(&self, bo: BoHandle) {
+        let mut s = self.record(Call::BoFree { bo: bo.0 });
+        if s.bos.remove(&bo.0).is_none() {
+            s.violations
+                .push(format!("bo_free of unknown buffer {}", bo.0));
+        }
+        let used = s.runs.values().any(|r| {
+            r.args
+                .values()
+                .any(|a| matches!(a, ArgVal::Bo(b) if *b == bo.0))
+        });
+        if used {
+            s.violations.push(format!(
+                "buffer {} freed while a run still refers to it",
+                bo.0
+            ));
+        }
+    }
+
+    fn run_create(&self, kernel: KernelHandle) -> Result<RunHandle, ShimError> {
+        let mut s = self.record(Call::RunCreate { kernel: kernel.0 });
+        s.gate(Step::RunCreate, "npu_run_create")?;
+        if !s.kernels.contains_key(&kernel.0) {
+            return Err(State::bad("npu_run_create", "invalid kernel handle"));
+        }
+        let h = s.handle();
+        s.runs.insert(
+            h,
+            RunObj {
+                kernel: kernel.0,
+                args: BTreeMap::new(),
+                pending: None,
+            },
+        );
+        Ok(RunHandle(h))
+    }
+
+    fn run_set_arg_u32(&self, run: RunHandle, index: u32, value: u32) -> Result<(), ShimError> {
+        let mut s = self.record(Call::RunSetArgU32 {
+            run: run.0,
+            index,
+            value,
+        });
+        s.gate(Step::RunSetArg, "npu_run_set_arg_u32")?;
+        let r = s
+            .runs
+            .get_mut(&run.0)
+            .ok_or_else(|| State::bad("npu_run_set_arg_u32", "invalid run handle"))?;
+        r.args.insert(index, ArgVal::U32(value));
+        Ok(())
+    }
+
+    fn run_set_arg_u64(&self, run: RunHandle, index: u32, value: u64) -> Result<(), ShimError> {
+        let mut s = self.record(Call::RunSetArgU64 {
+            run: run.0,
+            index,
+            value,
+        });
+        s.gate(Step::RunSetArg, "npu_run_set_arg_u64")?;
+        let r = s
+            .runs
+            .get_mut(&run.0)
+            .ok_or_else(|| State::bad("npu_run_set_arg_u64", "invalid run handle"))?;
+        r.args.insert(index, ArgVal::U64(value));
+        Ok(())
+    }
+
+    fn run_set_arg_bo(&self, run: RunHandle, index: u32, bo: BoHandle) -> Result<(), ShimError> {
+        let mut s = self.record(Call::RunSetArgBo {
+            run: run.0,
+            index,
+            bo: bo.0,
+        });
+        s.gate(Step::RunSetArg, "npu_run_set_arg_bo")?;
+        if !s.bos.contains_key(&bo.0) {
+            return Err(State::bad("npu_run_set_arg_bo", "invalid buffer handle"));
+        }
+        let r = s
+            .runs
+            .get_mut(&run.0)
+            .ok_or_else(|| State::bad("npu_run_set_arg_bo", "invalid run handle"))?;
+        r.args.insert(index, ArgVal::Bo(bo.0));
+        Ok(())
+    }
+
+    fn run_start(&self, run: RunHandle) -> Result<(), ShimError> {
+        let mut s = self.record(Call::RunStart { run: run.0 });
+        s.gate(Step::RunStart, "npu_run_start")?;
+        let st = &mut *s;
+        let r = st
+            .runs
+            .get(&run.0)
+            .ok_or_else(|| State::bad("npu_run_start", "invalid run handle"))?;
+        // The mlir-aie calling convention: opcode, instruction buffer, word count, data buffers.
+        let opcode = match r.args.get(&0) {
+            Some(ArgVal::U32(v)) => *v,
+            _ => {
+                return Err(State::bad(
+                    "npu_run_start",
+                    "argument 0 (opcode) is not a u32",
+                ))
+            }
+        };
+        let instr_bo = match r.args.get(&1) {
+            Some(ArgVal::Bo(b)) => *b,
+            _ => {
+                return Err(State::bad(
+                    "npu_run_start",
+                    "argument 1 (instructions) is not a buffer",
+                ))
+            }
+        };
+        let words = match r.args.get(&2) {
+            Some(ArgVal::U32(v)) => *v as usize,
+            Some(ArgVal::U64(v)) => {
+                return Err(State::bad(
+                    "npu_run_start",
+                    &format!(
+                        "argument 2 (instruction count) is a u64 ({v}); the kernel takes a u32"
+                    ),
+                ))
+            }
+            _ => {
+                return Err(State::bad(
+                    "npu_run_start",
+                    "argument 2 (instruction count) is not set",
+                ))
+            }
+        };
+        let mut data = Vec::new();
+        for (i, a) in r.args.range(3..) {
+            match a {
+                ArgVal::Bo(b) if *i as usize == 3 + data.len() => data.push(*b),
+                _ => {
+                    return Err(State::bad(
+                        "npu_run_start",
+                        &format!("argument {i} is not the next data buffer"),
+                    ))
+                }
+            }
+        }
+        let (_, kernel_name) = st
+            .kernels
+            .get(&r.kernel)
+            .cloned()
+            .ok_or_else(|| State::bad("npu_run_start", "kernel was closed"))?;
+        let ctx = st.kernels[&r.kernel].0;
+        let xclbin_path = st
+            .ctxs
+            .get(&ctx)
+            .and_then(|&(_, x)| st.xclbins.get(&x))
+            .map(|x| x.path.clone())
+            .unwrap_or_default();
+        let instr_bytes = &st
+            .bos
+            .get(&instr_bo)
+            .ok_or_else(|| State::bad("npu_run_start", "instruction buffer was freed"))?
+            .dev;
+        if words * 4 > instr_bytes.len() {
+            return Err(State::bad(
+                "npu_run_start",
+                "instruction count exceeds the instruction buffer",
+            ));
+        }
+        let instructions: Vec<u32> = instr_bytes[..words * 4]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        // Take the device copies out so the hook can borrow them all mutably.
+        let mut taken: Vec<(u64, Box<[u8]>)> = Vec::new();
+        for b in &data {
+            let Some(bo) = st.bos.get_mut(b) else {
+                for (h, d) in taken {
+                    st.bos.get_mut(&h).expect("taken buffer exists").dev = d;
+                }
+                return Err(State::bad("npu_run_start", "data buffer was freed"));
+            };
+            taken.push((*b, std::mem::take(&mut bo.dev)));
+        }
+        let result = match st.hook.as_mut() {
+            Some(hook) => {
+                let mut view = RunView {
+                    xclbin: &xclbin_path,
+                    kernel: &kernel_name,
+                    opcode,
+                    instructions: &instructions,
+                    buffers: taken.iter_mut().map(|(_, d)| &mut d[..]).collect(),
+                };
+                hook(&mut view)
+            }
+            None => Ok(()),
+        };
+        for (h, d) in taken {
+            st.bos.get_mut(&h).expect("taken buffer exists").dev = d;
+        }
+        st.runs_started += 1;
+        let state = match result {
+            Ok(()) => RunState::Completed,
+            Err(msg) => {
+                tracing::debug!("recording double: run hook failed: {msg}");
+                RunState::Error
+            }
+        };
+        st.runs.get_mut(&run.0).expect("run exists").pending = Some(state);
+        Ok(())
+    }
+
+    fn run_wait(&self, run: RunHandle, timeout_ms: u32) -> Result<RunState, ShimError> {
+        let mut s = self.record(Call::RunWait {
+            run: run.0,
+            timeout_ms,
+        });
+        let injected = s.gate(Step::RunWait, "npu_run_wait")?;
+        let r = s
+            .runs
+            .get_mut(&run.0)
+            .ok_or_else(|| State::bad("npu_run_wait", "invalid run handle"))?;
+        let state = r.pending.take().unwrap_or(RunState::Other(1));
+        Ok(injected.unwrap_or(state))
+    }
+
+    fn run_free(&self, run: RunHandle) {
+        let mut s = self.record(Call::RunFree { run: run.0 });
+        if s.runs.remove(&run.0).is_none() {
+            s.violations
+                .push(format!("run_free of unknown run {}", run.0));
+        }
+    }
+}

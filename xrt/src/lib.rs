@@ -1,0 +1,48 @@
+//! The real AMD Ryzen AI NPU device: XRT through a small C++ shim, the kernel manifest, and
+//! device detection.
+//!
+//! - [`NpuXrtDevice`] implements [`amanuensis_runtime::device::Device`] (`--device npu`).
+//!   It runs a node when its operator offers an NPU kernel and the [`Manifest`] has a
+//!   compiled binary for that kernel at the node's input shapes; a timeout, an error state
+//!   or a lost device comes back as `DeviceError::Fault` so the executor falls back to the
+//!   CPU.
+//! - [`ShimApi`] is the boundary to XRT, one method per C entry point of
+//!   `shim/npu_shim.h`; [`XrtShim`] is the real one (only when the build found XRT headers:
+//!   `cfg(xrt_shim)`), [`RecordingShim`] a test double that logs every call.
+//! - [`detect`] reports which of `cpu`, `npu-sim`, `npu` are usable and why not.
+//!
+//! See `docs/npu.md`.
+
+mod detect;
+mod device;
+pub mod double;
+#[cfg(xrt_shim)]
+mod ffi;
+pub mod manifest;
+pub mod shim;
+pub mod wrap;
+
+pub use detect::{
+    accel_nodes, auto_device, detect, npu_status, probe_npu, AccelNode, DeviceStatus, NpuProbe,
+    StatusTable,
+};
+pub use device::{
+    no_hwctx_message, real_shim, NpuXrtDevice, NpuXrtOptions, XrtError, FIRST_DATA_ARG, INSTR_ARG,
+    OPCODE_INSTRUCTIONS, TIMEOUT_ENV,
+};
+pub use double::RecordingShim;
+#[cfg(xrt_shim)]
+pub use ffi::XrtShim;
+pub use manifest::{
+    ArgBinding, ArgDtype, ArgSpec, KernelEntry, Manifest, ManifestError, Variant, KERNELS_ENV,
+};
+pub use shim::{BoFlags, RunState, ShimApi, ShimError, ShimErrorKind, SyncDir};
+
+/// Whether this build contains the XRT shim.
+pub const BUILT_WITH_XRT: bool = cfg!(xrt_shim);
+
+/// Whether the shim in this build can create hardware contexts (XRT >= 2.14).
+pub const BUILT_WITH_HWCTX: bool = cfg!(xrt_hwctx);
+
+/// The XRT version this build was compiled against (empty without XRT).
+pub const XRT_VERSION: &str = env!("AMANUENSIS_XRT_VERSION");
