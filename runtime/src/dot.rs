@@ -5,7 +5,9 @@
 //! of the node that reads them unless asked for. Optional [`DotAnnotations`] colour nodes
 //! by device, add a note line (kernel, time) and draw fused groups as clusters.
 
+use crate::device::DeviceKind;
 use crate::ir::{Graph, ValueSource};
+use crate::schedule::Plan;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
@@ -45,6 +47,25 @@ pub fn device_colour(device: &str) -> &'static str {
         d if d.starts_with("npu") => "#f9cb9c",
         _ => "#d9d9d9",
     }
+}
+
+/// The annotations of a scheduler plan for its executed graph ([`Plan::graph`]): each
+/// node coloured by its device with its kernel as the note, and each fused group boxed
+/// with its pattern and original nodes as the caption.
+pub fn plan_annotations(plan: &Plan) -> DotAnnotations {
+    let mut ann = DotAnnotations::default();
+    for p in &plan.placements {
+        let device = match p.device {
+            DeviceKind::Cpu => "cpu".to_string(),
+            DeviceKind::Npu => plan.device.clone(),
+        };
+        ann.nodes.insert(p.node.clone(), NodeAnnotation { device: Some(device), note: Some(p.kernel.clone()) });
+    }
+    for f in &plan.fused {
+        // The fused node takes the original nodes' names joined by '+'.
+        ann.clusters.push(Cluster { label: format!("{}: {}", f.pattern, f.nodes.join(" + ")), nodes: vec![f.nodes.join("+")] });
+    }
+    ann
 }
 
 /// A DOT string literal.

@@ -3,7 +3,8 @@
 
 use crate::swish::{static_numel, swish_cpu, swish_exact, SWISH_VECTOR_OPS};
 use amanuensis_kernels::npu::{matmul_bias, MatmulBiasContract};
-use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel, TileWork};
+use amanuensis_operators::npu::{matmul_work, Epilogue};
+use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel};
 use amanuensis_runtime::fusion::{ChainMatch, FusedNode, FusionPattern};
 use amanuensis_runtime::op::{expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
@@ -134,45 +135,22 @@ impl NpuKernel for LinearSwishNpu {
 
     fn work(&self, inputs: &[ValueType], caps: &NpuCaps) -> KernelWork {
         let dim = |t: Option<&ValueType>, i: usize| {
-            t.and_then(|t| t.shape.get(i)).and_then(|d| d.known()).unwrap_or(0) as u64
+            t.and_then(|t| t.shape.get(i)).and_then(|d| d.known()).unwrap_or(0)
         };
         let (n, k) = (dim(inputs.get(1), 0), dim(inputs.get(1), 1));
-        let m = inputs.first().map_or(0, static_numel) / k.max(1);
-        let (tm, tk, tn) = (
-            MatmulBiasContract::TILE_M as u64,
-            MatmulBiasContract::TILE_K as u64,
-            MatmulBiasContract::TILE_N as u64,
-        );
-        let rows = caps.rows.max(1) as u64;
-        // The catalogue's GEMM tiling: a column step makes a tm × (tn·rows) output block;
-        // the A panel (tm × k) is broadcast to the column's tiles, each tile takes its own
-        // tn rows of W and walks all of k. Edge blocks are padded, as the hardware does.
-        let col_n = tn * rows;
-        let m_blocks = m.div_ceil(tm);
-        let a_panel = tm * k * 2;
-        let w_block = col_n * k * 2 + if inputs.len() == 3 { col_n * 4 } else { 0 };
-        // A W block that fits half the memory tile stays there while the column walks the
-        // row blocks; otherwise it is streamed again every step.
-        let (w_per_step, resident) = if w_block <= caps.memtile_bytes as u64 / 2 {
-            (w_block.div_ceil(m_blocks.max(1)), w_block)
-        } else {
-            (w_block, 0)
-        };
-        // The swish epilogue runs on each output tile while it is still in the compute tile.
-        let outputs = (tm * tn) as f64;
-        let cycles = ((k.div_ceil(tk) * tm * tk * tn) as f64 / caps.bf16_macs_per_cycle).ceil()
-            + (outputs * SWISH_VECTOR_OPS as f64 / caps.f32_ops_per_cycle).ceil()
+        let m = (inputs.first().map_or(0, static_numel) / k.max(1) as u64) as usize;
+        // Exactly the standard `matmul_bias` dispatch (the same tiles, DMA and K passes)...
+        let mut work = matmul_work(m, k, n, inputs.len() == 3, Epilogue::None, caps);
+        // ...plus the swish epilogue on each 64 × 32 output tile, which runs once, on the
+        // last K pass: spread over the passes like the standard GELU epilogue.
+        let outputs = (MatmulBiasContract::TILE_M * MatmulBiasContract::TILE_N) as f64;
+        let epilogue = (outputs * SWISH_VECTOR_OPS as f64 / caps.f32_ops_per_cycle).ceil()
             + (outputs / caps.transcendentals_per_cycle).ceil();
-        let fp = MatmulBiasContract::footprint();
-        KernelWork {
-            steps: m_blocks * n.div_ceil(col_n),
-            step: TileWork { in_bytes: a_panel + w_per_step, out_bytes: tm * col_n * 4, cycles: cycles as u64 },
-            resident_bytes: resident,
-            footprint_double: fp.total(),
-            footprint_single: fp.inputs + fp.outputs + fp.scratch,
-            shim_bds: 4,
-            macs: m * n * k,
-        }
+        let col_n = MatmulBiasContract::TILE_N * caps.rows.max(1);
+        let blocks = (m.div_ceil(MatmulBiasContract::TILE_M) * n.div_ceil(col_n)).max(1) as u64;
+        let passes = (work.steps / blocks).max(1);
+        work.step.cycles += (epilogue as u64).div_ceil(passes);
+        work
     }
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {

@@ -4,6 +4,7 @@
 mod common;
 
 use amanuensis_kernels::npu::{matmul_bias, round_bf16};
+use amanuensis_operators::npu::{matmul_work, Epilogue};
 use amanuensis_plugin_example::{
     swish_cpu, swish_exact, LinearSwishNpu, LinearSwishPattern, SwishNpu,
 };
@@ -166,24 +167,19 @@ fn cost_models_follow_the_tiles() {
     assert_eq!(s.step.cycles, (1024.0 * 3.0 / 16.0 + 1024.0 / 4.0) as u64);
     assert!(s.footprint_double <= caps.tile_data_memory);
 
-    // linear_swish x[40, 64] · w[96, 64]ᵀ + b: the column makes 64 × (32·4) output blocks,
-    // so one row block × one column block = one step.
-    let l = LinearSwishNpu.work(&[f32_type(&[40, 64]), f32_type(&[96, 64]), f32_type(&[96])], &caps);
-    assert_eq!(l.macs, 40 * 96 * 64);
-    assert_eq!(l.steps, 1);
-    assert_eq!(l.step.out_bytes, 64 * 128 * 4);
-    // A panel 64·64 bf16 plus the whole W block (128 rows × 64 bf16 + 128 f32 bias), resident.
-    assert_eq!(l.step.in_bytes, 64 * 64 * 2 + 128 * 64 * 2 + 128 * 4);
-    assert_eq!(l.resident_bytes, 128 * 64 * 2 + 128 * 4);
-    assert_eq!(l.shim_bds, 4);
-    assert!(l.footprint_double <= caps.tile_data_memory, "{} bytes", l.footprint_double);
-    let mac_cycles = |k_blocks: f64| (k_blocks * 64.0 * 64.0 * 32.0 / caps.bf16_macs_per_cycle).ceil() as u64;
+    // linear_swish is the standard matmul_bias dispatch plus the swish epilogue per tile.
     let epilogue = (64.0 * 32.0 * 3.0 / caps.f32_ops_per_cycle) as u64 + (64.0 * 32.0 / caps.transcendentals_per_cycle) as u64;
-    assert_eq!(l.step.cycles, mac_cycles(1.0) + epilogue);
-    // Doubling k doubles the MAC cycles but not the swish epilogue; 200 rows make 4 row blocks.
-    let l2 = LinearSwishNpu.work(&[f32_type(&[200, 128]), f32_type(&[96, 128]), f32_type(&[96])], &caps);
-    assert_eq!(l2.step.cycles, mac_cycles(2.0) + epilogue);
-    assert_eq!(l2.steps, 4);
+    for (m, k, n) in [(40, 64, 96), (200, 128, 96), (1500, 512, 2048), (1500, 2048, 512)] {
+        let types = [f32_type(&[m, k]), f32_type(&[n, k]), f32_type(&[n])];
+        let fused = LinearSwishNpu.work(&types, &caps);
+        let plain = matmul_work(m, k, n, true, Epilogue::None, &caps);
+        let passes = plain.steps / (m.div_ceil(64) * n.div_ceil(128)) as u64;
+        assert_eq!(fused.macs, (m * n * k) as u64);
+        assert_eq!((fused.steps, fused.step.in_bytes, fused.step.out_bytes), (plain.steps, plain.step.in_bytes, plain.step.out_bytes));
+        assert_eq!((fused.resident_bytes, fused.footprint_double, fused.shim_bds), (plain.resident_bytes, plain.footprint_double, plain.shim_bds));
+        assert_eq!(fused.step.cycles, plain.step.cycles + epilogue.div_ceil(passes), "{m}x{k}x{n}, {passes} K passes");
+        assert!(fused.footprint_double <= caps.tile_data_memory);
+    }
 }
 
 #[test]

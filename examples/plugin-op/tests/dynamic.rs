@@ -37,7 +37,9 @@ fn loaded_plugin_runs_the_graph_like_the_linked_one() {
     assert_eq!(info.patterns, ["linear_swish"]);
     assert_eq!(reg.plugins(), std::slice::from_ref(&info));
     assert_eq!(reg.registered_by("swish"), Some("'amanuensis-plugin-example 0.1.0'"));
-    assert_eq!(reg.patterns().len(), 1);
+    let standard = amanuensis_operators::standard_registry().patterns().len();
+    assert_eq!(reg.patterns().len(), standard + 1);
+    assert_eq!(reg.patterns()[standard].name(), "linear_swish");
     assert!(loaded_libraries().contains(&path));
 
     let file = model_file();
@@ -71,5 +73,5 @@ fn loading_the_plugin_twice_into_one_registry_names_both_and_changes_nothing() {
     assert!(msg.contains(&path.display().to_string()), "{msg}");
     assert_eq!(reg.names().map(str::to_string).collect::<Vec<_>>(), before);
     assert_eq!(reg.plugins().len(), 1);
-    assert_eq!(reg.patterns().len(), 1);
+    assert_eq!(reg.patterns().len(), amanuensis_operators::standard_registry().patterns().len() + 1);
 }

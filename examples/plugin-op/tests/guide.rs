@@ -1,6 +1,11 @@
 //! `docs/plugins.md` quotes the example's sources; these checks keep the quotes true.
 //! (`examples/plugin-op/check-guide.sh` runs the guide's commands in a fresh clone.)
 
+mod common;
+
+use amanuensis_runtime::device::npu_sim::{NpuParams, NpuSim};
+use amanuensis_runtime::schedule::{plan, SchedulerOptions};
+use amanuensis_runtime::Graph;
 use std::path::{Path, PathBuf};
 
 fn workspace_root() -> PathBuf {
@@ -82,4 +87,54 @@ fn every_command_names_a_package_or_file_of_this_repository() {
         }
     }
     assert!(commands >= 2, "{commands} commands");
+}
+
+/// The guide's `text` block that starts with `prefix`.
+fn text_block(prefix: &str) -> String {
+    blocks(&guide())
+        .into_iter()
+        .filter(|(info, _)| info == "text")
+        .map(|(_, lines)| lines.join("\n"))
+        .find(|b| b.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no text block starting with {prefix:?} in docs/plugins.md"))
+}
+
+#[test]
+fn quoted_messages_are_the_real_ones() {
+    let mut file = common::model_file();
+    file.graphs[0].nodes.iter_mut().find(|n| n.name == "act").unwrap().op = "swsh".into();
+    let err = Graph::build(&file.graphs[0], &file.weights, &common::registry()).unwrap_err();
+    assert_eq!(text_block("graph 'mlp', node 'act': unknown operator"), err.to_string());
+
+    #[cfg(target_os = "linux")]
+    {
+        let mut reg = amanuensis_runtime::Registry::new();
+        let err = amanuensis_runtime::load_plugin(Path::new("libc.so.6"), &mut reg).unwrap_err();
+        assert_eq!(text_block("plugin libc.so.6:"), err.to_string());
+    }
+}
+
+/// Numbers as `#` and runs of spaces as one, so that the quoted plan keeps its structure
+/// (placements, kernels, fusions, transfers) while the timing model's figures move.
+fn shape_of(text: &str) -> String {
+    let mut out = String::new();
+    let mut last = ' ';
+    for c in text.chars() {
+        let c = if c.is_ascii_digit() || (c == '.' && last == '#') { '#' } else { c };
+        if (c == '#' && last == '#') || (c == ' ' && last == ' ') {
+            continue;
+        }
+        out.push(c);
+        last = c;
+    }
+    out
+}
+
+#[test]
+fn quoted_plan_matches_the_scheduler_up_to_its_figures() {
+    let file = common::model_file();
+    let params = NpuParams::phoenix();
+    let p = plan(&file.graphs[0], &file.weights, &common::registry(), &NpuSim::new(params.clone()), Some(&params), &SchedulerOptions::default()).unwrap();
+    let quoted = text_block("graph 'mlp' on npu-sim:");
+    assert_eq!(shape_of(&quoted), shape_of(p.report().trim_end()), "the plan in docs/plugins.md is out of date");
 }
