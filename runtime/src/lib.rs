@@ -60,6 +60,7 @@
 //! ```
 
 pub mod device;
+pub mod dot;
 pub mod error;
 pub mod executor;
 pub mod format;
@@ -67,6 +68,7 @@ pub mod fusion;
 pub mod ir;
 pub mod memory;
 pub mod op;
+pub mod plugin;
 pub mod registry;
 pub mod schedule;
 pub mod tensor;
@@ -78,6 +80,7 @@ pub use executor::{RunStats, Session};
 pub use format::{Dim, ModelFile};
 pub use ir::Graph;
 pub use op::{Attrs, EvalContext, OpDef, Operator, ValueType};
+pub use plugin::{load_plugin, Plugin, PluginError, PluginInfo};
 pub use registry::Registry;
 pub use tensor::{DType, Tensor};
 pub use weights::WeightStore;

@@ -1,10 +1,14 @@
-//! The operator registry: op name → [`OpDef`]. The standard library and third-party
-//! crates register through the same [`Registry::register`].
+//! The operator registry: op name → [`OpDef`], plus fusion patterns. The standard library
+//! and third-party crates register through the same [`Registry::register`]; a
+//! [`Plugin`] registers as one unit through [`Registry::add_plugin`] (linked in) or
+//! [`crate::plugin::load_plugin`] (a shared library).
 
 use crate::error::{Result, RuntimeError};
 use crate::fusion::FusionPattern;
 use crate::op::OpDef;
+use crate::plugin::{Plugin, PluginInfo};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Registered op kinds by name.
@@ -14,6 +18,10 @@ pub struct Registry {
     /// Which library registered each op (for duplicate-name errors).
     origins: BTreeMap<String, String>,
     patterns: Vec<Arc<dyn FusionPattern>>,
+    /// Which library registered each pattern (parallel to `patterns`).
+    pattern_origins: Vec<String>,
+    /// Plugins added so far, in order.
+    plugins: Vec<PluginInfo>,
     /// Library currently registering (set by [`Registry::registering`]).
     current: String,
 }
@@ -59,10 +67,16 @@ impl Registry {
 
     /// Adds a fusion pattern; its ops need not be registered yet, but its name must be new.
     pub fn register_pattern(&mut self, p: impl FusionPattern + 'static) -> Result<()> {
-        if self.patterns.iter().any(|q| q.name() == p.name()) {
+        self.register_pattern_arc(Arc::new(p))
+    }
+
+    /// Adds a shared fusion pattern (as [`register_pattern`](Self::register_pattern)).
+    pub fn register_pattern_arc(&mut self, p: Arc<dyn FusionPattern>) -> Result<()> {
+        if let Some(i) = self.patterns.iter().position(|q| q.name() == p.name()) {
             return Err(RuntimeError::Registry(format!(
-                "fusion pattern '{}' is registered twice (again by {})",
+                "fusion pattern '{}' is registered twice: first by {}, again by {}",
                 p.name(),
+                self.pattern_origins[i],
                 self.origin()
             )));
         }
@@ -72,8 +86,72 @@ impl Registry {
                 p.name()
             )));
         }
-        self.patterns.push(Arc::new(p));
+        self.pattern_origins.push(self.origin());
+        self.patterns.push(p);
         Ok(())
+    }
+
+    /// Registers a plugin as one unit: all of its ops and patterns, or (on error) none.
+    /// Duplicate names are reported with the plugin's name and version.
+    pub fn add_plugin(&mut self, plugin: &dyn Plugin) -> Result<PluginInfo> {
+        self.add_plugin_entry(plugin.name(), plugin.version(), None, |reg| plugin.register(reg))
+    }
+
+    /// Runs a plugin's registration entry on a copy of the registry and keeps the copy
+    /// only when the entry succeeds.
+    pub(crate) fn add_plugin_entry(
+        &mut self,
+        name: &str,
+        version: &str,
+        path: Option<&Path>,
+        entry: impl FnOnce(&mut Registry) -> Result<()>,
+    ) -> Result<PluginInfo> {
+        let mut staged = self.clone();
+        staged.current = format!("{name} {version}");
+        entry(&mut staged)?;
+        staged.current = self.current.clone();
+        let info = PluginInfo {
+            name: name.to_string(),
+            version: version.to_string(),
+            path: path.map(Path::to_path_buf),
+            ops: staged.names().filter(|n| !self.ops.contains_key(*n)).map(str::to_string).collect(),
+            patterns: staged.patterns[self.patterns.len().min(staged.patterns.len())..]
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect(),
+        };
+        staged.plugins.push(info.clone());
+        *self = staged;
+        Ok(info)
+    }
+
+    /// Replaces every op and pattern that `before` lacks by a wrapped one (the plugin
+    /// boundary's panic guards).
+    pub(crate) fn wrap_added(
+        &mut self,
+        before: &Registry,
+        op: impl Fn(Arc<dyn OpDef>) -> Arc<dyn OpDef>,
+        pattern: impl Fn(Arc<dyn FusionPattern>) -> Arc<dyn FusionPattern>,
+    ) {
+        for (name, def) in self.ops.iter_mut() {
+            if !before.ops.contains_key(name) {
+                *def = op(def.clone());
+            }
+        }
+        let kept = before.patterns.len().min(self.patterns.len());
+        for p in &mut self.patterns[kept..] {
+            *p = pattern(p.clone());
+        }
+    }
+
+    /// The plugins added so far, in order.
+    pub fn plugins(&self) -> &[PluginInfo] {
+        &self.plugins
+    }
+
+    /// Which library registered `op` (quoted name, or "an unnamed library").
+    pub fn registered_by(&self, op: &str) -> Option<&str> {
+        self.origins.get(op).map(String::as_str)
     }
 
     /// The fusion patterns, in registration order.
