@@ -12,6 +12,7 @@ pub mod audio;
 pub mod decoding;
 pub mod model;
 pub mod output;
+pub mod pauses;
 pub mod scheduling;
 pub mod tokenizer;
 pub mod tracefile;

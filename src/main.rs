@@ -168,6 +168,10 @@ struct TranscribeArgs {
     /// Time every word (JSON output lists them per segment).
     #[arg(long)]
     word_timestamps: bool,
+    /// Keep the model's segment times: do not move boundaries onto the pauses of the
+    /// recording nor split segments at long pauses.
+    #[arg(long)]
+    no_refine_timestamps: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -340,13 +344,13 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
         condition_on_previous_text: !a.no_condition_on_previous_text,
         initial_prompt: a.prompt.clone(),
         word_timestamps: a.word_timestamps,
+        refine_timestamps: !a.no_refine_timestamps,
         decoding: FallbackOptions {
             temperatures: a.temperature.clone(),
             best_of: a.best_of,
             beam: BeamOptions { beam_size: a.beam_size, patience: a.patience, length_penalty: a.length_penalty },
             ..FallbackOptions::default()
         },
-        ..TranscribeOptions::default()
     };
     let format = if a.json { OutputFormat::Json } else { a.format };
     let mut failed = 0;

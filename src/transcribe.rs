@@ -1,7 +1,8 @@
 //! The transcription pipeline: the `features` graph turns the whole recording into a
 //! log-mel spectrogram once; then, window by window (30 s at most, seeking by the
 //! timestamps the model predicts, as faster-whisper does), the `encoder` and `cross_kv`
-//! graphs run and the `decoder_step` graph is driven by the decoding policy.
+//! graphs run and the `decoder_step` graph is driven by the decoding policy. Finally the
+//! segment times are refined with the pauses of the recording ([`crate::pauses`]).
 
 use crate::decoding::{
     decode_with_fallback, greedy_decode, split_segments, BatchStepModel, DecodeOptions, DecodeResult, FallbackOptions, SpecialIds,
@@ -9,6 +10,8 @@ use crate::decoding::{
 };
 use crate::alignment;
 use crate::model::WhisperModel;
+use crate::pauses::{self, Pause, RefineOptions};
+use crate::tokenizer::Tokenizer;
 use crate::whisper::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use amanuensis_runtime::{Session, Tensor};
 use anyhow::{bail, Context, Result};
@@ -56,6 +59,10 @@ pub struct TranscribeOptions {
     pub initial_prompt: Option<String>,
     /// Time every word from the cross-attention of the model's alignment heads.
     pub word_timestamps: bool,
+    /// Move segment boundaries onto the pauses of the recording and split segments at
+    /// long pauses after a sentence or clause end ([`pauses`]); the text is unchanged.
+    /// Ignored without timestamps.
+    pub refine_timestamps: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -68,6 +75,7 @@ impl Default for TranscribeOptions {
             condition_on_previous_text: true,
             initial_prompt: None,
             word_timestamps: false,
+            refine_timestamps: true,
         }
     }
 }
@@ -88,7 +96,7 @@ pub struct Segment {
     /// gzip-style compression ratio of the text (high for repetitive hallucinations).
     pub compression_ratio: f64,
     pub temperature: f32,
-    /// Word-level timing, when requested.
+    /// Word-level timing, when requested (also used internally by the refinement).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub words: Vec<Word>,
 }
@@ -304,11 +312,110 @@ pub fn next_seek(tokens: &[u32], timestamp_begin: u32, seek: usize, segment_size
     let is_ts = |t: u32| t >= timestamp_begin;
     let n = tokens.len();
     let single_timestamp_ending = n >= 2 && !is_ts(tokens[n - 2]) && is_ts(tokens[n - 1]);
-    let last_pair = (1..n).filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1])).last();
+    let last_pair = (1..n).rev().find(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1]));
     match last_pair {
         Some(i) if !single_timestamp_ending => seek + (tokens[i - 1] - timestamp_begin) as usize * FRAMES_PER_TIMESTAMP,
         _ => seek + segment_size,
     }
+}
+
+/// Whether a segment (`start..end`, `text`) could be split by the refinement: its text
+/// has a sentence or clause mark before its last word and a pause long enough to split
+/// at lies inside it. Only then are words aligned when they were not asked for.
+fn may_split(start: f64, end: f64, text: &str, pauses: &[Pause], opts: &RefineOptions) -> bool {
+    let inner_mark = text
+        .split_whitespace()
+        .rev()
+        .skip(1)
+        .any(pauses::ends_clause);
+    inner_mark && pauses.iter().any(|p| p.duration() >= opts.split_pause && p.start > start && p.end < end)
+}
+
+/// The index at which `tokens` splits into a part decoding to `head` and one decoding to
+/// `tail`, if there is one.
+fn token_cut(tokens: &[u32], tok: &Tokenizer, head: &str, tail: &str) -> Option<usize> {
+    (1..tokens.len()).find(|&k| tok.decode(&tokens[..k]) == head && tok.decode(&tokens[k..]) == tail)
+}
+
+/// Splits `segment` after the words `cuts` (indices of each part's last word) at the
+/// tokens whose texts the words spell. Returns the parts, or `None` when the words do
+/// not spell the text exactly (a word spilling over from a neighbouring segment).
+fn split_segment(segment: &Segment, cuts: &[usize], tok: &Tokenizer) -> Option<Vec<Segment>> {
+    let mut parts = Vec::with_capacity(cuts.len() + 1);
+    let mut rest = segment.clone();
+    let mut taken = 0;
+    for &cut in cuts {
+        let n = (cut + 1).checked_sub(taken).filter(|&n| n > 0)?;
+        let head: String = rest.words.get(..n)?.iter().map(|w| w.word.as_str()).collect();
+        let tail = rest.text.strip_prefix(&head)?.to_string();
+        let k = token_cut(&rest.tokens, tok, &head, &tail)?;
+        let mut first = rest.clone();
+        first.text = head;
+        first.tokens = rest.tokens[..k].to_vec();
+        first.words = rest.words[..n].to_vec();
+        rest.text = tail;
+        rest.tokens = rest.tokens[k..].to_vec();
+        rest.words = rest.words[n..].to_vec();
+        parts.push(first);
+        taken = cut + 1;
+    }
+    parts.push(rest);
+    Some(parts)
+}
+
+/// Refines segment times with the recording's `pauses` (see [`pauses`]): splits segments
+/// at long pauses after a sentence or clause end, moves boundaries onto nearby pauses,
+/// and when `keep_words` widens segments to hold their words (which never move). Texts
+/// and tokens are only divided, never changed. Segments are renumbered.
+pub fn refine_segments(
+    segments: Vec<Segment>,
+    tok: &Tokenizer,
+    pauses: &[Pause],
+    duration: f64,
+    keep_words: bool,
+    opts: &RefineOptions,
+) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::with_capacity(segments.len());
+    // Whether the boundary before each output segment was placed by a split.
+    let mut fixed: Vec<bool> = Vec::with_capacity(segments.len());
+    for seg in segments {
+        let splits = pauses::split_points(seg.start, seg.end, &seg.words, pauses, opts);
+        let cuts: Vec<usize> = splits.iter().map(|s| s.0).collect();
+        let parts = if splits.is_empty() { None } else { split_segment(&seg, &cuts, tok) };
+        match parts {
+            Some(mut parts) => {
+                for (i, (_, p)) in splits.iter().enumerate() {
+                    let pad = opts.pad.clamp(0.0, p.duration() / 2.0);
+                    parts[i].end = p.start + pad;
+                    parts[i + 1].start = p.end - pad;
+                }
+                fixed.push(false);
+                fixed.extend(std::iter::repeat_n(true, parts.len() - 1));
+                out.extend(parts);
+            }
+            None => {
+                fixed.push(false);
+                out.push(seg);
+            }
+        }
+    }
+    let mut bounds: Vec<(f64, f64)> = out.iter().map(|s| (s.start, s.end)).collect();
+    pauses::snap_boundaries(&mut bounds, &fixed, pauses, duration, opts);
+    if keep_words {
+        let words: Vec<&[Word]> = out.iter().map(|s| s.words.as_slice()).collect();
+        pauses::contain_words(&mut bounds, &words);
+    }
+    for (i, (seg, (start, end))) in out.iter_mut().zip(bounds).enumerate() {
+        seg.id = i;
+        seg.start = round_ms(start);
+        seg.end = round_ms(end).max(seg.start);
+        // Words already lie inside; this only absorbs rounding.
+        for w in &mut seg.words {
+            w.start = w.start.clamp(seg.start, seg.end);
+            w.end = w.end.clamp(w.start, seg.end);
+        }
+    }
+    out
 }
 
 impl WhisperModel {
@@ -539,6 +646,9 @@ impl WhisperModel {
         };
         let mut prompt_reset_since = 0usize;
         let mut last_speech_timestamp = 0.0f64;
+        let refine = opts.refine_timestamps && !opts.without_timestamps;
+        let refine_opts = RefineOptions::default();
+        let pauses = if refine { pauses::find_pauses(pcm, SAMPLE_RATE as u32, &refine_opts.pauses) } else { Vec::new() };
         let mut segments: Vec<Segment> = Vec::new();
         while seek < content_frames {
             let time_offset = seek as f64 * FRAME_SECONDS;
@@ -595,7 +705,11 @@ impl WhisperModel {
             let mut times: Vec<(f64, f64, Vec<Word>)> =
                 window.iter().map(|s| (s.start as f64, s.end as f64, Vec::new())).collect();
             let mut next = next_seek(&result.tokens, timestamp_begin, seek, segment_size);
-            if opts.word_timestamps && !window.is_empty() {
+            // The refinement splits segments between words, so it needs them where a
+            // segment holds a long pause; they then change neither seeking nor times.
+            let split_candidate =
+                refine && window.iter().any(|s| may_split(s.start as f64, s.end as f64, &s.text, &pauses, &refine_opts));
+            if (opts.word_timestamps || split_candidate) && !window.is_empty() {
                 let t = Instant::now();
                 let timed = self.word_timings(&cross, &lang, opts, &window, seek, segment_size, last_speech_timestamp)?;
                 timings.decoder += t.elapsed();
@@ -607,7 +721,7 @@ impl WhisperModel {
                     let single_timestamp_ending = n >= 2
                         && result.tokens[n - 2] < timestamp_begin
                         && result.tokens[n - 1] >= timestamp_begin;
-                    if !single_timestamp_ending && end > time_offset {
+                    if opts.word_timestamps && !single_timestamp_ending && end > time_offset {
                         next = (end * 100.0).round_ties_even() as usize;
                     }
                 }
@@ -615,9 +729,18 @@ impl WhisperModel {
                     let words = seg
                         .words
                         .into_iter()
-                        .map(|w| Word { start: w.start, end: w.end, word: w.word, probability: w.probability as f32 })
+                        .map(|w| Word {
+                            start: round_ms(w.start),
+                            end: round_ms(w.end),
+                            word: w.word,
+                            probability: w.probability as f32,
+                        })
                         .collect();
-                    *slot = (seg.start, seg.end, words);
+                    if opts.word_timestamps {
+                        *slot = (seg.start, seg.end, words);
+                    } else {
+                        slot.2 = words;
+                    }
                 }
             }
             for (s, (start, end, words)) in window.into_iter().zip(times) {
@@ -645,6 +768,12 @@ impl WhisperModel {
             // Never move backwards: a window must always make progress.
             seek = next.max(seek + 1);
             progress(Progress { done: (seek as f64 * FRAME_SECONDS).min(duration), total: duration });
+        }
+        if refine {
+            segments = refine_segments(segments, &self.tokenizer, &pauses, duration, opts.word_timestamps, &refine_opts);
+        }
+        if !opts.word_timestamps {
+            segments.iter_mut().for_each(|s| s.words.clear());
         }
         let text = segments.iter().map(|s| s.text.as_str()).collect::<String>().trim().to_string();
         timings.total = t0.elapsed();
