@@ -27,6 +27,9 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Load an operator plugin built as a shared library (repeatable); see docs/plugins.md.
+    #[arg(long = "plugin", global = true, value_name = "LIB")]
+    plugins: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -222,6 +225,24 @@ enum GraphCommand {
         /// Graph file.
         file: PathBuf,
     },
+    /// Write a graph as Graphviz dot: as loaded, or after the scheduler's passes with
+    /// `--device` (placement colours, fused groups boxed).
+    Dot {
+        /// Graph file.
+        file: PathBuf,
+        /// Which graph of the file (default: the first).
+        #[arg(long)]
+        graph: Option<String>,
+        /// Show the graph after the scheduler's passes for this device (cpu, npu-sim).
+        #[arg(long)]
+        device: Option<String>,
+        /// Draw each weight as its own node.
+        #[arg(long)]
+        weights: bool,
+        /// Output file (default: stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Write the graph file of a Whisper size from its hyper-parameters.
     Build {
         /// tiny, base, small, medium, large-v3, ...
@@ -234,6 +255,7 @@ enum GraphCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = PLUGINS.set(cli.plugins.clone());
     let trace_path = match &cli.command {
         Command::Transcribe(a) => a.trace.clone(),
         Command::Bench(a) => a.trace.clone(),
@@ -261,6 +283,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph(GraphCommand::Inspect { file }) => graph_inspect(&file),
+        Command::Graph(GraphCommand::Dot { file, graph, device, weights, output }) => graph_dot(&file, graph.as_deref(), device.as_deref(), weights, output.as_deref()),
         Command::Graph(GraphCommand::Build { size, output }) => graph_build(&size, output.as_deref()),
     };
     if let Some(t) = trace {
@@ -276,6 +299,45 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--plugin` libraries, loaded into every registry the commands build.
+static PLUGINS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// The standard operators plus the `--plugin` libraries.
+fn registry() -> Result<amanuensis_runtime::Registry> {
+    let mut reg = amanuensis_operators::standard_registry();
+    for p in PLUGINS.get().map(|v| v.as_slice()).unwrap_or(&[]) {
+        let info = amanuensis_runtime::load_plugin(p, &mut reg).with_context(|| format!("loading plugin {}", p.display()))?;
+        tracing::info!("loaded plugin {info}");
+    }
+    Ok(reg)
+}
+
+fn graph_dot(path: &Path, graph: Option<&str>, device: Option<&str>, weights: bool, output: Option<&Path>) -> Result<ExitCode> {
+    use amanuensis_runtime::dot;
+    let file = ModelFile::load(path)?;
+    let reg = registry()?;
+    let gdef = match graph {
+        Some(name) => file.graphs.iter().find(|g| g.name == name).with_context(|| format!("{} has no graph '{name}'", path.display()))?,
+        None => file.graphs.first().with_context(|| format!("{} has no graphs", path.display()))?,
+    };
+    let text = match device {
+        None => dot::to_dot(&Graph::build(gdef, &file.weights, &reg)?, &dot::DotAnnotations { show_weights: weights, ..Default::default() }),
+        Some(d) => {
+            let spec = DeviceSpec { device: d.to_string(), ..DeviceSpec::default() };
+            let dev = spec.make_device()?;
+            let plan = amanuensis_runtime::schedule::plan(gdef, &file.weights, &reg, dev.as_ref(), spec.sim_params(), &spec.options)?;
+            let mut ann = dot::plan_annotations(&plan);
+            ann.show_weights = weights;
+            dot::to_dot(&plan.graph, &ann)
+        }
+    };
+    match output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(verbose: u8, trace: Option<&Path>) -> Result<Option<amanuensis::tracefile::TraceFile>> {
@@ -306,7 +368,7 @@ fn init_logging(verbose: u8, trace: Option<&Path>) -> Result<Option<amanuensis::
 
 fn load_model(args: &ModelArgs, quiet: bool) -> Result<WhisperModel> {
     let dir = model::find_model_dir(&args.model)?;
-    let registry = amanuensis_operators::standard_registry();
+    let registry = registry()?;
     let mut spec = args.device.spec()?;
     if let Some(line) = spec.resolve_auto() {
         if !quiet {
@@ -541,7 +603,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             cpu_encoder: (model.device.device == "cpu").then(|| tr.timings.encoder + tr.timings.cross_kv),
         };
         let (file, _) = model::load_graph_file(a.model.graph.as_deref(), &model.name)?;
-        let registry = amanuensis_operators::standard_registry();
+        let registry = registry()?;
         let params = &model.device.params;
         let rows = scheduling::ablation(&file, &registry, params, &run)?;
         println!("\nscheduler ablation:");
@@ -557,7 +619,7 @@ fn plan(a: PlanArgs) -> Result<ExitCode> {
     }
     let name = format!("whisper-{}", a.model.trim_start_matches("whisper-"));
     let (file, origin) = model::load_graph_file(a.graph.as_deref(), &name)?;
-    let registry = amanuensis_operators::standard_registry();
+    let registry = registry()?;
     println!("plan of {origin} for device {}{}", spec.device, if spec.device == "npu-sim" { format!(" ({} parameters; times are projections)", spec.params.name) } else { String::new() });
     print!("{}", scheduling::plan_report(&file, &registry, &spec)?);
     Ok(ExitCode::SUCCESS)
@@ -565,7 +627,7 @@ fn plan(a: PlanArgs) -> Result<ExitCode> {
 
 fn graph_inspect(path: &Path) -> Result<ExitCode> {
     let file = ModelFile::load(path)?;
-    let registry = amanuensis_operators::standard_registry();
+    let registry = registry()?;
     println!("{}: model {} ({}), format version {}", path.display(), file.model.name, file.model.family, file.version);
     let hp: Vec<String> = file.model.hyper_parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("hyper-parameters: {}", hp.join(" "));
@@ -609,7 +671,7 @@ fn graph_build(size: &str, output: Option<&Path>) -> Result<ExitCode> {
     let dims = WhisperDims::for_size(size).with_context(|| format!("unknown Whisper size '{size}'"))?;
     let file = build_whisper_graph(&format!("whisper-{size}"), &dims);
     // Validate before writing: a graph that does not load is never written.
-    model::validate_graphs(&file, &amanuensis_operators::standard_registry())?;
+    model::validate_graphs(&file, &registry()?)?;
     let text = file.to_text();
     match output {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
