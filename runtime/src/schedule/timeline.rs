@@ -134,6 +134,11 @@ impl Timeline {
 
     /// Fraction of shim DMA time that overlaps compute on the same column.
     pub fn dma_hidden(&self) -> f64 {
+        self.dma_hidden_in(|_| true)
+    }
+
+    /// [`dma_hidden`](Self::dma_hidden) over the DMA of kernels whose name satisfies `pick`.
+    pub fn dma_hidden_in(&self, pick: impl Fn(&str) -> bool) -> f64 {
         let mut total = 0.0;
         let mut hidden = 0.0;
         let mut compute: std::collections::BTreeMap<usize, Vec<(f64, f64)>> = Default::default();
@@ -147,7 +152,7 @@ impl Timeline {
         }
         for s in &self.spans {
             let c = match s.lane {
-                Lane::DmaIn(c, _) | Lane::DmaOut(c, _) => c,
+                Lane::DmaIn(c, _) | Lane::DmaOut(c, _) if pick(&s.name) => c,
                 _ => continue,
             };
             total += s.end_ns - s.start_ns;
