@@ -1,5 +1,6 @@
 //! `matmul_bias` and `matmul_bias_gelu`: C = bf16(A) · bf16(W)ᵀ + bias with f32 accumulation.
 
+use super::gelu::gelu_in_place;
 use super::gemm::{gemm, PackedRhs};
 use super::{check_len, mul, round_bf16, NpuKernelError, TileFootprint, BF16_BYTES, F32_BYTES};
 
@@ -124,9 +125,10 @@ fn matmul_nt(
     n: usize,
     out: &mut [f32],
     post: impl Fn(usize, usize, f32) -> f32 + Sync,
+    finish: impl Fn(&mut [f32]) + Sync,
 ) {
     let wp = PackedRhs::pack(n, k, |j, kk| round_bf16(w[j * k + kk]));
-    gemm(m, |i, kk| round_bf16(a[i * k + kk]), &wp, out, post);
+    gemm(m, |i, kk| round_bf16(a[i * k + kk]), &wp, out, post, finish);
 }
 
 /// `out[M, N] = bf16(a[M, K]) · bf16(w[N, K])ᵀ + bias[N]`, f32 out, per
@@ -141,10 +143,19 @@ pub fn matmul_bias(
     out: &mut [f32],
 ) -> Result<(), NpuKernelError> {
     check_shapes("matmul_bias", a, m, k, w, n, bias, out)?;
-    matmul_nt(a, m, k, w, n, out, |_, j, acc| match bias {
-        Some(b) => acc + b[j],
-        None => acc,
-    });
+    matmul_nt(
+        a,
+        m,
+        k,
+        w,
+        n,
+        out,
+        |_, j, acc| match bias {
+            Some(b) => acc + b[j],
+            None => acc,
+        },
+        |_| {},
+    );
     Ok(())
 }
 
@@ -159,12 +170,19 @@ pub fn matmul_bias_gelu(
     out: &mut [f32],
 ) -> Result<(), NpuKernelError> {
     check_shapes("matmul_bias_gelu", a, m, k, w, n, bias, out)?;
-    matmul_nt(a, m, k, w, n, out, |_, j, acc| {
-        gelu_exact(match bias {
+    matmul_nt(
+        a,
+        m,
+        k,
+        w,
+        n,
+        out,
+        |_, j, acc| match bias {
             Some(b) => acc + b[j],
             None => acc,
-        })
-    });
+        },
+        gelu_in_place,
+    );
     Ok(())
 }
 
@@ -183,12 +201,21 @@ pub fn matmul_bias_residual(
     const K: &str = "matmul_bias_residual";
     check_shapes(K, a, m, k, w, n, bias, out)?;
     check_len(K, "residual", residual.len(), out.len())?;
-    matmul_nt(a, m, k, w, n, out, |i, j, acc| {
-        let c = match bias {
-            Some(b) => acc + b[j],
-            None => acc,
-        };
-        c + residual[i * n + j]
-    });
+    matmul_nt(
+        a,
+        m,
+        k,
+        w,
+        n,
+        out,
+        |i, j, acc| {
+            let c = match bias {
+                Some(b) => acc + b[j],
+                None => acc,
+            };
+            c + residual[i * n + j]
+        },
+        |_| {},
+    );
     Ok(())
 }
