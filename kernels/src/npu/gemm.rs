@@ -32,10 +32,11 @@ impl PackedRhs {
             data.par_chunks_mut(k * NR)
                 .enumerate()
                 .for_each(|(p, panel)| {
-                    let j0 = p * NR;
-                    for jj in 0..NR.min(n - j0) {
-                        for kk in 0..k {
-                            panel[kk * NR + jj] = value(j0 + jj, kk);
+                    let (j0, cols) = (p * NR, NR.min(n - p * NR));
+                    // Sequential writes; the NR source rows are read as parallel streams.
+                    for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                        for (jj, d) in dst.iter_mut().enumerate().take(cols) {
+                            *d = value(j0 + jj, kk);
                         }
                     }
                 });
@@ -206,6 +207,66 @@ pub(crate) fn gemm(
         for row in rows.iter_mut() {
             finish(row);
         }
+    });
+}
+
+/// Fewest rows for which packing the right operand pays off; below, [`gemm_few_rows`].
+pub(crate) const FEW_ROWS: usize = 8;
+
+/// Lanes of the column block in [`gemm_few_rows`].
+const FEW_COLS: usize = 8;
+
+/// [`gemm`] for `m < FEW_ROWS` (decoder steps, GEMVs), where packing B would cost more than
+/// the products: B is read in place as `b(j, kk)`, FEW_COLS columns at a time, and the
+/// m × FEW_COLS accumulators run side by side with k in order (the same chains as
+/// [`gemm`]). `a` holds the m rows of A, already in their final (rounded) values.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_few_rows(
+    m: usize,
+    k: usize,
+    a: &[f32],
+    n: usize,
+    b: impl Fn(usize, usize) -> f32 + Sync,
+    out: &mut [f32],
+    post: impl Fn(usize, usize, f32) -> f32 + Sync,
+    finish: impl Fn(&mut [f32]) + Sync,
+) {
+    debug_assert!(m < FEW_ROWS && a.len() == m * k && out.len() == m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Accumulators transposed, `[n][m]`, so column blocks are contiguous tasks.
+    let mut acc_t = vec![0.0f32; n * m];
+    acc_t
+        .par_chunks_mut(FEW_COLS * m)
+        .enumerate()
+        .for_each(|(blk, chunk)| {
+            let j0 = blk * FEW_COLS;
+            let cols = chunk.len() / m;
+            let mut acc = [[0.0f32; FEW_COLS]; FEW_ROWS];
+            let mut bv = [0.0f32; FEW_COLS];
+            for kk in 0..k {
+                for (jj, v) in bv.iter_mut().enumerate().take(cols) {
+                    *v = b(j0 + jj, kk);
+                }
+                for (i, acc_i) in acc.iter_mut().enumerate().take(m) {
+                    let x = a[i * k + kk];
+                    for jj in 0..FEW_COLS {
+                        acc_i[jj] += x * bv[jj];
+                    }
+                }
+            }
+            for jj in 0..cols {
+                for i in 0..m {
+                    chunk[jj * m + i] = acc[i][jj];
+                }
+            }
+        });
+    out.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = post(i, j, acc_t[j * m + i]);
+        }
+        finish(row);
     });
 }
 

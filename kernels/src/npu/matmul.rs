@@ -1,8 +1,11 @@
 //! `matmul_bias` and `matmul_bias_gelu`: C = bf16(A) · bf16(W)ᵀ + bias with f32 accumulation.
 
 use super::gelu::gelu_in_place;
-use super::gemm::{gemm, PackedRhs};
-use super::{check_len, mul, round_bf16, NpuKernelError, TileFootprint, BF16_BYTES, F32_BYTES};
+use super::gemm::{gemm, gemm_few_rows, PackedRhs, FEW_ROWS};
+use super::{
+    check_len, mul, round_bf16, round_bf16_slice, NpuKernelError, TileFootprint, BF16_BYTES,
+    F32_BYTES,
+};
 
 /// Contract of `matmul_bias`: the whole_array GEMM tile on one compute tile.
 ///
@@ -127,8 +130,22 @@ fn matmul_nt(
     post: impl Fn(usize, usize, f32) -> f32 + Sync,
     finish: impl Fn(&mut [f32]) + Sync,
 ) {
-    let wp = PackedRhs::pack(n, k, |j, kk| round_bf16(w[j * k + kk]));
-    gemm(m, |i, kk| round_bf16(a[i * k + kk]), &wp, out, post, finish);
+    if m < FEW_ROWS {
+        let ab = round_bf16_slice(a);
+        gemm_few_rows(
+            m,
+            k,
+            &ab,
+            n,
+            |j, kk| round_bf16(w[j * k + kk]),
+            out,
+            post,
+            finish,
+        );
+    } else {
+        let wp = PackedRhs::pack(n, k, |j, kk| round_bf16(w[j * k + kk]));
+        gemm(m, |i, kk| round_bf16(a[i * k + kk]), &wp, out, post, finish);
+    }
 }
 
 /// `out[M, N] = bf16(a[M, K]) · bf16(w[N, K])ᵀ + bias[N]`, f32 out, per
