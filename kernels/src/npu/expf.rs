@@ -28,11 +28,12 @@ pub(crate) fn exp_sub_bf16(s: &[f32], m: f32, p: &mut [f32]) {
     }
 }
 
-/// `expf` on each element of `x`, through the same lanes as [`exp_sub_bf16`] (m = 0, no
-/// bf16 rounding); for tests of the lane arithmetic.
+/// `out[i] = expf(x[i])` for `i < min(x.len(), out.len())`, through the same lanes as
+/// [`exp_sub_bf16`] (m = 0, no bf16 rounding); for tests of the lane arithmetic.
 #[doc(hidden)]
 pub fn expf_lanes(x: &[f32], out: &mut [f32]) {
-    let out = &mut out[..x.len()];
+    let n = x.len().min(out.len());
+    let (x, out) = (&x[..n], &mut out[..n]);
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") {
