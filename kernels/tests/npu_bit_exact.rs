@@ -5,7 +5,12 @@
 //! K = 1, tk = 1, causal offsets, head_dim above 64) and special values. Two NaNs count as
 //! equal: IEEE leaves the payload of an operation on two NaNs open.
 
-#![allow(clippy::needless_range_loop, clippy::too_many_arguments)] // loops mirror the contract text
+// Loops and `acc = acc + …` spell out the contract text literally.
+#![allow(
+    clippy::needless_range_loop,
+    clippy::too_many_arguments,
+    clippy::assign_op_pattern
+)]
 
 use amanuensis_kernels::cpu;
 use amanuensis_kernels::npu;
@@ -36,7 +41,7 @@ impl Rng {
         (0..n)
             .map(|_| {
                 let u = self.unit() * 4.0 - 2.0;
-                if self.next() % 16 != 0 {
+                if !self.next().is_multiple_of(16) {
                     return u;
                 }
                 match self.next() % if nonfinite { 9 } else { 5 } {
@@ -456,6 +461,117 @@ fn attention_with_no_keys_matches_contract_bits() {
     naive_attention(&q, 6, &[], 6, &[], 6, 2, 0, 2, 3, Some(3), &mut want, 6);
     assert_same_bits("attention_flash tk=0", &out, &want);
     assert!(out.iter().all(|x| x.to_bits() == 0));
+}
+
+/// Compares `npu::expf_lanes` with `libm::expf` on the given bit patterns.
+fn check_expf_bits(bits: impl Iterator<Item = u32>) -> usize {
+    let x: Vec<f32> = bits.map(f32::from_bits).collect();
+    let mut got = vec![0.0f32; x.len()];
+    npu::expf_lanes(&x, &mut got);
+    let want: Vec<f32> = x.iter().map(|&v| libm::expf(v)).collect();
+    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+            "expf({:e} = {:#010x}): lanes {g:e} ({:#010x}) != libm {w:e} ({:#010x})",
+            x[i],
+            x[i].to_bits(),
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
+    x.len()
+}
+
+#[test]
+fn expf_lanes_match_libm() {
+    // A stride through all 2^32 patterns (odd, so every exponent and many mantissas).
+    let mut n = check_expf_bits((0..u32::MAX / 997).map(|i| i * 997));
+    // Every pattern within 2^16 ulps of each branch threshold of libm's expf, both signs:
+    // |x| = 2^-14, 0.5·ln2, 1.5·ln2, 87.33655 (subnormal results), 88.72284 (overflow),
+    // 103.97208 (underflow to 0), and around 0 and ∞.
+    for t in [
+        0x3900_0000u32,
+        0x3eb1_7218,
+        0x3f85_1592,
+        0x42ae_ac50,
+        0x42b1_7218,
+        0x42cf_f1b5,
+        0x0000_0000,
+        0x7f80_0000,
+    ] {
+        for sign in [0, 0x8000_0000u32] {
+            let lo = t.saturating_sub(1 << 16);
+            let hi = (t + (1 << 16)).min(0x7fff_ffff);
+            n += check_expf_bits((lo..=hi).map(|b| b | sign));
+        }
+    }
+    // Whole binades where attention evaluates expf(s − m) ≤ 0 most often.
+    n += check_expf_bits((0xbf80_0000u32..0xc080_0000).step_by(3));
+    eprintln!("expf lanes: {n} inputs bit-identical to libm::expf");
+}
+
+#[test]
+#[ignore = "exhaustive over all 2^32 inputs (about two minutes); run with --ignored"]
+fn expf_lanes_match_libm_exhaustively() {
+    let mut n = 0;
+    for hi in 0..=u16::MAX as u32 {
+        n += check_expf_bits((0..=u16::MAX as u32).map(|lo| (hi << 16) | lo));
+    }
+    assert_eq!(n, 1 << 32);
+}
+
+/// Compares `npu::gelu_lanes` with `npu::gelu_exact` on the given bit patterns.
+fn check_gelu_bits(bits: impl Iterator<Item = u32>) -> usize {
+    let x: Vec<f32> = bits.map(f32::from_bits).collect();
+    let mut got = x.clone();
+    npu::gelu_lanes(&mut got);
+    for (i, &g) in got.iter().enumerate() {
+        let w = npu::gelu_exact(x[i]);
+        assert!(
+            g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+            "gelu({:e} = {:#010x}): lanes {g:e} ({:#010x}) != gelu_exact {w:e} ({:#010x})",
+            x[i],
+            x[i].to_bits(),
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
+    x.len()
+}
+
+#[test]
+fn gelu_lanes_match_gelu_exact() {
+    let mut n = check_gelu_bits((0..u32::MAX / 997).map(|i| i * 997));
+    // erf's branch points |c/√2| = 2⁻²⁸, 0.84375, 1.25, 1/0.35 and 6, as f32 values of c:
+    // every pattern within 2^15 ulps, both signs.
+    let sqrt2 = std::f64::consts::SQRT_2;
+    for x in [
+        2f64.powi(-28),
+        0.84375,
+        1.25,
+        f64::from_bits(0x4006_db6d_0000_0000),
+        6.0,
+    ] {
+        let t = ((x * sqrt2) as f32).to_bits();
+        for sign in [0, 0x8000_0000u32] {
+            n += check_gelu_bits((t - (1 << 15)..=t + (1 << 15)).map(|b| b | sign));
+        }
+    }
+    // The range a transformer's MLP produces, densely: |c| in [2⁻⁴, 16).
+    n += check_gelu_bits((0x3d80_0000u32..0x4180_0000).step_by(13));
+    n += check_gelu_bits((0xbd80_0000u32..0xc180_0000).step_by(13));
+    eprintln!("gelu lanes: {n} inputs bit-identical to gelu_exact");
+}
+
+#[test]
+#[ignore = "exhaustive over all 2^32 inputs (about a minute); run with --ignored"]
+fn gelu_lanes_match_gelu_exact_exhaustively() {
+    use rayon::prelude::*;
+    let n: usize = (0..=u16::MAX as u32)
+        .into_par_iter()
+        .map(|hi| check_gelu_bits((0..=u16::MAX as u32).map(|lo| (hi << 16) | lo)))
+        .sum();
+    assert_eq!(n, 1 << 32);
 }
 
 proptest! {

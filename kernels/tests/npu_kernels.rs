@@ -8,7 +8,10 @@
 //!   their own exact sums (any summation order): |Δ| ≤ (2u_bf + u_bf²)·Σ|a·w|·(1+u_bf)²
 //!   + 2γ_{K+2}·(Σ|a·w| + |b|).
 //! - GELU is 1.13-Lipschitz (max of its derivative ≈ 1.1289) and is rounded once: the
-//!   matmul bound times 1.13 plus 2u·|gelu| (plus 1.5e-7 relative for `cpu::gelu`).
+//!   matmul bound times 1.13 plus 2u·|gelu| (plus 1.5e-7 relative for `cpu::gelu`). The
+//!   same holds for `conv1d_gelu` with K = c_in·kernel.
+//! - matmul_bias_residual: one more rounded addition of r: since
+//!   (1 + γ_{K+1})(1 + u) ≤ 1 + γ_{K+2}, |Δ| ≤ γ_{K+2}·(Σ|a·w| + |b| + |r|).
 //! - attention: see `attention_bound`.
 //! - layer norm: see `layer_norm_bound`.
 
@@ -192,6 +195,72 @@ fn matmul_bias_accumulates_in_the_documented_order() {
     a.rotate_left(1); // large term last: the 64 small terms sum exactly first
     npu::matmul_bias(&a, 1, k, &w, 1, None, &mut out).unwrap();
     assert_eq!(out[0], 1.0 + 64.0 * 2f32.powi(-24));
+}
+
+/// Checks `matmul_bias_residual` against f64 (bound in the module comment) and against
+/// `residual_add(matmul_bias(...))`, which the contract makes bit-identical. Returns the
+/// worst ratio to the bound.
+fn check_matmul_residual(m: usize, k: usize, n: usize, with_bias: bool, seed: u64) -> f64 {
+    let mut rng = Rng(seed);
+    let a = rng.vec(m * k, -1.0, 1.0);
+    let w = rng.vec(n * k, -1.0, 1.0);
+    let b = rng.vec(n, -1.0, 1.0);
+    let r = rng.vec(m * n, -8.0, 8.0);
+    let bias = with_bias.then_some(&b[..]);
+    let mut out = vec![f32::NAN; m * n];
+    npu::matmul_bias_residual(&a, m, k, &w, n, bias, &r, &mut out).unwrap();
+    let mut mm = vec![f32::NAN; m * n];
+    npu::matmul_bias(&a, m, k, &w, n, bias, &mut mm).unwrap();
+    let mut two_step = vec![f32::NAN; m * n];
+    npu::residual_add(&mm, &r, &mut two_step).unwrap();
+    assert_eq!(
+        bits(&out),
+        bits(&two_step),
+        "matmul_bias_residual != residual_add(matmul_bias) for m={m} k={k} n={n}"
+    );
+    let (ab, wb) = (bf(&a), bf(&w));
+    let mut worst = Worst::default();
+    for i in 0..m {
+        for j in 0..n {
+            let bj = if with_bias { b[j] as f64 } else { 0.0 };
+            let rij = r[i * n + j] as f64;
+            let (mut exact, mut abs) = (bj + rij, bj.abs() + rij.abs());
+            for t in 0..k {
+                let p = ab[i * k + t] * wb[j * k + t];
+                exact += p;
+                abs += p.abs();
+            }
+            let idx = i * n + j;
+            worst.check(
+                "matmul_residual f64",
+                idx,
+                out[idx],
+                exact,
+                gamma(k + 2) * abs,
+            );
+        }
+    }
+    worst.0
+}
+
+#[test]
+fn matmul_bias_residual_within_bounds() {
+    let mut ratio = 0.0f64;
+    for (s, &(m, k, n)) in [
+        (1, 512, 512),
+        (65, 65, 33),
+        (130, 512, 96),
+        (7, 2048, 40),
+        (200, 3, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for with_bias in [false, true] {
+            ratio = ratio.max(check_matmul_residual(m, k, n, with_bias, 80 + s as u64));
+        }
+    }
+    eprintln!("matmul_bias_residual worst |err|/bound vs f64: {ratio:.3e}");
 }
 
 // ---------------------------------------------------------------- attention
@@ -544,6 +613,101 @@ fn conv1d_within_bounds() {
     eprintln!("conv1d worst |err|/bound: vs f64 {r64:.3e}, vs cpu::conv1d {rcpu:.3e}");
 }
 
+/// Checks `conv1d_gelu` against GELU of the f64 convolution (bound in the module comment)
+/// and bit for bit against `gelu_exact(conv1d(...))`. Returns the worst ratio.
+#[allow(clippy::too_many_arguments)]
+fn check_conv_gelu(
+    c_in: usize,
+    t_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    with_bias: bool,
+    seed: u64,
+) -> f64 {
+    let mut rng = Rng(seed);
+    let x = rng.vec(c_in * t_in, -1.0, 1.0);
+    let w = rng.vec(c_out * c_in * kernel, -1.0, 1.0);
+    let b = rng.vec(c_out, -1.0, 1.0);
+    let bias = with_bias.then_some(&b[..]);
+    let t_out = cpu::conv1d_out_len(t_in, kernel, stride, padding);
+    let mut out = vec![f32::NAN; c_out * t_out];
+    npu::conv1d_gelu(
+        &x, c_in, t_in, &w, c_out, kernel, bias, stride, padding, &mut out,
+    )
+    .unwrap();
+    let mut plain = vec![f32::NAN; c_out * t_out];
+    npu::conv1d(
+        &x, c_in, t_in, &w, c_out, kernel, bias, stride, padding, &mut plain,
+    )
+    .unwrap();
+    let composed: Vec<f32> = plain.iter().map(|&c| npu::gelu_exact(c)).collect();
+    assert_eq!(
+        bits(&out),
+        bits(&composed),
+        "conv1d_gelu != gelu_exact(conv1d)"
+    );
+    let (xb, wb) = (bf(&x), bf(&w));
+    let depth = c_in * kernel;
+    let mut worst = Worst::default();
+    for co in 0..c_out {
+        for t in 0..t_out {
+            let bj = if with_bias { b[co] as f64 } else { 0.0 };
+            let (mut exact, mut abs) = (bj, bj.abs());
+            for ci in 0..c_in {
+                for tap in 0..kernel {
+                    let p = (t * stride + tap) as isize - padding as isize;
+                    if p >= 0 && (p as usize) < t_in {
+                        let prod = xb[ci * t_in + p as usize] * wb[co * depth + ci * kernel + tap];
+                        exact += prod;
+                        abs += prod.abs();
+                    }
+                }
+            }
+            let g = gelu64(exact);
+            let idx = co * t_out + t;
+            worst.check(
+                "conv_gelu f64",
+                idx,
+                out[idx],
+                g,
+                1.13 * gamma(depth + 1) * abs + 2.0 * U * g.abs() + 1e-30,
+            );
+        }
+    }
+    worst.0
+}
+
+#[test]
+fn conv1d_gelu_within_bounds() {
+    let mut ratio = 0.0f64;
+    // Whisper's stem at reduced width (both convolutions are followed by GELU).
+    for (s, &(c_in, t_in, c_out, kernel, stride, padding)) in [
+        (80, 100, 64, 3, 1, 1),
+        (64, 100, 48, 3, 2, 1),
+        (3, 10, 5, 4, 3, 2),
+        (2, 3, 2, 5, 1, 0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for with_bias in [false, true] {
+            ratio = ratio.max(check_conv_gelu(
+                c_in,
+                t_in,
+                c_out,
+                kernel,
+                stride,
+                padding,
+                with_bias,
+                90 + s as u64,
+            ));
+        }
+    }
+    eprintln!("conv1d_gelu worst |err|/bound vs f64: {ratio:.3e}");
+}
+
 // ---------------------------------------------------------------- determinism, contracts
 
 fn bits(x: &[f32]) -> Vec<u32> {
@@ -603,6 +767,23 @@ fn run_all() -> Vec<u32> {
     )
     .unwrap();
     all.extend(bits(&conv));
+    npu::conv1d_gelu(
+        &a[..10 * 100],
+        10,
+        100,
+        &w[..9 * 30],
+        9,
+        3,
+        Some(&b[..9]),
+        2,
+        1,
+        &mut conv,
+    )
+    .unwrap();
+    all.extend(bits(&conv));
+    let res = rng.vec(m * n, -2.0, 2.0);
+    npu::matmul_bias_residual(&a, m, k, &w, n, Some(&b), &res, &mut out).unwrap();
+    all.extend(bits(&out));
     all
 }
 
@@ -634,9 +815,14 @@ fn double_buffered_tile_footprints_fit_64k() {
     assert_eq!(mm.total(), 41_216);
     let att = npu::AttentionFlashContract::footprint(64);
     assert_eq!(att.total(), 53_376);
+    // The matmul's buffers plus a 64×32 f32 residual tile, all twice.
+    let mr = npu::MatmulBiasResidualContract::footprint();
+    assert_eq!(mr.total(), mm.total() + 2 * 64 * 32 * 4);
+    assert_eq!(mr.total(), 57_600);
     let all = [
         ("matmul_bias", mm),
         ("matmul_bias_gelu", npu::MatmulBiasGeluContract::footprint()),
+        ("matmul_bias_residual", mr),
         ("attention_flash hd=64", att),
         (
             "layer_norm dim=MAX_DIM",
@@ -644,6 +830,7 @@ fn double_buffered_tile_footprints_fit_64k() {
         ),
         ("residual_add", npu::ResidualAddContract::footprint()),
         ("conv1d", npu::Conv1dContract::footprint()),
+        ("conv1d_gelu", npu::Conv1dGeluContract::footprint()),
     ];
     for (name, f) in all {
         assert!(
@@ -703,6 +890,23 @@ fn bad_shapes_are_typed_errors() {
     assert!(npu::layer_norm(&[0.0; 4], 2, 2, &[1.0; 2], &[0.0; 3], 1e-5, &mut out).is_err());
     assert!(npu::residual_add(&[0.0; 4], &[0.0; 3], &mut out).is_err());
     assert!(e.to_string().contains("matmul_bias") && e.to_string().contains("`a`"));
+    assert_eq!(
+        npu::matmul_bias_residual(&[0.0; 6], 2, 3, &[0.0; 6], 2, None, &[0.0; 3], &mut out)
+            .unwrap_err(),
+        NpuKernelError::Length {
+            kernel: "matmul_bias_residual",
+            operand: "residual",
+            expected: 4,
+            actual: 3
+        }
+    );
+    assert_eq!(
+        npu::conv1d_gelu(&[0.0; 4], 1, 4, &[0.0; 3], 1, 3, None, 0, 0, &mut out).unwrap_err(),
+        NpuKernelError::Argument {
+            kernel: "conv1d_gelu",
+            what: "stride and kernel must be positive"
+        }
+    );
 }
 
 // ---------------------------------------------------------------- property tests
@@ -718,6 +922,16 @@ proptest! {
     #[test]
     fn prop_attention_flash_vs_f64(tq in 1usize..100, tk in 1usize..200, heads in 1usize..=4, hd in 1usize..=64, causal in proptest::option::of(0usize..150), pad in 0usize..3, seed in any::<u64>()) {
         check_attention(tq, tk, heads, hd, causal, pad, seed);
+    }
+
+    #[test]
+    fn prop_matmul_bias_residual_vs_f64(m in 1usize..120, k in 1usize..200, n in 1usize..120, bias in any::<bool>(), seed in any::<u64>()) {
+        check_matmul_residual(m, k, n, bias, seed);
+    }
+
+    #[test]
+    fn prop_conv1d_gelu_vs_f64(c_in in 1usize..20, t_in in 1usize..60, c_out in 1usize..20, kernel in 1usize..6, stride in 1usize..4, padding in 0usize..3, bias in any::<bool>(), seed in any::<u64>()) {
+        check_conv_gelu(c_in, t_in, c_out, kernel, stride, padding, bias, seed);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::expf::exp_sub_bf16;
 use super::gemm::{select_kernel, Kernel, PackedRhs, MR, NR};
 use super::{mul, round_bf16, NpuKernelError, TileFootprint, BF16_BYTES, F32_BYTES};
 
@@ -20,10 +21,12 @@ use super::{mul, round_bf16, NpuKernelError, TileFootprint, BF16_BYTES, F32_BYTE
 ///   order; blocks entirely beyond the causal limit are skipped, masked keys inside a
 ///   block are left out.
 /// - Score: `s_j = (Σ_d q_d·k_jd)·scale`, f32, d increasing from +0.0, unfused.
-/// - Per block: `m' = max(m, max_j s_j)` (m starts at −∞); `α = expf(m − m')`, or 0 for the
-///   first block; `p_j = bf16(expf(s_j − m'))` (P is rounded to bf16 because it is the
-///   left operand of the bf16 P·V MAC); `l = l·α + Σ_j p_j` and
-///   `o_d = o_d·α + Σ_j p_j·v_jd`, sums in increasing j, unfused.
+/// - Per block: `m' = max(m, max_j s_j)` (m starts at −∞; `f32::max`, so NaN scores are
+///   ignored by the max); `α = expf(m − m')`, or 0 for the first block;
+///   `p_j = bf16(expf(s_j − m'))` (P is rounded to bf16 because it is the left operand of
+///   the bf16 P·V MAC). l and o are rescaled first, `l = l·α`, `o_d = o_d·α`, then each
+///   p_j is added in increasing j: `l = l + p_j`, `o_d = o_d + p_j·v_jd` (one chain per
+///   l and per d, unfused).
 /// - `out_d = o_d / l`; a row with no keys (tk = 0) gives 0.
 /// - `expf` is `libm::expf` (portable software, so the bits do not depend on the host).
 /// - NaN propagates; nothing saturates.
@@ -90,27 +93,12 @@ fn check_strided(
     Ok(())
 }
 
-/// Copies a strided `[rows, width]` view into a dense bf16-rounded buffer.
-fn dense_bf16(x: &[f32], rows: usize, stride: usize, width: usize) -> Vec<f32> {
-    let mut d = Vec::with_capacity(rows * width);
-    for r in 0..rows {
-        d.extend(
-            x[r * stride..r * stride + width]
-                .iter()
-                .map(|&v| round_bf16(v)),
-        );
-    }
-    d
-}
-
-/// Operands shared by every query group.
-struct Operands<'a> {
-    /// Per head, kᵀ packed in key panels of NR (bf16-rounded).
-    kt: &'a [PackedRhs],
-    /// v, bf16-rounded, dense `[tk, width]`.
+/// Operands of one head, shared by every query group.
+struct HeadOperands<'a> {
+    /// kᵀ of the head packed in key panels of NR (bf16-rounded).
+    kt: &'a PackedRhs,
+    /// v of the head, bf16-rounded, dense `[tk, head_dim]`.
     v: &'a [f32],
-    /// heads · head_dim.
-    width: usize,
     head_dim: usize,
     scale: f32,
     kernel: Kernel,
@@ -118,24 +106,36 @@ struct Operands<'a> {
 
 /// `o[d] = o[d] + p_j·v[j, d]` for j increasing, d in `W`-lane chunks held in a local
 /// array so the running sums stay in registers across j (one chain per d, as in the
-/// contract). Returns the first d not handled (a multiple of W).
+/// contract). The first chunk also runs the chain `l = l + p_j` (when `*l_pending`), which
+/// then costs no latency of its own. Returns the first d not handled (a multiple of W).
 #[inline(always)]
 fn pv_lanes<const W: usize>(
     o: &mut [f32],
     d0: usize,
     p: &[f32],
     v: &[f32],
-    stride: usize,
+    l: &mut f32,
+    l_pending: &mut bool,
 ) -> usize {
+    let hd = o.len();
     let mut d = d0;
-    while d + W <= o.len() {
+    while d + W <= hd {
         let mut acc = [0.0f32; W];
         acc.copy_from_slice(&o[d..d + W]);
+        let mut lr = *l;
+        let with_l = *l_pending;
         for (j, &pj) in p.iter().enumerate() {
-            let vr = &v[j * stride + d..j * stride + d + W];
+            if with_l {
+                lr += pj;
+            }
+            let vr = &v[j * hd + d..j * hd + d + W];
             for l in 0..W {
                 acc[l] += pj * vr[l];
             }
+        }
+        if with_l {
+            *l = lr;
+            *l_pending = false;
         }
         o[d..d + W].copy_from_slice(&acc);
         d += W;
@@ -143,94 +143,98 @@ fn pv_lanes<const W: usize>(
     d
 }
 
-/// One group of up to MR query rows for all heads, following the contract's order per row
-/// (see [`AttentionFlashContract`]). `out` holds the group's rows at `out_stride`.
+/// `max(init, s_0, s_1, …)` with f32::max (NaN ignored). Maximum is exact, so any grouping
+/// gives the same value up to the sign of a zero result, and m enters the contract only
+/// through differences `s − m` and `m − m'` fed to expf, where ±0 give the same bits.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+fn block_max(init: f32, s: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            lanes[l] = lanes[l].max(c[l]);
+        }
+    }
+    let mut m = init;
+    for &x in lanes.iter().chain(chunks.remainder()) {
+        m = m.max(x);
+    }
+    m
+}
+
+/// Up to MR query rows (`q_rows[r]` = the head's hd values of row r) of one head,
+/// following the contract's order per row (see [`AttentionFlashContract`]); writes
+/// `out[r][..hd]`.
+#[inline(always)]
 fn attend_group_body(
-    ops: &Operands<'_>,
-    q: &[f32],
-    q_stride: usize,
-    i0: usize,
-    rows: usize,
-    keys: &[usize; MR],
-    out: &mut [f32],
-    out_stride: usize,
+    ops: &HeadOperands<'_>,
+    q_rows: &[&[f32]],
+    keys: &[usize],
+    out: &mut [&mut [f32]],
 ) {
     const BK: usize = AttentionFlashContract::BLOCK_K;
     let hd = ops.head_dim;
-    let max_keys = keys[..rows].iter().copied().max().unwrap_or(0);
+    let rows = q_rows.len();
+    let max_keys = keys.iter().copied().max().unwrap_or(0);
     let mut qpack = vec![0.0f32; hd * MR];
+    for (r, qr) in q_rows.iter().enumerate() {
+        for (d, &x) in qr.iter().enumerate() {
+            qpack[d * MR + r] = round_bf16(x);
+        }
+    }
     let mut o = vec![0.0f32; MR * hd];
+    let mut m = [f32::NEG_INFINITY; MR];
+    let mut l = [0.0f32; MR];
     let mut scores = [[0.0f32; BK]; MR];
     let mut probs = [0.0f32; BK];
     let mut tile = [[0.0f32; NR]; MR];
-    for h in 0..ops.width / hd.max(1) {
-        let col = h * hd;
-        for r in 0..rows {
-            let qr = &q[(i0 + r) * q_stride + col..][..hd];
-            for (d, &x) in qr.iter().enumerate() {
-                qpack[d * MR + r] = round_bf16(x);
-            }
-        }
-        let mut m = [f32::NEG_INFINITY; MR];
-        let mut l = [0.0f32; MR];
-        o.fill(0.0);
-        let mut j0 = 0;
-        while j0 < max_keys {
-            let j1 = (j0 + BK).min(max_keys);
-            // Scores of the block: s = (Σ_d q_d·k_jd)·scale, d increasing from +0.
-            for p in 0..(j1 - j0).div_ceil(NR) {
-                (ops.kernel)(hd, &qpack, ops.kt[h].panel(j0 / NR + p), &mut tile);
-                for r in 0..rows {
-                    for jj in 0..NR {
-                        scores[r][p * NR + jj] = tile[r][jj] * ops.scale;
-                    }
-                }
-            }
+    let mut j0 = 0;
+    while j0 < max_keys {
+        let j1 = (j0 + BK).min(max_keys);
+        // Scores of the block: s = (Σ_d q_d·k_jd)·scale, d increasing from +0.
+        for p in 0..(j1 - j0).div_ceil(NR) {
+            (ops.kernel)(hd, &qpack, ops.kt.panel(j0 / NR + p), &mut tile);
             for r in 0..rows {
-                if j0 >= keys[r] {
-                    continue; // block entirely past this row's causal limit
+                for jj in 0..NR {
+                    scores[r][p * NR + jj] = tile[r][jj] * ops.scale;
                 }
-                let s = &scores[r][..keys[r].min(j1) - j0];
-                let mut block_max = f32::NEG_INFINITY;
-                for &sj in s {
-                    block_max = block_max.max(sj);
-                }
-                let m_new = m[r].max(block_max);
-                let alpha = if j0 == 0 {
-                    0.0
-                } else {
-                    libm::expf(m[r] - m_new)
-                };
-                let orow = &mut o[r * hd..(r + 1) * hd];
-                for od in orow.iter_mut() {
-                    *od *= alpha;
-                }
-                let mut lr = l[r] * alpha;
-                let p = &mut probs[..s.len()];
-                for (pj, &sj) in p.iter_mut().zip(s) {
-                    *pj = round_bf16(libm::expf(sj - m_new));
-                    lr += *pj;
-                }
-                l[r] = lr;
-                let v = &ops.v[j0 * ops.width + col..];
-                let mut d = pv_lanes::<64>(orow, 0, p, v, ops.width);
-                d = pv_lanes::<16>(orow, d, p, v, ops.width);
-                pv_lanes::<1>(orow, d, p, v, ops.width);
-                m[r] = m_new;
             }
-            j0 = j1;
         }
         for r in 0..rows {
-            let dst = &mut out[r * out_stride + col..][..hd];
-            let orow = &o[r * hd..(r + 1) * hd];
-            if keys[r] == 0 {
-                dst.fill(0.0);
+            if j0 >= keys[r] {
+                continue; // block entirely past this row's causal limit
+            }
+            let s = &scores[r][..keys[r].min(j1) - j0];
+            let m_new = block_max(m[r], s);
+            let alpha = if j0 == 0 {
+                0.0
             } else {
-                for (x, &od) in dst.iter_mut().zip(orow) {
-                    *x = od / l[r];
-                }
+                libm::expf(m[r] - m_new)
+            };
+            let orow = &mut o[r * hd..(r + 1) * hd];
+            for od in orow.iter_mut() {
+                *od *= alpha;
+            }
+            let p = &mut probs[..s.len()];
+            exp_sub_bf16(s, m_new, p);
+            let mut lr = l[r] * alpha;
+            let mut l_pending = true;
+            let v = &ops.v[j0 * hd..];
+            let mut d = pv_lanes::<64>(orow, 0, p, v, &mut lr, &mut l_pending);
+            d = pv_lanes::<16>(orow, d, p, v, &mut lr, &mut l_pending);
+            pv_lanes::<1>(orow, d, p, v, &mut lr, &mut l_pending);
+            l[r] = lr;
+            m[r] = m_new;
+        }
+        j0 = j1;
+    }
+    for (r, dst) in out.iter_mut().enumerate() {
+        let orow = &o[r * hd..(r + 1) * hd];
+        if keys[r] == 0 {
+            dst.fill(0.0);
+        } else {
+            for (x, &od) in dst.iter_mut().zip(orow) {
+                *x = od / l[r];
             }
         }
     }
@@ -239,41 +243,29 @@ fn attend_group_body(
 /// [`attend_group_body`] compiled for AVX2 (wider vectors, same operations).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_group_avx2(
-    ops: &Operands<'_>,
-    q: &[f32],
-    q_stride: usize,
-    i0: usize,
-    rows: usize,
-    keys: &[usize; MR],
-    out: &mut [f32],
-    out_stride: usize,
+fn attend_group_avx2(
+    ops: &HeadOperands<'_>,
+    q_rows: &[&[f32]],
+    keys: &[usize],
+    out: &mut [&mut [f32]],
 ) {
-    attend_group_body(ops, q, q_stride, i0, rows, keys, out, out_stride)
+    attend_group_body(ops, q_rows, keys, out)
 }
 
 /// Runs [`attend_group_body`] with the widest vectors this CPU has.
-#[allow(clippy::too_many_arguments)]
-fn attend_group(
-    ops: &Operands<'_>,
-    q: &[f32],
-    q_stride: usize,
-    i0: usize,
-    rows: usize,
-    keys: &[usize; MR],
-    out: &mut [f32],
-    out_stride: usize,
-) {
+fn attend_group(ops: &HeadOperands<'_>, q_rows: &[&[f32]], keys: &[usize], out: &mut [&mut [f32]]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 was just detected.
-            return unsafe { attend_group_avx2(ops, q, q_stride, i0, rows, keys, out, out_stride) };
+            return unsafe { attend_group_avx2(ops, q_rows, keys, out) };
         }
     }
-    attend_group_body(ops, q, q_stride, i0, rows, keys, out, out_stride)
+    attend_group_body(ops, q_rows, keys, out)
 }
+
+/// Query rows per task: a few groups of MR, so the head's K and V stay in cache.
+const ROWS_PER_TASK: usize = 4 * MR;
 
 /// Multi-head flash attention per [`AttentionFlashContract`]; arguments as
 /// `cpu::attention`.
@@ -302,47 +294,106 @@ pub fn attention_flash(
     if tq == 0 || width == 0 {
         return Ok(());
     }
+    let hd = head_dim;
+    // Per head: kᵀ in key panels and a dense v, both bf16-rounded.
     let kt: Vec<PackedRhs> = (0..heads)
+        .map(|h| PackedRhs::pack(tk, hd, |j, d| round_bf16(k[j * k_row_stride + h * hd + d])))
+        .collect();
+    let vh: Vec<Vec<f32>> = (0..heads)
         .map(|h| {
-            PackedRhs::pack(tk, head_dim, |j, d| {
-                round_bf16(k[j * k_row_stride + h * head_dim + d])
-            })
+            let mut d = Vec::with_capacity(tk * hd);
+            for j in 0..tk {
+                let row = &v[j * v_row_stride + h * hd..][..hd];
+                d.extend(row.iter().map(|&x| round_bf16(x)));
+            }
+            d
         })
         .collect();
-    let vd = dense_bf16(v, tk, v_row_stride, width);
-    let ops = Operands {
-        kt: &kt,
-        v: &vd,
-        width,
-        head_dim,
-        scale: (1.0 / (head_dim as f64).sqrt()) as f32,
-        kernel: select_kernel(),
-    };
-    // Groups of MR query rows run in parallel; each row's numerics are independent.
-    let need = (tq - 1) * out_row_stride + width;
-    out[..need]
-        .par_chunks_mut(MR * out_row_stride)
-        .enumerate()
-        .for_each(|(g, chunk)| {
-            let i0 = g * MR;
-            let rows = MR.min(tq - i0);
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    let kernel = select_kernel();
+
+    // Tasks (head-major, so a thread keeps one head's K and V in cache): one head of
+    // ROWS_PER_TASK query rows each, owning those rows' output pieces of that head.
+    let chunks = tq.div_ceil(ROWS_PER_TASK);
+    let mut tasks: Vec<(usize, usize, Vec<&mut [f32]>)> = (0..heads * chunks)
+        .map(|t| (t / chunks, t % chunks, Vec::with_capacity(ROWS_PER_TASK)))
+        .collect();
+    for (i, row) in out.chunks_mut(out_row_stride).take(tq).enumerate() {
+        for (h, piece) in row[..width].chunks_mut(hd).enumerate() {
+            tasks[h * chunks + i / ROWS_PER_TASK].2.push(piece);
+        }
+    }
+    tasks.into_par_iter().for_each(|(h, c, mut pieces)| {
+        let ops = HeadOperands {
+            kt: &kt[h],
+            v: &vh[h],
+            head_dim: hd,
+            scale,
+            kernel,
+        };
+        let first = c * ROWS_PER_TASK;
+        for (g, group) in pieces.chunks_mut(MR).enumerate() {
+            let i0 = first + g * MR;
+            let mut q_rows: [&[f32]; MR] = [&[]; MR];
             let mut keys = [0usize; MR];
-            for (r, kr) in keys.iter_mut().enumerate().take(rows) {
-                *kr = match causal_offset {
-                    Some(p) => tk.min(p.saturating_add(i0 + r).saturating_add(1)),
+            for r in 0..group.len() {
+                let i = i0 + r;
+                q_rows[r] = &q[i * q_row_stride + h * hd..][..hd];
+                keys[r] = match causal_offset {
+                    Some(p) => tk.min(p.saturating_add(i).saturating_add(1)),
                     None => tk,
                 };
             }
-            attend_group(
-                &ops,
-                q,
-                q_row_stride,
-                i0,
-                rows,
-                &keys,
-                chunk,
-                out_row_stride,
-            );
-        });
+            let rows = group.len();
+            attend_group(&ops, &q_rows[..rows], &keys[..rows], group);
+        }
+    });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_and_dispatched_group_bodies_agree() {
+        let (tk, hd) = (150, 72);
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 22) as f32 - 2.0
+        };
+        let q: Vec<f32> = (0..MR * hd).map(|_| next()).collect();
+        let k: Vec<f32> = (0..tk * hd).map(|_| next()).collect();
+        let v: Vec<f32> = (0..tk * hd).map(|_| round_bf16(next())).collect();
+        let kt = PackedRhs::pack(tk, hd, |j, d| round_bf16(k[j * hd + d]));
+        let ops = HeadOperands {
+            kt: &kt,
+            v: &v,
+            head_dim: hd,
+            scale: (1.0 / (hd as f64).sqrt()) as f32,
+            kernel: select_kernel(),
+        };
+        let q_rows: Vec<&[f32]> = q.chunks(hd).collect();
+        let keys = [1, 64, 65, 100, 149, 150];
+        let mut a = vec![0.0f32; MR * hd];
+        let mut b = vec![1.0f32; MR * hd];
+        attend_group_body(
+            &ops,
+            &q_rows,
+            &keys,
+            &mut a.chunks_mut(hd).collect::<Vec<_>>(),
+        );
+        attend_group(
+            &ops,
+            &q_rows,
+            &keys,
+            &mut b.chunks_mut(hd).collect::<Vec<_>>(),
+        );
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x.to_bits(), y.to_bits(), "element {i}");
+        }
+    }
 }

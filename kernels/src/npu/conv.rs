@@ -1,9 +1,8 @@
 //! `conv1d`: im2col of the bf16 input followed by the `matmul_bias` tile.
 
-use super::gemm::{gemm, PackedRhs};
-use super::{
-    check_len, gelu_exact, mul, round_bf16, MatmulBiasContract, NpuKernelError, TileFootprint,
-};
+use super::gelu::gelu_in_place;
+use super::gemm::{gemm, PackedRhs, NR};
+use super::{check_len, mul, round_bf16, MatmulBiasContract, NpuKernelError, TileFootprint};
 
 /// Contract of `conv1d`: x `[c_in, t_in]`, w `[c_out, c_in, kernel]` (PyTorch `Conv1d`
 /// layout), bias `[c_out]`, out `[c_out, t_out]`, zero padding, all row-major f32 slices.
@@ -135,6 +134,14 @@ fn conv1d_with(
         return Ok(());
     }
     // The im2col matrix is packed straight from x: cols[t, ci·kernel + tap].
+    // Its packed size (columns padded to whole panels) must be representable.
+    let padded = t_out
+        .checked_next_multiple_of(NR)
+        .ok_or(NpuKernelError::Overflow {
+            kernel: name,
+            what: "im2col [t_out, c_in x kernel]",
+        })?;
+    mul(name, "im2col [t_out, c_in x kernel]", padded, depth)?;
     let cols = PackedRhs::pack(t_out, depth, |t, r| {
         let (ci, tap) = (r / kernel, r % kernel);
         // Position in the unpadded input; outside [0, t_in) stays zero.
@@ -150,15 +157,13 @@ fn conv1d_with(
         |co, r| round_bf16(w[co * depth + r]),
         &cols,
         out,
-        |co, _, acc| {
-            let c = match bias {
-                Some(b) => acc + b[co],
-                None => acc,
-            };
+        |co, _, acc| match bias {
+            Some(b) => acc + b[co],
+            None => acc,
+        },
+        |row| {
             if apply_gelu {
-                gelu_exact(c)
-            } else {
-                c
+                gelu_in_place(row)
             }
         },
     );

@@ -32,10 +32,11 @@ impl PackedRhs {
             data.par_chunks_mut(k * NR)
                 .enumerate()
                 .for_each(|(p, panel)| {
-                    let j0 = p * NR;
-                    for jj in 0..NR.min(n - j0) {
-                        for kk in 0..k {
-                            panel[kk * NR + jj] = value(j0 + jj, kk);
+                    let (j0, cols) = (p * NR, NR.min(n - p * NR));
+                    // Sequential writes; the NR source rows are read as parallel streams.
+                    for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                        for (jj, d) in dst.iter_mut().enumerate().take(cols) {
+                            *d = value(j0 + jj, kk);
                         }
                     }
                 });
@@ -129,13 +130,15 @@ pub(crate) fn select_kernel() -> Kernel {
 ///
 /// `a(i, kk)` is read once per (row, column range) to pack the row block. Work is split
 /// into row blocks × column ranges that run in parallel; each output is computed by one
-/// task, so the bits do not depend on the thread count.
+/// task, so the bits do not depend on the thread count. `finish` then runs on each task's
+/// piece of each row (an element-wise epilogue that prefers long slices, such as GELU).
 pub(crate) fn gemm(
     m: usize,
     a: impl Fn(usize, usize) -> f32 + Sync,
     b: &PackedRhs,
     out: &mut [f32],
     post: impl Fn(usize, usize, f32) -> f32 + Sync,
+    finish: impl Fn(&mut [f32]) + Sync,
 ) {
     let (n, k) = (b.n, b.k);
     debug_assert_eq!(out.len(), m * n);
@@ -192,14 +195,127 @@ pub(crate) fn gemm(
             let width = NR.min(cols_here - pj);
             for g in 0..groups {
                 kernel(k, &apack[g * k * MR..(g + 1) * k * MR], panel, &mut tile);
-                for r in 0..MR.min(rows_here - g * MR) {
+                for (r, acc) in tile.iter().enumerate().take(rows_here - g * MR) {
                     let i = g * MR + r;
                     let dst = &mut rows[i][pj..pj + width];
                     for (jj, d) in dst.iter_mut().enumerate() {
-                        *d = post(i0 + i, j0 + pj + jj, tile[r][jj]);
+                        *d = post(i0 + i, j0 + pj + jj, acc[jj]);
                     }
                 }
             }
         }
+        for row in rows.iter_mut() {
+            finish(row);
+        }
     });
+}
+
+/// Fewest rows for which packing the right operand pays off; below, [`gemm_few_rows`].
+pub(crate) const FEW_ROWS: usize = 8;
+
+/// Lanes of the column block in [`gemm_few_rows`].
+const FEW_COLS: usize = 8;
+
+/// [`gemm`] for `m < FEW_ROWS` (decoder steps, GEMVs), where packing B would cost more than
+/// the products: B is read in place as `b(j, kk)`, FEW_COLS columns at a time, and the
+/// m × FEW_COLS accumulators run side by side with k in order (the same chains as
+/// [`gemm`]). `a` holds the m rows of A, already in their final (rounded) values.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_few_rows(
+    m: usize,
+    k: usize,
+    a: &[f32],
+    n: usize,
+    b: impl Fn(usize, usize) -> f32 + Sync,
+    out: &mut [f32],
+    post: impl Fn(usize, usize, f32) -> f32 + Sync,
+    finish: impl Fn(&mut [f32]) + Sync,
+) {
+    debug_assert!(m < FEW_ROWS && a.len() == m * k && out.len() == m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Accumulators transposed, `[n][m]`, so column blocks are contiguous tasks.
+    let mut acc_t = vec![0.0f32; n * m];
+    acc_t
+        .par_chunks_mut(FEW_COLS * m)
+        .enumerate()
+        .for_each(|(blk, chunk)| {
+            let j0 = blk * FEW_COLS;
+            let cols = chunk.len() / m;
+            let mut acc = [[0.0f32; FEW_COLS]; FEW_ROWS];
+            let mut bv = [0.0f32; FEW_COLS];
+            for kk in 0..k {
+                for (jj, v) in bv.iter_mut().enumerate().take(cols) {
+                    *v = b(j0 + jj, kk);
+                }
+                for (i, acc_i) in acc.iter_mut().enumerate().take(m) {
+                    let x = a[i * k + kk];
+                    for jj in 0..FEW_COLS {
+                        acc_i[jj] += x * bv[jj];
+                    }
+                }
+            }
+            for jj in 0..cols {
+                for i in 0..m {
+                    chunk[jj * m + i] = acc[i][jj];
+                }
+            }
+        });
+    out.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = post(i, j, acc_t[j * m + i]);
+        }
+        finish(row);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-2, 2) with a few zeros and large magnitudes.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let v = (s >> 40) as f32 / (1u64 << 22) as f32 - 2.0;
+                match i % 29 {
+                    0 => 0.0,
+                    1 => v * 1e30,
+                    _ => v,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_block_kernel_gives_the_portable_bits() {
+        for k in [0, 1, 7, 64, 300] {
+            let a = values(k * MR, 3 + k as u64);
+            let b = values(k * NR, 5 + k as u64);
+            let mut want = [[0.0f32; NR]; MR];
+            kernel_portable(k, &a, &b, &mut want);
+            // The sequential definition, one output at a time.
+            for r in 0..MR {
+                for jj in 0..NR {
+                    let mut acc = 0.0f32;
+                    for kk in 0..k {
+                        acc += a[kk * MR + r] * b[kk * NR + jj];
+                    }
+                    assert_eq!(acc.to_bits(), want[r][jj].to_bits(), "portable k={k}");
+                }
+            }
+            let mut got = [[f32::NAN; NR]; MR];
+            select_kernel()(k, &a, &b, &mut got);
+            for r in 0..MR {
+                for jj in 0..NR {
+                    assert_eq!(got[r][jj].to_bits(), want[r][jj].to_bits(), "k={k}");
+                }
+            }
+        }
+    }
 }

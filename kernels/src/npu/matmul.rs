@@ -1,7 +1,11 @@
 //! `matmul_bias` and `matmul_bias_gelu`: C = bf16(A) · bf16(W)ᵀ + bias with f32 accumulation.
 
-use super::gemm::{gemm, PackedRhs};
-use super::{check_len, mul, round_bf16, NpuKernelError, TileFootprint, BF16_BYTES, F32_BYTES};
+use super::gelu::gelu_in_place;
+use super::gemm::{gemm, gemm_few_rows, PackedRhs, FEW_ROWS};
+use super::{
+    check_len, mul, round_bf16, round_bf16_slice, NpuKernelError, TileFootprint, BF16_BYTES,
+    F32_BYTES,
+};
 
 /// Contract of `matmul_bias`: the whole_array GEMM tile on one compute tile.
 ///
@@ -124,9 +128,24 @@ fn matmul_nt(
     n: usize,
     out: &mut [f32],
     post: impl Fn(usize, usize, f32) -> f32 + Sync,
+    finish: impl Fn(&mut [f32]) + Sync,
 ) {
-    let wp = PackedRhs::pack(n, k, |j, kk| round_bf16(w[j * k + kk]));
-    gemm(m, |i, kk| round_bf16(a[i * k + kk]), &wp, out, post);
+    if m < FEW_ROWS {
+        let ab = round_bf16_slice(a);
+        gemm_few_rows(
+            m,
+            k,
+            &ab,
+            n,
+            |j, kk| round_bf16(w[j * k + kk]),
+            out,
+            post,
+            finish,
+        );
+    } else {
+        let wp = PackedRhs::pack(n, k, |j, kk| round_bf16(w[j * k + kk]));
+        gemm(m, |i, kk| round_bf16(a[i * k + kk]), &wp, out, post, finish);
+    }
 }
 
 /// `out[M, N] = bf16(a[M, K]) · bf16(w[N, K])ᵀ + bias[N]`, f32 out, per
@@ -141,10 +160,19 @@ pub fn matmul_bias(
     out: &mut [f32],
 ) -> Result<(), NpuKernelError> {
     check_shapes("matmul_bias", a, m, k, w, n, bias, out)?;
-    matmul_nt(a, m, k, w, n, out, |_, j, acc| match bias {
-        Some(b) => acc + b[j],
-        None => acc,
-    });
+    matmul_nt(
+        a,
+        m,
+        k,
+        w,
+        n,
+        out,
+        |_, j, acc| match bias {
+            Some(b) => acc + b[j],
+            None => acc,
+        },
+        |_| {},
+    );
     Ok(())
 }
 
@@ -159,12 +187,19 @@ pub fn matmul_bias_gelu(
     out: &mut [f32],
 ) -> Result<(), NpuKernelError> {
     check_shapes("matmul_bias_gelu", a, m, k, w, n, bias, out)?;
-    matmul_nt(a, m, k, w, n, out, |_, j, acc| {
-        gelu_exact(match bias {
+    matmul_nt(
+        a,
+        m,
+        k,
+        w,
+        n,
+        out,
+        |_, j, acc| match bias {
             Some(b) => acc + b[j],
             None => acc,
-        })
-    });
+        },
+        gelu_in_place,
+    );
     Ok(())
 }
 
@@ -183,12 +218,21 @@ pub fn matmul_bias_residual(
     const K: &str = "matmul_bias_residual";
     check_shapes(K, a, m, k, w, n, bias, out)?;
     check_len(K, "residual", residual.len(), out.len())?;
-    matmul_nt(a, m, k, w, n, out, |i, j, acc| {
-        let c = match bias {
-            Some(b) => acc + b[j],
-            None => acc,
-        };
-        c + residual[i * n + j]
-    });
+    matmul_nt(
+        a,
+        m,
+        k,
+        w,
+        n,
+        out,
+        |i, j, acc| {
+            let c = match bias {
+                Some(b) => acc + b[j],
+                None => acc,
+            };
+            c + residual[i * n + j]
+        },
+        |_| {},
+    );
     Ok(())
 }

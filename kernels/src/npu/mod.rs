@@ -9,6 +9,8 @@
 
 mod attention;
 mod conv;
+mod expf;
+mod gelu;
 mod gemm;
 mod matmul;
 mod norm;
@@ -17,6 +19,10 @@ use std::fmt;
 
 pub use attention::{attention_flash, AttentionFlashContract};
 pub use conv::{conv1d, conv1d_gelu, Conv1dContract, Conv1dGeluContract};
+#[doc(hidden)]
+pub use expf::expf_lanes;
+#[doc(hidden)]
+pub use gelu::gelu_lanes;
 pub use matmul::{
     gelu_exact, matmul_bias, matmul_bias_gelu, matmul_bias_residual, MatmulBiasContract,
     MatmulBiasGeluContract, MatmulBiasResidualContract,
