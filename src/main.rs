@@ -378,7 +378,7 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<WhisperModel> {
     let m = WhisperModel::load_on(&dir, args.graph.as_deref(), &registry, &spec)
         .with_context(|| format!("loading model from {}", dir.display()))?;
     if spec.device != "cpu" && !quiet {
-        let (per_window, per_token) = scheduling::dispatch_counts_of(&m.plans);
+        let (per_window, per_token) = scheduling::dispatch_counts(m.plans.iter().map(|p| &**p));
         let what = if spec.device == "npu-sim" { format!("{} timing model; times are projections", spec.params.name) } else { "Ryzen AI NPU".to_string() };
         eprintln!("device {} ({what}): {per_window} device runs per 30-s window, {per_token} per decoded token", spec.device);
     }

@@ -16,15 +16,9 @@ fn find<'a>(plans: &'a [Plan], name: &str) -> Result<&'a Plan> {
 }
 
 /// Runs submitted to the device per 30-s window (features, encoder, cross K/V) and per
-/// decoded token (decoder step).
-pub fn dispatch_counts(plans: &[Plan]) -> Result<(usize, usize)> {
-    let per_window = [FEATURES, ENCODER, CROSS_KV].iter().map(|g| find(plans, g).map(|p| p.dispatches())).sum::<Result<usize>>()?;
-    Ok((per_window, find(plans, DECODER_STEP)?.dispatches()))
-}
-
-/// [`dispatch_counts`] over a loaded model's plans (0 for graphs it has no plan of).
-pub fn dispatch_counts_of(plans: &[std::sync::Arc<Plan>]) -> (usize, usize) {
-    let count = |g: &str| plans.iter().find(|p| p.graph.name == g).map(|p| p.dispatches()).unwrap_or(0);
+/// decoded token (decoder step); a graph without a plan counts 0.
+pub fn dispatch_counts<'a>(plans: impl IntoIterator<Item = &'a Plan> + Clone) -> (usize, usize) {
+    let count = |g: &str| plans.clone().into_iter().find(|p| p.graph.name == g).map(|p| p.dispatches()).unwrap_or(0);
     (count(FEATURES) + count(ENCODER) + count(CROSS_KV), count(DECODER_STEP))
 }
 
@@ -36,7 +30,7 @@ pub fn plan_report(file: &ModelFile, registry: &Registry, spec: &DeviceSpec) -> 
         s.push_str(&p.report());
         s.push('\n');
     }
-    let (per_window, per_token) = dispatch_counts(&plans)?;
+    let (per_window, per_token) = dispatch_counts(&plans);
     let total_ms: f64 = plans.iter().map(|p| p.planning_time.as_secs_f64() * 1e3).sum();
     let _ = writeln!(s, "summary for {} on {}:", file.model.name, spec.device);
     let _ = writeln!(s, "  device dispatches per 30-s window: {per_window}; per decoded token: {per_token}");
@@ -103,7 +97,7 @@ pub fn ablation(file: &ModelFile, registry: &Registry, params: &NpuParams, run: 
         // window n+1 while the CPU decodes window n, so a window costs the longer of the two.
         let windows_ns = if options.window_overlap { enc_ns + (w - 1.0) * enc_ns.max(dec_ns) + dec_ns } else { w * (enc_ns + dec_ns) };
         let wall_s = run.features.as_secs_f64() + windows_ns / 1e9;
-        let (dispatches, _) = dispatch_counts(&plans)?;
+        let (dispatches, _) = dispatch_counts(&plans);
         rows.push(AblationRow {
             label: label.to_string(),
             encoder_ms: enc_ns / 1e6,

@@ -3,7 +3,7 @@
 
 use super::{expect_count, f32s, kernel_err, single, static_f32, Epilogue};
 use amanuensis_kernels::cpu::conv1d_out_len;
-use amanuensis_kernels::npu::{self, gelu_exact, Conv1dContract};
+use amanuensis_kernels::npu::{self, Conv1dContract};
 use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel};
 use amanuensis_runtime::op::ValueType;
 use amanuensis_runtime::{OpError, Tensor};
@@ -68,8 +68,12 @@ fn conv_dims_lenient(inputs: &[ValueType], stride: usize, padding: usize) -> [us
     [c_in, t_in, c_out, kernel, conv1d_out_len(t_in, kernel, stride, padding)]
 }
 
-/// Runs the catalogue conv1d on `[x, w, b]`, returning `[c_out, t_out]`.
-fn eval_conv(inputs: &[&Tensor], stride: usize, padding: usize, kernel: &str) -> Result<Tensor, OpError> {
+/// The signature shared by the catalogue's conv1d references.
+#[allow(clippy::type_complexity)]
+type ConvRef = fn(&[f32], usize, usize, &[f32], usize, usize, Option<&[f32]>, usize, usize, &mut [f32]) -> Result<(), npu::NpuKernelError>;
+
+/// Runs a catalogue conv1d reference on `[x, w, b]`, returning `[c_out, t_out]`.
+fn eval_conv(inputs: &[&Tensor], stride: usize, padding: usize, kernel: &str, f: ConvRef) -> Result<Tensor, OpError> {
     expect_count(inputs, &["x", "w", "b"]).map_err(|e| OpError(format!("{kernel}: {e}")))?;
     let (xs, ws) = (inputs[0].shape(), inputs[1].shape());
     if xs.len() != 2 || ws.len() != 3 || xs[0] != ws[1] {
@@ -81,7 +85,7 @@ fn eval_conv(inputs: &[&Tensor], stride: usize, padding: usize, kernel: &str) ->
         .checked_mul(t_out)
         .ok_or_else(|| OpError(format!("{kernel}: output size {c_out}x{t_out} overflows")))?;
     let mut out = vec![0f32; len];
-    npu::conv1d(
+    f(
         f32s(inputs[0], "x")?,
         c_in,
         t_in,
@@ -121,11 +125,11 @@ impl NpuKernel for Conv1dKernel {
     }
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        Ok(vec![eval_conv(inputs, self.stride, self.padding, "conv1d")?])
+        Ok(vec![eval_conv(inputs, self.stride, self.padding, "conv1d", npu::conv1d)?])
     }
 }
 
-/// `conv1d_gelu` → `conv1d_gelu`: the catalogue conv1d, then `gelu_exact` per output.
+/// `conv1d_gelu` → `conv1d_gelu`: the catalogue's fused conv1d + exact GELU.
 #[derive(Debug, Clone, Copy)]
 pub struct Conv1dGeluKernel {
     /// Stride (>= 1).
@@ -149,10 +153,6 @@ impl NpuKernel for Conv1dGeluKernel {
     }
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        let mut y = eval_conv(inputs, self.stride, self.padding, "conv1d_gelu")?;
-        for v in y.f32s_mut()? {
-            *v = gelu_exact(*v);
-        }
-        Ok(vec![y])
+        Ok(vec![eval_conv(inputs, self.stride, self.padding, "conv1d_gelu", npu::conv1d_gelu)?])
     }
 }

@@ -254,17 +254,22 @@ impl NpuKernel for MatmulBiasResidualKernel {
         expect_count(inputs, self.names()).map_err(|e| OpError(format!("matmul_bias_residual: {e}")))?;
         let b = if self.bias { Some(inputs[2]) } else { None };
         let r = inputs[inputs.len() - 1];
-        let y = eval_linear("matmul_bias_residual", inputs[0], inputs[1], b, npu::matmul_bias)?;
-        if r.shape() != y.shape() {
+        let (xs, ws) = (inputs[0].shape(), inputs[1].shape());
+        let mut want = xs.to_vec();
+        if let (Some(last), Some(&n)) = (want.last_mut(), ws.first()) {
+            *last = n;
+        }
+        if r.shape() != want.as_slice() {
             return Err(OpError(format!(
                 "matmul_bias_residual: residual {:?} differs from the linear output {:?}",
                 r.shape(),
-                y.shape()
+                want
             )));
         }
-        // (acc + bias) is matmul_bias's output; one IEEE add per element gives the fused bits.
-        let mut out = vec![0f32; y.numel()];
-        npu::residual_add(f32s(&y, "y")?, f32s(r, "residual")?, &mut out).map_err(kernel_err)?;
-        Ok(vec![Tensor::from_f32(y.shape(), out)?])
+        let rs = f32s(r, "residual")?;
+        let y = eval_linear("matmul_bias_residual", inputs[0], inputs[1], b, |a, m, k, w, n, bias, out| {
+            npu::matmul_bias_residual(a, m, k, w, n, bias, rs, out)
+        })?;
+        Ok(vec![y])
     }
 }
