@@ -62,6 +62,7 @@ pub fn fuse(
             consumers.entry(v).or_default().push((ni, p));
         }
     }
+    let by_name: HashMap<&str, usize> = graph.values.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
     let mut rejected = Vec::new();
     let mut cands: Vec<Candidate> = Vec::new();
     for pat in registry.patterns() {
@@ -114,7 +115,7 @@ pub fn fuse(
             let in_types: Option<Vec<ValueType>> = f
                 .inputs
                 .iter()
-                .map(|name| graph.values.iter().find(|v| &v.name == name).map(|v| v.ty.clone()))
+                .map(|name| by_name.get(name.as_str()).map(|&v| graph.values[v].ty.clone()))
                 .collect();
             let Some(in_types) = in_types else {
                 rejected.push(reject("the fused node names an unknown input".into()));

@@ -62,7 +62,17 @@ pub fn insert_transfers(graph: &Graph, placements: &[NodePlacement]) -> Vec<Tran
 /// Returns the kept transfers and the number removed.
 pub fn remove_redundant(graph: &Graph, placements: &[NodePlacement], transfers: Vec<Transfer>) -> (Vec<Transfer>, usize) {
     let on_dev = |ni: usize| placements[ni].device != DeviceKind::Cpu;
-    let id = |name: &str| graph.values.iter().position(|v| v.name == name).unwrap();
+    let ids: std::collections::HashMap<&str, usize> = graph.values.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
+    let id = |name: &str| ids[name];
+    // Values some CPU node reads.
+    let mut host_read = vec![false; graph.values.len()];
+    for (ni, n) in graph.nodes.iter().enumerate() {
+        if !on_dev(ni) {
+            for &v in &n.inputs {
+                host_read[v] = true;
+            }
+        }
+    }
     let before = transfers.len();
     let mut seen_in = std::collections::HashSet::new();
     let kept: Vec<Transfer> = transfers
@@ -71,8 +81,7 @@ pub fn remove_redundant(graph: &Graph, placements: &[NodePlacement], transfers: 
             let v = id(&t.value);
             match t.direction {
                 Direction::ToHost => {
-                    let host_reads = graph.nodes.iter().enumerate().any(|(ni, n)| !on_dev(ni) && n.inputs.contains(&v));
-                    host_reads || graph.outputs.contains(&v)
+                    host_read[v] || graph.outputs.contains(&v)
                 }
                 Direction::ToDevice => {
                     let produced_on_dev = matches!(graph.values[v].source, ValueSource::Node { node, .. } if on_dev(node));
