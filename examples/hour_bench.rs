@@ -16,11 +16,20 @@ use std::time::Instant;
 
 fn status_kb(key: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn main() -> anyhow::Result<()> {
-    let minutes: f64 = std::env::args().nth(1).map(|m| m.parse()).transpose()?.unwrap_or(60.0);
+    let minutes: f64 = std::env::args()
+        .nth(1)
+        .map(|m| m.parse())
+        .transpose()?
+        .unwrap_or(60.0);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/audio");
     let clips = [
         "jfk.wav",
@@ -50,7 +59,10 @@ fn main() -> anyhow::Result<()> {
     drop(cycle);
     let registry = amanuensis_operators::standard_registry();
     let mut m = WhisperModel::load(&model::find_model_dir("base")?, None, &registry)?;
-    println!("audio: {minutes} min; RSS after loading model and audio: {} MB", status_kb("VmRSS:").unwrap_or(0) / 1024);
+    println!(
+        "audio: {minutes} min; RSS after loading model and audio: {} MB",
+        status_kb("VmRSS:").unwrap_or(0) / 1024
+    );
     let t0 = Instant::now();
     let mut samples: Vec<(f64, u64)> = Vec::new();
     let mut report = |p: Progress| {
@@ -65,15 +77,41 @@ fn main() -> anyhow::Result<()> {
             );
         }
     };
-    let t = m.transcribe_pcm_with_progress(&pcm, &TranscribeOptions { language: Some("en".into()), ..Default::default() }, &mut report)?;
+    let t = m.transcribe_pcm_with_progress(
+        &pcm,
+        &TranscribeOptions {
+            language: Some("en".into()),
+            ..Default::default()
+        },
+        &mut report,
+    )?;
     let wall = t0.elapsed().as_secs_f64();
     let span = minutes * 60.0;
-    let window_max = |from: f64, to: f64| samples.iter().filter(|s| s.0 >= from && s.0 <= to).map(|s| s.1).max().unwrap_or(0);
+    let window_max = |from: f64, to: f64| {
+        samples
+            .iter()
+            .filter(|s| s.0 >= from && s.0 <= to)
+            .map(|s| s.1)
+            .max()
+            .unwrap_or(0)
+    };
     let first = window_max(0.0, span.min(600.0));
     let last = window_max((span - 600.0).max(0.0), span);
-    println!("segments: {}, windows: {}", t.segments.len(), t.timings.windows);
+    println!(
+        "segments: {}, windows: {}",
+        t.segments.len(),
+        t.timings.windows
+    );
     println!("wall {wall:.1} s, {:.1}x realtime", span / wall);
-    println!("peak RSS (VmHWM): {} MB", status_kb("VmHWM:").unwrap_or(0) / 1024);
-    println!("max RSS in the first 10 min of audio: {} MB; in the last 10 min: {} MB; growth {} MB", first / 1024, last / 1024, (last as i64 - first as i64) / 1024);
+    println!(
+        "peak RSS (VmHWM): {} MB",
+        status_kb("VmHWM:").unwrap_or(0) / 1024
+    );
+    println!(
+        "max RSS in the first 10 min of audio: {} MB; in the last 10 min: {} MB; growth {} MB",
+        first / 1024,
+        last / 1024,
+        (last as i64 - first as i64) / 1024
+    );
     Ok(())
 }

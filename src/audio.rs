@@ -40,10 +40,10 @@
 //! audio frame (cut inside its header) is an error. Packets that fail to decode are skipped
 //! with a warning, up to [`MAX_BAD_PACKETS`] in a row.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
@@ -56,7 +56,6 @@ use symphonia::core::io::{MediaSource, MediaSourceStream, ReadOnlySource};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
-
 thread_local! {
     /// Depth of decoder calls whose panics are caught and reported as damaged data.
     static DECODER_GUARD: Cell<u32> = const { Cell::new(0) };
@@ -65,7 +64,9 @@ thread_local! {
 /// `catch_unwind` around a decoder call, marking the call so that
 /// [`install_panic_filter`] keeps its panic message off stderr (the error that replaces
 /// it says what happened).
-fn catch_decoder_panic<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> std::thread::Result<R> {
+fn catch_decoder_panic<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe,
+) -> std::thread::Result<R> {
     DECODER_GUARD.with(|g| g.set(g.get() + 1));
     let r = std::panic::catch_unwind(f);
     DECODER_GUARD.with(|g| g.set(g.get() - 1));
@@ -118,7 +119,8 @@ const SUPPORTED_CODECS: &str = "PCM, FLAC, MP3 (MPEG layers I-III), Vorbis, Opus
 const SUPPORTED_WAV_CODECS: &str = "PCM integer, IEEE float, A-law, mu-law";
 
 /// Containers read, for error messages.
-const SUPPORTED_CONTAINERS: &str = "WAV, AIFF, CAF, FLAC, MP3, Ogg (Vorbis, Opus, FLAC), MP4/M4A, ADTS AAC, Matroska/WebM";
+const SUPPORTED_CONTAINERS: &str =
+    "WAV, AIFF, CAF, FLAC, MP3, Ogg (Vorbis, Opus, FLAC), MP4/M4A, ADTS AAC, Matroska/WebM";
 
 /// Errors raised while opening or decoding audio; each names the file (or in-memory source).
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +183,9 @@ pub enum AudioError {
         rate: u64,
     },
     /// The container holds no decodable audio track.
-    #[error("{file}: no audio track in a codec this build decodes (supported: {SUPPORTED_CODECS})")]
+    #[error(
+        "{file}: no audio track in a codec this build decodes (supported: {SUPPORTED_CODECS})"
+    )]
     NoTrack {
         /// The file concerned.
         file: String,
@@ -199,7 +203,10 @@ pub enum AudioError {
 }
 
 fn corrupt(file: &str, detail: impl Into<String>) -> AudioError {
-    AudioError::Corrupt { file: file.to_string(), detail: detail.into() }
+    AudioError::Corrupt {
+        file: file.to_string(),
+        detail: detail.into(),
+    }
 }
 
 /// Decodes an audio file (or standard input when `path` is `-`) to mono `f32` samples at
@@ -301,41 +308,69 @@ impl AudioStream {
             return Self::from_reader(std::io::stdin(), "standard input");
         }
         let name = path.display().to_string();
-        let io_err = |source| AudioError::Io { file: name.clone(), source };
+        let io_err = |source| AudioError::Io {
+            file: name.clone(),
+            source,
+        };
         let mut file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
         if len == 0 {
-            return Err(AudioError::Empty { file: format!("audio file {name}") });
+            return Err(AudioError::Empty {
+                file: format!("audio file {name}"),
+            });
         }
         let head = read_head(&mut file, SNIFF_LEN).map_err(io_err)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let ext = path.extension().and_then(|e| e.to_str());
-        let input = Input { name, head, source: InputSource::Seekable(Box::new(file)), len: Some(len) };
+        let input = Input {
+            name,
+            head,
+            source: InputSource::Seekable(Box::new(file)),
+            len: Some(len),
+        };
         Self::from_input(input, ext)
     }
 
     /// Opens audio held in memory for streaming decoding.
     pub fn from_bytes(bytes: Vec<u8>, hint_ext: Option<&str>) -> Result<Self, AudioError> {
         if bytes.is_empty() {
-            return Err(AudioError::Empty { file: "in-memory audio".to_string() });
+            return Err(AudioError::Empty {
+                file: "in-memory audio".to_string(),
+            });
         }
         let name = format!("in-memory audio ({} bytes)", bytes.len());
         let head = bytes[..bytes.len().min(SNIFF_LEN as usize)].to_vec();
         let len = Some(bytes.len() as u64);
-        let input = Input { name, head, source: InputSource::Seekable(Box::new(Cursor::new(bytes))), len };
+        let input = Input {
+            name,
+            head,
+            source: InputSource::Seekable(Box::new(Cursor::new(bytes))),
+            len,
+        };
         Self::from_input(input, hint_ext)
     }
 
     /// Opens a forward-only byte stream (a pipe, standard input) for streaming decoding;
     /// `name` is used in error messages. The container is identified from its content.
-    pub fn from_reader<R: Read + Send + Sync + 'static>(mut reader: R, name: &str) -> Result<Self, AudioError> {
+    pub fn from_reader<R: Read + Send + Sync + 'static>(
+        mut reader: R,
+        name: &str,
+    ) -> Result<Self, AudioError> {
         let name = name.to_string();
-        let head = read_head(&mut reader, SNIFF_LEN).map_err(|source| AudioError::Io { file: name.clone(), source })?;
+        let head = read_head(&mut reader, SNIFF_LEN).map_err(|source| AudioError::Io {
+            file: name.clone(),
+            source,
+        })?;
         if head.is_empty() {
             return Err(AudioError::Empty { file: name });
         }
         let replay = Cursor::new(head.clone()).chain(reader);
-        let input = Input { name, head, source: InputSource::Stream(Box::new(replay)), len: None };
+        let input = Input {
+            name,
+            head,
+            source: InputSource::Stream(Box::new(replay)),
+            len: None,
+        };
         Self::from_input(input, None)
     }
 
@@ -355,7 +390,10 @@ impl AudioStream {
             Sniffed::TruncatedRiff => {
                 return Err(corrupt(
                     &name,
-                    format!("file ends inside the 12-byte RIFF header ({} bytes)", input.head.len()),
+                    format!(
+                        "file ends inside the 12-byte RIFF header ({} bytes)",
+                        input.head.len()
+                    ),
                 ))
             }
             Sniffed::OggOpus => {
@@ -381,7 +419,10 @@ impl AudioStream {
                 let mut bytes = Vec::new();
                 r.take(MAX_BUFFERED_MP4 + 1)
                     .read_to_end(&mut bytes)
-                    .map_err(|source| AudioError::Io { file: name.clone(), source })?;
+                    .map_err(|source| AudioError::Io {
+                        file: name.clone(),
+                        source,
+                    })?;
                 if bytes.len() as u64 > MAX_BUFFERED_MP4 {
                     return Err(corrupt(&name, "MP4 input on a non-seekable stream is larger than 4 GiB; pass a file path instead"));
                 }
@@ -390,7 +431,11 @@ impl AudioStream {
             }
             if let (InputSource::Seekable(s), Some(len)) = (&mut input.source, input.len) {
                 edit = mp4::audio_edit(s, len);
-                s.seek(SeekFrom::Start(0)).map_err(|source| AudioError::Io { file: name.clone(), source })?;
+                s.seek(SeekFrom::Start(0))
+                    .map_err(|source| AudioError::Io {
+                        file: name.clone(),
+                        source,
+                    })?;
             }
         }
 
@@ -399,9 +444,17 @@ impl AudioStream {
             hint.with_extension(ext);
         }
         let mss = MediaSourceStream::new(input.source.into_media_source(), Default::default());
-        let format_opts = FormatOptions { enable_gapless: true, ..Default::default() };
+        let format_opts = FormatOptions {
+            enable_gapless: true,
+            ..Default::default()
+        };
         let probed = catch_decoder_panic(AssertUnwindSafe(|| {
-            symphonia::default::get_probe().format(&hint, mss, &format_opts, &MetadataOptions::default())
+            symphonia::default::get_probe().format(
+                &hint,
+                mss,
+                &format_opts,
+                &MetadataOptions::default(),
+            )
         }))
         .map_err(|_| corrupt(&name, "the container parser failed on this input"))?
         .map_err(|e| classify_open_error(&name, &sniffed, e))?;
@@ -418,12 +471,23 @@ impl AudioStream {
 
         // Opus always decodes at 48 kHz, whatever rate a container records.
         let is_opus = params.codec == sc::CODEC_TYPE_OPUS;
-        let source_rate = if is_opus { OPUS_RATE } else { params.sample_rate.unwrap_or(0) };
+        let source_rate = if is_opus {
+            OPUS_RATE
+        } else {
+            params.sample_rate.unwrap_or(0)
+        };
         if !(MIN_SOURCE_RATE..=MAX_SOURCE_RATE).contains(&source_rate) {
-            return Err(AudioError::BadSampleRate { file: name, rate: u64::from(source_rate) });
+            return Err(AudioError::BadSampleRate {
+                file: name,
+                rate: u64::from(source_rate),
+            });
         }
         let codec = codec_name(params.codec);
-        let supported = if container == "WAV" { SUPPORTED_WAV_CODECS } else { SUPPORTED_CODECS };
+        let supported = if container == "WAV" {
+            SUPPORTED_WAV_CODECS
+        } else {
+            SUPPORTED_CODECS
+        };
 
         // symphonia's Matroska reader reports the duration in other units than frames, and
         // a WAV written to a pipe declares 0xFFFFFFFF bytes: its length is unknown.
@@ -446,10 +510,17 @@ impl AudioStream {
             // symphonia demuxes Opus (Matroska/WebM, MP4) but has no decoder for it.
             let head = match params.extra_data.as_deref() {
                 Some(extra) if extra.starts_with(b"OpusHead") => {
-                    let head = if container == "MP4/M4A" { dops_as_opus_head(extra) } else { extra.to_vec() };
+                    let head = if container == "MP4/M4A" {
+                        dops_as_opus_head(extra)
+                    } else {
+                        extra.to_vec()
+                    };
                     OpusHead::parse(&head).map_err(|d| corrupt(&name, d))?
                 }
-                _ => OpusHead::plain(params.channels.map_or(0, |c| c.count()), params.delay.unwrap_or(0)),
+                _ => OpusHead::plain(
+                    params.channels.map_or(0, |c| c.count()),
+                    params.delay.unwrap_or(0),
+                ),
             };
             let opus = OpusDecoding::new(&name, container, &head)?;
             // In MP4 the edit list already starts after the pre-skip.
@@ -475,8 +546,24 @@ impl AudioStream {
                 })?;
             PacketDecoder::Symphonia { decoder, buf: None }
         };
-        let source = Source::Symphonia(SymphoniaSource { format, track_id, decoder, trim, supported, channels: 0, length_known: declared.is_some() });
-        let mut stream = Self::with_source(name, container, codec, source, source_rate, declared, input.len)?;
+        let source = Source::Symphonia(SymphoniaSource {
+            format,
+            track_id,
+            decoder,
+            trim,
+            supported,
+            channels: 0,
+            length_known: declared.is_some(),
+        });
+        let mut stream = Self::with_source(
+            name,
+            container,
+            codec,
+            source,
+            source_rate,
+            declared,
+            input.len,
+        )?;
         stream.source_channels = channels;
         Ok(stream)
     }
@@ -493,11 +580,13 @@ impl AudioStream {
         let resampler = if source_rate == SAMPLE_RATE {
             None
         } else {
-            Some(Resampling::new(source_rate).map_err(|detail| AudioError::Resample {
-                file: name.clone(),
-                rate: source_rate,
-                detail,
-            })?)
+            Some(
+                Resampling::new(source_rate).map_err(|detail| AudioError::Resample {
+                    file: name.clone(),
+                    rate: source_rate,
+                    detail,
+                })?,
+            )
         };
         let source_channels = match &source {
             Source::OggOpus(s) => s.channels(),
@@ -575,7 +664,9 @@ impl AudioStream {
         // At most 1 KiB of output per input byte: more than any codec's compression of
         // speech, and bounds what a forged header can make us reserve.
         // Without an input size, at most 10 minutes are reserved on the header's word.
-        let cap = self.input_bytes.map_or(10 * 60 * u64::from(SAMPLE_RATE), |b| b.saturating_mul(256));
+        let cap = self
+            .input_bytes
+            .map_or(10 * 60 * u64::from(SAMPLE_RATE), |b| b.saturating_mul(256));
         let hint = self.expected_len().map(|n| n.min(cap) as usize);
         let mut all: Vec<f32> = Vec::with_capacity(hint.map_or(0, |n| n + STEP_ROOM));
         while !self.finished {
@@ -605,7 +696,13 @@ impl AudioStream {
         }
         self.mono.clear();
         let step = match &mut self.source {
-            Source::Symphonia(s) => s.step(&self.name, self.container, &mut self.mono, &mut self.stats, self.source_rate)?,
+            Source::Symphonia(s) => s.step(
+                &self.name,
+                self.container,
+                &mut self.mono,
+                &mut self.stats,
+                self.source_rate,
+            )?,
             Source::OggOpus(s) => s.step(&self.name, &mut self.mono, &mut self.stats)?,
         };
         if let (Source::Symphonia(s), 0) = (&self.source, self.source_channels) {
@@ -615,11 +712,13 @@ impl AudioStream {
         if !self.mono.is_empty() {
             match &mut self.resampler {
                 None => out.extend(self.mono.iter().map(|&s| s as f32)),
-                Some(r) => r.push(&self.mono, out).map_err(|detail| AudioError::Resample {
-                    file: self.name.clone(),
-                    rate: self.source_rate,
-                    detail,
-                })?,
+                Some(r) => r
+                    .push(&self.mono, out)
+                    .map_err(|detail| AudioError::Resample {
+                        file: self.name.clone(),
+                        rate: self.source_rate,
+                        detail,
+                    })?,
             }
         }
         if let Step::End = step {
@@ -633,7 +732,10 @@ impl AudioStream {
         if self.stats.packets_decoded == 0 && self.declared_frames != Some(0) {
             return Err(corrupt(
                 &self.name,
-                format!("the {} stream ends before its first complete audio frame (file cut short?)", self.codec),
+                format!(
+                    "the {} stream ends before its first complete audio frame (file cut short?)",
+                    self.codec
+                ),
             ));
         }
         let secs = |frames: u64| frames as f64 / f64::from(self.source_rate);
@@ -700,7 +802,10 @@ fn codec_name(codec: CodecType) -> String {
         (sc::CODEC_TYPE_ADPCM_IMA_WAV, "IMA ADPCM"),
         (sc::CODEC_TYPE_ADPCM_MS, "Microsoft ADPCM"),
     ];
-    known.iter().find(|(c, _)| *c == codec).map_or_else(|| format!("{codec}"), |(_, n)| n.to_string())
+    known
+        .iter()
+        .find(|(c, _)| *c == codec)
+        .map_or_else(|| format!("{codec}"), |(_, n)| n.to_string())
 }
 
 /// Frames to drop at the start and where to stop, counted in decoded frames.
@@ -727,7 +832,13 @@ impl Trim {
 }
 
 /// Appends the average of the channels of `frames` (of interleaved `samples`), times `gain`.
-fn downmix<T: Copy + Into<f64>>(samples: &[T], channels: usize, frames: Range<usize>, gain: f64, out: &mut Vec<f64>) {
+fn downmix<T: Copy + Into<f64>>(
+    samples: &[T],
+    channels: usize,
+    frames: Range<usize>,
+    gain: f64,
+    out: &mut Vec<f64>,
+) {
     let Some(frames_slice) = samples.get(frames.start * channels..frames.end * channels) else {
         return;
     };
@@ -735,7 +846,11 @@ fn downmix<T: Copy + Into<f64>>(samples: &[T], channels: usize, frames: Range<us
         out.extend(frames_slice.iter().map(|&s| s.into() * gain));
     } else {
         let scale = gain / channels as f64;
-        out.extend(frames_slice.chunks_exact(channels).map(|f| f.iter().map(|&s| s.into()).sum::<f64>() * scale));
+        out.extend(
+            frames_slice
+                .chunks_exact(channels)
+                .map(|f| f.iter().map(|&s| s.into()).sum::<f64>() * scale),
+        );
     }
 }
 
@@ -752,7 +867,10 @@ struct SymphoniaSource {
 }
 
 enum PacketDecoder {
-    Symphonia { decoder: Box<dyn Decoder>, buf: Option<SampleBuffer<f64>> },
+    Symphonia {
+        decoder: Box<dyn Decoder>,
+        buf: Option<SampleBuffer<f64>>,
+    },
     Opus(Box<OpusDecoding>),
 }
 
@@ -783,14 +901,21 @@ impl SymphoniaSource {
                 .map_err(|_| corrupt(name, format!("the {container} parser failed")))?;
             let packet = match next {
                 Ok(p) => p,
-                Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(SymphoniaError::IoError(e))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
                     return Ok(Step::End)
                 }
                 Err(SymphoniaError::ResetRequired) => {
                     tracing::warn!("{name}: the stream changes its parameters mid-way (chained streams); decoding stops there");
                     return Ok(Step::End);
                 }
-                Err(SymphoniaError::IoError(e)) => return Err(AudioError::Io { file: name.to_string(), source: e }),
+                Err(SymphoniaError::IoError(e)) => {
+                    return Err(AudioError::Io {
+                        file: name.to_string(),
+                        source: e,
+                    })
+                }
                 Err(e) => return Err(corrupt(name, e.to_string())),
             };
             if packet.track_id() != self.track_id {
@@ -811,7 +936,9 @@ impl SymphoniaSource {
                         let decoded = decoder.decode(&packet)?;
                         let spec = *decoded.spec();
                         if spec.rate != rate {
-                            return Err(SymphoniaError::DecodeError("sample rate changes mid-stream"));
+                            return Err(SymphoniaError::DecodeError(
+                                "sample rate changes mid-stream",
+                            ));
                         }
                         let channels = spec.channels.count();
                         let frames = decoded.frames();
@@ -820,10 +947,14 @@ impl SymphoniaSource {
                         }
                         *last_channels = channels;
                         let capacity = decoded.capacity();
-                        if buf.as_ref().is_some_and(|b| b.capacity() < capacity * channels) {
+                        if buf
+                            .as_ref()
+                            .is_some_and(|b| b.capacity() < capacity * channels)
+                        {
                             *buf = None;
                         }
-                        let b = buf.get_or_insert_with(|| SampleBuffer::<f64>::new(capacity as u64, spec));
+                        let b = buf
+                            .get_or_insert_with(|| SampleBuffer::<f64>::new(capacity as u64, spec));
                         b.copy_interleaved_ref(decoded);
                         let keep = trim.take(frames);
                         downmix(b.samples(), channels, keep, 1.0, mono);
@@ -831,7 +962,9 @@ impl SymphoniaSource {
                     }))
                     .map_err(|_| corrupt(name, "the decoder failed on a packet"))?
                     .map_err(|e| match e {
-                        SymphoniaError::Unsupported(what) => PacketError::Unsupported(what.to_string()),
+                        SymphoniaError::Unsupported(what) => {
+                            PacketError::Unsupported(what.to_string())
+                        }
                         other => PacketError::Bad(other.to_string()),
                     })
                 }
@@ -872,7 +1005,10 @@ enum PacketError {
 fn skip_bad_packet(name: &str, msg: &str, stats: &mut Stats) -> Result<(), AudioError> {
     stats.bad_packets_in_a_row += 1;
     if stats.bad_packets_in_a_row > MAX_BAD_PACKETS {
-        return Err(corrupt(name, format!("{MAX_BAD_PACKETS} packets in a row failed to decode; last: {msg}")));
+        return Err(corrupt(
+            name,
+            format!("{MAX_BAD_PACKETS} packets in a row failed to decode; last: {msg}"),
+        ));
     }
     tracing::warn!("{name}: skipping a packet that does not decode: {msg}");
     Ok(())
@@ -900,11 +1036,16 @@ struct OpusHead {
 impl OpusHead {
     fn parse(b: &[u8]) -> Result<Self, String> {
         if b.len() < 19 || !b.starts_with(b"OpusHead") {
-            return Err(format!("Opus identification header is {} bytes long or lacks its signature", b.len()));
+            return Err(format!(
+                "Opus identification header is {} bytes long or lacks its signature",
+                b.len()
+            ));
         }
         let version = b[8];
         if version >> 4 != 0 {
-            return Err(format!("Opus header version {version} is not supported (major version 0 only)"));
+            return Err(format!(
+                "Opus header version {version} is not supported (major version 0 only)"
+            ));
         }
         let channels = usize::from(b[9]);
         if channels == 0 {
@@ -915,7 +1056,9 @@ impl OpusHead {
         let family = b[18];
         if family == 0 {
             if channels > 2 {
-                return Err(format!("Opus channel mapping family 0 allows 1 or 2 channels, not {channels}"));
+                return Err(format!(
+                    "Opus channel mapping family 0 allows 1 or 2 channels, not {channels}"
+                ));
             }
             return Ok(OpusHead {
                 channels,
@@ -931,14 +1074,33 @@ impl OpusHead {
             return Err("Opus header ends before its channel mapping table".to_string());
         };
         let (streams, coupled) = (usize::from(streams), usize::from(coupled));
-        let mapping = b.get(21..21 + channels).ok_or("Opus header ends inside its channel mapping table")?.to_vec();
+        let mapping = b
+            .get(21..21 + channels)
+            .ok_or("Opus header ends inside its channel mapping table")?
+            .to_vec();
         if streams == 0 || coupled > streams || streams + coupled > 255 {
-            return Err(format!("invalid Opus stream counts ({streams} streams, {coupled} coupled)"));
+            return Err(format!(
+                "invalid Opus stream counts ({streams} streams, {coupled} coupled)"
+            ));
         }
-        if let Some(bad) = mapping.iter().find(|&&m| m != 255 && usize::from(m) >= streams + coupled) {
-            return Err(format!("Opus channel mapping refers to decoded channel {bad} of {}", streams + coupled));
+        if let Some(bad) = mapping
+            .iter()
+            .find(|&&m| m != 255 && usize::from(m) >= streams + coupled)
+        {
+            return Err(format!(
+                "Opus channel mapping refers to decoded channel {bad} of {}",
+                streams + coupled
+            ));
         }
-        Ok(OpusHead { channels, pre_skip, gain_q8, family, streams, coupled, mapping })
+        Ok(OpusHead {
+            channels,
+            pre_skip,
+            gain_q8,
+            family,
+            streams,
+            coupled,
+            mapping,
+        })
     }
 
     /// A header for a container that stores no `OpusHead` (mono or stereo only).
@@ -996,11 +1158,13 @@ impl OpusDecoding {
             });
         }
         let made = if head.family == 0 {
-            opus_pure::OpusDecoder::new(OPUS_RATE as i32, head.channels).map(|d| OpusDec::Single(Box::new(d)))
+            opus_pure::OpusDecoder::new(OPUS_RATE as i32, head.channels)
+                .map(|d| OpusDec::Single(Box::new(d)))
         } else {
             MultiOpus::new(head).map(OpusDec::Multi)
         };
-        let dec = made.map_err(|e| corrupt(name, format!("cannot set up the Opus decoder: {e}")))?;
+        let dec =
+            made.map_err(|e| corrupt(name, format!("cannot set up the Opus decoder: {e}")))?;
         Ok(OpusDecoding {
             dec,
             channels: head.channels,
@@ -1010,7 +1174,13 @@ impl OpusDecoding {
     }
 
     /// Decodes one packet, keeping the frames `trim` lets through.
-    fn decode(&mut self, name: &str, packet: &[u8], trim: &mut Trim, mono: &mut Vec<f64>) -> Result<usize, PacketError> {
+    fn decode(
+        &mut self,
+        name: &str,
+        packet: &[u8],
+        trim: &mut Trim,
+        mono: &mut Vec<f64>,
+    ) -> Result<usize, PacketError> {
         if packet.is_empty() {
             // The decoder would take it for a lost packet and conceal one.
             return Err(PacketError::Bad("empty Opus packet".to_string()));
@@ -1019,13 +1189,21 @@ impl OpusDecoding {
         let dec = &mut self.dec;
         // The pure-Rust decoder is young: a panic on a hostile packet becomes an error.
         let r = catch_decoder_panic(AssertUnwindSafe(|| match dec {
-            OpusDec::Single(d) => d.decode(packet, OPUS_MAX_FRAMES, pcm).map_err(|e| e.to_string()),
+            OpusDec::Single(d) => d
+                .decode(packet, OPUS_MAX_FRAMES, pcm)
+                .map_err(|e| e.to_string()),
             OpusDec::Multi(d) => d.decode(packet, pcm),
         }))
         .map_err(|_| PacketError::Fatal(corrupt(name, "the Opus decoder failed on a packet")))?;
         let frames = r.map_err(|e| PacketError::Bad(format!("Opus packet: {e}")))?;
         let keep = trim.take(frames);
-        downmix(&self.pcm[..frames * self.channels], self.channels, keep, self.gain, mono);
+        downmix(
+            &self.pcm[..frames * self.channels],
+            self.channels,
+            keep,
+            self.gain,
+            mono,
+        );
         Ok(frames)
     }
 }
@@ -1051,8 +1229,16 @@ impl MultiOpus {
             let ch = if i < head.coupled { 2 } else { 1 };
             streams.push((opus_pure::OpusDecoder::new(OPUS_RATE as i32, ch)?, ch));
         }
-        let bufs = streams.iter().map(|&(_, ch)| vec![0.0; OPUS_MAX_FRAMES * ch]).collect();
-        Ok(MultiOpus { streams, coupled: head.coupled, mapping: head.mapping.clone(), bufs })
+        let bufs = streams
+            .iter()
+            .map(|&(_, ch)| vec![0.0; OPUS_MAX_FRAMES * ch])
+            .collect();
+        Ok(MultiOpus {
+            streams,
+            coupled: head.coupled,
+            mapping: head.mapping.clone(),
+            bufs,
+        })
     }
 
     /// Decodes one packet into `out` (interleaved, one slot per output channel); returns
@@ -1072,9 +1258,14 @@ impl MultiOpus {
             if sub.is_empty() {
                 return Err(format!("stream {i} has an empty packet"));
             }
-            let n = dec.decode(&sub, OPUS_MAX_FRAMES, buf).map_err(|e| format!("stream {i}: {e}"))?;
+            let n = dec
+                .decode(&sub, OPUS_MAX_FRAMES, buf)
+                .map_err(|e| format!("stream {i}: {e}"))?;
             if frames.is_some_and(|f| f != n) {
-                return Err(format!("stream {i} decodes to {n} frames, the others to {}", frames.unwrap_or(0)));
+                return Err(format!(
+                    "stream {i} decodes to {n} frames, the others to {}",
+                    frames.unwrap_or(0)
+                ));
             }
             frames = Some(n);
         }
@@ -1127,7 +1318,11 @@ fn undelimit(b: &[u8]) -> Result<(Vec<u8>, usize), String> {
         0 | 1 => {
             let (n, used) = len_at(pos)?;
             pos += used;
-            if toc & 3 == 0 { n } else { 2 * n }
+            if toc & 3 == 0 {
+                n
+            } else {
+                2 * n
+            }
         }
         2 => {
             let (n1, used1) = len_at(pos)?;
@@ -1284,7 +1479,11 @@ const fn ogg_crc_table() -> [u32; 256] {
         let mut r = (i as u32) << 24;
         let mut j = 0;
         while j < 8 {
-            r = if r & 0x8000_0000 != 0 { (r << 1) ^ 0x04C1_1DB7 } else { r << 1 };
+            r = if r & 0x8000_0000 != 0 {
+                (r << 1) ^ 0x04C1_1DB7
+            } else {
+                r << 1
+            };
             j += 1;
         }
         t[i] = r;
@@ -1296,12 +1495,18 @@ const fn ogg_crc_table() -> [u32; 256] {
 static OGG_CRC: [u32; 256] = ogg_crc_table();
 
 fn ogg_crc(crc: u32, data: &[u8]) -> u32 {
-    data.iter().fold(crc, |c, &b| (c << 8) ^ OGG_CRC[usize::from((c >> 24) as u8 ^ b)])
+    data.iter().fold(crc, |c, &b| {
+        (c << 8) ^ OGG_CRC[usize::from((c >> 24) as u8 ^ b)]
+    })
 }
 
 impl OggPages {
     fn new(r: Box<dyn Read + Send + Sync>) -> Self {
-        OggPages { r: std::io::BufReader::with_capacity(64 * 1024, r), offset: 0, truncated: false }
+        OggPages {
+            r: std::io::BufReader::with_capacity(64 * 1024, r),
+            offset: 0,
+            truncated: false,
+        }
     }
 
     /// Fills `buf` as far as the input allows; returns the bytes read.
@@ -1321,7 +1526,10 @@ impl OggPages {
 
     /// The next page with a valid CRC, or `None` at the end of the input.
     fn next(&mut self, name: &str) -> Result<Option<OggPage>, AudioError> {
-        let io = |source| AudioError::Io { file: name.to_string(), source };
+        let io = |source| AudioError::Io {
+            file: name.to_string(),
+            source,
+        };
         let mut skipped = 0u64;
         loop {
             let mut h = [0u8; 27];
@@ -1365,18 +1573,25 @@ impl OggPages {
                 return Ok(None);
             }
             if skipped > 0 {
-                tracing::warn!("{name}: skipped {skipped} bytes of non-Ogg data before byte {page_start}");
+                tracing::warn!(
+                    "{name}: skipped {skipped} bytes of non-Ogg data before byte {page_start}"
+                );
                 skipped = 0;
             }
             if h[4] != 0 {
-                tracing::warn!("{name}: skipping an Ogg page of unknown version {} at byte {page_start}", h[4]);
+                tracing::warn!(
+                    "{name}: skipping an Ogg page of unknown version {} at byte {page_start}",
+                    h[4]
+                );
                 continue;
             }
             let stored = u32::from_le_bytes([h[22], h[23], h[24], h[25]]);
             h[22..26].fill(0);
             let crc = ogg_crc(ogg_crc(ogg_crc(0, &h), &lacing), &body);
             if crc != stored {
-                tracing::warn!("{name}: skipping a damaged Ogg page (CRC mismatch) at byte {page_start}");
+                tracing::warn!(
+                    "{name}: skipping a damaged Ogg page (CRC mismatch) at byte {page_start}"
+                );
                 continue;
             }
             let le_u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
@@ -1399,10 +1614,15 @@ impl OggOpusSource {
         // The stream starts with beginning-of-stream pages, one per logical stream.
         loop {
             let Some(page) = pages.next(name)? else {
-                return Err(corrupt(name, "the Ogg file ends before its Opus identification header"));
+                return Err(corrupt(
+                    name,
+                    "the Ogg file ends before its Opus identification header",
+                ));
             };
             if page.flags & OggPage::BOS == 0 {
-                return Err(AudioError::NoTrack { file: name.to_string() });
+                return Err(AudioError::NoTrack {
+                    file: name.to_string(),
+                });
             }
             if page.first_packet().starts_with(b"OpusHead") {
                 let head = OpusHead::parse(page.first_packet()).map_err(|d| corrupt(name, d))?;
@@ -1428,7 +1648,12 @@ impl OggOpusSource {
         self.channels
     }
 
-    fn step(&mut self, name: &str, mono: &mut Vec<f64>, stats: &mut Stats) -> Result<Step, AudioError> {
+    fn step(
+        &mut self,
+        name: &str,
+        mono: &mut Vec<f64>,
+        stats: &mut Stats,
+    ) -> Result<Step, AudioError> {
         loop {
             if let Some(packet) = self.queue.pop_front() {
                 match self.opus.decode(name, &packet, &mut self.trim, mono) {
@@ -1445,7 +1670,8 @@ impl OggOpusSource {
                 continue;
             }
             let Some(page) = self.pages.next(name)? else {
-                if self.pages.truncated || !self.partial.is_empty() || self.stage != OggStage::Ended {
+                if self.pages.truncated || !self.partial.is_empty() || self.stage != OggStage::Ended
+                {
                     stats.cut_short = true;
                 }
                 return Ok(Step::End);
@@ -1459,7 +1685,10 @@ impl OggOpusSource {
         if page.serial != self.serial {
             if self.stage == OggStage::Ended && page.flags & OggPage::BOS != 0 {
                 if !page.first_packet().starts_with(b"OpusHead") {
-                    return Err(corrupt(name, format!("a chained Ogg stream at byte {} is not Opus", page.offset)));
+                    return Err(corrupt(
+                        name,
+                        format!("a chained Ogg stream at byte {} is not Opus", page.offset),
+                    ));
                 }
                 // The next link of a chained file: a fresh decoder and timeline.
                 let head = OpusHead::parse(page.first_packet()).map_err(|d| corrupt(name, d))?;
@@ -1480,7 +1709,11 @@ impl OggOpusSource {
         }
         if let Some(last) = self.last_seq {
             if page.seq != last.wrapping_add(1) {
-                tracing::warn!("{name}: Ogg pages missing before byte {} (sequence {} after {last})", page.offset, page.seq);
+                tracing::warn!(
+                    "{name}: Ogg pages missing before byte {} (sequence {} after {last})",
+                    page.offset,
+                    page.seq
+                );
                 self.partial.clear();
             }
         }
@@ -1502,7 +1735,13 @@ impl OggOpusSource {
                 continue;
             }
             if self.partial.len() + seg.len() > MAX_OGG_PACKET {
-                return Err(corrupt(name, format!("Ogg packet at byte {} is larger than {MAX_OGG_PACKET} bytes", page.offset)));
+                return Err(corrupt(
+                    name,
+                    format!(
+                        "Ogg packet at byte {} is larger than {MAX_OGG_PACKET} bytes",
+                        page.offset
+                    ),
+                ));
             }
             self.partial.extend_from_slice(seg);
             if l < 255 {
@@ -1516,7 +1755,10 @@ impl OggOpusSource {
                 return Ok(());
             };
             if !tags.starts_with(b"OpusTags") {
-                tracing::warn!("{name}: the Opus comment header is missing (page at byte {})", page.offset);
+                tracing::warn!(
+                    "{name}: the Opus comment header is missing (page at byte {})",
+                    page.offset
+                );
             }
             self.stage = OggStage::FirstAudio;
         }
@@ -1525,7 +1767,10 @@ impl OggOpusSource {
         if !packets.is_empty() && page.granule >= 0 {
             let gp = page.granule;
             if self.stage == OggStage::FirstAudio {
-                let dur: i64 = packets.iter().map(|p| opus_packet_frames(p).unwrap_or(0) as i64).sum();
+                let dur: i64 = packets
+                    .iter()
+                    .map(|p| opus_packet_frames(p).unwrap_or(0) as i64)
+                    .sum();
                 // A single-page stream may end (granule < duration): that is end trimming.
                 let start_gp = if eos && gp < dur { 0 } else { gp - dur };
                 self.trim.start = (self.pre_skip - start_gp).max(0) as u64;
@@ -1572,7 +1817,8 @@ mod mp4 {
                 ((u128::from(v) * u128::from(rate) + u128::from(ts) / 2) / u128::from(ts)) as u64
             };
             let start = scale(self.media_time, self.media_timescale);
-            let len = (self.segment_duration > 0).then(|| scale(self.segment_duration, self.movie_timescale));
+            let len = (self.segment_duration > 0)
+                .then(|| scale(self.segment_duration, self.movie_timescale));
             (start, len)
         }
     }
@@ -1587,7 +1833,11 @@ mod mp4 {
     }
 
     /// The boxes between `start` and `end`.
-    fn children<R: Read + Seek + ?Sized>(r: &mut R, start: u64, end: u64) -> Option<Vec<BoxHeader>> {
+    fn children<R: Read + Seek + ?Sized>(
+        r: &mut R,
+        start: u64,
+        end: u64,
+    ) -> Option<Vec<BoxHeader>> {
         let mut out = Vec::new();
         let mut pos = start;
         while pos + 8 <= end && out.len() < MAX_BOXES {
@@ -1608,7 +1858,11 @@ mod mp4 {
             if size < body - pos || pos.checked_add(size)? > end {
                 return None;
             }
-            out.push(BoxHeader { kind, body, end: pos + size });
+            out.push(BoxHeader {
+                kind,
+                body,
+                end: pos + size,
+            });
             pos += size;
         }
         Some(out)
@@ -1649,7 +1903,10 @@ mod mp4 {
             let (duration, media_time) = if version == 1 {
                 (be_u64(b, at)?, be_u64(b, at + 8)? as i64)
             } else {
-                (u64::from(be_u32(b, at)?), i64::from(be_u32(b, at + 4)? as i32))
+                (
+                    u64::from(be_u32(b, at)?),
+                    i64::from(be_u32(b, at + 4)? as i32),
+                )
             };
             if media_time >= 0 {
                 return Some((duration, media_time as u64));
@@ -1668,7 +1925,9 @@ mod mp4 {
         let movie_timescale = timescale(&read_at(r, mvhd, 64)?)?;
         for trak in boxes.iter().filter(|b| &b.kind == b"trak") {
             let parts = children(r, trak.body, trak.end)?;
-            let Some(mdia) = parts.iter().find(|b| &b.kind == b"mdia") else { continue };
+            let Some(mdia) = parts.iter().find(|b| &b.kind == b"mdia") else {
+                continue;
+            };
             let media = children(r, mdia.body, mdia.end)?;
             let is_audio = media
                 .iter()
@@ -1678,14 +1937,22 @@ mod mp4 {
             if !is_audio {
                 continue;
             }
-            let media_timescale = timescale(&read_at(r, media.iter().find(|b| &b.kind == b"mdhd")?, 64)?)?;
+            let media_timescale =
+                timescale(&read_at(r, media.iter().find(|b| &b.kind == b"mdhd")?, 64)?)?;
             let edts = parts.iter().find(|b| &b.kind == b"edts")?;
-            let elst = children(r, edts.body, edts.end)?.into_iter().find(|b| &b.kind == b"elst")?;
+            let elst = children(r, edts.body, edts.end)?
+                .into_iter()
+                .find(|b| &b.kind == b"elst")?;
             let (segment_duration, media_time) = first_edit(&read_at(r, &elst, 8 + 20 * 64)?)?;
             if movie_timescale == 0 || media_timescale == 0 {
                 return None;
             }
-            return Some(Edit { media_time, segment_duration, movie_timescale, media_timescale });
+            return Some(Edit {
+                media_time,
+                segment_duration,
+                movie_timescale,
+                media_timescale,
+            });
         }
         None
     }
@@ -1696,26 +1963,39 @@ fn classify_open_error(name: &str, sniffed: &Sniffed, e: SymphoniaError) -> Audi
     let file = name.to_string();
     match (sniffed, e) {
         (Sniffed::Wav(_) | Sniffed::WavWithoutFmt, SymphoniaError::IoError(io)) => {
-            AudioError::Corrupt { file, detail: format!("WAV header cut short ({io})") }
+            AudioError::Corrupt {
+                file,
+                detail: format!("WAV header cut short ({io})"),
+            }
         }
-        (Sniffed::Wav(_) | Sniffed::WavWithoutFmt, other) => {
-            AudioError::Corrupt { file, detail: format!("invalid WAV structure ({other})") }
-        }
+        (Sniffed::Wav(_) | Sniffed::WavWithoutFmt, other) => AudioError::Corrupt {
+            file,
+            detail: format!("invalid WAV structure ({other})"),
+        },
         (_, SymphoniaError::IoError(io)) if io.kind() != std::io::ErrorKind::UnexpectedEof => {
             AudioError::Io { file, source: io }
         }
         (Sniffed::Unknown, _) => AudioError::UnrecognisedFormat {
             file,
-            detail: format!("no known audio container signature (supported containers: {SUPPORTED_CONTAINERS})"),
+            detail: format!(
+                "no known audio container signature (supported containers: {SUPPORTED_CONTAINERS})"
+            ),
         },
-        (k, SymphoniaError::IoError(io)) => {
-            AudioError::Corrupt { file, detail: format!("the {} header is cut short ({io})", k.container()) }
-        }
+        (k, SymphoniaError::IoError(io)) => AudioError::Corrupt {
+            file,
+            detail: format!("the {} header is cut short ({io})", k.container()),
+        },
         (k, SymphoniaError::Unsupported(what)) => AudioError::UnrecognisedFormat {
             file,
-            detail: format!("this {} file uses a feature that is not supported ({what})", k.container()),
+            detail: format!(
+                "this {} file uses a feature that is not supported ({what})",
+                k.container()
+            ),
         },
-        (k, other) => AudioError::Corrupt { file, detail: format!("invalid {} structure ({other})", k.container()) },
+        (k, other) => AudioError::Corrupt {
+            file,
+            detail: format!("invalid {} structure ({other})", k.container()),
+        },
     }
 }
 
@@ -1781,14 +2061,20 @@ impl WavFormat {
 
     fn describe(&self) -> String {
         let tag = self.effective_tag();
-        let ext = if self.tag == WAVE_FORMAT_EXTENSIBLE { " (in WAVE_FORMAT_EXTENSIBLE)" } else { "" };
+        let ext = if self.tag == WAVE_FORMAT_EXTENSIBLE {
+            " (in WAVE_FORMAT_EXTENSIBLE)"
+        } else {
+            ""
+        };
         format!("{} (format tag 0x{tag:04X}){ext}", wav_tag_name(tag))
     }
 
     fn check(&self, name: &str) -> Result<(), AudioError> {
         let tag = self.effective_tag();
-        if !matches!(tag, WAVE_FORMAT_PCM | WAVE_FORMAT_IEEE_FLOAT | WAVE_FORMAT_ALAW | WAVE_FORMAT_MULAW)
-        {
+        if !matches!(
+            tag,
+            WAVE_FORMAT_PCM | WAVE_FORMAT_IEEE_FLOAT | WAVE_FORMAT_ALAW | WAVE_FORMAT_MULAW
+        ) {
             return Err(AudioError::UnsupportedCodec {
                 file: name.to_string(),
                 container: "WAV",
@@ -1797,7 +2083,9 @@ impl WavFormat {
             });
         }
         if self.channels == 0 {
-            return Err(AudioError::NoChannels { file: name.to_string() });
+            return Err(AudioError::NoChannels {
+                file: name.to_string(),
+            });
         }
         if !(MIN_SOURCE_RATE..=MAX_SOURCE_RATE).contains(&self.sample_rate) {
             return Err(AudioError::BadSampleRate {
@@ -1820,7 +2108,11 @@ impl WavFormat {
         }
         // A frame of interleaved samples must fill the declared block exactly; otherwise the
         // samples would be read out of step (A-law/mu-law always use 8-bit samples).
-        let sample_bytes = if matches!(tag, WAVE_FORMAT_ALAW | WAVE_FORMAT_MULAW) { 1 } else { u32::from(self.bits) / 8 };
+        let sample_bytes = if matches!(tag, WAVE_FORMAT_ALAW | WAVE_FORMAT_MULAW) {
+            1
+        } else {
+            u32::from(self.bits) / 8
+        };
         let frame_bytes = u32::from(self.channels) * sample_bytes;
         if u32::from(self.block_align) != frame_bytes {
             return Err(AudioError::Corrupt {
@@ -1892,8 +2184,17 @@ fn sniff(head: &[u8]) -> Sniffed {
                 } else {
                     None
                 };
-                let data_len = wav_data_len(head, body.saturating_add(len as usize + (len as usize & 1)));
-                return Sniffed::Wav(WavFormat { tag, sub_tag, channels, sample_rate, block_align, bits, data_len });
+                let data_len =
+                    wav_data_len(head, body.saturating_add(len as usize + (len as usize & 1)));
+                return Sniffed::Wav(WavFormat {
+                    tag,
+                    sub_tag,
+                    channels,
+                    sample_rate,
+                    block_align,
+                    bits,
+                    data_len,
+                });
             }
             // Chunks are word-aligned: odd lengths carry one pad byte.
             let Some(next) = body.checked_add(len as usize + (len as usize & 1)) else {
@@ -1913,7 +2214,11 @@ fn sniff(head: &[u8]) -> Sniffed {
         return Sniffed::Known("FLAC");
     }
     if starts(b"OggS") {
-        return if ogg_has_opus(head) { Sniffed::OggOpus } else { Sniffed::Known("Ogg") };
+        return if ogg_has_opus(head) {
+            Sniffed::OggOpus
+        } else {
+            Sniffed::Known("Ogg")
+        };
     }
     if head.len() >= 2 && head[0] == 0xFF && head[1] & 0xF6 == 0xF0 {
         return Sniffed::Known("ADTS AAC");
@@ -1959,7 +2264,9 @@ fn ogg_has_opus(head: &[u8]) -> bool {
             break;
         }
         let nseg = usize::from(h[26]);
-        let Some(lacing) = head.get(pos + 27..pos + 27 + nseg) else { break };
+        let Some(lacing) = head.get(pos + 27..pos + 27 + nseg) else {
+            break;
+        };
         let body = pos + 27 + nseg;
         if head.get(body..body + 8) == Some(b"OpusHead") {
             return true;
@@ -2022,7 +2329,10 @@ impl Resampling {
         // chunk_out / 2 (whole because `units` is even).
         let skip = inner.output_delay();
         if skip != chunk_out / 2 {
-            return Err(format!("unexpected resampler delay {skip} (wanted {})", chunk_out / 2));
+            return Err(format!(
+                "unexpected resampler delay {skip} (wanted {})",
+                chunk_out / 2
+            ));
         }
         let out_buf = vec![vec![0.0; chunk_out]];
         Ok(Resampling {
@@ -2111,7 +2421,10 @@ mod tests {
             })
             .collect();
         let f = move |t: f64| -> f64 {
-            comps.iter().map(|(a, fr, p)| a * (2.0 * std::f64::consts::PI * fr * t + p).sin()).sum()
+            comps
+                .iter()
+                .map(|(a, fr, p)| a * (2.0 * std::f64::consts::PI * fr * t + p).sin())
+                .sum()
         };
         let x = (0..n).map(|k| f(k as f64 / rate as f64)).collect();
         (x, f)
@@ -2177,7 +2490,11 @@ mod tests {
 
     #[test]
     fn trim_keeps_the_window_between_delay_and_end() {
-        let mut t = Trim { start: 5, end: Some(12), pos: 0 };
+        let mut t = Trim {
+            start: 5,
+            end: Some(12),
+            pos: 0,
+        };
         assert!(t.take(3).is_empty());
         assert_eq!(t.take(4), 2..4);
         assert_eq!(t.take(10), 0..5);
@@ -2226,7 +2543,9 @@ mod tests {
 
     fn opus_head(channels: u8, family: u8, table: &[u8]) -> Vec<u8> {
         let mut h = b"OpusHead".to_vec();
-        h.extend_from_slice(&[1, channels, 0x38, 0x01, 0x80, 0xBB, 0, 0, 0x00, 0x02, family]);
+        h.extend_from_slice(&[
+            1, channels, 0x38, 0x01, 0x80, 0xBB, 0, 0, 0x00, 0x02, family,
+        ]);
         h.extend_from_slice(table);
         h
     }
@@ -2234,18 +2553,35 @@ mod tests {
     #[test]
     fn opus_head_parsing() {
         let h = OpusHead::parse(&opus_head(2, 0, &[])).unwrap();
-        assert_eq!((h.channels, h.pre_skip, h.gain_q8, h.streams, h.coupled), (2, 312, 512, 1, 1));
+        assert_eq!(
+            (h.channels, h.pre_skip, h.gain_q8, h.streams, h.coupled),
+            (2, 312, 512, 1, 1)
+        );
         let h = OpusHead::parse(&opus_head(6, 1, &[4, 2, 0, 4, 1, 2, 3, 5])).unwrap();
-        assert_eq!((h.streams, h.coupled, h.mapping.as_slice()), (4, 2, &[0u8, 4, 1, 2, 3, 5][..]));
-        assert!(OpusHead::parse(&opus_head(3, 0, &[])).unwrap_err().contains("family 0"));
-        assert!(OpusHead::parse(&opus_head(2, 1, &[1, 0, 0, 9])).unwrap_err().contains("decoded channel 9"));
-        assert!(OpusHead::parse(&opus_head(6, 1, &[4, 2, 0])).unwrap_err().contains("mapping table"));
+        assert_eq!(
+            (h.streams, h.coupled, h.mapping.as_slice()),
+            (4, 2, &[0u8, 4, 1, 2, 3, 5][..])
+        );
+        assert!(OpusHead::parse(&opus_head(3, 0, &[]))
+            .unwrap_err()
+            .contains("family 0"));
+        assert!(OpusHead::parse(&opus_head(2, 1, &[1, 0, 0, 9]))
+            .unwrap_err()
+            .contains("decoded channel 9"));
+        assert!(OpusHead::parse(&opus_head(6, 1, &[4, 2, 0]))
+            .unwrap_err()
+            .contains("mapping table"));
         assert!(OpusHead::parse(b"OpusHead\x01").is_err());
         // Ambisonics is refused with a clear message.
         let h = OpusHead::parse(&opus_head(4, 2, &[4, 0, 0, 1, 2, 3])).unwrap();
         let e = OpusDecoding::new("x.opus", "Ogg", &h).err().unwrap();
         assert!(matches!(e, AudioError::UnsupportedCodec { .. }), "{e:?}");
-        assert!(e.to_string().contains("x.opus: unsupported codec Opus with channel mapping family 2 (ambisonics)"), "{e}");
+        assert!(
+            e.to_string().contains(
+                "x.opus: unsupported codec Opus with channel mapping family 2 (ambisonics)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -2261,7 +2597,11 @@ mod tests {
         for &b in &zeroed {
             bitwise ^= u32::from(b) << 24;
             for _ in 0..8 {
-                bitwise = if bitwise & 0x8000_0000 != 0 { (bitwise << 1) ^ 0x04C1_1DB7 } else { bitwise << 1 };
+                bitwise = if bitwise & 0x8000_0000 != 0 {
+                    (bitwise << 1) ^ 0x04C1_1DB7
+                } else {
+                    bitwise << 1
+                };
             }
         }
         assert_eq!(crc, bitwise);
@@ -2284,16 +2624,36 @@ mod tests {
         let mut moov_children = Vec::new();
         let mvhd = [vec![0u8; 12], 1000u32.to_be_bytes().to_vec(), vec![0u8; 84]].concat();
         moov_children.extend(mp4_box(b"mvhd", &mvhd));
-        let mdhd = [vec![0u8; 12], 16_000u32.to_be_bytes().to_vec(), vec![0u8; 8]].concat();
+        let mdhd = [
+            vec![0u8; 12],
+            16_000u32.to_be_bytes().to_vec(),
+            vec![0u8; 8],
+        ]
+        .concat();
         let hdlr = [vec![0u8; 8], b"soun".to_vec(), vec![0u8; 13]].concat();
         let mdia = [mp4_box(b"mdhd", &mdhd), mp4_box(b"hdlr", &hdlr)].concat();
-        let trak = [mp4_box(b"tkhd", &[0; 84]), mp4_box(b"edts", &mp4_box(b"elst", &elst)), mp4_box(b"mdia", &mdia)].concat();
+        let trak = [
+            mp4_box(b"tkhd", &[0; 84]),
+            mp4_box(b"edts", &mp4_box(b"elst", &elst)),
+            mp4_box(b"mdia", &mdia),
+        ]
+        .concat();
         moov_children.extend(mp4_box(b"trak", &trak));
-        let file = [mp4_box(b"ftyp", b"M4A \0\0\0\0"), mp4_box(b"mdat", &[0; 10]), mp4_box(b"moov", &moov_children)].concat();
+        let file = [
+            mp4_box(b"ftyp", b"M4A \0\0\0\0"),
+            mp4_box(b"mdat", &[0; 10]),
+            mp4_box(b"moov", &moov_children),
+        ]
+        .concat();
         let edit = mp4::audio_edit(&mut Cursor::new(&file), file.len() as u64).unwrap();
         assert_eq!(
             edit,
-            mp4::Edit { media_time: 1024, segment_duration: 11_000, movie_timescale: 1000, media_timescale: 16_000 }
+            mp4::Edit {
+                media_time: 1024,
+                segment_duration: 11_000,
+                movie_timescale: 1000,
+                media_timescale: 16_000
+            }
         );
         assert_eq!(edit.frames(16_000), (1024, Some(176_000)));
         assert_eq!(edit.frames(48_000), (3072, Some(528_000)));
@@ -2301,11 +2661,19 @@ mod tests {
         let mut bad = file.clone();
         let at = bad.len() - moov_children.len() - 8;
         bad[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(mp4::audio_edit(&mut Cursor::new(&bad), bad.len() as u64), None);
+        assert_eq!(
+            mp4::audio_edit(&mut Cursor::new(&bad), bad.len() as u64),
+            None
+        );
     }
 
     fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
-        [((body.len() + 8) as u32).to_be_bytes().to_vec(), kind.to_vec(), body.to_vec()].concat()
+        [
+            ((body.len() + 8) as u32).to_be_bytes().to_vec(),
+            kind.to_vec(),
+            body.to_vec(),
+        ]
+        .concat()
     }
 
     #[test]
@@ -2317,8 +2685,14 @@ mod tests {
             p.extend_from_slice(body);
             p
         };
-        assert!(matches!(sniff(&page(b"OpusHead\x01\x01")), Sniffed::OggOpus));
-        assert!(matches!(sniff(&page(b"\x01vorbis\0\0")), Sniffed::Known("Ogg")));
+        assert!(matches!(
+            sniff(&page(b"OpusHead\x01\x01")),
+            Sniffed::OggOpus
+        ));
+        assert!(matches!(
+            sniff(&page(b"\x01vorbis\0\0")),
+            Sniffed::Known("Ogg")
+        ));
         // A Theora stream first, then Opus: still Opus.
         let both = [page(b"\x80theora\0\0"), page(b"OpusHead\x01\x02")].concat();
         assert!(matches!(sniff(&both), Sniffed::OggOpus));
@@ -2331,7 +2705,10 @@ mod tests {
         wav.extend_from_slice(&[0x11, 0, 2, 0, 0x44, 0xAC, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0]);
         match sniff(&wav) {
             Sniffed::Wav(f) => {
-                assert_eq!((f.tag, f.channels, f.sample_rate, f.bits), (0x11, 2, 44_100, 4));
+                assert_eq!(
+                    (f.tag, f.channels, f.sample_rate, f.bits),
+                    (0x11, 2, 44_100, 4)
+                );
             }
             other => panic!("unexpected {other:?}"),
         }

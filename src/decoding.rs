@@ -481,12 +481,19 @@ impl Plan {
     }
 
     /// Builds the result from a hypothesis and its cumulative float32 log-probability.
-    fn finish(&self, tokens: Vec<u32>, sum_logprob: f32, length_penalty: f32, no_speech_prob: f32) -> DecodeResult {
+    fn finish(
+        &self,
+        tokens: Vec<u32>,
+        sum_logprob: f32,
+        length_penalty: f32,
+        no_speech_prob: f32,
+    ) -> DecodeResult {
         let len = self.prefix_len + tokens.len();
         let score = final_score(sum_logprob, len, length_penalty);
         // faster-whisper recovers the cumulative log-probability in float64 and averages
         // over len + 1 tokens (the end token). With len 0 this is NaN, as in the references.
-        let avg_logprob = score as f64 * (len as f64).powf(length_penalty as f64) / (len + 1) as f64;
+        let avg_logprob =
+            score as f64 * (len as f64).powf(length_penalty as f64) / (len + 1) as f64;
         DecodeResult {
             tokens,
             sum_logprob: sum_logprob as f64,
@@ -583,7 +590,11 @@ pub trait BatchStepModel {
     /// Feed one row of tokens per sequence (all rows the same length) after everything
     /// already fed for that sequence; return, per sequence, the logits (n_vocab) at each
     /// index of `logit_positions` (indices into the row).
-    fn step(&mut self, tokens: &[Vec<u32>], logit_positions: &[usize]) -> anyhow::Result<Vec<Vec<Vec<f32>>>>;
+    fn step(
+        &mut self,
+        tokens: &[Vec<u32>],
+        logit_positions: &[usize],
+    ) -> anyhow::Result<Vec<Vec<Vec<f32>>>>;
     /// Re-arrange the batch: afterwards sequence i continues the cached state of old
     /// sequence src[i]. src may repeat indices and change the batch size (e.g. 1 → 5
     /// after the prompt).
@@ -599,7 +610,11 @@ impl StepModel for SingleSequence<'_> {
     fn step(&mut self, tokens: &[u32], logit_positions: &[usize]) -> anyhow::Result<Vec<Vec<f32>>> {
         let mut out = self.0.step(&[tokens.to_vec()], logit_positions)?;
         if out.len() != 1 {
-            return Err(DecodeError::BatchSize { expected: 1, got: out.len() }.into());
+            return Err(DecodeError::BatchSize {
+                expected: 1,
+                got: out.len(),
+            }
+            .into());
         }
         Ok(out.pop().expect("one sequence checked above"))
     }
@@ -626,17 +641,36 @@ fn check_batch(
 }
 
 /// Feeds one token per sequence and returns each sequence's logits.
-fn step_tokens(model: &mut dyn BatchStepModel, tokens: &[u32], n_vocab: usize, step: usize) -> anyhow::Result<Vec<Vec<f32>>> {
+fn step_tokens(
+    model: &mut dyn BatchStepModel,
+    tokens: &[u32],
+    n_vocab: usize,
+    step: usize,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let rows: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
     let out = check_batch(model.step(&rows, &[0])?, tokens.len(), 1, n_vocab, step)?;
-    Ok(out.into_iter().map(|mut r| r.pop().expect("one row checked")).collect())
+    Ok(out
+        .into_iter()
+        .map(|mut r| r.pop().expect("one row checked"))
+        .collect())
 }
 
 /// Feeds the prompt as a batch of one; returns the no-speech probability at
 /// `<|startoftranscript|>` and the logits at the last prompt position.
-fn step_prompt(model: &mut dyn BatchStepModel, prompt: &[u32], plan: &Plan, ids: &SpecialIds) -> anyhow::Result<(f32, Vec<f32>)> {
+fn step_prompt(
+    model: &mut dyn BatchStepModel,
+    prompt: &[u32],
+    plan: &Plan,
+    ids: &SpecialIds,
+) -> anyhow::Result<(f32, Vec<f32>)> {
     let positions = plan.prompt_positions(prompt);
-    let mut out = check_batch(model.step(&[prompt.to_vec()], &positions)?, 1, 2, ids.n_vocab, 0)?;
+    let mut out = check_batch(
+        model.step(&[prompt.to_vec()], &positions)?,
+        1,
+        2,
+        ids.n_vocab,
+        0,
+    )?;
     let mut rows = out.pop().expect("one sequence checked");
     let last = rows.pop().expect("two rows checked");
     Ok((probability(&rows[0], ids.no_speech), last))
@@ -757,7 +791,13 @@ pub fn beam_search(
     model.reset()?;
     if b == 1 {
         // CTranslate2 uses its greedy search for beam_size 1; patience plays no part.
-        return greedy_core(&mut SingleSequence(model), prompt, ids, opts, beam.length_penalty);
+        return greedy_core(
+            &mut SingleSequence(model),
+            prompt,
+            ids,
+            opts,
+            beam.length_penalty,
+        );
     }
     let max_finished = max_finished as usize;
     let plan = Plan::new(prompt, ids, opts)?;
@@ -801,7 +841,9 @@ pub fn beam_search(
             })
             .collect();
         let row_of = |beam: usize| if first { 0 } else { beam };
-        let per_beam: Vec<&[f32]> = (0..beams.len()).map(|i| log_probs[row_of(i)].as_slice()).collect();
+        let per_beam: Vec<&[f32]> = (0..beams.len())
+            .map(|i| log_probs[row_of(i)].as_slice())
+            .collect();
         let mut cands = top_candidates(&beams, &per_beam, n_candidates);
         if cands.len() < n_candidates || rank_key(cands[0].score) == f32::NEG_INFINITY {
             return Err(DecodeError::NothingToChoose { step }.into());
@@ -837,7 +879,8 @@ pub fn beam_search(
                 finished.push((toks, c.score));
                 // The slot goes to the next secondary candidate that is not an end token;
                 // if none is left, the finished candidate itself stays active.
-                if let Some(j) = (next_secondary..n_candidates).find(|&j| cands[j].token != ids.eot) {
+                if let Some(j) = (next_secondary..n_candidates).find(|&j| cands[j].token != ids.eot)
+                {
                     pick = j;
                     next_secondary = j + 1;
                 }
@@ -863,7 +906,10 @@ pub fn beam_search(
                 let c = cands[j];
                 let mut seq = beams[c.beam].seq.clone();
                 seq.push(c.token);
-                Beam { seq, score: c.score }
+                Beam {
+                    seq,
+                    score: c.score,
+                }
             })
             .collect();
         model.reorder(&src)?;
@@ -912,11 +958,21 @@ fn draw(log_probs: &[f32], temperature: f32, rng: &mut SampleRng) -> Option<u32>
     // CTranslate2 multiplies by 1/T in float32 before the softmax.
     let inv = 1.0f32 / temperature;
     let scaled: Vec<f32> = log_probs.iter().map(|&x| x * inv).collect();
-    let max = scaled.iter().copied().filter(|x| !x.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+    let max = scaled
+        .iter()
+        .copied()
+        .filter(|x| !x.is_nan())
+        .fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         return None;
     }
-    let weight = |x: f32| if x.is_nan() { 0.0 } else { ((x - max) as f64).exp() };
+    let weight = |x: f32| {
+        if x.is_nan() {
+            0.0
+        } else {
+            ((x - max) as f64).exp()
+        }
+    };
     let total: f64 = scaled.iter().map(|&x| weight(x)).sum();
     let u = rng.next_f64() * total;
     let mut acc = 0.0;
@@ -954,7 +1010,16 @@ pub fn sample_decode(
     rng_seed: u64,
 ) -> anyhow::Result<DecodeResult> {
     let mut rng = SampleRng::new(rng_seed);
-    sample_decode_with(model, prompt, ids, opts, temperature, best_of, 1.0, &mut rng)
+    sample_decode_with(
+        model,
+        prompt,
+        ids,
+        opts,
+        temperature,
+        best_of,
+        1.0,
+        &mut rng,
+    )
 }
 
 /// [`sample_decode`] with a length penalty and a caller-owned generator.
@@ -983,7 +1048,13 @@ pub fn sample_decode_with(
     model.reset()?;
     if temperature == 0.0 {
         // CTranslate2 takes the argmax at temperature 0: every sample is the greedy one.
-        return greedy_core(&mut SingleSequence(model), prompt, ids, opts, length_penalty);
+        return greedy_core(
+            &mut SingleSequence(model),
+            prompt,
+            ids,
+            opts,
+            length_penalty,
+        );
     }
     let plan = Plan::new(prompt, ids, opts)?;
     let (no_speech_prob, first_logits) = step_prompt(model, prompt, &plan, ids)?;
@@ -1018,7 +1089,8 @@ pub fn sample_decode_with(
                     &own
                 }
             };
-            let id = draw(log_probs, temperature, rng).ok_or(DecodeError::NothingToChoose { step })?;
+            let id =
+                draw(log_probs, temperature, rng).ok_or(DecodeError::NothingToChoose { step })?;
             // The score is the temperature-1 log-probability of the drawn token.
             samples[s].score += log_probs[id as usize];
             if id == ids.eot {
@@ -1033,7 +1105,11 @@ pub fn sample_decode_with(
         if still.is_empty() {
             break;
         }
-        let src: Vec<usize> = if first { vec![0; still.len()] } else { still.clone() };
+        let src: Vec<usize> = if first {
+            vec![0; still.len()]
+        } else {
+            still.clone()
+        };
         if first || still.len() != alive.len() {
             model.reorder(&src)?;
         }
@@ -1045,7 +1121,11 @@ pub fn sample_decode_with(
     let mut best = 0;
     let mut best_score = f32::NEG_INFINITY;
     for (i, s) in samples.iter().enumerate() {
-        let sc = rank_key(final_score(s.score, plan.prefix_len + s.seq.len(), length_penalty));
+        let sc = rank_key(final_score(
+            s.score,
+            plan.prefix_len + s.seq.len(),
+            length_penalty,
+        ));
         if i == 0 || sc > best_score {
             best = i;
             best_score = sc;
@@ -1121,7 +1201,16 @@ pub fn decode_with_fallback(
     let mut below_cr: Vec<usize> = Vec::new();
     for &temperature in &fb.temperatures {
         let result = if temperature > 0.0 {
-            sample_decode_with(model, prompt, ids, opts, temperature, fb.best_of, fb.beam.length_penalty, &mut rng)?
+            sample_decode_with(
+                model,
+                prompt,
+                ids,
+                opts,
+                temperature,
+                fb.best_of,
+                fb.beam.length_penalty,
+                &mut rng,
+            )?
         } else {
             beam_search(model, prompt, ids, opts, &fb.beam)?
         };
@@ -1156,7 +1245,11 @@ pub fn decode_with_fallback(
     }
 
     // Python's max(): the first maximum wins, a NaN first element is never replaced.
-    let pool: Vec<usize> = if below_cr.is_empty() { (0..all.len()).collect() } else { below_cr };
+    let pool: Vec<usize> = if below_cr.is_empty() {
+        (0..all.len()).collect()
+    } else {
+        below_cr
+    };
     let mut best = pool[0];
     for &i in &pool[1..] {
         if all[i].avg_logprob > all[best].avg_logprob {

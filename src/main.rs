@@ -2,15 +2,15 @@
 
 use amanuensis::audio;
 use amanuensis::decoding::{BeamOptions, FallbackOptions};
-use amanuensis::output::{self, OutputFormat};
 use amanuensis::model::{self, DeviceSpec, WhisperModel};
+use amanuensis::output::{self, OutputFormat};
 use amanuensis::scheduling;
-use amanuensis_runtime::device::npu_sim::NpuParams;
-use amanuensis_runtime::schedule::SchedulerOptions;
 use amanuensis::transcribe::{Progress, Task, TranscribeOptions, Transcript};
-use amanuensis::whisper::graph::CHUNK_SECONDS;
 use amanuensis::whisper::config::WhisperDims;
 use amanuensis::whisper::graph::build_whisper_graph;
+use amanuensis::whisper::graph::CHUNK_SECONDS;
+use amanuensis_runtime::device::npu_sim::NpuParams;
+use amanuensis_runtime::schedule::SchedulerOptions;
 use amanuensis_runtime::{Graph, ModelFile};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -19,7 +19,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "amanuensis", version, about = "Whisper speech-to-text as a serialized operator graph")]
+#[command(
+    name = "amanuensis",
+    version,
+    about = "Whisper speech-to-text as a serialized operator graph"
+)]
 struct Cli {
     /// Worker threads for the kernels (default: all cores).
     #[arg(long, global = true)]
@@ -79,12 +83,21 @@ struct DeviceArgs {
 
 impl DeviceArgs {
     fn spec(&self) -> Result<DeviceSpec> {
-        let params = NpuParams::by_name(&self.npu).with_context(|| format!("unknown NPU parameter set '{}' (known: phoenix, strix)", self.npu))?;
+        let params = NpuParams::by_name(&self.npu).with_context(|| {
+            format!(
+                "unknown NPU parameter set '{}' (known: phoenix, strix)",
+                self.npu
+            )
+        })?;
         if !matches!(self.device.as_str(), "auto" | "cpu" | "npu-sim" | "npu") {
             bail!("unknown device '{}' (available: auto, cpu, npu-sim, npu; see `amanuensis devices`)", self.device);
         }
         if self.columns == Some(0) || self.columns.is_some_and(|c| c > params.columns) {
-            bail!("--columns must be between 1 and {} for {}", params.columns, params.name);
+            bail!(
+                "--columns must be between 1 and {} for {}",
+                params.columns,
+                params.name
+            );
         }
         let options = SchedulerOptions {
             fusion: !self.no_fusion,
@@ -94,7 +107,12 @@ impl DeviceArgs {
             dispatch_per_tile: self.dispatch_per_tile,
             ..SchedulerOptions::default()
         };
-        Ok(DeviceSpec { device: self.device.clone(), params, options, factory: None })
+        Ok(DeviceSpec {
+            device: self.device.clone(),
+            params,
+            options,
+            factory: None,
+        })
     }
 }
 
@@ -270,7 +288,10 @@ fn main() -> ExitCode {
     };
     audio::install_panic_filter();
     if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+        {
             eprintln!("warning: could not size the thread pool: {e}");
         }
     }
@@ -283,8 +304,22 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph(GraphCommand::Inspect { file }) => graph_inspect(&file),
-        Command::Graph(GraphCommand::Dot { file, graph, device, weights, output }) => graph_dot(&file, graph.as_deref(), device.as_deref(), weights, output.as_deref()),
-        Command::Graph(GraphCommand::Build { size, output }) => graph_build(&size, output.as_deref()),
+        Command::Graph(GraphCommand::Dot {
+            file,
+            graph,
+            device,
+            weights,
+            output,
+        }) => graph_dot(
+            &file,
+            graph.as_deref(),
+            device.as_deref(),
+            weights,
+            output.as_deref(),
+        ),
+        Command::Graph(GraphCommand::Build { size, output }) => {
+            graph_build(&size, output.as_deref())
+        }
     };
     if let Some(t) = trace {
         match t.finish() {
@@ -308,26 +343,56 @@ static PLUGINS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
 fn registry() -> Result<amanuensis_runtime::Registry> {
     let mut reg = amanuensis_operators::standard_registry();
     for p in PLUGINS.get().map(|v| v.as_slice()).unwrap_or(&[]) {
-        let info = amanuensis_runtime::load_plugin(p, &mut reg).with_context(|| format!("loading plugin {}", p.display()))?;
+        let info = amanuensis_runtime::load_plugin(p, &mut reg)
+            .with_context(|| format!("loading plugin {}", p.display()))?;
         tracing::info!("loaded plugin {info}");
     }
     Ok(reg)
 }
 
-fn graph_dot(path: &Path, graph: Option<&str>, device: Option<&str>, weights: bool, output: Option<&Path>) -> Result<ExitCode> {
+fn graph_dot(
+    path: &Path,
+    graph: Option<&str>,
+    device: Option<&str>,
+    weights: bool,
+    output: Option<&Path>,
+) -> Result<ExitCode> {
     use amanuensis_runtime::dot;
     let file = ModelFile::load(path)?;
     let reg = registry()?;
     let gdef = match graph {
-        Some(name) => file.graphs.iter().find(|g| g.name == name).with_context(|| format!("{} has no graph '{name}'", path.display()))?,
-        None => file.graphs.first().with_context(|| format!("{} has no graphs", path.display()))?,
+        Some(name) => file
+            .graphs
+            .iter()
+            .find(|g| g.name == name)
+            .with_context(|| format!("{} has no graph '{name}'", path.display()))?,
+        None => file
+            .graphs
+            .first()
+            .with_context(|| format!("{} has no graphs", path.display()))?,
     };
     let text = match device {
-        None => dot::to_dot(&Graph::build(gdef, &file.weights, &reg)?, &dot::DotAnnotations { show_weights: weights, ..Default::default() }),
+        None => dot::to_dot(
+            &Graph::build(gdef, &file.weights, &reg)?,
+            &dot::DotAnnotations {
+                show_weights: weights,
+                ..Default::default()
+            },
+        ),
         Some(d) => {
-            let spec = DeviceSpec { device: d.to_string(), ..DeviceSpec::default() };
+            let spec = DeviceSpec {
+                device: d.to_string(),
+                ..DeviceSpec::default()
+            };
             let dev = spec.make_device()?;
-            let plan = amanuensis_runtime::schedule::plan(gdef, &file.weights, &reg, dev.as_ref(), spec.sim_params(), &spec.options)?;
+            let plan = amanuensis_runtime::schedule::plan(
+                gdef,
+                &file.weights,
+                &reg,
+                dev.as_ref(),
+                spec.sim_params(),
+                &spec.options,
+            )?;
             let mut ann = dot::plan_annotations(&plan);
             ann.show_weights = weights;
             dot::to_dot(&plan.graph, &ann)
@@ -340,7 +405,10 @@ fn graph_dot(path: &Path, graph: Option<&str>, device: Option<&str>, weights: bo
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(verbose: u8, trace: Option<&Path>) -> Result<Option<amanuensis::tracefile::TraceFile>> {
+fn init_logging(
+    verbose: u8,
+    trace: Option<&Path>,
+) -> Result<Option<amanuensis::tracefile::TraceFile>> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
@@ -352,7 +420,9 @@ fn init_logging(verbose: u8, trace: Option<&Path>) -> Result<Option<amanuensis::
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AMANUENSIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
     match trace {
         None => {
             let _ = tracing_subscriber::registry().with(fmt).try_init();
@@ -360,7 +430,10 @@ fn init_logging(verbose: u8, trace: Option<&Path>) -> Result<Option<amanuensis::
         }
         Some(path) => {
             let (layer, file) = amanuensis::tracefile::TraceFile::start(path)?;
-            let _ = tracing_subscriber::registry().with(fmt).with(layer).try_init();
+            let _ = tracing_subscriber::registry()
+                .with(fmt)
+                .with(layer)
+                .try_init();
             Ok(Some(file))
         }
     }
@@ -379,7 +452,11 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<WhisperModel> {
         .with_context(|| format!("loading model from {}", dir.display()))?;
     if spec.device != "cpu" && !quiet {
         let (per_window, per_token) = scheduling::dispatch_counts(m.plans.iter().map(|p| &**p));
-        let what = if spec.device == "npu-sim" { format!("{} timing model; times are projections", spec.params.name) } else { "Ryzen AI NPU".to_string() };
+        let what = if spec.device == "npu-sim" {
+            format!("{} timing model; times are projections", spec.params.name)
+        } else {
+            "Ryzen AI NPU".to_string()
+        };
         eprintln!("device {} ({what}): {per_window} device runs per 30-s window, {per_token} per decoded token", spec.device);
     }
     tracing::info!(model = %m.name, dir = %dir.display(), graph = %m.graph_origin, load_ms = m.load_time.as_millis() as u64, "model loaded");
@@ -388,7 +465,11 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<WhisperModel> {
 
 fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
     let mut model = load_model(&a.model, a.quiet)?;
-    let language = if a.language == "auto" { None } else { Some(a.language.clone()) };
+    let language = if a.language == "auto" {
+        None
+    } else {
+        Some(a.language.clone())
+    };
     if language.is_some() && model.tokenizer.language_token(&a.language).is_none() {
         bail!(
             "unknown language code '{}' (known: {})",
@@ -410,7 +491,11 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
         decoding: FallbackOptions {
             temperatures: a.temperature.clone(),
             best_of: a.best_of,
-            beam: BeamOptions { beam_size: a.beam_size, patience: a.patience, length_penalty: a.length_penalty },
+            beam: BeamOptions {
+                beam_size: a.beam_size,
+                patience: a.patience,
+                length_penalty: a.length_penalty,
+            },
             ..FallbackOptions::default()
         },
     };
@@ -421,11 +506,17 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
         match transcribe_file(&mut model, file, &opts, &a, format) {
             Ok(t) => {
                 if let (Some(p), false) = (t.language_probability, a.quiet) {
-                    eprintln!("{}: detected language '{}' with probability {p:.2}", file.display(), t.language);
+                    eprintln!(
+                        "{}: detected language '{}' with probability {p:.2}",
+                        file.display(),
+                        t.language
+                    );
                 }
                 match &a.output_dir {
                     Some(dir) => match output::write_output(&t, file, dir, format) {
-                        Ok(path) if !a.quiet => eprintln!("{}: wrote {}", file.display(), path.display()),
+                        Ok(path) if !a.quiet => {
+                            eprintln!("{}: wrote {}", file.display(), path.display())
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             failed += 1;
@@ -453,7 +544,11 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn transcribe_file(
@@ -466,7 +561,12 @@ fn transcribe_file(
     let pcm = audio::load_audio(file)?;
     let mut opts = opts.clone();
     let one_window = pcm.len() <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize;
-    if !a.no_timestamps && format == OutputFormat::Txt && !a.timestamps && !a.word_timestamps && one_window {
+    if !a.no_timestamps
+        && format == OutputFormat::Txt
+        && !a.timestamps
+        && !a.word_timestamps
+        && one_window
+    {
         opts.without_timestamps = true;
     }
     let bar = progress_bar(&pcm, a.quiet);
@@ -489,12 +589,17 @@ fn transcribe_file(
 fn progress_bar(pcm: &[f32], quiet: bool) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     let total_ms = pcm.len() as u64 * 1000 / audio::SAMPLE_RATE as u64;
-    if quiet || !std::io::stderr().is_terminal() || pcm.len() <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize {
+    if quiet
+        || !std::io::stderr().is_terminal()
+        || pcm.len() <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize
+    {
         return None;
     }
     let bar = indicatif::ProgressBar::new(total_ms);
-    let style = indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% of audio, {msg}, ETA {eta}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:40} {percent:>3}% of audio, {msg}, ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     Some(bar)
 }
@@ -517,7 +622,11 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     let t_audio = Instant::now();
     let pcm = audio::load_audio(&a.file)?;
     let audio_time = t_audio.elapsed();
-    let mut opts = TranscribeOptions { without_timestamps: true, language: Some("en".into()), ..TranscribeOptions::default() };
+    let mut opts = TranscribeOptions {
+        without_timestamps: true,
+        language: Some("en".into()),
+        ..TranscribeOptions::default()
+    };
     opts.decoding.beam.beam_size = a.beam_size;
     let threads = rayon::current_num_threads();
     println!(
@@ -530,7 +639,12 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     // Warm-up: first-touch allocations and buffer pools.
     let warm = model.transcribe_pcm(&pcm, &opts)?;
     println!("text: {}", warm.text);
-    for s in [&mut model.features, &mut model.encoder, &mut model.cross_kv, &mut model.decoder] {
+    for s in [
+        &mut model.features,
+        &mut model.encoder,
+        &mut model.cross_kv,
+        &mut model.decoder,
+    ] {
         s.take_stats();
     }
     let runs = a.runs.max(1);
@@ -557,15 +671,37 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     let per_run_wall_in_exec = stats.wall / runs as u32;
     let n_tok = tr.timings.decoder_steps.max(1);
     let duration = pcm.len() as f64 / 16000.0;
-    println!("load:                 {:8.1} ms (graph validation + weights)", ms(load));
+    println!(
+        "load:                 {:8.1} ms (graph validation + weights)",
+        ms(load)
+    );
     println!("audio decode:         {:8.1} ms", ms(audio_time));
     let windows = (tr.timings.windows * runs).max(1) as u32;
-    println!("log-mel features:     {:8.1} ms", ms(feat.wall / runs as u32));
-    println!("encoder per window:   {:8.1} ms ({} windows)", ms(enc_stats.wall / windows), tr.timings.windows);
+    println!(
+        "log-mel features:     {:8.1} ms",
+        ms(feat.wall / runs as u32)
+    );
+    println!(
+        "encoder per window:   {:8.1} ms ({} windows)",
+        ms(enc_stats.wall / windows),
+        tr.timings.windows
+    );
     println!("cross K/V per window: {:8.1} ms", ms(cross.wall / windows));
-    println!("decoder per token:    {:8.2} ms ({} steps, {} tokens)", ms(dec.wall / runs as u32) / n_tok as f64, n_tok, tr.timings.tokens);
-    println!("transcribe (median):  {:8.1} ms of {runs} runs; realtime factor {:.1}x", ms(median), duration / median.as_secs_f64());
-    println!("end to end:           {:8.1} ms (load + decode audio + transcribe)", ms(load + audio_time + median));
+    println!(
+        "decoder per token:    {:8.2} ms ({} steps, {} tokens)",
+        ms(dec.wall / runs as u32) / n_tok as f64,
+        n_tok,
+        tr.timings.tokens
+    );
+    println!(
+        "transcribe (median):  {:8.1} ms of {runs} runs; realtime factor {:.1}x",
+        ms(median),
+        duration / median.as_secs_f64()
+    );
+    println!(
+        "end to end:           {:8.1} ms (load + decode audio + transcribe)",
+        ms(load + audio_time + median)
+    );
     let outside_kernels = median.saturating_sub(per_run_kernel);
     println!(
         "outside kernels:      {:8.1} ms = {:.2}% of transcribe wall (executor itself: {:.2} ms = {:.2}%)",
@@ -574,7 +710,10 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         ms(per_run_wall_in_exec.saturating_sub(per_run_kernel)),
         100.0 * per_run_wall_in_exec.saturating_sub(per_run_kernel).as_secs_f64() / median.as_secs_f64()
     );
-    println!("peak intermediates:   {:8.1} MB (executor)", stats.peak_bytes as f64 / 1e6);
+    println!(
+        "peak intermediates:   {:8.1} MB (executor)",
+        stats.peak_bytes as f64 / 1e6
+    );
     if let Some(rss) = peak_rss_bytes() {
         println!("peak RSS:             {:8.1} MB", rss as f64 / 1e6);
     }
@@ -582,13 +721,24 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     ops.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
     println!("kernel time by op (per run):");
     for (op, (n, t)) in ops {
-        println!("  {op:<20} {:8.1} ms  ({} calls)", ms(*t / runs as u32), n / runs);
+        println!(
+            "  {op:<20} {:8.1} ms  ({} calls)",
+            ms(*t / runs as u32),
+            n / runs
+        );
     }
     if model.device.device == "npu-sim" {
         let p = &model.device.params;
         println!("npu-sim projection ({}; not a measurement):", p.name);
-        println!("  encoder per window:   {:8.2} ms projected ({} device runs)", enc_stats.simulated_ns / 1e6 / windows as f64, enc_stats.dispatches / windows as usize);
-        println!("  cross K/V per window: {:8.2} ms projected", cross.simulated_ns / 1e6 / windows as f64);
+        println!(
+            "  encoder per window:   {:8.2} ms projected ({} device runs)",
+            enc_stats.simulated_ns / 1e6 / windows as f64,
+            enc_stats.dispatches / windows as usize
+        );
+        println!(
+            "  cross K/V per window: {:8.2} ms projected",
+            cross.simulated_ns / 1e6 / windows as f64
+        );
         if stats.fallbacks > 0 {
             println!("  device faults re-run on the CPU: {}", stats.fallbacks);
         }
@@ -600,7 +750,8 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             features: tr.timings.features,
             decoder: tr.timings.decoder,
             // On npu-sim the measured encoder is the reference kernels' time, no baseline.
-            cpu_encoder: (model.device.device == "cpu").then(|| tr.timings.encoder + tr.timings.cross_kv),
+            cpu_encoder: (model.device.device == "cpu")
+                .then(|| tr.timings.encoder + tr.timings.cross_kv),
         };
         let (file, _) = model::load_graph_file(a.model.graph.as_deref(), &model.name)?;
         let registry = registry()?;
@@ -620,7 +771,15 @@ fn plan(a: PlanArgs) -> Result<ExitCode> {
     let name = format!("whisper-{}", a.model.trim_start_matches("whisper-"));
     let (file, origin) = model::load_graph_file(a.graph.as_deref(), &name)?;
     let registry = registry()?;
-    println!("plan of {origin} for device {}{}", spec.device, if spec.device == "npu-sim" { format!(" ({} parameters; times are projections)", spec.params.name) } else { String::new() });
+    println!(
+        "plan of {origin} for device {}{}",
+        spec.device,
+        if spec.device == "npu-sim" {
+            format!(" ({} parameters; times are projections)", spec.params.name)
+        } else {
+            String::new()
+        }
+    );
     print!("{}", scheduling::plan_report(&file, &registry, &spec)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -628,15 +787,39 @@ fn plan(a: PlanArgs) -> Result<ExitCode> {
 fn graph_inspect(path: &Path) -> Result<ExitCode> {
     let file = ModelFile::load(path)?;
     let registry = registry()?;
-    println!("{}: model {} ({}), format version {}", path.display(), file.model.name, file.model.family, file.version);
-    let hp: Vec<String> = file.model.hyper_parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "{}: model {} ({}), format version {}",
+        path.display(),
+        file.model.name,
+        file.model.family,
+        file.version
+    );
+    let hp: Vec<String> = file
+        .model
+        .hyper_parameters
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     println!("hyper-parameters: {}", hp.join(" "));
-    let weight_bytes: usize = file.weights.iter().map(|w| w.shape.iter().product::<usize>() * w.dtype.size()).sum();
-    println!("weights: {} tensors, {:.1} MB as stored", file.weights.len(), weight_bytes as f64 / 1e6);
+    let weight_bytes: usize = file
+        .weights
+        .iter()
+        .map(|w| w.shape.iter().product::<usize>() * w.dtype.size())
+        .sum();
+    println!(
+        "weights: {} tensors, {:.1} MB as stored",
+        file.weights.len(),
+        weight_bytes as f64 / 1e6
+    );
     let decl: std::collections::HashMap<&str, usize> = file
         .weights
         .iter()
-        .map(|w| (w.name.as_str(), w.shape.iter().product::<usize>() * w.dtype.size()))
+        .map(|w| {
+            (
+                w.name.as_str(),
+                w.shape.iter().product::<usize>() * w.dtype.size(),
+            )
+        })
         .collect();
     for gdef in &file.graphs {
         let g = Graph::build(gdef, &file.weights, &registry)?;
@@ -652,15 +835,29 @@ fn graph_inspect(path: &Path) -> Result<ExitCode> {
             wb as f64 / 1e6
         );
         for v in &gdef.inputs {
-            println!("  in  {:<14} {}{}", v.name, v.dtype, amanuensis_runtime::format::shape_string(&v.shape));
+            println!(
+                "  in  {:<14} {}{}",
+                v.name,
+                v.dtype,
+                amanuensis_runtime::format::shape_string(&v.shape)
+            );
         }
         for v in gdef.outputs.iter().take(4) {
-            println!("  out {:<14} {}{}", v.name, v.dtype, amanuensis_runtime::format::shape_string(&v.shape));
+            println!(
+                "  out {:<14} {}{}",
+                v.name,
+                v.dtype,
+                amanuensis_runtime::format::shape_string(&v.shape)
+            );
         }
         if gdef.outputs.len() > 4 {
             println!("  out ... ({} more)", gdef.outputs.len() - 4);
         }
-        let counts: Vec<String> = g.op_counts().iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        let counts: Vec<String> = g
+            .op_counts()
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect();
         println!("  ops: {}", counts.join(", "));
     }
     Ok(ExitCode::SUCCESS)
@@ -668,7 +865,8 @@ fn graph_inspect(path: &Path) -> Result<ExitCode> {
 
 fn graph_build(size: &str, output: Option<&Path>) -> Result<ExitCode> {
     let size = size.trim_start_matches("whisper-");
-    let dims = WhisperDims::for_size(size).with_context(|| format!("unknown Whisper size '{size}'"))?;
+    let dims =
+        WhisperDims::for_size(size).with_context(|| format!("unknown Whisper size '{size}'"))?;
     let file = build_whisper_graph(&format!("whisper-{size}"), &dims);
     // Validate before writing: a graph that does not load is never written.
     model::validate_graphs(&file, &registry()?)?;

@@ -44,7 +44,11 @@ pub fn find_model_dir(spec: &str) -> Result<PathBuf> {
     if p.join(WEIGHTS_FILE).is_file() {
         return Ok(p.to_path_buf());
     }
-    let name = if spec.starts_with("whisper-") { spec.to_string() } else { format!("whisper-{spec}") };
+    let name = if spec.starts_with("whisper-") {
+        spec.to_string()
+    } else {
+        format!("whisper-{spec}")
+    };
     let searched = model_search_path();
     for d in &searched {
         let cand = d.join(&name);
@@ -52,7 +56,10 @@ pub fn find_model_dir(spec: &str) -> Result<PathBuf> {
             return Ok(cand);
         }
     }
-    let list: Vec<String> = searched.iter().map(|d| d.join(&name).display().to_string()).collect();
+    let list: Vec<String> = searched
+        .iter()
+        .map(|d| d.join(&name).display().to_string())
+        .collect();
     bail!(
         "model '{spec}' not found (looked for {WEIGHTS_FILE} in: {}). Run `scripts/fetch-model.sh base` to download and convert whisper-base, or set {MODELS_ENV}.",
         list.join(", ")
@@ -62,9 +69,10 @@ pub fn find_model_dir(spec: &str) -> Result<PathBuf> {
 /// Reads and checks a model directory's `config.json`.
 pub fn read_config(dir: &Path) -> Result<WhisperConfig> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg: WhisperConfig =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid model config", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: WhisperConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid model config", path.display()))?;
     if cfg.format != CONFIG_FORMAT || cfg.version != CONFIG_VERSION {
         bail!(
             "{}: format '{}' version {} is not '{CONFIG_FORMAT}' version {CONFIG_VERSION}; re-run weights-tool convert",
@@ -87,7 +95,10 @@ pub fn load_graph_file(explicit: Option<&Path>, model_name: &str) -> Result<(Mod
         return Ok((ModelFile::load(&local)?, local.display().to_string()));
     }
     if model_name == "whisper-base" {
-        return Ok((ModelFile::parse(WHISPER_BASE_GRAPH, "built-in whisper-base.graph")?, "built-in whisper-base.graph".into()));
+        return Ok((
+            ModelFile::parse(WHISPER_BASE_GRAPH, "built-in whisper-base.graph")?,
+            "built-in whisper-base.graph".into(),
+        ));
     }
     bail!("no graph file for '{model_name}': pass --graph FILE (build one with `amanuensis graph build {model_name}`)")
 }
@@ -95,7 +106,8 @@ pub fn load_graph_file(explicit: Option<&Path>, model_name: &str) -> Result<(Mod
 /// Reads the Whisper hyper-parameters recorded in a graph file.
 pub fn graph_dims(file: &ModelFile) -> Result<WhisperDims> {
     let hp = serde_json::Value::Object(file.model.hyper_parameters.clone().into_iter().collect());
-    serde_json::from_value(hp).map_err(|e| anyhow!("graph file's hyper_parameters are not Whisper's: {e}"))
+    serde_json::from_value(hp)
+        .map_err(|e| anyhow!("graph file's hyper_parameters are not Whisper's: {e}"))
 }
 
 /// Validates every graph of a file against a registry.
@@ -124,20 +136,32 @@ pub struct DeviceSpec {
 
 impl std::fmt::Debug for DeviceSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceSpec").field("device", &self.device).field("params", &self.params.name).field("options", &self.options).finish()
+        f.debug_struct("DeviceSpec")
+            .field("device", &self.device)
+            .field("params", &self.params.name)
+            .field("options", &self.options)
+            .finish()
     }
 }
 
 impl Default for DeviceSpec {
     fn default() -> Self {
-        DeviceSpec { device: "cpu".into(), params: NpuParams::phoenix(), options: SchedulerOptions::default(), factory: None }
+        DeviceSpec {
+            device: "cpu".into(),
+            params: NpuParams::phoenix(),
+            options: SchedulerOptions::default(),
+            factory: None,
+        }
     }
 }
 
 impl DeviceSpec {
     /// The simulated Phoenix NPU with every scheduler pass on.
     pub fn npu_sim() -> Self {
-        DeviceSpec { device: "npu-sim".into(), ..Default::default() }
+        DeviceSpec {
+            device: "npu-sim".into(),
+            ..Default::default()
+        }
     }
 
     /// A fresh device instance of this spec.
@@ -148,7 +172,9 @@ impl DeviceSpec {
         match self.device.as_str() {
             "cpu" => Ok(Box::new(CpuDevice::default())),
             "npu-sim" => Ok(Box::new(NpuSim::new(self.params.clone()))),
-            "npu" => Ok(Box::new(amanuensis_xrt::NpuXrtDevice::from_env().map_err(|e| anyhow!("device npu: {e}"))?)),
+            "npu" => Ok(Box::new(
+                amanuensis_xrt::NpuXrtDevice::from_env().map_err(|e| anyhow!("device npu: {e}"))?,
+            )),
             other => bail!("unknown device '{other}' (available: auto, cpu, npu-sim, npu)"),
         }
     }
@@ -181,7 +207,17 @@ pub fn plan_graphs(file: &ModelFile, registry: &Registry, spec: &DeviceSpec) -> 
     let dev = spec.make_device()?;
     file.graphs
         .iter()
-        .map(|g| schedule::plan(g, &file.weights, registry, dev.as_ref(), spec.sim_params(), &spec.options).map_err(anyhow::Error::from))
+        .map(|g| {
+            schedule::plan(
+                g,
+                &file.weights,
+                registry,
+                dev.as_ref(),
+                spec.sim_params(),
+                &spec.options,
+            )
+            .map_err(anyhow::Error::from)
+        })
         .collect()
 }
 
@@ -217,7 +253,12 @@ impl WhisperModel {
 
     /// Loads a model for a device: on the CPU every graph runs as validated; on an NPU
     /// every graph goes through the scheduler's passes first.
-    pub fn load_on(dir: &Path, graph: Option<&Path>, registry: &Registry, spec: &DeviceSpec) -> Result<WhisperModel> {
+    pub fn load_on(
+        dir: &Path,
+        graph: Option<&Path>,
+        registry: &Registry,
+        spec: &DeviceSpec,
+    ) -> Result<WhisperModel> {
         let t0 = Instant::now();
         let config = read_config(dir)?;
         let (file, graph_origin) = load_graph_file(graph, &config.name)?;
@@ -234,24 +275,42 @@ impl WhisperModel {
         let vocab_path = dir.join(VOCABULARY_FILE);
         let tokenizer = Tokenizer::from_model_dir(dir)?;
         if tokenizer.n_vocab() != dims.n_vocab {
-            bail!("{} has {} tokens, the model {}", vocab_path.display(), tokenizer.n_vocab(), dims.n_vocab);
+            bail!(
+                "{} has {} tokens, the model {}",
+                vocab_path.display(),
+                tokenizer.n_vocab(),
+                dims.n_vocab
+            );
         }
         let weights = WeightStore::load(&dir.join(WEIGHTS_FILE), &file.weights)?;
-        let mut by_name: std::collections::HashMap<String, Arc<Graph>> =
-            graphs.into_iter().map(|g| (g.name.clone(), Arc::new(g))).collect();
+        let mut by_name: std::collections::HashMap<String, Arc<Graph>> = graphs
+            .into_iter()
+            .map(|g| (g.name.clone(), Arc::new(g)))
+            .collect();
         let planned = spec.device != "cpu";
         let mut plans: std::collections::HashMap<String, Arc<Plan>> = if planned {
-            plan_graphs(&file, registry, spec)?.into_iter().map(|p| (p.graph.name.clone(), Arc::new(p))).collect()
+            plan_graphs(&file, registry, spec)?
+                .into_iter()
+                .map(|p| (p.graph.name.clone(), Arc::new(p)))
+                .collect()
         } else {
             Default::default()
         };
-        let plan_list: Vec<Arc<Plan>> = file.graphs.iter().filter_map(|g| plans.get(&g.name).cloned()).collect();
+        let plan_list: Vec<Arc<Plan>> = file
+            .graphs
+            .iter()
+            .filter_map(|g| plans.get(&g.name).cloned())
+            .collect();
         let mut session = |name: &str| -> Result<Session> {
             if planned {
-                let p = plans.remove(name).ok_or_else(|| anyhow!("graph file {graph_origin} has no graph '{name}'"))?;
+                let p = plans
+                    .remove(name)
+                    .ok_or_else(|| anyhow!("graph file {graph_origin} has no graph '{name}'"))?;
                 return Ok(Session::planned(p, &weights, spec.make_device()?)?);
             }
-            let g = by_name.remove(name).ok_or_else(|| anyhow!("graph file {graph_origin} has no graph '{name}'"))?;
+            let g = by_name
+                .remove(name)
+                .ok_or_else(|| anyhow!("graph file {graph_origin} has no graph '{name}'"))?;
             Ok(Session::new(g, &weights)?)
         };
         let features = session(FEATURES)?;

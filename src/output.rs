@@ -28,8 +28,13 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     /// Every format, in a stable order (for writing all of them).
-    pub const ALL: [OutputFormat; 5] =
-        [OutputFormat::Txt, OutputFormat::Srt, OutputFormat::Vtt, OutputFormat::Json, OutputFormat::Tsv];
+    pub const ALL: [OutputFormat; 5] = [
+        OutputFormat::Txt,
+        OutputFormat::Srt,
+        OutputFormat::Vtt,
+        OutputFormat::Json,
+        OutputFormat::Tsv,
+    ];
 
     /// The file extension of the format, without the dot.
     pub fn extension(self) -> &'static str {
@@ -48,13 +53,24 @@ impl OutputFormat {
 pub enum OutputError {
     /// The output directory could not be created.
     #[error("cannot create output directory {}: {source}", .path.display())]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The temporary file next to the target could not be created or written.
     #[error("cannot write {} (through temporary file {}): {source}", .path.display(), .temp.display())]
-    Write { path: PathBuf, temp: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        temp: PathBuf,
+        source: std::io::Error,
+    },
     /// The finished temporary file could not be renamed onto the target.
     #[error("cannot move temporary file {} into place as {}: {source}", .temp.display(), .path.display())]
-    Rename { path: PathBuf, temp: PathBuf, source: std::io::Error },
+    Rename {
+        path: PathBuf,
+        temp: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Renders a transcript in `format`.
@@ -74,7 +90,10 @@ pub fn output_path(input: &Path, output_dir: &Path, format: OutputFormat) -> Pat
         "stdin".into()
     } else {
         // Paths such as `/` or `..` have no stem; they still need a file name.
-        input.file_stem().map(|s| s.to_os_string()).unwrap_or_else(|| "transcript".into())
+        input
+            .file_stem()
+            .map(|s| s.to_os_string())
+            .unwrap_or_else(|| "transcript".into())
     };
     let mut name = stem;
     name.push(".");
@@ -85,9 +104,16 @@ pub fn output_path(input: &Path, output_dir: &Path, format: OutputFormat) -> Pat
 /// Writes the transcript in `format` to [`output_path`], creating `output_dir` if needed.
 /// The text goes to a temporary file in the same directory that is then renamed over the
 /// target, so an interrupted run leaves either the old file or the complete new one.
-pub fn write_output(t: &Transcript, input: &Path, output_dir: &Path, format: OutputFormat) -> Result<PathBuf, OutputError> {
-    std::fs::create_dir_all(output_dir)
-        .map_err(|source| OutputError::CreateDir { path: output_dir.to_path_buf(), source })?;
+pub fn write_output(
+    t: &Transcript,
+    input: &Path,
+    output_dir: &Path,
+    format: OutputFormat,
+) -> Result<PathBuf, OutputError> {
+    std::fs::create_dir_all(output_dir).map_err(|source| OutputError::CreateDir {
+        path: output_dir.to_path_buf(),
+        source,
+    })?;
     let path = output_path(input, output_dir, format);
     let text = render(t, format);
     write_atomically(&path, text.as_bytes())?;
@@ -100,22 +126,37 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     let mut temp_name = std::ffi::OsString::from(".");
     temp_name.push(path.file_name().unwrap_or_default());
-    temp_name.push(format!(".{}-{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+    temp_name.push(format!(
+        ".{}-{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
     let temp = path.with_file_name(temp_name);
     let written = (|| {
         // `create_new`: never truncate a file someone else is writing.
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         f.write_all(bytes)?;
         // On disk before the rename, so a crash cannot leave an empty file under the name.
         f.sync_all()
     })();
     if let Err(source) = written {
         let _ = std::fs::remove_file(&temp);
-        return Err(OutputError::Write { path: path.to_path_buf(), temp, source });
+        return Err(OutputError::Write {
+            path: path.to_path_buf(),
+            temp,
+            source,
+        });
     }
     if let Err(source) = std::fs::rename(&temp, path) {
         let _ = std::fs::remove_file(&temp);
-        return Err(OutputError::Rename { path: path.to_path_buf(), temp, source });
+        return Err(OutputError::Rename {
+            path: path.to_path_buf(),
+            temp,
+            source,
+        });
     }
     Ok(())
 }
@@ -218,7 +259,13 @@ fn render_srt(t: &Transcript) -> String {
             out.push('\n');
         }
         // Writing to a String cannot fail.
-        let _ = write!(out, "{}\n{} --> {}\n{text}\n", i + 1, timestamp(a, ','), timestamp(b, ','));
+        let _ = write!(
+            out,
+            "{}\n{} --> {}\n{text}\n",
+            i + 1,
+            timestamp(a, ','),
+            timestamp(b, ',')
+        );
     }
     out
 }
@@ -226,7 +273,12 @@ fn render_srt(t: &Transcript) -> String {
 fn render_vtt(t: &Transcript) -> String {
     let mut out = String::from("WEBVTT\n");
     for (a, b, text) in cues(t, vtt_text) {
-        let _ = write!(out, "\n{} --> {}\n{text}\n", timestamp(a, '.'), timestamp(b, '.'));
+        let _ = write!(
+            out,
+            "\n{} --> {}\n{text}\n",
+            timestamp(a, '.'),
+            timestamp(b, '.')
+        );
     }
     out
 }

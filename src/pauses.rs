@@ -100,7 +100,9 @@ fn hop(sample_rate: u32) -> Option<usize> {
 /// neighbours (a 30-ms window), so single frames between syllables do not read as quiet.
 /// Empty for an empty signal or a rate below 100 Hz.
 pub fn frame_levels_db(pcm: &[f32], sample_rate: u32) -> Vec<f32> {
-    let Some(hop) = hop(sample_rate) else { return Vec::new() };
+    let Some(hop) = hop(sample_rate) else {
+        return Vec::new();
+    };
     let n = pcm.len().div_ceil(hop);
     // Prefix sums of the squares, in f64 so that long recordings keep their precision.
     let mut prefix = Vec::with_capacity(pcm.len() + 1);
@@ -149,7 +151,9 @@ pub fn quiet_thresholds(levels: &[f32], opts: &PauseOptions) -> Vec<f32> {
         scratch.extend_from_slice(&levels[lo..hi]);
         let level = percentile(&mut scratch, opts.level_percentile);
         let floor = percentile(&mut scratch, opts.floor_percentile);
-        let threshold = (level - opts.depth_db).max(floor + opts.floor_margin_db).min(level - opts.min_contrast_db);
+        let threshold = (level - opts.depth_db)
+            .max(floor + opts.floor_margin_db)
+            .min(level - opts.min_contrast_db);
         let end = (b + block).min(n);
         out.extend(std::iter::repeat_n(threshold, end - b));
         b = end;
@@ -163,7 +167,10 @@ fn runs(flags: &[bool]) -> Vec<(usize, usize)> {
     let mut i = 0;
     while i < flags.len() {
         if flags[i] {
-            let j = flags[i..].iter().position(|&q| !q).map_or(flags.len(), |k| i + k);
+            let j = flags[i..]
+                .iter()
+                .position(|&q| !q)
+                .map_or(flags.len(), |k| i + k);
             out.push((i, j));
             i = j;
         } else {
@@ -188,12 +195,17 @@ pub fn find_pauses(pcm: &[f32], sample_rate: u32, opts: &PauseOptions) -> Vec<Pa
             quiet[a..b].iter_mut().for_each(|q| *q = true);
         }
     }
-    let min_frames = (opts.min_duration.max(0.0) * FRAMES_PER_SECOND as f64).round().max(1.0) as usize;
+    let min_frames = (opts.min_duration.max(0.0) * FRAMES_PER_SECOND as f64)
+        .round()
+        .max(1.0) as usize;
     let frame = 1.0 / FRAMES_PER_SECOND as f64;
     runs(&quiet)
         .into_iter()
         .filter(|&(a, b)| b - a >= min_frames)
-        .map(|(a, b)| Pause { start: a as f64 * frame, end: b as f64 * frame })
+        .map(|(a, b)| Pause {
+            start: a as f64 * frame,
+            end: b as f64 * frame,
+        })
         .collect()
 }
 
@@ -233,8 +245,13 @@ impl Default for RefineOptions {
 
 /// Whether `word` ends a sentence or clause (`country.`, `you,`, `said:"`).
 pub fn ends_clause(word: &str) -> bool {
-    let trimmed = word.trim_end().trim_end_matches(|c| CLOSING_MARKS.contains(c));
-    trimmed.chars().last().is_some_and(|c| CLAUSE_END_MARKS.contains(c))
+    let trimmed = word
+        .trim_end()
+        .trim_end_matches(|c| CLOSING_MARKS.contains(c));
+    trimmed
+        .chars()
+        .last()
+        .is_some_and(|c| CLAUSE_END_MARKS.contains(c))
 }
 
 /// Middle of a word's span.
@@ -247,7 +264,13 @@ fn middle(w: &Word) -> f64 {
 /// next word, by a pause of at least `opts.split_pause` that lies inside the segment.
 /// The pause searched runs from the middle of the word on, since the alignment often
 /// stretches a word over the silence next to it. In order, each pause used once.
-pub fn split_points(start: f64, end: f64, words: &[Word], pauses: &[Pause], opts: &RefineOptions) -> Vec<(usize, Pause)> {
+pub fn split_points(
+    start: f64,
+    end: f64,
+    words: &[Word],
+    pauses: &[Pause],
+    opts: &RefineOptions,
+) -> Vec<(usize, Pause)> {
     let mut out: Vec<(usize, Pause)> = Vec::new();
     for (i, pair) in words.windows(2).enumerate() {
         if !ends_clause(&pair[0].word) {
@@ -293,7 +316,13 @@ fn best_pause<'a>(candidates: impl Iterator<Item = &'a Pause>, at: (f64, f64)) -
 /// does the start of the first segment and the end of the last. A start moves later, or
 /// an end earlier, past at most `max_skipped_sound` of sound; no segment becomes shorter
 /// than `min_segment`; times stay within `0..=duration`.
-pub fn snap_boundaries(bounds: &mut [(f64, f64)], fixed: &[bool], pauses: &[Pause], duration: f64, opts: &RefineOptions) {
+pub fn snap_boundaries(
+    bounds: &mut [(f64, f64)],
+    fixed: &[bool],
+    pauses: &[Pause],
+    duration: f64,
+    opts: &RefineOptions,
+) {
     let n = bounds.len();
     let tol = opts.tolerance.max(0.0);
     let min_gap = opts.pauses.min_duration;
@@ -311,7 +340,9 @@ pub fn snap_boundaries(bounds: &mut [(f64, f64)], fixed: &[bool], pauses: &[Paus
         match (prev, next) {
             (Some((_, e)), Some((s, _))) if s - e < min_gap => {
                 let at = (e, s);
-                let near = pauses.iter().filter(|p| p.distance_to(e).min(p.distance_to(s)) <= tol && fits(p));
+                let near = pauses
+                    .iter()
+                    .filter(|p| p.distance_to(e).min(p.distance_to(s)) <= tol && fits(p));
                 if let Some(p) = best_pause(near, at) {
                     let pad = pad_in(&p, opts);
                     bounds[k - 1].1 = p.start + pad;
@@ -324,14 +355,20 @@ pub fn snap_boundaries(bounds: &mut [(f64, f64)], fixed: &[bool], pauses: &[Paus
                 if let Some((_, e)) = prev {
                     let next_start = next.map_or(f64::INFINITY, |(s, _)| s);
                     let near = pauses.iter().filter(|p| {
-                        p.distance_to(e) <= tol && p.end >= e - opts.max_skipped_sound && p.start < next_start && fits(p)
+                        p.distance_to(e) <= tol
+                            && p.end >= e - opts.max_skipped_sound
+                            && p.start < next_start
+                            && fits(p)
                     });
                     new_end = best_pause(near, (e, e));
                 }
                 if let Some((s, _)) = next {
                     let prev_end = prev.map_or(f64::NEG_INFINITY, |(_, e)| e);
                     let near = pauses.iter().filter(|p| {
-                        p.distance_to(s) <= tol && p.start <= s + opts.max_skipped_sound && p.end > prev_end && fits(p)
+                        p.distance_to(s) <= tol
+                            && p.start <= s + opts.max_skipped_sound
+                            && p.end > prev_end
+                            && fits(p)
                     });
                     new_start = best_pause(near, (s, s));
                 }
@@ -384,7 +421,9 @@ mod tests {
     fn noise(n: usize, amp: f32, seed: &mut u64) -> Vec<f32> {
         (0..n)
             .map(|_| {
-                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp
             })
             .collect()
@@ -410,7 +449,10 @@ mod tests {
         let frame = 1.0 / FRAMES_PER_SECOND as f64 + 1e-9;
         assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
         for (p, &(a, b)) in got.iter().zip(want) {
-            assert!((p.start - a).abs() <= frame && (p.end - b).abs() <= frame, "{p:?} vs ({a}, {b}); all: {got:?}");
+            assert!(
+                (p.start - a).abs() <= frame && (p.end - b).abs() <= frame,
+                "{p:?} vs ({a}, {b}); all: {got:?}"
+            );
         }
     }
 
@@ -418,7 +460,12 @@ mod tests {
     fn pauses_between_tone_bursts_over_a_noise_floor() {
         // Gaps of 0.6 s, 0.2 s (too short), 0.35 s, and a 0.5-s tail; 0.15 s of noise
         // before the first burst is too short as well.
-        let x = bursts(&[(0.15, 1.0), (1.6, 2.5), (2.7, 4.0), (4.35, 5.0)], 5.5, 0.3, 0.003);
+        let x = bursts(
+            &[(0.15, 1.0), (1.6, 2.5), (2.7, 4.0), (4.35, 5.0)],
+            5.5,
+            0.3,
+            0.003,
+        );
         let got = find_pauses(&x, RATE, &PauseOptions::default());
         assert_pauses(&got, &[(1.0, 1.6), (4.0, 4.35), (5.0, 5.5)]);
     }
@@ -436,7 +483,12 @@ mod tests {
     fn a_loud_noise_floor_still_shows_its_pauses() {
         // Noise only 22 dB under the tone: 35 dB under the speech level is never
         // reached, but frames near the noise floor are quiet.
-        let x = bursts(&[(0.0, 2.0), (2.8, 5.0), (5.4, 6.5), (7.3, 8.0)], 8.0, 0.3, 0.03);
+        let x = bursts(
+            &[(0.0, 2.0), (2.8, 5.0), (5.4, 6.5), (7.3, 8.0)],
+            8.0,
+            0.3,
+            0.03,
+        );
         let got = find_pauses(&x, RATE, &PauseOptions::default());
         assert_pauses(&got, &[(2.0, 2.8), (5.0, 5.4), (6.5, 7.3)]);
     }
@@ -444,19 +496,41 @@ mod tests {
     #[test]
     fn steady_sound_and_digital_silence_have_no_pauses() {
         let mut seed = 3;
-        assert!(find_pauses(&noise(80_000, 0.1, &mut seed), RATE, &PauseOptions::default()).is_empty());
-        assert!(find_pauses(&bursts(&[(0.0, 5.0)], 5.0, 0.3, 0.0), RATE, &PauseOptions::default()).is_empty());
+        assert!(find_pauses(
+            &noise(80_000, 0.1, &mut seed),
+            RATE,
+            &PauseOptions::default()
+        )
+        .is_empty());
+        assert!(find_pauses(
+            &bursts(&[(0.0, 5.0)], 5.0, 0.3, 0.0),
+            RATE,
+            &PauseOptions::default()
+        )
+        .is_empty());
         assert!(find_pauses(&vec![0.0; 16_000], RATE, &PauseOptions::default()).is_empty());
         assert!(find_pauses(&[], RATE, &PauseOptions::default()).is_empty());
         assert!(find_pauses(&[0.5; 100], 0, &PauseOptions::default()).is_empty());
         // Degenerate options do not break the search.
-        let odd = PauseOptions { context: 0.0, min_duration: 0.0, max_click: -1.0, ..PauseOptions::default() };
+        let odd = PauseOptions {
+            context: 0.0,
+            min_duration: 0.0,
+            max_click: -1.0,
+            ..PauseOptions::default()
+        };
         let x = bursts(&[(0.0, 0.5)], 1.05, 0.3, 0.001);
-        assert!(find_pauses(&x, RATE, &odd).iter().all(|p| p.start >= 0.0 && p.end <= 1.05 + 1e-9));
+        assert!(find_pauses(&x, RATE, &odd)
+            .iter()
+            .all(|p| p.start >= 0.0 && p.end <= 1.05 + 1e-9));
     }
 
     fn word(text: &str, start: f64, end: f64) -> Word {
-        Word { word: text.into(), start, end, probability: 0.9 }
+        Word {
+            word: text.into(),
+            start,
+            end,
+            probability: 0.9,
+        }
     }
 
     #[test]
@@ -481,10 +555,22 @@ mod tests {
             word(" seven.", 4.3, 4.8),
         ];
         let pauses = [
-            Pause { start: 0.6, end: 1.3 },
-            Pause { start: 2.4, end: 2.7 },
-            Pause { start: 3.5, end: 4.3 },
-            Pause { start: 4.8, end: 6.0 }, // after the segment: not a split
+            Pause {
+                start: 0.6,
+                end: 1.3,
+            },
+            Pause {
+                start: 2.4,
+                end: 2.7,
+            },
+            Pause {
+                start: 3.5,
+                end: 4.3,
+            },
+            Pause {
+                start: 4.8,
+                end: 6.0,
+            }, // after the segment: not a split
         ];
         let got = split_points(0.0, 4.9, &words, &pauses, &RefineOptions::default());
         assert_eq!(got, vec![(0, pauses[0])]);
@@ -492,14 +578,36 @@ mod tests {
 
     #[test]
     fn touching_boundaries_move_onto_the_pause_between_them() {
-        let pauses = [Pause { start: 0.0, end: 0.4 }, Pause { start: 4.2, end: 5.0 }, Pause { start: 9.0, end: 10.0 }];
+        let pauses = [
+            Pause {
+                start: 0.0,
+                end: 0.4,
+            },
+            Pause {
+                start: 4.2,
+                end: 5.0,
+            },
+            Pause {
+                start: 9.0,
+                end: 10.0,
+            },
+        ];
         // The model put the boundary at 5.6, 0.6 s after the pause; the recording ends
         // in a second of silence.
         let mut b = vec![(0.0, 5.6), (5.6, 10.0)];
-        snap_boundaries(&mut b, &[false, false], &pauses, 10.0, &RefineOptions::default());
+        snap_boundaries(
+            &mut b,
+            &[false, false],
+            &pauses,
+            10.0,
+            &RefineOptions::default(),
+        );
         let want = [(0.3, 4.3), (4.9, 9.1)];
         for (g, w) in b.iter().zip(want) {
-            assert!((g.0 - w.0).abs() < 1e-9 && (g.1 - w.1).abs() < 1e-9, "{b:?}");
+            assert!(
+                (g.0 - w.0).abs() < 1e-9 && (g.1 - w.1).abs() < 1e-9,
+                "{b:?}"
+            );
         }
     }
 
@@ -507,26 +615,38 @@ mod tests {
     fn boundaries_far_from_any_pause_stay() {
         // A touching boundary 1.5 s from the pause; a gap whose end and start are 1.3
         // and 1.2 s from it.
-        let pauses = [Pause { start: 3.3, end: 3.8 }];
+        let pauses = [Pause {
+            start: 3.3,
+            end: 3.8,
+        }];
         let mut b = vec![(0.0, 1.8), (1.8, 2.0), (5.0, 6.0)];
         snap_boundaries(&mut b, &[false; 3], &pauses, 6.0, &RefineOptions::default());
         assert_eq!(b, vec![(0.0, 1.8), (1.8, 2.0), (5.0, 6.0)]);
         // Across a gap, the end and the start move separately onto the pause.
         let mut b = vec![(0.0, 2.6), (3.9, 6.0)];
         snap_boundaries(&mut b, &[false; 2], &pauses, 6.0, &RefineOptions::default());
-        assert!((b[0].1 - 3.4).abs() < 1e-9 && (b[1].0 - 3.7).abs() < 1e-9, "{b:?}");
+        assert!(
+            (b[0].1 - 3.4).abs() < 1e-9 && (b[1].0 - 3.7).abs() < 1e-9,
+            "{b:?}"
+        );
     }
 
     #[test]
     fn a_start_skips_little_sound_and_segments_keep_a_minimum_length() {
         // The segment starts 0.5 s of sound before a pause: more than a breath, so the
         // start stays.
-        let pauses = [Pause { start: 0.5, end: 1.0 }];
+        let pauses = [Pause {
+            start: 0.5,
+            end: 1.0,
+        }];
         let mut b = vec![(0.0, 3.0)];
         snap_boundaries(&mut b, &[false], &pauses, 3.0, &RefineOptions::default());
         assert_eq!(b, vec![(0.0, 3.0)]);
         // A pause that would leave the next segment 0.05 s long is not used.
-        let pauses = [Pause { start: 1.0, end: 1.4 }];
+        let pauses = [Pause {
+            start: 1.0,
+            end: 1.4,
+        }];
         let mut b = vec![(0.0, 1.0), (1.0, 1.45)];
         snap_boundaries(&mut b, &[false; 2], &pauses, 3.0, &RefineOptions::default());
         assert_eq!(b, vec![(0.0, 1.0), (1.0, 1.45)]);

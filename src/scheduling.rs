@@ -12,14 +12,27 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 fn find<'a>(plans: &'a [Plan], name: &str) -> Result<&'a Plan> {
-    plans.iter().find(|p| p.graph.name == name).ok_or_else(|| anyhow!("the graph file has no graph '{name}'"))
+    plans
+        .iter()
+        .find(|p| p.graph.name == name)
+        .ok_or_else(|| anyhow!("the graph file has no graph '{name}'"))
 }
 
 /// Runs submitted to the device per 30-s window (features, encoder, cross K/V) and per
 /// decoded token (decoder step); a graph without a plan counts 0.
 pub fn dispatch_counts<'a>(plans: impl IntoIterator<Item = &'a Plan> + Clone) -> (usize, usize) {
-    let count = |g: &str| plans.clone().into_iter().find(|p| p.graph.name == g).map(|p| p.dispatches()).unwrap_or(0);
-    (count(FEATURES) + count(ENCODER) + count(CROSS_KV), count(DECODER_STEP))
+    let count = |g: &str| {
+        plans
+            .clone()
+            .into_iter()
+            .find(|p| p.graph.name == g)
+            .map(|p| p.dispatches())
+            .unwrap_or(0)
+    };
+    (
+        count(FEATURES) + count(ENCODER) + count(CROSS_KV),
+        count(DECODER_STEP),
+    )
 }
 
 /// The full plan report of every graph plus the per-window and per-token summary.
@@ -31,9 +44,15 @@ pub fn plan_report(file: &ModelFile, registry: &Registry, spec: &DeviceSpec) -> 
         s.push('\n');
     }
     let (per_window, per_token) = dispatch_counts(&plans);
-    let total_ms: f64 = plans.iter().map(|p| p.planning_time.as_secs_f64() * 1e3).sum();
+    let total_ms: f64 = plans
+        .iter()
+        .map(|p| p.planning_time.as_secs_f64() * 1e3)
+        .sum();
     let _ = writeln!(s, "summary for {} on {}:", file.model.name, spec.device);
-    let _ = writeln!(s, "  device dispatches per 30-s window: {per_window}; per decoded token: {per_token}");
+    let _ = writeln!(
+        s,
+        "  device dispatches per 30-s window: {per_window}; per decoded token: {per_token}"
+    );
     if let Some(p) = spec.sim_params() {
         let enc = find(&plans, ENCODER)?.timeline.total_ns / 1e6;
         let cross = find(&plans, CROSS_KV)?.timeline.total_ns / 1e6;
@@ -83,10 +102,20 @@ fn is_matmul(kernel: &str) -> bool {
 }
 
 /// Projects the measured run under each rung of the ladder.
-pub fn ablation(file: &ModelFile, registry: &Registry, params: &NpuParams, run: &MeasuredRun) -> Result<Vec<AblationRow>> {
+pub fn ablation(
+    file: &ModelFile,
+    registry: &Registry,
+    params: &NpuParams,
+    run: &MeasuredRun,
+) -> Result<Vec<AblationRow>> {
     let mut rows = Vec::new();
     for (label, options) in SchedulerOptions::ablation_ladder() {
-        let spec = DeviceSpec { device: "npu-sim".into(), params: params.clone(), options, factory: None };
+        let spec = DeviceSpec {
+            device: "npu-sim".into(),
+            params: params.clone(),
+            options,
+            factory: None,
+        };
         let plans = plan_graphs(file, registry, &spec)?;
         let enc = find(&plans, ENCODER)?;
         let cross = find(&plans, CROSS_KV)?;
@@ -95,14 +124,20 @@ pub fn ablation(file: &ModelFile, registry: &Registry, params: &NpuParams, run: 
         let dec_ns = run.decoder.as_secs_f64() * 1e9 / w;
         // Without overlap each window is encode then decode; with it the NPU encodes
         // window n+1 while the CPU decodes window n, so a window costs the longer of the two.
-        let windows_ns = if options.window_overlap { enc_ns + (w - 1.0) * enc_ns.max(dec_ns) + dec_ns } else { w * (enc_ns + dec_ns) };
+        let windows_ns = if options.window_overlap {
+            enc_ns + (w - 1.0) * enc_ns.max(dec_ns) + dec_ns
+        } else {
+            w * (enc_ns + dec_ns)
+        };
         let wall_s = run.features.as_secs_f64() + windows_ns / 1e9;
         let (dispatches, _) = dispatch_counts(&plans);
         rows.push(AblationRow {
             label: label.to_string(),
             encoder_ms: enc_ns / 1e6,
             dispatches,
-            column_busy: enc.timeline.column_utilisation(options.columns.min(params.columns), is_matmul),
+            column_busy: enc
+                .timeline
+                .column_utilisation(options.columns.min(params.columns), is_matmul),
             dma_hidden: enc.timeline.dma_hidden(),
             dma_hidden_matmul: enc.timeline.dma_hidden_in(is_matmul),
             realtime: run.audio_s / wall_s,
@@ -124,7 +159,17 @@ pub fn ablation_table(rows: &[AblationRow], params: &NpuParams, run: &MeasuredRu
     let _ = writeln!(s, "| configuration | encoder + cross K/V per window (ms, projected) | runs per window | columns busy in matmuls | DMA hidden under compute (matmuls / all) | end-to-end realtime (projected) |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for r in rows {
-        let _ = writeln!(s, "| {} | {:.2} | {} | {:.0}% | {:.0}% / {:.0}% | {:.1}× |", r.label, r.encoder_ms, r.dispatches, 100.0 * r.column_busy, 100.0 * r.dma_hidden_matmul, 100.0 * r.dma_hidden, r.realtime);
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {} | {:.0}% | {:.0}% / {:.0}% | {:.1}× |",
+            r.label,
+            r.encoder_ms,
+            r.dispatches,
+            100.0 * r.column_busy,
+            100.0 * r.dma_hidden_matmul,
+            100.0 * r.dma_hidden,
+            r.realtime
+        );
     }
     s
 }

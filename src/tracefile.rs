@@ -19,9 +19,16 @@ impl TraceFile {
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
     {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !dir.is_dir() {
-            bail!("cannot write trace {}: folder {} does not exist", path.display(), dir.display());
+            bail!(
+                "cannot write trace {}: folder {} does not exist",
+                path.display(),
+                dir.display()
+            );
         }
         let host_part = path.with_extension("host.json.part");
         let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new()
@@ -32,20 +39,30 @@ impl TraceFile {
             .build();
         // The device lanes share the host layer's time origin (both start now).
         amanuensis_runtime::trace::start(Instant::now());
-        Ok((layer, TraceFile { path: path.to_path_buf(), host_part, guard }))
+        Ok((
+            layer,
+            TraceFile {
+                path: path.to_path_buf(),
+                host_part,
+                guard,
+            },
+        ))
     }
 
     /// Flushes the host spans, appends the device lanes and writes the file.
     pub fn finish(self) -> Result<PathBuf> {
         drop(self.guard);
-        let text = std::fs::read_to_string(&self.host_part).with_context(|| format!("reading {}", self.host_part.display()))?;
-        let mut events: Vec<serde_json::Value> =
-            serde_json::from_str(&text).with_context(|| format!("{} is not a trace-event array", self.host_part.display()))?;
+        let text = std::fs::read_to_string(&self.host_part)
+            .with_context(|| format!("reading {}", self.host_part.display()))?;
+        let mut events: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a trace-event array", self.host_part.display()))?;
         events.push(serde_json::json!({"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "host (wall time)"}}));
         events.extend(amanuensis_runtime::trace::finish());
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&events)?).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path).with_context(|| format!("writing {}", self.path.display()))?;
+        std::fs::write(&tmp, serde_json::to_vec(&events)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("writing {}", self.path.display()))?;
         let _ = std::fs::remove_file(&self.host_part);
         Ok(self.path)
     }

@@ -4,11 +4,11 @@
 //! graphs run and the `decoder_step` graph is driven by the decoding policy. Finally the
 //! segment times are refined with the pauses of the recording ([`crate::pauses`]).
 
-use crate::decoding::{
-    decode_with_fallback, greedy_decode, split_segments, BatchStepModel, DecodeOptions, DecodeResult, FallbackOptions, SpecialIds,
-    StepModel,
-};
 use crate::alignment;
+use crate::decoding::{
+    decode_with_fallback, greedy_decode, split_segments, BatchStepModel, DecodeOptions,
+    DecodeResult, FallbackOptions, SpecialIds, StepModel,
+};
 use crate::model::WhisperModel;
 use crate::pauses::{self, Pause, RefineOptions};
 use crate::tokenizer::Tokenizer;
@@ -174,14 +174,31 @@ struct GraphStepper<'a> {
 
 impl<'a> GraphStepper<'a> {
     /// A stepper over a fresh KV cache holding one empty sequence.
-    fn fresh(session: &'a mut Session, cross: &'a [Tensor], n_vocab: usize) -> Result<GraphStepper<'a>> {
-        let mut s = GraphStepper { session, cross, offset: 0, n_vocab, steps: 0, scratch: Vec::new() };
+    fn fresh(
+        session: &'a mut Session,
+        cross: &'a [Tensor],
+        n_vocab: usize,
+    ) -> Result<GraphStepper<'a>> {
+        let mut s = GraphStepper {
+            session,
+            cross,
+            offset: 0,
+            n_vocab,
+            steps: 0,
+            scratch: Vec::new(),
+        };
         s.reset()?;
         Ok(s)
     }
 
     /// Runs one decoder step for `batch` rows of `n` tokens each.
-    fn run_batch(&mut self, ids: Vec<i32>, batch: usize, n: usize, logit_positions: &[usize]) -> Result<Vec<Vec<Vec<f32>>>> {
+    fn run_batch(
+        &mut self,
+        ids: Vec<i32>,
+        batch: usize,
+        n: usize,
+        logit_positions: &[usize],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let tokens_t = Tensor::from_i32(&[batch, n], ids)?;
         let offset_t = Tensor::scalar_i32(self.offset as i32);
         let idx: Vec<i32> = logit_positions.iter().map(|&p| p as i32).collect();
@@ -204,14 +221,25 @@ impl<'a> GraphStepper<'a> {
 }
 
 impl BatchStepModel for GraphStepper<'_> {
-    fn step(&mut self, tokens: &[Vec<u32>], logit_positions: &[usize]) -> Result<Vec<Vec<Vec<f32>>>> {
+    fn step(
+        &mut self,
+        tokens: &[Vec<u32>],
+        logit_positions: &[usize],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let n = tokens.first().map_or(0, |r| r.len());
         if tokens.iter().any(|r| r.len() != n) {
             bail!("every sequence of a batched decoder step must feed the same number of tokens");
         }
-        let batch = self.session.states_mut().first().map_or(1, |s| s.shape()[0]);
+        let batch = self
+            .session
+            .states_mut()
+            .first()
+            .map_or(1, |s| s.shape()[0]);
         if tokens.len() != batch {
-            bail!("decoder step got {} sequences but the KV cache holds {batch}", tokens.len());
+            bail!(
+                "decoder step got {} sequences but the KV cache holds {batch}",
+                tokens.len()
+            );
         }
         let ids: Vec<i32> = tokens.iter().flatten().map(|&t| t as i32).collect();
         self.run_batch(ids, batch, n, logit_positions)
@@ -221,7 +249,9 @@ impl BatchStepModel for GraphStepper<'_> {
         let scratch = &mut self.scratch;
         let offset = self.offset;
         let states = self.session.states_mut();
-        let Some(first) = states.first() else { return Ok(()) };
+        let Some(first) = states.first() else {
+            return Ok(());
+        };
         let (old_batch, cap, d) = (first.shape()[0], first.shape()[1], first.shape()[2]);
         if let Some(&bad) = src.iter().find(|&&i| i >= old_batch) {
             bail!("reorder: sequence {bad} does not exist (batch of {old_batch})");
@@ -244,7 +274,8 @@ impl BatchStepModel for GraphStepper<'_> {
                     scratch.extend_from_slice(&data[src[i] * stride..src[i] * stride + filled]);
                 }
                 for (k, &i) in moved.iter().enumerate() {
-                    data[i * stride..i * stride + filled].copy_from_slice(&scratch[k * filled..(k + 1) * filled]);
+                    data[i * stride..i * stride + filled]
+                        .copy_from_slice(&scratch[k * filled..(k + 1) * filled]);
                 }
             }
             return Ok(());
@@ -253,7 +284,8 @@ impl BatchStepModel for GraphStepper<'_> {
             let old = st.f32s()?;
             let mut new = vec![0f32; src.len() * stride];
             for (b, &from) in src.iter().enumerate() {
-                new[b * stride..b * stride + filled].copy_from_slice(&old[from * stride..from * stride + filled]);
+                new[b * stride..b * stride + filled]
+                    .copy_from_slice(&old[from * stride..from * stride + filled]);
             }
             *st = Tensor::from_f32(&[src.len(), cap, d], new)?;
         }
@@ -301,7 +333,8 @@ pub fn mel_window(mel: &Tensor, seek: usize, size: usize) -> Result<Tensor> {
     let src = mel.f32s()?;
     let mut out = vec![0f32; n_mels * N_FRAMES];
     for m in 0..n_mels {
-        out[m * N_FRAMES..m * N_FRAMES + size].copy_from_slice(&src[m * frames + seek..m * frames + seek + size]);
+        out[m * N_FRAMES..m * N_FRAMES + size]
+            .copy_from_slice(&src[m * frames + seek..m * frames + seek + size]);
     }
     Ok(Tensor::from_f32(&[n_mels, N_FRAMES], out)?)
 }
@@ -312,9 +345,13 @@ pub fn next_seek(tokens: &[u32], timestamp_begin: u32, seek: usize, segment_size
     let is_ts = |t: u32| t >= timestamp_begin;
     let n = tokens.len();
     let single_timestamp_ending = n >= 2 && !is_ts(tokens[n - 2]) && is_ts(tokens[n - 1]);
-    let last_pair = (1..n).rev().find(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1]));
+    let last_pair = (1..n)
+        .rev()
+        .find(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1]));
     match last_pair {
-        Some(i) if !single_timestamp_ending => seek + (tokens[i - 1] - timestamp_begin) as usize * FRAMES_PER_TIMESTAMP,
+        Some(i) if !single_timestamp_ending => {
+            seek + (tokens[i - 1] - timestamp_begin) as usize * FRAMES_PER_TIMESTAMP
+        }
         _ => seek + segment_size,
     }
 }
@@ -328,13 +365,17 @@ fn may_split(start: f64, end: f64, text: &str, pauses: &[Pause], opts: &RefineOp
         .rev()
         .skip(1)
         .any(pauses::ends_clause);
-    inner_mark && pauses.iter().any(|p| p.duration() >= opts.split_pause && p.start > start && p.end < end)
+    inner_mark
+        && pauses
+            .iter()
+            .any(|p| p.duration() >= opts.split_pause && p.start > start && p.end < end)
 }
 
 /// The index at which `tokens` splits into a part decoding to `head` and one decoding to
 /// `tail`, if there is one.
 fn token_cut(tokens: &[u32], tok: &Tokenizer, head: &str, tail: &str) -> Option<usize> {
-    (1..tokens.len()).find(|&k| tok.decode(&tokens[..k]) == head && tok.decode(&tokens[k..]) == tail)
+    (1..tokens.len())
+        .find(|&k| tok.decode(&tokens[..k]) == head && tok.decode(&tokens[k..]) == tail)
 }
 
 /// Splits `segment` after the words `cuts` (indices of each part's last word) at the
@@ -346,7 +387,12 @@ fn split_segment(segment: &Segment, cuts: &[usize], tok: &Tokenizer) -> Option<V
     let mut taken = 0;
     for &cut in cuts {
         let n = (cut + 1).checked_sub(taken).filter(|&n| n > 0)?;
-        let head: String = rest.words.get(..n)?.iter().map(|w| w.word.as_str()).collect();
+        let head: String = rest
+            .words
+            .get(..n)?
+            .iter()
+            .map(|w| w.word.as_str())
+            .collect();
         let tail = rest.text.strip_prefix(&head)?.to_string();
         let k = token_cut(&rest.tokens, tok, &head, &tail)?;
         let mut first = rest.clone();
@@ -381,7 +427,11 @@ pub fn refine_segments(
     for seg in segments {
         let splits = pauses::split_points(seg.start, seg.end, &seg.words, pauses, opts);
         let cuts: Vec<usize> = splits.iter().map(|s| s.0).collect();
-        let parts = if splits.is_empty() { None } else { split_segment(&seg, &cuts, tok) };
+        let parts = if splits.is_empty() {
+            None
+        } else {
+            split_segment(&seg, &cuts, tok)
+        };
         match parts {
             Some(mut parts) => {
                 for (i, (_, p)) in splits.iter().enumerate() {
@@ -461,7 +511,12 @@ impl WhisperModel {
 
     /// Greedy decoding of one window from `prompt`, with a fresh KV cache. Returns the
     /// result and the number of decoder-step runs.
-    pub fn decode_greedy(&mut self, cross: &[Tensor], prompt: &[u32], opts: &DecodeOptions) -> Result<(DecodeResult, usize)> {
+    pub fn decode_greedy(
+        &mut self,
+        cross: &[Tensor],
+        prompt: &[u32],
+        opts: &DecodeOptions,
+    ) -> Result<(DecodeResult, usize)> {
         let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
         let ids = SpecialIds::from(&self.tokenizer);
         let result = greedy_decode(&mut stepper, prompt, &ids, opts)?;
@@ -481,7 +536,10 @@ impl WhisperModel {
         let tok = &self.tokenizer;
         let ids = SpecialIds::from(tok);
         let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
-        let (result, temperature) = decode_with_fallback(&mut stepper, prompt, &ids, opts, fallback, &|t| tok.decode(t))?;
+        let (result, temperature) =
+            decode_with_fallback(&mut stepper, prompt, &ids, opts, fallback, &|t| {
+                tok.decode(t)
+            })?;
         Ok((result, temperature, stepper.steps))
     }
 
@@ -490,20 +548,29 @@ impl WhisperModel {
     /// themselves. Sorted, most probable first.
     pub fn detect_language(&mut self, cross: &[Tensor]) -> Result<Vec<(String, f32)>> {
         let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
-        let logits = StepModel::step(&mut stepper, &[self.tokenizer.sot()], &[0])?.pop().context("no logits")?;
+        let logits = StepModel::step(&mut stepper, &[self.tokenizer.sot()], &[0])?
+            .pop()
+            .context("no logits")?;
         let langs: Vec<(String, f32)> = self
             .config
             .lang_ids
             .iter()
-            .filter_map(|&id| Some((self.tokenizer.language_code(id)?.to_string(), *logits.get(id as usize)?)))
+            .filter_map(|&id| {
+                Some((
+                    self.tokenizer.language_code(id)?.to_string(),
+                    *logits.get(id as usize)?,
+                ))
+            })
             .collect();
         if langs.is_empty() {
             bail!("the model has no language tokens");
         }
         let max = langs.iter().map(|l| l.1).fold(f32::NEG_INFINITY, f32::max);
         let z: f64 = langs.iter().map(|l| ((l.1 - max) as f64).exp()).sum();
-        let mut probs: Vec<(String, f32)> =
-            langs.into_iter().map(|(c, l)| (c, (((l - max) as f64).exp() / z) as f32)).collect();
+        let mut probs: Vec<(String, f32)> = langs
+            .into_iter()
+            .map(|(c, l)| (c, (((l - max) as f64).exp() / z) as f32))
+            .collect();
         probs.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(probs)
     }
@@ -522,10 +589,18 @@ impl WhisperModel {
     /// Teacher-forced decoder pass over `tokens` (one window's cross-attention K/V):
     /// the cross-attention probabilities of the model's alignment heads
     /// `[alignment heads, tokens, n_audio_ctx]` and the logits `[tokens, n_vocab]`.
-    pub fn align_tokens(&mut self, cross: &[Tensor], tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub fn align_tokens(
+        &mut self,
+        cross: &[Tensor],
+        tokens: &[u32],
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let d = self.config.dims;
         if tokens.len() > d.n_text_ctx {
-            bail!("{} tokens exceed the text context of {}", tokens.len(), d.n_text_ctx);
+            bail!(
+                "{} tokens exceed the text context of {}",
+                tokens.len(),
+                d.n_text_ctx
+            );
         }
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         let tokens_t = Tensor::from_i32(&[1, ids.len()], ids)?;
@@ -533,19 +608,32 @@ impl WhisperModel {
         let mut inputs: Vec<&Tensor> = vec![&tokens_t, &offset_t];
         inputs.extend(cross.iter());
         let mut out = self.align.run(&inputs)?.into_iter();
-        let logits = out.next().context("decoder_align returned no logits")?.into_f32()?;
+        let logits = out
+            .next()
+            .context("decoder_align returned no logits")?
+            .into_f32()?;
         let per_layer: Vec<Tensor> = out.collect();
         let (n, frames) = (tokens.len(), d.n_audio_ctx);
         let mut heads = Vec::with_capacity(self.config.alignment_heads.len() * n * frames);
         for &[layer, head] in &self.config.alignment_heads {
             let w = per_layer
                 .get(layer as usize)
-                .with_context(|| format!("alignment head layer {layer} is outside the decoder's {} layers", d.n_text_layer))?
+                .with_context(|| {
+                    format!(
+                        "alignment head layer {layer} is outside the decoder's {} layers",
+                        d.n_text_layer
+                    )
+                })?
                 .f32s()?;
             if head as usize >= d.n_text_head {
-                bail!("alignment head {head} is outside the {} heads", d.n_text_head);
+                bail!(
+                    "alignment head {head} is outside the {} heads",
+                    d.n_text_head
+                );
             }
-            heads.extend_from_slice(&w[head as usize * n * frames..(head as usize + 1) * n * frames]);
+            heads.extend_from_slice(
+                &w[head as usize * n * frames..(head as usize + 1) * n * frames],
+            );
         }
         Ok((heads, logits))
     }
@@ -568,7 +656,11 @@ impl WhisperModel {
         let eot = tok.eot();
         let segs: Vec<alignment::WindowSegment> = window
             .iter()
-            .map(|s| alignment::WindowSegment { start: s.start as f64, end: s.end as f64, tokens: s.tokens.clone() })
+            .map(|s| alignment::WindowSegment {
+                start: s.start as f64,
+                end: s.end as f64,
+                tokens: s.tokens.clone(),
+            })
             .collect();
         let text = alignment::window_text_tokens(&segs, eot);
         let alignment_words = if text.is_empty() {
@@ -580,13 +672,27 @@ impl WhisperModel {
             let d = self.config.dims;
             let n = input.len();
             let n_heads = self.config.alignment_heads.len();
-            let matrix = alignment::alignment_matrix(&heads, n_heads, n, d.n_audio_ctx, segment_size, MEDIAN_FILTER_WIDTH)?;
+            let matrix = alignment::alignment_matrix(
+                &heads,
+                n_heads,
+                n,
+                d.n_audio_ctx,
+                segment_size,
+                MEDIAN_FILTER_WIDTH,
+            )?;
             let frames = segment_size / 2;
             if frames == 0 {
                 Vec::new()
             } else {
                 let rows = alignment::text_rows(&matrix, n, frames, start.len(), text.len())?;
-                let probs = alignment::text_token_probabilities(&logits, n, d.n_vocab, start.len(), &text, eot)?;
+                let probs = alignment::text_token_probabilities(
+                    &logits,
+                    n,
+                    d.n_vocab,
+                    start.len(),
+                    &text,
+                    eot,
+                )?;
                 alignment::find_alignment(&self.tokenizer, language, &text, &probs, rows, frames)?
             }
         };
@@ -603,12 +709,18 @@ impl WhisperModel {
 
     /// The decoder prompt: previous text (if any) after `<|startofprev|>`, then the
     /// start-of-transcript sequence for `language`.
-    pub fn prompt(&self, previous: &[u32], language: &str, opts: &TranscribeOptions) -> Result<Vec<u32>> {
+    pub fn prompt(
+        &self,
+        previous: &[u32],
+        language: &str,
+        opts: &TranscribeOptions,
+    ) -> Result<Vec<u32>> {
         let tok = &self.tokenizer;
         let mut prompt = Vec::new();
         if !previous.is_empty() {
             prompt.push(tok.start_of_prev());
-            prompt.extend_from_slice(&previous[previous.len().saturating_sub(MAX_PREVIOUS_TOKENS)..]);
+            prompt
+                .extend_from_slice(&previous[previous.len().saturating_sub(MAX_PREVIOUS_TOKENS)..]);
         }
         let translate = opts.task == Task::Translate;
         prompt.extend(tok.sot_sequence(Some(language), translate, opts.without_timestamps)?);
@@ -648,7 +760,11 @@ impl WhisperModel {
         let mut last_speech_timestamp = 0.0f64;
         let refine = opts.refine_timestamps && !opts.without_timestamps;
         let refine_opts = RefineOptions::default();
-        let pauses = if refine { pauses::find_pauses(pcm, SAMPLE_RATE as u32, &refine_opts.pauses) } else { Vec::new() };
+        let pauses = if refine {
+            pauses::find_pauses(pcm, SAMPLE_RATE as u32, &refine_opts.pauses)
+        } else {
+            Vec::new()
+        };
         let mut segments: Vec<Segment> = Vec::new();
         while seek < content_frames {
             let time_offset = seek as f64 * FRAME_SECONDS;
@@ -679,7 +795,8 @@ impl WhisperModel {
             };
             let prompt = self.prompt(&all_tokens[prompt_reset_since..], &lang, opts)?;
             let t = Instant::now();
-            let (result, temperature, steps) = self.decode_window(&cross, &prompt, &dopts, &opts.decoding)?;
+            let (result, temperature, steps) =
+                self.decode_window(&cross, &prompt, &dopts, &opts.decoding)?;
             timings.decoder += t.elapsed();
             timings.decoder_steps += steps;
             timings.tokens += result.tokens.len();
@@ -690,28 +807,51 @@ impl WhisperModel {
             let silent = match opts.decoding.no_speech_threshold {
                 Some(ns) => {
                     f64::from(result.no_speech_prob) > ns
-                        && !opts.decoding.log_prob_threshold.is_some_and(|lp| result.avg_logprob > lp)
+                        && !opts
+                            .decoding
+                            .log_prob_threshold
+                            .is_some_and(|lp| result.avg_logprob > lp)
                 }
                 None => false,
             };
             if silent {
                 seek += segment_size;
-                progress(Progress { done: (seek as f64 * FRAME_SECONDS).min(duration), total: duration });
+                progress(Progress {
+                    done: (seek as f64 * FRAME_SECONDS).min(duration),
+                    total: duration,
+                });
                 continue;
             }
 
             let ratio = compression_ratio(&self.tokenizer.decode(&result.tokens));
-            let window = split_segments(&result.tokens, &self.tokenizer, time_offset as f32, segment_duration as f32);
-            let mut times: Vec<(f64, f64, Vec<Word>)> =
-                window.iter().map(|s| (s.start as f64, s.end as f64, Vec::new())).collect();
+            let window = split_segments(
+                &result.tokens,
+                &self.tokenizer,
+                time_offset as f32,
+                segment_duration as f32,
+            );
+            let mut times: Vec<(f64, f64, Vec<Word>)> = window
+                .iter()
+                .map(|s| (s.start as f64, s.end as f64, Vec::new()))
+                .collect();
             let mut next = next_seek(&result.tokens, timestamp_begin, seek, segment_size);
             // The refinement splits segments between words, so it needs them where a
             // segment holds a long pause; they then change neither seeking nor times.
-            let split_candidate =
-                refine && window.iter().any(|s| may_split(s.start as f64, s.end as f64, &s.text, &pauses, &refine_opts));
+            let split_candidate = refine
+                && window.iter().any(|s| {
+                    may_split(s.start as f64, s.end as f64, &s.text, &pauses, &refine_opts)
+                });
             if (opts.word_timestamps || split_candidate) && !window.is_empty() {
                 let t = Instant::now();
-                let timed = self.word_timings(&cross, &lang, opts, &window, seek, segment_size, last_speech_timestamp)?;
+                let timed = self.word_timings(
+                    &cross,
+                    &lang,
+                    opts,
+                    &window,
+                    seek,
+                    segment_size,
+                    last_speech_timestamp,
+                )?;
                 timings.decoder += t.elapsed();
                 if let Some(end) = alignment::last_word_end(&timed.segments) {
                     last_speech_timestamp = end;
@@ -767,15 +907,30 @@ impl WhisperModel {
             }
             // Never move backwards: a window must always make progress.
             seek = next.max(seek + 1);
-            progress(Progress { done: (seek as f64 * FRAME_SECONDS).min(duration), total: duration });
+            progress(Progress {
+                done: (seek as f64 * FRAME_SECONDS).min(duration),
+                total: duration,
+            });
         }
         if refine {
-            segments = refine_segments(segments, &self.tokenizer, &pauses, duration, opts.word_timestamps, &refine_opts);
+            segments = refine_segments(
+                segments,
+                &self.tokenizer,
+                &pauses,
+                duration,
+                opts.word_timestamps,
+                &refine_opts,
+            );
         }
         if !opts.word_timestamps {
             segments.iter_mut().for_each(|s| s.words.clear());
         }
-        let text = segments.iter().map(|s| s.text.as_str()).collect::<String>().trim().to_string();
+        let text = segments
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<String>()
+            .trim()
+            .to_string();
         timings.total = t0.elapsed();
         Ok(Transcript {
             // Silent audio never reaches detection; report English, the model's default.

@@ -37,13 +37,18 @@ impl Transcriber {
     fn load(model: &str, graph: Option<&Path>) -> Result<Transcriber> {
         let dir = find_model_dir(model)?;
         let registry = amanuensis_operators::standard_registry();
-        let model = WhisperModel::load(&dir, graph, &registry).with_context(|| format!("loading model from {}", dir.display()))?;
+        let model = WhisperModel::load(&dir, graph, &registry)
+            .with_context(|| format!("loading model from {}", dir.display()))?;
         Ok(Transcriber { model })
     }
 
     /// Decodes an audio file (any supported format and rate; `-` is stdin) and
     /// transcribes it.
-    pub fn transcribe(&mut self, path: impl AsRef<Path>, options: &TranscribeOptions) -> Result<Transcript> {
+    pub fn transcribe(
+        &mut self,
+        path: impl AsRef<Path>,
+        options: &TranscribeOptions,
+    ) -> Result<Transcript> {
         let pcm = crate::audio::load_audio(path.as_ref())?;
         self.model.transcribe_pcm(&pcm, options)
     }
@@ -55,7 +60,8 @@ impl Transcriber {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Transcript> {
-        self.model.transcribe_pcm_with_progress(pcm, options, progress)
+        self.model
+            .transcribe_pcm_with_progress(pcm, options, progress)
     }
 
     /// The underlying model: graphs, sessions, tokenizer, config.

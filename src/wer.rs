@@ -133,14 +133,23 @@ pub enum ManifestError {
     },
 }
 
-const MANIFEST_COLUMNS: [&str; 6] = ["file", "seconds", "sample_rate", "source", "license", "transcript"];
+const MANIFEST_COLUMNS: [&str; 6] = [
+    "file",
+    "seconds",
+    "sample_rate",
+    "source",
+    "license",
+    "transcript",
+];
 
 /// Parses `manifest.tsv` (tab-separated, header line, columns
 /// `file, seconds, sample_rate, source, license, transcript`).
 pub fn read_manifest(path: &Path) -> Result<Vec<ManifestRow>, ManifestError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ManifestError::Io { file: file.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+        file: file.clone(),
+        source,
+    })?;
     parse_manifest(&text, &file)
 }
 
@@ -152,17 +161,27 @@ pub fn parse_manifest(text: &str, file: &str) -> Result<Vec<ManifestRow>, Manife
             Some((_, l)) if l.trim().is_empty() => continue,
             Some((_, l)) => break l,
             None => {
-                return Err(ManifestError::Header { file: file.into(), detail: "file is empty".into() })
+                return Err(ManifestError::Header {
+                    file: file.into(),
+                    detail: "file is empty".into(),
+                })
             }
         }
     };
-    let names: Vec<&str> = header.trim_start_matches('\u{feff}').split('\t').map(str::trim).collect();
+    let names: Vec<&str> = header
+        .trim_start_matches('\u{feff}')
+        .split('\t')
+        .map(str::trim)
+        .collect();
     let mut idx = [0usize; 6];
     for (slot, want) in idx.iter_mut().zip(MANIFEST_COLUMNS) {
-        *slot = names.iter().position(|n| *n == want).ok_or_else(|| ManifestError::Header {
-            file: file.into(),
-            detail: format!("missing column `{want}` (found: {})", names.join(", ")),
-        })?;
+        *slot = names
+            .iter()
+            .position(|n| *n == want)
+            .ok_or_else(|| ManifestError::Header {
+                file: file.into(),
+                detail: format!("missing column `{want}` (found: {})", names.join(", ")),
+            })?;
     }
     let mut rows = Vec::new();
     for (i, line) in lines {
@@ -172,7 +191,11 @@ pub fn parse_manifest(text: &str, file: &str) -> Result<Vec<ManifestRow>, Manife
             continue;
         }
         let fields: Vec<&str> = line.split('\t').collect();
-        let row_err = |detail: String| ManifestError::Row { file: file.into(), line: line_no, detail };
+        let row_err = |detail: String| ManifestError::Row {
+            file: file.into(),
+            line: line_no,
+            detail,
+        };
         // A trailing empty transcript may lose its tab in hand-edited files.
         let get = |k: usize| -> Result<&str, ManifestError> {
             let col = idx[k];
@@ -219,9 +242,15 @@ mod tests {
             ["and", "so", "my", "fellow", "americans", "ask", "not"]
         );
         // Apostrophes (straight and curly) are deleted, not turned into spaces.
-        assert_eq!(normalize("Don't  you’re o'clock"), ["dont", "youre", "oclock"]);
+        assert_eq!(
+            normalize("Don't  you’re o'clock"),
+            ["dont", "youre", "oclock"]
+        );
         // Other punctuation splits words; numbers stay digits.
-        assert_eq!(normalize("Mr. Smith-Jones paid $10.50"), ["mr", "smith", "jones", "paid", "10", "50"]);
+        assert_eq!(
+            normalize("Mr. Smith-Jones paid $10.50"),
+            ["mr", "smith", "jones", "paid", "10", "50"]
+        );
         assert_eq!(normalize("  \t\n "), Vec::<String>::new());
         assert_eq!(normalize("Ünïcode ÉCOLE"), ["ünïcode", "école"]);
     }
@@ -239,7 +268,10 @@ mod tests {
 
     #[test]
     fn deletion() {
-        assert_eq!(word_errors("the cat sat on the mat", "the cat on mat"), (2, 6));
+        assert_eq!(
+            word_errors("the cat sat on the mat", "the cat on mat"),
+            (2, 6)
+        );
     }
 
     #[test]
@@ -260,7 +292,10 @@ mod tests {
             ),
             (0, 14)
         );
-        assert_eq!(word_errors("It's the neighbor's house.", "its the neighbors house"), (0, 4));
+        assert_eq!(
+            word_errors("It's the neighbor's house.", "its the neighbors house"),
+            (0, 4)
+        );
         // Splitting on hyphens makes one reference word two.
         assert_eq!(word_errors("cold-hearted", "cold hearted"), (0, 2));
         assert_eq!(word_errors("cold-hearted", "coldhearted"), (2, 2));
@@ -301,8 +336,13 @@ mod tests {
         assert_eq!(rows[2].sample_rate, 8000);
         assert_eq!(rows[2].transcript, "");
 
-        let err = parse_manifest("file\tseconds\n", "m.tsv").unwrap_err().to_string();
-        assert!(err.contains("m.tsv") && err.contains("sample_rate"), "{err}");
+        let err = parse_manifest("file\tseconds\n", "m.tsv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.tsv") && err.contains("sample_rate"),
+            "{err}"
+        );
         let err = parse_manifest(
             "file\tseconds\tsample_rate\tsource\tlicense\ttranscript\nx.wav\tabc\t16000\ts\tl\tt\n",
             "m.tsv",

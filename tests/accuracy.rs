@@ -14,11 +14,18 @@ use amanuensis::{TranscribeOptions, WhisperModel};
 
 /// Synthetic speech and the long concatenation are not part of this set.
 fn in_set(file: &str, seconds: f64, transcript: &str) -> bool {
-    !transcript.is_empty() && seconds <= 30.0 && !file.starts_with("espeak_") && !file.starts_with("long_")
+    !transcript.is_empty()
+        && seconds <= 30.0
+        && !file.starts_with("espeak_")
+        && !file.starts_with("long_")
 }
 
 /// Corpus WER of `files` clips: (errors, reference words, files).
-fn corpus(model: &mut WhisperModel, rows: &[&ManifestRow], opts: &TranscribeOptions) -> (usize, usize, usize) {
+fn corpus(
+    model: &mut WhisperModel,
+    rows: &[&ManifestRow],
+    opts: &TranscribeOptions,
+) -> (usize, usize, usize) {
     let dir = common::data_dir().join("audio");
     let (mut errors, mut words) = (0usize, 0usize);
     for r in rows {
@@ -29,7 +36,11 @@ fn corpus(model: &mut WhisperModel, rows: &[&ManifestRow], opts: &TranscribeOpti
         errors += e;
         words += n;
     }
-    println!("corpus WER {:.2}% ({errors} errors / {words} words, {} files)", 100.0 * errors as f64 / words as f64, rows.len());
+    println!(
+        "corpus WER {:.2}% ({errors} errors / {words} words, {} files)",
+        100.0 * errors as f64 / words as f64,
+        rows.len()
+    );
     (errors, words, rows.len())
 }
 
@@ -42,10 +53,16 @@ fn greedy() -> TranscribeOptions {
 #[test]
 fn corpus_wer_on_public_clips_greedy() {
     let rows = read_manifest(&common::data_dir().join("audio/manifest.tsv")).unwrap();
-    let set: Vec<&ManifestRow> = rows.iter().filter(|r| in_set(&r.file, r.seconds, &r.transcript)).collect();
+    let set: Vec<&ManifestRow> = rows
+        .iter()
+        .filter(|r| in_set(&r.file, r.seconds, &r.transcript))
+        .collect();
     let mut model = common::load_model();
     let (errors, words, files) = corpus(&mut model, &set, &greedy());
-    assert_eq!(files, 13, "12 real-speech clips ≤ 30 s minus the 35.5-s Harvard list, plus jfk at 44.1 kHz and 8 kHz");
+    assert_eq!(
+        files, 13,
+        "12 real-speech clips ≤ 30 s minus the 35.5-s Harvard list, plus jfk at 44.1 kHz and 8 kHz"
+    );
     assert_eq!(words, 249);
     let wer = errors as f64 / words as f64;
     assert!(wer <= 0.075, "corpus WER {:.2}% > 7.5%", 100.0 * wer);
@@ -74,7 +91,11 @@ fn corpus_wer_beam_search_and_greedy() {
     assert_eq!(words, 278);
     let (e_greedy, _, _) = corpus(&mut model, &set, &greedy());
     let (beam, greedy) = (e_beam as f64 / words as f64, e_greedy as f64 / words as f64);
-    println!("beam 5: {:.2}%, greedy: {:.2}%", 100.0 * beam, 100.0 * greedy);
+    println!(
+        "beam 5: {:.2}%, greedy: {:.2}%",
+        100.0 * beam,
+        100.0 * greedy
+    );
     assert!(beam <= 0.058, "beam-5 WER {:.2}% > 5.8%", 100.0 * beam);
     assert!(greedy <= 0.062, "greedy WER {:.2}% > 6.2%", 100.0 * greedy);
 }
@@ -86,7 +107,10 @@ fn silence_and_noise_give_no_text() {
     for f in ["silence_1s.wav", "white_noise_5s.wav"] {
         let pcm = load_audio(&dir.join(f)).unwrap();
         for without_timestamps in [false, true] {
-            let opts = TranscribeOptions { without_timestamps, ..Default::default() };
+            let opts = TranscribeOptions {
+                without_timestamps,
+                ..Default::default()
+            };
             let t = model.transcribe_pcm(&pcm, &opts).unwrap();
             assert_eq!(t.text, "", "{f} (without_timestamps={without_timestamps})");
             assert!(t.segments.is_empty(), "{f}");

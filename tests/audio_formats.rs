@@ -45,17 +45,71 @@ struct Encoding {
 /// decoding, which ours matches to NCC 1.00000000 (see `opus_decodes_like_libopus`). At
 /// 64 kb/s (CELT) the best lag is 0 (NCC 0.99979).
 const ENCODINGS: &[Encoding] = &[
-    Encoding { file: "jfk.mp3", args: &["-c:a", "libmp3lame", "-b:a", "64k"], exact_len: Some(JFK_LEN), max_lag: 0, min_ncc: 0.9999 },
-    Encoding { file: "jfk.flac", args: &["-c:a", "flac"], exact_len: Some(JFK_LEN), max_lag: 0, min_ncc: 1.0 },
-    Encoding { file: "jfk.ogg", args: &["-c:a", "libvorbis", "-q:a", "4"], exact_len: Some(JFK_LEN), max_lag: 0, min_ncc: 0.995 },
-    Encoding { file: "jfk.opus", args: &["-c:a", "libopus", "-b:a", "32k"], exact_len: Some(JFK_LEN), max_lag: 1, min_ncc: 0.975 },
-    Encoding { file: "jfk_64k.opus", args: &["-c:a", "libopus", "-b:a", "64k"], exact_len: Some(JFK_LEN), max_lag: 0, min_ncc: 0.9995 },
-    Encoding { file: "jfk.m4a", args: &["-c:a", "aac", "-b:a", "64k"], exact_len: Some(JFK_LEN), max_lag: 0, min_ncc: 0.9999 },
-    Encoding { file: "jfk_alac.m4a", args: &["-c:a", "alac"], exact_len: Some(JFK_LEN), max_lag: 0, min_ncc: 1.0 },
-    Encoding { file: "jfk_opus.mp4", args: &["-c:a", "libopus", "-b:a", "64k"], exact_len: Some(JFK_LEN), max_lag: 0, min_ncc: 0.9995 },
+    Encoding {
+        file: "jfk.mp3",
+        args: &["-c:a", "libmp3lame", "-b:a", "64k"],
+        exact_len: Some(JFK_LEN),
+        max_lag: 0,
+        min_ncc: 0.9999,
+    },
+    Encoding {
+        file: "jfk.flac",
+        args: &["-c:a", "flac"],
+        exact_len: Some(JFK_LEN),
+        max_lag: 0,
+        min_ncc: 1.0,
+    },
+    Encoding {
+        file: "jfk.ogg",
+        args: &["-c:a", "libvorbis", "-q:a", "4"],
+        exact_len: Some(JFK_LEN),
+        max_lag: 0,
+        min_ncc: 0.995,
+    },
+    Encoding {
+        file: "jfk.opus",
+        args: &["-c:a", "libopus", "-b:a", "32k"],
+        exact_len: Some(JFK_LEN),
+        max_lag: 1,
+        min_ncc: 0.975,
+    },
+    Encoding {
+        file: "jfk_64k.opus",
+        args: &["-c:a", "libopus", "-b:a", "64k"],
+        exact_len: Some(JFK_LEN),
+        max_lag: 0,
+        min_ncc: 0.9995,
+    },
+    Encoding {
+        file: "jfk.m4a",
+        args: &["-c:a", "aac", "-b:a", "64k"],
+        exact_len: Some(JFK_LEN),
+        max_lag: 0,
+        min_ncc: 0.9999,
+    },
+    Encoding {
+        file: "jfk_alac.m4a",
+        args: &["-c:a", "alac"],
+        exact_len: Some(JFK_LEN),
+        max_lag: 0,
+        min_ncc: 1.0,
+    },
+    Encoding {
+        file: "jfk_opus.mp4",
+        args: &["-c:a", "libopus", "-b:a", "64k"],
+        exact_len: Some(JFK_LEN),
+        max_lag: 0,
+        min_ncc: 0.9995,
+    },
     // symphonia's Matroska reader exposes no DiscardPadding: the last Opus frame's padding
     // stays (measured 176,216 samples, 13.5 ms).
-    Encoding { file: "jfk_opus.webm", args: &["-c:a", "libopus", "-b:a", "64k"], exact_len: None, max_lag: 0, min_ncc: 0.9995 },
+    Encoding {
+        file: "jfk_opus.webm",
+        args: &["-c:a", "libopus", "-b:a", "64k"],
+        exact_len: None,
+        max_lag: 0,
+        min_ncc: 0.9995,
+    },
 ];
 
 /// Other containers: (file, ffmpeg arguments, lossless). Lossless ones must decode
@@ -77,9 +131,29 @@ const OTHER_CONTAINERS: &[(&str, &[&str], bool)] = &[
 /// Opus files with other channel layouts, checked against libopus's decoding.
 const OPUS_LAYOUTS: &[(&str, &[&str])] = &[
     // Channel mapping family 0, stereo: left jfk, right jfk at half level.
-    ("jfk_stereo.opus", &["-af", "pan=stereo|c0=c0|c1=0.5*c0", "-c:a", "libopus", "-b:a", "64k"]),
+    (
+        "jfk_stereo.opus",
+        &[
+            "-af",
+            "pan=stereo|c0=c0|c1=0.5*c0",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "64k",
+        ],
+    ),
     // Channel mapping family 1, 5.1 (four streams, two of them coupled).
-    ("jfk_5.1.opus", &["-af", "pan=5.1|c0=c0|c1=0.8*c0|c2=0.6*c0|c3=0.4*c0|c4=0.3*c0|c5=0.2*c0", "-c:a", "libopus", "-b:a", "192k"]),
+    (
+        "jfk_5.1.opus",
+        &[
+            "-af",
+            "pan=5.1|c0=c0|c1=0.8*c0|c2=0.6*c0|c3=0.4*c0|c4=0.3*c0|c5=0.2*c0",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "192k",
+        ],
+    ),
 ];
 
 fn audio_path(name: &str) -> PathBuf {
@@ -96,7 +170,11 @@ fn scratch_dir() -> PathBuf {
 fn encoded() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let ok = Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let ok = Command::new("ffmpeg")
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         if !ok.is_ok_and(|s| s.success()) {
             panic!("ffmpeg not found: install it (apt-get install ffmpeg)");
         }
@@ -115,7 +193,11 @@ fn encoded() -> &'static Path {
                 .arg(dir.join(file))
                 .output()
                 .expect("run ffmpeg");
-            assert!(o.status.success(), "ffmpeg {file}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "ffmpeg {file}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
         dir
     })
@@ -166,22 +248,43 @@ fn every_format_decodes_to_the_aligned_jfk_signal() {
         let lag = best_lag(&got, &want, 1_200);
         let c0 = ncc(&got, &want, 0);
         let c = ncc(&got, &want, lag);
-        let line = format!("{:14} {} samples, best lag {lag} (NCC {c:.6}), NCC at lag 0 {c0:.6}", e.file, got.len());
+        let line = format!(
+            "{:14} {} samples, best lag {lag} (NCC {c:.6}), NCC at lag 0 {c0:.6}",
+            e.file,
+            got.len()
+        );
         eprintln!("{line}");
         report.push(line);
         // Within ±1 % of the original in any case, exact where the container says where
         // the codec's delay and padding are.
-        assert!(got.len().abs_diff(JFK_LEN) * 100 <= JFK_LEN, "{}: {} samples", e.file, got.len());
+        assert!(
+            got.len().abs_diff(JFK_LEN) * 100 <= JFK_LEN,
+            "{}: {} samples",
+            e.file,
+            got.len()
+        );
         if let Some(n) = e.exact_len {
             assert_eq!(got.len(), n, "{}: length", e.file);
         }
-        assert!(lag.abs() <= e.max_lag, "{}: the decoded signal is shifted by {lag} samples", e.file);
+        assert!(
+            lag.abs() <= e.max_lag,
+            "{}: the decoded signal is shifted by {lag} samples",
+            e.file
+        );
         if e.min_ncc >= 1.0 {
-            assert_eq!(got, want, "{}: a lossless codec must decode bit-exactly", e.file);
+            assert_eq!(
+                got, want,
+                "{}: a lossless codec must decode bit-exactly",
+                e.file
+            );
         } else {
             assert!(c >= e.min_ncc, "{}: NCC {c} < {}", e.file, e.min_ncc);
         }
-        assert!(got.iter().all(|x| x.is_finite() && x.abs() <= 1.5), "{}: samples out of range", e.file);
+        assert!(
+            got.iter().all(|x| x.is_finite() && x.abs() <= 1.5),
+            "{}: samples out of range",
+            e.file
+        );
     }
     eprintln!("{}", report.join("\n"));
 }
@@ -192,7 +295,13 @@ fn float_wav(rate: u32, samples: &[f32]) -> Vec<u8> {
     let mut out = b"RIFF".to_vec();
     out.extend_from_slice(&(36 + data_len).to_le_bytes());
     out.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32.to_le_bytes(), [3, 0, 1, 0], rate.to_le_bytes(), (rate * 4).to_le_bytes(), [4, 0, 32, 0]] {
+    for v in [
+        16u32.to_le_bytes(),
+        [3, 0, 1, 0],
+        rate.to_le_bytes(),
+        (rate * 4).to_le_bytes(),
+        [4, 0, 32, 0],
+    ] {
         out.extend_from_slice(&v);
     }
     out.extend_from_slice(b"data");
@@ -205,24 +314,57 @@ fn float_wav(rate: u32, samples: &[f32]) -> Vec<u8> {
 /// 16 kHz by our resampler.
 fn libopus_reference(path: &Path, channels: usize) -> Vec<f32> {
     let o = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-c:a", "libopus", "-i"])
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-c:a",
+            "libopus",
+            "-i",
+        ])
         .arg(path)
         .args(["-f", "f32le", "-"])
         .output()
         .expect("run ffmpeg");
-    assert!(o.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&o.stderr));
-    let all: Vec<f32> = o.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    let mono: Vec<f32> = all.chunks_exact(channels).map(|f| f.iter().sum::<f32>() / channels as f32).collect();
+    assert!(
+        o.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let all: Vec<f32> = o
+        .stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mono: Vec<f32> = all
+        .chunks_exact(channels)
+        .map(|f| f.iter().sum::<f32>() / channels as f32)
+        .collect();
     amanuensis::audio::decode_audio_bytes(float_wav(48_000, &mono), None).unwrap()
 }
 
 #[test]
 fn opus_decodes_like_libopus() {
     let dir = encoded();
-    for (file, channels) in [("jfk.opus", 1), ("jfk_64k.opus", 1), ("jfk_opus.webm", 1), ("jfk_stereo.opus", 2), ("jfk_5.1.opus", 6)] {
+    for (file, channels) in [
+        ("jfk.opus", 1),
+        ("jfk_64k.opus", 1),
+        ("jfk_opus.webm", 1),
+        ("jfk_stereo.opus", 2),
+        ("jfk_5.1.opus", 6),
+    ] {
         let path = dir.join(file);
         let stream = AudioStream::open(&path).unwrap();
-        assert_eq!((stream.codec(), stream.source_sample_rate(), stream.source_channels()), ("Opus", 48_000, channels), "{file}");
+        assert_eq!(
+            (
+                stream.codec(),
+                stream.source_sample_rate(),
+                stream.source_channels()
+            ),
+            ("Opus", 48_000, channels),
+            "{file}"
+        );
         let ours = stream.collect_all().unwrap();
         let reference = libopus_reference(&path, channels);
         // Lengths differ where ffmpeg and we read the container differently: ffmpeg trims the
@@ -230,12 +372,28 @@ fn opus_decodes_like_libopus() {
         // Compare the common part, away from the end of the shorter one, where the
         // resampler's filter sees it end.
         let n = ours.len().min(reference.len());
-        let m = if ours.len() == reference.len() { n } else { n - 64 };
+        let m = if ours.len() == reference.len() {
+            n
+        } else {
+            n - 64
+        };
         let c = ncc(&ours[..m], &reference[..m], 0);
-        let diff = ours[..m].iter().zip(&reference[..m]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        eprintln!("{file:16} {} samples (libopus {}), NCC {c:.8}, largest difference {diff:.2e}", ours.len(), reference.len());
+        let diff = ours[..m]
+            .iter()
+            .zip(&reference[..m])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!(
+            "{file:16} {} samples (libopus {}), NCC {c:.8}, largest difference {diff:.2e}",
+            ours.len(),
+            reference.len()
+        );
         if file.ends_with(".webm") {
-            assert!(ours.len() - JFK_LEN <= 960, "{file}: {} samples", ours.len());
+            assert!(
+                ours.len() - JFK_LEN <= 960,
+                "{file}: {} samples",
+                ours.len()
+            );
         } else {
             assert_eq!(ours.len(), JFK_LEN, "{file}");
         }
@@ -249,7 +407,11 @@ fn opus_decodes_like_libopus() {
     // is no reference here: its decoding of this MP4 has 285 more samples and correlates
     // with the original at lag 0 with NCC -0.03, against 0.9998 for ours.)
     let mp4 = load_audio(&dir.join("jfk_opus.mp4")).unwrap();
-    assert_eq!(mp4, load_audio(&dir.join("jfk_64k.opus")).unwrap(), "Opus in MP4 decodes unlike the same packets in Ogg");
+    assert_eq!(
+        mp4,
+        load_audio(&dir.join("jfk_64k.opus")).unwrap(),
+        "Opus in MP4 decodes unlike the same packets in Ogg"
+    );
 }
 
 #[test]
@@ -257,13 +419,22 @@ fn chained_and_damaged_ogg_opus() {
     let dir = encoded();
     let a = std::fs::read(dir.join("jfk.opus")).unwrap();
     let b = std::fs::read(dir.join("jfk_64k.opus")).unwrap();
-    let (da, db) = (load_audio(&dir.join("jfk.opus")).unwrap(), load_audio(&dir.join("jfk_64k.opus")).unwrap());
+    let (da, db) = (
+        load_audio(&dir.join("jfk.opus")).unwrap(),
+        load_audio(&dir.join("jfk_64k.opus")).unwrap(),
+    );
 
     // Two files concatenated are one chained Ogg stream: both links, each trimmed.
-    let chained = AudioStream::from_bytes([a.clone(), b].concat(), None).unwrap().collect_all().unwrap();
+    let chained = AudioStream::from_bytes([a.clone(), b].concat(), None)
+        .unwrap()
+        .collect_all()
+        .unwrap();
     assert_eq!(chained.len(), 2 * JFK_LEN);
     // The resampler runs across the join, so compare away from it.
-    let (c1, c2) = (ncc(&chained[..JFK_LEN - 100], &da[..JFK_LEN - 100], 0), ncc(&chained[JFK_LEN + 100..], &db[100..], 0));
+    let (c1, c2) = (
+        ncc(&chained[..JFK_LEN - 100], &da[..JFK_LEN - 100], 0),
+        ncc(&chained[JFK_LEN + 100..], &db[100..], 0),
+    );
     eprintln!("chained Ogg Opus: NCC {c1:.8} and {c2:.8} with the links decoded alone");
     assert!(c1 > 0.999_999 && c2 > 0.999_999, "{c1} {c2}");
 
@@ -271,9 +442,19 @@ fn chained_and_damaged_ogg_opus() {
     let mut damaged = a.clone();
     let mid = damaged.len() / 2;
     damaged[mid] ^= 0x55;
-    let got = AudioStream::from_bytes(damaged, None).unwrap().collect_all().unwrap();
-    eprintln!("Ogg Opus with one damaged page: {} samples of {JFK_LEN}", got.len());
-    assert!(got.len() < JFK_LEN && got.len() > JFK_LEN * 3 / 4, "{} samples", got.len());
+    let got = AudioStream::from_bytes(damaged, None)
+        .unwrap()
+        .collect_all()
+        .unwrap();
+    eprintln!(
+        "Ogg Opus with one damaged page: {} samples of {JFK_LEN}",
+        got.len()
+    );
+    assert!(
+        got.len() < JFK_LEN && got.len() > JFK_LEN * 3 / 4,
+        "{} samples",
+        got.len()
+    );
     assert_eq!(got[..1_000], da[..1_000]);
 }
 
@@ -284,15 +465,25 @@ fn other_containers_decode() {
     for &(file, _, lossless) in OTHER_CONTAINERS {
         let got = load_audio(&dir.join(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
         if lossless {
-            assert_eq!(got, want, "{file}: a lossless codec must decode bit-exactly");
+            assert_eq!(
+                got, want,
+                "{file}: a lossless codec must decode bit-exactly"
+            );
             continue;
         }
         let lag = best_lag(&got, &want, 1_200);
         let c = ncc(&got, &want, lag);
-        eprintln!("{file:16} {} samples, best lag {lag}, NCC there {c:.6}", got.len());
+        eprintln!(
+            "{file:16} {} samples, best lag {lag}, NCC there {c:.6}",
+            got.len()
+        );
         // Measured: best lags 0 (Vorbis in Matroska, +128 samples of padding), -1,024
         // (AAC), -1,105 (MP3 in Matroska), -481 (MP2); NCC there ≥ 0.99694.
-        assert!(got.len().abs_diff(JFK_LEN) * 100 <= JFK_LEN, "{file}: {} samples", got.len());
+        assert!(
+            got.len().abs_diff(JFK_LEN) * 100 <= JFK_LEN,
+            "{file}: {} samples",
+            got.len()
+        );
         assert!(c >= 0.99, "{file}: NCC {c}");
     }
 }
@@ -301,17 +492,26 @@ fn other_containers_decode() {
 fn every_format_transcribes_to_the_jfk_text() {
     let dir = encoded();
     let mut model = common::load_model();
-    let opts = amanuensis::TranscribeOptions { without_timestamps: true, ..Default::default() };
+    let opts = amanuensis::TranscribeOptions {
+        without_timestamps: true,
+        ..Default::default()
+    };
     let mut wrong = Vec::new();
     for e in ENCODINGS {
         let pcm = load_audio(&dir.join(e.file)).unwrap_or_else(|err| panic!("{}: {err}", e.file));
-        let t = model.transcribe_pcm(&pcm, &opts).unwrap_or_else(|err| panic!("{}: {err:#}", e.file));
+        let t = model
+            .transcribe_pcm(&pcm, &opts)
+            .unwrap_or_else(|err| panic!("{}: {err:#}", e.file));
         eprintln!("{:14} {}", e.file, t.text);
         if t.text != JFK_TEXT {
             wrong.push(format!("{}: {:?}", e.file, t.text));
         }
     }
-    assert!(wrong.is_empty(), "transcripts differ from the jfk text:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "transcripts differ from the jfk text:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -331,7 +531,10 @@ fn stdin_transcribes_a_piped_flac() {
     writer.join().unwrap().expect("write to the pipe");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "amanuensis transcribe - failed: {err}");
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end_matches('\n'), JFK_TEXT);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end_matches('\n'),
+        JFK_TEXT
+    );
 }
 
 /// A reader that hands out a few bytes at a time, like a pipe, and cannot seek.
@@ -358,9 +561,18 @@ fn forward_only_streams_decode_like_files() {
             // symphonia finds the end granule of Ogg Vorbis by seeking to the last page:
             // through a pipe the final block's padding stays (measured +128 samples).
             assert_eq!(from_pipe[..from_file.len()], from_file[..], "{}", e.file);
-            assert!(from_pipe.len() - from_file.len() <= 1_024, "{}: {} samples", e.file, from_pipe.len());
+            assert!(
+                from_pipe.len() - from_file.len() <= 1_024,
+                "{}: {} samples",
+                e.file,
+                from_pipe.len()
+            );
         } else {
-            assert_eq!(from_pipe, from_file, "{}: a pipe decodes differently from the file", e.file);
+            assert_eq!(
+                from_pipe, from_file,
+                "{}: a pipe decodes differently from the file",
+                e.file
+            );
         }
     }
 }
@@ -376,7 +588,10 @@ fn assert_mentions(e: &AudioError, parts: &[&str]) {
     let msg = e.to_string();
     eprintln!("error message: {msg}");
     for p in parts {
-        assert!(msg.contains(p), "error message {msg:?} should mention {p:?}");
+        assert!(
+            msg.contains(p),
+            "error message {msg:?} should mention {p:?}"
+        );
     }
 }
 
@@ -389,8 +604,17 @@ fn truncated_mp3_decodes_what_is_there() {
     // Decision: a file cut mid-stream yields the complete frames before the cut (with a
     // warning), as a player would; the samples are those of the whole file.
     let got = load_audio(&half).unwrap();
-    eprintln!("half of the MP3 ({} of {} bytes): {} samples", mp3.len() / 2, mp3.len(), got.len());
-    assert!((JFK_LEN * 45 / 100..=JFK_LEN * 55 / 100).contains(&got.len()), "{} samples", got.len());
+    eprintln!(
+        "half of the MP3 ({} of {} bytes): {} samples",
+        mp3.len() / 2,
+        mp3.len(),
+        got.len()
+    );
+    assert!(
+        (JFK_LEN * 45 / 100..=JFK_LEN * 55 / 100).contains(&got.len()),
+        "{} samples",
+        got.len()
+    );
     assert_eq!(got[..], full[..got.len()]);
 }
 
@@ -402,8 +626,14 @@ fn mp3_cut_inside_its_header_is_an_error() {
         let p = scratch_dir().join(format!("header_cut_{cut}.mp3"));
         std::fs::write(&p, &mp3[..cut]).unwrap();
         let e = err_of(load_audio(&p));
-        assert!(matches!(e, AudioError::Corrupt { .. }), "cut at {cut}: {e:?}");
-        assert_mentions(&e, &[&format!("header_cut_{cut}.mp3"), "truncated or corrupt"]);
+        assert!(
+            matches!(e, AudioError::Corrupt { .. }),
+            "cut at {cut}: {e:?}"
+        );
+        assert_mentions(
+            &e,
+            &[&format!("header_cut_{cut}.mp3"), "truncated or corrupt"],
+        );
     }
 }
 
@@ -416,7 +646,11 @@ fn zero_length_and_non_audio_files_name_the_file() {
     assert_mentions(&e, &["nothing.mp3", "empty (0 bytes)"]);
 
     let text = scratch_dir().join("minutes.mp3");
-    std::fs::write(&text, "Minutes of the meeting: nothing was decided.\n".repeat(40)).unwrap();
+    std::fs::write(
+        &text,
+        "Minutes of the meeting: nothing was decided.\n".repeat(40),
+    )
+    .unwrap();
     let e = err_of(load_audio(&text));
     assert!(matches!(e, AudioError::UnrecognisedFormat { .. }), "{e:?}");
     assert_mentions(&e, &["minutes.mp3", "not a recognised audio file"]);
@@ -442,7 +676,8 @@ fn damaged_compressed_files_never_panic() {
         let bytes = std::fs::read(dir.join(e.file)).unwrap();
         for i in 0..12 {
             let cut = (next() as usize) % bytes.len();
-            let _ = AudioStream::from_bytes(bytes[..cut].to_vec(), None).and_then(|s| s.collect_all());
+            let _ =
+                AudioStream::from_bytes(bytes[..cut].to_vec(), None).and_then(|s| s.collect_all());
             let mut b = bytes.clone();
             for _ in 0..1 + i {
                 let at = (next() as usize) % b.len();
@@ -529,11 +764,21 @@ fn write_two_tone_wav(path: &Path, rate: u32, secs: u32, streaming: bool) {
     let frames = rate * secs;
     let data_len = frames * 4;
     let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let (riff, data) = if streaming { (u32::MAX, u32::MAX) } else { (36 + data_len, data_len) };
+    let (riff, data) = if streaming {
+        (u32::MAX, u32::MAX)
+    } else {
+        (36 + data_len, data_len)
+    };
     w.write_all(b"RIFF").unwrap();
     w.write_all(&riff.to_le_bytes()).unwrap();
     w.write_all(b"WAVEfmt ").unwrap();
-    for v in [16u32.to_le_bytes(), [1, 0, 2, 0], rate.to_le_bytes(), (rate * 4).to_le_bytes(), [4, 0, 16, 0]] {
+    for v in [
+        16u32.to_le_bytes(),
+        [1, 0, 2, 0],
+        rate.to_le_bytes(),
+        (rate * 4).to_le_bytes(),
+        [4, 0, 16, 0],
+    ] {
         w.write_all(&v).unwrap();
     }
     w.write_all(b"data").unwrap();
@@ -551,13 +796,21 @@ fn write_two_tone_wav(path: &Path, rate: u32, secs: u32, streaming: bool) {
 /// The down-mixed two-tone signal at 16 kHz, sample `k`.
 fn two_tone_16k(k: usize) -> f64 {
     let t = k as f64 / f64::from(SAMPLE_RATE);
-    0.125 * ((2.0 * std::f64::consts::PI * 440.0 * t).sin() + (2.0 * std::f64::consts::PI * 1_000.0 * t).sin())
+    0.125
+        * ((2.0 * std::f64::consts::PI * 440.0 * t).sin()
+            + (2.0 * std::f64::consts::PI * 1_000.0 * t).sin())
 }
 
 fn check_two_tone(pcm: &[f32]) {
     // Away from the ends, the output is the analytic mixture (to int16 quantisation).
-    let worst = (1_000..pcm.len() - 1_000).step_by(997).map(|k| (f64::from(pcm[k]) - two_tone_16k(k)).abs()).fold(0.0, f64::max);
-    assert!(worst < 1e-4, "largest deviation from the two-tone mixture {worst}");
+    let worst = (1_000..pcm.len() - 1_000)
+        .step_by(997)
+        .map(|k| (f64::from(pcm[k]) - two_tone_16k(k)).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 1e-4,
+        "largest deviation from the two-tone mixture {worst}"
+    );
 }
 
 #[test]
@@ -577,7 +830,10 @@ fn ten_minutes_of_48k_stereo_decode_without_a_second_copy() {
     assert_eq!(pcm.len(), 600 * 16_000);
     // Measured: peak 39.1 MB for 38.4 MB of output, 0.7 s. The source-rate signal (230 MB
     // as f64 stereo, 115 MB as f32 mono at 48 kHz) is never held.
-    assert!(peak <= out_bytes + out_bytes / 10 + (4 << 20), "peak {peak} bytes for {out_bytes} bytes of output");
+    assert!(
+        peak <= out_bytes + out_bytes / 10 + (4 << 20),
+        "peak {peak} bytes for {out_bytes} bytes of output"
+    );
     check_two_tone(&pcm);
     std::fs::remove_file(&path).ok();
 }
@@ -588,13 +844,24 @@ fn a_stream_of_unknown_length_grows_its_buffer_by_small_steps() {
     let path = scratch_dir().join("two_tone_12min_16k_streaming.wav");
     write_two_tone_wav(&path, 16_000, 720, true);
     let file = std::fs::File::open(&path).unwrap();
-    let (pcm, peak) = peak_bytes(|| AudioStream::from_reader(file, "pipe").and_then(|s| s.collect_all()).unwrap());
+    let (pcm, peak) = peak_bytes(|| {
+        AudioStream::from_reader(file, "pipe")
+            .and_then(|s| s.collect_all())
+            .unwrap()
+    });
     let out_bytes = pcm.len() * 4;
-    eprintln!("12 min streaming WAV through a pipe: output {:.1} MB, peak {:.1} MB", out_bytes as f64 / 1e6, peak as f64 / 1e6);
+    eprintln!(
+        "12 min streaming WAV through a pipe: output {:.1} MB, peak {:.1} MB",
+        out_bytes as f64 / 1e6,
+        peak as f64 / 1e6
+    );
     assert_eq!(pcm.len(), 720 * 16_000);
     // Measured: peak 50.0 MB for 46.1 MB of output (10 minutes reserved on the header's
     // word, then steps of an eighth).
-    assert!(peak <= out_bytes + out_bytes / 4 + (8 << 20), "peak {peak} bytes for {out_bytes} bytes of output");
+    assert!(
+        peak <= out_bytes + out_bytes / 4 + (8 << 20),
+        "peak {peak} bytes for {out_bytes} bytes of output"
+    );
     check_two_tone(&pcm);
     std::fs::remove_file(&path).ok();
 }
@@ -606,10 +873,21 @@ fn damaged_webm_is_a_clean_cli_error() {
     let full = std::fs::read(encoded().join("jfk_opus.webm")).unwrap();
     let cut = scratch_dir().join("jfk_cut.webm");
     std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
-    let o = common::cli().args(["transcribe", "-q"]).arg(&cut).output().unwrap();
+    let o = common::cli()
+        .args(["transcribe", "-q"])
+        .arg(&cut)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(err.starts_with("error: ") && err.contains("jfk_cut.webm"), "{err}");
-    assert_eq!(err.matches("jfk_cut.webm").count(), 1, "the file is named once: {err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("jfk_cut.webm"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("jfk_cut.webm").count(),
+        1,
+        "the file is named once: {err}"
+    );
 }

@@ -21,7 +21,10 @@ fn fixture_audio() -> Vec<f32> {
     let t = st.tensor("audio").expect("tensor `audio`");
     assert_eq!(t.dtype(), safetensors::Dtype::F32);
     assert_eq!(t.shape(), [176_000]);
-    t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// A scratch file path under cargo's per-target temporary directory.
@@ -39,7 +42,14 @@ fn write_scratch(name: &str, bytes: &[u8]) -> PathBuf {
 
 /// Builds a WAV file: `fmt ` chunk from the given fields (plus `fmt_extra` bytes) and a
 /// `data` chunk holding `data`.
-fn wav_bytes(tag: u16, channels: u16, rate: u32, bits: u16, fmt_extra: &[u8], data: &[u8]) -> Vec<u8> {
+fn wav_bytes(
+    tag: u16,
+    channels: u16,
+    rate: u32,
+    bits: u16,
+    fmt_extra: &[u8],
+    data: &[u8],
+) -> Vec<u8> {
     let block_align = channels * bits.div_ceil(8);
     let mut fmt = Vec::new();
     fmt.extend_from_slice(&tag.to_le_bytes());
@@ -63,12 +73,18 @@ fn wav_bytes(tag: u16, channels: u16, rate: u32, bits: u16, fmt_extra: &[u8], da
 
 /// The fixture audio as int16 PCM values (exact: the fixture is int16 / 32768).
 fn fixture_i16() -> Vec<i16> {
-    fixture_audio().iter().map(|&x| (x * 32768.0) as i16).collect()
+    fixture_audio()
+        .iter()
+        .map(|&x| (x * 32768.0) as i16)
+        .collect()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Normalised cross-correlation of `a` and `b` with `b` shifted by `lag` samples.
@@ -90,7 +106,9 @@ fn ncc(a: &[f32], b: &[f32], lag: isize) -> f64 {
 /// Relative RMS difference |a − b| / |b|.
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     let n = a.len().min(b.len());
-    let e: f64 = (0..n).map(|i| (f64::from(a[i]) - f64::from(b[i])).powi(2)).sum();
+    let e: f64 = (0..n)
+        .map(|i| (f64::from(a[i]) - f64::from(b[i])).powi(2))
+        .sum();
     let r: f64 = (0..n).map(|i| f64::from(b[i]).powi(2)).sum();
     (e / r).sqrt()
 }
@@ -102,9 +120,14 @@ fn lowpass(x: &[f32], fc: f64) -> Vec<f32> {
     let taps: Vec<f64> = (-half..=half)
         .map(|k| {
             let t = k as f64;
-            let sinc = if k == 0 { 2.0 * wc } else { (2.0 * std::f64::consts::PI * wc * t).sin() / (std::f64::consts::PI * t) };
+            let sinc = if k == 0 {
+                2.0 * wc
+            } else {
+                (2.0 * std::f64::consts::PI * wc * t).sin() / (std::f64::consts::PI * t)
+            };
             let n = (k + half) as f64 / (2 * half) as f64;
-            let w = 0.42 - 0.5 * (2.0 * std::f64::consts::PI * n).cos() + 0.08 * (4.0 * std::f64::consts::PI * n).cos();
+            let w = 0.42 - 0.5 * (2.0 * std::f64::consts::PI * n).cos()
+                + 0.08 * (4.0 * std::f64::consts::PI * n).cos();
             sinc * w
         })
         .collect();
@@ -132,7 +155,10 @@ fn err_of<T: std::fmt::Debug>(r: Result<T, AudioError>) -> AudioError {
 fn assert_mentions(msg: &str, parts: &[&str]) {
     eprintln!("error message: {msg}");
     for p in parts {
-        assert!(msg.contains(p), "error message {msg:?} should mention {p:?}");
+        assert!(
+            msg.contains(p),
+            "error message {msg:?} should mention {p:?}"
+        );
     }
 }
 
@@ -151,15 +177,27 @@ fn all_16k_mono_clips_decode_to_their_manifest_length() {
     for row in rows.iter().filter(|r| r.sample_rate == 16_000) {
         let pcm = load_audio(&audio_path(&row.file)).unwrap();
         let secs = pcm.len() as f64 / 16_000.0;
-        assert!((secs - row.seconds).abs() < 1e-3, "{}: {secs} s vs manifest {} s", row.file, row.seconds);
-        assert!(pcm.iter().all(|x| x.is_finite() && x.abs() <= 1.0), "{}", row.file);
+        assert!(
+            (secs - row.seconds).abs() < 1e-3,
+            "{}: {secs} s vs manifest {} s",
+            row.file,
+            row.seconds
+        );
+        assert!(
+            pcm.iter().all(|x| x.is_finite() && x.abs() <= 1.0),
+            "{}",
+            row.file
+        );
     }
 }
 
 #[test]
 fn stereo_44k1_resamples_and_downmixes_close_to_jfk() {
     let mut stream = AudioStream::open(&audio_path("jfk_44k1_stereo.wav")).unwrap();
-    assert_eq!((stream.source_sample_rate(), stream.source_channels()), (44_100, 2));
+    assert_eq!(
+        (stream.source_sample_rate(), stream.source_channels()),
+        (44_100, 2)
+    );
     // Streaming in chunks gives the same samples as decoding in one go.
     let mut streamed = Vec::new();
     let mut chunks = 0;
@@ -183,7 +221,10 @@ fn stereo_44k1_resamples_and_downmixes_close_to_jfk() {
     assert!(rel <= 1e-3, "relative error {rel}");
     // Time-aligned: zero lag correlates best.
     for lag in [-2isize, -1, 1, 2] {
-        assert!(ncc(&got, &want, lag) < c0, "lag {lag} correlates better than 0");
+        assert!(
+            ncc(&got, &want, lag) < c0,
+            "lag {lag} correlates better than 0"
+        );
     }
 }
 
@@ -206,7 +247,10 @@ fn upsampled_8k_matches_band_limited_jfk() {
     assert!(c_lp >= 0.99999, "band-limited NCC {c_lp}");
     assert!(rel_lp <= 3e-3, "band-limited relative error {rel_lp}");
     for lag in [-1isize, 1] {
-        assert!(ncc(&got_lp, &want_lp, lag) < c_lp, "lag {lag} correlates better than 0");
+        assert!(
+            ncc(&got_lp, &want_lp, lag) < c_lp,
+            "lag {lag} correlates better than 0"
+        );
     }
 }
 
@@ -217,28 +261,43 @@ fn in_memory_formats_decode_exactly() {
     let n = 20_000;
 
     // 16-bit stereo with identical channels: the average is the channel itself.
-    let data: Vec<u8> = pcm[..n].iter().flat_map(|s| [s.to_le_bytes(), s.to_le_bytes()].concat()).collect();
+    let data: Vec<u8> = pcm[..n]
+        .iter()
+        .flat_map(|s| [s.to_le_bytes(), s.to_le_bytes()].concat())
+        .collect();
     let got = decode_audio_bytes(wav_bytes(1, 2, 16_000, 16, &[], &data), Some("wav")).unwrap();
     assert_eq!(max_abs_diff(&got, &want[..n]), 0.0);
 
     // 24-bit: s << 8 / 2^23 equals s / 2^15.
-    let data: Vec<u8> = pcm[..n].iter().flat_map(|&s| (i32::from(s) << 8).to_le_bytes()[..3].to_vec()).collect();
+    let data: Vec<u8> = pcm[..n]
+        .iter()
+        .flat_map(|&s| (i32::from(s) << 8).to_le_bytes()[..3].to_vec())
+        .collect();
     let got = decode_audio_bytes(wav_bytes(1, 1, 16_000, 24, &[], &data), None).unwrap();
     assert_eq!(max_abs_diff(&got, &want[..n]), 0.0);
 
     // 32-bit integer.
-    let data: Vec<u8> = pcm[..n].iter().flat_map(|&s| (i32::from(s) << 16).to_le_bytes()).collect();
+    let data: Vec<u8> = pcm[..n]
+        .iter()
+        .flat_map(|&s| (i32::from(s) << 16).to_le_bytes())
+        .collect();
     let got = decode_audio_bytes(wav_bytes(1, 1, 16_000, 32, &[], &data), None).unwrap();
     assert_eq!(max_abs_diff(&got, &want[..n]), 0.0);
 
     // 32-bit IEEE float, 3 channels (L, R, and their negated mean cancelling nothing: the
     // average of x, x, x is x).
-    let data: Vec<u8> = want[..n].iter().flat_map(|x| [x.to_le_bytes(); 3].concat()).collect();
+    let data: Vec<u8> = want[..n]
+        .iter()
+        .flat_map(|x| [x.to_le_bytes(); 3].concat())
+        .collect();
     let got = decode_audio_bytes(wav_bytes(3, 3, 16_000, 32, &[], &data), None).unwrap();
     assert_eq!(max_abs_diff(&got, &want[..n]), 0.0);
 
     // Opposite channels average to silence.
-    let data: Vec<u8> = pcm[..n].iter().flat_map(|&s| [s.to_le_bytes(), (-s).to_le_bytes()].concat()).collect();
+    let data: Vec<u8> = pcm[..n]
+        .iter()
+        .flat_map(|&s| [s.to_le_bytes(), (-s).to_le_bytes()].concat())
+        .collect();
     let got = decode_audio_bytes(wav_bytes(1, 2, 16_000, 16, &[], &data), None).unwrap();
     assert!(got.iter().all(|&x| x == 0.0));
 
@@ -247,7 +306,9 @@ fn in_memory_formats_decode_exactly() {
     ext.extend_from_slice(&22u16.to_le_bytes()); // cbSize
     ext.extend_from_slice(&16u16.to_le_bytes()); // valid bits
     ext.extend_from_slice(&4u32.to_le_bytes()); // channel mask: front centre
-    ext.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71]);
+    ext.extend_from_slice(&[
+        1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71,
+    ]);
     let data: Vec<u8> = pcm[..n].iter().flat_map(|s| s.to_le_bytes()).collect();
     let got = decode_audio_bytes(wav_bytes(0xFFFE, 1, 16_000, 16, &ext, &data), None).unwrap();
     assert_eq!(max_abs_diff(&got, &want[..n]), 0.0);
@@ -262,10 +323,18 @@ fn resampled_length_is_rounded_and_short_inputs_work() {
     // One frame at 48 kHz → round(1/3) = 0 samples; three frames → 1 sample.
     let got = decode_audio_bytes(wav_bytes(1, 1, 48_000, 16, &[], &[0, 0]), None).unwrap();
     assert!(got.is_empty());
-    let got = decode_audio_bytes(wav_bytes(1, 1, 48_000, 16, &[], &[0x00, 0x40, 0x00, 0x40, 0x00, 0x40]), None).unwrap();
+    let got = decode_audio_bytes(
+        wav_bytes(1, 1, 48_000, 16, &[], &[0x00, 0x40, 0x00, 0x40, 0x00, 0x40]),
+        None,
+    )
+    .unwrap();
     assert_eq!(got.len(), 1);
     // An empty data chunk decodes to no samples.
-    assert!(decode_audio_bytes(wav_bytes(1, 1, 16_000, 16, &[], &[]), None).unwrap().is_empty());
+    assert!(
+        decode_audio_bytes(wav_bytes(1, 1, 16_000, 16, &[], &[]), None)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -279,16 +348,25 @@ fn error_zero_length_file() {
 
 #[test]
 fn error_text_file_named_wav() {
-    let p = write_scratch("notes.wav", b"These are meeting notes, not audio.\nSecond line.\n");
+    let p = write_scratch(
+        "notes.wav",
+        b"These are meeting notes, not audio.\nSecond line.\n",
+    );
     let e = err_of(load_audio(&p));
     assert!(matches!(e, AudioError::UnrecognisedFormat { .. }), "{e:?}");
-    assert_mentions(&e.to_string(), &["notes.wav", "not a recognised audio file"]);
+    assert_mentions(
+        &e.to_string(),
+        &["notes.wav", "not a recognised audio file"],
+    );
 }
 
 #[test]
 fn error_other_container_is_named() {
     // The content decides, not the extension: a FLAC header cut short inside a ".wav".
-    let p = write_scratch("speech.wav", b"fLaC\0\0\0\"\x10\x00\x10\x00\0\0\0\0\0\0\x0a\xc4\x40\xf0");
+    let p = write_scratch(
+        "speech.wav",
+        b"fLaC\0\0\0\"\x10\x00\x10\x00\0\0\0\0\0\0\x0a\xc4\x40\xf0",
+    );
     let e = err_of(load_audio(&p));
     assert!(matches!(e, AudioError::Corrupt { .. }), "{e:?}");
     assert_mentions(&e.to_string(), &["speech.wav", "FLAC header is cut short"]);
@@ -311,7 +389,10 @@ fn error_unsupported_format_tag_ima_adpcm() {
     let p = write_scratch("adpcm.wav", &bytes);
     let e = err_of(load_audio(&p));
     assert!(matches!(e, AudioError::UnsupportedCodec { .. }), "{e:?}");
-    assert_mentions(&e.to_string(), &["adpcm.wav", "IMA ADPCM", "0x0011", "unsupported codec"]);
+    assert_mentions(
+        &e.to_string(),
+        &["adpcm.wav", "IMA ADPCM", "0x0011", "unsupported codec"],
+    );
 }
 
 #[test]
@@ -326,8 +407,13 @@ fn error_unsupported_format_tag_mp3_in_wav() {
     ext.extend_from_slice(&22u16.to_le_bytes());
     ext.extend_from_slice(&16u16.to_le_bytes());
     ext.extend_from_slice(&4u32.to_le_bytes());
-    ext.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71]);
-    let e = err_of(decode_audio_bytes(wav_bytes(0xFFFE, 1, 16_000, 16, &ext, &[0; 64]), None));
+    ext.extend_from_slice(&[
+        0x02, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71,
+    ]);
+    let e = err_of(decode_audio_bytes(
+        wav_bytes(0xFFFE, 1, 16_000, 16, &ext, &[0; 64]),
+        None,
+    ));
     assert_mentions(&e.to_string(), &["Microsoft ADPCM", "0x0002", "EXTENSIBLE"]);
 }
 
@@ -341,7 +427,10 @@ fn error_truncated_header() {
         let msg = e.to_string();
         assert_mentions(&msg, &[&name]);
         // A file starting with "RIFF" is reported as a damaged file, not as a foreign one.
-        assert!(matches!(e, AudioError::Corrupt { .. }), "{cut} bytes: {e:?}");
+        assert!(
+            matches!(e, AudioError::Corrupt { .. }),
+            "{cut} bytes: {e:?}"
+        );
         assert_mentions(&msg, &["truncated or corrupt"]);
     }
 }
@@ -352,7 +441,13 @@ fn truncated_data_chunk_keeps_what_is_there() {
     let want = fixture_audio();
     // jfk.wav has a 78-byte header (fmt, LIST, data); cut the data mid-sample as well.
     let data_start = jfk.windows(4).position(|w| w == b"data").unwrap() + 8;
-    for cut in [data_start + 2, data_start + 3, data_start + 10_000, data_start + 10_001, jfk.len() - 1] {
+    for cut in [
+        data_start + 2,
+        data_start + 3,
+        data_start + 10_000,
+        data_start + 10_001,
+        jfk.len() - 1,
+    ] {
         let p = write_scratch("cut_data.wav", &jfk[..cut]);
         let got = load_audio(&p).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let n = (cut - data_start) / 2;
@@ -364,19 +459,34 @@ fn truncated_data_chunk_keeps_what_is_there() {
     for cut in [data_start, data_start + 1] {
         let p = write_scratch("cut_before_data.wav", &jfk[..cut]);
         let e = err_of(load_audio(&p));
-        assert!(matches!(e, AudioError::Corrupt { .. }), "cut at {cut}: {e:?}");
-        assert_mentions(&e.to_string(), &["cut_before_data.wav", "before its first complete audio frame"]);
+        assert!(
+            matches!(e, AudioError::Corrupt { .. }),
+            "cut at {cut}: {e:?}"
+        );
+        assert_mentions(
+            &e.to_string(),
+            &[
+                "cut_before_data.wav",
+                "before its first complete audio frame",
+            ],
+        );
     }
     // Resampled input cut short also decodes without panicking.
     let st = std::fs::read(audio_path("jfk_44k1_stereo.wav")).unwrap();
     let got = decode_audio_bytes(st[..100_003].to_vec(), Some("wav")).unwrap();
     let frames = (100_003 - 44) / 4;
-    assert_eq!(got.len(), ((frames as f64) * 16_000.0 / 44_100.0).round() as usize);
+    assert_eq!(
+        got.len(),
+        ((frames as f64) * 16_000.0 / 44_100.0).round() as usize
+    );
 }
 
 #[test]
 fn error_zero_channels_and_absurd_rates() {
-    let e = err_of(decode_audio_bytes(wav_bytes(1, 0, 16_000, 16, &[], &[0; 32]), None));
+    let e = err_of(decode_audio_bytes(
+        wav_bytes(1, 0, 16_000, 16, &[], &[0; 32]),
+        None,
+    ));
     assert!(matches!(e, AudioError::NoChannels { .. }), "{e:?}");
     assert_mentions(&e.to_string(), &["in-memory audio", "0 channels"]);
 
@@ -389,8 +499,14 @@ fn error_zero_channels_and_absurd_rates() {
     for rate in [0u32, 10, 5_000_000] {
         let p = write_scratch("rate.wav", &wav_bytes(1, 1, rate, 16, &[], &[0; 32]));
         let e = err_of(load_audio(&p));
-        assert!(matches!(e, AudioError::BadSampleRate { .. }), "{rate}: {e:?}");
-        assert_mentions(&e.to_string(), &["rate.wav", &format!("sample rate {rate} Hz")]);
+        assert!(
+            matches!(e, AudioError::BadSampleRate { .. }),
+            "{rate}: {e:?}"
+        );
+        assert_mentions(
+            &e.to_string(),
+            &["rate.wav", &format!("sample rate {rate} Hz")],
+        );
     }
 }
 

@@ -7,8 +7,8 @@
 
 use amanuensis::decoding::{
     beam_search, decode_with_fallback, greedy_decode, log_softmax, sample_decode, BatchStepModel,
-    BeamOptions, DecodeError, DecodeOptions, FallbackOptions, LogitFilter,
-    SingleSequence, SpecialIds, SuppressBlank, SuppressTokens, TimestampRules,
+    BeamOptions, DecodeError, DecodeOptions, FallbackOptions, LogitFilter, SingleSequence,
+    SpecialIds, SuppressBlank, SuppressTokens, TimestampRules,
 };
 use amanuensis::transcribe::compression_ratio;
 
@@ -168,7 +168,11 @@ impl Fake {
 }
 
 impl BatchStepModel for Fake {
-    fn step(&mut self, tokens: &[Vec<u32>], logit_positions: &[usize]) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
+    fn step(
+        &mut self,
+        tokens: &[Vec<u32>],
+        logit_positions: &[usize],
+    ) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
         self.events
             .push(Event::Step(tokens.to_vec(), logit_positions.to_vec()));
         anyhow::ensure!(
@@ -199,7 +203,8 @@ impl BatchStepModel for Fake {
                 .iter()
                 .map(|&p| (self.script)(attempt, &self.seqs[i][..base + p + 1]))
                 .collect();
-            self.last_logits[i] = (logit_positions.last() == Some(&(n - 1))).then(|| rows.last().unwrap().clone());
+            self.last_logits[i] =
+                (logit_positions.last() == Some(&(n - 1))).then(|| rows.last().unwrap().clone());
             out.push(rows);
         }
         Ok(out)
@@ -310,7 +315,12 @@ fn filters(o: &DecodeOptions) -> Vec<Box<dyn LogitFilter>> {
 }
 
 /// Filtered log-probabilities after `generated`, recomputed from the whole history.
-fn filtered_log_probs(script: &dyn Fn(&[u32]) -> Vec<f32>, p: &[u32], generated: &[u32], o: &DecodeOptions) -> Vec<f32> {
+fn filtered_log_probs(
+    script: &dyn Fn(&[u32]) -> Vec<f32>,
+    p: &[u32],
+    generated: &[u32],
+    o: &DecodeOptions,
+) -> Vec<f32> {
     let mut h = p.to_vec();
     h.extend_from_slice(generated);
     let mut l = script(&h);
@@ -321,7 +331,12 @@ fn filtered_log_probs(script: &dyn Fn(&[u32]) -> Vec<f32>, p: &[u32], generated:
 }
 
 /// CTranslate2's beam search written plainly: (tokens, cumulative, final score).
-fn reference_beam(script: &dyn Fn(&[u32]) -> Vec<f32>, p: &[u32], o: &DecodeOptions, bo: BeamOptions) -> (Vec<u32>, f32, f32) {
+fn reference_beam(
+    script: &dyn Fn(&[u32]) -> Vec<f32>,
+    p: &[u32],
+    o: &DecodeOptions,
+    bo: BeamOptions,
+) -> (Vec<u32>, f32, f32) {
     let b = bo.beam_size;
     let free = (o.max_length / 2).min(o.max_length - (p.len() - 1));
     let max_finished = (b as f32 * bo.patience).round() as usize;
@@ -388,8 +403,14 @@ fn reference_beam(script: &dyn Fn(&[u32]) -> Vec<f32>, p: &[u32], o: &DecodeOpti
 }
 
 /// Every token of `generated` is allowed by the filters applied to its own history.
-fn obeys_filters(script: &dyn Fn(&[u32]) -> Vec<f32>, p: &[u32], generated: &[u32], o: &DecodeOptions) -> bool {
-    (0..generated.len()).all(|i| filtered_log_probs(script, p, &generated[..i], o)[generated[i] as usize] > NEG_INF)
+fn obeys_filters(
+    script: &dyn Fn(&[u32]) -> Vec<f32>,
+    p: &[u32],
+    generated: &[u32],
+    o: &DecodeOptions,
+) -> bool {
+    (0..generated.len())
+        .all(|i| filtered_log_probs(script, p, &generated[..i], o)[generated[i] as usize] > NEG_INF)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -403,14 +424,22 @@ fn beam_size_one_is_greedy_decoding() {
             let plen = p.len();
             let script = move |h: &[u32]| hashed_logits(h, plen, salt, !timestamps);
             let mut fake = Fake::simple(script);
-            let greedy = greedy_decode(&mut SingleSequence(&mut fake), &p, &ids(), &opts(timestamps)).unwrap();
+            let greedy = greedy_decode(
+                &mut SingleSequence(&mut fake),
+                &p,
+                &ids(),
+                &opts(timestamps),
+            )
+            .unwrap();
             let mut fake = Fake::simple(script);
-            let r = beam_search(&mut fake, &p, &ids(), &opts(timestamps), &beam(1, 1.0, 1.0)).unwrap();
+            let r =
+                beam_search(&mut fake, &p, &ids(), &opts(timestamps), &beam(1, 1.0, 1.0)).unwrap();
             assert_eq!(r, greedy, "salt {salt}");
             assert!(fake.reorders().is_empty(), "greedy decoding never reorders");
             // Patience plays no part with one beam.
             let mut fake = Fake::simple(script);
-            let r = beam_search(&mut fake, &p, &ids(), &opts(timestamps), &beam(1, 3.0, 1.0)).unwrap();
+            let r =
+                beam_search(&mut fake, &p, &ids(), &opts(timestamps), &beam(1, 3.0, 1.0)).unwrap();
             assert_eq!(r, greedy);
         }
     }
@@ -435,8 +464,18 @@ fn better_than_greedy_script(h: &[u32]) -> Vec<f32> {
 fn beam_search_finds_a_better_sequence_than_greedy() {
     let p = prompt(false);
     let o = opts(false);
-    let greedy = greedy_decode(&mut SingleSequence(&mut Fake::simple(better_than_greedy_script)), &p, &ids(), &o).unwrap();
-    assert_eq!(greedy.tokens, vec![A, C], "greedy takes A, then the lowest of the tied ids");
+    let greedy = greedy_decode(
+        &mut SingleSequence(&mut Fake::simple(better_than_greedy_script)),
+        &p,
+        &ids(),
+        &o,
+    )
+    .unwrap();
+    assert_eq!(
+        greedy.tokens,
+        vec![A, C],
+        "greedy takes A, then the lowest of the tied ids"
+    );
 
     let mut fake = Fake::simple(better_than_greedy_script).checked();
     let r = beam_search(&mut fake, &p, &ids(), &o, &beam(2, 1.0, 1.0)).unwrap();
@@ -449,10 +488,18 @@ fn beam_search_finds_a_better_sequence_than_greedy() {
     };
     let lp_b = ref_lp(&blanked(s(&[])), B) + ref_lp(&s(&[B]), EOT);
     let lp_greedy = ref_lp(&blanked(s(&[])), A) + ref_lp(&s(&[A]), C) + ref_lp(&s(&[A, C]), EOT);
-    assert!((r.sum_logprob - lp_b).abs() < 1e-5 && (r.score - lp_b).abs() < 1e-5, "{r:?}");
+    assert!(
+        (r.sum_logprob - lp_b).abs() < 1e-5 && (r.score - lp_b).abs() < 1e-5,
+        "{r:?}"
+    );
     assert!((r.avg_logprob - lp_b / 2.0).abs() < 1e-5);
     assert!((greedy.score - lp_greedy / 2.0).abs() < 1e-5);
-    assert!(r.score > greedy.score + 0.2, "{} vs {}", r.score, greedy.score);
+    assert!(
+        r.score > greedy.score + 0.2,
+        "{} vs {}",
+        r.score,
+        greedy.score
+    );
 
     // Step 1 keeps [A] and [B], both from the prompt. At step 2, [B, end] is the best
     // candidate and finishes; its slot goes to the third candidate [A, D], the second
@@ -481,12 +528,23 @@ fn reorder_follows_the_parents_of_the_chosen_candidates() {
         _ => logits_with(-20.0, &[(EOT, 5.0)]),
     };
     let mut fake = Fake::simple(script).checked();
-    let r = beam_search(&mut fake, &prompt(false), &ids(), &opts(false), &beam(2, 1.0, 1.0)).unwrap();
+    let r = beam_search(
+        &mut fake,
+        &prompt(false),
+        &ids(),
+        &opts(false),
+        &beam(2, 1.0, 1.0),
+    )
+    .unwrap();
     assert_eq!(r.tokens, vec![B, C, G]);
     assert_eq!(fake.reorders(), vec![vec![0, 0], vec![1, 1], vec![0, 1]]);
     assert_eq!(
         fake.fed_rows()[1..],
-        [vec![vec![A], vec![B]], vec![vec![C], vec![D]], vec![vec![G], vec![G]]]
+        [
+            vec![vec![A], vec![B]],
+            vec![vec![C], vec![D]],
+            vec![vec![G], vec![G]]
+        ]
     );
 }
 
@@ -509,7 +567,10 @@ fn beam_search_matches_a_search_on_whole_histories() {
                 fake.check_continuity = holes;
                 let r = beam_search(&mut fake, &p, &ids(), &o, &bo).unwrap();
                 let (tokens, cum, score) = reference_beam(&script, &p, &o, bo);
-                assert_eq!(r.tokens, tokens, "timestamps {timestamps}, beams {b}, salt {salt}");
+                assert_eq!(
+                    r.tokens, tokens,
+                    "timestamps {timestamps}, beams {b}, salt {salt}"
+                );
                 assert_eq!((r.sum_logprob as f32, r.score as f32), (cum, score));
                 assert!(
                     fake.histories.iter().all(|h| !h[plen..].contains(&EOT)),
@@ -544,7 +605,10 @@ fn timestamp_rules_hold_inside_every_beam() {
         assert!(obeys_filters(&script, &p, &r.tokens, &o));
         with_timestamps += r.tokens.iter().filter(|&&t| t > TS0).count();
     }
-    assert!(with_timestamps > 40, "the scripts exercise the timestamp rules");
+    assert!(
+        with_timestamps > 40,
+        "the scripts exercise the timestamp rules"
+    );
 }
 
 /// after []: A 2, B 1.5; after one token: end 3, C 1; C is followed by the certain chain
@@ -599,21 +663,42 @@ fn patience_lets_more_hypotheses_finish() {
     let mut fake = Fake::simple(patience_script);
     let r = beam_search(&mut fake, &p, &ids(), &o, &beam(2, 2.0, 1.0)).unwrap();
     assert_eq!(r.tokens, vec![A, C, D, E, F, G]);
-    assert!((r.score - long / 6.0).abs() < 1e-5, "{} vs {}", r.score, long / 6.0);
+    assert!(
+        (r.score - long / 6.0).abs() < 1e-5,
+        "{} vs {}",
+        r.score,
+        long / 6.0
+    );
     assert!((r.avg_logprob - long / 7.0).abs() < 1e-5);
 
     // round(2 × 0.75) = 2 (halves round away from zero), round(2 × 1.25) = 3.
     let run = |patience: f32| {
-        beam_search(&mut Fake::simple(patience_script), &p, &ids(), &o, &beam(2, patience, 1.0))
-            .unwrap()
-            .tokens
+        beam_search(
+            &mut Fake::simple(patience_script),
+            &p,
+            &ids(),
+            &o,
+            &beam(2, patience, 1.0),
+        )
+        .unwrap()
+        .tokens
     };
     assert_eq!(run(0.75), vec![A]);
     assert_eq!(run(1.25), vec![A, C, D, E, F, G]);
     assert_eq!(run(0.25), vec![A], "round(0.5) = 1 hypothesis");
-    let err = beam_search(&mut Fake::simple(patience_script), &p, &ids(), &o, &beam(2, 0.2, 1.0)).unwrap_err();
+    let err = beam_search(
+        &mut Fake::simple(patience_script),
+        &p,
+        &ids(),
+        &o,
+        &beam(2, 0.2, 1.0),
+    )
+    .unwrap_err();
     assert!(
-        matches!(err.downcast_ref::<DecodeError>(), Some(DecodeError::BadBeamOptions(_))),
+        matches!(
+            err.downcast_ref::<DecodeError>(),
+            Some(DecodeError::BadBeamOptions(_))
+        ),
         "round(0.4) = 0 hypotheses: {err}"
     );
 }
@@ -640,14 +725,27 @@ fn length_penalty_normalises_the_final_scores() {
     let r = beam_search(&mut fake, &p, &ids(), &o, &beam(2, 2.0, 0.0)).unwrap();
     assert_eq!(r.tokens, vec![A]);
     assert!((r.score - short).abs() < 1e-5);
-    assert!((r.avg_logprob - short / 2.0).abs() < 1e-5, "score × len⁰ / (len + 1)");
+    assert!(
+        (r.avg_logprob - short / 2.0).abs() < 1e-5,
+        "score × len⁰ / (len + 1)"
+    );
     assert_eq!(fake.fed_rows().len(), 2);
 
     // Penalty 2 on the same hypotheses: −2.60 / 36 beats −0.60 / 1.
-    let r = beam_search(&mut Fake::simple(patience_script), &p, &ids(), &o, &beam(2, 2.0, 2.0)).unwrap();
+    let r = beam_search(
+        &mut Fake::simple(patience_script),
+        &p,
+        &ids(),
+        &o,
+        &beam(2, 2.0, 2.0),
+    )
+    .unwrap();
     assert_eq!(r.tokens, vec![A, C, D, E, F, G]);
     assert!((r.score - long / 36.0).abs() < 1e-5);
-    assert!((r.avg_logprob - long / 7.0).abs() < 1e-5, "score × len² / (len + 1)");
+    assert!(
+        (r.avg_logprob - long / 7.0).abs() < 1e-5,
+        "score × len² / (len + 1)"
+    );
 }
 
 #[test]
@@ -662,7 +760,11 @@ fn max_length_finishes_every_beam() {
     let r = beam_search(&mut fake, &p, &ids(), &o, &beam(3, 1.0, 1.0)).unwrap();
     // min(10 / 2, 10 − 3) = 5 tokens, the last not fed.
     assert_eq!(r.tokens, vec![A; 5]);
-    assert!(fake.seqs.iter().all(|s| s.len() == p.len() + 4), "{:?}", fake.seqs);
+    assert!(
+        fake.seqs.iter().all(|s| s.len() == p.len() + 4),
+        "{:?}",
+        fake.seqs
+    );
     let raw = script(&[]);
     let cum = ref_lp(&blanked(raw.clone()), A) + 4.0 * ref_lp(&raw, A);
     assert!((r.score - cum / 5.0).abs() < 1e-5);
@@ -688,7 +790,10 @@ fn end_token_finishes_hypotheses_and_is_scored_but_not_returned() {
     };
     let cum = ref_lp(&blanked(s(&[])), A) + ref_lp(&s(&[A]), EOT);
     assert_eq!(r.tokens, vec![A]);
-    assert!((r.sum_logprob - cum).abs() < 1e-5, "the end token's log-probability counts");
+    assert!(
+        (r.sum_logprob - cum).abs() < 1e-5,
+        "the end token's log-probability counts"
+    );
     // Step 2 candidates: [A end], [B end], [B C], [A C]: both ends finish at once.
     assert_eq!(fake.fed_rows().len(), 2);
     assert!(fake.fed_rows().iter().flatten().all(|row| row[0] != EOT));
@@ -736,12 +841,26 @@ fn forced_prefix_discards_secondary_end_candidates_at_the_first_free_step() {
     assert_eq!(fake.reorders()[0], vec![0, 0]);
     let cum = ref_lp(&script(&p), C) + ref_lp(&script(&[p.clone(), vec![C]].concat()), EOT);
     // The forced prefix counts in the length: CTranslate2 returns it with the hypothesis.
-    assert!((r.score - cum / 2.0).abs() < 1e-5, "{} vs {}", r.score, cum / 2.0);
+    assert!(
+        (r.score - cum / 2.0).abs() < 1e-5,
+        "{} vs {}",
+        r.score,
+        cum / 2.0
+    );
     assert!((r.avg_logprob - cum / 3.0).abs() < 1e-5);
 
     // Greedy decoding scores the same hypothesis the same way.
-    let g = greedy_decode(&mut SingleSequence(&mut Fake::simple(script)), &p, &ids(), &o).unwrap();
-    assert_eq!((g.tokens.clone(), g.score as f32), (r.tokens.clone(), r.score as f32));
+    let g = greedy_decode(
+        &mut SingleSequence(&mut Fake::simple(script)),
+        &p,
+        &ids(),
+        &o,
+    )
+    .unwrap();
+    assert_eq!(
+        (g.tokens.clone(), g.score as f32),
+        (r.tokens.clone(), r.score as f32)
+    );
 }
 
 #[test]
@@ -749,10 +868,18 @@ fn bad_beam_options_and_model_answers_are_errors() {
     let p = prompt(false);
     let o = opts(false);
     let ok = |_: &[u32]| logits_with(0.0, &[(EOT, 5.0)]);
-    for bo in [beam(0, 1.0, 1.0), beam(17, 1.0, 1.0), beam(2, 0.0, 1.0), beam(2, 1.0, f32::NAN)] {
+    for bo in [
+        beam(0, 1.0, 1.0),
+        beam(17, 1.0, 1.0),
+        beam(2, 0.0, 1.0),
+        beam(2, 1.0, f32::NAN),
+    ] {
         let err = beam_search(&mut Fake::simple(ok), &p, &ids(), &o, &bo).unwrap_err();
         assert!(
-            matches!(err.downcast_ref::<DecodeError>(), Some(DecodeError::BadBeamOptions(_))),
+            matches!(
+                err.downcast_ref::<DecodeError>(),
+                Some(DecodeError::BadBeamOptions(_))
+            ),
             "{bo:?}: {err}"
         );
     }
@@ -760,7 +887,11 @@ fn bad_beam_options_and_model_answers_are_errors() {
     /// Answers every step with one sequence too many.
     struct Extra;
     impl BatchStepModel for Extra {
-        fn step(&mut self, tokens: &[Vec<u32>], pos: &[usize]) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
+        fn step(
+            &mut self,
+            tokens: &[Vec<u32>],
+            pos: &[usize],
+        ) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
             Ok(vec![vec![vec![0.0; N_VOCAB]; pos.len()]; tokens.len() + 1])
         }
         fn reorder(&mut self, _: &[usize]) -> anyhow::Result<()> {
@@ -772,7 +903,13 @@ fn bad_beam_options_and_model_answers_are_errors() {
     }
     let err = beam_search(&mut Extra, &p, &ids(), &o, &BeamOptions::default()).unwrap_err();
     assert!(
-        matches!(err.downcast_ref::<DecodeError>(), Some(DecodeError::BatchSize { expected: 1, got: 2 })),
+        matches!(
+            err.downcast_ref::<DecodeError>(),
+            Some(DecodeError::BatchSize {
+                expected: 1,
+                got: 2
+            })
+        ),
         "{err}"
     );
 }
@@ -788,9 +925,16 @@ fn sampling_at_a_tiny_temperature_is_greedy_decoding() {
             let plen = p.len();
             let script = move |h: &[u32]| ranked_logits(h, plen, salt);
             let o = opts(timestamps);
-            let greedy = greedy_decode(&mut SingleSequence(&mut Fake::simple(script)), &p, &ids(), &o).unwrap();
+            let greedy = greedy_decode(
+                &mut SingleSequence(&mut Fake::simple(script)),
+                &p,
+                &ids(),
+                &o,
+            )
+            .unwrap();
             assert!(!greedy.tokens.is_empty());
-            let r = sample_decode(&mut Fake::simple(script), &p, &ids(), &o, 0.01, 3, salt).unwrap();
+            let r =
+                sample_decode(&mut Fake::simple(script), &p, &ids(), &o, 0.01, 3, salt).unwrap();
             assert_eq!(r, greedy, "salt {salt}");
             // Temperature 0 is the argmax, as in CTranslate2.
             let r = sample_decode(&mut Fake::simple(script), &p, &ids(), &o, 0.0, 5, salt).unwrap();
@@ -813,7 +957,10 @@ fn sampling_is_deterministic_for_a_seed() {
     assert_eq!(a, b);
     assert_eq!(ev_a, ev_b);
     let distinct: std::collections::HashSet<Vec<u32>> = (0..10).map(|s| run(s).0.tokens).collect();
-    assert!(distinct.len() >= 3, "different seeds draw different samples: {distinct:?}");
+    assert!(
+        distinct.len() >= 3,
+        "different seeds draw different samples: {distinct:?}"
+    );
 }
 
 #[test]
@@ -829,7 +976,16 @@ fn sampled_frequencies_follow_the_tempered_softmax() {
     for temperature in [0.7f32, 1.5] {
         let mut counts = [0usize; N_VOCAB];
         for seed in 0..N as u64 {
-            let r = sample_decode(&mut Fake::simple(script.clone()), &p, &ids(), &opts(false), temperature, 1, seed).unwrap();
+            let r = sample_decode(
+                &mut Fake::simple(script.clone()),
+                &p,
+                &ids(),
+                &opts(false),
+                temperature,
+                1,
+                seed,
+            )
+            .unwrap();
             assert_eq!(r.tokens.len(), 1);
             let t = r.tokens[0];
             counts[t as usize] += 1;
@@ -875,18 +1031,51 @@ fn best_of_returns_the_best_scoring_sample() {
     // Whatever the order the samples come in, the best one is returned (no B among 20
     // samples has probability 2⁻²⁰ per seed).
     for seed in 0..30 {
-        let r = sample_decode(&mut Fake::simple(script), &p, &ids(), &opts(false), 1.0, 20, seed).unwrap();
+        let r = sample_decode(
+            &mut Fake::simple(script),
+            &p,
+            &ids(),
+            &opts(false),
+            1.0,
+            20,
+            seed,
+        )
+        .unwrap();
         assert_eq!(r.tokens, vec![B], "seed {seed}");
     }
 
     let singles: std::collections::HashSet<usize> = (0..40)
-        .map(|s| sample_decode(&mut Fake::simple(script), &p, &ids(), &opts(false), 1.0, 1, s).unwrap().tokens.len())
+        .map(|s| {
+            sample_decode(
+                &mut Fake::simple(script),
+                &p,
+                &ids(),
+                &opts(false),
+                1.0,
+                1,
+                s,
+            )
+            .unwrap()
+            .tokens
+            .len()
+        })
         .collect();
-    assert_eq!(singles, [1, 2].into_iter().collect(), "single samples take both branches");
+    assert_eq!(
+        singles,
+        [1, 2].into_iter().collect(),
+        "single samples take both branches"
+    );
 
     for (t, n) in [(-0.5f32, 5usize), (f32::NAN, 5), (1.0, 0)] {
-        let err = sample_decode(&mut Fake::simple(script), &p, &ids(), &opts(false), t, n, 0).unwrap_err();
-        assert!(matches!(err.downcast_ref::<DecodeError>(), Some(DecodeError::BadSampling { .. })), "{err}");
+        let err = sample_decode(&mut Fake::simple(script), &p, &ids(), &opts(false), t, n, 0)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref::<DecodeError>(),
+                Some(DecodeError::BadSampling { .. })
+            ),
+            "{err}"
+        );
     }
 }
 
@@ -894,10 +1083,16 @@ fn best_of_returns_the_best_scoring_sample() {
 // Temperature fallback
 
 /// Token 9 spells the same word as token 1.
-const WORDS: [&str; 10] = [" ", " hello", " quick", " brown", " fox", " jumps", " over", " lazy", " dog", " hello"];
+const WORDS: [&str; 10] = [
+    " ", " hello", " quick", " brown", " fox", " jumps", " over", " lazy", " dog", " hello",
+];
 
 fn text_of(tokens: &[u32]) -> String {
-    tokens.iter().filter(|&&t| t < EOT).map(|&t| WORDS[t as usize]).collect()
+    tokens
+        .iter()
+        .filter(|&&t| t < EOT)
+        .map(|&t| WORDS[t as usize])
+        .collect()
 }
 
 /// Logits choosing uniformly among `among`, `rest` elsewhere.
@@ -923,12 +1118,19 @@ const EIGHT: [u32; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 /// Per attempt: `(steps, tokens to draw among)`; `no_speech` is the no-speech logit at
 /// `<|startoftranscript|>` (against 0 elsewhere). Other tokens get −40 (about e⁻⁴⁰ as
 /// likely, so that beams always find enough finite candidates).
-fn attempts_script(plan: Vec<(usize, Vec<u32>)>, no_speech: f32) -> impl Fn(usize, &[u32]) -> Vec<f32> {
+fn attempts_script(
+    plan: Vec<(usize, Vec<u32>)>,
+    no_speech: f32,
+) -> impl Fn(usize, &[u32]) -> Vec<f32> {
     attempts_script_rest(plan, no_speech, -40.0)
 }
 
 /// [`attempts_script`] with `rest` for the other tokens.
-fn attempts_script_rest(plan: Vec<(usize, Vec<u32>)>, no_speech: f32, rest: f32) -> impl Fn(usize, &[u32]) -> Vec<f32> {
+fn attempts_script_rest(
+    plan: Vec<(usize, Vec<u32>)>,
+    no_speech: f32,
+    rest: f32,
+) -> impl Fn(usize, &[u32]) -> Vec<f32> {
     move |attempt, h| {
         if h.len() == 1 {
             return logits_with(0.0, &[(NO_SPEECH, no_speech)]);
@@ -956,7 +1158,15 @@ fn compression_ratio_failure_retries_at_the_next_temperature() {
     for beam_size in [1, 5] {
         let script = attempts_script(vec![(40, vec![A]), (2, vec![A])], 0.0);
         let mut fake = Fake::new(script);
-        let (r, t) = decode_with_fallback(&mut fake, &prompt(false), &ids(), &opts(false), &fallback(beam_size), &text_of).unwrap();
+        let (r, t) = decode_with_fallback(
+            &mut fake,
+            &prompt(false),
+            &ids(),
+            &opts(false),
+            &fallback(beam_size),
+            &text_of,
+        )
+        .unwrap();
         assert_eq!((r.tokens, t), (vec![A, A], 0.2), "beam size {beam_size}");
         assert_eq!(fake.resets, 2, "the cache is reset before each try");
         assert!(r.avg_logprob > -1e-6);
@@ -970,21 +1180,49 @@ fn a_likely_silent_window_stops_the_fallback() {
     let expected_avg = 3.0 * (1.0f64 / 8.0).ln() / 4.0;
 
     let mut fake = Fake::new(attempts_script(plan.clone(), 10.0));
-    let (r, t) = decode_with_fallback(&mut fake, &prompt(false), &ids(), &opts(false), &fallback(5), &text_of).unwrap();
+    let (r, t) = decode_with_fallback(
+        &mut fake,
+        &prompt(false),
+        &ids(),
+        &opts(false),
+        &fallback(5),
+        &text_of,
+    )
+    .unwrap();
     assert!(r.no_speech_prob > 0.99);
-    assert_eq!((r.tokens.len(), t, fake.resets), (3, 0.0, 1), "silence: no retry");
+    assert_eq!(
+        (r.tokens.len(), t, fake.resets),
+        (3, 0.0, 1),
+        "silence: no retry"
+    );
     assert!((r.avg_logprob - expected_avg).abs() < 1e-5);
 
     // Speech likely: the low average log-probability triggers a retry.
     let mut fake = Fake::new(attempts_script(plan, 0.0));
-    let (r, t) = decode_with_fallback(&mut fake, &prompt(false), &ids(), &opts(false), &fallback(5), &text_of).unwrap();
+    let (r, t) = decode_with_fallback(
+        &mut fake,
+        &prompt(false),
+        &ids(),
+        &opts(false),
+        &fallback(5),
+        &text_of,
+    )
+    .unwrap();
     assert!(r.no_speech_prob < 0.1);
     assert_eq!((r.tokens, t, fake.resets), (vec![A], 0.2, 2));
 
     // Silence only excuses a low log-probability, not a repetitive text.
     let plan = vec![(40, vec![A]), (1, vec![B])];
     let mut fake = Fake::new(attempts_script(plan, 10.0));
-    let (r, t) = decode_with_fallback(&mut fake, &prompt(false), &ids(), &opts(false), &fallback(5), &text_of).unwrap();
+    let (r, t) = decode_with_fallback(
+        &mut fake,
+        &prompt(false),
+        &ids(),
+        &opts(false),
+        &fallback(5),
+        &text_of,
+    )
+    .unwrap();
     assert_eq!((r.tokens, t), (vec![B], 0.2));
 }
 
@@ -1002,10 +1240,22 @@ fn when_every_temperature_fails_the_best_average_under_the_ratio_limit_wins() {
         (40, vec![A]),
     ];
     let mut fake = Fake::new(attempts_script(plan, 0.0));
-    let (r, t) = decode_with_fallback(&mut fake, &prompt(false), &ids(), &opts(false), &fallback(5), &text_of).unwrap();
+    let (r, t) = decode_with_fallback(
+        &mut fake,
+        &prompt(false),
+        &ids(),
+        &opts(false),
+        &fallback(5),
+        &text_of,
+    )
+    .unwrap();
     assert_eq!(fake.resets, 6);
     assert_eq!((r.tokens.len(), t), (2, 1.0));
-    assert!((r.avg_logprob - 2.0 * 0.2f64.ln() / 3.0).abs() < 1e-5, "{}", r.avg_logprob);
+    assert!(
+        (r.avg_logprob - 2.0 * 0.2f64.ln() / 3.0).abs() < 1e-5,
+        "{}",
+        r.avg_logprob
+    );
 
     // Every try repetitive: the highest average among all, the first of equals (40 A).
     // Other tokens at −∞ make every average exactly 0.
@@ -1016,7 +1266,15 @@ fn when_every_temperature_fails_the_best_average_under_the_ratio_limit_wins() {
         ..fallback(1)
     };
     let mut fake = Fake::new(attempts_script_rest(plan.clone(), 0.0, NEG_INF));
-    let (r, t) = decode_with_fallback(&mut fake, &prompt(false), &ids(), &opts(false), &fb, &text_of).unwrap();
+    let (r, t) = decode_with_fallback(
+        &mut fake,
+        &prompt(false),
+        &ids(),
+        &opts(false),
+        &fb,
+        &text_of,
+    )
+    .unwrap();
     assert_eq!((r.tokens.len(), t, r.avg_logprob), (40, 1.0, 0.0));
 
     // Without a ratio limit the first try passes on its log-probability alone.
@@ -1024,13 +1282,32 @@ fn when_every_temperature_fails_the_best_average_under_the_ratio_limit_wins() {
         compression_ratio_threshold: None,
         ..fallback(5)
     };
-    let (r, t) = decode_with_fallback(&mut Fake::new(attempts_script(plan, 0.0)), &prompt(false), &ids(), &opts(false), &fb, &text_of).unwrap();
+    let (r, t) = decode_with_fallback(
+        &mut Fake::new(attempts_script(plan, 0.0)),
+        &prompt(false),
+        &ids(),
+        &opts(false),
+        &fb,
+        &text_of,
+    )
+    .unwrap();
     assert_eq!((r.tokens.len(), t), (40, 0.0));
 
     let fb = FallbackOptions {
         temperatures: vec![],
         ..fallback(5)
     };
-    let err = decode_with_fallback(&mut Fake::new(attempts_script(vec![(1, vec![A])], 0.0)), &prompt(false), &ids(), &opts(false), &fb, &text_of).unwrap_err();
-    assert!(matches!(err.downcast_ref::<DecodeError>(), Some(DecodeError::NoTemperatures)));
+    let err = decode_with_fallback(
+        &mut Fake::new(attempts_script(vec![(1, vec![A])], 0.0)),
+        &prompt(false),
+        &ids(),
+        &opts(false),
+        &fb,
+        &text_of,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err.downcast_ref::<DecodeError>(),
+        Some(DecodeError::NoTemperatures)
+    ));
 }

@@ -14,7 +14,10 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn sample() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/jfk.wav").display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples/jfk.wav")
+        .display()
+        .to_string()
 }
 
 fn stderr(o: &Output) -> String {
@@ -24,7 +27,10 @@ fn stderr(o: &Output) -> String {
 /// A failed run: exit code ≠ 0, an `error:` line containing every `needle`, no panic.
 fn assert_clean_failure(o: &Output, needles: &[&str]) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     assert!(!err.contains("panicked"), "panicked: {err}");
     assert!(err.contains("error:"), "no error line: {err}");
     for n in needles {
@@ -36,20 +42,33 @@ fn assert_clean_failure(o: &Output, needles: &[&str]) {
 fn transcribes_the_sample_exactly() {
     let o = run(&["transcribe", &sample()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end_matches('\n'), JFK_TEXT);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end_matches('\n'),
+        JFK_TEXT
+    );
 }
 
 #[test]
 fn json_has_timestamped_segments() {
     // Greedy, to compare with the reference decoding.
     // Compared with the model's own timestamps, so without the pause refinement.
-    let o = run(&["transcribe", "--json", "--beam-size", "1", "--no-refine-timestamps", &sample()]);
+    let o = run(&[
+        "transcribe",
+        "--json",
+        "--beam-size",
+        "1",
+        "--no-refine-timestamps",
+        &sample(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let segs = v["segments"].as_array().unwrap();
     // The reference timestamped decoding: <|0.00|> … <|7.60|><|7.60|> … <|10.60|>.
     assert_eq!(segs.len(), 2, "{v}");
-    let times: Vec<(f64, f64)> = segs.iter().map(|s| (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap())).collect();
+    let times: Vec<(f64, f64)> = segs
+        .iter()
+        .map(|s| (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap()))
+        .collect();
     for ((s, e), (ws, we)) in times.iter().zip([(0.0, 7.6), (7.6, 10.6)]) {
         assert!((s - ws).abs() < 1e-4 && (e - we).abs() < 1e-4, "{times:?}");
     }
@@ -64,7 +83,10 @@ fn no_timestamps_json_is_one_segment() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["segments"].as_array().unwrap().len(), 1);
     assert_eq!(v["language"], "en");
-    assert!(v["language_probability"].as_f64().unwrap() > 0.5, "detected, not given: {v}");
+    assert!(
+        v["language_probability"].as_f64().unwrap() > 0.5,
+        "detected, not given: {v}"
+    );
     assert_eq!(v["text"], JFK_TEXT);
 }
 
@@ -78,12 +100,21 @@ fn tmp(name: &str) -> PathBuf {
 fn empty_and_non_audio_files_fail_cleanly() {
     let empty = tmp("empty.wav");
     std::fs::write(&empty, b"").unwrap();
-    assert_clean_failure(&run(&["transcribe", empty.to_str().unwrap()]), &["empty.wav", "empty"]);
+    assert_clean_failure(
+        &run(&["transcribe", empty.to_str().unwrap()]),
+        &["empty.wav", "empty"],
+    );
     let text = tmp("notes.wav");
     std::fs::write(&text, "these are not samples\n".repeat(50)).unwrap();
-    assert_clean_failure(&run(&["transcribe", text.to_str().unwrap()]), &["notes.wav"]);
+    assert_clean_failure(
+        &run(&["transcribe", text.to_str().unwrap()]),
+        &["notes.wav"],
+    );
     let missing = tmp("does-not-exist.wav");
-    assert_clean_failure(&run(&["transcribe", missing.to_str().unwrap()]), &["does-not-exist.wav"]);
+    assert_clean_failure(
+        &run(&["transcribe", missing.to_str().unwrap()]),
+        &["does-not-exist.wav"],
+    );
 }
 
 #[test]
@@ -117,17 +148,24 @@ fn one_bad_file_does_not_stop_the_others() {
     let o = run(&["transcribe", empty.to_str().unwrap(), &sample()]);
     assert!(!o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains(JFK_TEXT), "the good file was still transcribed: {out}");
+    assert!(
+        out.contains(JFK_TEXT),
+        "the good file was still transcribed: {out}"
+    );
     assert!(stderr(&o).contains("empty2.wav"));
 }
 
 #[test]
 fn unknown_language_fails_cleanly() {
-    assert_clean_failure(&run(&["transcribe", "--language", "xx", &sample()]), &["unknown language code 'xx'"]);
+    assert_clean_failure(
+        &run(&["transcribe", "--language", "xx", &sample()]),
+        &["unknown language code 'xx'"],
+    );
 }
 
 fn graph_text() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph")).unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph"))
+        .unwrap()
 }
 
 fn with_graph(name: &str, text: &str) -> Output {
@@ -141,16 +179,27 @@ fn malformed_graphs_fail_cleanly() {
     let base = graph_text();
     // Unknown op.
     let t = base.replacen("\"op\":\"gelu\"", "\"op\":\"swish\"", 1);
-    assert_clean_failure(&with_graph("unknown-op.graph", &t), &["conv1.gelu", "unknown operator 'swish'"]);
+    assert_clean_failure(
+        &with_graph("unknown-op.graph", &t),
+        &["conv1.gelu", "unknown operator 'swish'"],
+    );
     // Cycle: conv1 reads conv2's output.
     let t = base.replacen("\"inputs\":[\"mel\",", "\"inputs\":[\"conv2\",", 1);
     assert_ne!(t, base, "test edit applied");
     assert_clean_failure(&with_graph("cycle.graph", &t), &["cycle"]);
     // Shape mismatch: a 512-wide value into a 2048-input linear.
-    let t = base.replacen("\"inputs\":[\"block0.gelu\",", "\"inputs\":[\"block0.mlp_ln\",", 1);
+    let t = base.replacen(
+        "\"inputs\":[\"block0.gelu\",",
+        "\"inputs\":[\"block0.mlp_ln\",",
+        1,
+    );
     assert_clean_failure(&with_graph("shape.graph", &t), &["block0.fc2", "2048"]);
     // Missing weight: the declaration is gone.
-    let t = base.replacen("  {\"name\":\"encoder.conv2.bias\",\"dtype\":\"f16\",\"shape\":[512]},\n", "", 1);
+    let t = base.replacen(
+        "  {\"name\":\"encoder.conv2.bias\",\"dtype\":\"f16\",\"shape\":[512]},\n",
+        "",
+        1,
+    );
     assert_ne!(t, base, "test edit applied");
     assert_clean_failure(&with_graph("weight.graph", &t), &["encoder.conv2.bias"]);
     // A weight declared with a shape the weight file does not have.
@@ -159,7 +208,10 @@ fn malformed_graphs_fail_cleanly() {
         "{\"name\":\"encoder.conv2.bias\",\"dtype\":\"f16\",\"shape\":[513]}",
         1,
     );
-    assert_clean_failure(&with_graph("wshape.graph", &t), &["encoder.conv2.bias", "513"]);
+    assert_clean_failure(
+        &with_graph("wshape.graph", &t),
+        &["encoder.conv2.bias", "513"],
+    );
 }
 
 #[test]
@@ -198,11 +250,26 @@ fn missing_model_says_how_to_get_it() {
 fn output_dir_writes_each_format() {
     let dir = tmp("outputs");
     for fmt in ["srt", "vtt", "tsv", "txt", "json"] {
-        let o = run(&["transcribe", "--quiet", "--no-refine-timestamps", "--format", fmt, "--output-dir", dir.to_str().unwrap(), &sample()]);
+        let o = run(&[
+            "transcribe",
+            "--quiet",
+            "--no-refine-timestamps",
+            "--format",
+            fmt,
+            "--output-dir",
+            dir.to_str().unwrap(),
+            &sample(),
+        ]);
         assert!(o.status.success(), "{fmt}: {}", stderr(&o));
-        assert!(o.stdout.is_empty(), "{fmt}: nothing on stdout when writing files");
+        assert!(
+            o.stdout.is_empty(),
+            "{fmt}: nothing on stdout when writing files"
+        );
         let written = std::fs::read_to_string(dir.join(format!("jfk.{fmt}"))).unwrap();
-        assert!(written.contains("ask what you can do for your country"), "{fmt}: {written}");
+        assert!(
+            written.contains("ask what you can do for your country"),
+            "{fmt}: {written}"
+        );
     }
     let srt = std::fs::read_to_string(dir.join("jfk.srt")).unwrap();
     assert!(srt.starts_with("1\n00:00:00,000 --> 00:00:0"), "{srt}");
@@ -222,7 +289,10 @@ fn explicit_language_is_used_without_detection() {
 fn prompt_conditions_the_first_window() {
     // The prompt becomes the previous-text context: `<|startofprev|>` + its tokens.
     let model = common::load_model();
-    let opts = amanuensis::TranscribeOptions { initial_prompt: Some("  Mr. Dashwood. ".into()), ..Default::default() };
+    let opts = amanuensis::TranscribeOptions {
+        initial_prompt: Some("  Mr. Dashwood. ".into()),
+        ..Default::default()
+    };
     let ids = model.tokenizer.encode_prompt("Mr. Dashwood.").unwrap();
     let prompt = model.prompt(&ids, "en", &opts).unwrap();
     assert_eq!(prompt[0], model.tokenizer.start_of_prev());

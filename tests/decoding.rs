@@ -668,7 +668,10 @@ fn forced_prefix_counts_against_max_length_and_in_the_score_length() {
     first[EOT as usize] = f32::NEG_INFINITY;
     let sum = ref_log_softmax(&first, C) + 2.0 * ref_log_softmax(&raw, C);
     assert!((r.sum_logprob - sum).abs() < 1e-5);
-    assert!((r.score - sum / 5.0).abs() < 1e-5, "score over prefix + generated");
+    assert!(
+        (r.score - sum / 5.0).abs() < 1e-5,
+        "score over prefix + generated"
+    );
     assert!((r.avg_logprob - sum / 6.0).abs() < 1e-5);
 
     // A prefix that fills the limit leaves nothing to generate.

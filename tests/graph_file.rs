@@ -14,7 +14,10 @@ fn base() -> ModelFile {
 
 fn validate(file: &ModelFile) -> Result<Vec<Graph>, RuntimeError> {
     let reg = amanuensis_operators::standard_registry();
-    file.graphs.iter().map(|g| Graph::build(g, &file.weights, &reg)).collect()
+    file.graphs
+        .iter()
+        .map(|g| Graph::build(g, &file.weights, &reg))
+        .collect()
 }
 
 #[test]
@@ -37,22 +40,47 @@ fn every_published_size_builds_and_validates() {
         let file = build_whisper_graph(&format!("whisper-{size}"), &dims);
         let graphs = validate(&file).unwrap_or_else(|e| panic!("{size}: {e}"));
         let names: Vec<&str> = graphs.iter().map(|g| g.name.as_str()).collect();
-        assert_eq!(names, ["features", "encoder", "cross_kv", "decoder_step", "decoder_align"]);
+        assert_eq!(
+            names,
+            [
+                "features",
+                "encoder",
+                "cross_kv",
+                "decoder_step",
+                "decoder_align"
+            ]
+        );
         let enc = &graphs[1];
         // 6 nodes of conv stem and positions + 12 per block + final norm.
         assert_eq!(enc.nodes.len(), 6 + 12 * dims.n_audio_layer + 1, "{size}");
         let round = ModelFile::parse(&file.to_text(), size).unwrap();
         assert_eq!(round, file, "{size} round-trips through text");
-        let mel_w = file.weights.iter().find(|w| w.name == "encoder.conv1.weight").unwrap();
-        assert_eq!(mel_w.shape, vec![dims.n_audio_state, dims.n_mels, 3], "{size}");
-        let emb = file.weights.iter().find(|w| w.name == "decoder.token_embedding.weight").unwrap();
+        let mel_w = file
+            .weights
+            .iter()
+            .find(|w| w.name == "encoder.conv1.weight")
+            .unwrap();
+        assert_eq!(
+            mel_w.shape,
+            vec![dims.n_audio_state, dims.n_mels, 3],
+            "{size}"
+        );
+        let emb = file
+            .weights
+            .iter()
+            .find(|w| w.name == "decoder.token_embedding.weight")
+            .unwrap();
         assert_eq!(emb.shape, vec![dims.n_vocab, dims.n_text_state], "{size}");
     }
 }
 
 fn graph_error(file: &ModelFile) -> (String, String, String) {
     match validate(file) {
-        Err(RuntimeError::Graph { graph, node, reason }) => (graph, node, reason),
+        Err(RuntimeError::Graph {
+            graph,
+            node,
+            reason,
+        }) => (graph, node, reason),
         Err(other) => panic!("expected a graph error, got {other}"),
         Ok(_) => panic!("malformed graph was accepted"),
     }
@@ -69,7 +97,10 @@ fn unknown_op_names_node_and_suggests() {
     node_mut(&mut f, "encoder", "block2.gelu").op = "gleu".into();
     let (g, n, r) = graph_error(&f);
     assert_eq!((g.as_str(), n.as_str()), ("encoder", "block2.gelu"));
-    assert!(r.contains("unknown operator 'gleu'") && r.contains("did you mean 'gelu'"), "{r}");
+    assert!(
+        r.contains("unknown operator 'gleu'") && r.contains("did you mean 'gelu'"),
+        "{r}"
+    );
     assert!(r.contains("layer_norm"), "lists registered ops: {r}");
 }
 
@@ -106,16 +137,22 @@ fn dtype_mismatch_is_rejected() {
 #[test]
 fn missing_weight_is_a_dangling_edge() {
     let mut f = base();
-    f.weights.retain(|w| w.name != "encoder.blocks.3.attn.out.bias");
+    f.weights
+        .retain(|w| w.name != "encoder.blocks.3.attn.out.bias");
     let (g, n, r) = graph_error(&f);
     assert_eq!((g.as_str(), n.as_str()), ("encoder", "block3.attn_out"));
-    assert!(r.contains("encoder.blocks.3.attn.out.bias") && r.contains("dangling"), "{r}");
+    assert!(
+        r.contains("encoder.blocks.3.attn.out.bias") && r.contains("dangling"),
+        "{r}"
+    );
 }
 
 #[test]
 fn bad_attribute_is_rejected() {
     let mut f = base();
-    node_mut(&mut f, "encoder", "block1.attn").attrs.insert("heads".into(), serde_json::json!(7));
+    node_mut(&mut f, "encoder", "block1.attn")
+        .attrs
+        .insert("heads".into(), serde_json::json!(7));
     let (_g, n, r) = graph_error(&f);
     assert_eq!(n, "block1.attn");
     assert!(r.contains("not divisible by 7 heads"), "{r}");
@@ -123,13 +160,23 @@ fn bad_attribute_is_rejected() {
 
 #[test]
 fn wrong_version_and_garbage_are_format_errors() {
-    let text = base().to_text().replacen("\"version\": 1", "\"version\": 2", 1);
+    let text = base()
+        .to_text()
+        .replacen("\"version\": 1", "\"version\": 2", 1);
     let e = ModelFile::parse(&text, "v2.graph").unwrap_err().to_string();
-    assert!(e.contains("v2.graph") && e.contains("unsupported version"), "{e}");
-    let e = ModelFile::parse("{\"format\": \"amanuensis-graph\", \"version\": 1, \"model\": 3}", "x.graph")
+    assert!(
+        e.contains("v2.graph") && e.contains("unsupported version"),
+        "{e}"
+    );
+    let e = ModelFile::parse(
+        "{\"format\": \"amanuensis-graph\", \"version\": 1, \"model\": 3}",
+        "x.graph",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("x.graph"), "{e}");
+    let e = ModelFile::parse("not json", "y.graph")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("x.graph"), "{e}");
-    let e = ModelFile::parse("not json", "y.graph").unwrap_err().to_string();
     assert!(e.contains("y.graph") && e.contains("not valid JSON"), "{e}");
 }

@@ -37,14 +37,24 @@ fn speech_span(pcm: &[f32]) -> (f64, f64) {
     let hop = RATE as usize / 100;
     let levels: Vec<f64> = pcm
         .chunks_exact(hop)
-        .map(|f| 10.0 * (f.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / hop as f64).max(1e-10).log10())
+        .map(|f| {
+            10.0 * (f.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / hop as f64)
+                .max(1e-10)
+                .log10()
+        })
         .collect();
     let mut sorted = levels.clone();
     sorted.sort_by(f64::total_cmp);
     let level = sorted[((sorted.len() - 1) as f64 * 0.95).round() as usize];
     let loud = |l: &&f64| **l > level - SPEECH_DB;
-    let first = levels.iter().position(|l| loud(&l)).expect("the clip has speech");
-    let last = levels.iter().rposition(|l| loud(&l)).expect("the clip has speech");
+    let first = levels
+        .iter()
+        .position(|l| loud(&l))
+        .expect("the clip has speech");
+    let last = levels
+        .iter()
+        .rposition(|l| loud(&l))
+        .expect("the clip has speech");
     (first as f64 / 100.0, (last + 1) as f64 / 100.0)
 }
 
@@ -62,15 +72,26 @@ struct Clip {
 fn clips() -> (Vec<Clip>, String, f64) {
     let dir = common::data_dir().join("audio");
     let rows = read_manifest(&dir.join("manifest.tsv")).unwrap();
-    let row = rows.iter().find(|r| r.file == "long_public_concat.wav").unwrap();
-    let list = row.source.strip_prefix("concatenation of:").expect("the manifest lists the concatenated clips");
+    let row = rows
+        .iter()
+        .find(|r| r.file == "long_public_concat.wav")
+        .unwrap();
+    let list = row
+        .source
+        .strip_prefix("concatenation of:")
+        .expect("the manifest lists the concatenated clips");
     let mut out = Vec::new();
     let mut t = 0.0;
     for file in list.split(',').map(str::trim) {
         let pcm = load_audio(&dir.join(file)).unwrap();
         let len = pcm.len() as f64 / RATE as f64;
         let (lead, trail) = speech_span(&pcm);
-        out.push(Clip { file: file.to_string(), start: t, speech_start: t + lead, speech_end: t + trail });
+        out.push(Clip {
+            file: file.to_string(),
+            start: t,
+            speech_start: t + lead,
+            speech_end: t + trail,
+        });
         t += len + GAP_S;
     }
     (out, row.transcript.clone(), t - GAP_S)
@@ -87,9 +108,16 @@ fn print_segments(title: &str, t: &Transcript) {
 fn assert_monotonic(t: &Transcript) {
     let mut last_end = 0.0;
     for s in &t.segments {
-        assert!(s.start >= last_end - 1e-9, "segments overlap or go back: {} after {last_end}", s.start);
+        assert!(
+            s.start >= last_end - 1e-9,
+            "segments overlap or go back: {} after {last_end}",
+            s.start
+        );
         assert!(s.end > s.start, "empty segment {s:?}");
-        assert!(s.end <= t.duration as f64 + 1e-6, "segment past the end of the audio");
+        assert!(
+            s.end <= t.duration as f64 + 1e-6,
+            "segment past the end of the audio"
+        );
         last_end = s.end;
     }
 }
@@ -124,21 +152,30 @@ fn boundary_violations(clips: &[Clip], segments: &[Segment]) -> Vec<String> {
         );
         // Every clip's speech starts a segment...
         if ds > TOLERANCE_S {
-            bad.push(format!("no segment starts within {TOLERANCE_S} s of {}'s speech at {:.2}", c.file, c.speech_start));
+            bad.push(format!(
+                "no segment starts within {TOLERANCE_S} s of {}'s speech at {:.2}",
+                c.file, c.speech_start
+            ));
         }
         // ...and, except for the last clip (the recording's own end), ends one.
         if i + 1 < clips.len() && de > TOLERANCE_S {
-            bad.push(format!("no segment ends within {TOLERANCE_S} s of {}'s speech end at {:.2}", c.file, c.speech_end));
+            bad.push(format!(
+                "no segment ends within {TOLERANCE_S} s of {}'s speech end at {:.2}",
+                c.file, c.speech_end
+            ));
         }
         // The join itself: a segment boundary within the tolerance of it, or inside the
         // silence around it where the clips' own silence makes that longer.
         if i > 0 {
             let (quiet_from, quiet_to) = (clips[i - 1].speech_end, c.speech_start);
-            let near_join = starts().chain(ends()).any(|b| {
-                (b - c.start).abs() <= TOLERANCE_S || (b >= quiet_from && b <= quiet_to)
-            });
+            let near_join = starts()
+                .chain(ends())
+                .any(|b| (b - c.start).abs() <= TOLERANCE_S || (b >= quiet_from && b <= quiet_to));
             if !near_join {
-                bad.push(format!("no segment boundary at the join before {} ({:.3})", c.file, c.start));
+                bad.push(format!(
+                    "no segment boundary at the join before {} ({:.3})",
+                    c.file, c.start
+                ));
             }
         }
     }
@@ -146,16 +183,24 @@ fn boundary_violations(clips: &[Clip], segments: &[Segment]) -> Vec<String> {
     // pause within the clip), never in the silence between clips; likewise for ends.
     for s in segments {
         let start_ok = clips.iter().any(|c| {
-            (s.start - c.speech_start).abs() <= TOLERANCE_S || (s.start > c.speech_start && s.start < c.speech_end)
+            (s.start - c.speech_start).abs() <= TOLERANCE_S
+                || (s.start > c.speech_start && s.start < c.speech_end)
         });
         if !start_ok {
-            bad.push(format!("segment starting at {:.2} starts in the silence between clips: {}", s.start, s.text));
+            bad.push(format!(
+                "segment starting at {:.2} starts in the silence between clips: {}",
+                s.start, s.text
+            ));
         }
         let end_ok = clips.iter().any(|c| {
-            (s.end - c.speech_end).abs() <= TOLERANCE_S || (s.end > c.speech_start && s.end < c.speech_end)
+            (s.end - c.speech_end).abs() <= TOLERANCE_S
+                || (s.end > c.speech_start && s.end < c.speech_end)
         });
         if !end_ok {
-            bad.push(format!("segment ending at {:.2} ends in the silence between clips: {}", s.end, s.text));
+            bad.push(format!(
+                "segment ending at {:.2} ends in the silence between clips: {}",
+                s.end, s.text
+            ));
         }
     }
     bad
@@ -174,24 +219,41 @@ fn long_concatenation_is_ordered_complete_and_accurate() {
     let mut model = common::load_model();
 
     let plain = model
-        .transcribe_pcm(&pcm, &TranscribeOptions { refine_timestamps: false, ..Default::default() })
+        .transcribe_pcm(
+            &pcm,
+            &TranscribeOptions {
+                refine_timestamps: false,
+                ..Default::default()
+            },
+        )
         .unwrap();
     print_segments("model timestamps (refinement off):", &plain);
     let before = boundary_violations(&clips, &plain.segments);
     println!("  {} boundary violations", before.len());
 
-    let t = model.transcribe_pcm(&pcm, &TranscribeOptions::default()).unwrap();
+    let t = model
+        .transcribe_pcm(&pcm, &TranscribeOptions::default())
+        .unwrap();
     print_segments("refined timestamps (default):", &t);
     let after = boundary_violations(&clips, &t.segments);
     println!("  {} boundary violations", after.len());
 
-    assert!(t.timings.windows >= 3, "75 s needs at least three windows, used {}", t.timings.windows);
+    assert!(
+        t.timings.windows >= 3,
+        "75 s needs at least three windows, used {}",
+        t.timings.windows
+    );
     assert_monotonic(&t);
     assert_no_repeats(&t);
     assert!(after.is_empty(), "{after:#?}");
     // The refinement only divides and re-times segments: same text, same tokens.
     assert_eq!(t.text, plain.text);
-    let tokens = |t: &Transcript| t.segments.iter().flat_map(|s| s.tokens.clone()).collect::<Vec<u32>>();
+    let tokens = |t: &Transcript| {
+        t.segments
+            .iter()
+            .flat_map(|s| s.tokens.clone())
+            .collect::<Vec<u32>>()
+    };
     assert_eq!(tokens(&t), tokens(&plain));
     let (e, n) = word_errors(&reference, &t.text);
     let wer = e as f64 / n as f64;
@@ -205,24 +267,46 @@ fn long_concatenation_with_words_splits_at_the_join_and_keeps_words_inside() {
     let dir = common::data_dir().join("audio");
     let pcm = load_audio(&dir.join("long_public_concat.wav")).unwrap();
     let mut model = common::load_model();
-    let t = model.transcribe_pcm(&pcm, &TranscribeOptions { word_timestamps: true, ..Default::default() }).unwrap();
+    let t = model
+        .transcribe_pcm(
+            &pcm,
+            &TranscribeOptions {
+                word_timestamps: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     print_segments("refined timestamps with words:", &t);
     assert_monotonic(&t);
     assert_no_repeats(&t);
     let mut prev_end = 0.0;
     for s in &t.segments {
         assert!(!s.words.is_empty(), "segment without words: {s:?}");
-        assert_eq!(s.words.iter().map(|w| w.word.as_str()).collect::<String>(), s.text, "words spell the segment");
+        assert_eq!(
+            s.words.iter().map(|w| w.word.as_str()).collect::<String>(),
+            s.text,
+            "words spell the segment"
+        );
         for w in &s.words {
-            assert!(w.start >= s.start - 1e-9 && w.end <= s.end + 1e-9, "{w:?} outside [{}, {}]", s.start, s.end);
-            assert!(w.start >= prev_end - 1e-9 && w.end >= w.start, "word times go back at {w:?}");
+            assert!(
+                w.start >= s.start - 1e-9 && w.end <= s.end + 1e-9,
+                "{w:?} outside [{}, {}]",
+                s.start,
+                s.end
+            );
+            assert!(
+                w.start >= prev_end - 1e-9 && w.end >= w.start,
+                "word times go back at {w:?}"
+            );
             prev_end = w.end;
         }
     }
     // librivox_ss_0890 ends "... ill disposed" and 0930 starts "he might": the model
     // runs them into one sentence with a comma; the pause between them splits it.
     assert!(
-        t.segments.iter().any(|s| s.text.trim_end().ends_with("disposed,")),
+        t.segments
+            .iter()
+            .any(|s| s.text.trim_end().ends_with("disposed,")),
         "no segment ends at the join of 0890 and 0930"
     );
 }

@@ -21,7 +21,10 @@ fn manifest_with_fake_binaries() -> (PathBuf, Arc<Manifest>) {
     let dir = std::env::temp_dir().join(format!("amanuensis-fallback-{}", std::process::id()));
     for e in json["kernels"].as_array().unwrap() {
         let nargs = e["args"].as_array().unwrap().len() as u32 + 3;
-        for (key, bytes) in [("xclbin", fake_xclbin(&[("MLIR_AIE", nargs)])), ("insts", vec![0u8; 64])] {
+        for (key, bytes) in [
+            ("xclbin", fake_xclbin(&[("MLIR_AIE", nargs)])),
+            ("insts", vec![0u8; 64]),
+        ] {
             let p = dir.join(e[key].as_str().unwrap());
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, bytes).unwrap();
@@ -35,7 +38,13 @@ fn manifest_with_fake_binaries() -> (PathBuf, Arc<Manifest>) {
 
 fn jfk_on(spec: &DeviceSpec) -> (String, usize) {
     let graph = Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph");
-    let mut m = WhisperModel::load_on(&common::model_dir(), Some(&graph), &amanuensis_operators::standard_registry(), spec).unwrap();
+    let mut m = WhisperModel::load_on(
+        &common::model_dir(),
+        Some(&graph),
+        &amanuensis_operators::standard_registry(),
+        spec,
+    )
+    .unwrap();
     let pcm = load_audio(&common::data_dir().join("audio/jfk.wav")).unwrap();
     let mut opts = TranscribeOptions::default();
     opts.decoding.beam.beam_size = 1;
@@ -55,8 +64,16 @@ fn device_faults_fall_back_to_the_cpu_with_the_cpu_transcript() {
         m.transcribe_pcm(&pcm, &opts).unwrap().text
     };
     let cases: Vec<(&str, Step, Failure)> = vec![
-        ("run timeout", Step::RunWait, Failure::State(RunState::Timeout)),
-        ("run error state", Step::RunWait, Failure::State(RunState::Error)),
+        (
+            "run timeout",
+            Step::RunWait,
+            Failure::State(RunState::Timeout),
+        ),
+        (
+            "run error state",
+            Step::RunWait,
+            Failure::State(RunState::Error),
+        ),
         ("device lost mid-run", Step::RunStart, Failure::DeviceLost),
     ];
     for (what, step, failure) in cases {
@@ -66,15 +83,25 @@ fn device_faults_fall_back_to_the_cpu_with_the_cpu_transcript() {
         let spec = DeviceSpec {
             device: "npu".into(),
             factory: Some(Arc::new(move || {
-                let dev = NpuXrtDevice::with_shim(s.clone() as Arc<dyn ShimApi>, m.clone(), NpuXrtOptions::default())?;
+                let dev = NpuXrtDevice::with_shim(
+                    s.clone() as Arc<dyn ShimApi>,
+                    m.clone(),
+                    NpuXrtOptions::default(),
+                )?;
                 Ok(Box::new(dev) as Box<dyn amanuensis_runtime::device::Device>)
             })),
             ..DeviceSpec::default()
         };
         let (text, fallbacks) = jfk_on(&spec);
-        println!("{what}: {fallbacks} graph runs repeated on the CPU; {} shim calls", shim.calls().len());
+        println!(
+            "{what}: {fallbacks} graph runs repeated on the CPU; {} shim calls",
+            shim.calls().len()
+        );
         assert!(fallbacks >= 1, "{what}: the device was never tried");
-        assert!(shim.runs_started() >= 1 || matches!(step, Step::RunStart), "{what}: no run reached the device");
+        assert!(
+            shim.runs_started() >= 1 || matches!(step, Step::RunStart),
+            "{what}: no run reached the device"
+        );
         assert_eq!(text, cpu, "{what}: transcript differs from the CPU's");
     }
     let _ = std::fs::remove_dir_all(dir);

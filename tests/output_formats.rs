@@ -28,11 +28,21 @@ fn seg(id: usize, start: f64, end: f64, text: &str) -> Segment {
 }
 
 fn transcript(segments: Vec<Segment>) -> Transcript {
-    let text = segments.iter().map(|s| s.text.as_str()).collect::<String>().trim().to_string();
+    let text = segments
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect::<String>()
+        .trim()
+        .to_string();
     Transcript {
         language: "en".into(),
         language_probability: None,
-        task: Task::Transcribe, duration: 3727.5, segments, text, timings: Default::default() }
+        task: Task::Transcribe,
+        duration: 3727.5,
+        segments,
+        text,
+        timings: Default::default(),
+    }
 }
 
 /// Segments that exercise every rule: f32-derived times (7.6 as f32 is 7.599999904…),
@@ -40,8 +50,18 @@ fn transcript(segments: Vec<Segment>) -> Transcript {
 /// before its start, an empty text, a multi-hour time and carries into minutes and hours.
 fn tricky() -> Transcript {
     let mut segs = vec![
-        seg(0, 0.0, 7.6f32 as f64, " And so my fellow <b>Americans</b> & friends"),
-        seg(1, 7.6f32 as f64, 10.6f32 as f64, " line one\nline two\r\n\tafter a tab"),
+        seg(
+            0,
+            0.0,
+            7.6f32 as f64,
+            " And so my fellow <b>Americans</b> & friends",
+        ),
+        seg(
+            1,
+            7.6f32 as f64,
+            10.6f32 as f64,
+            " line one\nline two\r\n\tafter a tab",
+        ),
         seg(2, 3723.456, 3725.5, " a --> b ---> c"),
         seg(3, 3725.5, 3727.0, " Ça va ? 日本語の字幕 🎤 naïve — «ok»"),
         seg(4, -0.5, -0.2, " negative"),
@@ -50,8 +70,18 @@ fn tricky() -> Transcript {
         seg(7, 59.9996, 3599.9999, " carry"),
     ];
     segs[3].words = vec![
-        Word { start: 3725.5, end: 3725.9, word: " Ça".into(), probability: 0.75 },
-        Word { start: 3725.9, end: 3726.2, word: " va".into(), probability: 0.5 },
+        Word {
+            start: 3725.5,
+            end: 3725.9,
+            word: " Ça".into(),
+            probability: 0.75,
+        },
+        Word {
+            start: 3725.9,
+            end: 3726.2,
+            word: " va".into(),
+            probability: 0.5,
+        },
     ];
     let mut t = transcript(segs);
     t.language_probability = Some(0.96875);
@@ -68,12 +98,32 @@ fn empty() -> Transcript {
 /// original text on one line). The empty segment 6 has no cue.
 fn tricky_cues() -> Vec<(u64, u64, &'static str, &'static str)> {
     vec![
-        (0, 7600, "And so my fellow <b>Americans</b> & friends", "And so my fellow <b>Americans</b> & friends"),
-        (7600, 10600, "line one line two after a tab", "line one line two after a tab"),
+        (
+            0,
+            7600,
+            "And so my fellow <b>Americans</b> & friends",
+            "And so my fellow <b>Americans</b> & friends",
+        ),
+        (
+            7600,
+            10600,
+            "line one line two after a tab",
+            "line one line two after a tab",
+        ),
         (3_723_456, 3_725_500, "a -> b -> c", "a --> b ---> c"),
-        (3_725_500, 3_727_000, "Ça va ? 日本語の字幕 🎤 naïve — «ok»", "Ça va ? 日本語の字幕 🎤 naïve — «ok»"),
+        (
+            3_725_500,
+            3_727_000,
+            "Ça va ? 日本語の字幕 🎤 naïve — «ok»",
+            "Ça va ? 日本語の字幕 🎤 naïve — «ok»",
+        ),
         (0, 0, "negative", "negative"),
-        (20_000, 20_000, "ends before it starts", "ends before it starts"),
+        (
+            20_000,
+            20_000,
+            "ends before it starts",
+            "ends before it starts",
+        ),
         (60_000, 3_600_000, "carry", "carry"),
     ]
 }
@@ -156,27 +206,53 @@ carry
 macro_rules! time_ms {
     ($t:expr) => {{
         let t = $t;
-        t.hour() as u64 * 3_600_000 + t.minute() as u64 * 60_000 + t.second() as u64 * 1000 + t.millisecond() as u64
+        t.hour() as u64 * 3_600_000
+            + t.minute() as u64 * 60_000
+            + t.second() as u64 * 1000
+            + t.millisecond() as u64
     }};
 }
 
 /// Cues of a SubRip text read by `rsubs-lib`: (sequence number, start ms, end ms, text).
 fn parse_srt(s: &str) -> Vec<(u32, u64, u64, String)> {
-    let srt = rsubs_lib::SRT::parse(s).unwrap_or_else(|e| panic!("SubRip output does not parse: {e:?}\n{s}"));
-    srt.lines.iter().map(|l| (l.sequence_number, time_ms!(l.start), time_ms!(l.end), l.text.clone())).collect()
+    let srt = rsubs_lib::SRT::parse(s)
+        .unwrap_or_else(|e| panic!("SubRip output does not parse: {e:?}\n{s}"));
+    srt.lines
+        .iter()
+        .map(|l| {
+            (
+                l.sequence_number,
+                time_ms!(l.start),
+                time_ms!(l.end),
+                l.text.clone(),
+            )
+        })
+        .collect()
 }
 
 /// Cues of a WebVTT text read by `rsubs-lib`: (start ms, end ms, text with the character
 /// references resolved).
 fn parse_vtt(s: &str) -> Vec<(u64, u64, String)> {
-    let vtt = rsubs_lib::VTT::parse(s).unwrap_or_else(|e| panic!("WebVTT output does not parse: {e:?}\n{s}"));
-    assert!(vtt.styles.is_empty() && vtt.regions.is_empty(), "no style or region blocks expected");
+    let vtt = rsubs_lib::VTT::parse(s)
+        .unwrap_or_else(|e| panic!("WebVTT output does not parse: {e:?}\n{s}"));
+    assert!(
+        vtt.styles.is_empty() && vtt.regions.is_empty(),
+        "no style or region blocks expected"
+    );
     vtt.lines
         .iter()
         .map(|l| {
-            assert!(l.settings.is_empty(), "cue settings appeared: {:?}", l.settings);
+            assert!(
+                l.settings.is_empty(),
+                "cue settings appeared: {:?}",
+                l.settings
+            );
             assert_eq!(l.identifier, None, "cue identifier appeared");
-            let text = l.text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
+            let text = l
+                .text
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&");
             (time_ms!(l.start), time_ms!(l.end), text)
         })
         .collect()
@@ -191,7 +267,10 @@ fn extensions_and_cli_names() {
         (OutputFormat::Json, "json"),
         (OutputFormat::Tsv, "tsv"),
     ];
-    assert_eq!(OutputFormat::ALL.to_vec(), expected.iter().map(|e| e.0).collect::<Vec<_>>());
+    assert_eq!(
+        OutputFormat::ALL.to_vec(),
+        expected.iter().map(|e| e.0).collect::<Vec<_>>()
+    );
     for (f, ext) in expected {
         assert_eq!(f.extension(), ext);
         // The command-line value is the extension.
@@ -203,10 +282,22 @@ fn extensions_and_cli_names() {
 #[test]
 fn the_parser_is_strict() {
     // The checks below mean something only if malformed files are rejected.
-    assert!(rsubs_lib::SRT::parse("1\n00:00:01.000 --> 00:00:02,000\nx\n").is_err(), "SubRip with '.' accepted");
-    assert!(rsubs_lib::SRT::parse("x\n00:00:01,000 --> 00:00:02,000\nx\n").is_err(), "SubRip without number accepted");
-    assert!(rsubs_lib::VTT::parse("00:00:01.000 --> 00:00:02.000\nx\n").is_err(), "WebVTT without header accepted");
-    assert!(rsubs_lib::VTT::parse("WEBVTT\n\n00:00:01,000 --> 00:00:02.000\nx\n").is_err(), "WebVTT with ',' accepted");
+    assert!(
+        rsubs_lib::SRT::parse("1\n00:00:01.000 --> 00:00:02,000\nx\n").is_err(),
+        "SubRip with '.' accepted"
+    );
+    assert!(
+        rsubs_lib::SRT::parse("x\n00:00:01,000 --> 00:00:02,000\nx\n").is_err(),
+        "SubRip without number accepted"
+    );
+    assert!(
+        rsubs_lib::VTT::parse("00:00:01.000 --> 00:00:02.000\nx\n").is_err(),
+        "WebVTT without header accepted"
+    );
+    assert!(
+        rsubs_lib::VTT::parse("WEBVTT\n\n00:00:01,000 --> 00:00:02.000\nx\n").is_err(),
+        "WebVTT with ',' accepted"
+    );
 }
 
 #[test]
@@ -218,7 +309,12 @@ fn srt_exact_and_parsed() {
     let expected = tricky_cues();
     assert_eq!(cues.len(), expected.len(), "{cues:?}");
     for (i, (cue, exp)) in cues.iter().zip(&expected).enumerate() {
-        assert_eq!(cue, &(i as u32 + 1, exp.0, exp.1, exp.2.to_string()), "cue {}", i + 1);
+        assert_eq!(
+            cue,
+            &(i as u32 + 1, exp.0, exp.1, exp.2.to_string()),
+            "cue {}",
+            i + 1
+        );
     }
 }
 
@@ -229,7 +325,10 @@ fn vtt_exact_and_parsed() {
     assert_eq!(vtt, TRICKY_VTT);
     // Escaping keeps the text intact for a reader, arrows included.
     let cues = parse_vtt(&vtt);
-    let expected: Vec<_> = tricky_cues().into_iter().map(|c| (c.0, c.1, c.3.to_string())).collect();
+    let expected: Vec<_> = tricky_cues()
+        .into_iter()
+        .map(|c| (c.0, c.1, c.3.to_string()))
+        .collect();
     assert_eq!(cues, expected);
 }
 
@@ -254,7 +353,10 @@ fn subtitle_text_never_breaks_a_cue() {
 
 #[test]
 fn hours_past_99() {
-    let t = transcript(vec![seg(0, 360_001.5, 1_000_000.0, " long"), seg(1, 1_000_000.0, 1e12, " longer")]);
+    let t = transcript(vec![
+        seg(0, 360_001.5, 1_000_000.0, " long"),
+        seg(1, 1_000_000.0, 1e12, " longer"),
+    ]);
     assert_eq!(
         render(&t, OutputFormat::Srt),
         "1\n100:00:01,500 --> 277:46:40,000\nlong\n\n2\n277:46:40,000 --> 277777777:46:40,000\nlonger\n"
@@ -263,14 +365,23 @@ fn hours_past_99() {
         render(&t, OutputFormat::Vtt),
         "WEBVTT\n\n100:00:01.500 --> 277:46:40.000\nlong\n\n277:46:40.000 --> 277777777:46:40.000\nlonger\n"
     );
-    assert_eq!(render(&t, OutputFormat::Tsv), "start\tend\ttext\n360001500\t1000000000\tlong\n1000000000\t1000000000000000\tlonger\n");
+    assert_eq!(
+        render(&t, OutputFormat::Tsv),
+        "start\tend\ttext\n360001500\t1000000000\tlong\n1000000000\t1000000000000000\tlonger\n"
+    );
 }
 
 #[test]
 fn non_finite_times_are_clamped() {
     let t = transcript(vec![seg(0, f64::NAN, f64::NEG_INFINITY, " nan")]);
-    assert_eq!(render(&t, OutputFormat::Srt), "1\n00:00:00,000 --> 00:00:00,000\nnan\n");
-    assert_eq!(render(&t, OutputFormat::Tsv), "start\tend\ttext\n0\t0\tnan\n");
+    assert_eq!(
+        render(&t, OutputFormat::Srt),
+        "1\n00:00:00,000 --> 00:00:00,000\nnan\n"
+    );
+    assert_eq!(
+        render(&t, OutputFormat::Tsv),
+        "start\tend\ttext\n0\t0\tnan\n"
+    );
 }
 
 #[test]
@@ -290,12 +401,23 @@ fn tsv_reads_back() {
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             assert_eq!(f.len(), 3, "row {l:?}");
-            (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].to_string())
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].to_string(),
+            )
         })
         .collect();
-    assert_eq!(rows.len(), t.segments.len(), "one row per segment, the empty one included");
+    assert_eq!(
+        rows.len(),
+        t.segments.len(),
+        "one row per segment, the empty one included"
+    );
     // The rows are the cues plus the empty segment 6, in segment order.
-    let mut expected: Vec<(u64, u64, String)> = tricky_cues().into_iter().map(|c| (c.0, c.1, c.3.to_string())).collect();
+    let mut expected: Vec<(u64, u64, String)> = tricky_cues()
+        .into_iter()
+        .map(|c| (c.0, c.1, c.3.to_string()))
+        .collect();
     expected.insert(6, (30_000, 31_000, String::new()));
     assert_eq!(rows, expected);
 }
@@ -362,15 +484,43 @@ fn json_round_trips() {
         assert_eq!(back.segments.len(), t.segments.len());
         for (b, s) in back.segments.iter().zip(&t.segments) {
             let v = &value["segments"][b.id];
-            for key in ["id", "start", "end", "text", "tokens", "avg_logprob", "no_speech_prob", "compression_ratio", "temperature"] {
+            for key in [
+                "id",
+                "start",
+                "end",
+                "text",
+                "tokens",
+                "avg_logprob",
+                "no_speech_prob",
+                "compression_ratio",
+                "temperature",
+            ] {
                 assert!(v.get(key).is_some(), "segment {} lacks {key}", s.id);
             }
             // Words appear only when there are some.
-            assert_eq!(v.get("words").is_some(), !s.words.is_empty(), "segment {}", s.id);
-            assert_eq!((b.id, b.seek, &b.text, &b.tokens), (s.id, s.seek, &s.text, &s.tokens));
-            assert!(close(b.start, s.start) && close(b.end, s.end), "segment {}: {b:?}", s.id);
-            assert!(close(b.avg_logprob, s.avg_logprob) && close(b.compression_ratio, s.compression_ratio));
-            assert_eq!((b.no_speech_prob, b.temperature), (s.no_speech_prob, s.temperature));
+            assert_eq!(
+                v.get("words").is_some(),
+                !s.words.is_empty(),
+                "segment {}",
+                s.id
+            );
+            assert_eq!(
+                (b.id, b.seek, &b.text, &b.tokens),
+                (s.id, s.seek, &s.text, &s.tokens)
+            );
+            assert!(
+                close(b.start, s.start) && close(b.end, s.end),
+                "segment {}: {b:?}",
+                s.id
+            );
+            assert!(
+                close(b.avg_logprob, s.avg_logprob)
+                    && close(b.compression_ratio, s.compression_ratio)
+            );
+            assert_eq!(
+                (b.no_speech_prob, b.temperature),
+                (s.no_speech_prob, s.temperature)
+            );
             assert_eq!(b.words.len(), s.words.len());
             for (bw, w) in b.words.iter().zip(&s.words) {
                 assert_eq!((&bw.word, bw.probability), (&w.word, w.probability));
@@ -393,25 +543,56 @@ fn empty_transcript() {
 #[test]
 fn output_paths() {
     let out = Path::new("out");
-    assert_eq!(output_path(Path::new("talk.mp3"), out, OutputFormat::Srt), PathBuf::from("out/talk.srt"));
-    assert_eq!(output_path(Path::new("/data/in/talk.v2.wav"), out, OutputFormat::Json), PathBuf::from("out/talk.v2.json"));
-    assert_eq!(output_path(Path::new("rec/noext"), Path::new("/abs/dir"), OutputFormat::Txt), PathBuf::from("/abs/dir/noext.txt"));
-    assert_eq!(output_path(Path::new("-"), out, OutputFormat::Vtt), PathBuf::from("out/stdin.vtt"));
-    assert_eq!(output_path(Path::new("./-"), out, OutputFormat::Tsv), PathBuf::from("out/-.tsv"), "only a bare '-' is stdin");
-    assert_eq!(output_path(Path::new("/"), out, OutputFormat::Txt), PathBuf::from("out/transcript.txt"));
-    assert_eq!(output_path(Path::new("talk.mp3"), Path::new(""), OutputFormat::Srt), PathBuf::from("talk.srt"));
+    assert_eq!(
+        output_path(Path::new("talk.mp3"), out, OutputFormat::Srt),
+        PathBuf::from("out/talk.srt")
+    );
+    assert_eq!(
+        output_path(Path::new("/data/in/talk.v2.wav"), out, OutputFormat::Json),
+        PathBuf::from("out/talk.v2.json")
+    );
+    assert_eq!(
+        output_path(
+            Path::new("rec/noext"),
+            Path::new("/abs/dir"),
+            OutputFormat::Txt
+        ),
+        PathBuf::from("/abs/dir/noext.txt")
+    );
+    assert_eq!(
+        output_path(Path::new("-"), out, OutputFormat::Vtt),
+        PathBuf::from("out/stdin.vtt")
+    );
+    assert_eq!(
+        output_path(Path::new("./-"), out, OutputFormat::Tsv),
+        PathBuf::from("out/-.tsv"),
+        "only a bare '-' is stdin"
+    );
+    assert_eq!(
+        output_path(Path::new("/"), out, OutputFormat::Txt),
+        PathBuf::from("out/transcript.txt")
+    );
+    assert_eq!(
+        output_path(Path::new("talk.mp3"), Path::new(""), OutputFormat::Srt),
+        PathBuf::from("talk.srt")
+    );
 }
 
 /// A fresh scratch directory for one test.
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("output_formats").join(name);
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("output_formats")
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -427,7 +608,10 @@ fn write_output_creates_dirs_and_replaces_atomically() {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), render(&t, f));
     }
     // Nothing but the five files: no temporary file is left behind.
-    assert_eq!(entries(&dir), ["talk.json", "talk.srt", "talk.tsv", "talk.txt", "talk.vtt"]);
+    assert_eq!(
+        entries(&dir),
+        ["talk.json", "talk.srt", "talk.tsv", "talk.txt", "talk.vtt"]
+    );
     // An existing file is replaced whole.
     std::fs::write(dir.join("talk.srt"), "x".repeat(10_000)).unwrap();
     let p = write_output(&empty(), Path::new("talk.wav"), &dir, OutputFormat::Srt).unwrap();
@@ -444,10 +628,18 @@ fn write_output_errors_name_the_path() {
     let file = root.join("not-a-dir");
     std::fs::write(&file, "occupied").unwrap();
     for dir in [file.clone(), file.join("sub")] {
-        let err = write_output(&tricky(), Path::new("talk.wav"), &dir, OutputFormat::Srt).unwrap_err();
-        assert!(matches!(&err, OutputError::CreateDir { path, .. } if path == &dir), "{err:?}");
+        let err =
+            write_output(&tricky(), Path::new("talk.wav"), &dir, OutputFormat::Srt).unwrap_err();
+        assert!(
+            matches!(&err, OutputError::CreateDir { path, .. } if path == &dir),
+            "{err:?}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains(&dir.display().to_string()), "message does not name {}: {msg}", dir.display());
+        assert!(
+            msg.contains(&dir.display().to_string()),
+            "message does not name {}: {msg}",
+            dir.display()
+        );
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "occupied");
 
@@ -455,8 +647,15 @@ fn write_output_errors_name_the_path() {
     let out = root.join("out");
     std::fs::create_dir_all(out.join("talk.srt")).unwrap();
     let err = write_output(&tricky(), Path::new("talk.wav"), &out, OutputFormat::Srt).unwrap_err();
-    assert!(matches!(&err, OutputError::Rename { path, .. } if path == &out.join("talk.srt")), "{err:?}");
-    assert!(err.to_string().contains(&out.join("talk.srt").display().to_string()), "{err}");
+    assert!(
+        matches!(&err, OutputError::Rename { path, .. } if path == &out.join("talk.srt")),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&out.join("talk.srt").display().to_string()),
+        "{err}"
+    );
     assert_eq!(entries(&out), ["talk.srt"]);
 }
 
@@ -483,7 +682,11 @@ fn jfk_subtitles_from_the_model() {
     let mut model = common::load_model();
     let pcm = load_audio(&common::data_dir().join("audio/jfk.wav")).unwrap();
     // Greedy decoding, whose timestamps are the reference's (FIXTURES.md).
-    let mut opts = TranscribeOptions { without_timestamps: false, refine_timestamps: false, ..Default::default() };
+    let mut opts = TranscribeOptions {
+        without_timestamps: false,
+        refine_timestamps: false,
+        ..Default::default()
+    };
     opts.decoding.beam.beam_size = 1;
     let t = model.transcribe_pcm(&pcm, &opts).unwrap();
     assert_eq!(render(&t, OutputFormat::Srt), JFK_SRT);
@@ -502,7 +705,10 @@ fn jfk_subtitles_from_the_model() {
     assert_eq!(srt.len(), t.segments.len());
     assert_eq!(vtt.len(), t.segments.len());
     for (i, s) in t.segments.iter().enumerate() {
-        let (a, b) = ((s.start * 1000.0).round() as u64, (s.end * 1000.0).round() as u64);
+        let (a, b) = (
+            (s.start * 1000.0).round() as u64,
+            (s.end * 1000.0).round() as u64,
+        );
         assert_eq!(srt[i], (i as u32 + 1, a, b, s.text.trim().to_string()));
         assert_eq!(vtt[i], (a, b, s.text.trim().to_string()));
     }

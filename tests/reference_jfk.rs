@@ -40,10 +40,16 @@ fn encoder_output_matches_reference() {
     assert!(rel <= 1e-4, "relative L2 {rel}");
 }
 
-fn greedy_tokens(model: &mut amanuensis::WhisperModel, without_timestamps: bool) -> (Vec<u32>, amanuensis::decoding::DecodeResult) {
+fn greedy_tokens(
+    model: &mut amanuensis::WhisperModel,
+    without_timestamps: bool,
+) -> (Vec<u32>, amanuensis::decoding::DecodeResult) {
     let enc = model.encode(&jfk()).unwrap();
     let cross = model.cross_kv(&enc).unwrap();
-    let prompt = model.tokenizer.sot_sequence(Some("en"), false, without_timestamps).unwrap();
+    let prompt = model
+        .tokenizer
+        .sot_sequence(Some("en"), false, without_timestamps)
+        .unwrap();
     let opts = model.decode_options(without_timestamps);
     let (res, _) = model.decode_greedy(&cross, &prompt, &opts).unwrap();
     let mut all = prompt.clone();
@@ -58,9 +64,16 @@ fn greedy_tokens_match_reference() {
     let (tokens, res) = greedy_tokens(&mut model, true);
     assert_eq!(tokens, common::fixture_tokens("tokens_greedy"));
     // CT2's reported score and no-speech probability for this run (FIXTURES.md).
-    println!("score {:.4} no_speech_prob {:.4}", res.score, res.no_speech_prob);
+    println!(
+        "score {:.4} no_speech_prob {:.4}",
+        res.score, res.no_speech_prob
+    );
     assert!((res.score - -0.1191).abs() < 2e-3, "score {}", res.score);
-    assert!((res.no_speech_prob - 0.0921).abs() < 2e-3, "no_speech_prob {}", res.no_speech_prob);
+    assert!(
+        (res.no_speech_prob - 0.0921).abs() < 2e-3,
+        "no_speech_prob {}",
+        res.no_speech_prob
+    );
 }
 
 #[test]
@@ -68,9 +81,16 @@ fn greedy_tokens_with_timestamps_match_reference() {
     let mut model = common::load_model();
     let (tokens, res) = greedy_tokens(&mut model, false);
     assert_eq!(tokens, common::fixture_tokens("tokens_greedy_ts"));
-    println!("score {:.4} no_speech_prob {:.4}", res.score, res.no_speech_prob);
+    println!(
+        "score {:.4} no_speech_prob {:.4}",
+        res.score, res.no_speech_prob
+    );
     assert!((res.score - -0.4108).abs() < 2e-3, "score {}", res.score);
-    assert!((res.no_speech_prob - 0.0921).abs() < 2e-3, "no_speech_prob {}", res.no_speech_prob);
+    assert!(
+        (res.no_speech_prob - 0.0921).abs() < 2e-3,
+        "no_speech_prob {}",
+        res.no_speech_prob
+    );
 }
 
 /// The teacher-forced alignment graph computes the same logits as the incremental decoder
@@ -82,7 +102,11 @@ fn align_graph_agrees_with_incremental_decoder() {
     let cross = model.cross_kv(&enc).unwrap();
     let tokens = common::fixture_tokens("tokens_greedy");
     let (heads, logits) = model.align_tokens(&cross, &tokens).unwrap();
-    let (n, v, frames) = (tokens.len(), model.config.dims.n_vocab, model.config.dims.n_audio_ctx);
+    let (n, v, frames) = (
+        tokens.len(),
+        model.config.dims.n_vocab,
+        model.config.dims.n_audio_ctx,
+    );
     let h = model.config.alignment_heads.len();
     assert_eq!(logits.len(), n * v);
     assert_eq!(heads.len(), h * n * frames);

@@ -18,7 +18,11 @@ fn manifest_has_every_clip() {
     for r in &rows {
         assert!(dir.join(&r.file).is_file(), "{} listed but missing", r.file);
     }
-    let by_name = |n: &str| rows.iter().find(|r| r.file == n).unwrap_or_else(|| panic!("{n} missing"));
+    let by_name = |n: &str| {
+        rows.iter()
+            .find(|r| r.file == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+    };
     let jfk = by_name("jfk.wav");
     assert_eq!((jfk.seconds, jfk.sample_rate), (11.0, 16_000));
     assert!(jfk.transcript.starts_with("And so my fellow Americans,"));
@@ -33,7 +37,11 @@ fn manifest_has_every_clip() {
 #[test]
 fn jfk_reference_transcripts_score_zero() {
     let rows = read_manifest(&manifest_path()).unwrap();
-    let jfk = &rows.iter().find(|r| r.file == "jfk.wav").unwrap().transcript;
+    let jfk = &rows
+        .iter()
+        .find(|r| r.file == "jfk.wav")
+        .unwrap()
+        .transcript;
     // faster-whisper's greedy transcripts of jfk.wav, without and with timestamps (the
     // latter lacks the comma after "Americans"): punctuation does not count.
     let no_ts = " And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
@@ -53,10 +61,22 @@ fn normalisation_of_manifest_texts() {
         normalize("many people don't think the whole-number ratio is 3:2."),
         ["many", "people", "dont", "think", "the", "whole", "number", "ratio", "is", "3", "2"]
     );
-    assert_eq!(normalize("She saw a cat in the neighbor's house."), ["she", "saw", "a", "cat", "in", "the", "neighbors", "house"]);
+    assert_eq!(
+        normalize("She saw a cat in the neighbor's house."),
+        ["she", "saw", "a", "cat", "in", "the", "neighbors", "house"]
+    );
     // "10" and "ten" differ; "Mr." and "mister" differ.
-    assert_eq!(word_errors("lag behind by 25 to 30 year", "lag behind by twenty-five to 30 year"), (2, 7));
-    assert_eq!(word_errors("mister john dashwood", "Mr. John Dashwood"), (1, 3));
+    assert_eq!(
+        word_errors(
+            "lag behind by 25 to 30 year",
+            "lag behind by twenty-five to 30 year"
+        ),
+        (2, 7)
+    );
+    assert_eq!(
+        word_errors("mister john dashwood", "Mr. John Dashwood"),
+        (1, 3)
+    );
 }
 
 #[test]
@@ -81,5 +101,8 @@ fn corpus_wer_over_manifest() {
     // "no speech" clips: any output word is an insertion against zero reference words.
     let mut silence = Corpus::new();
     silence.add("", "thank you");
-    assert_eq!((silence.edits, silence.ref_words, silence.wer()), (2, 0, None));
+    assert_eq!(
+        (silence.edits, silence.ref_words, silence.wer()),
+        (2, 0, None)
+    );
 }

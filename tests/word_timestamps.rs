@@ -41,14 +41,23 @@ const TOLERANCE_S: f64 = 0.2;
 fn jfk_word_timestamps() {
     let pcm = load_audio(&common::data_dir().join("audio/jfk.wav")).unwrap();
     let mut model = common::load_model();
-    let mut opts = TranscribeOptions { word_timestamps: true, language: Some("en".into()), ..Default::default() };
+    let mut opts = TranscribeOptions {
+        word_timestamps: true,
+        language: Some("en".into()),
+        ..Default::default()
+    };
     opts.decoding.beam.beam_size = 1; // the reference run was greedy
     let t = model.transcribe_pcm(&pcm, &opts).unwrap();
     let mut words = Vec::new();
     for s in &t.segments {
         assert!(!s.words.is_empty(), "segment without words: {s:?}");
         for w in &s.words {
-            assert!(w.start >= s.start - 1e-9 && w.end <= s.end + 1e-9, "{w:?} outside its segment [{}, {}]", s.start, s.end);
+            assert!(
+                w.start >= s.start - 1e-9 && w.end <= s.end + 1e-9,
+                "{w:?} outside its segment [{}, {}]",
+                s.start,
+                s.end
+            );
             assert!(w.end >= w.start);
             assert!((0.0..=1.0).contains(&w.probability));
             words.push(w.clone());
@@ -62,7 +71,9 @@ fn jfk_word_timestamps() {
     for (w, &(_, start, end)) in words.iter().zip(REFERENCE) {
         assert!(w.start >= prev_end - 1e-9, "times go back at {w:?}");
         prev_end = w.end;
-        max_dev = max_dev.max((w.start - start).abs()).max((w.end - end).abs());
+        max_dev = max_dev
+            .max((w.start - start).abs())
+            .max((w.end - end).abs());
     }
     println!("max deviation from the reference word times: {max_dev:.3} s");
     assert!(max_dev <= TOLERANCE_S, "{max_dev}");

@@ -99,7 +99,10 @@ pub fn mel_filterbank_f64(sample_rate: u32, n_fft: usize, n_mels: usize) -> Vec<
 /// its defaults: Slaney mel scale, Slaney area normalisation, 0 Hz to `sr / 2`), row-major
 /// `[n_mels, n_fft / 2 + 1]`, computed in `f64` and rounded to `f32`.
 pub fn mel_filterbank(sample_rate: u32, n_fft: usize, n_mels: usize) -> Vec<f32> {
-    mel_filterbank_f64(sample_rate, n_fft, n_mels).into_iter().map(|w| w as f32).collect()
+    mel_filterbank_f64(sample_rate, n_fft, n_mels)
+        .into_iter()
+        .map(|w| w as f32)
+        .collect()
 }
 
 /// Index into a signal of length `len` after numpy-style `reflect` padding (mirror without
@@ -158,14 +161,21 @@ impl LogMel {
 
     /// Builds the front end; `n_fft` must be even and in `2..=65536`, `hop` and `n_mels`
     /// non-zero (`n_mels` at most 1024) and `sample_rate` non-zero.
-    pub fn try_new(sample_rate: u32, n_fft: usize, hop: usize, n_mels: usize) -> Result<Self, LogMelError> {
+    pub fn try_new(
+        sample_rate: u32,
+        n_fft: usize,
+        hop: usize,
+        n_mels: usize,
+    ) -> Result<Self, LogMelError> {
         if sample_rate == 0 || hop == 0 || n_mels == 0 || n_mels > 1024 {
             return Err(LogMelError(format!(
                 "sample_rate {sample_rate}, hop {hop}, n_mels {n_mels} (all must be > 0, n_mels ≤ 1024)"
             )));
         }
         if !(2..=65_536).contains(&n_fft) || n_fft & 1 == 1 {
-            return Err(LogMelError(format!("n_fft {n_fft} must be even and in 2..=65536")));
+            return Err(LogMelError(format!(
+                "n_fft {n_fft} must be even and in 2..=65536"
+            )));
         }
         let n_bins = n_fft / 2 + 1;
         let filters = mel_filterbank_f64(sample_rate, n_fft, n_mels);
@@ -182,7 +192,16 @@ impl LogMel {
             .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n_fft as f64).cos())
             .collect();
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(n_fft);
-        Ok(LogMel { sample_rate, n_fft, hop, n_mels, filters, bands, window, fft })
+        Ok(LogMel {
+            sample_rate,
+            n_fft,
+            hop,
+            n_mels,
+            filters,
+            bands,
+            window,
+            fft,
+        })
     }
 
     /// Number of mel bands.
@@ -262,47 +281,50 @@ impl LogMel {
         // Log-mel values, frame-major [stft_frames, n_mels] (transposed at the end).
         let mut logmel = vec![0.0f32; stft_frames * n_mels];
         const FRAMES_PER_BLOCK: usize = 64;
-        logmel.par_chunks_mut(FRAMES_PER_BLOCK * n_mels).enumerate().for_each_init(
-            || {
-                (
-                    self.fft.make_input_vec(),
-                    self.fft.make_output_vec(),
-                    self.fft.make_scratch_vec(),
-                    vec![0.0f64; n_fft / 2 + 1],
-                )
-            },
-            |(frame, spec, scratch, power), (block, out)| {
-                for (f_in_block, out_frame) in out.chunks_exact_mut(n_mels).enumerate() {
-                    let t = block * FRAMES_PER_BLOCK + f_in_block;
-                    let start = (t * hop) as isize - half;
-                    if start >= 0 && start as usize + n_fft <= pcm.len() {
-                        let src = &pcm[start as usize..start as usize + n_fft];
-                        for ((d, &s), &w) in frame.iter_mut().zip(src).zip(&self.window) {
-                            *d = f64::from(s) * w;
+        logmel
+            .par_chunks_mut(FRAMES_PER_BLOCK * n_mels)
+            .enumerate()
+            .for_each_init(
+                || {
+                    (
+                        self.fft.make_input_vec(),
+                        self.fft.make_output_vec(),
+                        self.fft.make_scratch_vec(),
+                        vec![0.0f64; n_fft / 2 + 1],
+                    )
+                },
+                |(frame, spec, scratch, power), (block, out)| {
+                    for (f_in_block, out_frame) in out.chunks_exact_mut(n_mels).enumerate() {
+                        let t = block * FRAMES_PER_BLOCK + f_in_block;
+                        let start = (t * hop) as isize - half;
+                        if start >= 0 && start as usize + n_fft <= pcm.len() {
+                            let src = &pcm[start as usize..start as usize + n_fft];
+                            for ((d, &s), &w) in frame.iter_mut().zip(src).zip(&self.window) {
+                                *d = f64::from(s) * w;
+                            }
+                        } else {
+                            for (k, (d, &w)) in frame.iter_mut().zip(&self.window).enumerate() {
+                                *d = sample(start + k as isize) * w;
+                            }
                         }
-                    } else {
-                        for (k, (d, &w)) in frame.iter_mut().zip(&self.window).enumerate() {
-                            *d = sample(start + k as isize) * w;
+                        // Lengths are fixed by construction, so the FFT cannot fail.
+                        if self.fft.process_with_scratch(frame, spec, scratch).is_err() {
+                            out_frame.fill(f32::NAN);
+                            continue;
+                        }
+                        for (p, c) in power.iter_mut().zip(spec.iter()) {
+                            *p = c.norm_sqr();
+                        }
+                        let n_bins = power.len();
+                        for (m, o) in out_frame.iter_mut().enumerate() {
+                            let (b0, b1) = self.bands[m];
+                            let row = &self.filters[m * n_bins..][b0..b1];
+                            let e: f64 = row.iter().zip(&power[b0..b1]).map(|(w, p)| w * p).sum();
+                            *o = e.max(1e-10).log10() as f32;
                         }
                     }
-                    // Lengths are fixed by construction, so the FFT cannot fail.
-                    if self.fft.process_with_scratch(frame, spec, scratch).is_err() {
-                        out_frame.fill(f32::NAN);
-                        continue;
-                    }
-                    for (p, c) in power.iter_mut().zip(spec.iter()) {
-                        *p = c.norm_sqr();
-                    }
-                    let n_bins = power.len();
-                    for (m, o) in out_frame.iter_mut().enumerate() {
-                        let (b0, b1) = self.bands[m];
-                        let row = &self.filters[m * n_bins..][b0..b1];
-                        let e: f64 = row.iter().zip(&power[b0..b1]).map(|(w, p)| w * p).sum();
-                        *o = e.max(1e-10).log10() as f32;
-                    }
-                }
-            },
-        );
+                },
+            );
 
         // Step 3: clamp at global max − 8 and rescale.
         let max = logmel.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -332,15 +354,24 @@ mod tests {
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors fixture");
-        let t = st.tensor(name).unwrap_or_else(|e| panic!("tensor {name}: {e:?}"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|e| panic!("tensor {name}: {e:?}"));
         assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name} dtype");
-        let data = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let data = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         (data, t.shape().to_vec())
     }
 
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
@@ -364,12 +395,19 @@ mod tests {
         assert_eq!(frames, 1100);
         let got = lm.compute(&audio, 3000);
         let d = max_abs_diff(&got, &want);
-        let mean = got.iter().zip(&want).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / got.len() as f64;
+        let mean = got
+            .iter()
+            .zip(&want)
+            .map(|(x, y)| (x - y).abs() as f64)
+            .sum::<f64>()
+            / got.len() as f64;
         eprintln!("jfk log-mel max |diff| = {d:e}, mean {mean:e}");
         assert!(d <= 1e-4, "log-mel max |diff| {d:e} > 1e-4");
         // Padding columns are exactly zero, as in the fixture.
         for m in 0..80 {
-            assert!(got[m * 3000 + 1100..(m + 1) * 3000].iter().all(|&x| x == 0.0));
+            assert!(got[m * 3000 + 1100..(m + 1) * 3000]
+                .iter()
+                .all(|&x| x == 0.0));
         }
     }
 
@@ -417,7 +455,8 @@ mod tests {
             for (k, p) in power.iter_mut().enumerate() {
                 let (mut re, mut im) = (0.0, 0.0);
                 for i in 0..n_fft {
-                    let w = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n_fft as f64).cos();
+                    let w =
+                        0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n_fft as f64).cos();
                     let a = -2.0 * std::f64::consts::PI * (k * i) as f64 / n_fft as f64;
                     re += padded[t * hop + i] * w * a.cos();
                     im += padded[t * hop + i] * w * a.sin();
@@ -444,7 +483,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.6
             })
             .collect()
@@ -462,7 +503,11 @@ mod tests {
             let (want, want_frames) = naive(&pcm, n_fft, hop, n_mels);
             assert_eq!(frames, want_frames, "frames for {n} samples");
             assert_eq!(frames, n / hop);
-            let d = got.iter().zip(&want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max);
+            let d = got
+                .iter()
+                .zip(&want)
+                .map(|(&g, &w)| (g as f64 - w).abs())
+                .fold(0.0, f64::max);
             assert!(d < 1e-5, "{n} samples: max |diff| {d:e}");
         }
     }
@@ -478,7 +523,9 @@ mod tests {
         assert!(lm.compute(&noise(30, 3), 10).iter().all(|&x| x == 0.0));
         let (full, frames) = lm.compute_full(&noise(400, 4));
         assert_eq!(frames, 2);
-        assert!(full.iter().all(|x| x.is_finite() && (-1.5..=1.5).contains(x)));
+        assert!(full
+            .iter()
+            .all(|x| x.is_finite() && (-1.5..=1.5).contains(x)));
         // The window truncates when there are more content frames than requested.
         let pcm = noise(16_000, 5);
         let (full, frames) = lm.compute_full(&pcm);

@@ -11,7 +11,10 @@ use amanuensis_runtime::device::{node_types, npu_support, NpuCaps, Support};
 use amanuensis_runtime::format::{Dim, GraphDef, NodeDef};
 use amanuensis_runtime::fusion::{ChainMatch, FusedNode, FusionPattern};
 use amanuensis_runtime::memory::BufferPool;
-use amanuensis_runtime::{Attrs, DType, EvalContext, Graph, ModelFile, Operator, Registry, Session, Tensor, ValueType, WeightStore};
+use amanuensis_runtime::{
+    Attrs, DType, EvalContext, Graph, ModelFile, Operator, Registry, Session, Tensor, ValueType,
+    WeightStore,
+};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -44,11 +47,20 @@ impl Rng {
 }
 
 fn attrs(v: serde_json::Value) -> Attrs {
-    Attrs(v.as_object().expect("attrs are an object").clone().into_iter().collect())
+    Attrs(
+        v.as_object()
+            .expect("attrs are an object")
+            .clone()
+            .into_iter()
+            .collect(),
+    )
 }
 
 fn build(reg: &Registry, op: &str, a: serde_json::Value) -> Box<dyn Operator> {
-    reg.get(op).unwrap_or_else(|| panic!("op {op} registered")).build(&attrs(a)).unwrap()
+    reg.get(op)
+        .unwrap_or_else(|| panic!("op {op} registered"))
+        .build(&attrs(a))
+        .unwrap()
 }
 
 fn types(ts: &[&Tensor]) -> Vec<ValueType> {
@@ -68,7 +80,8 @@ fn cpu(op: &dyn Operator, ins: &[&Tensor]) -> Vec<Tensor> {
 /// NPU evaluation through the op's kernel, after `check`, with the inferred shapes.
 fn npu(op: &dyn Operator, ins: &[&Tensor]) -> Vec<Tensor> {
     let k = op.npu_kernel().expect("op has an NPU kernel");
-    k.check(&types(ins)).unwrap_or_else(|r| panic!("{} rejects: {r}", k.name()));
+    k.check(&types(ins))
+        .unwrap_or_else(|r| panic!("{} rejects: {r}", k.name()));
     let out = k.eval(ins).unwrap();
     expect_inferred(op, ins, &out);
     out
@@ -89,7 +102,11 @@ fn bits(t: &Tensor) -> Vec<u32> {
 }
 
 fn abs(t: &Tensor) -> Tensor {
-    Tensor::from_f32(t.shape(), t.f32s().unwrap().iter().map(|v| v.abs()).collect()).unwrap()
+    Tensor::from_f32(
+        t.shape(),
+        t.f32s().unwrap().iter().map(|v| v.abs()).collect(),
+    )
+    .unwrap()
 }
 
 fn max_abs(v: &[f32]) -> f32 {
@@ -118,7 +135,11 @@ fn linear_npu_is_matmul_bias_bit_exact_and_near_cpu() {
     let reg = standard_registry();
     let op = build(&reg, "linear", json!({}));
     let mut rng = Rng(1);
-    for (xs, n, bias) in [(vec![2, 37, 70], 45, true), (vec![5, 70], 33, false), (vec![1, 1, 130], 70, true)] {
+    for (xs, n, bias) in [
+        (vec![2, 37, 70], 45, true),
+        (vec![5, 70], 33, false),
+        (vec![1, 1, 130], 70, true),
+    ] {
         let k = *xs.last().unwrap();
         let m: usize = xs[..xs.len() - 1].iter().product();
         let x = rng.tensor(&xs, 1.0);
@@ -128,19 +149,47 @@ fn linear_npu_is_matmul_bias_bit_exact_and_near_cpu() {
         let got = npu(op.as_ref(), &ins).remove(0);
 
         let mut want = vec![0f32; m * n];
-        cat::matmul_bias(x.f32s().unwrap(), m, k, w.f32s().unwrap(), n, bias.then(|| b.f32s().unwrap()), &mut want).unwrap();
-        assert_eq!(bits(&got), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{xs:?} bias {bias}");
+        cat::matmul_bias(
+            x.f32s().unwrap(),
+            m,
+            k,
+            w.f32s().unwrap(),
+            n,
+            bias.then(|| b.f32s().unwrap()),
+            &mut want,
+        )
+        .unwrap();
+        assert_eq!(
+            bits(&got),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{xs:?} bias {bias}"
+        );
 
         let c = cpu(op.as_ref(), &ins).remove(0);
         let s = cpu(op.as_ref(), &[&abs(&x), &abs(&w)]).remove(0);
         let (g, c, s) = (got.f32s().unwrap(), c.f32s().unwrap(), s.f32s().unwrap());
         for i in 0..g.len() {
-            assert!((g[i] - c[i]).abs() <= gemm_bound(s[i], c[i]), "{xs:?} [{i}]: npu {} cpu {} sum|aw| {}", g[i], c[i], s[i]);
+            assert!(
+                (g[i] - c[i]).abs() <= gemm_bound(s[i], c[i]),
+                "{xs:?} [{i}]: npu {} cpu {} sum|aw| {}",
+                g[i],
+                c[i],
+                s[i]
+            );
         }
         let worst = g.iter().zip(c).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        let ratio = (0..g.len()).fold(0f32, |m, i| m.max((g[i] - c[i]).abs() / gemm_bound(s[i], c[i])));
-        eprintln!("linear {xs:?}: worst |npu − cpu| {worst:.3e} = {:.2e} of scale, {ratio:.3} of bound", worst / max_abs(c));
-        assert!(worst <= MATMUL_REL_TO_SCALE * max_abs(c), "{xs:?}: worst {worst} vs scale {}", max_abs(c));
+        let ratio = (0..g.len()).fold(0f32, |m, i| {
+            m.max((g[i] - c[i]).abs() / gemm_bound(s[i], c[i]))
+        });
+        eprintln!(
+            "linear {xs:?}: worst |npu − cpu| {worst:.3e} = {:.2e} of scale, {ratio:.3} of bound",
+            worst / max_abs(c)
+        );
+        assert!(
+            worst <= MATMUL_REL_TO_SCALE * max_abs(c),
+            "{xs:?}: worst {worst} vs scale {}",
+            max_abs(c)
+        );
     }
 }
 
@@ -148,7 +197,11 @@ fn linear_npu_is_matmul_bias_bit_exact_and_near_cpu() {
 fn conv1d_npu_is_catalogue_conv_bit_exact_and_near_cpu() {
     let reg = standard_registry();
     let mut rng = Rng(2);
-    for (c_in, t, c_out, kern, stride, pad) in [(6, 50, 9, 3, 2, 1), (4, 33, 70, 3, 1, 1), (3, 9, 5, 4, 1, 0)] {
+    for (c_in, t, c_out, kern, stride, pad) in [
+        (6, 50, 9, 3, 2, 1),
+        (4, 33, 70, 3, 1, 1),
+        (3, 9, 5, 4, 1, 0),
+    ] {
         let op = build(&reg, "conv1d", json!({"stride": stride, "padding": pad}));
         let x = rng.tensor(&[c_in, t], 1.0);
         let w = rng.tensor(&[c_out, c_in, kern], 0.5);
@@ -156,15 +209,36 @@ fn conv1d_npu_is_catalogue_conv_bit_exact_and_near_cpu() {
         let got = npu(op.as_ref(), &[&x, &w, &b]).remove(0);
         let t_out = got.shape()[1];
         let mut want = vec![0f32; c_out * t_out];
-        cat::conv1d(x.f32s().unwrap(), c_in, t, w.f32s().unwrap(), c_out, kern, Some(b.f32s().unwrap()), stride, pad, &mut want).unwrap();
-        assert_eq!(bits(&got), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        cat::conv1d(
+            x.f32s().unwrap(),
+            c_in,
+            t,
+            w.f32s().unwrap(),
+            c_out,
+            kern,
+            Some(b.f32s().unwrap()),
+            stride,
+            pad,
+            &mut want,
+        )
+        .unwrap();
+        assert_eq!(
+            bits(&got),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
 
         let c = cpu(op.as_ref(), &[&x, &w, &b]).remove(0);
         let zero = Tensor::from_f32(&[c_out], vec![0.0; c_out]).unwrap();
         let s = cpu(op.as_ref(), &[&abs(&x), &abs(&w), &zero]).remove(0);
         let (g, c, s) = (got.f32s().unwrap(), c.f32s().unwrap(), s.f32s().unwrap());
         for i in 0..g.len() {
-            assert!((g[i] - c[i]).abs() <= gemm_bound(s[i], c[i]), "[{i}]: npu {} cpu {} sum|wx| {}", g[i], c[i], s[i]);
+            assert!(
+                (g[i] - c[i]).abs() <= gemm_bound(s[i], c[i]),
+                "[{i}]: npu {} cpu {} sum|wx| {}",
+                g[i],
+                c[i],
+                s[i]
+            );
         }
         let worst = g.iter().zip(c).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(worst <= MATMUL_REL_TO_SCALE * max_abs(c));
@@ -183,15 +257,32 @@ fn layer_norm_npu_is_catalogue_bit_exact_and_near_cpu() {
         let b = rng.tensor(&[d], 0.5);
         let got = npu(op.as_ref(), &[&x, &g, &b]).remove(0);
         let mut want = vec![0f32; x.numel()];
-        cat::layer_norm(x.f32s().unwrap(), x.numel() / d, d, g.f32s().unwrap(), b.f32s().unwrap(), 1e-5, &mut want).unwrap();
-        assert_eq!(bits(&got), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        cat::layer_norm(
+            x.f32s().unwrap(),
+            x.numel() / d,
+            d,
+            g.f32s().unwrap(),
+            b.f32s().unwrap(),
+            1e-5,
+            &mut want,
+        )
+        .unwrap();
+        assert_eq!(
+            bits(&got),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
         // Both are f32 with different summation orders: the normalised value moves by a few
         // d·2⁻²⁴ relatively, so |npu − cpu| <= 1e-5 · (|gamma|·4 + |y|) (x̂ is within ±4 here).
         let c = cpu(op.as_ref(), &[&x, &g, &b]).remove(0);
         let (gv, cv, gam) = (got.f32s().unwrap(), c.f32s().unwrap(), g.f32s().unwrap());
         for i in 0..gv.len() {
             let tol = 1e-5 * (gam[i % d].abs() * 4.0 + cv[i].abs());
-            assert!((gv[i] - cv[i]).abs() <= tol, "{shape:?}[{i}]: npu {} cpu {}", gv[i], cv[i]);
+            assert!(
+                (gv[i] - cv[i]).abs() <= tol,
+                "{shape:?}[{i}]: npu {} cpu {}",
+                gv[i],
+                cv[i]
+            );
         }
     }
 }
@@ -204,15 +295,29 @@ fn gelu_npu_is_gelu_exact_and_near_cpu() {
     let mut x = rng.tensor(&[3, 41, 17], 6.0);
     x.f32s_mut().unwrap()[..4].copy_from_slice(&[0.0, -0.0, 1e-30, -12.0]);
     let got = npu(op.as_ref(), &[&x]).remove(0);
-    let want: Vec<u32> = x.f32s().unwrap().iter().map(|&v| cat::gelu_exact(v).to_bits()).collect();
+    let want: Vec<u32> = x
+        .f32s()
+        .unwrap()
+        .iter()
+        .map(|&v| cat::gelu_exact(v).to_bits())
+        .collect();
     assert_eq!(bits(&got), want);
     // Both evaluate in f64 and round once; the CPU's documented error is below 1.5e-7
     // relatively. The reference forms 1 + erf(x/√2) in f64, which cancels for x < −5 (an
     // absolute error up to 2⁻⁵³ in that sum, so 0.5·|x|·2⁻⁵³ in the output; −12 gives −0
     // instead of −2.1e-32): |npu − cpu| <= 3e-7·|cpu| + 1e-16·|x| + 1e-37.
     let c = cpu(op.as_ref(), &[&x]).remove(0);
-    for ((a, b), xv) in got.f32s().unwrap().iter().zip(c.f32s().unwrap()).zip(x.f32s().unwrap()) {
-        assert!((a - b).abs() <= 3e-7 * b.abs() + 1e-16 * xv.abs() + 1e-37, "x {xv}: npu {a} cpu {b}");
+    for ((a, b), xv) in got
+        .f32s()
+        .unwrap()
+        .iter()
+        .zip(c.f32s().unwrap())
+        .zip(x.f32s().unwrap())
+    {
+        assert!(
+            (a - b).abs() <= 3e-7 * b.abs() + 1e-16 * xv.abs() + 1e-37,
+            "x {xv}: npu {a} cpu {b}"
+        );
     }
 }
 
@@ -258,7 +363,11 @@ fn attention_npu_is_flash_reference_bit_exact_and_near_cpu() {
             )
             .unwrap();
         }
-        assert_eq!(bits(&got), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "{qs:?} {ks:?}");
+        assert_eq!(
+            bits(&got),
+            want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "{qs:?} {ks:?}"
+        );
 
         // bf16 q, k move the scores and bf16 P, v move each term by ~2⁻⁸ relatively; the
         // output is a convex combination of v rows. Stated tolerance 2e-2·max|v| (the
@@ -266,8 +375,16 @@ fn attention_npu_is_flash_reference_bit_exact_and_near_cpu() {
         // under a tenth of this tolerance).
         let c = cpu(op.as_ref(), &[&q, &k, &v]).remove(0);
         let tol = 2e-2 * max_abs(v.f32s().unwrap());
-        let worst = got.f32s().unwrap().iter().zip(c.f32s().unwrap()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        eprintln!("attention {qs:?} {ks:?}: worst |npu − cpu| {worst:.3e} = {:.3} of tolerance", worst / tol);
+        let worst = got
+            .f32s()
+            .unwrap()
+            .iter()
+            .zip(c.f32s().unwrap())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!(
+            "attention {qs:?} {ks:?}: worst |npu − cpu| {worst:.3e} = {:.3} of tolerance",
+            worst / tol
+        );
         for (a, b) in got.f32s().unwrap().iter().zip(c.f32s().unwrap()) {
             assert!((a - b).abs() <= tol, "{qs:?}: npu {a} cpu {b}");
         }
@@ -290,7 +407,10 @@ fn add_npu_is_residual_add_and_equals_cpu_bits() {
         for (o, x) in want.chunks_mut(bn).zip(a.f32s().unwrap().chunks(bn)) {
             cat::residual_add(x, b.f32s().unwrap(), o).unwrap();
         }
-        assert_eq!(bits(&got), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            bits(&got),
+            want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
         // One IEEE add per element on both sides.
         assert_eq!(bits(&got), bits(&cpu(op.as_ref(), &[&a, &b])[0]));
     }
@@ -304,7 +424,10 @@ fn transpose_npu_equals_cpu_exactly() {
     let got = npu(op.as_ref(), &[&x]).remove(0);
     assert_eq!(got.shape(), &[70, 13]);
     assert_eq!(bits(&got), bits(&cpu(op.as_ref(), &[&x])[0]));
-    assert_eq!(got.f32s().unwrap()[5 * 13 + 2], x.f32s().unwrap()[2 * 70 + 5]);
+    assert_eq!(
+        got.f32s().unwrap()[5 * 13 + 2],
+        x.f32s().unwrap()[2 * 70 + 5]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -313,7 +436,11 @@ fn transpose_npu_equals_cpu_exactly() {
 #[test]
 fn linear_gelu_equals_linear_then_gelu_on_each_device() {
     let reg = standard_registry();
-    let (lin, gelu, fused) = (build(&reg, "linear", json!({})), build(&reg, "gelu", json!({})), build(&reg, "linear_gelu", json!({})));
+    let (lin, gelu, fused) = (
+        build(&reg, "linear", json!({})),
+        build(&reg, "gelu", json!({})),
+        build(&reg, "linear_gelu", json!({})),
+    );
     assert_eq!(fused.npu_kernel().unwrap().name(), "matmul_bias_gelu");
     let mut rng = Rng(8);
     for bias in [true, false] {
@@ -322,16 +449,27 @@ fn linear_gelu_equals_linear_then_gelu_on_each_device() {
         let b = rng.tensor(&[80], 0.3);
         let ins: Vec<&Tensor> = if bias { vec![&x, &w, &b] } else { vec![&x, &w] };
         let cpu_chain = cpu(gelu.as_ref(), &[&cpu(lin.as_ref(), &ins)[0]]).remove(0);
-        assert_eq!(bits(&cpu(fused.as_ref(), &ins)[0]), bits(&cpu_chain), "cpu, bias {bias}");
+        assert_eq!(
+            bits(&cpu(fused.as_ref(), &ins)[0]),
+            bits(&cpu_chain),
+            "cpu, bias {bias}"
+        );
         let npu_chain = npu(gelu.as_ref(), &[&npu(lin.as_ref(), &ins)[0]]).remove(0);
-        assert_eq!(bits(&npu(fused.as_ref(), &ins)[0]), bits(&npu_chain), "npu, bias {bias}");
+        assert_eq!(
+            bits(&npu(fused.as_ref(), &ins)[0]),
+            bits(&npu_chain),
+            "npu, bias {bias}"
+        );
     }
 }
 
 #[test]
 fn linear_residual_equals_linear_then_add_in_both_orders() {
     let reg = standard_registry();
-    let (lin, add) = (build(&reg, "linear", json!({})), build(&reg, "add", json!({})));
+    let (lin, add) = (
+        build(&reg, "linear", json!({})),
+        build(&reg, "add", json!({})),
+    );
     let mut rng = Rng(9);
     for bias in [true, false] {
         let fused = build(&reg, "linear_residual", json!({"bias": bias}));
@@ -346,13 +484,29 @@ fn linear_residual_equals_linear_then_add_in_both_orders() {
 
         let fused_cpu = bits(&cpu(fused.as_ref(), &ins)[0]);
         let y = cpu(lin.as_ref(), &lin_ins).remove(0);
-        assert_eq!(fused_cpu, bits(&cpu(add.as_ref(), &[&y, &r])[0]), "cpu y + r, bias {bias}");
-        assert_eq!(fused_cpu, bits(&cpu(add.as_ref(), &[&r, &y])[0]), "cpu r + y, bias {bias}");
+        assert_eq!(
+            fused_cpu,
+            bits(&cpu(add.as_ref(), &[&y, &r])[0]),
+            "cpu y + r, bias {bias}"
+        );
+        assert_eq!(
+            fused_cpu,
+            bits(&cpu(add.as_ref(), &[&r, &y])[0]),
+            "cpu r + y, bias {bias}"
+        );
 
         let fused_npu = bits(&npu(fused.as_ref(), &ins)[0]);
         let y = npu(lin.as_ref(), &lin_ins).remove(0);
-        assert_eq!(fused_npu, bits(&npu(add.as_ref(), &[&y, &r])[0]), "npu y + r, bias {bias}");
-        assert_eq!(fused_npu, bits(&npu(add.as_ref(), &[&r, &y])[0]), "npu r + y, bias {bias}");
+        assert_eq!(
+            fused_npu,
+            bits(&npu(add.as_ref(), &[&y, &r])[0]),
+            "npu y + r, bias {bias}"
+        );
+        assert_eq!(
+            fused_npu,
+            bits(&npu(add.as_ref(), &[&r, &y])[0]),
+            "npu r + y, bias {bias}"
+        );
     }
 }
 
@@ -360,7 +514,11 @@ fn linear_residual_equals_linear_then_add_in_both_orders() {
 fn conv1d_gelu_equals_conv1d_then_gelu_on_each_device() {
     let reg = standard_registry();
     let a = json!({"stride": 2, "padding": 1});
-    let (conv, gelu, fused) = (build(&reg, "conv1d", a.clone()), build(&reg, "gelu", json!({})), build(&reg, "conv1d_gelu", a));
+    let (conv, gelu, fused) = (
+        build(&reg, "conv1d", a.clone()),
+        build(&reg, "gelu", json!({})),
+        build(&reg, "conv1d_gelu", a),
+    );
     assert_eq!(fused.npu_kernel().unwrap().name(), "conv1d_gelu");
     let mut rng = Rng(10);
     let x = rng.tensor(&[8, 61], 1.0);
@@ -377,7 +535,11 @@ fn conv1d_gelu_equals_conv1d_then_gelu_on_each_device() {
 // Fusion patterns
 
 fn pattern<'a>(reg: &'a Registry, name: &str) -> &'a dyn FusionPattern {
-    reg.patterns().iter().find(|p| p.name() == name).unwrap_or_else(|| panic!("pattern {name}")).as_ref()
+    reg.patterns()
+        .iter()
+        .find(|p| p.name() == name)
+        .unwrap_or_else(|| panic!("pattern {name}"))
+        .as_ref()
 }
 
 fn node<'a>(g: &'a GraphDef, name: &str) -> &'a NodeDef {
@@ -387,7 +549,10 @@ fn node<'a>(g: &'a GraphDef, name: &str) -> &'a NodeDef {
 fn fuse_pair(p: &dyn FusionPattern, a: &NodeDef, b: &NodeDef, port: usize) -> Option<FusedNode> {
     let nodes = [a, b];
     let ports = [port];
-    p.fuse(&ChainMatch { nodes: &nodes, ports: &ports })
+    p.fuse(&ChainMatch {
+        nodes: &nodes,
+        ports: &ports,
+    })
 }
 
 /// The graph with each chain (producer, consumer) replaced by its fused node, which takes
@@ -413,17 +578,28 @@ fn run_npu(g: &Graph, inputs: &[&Tensor]) -> Vec<Tensor> {
     for &ni in &g.order {
         let node = &g.nodes[ni];
         let outs = {
-            let ins: Vec<&Tensor> = node.inputs.iter().map(|&v| vals[v].as_ref().unwrap()).collect();
-            let k = node.op.npu_kernel().unwrap_or_else(|| panic!("{} has no NPU kernel", node.name));
+            let ins: Vec<&Tensor> = node
+                .inputs
+                .iter()
+                .map(|&v| vals[v].as_ref().unwrap())
+                .collect();
+            let k = node
+                .op
+                .npu_kernel()
+                .unwrap_or_else(|| panic!("{} has no NPU kernel", node.name));
             let (ity, _) = node_types(g, node);
-            k.check(&ity).unwrap_or_else(|r| panic!("{}: {r}", node.name));
+            k.check(&ity)
+                .unwrap_or_else(|r| panic!("{}: {r}", node.name));
             k.eval(&ins).unwrap()
         };
         for (o, &v) in outs.into_iter().zip(&node.outputs) {
             vals[v] = Some(o);
         }
     }
-    g.outputs.iter().map(|&v| vals[v].clone().unwrap()).collect()
+    g.outputs
+        .iter()
+        .map(|&v| vals[v].clone().unwrap())
+        .collect()
 }
 
 fn run_cpu(g: Graph, inputs: &[&Tensor]) -> Vec<Tensor> {
@@ -460,36 +636,95 @@ fn patterns_fuse_small_graph_and_keep_its_bits() {
     let reg = standard_registry();
     let g = small_graph();
     let bmap = |pairs: &[(&str, serde_json::Value)]| -> BTreeMap<String, serde_json::Value> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     };
     let strs = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
     let cases = [
-        ("linear_gelu", "fc1", "g1", 0, FusedNode { op: "linear_gelu".into(), attrs: BTreeMap::new(), inputs: strs(&["x", "w1", "b1"]) }),
-        ("linear_residual", "fc2", "res1", 0, FusedNode { op: "linear_residual".into(), attrs: bmap(&[("bias", json!(false))]), inputs: strs(&["g1", "w2", "x"]) }),
-        ("linear_residual", "fc3", "res2", 1, FusedNode { op: "linear_residual".into(), attrs: bmap(&[("bias", json!(true))]), inputs: strs(&["res1", "w3", "b3", "res1"]) }),
-        ("conv1d_gelu", "c1", "cg", 0, FusedNode { op: "conv1d_gelu".into(), attrs: bmap(&[("stride", json!(2)), ("padding", json!(1))]), inputs: strs(&["mel", "cw", "cb"]) }),
+        (
+            "linear_gelu",
+            "fc1",
+            "g1",
+            0,
+            FusedNode {
+                op: "linear_gelu".into(),
+                attrs: BTreeMap::new(),
+                inputs: strs(&["x", "w1", "b1"]),
+            },
+        ),
+        (
+            "linear_residual",
+            "fc2",
+            "res1",
+            0,
+            FusedNode {
+                op: "linear_residual".into(),
+                attrs: bmap(&[("bias", json!(false))]),
+                inputs: strs(&["g1", "w2", "x"]),
+            },
+        ),
+        (
+            "linear_residual",
+            "fc3",
+            "res2",
+            1,
+            FusedNode {
+                op: "linear_residual".into(),
+                attrs: bmap(&[("bias", json!(true))]),
+                inputs: strs(&["res1", "w3", "b3", "res1"]),
+            },
+        ),
+        (
+            "conv1d_gelu",
+            "c1",
+            "cg",
+            0,
+            FusedNode {
+                op: "conv1d_gelu".into(),
+                attrs: bmap(&[("stride", json!(2)), ("padding", json!(1))]),
+                inputs: strs(&["mel", "cw", "cb"]),
+            },
+        ),
     ];
     let mut fused = Vec::new();
     for (p, a, b, port, want) in cases {
-        let got = fuse_pair(pattern(&reg, p), node(&g, a), node(&g, b), port).unwrap_or_else(|| panic!("{p} refused {a}→{b}"));
+        let got = fuse_pair(pattern(&reg, p), node(&g, a), node(&g, b), port)
+            .unwrap_or_else(|| panic!("{p} refused {a}→{b}"));
         assert_eq!(got, want, "{p} on {a}→{b}");
         fused.push((a, b, got));
     }
     let fg = rewrite(&g, &fused);
-    let (plain, fusedg) = (Graph::build(&g, &[], &reg).unwrap(), Graph::build(&fg, &[], &reg).unwrap());
+    let (plain, fusedg) = (
+        Graph::build(&g, &[], &reg).unwrap(),
+        Graph::build(&fg, &[], &reg).unwrap(),
+    );
     assert_eq!(fusedg.nodes.len(), 4);
 
     let mut rng = Rng(11);
-    let ins: Vec<Tensor> = g.inputs.iter().map(|d| {
-        let shape: Vec<usize> = d.shape.iter().map(|x| x.known().unwrap()).collect();
-        rng.tensor(&shape, 0.5)
-    }).collect();
+    let ins: Vec<Tensor> = g
+        .inputs
+        .iter()
+        .map(|d| {
+            let shape: Vec<usize> = d.shape.iter().map(|x| x.known().unwrap()).collect();
+            rng.tensor(&shape, 0.5)
+        })
+        .collect();
     let refs: Vec<&Tensor> = ins.iter().collect();
     let (np, nf) = (run_npu(&plain, &refs), run_npu(&fusedg, &refs));
     let (cp, cf) = (run_cpu(plain, &refs), run_cpu(fusedg, &refs));
     for i in 0..2 {
-        assert_eq!(bits(&cf[i]), bits(&cp[i]), "cpu output {i}: fused vs unfused");
-        assert_eq!(bits(&nf[i]), bits(&np[i]), "npu output {i}: fused vs unfused");
+        assert_eq!(
+            bits(&cf[i]),
+            bits(&cp[i]),
+            "cpu output {i}: fused vs unfused"
+        );
+        assert_eq!(
+            bits(&nf[i]),
+            bits(&np[i]),
+            "npu output {i}: fused vs unfused"
+        );
     }
 }
 
@@ -497,7 +732,11 @@ fn patterns_fuse_small_graph_and_keep_its_bits() {
 fn patterns_refuse_what_they_cannot_express() {
     let reg = standard_registry();
     let g = small_graph();
-    let (lg, lr, cg) = (pattern(&reg, "linear_gelu"), pattern(&reg, "linear_residual"), pattern(&reg, "conv1d_gelu"));
+    let (lg, lr, cg) = (
+        pattern(&reg, "linear_gelu"),
+        pattern(&reg, "linear_residual"),
+        pattern(&reg, "conv1d_gelu"),
+    );
     let mut fc2 = node(&g, "fc2").clone();
     // y + y: no residual operand.
     let mut twice = node(&g, "res1").clone();
@@ -516,13 +755,27 @@ fn patterns_refuse_what_they_cannot_express() {
     // A chain of the wrong length.
     let (a, b, c) = (node(&g, "fc1"), node(&g, "g1"), node(&g, "fc2"));
     let nodes = [a, b, c];
-    assert_eq!(lg.fuse(&ChainMatch { nodes: &nodes, ports: &[0, 0] }), None);
+    assert_eq!(
+        lg.fuse(&ChainMatch {
+            nodes: &nodes,
+            ports: &[0, 0]
+        }),
+        None
+    );
 
     // A broadcast residual fuses syntactically, but the fused op refuses the types, so the
     // fusion pass keeps the chain.
     let f = fuse_pair(lr, node(&g, "fc2"), node(&g, "res1"), 0).unwrap();
-    let op = build(&reg, &f.op, serde_json::Value::Object(f.attrs.into_iter().collect()));
-    let ins = [ValueType::f32(&[20, 32]), ValueType::f32(&[16, 32]), ValueType::f32(&[16])];
+    let op = build(
+        &reg,
+        &f.op,
+        serde_json::Value::Object(f.attrs.into_iter().collect()),
+    );
+    let ins = [
+        ValueType::f32(&[20, 32]),
+        ValueType::f32(&[16, 32]),
+        ValueType::f32(&[16]),
+    ];
     let err = op.infer(&ins, &[]).unwrap_err();
     assert!(err.0.contains("no broadcast"), "{err}");
     let reason = op.npu_kernel().unwrap().check(&ins).unwrap_err();
@@ -540,7 +793,11 @@ fn chains<'a>(g: &'a GraphDef, p: &dyn FusionPattern) -> Vec<(&'a NodeDef, &'a N
     let outputs: Vec<&str> = g.outputs.iter().map(|o| o.name.as_str()).collect();
     let chain = p.chain();
     let mut out = Vec::new();
-    for n in g.nodes.iter().filter(|n| n.op == chain[0] && n.outputs.len() == 1) {
+    for n in g
+        .nodes
+        .iter()
+        .filter(|n| n.op == chain[0] && n.outputs.len() == 1)
+    {
         let y = n.outputs[0].as_str();
         if outputs.contains(&y) {
             continue;
@@ -569,26 +826,47 @@ fn whisper_encoder_runs_on_npu_and_fuses() {
     for n in &g.nodes {
         match npu_support(&g, n) {
             Support::Yes { .. } => {}
-            Support::No { reason } => panic!("encoder node {} ({}) not placed: {reason}", n.name, n.op_name),
+            Support::No { reason } => panic!(
+                "encoder node {} ({}) not placed: {reason}",
+                n.name, n.op_name
+            ),
         }
         let (ins, _) = node_types(&g, n);
         let w = n.op.npu_kernel().unwrap().work(&ins, &caps);
-        assert!(w.footprint_double <= cat::TILE_DATA_MEMORY_BYTES, "{}: {w:?}", n.name);
+        assert!(
+            w.footprint_double <= cat::TILE_DATA_MEMORY_BYTES,
+            "{}: {w:?}",
+            n.name
+        );
         assert!(w.steps > 0, "{}", n.name);
     }
 
     // Every chain the patterns find becomes a node the NPU accepts, with the chain's type.
-    let want = [("linear_gelu", 6), ("linear_residual", 12), ("conv1d_gelu", 2)];
+    let want = [
+        ("linear_gelu", 6),
+        ("linear_residual", 12),
+        ("conv1d_gelu", 2),
+    ];
     for (name, count) in want {
         let p = pattern(&reg, name);
         let found = chains(def, p);
         assert_eq!(found.len(), count, "{name} chains in the encoder");
         for (a, b, port) in found {
-            let f = fuse_pair(p, a, b, port).unwrap_or_else(|| panic!("{name} refused {}→{}", a.name, b.name));
-            let op = build(&reg, &f.op, serde_json::Value::Object(f.attrs.clone().into_iter().collect()));
+            let f = fuse_pair(p, a, b, port)
+                .unwrap_or_else(|| panic!("{name} refused {}→{}", a.name, b.name));
+            let op = build(
+                &reg,
+                &f.op,
+                serde_json::Value::Object(f.attrs.clone().into_iter().collect()),
+            );
             let ty = |v: &String| g.values.iter().find(|x| &x.name == v).unwrap().ty.clone();
             let ins: Vec<ValueType> = f.inputs.iter().map(ty).collect();
-            assert_eq!(op.infer(&ins, &[]).unwrap(), vec![ty(&b.outputs[0])], "{}", b.name);
+            assert_eq!(
+                op.infer(&ins, &[]).unwrap(),
+                vec![ty(&b.outputs[0])],
+                "{}",
+                b.name
+            );
             let k = op.npu_kernel().unwrap();
             k.check(&ins).unwrap_or_else(|r| panic!("{}: {r}", b.name));
             assert!(k.work(&ins, &caps).footprint_double <= cat::TILE_DATA_MEMORY_BYTES);
@@ -601,8 +879,14 @@ fn whisper_encoder_runs_on_npu_and_fuses() {
 
 fn reject(op: &dyn Operator, ins: &[ValueType], needle: &str) {
     let k = op.npu_kernel().unwrap();
-    let r = k.check(ins).expect_err(&format!("{} should reject {ins:?}", k.name()));
-    assert!(r.contains(needle), "{}: reason '{r}' lacks '{needle}'", k.name());
+    let r = k
+        .check(ins)
+        .expect_err(&format!("{} should reject {ins:?}", k.name()));
+    assert!(
+        r.contains(needle),
+        "{}: reason '{r}' lacks '{needle}'",
+        k.name()
+    );
     assert!(!r.contains('\n'), "one line: {r}");
 }
 
@@ -621,16 +905,36 @@ fn check_rejects_with_reasons() {
 
     let ln = build(&reg, "layer_norm", json!({"eps": 1e-5}));
     let big = cat::LayerNormContract::MAX_DIM + 1;
-    reject(ln.as_ref(), &[f(&[2, big]), f(&[big]), f(&[big])], "MAX_DIM");
+    reject(
+        ln.as_ref(),
+        &[f(&[2, big]), f(&[big]), f(&[big])],
+        "MAX_DIM",
+    );
     reject(ln.as_ref(), &[f(&[2, 64]), f(&[32]), f(&[64])], "gamma");
 
     let att = |a| build(&reg, "attention", a);
     let t = [f(&[10, 128]), f(&[12, 128]), f(&[12, 128])];
-    reject(att(json!({"heads": 2, "return_weights": true})).as_ref(), &t, "return_weights");
+    reject(
+        att(json!({"heads": 2, "return_weights": true})).as_ref(),
+        &t,
+        "return_weights",
+    );
     reject(att(json!({"heads": 1})).as_ref(), &t, "tile memory");
-    reject(att(json!({"heads": 2, "causal": true})).as_ref(), &[f(&[12, 128]), f(&[10, 128]), f(&[10, 128])], "tk >= tq");
-    reject(att(json!({"heads": 2})).as_ref(), &[f(&[2, 10, 128]), f(&[3, 12, 128]), f(&[3, 12, 128])], "leading dims");
-    assert!(att(json!({"heads": 2, "causal": true})).npu_kernel().unwrap().check(&t).is_ok());
+    reject(
+        att(json!({"heads": 2, "causal": true})).as_ref(),
+        &[f(&[12, 128]), f(&[10, 128]), f(&[10, 128])],
+        "tk >= tq",
+    );
+    reject(
+        att(json!({"heads": 2})).as_ref(),
+        &[f(&[2, 10, 128]), f(&[3, 12, 128]), f(&[3, 12, 128])],
+        "leading dims",
+    );
+    assert!(att(json!({"heads": 2, "causal": true}))
+        .npu_kernel()
+        .unwrap()
+        .check(&t)
+        .is_ok());
 
     let add = build(&reg, "add", json!({}));
     reject(add.as_ref(), &[f(&[10, 64]), f(&[64])], "vector");
@@ -640,18 +944,37 @@ fn check_rejects_with_reasons() {
     reject(tr.as_ref(), &[f(&[2, 3, 4])], "rank 2");
 
     let conv = build(&reg, "conv1d", json!({"padding": 1}));
-    reject(conv.as_ref(), &[f(&[4, 30]), f(&[8, 5, 3]), f(&[8])], "channels");
-    reject(conv.as_ref(), &[f(&[4, 1]), f(&[8, 4, 5]), f(&[8])], "shorter");
+    reject(
+        conv.as_ref(),
+        &[f(&[4, 30]), f(&[8, 5, 3]), f(&[8])],
+        "channels",
+    );
+    reject(
+        conv.as_ref(),
+        &[f(&[4, 1]), f(&[8, 4, 5]), f(&[8])],
+        "shorter",
+    );
 
     let lr = build(&reg, "linear_residual", json!({"bias": true}));
-    reject(lr.as_ref(), &[f(&[4, 64]), f(&[8, 64]), f(&[8])], "expected 4 inputs");
+    reject(
+        lr.as_ref(),
+        &[f(&[4, 64]), f(&[8, 64]), f(&[8])],
+        "expected 4 inputs",
+    );
 
     // The decoder's cross-attention with alignment weights and its symbolic token dims.
     let file = whisper_graphs();
     let g = Graph::build(file.graph("decoder_align").unwrap(), &file.weights, &reg).unwrap();
-    let n = g.nodes.iter().find(|n| n.name == "block0.cross_attn").unwrap();
+    let n = g
+        .nodes
+        .iter()
+        .find(|n| n.name == "block0.cross_attn")
+        .unwrap();
     match npu_support(&g, n) {
-        Support::No { reason } => assert!(reason.contains("return_weights") || reason.contains("static"), "{reason}"),
+        Support::No { reason } => assert!(
+            reason.contains("return_weights") || reason.contains("static"),
+            "{reason}"
+        ),
         Support::Yes { .. } => panic!("return_weights attention placed on the NPU"),
     }
     let (ins, _) = node_types(&g, n);
@@ -672,26 +995,55 @@ fn matmul_work_follows_the_tile_formulas() {
     let rows = caps.rows as u64;
     let lin = build(&standard_registry(), "linear", json!({}));
     // Encoder fc1, fc2, q; decoder logits; a single tile.
-    for (m, k, n) in [(1500u64, 512u64, 2048u64), (1500, 2048, 512), (1500, 512, 512), (3, 512, 51865), (1, 64, 32)] {
-        let ins = [ValueType::f32(&[m as usize, k as usize]), ValueType::f32(&[n as usize, k as usize]), ValueType::f32(&[n as usize])];
+    for (m, k, n) in [
+        (1500u64, 512u64, 2048u64),
+        (1500, 2048, 512),
+        (1500, 512, 512),
+        (3, 512, 51865),
+        (1, 64, 32),
+    ] {
+        let ins = [
+            ValueType::f32(&[m as usize, k as usize]),
+            ValueType::f32(&[n as usize, k as usize]),
+            ValueType::f32(&[n as usize]),
+        ];
         let w = lin.npu_kernel().unwrap().work(&ins, &caps);
-        assert_eq!(w, matmul_work(m as usize, k as usize, n as usize, true, Epilogue::None, &caps));
+        assert_eq!(
+            w,
+            matmul_work(
+                m as usize,
+                k as usize,
+                n as usize,
+                true,
+                Epilogue::None,
+                &caps
+            )
+        );
         assert_eq!(w.macs, m * n * k);
         // K passes keep each pass's weight block within half the memory tile.
         let full = 32 * rows * k * 2 + 32 * rows * 4;
         let passes = cdiv(full, caps.memtile_bytes as u64 / 2).clamp(1, cdiv(k, 64).max(1));
         let kp = cdiv(cdiv(k, passes), 64) * 64;
         assert_eq!(w.steps, cdiv(m, 64) * cdiv(n, 32 * rows) * passes);
-        assert_eq!(w.step.cycles, ((cdiv(kp, 64) * 64 * 64 * 32) as f64 / caps.bf16_macs_per_cycle).ceil() as u64);
+        assert_eq!(
+            w.step.cycles,
+            ((cdiv(kp, 64) * 64 * 64 * 32) as f64 / caps.bf16_macs_per_cycle).ceil() as u64
+        );
         assert_eq!(w.step.out_bytes, 64 * 32 * rows * 4);
         let block = 32 * rows * kp * 2 + 32 * rows * 4;
         assert_eq!(w.resident_bytes, block);
         assert!(block <= caps.memtile_bytes as u64 / 2 || passes == cdiv(k, 64));
-        assert_eq!(w.step.in_bytes, 64 * kp * 2 + cdiv(block, cdiv(m, 64)) + 64 * 32 * rows * 4 * (passes - 1) / passes);
+        assert_eq!(
+            w.step.in_bytes,
+            64 * kp * 2 + cdiv(block, cdiv(m, 64)) + 64 * 32 * rows * 4 * (passes - 1) / passes
+        );
         // The steps read every operand at least once and write every output.
         assert!(w.steps * w.step.in_bytes >= (m * k + n * k) * 2);
         assert!(w.steps * w.step.out_bytes >= m * n * 4);
-        assert_eq!(w.footprint_double, cat::MatmulBiasContract::footprint().total());
+        assert_eq!(
+            w.footprint_double,
+            cat::MatmulBiasContract::footprint().total()
+        );
         assert!(w.footprint_double <= 64 * 1024 && w.footprint_single < w.footprint_double);
         assert_eq!(w.shim_bds, 4);
     }
@@ -701,10 +1053,24 @@ fn matmul_work_follows_the_tile_formulas() {
 
     let base = matmul_work(1500, 512, 2048, true, Epilogue::None, &caps);
     let g = matmul_work(1500, 512, 2048, true, Epilogue::Gelu, &caps);
-    assert_eq!(g.step.cycles, base.step.cycles + (2048.0 / caps.transcendentals_per_cycle).ceil() as u64);
-    assert_eq!((g.steps, g.step.in_bytes, g.macs, g.footprint_double), (base.steps, base.step.in_bytes, base.macs, base.footprint_double));
+    assert_eq!(
+        g.step.cycles,
+        base.step.cycles + (2048.0 / caps.transcendentals_per_cycle).ceil() as u64
+    );
+    assert_eq!(
+        (g.steps, g.step.in_bytes, g.macs, g.footprint_double),
+        (
+            base.steps,
+            base.step.in_bytes,
+            base.macs,
+            base.footprint_double
+        )
+    );
     let r = matmul_work(1500, 512, 2048, true, Epilogue::Residual, &caps);
-    assert_eq!(r.step.cycles, base.step.cycles + (2048.0 / caps.f32_ops_per_cycle).ceil() as u64);
+    assert_eq!(
+        r.step.cycles,
+        base.step.cycles + (2048.0 / caps.f32_ops_per_cycle).ceil() as u64
+    );
     assert_eq!(r.step.in_bytes, base.step.in_bytes + 64 * 32 * rows * 4);
     assert_eq!(r.footprint_double, base.footprint_double + 2 * 64 * 32 * 4);
     assert!(r.footprint_double <= 64 * 1024);
@@ -720,12 +1086,18 @@ fn conv_attention_and_row_kernels_work_sanity() {
 
     // Whisper conv2: 512 → 512 channels, kernel 3, stride 2, 3000 → 1500 frames.
     let conv = build(&reg, "conv1d_gelu", json!({"stride": 2, "padding": 1}));
-    let w = conv.npu_kernel().unwrap().work(&[f(&[512, 3000]), f(&[512, 512, 3]), f(&[512])], &caps);
+    let w = conv
+        .npu_kernel()
+        .unwrap()
+        .work(&[f(&[512, 3000]), f(&[512, 512, 3]), f(&[512])], &caps);
     let (m, k, n) = (512u64, 1536u64, 1500u64);
     assert_eq!(w.macs, m * n * k);
     // The im2col rows (t_out) are the streamed operand, the weights the resident one.
     let mm = matmul_work(1500, 1536, 512, true, Epilogue::Gelu, &caps);
-    assert_eq!((w.steps, w.step.in_bytes, w.step.cycles), (mm.steps, mm.step.in_bytes, mm.step.cycles));
+    assert_eq!(
+        (w.steps, w.step.in_bytes, w.step.cycles),
+        (mm.steps, mm.step.in_bytes, mm.step.cycles)
+    );
     assert!(w.footprint_double <= 64 * 1024);
 
     // Encoder self-attention: 1500 × 1500, 8 heads of 64.
@@ -740,9 +1112,15 @@ fn conv_attention_and_row_kernels_work_sanity() {
     let kv = 1500 * 64 * 2 * 2;
     assert_eq!(w.resident_bytes, kv);
     assert_eq!(w.step.in_bytes, bq * rows * 64 * 2 + cdiv(kv, q_steps));
-    assert_eq!(w.footprint_double, cat::AttentionFlashContract::footprint(64).total());
+    assert_eq!(
+        w.footprint_double,
+        cat::AttentionFlashContract::footprint(64).total()
+    );
     let mac_cycles = (2.0 * (bq * 1500 * 64) as f64 / caps.bf16_macs_per_cycle).ceil() as u64;
-    assert!(w.step.cycles > mac_cycles, "exp and f32 work on top of the MACs");
+    assert!(
+        w.step.cycles > mac_cycles,
+        "exp and f32 work on top of the MACs"
+    );
     // Causal attention visits about half the keys.
     let causal = build(&reg, "attention", json!({"heads": 8, "causal": true}));
     let wc = causal.npu_kernel().unwrap().work(&t, &caps);
@@ -751,25 +1129,46 @@ fn conv_attention_and_row_kernels_work_sanity() {
 
     // Layer norm rows of 512: 7 rows per tile fit (2·(7·2 KB + 7·2 KB) + 4 KB <= 64 KB).
     let ln = build(&reg, "layer_norm", json!({"eps": 1e-5}));
-    let w = ln.npu_kernel().unwrap().work(&[f(&[1500, 512]), f(&[512]), f(&[512])], &caps);
+    let w = ln
+        .npu_kernel()
+        .unwrap()
+        .work(&[f(&[1500, 512]), f(&[512]), f(&[512])], &caps);
     assert_eq!(w.steps, cdiv(1500, 7 * rows));
     assert_eq!(w.step.in_bytes, 7 * rows * 512 * 4);
     assert_eq!(w.resident_bytes, 2 * 512 * 4);
     assert!(w.footprint_double <= caps.tile_data_memory);
-    let w = ln.npu_kernel().unwrap().work(&[f(&[3, 2048]), f(&[2048]), f(&[2048])], &caps);
-    assert_eq!(w.footprint_double, cat::LayerNormContract::footprint(2048).total());
+    let w = ln
+        .npu_kernel()
+        .unwrap()
+        .work(&[f(&[3, 2048]), f(&[2048]), f(&[2048])], &caps);
+    assert_eq!(
+        w.footprint_double,
+        cat::LayerNormContract::footprint(2048).total()
+    );
     assert_eq!(w.steps, 1);
 
     let add = build(&reg, "add", json!({}));
-    let w = add.npu_kernel().unwrap().work(&[f(&[1500, 512]), f(&[1500, 512])], &caps);
+    let w = add
+        .npu_kernel()
+        .unwrap()
+        .work(&[f(&[1500, 512]), f(&[1500, 512])], &caps);
     assert_eq!(w.steps, cdiv(1500 * 512, 1024 * rows));
-    assert_eq!((w.step.in_bytes, w.step.out_bytes), (2 * 1024 * rows * 4, 1024 * rows * 4));
-    assert_eq!(w.footprint_double, cat::ResidualAddContract::footprint().total());
+    assert_eq!(
+        (w.step.in_bytes, w.step.out_bytes),
+        (2 * 1024 * rows * 4, 1024 * rows * 4)
+    );
+    assert_eq!(
+        w.footprint_double,
+        cat::ResidualAddContract::footprint().total()
+    );
 
     let gelu = build(&reg, "gelu", json!({}));
     let w = gelu.npu_kernel().unwrap().work(&[f(&[512, 3000])], &caps);
     assert_eq!(w.steps, cdiv(512 * 3000, 2048 * rows));
-    assert!(w.footprint_double <= 64 * 1024 && w.step.cycles >= (2048.0 / caps.transcendentals_per_cycle) as u64);
+    assert!(
+        w.footprint_double <= 64 * 1024
+            && w.step.cycles >= (2048.0 / caps.transcendentals_per_cycle) as u64
+    );
 
     let tr = build(&reg, "transpose", json!({}));
     let w = tr.npu_kernel().unwrap().work(&[f(&[512, 1500])], &caps);

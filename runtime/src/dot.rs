@@ -59,11 +59,20 @@ pub fn plan_annotations(plan: &Plan) -> DotAnnotations {
             DeviceKind::Cpu => "cpu".to_string(),
             DeviceKind::Npu => plan.device.clone(),
         };
-        ann.nodes.insert(p.node.clone(), NodeAnnotation { device: Some(device), note: Some(p.kernel.clone()) });
+        ann.nodes.insert(
+            p.node.clone(),
+            NodeAnnotation {
+                device: Some(device),
+                note: Some(p.kernel.clone()),
+            },
+        );
     }
     for f in &plan.fused {
         // The fused node takes the original nodes' names joined by '+'.
-        ann.clusters.push(Cluster { label: format!("{}: {}", f.pattern, f.nodes.join(" + ")), nodes: vec![f.nodes.join("+")] });
+        ann.clusters.push(Cluster {
+            label: format!("{}: {}", f.pattern, f.nodes.join(" + ")),
+            nodes: vec![f.nodes.join("+")],
+        });
     }
     ann
 }
@@ -100,12 +109,26 @@ pub fn to_dot(graph: &Graph, ann: &DotAnnotations) -> String {
     for &v in &graph.inputs {
         let info = &graph.values[v];
         let label = format!("{}\n{}", info.name, info.ty);
-        let _ = writeln!(s, "  {} [label={}, shape=ellipse, style=filled, fillcolor=\"#eeeeee\"];", quote(&format!("input:{}", info.name)), quote(&label));
+        let _ = writeln!(
+            s,
+            "  {} [label={}, shape=ellipse, style=filled, fillcolor=\"#eeeeee\"];",
+            quote(&format!("input:{}", info.name)),
+            quote(&label)
+        );
     }
     if ann.show_weights {
-        for info in graph.values.iter().filter(|v| v.source == ValueSource::Weight) {
+        for info in graph
+            .values
+            .iter()
+            .filter(|v| v.source == ValueSource::Weight)
+        {
             let label = format!("{}\n{}", info.name, info.ty);
-            let _ = writeln!(s, "  {} [label={}, shape=box, style=filled, fillcolor=\"#f3f3f3\", fontsize=8];", quote(&format!("weight:{}", info.name)), quote(&label));
+            let _ = writeln!(
+                s,
+                "  {} [label={}, shape=box, style=filled, fillcolor=\"#f3f3f3\", fontsize=8];",
+                quote(&format!("weight:{}", info.name)),
+                quote(&label)
+            );
         }
     }
 
@@ -122,24 +145,48 @@ pub fn to_dot(graph: &Graph, ann: &DotAnnotations) -> String {
     let node_stmt = |ni: usize| -> String {
         let n = &graph.nodes[ni];
         let mut label = format!("{}\n{}", n.name, n.op_name);
-        let weights = n.inputs.iter().filter(|&&v| graph.values[v].source == ValueSource::Weight).count();
+        let weights = n
+            .inputs
+            .iter()
+            .filter(|&&v| graph.values[v].source == ValueSource::Weight)
+            .count();
         if weights > 0 && !ann.show_weights {
-            let _ = write!(label, "\n({weights} weight{})", if weights == 1 { "" } else { "s" });
+            let _ = write!(
+                label,
+                "\n({weights} weight{})",
+                if weights == 1 { "" } else { "s" }
+            );
         }
         let a = ann.nodes.get(&n.name);
         if let Some(note) = a.and_then(|a| a.note.as_deref()) {
             let _ = write!(label, "\n{note}");
         }
-        let fill = a.and_then(|a| a.device.as_deref()).map_or("white", device_colour);
-        format!("{} [label={}, shape=box, style=\"rounded,filled\", fillcolor={}];", op_id(&n.name), quote(&label), quote(fill))
+        let fill = a
+            .and_then(|a| a.device.as_deref())
+            .map_or("white", device_colour);
+        format!(
+            "{} [label={}, shape=box, style=\"rounded,filled\", fillcolor={}];",
+            op_id(&n.name),
+            quote(&label),
+            quote(fill)
+        )
     };
     for (ci, c) in ann.clusters.iter().enumerate() {
-        let members: Vec<usize> = graph.order.iter().copied().filter(|&ni| cluster_of.get(graph.nodes[ni].name.as_str()) == Some(&ci)).collect();
+        let members: Vec<usize> = graph
+            .order
+            .iter()
+            .copied()
+            .filter(|&ni| cluster_of.get(graph.nodes[ni].name.as_str()) == Some(&ci))
+            .collect();
         if members.is_empty() {
             continue;
         }
         let _ = writeln!(s, "  subgraph {} {{", quote(&format!("cluster_{ci}")));
-        let _ = writeln!(s, "    label={}; style=dashed; color=\"#888888\";", quote(&c.label));
+        let _ = writeln!(
+            s,
+            "    label={}; style=dashed; color=\"#888888\";",
+            quote(&c.label)
+        );
         for ni in members {
             let _ = writeln!(s, "    {}", node_stmt(ni));
         }
@@ -152,7 +199,12 @@ pub fn to_dot(graph: &Graph, ann: &DotAnnotations) -> String {
     }
     for &v in &graph.outputs {
         let info = &graph.values[v];
-        let _ = writeln!(s, "  {} [label={}, shape=ellipse, style=filled, fillcolor=\"#eeeeee\"];", quote(&format!("output:{}", info.name)), quote(&info.name));
+        let _ = writeln!(
+            s,
+            "  {} [label={}, shape=ellipse, style=filled, fillcolor=\"#eeeeee\"];",
+            quote(&format!("output:{}", info.name)),
+            quote(&info.name)
+        );
     }
 
     // Edges, in execution order of the consumer; each labelled with the value it carries.
@@ -160,7 +212,9 @@ pub fn to_dot(graph: &Graph, ann: &DotAnnotations) -> String {
         let info = &graph.values[v];
         match &info.source {
             ValueSource::Input(_) => Some(quote(&format!("input:{}", info.name))),
-            ValueSource::Weight => ann.show_weights.then(|| quote(&format!("weight:{}", info.name))),
+            ValueSource::Weight => ann
+                .show_weights
+                .then(|| quote(&format!("weight:{}", info.name))),
             ValueSource::Node { node, .. } => Some(op_id(&graph.nodes[*node].name)),
         }
     };
@@ -172,13 +226,23 @@ pub fn to_dot(graph: &Graph, ann: &DotAnnotations) -> String {
         let n = &graph.nodes[ni];
         for &v in &n.inputs {
             if let Some(from) = source_id(v) {
-                let _ = writeln!(s, "  {from} -> {} [label={}];", op_id(&n.name), edge_label(v));
+                let _ = writeln!(
+                    s,
+                    "  {from} -> {} [label={}];",
+                    op_id(&n.name),
+                    edge_label(v)
+                );
             }
         }
     }
     for &v in &graph.outputs {
         if let Some(from) = source_id(v) {
-            let _ = writeln!(s, "  {from} -> {} [label={}];", quote(&format!("output:{}", graph.values[v].name)), edge_label(v));
+            let _ = writeln!(
+                s,
+                "  {from} -> {} [label={}];",
+                quote(&format!("output:{}", graph.values[v].name)),
+                edge_label(v)
+            );
         }
     }
     let _ = writeln!(s, "}}");

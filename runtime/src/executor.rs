@@ -4,12 +4,12 @@
 
 use crate::device::{Device, DeviceError};
 use crate::error::{Result, RuntimeError};
-use crate::schedule::Plan;
 use crate::format::Dim;
 use crate::ir::{Graph, ValueSource};
 use crate::memory::BufferPool;
 use crate::op::EvalContext;
-use crate::tensor::{Data, DType, Tensor};
+use crate::schedule::Plan;
+use crate::tensor::{DType, Data, Tensor};
 use crate::weights::WeightStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -90,12 +90,22 @@ impl Session {
             if v.source == ValueSource::Weight {
                 let t = weights.get(&v.name).ok_or_else(|| RuntimeError::Weights {
                     path: "(weight store)".into(),
-                    reason: format!("graph '{}' uses weight '{}' which is not loaded", graph.name, v.name),
+                    reason: format!(
+                        "graph '{}' uses weight '{}' which is not loaded",
+                        graph.name, v.name
+                    ),
                 })?;
                 if !v.ty.accepts(t) {
                     return Err(RuntimeError::Weights {
                         path: "(weight store)".into(),
-                        reason: format!("weight '{}' is {}{:?}, graph '{}' expects {}", v.name, t.dtype(), t.shape(), graph.name, v.ty),
+                        reason: format!(
+                            "weight '{}' is {}{:?}, graph '{}' expects {}",
+                            v.name,
+                            t.dtype(),
+                            t.shape(),
+                            graph.name,
+                            v.ty
+                        ),
                     });
                 }
                 wv[id] = Some(t.clone());
@@ -128,7 +138,11 @@ impl Session {
     }
 
     /// Binds a scheduler plan's graph to its weights and the device its NPU nodes run on.
-    pub fn planned(plan: Arc<Plan>, weights: &WeightStore, device: Box<dyn Device>) -> Result<Session> {
+    pub fn planned(
+        plan: Arc<Plan>,
+        weights: &WeightStore,
+        device: Box<dyn Device>,
+    ) -> Result<Session> {
         let mut s = Session::new(plan.graph.clone(), weights)?;
         s.device = Some((device, plan));
         Ok(s)
@@ -154,7 +168,10 @@ impl Session {
                 shape.push(match d {
                     Dim::Known(n) => *n,
                     Dim::Sym(sym) => *bindings.get(sym.as_str()).ok_or_else(|| {
-                        input_err(&g, format!("state '{}' needs a value for dimension '{sym}'", s.name))
+                        input_err(
+                            &g,
+                            format!("state '{}' needs a value for dimension '{sym}'", s.name),
+                        )
                     })?,
                 });
             }
@@ -186,7 +203,12 @@ impl Session {
         let use_device = self.device.is_some();
         match self.run_on(inputs, use_device) {
             // Graphs with state would apply a partial run's updates twice: those report the fault.
-            Err(RuntimeError::DeviceFault { graph, node, device, reason }) if self.graph.states.is_empty() => {
+            Err(RuntimeError::DeviceFault {
+                graph,
+                node,
+                device,
+                reason,
+            }) if self.graph.states.is_empty() => {
                 // Nothing of the failed run is kept: the whole run is repeated on the CPU,
                 // so the result equals a pure CPU run.
                 if !self.warned_fault {
@@ -205,11 +227,26 @@ impl Session {
         let g = self.graph.clone();
         let _span = tracing::debug_span!("graph", name = g.name.as_str()).entered();
         if inputs.len() != g.inputs.len() {
-            let names: Vec<&str> = g.inputs.iter().map(|&v| g.values[v].name.as_str()).collect();
-            return Err(input_err(&g, format!("expected {} inputs ({}), got {}", names.len(), names.join(", "), inputs.len())));
+            let names: Vec<&str> = g
+                .inputs
+                .iter()
+                .map(|&v| g.values[v].name.as_str())
+                .collect();
+            return Err(input_err(
+                &g,
+                format!(
+                    "expected {} inputs ({}), got {}",
+                    names.len(),
+                    names.join(", "),
+                    inputs.len()
+                ),
+            ));
         }
         if self.states.len() != g.states.len() {
-            return Err(input_err(&g, "states are not initialised: call reset_states first".into()));
+            return Err(input_err(
+                &g,
+                "states are not initialised: call reset_states first".into(),
+            ));
         }
         let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
         let mut ext: Vec<Option<&Tensor>> = vec![None; g.values.len()];
@@ -218,13 +255,28 @@ impl Session {
         for (&v, &t) in g.inputs.iter().zip(inputs) {
             let info = &g.values[v];
             if !info.ty.accepts(&t) {
-                return Err(input_err(&g, format!("input '{}' must be {}, got {}{:?}", info.name, info.ty, t.dtype(), t.shape())));
+                return Err(input_err(
+                    &g,
+                    format!(
+                        "input '{}' must be {}, got {}{:?}",
+                        info.name,
+                        info.ty,
+                        t.dtype(),
+                        t.shape()
+                    ),
+                ));
             }
             for (d, &n) in info.ty.shape.iter().zip(t.shape()) {
                 if let Dim::Sym(s) = d {
                     if let Some(&prev) = bound.get(s.as_str()) {
                         if prev != n {
-                            return Err(input_err(&g, format!("dimension '{s}' is {prev} in one input and {n} in input '{}'", info.name)));
+                            return Err(input_err(
+                                &g,
+                                format!(
+                                    "dimension '{s}' is {prev} in one input and {n} in input '{}'",
+                                    info.name
+                                ),
+                            ));
                         }
                     } else {
                         bound.insert(s, n);
@@ -237,7 +289,12 @@ impl Session {
         let mut kernel = Duration::ZERO;
         for (pos, &ni) in g.order.iter().enumerate() {
             let node = &g.nodes[ni];
-            let _nspan = tracing::trace_span!("node", name = node.name.as_str(), op = node.op_name.as_str()).entered();
+            let _nspan = tracing::trace_span!(
+                "node",
+                name = node.name.as_str(),
+                op = node.op_name.as_str()
+            )
+            .entered();
             let exec_err = |reason: String| RuntimeError::Exec {
                 graph: g.name.clone(),
                 node: node.name.clone(),
@@ -257,24 +314,31 @@ impl Session {
                     let t = match (&self.weights[v], ext[v]) {
                         (Some(w), _) => &**w,
                         (None, Some(t)) => t,
-                        (None, None) => vals[v]
-                            .as_ref()
-                            .ok_or_else(|| exec_err(format!("input '{}' has no value", g.values[v].name)))?,
+                        (None, None) => vals[v].as_ref().ok_or_else(|| {
+                            exec_err(format!("input '{}' has no value", g.values[v].name))
+                        })?,
                     };
                     ins.push(t);
                 }
                 let mut ctx = EvalContext::new(&mut self.pool, &mut node_states);
                 match &mut self.device {
-                    Some((dev, plan)) if use_device && plan.on_npu(ni) => match dev.execute(node, &ins) {
-                        Ok(outs) => Ok(outs),
-                        Err(DeviceError::Kernel(e)) => Err(e),
-                        Err(DeviceError::Fault { device, reason }) => {
-                            for (&s, t) in node.states.iter().zip(node_states) {
-                                self.states[s] = t;
+                    Some((dev, plan)) if use_device && plan.on_npu(ni) => {
+                        match dev.execute(node, &ins) {
+                            Ok(outs) => Ok(outs),
+                            Err(DeviceError::Kernel(e)) => Err(e),
+                            Err(DeviceError::Fault { device, reason }) => {
+                                for (&s, t) in node.states.iter().zip(node_states) {
+                                    self.states[s] = t;
+                                }
+                                return Err(RuntimeError::DeviceFault {
+                                    graph: g.name.clone(),
+                                    node: node.name.clone(),
+                                    device,
+                                    reason,
+                                });
                             }
-                            return Err(RuntimeError::DeviceFault { graph: g.name.clone(), node: node.name.clone(), device, reason });
                         }
-                    },
+                    }
                     _ => node.op.eval(&mut ctx, &ins),
                 }
             };
@@ -288,7 +352,11 @@ impl Session {
             }
             let outs = result.map_err(|e| exec_err(e.0))?;
             if outs.len() != node.outputs.len() {
-                return Err(exec_err(format!("produced {} outputs, expected {}", outs.len(), node.outputs.len())));
+                return Err(exec_err(format!(
+                    "produced {} outputs, expected {}",
+                    outs.len(),
+                    node.outputs.len()
+                )));
             }
             for (&v, t) in node.outputs.iter().zip(outs) {
                 // Catches a kernel that disagrees with its own shape inference.
@@ -322,7 +390,12 @@ impl Session {
                 (Some(w), _, _) => (**w).clone(),
                 (None, Some(t), _) => t.clone(),
                 (None, None, Some(t)) => t,
-                (None, None, None) => return Err(input_err(&g, format!("output '{}' was not computed", g.values[v].name))),
+                (None, None, None) => {
+                    return Err(input_err(
+                        &g,
+                        format!("output '{}' was not computed", g.values[v].name),
+                    ))
+                }
             };
             outs.push(t);
         }

@@ -81,7 +81,11 @@ impl Graph {
 
         for (i, inp) in def.inputs.iter().enumerate() {
             if by_name.contains_key(&inp.name) {
-                return Err(gerr(g, "(inputs)", format!("input '{}' declared twice", inp.name)));
+                return Err(gerr(
+                    g,
+                    "(inputs)",
+                    format!("input '{}' declared twice", inp.name),
+                ));
             }
             by_name.insert(inp.name.clone(), values.len());
             values.push(ValueInfo {
@@ -93,7 +97,11 @@ impl Graph {
         let mut state_ids: HashMap<&str, usize> = HashMap::new();
         for (i, s) in def.states.iter().enumerate() {
             if state_ids.insert(s.name.as_str(), i).is_some() {
-                return Err(gerr(g, "(states)", format!("state '{}' declared twice", s.name)));
+                return Err(gerr(
+                    g,
+                    "(states)",
+                    format!("state '{}' declared twice", s.name),
+                ));
             }
         }
 
@@ -118,12 +126,22 @@ impl Graph {
                     let who = match &values[prev].source {
                         ValueSource::Input(_) => "a graph input".to_string(),
                         ValueSource::Weight => "a weight".to_string(),
-                        ValueSource::Node { node, .. } => format!("node '{}'", def.nodes[*node].name),
+                        ValueSource::Node { node, .. } => {
+                            format!("node '{}'", def.nodes[*node].name)
+                        }
                     };
-                    return Err(gerr(g, &nd.name, format!("output '{out}' is already produced by {who}")));
+                    return Err(gerr(
+                        g,
+                        &nd.name,
+                        format!("output '{out}' is already produced by {who}"),
+                    ));
                 }
                 if weight_decls.contains_key(out.as_str()) {
-                    return Err(gerr(g, &nd.name, format!("output '{out}' has the name of a weight")));
+                    return Err(gerr(
+                        g,
+                        &nd.name,
+                        format!("output '{out}' has the name of a weight"),
+                    ));
                 }
                 by_name.insert(out.clone(), values.len());
                 outputs.push(values.len());
@@ -131,14 +149,21 @@ impl Graph {
                     name: out.clone(),
                     // Placeholder until inference runs in topological order.
                     ty: ValueType::new(DType::F32, vec![]),
-                    source: ValueSource::Node { node: ni, output: k },
+                    source: ValueSource::Node {
+                        node: ni,
+                        output: k,
+                    },
                 });
             }
             let mut states = Vec::with_capacity(nd.states.len());
             for s in &nd.states {
-                let id = state_ids
-                    .get(s.as_str())
-                    .ok_or_else(|| gerr(g, &nd.name, format!("state '{s}' is not declared in the graph's states")))?;
+                let id = state_ids.get(s.as_str()).ok_or_else(|| {
+                    gerr(
+                        g,
+                        &nd.name,
+                        format!("state '{s}' is not declared in the graph's states"),
+                    )
+                })?;
                 states.push(*id);
             }
             nodes.push(Node {
@@ -203,7 +228,11 @@ impl Graph {
 
         // Type inference in execution order.
         for &ni in &order {
-            let in_types: Vec<ValueType> = nodes[ni].inputs.iter().map(|&v| values[v].ty.clone()).collect();
+            let in_types: Vec<ValueType> = nodes[ni]
+                .inputs
+                .iter()
+                .map(|&v| values[v].ty.clone())
+                .collect();
             let st_types: Vec<ValueType> = nodes[ni]
                 .states
                 .iter()
@@ -216,13 +245,22 @@ impl Graph {
                     .iter()
                     .map(|&v| format!("{}: {}", values[v].name, values[v].ty))
                     .collect();
-                gerr(g, &n.name, format!("op '{}': {e} (inputs: {})", n.op_name, sig.join(", ")))
+                gerr(
+                    g,
+                    &n.name,
+                    format!("op '{}': {e} (inputs: {})", n.op_name, sig.join(", ")),
+                )
             })?;
             if out_types.len() != n.outputs.len() {
                 return Err(gerr(
                     g,
                     &n.name,
-                    format!("op '{}' produces {} outputs but the node names {}", n.op_name, out_types.len(), n.outputs.len()),
+                    format!(
+                        "op '{}' produces {} outputs but the node names {}",
+                        n.op_name,
+                        out_types.len(),
+                        n.outputs.len()
+                    ),
                 ));
             }
             for (&v, t) in n.outputs.iter().zip(out_types) {
@@ -233,15 +271,22 @@ impl Graph {
         // Declared outputs must exist and agree with inference.
         let mut outputs = Vec::with_capacity(def.outputs.len());
         for o in &def.outputs {
-            let &v = by_name
-                .get(&o.name)
-                .ok_or_else(|| gerr(g, "(outputs)", format!("output '{}' is not produced by any node", o.name)))?;
+            let &v = by_name.get(&o.name).ok_or_else(|| {
+                gerr(
+                    g,
+                    "(outputs)",
+                    format!("output '{}' is not produced by any node", o.name),
+                )
+            })?;
             let declared = ValueType::new(o.dtype, o.shape.clone());
             if !declared.compatible(&values[v].ty) {
                 return Err(gerr(
                     g,
                     "(outputs)",
-                    format!("output '{}' is declared {declared} but inferred {}", o.name, values[v].ty),
+                    format!(
+                        "output '{}' is declared {declared} but inferred {}",
+                        o.name, values[v].ty
+                    ),
                 ));
             }
             outputs.push(v);

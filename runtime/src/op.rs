@@ -41,7 +41,11 @@ impl ValueType {
     pub fn compatible(&self, other: &ValueType) -> bool {
         self.dtype == other.dtype
             && self.shape.len() == other.shape.len()
-            && self.shape.iter().zip(&other.shape).all(|(a, b)| a.compatible(b))
+            && self
+                .shape
+                .iter()
+                .zip(&other.shape)
+                .all(|(a, b)| a.compatible(b))
     }
 
     /// Whether a concrete tensor satisfies this type.
@@ -54,7 +58,10 @@ impl ValueType {
     /// Errors unless the dtype is `want`; `what` names the input.
     pub fn expect_dtype(&self, want: DType, what: &str) -> Result<(), OpError> {
         if self.dtype != want {
-            return Err(OpError(format!("{what}: expected {want}, got {}", self.dtype)));
+            return Err(OpError(format!(
+                "{what}: expected {want}, got {}",
+                self.dtype
+            )));
         }
         Ok(())
     }
@@ -107,9 +114,11 @@ impl Attrs {
     /// A required non-negative integer.
     pub fn usize(&self, key: &str) -> Result<usize, OpError> {
         let v = self.get(key)?;
-        v.as_u64()
-            .map(|n| n as usize)
-            .ok_or_else(|| OpError(format!("attribute '{key}': expected a non-negative integer, got {v}")))
+        v.as_u64().map(|n| n as usize).ok_or_else(|| {
+            OpError(format!(
+                "attribute '{key}': expected a non-negative integer, got {v}"
+            ))
+        })
     }
 
     /// An optional non-negative integer with a default.
@@ -139,9 +148,11 @@ impl Attrs {
     pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, OpError> {
         match self.0.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| OpError(format!("attribute '{key}': expected true or false, got {v}"))),
+            Some(v) => v.as_bool().ok_or_else(|| {
+                OpError(format!(
+                    "attribute '{key}': expected true or false, got {v}"
+                ))
+            }),
         }
     }
 
@@ -151,7 +162,11 @@ impl Attrs {
             if !known.contains(&k.as_str()) {
                 return Err(OpError(format!(
                     "unknown attribute '{k}' (this op takes: {})",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             }
         }

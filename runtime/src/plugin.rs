@@ -198,7 +198,10 @@ pub struct RawStr {
 impl RawStr {
     /// Points at a string that lives for the whole program.
     pub const fn new(s: &'static str) -> Self {
-        RawStr { ptr: s.as_ptr(), len: s.len() }
+        RawStr {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
 
     /// Copies the string out, checking bounds and UTF-8; `field` names it in the error.
@@ -210,7 +213,10 @@ impl RawStr {
             return Err(format!("descriptor field '{field}' is null"));
         }
         if self.len > MAX_DESCRIPTOR_STR {
-            return Err(format!("descriptor field '{field}' claims {} bytes", self.len));
+            return Err(format!(
+                "descriptor field '{field}' claims {} bytes",
+                self.len
+            ));
         }
         // SAFETY: the caller guarantees `len` readable bytes at `ptr`.
         let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
@@ -298,7 +304,8 @@ macro_rules! export_plugin {
         /// The plugin's build descriptor (C ABI; read before anything else is called).
         #[doc(hidden)]
         #[unsafe(no_mangle)]
-        pub extern "C" fn amanuensis_plugin_descriptor() -> *const $crate::plugin::PluginDescriptor {
+        pub extern "C" fn amanuensis_plugin_descriptor() -> *const $crate::plugin::PluginDescriptor
+        {
             static DESCRIPTOR: ::std::sync::OnceLock<$crate::plugin::PluginDescriptor> =
                 ::std::sync::OnceLock::new();
             DESCRIPTOR.get_or_init(|| {
@@ -341,7 +348,11 @@ pub fn register_exported(plugin: &dyn Plugin, registry: &mut Registry) -> Result
             )))
         }
     }
-    staged.wrap_added(registry, |def| Arc::new(GuardedOpDef(def)), |p| Arc::new(GuardedPattern(p)));
+    staged.wrap_added(
+        registry,
+        |def| Arc::new(GuardedOpDef(def)),
+        |p| Arc::new(GuardedPattern(p)),
+    );
     *registry = staged;
     Ok(())
 }
@@ -357,10 +368,16 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Runs `f`, turning a panic into an error that says where it happened.
-fn guard<T>(what: &str, f: impl FnOnce() -> std::result::Result<T, OpError>) -> std::result::Result<T, OpError> {
+fn guard<T>(
+    what: &str,
+    f: impl FnOnce() -> std::result::Result<T, OpError>,
+) -> std::result::Result<T, OpError> {
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(payload) => Err(OpError(format!("plugin code panicked in {what}: {}", panic_message(&*payload)))),
+        Err(payload) => Err(OpError(format!(
+            "plugin code panicked in {what}: {}",
+            panic_message(&*payload)
+        ))),
     }
 }
 
@@ -400,11 +417,19 @@ impl fmt::Debug for GuardedOp {
 }
 
 impl Operator for GuardedOp {
-    fn infer(&self, inputs: &[ValueType], states: &[ValueType]) -> std::result::Result<Vec<ValueType>, OpError> {
+    fn infer(
+        &self,
+        inputs: &[ValueType],
+        states: &[ValueType],
+    ) -> std::result::Result<Vec<ValueType>, OpError> {
         guard("infer", || self.op.infer(inputs, states))
     }
 
-    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> std::result::Result<Vec<Tensor>, OpError> {
+    fn eval(
+        &self,
+        ctx: &mut EvalContext,
+        inputs: &[&Tensor],
+    ) -> std::result::Result<Vec<Tensor>, OpError> {
         guard("eval", || self.op.eval(ctx, inputs))
     }
 
@@ -512,7 +537,10 @@ struct Handshake {
 
 enum Refusal {
     NotAPlugin(String),
-    Mismatch { plugin: String, mismatches: Vec<String> },
+    Mismatch {
+        plugin: String,
+        mismatches: Vec<String>,
+    },
 }
 
 /// Reads a descriptor field by field, checking the fixed prefix before the rest.
@@ -522,7 +550,9 @@ enum Refusal {
 /// and, when the prefix matches this build, of a whole [`PluginDescriptor`].
 unsafe fn read_descriptor(p: *const PluginDescriptor) -> std::result::Result<Handshake, Refusal> {
     if p.is_null() {
-        return Err(Refusal::NotAPlugin(format!("`{DESCRIPTOR_SYMBOL}` returned a null descriptor")));
+        return Err(Refusal::NotAPlugin(format!(
+            "`{DESCRIPTOR_SYMBOL}` returned a null descriptor"
+        )));
     }
     // SAFETY: the prefix is readable (caller); read field by field, unaligned-safe.
     let (magic, abi, size) = unsafe {
@@ -540,14 +570,18 @@ unsafe fn read_descriptor(p: *const PluginDescriptor) -> std::result::Result<Han
     if abi != PLUGIN_ABI_VERSION {
         return Err(Refusal::Mismatch {
             plugin: "(name unreadable under a different ABI)".into(),
-            mismatches: vec![format!("plugin ABI version {abi}, this program speaks version {PLUGIN_ABI_VERSION}")],
+            mismatches: vec![format!(
+                "plugin ABI version {abi}, this program speaks version {PLUGIN_ABI_VERSION}"
+            )],
         });
     }
     let want = std::mem::size_of::<PluginDescriptor>();
     if size as usize != want {
         return Err(Refusal::Mismatch {
             plugin: "(name unreadable)".into(),
-            mismatches: vec![format!("descriptor of {size} bytes, this program's is {want}")],
+            mismatches: vec![format!(
+                "descriptor of {size} bytes, this program's is {want}"
+            )],
         });
     }
     // SAFETY: magic, ABI version and size match, so the caller guarantees a whole descriptor.
@@ -561,10 +595,14 @@ unsafe fn read_descriptor(p: *const PluginDescriptor) -> std::result::Result<Han
     let target = unsafe { d.target.read("target") }.map_err(not)?;
     let mut mismatches = Vec::new();
     if runtime != RUNTIME_VERSION {
-        mismatches.push(format!("amanuensis-runtime {runtime}, this program has {RUNTIME_VERSION}"));
+        mismatches.push(format!(
+            "amanuensis-runtime {runtime}, this program has {RUNTIME_VERSION}"
+        ));
     }
     if rustc != RUSTC_VERSION {
-        mismatches.push(format!("compiler '{rustc}', this program was built by '{RUSTC_VERSION}'"));
+        mismatches.push(format!(
+            "compiler '{rustc}', this program was built by '{RUSTC_VERSION}'"
+        ));
     }
     if target != TARGET {
         mismatches.push(format!("target {target}, this program is {TARGET}"));
@@ -577,7 +615,10 @@ unsafe fn read_descriptor(p: *const PluginDescriptor) -> std::result::Result<Han
         ));
     }
     if !mismatches.is_empty() {
-        return Err(Refusal::Mismatch { plugin: format!("{name} {version}"), mismatches });
+        return Err(Refusal::Mismatch {
+            plugin: format!("{name} {version}"),
+            mismatches,
+        });
     }
     Ok(Handshake { name, version })
 }
@@ -594,7 +635,10 @@ fn nul_terminated(s: &str) -> Vec<u8> {
 /// unchanged.
 // The error is large, but this runs once per plugin at start-up.
 #[allow(clippy::result_large_err)]
-pub fn load_plugin(path: &Path, registry: &mut Registry) -> std::result::Result<PluginInfo, PluginError> {
+pub fn load_plugin(
+    path: &Path,
+    registry: &mut Registry,
+) -> std::result::Result<PluginInfo, PluginError> {
     let path_buf = path.to_path_buf();
     // SAFETY: opening a library runs its initialisers; that is the inherent risk of
     // loading code, which the user asked for by naming the file.
@@ -602,17 +646,21 @@ pub fn load_plugin(path: &Path, registry: &mut Registry) -> std::result::Result<
         path: path_buf.clone(),
         reason: e.to_string(),
     })?;
-    let not_a_plugin = |reason: String| PluginError::NotAPlugin { path: path_buf.clone(), reason };
+    let not_a_plugin = |reason: String| PluginError::NotAPlugin {
+        path: path_buf.clone(),
+        reason,
+    };
     // SAFETY: the symbol, if present, is the descriptor function `export_plugin!` defines
     // with this signature; the magic check below catches an unrelated symbol of that name.
-    let describe: DescriptorFn = unsafe { library.get::<DescriptorFn>(&nul_terminated(DESCRIPTOR_SYMBOL)) }
-        .map(|s| *s)
-        .map_err(|_| {
-            not_a_plugin(format!(
+    let describe: DescriptorFn =
+        unsafe { library.get::<DescriptorFn>(&nul_terminated(DESCRIPTOR_SYMBOL)) }
+            .map(|s| *s)
+            .map_err(|_| {
+                not_a_plugin(format!(
                 "it does not export `{DESCRIPTOR_SYMBOL}` (a plugin crate is built with crate-type \
                  \"cdylib\" and calls `amanuensis_runtime::export_plugin!`)"
             ))
-        })?;
+            })?;
     // SAFETY: a C function without arguments; the result is checked field by field.
     let handshake = unsafe { read_descriptor(describe()) }.map_err(|r| match r {
         Refusal::NotAPlugin(reason) => not_a_plugin(reason),
@@ -624,14 +672,22 @@ pub fn load_plugin(path: &Path, registry: &mut Registry) -> std::result::Result<
     })?;
     // SAFETY: the handshake established the same compiler, runtime version and type
     // layouts, so the Rust-ABI entry has exactly this signature.
-    let register: RegisterFn = unsafe { library.get::<RegisterFn>(&nul_terminated(REGISTER_SYMBOL)) }
-        .map(|s| *s)
-        .map_err(|_| not_a_plugin(format!("it has a descriptor but does not export `{REGISTER_SYMBOL}`")))?;
+    let register: RegisterFn =
+        unsafe { library.get::<RegisterFn>(&nul_terminated(REGISTER_SYMBOL)) }
+            .map(|s| *s)
+            .map_err(|_| {
+                not_a_plugin(format!(
+                    "it has a descriptor but does not export `{REGISTER_SYMBOL}`"
+                ))
+            })?;
     // From here on the plugin's code may have created objects: never unload it.
     LOADED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(Loaded { path: path_buf.clone(), _library: library });
+        .push(Loaded {
+            path: path_buf.clone(),
+            _library: library,
+        });
     registry
         .add_plugin_entry(&handshake.name, &handshake.version, Some(path), register)
         .map_err(|source| PluginError::Register {
@@ -648,7 +704,9 @@ mod tests {
     #[test]
     fn own_descriptor_passes_the_handshake() {
         let d = PluginDescriptor::for_this_build("p", "1.2.3");
-        let h = unsafe { read_descriptor(&d) }.ok().expect("own build accepted");
+        let h = unsafe { read_descriptor(&d) }
+            .ok()
+            .expect("own build accepted");
         assert_eq!((h.name.as_str(), h.version.as_str()), ("p", "1.2.3"));
     }
 
@@ -662,7 +720,11 @@ mod tests {
             Err(Refusal::Mismatch { plugin, mismatches }) => {
                 assert_eq!(plugin, "p 1.2.3");
                 assert_eq!(mismatches.len(), 3, "{mismatches:?}");
-                assert!(mismatches[0].contains("amanuensis-runtime 0.0.1"), "{}", mismatches[0]);
+                assert!(
+                    mismatches[0].contains("amanuensis-runtime 0.0.1"),
+                    "{}",
+                    mismatches[0]
+                );
                 assert!(mismatches[1].contains("rustc 1.0.0"), "{}", mismatches[1]);
                 assert!(mismatches[2].contains("fingerprint"), "{}", mismatches[2]);
             }
@@ -673,10 +735,19 @@ mod tests {
     #[test]
     fn bad_magic_and_abi_are_refused_before_reading_strings() {
         let mut d = PluginDescriptor::for_this_build("p", "1");
-        d.plugin_name = RawStr { ptr: std::ptr::null(), len: 99 };
+        d.plugin_name = RawStr {
+            ptr: std::ptr::null(),
+            len: 99,
+        };
         d.abi_version = PLUGIN_ABI_VERSION + 1;
-        assert!(matches!(unsafe { read_descriptor(&d) }, Err(Refusal::Mismatch { .. })));
+        assert!(matches!(
+            unsafe { read_descriptor(&d) },
+            Err(Refusal::Mismatch { .. })
+        ));
         d.magic = *b"ELF\0\0\0\0\0";
-        assert!(matches!(unsafe { read_descriptor(&d) }, Err(Refusal::NotAPlugin(_))));
+        assert!(matches!(
+            unsafe { read_descriptor(&d) },
+            Err(Refusal::NotAPlugin(_))
+        ));
     }
 }

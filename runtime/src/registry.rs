@@ -94,7 +94,9 @@ impl Registry {
     /// Registers a plugin as one unit: all of its ops and patterns, or (on error) none.
     /// Duplicate names are reported with the plugin's name and version.
     pub fn add_plugin(&mut self, plugin: &dyn Plugin) -> Result<PluginInfo> {
-        self.add_plugin_entry(plugin.name(), plugin.version(), None, |reg| plugin.register(reg))
+        self.add_plugin_entry(plugin.name(), plugin.version(), None, |reg| {
+            plugin.register(reg)
+        })
     }
 
     /// Runs a plugin's registration entry on a copy of the registry and keeps the copy
@@ -114,7 +116,11 @@ impl Registry {
             name: name.to_string(),
             version: version.to_string(),
             path: path.map(Path::to_path_buf),
-            ops: staged.names().filter(|n| !self.ops.contains_key(*n)).map(str::to_string).collect(),
+            ops: staged
+                .names()
+                .filter(|n| !self.ops.contains_key(*n))
+                .map(str::to_string)
+                .collect(),
             patterns: staged.patterns[self.patterns.len().min(staged.patterns.len())..]
                 .iter()
                 .map(|p| p.name().to_string())

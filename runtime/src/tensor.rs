@@ -151,7 +151,10 @@ impl Tensor {
     pub fn f32s(&self) -> Result<&[f32], OpError> {
         match &self.data {
             Data::F32(v) => Ok(v),
-            _ => Err(OpError(format!("expected an f32 tensor, got {}", self.dtype()))),
+            _ => Err(OpError(format!(
+                "expected an f32 tensor, got {}",
+                self.dtype()
+            ))),
         }
     }
 
@@ -168,7 +171,10 @@ impl Tensor {
     pub fn i32s(&self) -> Result<&[i32], OpError> {
         match &self.data {
             Data::I32(v) => Ok(v),
-            _ => Err(OpError(format!("expected an i32 tensor, got {}", self.dtype()))),
+            _ => Err(OpError(format!(
+                "expected an i32 tensor, got {}",
+                self.dtype()
+            ))),
         }
     }
 

@@ -22,7 +22,12 @@ pub const DEVICE_PID: u64 = 1_000_000;
 
 /// Starts recording; `origin` must be the instant the host trace's clock starts.
 pub fn start(origin: Instant) {
-    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Sink { origin, clock_us: 0.0, events: Vec::new(), lanes: Default::default() });
+    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Sink {
+        origin,
+        clock_us: 0.0,
+        events: Vec::new(),
+        lanes: Default::default(),
+    });
 }
 
 /// Whether recording is on.
@@ -44,7 +49,10 @@ fn tid(l: Lane) -> u64 {
 pub fn record_device_run(graph: &str, tl: &Timeline, wall_start: Instant) {
     let mut guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
     let Some(sink) = guard.as_mut() else { return };
-    let host_us = wall_start.saturating_duration_since(sink.origin).as_secs_f64() * 1e6;
+    let host_us = wall_start
+        .saturating_duration_since(sink.origin)
+        .as_secs_f64()
+        * 1e6;
     let base = host_us.max(sink.clock_us);
     for s in &tl.spans {
         sink.lanes.insert(s.lane);
@@ -62,8 +70,12 @@ pub fn record_device_run(graph: &str, tl: &Timeline, wall_start: Instant) {
 
 /// Stops recording and returns the device events with their lane names.
 pub fn finish() -> Vec<Value> {
-    let Some(sink) = SINK.lock().unwrap_or_else(|e| e.into_inner()).take() else { return Vec::new() };
-    let mut out = vec![json!({"name": "process_name", "ph": "M", "pid": DEVICE_PID, "args": {"name": "npu-sim (simulated time, projection)"}})];
+    let Some(sink) = SINK.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return Vec::new();
+    };
+    let mut out = vec![
+        json!({"name": "process_name", "ph": "M", "pid": DEVICE_PID, "args": {"name": "npu-sim (simulated time, projection)"}}),
+    ];
     for l in &sink.lanes {
         out.push(json!({"name": "thread_name", "ph": "M", "pid": DEVICE_PID, "tid": tid(*l), "args": {"name": format!("{l} (simulated)")}}));
         out.push(json!({"name": "thread_sort_index", "ph": "M", "pid": DEVICE_PID, "tid": tid(*l), "args": {"sort_index": tid(*l)}}));

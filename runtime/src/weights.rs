@@ -48,8 +48,12 @@ fn map_dtype(d: safetensors::Dtype) -> Option<DType> {
 }
 
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<safetensors::SafeTensors<'a>> {
-    safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| werr(path, format!("not a valid safetensors file (corrupt or truncated header/data): {e:?}")))
+    safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+        werr(
+            path,
+            format!("not a valid safetensors file (corrupt or truncated header/data): {e:?}"),
+        )
+    })
 }
 
 /// Lists a weight file's tensors without loading their data into the store.
@@ -73,17 +77,29 @@ pub fn list_tensors(path: &Path) -> Result<Vec<StoredTensor>> {
 /// Every mismatch between declarations and a weight file's contents: missing tensors,
 /// wrong dtype, wrong shape. Empty when they agree.
 pub fn check_declarations(decls: &[WeightDecl], stored: &[StoredTensor]) -> Vec<String> {
-    let by_name: HashMap<&str, &StoredTensor> = stored.iter().map(|t| (t.name.as_str(), t)).collect();
+    let by_name: HashMap<&str, &StoredTensor> =
+        stored.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut problems = Vec::new();
     for d in decls {
         match by_name.get(d.name.as_str()) {
-            None => problems.push(format!("'{}': missing (graph expects {} {:?})", d.name, d.dtype, d.shape)),
+            None => problems.push(format!(
+                "'{}': missing (graph expects {} {:?})",
+                d.name, d.dtype, d.shape
+            )),
             Some(t) => {
                 if t.dtype != Some(d.dtype) {
-                    problems.push(format!("'{}': dtype {} in the file, graph expects {}", d.name, t.dtype_name.to_lowercase(), d.dtype));
+                    problems.push(format!(
+                        "'{}': dtype {} in the file, graph expects {}",
+                        d.name,
+                        t.dtype_name.to_lowercase(),
+                        d.dtype
+                    ));
                 }
                 if t.shape != d.shape {
-                    problems.push(format!("'{}': shape {:?} in the file, graph expects {:?}", d.name, t.shape, d.shape));
+                    problems.push(format!(
+                        "'{}': shape {:?} in the file, graph expects {:?}",
+                        d.name, t.shape, d.shape
+                    ));
                 }
             }
         }
@@ -111,12 +127,18 @@ impl WeightStore {
         if !problems.is_empty() {
             return Err(werr(
                 path,
-                format!("{} problem(s) against the graph's weight declarations:\n  {}", problems.len(), problems.join("\n  ")),
+                format!(
+                    "{} problem(s) against the graph's weight declarations:\n  {}",
+                    problems.len(),
+                    problems.join("\n  ")
+                ),
             ));
         }
         let mut tensors = HashMap::with_capacity(decls.len());
         for d in decls {
-            let view = st.tensor(&d.name).map_err(|e| werr(path, format!("'{}': {e:?}", d.name)))?;
+            let view = st
+                .tensor(&d.name)
+                .map_err(|e| werr(path, format!("'{}': {e:?}", d.name)))?;
             let raw = view.data();
             // Payloads need not be aligned, so decode element by element from bytes.
             let data = match d.dtype {
@@ -136,7 +158,8 @@ impl WeightStore {
                         .collect(),
                 ),
             };
-            let t = Tensor::new(&d.shape, data).map_err(|e| werr(path, format!("'{}': {e}", d.name)))?;
+            let t = Tensor::new(&d.shape, data)
+                .map_err(|e| werr(path, format!("'{}': {e}", d.name)))?;
             tensors.insert(d.name.clone(), Arc::new(t.widen_f16()));
         }
         Ok(WeightStore { tensors })
@@ -145,7 +168,10 @@ impl WeightStore {
     /// A store from tensors already in memory (tests, generated models).
     pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> WeightStore {
         WeightStore {
-            tensors: tensors.into_iter().map(|(k, v)| (k, Arc::new(v.widen_f16()))).collect(),
+            tensors: tensors
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v.widen_f16())))
+                .collect(),
         }
     }
 

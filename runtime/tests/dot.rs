@@ -64,25 +64,59 @@ fn bare_graph_renders_in_execution_order_with_typed_edges() {
 
 #[test]
 fn annotations_colour_devices_add_notes_and_draw_clusters() {
-    let mut ann = DotAnnotations { show_weights: true, ..Default::default() };
-    ann.nodes.insert("second".into(), NodeAnnotation { device: Some("npu-sim".into()), note: Some("kernel k, 3.2 µs".into()) });
-    ann.nodes.insert("first \"a\"".into(), NodeAnnotation { device: Some("cpu".into()), note: None });
-    ann.clusters.push(Cluster { label: "fused: scale".into(), nodes: vec!["second".into(), "absent".into()] });
+    let mut ann = DotAnnotations {
+        show_weights: true,
+        ..Default::default()
+    };
+    ann.nodes.insert(
+        "second".into(),
+        NodeAnnotation {
+            device: Some("npu-sim".into()),
+            note: Some("kernel k, 3.2 µs".into()),
+        },
+    );
+    ann.nodes.insert(
+        "first \"a\"".into(),
+        NodeAnnotation {
+            device: Some("cpu".into()),
+            note: None,
+        },
+    );
+    ann.clusters.push(Cluster {
+        label: "fused: scale".into(),
+        nodes: vec!["second".into(), "absent".into()],
+    });
     let dot = to_dot(&graph(), &ann);
     let lines: Vec<&str> = dot.lines().collect();
     // The weight is its own node (widened f16 → f32) with an edge into its reader.
     assert!(lines.contains(&r##"  "weight:w" [label="w\nf32[4]", shape=box, style=filled, fillcolor="#f3f3f3", fontsize=8];"##), "{dot}");
-    assert!(lines.contains(&r#"  "weight:w" -> "node:first \"a\"" [label="w f32[4]"];"#), "{dot}");
+    assert!(
+        lines.contains(&r#"  "weight:w" -> "node:first \"a\"" [label="w f32[4]"];"#),
+        "{dot}"
+    );
     assert!(!dot.contains("(1 weight)"), "{dot}");
     // The cluster holds exactly the annotated NPU node; names it lacks are ignored.
-    let start = lines.iter().position(|l| *l == r#"  subgraph "cluster_0" {"#).expect(&dot);
-    assert_eq!(lines[start + 1], r##"    label="fused: scale"; style=dashed; color="#888888";"##);
+    let start = lines
+        .iter()
+        .position(|l| *l == r#"  subgraph "cluster_0" {"#)
+        .expect(&dot);
+    assert_eq!(
+        lines[start + 1],
+        r##"    label="fused: scale"; style=dashed; color="#888888";"##
+    );
     assert_eq!(
         lines[start + 2],
-        format!(r#"    "node:second" [label="second\nscale\nkernel k, 3.2 µs", shape=box, style="rounded,filled", fillcolor="{}"];"#, device_colour("npu-sim"))
+        format!(
+            r#"    "node:second" [label="second\nscale\nkernel k, 3.2 µs", shape=box, style="rounded,filled", fillcolor="{}"];"#,
+            device_colour("npu-sim")
+        )
     );
     assert_eq!(lines[start + 3], "  }");
     assert!(lines.contains(&r##"  "node:first \"a\"" [label="first \"a\"\nshift", shape=box, style="rounded,filled", fillcolor="#cfe2f3"];"##), "{dot}");
-    assert_eq!(dot.matches("\"node:second\" [label=\"second").count(), 1, "declared once: {dot}");
+    assert_eq!(
+        dot.matches("\"node:second\" [label=\"second").count(),
+        1,
+        "declared once: {dot}"
+    );
     assert_eq!(dot.matches('{').count(), dot.matches('}').count());
 }

@@ -2,7 +2,9 @@
 //! that disagrees with its own shape inference, and panics inside plugin code.
 
 use amanuensis_runtime::op::{expect_inputs, Attrs, EvalContext, OpDef, Operator, ValueType};
-use amanuensis_runtime::{Graph, ModelFile, OpError, Plugin, Registry, RuntimeError, Session, Tensor, WeightStore};
+use amanuensis_runtime::{
+    Graph, ModelFile, OpError, Plugin, Registry, RuntimeError, Session, Tensor, WeightStore,
+};
 use std::sync::Arc;
 
 /// Infers "same shape as x" but returns one more element (or an i32 tensor).
@@ -32,7 +34,9 @@ impl OpDef for StretchDef {
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         attrs.only(&["wrong_dtype"])?;
-        Ok(Box::new(Stretch { wrong_dtype: attrs.bool_or("wrong_dtype", false)? }))
+        Ok(Box::new(Stretch {
+            wrong_dtype: attrs.bool_or("wrong_dtype", false)?,
+        }))
     }
 }
 
@@ -119,14 +123,21 @@ fn panics_in_exported_plugin_code_become_errors() {
     // `register_exported` is the body `export_plugin!` generates: a loaded library's
     // panic cannot unwind into the host's copy of std, so it is caught on the plugin side.
     let mut reg = Registry::new();
-    let err = amanuensis_runtime::plugin::register_exported(&Panicky { in_register: true }, &mut reg).unwrap_err();
+    let err =
+        amanuensis_runtime::plugin::register_exported(&Panicky { in_register: true }, &mut reg)
+            .unwrap_err();
     assert_eq!(
         err.to_string(),
         "operator registry: plugin 'panicky' panicked while registering: cannot find my configuration"
     );
-    assert_eq!(reg.names().count(), 0, "nothing of a failed registration stays");
+    assert_eq!(
+        reg.names().count(),
+        0,
+        "nothing of a failed registration stays"
+    );
 
-    amanuensis_runtime::plugin::register_exported(&Panicky { in_register: false }, &mut reg).unwrap();
+    amanuensis_runtime::plugin::register_exported(&Panicky { in_register: false }, &mut reg)
+        .unwrap();
     let err = run(&one_node_graph("boom", "{}"), &reg).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -80,8 +80,14 @@ const Descriptor *amanuensis_plugin_descriptor(void) {{ return &d; }}
         .arg(&lib)
         .arg(&src)
         .output()
-        .unwrap_or_else(|e| panic!("these tests build C test doubles and need a C compiler ({cc}): {e}"));
-    assert!(out.status.success(), "{cc} failed: {}", String::from_utf8_lossy(&out.stderr));
+        .unwrap_or_else(|e| {
+            panic!("these tests build C test doubles and need a C compiler ({cc}): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{cc} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     lib
 }
 
@@ -92,52 +98,99 @@ fn refuse(path: &Path) -> (PluginError, String) {
     assert_eq!(reg.names().count(), 0);
     assert!(reg.plugins().is_empty());
     let msg = err.to_string();
-    assert!(msg.starts_with(&format!("plugin {}", path.display())), "{msg}");
+    assert!(
+        msg.starts_with(&format!("plugin {}", path.display())),
+        "{msg}"
+    );
     (err, msg)
 }
 
-const ADVICE: &str = "Rust has no stable ABI, so a plugin must be built by the same rustc against the same \
+const ADVICE: &str =
+    "Rust has no stable ABI, so a plugin must be built by the same rustc against the same \
                       amanuensis-runtime version as the program that loads it";
 
 #[test]
 fn plugin_built_by_another_compiler_is_refused() {
-    let lib = double("other_rustc", Fields { rustc: "rustc 1.70.0 (90c541806 2023-05-31)".into(), ..Default::default() });
+    let lib = double(
+        "other_rustc",
+        Fields {
+            rustc: "rustc 1.70.0 (90c541806 2023-05-31)".into(),
+            ..Default::default()
+        },
+    );
     let (err, msg) = refuse(&lib);
-    assert!(matches!(err, PluginError::Mismatch { ref plugin, ref mismatches, .. }
-        if plugin == "double-plugin 9.9.9" && mismatches.len() == 1), "{err:?}");
-    assert!(msg.contains(&format!(
-        "(double-plugin 9.9.9): refused, it was built for a different runtime build: compiler \
+    assert!(
+        matches!(err, PluginError::Mismatch { ref plugin, ref mismatches, .. }
+        if plugin == "double-plugin 9.9.9" && mismatches.len() == 1),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "(double-plugin 9.9.9): refused, it was built for a different runtime build: compiler \
          'rustc 1.70.0 (90c541806 2023-05-31)', this program was built by '{RUSTC_VERSION}'"
-    )), "{msg}");
+        )),
+        "{msg}"
+    );
     assert!(msg.contains(ADVICE), "{msg}");
 }
 
 #[test]
 fn plugin_built_against_another_runtime_version_is_refused() {
-    let lib = double("other_runtime", Fields { runtime: "0.0.9".into(), fingerprint: 7, ..Default::default() });
+    let lib = double(
+        "other_runtime",
+        Fields {
+            runtime: "0.0.9".into(),
+            fingerprint: 7,
+            ..Default::default()
+        },
+    );
     let (err, msg) = refuse(&lib);
-    let PluginError::Mismatch { mismatches, .. } = err else { panic!("{msg}") };
-    assert_eq!(mismatches[0], format!("amanuensis-runtime 0.0.9, this program has {RUNTIME_VERSION}"));
-    assert!(mismatches[1].starts_with(&format!(
-        "type layout fingerprint 0000000000000007, this program's is {LAYOUT_FINGERPRINT:016x}"
-    )), "{}", mismatches[1]);
+    let PluginError::Mismatch { mismatches, .. } = err else {
+        panic!("{msg}")
+    };
+    assert_eq!(
+        mismatches[0],
+        format!("amanuensis-runtime 0.0.9, this program has {RUNTIME_VERSION}")
+    );
+    assert!(
+        mismatches[1].starts_with(&format!(
+            "type layout fingerprint 0000000000000007, this program's is {LAYOUT_FINGERPRINT:016x}"
+        )),
+        "{}",
+        mismatches[1]
+    );
     assert_eq!(mismatches.len(), 2);
 }
 
 #[test]
 fn plugin_of_another_abi_version_is_refused_before_its_strings_are_read() {
-    let lib = double("other_abi", Fields { abi: PLUGIN_ABI_VERSION + 1, ..Default::default() });
+    let lib = double(
+        "other_abi",
+        Fields {
+            abi: PLUGIN_ABI_VERSION + 1,
+            ..Default::default()
+        },
+    );
     let (err, msg) = refuse(&lib);
     assert!(matches!(err, PluginError::Mismatch { .. }), "{msg}");
-    assert!(msg.contains(&format!(
-        "plugin ABI version {}, this program speaks version {PLUGIN_ABI_VERSION}",
-        PLUGIN_ABI_VERSION + 1
-    )), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "plugin ABI version {}, this program speaks version {PLUGIN_ABI_VERSION}",
+            PLUGIN_ABI_VERSION + 1
+        )),
+        "{msg}"
+    );
 }
 
 #[test]
 fn descriptor_symbol_without_the_magic_is_not_a_plugin() {
-    let lib = double("no_magic", Fields { magic: "XXXXXXX", ..Default::default() });
+    let lib = double(
+        "no_magic",
+        Fields {
+            magic: "XXXXXXX",
+            ..Default::default()
+        },
+    );
     let (err, msg) = refuse(&lib);
     assert!(matches!(err, PluginError::NotAPlugin { .. }), "{msg}");
     assert!(msg.contains("not an amanuensis plugin: `amanuensis_plugin_descriptor` returned a descriptor without the plugin magic"), "{msg}");
@@ -146,7 +199,13 @@ fn descriptor_symbol_without_the_magic_is_not_a_plugin() {
 #[test]
 fn matching_descriptor_without_a_register_entry_is_refused() {
     // Every field matches this build: the handshake passes and the missing entry is found.
-    let lib = double("no_register", Fields { export_register: false, ..Default::default() });
+    let lib = double(
+        "no_register",
+        Fields {
+            export_register: false,
+            ..Default::default()
+        },
+    );
     let (err, msg) = refuse(&lib);
     assert!(matches!(err, PluginError::NotAPlugin { .. }), "{msg}");
     assert!(msg.ends_with("not an amanuensis plugin: it has a descriptor but does not export `amanuensis_plugin_register`"), "{msg}");

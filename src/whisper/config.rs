@@ -35,8 +35,16 @@ impl WhisperDims {
             "large-v3" | "large-v3-turbo" | "turbo" => (128, 1280, 20, 32, 51866),
             _ => return None,
         };
-        let n_vocab = if size.ends_with(".en") { 51864 } else { n_vocab };
-        let text_layers = if size == "large-v3-turbo" || size == "turbo" { 4 } else { layers };
+        let n_vocab = if size.ends_with(".en") {
+            51864
+        } else {
+            n_vocab
+        };
+        let text_layers = if size == "large-v3-turbo" || size == "turbo" {
+            4
+        } else {
+            layers
+        };
         Some(WhisperDims {
             n_mels,
             n_audio_ctx: 1500,

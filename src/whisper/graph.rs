@@ -45,7 +45,14 @@ impl G {
         self.node_n(name, op, inputs, &[], attrs)
     }
 
-    fn node_n(&mut self, name: &str, op: &str, inputs: &[&str], states: &[&str], attrs: Value) -> String {
+    fn node_n(
+        &mut self,
+        name: &str,
+        op: &str,
+        inputs: &[&str],
+        states: &[&str],
+        attrs: Value,
+    ) -> String {
         let attrs: BTreeMap<String, Value> = match attrs {
             Value::Object(m) => m.into_iter().collect(),
             _ => BTreeMap::new(),
@@ -65,7 +72,11 @@ impl G {
 impl Builder {
     fn w(&mut self, name: &str, shape: &[usize]) -> String {
         if self.seen.insert(name.to_string()) {
-            self.weights.push(WeightDecl { name: name.to_string(), dtype: DType::F16, shape: shape.to_vec() });
+            self.weights.push(WeightDecl {
+                name: name.to_string(),
+                dtype: DType::F16,
+                shape: shape.to_vec(),
+            });
         }
         name.to_string()
     }
@@ -73,10 +84,24 @@ impl Builder {
     fn layer_norm(&mut self, g: &mut G, name: &str, x: &str, prefix: &str, d: usize) -> String {
         let gamma = self.w(&format!("{prefix}.weight"), &[d]);
         let beta = self.w(&format!("{prefix}.bias"), &[d]);
-        g.node(name, "layer_norm", &[x, &gamma, &beta], json!({ "eps": LAYER_NORM_EPS }))
+        g.node(
+            name,
+            "layer_norm",
+            &[x, &gamma, &beta],
+            json!({ "eps": LAYER_NORM_EPS }),
+        )
     }
 
-    fn linear(&mut self, g: &mut G, name: &str, x: &str, prefix: &str, out: usize, inp: usize, bias: bool) -> String {
+    fn linear(
+        &mut self,
+        g: &mut G,
+        name: &str,
+        x: &str,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+    ) -> String {
         let w = self.w(&format!("{prefix}.weight"), &[out, inp]);
         if bias {
             let b = self.w(&format!("{prefix}.bias"), &[out]);
@@ -88,20 +113,43 @@ impl Builder {
 
     fn mlp(&mut self, g: &mut G, p: &str, x: &str, wp: &str, d: usize) -> String {
         let h = self.layer_norm(g, &format!("{p}.mlp_ln"), x, &format!("{wp}.mlp_ln"), d);
-        let f1 = self.linear(g, &format!("{p}.fc1"), &h, &format!("{wp}.mlp.0"), 4 * d, d, true);
+        let f1 = self.linear(
+            g,
+            &format!("{p}.fc1"),
+            &h,
+            &format!("{wp}.mlp.0"),
+            4 * d,
+            d,
+            true,
+        );
         let a = g.node(&format!("{p}.gelu"), "gelu", &[&f1], json!({}));
-        let f2 = self.linear(g, &format!("{p}.fc2"), &a, &format!("{wp}.mlp.2"), d, 4 * d, true);
+        let f2 = self.linear(
+            g,
+            &format!("{p}.fc2"),
+            &a,
+            &format!("{wp}.mlp.2"),
+            d,
+            4 * d,
+            true,
+        );
         g.node(&format!("{p}.mlp_res"), "add", &[x, &f2], json!({}))
     }
 }
 
 fn decl(name: &str, dtype: DType, shape: Vec<Dim>) -> ValueDecl {
-    ValueDecl { name: name.to_string(), dtype, shape }
+    ValueDecl {
+        name: name.to_string(),
+        dtype,
+        shape,
+    }
 }
 
 /// The graph file for a Whisper model with these hyper-parameters.
 pub fn build_whisper_graph(name: &str, dims: &WhisperDims) -> ModelFile {
-    let mut b = Builder { weights: Vec::new(), seen: Default::default() };
+    let mut b = Builder {
+        weights: Vec::new(),
+        seen: Default::default(),
+    };
     let graphs = vec![
         features(dims),
         encoder(&mut b, dims),
@@ -110,7 +158,11 @@ pub fn build_whisper_graph(name: &str, dims: &WhisperDims) -> ModelFile {
         decoder_align(&mut b, dims),
     ];
     let mut hp = BTreeMap::new();
-    for (k, v) in serde_json::to_value(dims).expect("dims serialise").as_object().expect("object") {
+    for (k, v) in serde_json::to_value(dims)
+        .expect("dims serialise")
+        .as_object()
+        .expect("object")
+    {
         hp.insert(k.clone(), v.clone());
     }
     hp.insert("sample_rate".into(), json!(SAMPLE_RATE));
@@ -121,7 +173,11 @@ pub fn build_whisper_graph(name: &str, dims: &WhisperDims) -> ModelFile {
     ModelFile {
         format: FORMAT_TAG.to_string(),
         version: FORMAT_VERSION,
-        model: ModelInfo { name: name.to_string(), family: "whisper".into(), hyper_parameters: hp },
+        model: ModelInfo {
+            name: name.to_string(),
+            family: "whisper".into(),
+            hyper_parameters: hp,
+        },
         weights: b.weights,
         graphs,
     }
@@ -142,7 +198,11 @@ fn features(d: &WhisperDims) -> GraphDef {
     GraphDef {
         name: FEATURES.into(),
         inputs: vec![decl("pcm", DType::F32, vec![Dim::Sym("n_samples".into())])],
-        outputs: vec![decl("mel", DType::F32, vec![d.n_mels.into(), Dim::Sym("mel_frames".into())])],
+        outputs: vec![decl(
+            "mel",
+            DType::F32,
+            vec![d.n_mels.into(), Dim::Sym("mel_frames".into())],
+        )],
         states: vec![],
         nodes: g.nodes,
     }
@@ -154,11 +214,21 @@ fn encoder(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     let mel = "mel".to_string();
     let w1 = b.w("encoder.conv1.weight", &[s, d.n_mels, 3]);
     let b1 = b.w("encoder.conv1.bias", &[s]);
-    let c1 = g.node("conv1", "conv1d", &[&mel, &w1, &b1], json!({ "stride": 1, "padding": 1 }));
+    let c1 = g.node(
+        "conv1",
+        "conv1d",
+        &[&mel, &w1, &b1],
+        json!({ "stride": 1, "padding": 1 }),
+    );
     let a1 = g.node("conv1.gelu", "gelu", &[&c1], json!({}));
     let w2 = b.w("encoder.conv2.weight", &[s, s, 3]);
     let b2 = b.w("encoder.conv2.bias", &[s]);
-    let c2 = g.node("conv2", "conv1d", &[&a1, &w2, &b2], json!({ "stride": 2, "padding": 1 }));
+    let c2 = g.node(
+        "conv2",
+        "conv1d",
+        &[&a1, &w2, &b2],
+        json!({ "stride": 2, "padding": 1 }),
+    );
     let a2 = g.node("conv2.gelu", "gelu", &[&c2], json!({}));
     let t = g.node("to_time_major", "transpose", &[&a2], json!({}));
     let pos = b.w("encoder.positional_embedding", &[d.n_audio_ctx, s]);
@@ -166,12 +236,55 @@ fn encoder(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     for i in 0..d.n_audio_layer {
         let p = format!("block{i}");
         let wp = format!("encoder.blocks.{i}");
-        let h = b.layer_norm(&mut g, &format!("{p}.attn_ln"), &x, &format!("{wp}.attn_ln"), s);
-        let q = b.linear(&mut g, &format!("{p}.q"), &h, &format!("{wp}.attn.query"), s, s, true);
-        let k = b.linear(&mut g, &format!("{p}.k"), &h, &format!("{wp}.attn.key"), s, s, false);
-        let v = b.linear(&mut g, &format!("{p}.v"), &h, &format!("{wp}.attn.value"), s, s, true);
-        let o = g.node(&format!("{p}.attn"), "attention", &[&q, &k, &v], json!({ "heads": d.n_audio_head }));
-        let proj = b.linear(&mut g, &format!("{p}.attn_out"), &o, &format!("{wp}.attn.out"), s, s, true);
+        let h = b.layer_norm(
+            &mut g,
+            &format!("{p}.attn_ln"),
+            &x,
+            &format!("{wp}.attn_ln"),
+            s,
+        );
+        let q = b.linear(
+            &mut g,
+            &format!("{p}.q"),
+            &h,
+            &format!("{wp}.attn.query"),
+            s,
+            s,
+            true,
+        );
+        let k = b.linear(
+            &mut g,
+            &format!("{p}.k"),
+            &h,
+            &format!("{wp}.attn.key"),
+            s,
+            s,
+            false,
+        );
+        let v = b.linear(
+            &mut g,
+            &format!("{p}.v"),
+            &h,
+            &format!("{wp}.attn.value"),
+            s,
+            s,
+            true,
+        );
+        let o = g.node(
+            &format!("{p}.attn"),
+            "attention",
+            &[&q, &k, &v],
+            json!({ "heads": d.n_audio_head }),
+        );
+        let proj = b.linear(
+            &mut g,
+            &format!("{p}.attn_out"),
+            &o,
+            &format!("{wp}.attn.out"),
+            s,
+            s,
+            true,
+        );
         x = g.node(&format!("{p}.attn_res"), "add", &[&x, &proj], json!({}));
         x = b.mlp(&mut g, &p, &x, &wp, s);
     }
@@ -181,8 +294,16 @@ fn encoder(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     let _ = out;
     GraphDef {
         name: ENCODER.into(),
-        inputs: vec![decl("mel", DType::F32, vec![d.n_mels.into(), N_FRAMES.into()])],
-        outputs: vec![decl("encoder_out", DType::F32, vec![d.n_audio_ctx.into(), s.into()])],
+        inputs: vec![decl(
+            "mel",
+            DType::F32,
+            vec![d.n_mels.into(), N_FRAMES.into()],
+        )],
+        outputs: vec![decl(
+            "encoder_out",
+            DType::F32,
+            vec![d.n_audio_ctx.into(), s.into()],
+        )],
         states: vec![],
         nodes: g.nodes,
     }
@@ -194,14 +315,34 @@ fn cross_kv(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     let mut outputs = Vec::new();
     for i in 0..d.n_text_layer {
         let wp = format!("decoder.blocks.{i}.cross_attn");
-        let k = b.linear(&mut g, &format!("cross_k.{i}"), "encoder_out", &format!("{wp}.key"), s, a, false);
-        let v = b.linear(&mut g, &format!("cross_v.{i}"), "encoder_out", &format!("{wp}.value"), s, a, true);
+        let k = b.linear(
+            &mut g,
+            &format!("cross_k.{i}"),
+            "encoder_out",
+            &format!("{wp}.key"),
+            s,
+            a,
+            false,
+        );
+        let v = b.linear(
+            &mut g,
+            &format!("cross_v.{i}"),
+            "encoder_out",
+            &format!("{wp}.value"),
+            s,
+            a,
+            true,
+        );
         outputs.push(decl(&k, DType::F32, vec![d.n_audio_ctx.into(), s.into()]));
         outputs.push(decl(&v, DType::F32, vec![d.n_audio_ctx.into(), s.into()]));
     }
     GraphDef {
         name: CROSS_KV.into(),
-        inputs: vec![decl("encoder_out", DType::F32, vec![d.n_audio_ctx.into(), a.into()])],
+        inputs: vec![decl(
+            "encoder_out",
+            DType::F32,
+            vec![d.n_audio_ctx.into(), a.into()],
+        )],
         outputs,
         states: vec![],
         nodes: g.nodes,
@@ -219,15 +360,45 @@ enum DecoderMode {
 
 /// The decoder blocks shared by `decoder_step` and `decoder_align`; returns the value
 /// after the last block.
-fn decoder_blocks(b: &mut Builder, g: &mut G, d: &WhisperDims, mut x: String, mode: DecoderMode) -> String {
+fn decoder_blocks(
+    b: &mut Builder,
+    g: &mut G,
+    d: &WhisperDims,
+    mut x: String,
+    mode: DecoderMode,
+) -> String {
     let s = d.n_text_state;
     for i in 0..d.n_text_layer {
         let p = format!("block{i}");
         let wp = format!("decoder.blocks.{i}");
         let h = b.layer_norm(g, &format!("{p}.attn_ln"), &x, &format!("{wp}.attn_ln"), s);
-        let q = b.linear(g, &format!("{p}.q"), &h, &format!("{wp}.attn.query"), s, s, true);
-        let k = b.linear(g, &format!("{p}.k"), &h, &format!("{wp}.attn.key"), s, s, false);
-        let v = b.linear(g, &format!("{p}.v"), &h, &format!("{wp}.attn.value"), s, s, true);
+        let q = b.linear(
+            g,
+            &format!("{p}.q"),
+            &h,
+            &format!("{wp}.attn.query"),
+            s,
+            s,
+            true,
+        );
+        let k = b.linear(
+            g,
+            &format!("{p}.k"),
+            &h,
+            &format!("{wp}.attn.key"),
+            s,
+            s,
+            false,
+        );
+        let v = b.linear(
+            g,
+            &format!("{p}.v"),
+            &h,
+            &format!("{wp}.attn.value"),
+            s,
+            s,
+            true,
+        );
         let o = match mode {
             DecoderMode::Step => {
                 let (sk, sv) = (format!("self_k.{i}"), format!("self_v.{i}"));
@@ -246,23 +417,65 @@ fn decoder_blocks(b: &mut Builder, g: &mut G, d: &WhisperDims, mut x: String, mo
                 json!({ "heads": d.n_text_head, "causal": true }),
             ),
         };
-        let proj = b.linear(g, &format!("{p}.attn_out"), &o, &format!("{wp}.attn.out"), s, s, true);
+        let proj = b.linear(
+            g,
+            &format!("{p}.attn_out"),
+            &o,
+            &format!("{wp}.attn.out"),
+            s,
+            s,
+            true,
+        );
         x = g.node(&format!("{p}.attn_res"), "add", &[&x, &proj], json!({}));
-        let h = b.layer_norm(g, &format!("{p}.cross_ln"), &x, &format!("{wp}.cross_attn_ln"), s);
-        let cq = b.linear(g, &format!("{p}.cross_q"), &h, &format!("{wp}.cross_attn.query"), s, s, true);
+        let h = b.layer_norm(
+            g,
+            &format!("{p}.cross_ln"),
+            &x,
+            &format!("{wp}.cross_attn_ln"),
+            s,
+        );
+        let cq = b.linear(
+            g,
+            &format!("{p}.cross_q"),
+            &h,
+            &format!("{wp}.cross_attn.query"),
+            s,
+            s,
+            true,
+        );
         let (ck, cv) = (format!("cross_k.{i}"), format!("cross_v.{i}"));
         let co = match mode {
-            DecoderMode::Step => {
-                g.node(&format!("{p}.cross_attn"), "attention", &[&cq, &ck, &cv], json!({ "heads": d.n_text_head }))
-            }
+            DecoderMode::Step => g.node(
+                &format!("{p}.cross_attn"),
+                "attention",
+                &[&cq, &ck, &cv],
+                json!({ "heads": d.n_text_head }),
+            ),
             DecoderMode::Align => {
                 let name = format!("{p}.cross_attn");
-                g.node(&name, "attention", &[&cq, &ck, &cv], json!({ "heads": d.n_text_head, "return_weights": true }));
-                g.nodes.last_mut().expect("just added").outputs.push(format!("cross_weights.{i}"));
+                g.node(
+                    &name,
+                    "attention",
+                    &[&cq, &ck, &cv],
+                    json!({ "heads": d.n_text_head, "return_weights": true }),
+                );
+                g.nodes
+                    .last_mut()
+                    .expect("just added")
+                    .outputs
+                    .push(format!("cross_weights.{i}"));
                 name
             }
         };
-        let proj = b.linear(g, &format!("{p}.cross_out"), &co, &format!("{wp}.cross_attn.out"), s, s, true);
+        let proj = b.linear(
+            g,
+            &format!("{p}.cross_out"),
+            &co,
+            &format!("{wp}.cross_attn.out"),
+            s,
+            s,
+            true,
+        );
         x = g.node(&format!("{p}.cross_res"), "add", &[&x, &proj], json!({}));
         x = b.mlp(g, &p, &x, &wp, s);
     }
@@ -271,8 +484,16 @@ fn decoder_blocks(b: &mut Builder, g: &mut G, d: &WhisperDims, mut x: String, mo
 
 fn decoder_inputs(d: &WhisperDims, inputs: &mut Vec<ValueDecl>) {
     for i in 0..d.n_text_layer {
-        inputs.push(decl(&format!("cross_k.{i}"), DType::F32, vec![d.n_audio_ctx.into(), d.n_text_state.into()]));
-        inputs.push(decl(&format!("cross_v.{i}"), DType::F32, vec![d.n_audio_ctx.into(), d.n_text_state.into()]));
+        inputs.push(decl(
+            &format!("cross_k.{i}"),
+            DType::F32,
+            vec![d.n_audio_ctx.into(), d.n_text_state.into()],
+        ));
+        inputs.push(decl(
+            &format!("cross_v.{i}"),
+            DType::F32,
+            vec![d.n_audio_ctx.into(), d.n_text_state.into()],
+        ));
     }
 }
 
@@ -282,7 +503,12 @@ fn decoder_embed(b: &mut Builder, g: &mut G, d: &WhisperDims) -> (String, String
     let emb = b.w("decoder.token_embedding.weight", &[d.n_vocab, s]);
     let pos = b.w("decoder.positional_embedding", &[d.n_text_ctx, s]);
     let te = g.node("token_embedding", "embedding", &["tokens", &emb], json!({}));
-    let pe = g.node("position_embedding", "position_embedding", &["tokens", "offset", &pos], json!({}));
+    let pe = g.node(
+        "position_embedding",
+        "position_embedding",
+        &["tokens", "offset", &pos],
+        json!({}),
+    );
     (g.node("add_positions", "add", &[&te, &pe], json!({})), emb)
 }
 
@@ -299,19 +525,36 @@ fn decoder_step(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     decoder_inputs(d, &mut inputs);
     let mut states = Vec::new();
     for i in 0..d.n_text_layer {
-        states.push(decl(&format!("self_k.{i}"), DType::F32, vec![batch(), d.n_text_ctx.into(), s.into()]));
-        states.push(decl(&format!("self_v.{i}"), DType::F32, vec![batch(), d.n_text_ctx.into(), s.into()]));
+        states.push(decl(
+            &format!("self_k.{i}"),
+            DType::F32,
+            vec![batch(), d.n_text_ctx.into(), s.into()],
+        ));
+        states.push(decl(
+            &format!("self_v.{i}"),
+            DType::F32,
+            vec![batch(), d.n_text_ctx.into(), s.into()],
+        ));
     }
     let (x, emb) = decoder_embed(b, &mut g, d);
     let x = decoder_blocks(b, &mut g, d, x, DecoderMode::Step);
     // Only the requested positions go through the final norm and the vocabulary projection.
-    let sel = g.node("select_positions", "take", &[&x, "logit_index"], json!({ "axis": 1 }));
+    let sel = g.node(
+        "select_positions",
+        "take",
+        &[&x, "logit_index"],
+        json!({ "axis": 1 }),
+    );
     let h = b.layer_norm(&mut g, "ln", &sel, "decoder.ln", s);
     g.node("logits", "linear", &[&h, &emb], json!({}));
     GraphDef {
         name: DECODER_STEP.into(),
         inputs,
-        outputs: vec![decl("logits", DType::F32, vec![batch(), Dim::Sym("n_logits".into()), d.n_vocab.into()])],
+        outputs: vec![decl(
+            "logits",
+            DType::F32,
+            vec![batch(), Dim::Sym("n_logits".into()), d.n_vocab.into()],
+        )],
         states,
         nodes: g.nodes,
     }
@@ -323,19 +566,37 @@ fn decoder_align(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     let mut g = G { nodes: Vec::new() };
     let s = d.n_text_state;
     let n = || Dim::Sym("n_tokens".into());
-    let mut inputs = vec![decl("tokens", DType::I32, vec![Dim::Known(1), n()]), decl("offset", DType::I32, vec![])];
+    let mut inputs = vec![
+        decl("tokens", DType::I32, vec![Dim::Known(1), n()]),
+        decl("offset", DType::I32, vec![]),
+    ];
     decoder_inputs(d, &mut inputs);
     let (x, emb) = decoder_embed(b, &mut g, d);
     let x = decoder_blocks(b, &mut g, d, x, DecoderMode::Align);
     let h = b.layer_norm(&mut g, "ln", &x, "decoder.ln", s);
     g.node("logits", "linear", &[&h, &emb], json!({}));
-    let mut outputs = vec![decl("logits", DType::F32, vec![Dim::Known(1), n(), d.n_vocab.into()])];
+    let mut outputs = vec![decl(
+        "logits",
+        DType::F32,
+        vec![Dim::Known(1), n(), d.n_vocab.into()],
+    )];
     for i in 0..d.n_text_layer {
         outputs.push(decl(
             &format!("cross_weights.{i}"),
             DType::F32,
-            vec![Dim::Known(1), d.n_text_head.into(), n(), d.n_audio_ctx.into()],
+            vec![
+                Dim::Known(1),
+                d.n_text_head.into(),
+                n(),
+                d.n_audio_ctx.into(),
+            ],
         ));
     }
-    GraphDef { name: DECODER_ALIGN.into(), inputs, outputs, states: vec![], nodes: g.nodes }
+    GraphDef {
+        name: DECODER_ALIGN.into(),
+        inputs,
+        outputs,
+        states: vec![],
+        nodes: g.nodes,
+    }
 }

@@ -29,12 +29,23 @@ pub fn model_dir() -> PathBuf {
 
 /// A tensor of the reference fixture as f32 (I32 tensors converted), with its shape.
 pub fn fixture(name: &str) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(data_dir().join("whisper-base-jfk.safetensors")).expect("fixture file");
+    let bytes =
+        std::fs::read(data_dir().join("whisper-base-jfk.safetensors")).expect("fixture file");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("fixture parses");
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("fixture tensor {name}: {e:?}"));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("fixture tensor {name}: {e:?}"));
     let data = match t.dtype() {
-        safetensors::Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        safetensors::Dtype::I32 => t.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        safetensors::Dtype::F32 => t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        safetensors::Dtype::I32 => t
+            .data()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         d => panic!("unexpected fixture dtype {d:?}"),
     };
     (data, t.shape().to_vec())
@@ -48,8 +59,12 @@ pub fn fixture_tokens(name: &str) -> Vec<u32> {
 /// Loads whisper-base with the committed graph file.
 pub fn load_model() -> amanuensis::WhisperModel {
     let graph = Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph");
-    amanuensis::WhisperModel::load(&model_dir(), Some(&graph), &amanuensis_operators::standard_registry())
-        .expect("model loads")
+    amanuensis::WhisperModel::load(
+        &model_dir(),
+        Some(&graph),
+        &amanuensis_operators::standard_registry(),
+    )
+    .expect("model loads")
 }
 
 /// Path of the `amanuensis` binary under test.

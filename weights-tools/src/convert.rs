@@ -31,7 +31,11 @@ const CT2_ACTIVATION_GELU: i64 = 3;
 pub enum ConvertError {
     /// A file could not be read or written.
     #[error("cannot {op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// `model.bin` is malformed.
     #[error(transparent)]
     Ct2(#[from] Ct2Error),
@@ -46,30 +50,59 @@ pub enum ConvertError {
     MissingVariable { file: String, name: String },
     /// A variable's shape differs from what the other shapes imply.
     #[error("{file}: variable '{name}' has shape {shape:?}, expected {expected}")]
-    UnexpectedShape { file: String, name: String, shape: Vec<usize>, expected: String },
+    UnexpectedShape {
+        file: String,
+        name: String,
+        shape: Vec<usize>,
+        expected: String,
+    },
     /// A tensor is not float16/float32 (e.g. a quantised model).
     #[error("{file}: variable '{name}' has dtype {dtype}; only float16 and float32 tensors are supported (re-convert the model without quantization)")]
-    UnsupportedDType { file: String, name: String, dtype: Ct2DType },
+    UnsupportedDType {
+        file: String,
+        name: String,
+        dtype: Ct2DType,
+    },
     /// A variable the converter does not know (it would be silently lost).
     #[error("{file}: unexpected variable(s) not part of the Whisper layout: {names}")]
     UnexpectedVariables { file: String, names: String },
     /// A model setting that the runtime does not implement.
     #[error("{file}: unsupported setting '{name}' = {value} (expected {expected})")]
-    UnsupportedSetting { file: String, name: String, value: String, expected: String },
+    UnsupportedSetting {
+        file: String,
+        name: String,
+        value: String,
+        expected: String,
+    },
     /// The key part of a fused bias is not zero (Whisper's key projections have no bias).
     #[error("{file}: '{name}' has a non-zero key bias at element {index} (value bits 0x{bits:08x}); Whisper key projections have no bias")]
-    NonZeroKeyBias { file: String, name: String, index: usize, bits: u32 },
+    NonZeroKeyBias {
+        file: String,
+        name: String,
+        index: usize,
+        bits: u32,
+    },
     /// Layer numbering is not 0..L-1.
     #[error("{file}: {stack} layers are not numbered 0..L-1: found {found:?}")]
-    BadLayerNumbering { file: String, stack: &'static str, found: Vec<usize> },
+    BadLayerNumbering {
+        file: String,
+        stack: &'static str,
+        found: Vec<usize>,
+    },
     /// A companion file (config.json, vocabulary.txt, tokenizer.json) is invalid.
     #[error("{path}: {reason}")]
     BadCompanion { path: PathBuf, reason: String },
     /// The model's dimensions contradict the name given.
     #[error("model name '{name}' implies {expected:?} but the tensors give {derived:?}")]
-    NameMismatch { name: String, expected: Box<WhisperDims>, derived: Box<WhisperDims> },
+    NameMismatch {
+        name: String,
+        expected: Box<WhisperDims>,
+        derived: Box<WhisperDims>,
+    },
     /// No `--name` was given and the dimensions match no published size.
-    #[error("the model's dimensions {0:?} match no published Whisper size; pass a name explicitly")]
+    #[error(
+        "the model's dimensions {0:?} match no published Whisper size; pass a name explicitly"
+    )]
     NameRequired(Box<WhisperDims>),
     /// Serialising the safetensors file failed.
     #[error("cannot serialize {path}: {detail}")]
@@ -128,16 +161,23 @@ struct Source<'m, 'a> {
 
 impl<'m, 'a> Source<'m, 'a> {
     fn get(&mut self, name: &str) -> Result<&'m Ct2Variable<'a>, ConvertError> {
-        let v = self.model.variable(name).ok_or_else(|| ConvertError::MissingVariable {
-            file: self.file.to_string(),
-            name: name.to_string(),
-        })?;
+        let v = self
+            .model
+            .variable(name)
+            .ok_or_else(|| ConvertError::MissingVariable {
+                file: self.file.to_string(),
+                name: name.to_string(),
+            })?;
         self.used.insert(name.to_string());
         Ok(v)
     }
 
     /// A float tensor whose rank is checked; its shape is returned for derivation.
-    fn float_of_rank(&mut self, name: &str, rank: usize) -> Result<&'m Ct2Variable<'a>, ConvertError> {
+    fn float_of_rank(
+        &mut self,
+        name: &str,
+        rank: usize,
+    ) -> Result<&'m Ct2Variable<'a>, ConvertError> {
         let v = self.get(name)?;
         if !matches!(v.dtype, Ct2DType::F16 | Ct2DType::F32) {
             return Err(ConvertError::UnsupportedDType {
@@ -183,7 +223,11 @@ impl<'m, 'a> Source<'m, 'a> {
                 file: self.file.to_string(),
                 name: name.to_string(),
                 shape: v.shape.clone(),
-                expected: format!("an integer scalar (found {} of rank {})", v.dtype, v.shape.len()),
+                expected: format!(
+                    "an integer scalar (found {} of rank {})",
+                    v.dtype,
+                    v.shape.len()
+                ),
             }),
         }
     }
@@ -193,7 +237,12 @@ impl<'m, 'a> Source<'m, 'a> {
             Ct2DType::F32 => Dtype::F32,
             _ => Dtype::F16,
         };
-        self.out.push(OutTensor { name, dtype, shape, data });
+        self.out.push(OutTensor {
+            name,
+            dtype,
+            shape,
+            data,
+        });
     }
 
     /// Copies a tensor unchanged.
@@ -211,13 +260,23 @@ impl<'m, 'a> Source<'m, 'a> {
 
     /// Linear `weight` [out, in] and `bias` [out].
     fn linear(&mut self, from: &str, out: usize, inp: usize, to: &str) -> Result<(), ConvertError> {
-        self.copy(&format!("{from}/weight"), &[out, inp], format!("{to}.weight"))?;
+        self.copy(
+            &format!("{from}/weight"),
+            &[out, inp],
+            format!("{to}.weight"),
+        )?;
         self.copy(&format!("{from}/bias"), &[out], format!("{to}.bias"))
     }
 
     /// Splits a fused linear of `parts.len() * d` output rows into `d`-row pieces. The part
     /// named `key` has no bias in Whisper: its bias slice must be zero and is dropped.
-    fn split_linear(&mut self, from: &str, d: usize, inp: usize, parts: &[&str]) -> Result<(), ConvertError> {
+    fn split_linear(
+        &mut self,
+        from: &str,
+        d: usize,
+        inp: usize,
+        parts: &[&str],
+    ) -> Result<(), ConvertError> {
         let n = parts.len();
         let wname = format!("{from}/weight");
         let bname = format!("{from}/bias");
@@ -226,14 +285,21 @@ impl<'m, 'a> Source<'m, 'a> {
         let wpart = d * inp * w.dtype.item_size();
         let bpart = d * b.dtype.item_size();
         for (i, to) in parts.iter().enumerate() {
-            self.emit(format!("{to}.weight"), w, vec![d, inp], &w.data[i * wpart..(i + 1) * wpart]);
+            self.emit(
+                format!("{to}.weight"),
+                w,
+                vec![d, inp],
+                &w.data[i * wpart..(i + 1) * wpart],
+            );
             let bias = &b.data[i * bpart..(i + 1) * bpart];
             if to.ends_with(".key") {
-                check_zero(bias, b.dtype).map_err(|(index, bits)| ConvertError::NonZeroKeyBias {
-                    file: self.file.to_string(),
-                    name: bname.clone(),
-                    index: i * d + index,
-                    bits,
+                check_zero(bias, b.dtype).map_err(|(index, bits)| {
+                    ConvertError::NonZeroKeyBias {
+                        file: self.file.to_string(),
+                        name: bname.clone(),
+                        index: i * d + index,
+                        bits,
+                    }
                 })?;
             } else {
                 self.emit(format!("{to}.bias"), b, vec![d], bias);
@@ -267,7 +333,11 @@ fn check_zero(data: &[u8], dtype: Ct2DType) -> Result<(), (usize, u32)> {
 }
 
 /// Layer indices under `prefix` (`encoder/layer_`), checked to be exactly 0..L-1.
-fn layer_count(model: &Ct2Model<'_>, file: &str, stack: &'static str) -> Result<usize, ConvertError> {
+fn layer_count(
+    model: &Ct2Model<'_>,
+    file: &str,
+    stack: &'static str,
+) -> Result<usize, ConvertError> {
     let prefix = format!("{stack}/layer_");
     let mut found = BTreeSet::new();
     for v in &model.variables {
@@ -284,7 +354,11 @@ fn layer_count(model: &Ct2Model<'_>, file: &str, stack: &'static str) -> Result<
     }
     let found: Vec<usize> = found.into_iter().collect();
     if found.is_empty() || found.last().copied() != Some(found.len() - 1) {
-        return Err(ConvertError::BadLayerNumbering { file: file.to_string(), stack, found });
+        return Err(ConvertError::BadLayerNumbering {
+            file: file.to_string(),
+            stack,
+            found,
+        });
     }
     Ok(found.len())
 }
@@ -324,26 +398,44 @@ fn head_count(src: &mut Source<'_, '_>, name: &str, d: usize) -> Result<usize, C
 }
 
 /// Maps a parsed CT2 Whisper model onto OpenAI whisper tensor names, checking every shape.
-pub fn map_whisper<'a>(model: &Ct2Model<'a>, file: &str) -> Result<WhisperTensors<'a>, ConvertError> {
+pub fn map_whisper<'a>(
+    model: &Ct2Model<'a>,
+    file: &str,
+) -> Result<WhisperTensors<'a>, ConvertError> {
     if model.spec_name.as_deref() != Some(SUPPORTED_SPEC) {
-        return Err(ConvertError::UnsupportedSpec { file: file.to_string(), spec: model.spec_name.clone() });
+        return Err(ConvertError::UnsupportedSpec {
+            file: file.to_string(),
+            spec: model.spec_name.clone(),
+        });
     }
     let revision = model.spec_revision.unwrap_or(0);
     if revision > MAX_SPEC_REVISION {
-        return Err(ConvertError::UnsupportedRevision { file: file.to_string(), revision });
+        return Err(ConvertError::UnsupportedRevision {
+            file: file.to_string(),
+            revision,
+        });
     }
     let n_audio_layer = layer_count(model, file, "encoder")?;
     let n_text_layer = layer_count(model, file, "decoder")?;
-    let mut src = Source { model, file, used: HashSet::new(), out: Vec::new() };
+    let mut src = Source {
+        model,
+        file,
+        used: HashSet::new(),
+        out: Vec::new(),
+    };
 
     // Widths and lengths come from the shapes of the first tensors of each kind.
     let conv1 = src.float_of_rank("encoder/conv1/weight", 3)?;
     let (d, n_mels) = (conv1.shape[0], conv1.shape[1]);
     src.float("encoder/conv1/weight", &[d, n_mels, 3])?;
-    let n_audio_ctx = src.float_of_rank("encoder/position_encodings/encodings", 2)?.shape[0];
+    let n_audio_ctx = src
+        .float_of_rank("encoder/position_encodings/encodings", 2)?
+        .shape[0];
     let emb = src.float_of_rank("decoder/embeddings/weight", 2)?;
     let (n_vocab, d_text) = (emb.shape[0], emb.shape[1]);
-    let n_text_ctx = src.float_of_rank("decoder/position_encodings/encodings", 2)?.shape[0];
+    let n_text_ctx = src
+        .float_of_rank("decoder/position_encodings/encodings", 2)?
+        .shape[0];
     if d_text != d {
         return Err(ConvertError::UnexpectedShape {
             file: file.to_string(),
@@ -356,32 +448,72 @@ pub fn map_whisper<'a>(model: &Ct2Model<'a>, file: &str) -> Result<WhisperTensor
     let n_text_head = head_count(&mut src, "decoder/num_heads", d)?;
     let ffn = 4 * d; // Whisper's MLP width is fixed at 4 * d_model.
 
-    check_setting(&mut src, "decoder/activation", CT2_ACTIVATION_GELU, "GELU (erf)")?;
+    check_setting(
+        &mut src,
+        "decoder/activation",
+        CT2_ACTIVATION_GELU,
+        "GELU (erf)",
+    )?;
     check_setting(&mut src, "decoder/pre_norm", 1, "pre-norm blocks")?;
-    check_setting(&mut src, "decoder/scale_embeddings", 0, "unscaled token embeddings")?;
+    check_setting(
+        &mut src,
+        "decoder/scale_embeddings",
+        0,
+        "unscaled token embeddings",
+    )?;
     check_setting(&mut src, "decoder/alibi", 0, "no ALiBi")?;
-    check_setting(&mut src, "decoder/start_from_zero_embedding", 0, "no zero start embedding")?;
+    check_setting(
+        &mut src,
+        "decoder/start_from_zero_embedding",
+        0,
+        "no zero start embedding",
+    )?;
     // Generic decoder word-timing defaults; Whisper's real alignment heads are in config.json.
     src.scalar("decoder/alignment_layer", true)?;
     src.scalar("decoder/alignment_heads", true)?;
 
     // Encoder.
-    src.copy("encoder/conv1/weight", &[d, n_mels, 3], "encoder.conv1.weight".into())?;
+    src.copy(
+        "encoder/conv1/weight",
+        &[d, n_mels, 3],
+        "encoder.conv1.weight".into(),
+    )?;
     src.copy("encoder/conv1/bias", &[d], "encoder.conv1.bias".into())?;
-    src.copy("encoder/conv2/weight", &[d, d, 3], "encoder.conv2.weight".into())?;
+    src.copy(
+        "encoder/conv2/weight",
+        &[d, d, 3],
+        "encoder.conv2.weight".into(),
+    )?;
     src.copy("encoder/conv2/bias", &[d], "encoder.conv2.bias".into())?;
-    src.copy("encoder/position_encodings/encodings", &[n_audio_ctx, d], "encoder.positional_embedding".into())?;
+    src.copy(
+        "encoder/position_encodings/encodings",
+        &[n_audio_ctx, d],
+        "encoder.positional_embedding".into(),
+    )?;
     for n in 0..n_audio_layer {
         let f = format!("encoder/layer_{n}");
         let t = format!("encoder.blocks.{n}");
-        src.layer_norm(&format!("{f}/self_attention/layer_norm"), d, &format!("{t}.attn_ln"))?;
+        src.layer_norm(
+            &format!("{f}/self_attention/layer_norm"),
+            d,
+            &format!("{t}.attn_ln"),
+        )?;
         src.split_linear(
             &format!("{f}/self_attention/linear_0"),
             d,
             d,
-            &[&format!("{t}.attn.query"), &format!("{t}.attn.key"), &format!("{t}.attn.value")],
+            &[
+                &format!("{t}.attn.query"),
+                &format!("{t}.attn.key"),
+                &format!("{t}.attn.value"),
+            ],
         )?;
-        src.linear(&format!("{f}/self_attention/linear_1"), d, d, &format!("{t}.attn.out"))?;
+        src.linear(
+            &format!("{f}/self_attention/linear_1"),
+            d,
+            d,
+            &format!("{t}.attn.out"),
+        )?;
         src.layer_norm(&format!("{f}/ffn/layer_norm"), d, &format!("{t}.mlp_ln"))?;
         src.linear(&format!("{f}/ffn/linear_0"), ffn, d, &format!("{t}.mlp.0"))?;
         src.linear(&format!("{f}/ffn/linear_1"), d, ffn, &format!("{t}.mlp.2"))?;
@@ -389,28 +521,66 @@ pub fn map_whisper<'a>(model: &Ct2Model<'a>, file: &str) -> Result<WhisperTensor
     src.layer_norm("encoder/layer_norm", d, "encoder.ln_post")?;
 
     // Decoder.
-    src.copy("decoder/embeddings/weight", &[n_vocab, d], "decoder.token_embedding.weight".into())?;
-    src.copy("decoder/position_encodings/encodings", &[n_text_ctx, d], "decoder.positional_embedding".into())?;
+    src.copy(
+        "decoder/embeddings/weight",
+        &[n_vocab, d],
+        "decoder.token_embedding.weight".into(),
+    )?;
+    src.copy(
+        "decoder/position_encodings/encodings",
+        &[n_text_ctx, d],
+        "decoder.positional_embedding".into(),
+    )?;
     for n in 0..n_text_layer {
         let f = format!("decoder/layer_{n}");
         let t = format!("decoder.blocks.{n}");
-        src.layer_norm(&format!("{f}/self_attention/layer_norm"), d, &format!("{t}.attn_ln"))?;
+        src.layer_norm(
+            &format!("{f}/self_attention/layer_norm"),
+            d,
+            &format!("{t}.attn_ln"),
+        )?;
         src.split_linear(
             &format!("{f}/self_attention/linear_0"),
             d,
             d,
-            &[&format!("{t}.attn.query"), &format!("{t}.attn.key"), &format!("{t}.attn.value")],
+            &[
+                &format!("{t}.attn.query"),
+                &format!("{t}.attn.key"),
+                &format!("{t}.attn.value"),
+            ],
         )?;
-        src.linear(&format!("{f}/self_attention/linear_1"), d, d, &format!("{t}.attn.out"))?;
-        src.layer_norm(&format!("{f}/attention/layer_norm"), d, &format!("{t}.cross_attn_ln"))?;
-        src.linear(&format!("{f}/attention/linear_0"), d, d, &format!("{t}.cross_attn.query"))?;
+        src.linear(
+            &format!("{f}/self_attention/linear_1"),
+            d,
+            d,
+            &format!("{t}.attn.out"),
+        )?;
+        src.layer_norm(
+            &format!("{f}/attention/layer_norm"),
+            d,
+            &format!("{t}.cross_attn_ln"),
+        )?;
+        src.linear(
+            &format!("{f}/attention/linear_0"),
+            d,
+            d,
+            &format!("{t}.cross_attn.query"),
+        )?;
         src.split_linear(
             &format!("{f}/attention/linear_1"),
             d,
             d,
-            &[&format!("{t}.cross_attn.key"), &format!("{t}.cross_attn.value")],
+            &[
+                &format!("{t}.cross_attn.key"),
+                &format!("{t}.cross_attn.value"),
+            ],
         )?;
-        src.linear(&format!("{f}/attention/linear_2"), d, d, &format!("{t}.cross_attn.out"))?;
+        src.linear(
+            &format!("{f}/attention/linear_2"),
+            d,
+            d,
+            &format!("{t}.cross_attn.out"),
+        )?;
         src.layer_norm(&format!("{f}/ffn/layer_norm"), d, &format!("{t}.mlp_ln"))?;
         src.linear(&format!("{f}/ffn/linear_0"), ffn, d, &format!("{t}.mlp.0"))?;
         src.linear(&format!("{f}/ffn/linear_1"), d, ffn, &format!("{t}.mlp.2"))?;
@@ -425,7 +595,8 @@ pub fn map_whisper<'a>(model: &Ct2Model<'a>, file: &str) -> Result<WhisperTensor
                 file: file.to_string(),
                 name: PROJ.to_string(),
                 value: format!("alias of '{target}'"),
-                expected: "alias of 'decoder/embeddings/weight' (tied output projection)".to_string(),
+                expected: "alias of 'decoder/embeddings/weight' (tied output projection)"
+                    .to_string(),
             });
         }
     } else if let Some(p) = model.variable(PROJ) {
@@ -435,7 +606,8 @@ pub fn map_whisper<'a>(model: &Ct2Model<'a>, file: &str) -> Result<WhisperTensor
                 file: file.to_string(),
                 name: PROJ.to_string(),
                 value: "a separate matrix".to_string(),
-                expected: "equal to 'decoder/embeddings/weight' (tied output projection)".to_string(),
+                expected: "equal to 'decoder/embeddings/weight' (tied output projection)"
+                    .to_string(),
             });
         }
     }
@@ -448,7 +620,11 @@ pub fn map_whisper<'a>(model: &Ct2Model<'a>, file: &str) -> Result<WhisperTensor
         .collect();
     if !leftovers.is_empty() {
         let shown: Vec<&str> = leftovers.iter().take(8).copied().collect();
-        let more = if leftovers.len() > 8 { format!(" and {} more", leftovers.len() - 8) } else { String::new() };
+        let more = if leftovers.len() > 8 {
+            format!(" and {} more", leftovers.len() - 8)
+        } else {
+            String::new()
+        };
         return Err(ConvertError::UnexpectedVariables {
             file: file.to_string(),
             names: format!("{}{more}", shown.join(", ")),
@@ -467,13 +643,30 @@ pub fn map_whisper<'a>(model: &Ct2Model<'a>, file: &str) -> Result<WhisperTensor
         n_text_layer,
         n_vocab,
     };
-    debug_assert_eq!(src.out.len(), expected_tensor_count(n_audio_layer, n_text_layer));
-    Ok(WhisperTensors { dims, tensors: src.out })
+    debug_assert_eq!(
+        src.out.len(),
+        expected_tensor_count(n_audio_layer, n_text_layer)
+    );
+    Ok(WhisperTensors {
+        dims,
+        tensors: src.out,
+    })
 }
 
 /// Sizes tried, in order, when naming a model from its dimensions.
-const KNOWN_SIZES: &[&str] =
-    &["tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v2", "large-v3", "large-v3-turbo"];
+const KNOWN_SIZES: &[&str] = &[
+    "tiny",
+    "tiny.en",
+    "base",
+    "base.en",
+    "small",
+    "small.en",
+    "medium",
+    "medium.en",
+    "large-v2",
+    "large-v3",
+    "large-v3-turbo",
+];
 
 /// `whisper-<size>` for the first published size with these dimensions.
 pub fn default_name(dims: &WhisperDims) -> Option<String> {
@@ -490,7 +683,10 @@ pub fn build_config(
     ct2: &Ct2WhisperConfig,
     path: &Path,
 ) -> Result<WhisperConfig, ConvertError> {
-    let bad = |reason: String| ConvertError::BadCompanion { path: path.to_path_buf(), reason };
+    let bad = |reason: String| ConvertError::BadCompanion {
+        path: path.to_path_buf(),
+        reason,
+    };
     let vocab = dims.n_vocab as u64;
     for (key, ids) in [
         ("lang_ids", &ct2.lang_ids),
@@ -498,7 +694,9 @@ pub fn build_config(
         ("suppress_ids_begin", &ct2.suppress_ids_begin),
     ] {
         if let Some(id) = ids.iter().find(|&&id| u64::from(id) >= vocab) {
-            return Err(bad(format!("{key} contains id {id}, outside the vocabulary of {vocab}")));
+            return Err(bad(format!(
+                "{key} contains id {id}, outside the vocabulary of {vocab}"
+            )));
         }
     }
     if ct2.lang_ids.is_empty() {
@@ -553,12 +751,19 @@ pub struct ConvertSummary {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ConvertError> {
-    std::fs::read(path).map_err(|source| ConvertError::Io { op: "read", path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| ConvertError::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Lower-case hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Number of entries of a CT2 `vocabulary.txt` (split on `\n`; a final newline ends the
@@ -583,7 +788,11 @@ pub fn convert_ct2(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError
     let (dir, bin_path) = if opts.input.is_dir() {
         (opts.input.clone(), opts.input.join("model.bin"))
     } else {
-        let dir = opts.input.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = opts
+            .input
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         (dir, opts.input.clone())
     };
     let bin = read(&bin_path)?;
@@ -593,9 +802,11 @@ pub fn convert_ct2(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError
 
     let cfg_path = dir.join("config.json");
     let cfg_bytes = read(&cfg_path)?;
-    let ct2_cfg: Ct2WhisperConfig = serde_json::from_slice(&cfg_bytes).map_err(|e| {
-        ConvertError::BadCompanion { path: cfg_path.clone(), reason: format!("not a CT2 Whisper config: {e}") }
-    })?;
+    let ct2_cfg: Ct2WhisperConfig =
+        serde_json::from_slice(&cfg_bytes).map_err(|e| ConvertError::BadCompanion {
+            path: cfg_path.clone(),
+            reason: format!("not a CT2 Whisper config: {e}"),
+        })?;
     let name = match &opts.name {
         Some(n) => {
             let size = n.strip_prefix("whisper-").unwrap_or(n);
@@ -610,7 +821,9 @@ pub fn convert_ct2(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError
             }
             n.clone()
         }
-        None => default_name(&mapped.dims).ok_or(ConvertError::NameRequired(Box::new(mapped.dims)))?,
+        None => {
+            default_name(&mapped.dims).ok_or(ConvertError::NameRequired(Box::new(mapped.dims)))?
+        }
     };
     let config = build_config(&name, mapped.dims, &ct2_cfg, &cfg_path)?;
 
@@ -620,13 +833,19 @@ pub fn convert_ct2(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError
     if entries != mapped.dims.n_vocab {
         return Err(ConvertError::BadCompanion {
             path: vocab_path,
-            reason: format!("has {entries} entries but the embedding has {} rows", mapped.dims.n_vocab),
+            reason: format!(
+                "has {entries} entries but the embedding has {} rows",
+                mapped.dims.n_vocab
+            ),
         });
     }
     let tok_path = dir.join("tokenizer.json");
     let tok = read(&tok_path)?;
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&tok) {
-        return Err(ConvertError::BadCompanion { path: tok_path, reason: format!("not valid JSON: {e}") });
+        return Err(ConvertError::BadCompanion {
+            path: tok_path,
+            reason: format!("not valid JSON: {e}"),
+        });
     }
 
     let source_sha256 = sha256_hex(&bin);
@@ -634,31 +853,53 @@ pub fn convert_ct2(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError
         ("format", "pt".to_string()),
         ("layout", LAYOUT.to_string()),
         ("name", name.clone()),
-        ("converter", format!("amanuensis weights-tool {CONVERTER_VERSION}")),
+        (
+            "converter",
+            format!("amanuensis weights-tool {CONVERTER_VERSION}"),
+        ),
         ("source_format", "ctranslate2".to_string()),
         ("source_file", "model.bin".to_string()),
         ("source_sha256", source_sha256.clone()),
         ("source_binary_version", model.binary_version.to_string()),
-        ("source_spec", format!("{SUPPORTED_SPEC} revision {}", model.spec_revision.unwrap_or(0))),
+        (
+            "source_spec",
+            format!(
+                "{SUPPORTED_SPEC} revision {}",
+                model.spec_revision.unwrap_or(0)
+            ),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 
     let out_dir = &opts.output;
-    std::fs::create_dir_all(out_dir)
-        .map_err(|source| ConvertError::Io { op: "create directory", path: out_dir.clone(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| ConvertError::Io {
+        op: "create directory",
+        path: out_dir.clone(),
+        source,
+    })?;
     let st_path = out_dir.join("model.safetensors");
     let refs: Vec<TensorRef<'_>> = mapped
         .tensors
         .iter()
-        .map(|t| TensorRef { name: &t.name, dtype: t.dtype, shape: &t.shape, data: t.data })
+        .map(|t| TensorRef {
+            name: &t.name,
+            dtype: t.dtype,
+            shape: &t.shape,
+            data: t.data,
+        })
         .collect();
-    let serialized = serialize_safetensors(&refs, &metadata)
-        .map_err(|e| ConvertError::Serialize { path: st_path.clone(), detail: e.to_string() })?;
+    let serialized =
+        serialize_safetensors(&refs, &metadata).map_err(|e| ConvertError::Serialize {
+            path: st_path.clone(),
+            detail: e.to_string(),
+        })?;
     // Read the header back with the reference reader: what we write must be what we read.
-    validate(&serialized, &st_path)
-        .map_err(|e| ConvertError::Serialize { path: st_path.clone(), detail: e.to_string() })?;
+    validate(&serialized, &st_path).map_err(|e| ConvertError::Serialize {
+        path: st_path.clone(),
+        detail: e.to_string(),
+    })?;
 
     // A config.json present means a complete conversion: drop a stale one before replacing
     // the other files, and write the new one last.
@@ -666,13 +907,22 @@ pub fn convert_ct2(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError
     match std::fs::remove_file(&cfg_out) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(ConvertError::Io { op: "remove", path: cfg_out, source }),
+        Err(source) => {
+            return Err(ConvertError::Io {
+                op: "remove",
+                path: cfg_out,
+                source,
+            })
+        }
     }
     write_atomic(&out_dir.join("vocabulary.txt"), &vocab)?;
     write_atomic(&out_dir.join("tokenizer.json"), &tok)?;
     write_atomic(&st_path, &serialized)?;
-    let mut cfg_json = serde_json::to_string_pretty(&config)
-        .map_err(|e| ConvertError::Serialize { path: out_dir.join("config.json"), detail: e.to_string() })?;
+    let mut cfg_json =
+        serde_json::to_string_pretty(&config).map_err(|e| ConvertError::Serialize {
+            path: out_dir.join("config.json"),
+            detail: e.to_string(),
+        })?;
     cfg_json.push('\n');
     write_atomic(&out_dir.join("config.json"), cfg_json.as_bytes())?;
 

@@ -160,19 +160,40 @@ pub struct Ct2Model<'a> {
 pub enum Ct2Error {
     /// The file ends before a field is complete.
     #[error("{file}: truncated at byte {offset} while reading {what} (needs {needed} bytes, {left} left)")]
-    Truncated { file: String, offset: usize, what: String, needed: u64, left: usize },
+    Truncated {
+        file: String,
+        offset: usize,
+        what: String,
+        needed: u64,
+        left: usize,
+    },
     /// The binary version is outside 1..=6.
     #[error("{file}: unsupported binary version {version} (this reader supports 1..={MAX_BINARY_VERSION})")]
     UnsupportedVersion { file: String, version: u32 },
     /// A length-prefixed string is malformed.
     #[error("{file}: bad string at byte {offset} while reading {what}: {reason}")]
-    BadString { file: String, offset: usize, what: String, reason: String },
+    BadString {
+        file: String,
+        offset: usize,
+        what: String,
+        reason: String,
+    },
     /// A dtype id (version 4+) is not known.
     #[error("{file}: unknown dtype id {id} at byte {offset} for '{name}'")]
-    UnknownDType { file: String, offset: usize, name: String, id: u8 },
+    UnknownDType {
+        file: String,
+        offset: usize,
+        name: String,
+        id: u8,
+    },
     /// An item size (versions 1..3) is not 1, 2 or 4.
     #[error("{file}: unsupported item size {size} at byte {offset} for '{name}'")]
-    UnknownItemSize { file: String, offset: usize, name: String, size: u8 },
+    UnknownItemSize {
+        file: String,
+        offset: usize,
+        name: String,
+        size: u8,
+    },
     /// The declared payload size disagrees with the shape and dtype.
     #[error("{file}: size of '{name}' at byte {offset} is inconsistent: header declares {declared} bytes but shape {shape:?} of {dtype} needs {expected}")]
     SizeMismatch {
@@ -186,13 +207,29 @@ pub enum Ct2Error {
     },
     /// Two variables share a name.
     #[error("{file}: duplicate variable '{name}' at byte {offset}")]
-    DuplicateVariable { file: String, offset: usize, name: String },
+    DuplicateVariable {
+        file: String,
+        offset: usize,
+        name: String,
+    },
     /// An alias refers to a variable that does not exist, or shadows one that does.
     #[error("{file}: bad alias '{alias}' -> '{target}' at byte {offset}: {reason}")]
-    BadAlias { file: String, offset: usize, alias: String, target: String, reason: String },
+    BadAlias {
+        file: String,
+        offset: usize,
+        alias: String,
+        target: String,
+        reason: String,
+    },
     /// Bytes remain after the last expected field.
-    #[error("{file}: {count} unexpected trailing bytes at byte {offset} after the end of the model")]
-    TrailingBytes { file: String, offset: usize, count: usize },
+    #[error(
+        "{file}: {count} unexpected trailing bytes at byte {offset} after the end of the model"
+    )]
+    TrailingBytes {
+        file: String,
+        offset: usize,
+        count: usize,
+    },
 }
 
 /// Cursor over the file bytes; every read is checked against what remains.
@@ -261,7 +298,10 @@ impl<'a> Reader<'a, '_> {
                 file: file.to_string(),
                 offset: start,
                 what: what(),
-                reason: format!("missing NUL terminator (last of {n} bytes is 0x{:02x})", nul[0]),
+                reason: format!(
+                    "missing NUL terminator (last of {n} bytes is 0x{:02x})",
+                    nul[0]
+                ),
             });
         }
         if text.contains(&0) {
@@ -277,10 +317,17 @@ impl<'a> Reader<'a, '_> {
 impl<'a> Ct2Model<'a> {
     /// Parses a whole `model.bin`; `file` labels error messages (usually the path).
     pub fn parse(bytes: &'a [u8], file: &str) -> Result<Ct2Model<'a>, Ct2Error> {
-        let mut r = Reader { bytes, pos: 0, file };
+        let mut r = Reader {
+            bytes,
+            pos: 0,
+            file,
+        };
         let binary_version = r.u32(&|| "binary version".to_string())?;
         if !(1..=MAX_BINARY_VERSION).contains(&binary_version) {
-            return Err(Ct2Error::UnsupportedVersion { file: file.to_string(), version: binary_version });
+            return Err(Ct2Error::UnsupportedVersion {
+                file: file.to_string(),
+                version: binary_version,
+            });
         }
         let (spec_name, spec_revision) = if binary_version >= 2 {
             let name = r.string(&|| "spec name".to_string())?;
@@ -319,7 +366,12 @@ impl<'a> Ct2Model<'a> {
                 let at = r.pos;
                 let size = r.u8(&|| format!("item size of '{name}'"))?;
                 let dtype = Ct2DType::from_legacy_item_size(size).ok_or_else(|| {
-                    Ct2Error::UnknownItemSize { file: file.to_string(), offset: at, name: name.clone(), size }
+                    Ct2Error::UnknownItemSize {
+                        file: file.to_string(),
+                        offset: at,
+                        name: name.clone(),
+                        size,
+                    }
                 })?;
                 let ne = r.u32(&|| format!("element count of '{name}'"))?;
                 // u32 * 4 cannot overflow u64.
@@ -346,10 +398,20 @@ impl<'a> Ct2Model<'a> {
             let offset = r.pos;
             let data = r.take(declared_bytes, &|| format!("payload of '{name}'"))?;
             if index.contains_key(&name) {
-                return Err(Ct2Error::DuplicateVariable { file: file.to_string(), offset: var_start, name });
+                return Err(Ct2Error::DuplicateVariable {
+                    file: file.to_string(),
+                    offset: var_start,
+                    name,
+                });
             }
             index.insert(name.clone(), variables.len());
-            variables.push(Ct2Variable { name, shape, dtype, offset, data });
+            variables.push(Ct2Variable {
+                name,
+                shape,
+                dtype,
+                offset,
+                data,
+            });
         }
 
         let mut aliases = Vec::new();
@@ -381,9 +443,20 @@ impl<'a> Ct2Model<'a> {
             }
         }
         if r.left() != 0 {
-            return Err(Ct2Error::TrailingBytes { file: file.to_string(), offset: r.pos, count: r.left() });
+            return Err(Ct2Error::TrailingBytes {
+                file: file.to_string(),
+                offset: r.pos,
+                count: r.left(),
+            });
         }
-        Ok(Ct2Model { binary_version, spec_name, spec_revision, variables, aliases, index })
+        Ok(Ct2Model {
+            binary_version,
+            spec_name,
+            spec_revision,
+            variables,
+            aliases,
+            index,
+        })
     }
 
     /// A stored variable by exact name (aliases are not followed).
@@ -393,12 +466,16 @@ impl<'a> Ct2Model<'a> {
 
     /// The target of an alias, if `name` is one.
     pub fn alias_target(&self, name: &str) -> Option<&str> {
-        self.aliases.iter().find(|a| a.alias == name).map(|a| a.target.as_str())
+        self.aliases
+            .iter()
+            .find(|a| a.alias == name)
+            .map(|a| a.target.as_str())
     }
 
     /// A variable by name, following an alias to its target.
     pub fn resolve(&self, name: &str) -> Option<&Ct2Variable<'a>> {
-        self.variable(name).or_else(|| self.variable(self.alias_target(name)?))
+        self.variable(name)
+            .or_else(|| self.variable(self.alias_target(name)?))
     }
 
     /// Total payload bytes of the stored variables.

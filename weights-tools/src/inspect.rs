@@ -22,7 +22,10 @@ pub enum FileKind {
 pub enum InspectError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Neither format matched.
     #[error("{path}: neither a safetensors file nor a CTranslate2 model.bin")]
     UnknownFormat { path: PathBuf },
@@ -74,7 +77,10 @@ impl InspectReport {
 
     /// Sum of element counts.
     pub fn total_elements(&self) -> u64 {
-        self.entries.iter().map(|e| e.shape.iter().product::<usize>() as u64).sum()
+        self.entries
+            .iter()
+            .map(|e| e.shape.iter().product::<usize>() as u64)
+            .sum()
     }
 }
 
@@ -99,11 +105,16 @@ pub fn sniff(bytes: &[u8], path: &Path) -> Option<FileKind> {
 
 /// Reads and lists `path`.
 pub fn inspect_path(path: &Path) -> Result<InspectReport, InspectError> {
-    let bytes = std::fs::read(path).map_err(|source| InspectError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| InspectError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     match sniff(&bytes, path) {
         Some(FileKind::Safetensors) => inspect_safetensors(bytes, path),
         Some(FileKind::Ct2) => inspect_ct2(&bytes, path),
-        None => Err(InspectError::UnknownFormat { path: path.to_path_buf() }),
+        None => Err(InspectError::UnknownFormat {
+            path: path.to_path_buf(),
+        }),
     }
 }
 
@@ -123,7 +134,14 @@ fn inspect_safetensors(bytes: Vec<u8>, path: &Path) -> Result<InspectReport, Ins
             note: None,
         })
         .collect();
-    Ok(InspectReport { path: path.to_path_buf(), kind: FileKind::Safetensors, file_bytes, header, entries, aliases: vec![] })
+    Ok(InspectReport {
+        path: path.to_path_buf(),
+        kind: FileKind::Safetensors,
+        file_bytes,
+        header,
+        entries,
+        aliases: vec![],
+    })
 }
 
 fn inspect_ct2(bytes: &[u8], path: &Path) -> Result<InspectReport, InspectError> {
@@ -143,8 +161,19 @@ fn inspect_ct2(bytes: &[u8], path: &Path) -> Result<InspectReport, InspectError>
             note: v.scalar_int().map(|x| format!("value {x}")),
         })
         .collect();
-    let aliases = m.aliases.iter().map(|a| (a.alias.clone(), a.target.clone())).collect();
-    Ok(InspectReport { path: path.to_path_buf(), kind: FileKind::Ct2, file_bytes: bytes.len(), header, entries, aliases })
+    let aliases = m
+        .aliases
+        .iter()
+        .map(|a| (a.alias.clone(), a.target.clone()))
+        .collect();
+    Ok(InspectReport {
+        path: path.to_path_buf(),
+        kind: FileKind::Ct2,
+        file_bytes: bytes.len(),
+        header,
+        entries,
+        aliases,
+    })
 }
 
 impl fmt::Display for InspectReport {
@@ -153,14 +182,27 @@ impl fmt::Display for InspectReport {
             FileKind::Safetensors => "safetensors",
             FileKind::Ct2 => "CTranslate2 model.bin",
         };
-        writeln!(f, "{}: {kind}, {} bytes", self.path.display(), self.file_bytes)?;
+        writeln!(
+            f,
+            "{}: {kind}, {} bytes",
+            self.path.display(),
+            self.file_bytes
+        )?;
         for (k, v) in &self.header {
             writeln!(f, "  {k}: {v}")?;
         }
         let width = self.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
         for e in &self.entries {
-            let shape = if e.shape.is_empty() { "scalar".to_string() } else { format!("{:?}", e.shape) };
-            write!(f, "{:<width$}  {:<8}  {:<16}  {:>10}", e.name, e.dtype, shape, e.bytes)?;
+            let shape = if e.shape.is_empty() {
+                "scalar".to_string()
+            } else {
+                format!("{:?}", e.shape)
+            };
+            write!(
+                f,
+                "{:<width$}  {:<8}  {:<16}  {:>10}",
+                e.name, e.dtype, shape, e.bytes
+            )?;
             match &e.note {
                 Some(n) => writeln!(f, "  {n}")?,
                 None => writeln!(f)?,
@@ -175,7 +217,11 @@ impl fmt::Display for InspectReport {
             self.entries.len(),
             self.total_elements(),
             self.total_bytes(),
-            if self.aliases.is_empty() { String::new() } else { format!(", {} aliases", self.aliases.len()) }
+            if self.aliases.is_empty() {
+                String::new()
+            } else {
+                format!(", {} aliases", self.aliases.len())
+            }
         )
     }
 }

@@ -61,9 +61,18 @@ enum Command {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Convert { from: SourceFormat::Ct2, input, output, name } => {
+        Command::Convert {
+            from: SourceFormat::Ct2,
+            input,
+            output,
+            name,
+        } => {
             let start = Instant::now();
-            let s = convert_ct2(&ConvertOptions { input, output, name })?;
+            let s = convert_ct2(&ConvertOptions {
+                input,
+                output,
+                name,
+            })?;
             eprintln!(
                 "converted {} -> {}: {} tensors, {} bytes, {} encoder + {} decoder layers, width {}, in {:.2} s",
                 s.name,
@@ -103,7 +112,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 for p in &r.problems {
                     println!("mismatch: {p}");
                 }
-                Err(format!("{} problem(s) between {} and {}", r.problems.len(), graph.display(), weights.display()).into())
+                Err(format!(
+                    "{} problem(s) between {} and {}",
+                    r.problems.len(),
+                    graph.display(),
+                    weights.display()
+                )
+                .into())
             }
         }
     }

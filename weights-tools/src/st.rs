@@ -11,7 +11,10 @@ use thiserror::Error;
 pub enum SafetensorsReadError {
     /// The file could not be read from disk.
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The header (length prefix, JSON index, offsets) is invalid.
     #[error("corrupt safetensors header in {path}: {detail}")]
     Corrupt { path: PathBuf, detail: String },
@@ -48,15 +51,26 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     /// Reads and validates `path`.
     pub fn read(path: &Path) -> Result<SafetensorsFile, SafetensorsReadError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| SafetensorsReadError::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| SafetensorsReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         SafetensorsFile::from_bytes(bytes, path)
     }
 
     /// Validates already read bytes; `path` labels errors.
-    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<SafetensorsFile, SafetensorsReadError> {
+    pub fn from_bytes(
+        bytes: Vec<u8>,
+        path: &Path,
+    ) -> Result<SafetensorsFile, SafetensorsReadError> {
         let (header_len, metadata, tensors) = parse_index(&bytes, path)?;
-        Ok(SafetensorsFile { path: path.to_path_buf(), bytes, header_len, metadata, tensors })
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            bytes,
+            header_len,
+            metadata,
+            tensors,
+        })
     }
 
     /// A tensor's entry by name.
@@ -79,12 +93,18 @@ type Index = (usize, BTreeMap<String, String>, Vec<TensorEntry>);
 
 /// Header length, metadata and tensor entries (in file order) of a safetensors file.
 fn parse_index(bytes: &[u8], path: &Path) -> Result<Index, SafetensorsReadError> {
-    let corrupt = |detail: String| SafetensorsReadError::Corrupt { path: path.to_path_buf(), detail };
+    let corrupt = |detail: String| SafetensorsReadError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
     // The crate's header-start check is disabled in this version; do it here.
     if bytes.len() >= 9 && bytes[8] != b'{' {
         let n = header_len_prefix(bytes);
         if n.is_some_and(|n| n > 0 && n.checked_add(8).is_some_and(|e| e <= bytes.len() as u64)) {
-            return Err(corrupt(format!("header does not start with '{{' (byte 8 is 0x{:02x})", bytes[8])));
+            return Err(corrupt(format!(
+                "header does not start with '{{' (byte 8 is 0x{:02x})",
+                bytes[8]
+            )));
         }
     }
     let (header_len, meta) = match SafeTensors::read_metadata(bytes) {
@@ -92,7 +112,12 @@ fn parse_index(bytes: &[u8], path: &Path) -> Result<Index, SafetensorsReadError>
         Err(e) => return Err(corrupt(describe(&e, bytes))),
     };
     let data_start = 8 + header_len;
-    let metadata: BTreeMap<String, String> = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata: BTreeMap<String, String> = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let mut tensors: Vec<TensorEntry> = meta
         .tensors()
         .into_iter()
@@ -116,7 +141,10 @@ fn describe(e: &SafeTensorError, bytes: &[u8]) -> String {
     let n = header_len_prefix(bytes);
     match e {
         SafeTensorError::HeaderTooSmall => {
-            format!("file is {} bytes, shorter than the 8-byte header length prefix", bytes.len())
+            format!(
+                "file is {} bytes, shorter than the 8-byte header length prefix",
+                bytes.len()
+            )
         }
         SafeTensorError::HeaderTooLarge => {
             format!("header length {} exceeds the 100 MB limit", n.unwrap_or(0))
@@ -147,7 +175,9 @@ fn describe(e: &SafeTensorError, bytes: &[u8]) -> String {
             "tensor data does not end exactly at the end of the {}-byte file (truncated or padded)",
             bytes.len()
         ),
-        SafeTensorError::ValidationOverflow => "a tensor's shape overflows when multiplied out".to_string(),
+        SafeTensorError::ValidationOverflow => {
+            "a tensor's shape overflows when multiplied out".to_string()
+        }
         other => other.to_string(),
     }
 }
@@ -170,7 +200,11 @@ pub struct TensorRef<'a> {
 pub enum SafetensorsWriteError {
     /// A payload's length disagrees with its dtype and shape.
     #[error("tensor '{name}' has {actual} bytes but its dtype and shape need {expected}")]
-    SizeMismatch { name: String, expected: String, actual: usize },
+    SizeMismatch {
+        name: String,
+        expected: String,
+        actual: usize,
+    },
     /// Two tensors share a name.
     #[error("tensor name '{0}' is used twice")]
     DuplicateName(String),
@@ -193,7 +227,10 @@ pub fn serialize_safetensors(
     let mut offsets = Vec::with_capacity(order.len());
     let mut offset = 0usize;
     for t in &order {
-        let expected = t.shape.iter().try_fold(t.dtype.size(), |acc, &d| acc.checked_mul(d));
+        let expected = t
+            .shape
+            .iter()
+            .try_fold(t.dtype.size(), |acc, &d| acc.checked_mul(d));
         if expected != Some(t.data.len()) {
             return Err(SafetensorsWriteError::SizeMismatch {
                 name: t.name.to_string(),
@@ -208,8 +245,14 @@ pub fn serialize_safetensors(
     let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let mut entries: Vec<(String, String)> = Vec::with_capacity(order.len() + 1);
     if !metadata.is_empty() {
-        let body: Vec<String> = metadata.iter().map(|(k, v)| format!("{}:{}", q(k), q(v))).collect();
-        entries.push(("__metadata__".to_string(), format!("{{{}}}", body.join(","))));
+        let body: Vec<String> = metadata
+            .iter()
+            .map(|(k, v)| format!("{}:{}", q(k), q(v)))
+            .collect();
+        entries.push((
+            "__metadata__".to_string(),
+            format!("{{{}}}", body.join(",")),
+        ));
     }
     for (t, (s, e)) in order.iter().zip(&offsets) {
         let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();

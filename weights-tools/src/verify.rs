@@ -19,11 +19,24 @@ pub struct VerifyReport {
 }
 
 /// Checks `weights` against the declarations of `graph`.
-pub fn verify(graph: &Path, weights: &Path) -> Result<VerifyReport, amanuensis_runtime::RuntimeError> {
+pub fn verify(
+    graph: &Path,
+    weights: &Path,
+) -> Result<VerifyReport, amanuensis_runtime::RuntimeError> {
     let file = ModelFile::load(graph)?;
     let stored = list_tensors(weights)?;
     let problems = check_declarations(&file.weights, &stored);
-    let declared: std::collections::HashSet<&str> = file.weights.iter().map(|w| w.name.as_str()).collect();
-    let unused = stored.iter().filter(|t| !declared.contains(t.name.as_str())).map(|t| t.name.clone()).collect();
-    Ok(VerifyReport { declared: file.weights.len(), stored: stored.len(), problems, unused })
+    let declared: std::collections::HashSet<&str> =
+        file.weights.iter().map(|w| w.name.as_str()).collect();
+    let unused = stored
+        .iter()
+        .filter(|t| !declared.contains(t.name.as_str()))
+        .map(|t| t.name.clone())
+        .collect();
+    Ok(VerifyReport {
+        declared: file.weights.len(),
+        stored: stored.len(),
+        problems,
+        unused,
+    })
 }

@@ -16,7 +16,12 @@ fn small_vars() -> Vec<Var> {
 }
 
 fn small_file(version: u32) -> Vec<u8> {
-    ct2_bytes(version, ("WhisperSpec", 3), &small_vars(), &[("a/alias", "a/weight")])
+    ct2_bytes(
+        version,
+        ("WhisperSpec", 3),
+        &small_vars(),
+        &[("a/alias", "a/weight")],
+    )
 }
 
 #[test]
@@ -46,7 +51,10 @@ fn tiny_valid_file_parses() {
 
     assert_eq!(m.aliases.len(), 1);
     assert_eq!(m.alias_target("a/alias"), Some("a/weight"));
-    assert!(m.variable("a/alias").is_none(), "an alias is not a stored variable");
+    assert!(
+        m.variable("a/alias").is_none(),
+        "an alias is not a stored variable"
+    );
     assert_eq!(m.resolve("a/alias").unwrap().data, a.data);
     assert_eq!(m.payload_bytes(), 12 + 1 + 2);
 }
@@ -55,13 +63,22 @@ fn tiny_valid_file_parses() {
 fn legacy_binary_versions_parse() {
     for version in 1..=6u32 {
         let bytes = small_file(version);
-        let m = Ct2Model::parse(&bytes, "model.bin").unwrap_or_else(|e| panic!("version {version}: {e}"));
+        let m = Ct2Model::parse(&bytes, "model.bin")
+            .unwrap_or_else(|e| panic!("version {version}: {e}"));
         assert_eq!(m.binary_version, version);
         assert_eq!(m.spec_name.is_some(), version >= 2, "version {version}");
-        assert_eq!(m.aliases.len(), usize::from(version >= 3), "version {version}");
+        assert_eq!(
+            m.aliases.len(),
+            usize::from(version >= 3),
+            "version {version}"
+        );
         let a = m.variable("a/weight").unwrap();
         // Versions 1..3 know only item sizes: a 2-byte item reads back as int16.
-        let want = if version >= 4 { Ct2DType::F16 } else { Ct2DType::I16 };
+        let want = if version >= 4 {
+            Ct2DType::F16
+        } else {
+            Ct2DType::I16
+        };
         assert_eq!(a.dtype, want, "version {version}");
         assert_eq!(a.data, &small_vars()[0].payload[..], "version {version}");
         assert_eq!(m.variable("c/count").unwrap().scalar_int(), Some(300));
@@ -70,13 +87,25 @@ fn legacy_binary_versions_parse() {
 
 #[test]
 fn truncation_at_every_byte_is_an_error_never_a_panic() {
-    let mut files = vec![("small v6", small_file(6)), ("small v3", small_file(3)), ("small v1", small_file(1))];
+    let mut files = vec![
+        ("small v6", small_file(6)),
+        ("small v3", small_file(3)),
+        ("small v1", small_file(1)),
+    ];
     files.push(("tiny whisper", tiny_whisper_bytes(Tiny::default())));
     for (label, bytes) in files {
-        assert!(Ct2Model::parse(&bytes, "model.bin").is_ok(), "{label}: full file must parse");
+        assert!(
+            Ct2Model::parse(&bytes, "model.bin").is_ok(),
+            "{label}: full file must parse"
+        );
         for len in 0..bytes.len() {
             match Ct2Model::parse(&bytes[..len], "model.bin") {
-                Err(Ct2Error::Truncated { offset, needed, left, .. }) => {
+                Err(Ct2Error::Truncated {
+                    offset,
+                    needed,
+                    left,
+                    ..
+                }) => {
                     assert!(offset <= len, "{label} cut at {len}: offset {offset}");
                     assert_eq!(left, len - offset, "{label} cut at {len}");
                     assert!(needed > left as u64, "{label} cut at {len}");
@@ -117,7 +146,10 @@ fn single_byte_corruption_never_panics() {
         }
     }
     // Most positions are structural; payload bytes may change freely.
-    assert!(errors > bytes.len(), "only {errors} corruptions were detected");
+    assert!(
+        errors > bytes.len(),
+        "only {errors} corruptions were detected"
+    );
 }
 
 #[test]
@@ -126,7 +158,13 @@ fn num_bytes_inconsistent_with_shape_is_an_error() {
     vars[0].declared = Some(14); // 2x3 float16 is 12 bytes
     let bytes = ct2_bytes(6, ("WhisperSpec", 3), &vars, &[]);
     match Ct2Model::parse(&bytes, "model.bin") {
-        Err(Ct2Error::SizeMismatch { name, declared, expected, offset, .. }) => {
+        Err(Ct2Error::SizeMismatch {
+            name,
+            declared,
+            expected,
+            offset,
+            ..
+        }) => {
             assert_eq!(name, "a/weight");
             assert_eq!(declared, 14);
             assert_eq!(expected, "12");
@@ -136,7 +174,10 @@ fn num_bytes_inconsistent_with_shape_is_an_error() {
     }
     // Same in the element-count format of versions 1..3.
     let bytes = ct2_bytes(3, ("WhisperSpec", 3), &vars, &[]);
-    assert!(matches!(Ct2Model::parse(&bytes, "m"), Err(Ct2Error::SizeMismatch { declared: 28, .. })));
+    assert!(matches!(
+        Ct2Model::parse(&bytes, "m"),
+        Err(Ct2Error::SizeMismatch { declared: 28, .. })
+    ));
 }
 
 #[test]
@@ -151,10 +192,18 @@ fn huge_sizes_are_errors_not_allocations() {
     ));
 
     // A consistent but huge shape: the payload read fails against the bytes left.
-    let v = Var { name: "big".into(), shape: vec![0x7fff_ffff], dtype: I16, payload: vec![1, 2, 3], declared: Some(0xffff_fffe) };
+    let v = Var {
+        name: "big".into(),
+        shape: vec![0x7fff_ffff],
+        dtype: I16,
+        payload: vec![1, 2, 3],
+        declared: Some(0xffff_fffe),
+    };
     let bytes = ct2_bytes(6, ("WhisperSpec", 3), &[v], &[]);
     match Ct2Model::parse(&bytes, "m") {
-        Err(Ct2Error::Truncated { what, needed, left, .. }) => {
+        Err(Ct2Error::Truncated {
+            what, needed, left, ..
+        }) => {
             assert_eq!(what, "payload of 'big'");
             assert_eq!(needed, 0xffff_fffe);
             assert_eq!(left, 3 + 4, "3 payload bytes and the 4-byte alias count");
@@ -163,7 +212,13 @@ fn huge_sizes_are_errors_not_allocations() {
     }
 
     // A shape whose element count overflows 64 bits.
-    let v = Var { name: "overflow".into(), shape: vec![u32::MAX; 5], dtype: F32, payload: vec![], declared: Some(4) };
+    let v = Var {
+        name: "overflow".into(),
+        shape: vec![u32::MAX; 5],
+        dtype: F32,
+        payload: vec![],
+        declared: Some(4),
+    };
     let bytes = ct2_bytes(6, ("WhisperSpec", 3), &[v], &[]);
     assert!(matches!(
         Ct2Model::parse(&bytes, "m"),
@@ -192,13 +247,30 @@ fn with_first_name(raw: &[u8]) -> Vec<u8> {
 fn bad_strings_are_errors() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("zero length", [0u8, 0].to_vec(), "length 0"),
-        ("no NUL", [9u8, 0].iter().chain(b"a/weightX").copied().collect(), "missing NUL terminator"),
-        ("embedded NUL", [9u8, 0].iter().chain(b"a/w\0ight\0").copied().collect(), "embedded NUL"),
-        ("bad UTF-8", [9u8, 0].iter().chain(b"a/w\xffight\0").copied().collect(), "not valid UTF-8"),
+        (
+            "no NUL",
+            [9u8, 0].iter().chain(b"a/weightX").copied().collect(),
+            "missing NUL terminator",
+        ),
+        (
+            "embedded NUL",
+            [9u8, 0].iter().chain(b"a/w\0ight\0").copied().collect(),
+            "embedded NUL",
+        ),
+        (
+            "bad UTF-8",
+            [9u8, 0].iter().chain(b"a/w\xffight\0").copied().collect(),
+            "not valid UTF-8",
+        ),
     ];
     for (label, raw, reason_part) in cases {
         match Ct2Model::parse(&with_first_name(&raw), "model.bin") {
-            Err(Ct2Error::BadString { offset, what, reason, .. }) => {
+            Err(Ct2Error::BadString {
+                offset,
+                what,
+                reason,
+                ..
+            }) => {
                 assert_eq!(offset, 26, "{label}");
                 assert_eq!(what, "name of variable #0", "{label}");
                 assert!(reason.contains(reason_part), "{label}: {reason}");
@@ -208,11 +280,16 @@ fn bad_strings_are_errors() {
     }
     // A length that runs past the end of the file.
     let err = Ct2Model::parse(&with_first_name(&[0xff, 0xff]), "model.bin").unwrap_err();
-    assert!(matches!(&err, Ct2Error::Truncated { what, needed: 65535, .. } if what == "name of variable #0"), "{err:?}");
+    assert!(
+        matches!(&err, Ct2Error::Truncated { what, needed: 65535, .. } if what == "name of variable #0"),
+        "{err:?}"
+    );
     // A bad spec name.
     let mut b = small_file(6);
     b[4..6].copy_from_slice(&0u16.to_le_bytes());
-    assert!(matches!(Ct2Model::parse(&b, "m"), Err(Ct2Error::BadString { what, .. }) if what == "spec name"));
+    assert!(
+        matches!(Ct2Model::parse(&b, "m"), Err(Ct2Error::BadString { what, .. }) if what == "spec name")
+    );
 }
 
 #[test]
@@ -222,8 +299,16 @@ fn unsupported_versions_are_errors() {
         b[..4].copy_from_slice(&version.to_le_bytes());
         match Ct2Model::parse(&b, "model.bin") {
             Err(e @ Ct2Error::UnsupportedVersion { .. }) => {
-                assert_eq!(e, Ct2Error::UnsupportedVersion { file: "model.bin".into(), version });
-                assert!(e.to_string().contains(&format!("unsupported binary version {version}")));
+                assert_eq!(
+                    e,
+                    Ct2Error::UnsupportedVersion {
+                        file: "model.bin".into(),
+                        version
+                    }
+                );
+                assert!(e
+                    .to_string()
+                    .contains(&format!("unsupported binary version {version}")));
             }
             other => panic!("version {version}: {other:?}"),
         }
@@ -235,11 +320,21 @@ fn unknown_dtype_and_item_size_are_errors() {
     let mut vars = small_vars();
     vars[0].dtype = 9;
     let b = ct2_bytes(6, ("WhisperSpec", 3), &vars, &[]);
-    assert!(matches!(Ct2Model::parse(&b, "m"), Err(Ct2Error::UnknownDType { id: 9, offset: 46, .. })));
+    assert!(matches!(
+        Ct2Model::parse(&b, "m"),
+        Err(Ct2Error::UnknownDType {
+            id: 9,
+            offset: 46,
+            ..
+        })
+    ));
     // Versions 1..3 store an item size; 3 bytes per item does not exist.
     let mut b = ct2_bytes(3, ("WhisperSpec", 3), &small_vars(), &[]);
     b[46] = 3;
-    assert!(matches!(Ct2Model::parse(&b, "m"), Err(Ct2Error::UnknownItemSize { size: 3, .. })));
+    assert!(matches!(
+        Ct2Model::parse(&b, "m"),
+        Err(Ct2Error::UnknownItemSize { size: 3, .. })
+    ));
 }
 
 #[test]
@@ -256,7 +351,9 @@ fn structural_errors_are_reported() {
     let mut vars = small_vars();
     vars.push(vars[1].clone());
     let b = ct2_bytes(6, ("WhisperSpec", 3), &vars, &[]);
-    assert!(matches!(Ct2Model::parse(&b, "m"), Err(Ct2Error::DuplicateVariable { name, .. }) if name == "b/flag"));
+    assert!(
+        matches!(Ct2Model::parse(&b, "m"), Err(Ct2Error::DuplicateVariable { name, .. }) if name == "b/flag")
+    );
     // Alias to nothing, alias shadowing a variable, alias defined twice.
     for (aliases, reason) in [
         (vec![("x", "missing")], "target is not a stored variable"),
@@ -280,7 +377,10 @@ fn tiny_whisper_file_round_trips() {
     assert_eq!(m.variables.len(), vars.len());
     for (got, want) in m.variables.iter().zip(&vars) {
         assert_eq!(got.name, want.name);
-        assert_eq!(got.shape, want.shape.iter().map(|&d| d as usize).collect::<Vec<_>>());
+        assert_eq!(
+            got.shape,
+            want.shape.iter().map(|&d| d as usize).collect::<Vec<_>>()
+        );
         assert_eq!(got.data, &want.payload[..], "{}", want.name);
         assert_eq!(&bytes[got.offset..got.offset + got.data.len()], got.data);
     }

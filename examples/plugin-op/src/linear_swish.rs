@@ -32,9 +32,16 @@ impl OpDef for LinearSwishDef {
 pub struct LinearSwish;
 
 impl Operator for LinearSwish {
-    fn infer(&self, inputs: &[ValueType], _states: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+    fn infer(
+        &self,
+        inputs: &[ValueType],
+        _states: &[ValueType],
+    ) -> Result<Vec<ValueType>, OpError> {
         if !(2..=3).contains(&inputs.len()) {
-            return Err(OpError(format!("expected 2 or 3 inputs (x, w[, b]), got {}", inputs.len())));
+            return Err(OpError(format!(
+                "expected 2 or 3 inputs (x, w[, b]), got {}",
+                inputs.len()
+            )));
         }
         let (x, w) = (&inputs[0], &inputs[1]);
         x.expect_dtype(DType::F32, "x")?;
@@ -84,14 +91,22 @@ impl<'a> Gemm<'a> {
     fn of(inputs: &[&'a Tensor]) -> Result<Gemm<'a>, OpError> {
         let (x, w) = match inputs {
             [x, w] | [x, w, _] => (*x, *w),
-            _ => return Err(OpError(format!("expected 2 or 3 inputs (x, w[, b]), got {}", inputs.len()))),
+            _ => {
+                return Err(OpError(format!(
+                    "expected 2 or 3 inputs (x, w[, b]), got {}",
+                    inputs.len()
+                )))
+            }
         };
         let &[n, k] = w.shape() else {
             return Err(OpError(format!("w must be [out, in], got {:?}", w.shape())));
         };
         let kx = x.shape().last().copied();
         if kx != Some(k) {
-            return Err(OpError(format!("x is {:?}, w expects a last dim of {k}", x.shape())));
+            return Err(OpError(format!(
+                "x is {:?}, w expects a last dim of {k}",
+                x.shape()
+            )));
         }
         let b = match inputs.get(2) {
             Some(b) if b.shape() != [n] => {
@@ -100,7 +115,14 @@ impl<'a> Gemm<'a> {
             Some(b) => Some(b.f32s()?),
             None => None,
         };
-        Ok(Gemm { x: x.f32s()?, w: w.f32s()?, b, m: x.numel() / k.max(1), k, n })
+        Ok(Gemm {
+            x: x.f32s()?,
+            w: w.f32s()?,
+            b,
+            m: x.numel() / k.max(1),
+            k,
+            n,
+        })
     }
 }
 
@@ -117,7 +139,10 @@ impl NpuKernel for LinearSwishNpu {
 
     fn check(&self, inputs: &[ValueType]) -> Result<(), String> {
         let ([x, w] | [x, w, _]) = inputs else {
-            return Err(format!("takes x, w and an optional b, got {} inputs", inputs.len()));
+            return Err(format!(
+                "takes x, w and an optional b, got {} inputs",
+                inputs.len()
+            ));
         };
         if inputs.iter().any(|t| t.dtype != DType::F32) {
             return Err("all inputs must be f32".into());
@@ -135,7 +160,9 @@ impl NpuKernel for LinearSwishNpu {
 
     fn work(&self, inputs: &[ValueType], caps: &NpuCaps) -> KernelWork {
         let dim = |t: Option<&ValueType>, i: usize| {
-            t.and_then(|t| t.shape.get(i)).and_then(|d| d.known()).unwrap_or(0)
+            t.and_then(|t| t.shape.get(i))
+                .and_then(|d| d.known())
+                .unwrap_or(0)
         };
         let (n, k) = (dim(inputs.get(1), 0), dim(inputs.get(1), 1));
         let m = (inputs.first().map_or(0, static_numel) / k.max(1) as u64) as usize;

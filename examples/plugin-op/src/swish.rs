@@ -27,7 +27,11 @@ impl OpDef for SwishDef {
 pub struct Swish;
 
 impl Operator for Swish {
-    fn infer(&self, inputs: &[ValueType], _states: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+    fn infer(
+        &self,
+        inputs: &[ValueType],
+        _states: &[ValueType],
+    ) -> Result<Vec<ValueType>, OpError> {
         expect_inputs(inputs, &["x"])?;
         inputs[0].expect_dtype(DType::F32, "x")?;
         Ok(vec![inputs[0].clone()])
@@ -92,7 +96,10 @@ impl NpuKernel for SwishNpu {
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let [x] = inputs else {
-            return Err(OpError(format!("swish_f32: takes one input, got {}", inputs.len())));
+            return Err(OpError(format!(
+                "swish_f32: takes one input, got {}",
+                inputs.len()
+            )));
         };
         let out = x.f32s()?.iter().map(|&v| swish_exact(v)).collect();
         Ok(vec![Tensor::from_f32(x.shape(), out)?])
@@ -111,7 +118,13 @@ pub fn static_numel(t: &ValueType) -> u64 {
 /// Cost of an element-wise f32 kernel over `n` elements: each compute tile of a column
 /// takes `tile` elements per step, spending `vector_ops` vector operations and
 /// `transcendentals` exp/erf evaluations per element.
-pub fn elementwise_work(n: u64, tile: usize, vector_ops: usize, transcendentals: usize, caps: &NpuCaps) -> KernelWork {
+pub fn elementwise_work(
+    n: u64,
+    tile: usize,
+    vector_ops: usize,
+    transcendentals: usize,
+    caps: &NpuCaps,
+) -> KernelWork {
     let rows = caps.rows.max(1) as u64;
     let tile_bytes = (tile * 4) as u64;
     let tiles = n.div_ceil(tile as u64);

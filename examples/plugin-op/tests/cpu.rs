@@ -41,29 +41,48 @@ fn fused_graph_is_bit_identical_to_unfused_on_cpu() {
     let def = &file.graphs[0];
     let (fc1, act) = (node(def, "fc1"), node(def, "act"));
     let nodes = [fc1, act];
-    let m = ChainMatch { nodes: &nodes, ports: &[0] };
-    let fused = LinearSwishPattern.fuse(&m).expect("pattern accepts linear → swish");
+    let m = ChainMatch {
+        nodes: &nodes,
+        ports: &[0],
+    };
+    let fused = LinearSwishPattern
+        .fuse(&m)
+        .expect("pattern accepts linear → swish");
     assert_eq!(fused.op, "linear_swish");
     assert_eq!(fused.inputs, ["x", "fc1.weight", "fc1.bias"]);
     assert!(fused.attrs.is_empty());
 
     // The rewrite a scheduler makes: the chain becomes one node with the last one's outputs.
     let mut rewritten = def.clone();
-    rewritten.nodes.retain(|n| n.name != "fc1" && n.name != "act");
-    rewritten.nodes.insert(0, NodeDef {
-        name: "fc1+act".into(),
-        op: fused.op.clone(),
-        inputs: fused.inputs.clone(),
-        outputs: act.outputs.clone(),
-        states: vec![],
-        attrs: fused.attrs.clone(),
-    });
+    rewritten
+        .nodes
+        .retain(|n| n.name != "fc1" && n.name != "act");
+    rewritten.nodes.insert(
+        0,
+        NodeDef {
+            name: "fc1+act".into(),
+            op: fused.op.clone(),
+            inputs: fused.inputs.clone(),
+            outputs: act.outputs.clone(),
+            states: vec![],
+            attrs: fused.attrs.clone(),
+        },
+    );
     let reg = registry();
     let x = input();
     let plain = run_cpu(def, &file, &reg, &x);
     let fused_out = run_cpu(&rewritten, &file, &reg, &x);
-    let differing = plain.iter().zip(&fused_out).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    assert_eq!(differing, 0, "fusion changed {differing} of {} outputs on the CPU", plain.len());
+    let differing = plain
+        .iter()
+        .zip(&fused_out)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(
+        differing,
+        0,
+        "fusion changed {differing} of {} outputs on the CPU",
+        plain.len()
+    );
 }
 
 #[test]
@@ -73,20 +92,32 @@ fn pattern_declines_nodes_with_attributes() {
     let mut act = node(def, "act").clone();
     act.attrs.insert("beta".into(), serde_json::json!(2.0));
     let nodes = [node(def, "fc1"), &act];
-    assert_eq!(LinearSwishPattern.fuse(&ChainMatch { nodes: &nodes, ports: &[0] }), None);
+    assert_eq!(
+        LinearSwishPattern.fuse(&ChainMatch {
+            nodes: &nodes,
+            ports: &[0]
+        }),
+        None
+    );
     assert_eq!(LinearSwishPattern.chain(), ["linear", "swish"]);
 }
 
 #[test]
 fn graph_file_is_in_canonical_form() {
     let text = std::fs::read_to_string(graph_path()).unwrap();
-    assert_eq!(model_file().to_text(), text, "rewrite the file with the canonical writer");
+    assert_eq!(
+        model_file().to_text(),
+        text,
+        "rewrite the file with the canonical writer"
+    );
 }
 
 /// Inputs that exercise swish's range: both tails, zero, tiny and mid values.
 fn probe() -> Vec<f32> {
     let mut v = values(11, 4000, 12.0);
-    v.extend([0.0, -0.0, 1e-30, -1e-30, 1e-3, -1e-3, 20.0, -20.0, 88.0, -88.0, 103.0, -103.0]);
+    v.extend([
+        0.0, -0.0, 1e-30, -1e-30, 1e-3, -1e-3, 20.0, -20.0, 88.0, -88.0, 103.0, -103.0,
+    ]);
     v
 }
 
@@ -96,7 +127,11 @@ fn ulps(a: f32, b: f32) -> u32 {
     }
     let key = |x: f32| {
         let i = x.to_bits() as i32;
-        if i < 0 { i32::MIN - i } else { i }
+        if i < 0 {
+            i32::MIN - i
+        } else {
+            i
+        }
     };
     key(a).abs_diff(key(b))
 }
@@ -110,7 +145,10 @@ fn swish_kernels_against_f64() {
     swish_cpu(&mut cpu);
     for (&v, &c) in x.iter().zip(&cpu) {
         let r = swish_f64(v as f64);
-        assert!((c as f64 - r).abs() <= 4e-7 * r.abs() + 1e-37, "cpu swish({v}) = {c}, f64 {r}");
+        assert!(
+            (c as f64 - r).abs() <= 4e-7 * r.abs() + 1e-37,
+            "cpu swish({v}) = {c}, f64 {r}"
+        );
     }
     // NPU kernel: one rounding of an f64 evaluation, so within one ulp of the f64 value
     // rounded to f32 (the exp implementations may differ in their last f64 bit).
@@ -124,15 +162,25 @@ fn swish_kernels_against_f64() {
         assert_eq!(n.to_bits(), swish_exact(v).to_bits());
         exact += usize::from(n.to_bits() == r.to_bits());
     }
-    assert!(exact * 1000 >= x.len() * 999, "only {exact} of {} bit-equal to the f64 reference", x.len());
+    assert!(
+        exact * 1000 >= x.len() * 999,
+        "only {exact} of {} bit-equal to the f64 reference",
+        x.len()
+    );
 }
 
 #[test]
 fn linear_swish_npu_kernel_is_matmul_bias_then_swish() {
     let (m, k, n) = (70, 130, 40); // not multiples of the 64×64×32 tile
-    let (x, w, b) = (values(1, m * k, 2.0), values(2, n * k, 0.2), values(3, n, 0.5));
+    let (x, w, b) = (
+        values(1, m * k, 2.0),
+        values(2, n * k, 0.2),
+        values(3, n, 0.5),
+    );
     let t = |s: &[usize], v: &Vec<f32>| Tensor::from_f32(s, v.clone()).unwrap();
-    let got = LinearSwishNpu.eval(&[&t(&[m, k], &x), &t(&[n, k], &w), &t(&[n], &b)]).unwrap();
+    let got = LinearSwishNpu
+        .eval(&[&t(&[m, k], &x), &t(&[n, k], &w), &t(&[n], &b)])
+        .unwrap();
     assert_eq!(got[0].shape(), [m, n]);
     let got = got[0].f32s().unwrap();
 
@@ -168,16 +216,32 @@ fn cost_models_follow_the_tiles() {
     assert!(s.footprint_double <= caps.tile_data_memory);
 
     // linear_swish is the standard matmul_bias dispatch plus the swish epilogue per tile.
-    let epilogue = (64.0 * 32.0 * 3.0 / caps.f32_ops_per_cycle) as u64 + (64.0 * 32.0 / caps.transcendentals_per_cycle) as u64;
-    for (m, k, n) in [(40, 64, 96), (200, 128, 96), (1500, 512, 2048), (1500, 2048, 512)] {
+    let epilogue = (64.0 * 32.0 * 3.0 / caps.f32_ops_per_cycle) as u64
+        + (64.0 * 32.0 / caps.transcendentals_per_cycle) as u64;
+    for (m, k, n) in [
+        (40, 64, 96),
+        (200, 128, 96),
+        (1500, 512, 2048),
+        (1500, 2048, 512),
+    ] {
         let types = [f32_type(&[m, k]), f32_type(&[n, k]), f32_type(&[n])];
         let fused = LinearSwishNpu.work(&types, &caps);
         let plain = matmul_work(m, k, n, true, Epilogue::None, &caps);
         let passes = plain.steps / (m.div_ceil(64) * n.div_ceil(128)) as u64;
         assert_eq!(fused.macs, (m * n * k) as u64);
-        assert_eq!((fused.steps, fused.step.in_bytes, fused.step.out_bytes), (plain.steps, plain.step.in_bytes, plain.step.out_bytes));
-        assert_eq!((fused.resident_bytes, fused.footprint_double, fused.shim_bds), (plain.resident_bytes, plain.footprint_double, plain.shim_bds));
-        assert_eq!(fused.step.cycles, plain.step.cycles + epilogue.div_ceil(passes), "{m}x{k}x{n}, {passes} K passes");
+        assert_eq!(
+            (fused.steps, fused.step.in_bytes, fused.step.out_bytes),
+            (plain.steps, plain.step.in_bytes, plain.step.out_bytes)
+        );
+        assert_eq!(
+            (fused.resident_bytes, fused.footprint_double, fused.shim_bds),
+            (plain.resident_bytes, plain.footprint_double, plain.shim_bds)
+        );
+        assert_eq!(
+            fused.step.cycles,
+            plain.step.cycles + epilogue.div_ceil(passes),
+            "{m}x{k}x{n}, {passes} K passes"
+        );
         assert!(fused.footprint_double <= caps.tile_data_memory);
     }
 }
@@ -187,10 +251,16 @@ fn npu_kernels_check_their_inputs() {
     let ok = [f32_type(&[40, 64]), f32_type(&[96, 64]), f32_type(&[96])];
     assert_eq!(LinearSwishNpu.check(&ok), Ok(()));
     assert_eq!(LinearSwishNpu.check(&ok[..2]), Ok(()));
-    let e = LinearSwishNpu.check(&[f32_type(&[40, 63]), f32_type(&[96, 64])]).unwrap_err();
+    let e = LinearSwishNpu
+        .check(&[f32_type(&[40, 63]), f32_type(&[96, 64])])
+        .unwrap_err();
     assert!(e.contains("do not form x · wᵀ"), "{e}");
-    let e = LinearSwishNpu.check(&[ok[0].clone(), ok[1].clone(), f32_type(&[95])]).unwrap_err();
+    let e = LinearSwishNpu
+        .check(&[ok[0].clone(), ok[1].clone(), f32_type(&[95])])
+        .unwrap_err();
     assert!(e.contains("does not match w's 96 outputs"), "{e}");
-    let e = SwishNpu.check(&[ValueType::new(DType::I32, vec![3.into()])]).unwrap_err();
+    let e = SwishNpu
+        .check(&[ValueType::new(DType::I32, vec![3.into()])])
+        .unwrap_err();
     assert_eq!(e, "x is i32, the kernel takes f32");
 }

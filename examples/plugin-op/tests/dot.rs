@@ -17,7 +17,10 @@ fn dot_before_passes_matches_the_committed_rendering() {
         std::fs::write(&path, &dot).unwrap();
     }
     let want = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(dot, want, "rendering changed; if intended, rerun with AMANUENSIS_BLESS=1");
+    assert_eq!(
+        dot, want,
+        "rendering changed; if intended, rerun with AMANUENSIS_BLESS=1"
+    );
     // Three ops, one input, one output; four edges (weights are folded into labels).
     assert_eq!(dot.matches("shape=box").count(), 3);
     assert_eq!(dot.matches(" -> ").count(), 4);

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 /// The cdylib cargo built for this test run: next to the test executable (`deps/`), or
 /// uplifted one level up by `cargo build`.
 fn plugin_library() -> PathBuf {
-    let name = format!("{}amanuensis_plugin_example{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let name = format!(
+        "{}amanuensis_plugin_example{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
     [deps.join(&name), deps.parent().unwrap().join(&name)]
@@ -29,14 +33,18 @@ fn plugin_library() -> PathBuf {
 fn loaded_plugin_runs_the_graph_like_the_linked_one() {
     let path = plugin_library();
     let mut reg = amanuensis_operators::standard_registry();
-    let info = load_plugin(&path, &mut reg).expect("the plugin built with this test passes the handshake");
+    let info =
+        load_plugin(&path, &mut reg).expect("the plugin built with this test passes the handshake");
     assert_eq!(info.name, "amanuensis-plugin-example");
     assert_eq!(info.version, "0.1.0");
     assert_eq!(info.path.as_deref(), Some(path.as_path()));
     assert_eq!(info.ops, ["linear_swish", "swish"]);
     assert_eq!(info.patterns, ["linear_swish"]);
     assert_eq!(reg.plugins(), std::slice::from_ref(&info));
-    assert_eq!(reg.registered_by("swish"), Some("'amanuensis-plugin-example 0.1.0'"));
+    assert_eq!(
+        reg.registered_by("swish"),
+        Some("'amanuensis-plugin-example 0.1.0'")
+    );
     let standard = amanuensis_operators::standard_registry().patterns().len();
     assert_eq!(reg.patterns().len(), standard + 1);
     assert_eq!(reg.patterns()[standard].name(), "linear_swish");
@@ -47,8 +55,15 @@ fn loaded_plugin_runs_the_graph_like_the_linked_one() {
     let dynamic = run_cpu(&file.graphs[0], &file, &reg, &x);
     let linked = run_cpu(&file.graphs[0], &file, &registry(), &x);
     assert_eq!(dynamic.len(), 40 * 32);
-    let differing = dynamic.iter().zip(&linked).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    assert_eq!(differing, 0, "the loaded and the linked plugin disagree on {differing} outputs");
+    let differing = dynamic
+        .iter()
+        .zip(&linked)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(
+        differing, 0,
+        "the loaded and the linked plugin disagree on {differing} outputs"
+    );
     // And both agree with the f64 reference.
     let (want, scale) = mlp_f64(&file, x.f32s().unwrap());
     assert_close(&dynamic, &want, &scale, 1e-5, "loaded plugin vs f64");
@@ -73,5 +88,8 @@ fn loading_the_plugin_twice_into_one_registry_names_both_and_changes_nothing() {
     assert!(msg.contains(&path.display().to_string()), "{msg}");
     assert_eq!(reg.names().map(str::to_string).collect::<Vec<_>>(), before);
     assert_eq!(reg.plugins().len(), 1);
-    assert_eq!(reg.patterns().len(), amanuensis_operators::standard_registry().patterns().len() + 1);
+    assert_eq!(
+        reg.patterns().len(),
+        amanuensis_operators::standard_registry().patterns().len() + 1
+    );
 }

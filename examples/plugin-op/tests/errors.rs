@@ -9,12 +9,22 @@ use common::*;
 #[test]
 fn unknown_op_names_the_node_the_op_and_the_nearest_registered() {
     let mut file = model_file();
-    let act = file.graphs[0].nodes.iter_mut().find(|n| n.name == "act").unwrap();
+    let act = file.graphs[0]
+        .nodes
+        .iter_mut()
+        .find(|n| n.name == "act")
+        .unwrap();
     act.op = "swsh".into();
     let err = Graph::build(&file.graphs[0], &file.weights, &registry()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, RuntimeError::Graph { ref node, .. } if node == "act"), "{err:?}");
-    assert!(msg.starts_with("graph 'mlp', node 'act': unknown operator 'swsh'; did you mean 'swish'?"), "{msg}");
+    assert!(
+        matches!(err, RuntimeError::Graph { ref node, .. } if node == "act"),
+        "{err:?}"
+    );
+    assert!(
+        msg.starts_with("graph 'mlp', node 'act': unknown operator 'swsh'; did you mean 'swish'?"),
+        "{msg}"
+    );
     // Every registered op is listed, the plugin's and the standard ones.
     let reg = registry();
     let all: Vec<&str> = reg.names().collect();
@@ -26,9 +36,17 @@ fn unknown_op_names_the_node_the_op_and_the_nearest_registered() {
 
     // Without the plugin the graph's own op is the unknown one, and the message says so.
     let file = model_file();
-    let err = Graph::build(&file.graphs[0], &file.weights, &amanuensis_operators::standard_registry()).unwrap_err();
+    let err = Graph::build(
+        &file.graphs[0],
+        &file.weights,
+        &amanuensis_operators::standard_registry(),
+    )
+    .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with("graph 'mlp', node 'act': unknown operator 'swish'"), "{msg}");
+    assert!(
+        msg.starts_with("graph 'mlp', node 'act': unknown operator 'swish'"),
+        "{msg}"
+    );
     assert!(!msg.contains("linear_swish"), "{msg}");
 }
 
@@ -48,7 +66,11 @@ impl Plugin for OtherPlugin {
             fn name(&self) -> &str {
                 "mish"
             }
-            fn build(&self, _: &amanuensis_runtime::Attrs) -> Result<Box<dyn amanuensis_runtime::Operator>, amanuensis_runtime::OpError> {
+            fn build(
+                &self,
+                _: &amanuensis_runtime::Attrs,
+            ) -> Result<Box<dyn amanuensis_runtime::Operator>, amanuensis_runtime::OpError>
+            {
                 Err("not needed here".into())
             }
         }
@@ -77,7 +99,12 @@ fn two_plugins_registering_one_name_fail_naming_both_and_leave_the_registry_unch
     let mut reg = amanuensis_operators::standard_registry();
     reg.add_plugin(&OtherPlugin).unwrap();
     let err = reg.add_plugin(&SwishPlugin).unwrap_err().to_string();
-    assert!(err.ends_with("first by 'other-activations 2.1.0', again by 'amanuensis-plugin-example 0.1.0'"), "{err}");
+    assert!(
+        err.ends_with(
+            "first by 'other-activations 2.1.0', again by 'amanuensis-plugin-example 0.1.0'"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -101,5 +128,8 @@ fn a_pattern_registered_twice_names_both_plugins() {
         "operator registry: fusion pattern 'linear_swish' is registered twice: first by \
          'amanuensis-plugin-example 0.1.0', again by 'copycat 0.0.1'"
     );
-    assert_eq!(reg.patterns().len(), amanuensis_operators::standard_registry().patterns().len() + 1);
+    assert_eq!(
+        reg.patterns().len(),
+        amanuensis_operators::standard_registry().patterns().len() + 1
+    );
 }

@@ -43,12 +43,20 @@ fn code_excerpts_are_verbatim_from_the_example() {
             "toml" => "# ",
             _ => continue,
         };
-        let Some(path) = lines.first().and_then(|l| l.strip_prefix(marker)).filter(|p| p.starts_with("examples/")) else {
+        let Some(path) = lines
+            .first()
+            .and_then(|l| l.strip_prefix(marker))
+            .filter(|p| p.starts_with("examples/"))
+        else {
             continue;
         };
-        let source = std::fs::read_to_string(workspace_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let source = std::fs::read_to_string(workspace_root().join(path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
         let excerpt = lines[1..].join("\n");
-        assert!(source.contains(&excerpt), "the excerpt of {path} in docs/plugins.md is not in the file:\n{excerpt}");
+        assert!(
+            source.contains(&excerpt),
+            "the excerpt of {path} in docs/plugins.md is not in the file:\n{excerpt}"
+        );
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} excerpts found");
@@ -56,12 +64,20 @@ fn code_excerpts_are_verbatim_from_the_example() {
 
 #[test]
 fn graph_excerpts_are_verbatim_from_the_example_graph() {
-    let graph = std::fs::read_to_string(workspace_root().join("examples/plugin-op/graphs/swish-mlp.graph")).unwrap();
-    let json: Vec<_> = blocks(&guide()).into_iter().filter(|(i, _)| i == "json").collect();
+    let graph =
+        std::fs::read_to_string(workspace_root().join("examples/plugin-op/graphs/swish-mlp.graph"))
+            .unwrap();
+    let json: Vec<_> = blocks(&guide())
+        .into_iter()
+        .filter(|(i, _)| i == "json")
+        .collect();
     assert!(!json.is_empty());
     for (_, lines) in json {
         let excerpt = lines.join("\n");
-        assert!(graph.contains(&excerpt), "not in swish-mlp.graph:\n{excerpt}");
+        assert!(
+            graph.contains(&excerpt),
+            "not in swish-mlp.graph:\n{excerpt}"
+        );
     }
 }
 
@@ -73,12 +89,25 @@ fn every_command_names_a_package_or_file_of_this_repository() {
         if info != "sh" {
             continue;
         }
-        for line in lines.iter().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        for line in lines
+            .iter()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
             commands += 1;
             for word in line.split_whitespace() {
-                if let Some(pkg) = word.strip_prefix("amanuensis-").filter(|_| line.contains("-p ")) {
-                    let dir = if pkg == "plugin-example" { "examples/plugin-op".to_string() } else { pkg.to_string() };
-                    assert!(root.join(dir).join("Cargo.toml").is_file(), "{line}: no package {word}");
+                if let Some(pkg) = word
+                    .strip_prefix("amanuensis-")
+                    .filter(|_| line.contains("-p "))
+                {
+                    let dir = if pkg == "plugin-example" {
+                        "examples/plugin-op".to_string()
+                    } else {
+                        pkg.to_string()
+                    };
+                    assert!(
+                        root.join(dir).join("Cargo.toml").is_file(),
+                        "{line}: no package {word}"
+                    );
                 }
                 if word.starts_with("examples/") || word.starts_with("graphs/") {
                     assert!(root.join(word).exists(), "{line}: no file {word}");
@@ -102,9 +131,17 @@ fn text_block(prefix: &str) -> String {
 #[test]
 fn quoted_messages_are_the_real_ones() {
     let mut file = common::model_file();
-    file.graphs[0].nodes.iter_mut().find(|n| n.name == "act").unwrap().op = "swsh".into();
+    file.graphs[0]
+        .nodes
+        .iter_mut()
+        .find(|n| n.name == "act")
+        .unwrap()
+        .op = "swsh".into();
     let err = Graph::build(&file.graphs[0], &file.weights, &common::registry()).unwrap_err();
-    assert_eq!(text_block("graph 'mlp', node 'act': unknown operator"), err.to_string());
+    assert_eq!(
+        text_block("graph 'mlp', node 'act': unknown operator"),
+        err.to_string()
+    );
 
     #[cfg(target_os = "linux")]
     {
@@ -120,7 +157,11 @@ fn shape_of(text: &str) -> String {
     let mut out = String::new();
     let mut last = ' ';
     for c in text.chars() {
-        let c = if c.is_ascii_digit() || (c == '.' && last == '#') { '#' } else { c };
+        let c = if c.is_ascii_digit() || (c == '.' && last == '#') {
+            '#'
+        } else {
+            c
+        };
         if (c == '#' && last == '#') || (c == ' ' && last == ' ') {
             continue;
         }
@@ -134,7 +175,19 @@ fn shape_of(text: &str) -> String {
 fn quoted_plan_matches_the_scheduler_up_to_its_figures() {
     let file = common::model_file();
     let params = NpuParams::phoenix();
-    let p = plan(&file.graphs[0], &file.weights, &common::registry(), &NpuSim::new(params.clone()), Some(&params), &SchedulerOptions::default()).unwrap();
+    let p = plan(
+        &file.graphs[0],
+        &file.weights,
+        &common::registry(),
+        &NpuSim::new(params.clone()),
+        Some(&params),
+        &SchedulerOptions::default(),
+    )
+    .unwrap();
     let quoted = text_block("graph 'mlp' on npu-sim:");
-    assert_eq!(shape_of(&quoted), shape_of(p.report().trim_end()), "the plan in docs/plugins.md is out of date");
+    assert_eq!(
+        shape_of(&quoted),
+        shape_of(p.report().trim_end()),
+        "the plan in docs/plugins.md is out of date"
+    );
 }

@@ -17,8 +17,15 @@ use std::sync::Arc;
 fn npu_plan(options: SchedulerOptions) -> Plan {
     let file = model_file();
     let params = NpuParams::phoenix();
-    plan(&file.graphs[0], &file.weights, &registry(), &NpuSim::new(params.clone()), Some(&params), &options)
-        .expect("the example graph plans on npu-sim")
+    plan(
+        &file.graphs[0],
+        &file.weights,
+        &registry(),
+        &NpuSim::new(params.clone()),
+        Some(&params),
+        &options,
+    )
+    .expect("the example graph plans on npu-sim")
 }
 
 #[test]
@@ -26,35 +33,75 @@ fn plan_fuses_linear_and_swish_on_the_npu() {
     let p = npu_plan(SchedulerOptions::default());
     // As loaded, every node runs on the NPU, `act` with the plugin's kernel.
     let act = p.decisions.iter().find(|d| d.node == "act").unwrap();
-    assert_eq!((act.device, act.kernel.as_str()), (DeviceKind::Npu, "swish_f32"));
-    assert!(p.decisions.iter().all(|d| d.device == DeviceKind::Npu), "{:#?}", p.decisions);
+    assert_eq!(
+        (act.device, act.kernel.as_str()),
+        (DeviceKind::Npu, "swish_f32")
+    );
+    assert!(
+        p.decisions.iter().all(|d| d.device == DeviceKind::Npu),
+        "{:#?}",
+        p.decisions
+    );
 
     assert_eq!(p.fused.len(), 1, "{:#?}", p.fused);
     let f = &p.fused[0];
-    assert_eq!((f.pattern.as_str(), f.op.as_str()), ("linear_swish", "linear_swish"));
+    assert_eq!(
+        (f.pattern.as_str(), f.op.as_str()),
+        ("linear_swish", "linear_swish")
+    );
     assert_eq!(f.nodes, ["fc1", "act"]);
-    assert!(f.saved_us > 0.0, "fusion must be projected to save time: {} µs", f.saved_us);
+    assert!(
+        f.saved_us > 0.0,
+        "fusion must be projected to save time: {} µs",
+        f.saved_us
+    );
 
     // The executed graph: the fused node and fc2, both on the NPU.
     let ran: Vec<(&str, &str, &str)> = p
         .graph
         .order
         .iter()
-        .map(|&i| (p.graph.nodes[i].name.as_str(), p.graph.nodes[i].op_name.as_str(), p.placements[i].kernel.as_str()))
+        .map(|&i| {
+            (
+                p.graph.nodes[i].name.as_str(),
+                p.graph.nodes[i].op_name.as_str(),
+                p.placements[i].kernel.as_str(),
+            )
+        })
         .collect();
-    assert_eq!(ran, [("fc1+act", "linear_swish", "matmul_bias_swish"), ("fc2", "linear", "matmul_bias")]);
+    assert_eq!(
+        ran,
+        [
+            ("fc1+act", "linear_swish", "matmul_bias_swish"),
+            ("fc2", "linear", "matmul_bias")
+        ]
+    );
     assert_eq!(p.dispatches(), 2);
 
     let report = p.report();
-    let line = format!("    {:<18} fc1 + act -> linear_swish (saves {:.1} µs projected)", "linear_swish", f.saved_us);
-    assert!(report.lines().any(|l| l == line), "no line {line:?} in:\n{report}");
+    let line = format!(
+        "    {:<18} fc1 + act -> linear_swish (saves {:.1} µs projected)",
+        "linear_swish", f.saved_us
+    );
+    assert!(
+        report.lines().any(|l| l == line),
+        "no line {line:?} in:\n{report}"
+    );
     eprintln!("{report}");
 
     // Fusion off: three dispatches, and a longer projected time.
-    let unfused = npu_plan(SchedulerOptions { fusion: false, ..Default::default() });
+    let unfused = npu_plan(SchedulerOptions {
+        fusion: false,
+        ..Default::default()
+    });
     assert_eq!(unfused.graph.nodes.len(), 3);
     assert_eq!(unfused.dispatches(), 3);
-    assert!(unfused.timeline.total_ns > p.timeline.total_ns, "{} vs {} ns", unfused.timeline.total_ns, p.timeline.total_ns);
+    assert!(
+        unfused.timeline.total_ns > p.timeline.total_ns,
+        "{} vs {} ns",
+        unfused.timeline.total_ns,
+        p.timeline.total_ns
+    );
 }
 
 #[test]
@@ -62,7 +109,12 @@ fn npu_sim_run_matches_the_kernel_references_and_f64() {
     let file = model_file();
     let x = input();
     let p = Arc::new(npu_plan(SchedulerOptions::default()));
-    let mut session = Session::planned(p, &weights(&file), Box::new(NpuSim::new(NpuParams::phoenix()))).unwrap();
+    let mut session = Session::planned(
+        p,
+        &weights(&file),
+        Box::new(NpuSim::new(NpuParams::phoenix())),
+    )
+    .unwrap();
     session.reset_states(&Default::default()).unwrap();
     let y = session.run(&[&x]).unwrap();
     let y = y[0].f32s().unwrap();
@@ -71,12 +123,37 @@ fn npu_sim_run_matches_the_kernel_references_and_f64() {
     let store = weights(&file);
     let w = |name: &str| store.get(name).unwrap().f32s().unwrap().to_vec();
     let mut h = vec![0.0; 40 * 96];
-    matmul_bias(x.f32s().unwrap(), 40, 64, &w("fc1.weight"), 96, Some(&w("fc1.bias")), &mut h).unwrap();
+    matmul_bias(
+        x.f32s().unwrap(),
+        40,
+        64,
+        &w("fc1.weight"),
+        96,
+        Some(&w("fc1.bias")),
+        &mut h,
+    )
+    .unwrap();
     let a: Vec<f32> = h.iter().map(|&v| swish_exact(v)).collect();
     let mut want = vec![0.0; 40 * 32];
-    matmul_bias(&a, 40, 96, &w("fc2.weight"), 32, Some(&w("fc2.bias")), &mut want).unwrap();
-    let differing = y.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    assert_eq!(differing, 0, "{differing} outputs differ from the composed references");
+    matmul_bias(
+        &a,
+        40,
+        96,
+        &w("fc2.weight"),
+        32,
+        Some(&w("fc2.bias")),
+        &mut want,
+    )
+    .unwrap();
+    let differing = y
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(
+        differing, 0,
+        "{differing} outputs differ from the composed references"
+    );
 
     // Against f64: bf16 operands carry a relative error of at most 2^-9 each, so every
     // product is within about 2^-8 of exact: 4e-3 of the sum of |terms| bounds both layers.
@@ -94,13 +171,24 @@ fn dot_after_passes_shows_devices_and_the_fused_group() {
     let p = npu_plan(SchedulerOptions::default());
     let dot = to_dot(&p.graph, &plan_annotations(&p));
     let lines: Vec<&str> = dot.lines().collect();
-    let start = lines.iter().position(|l| *l == r#"  subgraph "cluster_0" {"#).expect(&dot);
-    assert_eq!(lines[start + 1], r##"    label="linear_swish: fc1 + act"; style=dashed; color="#888888";"##);
+    let start = lines
+        .iter()
+        .position(|l| *l == r#"  subgraph "cluster_0" {"#)
+        .expect(&dot);
+    assert_eq!(
+        lines[start + 1],
+        r##"    label="linear_swish: fc1 + act"; style=dashed; color="#888888";"##
+    );
     let colour = device_colour("npu-sim");
     assert_eq!(
         lines[start + 2],
-        format!(r#"    "node:fc1+act" [label="fc1+act\nlinear_swish\n(2 weights)\nmatmul_bias_swish", shape=box, style="rounded,filled", fillcolor="{colour}"];"#)
+        format!(
+            r#"    "node:fc1+act" [label="fc1+act\nlinear_swish\n(2 weights)\nmatmul_bias_swish", shape=box, style="rounded,filled", fillcolor="{colour}"];"#
+        )
     );
     assert!(lines.contains(&format!(r#"  "node:fc2" [label="fc2\nlinear\n(2 weights)\nmatmul_bias", shape=box, style="rounded,filled", fillcolor="{colour}"];"#).as_str()), "{dot}");
-    assert!(lines.contains(&r#"  "node:fc1+act" -> "node:fc2" [label="a f32[40, 96]"];"#), "{dot}");
+    assert!(
+        lines.contains(&r#"  "node:fc1+act" -> "node:fc2" [label="a f32[40, 96]"];"#),
+        "{dot}"
+    );
 }

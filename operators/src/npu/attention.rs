@@ -1,7 +1,9 @@
 //! `attention` on the NPU: `attention_flash`, per-head online softmax over key blocks.
 
 use super::{ceil_div, cycles, expect_count, f32s, kernel_err, product, single, static_f32};
-use amanuensis_kernels::npu::{self, AttentionFlashContract, BF16_BYTES, F32_BYTES, TILE_DATA_MEMORY_BYTES};
+use amanuensis_kernels::npu::{
+    self, AttentionFlashContract, BF16_BYTES, F32_BYTES, TILE_DATA_MEMORY_BYTES,
+};
 use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel, TileWork};
 use amanuensis_runtime::op::ValueType;
 use amanuensis_runtime::{OpError, Tensor};
@@ -34,7 +36,9 @@ struct Dims {
 impl AttentionFlashKernel {
     fn dims(&self, inputs: &[ValueType]) -> Result<Dims, String> {
         if self.return_weights {
-            return Err("return_weights: attention_flash never materialises the probabilities".into());
+            return Err(
+                "return_weights: attention_flash never materialises the probabilities".into(),
+            );
         }
         expect_count(inputs, &["q", "k", "v"])?;
         let q = static_f32(&inputs[0], "q")?;
@@ -48,17 +52,29 @@ impl AttentionFlashKernel {
         }
         let shared = k.len() == 2;
         if !shared && k.len() != q.len() {
-            return Err(format!("k {} must be rank 2 (shared) or have q's rank", inputs[1]));
+            return Err(format!(
+                "k {} must be rank 2 (shared) or have q's rank",
+                inputs[1]
+            ));
         }
         let d = q[q.len() - 1];
         if k[k.len() - 1] != d {
-            return Err(format!("q's model dim {d} differs from k's {}", k[k.len() - 1]));
+            return Err(format!(
+                "q's model dim {d} differs from k's {}",
+                k[k.len() - 1]
+            ));
         }
         if !shared && q[..q.len() - 2] != k[..k.len() - 2] {
-            return Err(format!("q {} and k {} disagree on leading dims", inputs[0], inputs[1]));
+            return Err(format!(
+                "q {} and k {} disagree on leading dims",
+                inputs[0], inputs[1]
+            ));
         }
         if self.heads == 0 || d == 0 || d % self.heads != 0 {
-            return Err(format!("model dim {d} does not split into {} heads", self.heads));
+            return Err(format!(
+                "model dim {d} does not split into {} heads",
+                self.heads
+            ));
         }
         let hd = d / self.heads;
         let fp = AttentionFlashContract::footprint(hd).total();
@@ -71,7 +87,12 @@ impl AttentionFlashKernel {
         if self.causal && tk < tq {
             return Err(format!("causal attention needs tk >= tq, got {tk} < {tq}"));
         }
-        Ok(Dims { batch: q[..q.len() - 2].iter().product(), tq, tk, hd })
+        Ok(Dims {
+            batch: q[..q.len() - 2].iter().product(),
+            tq,
+            tk,
+            hd,
+        })
     }
 }
 
@@ -120,7 +141,11 @@ impl NpuKernel for AttentionFlashKernel {
         let (bf16, f32b) = (BF16_BYTES as u64, F32_BYTES as u64);
         let q_steps = ceil_div(tq, q_rows);
         // Mean keys per query row; causal rows i attend tk − tq + i + 1 keys.
-        let keys = if self.causal { tk - tq.min(tk) + tq.div_ceil(2) } else { tk };
+        let keys = if self.causal {
+            tk - tq.min(tk) + tq.div_ceil(2)
+        } else {
+            tk
+        };
         let scores = (bq * keys) as f64;
         let cyc = cycles(2.0 * scores * hd as f64, caps.bf16_macs_per_cycle)
             + cycles(scores, caps.transcendentals_per_cycle)
@@ -158,19 +183,29 @@ impl NpuKernel for AttentionFlashKernel {
         let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
         let (qs, ks) = (q.shape(), k.shape());
         if qs.len() < 2 || ks.len() < 2 || k.shape() != v.shape() {
-            return Err(err(format!("q {qs:?}, k {ks:?}, v {:?} are not [.., t, d] with k = v", v.shape())));
+            return Err(err(format!(
+                "q {qs:?}, k {ks:?}, v {:?} are not [.., t, d] with k = v",
+                v.shape()
+            )));
         }
         let (tq, d) = (qs[qs.len() - 2], qs[qs.len() - 1]);
         let tk = ks[ks.len() - 2];
         if ks[ks.len() - 1] != d || self.heads == 0 || d % self.heads != 0 {
-            return Err(err(format!("q {qs:?} and k {ks:?} do not split into {} heads of one width", self.heads)));
+            return Err(err(format!(
+                "q {qs:?} and k {ks:?} do not split into {} heads of one width",
+                self.heads
+            )));
         }
         let shared = ks.len() == 2;
         if !shared && qs[..qs.len() - 2] != ks[..ks.len() - 2] {
-            return Err(err(format!("q {qs:?} and k {ks:?} disagree on leading dims")));
+            return Err(err(format!(
+                "q {qs:?} and k {ks:?} disagree on leading dims"
+            )));
         }
         if self.causal && tk < tq {
-            return Err(err(format!("causal attention needs tk >= tq, got {tk} < {tq}")));
+            return Err(err(format!(
+                "causal attention needs tk >= tq, got {tk} < {tq}"
+            )));
         }
         let batch: usize = qs[..qs.len() - 2].iter().product();
         let (qv, kv, vv) = (f32s(q, "q")?, f32s(k, "k")?, f32s(v, "v")?);
@@ -203,5 +238,10 @@ impl NpuKernel for AttentionFlashKernel {
 fn part<'a>(x: &'a [f32], o: usize, n: usize, what: &str) -> Result<&'a [f32], OpError> {
     o.checked_add(n)
         .and_then(|end| x.get(o..end))
-        .ok_or_else(|| OpError(format!("attention_flash: {what} has {} elements, needs {o}+{n}", x.len())))
+        .ok_or_else(|| {
+            OpError(format!(
+                "attention_flash: {what} has {} elements, needs {o}+{n}",
+                x.len()
+            ))
+        })
 }

@@ -2,7 +2,9 @@
 //! and the DMA-only `transpose`.
 
 use super::{ceil_div, cycles, expect_count, f32s, kernel_err, product, single, static_f32};
-use amanuensis_kernels::npu::{self, gelu_exact, LayerNormContract, ResidualAddContract, TileFootprint, F32_BYTES};
+use amanuensis_kernels::npu::{
+    self, gelu_exact, LayerNormContract, ResidualAddContract, TileFootprint, F32_BYTES,
+};
 use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel, TileWork};
 use amanuensis_runtime::op::ValueType;
 use amanuensis_runtime::{OpError, Tensor};
@@ -42,10 +44,16 @@ impl NpuKernel for LayerNormKernel {
             return Err("x is a scalar; layer_norm needs rows".into());
         };
         if g != [d] || b != [d] {
-            return Err(format!("gamma {} and beta {} must be [{d}]", inputs[1], inputs[2]));
+            return Err(format!(
+                "gamma {} and beta {} must be [{d}]",
+                inputs[1], inputs[2]
+            ));
         }
         if d == 0 || d > LayerNormContract::MAX_DIM {
-            return Err(format!("row length {d} is outside 1..={} (LayerNormContract::MAX_DIM)", LayerNormContract::MAX_DIM));
+            return Err(format!(
+                "row length {d} is outside 1..={} (LayerNormContract::MAX_DIM)",
+                LayerNormContract::MAX_DIM
+            ));
         }
         Ok(())
     }
@@ -87,7 +95,8 @@ impl NpuKernel for LayerNormKernel {
     }
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        expect_count(inputs, &["x", "gamma", "beta"]).map_err(|e| OpError(format!("layer_norm: {e}")))?;
+        expect_count(inputs, &["x", "gamma", "beta"])
+            .map_err(|e| OpError(format!("layer_norm: {e}")))?;
         let x = inputs[0];
         let Some(&d) = x.shape().last() else {
             return Err(OpError("layer_norm: x is a scalar".into()));
@@ -162,12 +171,17 @@ impl NpuKernel for ResidualAddKernel {
         let (a, b) = (inputs[0], inputs[1]);
         let (sa, sb) = (a.shape(), b.shape());
         if sb.len() > sa.len() || sa[sa.len() - sb.len()..] != *sb {
-            return Err(OpError(format!("residual_add: cannot broadcast b {sb:?} onto a {sa:?}")));
+            return Err(OpError(format!(
+                "residual_add: cannot broadcast b {sb:?} onto a {sa:?}"
+            )));
         }
         let (av, bv) = (f32s(a, "a")?, f32s(b, "b")?);
         let mut out = vec![0f32; av.len()];
         if !bv.is_empty() {
-            for (o, x) in out.chunks_exact_mut(bv.len()).zip(av.chunks_exact(bv.len())) {
+            for (o, x) in out
+                .chunks_exact_mut(bv.len())
+                .zip(av.chunks_exact(bv.len()))
+            {
                 npu::residual_add(x, bv, o).map_err(kernel_err)?;
             }
         }
@@ -199,14 +213,22 @@ impl NpuKernel for GeluKernel {
         let tile = GELU_TILE as u64;
         let rows = caps.rows.max(1) as u64;
         let f32b = F32_BYTES as u64;
-        let fp = TileFootprint { inputs: GELU_TILE * F32_BYTES, outputs: GELU_TILE * F32_BYTES, depth: 2, scratch: 0 };
+        let fp = TileFootprint {
+            inputs: GELU_TILE * F32_BYTES,
+            outputs: GELU_TILE * F32_BYTES,
+            depth: 2,
+            scratch: 0,
+        };
         KernelWork {
             steps: ceil_div(n, tile * rows),
             step: TileWork {
                 in_bytes: tile * rows * f32b,
                 out_bytes: tile * rows * f32b,
                 cycles: cycles(tile as f64, caps.transcendentals_per_cycle)
-                    + cycles(GELU_F32_OPS_PER_ELEMENT * tile as f64, caps.f32_ops_per_cycle),
+                    + cycles(
+                        GELU_F32_OPS_PER_ELEMENT * tile as f64,
+                        caps.f32_ops_per_cycle,
+                    ),
             },
             resident_bytes: 0,
             footprint_double: fp.total(),
@@ -247,11 +269,18 @@ impl NpuKernel for TransposeKernel {
     fn work(&self, inputs: &[ValueType], _caps: &NpuCaps) -> KernelWork {
         let x = inputs.first().map(super::dims).unwrap_or_default();
         let b = TRANSPOSE_BLOCK as u64;
-        let (r, c) = (x.first().copied().unwrap_or(0) as u64, x.get(1).copied().unwrap_or(0) as u64);
+        let (r, c) = (
+            x.first().copied().unwrap_or(0) as u64,
+            x.get(1).copied().unwrap_or(0) as u64,
+        );
         let bytes = b * b * F32_BYTES as u64;
         KernelWork {
             steps: ceil_div(r, b) * ceil_div(c, b),
-            step: TileWork { in_bytes: bytes, out_bytes: bytes, cycles: 0 },
+            step: TileWork {
+                in_bytes: bytes,
+                out_bytes: bytes,
+                cycles: 0,
+            },
             resident_bytes: 0,
             footprint_double: 0,
             footprint_single: 0,
@@ -264,7 +293,10 @@ impl NpuKernel for TransposeKernel {
         expect_count(inputs, &["x"]).map_err(|e| OpError(format!("transpose: {e}")))?;
         let x = inputs[0];
         let &[r, c] = x.shape() else {
-            return Err(OpError(format!("transpose: x {:?} is not rank 2", x.shape())));
+            return Err(OpError(format!(
+                "transpose: x {:?} is not rank 2",
+                x.shape()
+            )));
         };
         let xv = f32s(x, "x")?;
         let mut out = vec![0f32; xv.len()];

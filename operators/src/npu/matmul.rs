@@ -38,7 +38,14 @@ pub enum Epilogue {
 /// - Footprints: `MatmulBiasContract::footprint()` (depth 2, and depth 1 for single), the
 ///   residual epilogue adding a 64·32 f32 input tile.
 /// - `shim_bds = 4` (A, W, bias, C chains), 5 with the residual; `macs = M·N·K`.
-pub fn matmul_work(m: usize, k: usize, n: usize, has_bias: bool, epi: Epilogue, caps: &NpuCaps) -> KernelWork {
+pub fn matmul_work(
+    m: usize,
+    k: usize,
+    n: usize,
+    has_bias: bool,
+    epi: Epilogue,
+    caps: &NpuCaps,
+) -> KernelWork {
     const TM: u64 = MatmulBiasContract::TILE_M as u64;
     const TN: u64 = MatmulBiasContract::TILE_N as u64;
     const TK: u64 = MatmulBiasContract::TILE_K as u64;
@@ -59,13 +66,23 @@ pub fn matmul_work(m: usize, k: usize, n: usize, has_bias: bool, epi: Epilogue, 
     let k_pass = ceil_div(ceil_div(k, passes), TK) * TK;
     let steps = m_blocks * ceil_div(n, col_n) * passes;
 
-    let mut cyc = cycles((ceil_div(k_pass, TK) * TM * TK * TN) as f64, caps.bf16_macs_per_cycle);
+    let mut cyc = cycles(
+        (ceil_div(k_pass, TK) * TM * TK * TN) as f64,
+        caps.bf16_macs_per_cycle,
+    );
     let outputs_per_tile = (TM * TN) as f64;
     // The epilogue runs on the last pass only; spread over the passes' steps.
     match epi {
         Epilogue::None => {}
-        Epilogue::Gelu => cyc += ceil_div(cycles(outputs_per_tile, caps.transcendentals_per_cycle), passes),
-        Epilogue::Residual => cyc += ceil_div(cycles(outputs_per_tile, caps.f32_ops_per_cycle), passes),
+        Epilogue::Gelu => {
+            cyc += ceil_div(
+                cycles(outputs_per_tile, caps.transcendentals_per_cycle),
+                passes,
+            )
+        }
+        Epilogue::Residual => {
+            cyc += ceil_div(cycles(outputs_per_tile, caps.f32_ops_per_cycle), passes)
+        }
     }
 
     let a_panel = TM * k_pass * bf16;
@@ -84,7 +101,11 @@ pub fn matmul_work(m: usize, k: usize, n: usize, has_bias: bool, epi: Epilogue, 
     }
     KernelWork {
         steps,
-        step: TileWork { in_bytes, out_bytes: c_block, cycles: cyc },
+        step: TileWork {
+            in_bytes,
+            out_bytes: c_block,
+            cycles: cyc,
+        },
         resident_bytes: resident,
         footprint_double: fp.total(),
         footprint_single: single(fp).total(),
@@ -95,7 +116,11 @@ pub fn matmul_work(m: usize, k: usize, n: usize, has_bias: bool, epi: Epilogue, 
 
 /// (M, K, N) of a linear's inputs `x [.., K]` (rank >= 2, flattened to `[M, K]`),
 /// `w [N, K]`, optional `b [N]`, or why the GEMM cannot take them.
-fn linear_dims(x: &ValueType, w: &ValueType, b: Option<&ValueType>) -> Result<(usize, usize, usize), String> {
+fn linear_dims(
+    x: &ValueType,
+    w: &ValueType,
+    b: Option<&ValueType>,
+) -> Result<(usize, usize, usize), String> {
     let xd = static_f32(x, "x")?;
     let wd = static_f32(w, "w")?;
     if xd.len() < 2 {
@@ -106,7 +131,10 @@ fn linear_dims(x: &ValueType, w: &ValueType, b: Option<&ValueType>) -> Result<(u
     }
     let k = xd[xd.len() - 1];
     if k != wd[1] {
-        return Err(format!("x's last dim {k} differs from w's input dim {}", wd[1]));
+        return Err(format!(
+            "x's last dim {k} differs from w's input dim {}",
+            wd[1]
+        ));
     }
     if let Some(b) = b {
         let bd = static_f32(b, "b")?;
@@ -134,11 +162,21 @@ fn eval_linear(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
-    f: impl FnOnce(&[f32], usize, usize, &[f32], usize, Option<&[f32]>, &mut [f32]) -> Result<(), npu::NpuKernelError>,
+    f: impl FnOnce(
+        &[f32],
+        usize,
+        usize,
+        &[f32],
+        usize,
+        Option<&[f32]>,
+        &mut [f32],
+    ) -> Result<(), npu::NpuKernelError>,
 ) -> Result<Tensor, OpError> {
     let (xs, ws) = (x.shape(), w.shape());
     if xs.is_empty() || ws.len() != 2 || xs[xs.len() - 1] != ws[1] {
-        return Err(OpError(format!("{kernel}: x {xs:?} and w {ws:?} do not form x · wᵀ")));
+        return Err(OpError(format!(
+            "{kernel}: x {xs:?} and w {ws:?} do not form x · wᵀ"
+        )));
     }
     let (n, k) = (ws[0], ws[1]);
     let m: usize = xs[..xs.len() - 1].iter().product();
@@ -164,7 +202,10 @@ impl NpuKernel for MatmulBiasKernel {
 
     fn check(&self, inputs: &[ValueType]) -> Result<(), String> {
         if !(2..=3).contains(&inputs.len()) {
-            return Err(format!("expected 2 or 3 inputs (x, w[, b]), got {}", inputs.len()));
+            return Err(format!(
+                "expected 2 or 3 inputs (x, w[, b]), got {}",
+                inputs.len()
+            ));
         }
         linear_dims(&inputs[0], &inputs[1], inputs.get(2)).map(|_| ())
     }
@@ -176,9 +217,18 @@ impl NpuKernel for MatmulBiasKernel {
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         if !(2..=3).contains(&inputs.len()) {
-            return Err(OpError(format!("matmul_bias: expected 2 or 3 inputs, got {}", inputs.len())));
+            return Err(OpError(format!(
+                "matmul_bias: expected 2 or 3 inputs, got {}",
+                inputs.len()
+            )));
         }
-        Ok(vec![eval_linear("matmul_bias", inputs[0], inputs[1], inputs.get(2).copied(), npu::matmul_bias)?])
+        Ok(vec![eval_linear(
+            "matmul_bias",
+            inputs[0],
+            inputs[1],
+            inputs.get(2).copied(),
+            npu::matmul_bias,
+        )?])
     }
 }
 
@@ -202,9 +252,18 @@ impl NpuKernel for MatmulBiasGeluKernel {
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         if !(2..=3).contains(&inputs.len()) {
-            return Err(OpError(format!("matmul_bias_gelu: expected 2 or 3 inputs, got {}", inputs.len())));
+            return Err(OpError(format!(
+                "matmul_bias_gelu: expected 2 or 3 inputs, got {}",
+                inputs.len()
+            )));
         }
-        Ok(vec![eval_linear("matmul_bias_gelu", inputs[0], inputs[1], inputs.get(2).copied(), npu::matmul_bias_gelu)?])
+        Ok(vec![eval_linear(
+            "matmul_bias_gelu",
+            inputs[0],
+            inputs[1],
+            inputs.get(2).copied(),
+            npu::matmul_bias_gelu,
+        )?])
     }
 }
 
@@ -240,7 +299,9 @@ impl NpuKernel for MatmulBiasResidualKernel {
         let mut want = static_f32(&inputs[0], "x")?;
         *want.last_mut().expect("rank checked") = n;
         if rd != want {
-            return Err(format!("residual {r} must have the linear output's shape {want:?} (no broadcast)"));
+            return Err(format!(
+                "residual {r} must have the linear output's shape {want:?} (no broadcast)"
+            ));
         }
         Ok(())
     }
@@ -251,7 +312,8 @@ impl NpuKernel for MatmulBiasResidualKernel {
     }
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        expect_count(inputs, self.names()).map_err(|e| OpError(format!("matmul_bias_residual: {e}")))?;
+        expect_count(inputs, self.names())
+            .map_err(|e| OpError(format!("matmul_bias_residual: {e}")))?;
         let b = if self.bias { Some(inputs[2]) } else { None };
         let r = inputs[inputs.len() - 1];
         let (xs, ws) = (inputs[0].shape(), inputs[1].shape());
@@ -267,9 +329,13 @@ impl NpuKernel for MatmulBiasResidualKernel {
             )));
         }
         let rs = f32s(r, "residual")?;
-        let y = eval_linear("matmul_bias_residual", inputs[0], inputs[1], b, |a, m, k, w, n, bias, out| {
-            npu::matmul_bias_residual(a, m, k, w, n, bias, rs, out)
-        })?;
+        let y = eval_linear(
+            "matmul_bias_residual",
+            inputs[0],
+            inputs[1],
+            b,
+            |a, m, k, w, n, bias, out| npu::matmul_bias_residual(a, m, k, w, n, bias, rs, out),
+        )?;
         Ok(vec![y])
     }
 }

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 /// Whether a node is a plain single-output, stateless application whose attributes are
 /// all in `known`.
 fn plain(n: &NodeDef, known: &[&str]) -> bool {
-    n.outputs.len() == 1 && n.states.is_empty() && n.attrs.keys().all(|k| known.contains(&k.as_str()))
+    n.outputs.len() == 1
+        && n.states.is_empty()
+        && n.attrs.keys().all(|k| known.contains(&k.as_str()))
 }
 
 /// The two nodes of a two-op chain, or `None` for any other length.
@@ -45,7 +47,11 @@ impl FusionPattern for LinearGeluPattern {
         if port != 0 || gelu.inputs.len() != 1 {
             return None;
         }
-        Some(FusedNode { op: "linear_gelu".into(), attrs: BTreeMap::new(), inputs: lin.inputs.clone() })
+        Some(FusedNode {
+            op: "linear_gelu".into(),
+            attrs: BTreeMap::new(),
+            inputs: lin.inputs.clone(),
+        })
     }
 }
 
@@ -80,8 +86,15 @@ impl FusionPattern for LinearResidualPattern {
         let mut inputs = lin.inputs.clone();
         inputs.push(residual.clone());
         let mut attrs = BTreeMap::new();
-        attrs.insert("bias".to_string(), serde_json::Value::Bool(lin.inputs.len() == 3));
-        Some(FusedNode { op: "linear_residual".into(), attrs, inputs })
+        attrs.insert(
+            "bias".to_string(),
+            serde_json::Value::Bool(lin.inputs.len() == 3),
+        );
+        Some(FusedNode {
+            op: "linear_residual".into(),
+            attrs,
+            inputs,
+        })
     }
 }
 
@@ -106,6 +119,10 @@ impl FusionPattern for Conv1dGeluPattern {
         if port != 0 || gelu.inputs.len() != 1 {
             return None;
         }
-        Some(FusedNode { op: "conv1d_gelu".into(), attrs: conv.attrs.clone(), inputs: conv.inputs.clone() })
+        Some(FusedNode {
+            op: "conv1d_gelu".into(),
+            attrs: conv.attrs.clone(),
+            inputs: conv.inputs.clone(),
+        })
     }
 }

@@ -5,7 +5,9 @@ use crate::npu;
 use amanuensis_kernels::cpu;
 use amanuensis_runtime::device::NpuKernel;
 use amanuensis_runtime::format::Dim;
-use amanuensis_runtime::op::{expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
+use amanuensis_runtime::op::{
+    expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType,
+};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
 fn heads_attr(attrs: &Attrs) -> Result<usize, OpError> {
@@ -18,7 +20,9 @@ fn heads_attr(attrs: &Attrs) -> Result<usize, OpError> {
 
 fn head_dim(d: usize, heads: usize) -> Result<usize, OpError> {
     if d % heads != 0 {
-        return Err(OpError(format!("model dim {d} is not divisible by {heads} heads")));
+        return Err(OpError(format!(
+            "model dim {d} is not divisible by {heads} heads"
+        )));
     }
     Ok(d / heads)
 }
@@ -60,7 +64,11 @@ impl OpDef for AttentionDef {
             heads,
             causal,
             return_weights,
-            npu: npu::AttentionFlashKernel { heads, causal, return_weights },
+            npu: npu::AttentionFlashKernel {
+                heads,
+                causal,
+                return_weights,
+            },
         }))
     }
 }
@@ -79,7 +87,9 @@ impl Operator for Attention {
             return Err(OpError(format!("k {k} and v {v} differ")));
         }
         if k.rank() != 2 && k.rank() != q.rank() {
-            return Err(OpError(format!("k must be rank 2 (shared) or have q's rank; q {q}, k {k}")));
+            return Err(OpError(format!(
+                "k must be rank 2 (shared) or have q's rank; q {q}, k {k}"
+            )));
         }
         let d = q.last("q")?;
         expect_same_dim(d, k.last("k")?, "q's model dim vs k's")?;
@@ -102,7 +112,11 @@ impl Operator for Attention {
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
         if k.shape() != v.shape() {
-            return Err(OpError(format!("k {:?} and v {:?} differ", k.shape(), v.shape())));
+            return Err(OpError(format!(
+                "k {:?} and v {:?} differ",
+                k.shape(),
+                v.shape()
+            )));
         }
         let qs = q.shape();
         let ks = k.shape();
@@ -110,16 +124,23 @@ impl Operator for Attention {
         let tq = qs[qs.len() - 2];
         let tk = ks[ks.len() - 2];
         if ks[ks.len() - 1] != d {
-            return Err(OpError(format!("q's model dim {d} != k's {}", ks[ks.len() - 1])));
+            return Err(OpError(format!(
+                "q's model dim {d} != k's {}",
+                ks[ks.len() - 1]
+            )));
         }
         let hd = head_dim(d, self.heads)?;
         let batch = q.numel() / (tq * d).max(1);
         let shared = ks.len() == 2;
         if !shared && k.numel() / (tk * d).max(1) != batch {
-            return Err(OpError(format!("q {qs:?} and k {ks:?} disagree on leading dims")));
+            return Err(OpError(format!(
+                "q {qs:?} and k {ks:?} disagree on leading dims"
+            )));
         }
         if self.causal && tk < tq {
-            return Err(OpError(format!("causal attention needs tk >= tq, got {tk} < {tq}")));
+            return Err(OpError(format!(
+                "causal attention needs tk >= tq, got {tk} < {tq}"
+            )));
         }
         let (qv, kv, vv) = (f32_input(q, "q")?, f32_input(k, "k")?, f32_input(v, "v")?);
         let mut out = ctx.alloc_f32(qs);
@@ -191,7 +212,9 @@ impl OpDef for KvCacheAttentionDef {
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         attrs.only(&["heads"])?;
-        Ok(Box::new(KvCacheAttention { heads: heads_attr(attrs)? }))
+        Ok(Box::new(KvCacheAttention {
+            heads: heads_attr(attrs)?,
+        }))
     }
 }
 
@@ -224,7 +247,11 @@ impl Operator for KvCacheAttention {
         let offset = scalar_index(inputs[3], "offset")?;
         let qs = q.shape().to_vec();
         if k.shape() != qs.as_slice() || v.shape() != qs.as_slice() {
-            return Err(OpError(format!("q {qs:?}, k {:?}, v {:?} must have one shape", k.shape(), v.shape())));
+            return Err(OpError(format!(
+                "q {qs:?}, k {:?}, v {:?} must have one shape",
+                k.shape(),
+                v.shape()
+            )));
         }
         let (batch, n, d) = (qs[0], qs[1], qs[2]);
         let hd = head_dim(d, self.heads)?;
@@ -239,7 +266,9 @@ impl Operator for KvCacheAttention {
             )));
         }
         if offset + n > cap {
-            return Err(OpError(format!("offset {offset} + {n} new tokens exceeds the cache capacity {cap}")));
+            return Err(OpError(format!(
+                "offset {offset} + {n} new tokens exceeds the cache capacity {cap}"
+            )));
         }
         let (kv, vv, qv) = (f32_input(k, "k")?, f32_input(v, "v")?, f32_input(q, "q")?);
         let (kc, vc) = states.split_at_mut(1);
@@ -248,8 +277,10 @@ impl Operator for KvCacheAttention {
         let total = offset + n;
         for b in 0..batch {
             let base = b * cap * d;
-            kc[base + offset * d..base + total * d].copy_from_slice(&kv[b * n * d..(b + 1) * n * d]);
-            vc[base + offset * d..base + total * d].copy_from_slice(&vv[b * n * d..(b + 1) * n * d]);
+            kc[base + offset * d..base + total * d]
+                .copy_from_slice(&kv[b * n * d..(b + 1) * n * d]);
+            vc[base + offset * d..base + total * d]
+                .copy_from_slice(&vv[b * n * d..(b + 1) * n * d]);
             cpu::attention(
                 &qv[b * n * d..(b + 1) * n * d],
                 d,
@@ -288,7 +319,12 @@ fn attention_with_weights(
 ) {
     let d = heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    let (mut qh, mut kt, mut vh, mut oh) = (vec![0f32; tq * hd], vec![0f32; hd * tk], vec![0f32; tk * hd], vec![0f32; tq * hd]);
+    let (mut qh, mut kt, mut vh, mut oh) = (
+        vec![0f32; tq * hd],
+        vec![0f32; hd * tk],
+        vec![0f32; tk * hd],
+        vec![0f32; tq * hd],
+    );
     for h in 0..heads {
         for i in 0..tq {
             for c in 0..hd {

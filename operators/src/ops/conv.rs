@@ -5,7 +5,9 @@ use crate::npu;
 use amanuensis_kernels::cpu;
 use amanuensis_runtime::device::NpuKernel;
 use amanuensis_runtime::format::Dim;
-use amanuensis_runtime::op::{expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
+use amanuensis_runtime::op::{
+    expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType,
+};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
 /// `conv1d(x[c_in, t], w[c_out, c_in, k], b[c_out])` with zero padding.
@@ -38,7 +40,11 @@ impl Conv1d {
             return Err(OpError("attribute 'stride' must be >= 1".into()));
         }
         let padding = attrs.usize_or("padding", 0)?;
-        Ok(Conv1d { stride, padding, npu: npu::Conv1dKernel { stride, padding } })
+        Ok(Conv1d {
+            stride,
+            padding,
+            npu: npu::Conv1dKernel { stride, padding },
+        })
     }
 
     /// Stride and padding.
@@ -48,7 +54,10 @@ impl Conv1d {
 
     fn out_len(&self, t: usize, k: usize) -> Result<usize, OpError> {
         if t + 2 * self.padding < k {
-            return Err(OpError(format!("input length {t} (+2×padding {}) is shorter than the kernel {k}", self.padding)));
+            return Err(OpError(format!(
+                "input length {t} (+2×padding {}) is shorter than the kernel {k}",
+                self.padding
+            )));
         }
         Ok(cpu::conv1d_out_len(t, k, self.stride, self.padding))
     }
@@ -64,13 +73,24 @@ impl Operator for Conv1d {
         x.expect_rank(2, "x")?;
         w.expect_rank(3, "w")?;
         b.expect_rank(1, "b")?;
-        expect_same_dim(&x.shape[0], &w.shape[1], "x's channels vs w's input channels")?;
-        expect_same_dim(&b.shape[0], &w.shape[0], "b's length vs w's output channels")?;
+        expect_same_dim(
+            &x.shape[0],
+            &w.shape[1],
+            "x's channels vs w's input channels",
+        )?;
+        expect_same_dim(
+            &b.shape[0],
+            &w.shape[0],
+            "b's length vs w's output channels",
+        )?;
         let t_out = match (&x.shape[1], &w.shape[2]) {
             (Dim::Known(t), Dim::Known(k)) => Dim::Known(self.out_len(*t, *k)?),
             (t, _) => Dim::Sym(format!("conv_out({t})")),
         };
-        Ok(vec![ValueType::new(DType::F32, vec![w.shape[0].clone(), t_out])])
+        Ok(vec![ValueType::new(
+            DType::F32,
+            vec![w.shape[0].clone(), t_out],
+        )])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {

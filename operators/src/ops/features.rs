@@ -23,7 +23,11 @@ struct LogMelOp {
 
 impl std::fmt::Debug for LogMelOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LogMel({} mels, {:?} frames)", self.n_mels, self.n_frames)
+        write!(
+            f,
+            "LogMel({} mels, {:?} frames)",
+            self.n_mels, self.n_frames
+        )
     }
 }
 
@@ -40,14 +44,28 @@ impl OpDef for LogMelDef {
         let n_fft = attrs.usize("n_fft")?;
         let hop = attrs.usize("hop_length")?;
         let n_mels = attrs.usize("n_mels")?;
-        let n_frames = if attrs.0.contains_key("n_frames") { Some(attrs.usize("n_frames")?) } else { None };
-        if sample_rate == 0 || n_fft < 2 || hop == 0 || n_mels == 0 || n_frames == Some(0) || n_fft > 1 << 16 {
+        let n_frames = if attrs.0.contains_key("n_frames") {
+            Some(attrs.usize("n_frames")?)
+        } else {
+            None
+        };
+        if sample_rate == 0
+            || n_fft < 2
+            || hop == 0
+            || n_mels == 0
+            || n_frames == Some(0)
+            || n_fft > 1 << 16
+        {
             return Err(OpError(format!(
                 "invalid STFT settings: sample_rate {sample_rate}, n_fft {n_fft}, hop_length {hop}, n_mels {n_mels}, n_frames {n_frames:?}"
             )));
         }
         let mel = LogMel::new(sample_rate as u32, n_fft, hop, n_mels);
-        Ok(Box::new(LogMelOp { mel, n_mels, n_frames }))
+        Ok(Box::new(LogMelOp {
+            mel,
+            n_mels,
+            n_frames,
+        }))
     }
 }
 
@@ -60,13 +78,19 @@ impl Operator for LogMelOp {
             Some(n) => Dim::Known(n),
             None => Dim::Sym(MEL_FRAMES.into()),
         };
-        Ok(vec![ValueType::new(DType::F32, vec![Dim::Known(self.n_mels), frames])])
+        Ok(vec![ValueType::new(
+            DType::F32,
+            vec![Dim::Known(self.n_mels), frames],
+        )])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let pcm = f32_input(inputs[0], "pcm")?;
         if let Some(i) = pcm.iter().position(|x| !x.is_finite()) {
-            return Err(OpError(format!("pcm sample {i} is not finite ({})", pcm[i])));
+            return Err(OpError(format!(
+                "pcm sample {i} is not finite ({})",
+                pcm[i]
+            )));
         }
         let (mel, frames) = match self.n_frames {
             Some(n) => (self.mel.compute(pcm, n), n),

@@ -63,7 +63,9 @@ impl OpDef for LinearResidualDef {
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         attrs.only(&["bias"])?;
         let bias = attrs.bool_or("bias", false)?;
-        Ok(Box::new(LinearResidual { npu: npu::MatmulBiasResidualKernel { bias } }))
+        Ok(Box::new(LinearResidual {
+            npu: npu::MatmulBiasResidualKernel { bias },
+        }))
     }
 }
 
@@ -85,7 +87,9 @@ impl Operator for LinearResidual {
         let y = linear_type(lin)?;
         let r = &r[0];
         if !r.compatible(&y) {
-            return Err(OpError(format!("residual {r} must have the linear output's type {y} (no broadcast)")));
+            return Err(OpError(format!(
+                "residual {r} must have the linear output's type {y} (no broadcast)"
+            )));
         }
         Ok(vec![y])
     }
@@ -130,7 +134,10 @@ impl OpDef for Conv1dGeluDef {
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         let conv = Conv1d::from_attrs(attrs)?;
         let (stride, padding) = conv.geometry();
-        Ok(Box::new(Conv1dGelu { conv, npu: npu::Conv1dGeluKernel { stride, padding } }))
+        Ok(Box::new(Conv1dGelu {
+            conv,
+            npu: npu::Conv1dGeluKernel { stride, padding },
+        }))
     }
 }
 

@@ -19,7 +19,10 @@ pub(crate) fn f32_input<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], OpEr
 pub(crate) fn scalar_index(t: &Tensor, what: &str) -> Result<usize, OpError> {
     let v = t.i32s().map_err(|e| OpError(format!("{what}: {e}")))?;
     if v.len() != 1 {
-        return Err(OpError(format!("{what}: expected a single value, got shape {:?}", t.shape())));
+        return Err(OpError(format!(
+            "{what}: expected a single value, got shape {:?}",
+            t.shape()
+        )));
     }
     usize::try_from(v[0]).map_err(|_| OpError(format!("{what}: must be >= 0, got {}", v[0])))
 }

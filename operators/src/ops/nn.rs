@@ -1,8 +1,8 @@
 //! Dense layers: linear, layer_norm, gelu, add.
 
 use super::f32_input;
-use amanuensis_kernels::cpu;
 use crate::npu;
+use amanuensis_kernels::cpu;
 use amanuensis_runtime::device::NpuKernel;
 use amanuensis_runtime::op::{expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
@@ -42,7 +42,10 @@ impl Operator for Linear {
 /// Output type of a linear on `[x, w, b?]`.
 pub(crate) fn linear_type(inputs: &[ValueType]) -> Result<ValueType, OpError> {
     if !(2..=3).contains(&inputs.len()) {
-        return Err(OpError(format!("expected 2 or 3 inputs (x, w[, b]), got {}", inputs.len())));
+        return Err(OpError(format!(
+            "expected 2 or 3 inputs (x, w[, b]), got {}",
+            inputs.len()
+        )));
     }
     let (x, w) = (&inputs[0], &inputs[1]);
     x.expect_dtype(DType::F32, "x")?;
@@ -75,7 +78,15 @@ pub(crate) fn linear_eval(ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<T
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     let mut out = ctx.alloc_f32(&shape);
-    cpu::linear(f32_input(x, "x")?, m, k, f32_input(w, "w")?, n, bias, out.f32s_mut()?);
+    cpu::linear(
+        f32_input(x, "x")?,
+        m,
+        k,
+        f32_input(w, "w")?,
+        n,
+        bias,
+        out.f32s_mut()?,
+    );
     Ok(out)
 }
 
@@ -100,7 +111,10 @@ impl OpDef for LayerNormDef {
         if !(eps > 0.0) {
             return Err(OpError(format!("attribute 'eps' must be > 0, got {eps}")));
         }
-        Ok(Box::new(LayerNorm { eps, npu: npu::LayerNormKernel { eps } }))
+        Ok(Box::new(LayerNorm {
+            eps,
+            npu: npu::LayerNormKernel { eps },
+        }))
     }
 }
 
@@ -121,9 +135,16 @@ impl Operator for LayerNorm {
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let x = inputs[0];
         let d = *x.shape().last().unwrap_or(&0);
-        let (g, b) = (f32_input(inputs[1], "gamma")?, f32_input(inputs[2], "beta")?);
+        let (g, b) = (
+            f32_input(inputs[1], "gamma")?,
+            f32_input(inputs[2], "beta")?,
+        );
         if g.len() != d || b.len() != d {
-            return Err(OpError(format!("x's last dim is {d}, gamma/beta have {}/{}", g.len(), b.len())));
+            return Err(OpError(format!(
+                "x's last dim is {d}, gamma/beta have {}/{}",
+                g.len(),
+                b.len()
+            )));
         }
         let rows = x.numel() / d.max(1);
         let mut out = ctx.alloc_f32(x.shape());
@@ -204,7 +225,11 @@ impl Operator for Add {
         }
         let off = a.rank() - b.rank();
         for (i, d) in b.shape.iter().enumerate() {
-            expect_same_dim(&a.shape[off + i], d, &format!("a's dim {} vs b's dim {i}", off + i))?;
+            expect_same_dim(
+                &a.shape[off + i],
+                d,
+                &format!("a's dim {} vs b's dim {i}", off + i),
+            )?;
         }
         Ok(vec![a.clone()])
     }

@@ -28,7 +28,10 @@ impl Operator for Transpose {
         let x = &inputs[0];
         x.expect_dtype(DType::F32, "x")?;
         x.expect_rank(2, "x")?;
-        Ok(vec![ValueType::new(DType::F32, vec![x.shape[1].clone(), x.shape[0].clone()])])
+        Ok(vec![ValueType::new(
+            DType::F32,
+            vec![x.shape[1].clone(), x.shape[0].clone()],
+        )])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
@@ -135,7 +138,10 @@ impl Operator for PositionEmbedding {
         inputs[2].expect_dtype(DType::F32, "table")?;
         inputs[2].expect_rank(2, "table")?;
         let n = inputs[0].last("tokens")?.clone();
-        Ok(vec![ValueType::new(DType::F32, vec![n, inputs[2].shape[1].clone()])])
+        Ok(vec![ValueType::new(
+            DType::F32,
+            vec![n, inputs[2].shape[1].clone()],
+        )])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
@@ -150,7 +156,8 @@ impl Operator for PositionEmbedding {
             )));
         }
         let mut out = ctx.alloc_f32(&[n, d]);
-        out.f32s_mut()?.copy_from_slice(&f32_input(table, "table")?[offset * d..(offset + n) * d]);
+        out.f32s_mut()?
+            .copy_from_slice(&f32_input(table, "table")?[offset * d..(offset + n) * d]);
         Ok(vec![out])
     }
 }
@@ -172,15 +179,24 @@ impl OpDef for TakeDef {
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         attrs.only(&["axis"])?;
-        Ok(Box::new(Take { axis: attrs.i64("axis")? }))
+        Ok(Box::new(Take {
+            axis: attrs.i64("axis")?,
+        }))
     }
 }
 
 impl Take {
     fn axis(&self, rank: usize) -> Result<usize, OpError> {
-        let a = if self.axis < 0 { rank as i64 + self.axis } else { self.axis };
+        let a = if self.axis < 0 {
+            rank as i64 + self.axis
+        } else {
+            self.axis
+        };
         if a < 0 || a >= rank as i64 {
-            return Err(OpError(format!("axis {} is out of range for rank {rank}", self.axis)));
+            return Err(OpError(format!(
+                "axis {} is out of range for rank {rank}",
+                self.axis
+            )));
         }
         Ok(a as usize)
     }

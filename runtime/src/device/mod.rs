@@ -56,14 +56,24 @@ pub enum DeviceError {
 
 /// Types of a node's inputs and outputs, looked up in its graph.
 pub fn node_types(graph: &Graph, node: &Node) -> (Vec<ValueType>, Vec<ValueType>) {
-    let ins = node.inputs.iter().map(|&v| graph.values[v].ty.clone()).collect();
-    let outs = node.outputs.iter().map(|&v| graph.values[v].ty.clone()).collect();
+    let ins = node
+        .inputs
+        .iter()
+        .map(|&v| graph.values[v].ty.clone())
+        .collect();
+    let outs = node
+        .outputs
+        .iter()
+        .map(|&v| graph.values[v].ty.clone())
+        .collect();
     (ins, outs)
 }
 
 /// Whether every dim of every type is known (NPU schedules are compiled for static shapes).
 pub fn all_static(types: &[ValueType]) -> bool {
-    types.iter().all(|t| t.shape.iter().all(|d| d.known().is_some()))
+    types
+        .iter()
+        .all(|t| t.shape.iter().all(|d| d.known().is_some()))
 }
 
 /// A device the scheduler places nodes on and the executor dispatches to.
@@ -102,7 +112,9 @@ impl Device for CpuDevice {
     }
 
     fn supports(&self, _graph: &Graph, _node: &Node) -> Support {
-        Support::Yes { kernel: "cpu".into() }
+        Support::Yes {
+            kernel: "cpu".into(),
+        }
     }
 
     fn execute(&mut self, node: &Node, inputs: &[&Tensor]) -> Result<Vec<Tensor>, DeviceError> {
@@ -116,7 +128,9 @@ impl Device for CpuDevice {
 /// must offer an NPU kernel, the node's shapes must be static, and the kernel must accept them.
 pub fn npu_support(graph: &Graph, node: &Node) -> Support {
     let Some(k) = node.op.npu_kernel() else {
-        return Support::No { reason: format!("no NPU kernel for op '{}'", node.op_name) };
+        return Support::No {
+            reason: format!("no NPU kernel for op '{}'", node.op_name),
+        };
     };
     let (ins, outs) = node_types(graph, node);
     if !all_static(&ins) || !all_static(&outs) {
@@ -125,10 +139,16 @@ pub fn npu_support(graph: &Graph, node: &Node) -> Support {
         };
     }
     if !node.states.is_empty() {
-        return Support::No { reason: "node keeps state between runs (host-resident)".into() };
+        return Support::No {
+            reason: "node keeps state between runs (host-resident)".into(),
+        };
     }
     match k.check(&ins) {
-        Ok(()) => Support::Yes { kernel: k.name().to_string() },
-        Err(reason) => Support::No { reason: format!("kernel '{}' rejects these inputs: {reason}", k.name()) },
+        Ok(()) => Support::Yes {
+            kernel: k.name().to_string(),
+        },
+        Err(reason) => Support::No {
+            reason: format!("kernel '{}' rejects these inputs: {reason}", k.name()),
+        },
     }
 }

@@ -62,7 +62,12 @@ pub fn fuse(
             consumers.entry(v).or_default().push((ni, p));
         }
     }
-    let by_name: HashMap<&str, usize> = graph.values.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
+    let by_name: HashMap<&str, usize> = graph
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.as_str(), i))
+        .collect();
     let mut rejected = Vec::new();
     let mut cands: Vec<Candidate> = Vec::new();
     for pat in registry.patterns() {
@@ -76,14 +81,18 @@ pub fn fuse(
             let mut ok = true;
             for want in &chain[1..] {
                 let last = &graph.nodes[*nodes.last().unwrap()];
-                let Some(&v) = last.outputs.first() else { ok = false; break };
+                let Some(&v) = last.outputs.first() else {
+                    ok = false;
+                    break;
+                };
                 let cons = consumers.get(&v).map(|c| c.as_slice()).unwrap_or(&[]);
                 if cons.len() != 1 || graph.outputs.contains(&v) || last.outputs.len() != 1 {
                     ok = false;
                     break;
                 }
                 let (next, port) = cons[0];
-                if graph.nodes[next].op_name != *want || placements[next].device != DeviceKind::Npu {
+                if graph.nodes[next].op_name != *want || placements[next].device != DeviceKind::Npu
+                {
                     ok = false;
                     break;
                 }
@@ -95,12 +104,23 @@ pub fn fuse(
             }
             let names: Vec<String> = nodes.iter().map(|&i| graph.nodes[i].name.clone()).collect();
             let defs: Vec<&NodeDef> = nodes.iter().map(|&i| &def.nodes[i]).collect();
-            let m = ChainMatch { nodes: &defs, ports: &ports };
+            let m = ChainMatch {
+                nodes: &defs,
+                ports: &ports,
+            };
             let Some(f) = pat.fuse(&m) else {
-                rejected.push(RejectedFusion { pattern: pat.name().into(), nodes: names, reason: "the pattern declined this match".into() });
+                rejected.push(RejectedFusion {
+                    pattern: pat.name().into(),
+                    nodes: names,
+                    reason: "the pattern declined this match".into(),
+                });
                 continue;
             };
-            let reject = |reason: String| RejectedFusion { pattern: pat.name().into(), nodes: names.clone(), reason };
+            let reject = |reason: String| RejectedFusion {
+                pattern: pat.name().into(),
+                nodes: names.clone(),
+                reason,
+            };
             let Some(opdef) = registry.get(&f.op) else {
                 rejected.push(reject(format!("fused op '{}' is not registered", f.op)));
                 continue;
@@ -115,7 +135,11 @@ pub fn fuse(
             let in_types: Option<Vec<ValueType>> = f
                 .inputs
                 .iter()
-                .map(|name| by_name.get(name.as_str()).map(|&v| graph.values[v].ty.clone()))
+                .map(|name| {
+                    by_name
+                        .get(name.as_str())
+                        .map(|&v| graph.values[v].ty.clone())
+                })
                 .collect();
             let Some(in_types) = in_types else {
                 rejected.push(reject("the fused node names an unknown input".into()));
@@ -134,8 +158,14 @@ pub fn fuse(
                 .iter()
                 .map(|&i| {
                     let n = &graph.nodes[i];
-                    let t: Vec<ValueType> = n.inputs.iter().map(|&v| graph.values[v].ty.clone()).collect();
-                    n.op.npu_kernel().map(|k| estimate_node_ns(&k.work(&t, caps), params, opts)).unwrap_or(0.0)
+                    let t: Vec<ValueType> = n
+                        .inputs
+                        .iter()
+                        .map(|&v| graph.values[v].ty.clone())
+                        .collect();
+                    n.op.npu_kernel()
+                        .map(|k| estimate_node_ns(&k.work(&t, caps), params, opts))
+                        .unwrap_or(0.0)
                 })
                 .sum();
             let last = &def.nodes[*nodes.last().unwrap()];
@@ -161,13 +191,28 @@ pub fn fuse(
     let mut replace: HashMap<usize, NodeDef> = HashMap::new();
     let mut drop = vec![false; graph.nodes.len()];
     for c in cands {
-        let names: Vec<String> = c.nodes.iter().map(|&i| graph.nodes[i].name.clone()).collect();
+        let names: Vec<String> = c
+            .nodes
+            .iter()
+            .map(|&i| graph.nodes[i].name.clone())
+            .collect();
         if c.saved_us <= 0.0 {
-            rejected.push(RejectedFusion { pattern: c.pattern, nodes: names, reason: format!("projected to save nothing ({:.1} µs)", c.saved_us) });
+            rejected.push(RejectedFusion {
+                pattern: c.pattern,
+                nodes: names,
+                reason: format!("projected to save nothing ({:.1} µs)", c.saved_us),
+            });
             continue;
         }
         if let Some(&busy) = c.nodes.iter().find(|&&i| taken[i]) {
-            rejected.push(RejectedFusion { pattern: c.pattern, nodes: names, reason: format!("node '{}' is already in a higher-scoring fusion", graph.nodes[busy].name) });
+            rejected.push(RejectedFusion {
+                pattern: c.pattern,
+                nodes: names,
+                reason: format!(
+                    "node '{}' is already in a higher-scoring fusion",
+                    graph.nodes[busy].name
+                ),
+            });
             continue;
         }
         for &i in &c.nodes {
@@ -177,7 +222,12 @@ pub fn fuse(
         let last = *c.nodes.last().unwrap();
         drop[last] = false;
         replace.insert(last, c.fused);
-        groups.push(FusedGroup { pattern: c.pattern, nodes: names, op: replace[&last].op.clone(), saved_us: c.saved_us });
+        groups.push(FusedGroup {
+            pattern: c.pattern,
+            nodes: names,
+            op: replace[&last].op.clone(),
+            saved_us: c.saved_us,
+        });
     }
     let mut out = def.clone();
     out.nodes = def

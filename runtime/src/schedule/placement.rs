@@ -26,7 +26,13 @@ pub fn place(graph: &Graph, device: &dyn Device) -> Vec<NodePlacement> {
         .iter()
         .map(|n| {
             if device.kind() == DeviceKind::Cpu {
-                return NodePlacement { node: n.name.clone(), op: n.op_name.clone(), device: DeviceKind::Cpu, kernel: "cpu".into(), reason: "cpu device selected".into() };
+                return NodePlacement {
+                    node: n.name.clone(),
+                    op: n.op_name.clone(),
+                    device: DeviceKind::Cpu,
+                    kernel: "cpu".into(),
+                    reason: "cpu device selected".into(),
+                };
             }
             match device.supports(graph, n) {
                 Support::Yes { kernel } => NodePlacement {

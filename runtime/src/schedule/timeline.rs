@@ -108,7 +108,11 @@ pub struct Timeline {
 impl Timeline {
     /// Busy nanoseconds of a lane.
     pub fn busy_ns(&self, lane: Lane) -> f64 {
-        self.spans.iter().filter(|s| s.lane == lane).map(|s| s.end_ns - s.start_ns).sum()
+        self.spans
+            .iter()
+            .filter(|s| s.lane == lane)
+            .map(|s| s.end_ns - s.start_ns)
+            .sum()
     }
 
     /// Fraction of the span of the dispatches whose kernel satisfies `pick` during which the
@@ -116,9 +120,16 @@ impl Timeline {
     pub fn column_utilisation(&self, columns: usize, pick: impl Fn(&str) -> bool) -> f64 {
         let mut window = 0.0;
         let mut busy = 0.0;
-        let mut by_dispatch: std::collections::BTreeMap<usize, (f64, f64, f64)> = Default::default();
-        for s in self.spans.iter().filter(|s| s.lane != Lane::Host && pick(&s.name)) {
-            let e = by_dispatch.entry(s.dispatch).or_insert((f64::MAX, 0.0, 0.0));
+        let mut by_dispatch: std::collections::BTreeMap<usize, (f64, f64, f64)> =
+            Default::default();
+        for s in self
+            .spans
+            .iter()
+            .filter(|s| s.lane != Lane::Host && pick(&s.name))
+        {
+            let e = by_dispatch
+                .entry(s.dispatch)
+                .or_insert((f64::MAX, 0.0, 0.0));
             e.0 = e.0.min(s.start_ns);
             e.1 = e.1.max(s.end_ns);
             if matches!(s.lane, Lane::Column(_)) {
@@ -129,7 +140,11 @@ impl Timeline {
             window += (end - start) * columns as f64;
             busy += b;
         }
-        if window > 0.0 { busy / window } else { 0.0 }
+        if window > 0.0 {
+            busy / window
+        } else {
+            0.0
+        }
     }
 
     /// Fraction of shim DMA time that overlaps compute on the same column.
@@ -167,7 +182,11 @@ impl Timeline {
                 }
             }
         }
-        if total > 0.0 { hidden / total } else { 1.0 }
+        if total > 0.0 {
+            hidden / total
+        } else {
+            1.0
+        }
     }
 }
 
@@ -176,8 +195,10 @@ pub fn simulate(commands: &[Command], p: &NpuParams, q: &QueueConfig) -> Timelin
     let cols = q.columns.max(1);
     let ns_per_cycle = 1e9 / p.clock_hz;
     // Each column's shim channels share the device-memory ceiling with the other columns.
-    let per_col_in = (p.channel_bytes_per_cycle * p.shim_in_channels as f64 * p.clock_hz).min(p.ddr_bytes_per_s / cols as f64);
-    let per_col_out = (p.channel_bytes_per_cycle * p.shim_out_channels as f64 * p.clock_hz).min(p.ddr_bytes_per_s / cols as f64);
+    let per_col_in = (p.channel_bytes_per_cycle * p.shim_in_channels as f64 * p.clock_hz)
+        .min(p.ddr_bytes_per_s / cols as f64);
+    let per_col_out = (p.channel_bytes_per_cycle * p.shim_out_channels as f64 * p.clock_hz)
+        .min(p.ddr_bytes_per_s / cols as f64);
     let ns_in = |b: u64| b as f64 / per_col_in * 1e9;
     let ns_out = |b: u64| b as f64 / per_col_out * 1e9;
     let sync_ns = |b: u64| (p.bo_sync_s + b as f64 / p.bo_sync_bytes_per_s) * 1e9;
@@ -192,14 +213,27 @@ pub fn simulate(commands: &[Command], p: &NpuParams, q: &QueueConfig) -> Timelin
         match cmd {
             Command::Host(h) => {
                 let (name, value, bytes, wait) = match h {
-                    HostCommand::SyncToDevice { value, bytes } => ("sync to device", value, *bytes, false),
-                    HostCommand::SyncToHost { value, bytes } => ("sync from device", value, *bytes, true),
+                    HostCommand::SyncToDevice { value, bytes } => {
+                        ("sync to device", value, *bytes, false)
+                    }
+                    HostCommand::SyncToHost { value, bytes } => {
+                        ("sync from device", value, *bytes, true)
+                    }
                 };
                 if wait {
                     host = host.max(device_free);
                 }
                 let d = sync_ns(bytes);
-                tl.spans.push(Span { lane: Lane::Host, name: name.into(), node: value.clone(), dispatch: idx, tile: None, bytes, start_ns: host, end_ns: host + d });
+                tl.spans.push(Span {
+                    lane: Lane::Host,
+                    name: name.into(),
+                    node: value.clone(),
+                    dispatch: idx,
+                    tile: None,
+                    bytes,
+                    start_ns: host,
+                    end_ns: host + d,
+                });
                 host += d;
             }
             Command::Dispatch(dc) => {
@@ -207,14 +241,24 @@ pub fn simulate(commands: &[Command], p: &NpuParams, q: &QueueConfig) -> Timelin
                     host = host.max(run_ends[run_ends.len() - p.in_flight]);
                 }
                 let submit = p.dispatch_s * 1e9;
-                tl.spans.push(Span { lane: Lane::Host, name: format!("submit {}", dc.kernel), node: dc.node.clone(), dispatch: idx, tile: None, bytes: 0, start_ns: host, end_ns: host + submit });
+                tl.spans.push(Span {
+                    lane: Lane::Host,
+                    name: format!("submit {}", dc.kernel),
+                    node: dc.node.clone(),
+                    dispatch: idx,
+                    tile: None,
+                    bytes: 0,
+                    start_ns: host,
+                    end_ns: host + submit,
+                });
                 host += submit;
                 let start = host.max(device_free);
                 let w = &dc.work;
                 let mut end = start;
                 let (s0, s1) = dc.steps;
                 for c in 0..cols {
-                    let mine: Vec<u64> = (s0..s1).filter(|s| (s - s0) as usize % cols == c).collect();
+                    let mine: Vec<u64> =
+                        (s0..s1).filter(|s| (s - s0) as usize % cols == c).collect();
                     if mine.is_empty() {
                         continue;
                     }
@@ -227,25 +271,60 @@ pub fn simulate(commands: &[Command], p: &NpuParams, q: &QueueConfig) -> Timelin
                     let mut last_comp = start;
                     let mut last_out = start;
                     for (i, &step) in mine.iter().enumerate() {
-                        let buf_free = if i >= q.depth { comp_end[i - q.depth] } else { start };
+                        let buf_free = if i >= q.depth {
+                            comp_end[i - q.depth]
+                        } else {
+                            start
+                        };
                         let in_start = in_free.max(buf_free);
                         let in_end = in_start + ns_in(w.step.in_bytes);
                         let half_in = w.step.in_bytes / p.shim_in_channels as u64;
                         for ch in 0..p.shim_in_channels {
-                            tl.spans.push(Span { lane: Lane::DmaIn(c, ch), name: format!("{} in", dc.kernel), node: dc.node.clone(), dispatch: idx, tile: Some(step), bytes: half_in, start_ns: in_start, end_ns: in_end });
+                            tl.spans.push(Span {
+                                lane: Lane::DmaIn(c, ch),
+                                name: format!("{} in", dc.kernel),
+                                node: dc.node.clone(),
+                                dispatch: idx,
+                                tile: Some(step),
+                                bytes: half_in,
+                                start_ns: in_start,
+                                end_ns: in_end,
+                            });
                         }
                         in_free = in_end;
-                        let out_buf_free = if i >= q.depth { out_end[i - q.depth] } else { start };
+                        let out_buf_free = if i >= q.depth {
+                            out_end[i - q.depth]
+                        } else {
+                            start
+                        };
                         let cs = in_end.max(last_comp).max(out_buf_free);
                         let ce = cs + w.step.cycles as f64 * ns_per_cycle;
-                        tl.spans.push(Span { lane: Lane::Column(c), name: dc.kernel.clone(), node: dc.node.clone(), dispatch: idx, tile: Some(step), bytes: 0, start_ns: cs, end_ns: ce });
+                        tl.spans.push(Span {
+                            lane: Lane::Column(c),
+                            name: dc.kernel.clone(),
+                            node: dc.node.clone(),
+                            dispatch: idx,
+                            tile: Some(step),
+                            bytes: 0,
+                            start_ns: cs,
+                            end_ns: ce,
+                        });
                         comp_end[i] = ce;
                         last_comp = ce;
                         let os = ce.max(last_out);
                         let oe = os + ns_out(w.step.out_bytes);
                         let half_out = w.step.out_bytes / p.shim_out_channels as u64;
                         for ch in 0..p.shim_out_channels {
-                            tl.spans.push(Span { lane: Lane::DmaOut(c, ch), name: format!("{} out", dc.kernel), node: dc.node.clone(), dispatch: idx, tile: Some(step), bytes: half_out, start_ns: os, end_ns: oe });
+                            tl.spans.push(Span {
+                                lane: Lane::DmaOut(c, ch),
+                                name: format!("{} out", dc.kernel),
+                                node: dc.node.clone(),
+                                dispatch: idx,
+                                tile: Some(step),
+                                bytes: half_out,
+                                start_ns: os,
+                                end_ns: oe,
+                            });
                         }
                         out_end[i] = oe;
                         last_out = oe;

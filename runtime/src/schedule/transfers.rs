@@ -47,11 +47,21 @@ pub fn insert_transfers(graph: &Graph, placements: &[NodePlacement]) -> Vec<Tran
         let n = &graph.nodes[ni];
         for &v in &n.inputs {
             if graph.values[v].source != ValueSource::Weight {
-                out.push(Transfer { value: graph.values[v].name.clone(), direction: Direction::ToDevice, bytes: value_bytes(graph, v), node: ni });
+                out.push(Transfer {
+                    value: graph.values[v].name.clone(),
+                    direction: Direction::ToDevice,
+                    bytes: value_bytes(graph, v),
+                    node: ni,
+                });
             }
         }
         for &v in &n.outputs {
-            out.push(Transfer { value: graph.values[v].name.clone(), direction: Direction::ToHost, bytes: value_bytes(graph, v), node: ni });
+            out.push(Transfer {
+                value: graph.values[v].name.clone(),
+                direction: Direction::ToHost,
+                bytes: value_bytes(graph, v),
+                node: ni,
+            });
         }
     }
     out
@@ -60,9 +70,18 @@ pub fn insert_transfers(graph: &Graph, placements: &[NodePlacement]) -> Vec<Tran
 /// Drops every to-host whose value only device nodes read (and is no graph output), every
 /// to-device of a value produced on the device, and repeated to-devices of one value.
 /// Returns the kept transfers and the number removed.
-pub fn remove_redundant(graph: &Graph, placements: &[NodePlacement], transfers: Vec<Transfer>) -> (Vec<Transfer>, usize) {
+pub fn remove_redundant(
+    graph: &Graph,
+    placements: &[NodePlacement],
+    transfers: Vec<Transfer>,
+) -> (Vec<Transfer>, usize) {
     let on_dev = |ni: usize| placements[ni].device != DeviceKind::Cpu;
-    let ids: std::collections::HashMap<&str, usize> = graph.values.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
+    let ids: std::collections::HashMap<&str, usize> = graph
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.as_str(), i))
+        .collect();
     let id = |name: &str| ids[name];
     // Values some CPU node reads.
     let mut host_read = vec![false; graph.values.len()];

@@ -46,17 +46,35 @@ impl Var {
                 _ => panic!("unsupported test dtype {dtype}"),
             }
         }
-        Var { name: name.to_string(), shape: shape.to_vec(), dtype, payload, declared: None }
+        Var {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            dtype,
+            payload,
+            declared: None,
+        }
     }
 
     /// An int8 scalar.
     pub fn i8(name: &str, v: i8) -> Var {
-        Var { name: name.to_string(), shape: vec![], dtype: I8, payload: vec![v as u8], declared: None }
+        Var {
+            name: name.to_string(),
+            shape: vec![],
+            dtype: I8,
+            payload: vec![v as u8],
+            declared: None,
+        }
     }
 
     /// An int16 scalar.
     pub fn i16(name: &str, v: i16) -> Var {
-        Var { name: name.to_string(), shape: vec![], dtype: I16, payload: v.to_le_bytes().to_vec(), declared: None }
+        Var {
+            name: name.to_string(),
+            shape: vec![],
+            dtype: I16,
+            payload: v.to_le_bytes().to_vec(),
+            declared: None,
+        }
     }
 }
 
@@ -67,7 +85,12 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Serialises a `model.bin` of `version`; `spec` is written for version >= 2, aliases for >= 3.
-pub fn ct2_bytes(version: u32, spec: (&str, u32), vars: &[Var], aliases: &[(&str, &str)]) -> Vec<u8> {
+pub fn ct2_bytes(
+    version: u32,
+    spec: (&str, u32),
+    vars: &[Var],
+    aliases: &[(&str, &str)],
+) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&version.to_le_bytes());
     if version >= 2 {
@@ -87,7 +110,11 @@ pub fn ct2_bytes(version: u32, spec: (&str, u32), vars: &[Var], aliases: &[(&str
         } else {
             let size = item_size(v.dtype);
             out.push(size as u8);
-            out.extend_from_slice(&v.declared.unwrap_or((v.payload.len() / size) as u32).to_le_bytes());
+            out.extend_from_slice(
+                &v.declared
+                    .unwrap_or((v.payload.len() / size) as u32)
+                    .to_le_bytes(),
+            );
         }
         out.extend_from_slice(&v.payload);
     }
@@ -117,7 +144,17 @@ pub struct Tiny {
 
 impl Default for Tiny {
     fn default() -> Tiny {
-        Tiny { d: 8, heads: 2, n_mels: 4, audio_ctx: 6, text_ctx: 5, vocab: 11, enc_layers: 2, dec_layers: 1, dtype: F16 }
+        Tiny {
+            d: 8,
+            heads: 2,
+            n_mels: 4,
+            audio_ctx: 6,
+            text_ctx: 5,
+            vocab: 11,
+            enc_layers: 2,
+            dec_layers: 1,
+            dtype: F16,
+        }
     }
 }
 
@@ -128,7 +165,13 @@ fn pattern(seed: usize) -> impl Fn(usize) -> f32 {
 
 /// Same as `pattern`, but zero for elements in `zero` (the key slice of a fused bias).
 fn pattern_zero(seed: usize, zero: std::ops::Range<usize>) -> impl Fn(usize) -> f32 {
-    move |i| if zero.contains(&i) { 0.0 } else { pattern(seed)(i) }
+    move |i| {
+        if zero.contains(&i) {
+            0.0
+        } else {
+            pattern(seed)(i)
+        }
+    }
 }
 
 /// All variables of a CT2 WhisperSpec model of shape `t`, sorted by name like CT2 writes them.
@@ -145,23 +188,39 @@ pub fn tiny_whisper(t: Tiny) -> Vec<Var> {
     add(&mut vars, "encoder/conv1/bias".into(), &[d]);
     add(&mut vars, "encoder/conv2/weight".into(), &[d, d, 3]);
     add(&mut vars, "encoder/conv2/bias".into(), &[d]);
-    add(&mut vars, "encoder/position_encodings/encodings".into(), &[t.audio_ctx, d]);
+    add(
+        &mut vars,
+        "encoder/position_encodings/encodings".into(),
+        &[t.audio_ctx, d],
+    );
     for stack in ["encoder", "decoder"] {
-        let layers = if stack == "encoder" { t.enc_layers } else { t.dec_layers };
+        let layers = if stack == "encoder" {
+            t.enc_layers
+        } else {
+            t.dec_layers
+        };
         for n in 0..layers {
             let p = format!("{stack}/layer_{n}");
             for ln in ["self_attention/layer_norm", "ffn/layer_norm"] {
                 add(&mut vars, format!("{p}/{ln}/gamma"), &[d]);
                 add(&mut vars, format!("{p}/{ln}/beta"), &[d]);
             }
-            add(&mut vars, format!("{p}/self_attention/linear_0/weight"), &[3 * d, d]);
+            add(
+                &mut vars,
+                format!("{p}/self_attention/linear_0/weight"),
+                &[3 * d, d],
+            );
             vars.push(Var::float(
                 &format!("{p}/self_attention/linear_0/bias"),
                 &[3 * d],
                 t.dtype,
                 pattern_zero(1000 + n as usize, du..2 * du),
             ));
-            add(&mut vars, format!("{p}/self_attention/linear_1/weight"), &[d, d]);
+            add(
+                &mut vars,
+                format!("{p}/self_attention/linear_1/weight"),
+                &[d, d],
+            );
             add(&mut vars, format!("{p}/self_attention/linear_1/bias"), &[d]);
             add(&mut vars, format!("{p}/ffn/linear_0/weight"), &[f, d]);
             add(&mut vars, format!("{p}/ffn/linear_0/bias"), &[f]);
@@ -172,7 +231,11 @@ pub fn tiny_whisper(t: Tiny) -> Vec<Var> {
                 add(&mut vars, format!("{p}/attention/layer_norm/beta"), &[d]);
                 add(&mut vars, format!("{p}/attention/linear_0/weight"), &[d, d]);
                 add(&mut vars, format!("{p}/attention/linear_0/bias"), &[d]);
-                add(&mut vars, format!("{p}/attention/linear_1/weight"), &[2 * d, d]);
+                add(
+                    &mut vars,
+                    format!("{p}/attention/linear_1/weight"),
+                    &[2 * d, d],
+                );
                 vars.push(Var::float(
                     &format!("{p}/attention/linear_1/bias"),
                     &[2 * d],
@@ -187,7 +250,11 @@ pub fn tiny_whisper(t: Tiny) -> Vec<Var> {
     add(&mut vars, "encoder/layer_norm/gamma".into(), &[d]);
     add(&mut vars, "encoder/layer_norm/beta".into(), &[d]);
     add(&mut vars, "decoder/embeddings/weight".into(), &[t.vocab, d]);
-    add(&mut vars, "decoder/position_encodings/encodings".into(), &[t.text_ctx, d]);
+    add(
+        &mut vars,
+        "decoder/position_encodings/encodings".into(),
+        &[t.text_ctx, d],
+    );
     add(&mut vars, "decoder/layer_norm/gamma".into(), &[d]);
     add(&mut vars, "decoder/layer_norm/beta".into(), &[d]);
     vars.push(Var::i16("encoder/num_heads", t.heads));
@@ -204,7 +271,8 @@ pub fn tiny_whisper(t: Tiny) -> Vec<Var> {
 }
 
 /// The alias every CT2 Whisper model has.
-pub const PROJECTION_ALIAS: (&str, &str) = ("decoder/projection/weight", "decoder/embeddings/weight");
+pub const PROJECTION_ALIAS: (&str, &str) =
+    ("decoder/projection/weight", "decoder/embeddings/weight");
 
 /// `model.bin` bytes of a tiny WhisperSpec revision 3, binary version 6 model.
 pub fn tiny_whisper_bytes(t: Tiny) -> Vec<u8> {
@@ -213,7 +281,15 @@ pub fn tiny_whisper_bytes(t: Tiny) -> Vec<u8> {
 
 /// Vocabulary text of `n` entries, including an empty one (as at id 50256 of the real file).
 pub fn vocabulary_text(n: usize) -> String {
-    (0..n).map(|i| if i == 1 { "\n".to_string() } else { format!("tok{i}\n") }).collect()
+    (0..n)
+        .map(|i| {
+            if i == 1 {
+                "\n".to_string()
+            } else {
+                format!("tok{i}\n")
+            }
+        })
+        .collect()
 }
 
 /// CT2 `config.json` for a model with `vocab` entries and at least 1 decoder layer / 2 heads.
@@ -237,7 +313,9 @@ pub fn write_ct2_dir(dir: &Path, model_bin: &[u8], vocab: u32) {
 
 /// A fresh, empty scratch directory under cargo's per-target temporary directory.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("weights-tools").join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("weights-tools")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -246,7 +324,9 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Names of all files in `dir` (sorted), or empty when it does not exist.
 pub fn dir_listing(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(_) => vec![],
     };
     v.sort();

@@ -46,7 +46,11 @@ pub fn weights(file: &ModelFile) -> WeightStore {
     WeightStore::from_tensors(file.weights.iter().enumerate().map(|(i, w)| {
         let n: usize = w.shape.iter().product();
         let fan_in = *w.shape.last().unwrap() as f32;
-        let scale = if w.shape.len() == 2 { 2.0 / fan_in.sqrt() } else { 0.5 };
+        let scale = if w.shape.len() == 2 {
+            2.0 / fan_in.sqrt()
+        } else {
+            0.5
+        };
         let t = Tensor::from_f32(&w.shape, values(100 + i as u64, n, scale)).unwrap();
         (w.name.clone(), t)
     }))
@@ -105,7 +109,9 @@ pub fn mlp_f64(file: &ModelFile, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
     let w2 = w("fc2.weight");
     for i in 0..40 {
         for j in 0..32 {
-            let carried: f64 = (0..96).map(|t| 1.1 * h_scale[i * 96 + t] * (w2[j * 96 + t] as f64).abs()).sum();
+            let carried: f64 = (0..96)
+                .map(|t| 1.1 * h_scale[i * 96 + t] * (w2[j * 96 + t] as f64).abs())
+                .sum();
             y_scale[i * 32 + j] += carried;
         }
     }
@@ -119,7 +125,10 @@ pub fn assert_close(got: &[f32], want: &[f64], scale: &[f64], rel: f64, what: &s
     for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
         let err = (g as f64 - w).abs();
         let bound = rel * s.max(1e-30);
-        assert!(err <= bound, "{what}: element {i}: got {g}, reference {w}, error {err:.3e} > bound {bound:.3e}");
+        assert!(
+            err <= bound,
+            "{what}: element {i}: got {g}, reference {w}, error {err:.3e} > bound {bound:.3e}"
+        );
         worst = worst.max(err / s.max(1e-30));
     }
     worst
