@@ -9,7 +9,7 @@ use amanuensis::transcribe::{Progress, Task, TranscribeOptions, Transcript};
 use amanuensis::whisper::config::WhisperDims;
 use amanuensis::whisper::graph::build_whisper_graph;
 use amanuensis::whisper::graph::CHUNK_SECONDS;
-use amanuensis_runtime::device::npu_sim::NpuParams;
+use amanuensis_runtime::npu::NpuParams;
 use amanuensis_runtime::schedule::SchedulerOptions;
 use amanuensis_runtime::{Graph, ModelFile};
 use anyhow::{bail, Context, Result};

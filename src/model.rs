@@ -4,8 +4,8 @@
 use crate::tokenizer::Tokenizer;
 use crate::whisper::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
 use crate::whisper::graph::{CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES};
-use amanuensis_runtime::device::npu_sim::{NpuParams, NpuSim};
 use amanuensis_runtime::device::{CpuDevice, Device};
+use amanuensis_runtime::npu::{NpuParams, NpuSim};
 use amanuensis_runtime::schedule::{self, Plan, SchedulerOptions};
 use amanuensis_runtime::{Graph, ModelFile, Registry, Session, WeightStore};
 use anyhow::{anyhow, bail, Context, Result};

@@ -4,7 +4,7 @@
 
 use crate::model::{plan_graphs, DeviceSpec};
 use crate::whisper::graph::{CROSS_KV, DECODER_STEP, ENCODER, FEATURES};
-use amanuensis_runtime::device::npu_sim::NpuParams;
+use amanuensis_runtime::npu::NpuParams;
 use amanuensis_runtime::schedule::{Plan, SchedulerOptions};
 use amanuensis_runtime::{ModelFile, Registry};
 use anyhow::{anyhow, Result};

@@ -8,8 +8,8 @@ use amanuensis::audio::load_audio;
 use amanuensis::model::{load_graph_file, plan_graphs, DeviceSpec};
 use amanuensis::wer::{read_manifest, word_errors};
 use amanuensis::{TranscribeOptions, WhisperModel};
-use amanuensis_runtime::device::npu_sim::NpuParams;
 use amanuensis_runtime::device::DeviceKind;
+use amanuensis_runtime::npu::NpuParams;
 use amanuensis_runtime::schedule::{Direction, Lane, Plan, SchedulerOptions};
 use std::path::Path;
 

@@ -6,11 +6,11 @@
 use amanuensis_kernels::npu as cat;
 use amanuensis_operators::npu::{matmul_work, Epilogue};
 use amanuensis_operators::standard_registry;
-use amanuensis_runtime::device::npu_sim::NpuParams;
 use amanuensis_runtime::device::{node_types, npu_support, NpuCaps, Support};
 use amanuensis_runtime::format::{Dim, GraphDef, NodeDef};
 use amanuensis_runtime::fusion::{ChainMatch, FusedNode, FusionPattern};
 use amanuensis_runtime::memory::BufferPool;
+use amanuensis_runtime::npu::NpuParams;
 use amanuensis_runtime::{
     Attrs, DType, EvalContext, Graph, ModelFile, Operator, Registry, Session, Tensor, ValueType,
     WeightStore,

@@ -5,7 +5,6 @@
 //! of the node that reads them unless asked for. Optional [`DotAnnotations`] colour nodes
 //! by device, add a note line (kernel, time) and draw fused groups as clusters.
 
-use crate::device::DeviceKind;
 use crate::ir::{Graph, ValueSource};
 use crate::schedule::Plan;
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,10 +54,7 @@ pub fn device_colour(device: &str) -> &'static str {
 pub fn plan_annotations(plan: &Plan) -> DotAnnotations {
     let mut ann = DotAnnotations::default();
     for p in &plan.placements {
-        let device = match p.device {
-            DeviceKind::Cpu => "cpu".to_string(),
-            DeviceKind::Npu => plan.device.clone(),
-        };
+        let device = p.device.clone();
         ann.nodes.insert(
             p.node.clone(),
             NodeAnnotation {

@@ -1,14 +1,15 @@
-//! The CPU executor: runs a validated graph in topological order, frees each
-//! intermediate after its last use (its buffer goes back to the pool), keeps state
-//! tensors between runs, and measures its own overhead against time spent in kernels.
+//! The executor: runs the steps of a plan (host nodes, uploads, device segments,
+//! downloads) or, without a plan, every node on the host in topological order. It frees
+//! each host intermediate after its last use (its buffer goes back to the pool), keeps
+//! state tensors between runs, and measures its own overhead against time in kernels.
 
-use crate::device::{Device, DeviceError};
+use crate::device::{Device, DeviceError, Program, RunContext};
 use crate::error::{Result, RuntimeError};
 use crate::format::Dim;
 use crate::ir::{Graph, ValueSource};
 use crate::memory::BufferPool;
 use crate::op::EvalContext;
-use crate::schedule::Plan;
+use crate::schedule::{Plan, Step};
 use crate::tensor::{DType, Data, Tensor};
 use crate::weights::WeightStore;
 use std::collections::{BTreeMap, HashMap};
@@ -32,8 +33,12 @@ pub struct RunStats {
     pub simulated_ns: f64,
     /// Runs submitted to the device.
     pub dispatches: usize,
-    /// Device nodes re-run on the CPU after a device fault.
+    /// Graph runs repeated on the CPU after a device fault.
     pub fallbacks: usize,
+    /// Bytes copied host → device during runs.
+    pub bytes_to_device: u64,
+    /// Bytes copied device → host during runs.
+    pub bytes_from_device: u64,
 }
 
 impl RunStats {
@@ -56,21 +61,37 @@ impl RunStats {
         self.simulated_ns += o.simulated_ns;
         self.dispatches += o.dispatches;
         self.fallbacks += o.fallbacks;
+        self.bytes_to_device += o.bytes_to_device;
+        self.bytes_from_device += o.bytes_from_device;
     }
 }
 
-/// A graph bound to weights, with its states and buffer pool.
+/// The device side of a planned session.
+struct DeviceRun {
+    plan: Arc<Plan>,
+    program: Box<dyn Program>,
+    device: String,
+}
+
+/// A graph bound to weights, with its states, its buffer pool and, when planned for a
+/// device, the device's program.
 pub struct Session {
     graph: Arc<Graph>,
     /// Per value id: the weight tensor when the value is a weight.
     weights: Vec<Option<Arc<Tensor>>>,
     states: Vec<Tensor>,
-    /// Per position in the execution order: values whose last use is that node.
+    /// What a run executes: the plan's steps, or every node on the host.
+    steps: Vec<Step>,
+    /// Per step: host values whose last host use is that step.
     free_after: Vec<Vec<usize>>,
+    /// Every node on the host (the fallback after a device fault).
+    host_steps: Vec<Step>,
+    host_free_after: Vec<Vec<usize>>,
     pool: BufferPool,
     stats: RunStats,
-    /// The device of the plan's NPU nodes, with the plan.
-    device: Option<(Box<dyn Device>, Arc<Plan>)>,
+    device: Option<DeviceRun>,
+    /// Label of the next runs for device logs and traces (the transcriber's window).
+    window: Option<usize>,
     /// Whether a device fault has been reported (once per session).
     warned_fault: bool,
 }
@@ -82,19 +103,51 @@ fn input_err(g: &Graph, reason: String) -> RuntimeError {
     }
 }
 
+/// Per step, the host values whose last host-side use is that step (graph outputs and
+/// weights are kept).
+fn free_lists(graph: &Graph, steps: &[Step]) -> Vec<Vec<usize>> {
+    let mut last_use: Vec<Option<usize>> = vec![None; graph.values.len()];
+    for (pos, step) in steps.iter().enumerate() {
+        match *step {
+            Step::Host(ni) => {
+                let n = &graph.nodes[ni];
+                for &v in n.inputs.iter().chain(&n.outputs) {
+                    last_use[v] = Some(pos);
+                }
+            }
+            Step::Upload(v) | Step::Download(v) => last_use[v] = Some(pos),
+            Step::Segment(_) => {}
+        }
+    }
+    let mut free_after = vec![Vec::new(); steps.len()];
+    for (v, lu) in last_use.iter().enumerate() {
+        let keep = graph.outputs.contains(&v) || graph.values[v].source == ValueSource::Weight;
+        if let (Some(pos), false) = (lu, keep) {
+            free_after[*pos].push(v);
+        }
+    }
+    free_after
+}
+
 impl Session {
-    /// Binds a graph to its weights; every weight the graph uses must be in the store.
+    /// Binds a graph to its weights; every node runs on the host.
     pub fn new(graph: Arc<Graph>, weights: &WeightStore) -> Result<Session> {
         let mut wv = vec![None; graph.values.len()];
         for (id, v) in graph.values.iter().enumerate() {
-            if v.source == ValueSource::Weight {
-                let t = weights.get(&v.name).ok_or_else(|| RuntimeError::Weights {
-                    path: "(weight store)".into(),
-                    reason: format!(
-                        "graph '{}' uses weight '{}' which is not loaded",
-                        graph.name, v.name
-                    ),
-                })?;
+            if v.source == ValueSource::Weight && graph.is_live_value(id) {
+                let Some(t) = weights.get(&v.name) else {
+                    // A weight only replaced nodes read is not needed.
+                    if !graph.live_nodes().any(|(_, n)| n.inputs.contains(&id)) {
+                        continue;
+                    }
+                    return Err(RuntimeError::Weights {
+                        path: "(weight store)".into(),
+                        reason: format!(
+                            "graph '{}' uses weight '{}' which is not loaded",
+                            graph.name, v.name
+                        ),
+                    });
+                };
                 if !v.ty.accepts(t) {
                     return Err(RuntimeError::Weights {
                         path: "(weight store)".into(),
@@ -111,51 +164,81 @@ impl Session {
                 wv[id] = Some(t.clone());
             }
         }
-        let mut last_use: Vec<Option<usize>> = vec![None; graph.values.len()];
-        for (pos, &ni) in graph.order.iter().enumerate() {
-            let n = &graph.nodes[ni];
-            for &v in n.inputs.iter().chain(&n.outputs) {
-                last_use[v] = Some(pos);
-            }
-        }
-        let mut free_after = vec![Vec::new(); graph.order.len()];
-        for (v, lu) in last_use.iter().enumerate() {
-            let keep = graph.outputs.contains(&v) || graph.values[v].source == ValueSource::Weight;
-            if let (Some(pos), false) = (lu, keep) {
-                free_after[*pos].push(v);
-            }
-        }
+        let host_steps: Vec<Step> = graph.order.iter().map(|&n| Step::Host(n)).collect();
+        let host_free_after = free_lists(&graph, &host_steps);
         Ok(Session {
             graph,
             weights: wv,
             states: Vec::new(),
-            free_after,
+            steps: host_steps.clone(),
+            free_after: host_free_after.clone(),
+            host_steps,
+            host_free_after,
             pool: BufferPool::new(),
             stats: RunStats::default(),
             device: None,
+            window: None,
             warned_fault: false,
         })
     }
 
-    /// Binds a scheduler plan's graph to its weights and the device its NPU nodes run on.
-    pub fn planned(
-        plan: Arc<Plan>,
-        weights: &WeightStore,
-        device: Box<dyn Device>,
-    ) -> Result<Session> {
+    /// Binds a finished plan to its weights and loads the device's part of it: the
+    /// device allocates the plan's arena and uploads the weights its nodes read, once.
+    pub fn planned(plan: Arc<Plan>, weights: &WeightStore, device: &dyn Device) -> Result<Session> {
+        if !plan.is_complete() {
+            return Err(input_err(
+                &plan.graph,
+                format!(
+                    "the plan stopped after pass '{}' and cannot run",
+                    plan.stopped_after.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        if device.name() != plan.device {
+            return Err(input_err(
+                &plan.graph,
+                format!(
+                    "the plan is for device '{}', not '{}'",
+                    plan.device,
+                    device.name()
+                ),
+            ));
+        }
         let mut s = Session::new(plan.graph.clone(), weights)?;
-        s.device = Some((device, plan));
+        if plan.segments.is_empty() {
+            return Ok(s);
+        }
+        let program = device
+            .load(&plan, weights)
+            .map_err(|e| RuntimeError::DeviceFault {
+                graph: plan.graph.name.clone(),
+                node: "(load)".into(),
+                device: device.name().to_string(),
+                reason: e.to_string(),
+            })?;
+        s.steps = plan.steps.clone();
+        s.free_after = free_lists(&plan.graph, &s.steps);
+        s.device = Some(DeviceRun {
+            plan,
+            program,
+            device: device.name().to_string(),
+        });
         Ok(s)
     }
 
-    /// The plan this session executes, when it has one.
+    /// The plan this session executes, when it has one with device nodes.
     pub fn plan(&self) -> Option<&Arc<Plan>> {
-        self.device.as_ref().map(|(_, p)| p)
+        self.device.as_ref().map(|d| &d.plan)
     }
 
     /// The graph this session runs.
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// Labels the following runs (device call logs and traces name the window).
+    pub fn set_window(&mut self, window: Option<usize>) {
+        self.window = window;
     }
 
     /// (Re)creates every state tensor as zeros, resolving symbolic dims from `bindings`.
@@ -254,7 +337,7 @@ impl Session {
         self.pool.reset_peak();
         for (&v, &t) in g.inputs.iter().zip(inputs) {
             let info = &g.values[v];
-            if !info.ty.accepts(&t) {
+            if !info.ty.accepts(t) {
                 return Err(input_err(
                     &g,
                     format!(
@@ -286,104 +369,21 @@ impl Session {
             ext[v] = Some(t);
         }
 
-        let mut kernel = Duration::ZERO;
-        for (pos, &ni) in g.order.iter().enumerate() {
-            let node = &g.nodes[ni];
-            let _nspan = tracing::trace_span!(
-                "node",
-                name = node.name.as_str(),
-                op = node.op_name.as_str()
+        let (steps, free_after) = if use_device {
+            (
+                std::mem::take(&mut self.steps),
+                std::mem::take(&mut self.free_after),
             )
-            .entered();
-            let exec_err = |reason: String| RuntimeError::Exec {
-                graph: g.name.clone(),
-                node: node.name.clone(),
-                op: node.op_name.clone(),
-                reason,
-            };
-            let placeholder = || Tensor::zeros(DType::F32, &[0]);
-            let mut node_states: Vec<Tensor> = node
-                .states
-                .iter()
-                .map(|&s| std::mem::replace(&mut self.states[s], placeholder()))
-                .collect();
-            let tk = Instant::now();
-            let result = {
-                let mut ins: Vec<&Tensor> = Vec::with_capacity(node.inputs.len());
-                for &v in &node.inputs {
-                    let t = match (&self.weights[v], ext[v]) {
-                        (Some(w), _) => &**w,
-                        (None, Some(t)) => t,
-                        (None, None) => vals[v].as_ref().ok_or_else(|| {
-                            exec_err(format!("input '{}' has no value", g.values[v].name))
-                        })?,
-                    };
-                    ins.push(t);
-                }
-                let mut ctx = EvalContext::new(&mut self.pool, &mut node_states);
-                match &mut self.device {
-                    Some((dev, plan)) if use_device && plan.on_npu(ni) => {
-                        match dev.execute(node, &ins) {
-                            Ok(outs) => Ok(outs),
-                            Err(DeviceError::Kernel(e)) => Err(e),
-                            Err(DeviceError::Fault { device, reason }) => {
-                                for (&s, t) in node.states.iter().zip(node_states) {
-                                    self.states[s] = t;
-                                }
-                                return Err(RuntimeError::DeviceFault {
-                                    graph: g.name.clone(),
-                                    node: node.name.clone(),
-                                    device,
-                                    reason,
-                                });
-                            }
-                        }
-                    }
-                    _ => node.op.eval(&mut ctx, &ins),
-                }
-            };
-            let dt = tk.elapsed();
-            kernel += dt;
-            let e = self.stats.per_op.entry(node.op_name.clone()).or_default();
-            e.0 += 1;
-            e.1 += dt;
-            for (&s, t) in node.states.iter().zip(node_states) {
-                self.states[s] = t;
-            }
-            let outs = result.map_err(|e| exec_err(e.0))?;
-            if outs.len() != node.outputs.len() {
-                return Err(exec_err(format!(
-                    "produced {} outputs, expected {}",
-                    outs.len(),
-                    node.outputs.len()
-                )));
-            }
-            for (&v, t) in node.outputs.iter().zip(outs) {
-                // Catches a kernel that disagrees with its own shape inference.
-                if !g.values[v].ty.accepts(&t) {
-                    return Err(exec_err(format!(
-                        "output '{}' is {}{:?} but shape inference promised {}",
-                        g.values[v].name,
-                        t.dtype(),
-                        t.shape(),
-                        g.values[v].ty
-                    )));
-                }
-                if t.dtype() != DType::F32 {
-                    self.pool.note_alloc(t.bytes());
-                }
-                vals[v] = Some(t);
-            }
-            for &v in &self.free_after[pos] {
-                if let Some(t) = vals[v].take() {
-                    let bytes = t.bytes();
-                    match t.into_data() {
-                        Data::F32(buf) => self.pool.give(buf, bytes),
-                        _ => self.pool.note_free(bytes),
-                    }
-                }
-            }
+        } else {
+            (self.host_steps.clone(), self.host_free_after.clone())
+        };
+        let window = self.window;
+        let result = self.run_steps(&g, &steps, &free_after, &mut vals, &ext, use_device, window);
+        if use_device {
+            self.steps = steps;
+            self.free_after = free_after;
         }
+        let kernel = result?;
         let mut outs = Vec::with_capacity(g.outputs.len());
         for &v in &g.outputs {
             let t = match (&self.weights[v], ext[v], vals[v].take()) {
@@ -399,18 +399,210 @@ impl Session {
             };
             outs.push(t);
         }
-        if let (Some((_, plan)), true) = (&self.device, use_device) {
-            if plan.device == "npu-sim" && plan.params.is_some() {
-                self.stats.simulated_ns += plan.timeline.total_ns;
-                self.stats.dispatches += plan.timeline.dispatches;
-                crate::trace::record_device_run(&g.name, &plan.timeline, t0);
-            }
-        }
         self.stats.runs += 1;
         self.stats.kernel += kernel;
         self.stats.wall += t0.elapsed();
         self.stats.peak_bytes = self.stats.peak_bytes.max(self.pool.peak_bytes());
         Ok(outs)
+    }
+
+    /// Executes `steps`; returns the time spent in kernels and device steps.
+    #[allow(clippy::too_many_arguments)]
+    fn run_steps(
+        &mut self,
+        g: &Graph,
+        steps: &[Step],
+        free_after: &[Vec<usize>],
+        vals: &mut [Option<Tensor>],
+        ext: &[Option<&Tensor>],
+        use_device: bool,
+        window: Option<usize>,
+    ) -> Result<Duration> {
+        let fault = |dev: &str, node: String, e: DeviceError| match e {
+            DeviceError::Fault { device, reason } => RuntimeError::DeviceFault {
+                graph: g.name.clone(),
+                node,
+                device,
+                reason,
+            },
+            DeviceError::Kernel(e) => RuntimeError::Exec {
+                graph: g.name.clone(),
+                node,
+                op: dev.to_string(),
+                reason: e.0,
+            },
+        };
+        if use_device {
+            if let Some(d) = self.device.as_mut() {
+                let cx = RunContext {
+                    graph: &g.name,
+                    window,
+                };
+                d.program
+                    .begin_run(&cx)
+                    .map_err(|e| fault(&d.device, "(begin run)".into(), e))?;
+            }
+        }
+        let mut kernel = Duration::ZERO;
+        for (pos, step) in steps.iter().enumerate() {
+            let tk = Instant::now();
+            match *step {
+                Step::Host(ni) => self.run_host_node(g, ni, vals, ext)?,
+                Step::Upload(v) => {
+                    let d = self.device.as_mut().expect("device steps need a device");
+                    let t = match (&self.weights[v], ext[v], vals[v].as_ref()) {
+                        (Some(w), _, _) => &**w,
+                        (None, Some(t), _) => t,
+                        (None, None, Some(t)) => t,
+                        (None, None, None) => {
+                            return Err(input_err(
+                                g,
+                                format!("value '{}' has no host copy to upload", g.values[v].name),
+                            ))
+                        }
+                    };
+                    let _s =
+                        tracing::trace_span!("upload", value = g.values[v].name.as_str()).entered();
+                    d.program.upload(v, t).map_err(|e| {
+                        fault(&d.device, format!("(upload {})", g.values[v].name), e)
+                    })?;
+                }
+                Step::Segment(k) => {
+                    let d = self.device.as_mut().expect("device steps need a device");
+                    let first = d.plan.segments[k].first().map(|&n| g.nodes[n].name.clone());
+                    let _s = tracing::trace_span!("device segment", segment = k).entered();
+                    d.program
+                        .run_segment(k)
+                        .map_err(|e| fault(&d.device, first.unwrap_or_default(), e))?;
+                    let e = self
+                        .stats
+                        .per_op
+                        .entry(format!("{} segment", d.device))
+                        .or_default();
+                    e.0 += 1;
+                    e.1 += tk.elapsed();
+                }
+                Step::Download(v) => {
+                    let d = self.device.as_mut().expect("device steps need a device");
+                    let _s = tracing::trace_span!("download", value = g.values[v].name.as_str())
+                        .entered();
+                    let t = d.program.download(v).map_err(|e| {
+                        fault(&d.device, format!("(download {})", g.values[v].name), e)
+                    })?;
+                    if !g.values[v].ty.accepts(&t) {
+                        return Err(input_err(
+                            g,
+                            format!(
+                                "device returned {:?} for value '{}'",
+                                t.shape(),
+                                g.values[v].name
+                            ),
+                        ));
+                    }
+                    self.pool.note_alloc(t.bytes());
+                    vals[v] = Some(t);
+                }
+            }
+            kernel += tk.elapsed();
+            for &v in &free_after[pos] {
+                if let Some(t) = vals[v].take() {
+                    let bytes = t.bytes();
+                    match t.into_data() {
+                        Data::F32(buf) => self.pool.give(buf, bytes),
+                        _ => self.pool.note_free(bytes),
+                    }
+                }
+            }
+        }
+        if use_device {
+            if let Some(d) = self.device.as_mut() {
+                let st = d
+                    .program
+                    .end_run()
+                    .map_err(|e| fault(&d.device, "(end run)".into(), e))?;
+                self.stats.simulated_ns += st.simulated_ns;
+                self.stats.dispatches += st.device_runs;
+                self.stats.bytes_to_device += st.bytes_to_device;
+                self.stats.bytes_from_device += st.bytes_from_device;
+            }
+        }
+        Ok(kernel)
+    }
+
+    fn run_host_node(
+        &mut self,
+        g: &Graph,
+        ni: usize,
+        vals: &mut [Option<Tensor>],
+        ext: &[Option<&Tensor>],
+    ) -> Result<()> {
+        let node = &g.nodes[ni];
+        let _nspan = tracing::trace_span!(
+            "node",
+            name = node.name.as_str(),
+            op = node.op_name.as_str()
+        )
+        .entered();
+        let exec_err = |reason: String| RuntimeError::Exec {
+            graph: g.name.clone(),
+            node: node.name.clone(),
+            op: node.op_name.clone(),
+            reason,
+        };
+        let placeholder = || Tensor::zeros(DType::F32, &[0]);
+        let mut node_states: Vec<Tensor> = node
+            .states
+            .iter()
+            .map(|&s| std::mem::replace(&mut self.states[s], placeholder()))
+            .collect();
+        let tk = Instant::now();
+        let result = {
+            let mut ins: Vec<&Tensor> = Vec::with_capacity(node.inputs.len());
+            for &v in &node.inputs {
+                let t = match (&self.weights[v], ext[v]) {
+                    (Some(w), _) => &**w,
+                    (None, Some(t)) => t,
+                    (None, None) => vals[v].as_ref().ok_or_else(|| {
+                        exec_err(format!("input '{}' has no value", g.values[v].name))
+                    })?,
+                };
+                ins.push(t);
+            }
+            let mut ctx = EvalContext::new(&mut self.pool, &mut node_states);
+            node.op.eval(&mut ctx, &ins)
+        };
+        let dt = tk.elapsed();
+        let e = self.stats.per_op.entry(node.op_name.clone()).or_default();
+        e.0 += 1;
+        e.1 += dt;
+        for (&s, t) in node.states.iter().zip(node_states) {
+            self.states[s] = t;
+        }
+        let outs = result.map_err(|e| exec_err(e.0))?;
+        if outs.len() != node.outputs.len() {
+            return Err(exec_err(format!(
+                "produced {} outputs, expected {}",
+                outs.len(),
+                node.outputs.len()
+            )));
+        }
+        for (&v, t) in node.outputs.iter().zip(outs) {
+            // Catches a kernel that disagrees with its own shape inference.
+            if !g.values[v].ty.accepts(&t) {
+                return Err(exec_err(format!(
+                    "output '{}' is {}{:?} but shape inference promised {}",
+                    g.values[v].name,
+                    t.dtype(),
+                    t.shape(),
+                    g.values[v].ty
+                )));
+            }
+            if t.dtype() != DType::F32 {
+                self.pool.note_alloc(t.bytes());
+            }
+            vals[v] = Some(t);
+        }
+        Ok(())
     }
 
     /// Gives an output tensor's buffer back to the pool once the caller is done with it.

@@ -42,15 +42,29 @@ pub struct Node {
     pub outputs: Vec<usize>,
     /// Indices into [`Graph::states`].
     pub states: Vec<usize>,
+    /// Set when a pass replaced this node (say by a fused node): it keeps its id, so
+    /// every per-node record of earlier passes stays valid, but it no longer runs.
+    pub replaced_by: Option<usize>,
 }
 
-/// A validated graph, ready to execute.
+impl Node {
+    /// Whether the node is part of the graph as executed.
+    pub fn is_live(&self) -> bool {
+        self.replaced_by.is_none()
+    }
+}
+
+/// A validated graph, ready to execute: the one IR the scheduler's passes edit in place.
+///
+/// Node and value ids are stable: a pass that replaces nodes marks them
+/// ([`Node::replaced_by`]) and appends the new node, so ids recorded by earlier passes
+/// keep naming the same node. [`Graph::order`] holds only live nodes.
 #[derive(Debug)]
 pub struct Graph {
     pub name: String,
     pub values: Vec<ValueInfo>,
     pub nodes: Vec<Node>,
-    /// Node indices in a valid execution order.
+    /// Live node indices in a valid execution order.
     pub order: Vec<usize>,
     /// Value ids of the graph inputs, in declaration order.
     pub inputs: Vec<usize>,
@@ -174,6 +188,7 @@ impl Graph {
                 inputs: Vec::new(),
                 outputs,
                 states,
+                replaced_by: None,
             });
         }
 
@@ -304,10 +319,130 @@ impl Graph {
         })
     }
 
-    /// Op name → node count.
+    /// Live nodes with their ids, in id order.
+    pub fn live_nodes(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.nodes.iter().enumerate().filter(|(_, n)| n.is_live())
+    }
+
+    /// Whether a value is part of the graph as executed (not an intermediate of a chain a
+    /// pass replaced).
+    pub fn is_live_value(&self, v: usize) -> bool {
+        match self.values[v].source {
+            ValueSource::Node { node, .. } => self.nodes[node].is_live(),
+            _ => true,
+        }
+    }
+
+    /// Replaces a chain of live nodes (producer first) by one node running `op`, which
+    /// takes over the last node's outputs (so consumers are untouched). The new node's
+    /// inferred output types must equal the replaced outputs'. Returns the new node's id.
+    pub fn replace_chain(
+        &mut self,
+        chain: &[usize],
+        name: String,
+        op_name: String,
+        attrs: Attrs,
+        op: Box<dyn Operator>,
+        inputs: Vec<usize>,
+    ) -> Result<usize> {
+        let g = self.name.clone();
+        let Some(&last) = chain.last() else {
+            return Err(gerr(&g, &name, "cannot replace an empty chain"));
+        };
+        if let Some(&dead) = chain.iter().find(|&&ni| !self.nodes[ni].is_live()) {
+            return Err(gerr(
+                &g,
+                &self.nodes[dead].name,
+                "node was already replaced",
+            ));
+        }
+        if chain.iter().any(|&ni| !self.nodes[ni].states.is_empty()) {
+            return Err(gerr(&g, &name, "cannot replace nodes that keep state"));
+        }
+        let in_types: Vec<ValueType> = inputs.iter().map(|&v| self.values[v].ty.clone()).collect();
+        let outputs = self.nodes[last].outputs.clone();
+        let out_types = op
+            .infer(&in_types, &[])
+            .map_err(|e| gerr(&g, &name, format!("op '{op_name}': {e}")))?;
+        let want: Vec<&ValueType> = outputs.iter().map(|&v| &self.values[v].ty).collect();
+        if out_types.len() != want.len() || out_types.iter().zip(&want).any(|(a, b)| a != *b) {
+            return Err(gerr(
+                &g,
+                &name,
+                format!("op '{op_name}' would change the chain's output types"),
+            ));
+        }
+        let id = self.nodes.len();
+        for (k, &v) in outputs.iter().enumerate() {
+            self.values[v].source = ValueSource::Node {
+                node: id,
+                output: k,
+            };
+        }
+        for &ni in chain {
+            self.nodes[ni].replaced_by = Some(id);
+        }
+        self.nodes.push(Node {
+            name,
+            op_name,
+            op,
+            attrs,
+            inputs,
+            outputs,
+            states: Vec::new(),
+            replaced_by: None,
+        });
+        self.rebuild_order()?;
+        Ok(id)
+    }
+
+    /// Recomputes the dataflow graph and execution order over the live nodes, keeping the
+    /// previous relative order where the dependencies allow (stable across edits).
+    fn rebuild_order(&mut self) -> Result<()> {
+        let mut dataflow: DiGraph<usize, usize> = DiGraph::new();
+        let mut idx: HashMap<usize, NodeIndex> = HashMap::new();
+        // Previous order first, new nodes after, so toposort ties keep the old order.
+        let mut ids: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&n| self.nodes[n].is_live())
+            .collect();
+        let mut seen = vec![false; self.nodes.len()];
+        for &n in &ids {
+            seen[n] = true;
+        }
+        ids.extend((0..self.nodes.len()).filter(|&n| self.nodes[n].is_live() && !seen[n]));
+        for &ni in &ids {
+            idx.insert(ni, dataflow.add_node(ni));
+        }
+        for &ni in &ids {
+            for &v in &self.nodes[ni].inputs {
+                if let ValueSource::Node { node, .. } = self.values[v].source {
+                    dataflow.add_edge(idx[&node], idx[&ni], v);
+                }
+            }
+        }
+        self.order = petgraph::algo::toposort(&dataflow, None)
+            .map_err(|c| {
+                let n = &self.nodes[dataflow[c.node_id()]];
+                gerr(
+                    &self.name,
+                    &n.name,
+                    "the graph has a cycle through this node",
+                )
+            })?
+            .into_iter()
+            .map(|i| dataflow[i])
+            .collect();
+        self.dataflow = dataflow;
+        Ok(())
+    }
+
+    /// Op name → live node count.
     pub fn op_counts(&self) -> std::collections::BTreeMap<&str, usize> {
         let mut m = std::collections::BTreeMap::new();
-        for n in &self.nodes {
+        for (_, n) in self.live_nodes() {
             *m.entry(n.op_name.as_str()).or_insert(0) += 1;
         }
         m

@@ -210,8 +210,12 @@ pub trait Operator: Send + Sync + fmt::Debug {
     /// dims are known; ops check the symbolic ones themselves.
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError>;
 
-    /// Optional NPU layer: the catalogue kernel that runs this node on an NPU.
-    fn npu_kernel(&self) -> Option<&dyn crate::device::NpuKernel> {
+    /// The kernel this op offers the device family `target` (say [`crate::npu::TARGET`]),
+    /// as the object type that family documents (the NPU family takes a
+    /// [`crate::npu::NpuBinding`]). A device that gets no kernel, or one of another type,
+    /// places the node on the host and says why.
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        let _ = target;
         None
     }
 }

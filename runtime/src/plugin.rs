@@ -9,9 +9,9 @@
 //!
 //! [`export_plugin!`]: crate::export_plugin
 
-use crate::device::{KernelWork, NpuCaps, NpuKernel};
 use crate::error::{OpError, Result, RuntimeError};
 use crate::fusion::{ChainMatch, FusedNode, FusionPattern};
+use crate::npu::{kernel_of, KernelWork, NpuBinding, NpuCaps, NpuKernel};
 use crate::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
 use crate::registry::Registry;
 use crate::tensor::Tensor;
@@ -102,7 +102,7 @@ pub enum PluginError {
 
 /// The version of the plugin interface ([`PluginDescriptor`] layout and the exported
 /// symbols); bumped whenever either changes.
-pub const PLUGIN_ABI_VERSION: u32 = 1;
+pub const PLUGIN_ABI_VERSION: u32 = 2;
 
 /// The first bytes of every [`PluginDescriptor`].
 pub const PLUGIN_MAGIC: [u8; 8] = *b"AMNSPLG\0";
@@ -143,7 +143,7 @@ macro_rules! layouts {
 }
 
 /// Size and alignment of the types that cross the plugin boundary.
-const BOUNDARY_LAYOUTS: [(usize, usize); 24] = layouts!(
+const BOUNDARY_LAYOUTS: [(usize, usize); 25] = layouts!(
     Registry,
     Attrs,
     Tensor,
@@ -159,7 +159,8 @@ const BOUNDARY_LAYOUTS: [(usize, usize); 24] = layouts!(
     Box<dyn Operator>,
     Arc<dyn OpDef>,
     Arc<dyn FusionPattern>,
-    Option<&'static dyn NpuKernel>,
+    Option<&'static (dyn std::any::Any + Send + Sync)>,
+    NpuBinding,
     EvalContext<'static>,
     KernelWork,
     NpuCaps,
@@ -398,8 +399,11 @@ impl OpDef for GuardedOpDef {
 
     fn build(&self, attrs: &Attrs) -> std::result::Result<Box<dyn Operator>, OpError> {
         let op: Arc<dyn Operator> = Arc::from(guard("build", || self.0.build(attrs))?);
-        let has_kernel = guard("npu_kernel", || Ok(op.npu_kernel().is_some())).unwrap_or(false);
-        let kernel = has_kernel.then(|| GuardedKernel(op.clone()));
+        let has_kernel = guard("kernel", || {
+            Ok(matches!(kernel_of(op.as_ref()), Ok(Some(_))))
+        })
+        .unwrap_or(false);
+        let kernel = has_kernel.then(|| NpuBinding::owned(GuardedKernel(op.clone())));
         Ok(Box::new(GuardedOp { op, kernel }))
     }
 }
@@ -407,7 +411,9 @@ impl OpDef for GuardedOpDef {
 /// An operator of a loaded plugin, with panics turned into errors.
 struct GuardedOp {
     op: Arc<dyn Operator>,
-    kernel: Option<GuardedKernel>,
+    /// The op's NPU kernel behind the same guard (other device families' kernels are
+    /// forwarded as they are).
+    kernel: Option<NpuBinding>,
 }
 
 impl fmt::Debug for GuardedOp {
@@ -433,8 +439,13 @@ impl Operator for GuardedOp {
         guard("eval", || self.op.eval(ctx, inputs))
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        self.kernel.as_ref().map(|k| k as &dyn NpuKernel)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        match &self.kernel {
+            Some(k) if target == crate::npu::TARGET => k.offer(target),
+            _ => guard("kernel", || Ok(self.op.kernel(target)))
+                .ok()
+                .flatten(),
+        }
     }
 }
 
@@ -444,24 +455,25 @@ struct GuardedKernel(Arc<dyn Operator>);
 
 impl GuardedKernel {
     fn kernel(&self) -> std::result::Result<&dyn NpuKernel, OpError> {
-        self.0
-            .npu_kernel()
+        kernel_of(self.0.as_ref())
+            .ok()
+            .flatten()
             .ok_or_else(|| OpError::new("the operator no longer offers an NPU kernel"))
     }
 }
 
 impl fmt::Debug for GuardedKernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.npu_kernel() {
-            Some(k) => k.fmt(f),
-            None => f.write_str("(no kernel)"),
+        match self.kernel() {
+            Ok(k) => k.fmt(f),
+            Err(_) => f.write_str("(no kernel)"),
         }
     }
 }
 
 impl NpuKernel for GuardedKernel {
     fn name(&self) -> &str {
-        self.0.npu_kernel().map_or("(no kernel)", |k| k.name())
+        self.kernel().map_or("(no kernel)", |k| k.name())
     }
 
     fn check(&self, inputs: &[ValueType]) -> std::result::Result<(), String> {
@@ -471,9 +483,9 @@ impl NpuKernel for GuardedKernel {
     // `work` cannot report an error; a plugin's cost model must not panic (a panic
     // here aborts the process, see `docs/plugins.md`).
     fn work(&self, inputs: &[ValueType], caps: &NpuCaps) -> KernelWork {
-        match self.0.npu_kernel() {
-            Some(k) => k.work(inputs, caps),
-            None => KernelWork {
+        match self.kernel() {
+            Ok(k) => k.work(inputs, caps),
+            Err(_) => KernelWork {
                 steps: 0,
                 step: Default::default(),
                 resident_bytes: 0,

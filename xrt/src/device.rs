@@ -1,29 +1,38 @@
 //! [`NpuXrtDevice`]: the real NPU as an [`amanuensis_runtime::device::Device`].
 //!
-//! One node = one dispatch: the kernel's instruction stream loops over all of the node's
-//! tiles on the device (the mlir-aie runtime sequence), so the host submits one run per
-//! node, never one per tile. Everything a dispatch needs (hardware context, kernel,
-//! instruction buffer, data buffers, run object with its arguments set) is created on the
-//! first dispatch of a manifest entry and reused by every later one; a dispatch only copies
-//! inputs in, syncs, starts, waits and copies outputs out.
+//! One instance per process (opened through the device registry) holds the XRT device
+//! and one hardware context per xclbin, at most [`NpuParams::max_hw_contexts`] at once
+//! (the least recently used is closed when another is needed). Loading a plan makes an
+//! [`XrtProgram`]: every device value of the plan's memory arena gets its buffer, every
+//! weight its device buffer, written and synced once at load, and every device node its
+//! run object with all arguments bound, once. A graph run then only syncs the plan's
+//! uploads, starts the runs of each segment (chained, so the host does not wait between
+//! them) and syncs the plan's downloads back.
 //!
-//! Failures: a failing run (error or abort state) disables that manifest entry; a timeout,
-//! a lost device or any failure to start or wait disables the whole device. Both come back
-//! as [`DeviceError::Fault`] so the executor re-runs the node on the CPU.
+//! Failures: a failing run (error or abort state), a timeout, a lost device or any
+//! failure to start or wait come back as [`DeviceError::Fault`] so the session repeats the
+//! graph run on the CPU; a fault of the device disables it for the process.
+//!
+//! `npu-dry` is the same device over the shim's test double: the double's runs compute
+//! their outputs with the catalogue's bit-exact references (the dry run never opens a
+//! kernel binary), so a transcript is real and every XRT call can be logged.
 
 use crate::manifest::{ArgBinding, ArgDtype, KernelEntry, Manifest, ManifestError};
 use crate::shim::{BoFlags, RunState, ShimApi, ShimError, SyncDir};
 use crate::wrap::{Bo, Device as XrtDevice, HwContext, Kernel, Run, Xclbin};
-use amanuensis_runtime::device::npu_sim::NpuParams;
 use amanuensis_runtime::device::{
-    node_types, npu_support, Device, DeviceError, DeviceKind, NpuCaps, Support,
+    Device, DeviceError, NodeView, Program, ProgramRunStats, RunContext, Support,
 };
-use amanuensis_runtime::ir::{Graph, Node};
+use amanuensis_runtime::ir::ValueSource;
+use amanuensis_runtime::npu::{
+    kernel_of, node_cost_ns, npu_support, NpuLowering, NpuOptions, NpuParams, TilingPass,
+};
+use amanuensis_runtime::schedule::{Pass, Plan};
 use amanuensis_runtime::tensor::{DType, Data};
-use amanuensis_runtime::{Dim, OpError, Tensor, ValueType};
-use std::collections::{BTreeMap, HashMap};
+use amanuensis_runtime::{Dim, Tensor, ValueType, WeightStore};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The `run` opcode of the instruction-stream flow (2, the legacy TXN flow, is deprecated).
 pub const OPCODE_INSTRUCTIONS: u32 = 3;
@@ -53,15 +62,17 @@ pub fn no_hwctx_message(xrt_version: &str) -> String {
 pub struct NpuXrtOptions {
     /// XRT device index.
     pub device_index: u32,
-    /// How long one dispatch may take before it counts as hung, ms. The driver resets a
+    /// How long one run may take before it counts as hung, ms. The driver resets a
     /// context whose command runs longer than 2 s, so this only needs to exceed that.
     pub timeout_ms: u32,
-    /// Hardware contexts kept open at once (npu1 allows 6, npu4+ 16); the least recently
-    /// used one is closed when another xclbin is needed.
-    pub max_hw_contexts: usize,
     /// Parameter set for the cost model; `None` picks one from the manifest's target or
     /// the device name.
     pub params: Option<NpuParams>,
+    /// How runs are scheduled.
+    pub schedule: NpuOptions,
+    /// The dry run: kernel binaries are never opened (the shim is the test double, whose
+    /// runs compute with the references).
+    pub dry: bool,
 }
 
 impl Default for NpuXrtOptions {
@@ -69,8 +80,9 @@ impl Default for NpuXrtOptions {
         NpuXrtOptions {
             device_index: 0,
             timeout_ms: 5000,
-            max_hw_contexts: 6,
             params: None,
+            schedule: NpuOptions::default(),
+            dry: false,
         }
     }
 }
@@ -132,50 +144,35 @@ struct CtxSlot {
     last_use: u64,
 }
 
-/// A manifest entry ready to dispatch.
-struct Loaded {
-    // Declaration order is drop order: the run, then the buffers, then the kernel.
-    run: Run,
-    data: Vec<Bo>,
-    _instr: Bo,
-    xclbin: PathBuf,
-    out_shapes: Vec<Vec<usize>>,
-}
-
-/// Which failures disable what.
-enum Scope {
-    /// Only this manifest entry.
-    Entry,
-    /// The whole device.
-    Device,
-}
-
-/// The real AMD Ryzen AI NPU, driven through XRT (`--device npu`).
-pub struct NpuXrtDevice {
-    // Drop order: loaded entries (runs, buffers), then contexts (kernels, contexts,
-    // xclbins), then the device.
-    loaded: HashMap<usize, Loaded>,
+/// What the device shares between its programs.
+struct Shared {
+    // Drop order: contexts (kernels, contexts, xclbins), then the device.
     contexts: HashMap<PathBuf, CtxSlot>,
     device: Arc<XrtDevice>,
+    clock: u64,
+    /// Hardware contexts created so far.
+    created: usize,
+    disabled: Option<String>,
+}
+
+/// The real AMD Ryzen AI NPU, driven through XRT (`--device npu`, `--device npu-dry`).
+pub struct NpuXrtDevice {
+    name: String,
+    shared: Arc<Mutex<Shared>>,
     shim: Arc<dyn ShimApi>,
     manifest: Arc<Manifest>,
     options: NpuXrtOptions,
     device_name: String,
     params: NpuParams,
-    failed: HashMap<usize, String>,
-    disabled: Option<String>,
-    clock: u64,
 }
 
 impl std::fmt::Debug for NpuXrtDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NpuXrtDevice")
+            .field("name", &self.name)
             .field("device_name", &self.device_name)
             .field("backend", &self.shim.describe())
             .field("manifest", &self.manifest.path())
-            .field("loaded", &self.loaded.len())
-            .field("contexts", &self.contexts.len())
-            .field("disabled", &self.disabled)
             .finish()
     }
 }
@@ -198,6 +195,10 @@ pub fn real_shim() -> Result<Arc<dyn ShimApi>, XrtError> {
     }
 }
 
+fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl NpuXrtDevice {
     /// Opens the NPU through the XRT shim of this build with the manifest of
     /// [`crate::KERNELS_ENV`] and the options of [`NpuXrtOptions::from_env`].
@@ -212,7 +213,7 @@ impl NpuXrtDevice {
         NpuXrtDevice::with_shim(real_shim()?, manifest, options)
     }
 
-    /// Opens the NPU through any shim (the test double in tests).
+    /// Opens the NPU through any shim (the test double in tests and dry runs).
     pub fn with_shim(
         shim: Arc<dyn ShimApi>,
         manifest: Arc<Manifest>,
@@ -235,17 +236,19 @@ impl NpuXrtDevice {
             .clone()
             .unwrap_or_else(|| pick_params(manifest.target(), &device_name));
         Ok(NpuXrtDevice {
-            loaded: HashMap::new(),
-            contexts: HashMap::new(),
-            device,
+            name: if options.dry { "npu-dry" } else { "npu" }.into(),
+            shared: Arc::new(Mutex::new(Shared {
+                contexts: HashMap::new(),
+                device,
+                clock: 0,
+                created: 0,
+                disabled: None,
+            })),
             shim,
             manifest,
             options,
             device_name,
             params,
-            failed: HashMap::new(),
-            disabled: None,
-            clock: 0,
         })
     }
 
@@ -259,51 +262,30 @@ impl NpuXrtDevice {
         &self.manifest
     }
 
+    /// The timing parameters of its cost model.
+    pub fn params(&self) -> &NpuParams {
+        &self.params
+    }
+
     /// Why the device stopped accepting work, if it did.
-    pub fn disabled(&self) -> Option<&str> {
-        self.disabled.as_deref()
+    pub fn disabled(&self) -> Option<String> {
+        lock(&self.shared).disabled.clone()
     }
 
     /// Hardware contexts currently open.
     pub fn open_contexts(&self) -> usize {
-        self.contexts.len()
+        lock(&self.shared).contexts.len()
     }
 
-    /// Sets up the entry for `kernel` at these input shapes now instead of at its first
-    /// dispatch (`outputs` are the node's output shapes).
-    pub fn preload(
-        &mut self,
-        kernel: &str,
-        inputs: &[Vec<usize>],
-        attrs: &BTreeMap<String, serde_json::Value>,
-        outputs: &[Vec<usize>],
-    ) -> Result<(), XrtError> {
-        let Some(idx) = self.manifest.find_index(kernel, inputs, attrs) else {
-            return Err(XrtError::Kernel {
-                label: format!(
-                    "{kernel} (variant {})",
-                    crate::manifest::Variant(inputs.to_vec())
-                ),
-                reason: format!("not found in {}", self.manifest.path().display()),
-            });
-        };
-        self.ensure_loaded(idx, inputs, outputs)
+    /// Hardware contexts created since the device was opened.
+    pub fn contexts_created(&self) -> usize {
+        lock(&self.shared).created
     }
 
-    fn fault(&self, reason: String) -> DeviceError {
-        DeviceError::Fault {
-            device: "npu".into(),
-            reason,
-        }
-    }
-
-    /// Why this entry cannot run now (missing files, earlier failure), if so.
-    fn entry_problem(&self, idx: usize, e: &KernelEntry) -> Option<String> {
-        if let Some(r) = self.failed.get(&idx) {
-            return Some(format!(
-                "kernel {} failed earlier on this device: {r}",
-                e.label()
-            ));
+    /// Why this entry cannot run (missing files), if so; a dry run opens no file.
+    fn entry_problem(&self, e: &KernelEntry) -> Option<String> {
+        if self.options.dry {
+            return None;
         }
         if !e.xclbin.is_file() {
             return Some(format!(
@@ -322,27 +304,82 @@ impl NpuXrtDevice {
         None
     }
 
-    /// The context for an xclbin, created (and another evicted) when needed.
-    fn context_for(&mut self, entry: &KernelEntry) -> Result<&mut CtxSlot, String> {
-        self.clock += 1;
-        let clock = self.clock;
-        if !self.contexts.contains_key(&entry.xclbin) {
-            while self.contexts.len() >= self.options.max_hw_contexts.max(1) {
-                let victim = self
-                    .contexts
-                    .iter()
-                    .min_by_key(|(_, s)| s.last_use)
-                    .map(|(p, _)| p.clone())
-                    .expect("contexts is not empty");
-                tracing::info!(
-                    "npu: closing the hardware context of {} to make room",
-                    victim.display()
-                );
-                self.loaded.retain(|_, l| l.xclbin != victim);
-                self.contexts.remove(&victim);
+    /// The manifest entry of a node, or why there is none.
+    fn entry_for(&self, node: &NodeView) -> Result<usize, String> {
+        let k = match npu_support(node) {
+            Support::Yes { kernel } => kernel,
+            Support::No { reason } => return Err(reason),
+        };
+        let shapes: Vec<Vec<usize>> = node
+            .inputs
+            .iter()
+            .map(static_shape)
+            .collect::<Option<_>>()
+            .ok_or("shapes are not static")?;
+        let idx = self
+            .manifest
+            .find_index(&k, &shapes, &node.attrs.0)
+            .ok_or_else(|| {
+                format!(
+                    "xclbin for kernel {k} (variant {}) not found in {}",
+                    crate::manifest::Variant(shapes.clone()),
+                    self.manifest.path().display()
+                )
+            })?;
+        let entry = &self.manifest.entries()[idx];
+        if let Some(p) = self.entry_problem(entry) {
+            return Err(p);
+        }
+        for a in &entry.args {
+            let (t, what) = match a.binding {
+                ArgBinding::Input(i) => (node.inputs.get(i), format!("input {i}")),
+                ArgBinding::Output(o) => (node.outputs.get(o), format!("output {o}")),
+            };
+            match t {
+                Some(t) if dtype_fits(t.dtype, a.dtype) => {}
+                Some(t) => {
+                    return Err(format!(
+                        "kernel {}: {what} is {}, the binary takes {}",
+                        entry.label(),
+                        t.dtype,
+                        a.dtype
+                    ))
+                }
+                None => return Err(format!("kernel {}: the node has no {what}", entry.label())),
             }
-            let xclbin = Xclbin::load(self.shim.clone(), &entry.xclbin)
-                .map_err(|e| format!("loading xclbin {}: {e}", entry.xclbin.display()))?;
+        }
+        Ok(idx)
+    }
+}
+
+/// The context of an xclbin, created when needed (the least recently used one closed
+/// when the process holds the most it may).
+fn context_for<'a>(
+    shared: &'a mut Shared,
+    shim: &Arc<dyn ShimApi>,
+    entry: &KernelEntry,
+    max: usize,
+    dry: bool,
+) -> Result<&'a mut CtxSlot, String> {
+    shared.clock += 1;
+    let clock = shared.clock;
+    if !shared.contexts.contains_key(&entry.xclbin) {
+        while shared.contexts.len() >= max.max(1) {
+            let victim = shared
+                .contexts
+                .iter()
+                .min_by_key(|(_, s)| s.last_use)
+                .map(|(p, _)| p.clone())
+                .expect("contexts is not empty");
+            tracing::info!(
+                "npu: closing the hardware context of {} to make room",
+                victim.display()
+            );
+            shared.contexts.remove(&victim);
+        }
+        let xclbin = Xclbin::load(shim.clone(), &entry.xclbin)
+            .map_err(|e| format!("loading xclbin {}: {e}", entry.xclbin.display()))?;
+        if !dry {
             let names = xclbin
                 .kernel_names()
                 .map_err(|e| format!("reading xclbin {}: {e}", entry.xclbin.display()))?;
@@ -358,248 +395,446 @@ impl NpuXrtDevice {
                     }
                 ));
             }
-            let ctx = HwContext::create(self.device.clone(), xclbin).map_err(|e| {
-                format!(
-                    "creating a hardware context for {}: {e}",
-                    entry.xclbin.display()
-                )
-            })?;
-            self.contexts.insert(
-                entry.xclbin.clone(),
-                CtxSlot {
-                    kernels: HashMap::new(),
-                    ctx,
-                    last_use: clock,
+        }
+        let ctx = HwContext::create(shared.device.clone(), xclbin).map_err(|e| {
+            format!(
+                "creating a hardware context for {}: {e}",
+                entry.xclbin.display()
+            )
+        })?;
+        shared.created += 1;
+        shared.contexts.insert(
+            entry.xclbin.clone(),
+            CtxSlot {
+                kernels: HashMap::new(),
+                ctx,
+                last_use: clock,
+            },
+        );
+    }
+    let slot = shared
+        .contexts
+        .get_mut(&entry.xclbin)
+        .expect("inserted above");
+    slot.last_use = clock;
+    Ok(slot)
+}
+
+/// A device value's buffer and the element type it holds on the device.
+struct ValueBuffer {
+    bo: Bo,
+    dtype: ArgDtype,
+    shape: Vec<usize>,
+    want: DType,
+}
+
+/// One device node, ready to start: its run with every argument bound at load.
+struct NodeRun {
+    // Declaration order is drop order: the run, then its instruction buffer.
+    run: Run,
+    _instr: Bo,
+    label: String,
+    node: String,
+}
+
+/// The NPU's program of one plan: buffers, weights and runs made once at load.
+pub struct XrtProgram {
+    // Drop order: runs, then buffers, then the kernels' contexts (held by the device).
+    runs: HashMap<usize, NodeRun>,
+    values: HashMap<usize, ValueBuffer>,
+    _weights: Vec<Bo>,
+    plan: Arc<Plan>,
+    shared: Arc<Mutex<Shared>>,
+    timeout_ms: u32,
+    stats: ProgramRunStats,
+    load_bytes: u64,
+}
+
+impl XrtProgram {
+    /// Bytes written and synced to the device at load (the weights).
+    pub fn load_bytes(&self) -> u64 {
+        self.load_bytes
+    }
+}
+
+fn fault(reason: String) -> DeviceError {
+    DeviceError::Fault {
+        device: "npu".into(),
+        reason,
+    }
+}
+
+impl NpuXrtDevice {
+    fn load_program(&self, plan: &Arc<Plan>, weights: &WeightStore) -> Result<XrtProgram, String> {
+        if let Some(r) = lock(&self.shared).disabled.clone() {
+            return Err(format!("the NPU was disabled after a fault: {r}"));
+        }
+        let g = &plan.graph;
+        let low = plan
+            .lowering::<NpuLowering>()
+            .ok_or("the plan has no NPU lowering (planned for another device?)")?;
+        let _ = low;
+        // Every device node's manifest entry, and the device type of every value it touches.
+        let mut node_entries: Vec<(usize, usize)> = Vec::new();
+        let mut dtypes: HashMap<usize, (ArgDtype, String)> = HashMap::new();
+        for seg in &plan.segments {
+            for &ni in seg {
+                let n = &g.nodes[ni];
+                let (ins, outs) = amanuensis_runtime::device::node_types(g, n);
+                let view = NodeView {
+                    name: &n.name,
+                    op_name: &n.op_name,
+                    op: n.op.as_ref(),
+                    attrs: &n.attrs,
+                    inputs: &ins,
+                    outputs: &outs,
+                    stateful: !n.states.is_empty(),
+                };
+                let idx = self
+                    .entry_for(&view)
+                    .map_err(|e| format!("node '{}': {e}", n.name))?;
+                let entry = &self.manifest.entries()[idx];
+                for a in &entry.args {
+                    let v = match a.binding {
+                        ArgBinding::Input(i) => n.inputs[i],
+                        ArgBinding::Output(o) => n.outputs[o],
+                    };
+                    if let Some((d, who)) = dtypes.get(&v) {
+                        if *d != a.dtype {
+                            return Err(format!(
+                                "value '{}' is {d} in kernel {who} but {} in kernel {}: a device-resident value needs one type",
+                                g.values[v].name,
+                                a.dtype,
+                                entry.label()
+                            ));
+                        }
+                    } else {
+                        dtypes.insert(v, (a.dtype, entry.label()));
+                    }
+                }
+                node_entries.push((ni, idx));
+            }
+        }
+        let mut shared = lock(&self.shared);
+        let max_ctx = self.params.max_hw_contexts;
+        // Kernels, with one context per xclbin.
+        let mut kernels: HashMap<usize, Arc<Kernel>> = HashMap::new();
+        for &(_, idx) in &node_entries {
+            if kernels.contains_key(&idx) {
+                continue;
+            }
+            let entry = &self.manifest.entries()[idx];
+            let slot = context_for(&mut shared, &self.shim, entry, max_ctx, self.options.dry)
+                .map_err(|e| format!("kernel {}: {e}", entry.label()))?;
+            let k = match slot.kernels.get(&entry.xclbin_kernel) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = Kernel::open(slot.ctx.clone(), &entry.xclbin_kernel).map_err(|e| {
+                        format!(
+                            "opening kernel '{}' of {}: {e}",
+                            entry.xclbin_kernel,
+                            entry.xclbin.display()
+                        )
+                    })?;
+                    slot.kernels.insert(entry.xclbin_kernel.clone(), k.clone());
+                    k
+                }
+            };
+            kernels.insert(idx, k);
+        }
+        drop(shared);
+        // Buffers: one per device value of the arena and per weight, allocated in the
+        // group of the first argument that uses it.
+        let mut values: HashMap<usize, ValueBuffer> = HashMap::new();
+        let mut weight_bos: HashMap<usize, Bo> = HashMap::new();
+        let mut load_bytes = 0u64;
+        for &(ni, idx) in &node_entries {
+            let n = &g.nodes[ni];
+            let entry = &self.manifest.entries()[idx];
+            let kernel = &kernels[&idx];
+            for (i, a) in entry.args.iter().enumerate() {
+                let v = match a.binding {
+                    ArgBinding::Input(k) => n.inputs[k],
+                    ArgBinding::Output(k) => n.outputs[k],
+                };
+                if values.contains_key(&v) || weight_bos.contains_key(&v) {
+                    continue;
+                }
+                let info = &g.values[v];
+                let shape = static_shape(&info.ty)
+                    .ok_or_else(|| format!("value '{}' has a symbolic shape", info.name))?;
+                let bytes = shape
+                    .iter()
+                    .try_fold(a.dtype.size(), |acc, &d| acc.checked_mul(d))
+                    .filter(|&b| b > 0 && b <= MAX_BUFFER_BYTES)
+                    .ok_or_else(|| {
+                        format!("value '{}': buffer size is zero or too large", info.name)
+                    })?;
+                let argno = FIRST_DATA_ARG + i as u32;
+                let group = kernel
+                    .group_id(argno)
+                    .map_err(|e| format!("group id of argument {argno}: {e}"))?;
+                let mut bo = Bo::alloc(kernel, bytes, BoFlags::HostOnly, group)
+                    .map_err(|e| format!("allocating {bytes} bytes for '{}': {e}", info.name))?;
+                if info.source == ValueSource::Weight {
+                    let w = weights
+                        .get(&info.name)
+                        .ok_or_else(|| format!("weight '{}' is not loaded", info.name))?;
+                    write_tensor(w, a.dtype, bo.bytes_mut())
+                        .map_err(|e| format!("weight '{}': {e}", info.name))?;
+                    bo.sync(SyncDir::ToDevice)
+                        .map_err(|e| format!("uploading weight '{}': {e}", info.name))?;
+                    load_bytes += bytes as u64;
+                    weight_bos.insert(v, bo);
+                } else {
+                    values.insert(
+                        v,
+                        ValueBuffer {
+                            bo,
+                            dtype: a.dtype,
+                            shape,
+                            want: info.ty.dtype,
+                        },
+                    );
+                }
+            }
+        }
+        // Runs with every argument bound.
+        let mut runs = HashMap::new();
+        for &(ni, idx) in &node_entries {
+            let n = &g.nodes[ni];
+            let entry = &self.manifest.entries()[idx];
+            let kernel = &kernels[&idx];
+            let err = |what: &str, e: ShimError| format!("kernel {}: {what}: {e}", entry.label());
+            let words = if self.options.dry {
+                // The dry run never opens kernel binaries: a one-word placeholder stream.
+                vec![0u32]
+            } else {
+                read_instructions(&entry.insts)
+                    .map_err(|e| format!("kernel {}: {e}", entry.label()))?
+            };
+            let instr_group = kernel
+                .group_id(INSTR_ARG)
+                .map_err(|e| err("group id of the instruction argument", e))?;
+            let mut instr = Bo::alloc(kernel, words.len() * 4, BoFlags::Cacheable, instr_group)
+                .map_err(|e| err("allocating the instruction buffer", e))?;
+            for (dst, w) in instr.bytes_mut().chunks_exact_mut(4).zip(&words) {
+                dst.copy_from_slice(&w.to_le_bytes());
+            }
+            instr
+                .sync(SyncDir::ToDevice)
+                .map_err(|e| err("syncing the instruction buffer", e))?;
+            let run = Run::create(kernel.clone()).map_err(|e| err("creating the run", e))?;
+            run.set_u32(0, OPCODE_INSTRUCTIONS)
+                .map_err(|e| err("setting the opcode", e))?;
+            run.set_bo(INSTR_ARG, &instr)
+                .map_err(|e| err("setting the instruction buffer", e))?;
+            let n_words = u32::try_from(words.len()).map_err(|_| "instruction stream too long")?;
+            run.set_u32(2, n_words)
+                .map_err(|e| err("setting the instruction count", e))?;
+            for (i, a) in entry.args.iter().enumerate() {
+                let v = match a.binding {
+                    ArgBinding::Input(k) => n.inputs[k],
+                    ArgBinding::Output(k) => n.outputs[k],
+                };
+                let bo = values
+                    .get(&v)
+                    .map(|b| &b.bo)
+                    .or_else(|| weight_bos.get(&v))
+                    .expect("every argument got a buffer above");
+                run.set_bo(FIRST_DATA_ARG + i as u32, bo).map_err(|e| {
+                    err(
+                        &format!("setting argument {}", FIRST_DATA_ARG + i as u32),
+                        e,
+                    )
+                })?;
+            }
+            runs.insert(
+                ni,
+                NodeRun {
+                    run,
+                    _instr: instr,
+                    label: entry.label(),
+                    node: n.name.clone(),
                 },
             );
         }
-        let slot = self
-            .contexts
-            .get_mut(&entry.xclbin)
-            .expect("inserted above");
-        slot.last_use = clock;
-        Ok(slot)
+        Ok(XrtProgram {
+            runs,
+            values,
+            _weights: weight_bos.into_values().collect(),
+            plan: plan.clone(),
+            shared: self.shared.clone(),
+            timeout_ms: self.options.timeout_ms,
+            stats: ProgramRunStats::default(),
+            load_bytes,
+        })
+    }
+}
+
+impl XrtProgram {
+    fn disable(&self, reason: &str) {
+        let mut s = lock(&self.shared);
+        if s.disabled.is_none() {
+            tracing::warn!("npu: {reason}; the NPU is disabled for this process");
+            s.disabled = Some(reason.to_string());
+        }
     }
 
-    fn ensure_loaded(
-        &mut self,
-        idx: usize,
-        inputs: &[Vec<usize>],
-        outputs: &[Vec<usize>],
-    ) -> Result<(), XrtError> {
-        if let Some(l) = self.loaded.get(&idx) {
-            if l.out_shapes == outputs {
-                return Ok(());
-            }
-            self.loaded.remove(&idx);
-        }
-        let entry = self.manifest.entries()[idx].clone();
-        let err = |reason: String| XrtError::Kernel {
-            label: entry.label(),
-            reason,
-        };
-        if let Some(p) = self.entry_problem(idx, &entry) {
-            return Err(err(p));
-        }
-        let words = read_instructions(&entry.insts).map_err(err)?;
-        // Buffer sizes from the variant's shapes.
-        let mut sizes = Vec::with_capacity(entry.args.len());
-        for (n, a) in entry.args.iter().enumerate() {
-            let shape = match a.binding {
-                ArgBinding::Input(i) => inputs.get(i),
-                ArgBinding::Output(o) => outputs.get(o),
-            }
-            .ok_or_else(|| {
-                err(format!(
-                    "args[{n}] refers to {:?}, which the node does not have",
-                    a.binding
-                ))
-            })?;
-            let bytes = shape
-                .iter()
-                .try_fold(a.dtype.size(), |acc, &d| acc.checked_mul(d))
-                .filter(|&b| b > 0 && b <= MAX_BUFFER_BYTES)
-                .ok_or_else(|| {
-                    err(format!(
-                        "args[{n}]: buffer size of shape {shape:?} is zero or too large"
-                    ))
-                })?;
-            sizes.push(bytes);
-        }
-        for o in 0..outputs.len() {
-            if !entry
-                .args
-                .iter()
-                .any(|a| a.binding == ArgBinding::Output(o))
-            {
-                return Err(err(format!(
-                    "the manifest entry has no argument for output {o}"
-                )));
-            }
-        }
+    fn device_fault(&self, reason: String) -> DeviceError {
+        self.disable(&reason);
+        fault(reason)
+    }
 
-        let slot = self.context_for(&entry).map_err(err)?;
-        let num_args = slot
-            .ctx
-            .xclbin()
-            .num_args(&entry.xclbin_kernel)
-            .map_err(|e| err(format!("argument count of '{}': {e}", entry.xclbin_kernel)))?;
-        // Passing more buffers than the kernel declares crashes XRT: refuse it here.
-        if entry.args.len() as u64 + u64::from(FIRST_DATA_ARG) > u64::from(num_args) {
-            return Err(err(format!(
-                "the manifest lists {} data buffers but '{}' in {} takes {} ({} arguments in all)",
-                entry.args.len(),
-                entry.xclbin_kernel,
-                entry.xclbin.display(),
-                num_args.saturating_sub(FIRST_DATA_ARG),
-                num_args
-            )));
-        }
-        let kernel = match slot.kernels.get(&entry.xclbin_kernel) {
-            Some(k) => k.clone(),
-            None => {
-                let k = Kernel::open(slot.ctx.clone(), &entry.xclbin_kernel).map_err(|e| {
-                    err(format!(
-                        "opening kernel '{}' of {}: {e}",
-                        entry.xclbin_kernel,
-                        entry.xclbin.display()
-                    ))
-                })?;
-                slot.kernels.insert(entry.xclbin_kernel.clone(), k.clone());
-                k
-            }
-        };
-        let shim_err = |what: &str, e: ShimError| err(format!("{what}: {e}"));
+    fn buffer(&mut self, v: usize) -> Result<&mut ValueBuffer, DeviceError> {
+        let name = &self.plan.graph.values[v].name;
+        let e = fault(format!("value '{name}' has no device buffer"));
+        self.values.get_mut(&v).ok_or(e)
+    }
+}
 
-        let instr_group = kernel
-            .group_id(INSTR_ARG)
-            .map_err(|e| shim_err("group id of the instruction argument", e))?;
-        let mut instr = Bo::alloc(&kernel, words.len() * 4, BoFlags::Cacheable, instr_group)
-            .map_err(|e| shim_err("allocating the instruction buffer", e))?;
-        for (dst, w) in instr.bytes_mut().chunks_exact_mut(4).zip(&words) {
-            dst.copy_from_slice(&w.to_le_bytes());
+impl Program for XrtProgram {
+    fn begin_run(&mut self, _cx: &RunContext) -> Result<(), DeviceError> {
+        if let Some(r) = lock(&self.shared).disabled.clone() {
+            return Err(fault(format!("disabled after an earlier fault: {r}")));
         }
-        instr
-            .sync(SyncDir::ToDevice)
-            .map_err(|e| shim_err("syncing the instruction buffer", e))?;
-
-        let mut data = Vec::with_capacity(entry.args.len());
-        for (i, &bytes) in sizes.iter().enumerate() {
-            let argno = FIRST_DATA_ARG + i as u32;
-            let group = kernel
-                .group_id(argno)
-                .map_err(|e| shim_err(&format!("group id of argument {argno}"), e))?;
-            let bo = Bo::alloc(&kernel, bytes, BoFlags::HostOnly, group).map_err(|e| {
-                shim_err(&format!("allocating {bytes} bytes for argument {argno}"), e)
-            })?;
-            data.push(bo);
-        }
-
-        let run = Run::create(kernel.clone()).map_err(|e| shim_err("creating the run", e))?;
-        run.set_u32(0, OPCODE_INSTRUCTIONS)
-            .map_err(|e| shim_err("setting the opcode", e))?;
-        run.set_bo(INSTR_ARG, &instr)
-            .map_err(|e| shim_err("setting the instruction buffer", e))?;
-        let n_words =
-            u32::try_from(words.len()).map_err(|_| err("instruction stream too long".into()))?;
-        run.set_u32(2, n_words)
-            .map_err(|e| shim_err("setting the instruction count", e))?;
-        for (i, bo) in data.iter().enumerate() {
-            run.set_bo(FIRST_DATA_ARG + i as u32, bo).map_err(|e| {
-                shim_err(
-                    &format!("setting argument {}", FIRST_DATA_ARG + i as u32),
-                    e,
-                )
-            })?;
-        }
-        self.loaded.insert(
-            idx,
-            Loaded {
-                run,
-                data,
-                _instr: instr,
-                xclbin: entry.xclbin.clone(),
-                out_shapes: outputs.to_vec(),
-            },
-        );
+        self.stats = ProgramRunStats::default();
         Ok(())
     }
 
-    /// Runs a loaded entry: inputs in, run, outputs out.
-    fn dispatch(
-        &mut self,
-        idx: usize,
-        inputs: &[&Tensor],
-        out_types: &[ValueType],
-    ) -> Result<Vec<Tensor>, (Scope, String)> {
-        let entry = &self.manifest.entries()[idx];
-        let timeout = self.options.timeout_ms;
-        let l = self
-            .loaded
-            .get_mut(&idx)
-            .ok_or((Scope::Entry, "entry not loaded".to_string()))?;
-        for (a, bo) in entry.args.iter().zip(l.data.iter_mut()) {
-            if let ArgBinding::Input(i) = a.binding {
-                let t = inputs
-                    .get(i)
-                    .ok_or((Scope::Entry, format!("input {i} is missing")))?;
-                write_tensor(t, a.dtype, bo.bytes_mut())
-                    .map_err(|m| (Scope::Entry, format!("input {i}: {m}")))?;
-                bo.sync(SyncDir::ToDevice).map_err(|e| {
-                    (
-                        Scope::Device,
-                        format!("syncing input {i} to the device: {e}"),
-                    )
-                })?;
-            }
-        }
-        l.run
-            .start()
-            .map_err(|e| (Scope::Device, format!("starting the run: {e}")))?;
-        let state = l
-            .run
-            .wait(timeout)
-            .map_err(|e| (Scope::Device, format!("waiting for the run: {e}")))?;
-        match state {
-            RunState::Completed => {}
-            RunState::Error | RunState::Abort => {
-                return Err((Scope::Entry, format!("the run ended in state {state}")));
-            }
-            RunState::Timeout => {
-                return Err((
-                    Scope::Device,
-                    format!("the run did not finish within {timeout} ms (state {state})"),
-                ));
-            }
-            other => {
-                return Err((
-                    Scope::Device,
-                    format!("the run ended in state {other} after waiting {timeout} ms"),
-                ))
-            }
-        }
-        let mut outs: Vec<Option<Tensor>> = vec![None; out_types.len()];
-        for (a, bo) in entry.args.iter().zip(l.data.iter()) {
-            if let ArgBinding::Output(o) = a.binding {
-                let Some(ty) = out_types.get(o) else { continue };
-                bo.sync(SyncDir::FromDevice).map_err(|e| {
-                    (
-                        Scope::Device,
-                        format!("syncing output {o} from the device: {e}"),
-                    )
-                })?;
-                let shape = &l.out_shapes[o];
-                outs[o] = Some(
-                    read_tensor(bo.bytes(), a.dtype, ty.dtype, shape)
-                        .map_err(|m| (Scope::Entry, format!("output {o}: {m}")))?,
-                );
-            }
-        }
-        outs.into_iter()
-            .enumerate()
-            .map(|(o, t)| t.ok_or((Scope::Entry, format!("output {o} has no buffer"))))
-            .collect()
+    fn upload(&mut self, value: usize, tensor: &Tensor) -> Result<(), DeviceError> {
+        let b = self.buffer(value)?;
+        write_tensor(tensor, b.dtype, b.bo.bytes_mut())
+            .map_err(|e| DeviceError::Kernel(e.into()))?;
+        let bytes = b.bo.size() as u64;
+        let r = b.bo.sync(SyncDir::ToDevice);
+        r.map_err(|e| self.device_fault(format!("syncing a value to the device: {e}")))?;
+        self.stats.bytes_to_device += bytes;
+        Ok(())
     }
+
+    fn run_segment(&mut self, segment: usize) -> Result<(), DeviceError> {
+        let seg = self
+            .plan
+            .segments
+            .get(segment)
+            .ok_or_else(|| fault(format!("no segment {segment}")))?
+            .clone();
+        // Chained: every run of the segment is started before the host waits, so the
+        // device goes from one to the next without a host round trip in between.
+        for ni in &seg {
+            let r = self
+                .runs
+                .get(ni)
+                .ok_or_else(|| fault(format!("node {ni} has no run")))?;
+            if let Err(e) = r.run.start() {
+                let reason = format!("starting kernel {} for node '{}': {e}", r.label, r.node);
+                return Err(self.device_fault(reason));
+            }
+        }
+        for ni in &seg {
+            let r = &self.runs[ni];
+            let state = match r.run.wait(self.timeout_ms) {
+                Ok(s) => s,
+                Err(e) => {
+                    let reason = format!("waiting for kernel {} (node '{}'): {e}", r.label, r.node);
+                    return Err(self.device_fault(reason));
+                }
+            };
+            match state {
+                RunState::Completed => {}
+                RunState::Timeout => {
+                    let reason = format!(
+                        "kernel {} (node '{}') did not finish within {} ms (state {state})",
+                        r.label, r.node, self.timeout_ms
+                    );
+                    return Err(self.device_fault(reason));
+                }
+                other => {
+                    let reason = format!(
+                        "kernel {} (node '{}') ended in state {other}",
+                        r.label, r.node
+                    );
+                    return Err(self.device_fault(reason));
+                }
+            }
+            self.stats.device_runs += 1;
+        }
+        Ok(())
+    }
+
+    fn download(&mut self, value: usize) -> Result<Tensor, DeviceError> {
+        let b = self.buffer(value)?;
+        let r = b.bo.sync(SyncDir::FromDevice);
+        let bytes = b.bo.size() as u64;
+        let (dtype, want, shape) = (b.dtype, b.want, b.shape.clone());
+        if let Err(e) = r {
+            return Err(self.device_fault(format!("syncing a value from the device: {e}")));
+        }
+        let b = self.buffer(value)?;
+        let t = read_tensor(b.bo.bytes(), dtype, want, &shape)
+            .map_err(|e| DeviceError::Kernel(e.into()))?;
+        self.stats.bytes_from_device += bytes;
+        Ok(t)
+    }
+
+    fn end_run(&mut self) -> Result<ProgramRunStats, DeviceError> {
+        Ok(std::mem::take(&mut self.stats))
+    }
+}
+
+impl Device for NpuXrtDevice {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn supports(&self, node: &NodeView) -> Support {
+        if let Some(r) = self.disabled() {
+            return Support::No {
+                reason: format!("the NPU was disabled after a fault: {r}"),
+            };
+        }
+        match self.entry_for(node) {
+            Ok(idx) => Support::Yes {
+                kernel: self.manifest.entries()[idx].kernel.clone(),
+            },
+            Err(reason) => Support::No { reason },
+        }
+    }
+
+    fn cost_ns(&self, node: &NodeView) -> Option<f64> {
+        node_cost_ns(node, &self.params, &self.options.schedule)
+    }
+
+    fn lowering_passes(&self) -> Vec<Box<dyn Pass>> {
+        vec![Box::new(TilingPass {
+            params: self.params.clone(),
+            options: self.options.schedule,
+            xclbin_of: None,
+        })]
+    }
+
+    fn load(
+        &self,
+        plan: &Arc<Plan>,
+        weights: &WeightStore,
+    ) -> Result<Box<dyn Program>, DeviceError> {
+        match self.load_program(plan, weights) {
+            Ok(p) => Ok(Box::new(p)),
+            Err(reason) => {
+                tracing::warn!("npu: loading graph '{}': {reason}", plan.graph.name);
+                Err(fault(reason))
+            }
+        }
+    }
+}
+
+/// Whether a plan's device nodes all resolve to manifest entries (for messages).
+pub fn kernel_name_of(view: &NodeView) -> Option<String> {
+    kernel_of(view.op)
+        .ok()
+        .flatten()
+        .map(|k| k.name().to_string())
 }
 
 /// A hint about why opening failed, from what the system shows.
@@ -744,157 +979,6 @@ fn dtype_fits(t: DType, a: ArgDtype) -> bool {
 
 fn static_shape(t: &ValueType) -> Option<Vec<usize>> {
     t.shape.iter().map(Dim::known).collect()
-}
-
-impl Device for NpuXrtDevice {
-    fn name(&self) -> &str {
-        "npu"
-    }
-
-    fn kind(&self) -> DeviceKind {
-        DeviceKind::Npu
-    }
-
-    fn supports(&self, graph: &Graph, node: &Node) -> Support {
-        if let Some(r) = &self.disabled {
-            return Support::No {
-                reason: format!("the NPU was disabled after a fault: {r}"),
-            };
-        }
-        let kernel = match npu_support(graph, node) {
-            Support::Yes { kernel } => kernel,
-            no => return no,
-        };
-        let (ins, outs) = node_types(graph, node);
-        let Some(shapes) = ins.iter().map(static_shape).collect::<Option<Vec<_>>>() else {
-            return Support::No {
-                reason: "shapes are not static".into(),
-            };
-        };
-        let Some(idx) = self.manifest.find_index(&kernel, &shapes, &node.attrs.0) else {
-            return Support::No {
-                reason: format!(
-                    "xclbin for kernel {kernel} (variant {}) not found in {}",
-                    crate::manifest::Variant(shapes),
-                    self.manifest.path().display()
-                ),
-            };
-        };
-        let entry = &self.manifest.entries()[idx];
-        if let Some(p) = self.entry_problem(idx, entry) {
-            return Support::No { reason: p };
-        }
-        for a in &entry.args {
-            let (t, what) = match a.binding {
-                ArgBinding::Input(i) => (ins.get(i), format!("input {i}")),
-                ArgBinding::Output(o) => (outs.get(o), format!("output {o}")),
-            };
-            match t {
-                Some(t) if dtype_fits(t.dtype, a.dtype) => {}
-                Some(t) => {
-                    return Support::No {
-                        reason: format!(
-                            "kernel {}: {what} is {}, the binary takes {}",
-                            entry.label(),
-                            t.dtype,
-                            a.dtype
-                        ),
-                    }
-                }
-                None => {
-                    return Support::No {
-                        reason: format!("kernel {}: the node has no {what}", entry.label()),
-                    }
-                }
-            }
-        }
-        Support::Yes { kernel }
-    }
-
-    fn npu_caps(&self) -> Option<NpuCaps> {
-        Some(self.params.caps())
-    }
-
-    fn execute(&mut self, node: &Node, inputs: &[&Tensor]) -> Result<Vec<Tensor>, DeviceError> {
-        if let Some(r) = &self.disabled {
-            return Err(self.fault(format!("disabled after an earlier fault: {r}")));
-        }
-        let Some(k) = node.op.npu_kernel() else {
-            return Err(self.fault(format!(
-                "node '{}' ({}) has no NPU kernel",
-                node.name, node.op_name
-            )));
-        };
-        let kernel = k.name().to_string();
-        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-        let Some(idx) = self.manifest.find_index(&kernel, &shapes, &node.attrs.0) else {
-            return Err(self.fault(format!(
-                "node '{}': xclbin for kernel {kernel} (variant {}) not found in {}",
-                node.name,
-                crate::manifest::Variant(shapes),
-                self.manifest.path().display()
-            )));
-        };
-        let label = self.manifest.entries()[idx].label();
-        if let Some(r) = self.failed.get(&idx) {
-            return Err(self.fault(format!(
-                "node '{}': kernel {label} failed earlier: {r}",
-                node.name
-            )));
-        }
-        let in_types: Vec<ValueType> = inputs
-            .iter()
-            .map(|t| {
-                ValueType::new(
-                    t.dtype(),
-                    t.shape().iter().map(|&d| Dim::Known(d)).collect(),
-                )
-            })
-            .collect();
-        let out_types = node.op.infer(&in_types, &[])?;
-        let Some(out_shapes) = out_types
-            .iter()
-            .map(static_shape)
-            .collect::<Option<Vec<_>>>()
-        else {
-            return Err(DeviceError::Kernel(OpError(format!(
-                "node '{}': output shapes are not static for static inputs",
-                node.name
-            ))));
-        };
-        if let Err(e) = self.ensure_loaded(idx, &shapes, &out_shapes) {
-            let reason = e.to_string();
-            tracing::warn!(
-                "npu: node '{}': {reason}; this kernel variant will run on the CPU",
-                node.name
-            );
-            self.failed.insert(idx, reason.clone());
-            return Err(self.fault(format!("node '{}': {reason}", node.name)));
-        }
-        match self.dispatch(idx, inputs, &out_types) {
-            Ok(outs) => Ok(outs),
-            Err((scope, reason)) => {
-                let reason = format!("kernel {label}: {reason}");
-                match scope {
-                    Scope::Entry => {
-                        tracing::warn!(
-                            "npu: node '{}': {reason}; this kernel variant is disabled",
-                            node.name
-                        );
-                        self.failed.insert(idx, reason.clone());
-                    }
-                    Scope::Device => {
-                        tracing::warn!(
-                            "npu: node '{}': {reason}; the NPU is disabled for this process",
-                            node.name
-                        );
-                        self.disabled = Some(reason.clone());
-                    }
-                }
-                Err(self.fault(format!("node '{}': {reason}", node.name)))
-            }
-        }
-    }
 }
 
 #[cfg(test)]

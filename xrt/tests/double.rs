@@ -870,7 +870,7 @@ fn caps_follow_the_manifest_target() {
     let s = setup();
     let dev = open(&s);
     let caps = dev.npu_caps().expect("an NPU has caps");
-    let phoenix = amanuensis_runtime::device::npu_sim::NpuParams::phoenix().caps();
+    let phoenix = amanuensis_runtime::npu::NpuParams::phoenix().caps();
     assert_eq!(caps, phoenix);
     assert_eq!(s.shim.describe(), "recording double");
 }

@@ -4,8 +4,8 @@
 use crate::swish::{static_numel, swish_cpu, swish_exact, SWISH_VECTOR_OPS};
 use amanuensis_kernels::npu::{matmul_bias, MatmulBiasContract};
 use amanuensis_operators::npu::{matmul_work, Epilogue};
-use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel};
 use amanuensis_runtime::fusion::{ChainMatch, FusedNode, FusionPattern};
+use amanuensis_runtime::npu::{KernelWork, NpuCaps, NpuKernel};
 use amanuensis_runtime::op::{expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 

@@ -1,6 +1,6 @@
 //! `swish` (also called SiLU): y = x·σ(x) = x / (1 + e^(-x)), element by element.
 
-use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel, TileWork};
+use amanuensis_runtime::npu::{KernelWork, NpuCaps, NpuKernel, TileWork};
 use amanuensis_runtime::op::{expect_inputs, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 

@@ -8,10 +8,10 @@ use amanuensis_operators::npu::{matmul_work, Epilogue};
 use amanuensis_plugin_example::{
     swish_cpu, swish_exact, LinearSwishNpu, LinearSwishPattern, SwishNpu,
 };
-use amanuensis_runtime::device::npu_sim::NpuParams;
 use amanuensis_runtime::device::NpuKernel;
 use amanuensis_runtime::format::NodeDef;
 use amanuensis_runtime::fusion::{ChainMatch, FusionPattern};
+use amanuensis_runtime::npu::NpuParams;
 use amanuensis_runtime::op::ValueType;
 use amanuensis_runtime::{DType, Tensor};
 use common::*;

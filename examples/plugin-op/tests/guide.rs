@@ -3,7 +3,7 @@
 
 mod common;
 
-use amanuensis_runtime::device::npu_sim::{NpuParams, NpuSim};
+use amanuensis_runtime::npu::{NpuParams, NpuSim};
 use amanuensis_runtime::schedule::{plan, SchedulerOptions};
 use amanuensis_runtime::Graph;
 use std::path::{Path, PathBuf};

@@ -6,9 +6,9 @@ mod common;
 
 use amanuensis_kernels::npu::matmul_bias;
 use amanuensis_plugin_example::swish_exact;
-use amanuensis_runtime::device::npu_sim::{NpuParams, NpuSim};
 use amanuensis_runtime::device::DeviceKind;
 use amanuensis_runtime::dot::{device_colour, plan_annotations, to_dot};
+use amanuensis_runtime::npu::{NpuParams, NpuSim};
 use amanuensis_runtime::schedule::{plan, Plan, SchedulerOptions};
 use amanuensis_runtime::Session;
 use common::*;

@@ -4,7 +4,7 @@ use super::{ceil_div, cycles, expect_count, f32s, kernel_err, product, single, s
 use amanuensis_kernels::npu::{
     self, AttentionFlashContract, BF16_BYTES, F32_BYTES, TILE_DATA_MEMORY_BYTES,
 };
-use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel, TileWork};
+use amanuensis_runtime::npu::{KernelWork, NpuCaps, NpuKernel, TileWork};
 use amanuensis_runtime::op::ValueType;
 use amanuensis_runtime::{OpError, Tensor};
 

@@ -4,7 +4,7 @@
 use super::{expect_count, f32s, kernel_err, single, static_f32, Epilogue};
 use amanuensis_kernels::cpu::conv1d_out_len;
 use amanuensis_kernels::npu::{self, Conv1dContract};
-use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel};
+use amanuensis_runtime::npu::{KernelWork, NpuCaps, NpuKernel};
 use amanuensis_runtime::op::ValueType;
 use amanuensis_runtime::{OpError, Tensor};
 

@@ -3,7 +3,7 @@
 
 use super::{ceil_div, cycles, expect_count, f32s, kernel_err, single, static_f32};
 use amanuensis_kernels::npu::{self, MatmulBiasContract, BF16_BYTES, F32_BYTES};
-use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel, TileWork};
+use amanuensis_runtime::npu::{KernelWork, NpuCaps, NpuKernel, TileWork};
 use amanuensis_runtime::op::ValueType;
 use amanuensis_runtime::{OpError, Tensor};
 

@@ -2,12 +2,12 @@
 //! (`amanuensis_kernels::npu`) bound to ops, their cost models, and the fusion patterns
 //! that turn op chains into the catalogue's fused kernels.
 //!
-//! Every binding's [`eval`](amanuensis_runtime::device::NpuKernel::eval) calls the
+//! Every binding's [`eval`](amanuensis_runtime::npu::NpuKernel::eval) calls the
 //! catalogue's bit-exact reference and returns tensors of exactly the shapes the CPU op's
-//! `infer` promises. Every [`work`](amanuensis_runtime::device::NpuKernel::work) describes
+//! `infer` promises. Every [`work`](amanuensis_runtime::npu::NpuKernel::work) describes
 //! one dispatch as "column steps": one step keeps the `caps.rows` compute tiles of a column
 //! busy with one tile of work each, and the scheduler spreads the steps over the columns.
-//! `work` assumes types that [`check`](amanuensis_runtime::device::NpuKernel::check)
+//! `work` assumes types that [`check`](amanuensis_runtime::npu::NpuKernel::check)
 //! accepted; for other types its figures are meaningless (but it never panics).
 
 mod attention;

@@ -1,27 +1,27 @@
 //! Fusion patterns of the standard library: chains that the NPU catalogue runs as one
 //! kernel, rewritten into the fused ops of [`crate::ops::fused`].
 //!
-//! A pattern sees only node definitions (no types), so it refuses what it can tell is
-//! inexpressible (extra attributes, extra outputs or states, a value consumed twice); shape
-//! conditions (say a broadcast residual) are left to the fused op's `infer` and its NPU
-//! kernel's `check`, which the fusion pass consults before rewriting.
+//! A pattern sees the IR's nodes; it refuses what it can tell is inexpressible (extra
+//! attributes, extra outputs or states, a value consumed twice); shape conditions (say a
+//! broadcast residual) are left to the fused op's `infer` and the device kernel's `check`,
+//! which the fusion pass consults before rewriting.
 
-use amanuensis_runtime::format::NodeDef;
 use amanuensis_runtime::fusion::{ChainMatch, FusedNode, FusionPattern};
+use amanuensis_runtime::ir::Node;
 use std::collections::BTreeMap;
 
 /// Whether a node is a plain single-output, stateless application whose attributes are
 /// all in `known`.
-fn plain(n: &NodeDef, known: &[&str]) -> bool {
+fn plain(n: &Node, known: &[&str]) -> bool {
     n.outputs.len() == 1
         && n.states.is_empty()
-        && n.attrs.keys().all(|k| known.contains(&k.as_str()))
+        && n.attrs.0.keys().all(|k| known.contains(&k.as_str()))
 }
 
 /// The two nodes of a two-op chain, or `None` for any other length.
-fn pair<'a>(m: &ChainMatch<'a>) -> Option<(&'a NodeDef, &'a NodeDef, usize)> {
+fn pair<'a>(m: &ChainMatch<'a>) -> Option<(&'a Node, &'a Node, usize)> {
     match (m.nodes, m.ports) {
-        ([a, b], [port]) => Some((a, b, *port)),
+        ([_, _], [port]) => Some((m.node(0), m.node(1), *port)),
         _ => None,
     }
 }
@@ -78,13 +78,13 @@ impl FusionPattern for LinearResidualPattern {
         if add.inputs.len() != 2 || port > 1 {
             return None;
         }
-        let residual = &add.inputs[1 - port];
+        let residual = add.inputs[1 - port];
         // y + y has no residual operand to stream.
-        if *residual == lin.outputs[0] {
+        if residual == lin.outputs[0] {
             return None;
         }
         let mut inputs = lin.inputs.clone();
-        inputs.push(residual.clone());
+        inputs.push(residual);
         let mut attrs = BTreeMap::new();
         attrs.insert(
             "bias".to_string(),
@@ -121,7 +121,7 @@ impl FusionPattern for Conv1dGeluPattern {
         }
         Some(FusedNode {
             op: "conv1d_gelu".into(),
-            attrs: conv.attrs.clone(),
+            attrs: conv.attrs.0.clone(),
             inputs: conv.inputs.clone(),
         })
     }

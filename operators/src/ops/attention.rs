@@ -3,8 +3,8 @@
 use super::{f32_input, scalar_index};
 use crate::npu;
 use amanuensis_kernels::cpu;
-use amanuensis_runtime::device::NpuKernel;
 use amanuensis_runtime::format::Dim;
+use amanuensis_runtime::npu::NpuBinding;
 use amanuensis_runtime::op::{
     expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType,
 };
@@ -46,7 +46,7 @@ struct Attention {
     heads: usize,
     causal: bool,
     return_weights: bool,
-    npu: npu::AttentionFlashKernel,
+    npu: NpuBinding,
 }
 
 impl OpDef for AttentionDef {
@@ -64,11 +64,11 @@ impl OpDef for AttentionDef {
             heads,
             causal,
             return_weights,
-            npu: npu::AttentionFlashKernel {
+            npu: NpuBinding::owned(npu::AttentionFlashKernel {
                 heads,
                 causal,
                 return_weights,
-            },
+            }),
         }))
     }
 }
@@ -189,8 +189,8 @@ impl Operator for Attention {
         Ok(vec![out])
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&self.npu)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        self.npu.offer(target)
     }
 }
 

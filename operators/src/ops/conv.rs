@@ -3,8 +3,8 @@
 use super::f32_input;
 use crate::npu;
 use amanuensis_kernels::cpu;
-use amanuensis_runtime::device::NpuKernel;
 use amanuensis_runtime::format::Dim;
+use amanuensis_runtime::npu::NpuBinding;
 use amanuensis_runtime::op::{
     expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType,
 };
@@ -16,7 +16,7 @@ pub struct Conv1dDef;
 pub(crate) struct Conv1d {
     stride: usize,
     padding: usize,
-    npu: npu::Conv1dKernel,
+    npu: NpuBinding,
 }
 
 impl OpDef for Conv1dDef {
@@ -43,7 +43,7 @@ impl Conv1d {
         Ok(Conv1d {
             stride,
             padding,
-            npu: npu::Conv1dKernel { stride, padding },
+            npu: NpuBinding::owned(npu::Conv1dKernel { stride, padding }),
         })
     }
 
@@ -116,7 +116,7 @@ impl Operator for Conv1d {
         );
         Ok(vec![out])
     }
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&self.npu)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        self.npu.offer(target)
     }
 }

@@ -7,7 +7,7 @@ use super::f32_input;
 use super::nn::{linear_eval, linear_type};
 use crate::npu;
 use amanuensis_kernels::cpu;
-use amanuensis_runtime::device::NpuKernel;
+use amanuensis_runtime::npu::NpuBinding;
 use amanuensis_runtime::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{OpError, Tensor};
 
@@ -40,8 +40,9 @@ impl Operator for LinearGelu {
         Ok(vec![y])
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&npu::MatmulBiasGeluKernel)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        static MATMUL_BIAS_GELU_KERNEL: NpuBinding = NpuBinding::of(&npu::MatmulBiasGeluKernel);
+        MATMUL_BIAS_GELU_KERNEL.offer(target)
     }
 }
 
@@ -50,7 +51,8 @@ impl Operator for LinearGelu {
 pub struct LinearResidualDef;
 #[derive(Debug)]
 struct LinearResidual {
-    npu: npu::MatmulBiasResidualKernel,
+    bias: bool,
+    npu: NpuBinding,
 }
 
 impl OpDef for LinearResidualDef {
@@ -64,7 +66,8 @@ impl OpDef for LinearResidualDef {
         attrs.only(&["bias"])?;
         let bias = attrs.bool_or("bias", false)?;
         Ok(Box::new(LinearResidual {
-            npu: npu::MatmulBiasResidualKernel { bias },
+            bias,
+            npu: NpuBinding::owned(npu::MatmulBiasResidualKernel { bias }),
         }))
     }
 }
@@ -72,7 +75,7 @@ impl OpDef for LinearResidualDef {
 impl LinearResidual {
     /// Inputs the op takes, by name.
     fn names(&self) -> &'static [&'static str] {
-        if self.npu.bias {
+        if self.bias {
             &["x", "w", "b", "residual"]
         } else {
             &["x", "w", "residual"]
@@ -111,8 +114,8 @@ impl Operator for LinearResidual {
         Ok(vec![y])
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&self.npu)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        self.npu.offer(target)
     }
 }
 
@@ -121,7 +124,7 @@ pub struct Conv1dGeluDef;
 #[derive(Debug)]
 struct Conv1dGelu {
     conv: Conv1d,
-    npu: npu::Conv1dGeluKernel,
+    npu: NpuBinding,
 }
 
 impl OpDef for Conv1dGeluDef {
@@ -136,7 +139,7 @@ impl OpDef for Conv1dGeluDef {
         let (stride, padding) = conv.geometry();
         Ok(Box::new(Conv1dGelu {
             conv,
-            npu: npu::Conv1dGeluKernel { stride, padding },
+            npu: NpuBinding::owned(npu::Conv1dGeluKernel { stride, padding }),
         }))
     }
 }
@@ -154,7 +157,7 @@ impl Operator for Conv1dGelu {
         Ok(out)
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&self.npu)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        self.npu.offer(target)
     }
 }

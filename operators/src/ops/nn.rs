@@ -3,7 +3,7 @@
 use super::f32_input;
 use crate::npu;
 use amanuensis_kernels::cpu;
-use amanuensis_runtime::device::NpuKernel;
+use amanuensis_runtime::npu::NpuBinding;
 use amanuensis_runtime::op::{expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
@@ -34,8 +34,9 @@ impl Operator for Linear {
         Ok(vec![linear_eval(ctx, inputs)?])
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&npu::MatmulBiasKernel)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        static MATMUL_BIAS_KERNEL: NpuBinding = NpuBinding::of(&npu::MatmulBiasKernel);
+        MATMUL_BIAS_KERNEL.offer(target)
     }
 }
 
@@ -95,7 +96,7 @@ pub struct LayerNormDef;
 #[derive(Debug)]
 struct LayerNorm {
     eps: f32,
-    npu: npu::LayerNormKernel,
+    npu: NpuBinding,
 }
 
 impl OpDef for LayerNormDef {
@@ -113,7 +114,7 @@ impl OpDef for LayerNormDef {
         }
         Ok(Box::new(LayerNorm {
             eps,
-            npu: npu::LayerNormKernel { eps },
+            npu: NpuBinding::owned(npu::LayerNormKernel { eps }),
         }))
     }
 }
@@ -152,8 +153,8 @@ impl Operator for LayerNorm {
         Ok(vec![out])
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&self.npu)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        self.npu.offer(target)
     }
 }
 
@@ -190,8 +191,9 @@ impl Operator for Gelu {
         Ok(vec![out])
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&npu::GeluKernel)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        static GELU_KERNEL: NpuBinding = NpuBinding::of(&npu::GeluKernel);
+        GELU_KERNEL.offer(target)
     }
 }
 
@@ -253,7 +255,8 @@ impl Operator for Add {
         Ok(vec![out])
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&npu::ResidualAddKernel)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        static RESIDUAL_ADD_KERNEL: NpuBinding = NpuBinding::of(&npu::ResidualAddKernel);
+        RESIDUAL_ADD_KERNEL.offer(target)
     }
 }

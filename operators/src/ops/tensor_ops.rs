@@ -54,8 +54,10 @@ impl Operator for Transpose {
         Ok(vec![out])
     }
 
-    fn npu_kernel(&self) -> Option<&dyn amanuensis_runtime::device::NpuKernel> {
-        Some(&crate::npu::TransposeKernel)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        static TRANSPOSE: amanuensis_runtime::npu::NpuBinding =
+            amanuensis_runtime::npu::NpuBinding::of(&crate::npu::TransposeKernel);
+        TRANSPOSE.offer(target)
     }
 }
 

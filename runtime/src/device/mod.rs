@@ -1,38 +1,30 @@
-//! Devices: what a device can run and how it executes the scheduler's dispatches.
+//! Devices: what a device can run, and the program it makes of its part of a plan.
 //!
-//! The CPU runs every operator through [`Operator::eval`](crate::op::Operator::eval). An
-//! accelerator (the NPU timing simulator, the real NPU through XRT) runs only the nodes
-//! whose operator offers an [`NpuKernel`] that accepts the node's types; the scheduler asks
-//! [`Device::supports`] for every node and logs each answer with its reason.
+//! A device answers [`Device::supports`] for every node (the placement pass logs each
+//! answer with its reason), may price nodes for the fusion pass ([`Device::cost_ns`]),
+//! may add lowering passes of its own ([`Device::lowering_passes`]), and at load turns the
+//! finished plan into a [`Program`] ([`Device::load`]): weights uploaded once, buffers
+//! allocated from the plan's memory arena. The executor then drives the program with the
+//! plan's steps: uploads, device segments and downloads are what actually runs.
+//!
+//! The core knows one device by name, the host CPU ([`HOST`]), which runs every operator
+//! through [`Operator::eval`](crate::op::Operator::eval). Every other device is a plug-in
+//! found through a [`DeviceRegistry`].
 
-mod npu_kernel;
-pub mod npu_sim;
+mod registry;
 
-pub use npu_kernel::{KernelWork, NpuCaps, NpuKernel, TileWork};
+pub use registry::{DeviceEntry, DeviceRegistry, DeviceStatus, OpenDevice};
 
 use crate::error::OpError;
 use crate::ir::{Graph, Node};
-use crate::op::ValueType;
+use crate::op::{Attrs, Operator, ValueType};
+use crate::schedule::{Pass, Plan};
 use crate::tensor::Tensor;
-use std::fmt;
+use crate::weights::WeightStore;
+use std::sync::Arc;
 
-/// Which kind of device a name denotes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DeviceKind {
-    /// The host CPU: runs everything.
-    Cpu,
-    /// An NPU (simulated or real): runs nodes with an NPU kernel.
-    Npu,
-}
-
-impl fmt::Display for DeviceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DeviceKind::Cpu => "cpu",
-            DeviceKind::Npu => "npu",
-        })
-    }
-}
+/// Name of the host CPU, the device every node can fall back to.
+pub const HOST: &str = "cpu";
 
 /// A device's answer for one node.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,15 +35,37 @@ pub enum Support {
     No { reason: String },
 }
 
-/// Error of a device while executing (the executor names graph and node around it).
+/// Error of a device while loading or executing (the executor names graph and node).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DeviceError {
     /// The kernel or its reference rejected the inputs.
     #[error("{0}")]
     Kernel(#[from] OpError),
-    /// The device failed (timeout, error state, lost device): the node can be re-run on the CPU.
+    /// The device failed (timeout, error state, lost device): the run can be repeated on
+    /// the CPU.
     #[error("device {device}: {reason}")]
     Fault { device: String, reason: String },
+}
+
+/// What a device sees of a node: enough to decide placement and price it, for nodes of
+/// the graph and for candidates a fusion pattern proposes alike.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeView<'a> {
+    /// Node name.
+    pub name: &'a str,
+    /// Op name.
+    pub op_name: &'a str,
+    /// The configured operator (devices ask it for their kernel with
+    /// [`Operator::kernel`]).
+    pub op: &'a dyn Operator,
+    /// The node's attributes (a compiled kernel may be specific to some).
+    pub attrs: &'a Attrs,
+    /// Input types.
+    pub inputs: &'a [ValueType],
+    /// Output types.
+    pub outputs: &'a [ValueType],
+    /// Whether the node keeps state between runs.
+    pub stateful: bool,
 }
 
 /// Types of a node's inputs and outputs, looked up in its graph.
@@ -69,86 +83,139 @@ pub fn node_types(graph: &Graph, node: &Node) -> (Vec<ValueType>, Vec<ValueType>
     (ins, outs)
 }
 
-/// Whether every dim of every type is known (NPU schedules are compiled for static shapes).
+/// Calls `f` with the view of node `node` of `graph`.
+pub fn with_view<R>(graph: &Graph, node: &Node, f: impl FnOnce(&NodeView) -> R) -> R {
+    let (ins, outs) = node_types(graph, node);
+    f(&NodeView {
+        name: &node.name,
+        op_name: &node.op_name,
+        op: node.op.as_ref(),
+        attrs: &node.attrs,
+        inputs: &ins,
+        outputs: &outs,
+        stateful: !node.states.is_empty(),
+    })
+}
+
+/// Whether every dim of every type is known.
 pub fn all_static(types: &[ValueType]) -> bool {
     types
         .iter()
         .all(|t| t.shape.iter().all(|d| d.known().is_some()))
 }
 
-/// A device the scheduler places nodes on and the executor dispatches to.
-pub trait Device: Send {
-    /// The name used on the command line (`cpu`, `npu-sim`, `npu`).
+/// A device the scheduler places nodes on. One instance per process is shared by every
+/// session of a model (it holds the device handle and, on an NPU, its contexts).
+pub trait Device: Send + Sync {
+    /// The name used on the command line (`cpu`, `npu-sim`, `npu`, …).
     fn name(&self) -> &str;
 
-    /// CPU or NPU.
-    fn kind(&self) -> DeviceKind;
+    /// Whether this device runs the node, with the kernel's name or the reason not.
+    fn supports(&self, node: &NodeView) -> Support;
 
-    /// Whether this device runs `node` of `graph`, with the kernel's name or the reason not.
-    fn supports(&self, graph: &Graph, node: &Node) -> Support;
-
-    /// The capabilities the cost model needs (NPUs only).
-    fn npu_caps(&self) -> Option<NpuCaps> {
+    /// Projected time of one node on this device, ns (the fusion pass's score); `None`
+    /// when the device has no cost model.
+    fn cost_ns(&self, _node: &NodeView) -> Option<f64> {
         None
     }
 
-    /// Runs one node that [`supports`](Device::supports) accepted.
-    fn execute(&mut self, node: &Node, inputs: &[&Tensor]) -> Result<Vec<Tensor>, DeviceError>;
+    /// Passes of this device that run after the core's (tiling, pipelining, …).
+    fn lowering_passes(&self) -> Vec<Box<dyn Pass>> {
+        Vec::new()
+    }
+
+    /// Turns the plan's part for this device into a program: allocates the plan's arena,
+    /// uploads the weights its nodes use (once), prepares every run.
+    fn load(
+        &self,
+        plan: &Arc<Plan>,
+        weights: &WeightStore,
+    ) -> Result<Box<dyn Program>, DeviceError>;
 }
 
-/// The CPU: every node, through the operator's own evaluation.
-#[derive(Debug, Default)]
-pub struct CpuDevice {
-    pool: crate::memory::BufferPool,
+/// What a device program reports about one graph run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProgramRunStats {
+    /// Runs submitted to the device.
+    pub device_runs: usize,
+    /// Bytes synced host → device.
+    pub bytes_to_device: u64,
+    /// Bytes synced device → host.
+    pub bytes_from_device: u64,
+    /// Projected device time (simulated devices only), ns.
+    pub simulated_ns: f64,
 }
+
+/// Identifies one graph run for a program's logs and traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunContext<'a> {
+    /// Graph name.
+    pub graph: &'a str,
+    /// Caller-chosen run label (the transcriber sets the 30-s window index).
+    pub window: Option<usize>,
+}
+
+/// A device's compiled part of one plan. Values are addressed by their id in
+/// [`Plan::graph`]; the executor calls these in the plan's step order.
+pub trait Program: Send {
+    /// Starts a graph run.
+    fn begin_run(&mut self, _cx: &RunContext) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    /// Host → device: the host tensor becomes the device copy of value `value`.
+    fn upload(&mut self, value: usize, tensor: &Tensor) -> Result<(), DeviceError>;
+
+    /// Runs the device nodes of segment `segment` of [`Plan::steps`] (all inputs are
+    /// resident by then).
+    fn run_segment(&mut self, segment: usize) -> Result<(), DeviceError>;
+
+    /// Device → host: a host copy of value `value`.
+    fn download(&mut self, value: usize) -> Result<Tensor, DeviceError>;
+
+    /// Ends a graph run (a simulator replays what ran here).
+    fn end_run(&mut self) -> Result<ProgramRunStats, DeviceError> {
+        Ok(ProgramRunStats::default())
+    }
+}
+
+/// The host CPU: runs every node through the operator's own evaluation. Its nodes are
+/// executed by the session itself, so it loads an empty program.
+#[derive(Debug, Default)]
+pub struct CpuDevice;
 
 impl Device for CpuDevice {
     fn name(&self) -> &str {
-        "cpu"
+        HOST
     }
 
-    fn kind(&self) -> DeviceKind {
-        DeviceKind::Cpu
-    }
-
-    fn supports(&self, _graph: &Graph, _node: &Node) -> Support {
+    fn supports(&self, _node: &NodeView) -> Support {
         Support::Yes {
             kernel: "cpu".into(),
         }
     }
 
-    fn execute(&mut self, node: &Node, inputs: &[&Tensor]) -> Result<Vec<Tensor>, DeviceError> {
-        let mut no_states: [Tensor; 0] = [];
-        let mut ctx = crate::op::EvalContext::new(&mut self.pool, &mut no_states);
-        Ok(node.op.eval(&mut ctx, inputs)?)
+    fn load(
+        &self,
+        _plan: &Arc<Plan>,
+        _weights: &WeightStore,
+    ) -> Result<Box<dyn Program>, DeviceError> {
+        Ok(Box::new(NoProgram))
     }
 }
 
-/// The standard NPU placement rule shared by the simulator and the real device: the op
-/// must offer an NPU kernel, the node's shapes must be static, and the kernel must accept them.
-pub fn npu_support(graph: &Graph, node: &Node) -> Support {
-    let Some(k) = node.op.npu_kernel() else {
-        return Support::No {
-            reason: format!("no NPU kernel for op '{}'", node.op_name),
-        };
-    };
-    let (ins, outs) = node_types(graph, node);
-    if !all_static(&ins) || !all_static(&outs) {
-        return Support::No {
-            reason: "shapes are not static (NPU schedules are compiled per shape)".into(),
-        };
+/// The program of a device with no nodes in the plan.
+#[derive(Debug)]
+pub struct NoProgram;
+
+impl Program for NoProgram {
+    fn upload(&mut self, value: usize, _: &Tensor) -> Result<(), DeviceError> {
+        Err(OpError(format!("no device program holds value {value}")).into())
     }
-    if !node.states.is_empty() {
-        return Support::No {
-            reason: "node keeps state between runs (host-resident)".into(),
-        };
+    fn run_segment(&mut self, segment: usize) -> Result<(), DeviceError> {
+        Err(OpError(format!("no device program has segment {segment}")).into())
     }
-    match k.check(&ins) {
-        Ok(()) => Support::Yes {
-            kernel: k.name().to_string(),
-        },
-        Err(reason) => Support::No {
-            reason: format!("kernel '{}' rejects these inputs: {reason}", k.name()),
-        },
+    fn download(&mut self, value: usize) -> Result<Tensor, DeviceError> {
+        Err(OpError(format!("no device program holds value {value}")).into())
     }
 }

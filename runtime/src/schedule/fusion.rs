@@ -1,15 +1,15 @@
-//! Fusion: finds chains matching the registry's patterns among nodes placed on the NPU,
-//! keeps those whose fused node the NPU can run, scores each by the projected time it
-//! saves, takes the best non-overlapping ones and rewrites the graph definition.
+//! Fusion: finds chains matching the registry's patterns among nodes placed on the
+//! device, keeps those whose fused node the device runs, scores each by the time the
+//! device's cost model says it saves, takes the best non-overlapping ones and replaces
+//! the chains in the IR (in place: node ids stay stable).
 
-use super::placement::NodePlacement;
-use super::{estimate_node_ns, SchedulerOptions};
-use crate::device::npu_sim::NpuParams;
-use crate::device::{DeviceKind, NpuCaps};
-use crate::format::{GraphDef, NodeDef};
+use super::placement::{place_node, NodePlacement};
+use super::{Pass, PassContext, Plan};
+use crate::device::{with_view, Device, NodeView, Support};
+use crate::error::Result;
 use crate::fusion::ChainMatch;
 use crate::ir::Graph;
-use crate::op::{Attrs, ValueType};
+use crate::op::{Attrs, Operator, ValueType};
 use crate::registry::Registry;
 use std::collections::HashMap;
 
@@ -40,156 +40,161 @@ pub struct RejectedFusion {
 struct Candidate {
     pattern: String,
     nodes: Vec<usize>,
-    fused: NodeDef,
+    op_name: String,
+    attrs: Attrs,
+    op: Box<dyn Operator>,
+    inputs: Vec<usize>,
     saved_us: f64,
 }
 
-/// Applies the registry's patterns to `def`; returns the rewritten definition and the log.
-#[allow(clippy::too_many_arguments)]
+/// Projected time of the node described by `view` on `device`.
+fn cost(device: &dyn Device, view: &NodeView) -> Option<f64> {
+    device.cost_ns(view)
+}
+
+/// Finds, scores and applies fusions on `graph` for `device`; returns the groups applied
+/// and the candidates left out.
 pub fn fuse(
-    def: &GraphDef,
-    graph: &Graph,
-    placements: &[NodePlacement],
+    graph: &mut Graph,
+    placements: &mut Vec<NodePlacement>,
     registry: &Registry,
-    params: &NpuParams,
-    caps: &NpuCaps,
-    opts: &SchedulerOptions,
-) -> (GraphDef, Vec<FusedGroup>, Vec<RejectedFusion>) {
-    // Consumers of each value, and graph outputs (which must stay materialised).
-    let mut consumers: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
-    for (ni, n) in graph.nodes.iter().enumerate() {
-        for (p, &v) in n.inputs.iter().enumerate() {
-            consumers.entry(v).or_default().push((ni, p));
-        }
-    }
-    let by_name: HashMap<&str, usize> = graph
-        .values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v.name.as_str(), i))
-        .collect();
+    device: &dyn Device,
+) -> Result<(Vec<FusedGroup>, Vec<RejectedFusion>)> {
     let mut rejected = Vec::new();
     let mut cands: Vec<Candidate> = Vec::new();
-    for pat in registry.patterns() {
-        let chain = pat.chain();
-        for (start, n0) in graph.nodes.iter().enumerate() {
-            if n0.op_name != chain[0] || placements[start].device != DeviceKind::Npu {
-                continue;
+    {
+        let graph: &Graph = graph;
+        // Consumers of each value among the live nodes.
+        let mut consumers: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+        for (ni, n) in graph.live_nodes() {
+            for (p, &v) in n.inputs.iter().enumerate() {
+                consumers.entry(v).or_default().push((ni, p));
             }
-            let mut nodes = vec![start];
-            let mut ports = Vec::new();
-            let mut ok = true;
-            for want in &chain[1..] {
-                let last = &graph.nodes[*nodes.last().unwrap()];
-                let Some(&v) = last.outputs.first() else {
-                    ok = false;
-                    break;
-                };
-                let cons = consumers.get(&v).map(|c| c.as_slice()).unwrap_or(&[]);
-                if cons.len() != 1 || graph.outputs.contains(&v) || last.outputs.len() != 1 {
-                    ok = false;
-                    break;
-                }
-                let (next, port) = cons[0];
-                if graph.nodes[next].op_name != *want || placements[next].device != DeviceKind::Npu
-                {
-                    ok = false;
-                    break;
-                }
-                nodes.push(next);
-                ports.push(port);
-            }
-            if !ok {
-                continue;
-            }
-            let names: Vec<String> = nodes.iter().map(|&i| graph.nodes[i].name.clone()).collect();
-            let defs: Vec<&NodeDef> = nodes.iter().map(|&i| &def.nodes[i]).collect();
-            let m = ChainMatch {
-                nodes: &defs,
-                ports: &ports,
-            };
-            let Some(f) = pat.fuse(&m) else {
-                rejected.push(RejectedFusion {
-                    pattern: pat.name().into(),
-                    nodes: names,
-                    reason: "the pattern declined this match".into(),
-                });
-                continue;
-            };
-            let reject = |reason: String| RejectedFusion {
-                pattern: pat.name().into(),
-                nodes: names.clone(),
-                reason,
-            };
-            let Some(opdef) = registry.get(&f.op) else {
-                rejected.push(reject(format!("fused op '{}' is not registered", f.op)));
-                continue;
-            };
-            let op = match opdef.build(&Attrs(f.attrs.clone())) {
-                Ok(op) => op,
-                Err(e) => {
-                    rejected.push(reject(format!("fused op '{}': {e}", f.op)));
+        }
+        let on_dev =
+            |ni: usize| placements[ni].device == device.name() && !placements[ni].on_host();
+        for pat in registry.patterns() {
+            let chain = pat.chain();
+            for (start, n0) in graph.live_nodes() {
+                if n0.op_name != chain[0] || !on_dev(start) {
                     continue;
                 }
-            };
-            let in_types: Option<Vec<ValueType>> = f
-                .inputs
-                .iter()
-                .map(|name| {
-                    by_name
-                        .get(name.as_str())
-                        .map(|&v| graph.values[v].ty.clone())
-                })
-                .collect();
-            let Some(in_types) = in_types else {
-                rejected.push(reject("the fused node names an unknown input".into()));
-                continue;
-            };
-            let Some(k) = op.npu_kernel() else {
-                rejected.push(reject(format!("fused op '{}' has no NPU kernel", f.op)));
-                continue;
-            };
-            if let Err(e) = k.check(&in_types) {
-                rejected.push(reject(format!("NPU kernel '{}' rejects it: {e}", k.name())));
-                continue;
-            }
-            let fused_ns = estimate_node_ns(&k.work(&in_types, caps), params, opts);
-            let parts_ns: f64 = nodes
-                .iter()
-                .map(|&i| {
-                    let n = &graph.nodes[i];
-                    let t: Vec<ValueType> = n
-                        .inputs
-                        .iter()
-                        .map(|&v| graph.values[v].ty.clone())
-                        .collect();
-                    n.op.npu_kernel()
-                        .map(|k| estimate_node_ns(&k.work(&t, caps), params, opts))
-                        .unwrap_or(0.0)
-                })
-                .sum();
-            let last = &def.nodes[*nodes.last().unwrap()];
-            cands.push(Candidate {
-                pattern: pat.name().into(),
-                fused: NodeDef {
-                    name: names.join("+"),
-                    op: f.op.clone(),
+                let mut nodes = vec![start];
+                let mut ports = Vec::new();
+                let mut ok = true;
+                for want in &chain[1..] {
+                    let last = &graph.nodes[*nodes.last().expect("chain starts with a node")];
+                    let Some(&v) = last.outputs.first() else {
+                        ok = false;
+                        break;
+                    };
+                    let cons = consumers.get(&v).map(|c| c.as_slice()).unwrap_or(&[]);
+                    if cons.len() != 1 || graph.outputs.contains(&v) || last.outputs.len() != 1 {
+                        ok = false;
+                        break;
+                    }
+                    let (next, port) = cons[0];
+                    if graph.nodes[next].op_name != *want || !on_dev(next) {
+                        ok = false;
+                        break;
+                    }
+                    nodes.push(next);
+                    ports.push(port);
+                }
+                if !ok {
+                    continue;
+                }
+                let names: Vec<String> =
+                    nodes.iter().map(|&i| graph.nodes[i].name.clone()).collect();
+                let m = ChainMatch {
+                    graph,
+                    nodes: &nodes,
+                    ports: &ports,
+                };
+                let Some(f) = pat.fuse(&m) else {
+                    rejected.push(RejectedFusion {
+                        pattern: pat.name().into(),
+                        nodes: names,
+                        reason: "the pattern declined this match".into(),
+                    });
+                    continue;
+                };
+                let reject = |reason: String| RejectedFusion {
+                    pattern: pat.name().into(),
+                    nodes: names.clone(),
+                    reason,
+                };
+                let Some(opdef) = registry.get(&f.op) else {
+                    rejected.push(reject(format!("fused op '{}' is not registered", f.op)));
+                    continue;
+                };
+                let attrs = Attrs(f.attrs.clone());
+                let op = match opdef.build(&attrs) {
+                    Ok(op) => op,
+                    Err(e) => {
+                        rejected.push(reject(format!("fused op '{}': {e}", f.op)));
+                        continue;
+                    }
+                };
+                if f.inputs.iter().any(|&v| v >= graph.values.len()) {
+                    rejected.push(reject("the fused node names an unknown input".into()));
+                    continue;
+                }
+                let in_types: Vec<ValueType> = f
+                    .inputs
+                    .iter()
+                    .map(|&v| graph.values[v].ty.clone())
+                    .collect();
+                let last = &graph.nodes[*nodes.last().expect("chain is not empty")];
+                let out_types: Vec<ValueType> = last
+                    .outputs
+                    .iter()
+                    .map(|&v| graph.values[v].ty.clone())
+                    .collect();
+                let name = names.join("+");
+                let view = NodeView {
+                    name: &name,
+                    op_name: &f.op,
+                    op: op.as_ref(),
+                    attrs: &attrs,
+                    inputs: &in_types,
+                    outputs: &out_types,
+                    stateful: false,
+                };
+                if let Support::No { reason } = device.supports(&view) {
+                    rejected.push(reject(format!(
+                        "{} does not run it: {reason}",
+                        device.name()
+                    )));
+                    continue;
+                }
+                let Some(fused_ns) = cost(device, &view) else {
+                    rejected.push(reject(format!(
+                        "{} has no cost model to score it",
+                        device.name()
+                    )));
+                    continue;
+                };
+                let parts_ns: f64 = nodes
+                    .iter()
+                    .map(|&i| with_view(graph, &graph.nodes[i], |v| cost(device, v)).unwrap_or(0.0))
+                    .sum();
+                cands.push(Candidate {
+                    pattern: pat.name().into(),
+                    nodes,
+                    op_name: f.op.clone(),
+                    attrs,
+                    op,
                     inputs: f.inputs.clone(),
-                    outputs: last.outputs.clone(),
-                    states: Vec::new(),
-                    attrs: f.attrs.clone(),
-                },
-                nodes,
-                saved_us: (parts_ns - fused_ns) / 1e3,
-            });
+                    saved_us: (parts_ns - fused_ns) / 1e3,
+                });
+            }
         }
     }
     // Best score first; a node joins at most one fused group.
     cands.sort_by(|a, b| b.saved_us.total_cmp(&a.saved_us));
     let mut taken = vec![false; graph.nodes.len()];
     let mut groups = Vec::new();
-    let mut replace: HashMap<usize, NodeDef> = HashMap::new();
-    let mut drop = vec![false; graph.nodes.len()];
     for c in cands {
         let names: Vec<String> = c
             .nodes
@@ -217,25 +222,76 @@ pub fn fuse(
         }
         for &i in &c.nodes {
             taken[i] = true;
-            drop[i] = true;
         }
-        let last = *c.nodes.last().unwrap();
-        drop[last] = false;
-        replace.insert(last, c.fused);
+        let id = graph.replace_chain(
+            &c.nodes,
+            names.join("+"),
+            c.op_name.clone(),
+            c.attrs,
+            c.op,
+            c.inputs,
+        )?;
+        taken.push(true);
+        placements.push(place_node(device, graph, &graph.nodes[id]));
         groups.push(FusedGroup {
             pattern: c.pattern,
             nodes: names,
-            op: replace[&last].op.clone(),
+            op: c.op_name,
             saved_us: c.saved_us,
         });
     }
-    let mut out = def.clone();
-    out.nodes = def
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !drop[*i])
-        .map(|(i, n)| replace.remove(&i).unwrap_or_else(|| n.clone()))
-        .collect();
-    (out, groups, rejected)
+    Ok((groups, rejected))
+}
+
+/// The fusion pass.
+pub struct FusionPass;
+
+impl Pass for FusionPass {
+    fn name(&self) -> &str {
+        "fusion"
+    }
+
+    fn optional(&self) -> bool {
+        true
+    }
+
+    fn run(&self, cx: &PassContext, plan: &mut Plan) -> Result<String> {
+        let mut placements = std::mem::take(&mut plan.placements);
+        let r = fuse(plan.graph_mut()?, &mut placements, cx.registry, cx.device);
+        plan.placements = placements;
+        let (fused, rejected) = r?;
+        let mut s = format!(
+            "{} groups fused, {} candidates left out; {} nodes remain",
+            fused.len(),
+            rejected.len(),
+            plan.graph.order.len()
+        );
+        let mut by_pattern: std::collections::BTreeMap<&str, usize> = Default::default();
+        for f in &fused {
+            *by_pattern.entry(f.pattern.as_str()).or_default() += 1;
+        }
+        for (p, n) in by_pattern {
+            s.push_str(&format!("\n{n} × {p}"));
+        }
+        for f in &fused {
+            s.push_str(&format!(
+                "\n{:<18} {} -> {} (saves {:.1} µs projected)",
+                f.pattern,
+                f.nodes.join(" + "),
+                f.op,
+                f.saved_us
+            ));
+        }
+        for r in &rejected {
+            s.push_str(&format!(
+                "\nnot fused: {} {}: {}",
+                r.pattern,
+                r.nodes.join(" + "),
+                r.reason
+            ));
+        }
+        plan.fused = fused;
+        plan.rejected = rejected;
+        Ok(s)
+    }
 }

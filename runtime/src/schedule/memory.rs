@@ -1,89 +1,138 @@
 //! Memory plan per device: lifetimes over the execution order become offsets in one arena
 //! per device (first fit by size), reporting the peak; weights are counted apart because
-//! they are uploaded once at load.
+//! they are uploaded once at load. A device's program allocates its arena from this plan
+//! and places every value at its offset.
 
 use super::placement::NodePlacement;
 use super::transfers::{value_bytes, Direction, Transfer};
-use crate::device::DeviceKind;
+use super::{Pass, PassContext, Plan};
+use crate::device::HOST;
+use crate::error::Result;
 use crate::ir::{Graph, ValueSource};
 
 /// One device's arena.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemoryPlan {
-    /// The device.
-    pub device: DeviceKind,
+    /// The device (`cpu` for the host).
+    pub device: String,
     /// Arena size: the highest offset + size over all buffers.
     pub arena_bytes: u64,
     /// Most bytes live at once.
     pub peak_live_bytes: u64,
-    /// Weights resident on the device (uploaded once; bf16 for matrices on the NPU).
+    /// Weights its nodes read, in the graph's types (a device may hold them in its own
+    /// format; uploaded once at load).
     pub weight_bytes: u64,
     /// (value, offset, bytes) of every buffer in the arena.
     pub buffers: Vec<(String, u64, u64)>,
 }
 
+impl MemoryPlan {
+    /// Offset and size of a value's buffer.
+    pub fn slot(&self, value: &str) -> Option<(u64, u64)> {
+        self.buffers
+            .iter()
+            .find(|b| b.0 == value)
+            .map(|b| (b.1, b.2))
+    }
+}
+
 const ALIGN: u64 = 4096;
 
-/// Plans both devices' arenas.
+/// Plans the host's arena and, when any node is placed elsewhere, the device's.
+///
+/// Lifetimes are positions in the execution order. On the device a value lives from
+/// its producer (or, when uploaded, from the start of the segment it is uploaded for)
+/// to its last device reader (or, when downloaded, to the end of its segment, since
+/// downloads follow the segment).
 pub fn plan_memory(
     graph: &Graph,
     placements: &[NodePlacement],
     transfers: &[Transfer],
+    segments: &[Vec<usize>],
 ) -> Vec<MemoryPlan> {
-    let pos: Vec<usize> = {
-        let mut p = vec![0; graph.nodes.len()];
-        for (i, &ni) in graph.order.iter().enumerate() {
-            p[ni] = i;
+    let mut pos = vec![0usize; graph.nodes.len()];
+    for (i, &ni) in graph.order.iter().enumerate() {
+        pos[ni] = i;
+    }
+    let mut seg_of = vec![None; graph.nodes.len()];
+    for (k, seg) in segments.iter().enumerate() {
+        for &ni in seg {
+            seg_of[ni] = Some(k);
         }
-        p
+    }
+    let seg_span = |k: usize| {
+        let p: Vec<usize> = segments[k].iter().map(|&n| pos[n]).collect();
+        (
+            p.iter().copied().min().unwrap_or(0),
+            p.iter().copied().max().unwrap_or(0),
+        )
     };
+    let uploaded_for: std::collections::HashMap<&str, usize> = transfers
+        .iter()
+        .filter(|t| t.direction == Direction::ToDevice)
+        .map(|t| (t.value.as_str(), t.node))
+        .collect();
+    let downloaded: std::collections::HashSet<&str> = transfers
+        .iter()
+        .filter(|t| t.direction == Direction::ToHost)
+        .map(|t| t.value.as_str())
+        .collect();
+    let mut devices: Vec<String> = vec![HOST.to_string()];
+    for &ni in &graph.order {
+        if !placements[ni].on_host() && !devices.contains(&placements[ni].device) {
+            devices.push(placements[ni].device.clone());
+        }
+    }
+    let end = graph.order.len();
     let mut plans = Vec::new();
-    for dev in [DeviceKind::Cpu, DeviceKind::Npu] {
+    for dev in devices {
+        let host = dev == HOST;
         let here = |ni: usize| placements[ni].device == dev;
         // (value, first position, last position)
         let mut lives: Vec<(usize, usize, usize)> = Vec::new();
         for (v, info) in graph.values.iter().enumerate() {
-            let users: Vec<usize> = graph
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(ni, n)| here(*ni) && n.inputs.contains(&v))
-                .map(|(ni, _)| pos[ni])
-                .collect();
-            let (def_pos, lives_here) = match info.source {
-                ValueSource::Weight => continue,
-                ValueSource::Input(_) => (
-                    0,
-                    dev == DeviceKind::Cpu
-                        || transfers
-                            .iter()
-                            .any(|t| t.direction == Direction::ToDevice && t.value == info.name),
-                ),
-                ValueSource::Node { node, .. } => {
-                    let copy_in = transfers
-                        .iter()
-                        .any(|t| t.direction == Direction::ToDevice && t.value == info.name);
-                    let copy_out = transfers
-                        .iter()
-                        .any(|t| t.direction == Direction::ToHost && t.value == info.name);
-                    (
-                        pos[node],
-                        here(node)
-                            || (dev == DeviceKind::Npu && copy_in)
-                            || (dev == DeviceKind::Cpu && copy_out),
-                    )
-                }
-            };
-            if !lives_here {
+            if !graph.is_live_value(v) || info.source == ValueSource::Weight {
                 continue;
             }
-            let last = users.iter().copied().max().unwrap_or(def_pos).max(def_pos);
-            let last = if graph.outputs.contains(&v) {
-                graph.order.len()
+            let last_reader = graph
+                .live_nodes()
+                .filter(|(ni, n)| here(*ni) && n.inputs.contains(&v))
+                .map(|(ni, _)| pos[ni])
+                .max();
+            let upload = uploaded_for.get(info.name.as_str()).copied();
+            let span = if host {
+                let a = match info.source {
+                    ValueSource::Input(_) => Some(0),
+                    ValueSource::Node { node, .. } if here(node) => Some(pos[node]),
+                    ValueSource::Node { node, .. } if downloaded.contains(info.name.as_str()) => {
+                        Some(seg_of[node].map_or(pos[node], |k| seg_span(k).1))
+                    }
+                    _ => None,
+                };
+                a.map(|a| {
+                    let up = upload.map(|n| seg_of[n].map_or(pos[n], |k| seg_span(k).0));
+                    let b = last_reader.into_iter().chain(up).max().unwrap_or(a).max(a);
+                    (a, if graph.outputs.contains(&v) { end } else { b })
+                })
             } else {
-                last
+                let a = match (&info.source, upload) {
+                    (ValueSource::Node { node, .. }, _) if here(*node) => Some(pos[*node]),
+                    (_, Some(n)) => Some(seg_of[n].map_or(pos[n], |k| seg_span(k).0)),
+                    _ => None,
+                };
+                a.map(|a| {
+                    let mut b = last_reader.unwrap_or(a).max(a);
+                    if let ValueSource::Node { node, .. } = info.source {
+                        if here(node) && downloaded.contains(info.name.as_str()) {
+                            b = b.max(seg_of[node].map_or(pos[node], |k| seg_span(k).1));
+                        }
+                    }
+                    (a, b)
+                })
             };
-            lives.push((v, def_pos, last));
+            if let Some((a, b)) = span {
+                lives.push((v, a, b));
+            }
         }
         // Largest first, each at the lowest offset free during its lifetime.
         lives.sort_by_key(|&(v, a, _)| (std::cmp::Reverse(value_bytes(graph, v)), a));
@@ -127,19 +176,10 @@ pub fn plan_memory(
             .filter(|(v, info)| {
                 info.source == ValueSource::Weight
                     && graph
-                        .nodes
-                        .iter()
-                        .enumerate()
+                        .live_nodes()
                         .any(|(ni, n)| here(ni) && n.inputs.contains(v))
             })
-            .map(|(v, info)| {
-                let b = value_bytes(graph, v);
-                if dev == DeviceKind::Npu && info.ty.rank() >= 2 {
-                    b / 2
-                } else {
-                    b
-                }
-            })
+            .map(|(v, _)| value_bytes(graph, v))
             .sum();
         plans.push(MemoryPlan {
             device: dev,
@@ -150,4 +190,38 @@ pub fn plan_memory(
         });
     }
     plans
+}
+
+/// The memory pass.
+pub struct MemoryPass;
+
+impl Pass for MemoryPass {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn run(&self, _cx: &PassContext, plan: &mut Plan) -> Result<String> {
+        plan.memory = plan_memory(
+            &plan.graph,
+            &plan.placements,
+            &plan.transfers,
+            &plan.segments,
+        );
+        let lines: Vec<String> = plan
+            .memory
+            .iter()
+            .filter(|m| m.device != HOST || plan.memory.len() == 1)
+            .map(|m| {
+                format!(
+                    "{}: arena {:.2} MB ({} buffers), peak live {:.2} MB, weights {:.2} MB (uploaded once)",
+                    m.device,
+                    m.arena_bytes as f64 / 1e6,
+                    m.buffers.len(),
+                    m.peak_live_bytes as f64 / 1e6,
+                    m.weight_bytes as f64 / 1e6
+                )
+            })
+            .collect();
+        Ok(lines.join("\n"))
+    }
 }

@@ -1,134 +1,131 @@
-//! The scheduler: named passes from a validated graph to a static schedule.
+//! The scheduler: an ordered list of named passes that edit one plan in place, from a
+//! validated graph to the steps a session executes.
 //!
-//! 1. [`placement`]: each node to the selected device if it runs it, else the CPU, with reasons;
-//! 2. [`fusion`]: pattern rewrites where the NPU has the fused kernel, chosen by projected savings;
-//! 3. [`transfers`]: explicit to-device / to-host transfers, then redundant pairs removed;
-//! 4. [`memory`]: one arena per device from value lifetimes, peak bytes reported;
-//! 5. tiling + pipelining: device nodes become dispatches of column steps spread over the
-//!    columns with ping/pong buffers, replayed on virtual clocks by [`timeline`].
+//! The core passes, in order:
+//! 1. [`placement`]: each node to the selected device if it runs it, else the host, with reasons;
+//! 2. [`fusion`]: pattern rewrites of the IR where the device runs the fused op, chosen by
+//!    the device's projected savings;
+//! 3. `transfers`: an explicit upload / download on every edge that crosses devices;
+//! 4. `residency`: redundant transfer pairs removed, so intermediates stay on the device;
+//! 5. [`memory`]: one arena per device from value lifetimes (the device allocates it);
+//! 6. `segments`: the steps the executor runs: host nodes, uploads, device segments
+//!    (runs submitted together), downloads.
 //!
-//! Each pass can be switched off from [`SchedulerOptions`] (and the CLI) for ablations.
+//! Then the device's own lowering passes ([`Device::lowering_passes`]), for the NPU
+//! tiling and pipelining. Each pass reports what it did; every optional pass can be
+//! skipped and planning can stop after any pass ([`SchedulerOptions`]). Nothing a pass
+//! decides is only a report: the session executes [`Plan::steps`] through the device's
+//! [`Program`](crate::device::Program), which allocates [`Plan::memory`].
 
 pub mod fusion;
 pub mod memory;
 pub mod placement;
-pub mod timeline;
 pub mod transfers;
 
 pub use fusion::{FusedGroup, RejectedFusion};
 pub use memory::MemoryPlan;
 pub use placement::NodePlacement;
-pub use timeline::{Lane, Span, Timeline};
 pub use transfers::{Direction, Transfer};
 
-use crate::device::npu_sim::NpuParams;
-use crate::device::{Device, DeviceKind, KernelWork, NpuCaps};
+use crate::device::{Device, HOST};
 use crate::error::{Result, RuntimeError};
-use crate::format::{GraphDef, WeightDecl};
 use crate::ir::Graph;
-use crate::op::ValueType;
 use crate::registry::Registry;
+use std::any::Any;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use timeline::{Command, DispatchCommand, HostCommand, QueueConfig};
 
-/// Which passes run and how far (the full design is the default).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Which passes run and how far (every pass on is the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SchedulerOptions {
-    /// Apply fusion patterns.
-    pub fusion: bool,
-    /// Remove redundant transfer pairs so intermediates stay on the device.
-    pub residency: bool,
-    /// Columns to use (capped by the device's).
-    pub columns: usize,
-    /// Ping/pong buffers so DMA overlaps compute.
-    pub double_buffer: bool,
-    /// The seed design: one run per column step with a host round trip each.
-    pub dispatch_per_tile: bool,
-    /// Overlap the encoder of the next window with the decoding of this one.
-    pub window_overlap: bool,
-}
-
-impl Default for SchedulerOptions {
-    fn default() -> Self {
-        SchedulerOptions {
-            fusion: true,
-            residency: true,
-            columns: usize::MAX,
-            double_buffer: true,
-            dispatch_per_tile: false,
-            window_overlap: true,
-        }
-    }
+    /// Optional passes to skip, by name (`fusion`, `residency`, or a device pass's).
+    pub skip: BTreeSet<String>,
+    /// Stop after this pass (the plan can then be printed but not executed).
+    pub stop_after: Option<String>,
 }
 
 impl SchedulerOptions {
-    /// The seed prototypes' design: one op per dispatch, a host round trip per tile,
-    /// one column, no double buffering, no overlap.
-    pub fn seed() -> Self {
-        SchedulerOptions {
-            fusion: false,
-            residency: false,
-            columns: 1,
-            double_buffer: false,
-            dispatch_per_tile: true,
-            window_overlap: false,
-        }
+    /// All passes on.
+    pub fn full() -> Self {
+        Self::default()
     }
 
-    /// The ablation ladder (a)–(f): each row adds one thing to the previous.
-    pub fn ablation_ladder() -> Vec<(&'static str, SchedulerOptions)> {
-        let a = Self::seed();
-        let b = SchedulerOptions {
-            residency: true,
-            dispatch_per_tile: false,
-            ..a
-        };
-        let c = SchedulerOptions { fusion: true, ..b };
-        let d = SchedulerOptions {
-            columns: usize::MAX,
-            ..c
-        };
-        let e = SchedulerOptions {
-            double_buffer: true,
-            ..d
-        };
-        let f = SchedulerOptions {
-            window_overlap: true,
-            ..e
-        };
-        vec![
-            (
-                "(a) seed: op per dispatch, host round trip per tile, 1 column, single buffers",
-                a,
-            ),
-            (
-                "(b) + residency (intermediates stay on the device, one run per op)",
-                b,
-            ),
-            ("(c) + fusion", c),
-            ("(d) + 4 columns", d),
-            ("(e) + double-buffered DMA", e),
-            ("(f) + window overlap", f),
-        ]
+    /// The same options with `pass` skipped.
+    pub fn skipping(mut self, pass: &str) -> Self {
+        self.skip.insert(pass.to_string());
+        self
+    }
+
+    /// Whether `pass` is switched off.
+    pub fn skips(&self, pass: &str) -> bool {
+        self.skip.contains(pass)
     }
 }
 
-/// The scheduler's result for one graph.
-#[derive(Debug)]
+/// What the session executes, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Run node `n` on the host.
+    Host(usize),
+    /// Copy value `v` from the host to the device.
+    Upload(usize),
+    /// Run device segment `k` ([`Plan::segments`]): its runs are submitted together.
+    Segment(usize),
+    /// Copy value `v` from the device to the host.
+    Download(usize),
+}
+
+/// A pass's record in the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassRecord {
+    /// Pass name.
+    pub name: String,
+    /// What it did (one or more lines), or why it did not run.
+    pub report: String,
+    /// Whether it ran.
+    pub ran: bool,
+    /// How long it took.
+    pub time: Duration,
+}
+
+/// A scheduler pass: edits the plan (and its graph) in place and says what it did.
+pub trait Pass: Send + Sync {
+    /// A short unique name (`amanuensis plan --stop-after NAME`, `--skip-pass NAME`).
+    fn name(&self) -> &str;
+
+    /// Whether the pass may be skipped (a pass the executor depends on may not).
+    fn optional(&self) -> bool {
+        false
+    }
+
+    /// Runs the pass; returns its report.
+    fn run(&self, cx: &PassContext, plan: &mut Plan) -> Result<String>;
+}
+
+/// What passes may consult besides the plan.
+pub struct PassContext<'a> {
+    /// The selected device.
+    pub device: &'a dyn Device,
+    /// The operator registry (fusion patterns, fused ops).
+    pub registry: &'a Registry,
+    /// The options.
+    pub options: &'a SchedulerOptions,
+}
+
+/// The scheduler's result for one graph: the IR after the passes, what each pass
+/// decided, and the steps the session executes.
 pub struct Plan {
-    /// The graph as executed (after fusion).
+    /// The graph as executed (fused nodes appended, replaced ones marked).
     pub graph: Arc<Graph>,
     /// Name of the selected device.
     pub device: String,
-    /// Its timing parameters (NPU devices).
-    pub params: Option<NpuParams>,
     /// The options used.
     pub options: SchedulerOptions,
-    /// Placement of the graph as loaded, before fusion (the decision log).
-    pub decisions: Vec<NodePlacement>,
-    /// Placement of the executed graph's nodes (indexed like `graph.nodes`).
+    /// Nodes in the graph as loaded (ids below this are the original nodes).
+    pub loaded_nodes: usize,
+    /// Placement of every node id (replaced nodes keep their decision).
     pub placements: Vec<NodePlacement>,
     /// Fusions applied.
     pub fused: Vec<FusedGroup>,
@@ -136,25 +133,100 @@ pub struct Plan {
     pub rejected: Vec<RejectedFusion>,
     /// Transfers that remain.
     pub transfers: Vec<Transfer>,
-    /// Transfers the redundancy pass removed.
+    /// Transfers the residency pass removed.
     pub transfers_removed: usize,
     /// Arena per device.
     pub memory: Vec<MemoryPlan>,
-    /// The device schedule replayed on virtual clocks (NPU devices; empty on the CPU).
-    pub timeline: Timeline,
+    /// Device node ids of each segment, in execution order.
+    pub segments: Vec<Vec<usize>>,
+    /// What the session executes.
+    pub steps: Vec<Step>,
+    /// Device runs per graph run (set by the device's lowering; one per device node otherwise).
+    pub device_runs: usize,
+    /// Projected device time of one graph run, ns (simulated devices' cost models).
+    pub projected_ns: Option<f64>,
+    /// The device lowering's result, for the device's own `load` (downcast by it).
+    pub lowering: Option<Arc<dyn Any + Send + Sync>>,
+    /// Extra report lines of the device lowering.
+    pub device_report: Vec<String>,
+    /// Every pass, in order, with its report.
+    pub passes: Vec<PassRecord>,
+    /// The pass planning stopped after, when it stopped early.
+    pub stopped_after: Option<String>,
     /// Wall time the passes took.
     pub planning_time: Duration,
 }
 
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("graph", &self.graph.name)
+            .field("device", &self.device)
+            .field("steps", &self.steps.len())
+            .field("passes", &self.passes)
+            .finish()
+    }
+}
+
 impl Plan {
-    /// Whether node `ni` of [`Plan::graph`] runs on the NPU.
-    pub fn on_npu(&self, ni: usize) -> bool {
-        self.placements[ni].device == DeviceKind::Npu
+    /// A plan of `graph` before any pass: every node on the host.
+    fn new(graph: Graph, device: &str, options: &SchedulerOptions) -> Plan {
+        let placements = graph
+            .nodes
+            .iter()
+            .map(|n| NodePlacement::host(n, "no placement pass ran"))
+            .collect();
+        Plan {
+            loaded_nodes: graph.nodes.len(),
+            graph: Arc::new(graph),
+            device: device.to_string(),
+            options: options.clone(),
+            placements,
+            fused: Vec::new(),
+            rejected: Vec::new(),
+            transfers: Vec::new(),
+            transfers_removed: 0,
+            memory: Vec::new(),
+            segments: Vec::new(),
+            steps: Vec::new(),
+            device_runs: 0,
+            projected_ns: None,
+            lowering: None,
+            device_report: Vec::new(),
+            passes: Vec::new(),
+            stopped_after: None,
+            planning_time: Duration::ZERO,
+        }
+    }
+
+    /// The graph, for a pass that edits it (unique while the passes run).
+    pub fn graph_mut(&mut self) -> Result<&mut Graph> {
+        let name = self.graph.name.clone();
+        Arc::get_mut(&mut self.graph).ok_or_else(|| RuntimeError::Graph {
+            graph: name,
+            node: "(plan)".into(),
+            reason: "the graph of a finished plan cannot be edited".into(),
+        })
+    }
+
+    /// Whether node `ni` of [`Plan::graph`] runs on the device (not the host).
+    pub fn on_device(&self, ni: usize) -> bool {
+        self.placements[ni].device != HOST
+    }
+
+    /// Placement of the graph as loaded (the decision log).
+    pub fn decisions(&self) -> &[NodePlacement] {
+        &self.placements[..self.loaded_nodes]
+    }
+
+    /// Whether every pass ran, so the plan can be executed.
+    pub fn is_complete(&self) -> bool {
+        self.stopped_after.is_none()
     }
 
     /// Runs submitted to the device per graph run.
     pub fn dispatches(&self) -> usize {
-        self.timeline.dispatches
+        self.device_runs
     }
 
     /// Bytes of all remaining transfers per run.
@@ -162,293 +234,238 @@ impl Plan {
         self.transfers.iter().map(|t| t.bytes).sum()
     }
 
+    /// The device lowering's result as `T`, when it is one.
+    pub fn lowering<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.lowering.as_ref().and_then(|l| l.downcast_ref::<T>())
+    }
+
     /// A human-readable report (what `amanuensis plan` prints for one graph).
     pub fn report(&self) -> String {
         let mut s = String::new();
         let g = &self.graph;
-        let npu = self
-            .placements
-            .iter()
-            .filter(|p| p.device == DeviceKind::Npu)
-            .count();
-        let _ = writeln!(s, "graph '{}' on {}: {} nodes after fusion ({} on the NPU, {} on the CPU), planned in {:.2} ms", g.name, self.device, g.nodes.len(), npu, g.nodes.len() - npu, self.planning_time.as_secs_f64() * 1e3);
-        let _ = writeln!(s, "  placement (graph as loaded):");
-        for p in &self.decisions {
+        let live = g.order.len();
+        let dev = g.order.iter().filter(|&&n| self.on_device(n)).count();
+        let _ = writeln!(
+            s,
+            "graph '{}' on {}: {} nodes as loaded, {} after the passes ({} on {}, {} on the host), planned in {:.2} ms",
+            g.name,
+            self.device,
+            self.loaded_nodes,
+            live,
+            dev,
+            self.device,
+            live - dev,
+            self.planning_time.as_secs_f64() * 1e3
+        );
+        for p in &self.passes {
+            let state = if p.ran { "" } else { " (skipped)" };
+            let mut lines = p.report.lines();
+            let first = lines.next().unwrap_or("");
             let _ = writeln!(
                 s,
-                "    {:<28} {:<20} -> {:<3} {}",
-                p.node,
-                p.op,
-                p.device.to_string(),
-                p.reason
-            );
-        }
-        if !self.fused.is_empty() || !self.rejected.is_empty() {
-            let _ = writeln!(s, "  fusion: {} groups", self.fused.len());
-            for f in &self.fused {
-                let _ = writeln!(
-                    s,
-                    "    {:<18} {} -> {} (saves {:.1} µs projected)",
-                    f.pattern,
-                    f.nodes.join(" + "),
-                    f.op,
-                    f.saved_us
-                );
-            }
-            for r in &self.rejected {
-                let _ = writeln!(
-                    s,
-                    "    not fused: {} {}: {}",
-                    r.pattern,
-                    r.nodes.join(" + "),
-                    r.reason
-                );
-            }
-        }
-        let to_dev = self
-            .transfers
-            .iter()
-            .filter(|t| t.direction == Direction::ToDevice)
-            .count();
-        let _ = writeln!(s, "  transfers: {} ({} to device, {} to host), {:.2} MB per run; {} redundant transfers removed", self.transfers.len(), to_dev, self.transfers.len() - to_dev, self.transfer_bytes() as f64 / 1e6, self.transfers_removed);
-        for t in &self.transfers {
-            let _ = writeln!(
-                s,
-                "    {:?} {} ({:.2} MB)",
-                t.direction,
-                t.value,
-                t.bytes as f64 / 1e6
-            );
-        }
-        for m in &self.memory {
-            let _ = writeln!(
-                s,
-                "  memory {}: arena {:.2} MB, peak live {:.2} MB, weights {:.2} MB (uploaded once)",
-                m.device,
-                m.arena_bytes as f64 / 1e6,
-                m.peak_live_bytes as f64 / 1e6,
-                m.weight_bytes as f64 / 1e6
-            );
-        }
-        if let Some(p) = &self.params {
-            let _ = writeln!(s, "  dispatches per run: {}", self.dispatches());
-            let mut per: Vec<(usize, &str, &str, f64, f64, f64, u64)> = Vec::new();
-            for sp in &self.timeline.spans {
-                if per.last().map(|x| x.0) != Some(sp.dispatch) {
-                    per.push((sp.dispatch, &sp.node, "", f64::MAX, 0.0, 0.0, 0));
-                }
-                let e = per.last_mut().unwrap();
-                if let Lane::Column(_) = sp.lane {
-                    e.1 = &sp.node;
-                    e.2 = &sp.name;
-                    e.5 += sp.end_ns - sp.start_ns;
-                    e.6 += 1;
-                }
-                if sp.lane != Lane::Host {
-                    e.3 = e.3.min(sp.start_ns);
-                    e.4 = e.4.max(sp.end_ns);
-                }
-            }
-            let cols = self.options.columns.min(p.columns) as f64;
-            if !self.options.dispatch_per_tile {
-                for (_, node, kernel, a, b, busy, steps) in per.iter().filter(|x| x.6 > 0) {
-                    let span = b - a;
-                    let _ = writeln!(s, "    run {node:<34} {kernel:<22} {steps:>5} steps {:>9.1} µs, columns busy {:>3.0}%", span / 1e3, 100.0 * busy / (span * cols).max(1e-9));
-                }
-            }
-            let _ = writeln!(
-                s,
-                "  projected device time per run (npu-sim, {}): {:.3} ms",
+                "  pass {:<10} {:>7.2} ms{state}  {first}",
                 p.name,
-                self.timeline.total_ns / 1e6
+                p.time.as_secs_f64() * 1e3
             );
+            for l in lines {
+                let _ = writeln!(s, "      {l}");
+            }
+        }
+        if let Some(stop) = &self.stopped_after {
+            let _ = writeln!(s, "  stopped after pass '{stop}' (this plan cannot run)");
         }
         s
     }
 }
 
-/// Projected time of one node as a single dispatch under `opts` (the fusion pass's score).
-pub fn estimate_node_ns(work: &KernelWork, p: &NpuParams, opts: &SchedulerOptions) -> f64 {
-    let cmd = Command::Dispatch(DispatchCommand {
-        node: String::new(),
-        kernel: String::new(),
-        work: work.clone(),
-        steps: (0, work.steps),
-    });
-    let q = QueueConfig {
-        columns: opts.columns.min(p.columns),
-        depth: if opts.double_buffer { 2 } else { 1 },
-        synchronous: true,
-    };
-    timeline::simulate(std::slice::from_ref(&cmd), p, &q).total_ns
+/// The core passes, in order.
+pub fn core_passes() -> Vec<Box<dyn Pass>> {
+    vec![
+        Box::new(placement::PlacementPass),
+        Box::new(fusion::FusionPass),
+        Box::new(transfers::TransfersPass),
+        Box::new(transfers::ResidencyPass),
+        Box::new(memory::MemoryPass),
+        Box::new(SegmentsPass),
+    ]
 }
 
-fn types_of(graph: &Graph, ids: &[usize]) -> Vec<ValueType> {
-    ids.iter().map(|&v| graph.values[v].ty.clone()).collect()
+/// Names of every pass that would run for `device`, in order.
+pub fn pass_names(device: &dyn Device) -> Vec<String> {
+    core_passes()
+        .iter()
+        .chain(device.lowering_passes().iter())
+        .map(|p| p.name().to_string())
+        .collect()
 }
 
-/// Runs the passes on one graph definition for `device`.
+/// Runs the passes on one validated graph (built once at load) for `device`.
 pub fn plan(
-    def: &GraphDef,
-    weights: &[WeightDecl],
+    graph: Graph,
     registry: &Registry,
     device: &dyn Device,
-    params: Option<&NpuParams>,
     opts: &SchedulerOptions,
 ) -> Result<Plan> {
     let t0 = Instant::now();
-    let graph0 = Graph::build(def, weights, registry)?;
-    let decisions = placement::place(&graph0, device);
-    let npu = device.kind() == DeviceKind::Npu;
-    let caps: Option<NpuCaps> = device.npu_caps();
-    let (def1, fused, rejected) = match (npu && opts.fusion, params, caps.as_ref()) {
-        (true, Some(p), Some(c)) => fusion::fuse(def, &graph0, &decisions, registry, p, c, opts),
-        _ => (def.clone(), Vec::new(), Vec::new()),
+    let passes: Vec<Box<dyn Pass>> = core_passes()
+        .into_iter()
+        .chain(device.lowering_passes())
+        .collect();
+    let bad_name = |what: &str, name: &str| RuntimeError::Graph {
+        graph: graph.name.clone(),
+        node: "(scheduler)".into(),
+        reason: format!(
+            "{what} names no pass '{name}' (passes: {})",
+            passes
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    let graph = if fused.is_empty() {
-        graph0
-    } else {
-        Graph::build(&def1, weights, registry)?
-    };
-    let placements = if fused.is_empty() {
-        decisions.clone()
-    } else {
-        placement::place(&graph, device)
-    };
-    let naive = transfers::insert_transfers(&graph, &placements);
-    let (transfers, transfers_removed) = if opts.residency {
-        transfers::remove_redundant(&graph, &placements, naive)
-    } else {
-        (naive, 0)
-    };
-    let memory = memory::plan_memory(&graph, &placements, &transfers);
-    let timeline = match (npu, params, caps) {
-        (true, Some(p), Some(c)) => schedule_device(&graph, &placements, &transfers, p, &c, opts)?,
-        _ => Timeline::default(),
-    };
-    Ok(Plan {
-        graph: Arc::new(graph),
-        device: device.name().to_string(),
-        params: params.cloned(),
-        options: *opts,
-        decisions,
-        placements,
-        fused,
-        rejected,
-        transfers,
-        transfers_removed,
-        memory,
-        timeline,
-        planning_time: t0.elapsed(),
-    })
-}
-
-/// Tiling + pipelining: the command list of the device nodes in execution order, checked
-/// against the device's limits, then replayed on virtual clocks.
-fn schedule_device(
-    graph: &Graph,
-    placements: &[NodePlacement],
-    transfers: &[Transfer],
-    p: &NpuParams,
-    caps: &NpuCaps,
-    opts: &SchedulerOptions,
-) -> Result<Timeline> {
-    let columns = opts.columns.clamp(1, p.columns);
-    let depth = if opts.double_buffer { 2 } else { 1 };
-    let mut cmds = Vec::new();
-    for &ni in &graph.order {
-        if placements[ni].device != DeviceKind::Npu {
-            continue;
-        }
-        let n = &graph.nodes[ni];
-        let k =
-            n.op.npu_kernel()
-                .expect("placement put only nodes with an NPU kernel on the NPU");
-        let work = k.work(&types_of(graph, &n.inputs), caps);
-        let unfit = |reason: String| RuntimeError::Graph {
-            graph: graph.name.clone(),
-            node: n.name.clone(),
-            reason: format!("schedule cannot fit on {}: {reason}", p.name),
-        };
-        let fp = if depth == 2 {
-            work.footprint_double
-        } else {
-            work.footprint_single
-        };
-        if fp > p.tile_data_memory {
-            return Err(unfit(format!(
-                "kernel '{}' needs {fp} B of compute-tile memory, the tile has {}",
-                k.name(),
-                p.tile_data_memory
-            )));
-        }
-        if work.shim_bds * depth > p.shim_bds {
-            return Err(unfit(format!(
-                "kernel '{}' needs {} shim buffer descriptors per channel, the channel has {}",
-                k.name(),
-                work.shim_bds * depth,
-                p.shim_bds
-            )));
-        }
-        if work.resident_bytes as usize > p.memtile_bytes {
-            return Err(unfit(format!(
-                "kernel '{}' keeps {} B resident, the memory tile has {}",
-                k.name(),
-                work.resident_bytes,
-                p.memtile_bytes
-            )));
-        }
-        for t in transfers
-            .iter()
-            .filter(|t| t.node == ni && t.direction == Direction::ToDevice)
-        {
-            cmds.push(Command::Host(HostCommand::SyncToDevice {
-                value: t.value.clone(),
-                bytes: t.bytes,
-            }));
-        }
-        if opts.dispatch_per_tile {
-            // One run per step, each with its own input and output sync (the seed's round trip).
-            let sin = work.step.in_bytes;
-            let sout = work.step.out_bytes;
-            for s in 0..work.steps {
-                cmds.push(Command::Host(HostCommand::SyncToDevice {
-                    value: format!("{} tile {s}", n.name),
-                    bytes: sin,
-                }));
-                cmds.push(Command::Dispatch(DispatchCommand {
-                    node: n.name.clone(),
-                    kernel: k.name().to_string(),
-                    work: work.clone(),
-                    steps: (s, s + 1),
-                }));
-                cmds.push(Command::Host(HostCommand::SyncToHost {
-                    value: format!("{} tile {s}", n.name),
-                    bytes: sout,
-                }));
+    for s in &opts.skip {
+        match passes.iter().find(|p| p.name() == s) {
+            None => return Err(bad_name("--skip-pass", s)),
+            Some(p) if !p.optional() => {
+                return Err(RuntimeError::Graph {
+                    graph: graph.name.clone(),
+                    node: "(scheduler)".into(),
+                    reason: format!("pass '{s}' cannot be skipped: the executor depends on it"),
+                })
             }
-        } else {
-            cmds.push(Command::Dispatch(DispatchCommand {
-                node: n.name.clone(),
-                kernel: k.name().to_string(),
-                work: work.clone(),
-                steps: (0, work.steps),
-            }));
-        }
-        for t in transfers
-            .iter()
-            .filter(|t| t.node == ni && t.direction == Direction::ToHost)
-        {
-            cmds.push(Command::Host(HostCommand::SyncToHost {
-                value: t.value.clone(),
-                bytes: t.bytes,
-            }));
+            Some(_) => {}
         }
     }
-    let q = QueueConfig {
-        columns,
-        depth,
-        synchronous: opts.dispatch_per_tile,
+    if let Some(stop) = &opts.stop_after {
+        if !passes.iter().any(|p| p.name() == stop) {
+            return Err(bad_name("--stop-after", stop));
+        }
+    }
+    let mut plan = Plan::new(graph, device.name(), opts);
+    let cx = PassContext {
+        device,
+        registry,
+        options: opts,
     };
-    Ok(timeline::simulate(&cmds, p, &q))
+    for pass in &passes {
+        let tp = Instant::now();
+        let name = pass.name().to_string();
+        let (report, ran) = if opts.skips(&name) {
+            ("switched off".to_string(), false)
+        } else {
+            (pass.run(&cx, &mut plan)?, true)
+        };
+        plan.passes.push(PassRecord {
+            name: name.clone(),
+            report,
+            ran,
+            time: tp.elapsed(),
+        });
+        if opts.stop_after.as_deref() == Some(name.as_str()) {
+            if passes.last().map(|p| p.name()) != Some(name.as_str()) {
+                plan.stopped_after = Some(name);
+            }
+            break;
+        }
+    }
+    if plan.device_runs == 0 {
+        plan.device_runs = plan.segments.iter().map(|s| s.len()).sum();
+    }
+    plan.planning_time = t0.elapsed();
+    Ok(plan)
+}
+
+/// Segments: the executed steps. Consecutive device nodes form a segment whose runs are
+/// submitted together; the uploads a segment needs come right before it and its
+/// downloads right after. A segment ends where a device node needs a value that a node
+/// of the same segment produced but that went through the host (no residency).
+pub struct SegmentsPass;
+
+impl Pass for SegmentsPass {
+    fn name(&self) -> &str {
+        "segments"
+    }
+
+    fn run(&self, _cx: &PassContext, plan: &mut Plan) -> Result<String> {
+        let g = plan.graph.clone();
+        let mut steps = Vec::new();
+        let mut segments: Vec<Vec<usize>> = Vec::new();
+        let mut cur: Vec<usize> = Vec::new();
+        let mut ups: Vec<usize> = Vec::new();
+        let mut downs: Vec<usize> = Vec::new();
+        let value_id = |name: &str| g.values.iter().position(|v| v.name == name);
+        let flush = |cur: &mut Vec<usize>,
+                     ups: &mut Vec<usize>,
+                     downs: &mut Vec<usize>,
+                     steps: &mut Vec<Step>,
+                     segments: &mut Vec<Vec<usize>>| {
+            if cur.is_empty() {
+                return;
+            }
+            steps.extend(ups.drain(..).map(Step::Upload));
+            steps.push(Step::Segment(segments.len()));
+            segments.push(std::mem::take(cur));
+            steps.extend(downs.drain(..).map(Step::Download));
+        };
+        for &ni in &g.order {
+            if !plan.on_device(ni) {
+                flush(&mut cur, &mut ups, &mut downs, &mut steps, &mut segments);
+                steps.push(Step::Host(ni));
+                continue;
+            }
+            let mut mine_up = Vec::new();
+            for t in plan
+                .transfers
+                .iter()
+                .filter(|t| t.node == ni && t.direction == Direction::ToDevice)
+            {
+                let v = value_id(&t.value).ok_or_else(|| RuntimeError::Graph {
+                    graph: g.name.clone(),
+                    node: g.nodes[ni].name.clone(),
+                    reason: format!("transfer of unknown value '{}'", t.value),
+                })?;
+                mine_up.push(v);
+            }
+            // A value coming back from this segment's own downloads needs a new segment.
+            if mine_up.iter().any(|v| downs.contains(v)) {
+                flush(&mut cur, &mut ups, &mut downs, &mut steps, &mut segments);
+            }
+            for v in mine_up {
+                if !ups.contains(&v) {
+                    ups.push(v);
+                }
+            }
+            cur.push(ni);
+            for t in plan
+                .transfers
+                .iter()
+                .filter(|t| t.node == ni && t.direction == Direction::ToHost)
+            {
+                if let Some(v) = value_id(&t.value) {
+                    downs.push(v);
+                }
+            }
+        }
+        flush(&mut cur, &mut ups, &mut downs, &mut steps, &mut segments);
+        let n_up = steps
+            .iter()
+            .filter(|s| matches!(s, Step::Upload(_)))
+            .count();
+        let n_down = steps
+            .iter()
+            .filter(|s| matches!(s, Step::Download(_)))
+            .count();
+        let report = format!(
+            "{} steps: {} device segments ({} device nodes), {} uploads, {} downloads, {} host nodes",
+            steps.len(),
+            segments.len(),
+            segments.iter().map(|s| s.len()).sum::<usize>(),
+            n_up,
+            n_down,
+            steps.iter().filter(|s| matches!(s, Step::Host(_))).count()
+        );
+        plan.steps = steps;
+        plan.segments = segments;
+        Ok(report)
+    }
 }

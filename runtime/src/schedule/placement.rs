@@ -1,8 +1,10 @@
-//! Placement: every node goes to the preferred device when that device runs it, else to
-//! the CPU, and each decision is recorded with its reason. Fallback is never silent.
+//! Placement: every node goes to the selected device when that device runs it, else to
+//! the host, and each decision is recorded with its reason. Fallback is never silent.
 
-use crate::device::{Device, DeviceKind, Support};
-use crate::ir::Graph;
+use super::{Pass, PassContext, Plan};
+use crate::device::{with_view, Support, HOST};
+use crate::error::Result;
+use crate::ir::Node;
 
 /// Where one node runs and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,45 +13,94 @@ pub struct NodePlacement {
     pub node: String,
     /// Its op.
     pub op: String,
-    /// The device it runs on.
-    pub device: DeviceKind,
-    /// The kernel that runs it (`cpu` on the CPU).
+    /// The device it runs on (`cpu` for the host).
+    pub device: String,
+    /// The kernel that runs it (`cpu` on the host).
     pub kernel: String,
     /// Why it runs there.
     pub reason: String,
 }
 
-/// Places every node of `graph` (indexed like `graph.nodes`).
-pub fn place(graph: &Graph, device: &dyn Device) -> Vec<NodePlacement> {
-    graph
-        .nodes
-        .iter()
-        .map(|n| {
-            if device.kind() == DeviceKind::Cpu {
-                return NodePlacement {
-                    node: n.name.clone(),
-                    op: n.op_name.clone(),
-                    device: DeviceKind::Cpu,
-                    kernel: "cpu".into(),
-                    reason: "cpu device selected".into(),
-                };
+impl NodePlacement {
+    /// The node on the host, for `reason`.
+    pub fn host(n: &Node, reason: impl Into<String>) -> Self {
+        NodePlacement {
+            node: n.name.clone(),
+            op: n.op_name.clone(),
+            device: HOST.into(),
+            kernel: "cpu".into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the node runs on the host.
+    pub fn on_host(&self) -> bool {
+        self.device == HOST
+    }
+}
+
+/// Where `device` would place node `n` of `graph`, with the reason.
+pub fn place_node(
+    device: &dyn crate::device::Device,
+    graph: &crate::ir::Graph,
+    n: &Node,
+) -> NodePlacement {
+    if device.name() == HOST {
+        return NodePlacement::host(n, "cpu device selected");
+    }
+    match with_view(graph, n, |v| device.supports(v)) {
+        Support::Yes { kernel } => NodePlacement {
+            node: n.name.clone(),
+            op: n.op_name.clone(),
+            device: device.name().to_string(),
+            reason: format!("{} kernel '{kernel}' accepts the node", device.name()),
+            kernel,
+        },
+        Support::No { reason } => NodePlacement::host(n, format!("CPU fallback: {reason}")),
+    }
+}
+
+/// The placement pass.
+pub struct PlacementPass;
+
+impl Pass for PlacementPass {
+    fn name(&self) -> &str {
+        "placement"
+    }
+
+    fn optional(&self) -> bool {
+        true
+    }
+
+    fn run(&self, cx: &PassContext, plan: &mut Plan) -> Result<String> {
+        let g = plan.graph.clone();
+        plan.placements = g
+            .nodes
+            .iter()
+            .map(|n| place_node(cx.device, &g, n))
+            .collect();
+        let on = plan.placements.iter().filter(|p| !p.on_host()).count();
+        let mut s = format!(
+            "{on} of {} nodes on {}, {} on the host",
+            g.nodes.len(),
+            cx.device.name(),
+            g.nodes.len() - on
+        );
+        // One line per distinct fallback reason, with the ops it applies to.
+        let mut reasons: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+            Default::default();
+        for p in plan.placements.iter().filter(|p| p.on_host()) {
+            reasons
+                .entry(p.reason.as_str())
+                .or_default()
+                .insert(p.op.as_str());
+        }
+        if on > 0 {
+            for (r, ops) in reasons {
+                let ops: Vec<&str> = ops.into_iter().collect();
+                s.push_str(&format!("\nhost: {r} [{}]", ops.join(", ")));
             }
-            match device.supports(graph, n) {
-                Support::Yes { kernel } => NodePlacement {
-                    node: n.name.clone(),
-                    op: n.op_name.clone(),
-                    device: device.kind(),
-                    reason: format!("{} kernel '{kernel}' accepts the node", device.name()),
-                    kernel,
-                },
-                Support::No { reason } => NodePlacement {
-                    node: n.name.clone(),
-                    op: n.op_name.clone(),
-                    device: DeviceKind::Cpu,
-                    kernel: "cpu".into(),
-                    reason: format!("CPU fallback: {reason}"),
-                },
-            }
-        })
-        .collect()
+        }
+        Ok(s)
+    }
 }

@@ -1,9 +1,12 @@
 //! Partition + transfers: an explicit to-device / to-host transfer on every edge that
 //! crosses devices (the naive form puts one around every device node), then a pass that
 //! removes the redundant pairs so that intermediates between device nodes stay resident.
+//! The segments pass turns the transfers that remain into upload and download steps the
+//! session executes.
 
 use super::placement::NodePlacement;
-use crate::device::DeviceKind;
+use super::{Pass, PassContext, Plan};
+use crate::error::Result;
 use crate::ir::{Graph, ValueSource};
 
 /// Direction of a transfer.
@@ -41,7 +44,7 @@ pub fn value_bytes(graph: &Graph, v: usize) -> u64 {
 pub fn insert_transfers(graph: &Graph, placements: &[NodePlacement]) -> Vec<Transfer> {
     let mut out = Vec::new();
     for &ni in &graph.order {
-        if placements[ni].device == DeviceKind::Cpu {
+        if placements[ni].on_host() {
             continue;
         }
         let n = &graph.nodes[ni];
@@ -75,7 +78,7 @@ pub fn remove_redundant(
     placements: &[NodePlacement],
     transfers: Vec<Transfer>,
 ) -> (Vec<Transfer>, usize) {
-    let on_dev = |ni: usize| placements[ni].device != DeviceKind::Cpu;
+    let on_dev = |ni: usize| !placements[ni].on_host();
     let ids: std::collections::HashMap<&str, usize> = graph
         .values
         .iter()
@@ -85,7 +88,7 @@ pub fn remove_redundant(
     let id = |name: &str| ids[name];
     // Values some CPU node reads.
     let mut host_read = vec![false; graph.values.len()];
-    for (ni, n) in graph.nodes.iter().enumerate() {
+    for (ni, n) in graph.live_nodes() {
         if !on_dev(ni) {
             for &v in &n.inputs {
                 host_read[v] = true;
@@ -111,4 +114,62 @@ pub fn remove_redundant(
         .collect();
     let removed = before - kept.len();
     (kept, removed)
+}
+
+/// The naive transfers: every device node's inputs come in and its outputs go out.
+pub struct TransfersPass;
+
+impl Pass for TransfersPass {
+    fn name(&self) -> &str {
+        "transfers"
+    }
+
+    fn run(&self, _cx: &PassContext, plan: &mut Plan) -> Result<String> {
+        plan.transfers = insert_transfers(&plan.graph, &plan.placements);
+        Ok(format!(
+            "{} transfers around device nodes, {:.2} MB per run",
+            plan.transfers.len(),
+            plan.transfer_bytes() as f64 / 1e6
+        ))
+    }
+}
+
+/// Residency: removes the transfer pairs whose value stays on the device.
+pub struct ResidencyPass;
+
+impl Pass for ResidencyPass {
+    fn name(&self) -> &str {
+        "residency"
+    }
+
+    fn optional(&self) -> bool {
+        true
+    }
+
+    fn run(&self, _cx: &PassContext, plan: &mut Plan) -> Result<String> {
+        let naive = std::mem::take(&mut plan.transfers);
+        let (kept, removed) = remove_redundant(&plan.graph, &plan.placements, naive);
+        plan.transfers = kept;
+        plan.transfers_removed = removed;
+        let to_dev = plan
+            .transfers
+            .iter()
+            .filter(|t| t.direction == Direction::ToDevice)
+            .count();
+        let mut s = format!(
+            "{removed} redundant transfers removed; {} remain ({to_dev} to the device, {} to the host), {:.2} MB per run",
+            plan.transfers.len(),
+            plan.transfers.len() - to_dev,
+            plan.transfer_bytes() as f64 / 1e6
+        );
+        for t in &plan.transfers {
+            s.push_str(&format!(
+                "\n{:?} {} ({:.2} MB)",
+                t.direction,
+                t.value,
+                t.bytes as f64 / 1e6
+            ));
+        }
+        Ok(s)
+    }
 }

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use amanuensis_kernels::npu::matmul_bias;
-use amanuensis_runtime::device::{KernelWork, NpuCaps, NpuKernel, TileWork};
+use amanuensis_runtime::npu::{KernelWork, NpuCaps, NpuKernel, TileWork};
 use amanuensis_runtime::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, Graph, ModelFile, OpError, Registry, Tensor};
 use amanuensis_xrt::double::{fake_xclbin, RunHook, RunView};

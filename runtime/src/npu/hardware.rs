@@ -2,7 +2,7 @@
 //! (AMD AM020/AM027, the amdxdna driver, mlir-aie measurements); where the model has to
 //! choose (efficiency, transcendental rate) the choice is stated.
 
-use super::super::NpuCaps;
+use super::NpuCaps;
 
 /// One NPU generation's figures.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,8 +38,16 @@ pub struct NpuParams {
     pub transcendentals_per_cycle: f64,
     /// Ceiling of device-memory bandwidth seen by all shims together, bytes/s.
     pub ddr_bytes_per_s: f64,
-    /// Host cost of submitting one run (xrt::run start → kernel start), seconds.
+    /// Host cost of one isolated run (xrt::run start → wait returns, no other work), s.
     pub dispatch_s: f64,
+    /// Host cost of each run inside a runlist (chained commands), s.
+    pub runlist_run_s: f64,
+    /// Switching the array to another hardware context (another xclbin), s.
+    pub context_switch_s: f64,
+    /// Creating a hardware context (loading its xclbin's configuration), s.
+    pub context_create_s: f64,
+    /// Hardware contexts one process may hold at once.
+    pub max_hw_contexts: usize,
     /// Fixed cost of one buffer-object sync (cache maintenance call), seconds.
     pub bo_sync_s: f64,
     /// Host copy/flush bandwidth of a buffer-object sync, bytes/s.
@@ -70,7 +78,13 @@ impl NpuParams {
             // exp/erf are polynomial/LUT sequences on AIE-ML: a few cycles per lane group.
             transcendentals_per_cycle: 4.0,
             ddr_bytes_per_s: 32.0e9,
+            // npu-facts §6: an isolated run ≈ 45–60 µs on Linux, ≈ 9–11 µs inside a runlist,
+            // a context switch ≈ 1.4 ms on XDNA1, creation ≈ 2.5 ms, 6 contexts per process.
             dispatch_s: 50e-6,
+            runlist_run_s: 10e-6,
+            context_switch_s: 1.4e-3,
+            context_create_s: 2.5e-3,
+            max_hw_contexts: 6,
             bo_sync_s: 8e-6,
             bo_sync_bytes_per_s: 16.0e9,
             in_flight: 4,
@@ -87,7 +101,12 @@ impl NpuParams {
             clock_hz: 1.8e9,
             bf16_macs_per_cycle: 256.0,
             ddr_bytes_per_s: 60.0e9,
-            dispatch_s: 60e-6,
+            dispatch_s: 50e-6,
+            // npu-facts §6: 8.8 µs per run in a runlist on Strix; ≈ 2.7 ms per context
+            // switch on XDNA2; 16 contexts per process.
+            runlist_run_s: 8.8e-6,
+            context_switch_s: 2.7e-3,
+            max_hw_contexts: 16,
             ..Self::phoenix()
         }
     }

@@ -3,8 +3,7 @@
 //! compute on a column) gets a start and an end in simulated time. Nothing here touches
 //! data; the simulated device computes the numbers separately with the kernel references.
 
-use crate::device::npu_sim::NpuParams;
-use crate::device::KernelWork;
+use super::{KernelWork, NpuParams};
 use std::fmt;
 
 /// A queue of the simulated device (one trace lane each).
@@ -72,6 +71,11 @@ pub struct DispatchCommand {
     pub work: KernelWork,
     /// First and one-past-last step this dispatch covers (all steps unless dispatching per tile).
     pub steps: (u64, u64),
+    /// Submitted inside a runlist with the runs before it (cheaper than an isolated run).
+    pub chained: bool,
+    /// The hardware context (xclbin) it runs in: a change from the previous run's
+    /// context costs a context switch.
+    pub context: String,
 }
 
 /// A schedule item in execution order.
@@ -103,6 +107,8 @@ pub struct Timeline {
     pub total_ns: f64,
     /// Number of runs submitted.
     pub dispatches: usize,
+    /// Hardware-context switches between runs.
+    pub context_switches: usize,
 }
 
 impl Timeline {
@@ -209,6 +215,7 @@ pub fn simulate(commands: &[Command], p: &NpuParams, q: &QueueConfig) -> Timelin
     // End times of submitted runs, to bound the runs in flight.
     let mut run_ends: Vec<f64> = Vec::new();
     let mut idx = 0usize;
+    let mut current_context: Option<String> = None;
     for cmd in commands {
         match cmd {
             Command::Host(h) => {
@@ -240,7 +247,30 @@ pub fn simulate(commands: &[Command], p: &NpuParams, q: &QueueConfig) -> Timelin
                 if run_ends.len() >= p.in_flight {
                     host = host.max(run_ends[run_ends.len() - p.in_flight]);
                 }
-                let submit = p.dispatch_s * 1e9;
+                if current_context.as_deref().is_some_and(|c| c != dc.context) {
+                    // The array reloads another xclbin's configuration: nothing overlaps it.
+                    let at = host.max(device_free);
+                    let d = p.context_switch_s * 1e9;
+                    tl.spans.push(Span {
+                        lane: Lane::Host,
+                        name: "context switch".into(),
+                        node: dc.context.clone(),
+                        dispatch: idx,
+                        tile: None,
+                        bytes: 0,
+                        start_ns: at,
+                        end_ns: at + d,
+                    });
+                    tl.context_switches += 1;
+                    device_free = at + d;
+                    host = host.max(at + d);
+                }
+                current_context = Some(dc.context.clone());
+                let submit = if dc.chained {
+                    p.runlist_run_s
+                } else {
+                    p.dispatch_s
+                } * 1e9;
                 tl.spans.push(Span {
                     lane: Lane::Host,
                     name: format!("submit {}", dc.kernel),

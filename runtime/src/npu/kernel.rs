@@ -54,8 +54,7 @@ pub struct KernelWork {
     pub macs: u64,
 }
 
-/// A kernel of the NPU catalogue bound to an operator (the optional NPU layer of the
-/// operator API). The simulator evaluates [`eval`](NpuKernel::eval), which must be the
+/// A kernel of the NPU catalogue, offered by an operator through an [`super::NpuBinding`]. The simulator evaluates [`eval`](NpuKernel::eval), which must be the
 /// kernel's bit-exact reference; a real device runs the compiled kernel with the same
 /// contract.
 pub trait NpuKernel: Send + Sync + fmt::Debug {
