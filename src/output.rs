@@ -5,7 +5,7 @@
 //! break (a blank line ends a cue) or the `-->` timing arrow, and WebVTT escapes `&`, `<`
 //! and `>`.
 
-use crate::transcribe::{Segment, Transcript};
+use amanuensis_whisper::transcribe::{Segment, Transcript};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -2,11 +2,11 @@
 //! of `amanuensis bench --ablation`. Every NPU figure here is a projection of the timing
 //! simulator (`npu-sim`), never a measurement, and is printed as such.
 
-use crate::model::{plan_graphs, DeviceSpec};
-use crate::whisper::graph::{CROSS_KV, DECODER_STEP, ENCODER, FEATURES};
 use amanuensis_runtime::npu::NpuParams;
 use amanuensis_runtime::schedule::{Plan, SchedulerOptions};
 use amanuensis_runtime::{ModelFile, Registry};
+use amanuensis_whisper::graph::{CROSS_KV, DECODER_STEP, ENCODER, FEATURES};
+use amanuensis_whisper::model::{plan_graphs, DeviceSpec};
 use anyhow::{anyhow, Result};
 use std::fmt::Write as _;
 use std::time::Duration;

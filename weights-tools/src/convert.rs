@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-use amanuensis::whisper::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
+use amanuensis_whisper::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
 use safetensors::Dtype;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};

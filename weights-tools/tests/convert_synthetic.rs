@@ -5,7 +5,6 @@ mod common;
 
 use std::path::Path;
 
-use amanuensis::whisper::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
 use amanuensis_weights_tools::convert::{
     convert_ct2, expected_tensor_count, sha256_hex, vocabulary_len, ConvertError, ConvertOptions,
     LAYOUT,
@@ -13,6 +12,7 @@ use amanuensis_weights_tools::convert::{
 use amanuensis_weights_tools::ct2::{Ct2DType, Ct2Model};
 use amanuensis_weights_tools::inspect::{inspect_path, FileKind};
 use amanuensis_weights_tools::st::{SafetensorsFile, SafetensorsReadError};
+use amanuensis_whisper::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
 use common::*;
 use safetensors::Dtype;
 

@@ -6,12 +6,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use amanuensis::whisper::config::{WhisperConfig, WhisperDims};
 use amanuensis_weights_tools::convert::{
     convert_ct2, expected_tensor_count, ConvertError, ConvertOptions,
 };
 use amanuensis_weights_tools::ct2::{Ct2Error, Ct2Model};
 use amanuensis_weights_tools::st::SafetensorsFile;
+use amanuensis_whisper::config::{WhisperConfig, WhisperDims};
 use common::*;
 use safetensors::Dtype;
 

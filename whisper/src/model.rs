@@ -1,9 +1,9 @@
 //! Finding and loading a Whisper model: the model directory (weights, config, vocabulary)
 //! and the graph file, validated against the operator registry and each other.
 
+use crate::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
+use crate::graph::{CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES};
 use crate::tokenizer::Tokenizer;
-use crate::whisper::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
-use crate::whisper::graph::{CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES};
 use amanuensis_runtime::device::{CpuDevice, Device};
 use amanuensis_runtime::npu::{NpuParams, NpuSim};
 use amanuensis_runtime::schedule::{self, Plan, SchedulerOptions};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The committed graph of whisper-base, built into the binary so that an installed
 /// `amanuensis` needs only the model directory.
-pub const WHISPER_BASE_GRAPH: &str = include_str!("../graphs/whisper-base.graph");
+pub const WHISPER_BASE_GRAPH: &str = include_str!("../../graphs/whisper-base.graph");
 
 /// Environment variable naming the folder that holds model directories.
 pub const MODELS_ENV: &str = "AMANUENSIS_MODELS";
@@ -33,7 +33,7 @@ pub fn model_search_path() -> Vec<PathBuf> {
         dirs.push(PathBuf::from(d));
     }
     dirs.push(PathBuf::from("models"));
-    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"));
     dirs
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 /// A loaded Whisper model with the standard operators, ready to transcribe.
 ///
 /// ```no_run
-/// use amanuensis::{Transcriber, TranscribeOptions};
+/// use amanuensis_whisper::{Transcriber, TranscribeOptions};
 ///
 /// let mut t = Transcriber::new("base")?; // ./models/whisper-base or $AMANUENSIS_MODELS
 /// let opts = TranscribeOptions { word_timestamps: true, ..Default::default() };
@@ -49,7 +49,7 @@ impl Transcriber {
         path: impl AsRef<Path>,
         options: &TranscribeOptions,
     ) -> Result<Transcript> {
-        let pcm = crate::audio::load_audio(path.as_ref())?;
+        let pcm = amanuensis_audio::load_audio(path.as_ref())?;
         self.model.transcribe_pcm(&pcm, options)
     }
 

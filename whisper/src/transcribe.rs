@@ -9,10 +9,10 @@ use crate::decoding::{
     decode_with_fallback, greedy_decode, split_segments, BatchStepModel, DecodeOptions,
     DecodeResult, FallbackOptions, SpecialIds, StepModel,
 };
+use crate::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use crate::model::WhisperModel;
 use crate::pauses::{self, Pause, RefineOptions};
 use crate::tokenizer::Tokenizer;
-use crate::whisper::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use amanuensis_runtime::{Session, Tensor};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;

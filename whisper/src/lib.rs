@@ -1,0 +1,22 @@
+//! Whisper speech-to-text run as a serialized operator graph.
+//!
+//! Data flows one way: PCM (from `amanuensis-audio`) → the `features` graph (log-mel of
+//! the whole recording) → per 30-s window the `encoder` and `cross_kv` graphs → the
+//! `decoder_step` graph driven by a decoding policy ([`decoding`]: greedy, beam search,
+//! temperature fallback) → tokens → segments, optionally word-timed ([`alignment`])
+//! ([`transcribe`]). The graphs are built from hyper-parameters ([`graph`]) and run by
+//! `amanuensis-runtime`. [`Transcriber`] is the entry point.
+
+pub mod alignment;
+pub mod config;
+pub mod decoding;
+pub mod graph;
+pub mod model;
+pub mod pauses;
+pub mod tokenizer;
+pub mod transcribe;
+pub mod transcriber;
+
+pub use model::{DeviceSpec, WhisperModel};
+pub use transcribe::{Task, TranscribeOptions, Transcript};
+pub use transcriber::Transcriber;
