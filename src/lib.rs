@@ -11,7 +11,7 @@ pub mod wer;
 
 pub use amanuensis_audio as audio;
 pub use amanuensis_whisper::{
-    alignment, decoding, model, pauses, tokenizer, transcribe, transcriber,
+    alignment, decoding, devices, model, pauses, tokenizer, transcribe, transcriber,
 };
 pub use amanuensis_whisper::{
     DeviceSpec, Task, TranscribeOptions, Transcriber, Transcript, WhisperModel,

@@ -9,7 +9,7 @@ use amanuensis::transcribe::{Progress, Task, TranscribeOptions, Transcript};
 use amanuensis::whisper::config::WhisperDims;
 use amanuensis::whisper::graph::build_whisper_graph;
 use amanuensis::whisper::graph::CHUNK_SECONDS;
-use amanuensis_runtime::npu::NpuParams;
+use amanuensis_runtime::npu::{NpuOptions, NpuParams};
 use amanuensis_runtime::schedule::SchedulerOptions;
 use amanuensis_runtime::{Graph, ModelFile};
 use anyhow::{bail, Context, Result};
@@ -57,28 +57,38 @@ enum Command {
 #[derive(Args, Clone)]
 struct DeviceArgs {
     /// Device the graphs run on: `auto` (the NPU when usable, else the CPU, said on
-    /// stderr), `cpu`, `npu` (Ryzen AI through XRT), or `npu-sim` (the NPU timing
-    /// simulator; its times are projections). `amanuensis devices` lists what is usable.
+    /// stderr), `cpu`, `npu` (Ryzen AI through XRT), `npu-dry` (the `npu` device's code
+    /// against XRT's test double, on any machine), or `npu-sim` (the NPU timing simulator;
+    /// its times are projections). `amanuensis devices` lists what is usable.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Parameter set of the simulated NPU: phoenix or strix.
+    /// Parameter set of the NPU's timing model: phoenix or strix.
     #[arg(long, default_value = "phoenix")]
     npu: String,
-    /// Scheduler: do not fuse neighbouring ops.
+    /// Scheduler: skip the fusion pass.
     #[arg(long)]
     no_fusion: bool,
-    /// Scheduler: keep the host round trip of every device node (no resident intermediates).
+    /// Scheduler: skip the residency pass (a host round trip around every device node).
     #[arg(long)]
     no_residency: bool,
-    /// Scheduler: NPU columns to use (default: all).
+    /// Scheduler: skip an optional pass by name (repeatable; `amanuensis plan` lists them).
+    #[arg(long = "skip-pass", value_name = "PASS")]
+    skip_pass: Vec<String>,
+    /// NPU: columns to use (default: all).
     #[arg(long)]
     columns: Option<usize>,
-    /// Scheduler: single buffers, so DMA and compute do not overlap.
+    /// NPU: single buffers, so DMA and compute do not overlap.
     #[arg(long)]
     no_double_buffer: bool,
-    /// Scheduler: one device run per tile with a host round trip each (the seed design).
+    /// NPU: one device run per tile with a host round trip each (the seed design).
     #[arg(long)]
     dispatch_per_tile: bool,
+    /// NPU: submit each run on its own instead of a segment's runs together.
+    #[arg(long)]
+    no_runlists: bool,
+    /// NPU: one xclbin per op kind (a hardware-context switch whenever the op changes).
+    #[arg(long)]
+    xclbin_per_op: bool,
 }
 
 impl DeviceArgs {
@@ -89,8 +99,13 @@ impl DeviceArgs {
                 self.npu
             )
         })?;
-        if !matches!(self.device.as_str(), "auto" | "cpu" | "npu-sim" | "npu") {
-            bail!("unknown device '{}' (available: auto, cpu, npu-sim, npu; see `amanuensis devices`)", self.device);
+        let known = amanuensis::devices::registry().names();
+        if self.device != "auto" && !known.contains(&self.device.as_str()) {
+            bail!(
+                "unknown device '{}' (available: auto, {}; see `amanuensis devices`)",
+                self.device,
+                known.join(", ")
+            );
         }
         if self.columns == Some(0) || self.columns.is_some_and(|c| c > params.columns) {
             bail!(
@@ -99,17 +114,25 @@ impl DeviceArgs {
                 params.name
             );
         }
-        let options = SchedulerOptions {
-            fusion: !self.no_fusion,
-            residency: !self.no_residency,
-            columns: self.columns.unwrap_or(params.columns),
+        let mut options = SchedulerOptions::default();
+        if self.no_fusion {
+            options.skip.insert("fusion".into());
+        }
+        if self.no_residency {
+            options.skip.insert("residency".into());
+        }
+        options.skip.extend(self.skip_pass.iter().cloned());
+        let npu = NpuOptions {
+            columns: self.columns.unwrap_or(usize::MAX),
             double_buffer: !self.no_double_buffer,
             dispatch_per_tile: self.dispatch_per_tile,
-            ..SchedulerOptions::default()
+            runlists: !self.no_runlists,
+            xclbin_per_op: self.xclbin_per_op,
         };
         Ok(DeviceSpec {
             device: self.device.clone(),
             params,
+            npu,
             options,
             factory: None,
         })
@@ -120,6 +143,9 @@ impl DeviceArgs {
 struct PlanArgs {
     #[command(flatten)]
     device: DeviceArgs,
+    /// Stop after this pass and print the plan as it is then (it cannot run).
+    #[arg(long, value_name = "PASS")]
+    stop_after: Option<String>,
     /// Model name, for the graph file (default: the built-in whisper-base graph).
     #[arg(long, short, default_value = "base")]
     model: String,
@@ -300,7 +326,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench(a),
         Command::Plan(a) => plan(a),
         Command::Devices => {
-            print!("{}", amanuensis_xrt::StatusTable(&amanuensis_xrt::detect()));
+            print!("{}", devices_table());
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph(GraphCommand::Inspect { file }) => graph_inspect(&file),
@@ -384,13 +410,11 @@ fn graph_dot(
                 device: d.to_string(),
                 ..DeviceSpec::default()
             };
-            let dev = spec.make_device()?;
+            let dev = spec.open()?;
             let plan = amanuensis_runtime::schedule::plan(
-                gdef,
-                &file.weights,
+                Graph::build(gdef, &file.weights, &reg)?,
                 &reg,
                 dev.as_ref(),
-                spec.sim_params(),
                 &spec.options,
             )?;
             let mut ann = dot::plan_annotations(&plan);
@@ -452,10 +476,11 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<WhisperModel> {
         .with_context(|| format!("loading model from {}", dir.display()))?;
     if spec.device != "cpu" && !quiet {
         let (per_window, per_token) = scheduling::dispatch_counts(m.plans.iter().map(|p| &**p));
-        let what = if spec.device == "npu-sim" {
-            format!("{} timing model; times are projections", spec.params.name)
-        } else {
-            "Ryzen AI NPU".to_string()
+        let what = match spec.device.as_str() {
+            "npu-sim" => format!("{} timing model; times are projections", spec.params.name),
+            "npu-dry" => "the npu device against XRT's test double".to_string(),
+            "npu" => "Ryzen AI NPU".to_string(),
+            other => other.to_string(),
         };
         eprintln!("device {} ({what}): {per_window} device runs per 30-s window, {per_token} per decoded token", spec.device);
     }
@@ -765,6 +790,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
 
 fn plan(a: PlanArgs) -> Result<ExitCode> {
     let mut spec = a.device.spec()?;
+    spec.options.stop_after = a.stop_after.clone();
     if let Some(line) = spec.resolve_auto() {
         eprintln!("{line}");
     }
@@ -876,4 +902,26 @@ fn graph_build(size: &str, output: Option<&Path>) -> Result<ExitCode> {
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `amanuensis devices`: every registered device with its status and details.
+fn devices_table() -> String {
+    let mut s = format!("{:<9}{:<13}{}\n", "device", "status", "details");
+    for (name, summary, st) in amanuensis::devices::device_statuses() {
+        let status = if st.available { "available" } else { "unavailable" };
+        let mut lines = if st.details.is_empty() {
+            vec![summary]
+        } else {
+            st.details
+        }
+        .into_iter();
+        s.push_str(&format!(
+            "{name:<9}{status:<13}{}\n",
+            lines.next().unwrap_or_default()
+        ));
+        for l in lines {
+            s.push_str(&format!("{:<22}{l}\n", ""));
+        }
+    }
+    s
 }

@@ -2,9 +2,10 @@
 //! of `amanuensis bench --ablation`. Every NPU figure here is a projection of the timing
 //! simulator (`npu-sim`), never a measurement, and is printed as such.
 
-use amanuensis_runtime::npu::NpuParams;
+use amanuensis_runtime::npu::{NpuLowering, NpuOptions, NpuParams};
 use amanuensis_runtime::schedule::{Plan, SchedulerOptions};
-use amanuensis_runtime::{ModelFile, Registry};
+use amanuensis_runtime::{ModelFile, Registry, Session, Tensor, WeightStore};
+use std::sync::Arc;
 use amanuensis_whisper::graph::{CROSS_KV, DECODER_STEP, ENCODER, FEATURES};
 use amanuensis_whisper::model::{plan_graphs, DeviceSpec};
 use anyhow::{anyhow, Result};
@@ -54,8 +55,8 @@ pub fn plan_report(file: &ModelFile, registry: &Registry, spec: &DeviceSpec) -> 
         "  device dispatches per 30-s window: {per_window}; per decoded token: {per_token}"
     );
     if let Some(p) = spec.sim_params() {
-        let enc = find(&plans, ENCODER)?.timeline.total_ns / 1e6;
-        let cross = find(&plans, CROSS_KV)?.timeline.total_ns / 1e6;
+        let enc = find(&plans, ENCODER)?.projected_ns.unwrap_or(0.0) / 1e6;
+        let cross = find(&plans, CROSS_KV)?.projected_ns.unwrap_or(0.0) / 1e6;
         let _ = writeln!(s, "  projected (npu-sim, {}): encoder {enc:.2} ms + cross K/V {cross:.2} ms per 30-s window", p.name);
     }
     let _ = writeln!(s, "  planning all graphs took {total_ms:.1} ms");
@@ -83,10 +84,12 @@ pub struct MeasuredRun {
 pub struct AblationRow {
     /// What the row adds.
     pub label: String,
-    /// Projected encoder + cross K/V per window, ms.
+    /// Projected encoder + cross K/V per window, ms (replayed from the executed commands).
     pub encoder_ms: f64,
-    /// Device runs per window.
+    /// Device runs per window, as executed.
     pub dispatches: usize,
+    /// Hardware-context switches per window.
+    pub context_switches: usize,
     /// Column busy fraction during the matmul-class dispatches.
     pub column_busy: f64,
     /// Fraction of shim DMA time overlapped by compute, all kernels.
@@ -101,45 +104,146 @@ fn is_matmul(kernel: &str) -> bool {
     kernel.starts_with("matmul") || kernel.starts_with("conv1d")
 }
 
-/// Projects the measured run under each rung of the ladder.
+/// One rung of the ladder: the scheduler's switches, the NPU's options, window overlap.
+pub struct Rung {
+    /// What the rung adds.
+    pub label: &'static str,
+    /// Scheduler passes.
+    pub options: SchedulerOptions,
+    /// NPU scheduling.
+    pub npu: NpuOptions,
+    /// Whether the NPU encodes window n+1 while the CPU decodes window n.
+    pub window_overlap: bool,
+}
+
+/// The ablation ladder (a)–(g), each row adding one thing to the previous, and (h): (f)
+/// with one xclbin per op kind, so every change of op between runs switches contexts.
+pub fn ablation_ladder() -> Vec<Rung> {
+    let off = |passes: &[&str]| {
+        let mut o = SchedulerOptions::default();
+        for p in passes {
+            o.skip.insert(p.to_string());
+        }
+        o
+    };
+    let seed = NpuOptions::seed();
+    let b = NpuOptions {
+        dispatch_per_tile: false,
+        ..seed
+    };
+    let d = NpuOptions {
+        columns: usize::MAX,
+        ..b
+    };
+    let e = NpuOptions {
+        double_buffer: true,
+        ..d
+    };
+    let f = NpuOptions { runlists: true, ..e };
+    let h = NpuOptions {
+        xclbin_per_op: true,
+        ..f
+    };
+    let rung = |label, options, npu, window_overlap| Rung {
+        label,
+        options,
+        npu,
+        window_overlap,
+    };
+    vec![
+        rung("(a) seed: op per run, host round trip per tile, 1 column, single buffers", off(&["fusion", "residency"]), seed, false),
+        rung("(b) + residency (intermediates stay on the device, one run per op)", off(&["fusion"]), b, false),
+        rung("(c) + fusion", SchedulerOptions::default(), b, false),
+        rung("(d) + 4 columns", SchedulerOptions::default(), d, false),
+        rung("(e) + double-buffered DMA", SchedulerOptions::default(), e, false),
+        rung("(f) + runlists (a segment's runs submitted together)", SchedulerOptions::default(), f, false),
+        rung("(g) + window overlap", SchedulerOptions::default(), f, true),
+        rung("(h) = (g) with one xclbin per op kind (a context switch per op change)", SchedulerOptions::default(), h, true),
+    ]
+}
+
+/// Runs one 30-s window of the encoder and cross K/V graphs on npu-sim under each rung
+/// and projects the measured run with the times replayed from the commands that ran.
 pub fn ablation(
     file: &ModelFile,
     registry: &Registry,
+    weights: &WeightStore,
     params: &NpuParams,
     run: &MeasuredRun,
 ) -> Result<Vec<AblationRow>> {
     let mut rows = Vec::new();
-    for (label, options) in SchedulerOptions::ablation_ladder() {
+    for r in ablation_ladder() {
         let spec = DeviceSpec {
             device: "npu-sim".into(),
             params: params.clone(),
-            options,
+            npu: r.npu,
+            options: r.options.clone(),
             factory: None,
         };
-        let plans = plan_graphs(file, registry, &spec)?;
-        let enc = find(&plans, ENCODER)?;
-        let cross = find(&plans, CROSS_KV)?;
-        let enc_ns = enc.timeline.total_ns + cross.timeline.total_ns;
+        let device = spec.open()?;
+        let mut plans = plan_graphs(file, registry, &spec)?;
+        let (dispatch_plan, _) = dispatch_counts(&plans);
+        let mut enc_ns = 0.0;
+        let mut runs = 0;
+        let mut switches = 0;
+        let mut enc_tl = None;
+        let mut input: Option<Tensor> = None;
+        for name in [ENCODER, CROSS_KV] {
+            let i = plans
+                .iter()
+                .position(|p| p.graph.name == name)
+                .ok_or_else(|| anyhow!("the graph file has no graph '{name}'"))?;
+            let plan = Arc::new(plans.swap_remove(i));
+            let g = &plan.graph;
+            let x = match input.take() {
+                Some(t) => t,
+                None => {
+                    let v = &g.values[g.inputs[0]];
+                    let shape: Vec<usize> = v
+                        .ty
+                        .shape
+                        .iter()
+                        .map(|d| d.known().unwrap_or(1))
+                        .collect();
+                    Tensor::zeros(v.ty.dtype, &shape)
+                }
+            };
+            let mut session = Session::planned(plan.clone(), weights, device.as_ref())?;
+            session.reset_states(&Default::default())?;
+            let out = session.run(&[&x])?;
+            let st = session.take_stats();
+            enc_ns += st.simulated_ns;
+            runs += st.dispatches;
+            if let Some(low) = plan.lowering::<NpuLowering>() {
+                switches += low.timeline.context_switches;
+                if name == ENCODER {
+                    enc_tl = Some((low.timeline.clone(), low.options.queue(params).columns));
+                }
+            }
+            input = out.into_iter().next();
+        }
+        if runs != dispatch_plan {
+            anyhow::bail!("rung {}: {runs} runs executed, the plan said {dispatch_plan}", r.label);
+        }
         let w = run.windows.max(1) as f64;
         let dec_ns = run.decoder.as_secs_f64() * 1e9 / w;
         // Without overlap each window is encode then decode; with it the NPU encodes
         // window n+1 while the CPU decodes window n, so a window costs the longer of the two.
-        let windows_ns = if options.window_overlap {
+        let windows_ns = if r.window_overlap {
             enc_ns + (w - 1.0) * enc_ns.max(dec_ns) + dec_ns
         } else {
             w * (enc_ns + dec_ns)
         };
         let wall_s = run.features.as_secs_f64() + windows_ns / 1e9;
-        let (dispatches, _) = dispatch_counts(&plans);
+        let (tl, cols) = enc_tl.ok_or_else(|| anyhow!("the encoder has no NPU schedule"))?;
         rows.push(AblationRow {
-            label: label.to_string(),
+            label: r.label.to_string(),
             encoder_ms: enc_ns / 1e6,
-            dispatches,
-            column_busy: enc
-                .timeline
-                .column_utilisation(options.columns.min(params.columns), is_matmul),
-            dma_hidden: enc.timeline.dma_hidden(),
-            dma_hidden_matmul: enc.timeline.dma_hidden_in(is_matmul),
+            dispatches: runs,
+            context_switches: switches,
+            column_busy: tl.column_utilisation(cols, is_matmul),
+            dma_hidden: tl.dma_hidden(),
+            dma_hidden_matmul: tl.dma_hidden_in(is_matmul),
             realtime: run.audio_s / wall_s,
         });
     }
@@ -156,15 +260,16 @@ pub fn ablation_table(rows: &[AblationRow], params: &NpuParams, run: &MeasuredRu
     }
     s.push('\n');
     s.push('\n');
-    let _ = writeln!(s, "| configuration | encoder + cross K/V per window (ms, projected) | runs per window | columns busy in matmuls | DMA hidden under compute (matmuls / all) | end-to-end realtime (projected) |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| configuration | encoder + cross K/V per window (ms, projected) | runs per window | context switches | columns busy in matmuls | DMA hidden under compute (matmuls / all) | end-to-end realtime (projected) |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {:.2} | {} | {:.0}% | {:.0}% / {:.0}% | {:.1}× |",
+            "| {} | {:.2} | {} | {} | {:.0}% | {:.0}% / {:.0}% | {:.1}× |",
             r.label,
             r.encoder_ms,
             r.dispatches,
+            r.context_switches,
             100.0 * r.column_busy,
             100.0 * r.dma_hidden_matmul,
             100.0 * r.dma_hidden,

@@ -10,6 +10,7 @@
 pub mod alignment;
 pub mod config;
 pub mod decoding;
+pub mod devices;
 pub mod graph;
 pub mod model;
 pub mod pauses;

@@ -4,9 +4,8 @@
 use crate::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
 use crate::graph::{CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES};
 use crate::tokenizer::Tokenizer;
-use amanuensis_runtime::device::{CpuDevice, Device};
-use amanuensis_runtime::npu::{NpuParams, NpuSim};
-use amanuensis_runtime::schedule::{self, Plan, SchedulerOptions};
+use crate::devices::plan_built;
+use amanuensis_runtime::schedule::Plan;
 use amanuensis_runtime::{Graph, ModelFile, Registry, Session, WeightStore};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -110,116 +109,7 @@ pub fn graph_dims(file: &ModelFile) -> Result<WhisperDims> {
         .map_err(|e| anyhow!("graph file's hyper_parameters are not Whisper's: {e}"))
 }
 
-/// Validates every graph of a file against a registry.
-pub fn validate_graphs(file: &ModelFile, registry: &Registry) -> Result<Vec<Graph>> {
-    file.graphs
-        .iter()
-        .map(|g| Graph::build(g, &file.weights, registry).map_err(anyhow::Error::from))
-        .collect()
-}
-
-/// Makes device instances (one per graph session) for a custom device.
-pub type DeviceFactory = Arc<dyn Fn() -> Result<Box<dyn Device>> + Send + Sync>;
-
-/// Which device runs the graphs, and how the scheduler treats it.
-#[derive(Clone)]
-pub struct DeviceSpec {
-    /// `cpu`, `npu-sim` or `npu` (resolve `auto` with [`DeviceSpec::resolve_auto`] first).
-    pub device: String,
-    /// The NPU's parameter set (the simulator's timing; the cost model of fusion scores).
-    pub params: NpuParams,
-    /// Scheduler passes and their switches.
-    pub options: SchedulerOptions,
-    /// Builds the device instead of the built-in ones (tests, embedders).
-    pub factory: Option<DeviceFactory>,
-}
-
-impl std::fmt::Debug for DeviceSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceSpec")
-            .field("device", &self.device)
-            .field("params", &self.params.name)
-            .field("options", &self.options)
-            .finish()
-    }
-}
-
-impl Default for DeviceSpec {
-    fn default() -> Self {
-        DeviceSpec {
-            device: "cpu".into(),
-            params: NpuParams::phoenix(),
-            options: SchedulerOptions::default(),
-            factory: None,
-        }
-    }
-}
-
-impl DeviceSpec {
-    /// The simulated Phoenix NPU with every scheduler pass on.
-    pub fn npu_sim() -> Self {
-        DeviceSpec {
-            device: "npu-sim".into(),
-            ..Default::default()
-        }
-    }
-
-    /// A fresh device instance of this spec.
-    pub fn make_device(&self) -> Result<Box<dyn Device>> {
-        if let Some(f) = &self.factory {
-            return f();
-        }
-        match self.device.as_str() {
-            "cpu" => Ok(Box::new(CpuDevice::default())),
-            "npu-sim" => Ok(Box::new(NpuSim::new(self.params.clone()))),
-            "npu" => Ok(Box::new(
-                amanuensis_xrt::NpuXrtDevice::from_env().map_err(|e| anyhow!("device npu: {e}"))?,
-            )),
-            other => bail!("unknown device '{other}' (available: auto, cpu, npu-sim, npu)"),
-        }
-    }
-
-    /// Turns `auto` into `npu` when a usable NPU is found, else `cpu`; returns the line to
-    /// show the user about the choice.
-    pub fn resolve_auto(&mut self) -> Option<String> {
-        if self.device != "auto" {
-            return None;
-        }
-        let st = amanuensis_xrt::detect();
-        let pick = amanuensis_xrt::auto_device(&st);
-        self.device = pick.to_string();
-        let npu = st.iter().find(|s| s.name == "npu");
-        Some(match (pick, npu) {
-            ("npu", _) => "device: npu (Ryzen AI NPU found)".to_string(),
-            (_, Some(s)) => format!("device: cpu (npu unavailable: {})", s.reasons.join("; ")),
-            _ => "device: cpu".to_string(),
-        })
-    }
-
-    /// Timing parameters when the device is simulated.
-    pub fn sim_params(&self) -> Option<&NpuParams> {
-        (self.device != "cpu").then_some(&self.params)
-    }
-}
-
-/// Plans every graph of a file for a device.
-pub fn plan_graphs(file: &ModelFile, registry: &Registry, spec: &DeviceSpec) -> Result<Vec<Plan>> {
-    let dev = spec.make_device()?;
-    file.graphs
-        .iter()
-        .map(|g| {
-            schedule::plan(
-                g,
-                &file.weights,
-                registry,
-                dev.as_ref(),
-                spec.sim_params(),
-                &spec.options,
-            )
-            .map_err(anyhow::Error::from)
-        })
-        .collect()
-}
+pub use crate::devices::{plan_graphs, validate_graphs, DeviceFactory, DeviceSpec};
 
 /// A loaded Whisper model: config, tokenizer and one session per graph.
 pub struct WhisperModel {
@@ -271,7 +161,6 @@ impl WhisperModel {
                 config.dims
             );
         }
-        let graphs = validate_graphs(&file, registry)?;
         let vocab_path = dir.join(VOCABULARY_FILE);
         let tokenizer = Tokenizer::from_model_dir(dir)?;
         if tokenizer.n_vocab() != dims.n_vocab {
@@ -283,18 +172,24 @@ impl WhisperModel {
             );
         }
         let weights = WeightStore::load(&dir.join(WEIGHTS_FILE), &file.weights)?;
-        let mut by_name: std::collections::HashMap<String, Arc<Graph>> = graphs
-            .into_iter()
-            .map(|g| (g.name.clone(), Arc::new(g)))
-            .collect();
-        let planned = spec.device != "cpu";
-        let mut plans: std::collections::HashMap<String, Arc<Plan>> = if planned {
-            plan_graphs(&file, registry, spec)?
+        // Each graph is built once; on a device the scheduler's passes edit it in place.
+        let planned = spec.planned();
+        let device = if planned { Some(spec.open()?) } else { None };
+        let graphs = if planned { validate_graphs(&file, registry)? } else { Vec::new() };
+        let mut plans: std::collections::HashMap<String, Arc<Plan>> = match &device {
+            Some(d) => plan_built(graphs, registry, d.as_ref(), &spec.options)?
                 .into_iter()
                 .map(|p| (p.graph.name.clone(), Arc::new(p)))
-                .collect()
-        } else {
+                .collect(),
+            None => Default::default(),
+        };
+        let mut host_graphs: std::collections::HashMap<String, Arc<Graph>> = if planned {
             Default::default()
+        } else {
+            validate_graphs(&file, registry)?
+                .into_iter()
+                .map(|g| (g.name.clone(), Arc::new(g)))
+                .collect()
         };
         let plan_list: Vec<Arc<Plan>> = file
             .graphs
@@ -302,16 +197,11 @@ impl WhisperModel {
             .filter_map(|g| plans.get(&g.name).cloned())
             .collect();
         let mut session = |name: &str| -> Result<Session> {
-            if planned {
-                let p = plans
-                    .remove(name)
-                    .ok_or_else(|| anyhow!("graph file {graph_origin} has no graph '{name}'"))?;
-                return Ok(Session::planned(p, &weights, spec.make_device()?)?);
-            }
-            let g = by_name
-                .remove(name)
-                .ok_or_else(|| anyhow!("graph file {graph_origin} has no graph '{name}'"))?;
-            Ok(Session::new(g, &weights)?)
+            let missing = || anyhow!("graph file {graph_origin} has no graph '{name}'");
+            Ok(match &device {
+                Some(d) => Session::planned(plans.remove(name).ok_or_else(missing)?, &weights, d.as_ref())?,
+                None => Session::new(host_graphs.remove(name).ok_or_else(missing)?, &weights)?,
+            })
         };
         let features = session(FEATURES)?;
         let encoder = session(ENCODER)?;

@@ -1,0 +1,74 @@
+//! The XRT devices in the runtime's device registry: `npu`, the Ryzen AI NPU (picked by
+//! `--device auto` when usable), and `npu-dry`, the same device code against the shim's
+//! test double on any machine. Both take the NPU configuration string of
+//! [`amanuensis_runtime::npu::config_string`].
+
+use crate::device::{NpuXrtDevice, NpuXrtOptions};
+use amanuensis_runtime::device::{Device, DeviceEntry, DeviceRegistry, DeviceStatus};
+use amanuensis_runtime::npu::parse_config;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+static CALL_LOG: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Where the XRT devices opened from now on write their call log (`--xrt-log`).
+pub fn set_call_log(path: Option<PathBuf>) -> Result<(), String> {
+    *CALL_LOG.lock().unwrap_or_else(|p| p.into_inner()) = path;
+    Ok(())
+}
+
+/// The call log path set by [`set_call_log`].
+pub fn call_log_path() -> Option<PathBuf> {
+    CALL_LOG.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn options(config: &str, dry: bool) -> Result<NpuXrtOptions, String> {
+    let (params, schedule) = parse_config(config)?;
+    Ok(NpuXrtOptions {
+        params: (!config.is_empty()).then_some(params),
+        schedule,
+        dry,
+        ..NpuXrtOptions::from_env()
+    })
+}
+
+/// Registers `npu` and `npu-dry`.
+pub fn register_devices(registry: &mut DeviceRegistry) -> Result<(), String> {
+    registry.register(
+        DeviceEntry::new(
+            "npu",
+            "the Ryzen AI NPU through XRT",
+            || {
+                let st = crate::detect::npu_status(&crate::detect::probe_npu());
+                if st.available {
+                    DeviceStatus::available(st.reasons)
+                } else {
+                    DeviceStatus::unavailable(st.reasons)
+                }
+            },
+            |config| {
+                let opts = options(config, false)?;
+                let manifest = crate::manifest::load_from_env().map_err(|e| e.to_string())?;
+                let shim = crate::device::real_shim().map_err(|e| e.to_string())?;
+                let d = NpuXrtDevice::with_shim(crate::dry::logged(shim)?, manifest, opts)
+                    .map_err(|e| e.to_string())?;
+                Ok(Arc::new(d) as Arc<dyn Device>)
+            },
+        )
+        .auto_pick(),
+    )?;
+    registry.register(DeviceEntry::new(
+        "npu-dry",
+        "the npu device's code against XRT's test double: the catalogue's references compute",
+        || {
+            DeviceStatus::available(vec![
+                "the npu device's code against XRT's test double; outputs from the catalogue's references"
+                    .into(),
+            ])
+        },
+        |config| {
+            let opts = options(config, true)?;
+            Ok(Arc::new(crate::dry::dry_device(opts)?) as Arc<dyn Device>)
+        },
+    ))
+}
