@@ -819,10 +819,10 @@ impl ShimApi for RecordingShim {
     }
 
     fn xrt_version(&self) -> String {
-        if self.hwctx {
-            "2.18.0".into()
-        } else {
-            "2.13.0".into()
+        match (self.hwctx, self.runlist) {
+            (false, _) => "2.13.0".into(),
+            (true, false) => "2.17.0".into(),
+            (true, true) => "2.18.0".into(),
         }
     }
 
