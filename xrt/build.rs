@@ -4,6 +4,8 @@
 //! - `cfg(xrt_shim)`: the shim is compiled and linked (the real `XrtShim` exists);
 //! - `cfg(xrt_hwctx)`: it includes hw_context/register_xclbin (XRT >= 2.14), without which
 //!   the NPU cannot be driven;
+//! - `cfg(xrt_runlist)`: it includes xrt::runlist (XRT >= 2.18), which submits a segment's
+//!   runs as one chained command;
 //! - `AMANUENSIS_XRT_VERSION`, `AMANUENSIS_XRT_INCLUDE`, `AMANUENSIS_XRT_LIBDIR`: what was
 //!   detected (empty when built without XRT), `AMANUENSIS_XRT_MISSING`: why not.
 //!
@@ -34,6 +36,8 @@ struct Found {
     /// Which header declares hw_context, if any.
     hwctx_header: Option<&'static str>,
     register_xclbin: bool,
+    /// Which header declares xrt::runlist, if any.
+    runlist_header: Option<&'static str>,
 }
 
 fn candidates() -> Vec<Candidate> {
@@ -156,6 +160,15 @@ fn probe() -> Result<Found, String> {
         let register_xclbin = fs::read_to_string(inc.join("xrt/xrt_device.h"))
             .map(|t| t.contains("register_xclbin"))
             .unwrap_or(false);
+        // XRT 2.18+ declares xrt::runlist in the experimental kernel header (under xrt/ in
+        // newer layouts such as Debian's 2.25, at the top level in older AMD packages).
+        let runlist_header = ["xrt/experimental/xrt_kernel.h", "experimental/xrt_kernel.h"]
+            .into_iter()
+            .find(|h| {
+                fs::read_to_string(inc.join(h))
+                    .map(|t| t.contains("class runlist"))
+                    .unwrap_or(false)
+            });
         return Ok(Found {
             include: inc.clone(),
             libdir,
@@ -163,6 +176,7 @@ fn probe() -> Result<Found, String> {
             version: read_version(inc),
             hwctx_header,
             register_xclbin,
+            runlist_header,
         });
     }
     Err(format!("no usable XRT: {}", tried.join(", ")))
@@ -184,6 +198,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=AMANUENSIS_NO_XRT");
     println!("cargo::rustc-check-cfg=cfg(xrt_shim)");
     println!("cargo::rustc-check-cfg=cfg(xrt_hwctx)");
+    println!("cargo::rustc-check-cfg=cfg(xrt_runlist)");
 
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let disabled = env::var("AMANUENSIS_NO_XRT")
@@ -217,6 +232,12 @@ fn main() {
         .map(|(a, b, _)| (a, b) >= (2, 14))
         .unwrap_or(true);
     let hwctx = found.hwctx_header.is_some() && found.register_xclbin && version_ok;
+    let runlist = hwctx
+        && found.runlist_header.is_some()
+        && found
+            .version
+            .map(|(a, b, _)| (a, b) >= (2, 18))
+            .unwrap_or(true);
 
     let mut build = cc::Build::new();
     build
@@ -237,6 +258,12 @@ fn main() {
             build.define("NPU_SHIM_HWCTX_IN_EXPERIMENTAL", None);
         }
     }
+    if runlist {
+        build.define("NPU_SHIM_HAVE_RUNLIST", None);
+        if found.runlist_header == Some("experimental/xrt_kernel.h") {
+            build.define("NPU_SHIM_RUNLIST_IN_TOP_EXPERIMENTAL", None);
+        }
+    }
     build.compile("amanuensis_npu_shim");
 
     println!("cargo:rustc-link-search=native={}", found.libdir.display());
@@ -254,6 +281,9 @@ fn main() {
     println!("cargo:rustc-cfg=xrt_shim");
     if hwctx {
         println!("cargo:rustc-cfg=xrt_hwctx");
+    }
+    if runlist {
+        println!("cargo:rustc-cfg=xrt_runlist");
     }
     println!("cargo:rustc-env=AMANUENSIS_XRT_VERSION={version}");
     println!(

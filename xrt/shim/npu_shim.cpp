@@ -3,7 +3,9 @@
 // Built by xrt/build.rs only when XRT headers are found. NPU_SHIM_HAVE_HWCTX is defined
 // when the headers offer xrt::hw_context and xrt::device::register_xclbin (XRT >= 2.14);
 // without them (Debian's XRT 2.13) those entry points compile to a clear error, because the
-// amdxdna driver cannot load an xclbin any other way.
+// amdxdna driver cannot load an xclbin any other way. NPU_SHIM_HAVE_RUNLIST is defined when
+// they also offer xrt::runlist (XRT >= 2.18); without it the runlist entry points compile to
+// a clear error and the caller chains start/wait instead.
 
 #include "npu_shim.h"
 
@@ -16,6 +18,17 @@
 #include <experimental/xrt_hw_context.h>
 #else
 #include <xrt/xrt_hw_context.h>
+#endif
+#endif
+
+#if defined(NPU_SHIM_HAVE_RUNLIST)
+#if !defined(NPU_SHIM_HAVE_HWCTX)
+#error "NPU_SHIM_HAVE_RUNLIST needs NPU_SHIM_HAVE_HWCTX (a runlist lives on a hw_context)"
+#endif
+#if defined(NPU_SHIM_RUNLIST_IN_TOP_EXPERIMENTAL)
+#include <experimental/xrt_kernel.h>
+#else
+#include <xrt/experimental/xrt_kernel.h>
 #endif
 #endif
 
@@ -54,12 +67,26 @@ struct npu_bo {
 struct npu_run {
   xrt::run run;
 };
+#if defined(NPU_SHIM_HAVE_RUNLIST)
+struct npu_runlist {
+  xrt::runlist list;
+  // The runs in order, to name the position of a failing one.
+  std::vector<xrt::run> runs;
+};
+#else
+struct npu_runlist {
+  int unused;
+};
+#endif
 
 namespace {
 
 const char* const kNoHwctx =
     "XRT " NPU_SHIM_XRT_VERSION
     " has no hw_context; the NPU needs XRT >= 2.14 (>= 2.17 in practice)";
+
+const char* const kNoRunlist =
+    "XRT " NPU_SHIM_XRT_VERSION " has no runlist (needs >= 2.18)";
 
 int fail(npu_shim_error* err, int code, const char* message) {
   if (err != nullptr) {
@@ -124,6 +151,14 @@ const char* npu_shim_xrt_version(void) { return NPU_SHIM_XRT_VERSION; }
 
 int npu_shim_has_hwctx(void) {
 #if defined(NPU_SHIM_HAVE_HWCTX)
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+int npu_shim_has_runlist(void) {
+#if defined(NPU_SHIM_HAVE_RUNLIST)
   return 1;
 #else
   return 0;
@@ -301,6 +336,18 @@ int npu_bo_sync(npu_bo* bo, int direction, size_t size, size_t offset, npu_shim_
   return guarded(err, [&] { bo->bo.sync(dir, size, offset); });
 }
 
+int npu_bo_write(npu_bo* bo, const void* src, size_t size, size_t offset, npu_shim_error* err) {
+  if (bo == nullptr || (src == nullptr && size > 0))
+    return fail(err, NPU_SHIM_ERR_ARGUMENT, "npu_bo_write: null argument");
+  return guarded(err, [&] { bo->bo.write(src, size, offset); });
+}
+
+int npu_bo_read(npu_bo* bo, void* dst, size_t size, size_t offset, npu_shim_error* err) {
+  if (bo == nullptr || (dst == nullptr && size > 0))
+    return fail(err, NPU_SHIM_ERR_ARGUMENT, "npu_bo_read: null argument");
+  return guarded(err, [&] { bo->bo.read(dst, size, offset); });
+}
+
 void npu_bo_free(npu_bo* bo) {
   try {
     delete bo;
@@ -347,6 +394,97 @@ int npu_run_wait(npu_run* run, unsigned timeout_ms, int* state, npu_shim_error* 
 void npu_run_free(npu_run* run) {
   try {
     delete run;
+  } catch (...) {
+  }
+}
+
+int npu_runlist_create(npu_hwctx* ctx, npu_runlist** out, npu_shim_error* err) {
+  if (out != nullptr) *out = nullptr;
+#if defined(NPU_SHIM_HAVE_RUNLIST)
+  if (ctx == nullptr || out == nullptr)
+    return fail(err, NPU_SHIM_ERR_ARGUMENT, "npu_runlist_create: null argument");
+  return guarded(err, [&] { *out = new npu_runlist{xrt::runlist(ctx->ctx), {}}; });
+#else
+  (void)ctx;
+  return fail(err, NPU_SHIM_ERR_UNSUPPORTED, kNoRunlist);
+#endif
+}
+
+int npu_runlist_add(npu_runlist* list, npu_run* run, npu_shim_error* err) {
+#if defined(NPU_SHIM_HAVE_RUNLIST)
+  if (list == nullptr || run == nullptr)
+    return fail(err, NPU_SHIM_ERR_ARGUMENT, "npu_runlist_add: null argument");
+  return guarded(err, [&] {
+    list->runs.reserve(list->runs.size() + 1);  // so push_back cannot throw after add()
+    list->list.add(run->run);
+    list->runs.push_back(run->run);
+  });
+#else
+  (void)list;
+  (void)run;
+  return fail(err, NPU_SHIM_ERR_UNSUPPORTED, kNoRunlist);
+#endif
+}
+
+int npu_runlist_execute(npu_runlist* list, npu_shim_error* err) {
+#if defined(NPU_SHIM_HAVE_RUNLIST)
+  if (list == nullptr) return fail(err, NPU_SHIM_ERR_ARGUMENT, "npu_runlist_execute: null list");
+  return guarded(err, [&] { list->list.execute(); });
+#else
+  (void)list;
+  return fail(err, NPU_SHIM_ERR_UNSUPPORTED, kNoRunlist);
+#endif
+}
+
+int npu_runlist_wait(npu_runlist* list, unsigned timeout_ms, int* state, long long* failed,
+                     npu_shim_error* err) {
+#if defined(NPU_SHIM_HAVE_RUNLIST)
+  if (list == nullptr || state == nullptr || failed == nullptr)
+    return fail(err, NPU_SHIM_ERR_ARGUMENT, "npu_runlist_wait: null argument");
+  *failed = -1;
+  return guarded(err, [&] {
+    try {
+      const auto status = list->list.wait(std::chrono::milliseconds(timeout_ms));
+      *state = status == std::cv_status::timeout ? static_cast<int>(ERT_CMD_STATE_TIMEOUT)
+                                                 : static_cast<int>(ERT_CMD_STATE_COMPLETED);
+    } catch (const xrt::runlist::command_error& e) {
+      // A run ended badly: report which one and how, as a state rather than an error, so
+      // the caller can tell a failing kernel from a failing runtime.
+      *state = static_cast<int>(e.get_command_state());
+      const auto failed_run = e.get_run();
+      for (size_t i = 0; i < list->runs.size(); ++i) {
+        if (list->runs[i].get_handle() == failed_run.get_handle()) {
+          *failed = static_cast<long long>(i);
+          break;
+        }
+      }
+    }
+  });
+#else
+  (void)list;
+  (void)timeout_ms;
+  (void)state;
+  (void)failed;
+  return fail(err, NPU_SHIM_ERR_UNSUPPORTED, kNoRunlist);
+#endif
+}
+
+int npu_runlist_reset(npu_runlist* list, npu_shim_error* err) {
+#if defined(NPU_SHIM_HAVE_RUNLIST)
+  if (list == nullptr) return fail(err, NPU_SHIM_ERR_ARGUMENT, "npu_runlist_reset: null list");
+  return guarded(err, [&] {
+    list->list.reset();
+    list->runs.clear();
+  });
+#else
+  (void)list;
+  return fail(err, NPU_SHIM_ERR_UNSUPPORTED, kNoRunlist);
+#endif
+}
+
+void npu_runlist_free(npu_runlist* list) {
+  try {
+    delete list;
   } catch (...) {
   }
 }

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped when a signature below changes; the Rust side checks it. */
-#define NPU_SHIM_ABI_VERSION 1
+#define NPU_SHIM_ABI_VERSION 2
 
 #define NPU_SHIM_OK 0
 /* XRT threw a std::exception (message holds what()). */
@@ -51,6 +51,7 @@ typedef struct npu_hwctx npu_hwctx;
 typedef struct npu_kernel npu_kernel;
 typedef struct npu_bo npu_bo;
 typedef struct npu_run npu_run;
+typedef struct npu_runlist npu_runlist;
 
 /* NPU_SHIM_ABI_VERSION of the compiled shim. */
 int npu_shim_abi_version(void);
@@ -58,6 +59,8 @@ int npu_shim_abi_version(void);
 const char* npu_shim_xrt_version(void);
 /* 1 when hw_context and register_xclbin were compiled in (XRT >= 2.14), else 0. */
 int npu_shim_has_hwctx(void);
+/* 1 when xrt::runlist was compiled in (XRT >= 2.18), else 0. */
+int npu_shim_has_runlist(void);
 
 int npu_device_open(unsigned index, npu_device** out, npu_shim_error* err);
 /* Writes the device name (not NUL-terminated) into buf[0..cap) and its full length to *len. */
@@ -85,6 +88,10 @@ int npu_bo_alloc(npu_device* dev, size_t bytes, unsigned flags, unsigned group, 
                  npu_shim_error* err);
 int npu_bo_map(npu_bo* bo, void** out, npu_shim_error* err);
 int npu_bo_sync(npu_bo* bo, int direction, size_t size, size_t offset, npu_shim_error* err);
+/* Copies src[0..size) into the buffer's host storage at offset (xrt::bo::write; no sync). */
+int npu_bo_write(npu_bo* bo, const void* src, size_t size, size_t offset, npu_shim_error* err);
+/* Copies the buffer's host storage [offset, offset+size) into dst (xrt::bo::read; no sync). */
+int npu_bo_read(npu_bo* bo, void* dst, size_t size, size_t offset, npu_shim_error* err);
 void npu_bo_free(npu_bo* bo);
 
 int npu_run_create(npu_kernel* kernel, npu_run** out, npu_shim_error* err);
@@ -96,6 +103,27 @@ int npu_run_start(npu_run* run, npu_shim_error* err);
  * (4 completed, 5 error, 6 abort, 8 timeout, 9 no response). */
 int npu_run_wait(npu_run* run, unsigned timeout_ms, int* state, npu_shim_error* err);
 void npu_run_free(npu_run* run);
+
+/*
+ * Runlists (xrt::runlist, XRT >= 2.18): runs of kernels of one hardware context submitted
+ * as one chained command and executed in order. A run added to a runlist must not be
+ * started on its own (XRT leaves that undefined). Without runlist support these return
+ * NPU_SHIM_ERR_UNSUPPORTED.
+ */
+int npu_runlist_create(npu_hwctx* ctx, npu_runlist** out, npu_shim_error* err);
+/* Appends a run; fails if the run is in a runlist already, belongs to another context, or
+ * the list is executing. */
+int npu_runlist_add(npu_runlist* list, npu_run* run, npu_shim_error* err);
+/* Submits every run of the list (xrt::runlist::execute). */
+int npu_runlist_execute(npu_runlist* list, npu_shim_error* err);
+/* Waits up to timeout_ms (0 = forever). *state is 4 when every run completed, 8 when the
+ * wait timed out, or the failing run's ert_cmd_state; *failed is that run's position in
+ * the list (0-based), or -1. */
+int npu_runlist_wait(npu_runlist* list, unsigned timeout_ms, int* state, long long* failed,
+                     npu_shim_error* err);
+/* Removes every run (the list must not be executing). */
+int npu_runlist_reset(npu_runlist* list, npu_shim_error* err);
+void npu_runlist_free(npu_runlist* list);
 
 #ifdef __cplusplus
 }

@@ -1,21 +1,37 @@
 //! [`RecordingShim`]: a test double of the XRT shim. It logs every call with its
 //! arguments, keeps host and device copies of every buffer (so a missing sync shows up as
 //! wrong numbers), checks handles and the destruction order, can run a dispatch through a
-//! closure (e.g. a catalogue reference kernel), and can be told to fail at any step.
+//! closure (e.g. a catalogue reference kernel), executes runlists run by run, and can be
+//! told to fail at any step.
 //!
 //! Its xclbins are files that start with the real magic `xclbin2\0` followed by lines
 //! `name:num_args` ([`fake_xclbin`]); anything else is rejected as XRT would.
+//!
+//! In dry mode ([`RecordingShim::dry`]) it stands in for an NPU that computes: xclbins need
+//! not exist on disk (their kernels come from [`RecordingShim::declare_xclbin`] or
+//! [`RecordingShim::declare_manifest`], or any name is accepted), every run calls the hook
+//! installed for its run, kernel or for all runs ([`RunInvocation`]), and the memory of all
+//! live buffers is capped ([`RecordingShim::with_memory_cap`]).
 
+use crate::manifest::Manifest;
 use crate::shim::{
-    BoFlags, BoHandle, DeviceHandle, HwCtxHandle, KernelHandle, RunHandle, RunState, ShimApi,
-    ShimError, ShimErrorKind, SyncDir, XclbinHandle,
+    no_runlist_message, BoFlags, BoHandle, DeviceHandle, HwCtxHandle, KernelHandle, RunHandle,
+    RunState, RunlistHandle, RunlistState, ShimApi, ShimError, ShimErrorKind, SyncDir,
+    XclbinHandle,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The magic an xclbin file starts with.
 pub const XCLBIN_MAGIC: &[u8; 8] = b"xclbin2\0";
+
+/// Argument count a dry-mode xclbin without declared kernels reports for any kernel.
+pub const PERMISSIVE_NUM_ARGS: u32 = 64;
+
+/// Default cap on the bytes of all live buffers (the double keeps a host and a device copy
+/// of each, so it holds about twice this).
+pub const DEFAULT_MEMORY_CAP: usize = 4 << 30;
 
 /// Offset the double adds to an argument index to make its memory group id, so tests can
 /// tell a group id from an argument index.
@@ -79,6 +95,18 @@ pub enum Call {
         size: usize,
         offset: usize,
     },
+    /// `npu_bo_write` (`bytes` copied at `offset`).
+    BoWrite {
+        bo: u64,
+        offset: usize,
+        bytes: usize,
+    },
+    /// `npu_bo_read` (`bytes` copied from `offset`).
+    BoRead {
+        bo: u64,
+        offset: usize,
+        bytes: usize,
+    },
     /// `npu_bo_free`.
     BoFree { bo: u64 },
     /// `npu_run_create`.
@@ -95,6 +123,18 @@ pub enum Call {
     RunWait { run: u64, timeout_ms: u32 },
     /// `npu_run_free`.
     RunFree { run: u64 },
+    /// `npu_runlist_create`.
+    RunlistCreate { ctx: u64 },
+    /// `npu_runlist_add`.
+    RunlistAdd { list: u64, run: u64 },
+    /// `npu_runlist_execute`.
+    RunlistSubmit { list: u64 },
+    /// `npu_runlist_wait`.
+    RunlistWait { list: u64, timeout_ms: u32 },
+    /// `npu_runlist_reset`.
+    RunlistReset { list: u64 },
+    /// `npu_runlist_free`.
+    RunlistFree { list: u64 },
 }
 
 /// The fallible entry points, for failure injection.
@@ -132,6 +172,21 @@ pub enum Step {
     RunStart,
     /// `npu_run_wait`.
     RunWait,
+    /// `npu_bo_write`.
+    BoWrite,
+    /// `npu_bo_read`.
+    BoRead,
+    /// `npu_runlist_create`.
+    RunlistCreate,
+    /// `npu_runlist_add`.
+    RunlistAdd,
+    /// `npu_runlist_execute`.
+    RunlistSubmit,
+    /// `npu_runlist_wait` (a [`Failure::State`] of timeout makes it time out, any other
+    /// state makes the list fail without naming a run).
+    RunlistWait,
+    /// `npu_runlist_reset`.
+    RunlistReset,
 }
 
 /// What an injected failure does.
@@ -181,6 +236,117 @@ pub struct RunView<'a> {
 /// end in the error state.
 pub type RunHook = Box<dyn FnMut(&mut RunView<'_>) -> Result<(), String> + Send>;
 
+/// One execution of a run, as a [`KernelHook`] sees it: which kernel, its control
+/// arguments, and the device copies of the buffers bound to its data arguments, writable.
+pub struct RunInvocation<'a> {
+    run: RunHandle,
+    xclbin: &'a Path,
+    kernel: &'a str,
+    opcode: u32,
+    instructions: &'a [u32],
+    data: Vec<&'a mut [u8]>,
+}
+
+impl<'a> RunInvocation<'a> {
+    /// The kernel's name in its xclbin.
+    pub fn kernel_name(&self) -> &str {
+        self.kernel
+    }
+
+    /// The xclbin the kernel came from (as given to `xclbin_load`).
+    pub fn xclbin(&self) -> &Path {
+        self.xclbin
+    }
+
+    /// The run being executed.
+    pub fn run(&self) -> RunHandle {
+        self.run
+    }
+
+    /// Argument 0.
+    pub fn opcode(&self) -> u32 {
+        self.opcode
+    }
+
+    /// The first `argument 2` words of the instruction buffer (argument 1).
+    pub fn instructions(&self) -> &[u32] {
+        self.instructions
+    }
+
+    /// Number of data arguments (3, 4, ...).
+    pub fn data_count(&self) -> usize {
+        self.data.len()
+    }
+
+    fn slot(&self, index: u32) -> Result<usize, String> {
+        let first = crate::FIRST_DATA_ARG;
+        index
+            .checked_sub(first)
+            .map(|i| i as usize)
+            .filter(|&i| i < self.data.len())
+            .ok_or_else(|| {
+                format!(
+                    "kernel '{}': argument {index} is not a data buffer (data arguments are {first}..{})",
+                    self.kernel,
+                    first as usize + self.data.len()
+                )
+            })
+    }
+
+    /// The bytes of the buffer bound to kernel argument `index` (3 is the first data buffer).
+    pub fn arg(&self, index: u32) -> Result<&[u8], String> {
+        let i = self.slot(index)?;
+        Ok(&*self.data[i])
+    }
+
+    /// The bytes of the buffer bound to kernel argument `index`, writable.
+    pub fn arg_mut(&mut self, index: u32) -> Result<&mut [u8], String> {
+        let i = self.slot(index)?;
+        Ok(&mut *self.data[i])
+    }
+
+    /// Every data buffer, writable at once (element `i` is argument `3 + i`), for a kernel
+    /// that reads some while writing others without copying.
+    pub fn args_mut(&mut self) -> &mut [&'a mut [u8]] {
+        &mut self.data
+    }
+
+    /// Argument `index` read as little-endian f32 values.
+    pub fn read_f32(&self, index: u32) -> Result<Vec<f32>, String> {
+        let b = self.arg(index)?;
+        if b.len() % 4 != 0 {
+            return Err(format!(
+                "argument {index}: {} bytes is not a whole number of f32",
+                b.len()
+            ));
+        }
+        Ok(b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// Writes `values` as little-endian f32 into argument `index`, which they must fill.
+    pub fn write_f32(&mut self, index: u32, values: &[f32]) -> Result<(), String> {
+        let b = self.arg_mut(index)?;
+        if b.len() != values.len() * 4 {
+            return Err(format!(
+                "argument {index}: {} f32 values do not fill {} bytes",
+                values.len(),
+                b.len()
+            ));
+        }
+        for (d, v) in b.chunks_exact_mut(4).zip(values) {
+            d.copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// A computing hook: called for each executed run with its [`RunInvocation`]; an `Err`
+/// makes the run end in the error state. It runs with the double locked, so it must not
+/// call the shim.
+pub type KernelHook = Arc<dyn Fn(&mut RunInvocation<'_>) -> Result<(), String> + Send + Sync>;
+
 struct BoState {
     host: Box<[u8]>,
     dev: Box<[u8]>,
@@ -201,7 +367,15 @@ struct RunObj {
 
 struct XclbinObj {
     path: PathBuf,
-    kernels: Vec<(String, u32)>,
+    /// `None`: a dry-mode xclbin with no declared kernels, which accepts any name.
+    kernels: Option<Vec<(String, u32)>>,
+}
+
+struct RunlistObj {
+    ctx: u64,
+    runs: Vec<u64>,
+    executing: bool,
+    outcome: Option<RunlistState>,
 }
 
 #[derive(Default)]
@@ -221,6 +395,15 @@ struct State {
     violations: Vec<String>,
     hook: Option<RunHook>,
     runs_started: usize,
+    runlists: HashMap<u64, RunlistObj>,
+    /// Run -> the runlist it is in.
+    in_list: HashMap<u64, u64>,
+    any_hook: Option<KernelHook>,
+    kernel_hooks: HashMap<(PathBuf, String), KernelHook>,
+    run_hooks: HashMap<u64, KernelHook>,
+    declared: HashMap<PathBuf, Vec<(String, u32)>>,
+    allocated: usize,
+    keep_log: bool,
 }
 
 impl State {
@@ -244,7 +427,9 @@ impl State {
         match hit {
             None => Ok(None),
             Some(Failure::Error { kind, message }) => Err(ShimError::new(call, kind, message)),
-            Some(Failure::State(s)) if step == Step::RunWait => Ok(Some(s)),
+            Some(Failure::State(s)) if matches!(step, Step::RunWait | Step::RunlistWait) => {
+                Ok(Some(s))
+            }
             Some(Failure::State(s)) => Err(ShimError::new(
                 call,
                 ShimErrorKind::Xrt,
@@ -260,12 +445,150 @@ impl State {
     fn bad(call: &'static str, what: &str) -> ShimError {
         ShimError::new(call, ShimErrorKind::Argument, what.to_string())
     }
+
+    /// Executes run `run` (for `call`): checks its arguments against the mlir-aie calling
+    /// convention, then computes it through the hook that applies, if any.
+    fn execute_run(&mut self, run: u64, call: &'static str) -> Result<RunState, ShimError> {
+        let st = self;
+        let r = st
+            .runs
+            .get(&run)
+            .ok_or_else(|| State::bad(call, "invalid run handle"))?;
+        // The mlir-aie calling convention: opcode, instruction buffer, word count, data buffers.
+        let opcode = match r.args.get(&0) {
+            Some(ArgVal::U32(v)) => *v,
+            _ => return Err(State::bad(call, "argument 0 (opcode) is not a u32")),
+        };
+        let instr_bo = match r.args.get(&1) {
+            Some(ArgVal::Bo(b)) => *b,
+            _ => {
+                return Err(State::bad(
+                    call,
+                    "argument 1 (instructions) is not a buffer",
+                ))
+            }
+        };
+        let words = match r.args.get(&2) {
+            Some(ArgVal::U32(v)) => *v as usize,
+            Some(ArgVal::U64(v)) => {
+                return Err(State::bad(
+                    call,
+                    &format!(
+                        "argument 2 (instruction count) is a u64 ({v}); the kernel takes a u32"
+                    ),
+                ))
+            }
+            _ => {
+                return Err(State::bad(
+                    call,
+                    "argument 2 (instruction count) is not set",
+                ))
+            }
+        };
+        let mut data = Vec::new();
+        for (i, a) in r.args.range(3..) {
+            match a {
+                ArgVal::Bo(b) if *i as usize == 3 + data.len() => data.push(*b),
+                _ => {
+                    return Err(State::bad(
+                        call,
+                        &format!("argument {i} is not the next data buffer"),
+                    ))
+                }
+            }
+        }
+        let (_, kernel_name) = st
+            .kernels
+            .get(&r.kernel)
+            .cloned()
+            .ok_or_else(|| State::bad(call, "kernel was closed"))?;
+        let ctx = st.kernels[&r.kernel].0;
+        let xclbin_path = st
+            .ctxs
+            .get(&ctx)
+            .and_then(|&(_, x)| st.xclbins.get(&x))
+            .map(|x| x.path.clone())
+            .unwrap_or_default();
+        let instr_bytes = &st
+            .bos
+            .get(&instr_bo)
+            .ok_or_else(|| State::bad(call, "instruction buffer was freed"))?
+            .dev;
+        if words * 4 > instr_bytes.len() {
+            return Err(State::bad(
+                call,
+                "instruction count exceeds the instruction buffer",
+            ));
+        }
+        let instructions: Vec<u32> = instr_bytes[..words * 4]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        // Take the device copies out so the hook can borrow them all mutably.
+        let mut taken: Vec<(u64, Box<[u8]>)> = Vec::new();
+        for b in &data {
+            let Some(bo) = st.bos.get_mut(b) else {
+                for (h, d) in taken {
+                    st.bos.get_mut(&h).expect("taken buffer exists").dev = d;
+                }
+                return Err(State::bad(call, "data buffer was freed"));
+            };
+            taken.push((*b, std::mem::take(&mut bo.dev)));
+        }
+        let kernel_hook = st
+            .run_hooks
+            .get(&run)
+            .or_else(|| {
+                st.kernel_hooks
+                    .get(&(xclbin_path.clone(), kernel_name.clone()))
+            })
+            .or(st.any_hook.as_ref())
+            .cloned();
+        let result = match (kernel_hook, st.hook.as_mut()) {
+            (Some(hook), _) => {
+                let mut inv = RunInvocation {
+                    run: RunHandle(run),
+                    xclbin: &xclbin_path,
+                    kernel: &kernel_name,
+                    opcode,
+                    instructions: &instructions,
+                    data: taken.iter_mut().map(|(_, d)| &mut d[..]).collect(),
+                };
+                hook(&mut inv)
+            }
+            (None, Some(hook)) => {
+                let mut view = RunView {
+                    xclbin: &xclbin_path,
+                    kernel: &kernel_name,
+                    opcode,
+                    instructions: &instructions,
+                    buffers: taken.iter_mut().map(|(_, d)| &mut d[..]).collect(),
+                };
+                hook(&mut view)
+            }
+            (None, None) => Ok(()),
+        };
+        for (h, d) in taken {
+            st.bos.get_mut(&h).expect("taken buffer exists").dev = d;
+        }
+        st.runs_started += 1;
+        Ok(match result {
+            Ok(()) => RunState::Completed,
+            Err(msg) => {
+                tracing::debug!("recording double: run hook failed: {msg}");
+                RunState::Error
+            }
+        })
+    }
 }
 
 /// The recording test double of the XRT shim.
 pub struct RecordingShim {
     state: Mutex<State>,
     hwctx: bool,
+    runlist: bool,
+    dry: bool,
+    memory_cap: usize,
     device_name: String,
 }
 
@@ -279,10 +602,127 @@ impl RecordingShim {
     /// A double of a working NPU ("NPU Phoenix") with XRT >= 2.14.
     pub fn new() -> RecordingShim {
         RecordingShim {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                keep_log: true,
+                ..State::default()
+            }),
             hwctx: true,
+            runlist: true,
+            dry: false,
+            memory_cap: DEFAULT_MEMORY_CAP,
             device_name: "NPU Phoenix".into(),
         }
+    }
+
+    /// A double in dry mode: xclbin paths need not exist (declared kernels or any name are
+    /// accepted), and runs compute through the installed [`KernelHook`]s.
+    pub fn dry() -> RecordingShim {
+        RecordingShim {
+            dry: true,
+            ..RecordingShim::new()
+        }
+    }
+
+    /// The same double without runlists (XRT 2.14 to 2.17), so callers chain runs.
+    pub fn without_runlist(self) -> RecordingShim {
+        RecordingShim {
+            runlist: false,
+            ..self
+        }
+    }
+
+    /// The same double refusing allocations that would take the bytes of all live buffers
+    /// over `bytes`.
+    pub fn with_memory_cap(self, bytes: usize) -> RecordingShim {
+        RecordingShim {
+            memory_cap: bytes,
+            ..self
+        }
+    }
+
+    /// The same double keeping ([`RecordingShim::calls`]) or not keeping its call list;
+    /// a long dry run turns it off to stay within memory.
+    pub fn with_call_list(self, keep: bool) -> RecordingShim {
+        self.lock().keep_log = keep;
+        self
+    }
+
+    /// Whether this is a dry-mode double.
+    pub fn is_dry(&self) -> bool {
+        self.dry
+    }
+
+    /// Declares the kernels (name, argument count) of the xclbin at `path`, used when the
+    /// file is not a readable fake xclbin (dry mode).
+    pub fn declare_xclbin(&self, path: &Path, kernels: &[(&str, u32)]) {
+        self.lock().declared.insert(
+            path.to_path_buf(),
+            kernels.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
+        );
+    }
+
+    /// Declares every xclbin of `manifest` with the kernels its entries name and the
+    /// argument count they need (3 control arguments + their data buffers).
+    pub fn declare_manifest(&self, manifest: &Manifest) {
+        let mut s = self.lock();
+        for e in manifest.entries() {
+            let args = crate::FIRST_DATA_ARG + e.args.len() as u32;
+            let ks = s.declared.entry(e.xclbin.clone()).or_default();
+            match ks.iter_mut().find(|(n, _)| *n == e.xclbin_kernel) {
+                Some((_, a)) => *a = (*a).max(args),
+                None => ks.push((e.xclbin_kernel.clone(), args)),
+            }
+        }
+    }
+
+    /// Computes every run that has no more specific hook with `hook`.
+    pub fn set_run_hook(
+        &self,
+        hook: impl Fn(&mut RunInvocation<'_>) -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.lock().any_hook = Some(Arc::new(hook));
+    }
+
+    /// Computes the runs of kernel `kernel` of the xclbin at `xclbin` with `hook` (before
+    /// [`RecordingShim::set_run_hook`]'s).
+    pub fn set_kernel_hook(
+        &self,
+        xclbin: &Path,
+        kernel: &str,
+        hook: impl Fn(&mut RunInvocation<'_>) -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.lock()
+            .kernel_hooks
+            .insert((xclbin.to_path_buf(), kernel.to_string()), Arc::new(hook));
+    }
+
+    /// Computes run `run` with `hook` (before any kernel or global hook); forgotten when
+    /// the run is freed.
+    pub fn set_hook_for_run(
+        &self,
+        run: RunHandle,
+        hook: impl Fn(&mut RunInvocation<'_>) -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.lock().run_hooks.insert(run.0, Arc::new(hook));
+    }
+
+    /// Removes every hook (runs then complete and change nothing).
+    pub fn clear_hooks(&self) {
+        let mut s = self.lock();
+        s.any_hook = None;
+        s.kernel_hooks.clear();
+        s.run_hooks.clear();
+        s.hook = None;
+    }
+
+    /// Bytes of all live buffers (what the memory cap bounds).
+    pub fn allocated_bytes(&self) -> usize {
+        self.lock().allocated
+    }
+
+    /// Runlists still alive.
+    pub fn live_runlists(&self) -> usize {
+        self.lock().runlists.len()
     }
 
     /// A double of a build against XRT 2.13 (no hw_context).
@@ -337,6 +777,7 @@ impl RecordingShim {
             + s.kernels.len()
             + s.bos.len()
             + s.runs.len()
+            + s.runlists.len()
     }
 
     /// Runs started so far.
@@ -346,7 +787,9 @@ impl RecordingShim {
 
     fn record(&self, call: Call) -> MutexGuard<'_, State> {
         let mut s = self.lock();
-        s.log.push(call);
+        if s.keep_log {
+            s.log.push(call);
+        }
         s
     }
 }
@@ -376,15 +819,19 @@ impl ShimApi for RecordingShim {
     }
 
     fn xrt_version(&self) -> String {
-        if self.hwctx {
-            "2.18.0".into()
-        } else {
-            "2.13.0".into()
+        match (self.hwctx, self.runlist) {
+            (false, _) => "2.13.0".into(),
+            (true, false) => "2.17.0".into(),
+            (true, true) => "2.18.0".into(),
         }
     }
 
     fn has_hwctx(&self) -> bool {
         self.hwctx
+    }
+
+    fn has_runlist(&self) -> bool {
+        self.hwctx && self.runlist
     }
 
     fn device_open(&self, index: u32) -> Result<DeviceHandle, ShimError> {
@@ -431,8 +878,15 @@ impl ShimApi for RecordingShim {
             path: path.to_path_buf(),
         });
         s.gate(Step::XclbinLoad, "npu_xclbin_load")?;
-        let kernels = parse_fake_xclbin(path)
-            .map_err(|m| ShimError::new("npu_xclbin_load", ShimErrorKind::Xrt, m))?;
+        let kernels = match parse_fake_xclbin(path) {
+            Ok(k) => Some(k),
+            // A dry run never reads kernel binaries: any path is accepted.
+            Err(_) if self.dry => s.declared.get(path).cloned(),
+            Err(m) => match s.declared.get(path) {
+                Some(k) => Some(k.clone()),
+                None => return Err(ShimError::new("npu_xclbin_load", ShimErrorKind::Xrt, m)),
+            },
+        };
         let h = s.handle();
         s.xclbins.insert(
             h,
@@ -451,7 +905,7 @@ impl ShimApi for RecordingShim {
             .xclbins
             .get(&xclbin.0)
             .ok_or_else(|| State::bad("npu_xclbin_kernel_names", "invalid xclbin handle"))?;
-        Ok(x.kernels.iter().map(|(n, _)| n.clone()).collect())
+        Ok(x.kernels.iter().flatten().map(|(n, _)| n.clone()).collect())
     }
 
     fn xclbin_num_args(&self, xclbin: XclbinHandle, kernel: &str) -> Result<u32, ShimError> {
@@ -464,7 +918,10 @@ impl ShimApi for RecordingShim {
             .xclbins
             .get(&xclbin.0)
             .ok_or_else(|| State::bad("npu_xclbin_num_args", "invalid xclbin handle"))?;
-        x.kernels
+        let Some(kernels) = &x.kernels else {
+            return Ok(PERMISSIVE_NUM_ARGS);
+        };
+        kernels
             .iter()
             .find(|(n, _)| n == kernel)
             .map(|(_, a)| *a)
@@ -551,6 +1008,12 @@ impl ShimApi for RecordingShim {
                 ctx.0
             ));
         }
+        if s.runlists.values().any(|l| l.ctx == ctx.0) {
+            s.violations.push(format!(
+                "context {} destroyed while a runlist of it is alive",
+                ctx.0
+            ));
+        }
     }
 
     fn kernel_open(&self, ctx: HwCtxHandle, name: &str) -> Result<KernelHandle, ShimError> {
@@ -563,10 +1026,11 @@ impl ShimApi for RecordingShim {
             .ctxs
             .get(&ctx.0)
             .ok_or_else(|| State::bad("npu_kernel_open", "invalid context handle"))?;
-        let known = s
-            .xclbins
-            .get(&x)
-            .is_some_and(|xb| xb.kernels.iter().any(|(n, _)| n == name));
+        let known = s.xclbins.get(&x).is_some_and(|xb| {
+            xb.kernels
+                .as_ref()
+                .is_none_or(|ks| ks.iter().any(|(n, _)| n == name))
+        });
         if !known {
             return Err(ShimError::new(
                 "npu_kernel_open",
@@ -625,6 +1089,21 @@ impl ShimApi for RecordingShim {
         if bytes == 0 {
             return Err(State::bad("npu_bo_alloc", "zero size"));
         }
+        let total = s
+            .allocated
+            .checked_add(bytes)
+            .filter(|&t| t <= self.memory_cap);
+        let Some(total) = total else {
+            return Err(ShimError::new(
+                "npu_bo_alloc",
+                ShimErrorKind::Xrt,
+                format!(
+                    "out of memory: {bytes} more bytes would exceed the double's cap of {} bytes ({} allocated)",
+                    self.memory_cap, s.allocated
+                ),
+            ));
+        };
+        s.allocated = total;
         let h = s.handle();
         s.bos.insert(
             h,
@@ -676,11 +1155,56 @@ impl ShimApi for RecordingShim {
         Ok(())
     }
 
+    fn bo_write(&self, bo: BoHandle, offset: usize, data: &[u8]) -> Result<(), ShimError> {
+        let mut s = self.record(Call::BoWrite {
+            bo: bo.0,
+            offset,
+            bytes: data.len(),
+        });
+        s.gate(Step::BoWrite, "npu_bo_write")?;
+        let b = s
+            .bos
+            .get_mut(&bo.0)
+            .ok_or_else(|| State::bad("npu_bo_write", "invalid buffer handle"))?;
+        let end = offset
+            .checked_add(data.len())
+            .filter(|&e| e <= b.host.len());
+        let Some(end) = end else {
+            return Err(State::bad(
+                "npu_bo_write",
+                "size + offset exceed the buffer",
+            ));
+        };
+        b.host[offset..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn bo_read(&self, bo: BoHandle, offset: usize, out: &mut [u8]) -> Result<(), ShimError> {
+        let mut s = self.record(Call::BoRead {
+            bo: bo.0,
+            offset,
+            bytes: out.len(),
+        });
+        s.gate(Step::BoRead, "npu_bo_read")?;
+        let b = s
+            .bos
+            .get(&bo.0)
+            .ok_or_else(|| State::bad("npu_bo_read", "invalid buffer handle"))?;
+        let end = offset.checked_add(out.len()).filter(|&e| e <= b.host.len());
+        let Some(end) = end else {
+            return Err(State::bad("npu_bo_read", "size + offset exceed the buffer"));
+        };
+        out.copy_from_slice(&b.host[offset..end]);
+        Ok(())
+    }
+
     fn bo_free(&self, bo: BoHandle) {
         let mut s = self.record(Call::BoFree { bo: bo.0 });
-        if s.bos.remove(&bo.0).is_none() {
-            s.violations
-                .push(format!("bo_free of unknown buffer {}", bo.0));
+        match s.bos.remove(&bo.0) {
+            Some(b) => s.allocated = s.allocated.saturating_sub(b.host.len()),
+            None => s
+                .violations
+                .push(format!("bo_free of unknown buffer {}", bo.0)),
         }
         let used = s.runs.values().any(|r| {
             r.args
@@ -764,122 +1288,18 @@ impl ShimApi for RecordingShim {
     fn run_start(&self, run: RunHandle) -> Result<(), ShimError> {
         let mut s = self.record(Call::RunStart { run: run.0 });
         s.gate(Step::RunStart, "npu_run_start")?;
-        let st = &mut *s;
-        let r = st
-            .runs
-            .get(&run.0)
-            .ok_or_else(|| State::bad("npu_run_start", "invalid run handle"))?;
-        // The mlir-aie calling convention: opcode, instruction buffer, word count, data buffers.
-        let opcode = match r.args.get(&0) {
-            Some(ArgVal::U32(v)) => *v,
-            _ => {
-                return Err(State::bad(
-                    "npu_run_start",
-                    "argument 0 (opcode) is not a u32",
-                ))
-            }
-        };
-        let instr_bo = match r.args.get(&1) {
-            Some(ArgVal::Bo(b)) => *b,
-            _ => {
-                return Err(State::bad(
-                    "npu_run_start",
-                    "argument 1 (instructions) is not a buffer",
-                ))
-            }
-        };
-        let words = match r.args.get(&2) {
-            Some(ArgVal::U32(v)) => *v as usize,
-            Some(ArgVal::U64(v)) => {
-                return Err(State::bad(
-                    "npu_run_start",
-                    &format!(
-                        "argument 2 (instruction count) is a u64 ({v}); the kernel takes a u32"
-                    ),
-                ))
-            }
-            _ => {
-                return Err(State::bad(
-                    "npu_run_start",
-                    "argument 2 (instruction count) is not set",
-                ))
-            }
-        };
-        let mut data = Vec::new();
-        for (i, a) in r.args.range(3..) {
-            match a {
-                ArgVal::Bo(b) if *i as usize == 3 + data.len() => data.push(*b),
-                _ => {
-                    return Err(State::bad(
-                        "npu_run_start",
-                        &format!("argument {i} is not the next data buffer"),
-                    ))
-                }
-            }
-        }
-        let (_, kernel_name) = st
-            .kernels
-            .get(&r.kernel)
-            .cloned()
-            .ok_or_else(|| State::bad("npu_run_start", "kernel was closed"))?;
-        let ctx = st.kernels[&r.kernel].0;
-        let xclbin_path = st
-            .ctxs
-            .get(&ctx)
-            .and_then(|&(_, x)| st.xclbins.get(&x))
-            .map(|x| x.path.clone())
-            .unwrap_or_default();
-        let instr_bytes = &st
-            .bos
-            .get(&instr_bo)
-            .ok_or_else(|| State::bad("npu_run_start", "instruction buffer was freed"))?
-            .dev;
-        if words * 4 > instr_bytes.len() {
+        if let Some(&list) = s.in_list.get(&run.0) {
+            s.violations.push(format!(
+                "run {} started on its own while in runlist {list}",
+                run.0
+            ));
             return Err(State::bad(
                 "npu_run_start",
-                "instruction count exceeds the instruction buffer",
+                &format!("run is part of runlist {list}: execute the list instead"),
             ));
         }
-        let instructions: Vec<u32> = instr_bytes[..words * 4]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        // Take the device copies out so the hook can borrow them all mutably.
-        let mut taken: Vec<(u64, Box<[u8]>)> = Vec::new();
-        for b in &data {
-            let Some(bo) = st.bos.get_mut(b) else {
-                for (h, d) in taken {
-                    st.bos.get_mut(&h).expect("taken buffer exists").dev = d;
-                }
-                return Err(State::bad("npu_run_start", "data buffer was freed"));
-            };
-            taken.push((*b, std::mem::take(&mut bo.dev)));
-        }
-        let result = match st.hook.as_mut() {
-            Some(hook) => {
-                let mut view = RunView {
-                    xclbin: &xclbin_path,
-                    kernel: &kernel_name,
-                    opcode,
-                    instructions: &instructions,
-                    buffers: taken.iter_mut().map(|(_, d)| &mut d[..]).collect(),
-                };
-                hook(&mut view)
-            }
-            None => Ok(()),
-        };
-        for (h, d) in taken {
-            st.bos.get_mut(&h).expect("taken buffer exists").dev = d;
-        }
-        st.runs_started += 1;
-        let state = match result {
-            Ok(()) => RunState::Completed,
-            Err(msg) => {
-                tracing::debug!("recording double: run hook failed: {msg}");
-                RunState::Error
-            }
-        };
-        st.runs.get_mut(&run.0).expect("run exists").pending = Some(state);
+        let state = s.execute_run(run.0, "npu_run_start")?;
+        s.runs.get_mut(&run.0).expect("run exists").pending = Some(state);
         Ok(())
     }
 
@@ -902,6 +1322,186 @@ impl ShimApi for RecordingShim {
         if s.runs.remove(&run.0).is_none() {
             s.violations
                 .push(format!("run_free of unknown run {}", run.0));
+        }
+        if let Some(list) = s.in_list.get(&run.0).copied() {
+            s.violations
+                .push(format!("run {} freed while in runlist {list}", run.0));
+        }
+        s.run_hooks.remove(&run.0);
+    }
+
+    fn runlist_create(&self, ctx: HwCtxHandle) -> Result<RunlistHandle, ShimError> {
+        let mut s = self.record(Call::RunlistCreate { ctx: ctx.0 });
+        if !self.has_runlist() {
+            return Err(ShimError::new(
+                "npu_runlist_create",
+                ShimErrorKind::Unsupported,
+                no_runlist_message(&self.xrt_version()),
+            ));
+        }
+        s.gate(Step::RunlistCreate, "npu_runlist_create")?;
+        if !s.ctxs.contains_key(&ctx.0) {
+            return Err(State::bad("npu_runlist_create", "invalid context handle"));
+        }
+        let h = s.handle();
+        s.runlists.insert(
+            h,
+            RunlistObj {
+                ctx: ctx.0,
+                runs: Vec::new(),
+                executing: false,
+                outcome: None,
+            },
+        );
+        Ok(RunlistHandle(h))
+    }
+
+    fn runlist_add(&self, list: RunlistHandle, run: RunHandle) -> Result<(), ShimError> {
+        const CALL: &str = "npu_runlist_add";
+        let mut s = self.record(Call::RunlistAdd {
+            list: list.0,
+            run: run.0,
+        });
+        s.gate(Step::RunlistAdd, CALL)?;
+        let run_ctx = s
+            .runs
+            .get(&run.0)
+            .and_then(|r| s.kernels.get(&r.kernel))
+            .map(|&(c, _)| c)
+            .ok_or_else(|| State::bad(CALL, "invalid run handle"))?;
+        if let Some(other) = s.in_list.get(&run.0) {
+            return Err(ShimError::new(
+                CALL,
+                ShimErrorKind::Xrt,
+                format!("run is already part of runlist {other}"),
+            ));
+        }
+        let l = s
+            .runlists
+            .get_mut(&list.0)
+            .ok_or_else(|| State::bad(CALL, "invalid runlist handle"))?;
+        if l.ctx != run_ctx {
+            return Err(ShimError::new(
+                CALL,
+                ShimErrorKind::Xrt,
+                "the run's kernel is not of the runlist's hw_context",
+            ));
+        }
+        if l.executing {
+            return Err(ShimError::new(
+                CALL,
+                ShimErrorKind::Xrt,
+                "runlist is executing",
+            ));
+        }
+        l.runs.push(run.0);
+        s.in_list.insert(run.0, list.0);
+        Ok(())
+    }
+
+    fn runlist_submit(&self, list: RunlistHandle) -> Result<(), ShimError> {
+        const CALL: &str = "npu_runlist_execute";
+        let mut s = self.record(Call::RunlistSubmit { list: list.0 });
+        s.gate(Step::RunlistSubmit, CALL)?;
+        let l = s
+            .runlists
+            .get(&list.0)
+            .ok_or_else(|| State::bad(CALL, "invalid runlist handle"))?;
+        if l.executing {
+            return Err(ShimError::new(
+                CALL,
+                ShimErrorKind::Xrt,
+                "runlist is already executing",
+            ));
+        }
+        let runs = l.runs.clone();
+        // In order; the first failing run stops the list, as the chained command does.
+        let mut outcome = RunlistState::Completed;
+        for (i, r) in runs.into_iter().enumerate() {
+            match s.execute_run(r, CALL)? {
+                RunState::Completed => {}
+                state => {
+                    outcome = RunlistState::Failed {
+                        index: Some(i),
+                        state,
+                    };
+                    break;
+                }
+            }
+        }
+        let l = s.runlists.get_mut(&list.0).expect("checked above");
+        l.executing = true;
+        l.outcome = Some(outcome);
+        Ok(())
+    }
+
+    fn runlist_wait(
+        &self,
+        list: RunlistHandle,
+        timeout_ms: u32,
+    ) -> Result<RunlistState, ShimError> {
+        const CALL: &str = "npu_runlist_wait";
+        let mut s = self.record(Call::RunlistWait {
+            list: list.0,
+            timeout_ms,
+        });
+        let injected = s.gate(Step::RunlistWait, CALL)?;
+        let l = s
+            .runlists
+            .get_mut(&list.0)
+            .ok_or_else(|| State::bad(CALL, "invalid runlist handle"))?;
+        match injected {
+            Some(RunState::Timeout) => return Ok(RunlistState::Timeout),
+            Some(state) => {
+                l.executing = false;
+                l.outcome = None;
+                return Ok(RunlistState::Failed { index: None, state });
+            }
+            None => {}
+        }
+        l.executing = false;
+        // A list that is not executing has nothing to wait for (XRT returns at once).
+        Ok(l.outcome.take().unwrap_or(RunlistState::Completed))
+    }
+
+    fn runlist_reset(&self, list: RunlistHandle) -> Result<(), ShimError> {
+        const CALL: &str = "npu_runlist_reset";
+        let mut s = self.record(Call::RunlistReset { list: list.0 });
+        s.gate(Step::RunlistReset, CALL)?;
+        let l = s
+            .runlists
+            .get_mut(&list.0)
+            .ok_or_else(|| State::bad(CALL, "invalid runlist handle"))?;
+        if l.executing {
+            return Err(ShimError::new(
+                CALL,
+                ShimErrorKind::Xrt,
+                "runlist is executing",
+            ));
+        }
+        let runs = std::mem::take(&mut l.runs);
+        l.outcome = None;
+        for r in runs {
+            s.in_list.remove(&r);
+        }
+        Ok(())
+    }
+
+    fn runlist_free(&self, list: RunlistHandle) {
+        let mut s = self.record(Call::RunlistFree { list: list.0 });
+        let Some(l) = s.runlists.remove(&list.0) else {
+            s.violations
+                .push(format!("runlist_free of unknown runlist {}", list.0));
+            return;
+        };
+        if l.executing {
+            s.violations.push(format!(
+                "runlist {} freed while executing (not waited for)",
+                list.0
+            ));
+        }
+        for r in l.runs {
+            s.in_list.remove(&r);
         }
     }
 }

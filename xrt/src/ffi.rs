@@ -3,15 +3,15 @@
 //! (`cfg(xrt_shim)`).
 
 use crate::shim::{
-    BoFlags, BoHandle, DeviceHandle, HwCtxHandle, KernelHandle, RunHandle, RunState, ShimApi,
-    ShimError, ShimErrorKind, SyncDir, XclbinHandle,
+    BoFlags, BoHandle, DeviceHandle, HwCtxHandle, KernelHandle, RunHandle, RunState, RunlistHandle,
+    RunlistState, ShimApi, ShimError, ShimErrorKind, SyncDir, XclbinHandle,
 };
-use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_longlong, c_uint, c_void, CStr, CString};
 use std::path::Path;
 
 const MESSAGE_CAPACITY: usize = 512;
 /// The ABI version this binding was written for (`NPU_SHIM_ABI_VERSION`).
-const ABI_VERSION: c_int = 1;
+const ABI_VERSION: c_int = 2;
 
 #[repr(C)]
 struct NpuShimError {
@@ -52,6 +52,7 @@ extern "C" {
     fn npu_shim_abi_version() -> c_int;
     fn npu_shim_xrt_version() -> *const c_char;
     fn npu_shim_has_hwctx() -> c_int;
+    fn npu_shim_has_runlist() -> c_int;
 
     fn npu_device_open(index: c_uint, out: *mut *mut Opaque, err: *mut NpuShimError) -> c_int;
     fn npu_device_name(
@@ -119,6 +120,20 @@ extern "C" {
         offset: usize,
         err: *mut NpuShimError,
     ) -> c_int;
+    fn npu_bo_write(
+        bo: *mut Opaque,
+        src: *const c_void,
+        size: usize,
+        offset: usize,
+        err: *mut NpuShimError,
+    ) -> c_int;
+    fn npu_bo_read(
+        bo: *mut Opaque,
+        dst: *mut c_void,
+        size: usize,
+        offset: usize,
+        err: *mut NpuShimError,
+    ) -> c_int;
     fn npu_bo_free(bo: *mut Opaque);
 
     fn npu_run_create(k: *mut Opaque, out: *mut *mut Opaque, err: *mut NpuShimError) -> c_int;
@@ -148,6 +163,20 @@ extern "C" {
         err: *mut NpuShimError,
     ) -> c_int;
     fn npu_run_free(run: *mut Opaque);
+
+    fn npu_runlist_create(ctx: *mut Opaque, out: *mut *mut Opaque, err: *mut NpuShimError)
+        -> c_int;
+    fn npu_runlist_add(list: *mut Opaque, run: *mut Opaque, err: *mut NpuShimError) -> c_int;
+    fn npu_runlist_execute(list: *mut Opaque, err: *mut NpuShimError) -> c_int;
+    fn npu_runlist_wait(
+        list: *mut Opaque,
+        timeout_ms: c_uint,
+        state: *mut c_int,
+        failed: *mut c_longlong,
+        err: *mut NpuShimError,
+    ) -> c_int;
+    fn npu_runlist_reset(list: *mut Opaque, err: *mut NpuShimError) -> c_int;
+    fn npu_runlist_free(list: *mut Opaque);
 }
 
 fn ptr(h: u64) -> *mut Opaque {
@@ -258,6 +287,11 @@ impl ShimApi for XrtShim {
     fn has_hwctx(&self) -> bool {
         // SAFETY: takes no arguments, returns a constant.
         unsafe { npu_shim_has_hwctx() != 0 }
+    }
+
+    fn has_runlist(&self) -> bool {
+        // SAFETY: takes no arguments, returns a constant.
+        unsafe { npu_shim_has_runlist() != 0 }
     }
 
     fn device_open(&self, index: u32) -> Result<DeviceHandle, ShimError> {
@@ -418,6 +452,33 @@ impl ShimApi for XrtShim {
         })
     }
 
+    fn bo_write(&self, bo: BoHandle, offset: usize, data: &[u8]) -> Result<(), ShimError> {
+        // SAFETY: valid handle; `data` is readable for its length during the call (XRT
+        // checks offset + length against the buffer's size).
+        check("npu_bo_write", |e| unsafe {
+            npu_bo_write(
+                ptr(bo.0),
+                data.as_ptr() as *const c_void,
+                data.len(),
+                offset,
+                e,
+            )
+        })
+    }
+
+    fn bo_read(&self, bo: BoHandle, offset: usize, out: &mut [u8]) -> Result<(), ShimError> {
+        // SAFETY: valid handle; `out` is writable for its length during the call.
+        check("npu_bo_read", |e| unsafe {
+            npu_bo_read(
+                ptr(bo.0),
+                out.as_mut_ptr() as *mut c_void,
+                out.len(),
+                offset,
+                e,
+            )
+        })
+    }
+
     fn bo_free(&self, bo: BoHandle) {
         // SAFETY: called once per handle by its owner.
         unsafe { npu_bo_free(ptr(bo.0)) }
@@ -470,5 +531,54 @@ impl ShimApi for XrtShim {
     fn run_free(&self, run: RunHandle) {
         // SAFETY: called once per handle by its owner.
         unsafe { npu_run_free(ptr(run.0)) }
+    }
+
+    fn runlist_create(&self, ctx: HwCtxHandle) -> Result<RunlistHandle, ShimError> {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: valid handle (wrapper invariant); writable outputs.
+        check("npu_runlist_create", |e| unsafe {
+            npu_runlist_create(ptr(ctx.0), &mut out, e)
+        })?;
+        Ok(RunlistHandle(handle(out)))
+    }
+
+    fn runlist_add(&self, list: RunlistHandle, run: RunHandle) -> Result<(), ShimError> {
+        // SAFETY: valid handles.
+        check("npu_runlist_add", |e| unsafe {
+            npu_runlist_add(ptr(list.0), ptr(run.0), e)
+        })
+    }
+
+    fn runlist_submit(&self, list: RunlistHandle) -> Result<(), ShimError> {
+        // SAFETY: valid handle.
+        check("npu_runlist_execute", |e| unsafe {
+            npu_runlist_execute(ptr(list.0), e)
+        })
+    }
+
+    fn runlist_wait(
+        &self,
+        list: RunlistHandle,
+        timeout_ms: u32,
+    ) -> Result<RunlistState, ShimError> {
+        let mut state: c_int = 0;
+        let mut failed: c_longlong = -1;
+        // SAFETY: valid handle; writable outputs.
+        check("npu_runlist_wait", |e| unsafe {
+            npu_runlist_wait(ptr(list.0), timeout_ms, &mut state, &mut failed, e)
+        })?;
+        Ok(RunlistState::from_codes(state, failed))
+    }
+
+    fn runlist_reset(&self, list: RunlistHandle) -> Result<(), ShimError> {
+        // SAFETY: valid handle.
+        check("npu_runlist_reset", |e| unsafe {
+            npu_runlist_reset(ptr(list.0), e)
+        })
+    }
+
+    fn runlist_free(&self, list: RunlistHandle) {
+        // SAFETY: called once per handle by its owner.
+        unsafe { npu_runlist_free(ptr(list.0)) }
     }
 }

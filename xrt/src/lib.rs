@@ -9,10 +9,13 @@
 //! - [`ShimApi`] is the boundary to XRT, one method per C entry point of
 //!   `shim/npu_shim.h`; [`XrtShim`] is the real one (only when the build found XRT headers:
 //!   `cfg(xrt_shim)`), [`RecordingShim`] a test double that logs every call.
+//! - [`LoggingShim`] wraps any shim and writes every call to a JSONL file tagged with the
+//!   phase, graph and window a shared [`CallContext`] holds ([`calllog`]).
 //! - [`detect`] reports which of `cpu`, `npu-sim`, `npu` are usable and why not.
 //!
 //! See `docs/npu.md`.
 
+pub mod calllog;
 mod detect;
 mod device;
 pub mod double;
@@ -22,6 +25,10 @@ pub mod manifest;
 pub mod shim;
 pub mod wrap;
 
+pub use calllog::{
+    read_call_log, summarize_call_log, CallContext, CallLogError, CallLogSummary, CallRecord,
+    CallScope, LoggingShim, Phase, Totals,
+};
 pub use detect::{
     accel_nodes, auto_device, detect, npu_status, probe_npu, AccelNode, DeviceStatus, NpuProbe,
     StatusTable,
@@ -30,19 +37,24 @@ pub use device::{
     no_hwctx_message, real_shim, NpuXrtDevice, NpuXrtOptions, XrtError, FIRST_DATA_ARG, INSTR_ARG,
     OPCODE_INSTRUCTIONS, TIMEOUT_ENV,
 };
-pub use double::RecordingShim;
+pub use double::{KernelHook, RecordingShim, RunInvocation};
 #[cfg(xrt_shim)]
 pub use ffi::XrtShim;
 pub use manifest::{
     ArgBinding, ArgDtype, ArgSpec, KernelEntry, Manifest, ManifestError, Variant, KERNELS_ENV,
 };
-pub use shim::{BoFlags, RunState, ShimApi, ShimError, ShimErrorKind, SyncDir};
+pub use shim::{
+    no_runlist_message, BoFlags, RunState, RunlistState, ShimApi, ShimError, ShimErrorKind, SyncDir,
+};
 
 /// Whether this build contains the XRT shim.
 pub const BUILT_WITH_XRT: bool = cfg!(xrt_shim);
 
 /// Whether the shim in this build can create hardware contexts (XRT >= 2.14).
 pub const BUILT_WITH_HWCTX: bool = cfg!(xrt_hwctx);
+
+/// Whether the shim in this build can submit runlists (XRT >= 2.18).
+pub const BUILT_WITH_RUNLIST: bool = cfg!(xrt_runlist);
 
 /// The XRT version this build was compiled against (empty without XRT).
 pub const XRT_VERSION: &str = env!("AMANUENSIS_XRT_VERSION");

@@ -1,6 +1,7 @@
 //! The boundary to XRT: one trait method per C entry point of `shim/npu_shim.h`, over plain
 //! handles and codes. The real implementation ([`crate::XrtShim`], only when built with
-//! XRT) calls the C++ shim; [`crate::RecordingShim`] is a test double that logs every call.
+//! XRT) calls the C++ shim; [`crate::RecordingShim`] is a test double that logs every call;
+//! [`crate::LoggingShim`] wraps any of them and writes every call to a JSONL file.
 
 use std::fmt;
 use std::path::Path;
@@ -36,6 +37,11 @@ handle!(
 handle!(
     /// A run object (`xrt::run`), reused for every dispatch of its kernel.
     RunHandle
+);
+
+handle!(
+    /// A runlist (`xrt::runlist`): runs of one hardware context submitted together.
+    RunlistHandle
 );
 
 /// Buffer flags the amdxdna driver accepts (XRT's "normal" flag 0 is rejected).
@@ -132,6 +138,58 @@ impl fmt::Display for RunState {
     }
 }
 
+/// How a runlist wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunlistState {
+    /// Every run of the list completed.
+    Completed,
+    /// The wait timed out (the list may still be executing).
+    Timeout,
+    /// The run at position `index` (0-based, in the order added) ended in `state`; the
+    /// runs after it did not execute.
+    Failed {
+        /// Position of the failing run in the list, when XRT named it.
+        index: Option<usize>,
+        /// Its state (error, abort, timeout, no response).
+        state: RunState,
+    },
+}
+
+impl RunlistState {
+    /// From the shim's (state, failed index) pair.
+    pub fn from_codes(state: i32, failed: i64) -> RunlistState {
+        match (RunState::from_code(state), failed) {
+            (RunState::Completed, _) => RunlistState::Completed,
+            (RunState::Timeout, f) if f < 0 => RunlistState::Timeout,
+            (state, f) => RunlistState::Failed {
+                index: usize::try_from(f).ok(),
+                state,
+            },
+        }
+    }
+}
+
+impl fmt::Display for RunlistState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunlistState::Completed => write!(f, "completed"),
+            RunlistState::Timeout => write!(f, "timed out"),
+            RunlistState::Failed {
+                index: Some(i),
+                state,
+            } => write!(f, "run {i} of the list ended in state {state}"),
+            RunlistState::Failed { index: None, state } => {
+                write!(f, "a run of the list ended in state {state}")
+            }
+        }
+    }
+}
+
+/// Why a build without runlists cannot create one.
+pub fn no_runlist_message(xrt_version: &str) -> String {
+    format!("XRT {xrt_version} has no runlist (needs >= 2.18)")
+}
+
 /// Category of a shim failure (the C codes `NPU_SHIM_ERR_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ShimErrorKind {
@@ -191,6 +249,11 @@ pub trait ShimApi: Send + Sync {
     fn xrt_version(&self) -> String;
     /// Whether hw_context/register_xclbin are available (XRT >= 2.14).
     fn has_hwctx(&self) -> bool;
+    /// Whether runlists are available (XRT >= 2.18); without them a caller chains
+    /// `run_start`/`run_wait` instead.
+    fn has_runlist(&self) -> bool {
+        false
+    }
 
     /// `xrt::device(index)`.
     fn device_open(&self, index: u32) -> Result<DeviceHandle, ShimError>;
@@ -244,6 +307,10 @@ pub trait ShimApi: Send + Sync {
         size: usize,
         offset: usize,
     ) -> Result<(), ShimError>;
+    /// `bo::write(data, len, offset)`: copies into the buffer's host storage (no sync).
+    fn bo_write(&self, bo: BoHandle, offset: usize, data: &[u8]) -> Result<(), ShimError>;
+    /// `bo::read(out, len, offset)`: copies from the buffer's host storage (no sync).
+    fn bo_read(&self, bo: BoHandle, offset: usize, out: &mut [u8]) -> Result<(), ShimError>;
     /// Destroys the buffer.
     fn bo_free(&self, bo: BoHandle);
 
@@ -261,4 +328,60 @@ pub trait ShimApi: Send + Sync {
     fn run_wait(&self, run: RunHandle, timeout_ms: u32) -> Result<RunState, ShimError>;
     /// Destroys the run object.
     fn run_free(&self, run: RunHandle);
+
+    /// `xrt::runlist(hw_context)`. The default is the answer of a build without runlists.
+    fn runlist_create(&self, ctx: HwCtxHandle) -> Result<RunlistHandle, ShimError> {
+        let _ = ctx;
+        Err(ShimError::new(
+            "npu_runlist_create",
+            ShimErrorKind::Unsupported,
+            no_runlist_message(&self.xrt_version()),
+        ))
+    }
+    /// `runlist::add(run)`: the run must be of a kernel of the list's context, in no other
+    /// list, and must not be started on its own afterwards.
+    fn runlist_add(&self, list: RunlistHandle, run: RunHandle) -> Result<(), ShimError> {
+        let _ = (list, run);
+        Err(ShimError::new(
+            "npu_runlist_add",
+            ShimErrorKind::Unsupported,
+            no_runlist_message(&self.xrt_version()),
+        ))
+    }
+    /// `runlist::execute()`: submits every run of the list, to execute in order.
+    fn runlist_submit(&self, list: RunlistHandle) -> Result<(), ShimError> {
+        let _ = list;
+        Err(ShimError::new(
+            "npu_runlist_execute",
+            ShimErrorKind::Unsupported,
+            no_runlist_message(&self.xrt_version()),
+        ))
+    }
+    /// `runlist::wait(timeout)` (0 blocks forever); a failing run is a
+    /// [`RunlistState::Failed`], not an error.
+    fn runlist_wait(
+        &self,
+        list: RunlistHandle,
+        timeout_ms: u32,
+    ) -> Result<RunlistState, ShimError> {
+        let _ = (list, timeout_ms);
+        Err(ShimError::new(
+            "npu_runlist_wait",
+            ShimErrorKind::Unsupported,
+            no_runlist_message(&self.xrt_version()),
+        ))
+    }
+    /// `runlist::reset()`: removes every run (the list must not be executing).
+    fn runlist_reset(&self, list: RunlistHandle) -> Result<(), ShimError> {
+        let _ = list;
+        Err(ShimError::new(
+            "npu_runlist_reset",
+            ShimErrorKind::Unsupported,
+            no_runlist_message(&self.xrt_version()),
+        ))
+    }
+    /// Destroys the runlist (it does not wait for an executing one).
+    fn runlist_free(&self, list: RunlistHandle) {
+        let _ = list;
+    }
 }

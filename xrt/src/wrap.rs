@@ -3,8 +3,8 @@
 //! the xclbin, then the device) follows from ownership and cannot be got wrong.
 
 use crate::shim::{
-    BoFlags, BoHandle, DeviceHandle, HwCtxHandle, KernelHandle, RunHandle, RunState, ShimApi,
-    ShimError, ShimErrorKind, SyncDir, XclbinHandle,
+    BoFlags, BoHandle, DeviceHandle, HwCtxHandle, KernelHandle, RunHandle, RunState, RunlistHandle,
+    RunlistState, ShimApi, ShimError, ShimErrorKind, SyncDir, XclbinHandle,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -121,6 +121,11 @@ impl HwContext {
     pub fn device(&self) -> &Arc<Device> {
         &self.device
     }
+
+    /// The raw handle.
+    pub fn handle(&self) -> HwCtxHandle {
+        self.handle
+    }
 }
 
 impl Drop for HwContext {
@@ -161,6 +166,11 @@ impl Kernel {
     /// The context.
     pub fn context(&self) -> &Arc<HwContext> {
         &self.ctx
+    }
+
+    /// The raw handle.
+    pub fn handle(&self) -> KernelHandle {
+        self.handle
     }
 
     fn shim(&self) -> &Shim {
@@ -238,6 +248,45 @@ impl Bo {
         self.kernel.shim().bo_sync(self.handle, dir, self.size, 0)
     }
 
+    /// Syncs `size` bytes from `offset` in `dir`.
+    pub fn sync_range(&self, dir: SyncDir, size: usize, offset: usize) -> Result<(), ShimError> {
+        self.check_range("npu_bo_sync", offset, size)?;
+        self.kernel.shim().bo_sync(self.handle, dir, size, offset)
+    }
+
+    /// Copies `data` into the host view at `offset` through the shim (`bo::write`), so the
+    /// copy shows in a call log; it is not synced.
+    pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), ShimError> {
+        self.check_range("npu_bo_write", offset, data.len())?;
+        self.kernel.shim().bo_write(self.handle, offset, data)
+    }
+
+    /// Copies the host view from `offset` into `out` through the shim (`bo::read`); sync
+    /// from the device first.
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), ShimError> {
+        self.check_range("npu_bo_read", offset, out.len())?;
+        self.kernel.shim().bo_read(self.handle, offset, out)
+    }
+
+    fn check_range(&self, call: &'static str, offset: usize, len: usize) -> Result<(), ShimError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(ShimError::new(
+                call,
+                ShimErrorKind::Argument,
+                format!(
+                    "{len} bytes at offset {offset} exceed the {}-byte buffer",
+                    self.size
+                ),
+            )),
+        }
+    }
+
+    /// The kernel it was allocated for.
+    pub fn kernel(&self) -> &Arc<Kernel> {
+        &self.kernel
+    }
+
     /// The raw handle.
     pub fn handle(&self) -> BoHandle {
         self.handle
@@ -286,10 +335,150 @@ impl Run {
     pub fn wait(&self, timeout_ms: u32) -> Result<RunState, ShimError> {
         self.kernel.shim().run_wait(self.handle, timeout_ms)
     }
+
+    /// Sets a 64-bit scalar argument.
+    pub fn set_u64(&self, index: u32, value: u64) -> Result<(), ShimError> {
+        self.kernel
+            .shim()
+            .run_set_arg_u64(self.handle, index, value)
+    }
+
+    /// The kernel.
+    pub fn kernel(&self) -> &Arc<Kernel> {
+        &self.kernel
+    }
+
+    /// The raw handle.
+    pub fn handle(&self) -> RunHandle {
+        self.handle
+    }
 }
 
 impl Drop for Run {
     fn drop(&mut self) {
         self.kernel.shim().run_free(self.handle);
+    }
+}
+
+/// A runlist of one hardware context: it owns the runs added to it, so a run in a list
+/// cannot be started on its own (XRT leaves that undefined) and outlives the list.
+///
+/// Build it once (add the runs with their arguments set), then [`Runlist::submit`] and
+/// [`Runlist::wait`] (or [`Runlist::execute`]) as often as needed. Dropping an executing
+/// list does not wait for it: wait first.
+pub struct Runlist {
+    handle: RunlistHandle,
+    // Freed after the list (Drop runs before the fields drop).
+    runs: Vec<Run>,
+    ctx: Arc<HwContext>,
+    executing: bool,
+}
+
+impl Runlist {
+    /// An empty runlist on `ctx`; fails with [`ShimErrorKind::Unsupported`] on an XRT
+    /// without runlists (check [`ShimApi::has_runlist`] to fall back to chained runs).
+    pub fn create(ctx: Arc<HwContext>) -> Result<Runlist, ShimError> {
+        let handle = ctx.device().shim().runlist_create(ctx.handle())?;
+        Ok(Runlist {
+            handle,
+            runs: Vec::new(),
+            ctx,
+            executing: false,
+        })
+    }
+
+    /// Appends `run` (of a kernel of this list's context). On failure the run is dropped.
+    pub fn add(&mut self, run: Run) -> Result<(), ShimError> {
+        if !Arc::ptr_eq(run.kernel().context(), &self.ctx) {
+            return Err(ShimError::new(
+                "npu_runlist_add",
+                ShimErrorKind::Argument,
+                format!(
+                    "run of kernel '{}' belongs to another hardware context",
+                    run.kernel().name()
+                ),
+            ));
+        }
+        if self.executing {
+            return Err(ShimError::new(
+                "npu_runlist_add",
+                ShimErrorKind::Argument,
+                "the runlist is executing: wait for it first",
+            ));
+        }
+        self.shim().runlist_add(self.handle, run.handle())?;
+        self.runs.push(run);
+        Ok(())
+    }
+
+    /// Submits every run, to execute in the order added.
+    pub fn submit(&mut self) -> Result<(), ShimError> {
+        self.shim().runlist_submit(self.handle)?;
+        self.executing = true;
+        Ok(())
+    }
+
+    /// Waits up to `timeout_ms` (0 blocks forever). The list stays executing after a
+    /// timeout (wait again); it is done after completion or a failed run.
+    pub fn wait(&mut self, timeout_ms: u32) -> Result<RunlistState, ShimError> {
+        let state = self.shim().runlist_wait(self.handle, timeout_ms)?;
+        if state != RunlistState::Timeout {
+            self.executing = false;
+        }
+        Ok(state)
+    }
+
+    /// Submits and waits.
+    pub fn execute(&mut self, timeout_ms: u32) -> Result<RunlistState, ShimError> {
+        self.submit()?;
+        self.wait(timeout_ms)
+    }
+
+    /// Empties the list and hands its runs back (they may then be started on their own or
+    /// added to another list).
+    pub fn reset(&mut self) -> Result<Vec<Run>, ShimError> {
+        self.shim().runlist_reset(self.handle)?;
+        self.executing = false;
+        Ok(std::mem::take(&mut self.runs))
+    }
+
+    /// The runs, in order.
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
+    /// Number of runs.
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Whether the list has no runs.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Whether it was submitted and not yet waited to the end.
+    pub fn is_executing(&self) -> bool {
+        self.executing
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Arc<HwContext> {
+        &self.ctx
+    }
+
+    /// The raw handle.
+    pub fn handle(&self) -> RunlistHandle {
+        self.handle
+    }
+
+    fn shim(&self) -> &Shim {
+        self.ctx.device().shim()
+    }
+}
+
+impl Drop for Runlist {
+    fn drop(&mut self) {
+        self.ctx.device().shim().runlist_free(self.handle);
     }
 }

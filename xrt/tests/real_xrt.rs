@@ -95,3 +95,68 @@ fn null_handles_are_refused_not_dereferenced() {
         .unwrap_err();
     assert_eq!(err.kind, ShimErrorKind::Argument);
 }
+
+#[test]
+fn shim_reports_runlist_support_as_built() {
+    let shim = XrtShim::new().unwrap();
+    assert_eq!(shim.has_runlist(), amanuensis_xrt::BUILT_WITH_RUNLIST);
+    if amanuensis_xrt::BUILT_WITH_RUNLIST {
+        assert!(shim.has_hwctx(), "runlists live on hardware contexts");
+    }
+}
+
+#[cfg(not(xrt_runlist))]
+#[test]
+fn xrt_without_runlist_refuses_with_the_exact_message() {
+    use amanuensis_xrt::shim::{HwCtxHandle, RunHandle, RunlistHandle};
+    let shim = XrtShim::new().unwrap();
+    let expected = amanuensis_xrt::no_runlist_message(amanuensis_xrt::XRT_VERSION);
+    assert!(expected.contains("has no runlist (needs >= 2.18)"));
+    // The entry points fail before looking at their (here meaningless) handles.
+    let errors = [
+        shim.runlist_create(HwCtxHandle(0)).map(|_| ()),
+        shim.runlist_add(RunlistHandle(0), RunHandle(0)),
+        shim.runlist_submit(RunlistHandle(0)),
+        shim.runlist_wait(RunlistHandle(0), 1).map(|_| ()),
+        shim.runlist_reset(RunlistHandle(0)),
+    ];
+    let calls = [
+        "npu_runlist_create",
+        "npu_runlist_add",
+        "npu_runlist_execute",
+        "npu_runlist_wait",
+        "npu_runlist_reset",
+    ];
+    for (r, call) in errors.into_iter().zip(calls) {
+        let e = r.expect_err("no runlist in this build");
+        assert_eq!(e.call, call);
+        assert_eq!(e.kind, ShimErrorKind::Unsupported);
+        assert_eq!(e.message, expected);
+    }
+}
+
+#[cfg(xrt_runlist)]
+#[test]
+fn null_runlist_handles_are_refused_not_dereferenced() {
+    use amanuensis_xrt::shim::{HwCtxHandle, RunHandle, RunlistHandle};
+    let shim = XrtShim::new().unwrap();
+    let e = shim.runlist_create(HwCtxHandle(0)).unwrap_err();
+    assert_eq!(e.kind, ShimErrorKind::Argument);
+    let e = shim
+        .runlist_add(RunlistHandle(0), RunHandle(0))
+        .unwrap_err();
+    assert_eq!(e.kind, ShimErrorKind::Argument);
+    let e = shim.runlist_wait(RunlistHandle(0), 1).unwrap_err();
+    assert_eq!(e.kind, ShimErrorKind::Argument);
+}
+
+#[test]
+fn null_buffer_handles_are_refused_by_write_and_read() {
+    use amanuensis_xrt::shim::BoHandle;
+    let shim = XrtShim::new().unwrap();
+    let e = shim.bo_write(BoHandle(0), 0, &[1, 2, 3]).unwrap_err();
+    assert_eq!((e.call, e.kind), ("npu_bo_write", ShimErrorKind::Argument));
+    let mut out = [0u8; 3];
+    let e = shim.bo_read(BoHandle(0), 0, &mut out).unwrap_err();
+    assert_eq!((e.call, e.kind), ("npu_bo_read", ShimErrorKind::Argument));
+}

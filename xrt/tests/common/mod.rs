@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod flow;
+
 use amanuensis_kernels::npu::matmul_bias;
 use amanuensis_runtime::npu::{KernelWork, NpuCaps, NpuKernel, TileWork};
 use amanuensis_runtime::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
