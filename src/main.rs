@@ -752,6 +752,15 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
             n / runs
         );
     }
+    if model.device.device != "npu-sim" && enc_stats.dispatches > 0 {
+        println!(
+            "device {}: {} runs per window, {:.2} MB to the device and {:.2} MB back per window",
+            model.device.device,
+            enc_stats.dispatches / windows as usize,
+            (enc_stats.bytes_to_device + cross.bytes_to_device) as f64 / 1e6 / windows as f64,
+            (enc_stats.bytes_from_device + cross.bytes_from_device) as f64 / 1e6 / windows as f64
+        );
+    }
     if model.device.device == "npu-sim" {
         let p = &model.device.params;
         println!("npu-sim projection ({}; not a measurement):", p.name);
@@ -781,7 +790,11 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         let (file, _) = model::load_graph_file(a.model.graph.as_deref(), &model.name)?;
         let registry = registry()?;
         let params = &model.device.params;
-        let rows = scheduling::ablation(&file, &registry, params, &run)?;
+        let weights = amanuensis_runtime::WeightStore::load(
+            &model.dir.join(model::WEIGHTS_FILE),
+            &file.weights,
+        )?;
+        let rows = scheduling::ablation(&file, &registry, &weights, params, &run)?;
         println!("\nscheduler ablation:");
         print!("{}", scheduling::ablation_table(&rows, params, &run));
     }
@@ -908,7 +921,11 @@ fn graph_build(size: &str, output: Option<&Path>) -> Result<ExitCode> {
 fn devices_table() -> String {
     let mut s = format!("{:<9}{:<13}{}\n", "device", "status", "details");
     for (name, summary, st) in amanuensis::devices::device_statuses() {
-        let status = if st.available { "available" } else { "unavailable" };
+        let status = if st.available {
+            "available"
+        } else {
+            "unavailable"
+        };
         let mut lines = if st.details.is_empty() {
             vec![summary]
         } else {

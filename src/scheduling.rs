@@ -5,11 +5,11 @@
 use amanuensis_runtime::npu::{NpuLowering, NpuOptions, NpuParams};
 use amanuensis_runtime::schedule::{Plan, SchedulerOptions};
 use amanuensis_runtime::{ModelFile, Registry, Session, Tensor, WeightStore};
-use std::sync::Arc;
 use amanuensis_whisper::graph::{CROSS_KV, DECODER_STEP, ENCODER, FEATURES};
 use amanuensis_whisper::model::{plan_graphs, DeviceSpec};
 use anyhow::{anyhow, Result};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn find<'a>(plans: &'a [Plan], name: &str) -> Result<&'a Plan> {
@@ -139,7 +139,10 @@ pub fn ablation_ladder() -> Vec<Rung> {
         double_buffer: true,
         ..d
     };
-    let f = NpuOptions { runlists: true, ..e };
+    let f = NpuOptions {
+        runlists: true,
+        ..e
+    };
     let h = NpuOptions {
         xclbin_per_op: true,
         ..f
@@ -151,14 +154,39 @@ pub fn ablation_ladder() -> Vec<Rung> {
         window_overlap,
     };
     vec![
-        rung("(a) seed: op per run, host round trip per tile, 1 column, single buffers", off(&["fusion", "residency"]), seed, false),
-        rung("(b) + residency (intermediates stay on the device, one run per op)", off(&["fusion"]), b, false),
+        rung(
+            "(a) seed: op per run, host round trip per tile, 1 column, single buffers",
+            off(&["fusion", "residency"]),
+            seed,
+            false,
+        ),
+        rung(
+            "(b) + residency (intermediates stay on the device, one run per op)",
+            off(&["fusion"]),
+            b,
+            false,
+        ),
         rung("(c) + fusion", SchedulerOptions::default(), b, false),
         rung("(d) + 4 columns", SchedulerOptions::default(), d, false),
-        rung("(e) + double-buffered DMA", SchedulerOptions::default(), e, false),
-        rung("(f) + runlists (a segment's runs submitted together)", SchedulerOptions::default(), f, false),
+        rung(
+            "(e) + double-buffered DMA",
+            SchedulerOptions::default(),
+            e,
+            false,
+        ),
+        rung(
+            "(f) + runlists (a segment's runs submitted together)",
+            SchedulerOptions::default(),
+            f,
+            false,
+        ),
         rung("(g) + window overlap", SchedulerOptions::default(), f, true),
-        rung("(h) = (g) with one xclbin per op kind (a context switch per op change)", SchedulerOptions::default(), h, true),
+        rung(
+            "(h) = (g) with one xclbin per op kind (a context switch per op change)",
+            SchedulerOptions::default(),
+            h,
+            true,
+        ),
     ]
 }
 
@@ -199,12 +227,8 @@ pub fn ablation(
                 Some(t) => t,
                 None => {
                     let v = &g.values[g.inputs[0]];
-                    let shape: Vec<usize> = v
-                        .ty
-                        .shape
-                        .iter()
-                        .map(|d| d.known().unwrap_or(1))
-                        .collect();
+                    let shape: Vec<usize> =
+                        v.ty.shape.iter().map(|d| d.known().unwrap_or(1)).collect();
                     Tensor::zeros(v.ty.dtype, &shape)
                 }
             };
@@ -223,7 +247,10 @@ pub fn ablation(
             input = out.into_iter().next();
         }
         if runs != dispatch_plan {
-            anyhow::bail!("rung {}: {runs} runs executed, the plan said {dispatch_plan}", r.label);
+            anyhow::bail!(
+                "rung {}: {runs} runs executed, the plan said {dispatch_plan}",
+                r.label
+            );
         }
         let w = run.windows.max(1) as f64;
         let dec_ns = run.decoder.as_secs_f64() * 1e9 / w;

@@ -136,7 +136,12 @@ pub fn validate_graphs(file: &ModelFile, registry: &Registry) -> Result<Vec<Grap
 /// Plans every graph of a file for a device.
 pub fn plan_graphs(file: &ModelFile, registry: &Registry, spec: &DeviceSpec) -> Result<Vec<Plan>> {
     let dev = spec.open()?;
-    plan_built(validate_graphs(file, registry)?, registry, dev.as_ref(), &spec.options)
+    plan_built(
+        validate_graphs(file, registry)?,
+        registry,
+        dev.as_ref(),
+        &spec.options,
+    )
 }
 
 /// Plans already validated graphs for a device.

@@ -2,9 +2,9 @@
 //! and the graph file, validated against the operator registry and each other.
 
 use crate::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
+use crate::devices::plan_built;
 use crate::graph::{CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES};
 use crate::tokenizer::Tokenizer;
-use crate::devices::plan_built;
 use amanuensis_runtime::schedule::Plan;
 use amanuensis_runtime::{Graph, ModelFile, Registry, Session, WeightStore};
 use anyhow::{anyhow, bail, Context, Result};
@@ -175,7 +175,11 @@ impl WhisperModel {
         // Each graph is built once; on a device the scheduler's passes edit it in place.
         let planned = spec.planned();
         let device = if planned { Some(spec.open()?) } else { None };
-        let graphs = if planned { validate_graphs(&file, registry)? } else { Vec::new() };
+        let graphs = if planned {
+            validate_graphs(&file, registry)?
+        } else {
+            Vec::new()
+        };
         let mut plans: std::collections::HashMap<String, Arc<Plan>> = match &device {
             Some(d) => plan_built(graphs, registry, d.as_ref(), &spec.options)?
                 .into_iter()
@@ -199,7 +203,11 @@ impl WhisperModel {
         let mut session = |name: &str| -> Result<Session> {
             let missing = || anyhow!("graph file {graph_origin} has no graph '{name}'");
             Ok(match &device {
-                Some(d) => Session::planned(plans.remove(name).ok_or_else(missing)?, &weights, d.as_ref())?,
+                Some(d) => Session::planned(
+                    plans.remove(name).ok_or_else(missing)?,
+                    &weights,
+                    d.as_ref(),
+                )?,
                 None => Session::new(host_graphs.remove(name).ok_or_else(missing)?, &weights)?,
             })
         };

@@ -18,14 +18,15 @@
 //! kernel binary), so a transcript is real and every XRT call can be logged.
 
 use crate::manifest::{ArgBinding, ArgDtype, KernelEntry, Manifest, ManifestError};
+use crate::shim::RunlistState;
 use crate::shim::{BoFlags, RunState, ShimApi, ShimError, SyncDir};
-use crate::wrap::{Bo, Device as XrtDevice, HwContext, Kernel, Run, Xclbin};
+use crate::wrap::{Bo, Device as XrtDevice, HwContext, Kernel, Run, Runlist, Xclbin};
 use amanuensis_runtime::device::{
     Device, DeviceError, NodeView, Program, ProgramRunStats, RunContext, Support,
 };
 use amanuensis_runtime::ir::ValueSource;
 use amanuensis_runtime::npu::{
-    kernel_of, node_cost_ns, npu_support, NpuLowering, NpuOptions, NpuParams, TilingPass,
+    node_cost_ns, npu_support, NpuLowering, NpuOptions, NpuParams, TilingPass,
 };
 use amanuensis_runtime::schedule::{Pass, Plan};
 use amanuensis_runtime::tensor::{DType, Data};
@@ -158,6 +159,10 @@ struct Shared {
 /// The real AMD Ryzen AI NPU, driven through XRT (`--device npu`, `--device npu-dry`).
 pub struct NpuXrtDevice {
     name: String,
+    /// The dry run's double, whose runs this device's programs compute.
+    dry_double: Option<Arc<crate::double::RecordingShim>>,
+    /// The call log's context (phase, graph, window), when calls are logged.
+    calls: Option<crate::calllog::CallContext>,
     shared: Arc<Mutex<Shared>>,
     shim: Arc<dyn ShimApi>,
     manifest: Arc<Manifest>,
@@ -237,6 +242,8 @@ impl NpuXrtDevice {
             .unwrap_or_else(|| pick_params(manifest.target(), &device_name));
         Ok(NpuXrtDevice {
             name: if options.dry { "npu-dry" } else { "npu" }.into(),
+            dry_double: None,
+            calls: None,
             shared: Arc::new(Mutex::new(Shared {
                 contexts: HashMap::new(),
                 device,
@@ -250,6 +257,18 @@ impl NpuXrtDevice {
             device_name,
             params,
         })
+    }
+
+    /// Computes the runs of this device's programs on `double` (the dry run).
+    pub fn with_dry_double(mut self, double: Arc<crate::double::RecordingShim>) -> Self {
+        self.dry_double = Some(double);
+        self
+    }
+
+    /// Tags the logged calls from now on with this context (phase, graph, window).
+    pub fn with_call_context(mut self, calls: Option<crate::calllog::CallContext>) -> Self {
+        self.calls = calls;
+        self
     }
 
     /// The device's name as XRT reports it.
@@ -430,17 +449,29 @@ struct ValueBuffer {
 
 /// One device node, ready to start: its run with every argument bound at load.
 struct NodeRun {
-    // Declaration order is drop order: the run, then its instruction buffer.
     run: Run,
-    _instr: Bo,
     label: String,
     node: String,
 }
 
+/// How one segment is submitted.
+enum Batch {
+    /// An `xrt::runlist` of consecutive runs of one hardware context: one submit.
+    List {
+        list: Runlist,
+        /// (kernel label, node) of each run, in order.
+        who: Vec<(String, String)>,
+    },
+    /// Runs started one after another before the host waits for any (no runlists).
+    Chain(Vec<NodeRun>),
+}
+
 /// The NPU's program of one plan: buffers, weights and runs made once at load.
 pub struct XrtProgram {
-    // Drop order: runs, then buffers, then the kernels' contexts (held by the device).
-    runs: HashMap<usize, NodeRun>,
+    // Drop order: runs, then instruction and data buffers, then the kernels' contexts
+    // (held by the device).
+    segments: Vec<Vec<Batch>>,
+    _instrs: Vec<Bo>,
     values: HashMap<usize, ValueBuffer>,
     _weights: Vec<Bo>,
     plan: Arc<Plan>,
@@ -448,6 +479,7 @@ pub struct XrtProgram {
     timeout_ms: u32,
     stats: ProgramRunStats,
     load_bytes: u64,
+    calls: Option<crate::calllog::CallContext>,
 }
 
 impl XrtProgram {
@@ -470,6 +502,11 @@ impl NpuXrtDevice {
             return Err(format!("the NPU was disabled after a fault: {r}"));
         }
         let g = &plan.graph;
+        if let Some(c) = &self.calls {
+            c.set_phase(crate::calllog::Phase::Load);
+            c.set_graph(Some(&g.name));
+            c.set_window(None);
+        }
         let low = plan
             .lowering::<NpuLowering>()
             .ok_or("the plan has no NPU lowering (planned for another device?)")?;
@@ -601,6 +638,7 @@ impl NpuXrtDevice {
         }
         // Runs with every argument bound.
         let mut runs = HashMap::new();
+        let mut instrs = Vec::new();
         for &(ni, idx) in &node_entries {
             let n = &g.nodes[ni];
             let entry = &self.manifest.entries()[idx];
@@ -649,18 +687,64 @@ impl NpuXrtDevice {
                     )
                 })?;
             }
+            if let Some(double) = &self.dry_double {
+                let (plan, entry) = (plan.clone(), entry.clone());
+                double.set_hook_for_run(run.handle(), move |inv| {
+                    crate::dry::compute(&plan, ni, &entry, inv)
+                });
+            }
+            instrs.push(instr);
             runs.insert(
                 ni,
-                NodeRun {
-                    run,
-                    _instr: instr,
-                    label: entry.label(),
-                    node: n.name.clone(),
-                },
+                (
+                    NodeRun {
+                        run,
+                        label: entry.label(),
+                        node: n.name.clone(),
+                    },
+                    kernel.clone(),
+                ),
             );
         }
+        // Each segment: runlists of consecutive runs of one context where XRT has them,
+        // else a chain.
+        let use_lists = self.options.schedule.runlists && self.shim.has_runlist();
+        let mut segments = Vec::with_capacity(plan.segments.len());
+        for seg in &plan.segments {
+            let mut batches: Vec<Batch> = Vec::new();
+            for ni in seg {
+                let (r, kernel) = runs
+                    .remove(ni)
+                    .ok_or_else(|| format!("node {ni} appears in two segments"))?;
+                if !use_lists {
+                    match batches.last_mut() {
+                        Some(Batch::Chain(v)) => v.push(r),
+                        _ => batches.push(Batch::Chain(vec![r])),
+                    }
+                    continue;
+                }
+                let ctx = kernel.context().clone();
+                let same = matches!(batches.last(), Some(Batch::List { list, .. }) if Arc::ptr_eq(list.context(), &ctx));
+                if !same {
+                    let list =
+                        Runlist::create(ctx).map_err(|e| format!("creating a runlist: {e}"))?;
+                    batches.push(Batch::List {
+                        list,
+                        who: Vec::new(),
+                    });
+                }
+                if let Some(Batch::List { list, who }) = batches.last_mut() {
+                    who.push((r.label.clone(), r.node.clone()));
+                    list.add(r.run)
+                        .map_err(|e| format!("adding node '{}' to a runlist: {e}", r.node))?;
+                }
+            }
+            segments.push(batches);
+        }
         Ok(XrtProgram {
-            runs,
+            calls: self.calls.clone(),
+            segments,
+            _instrs: instrs,
             values,
             _weights: weight_bos.into_values().collect(),
             plan: plan.clone(),
@@ -694,9 +778,14 @@ impl XrtProgram {
 }
 
 impl Program for XrtProgram {
-    fn begin_run(&mut self, _cx: &RunContext) -> Result<(), DeviceError> {
+    fn begin_run(&mut self, cx: &RunContext) -> Result<(), DeviceError> {
         if let Some(r) = lock(&self.shared).disabled.clone() {
             return Err(fault(format!("disabled after an earlier fault: {r}")));
+        }
+        if let Some(c) = &self.calls {
+            c.set_phase(crate::calllog::Phase::Run);
+            c.set_graph(Some(cx.graph));
+            c.set_window(cx.window.map(|w| w as u64));
         }
         self.stats = ProgramRunStats::default();
         Ok(())
@@ -714,53 +803,21 @@ impl Program for XrtProgram {
     }
 
     fn run_segment(&mut self, segment: usize) -> Result<(), DeviceError> {
-        let seg = self
-            .plan
-            .segments
-            .get(segment)
-            .ok_or_else(|| fault(format!("no segment {segment}")))?
-            .clone();
-        // Chained: every run of the segment is started before the host waits, so the
-        // device goes from one to the next without a host round trip in between.
-        for ni in &seg {
-            let r = self
-                .runs
-                .get(ni)
-                .ok_or_else(|| fault(format!("node {ni} has no run")))?;
-            if let Err(e) = r.run.start() {
-                let reason = format!("starting kernel {} for node '{}': {e}", r.label, r.node);
-                return Err(self.device_fault(reason));
+        let timeout = self.timeout_ms;
+        let mut batches = std::mem::take(
+            self.segments
+                .get_mut(segment)
+                .ok_or_else(|| fault(format!("no segment {segment}")))?,
+        );
+        let r = run_batches(&mut batches, timeout);
+        self.segments[segment] = batches;
+        match r {
+            Ok(n) => {
+                self.stats.device_runs += n;
+                Ok(())
             }
+            Err(reason) => Err(self.device_fault(reason)),
         }
-        for ni in &seg {
-            let r = &self.runs[ni];
-            let state = match r.run.wait(self.timeout_ms) {
-                Ok(s) => s,
-                Err(e) => {
-                    let reason = format!("waiting for kernel {} (node '{}'): {e}", r.label, r.node);
-                    return Err(self.device_fault(reason));
-                }
-            };
-            match state {
-                RunState::Completed => {}
-                RunState::Timeout => {
-                    let reason = format!(
-                        "kernel {} (node '{}') did not finish within {} ms (state {state})",
-                        r.label, r.node, self.timeout_ms
-                    );
-                    return Err(self.device_fault(reason));
-                }
-                other => {
-                    let reason = format!(
-                        "kernel {} (node '{}') ended in state {other}",
-                        r.label, r.node
-                    );
-                    return Err(self.device_fault(reason));
-                }
-            }
-            self.stats.device_runs += 1;
-        }
-        Ok(())
     }
 
     fn download(&mut self, value: usize) -> Result<Tensor, DeviceError> {
@@ -781,6 +838,66 @@ impl Program for XrtProgram {
     fn end_run(&mut self) -> Result<ProgramRunStats, DeviceError> {
         Ok(std::mem::take(&mut self.stats))
     }
+}
+
+/// Executes a segment's batches; returns the runs completed, or why it failed.
+fn run_batches(batches: &mut [Batch], timeout_ms: u32) -> Result<usize, String> {
+    let mut done = 0;
+    for b in batches.iter_mut() {
+        match b {
+            Batch::List { list, who } => {
+                list.submit()
+                    .map_err(|e| format!("submitting a runlist: {e}"))?;
+                match list.wait(timeout_ms) {
+                    Ok(RunlistState::Completed) => done += who.len(),
+                    Ok(RunlistState::Timeout) => {
+                        return Err(format!(
+                            "a runlist of {} runs did not finish within {timeout_ms} ms",
+                            who.len()
+                        ))
+                    }
+                    Ok(RunlistState::Failed { index, state }) => {
+                        let at = index
+                            .and_then(|i| who.get(i))
+                            .map(|(l, n)| format!("kernel {l} (node '{n}')"))
+                            .unwrap_or_else(|| "a run".into());
+                        return Err(format!("{at} in a runlist ended in state {state}"));
+                    }
+                    Err(e) => return Err(format!("waiting for a runlist: {e}")),
+                }
+            }
+            Batch::Chain(runs) => {
+                // Every run is started before the host waits, so the device goes from
+                // one to the next without a host round trip in between.
+                for r in runs.iter() {
+                    r.run.start().map_err(|e| {
+                        format!("starting kernel {} for node '{}': {e}", r.label, r.node)
+                    })?;
+                }
+                for r in runs.iter() {
+                    let state = r.run.wait(timeout_ms).map_err(|e| {
+                        format!("waiting for kernel {} (node '{}'): {e}", r.label, r.node)
+                    })?;
+                    match state {
+                        RunState::Completed => done += 1,
+                        RunState::Timeout => {
+                            return Err(format!(
+                                "kernel {} (node '{}') did not finish within {timeout_ms} ms (state {state})",
+                                r.label, r.node
+                            ))
+                        }
+                        other => {
+                            return Err(format!(
+                                "kernel {} (node '{}') ended in state {other}",
+                                r.label, r.node
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(done)
 }
 
 impl Device for NpuXrtDevice {
@@ -827,14 +944,6 @@ impl Device for NpuXrtDevice {
             }
         }
     }
-}
-
-/// Whether a plan's device nodes all resolve to manifest entries (for messages).
-pub fn kernel_name_of(view: &NodeView) -> Option<String> {
-    kernel_of(view.op)
-        .ok()
-        .flatten()
-        .map(|k| k.name().to_string())
 }
 
 /// A hint about why opening failed, from what the system shows.
@@ -891,7 +1000,7 @@ fn read_instructions(path: &Path) -> Result<Vec<u32>, String> {
 }
 
 /// Writes a tensor into a data buffer in the kernel's element type.
-fn write_tensor(t: &Tensor, dtype: ArgDtype, dst: &mut [u8]) -> Result<(), String> {
+pub(crate) fn write_tensor(t: &Tensor, dtype: ArgDtype, dst: &mut [u8]) -> Result<(), String> {
     let n = t.numel();
     if n.checked_mul(dtype.size()) != Some(dst.len()) {
         return Err(format!(
@@ -932,7 +1041,7 @@ fn write_tensor(t: &Tensor, dtype: ArgDtype, dst: &mut [u8]) -> Result<(), Strin
 }
 
 /// Reads a data buffer into a tensor of the node's output type.
-fn read_tensor(
+pub(crate) fn read_tensor(
     src: &[u8],
     dtype: ArgDtype,
     want: DType,

@@ -53,17 +53,30 @@ pub fn dry_device(options: NpuXrtOptions) -> Result<NpuXrtDevice, String> {
     let double = Arc::new(RecordingShim::dry().with_call_list(false));
     double.declare_manifest(&manifest);
     let (shim, calls) = logged(double.clone())?;
-    NpuXrtDevice::with_shim(shim, manifest, NpuXrtOptions { dry: true, ..options })
-        .map(|d| d.with_dry_double(double).with_call_context(calls))
-        .map_err(|e| e.to_string())
+    NpuXrtDevice::with_shim(
+        shim,
+        manifest,
+        NpuXrtOptions {
+            dry: true,
+            ..options
+        },
+    )
+    .map(|d| d.with_dry_double(double).with_call_context(calls))
+    .map_err(|e| e.to_string())
 }
 
 /// Computes node `node` of `plan` for one execution of its run: reads the inputs from
 /// the argument buffers in the entry's element types, evaluates the kernel's reference,
 /// writes the outputs back.
-pub fn compute(plan: &Plan, node: usize, entry: &KernelEntry, inv: &mut RunInvocation<'_>) -> Result<(), String> {
+pub fn compute(
+    plan: &Plan,
+    node: usize,
+    entry: &KernelEntry,
+    inv: &mut RunInvocation<'_>,
+) -> Result<(), String> {
     let n = &plan.graph.nodes[node];
-    let k = kernel_of(n.op.as_ref())?.ok_or_else(|| format!("node '{}' has no NPU kernel", n.name))?;
+    let k =
+        kernel_of(n.op.as_ref())?.ok_or_else(|| format!("node '{}' has no NPU kernel", n.name))?;
     let arg_of = |b: ArgBinding| {
         entry
             .args

@@ -19,9 +19,11 @@ pub mod calllog;
 mod detect;
 mod device;
 pub mod double;
+pub mod dry;
 #[cfg(xrt_shim)]
 mod ffi;
 pub mod manifest;
+mod register;
 pub mod shim;
 pub mod wrap;
 
@@ -33,6 +35,7 @@ pub use detect::{
     accel_nodes, auto_device, detect, npu_status, probe_npu, AccelNode, DeviceStatus, NpuProbe,
     StatusTable,
 };
+pub use device::XrtProgram;
 pub use device::{
     no_hwctx_message, real_shim, NpuXrtDevice, NpuXrtOptions, XrtError, FIRST_DATA_ARG, INSTR_ARG,
     OPCODE_INSTRUCTIONS, TIMEOUT_ENV,
@@ -43,6 +46,7 @@ pub use ffi::XrtShim;
 pub use manifest::{
     ArgBinding, ArgDtype, ArgSpec, KernelEntry, Manifest, ManifestError, Variant, KERNELS_ENV,
 };
+pub use register::{call_log_path, register_devices, set_call_log};
 pub use shim::{
     no_runlist_message, BoFlags, RunState, RunlistState, ShimApi, ShimError, ShimErrorKind, SyncDir,
 };

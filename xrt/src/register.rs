@@ -50,8 +50,10 @@ pub fn register_devices(registry: &mut DeviceRegistry) -> Result<(), String> {
                 let opts = options(config, false)?;
                 let manifest = crate::manifest::load_from_env().map_err(|e| e.to_string())?;
                 let shim = crate::device::real_shim().map_err(|e| e.to_string())?;
-                let d = NpuXrtDevice::with_shim(crate::dry::logged(shim)?, manifest, opts)
-                    .map_err(|e| e.to_string())?;
+                let (shim, calls) = crate::dry::logged(shim)?;
+                let d = NpuXrtDevice::with_shim(shim, manifest, opts)
+                    .map_err(|e| e.to_string())?
+                    .with_call_context(calls);
                 Ok(Arc::new(d) as Arc<dyn Device>)
             },
         )

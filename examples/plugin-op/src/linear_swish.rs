@@ -5,7 +5,7 @@ use crate::swish::{static_numel, swish_cpu, swish_exact, SWISH_VECTOR_OPS};
 use amanuensis_kernels::npu::{matmul_bias, MatmulBiasContract};
 use amanuensis_operators::npu::{matmul_work, Epilogue};
 use amanuensis_runtime::fusion::{ChainMatch, FusedNode, FusionPattern};
-use amanuensis_runtime::npu::{KernelWork, NpuCaps, NpuKernel};
+use amanuensis_runtime::npu::{KernelWork, NpuBinding, NpuCaps, NpuKernel};
 use amanuensis_runtime::op::{expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
@@ -71,8 +71,10 @@ impl Operator for LinearSwish {
         Ok(vec![out])
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&LinearSwishNpu)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        // The NPU family's kernel; other targets get none.
+        static LINEAR_SWISH_NPU: NpuBinding = NpuBinding::of(&LinearSwishNpu);
+        LINEAR_SWISH_NPU.offer(target)
     }
 }
 
@@ -208,7 +210,7 @@ impl FusionPattern for LinearSwishPattern {
     fn fuse(&self, m: &ChainMatch) -> Option<FusedNode> {
         // Neither op takes attributes today; a node carrying some is one this fused op
         // cannot express, so the match is declined rather than silently changed.
-        if m.nodes.iter().any(|n| !n.attrs.is_empty()) {
+        if m.chain_nodes().any(|n| !n.attrs.0.is_empty()) {
             return None;
         }
         Some(FusedNode {

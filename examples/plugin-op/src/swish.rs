@@ -1,6 +1,6 @@
 //! `swish` (also called SiLU): y = x·σ(x) = x / (1 + e^(-x)), element by element.
 
-use amanuensis_runtime::npu::{KernelWork, NpuCaps, NpuKernel, TileWork};
+use amanuensis_runtime::npu::{KernelWork, NpuBinding, NpuCaps, NpuKernel, TileWork};
 use amanuensis_runtime::op::{expect_inputs, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
@@ -46,8 +46,10 @@ impl Operator for Swish {
         Ok(vec![out])
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&SwishNpu)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        // The NPU family's kernel; other targets get none.
+        static SWISH_NPU: NpuBinding = NpuBinding::of(&SwishNpu);
+        SWISH_NPU.offer(target)
     }
 }
 
