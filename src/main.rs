@@ -89,6 +89,10 @@ struct DeviceArgs {
     /// NPU: one xclbin per op kind (a hardware-context switch whenever the op changes).
     #[arg(long)]
     xclbin_per_op: bool,
+    /// With `--device npu` or `npu-dry`: write every XRT call as one JSON line to FILE
+    /// (format in docs/npu.md).
+    #[arg(long, value_name = "FILE")]
+    xrt_log: Option<PathBuf>,
 }
 
 impl DeviceArgs {
@@ -146,6 +150,10 @@ struct PlanArgs {
     /// Stop after this pass and print the plan as it is then (it cannot run).
     #[arg(long, value_name = "PASS")]
     stop_after: Option<String>,
+    /// Write the kernel manifest this plan's device nodes need (one xclbin for all;
+    /// activations f32, weight matrices bf16) to FILE.
+    #[arg(long, value_name = "FILE")]
+    emit_manifest: Option<PathBuf>,
     /// Model name, for the graph file (default: the built-in whisper-base graph).
     #[arg(long, short, default_value = "base")]
     model: String,
@@ -347,6 +355,9 @@ fn main() -> ExitCode {
             graph_build(&size, output.as_deref())
         }
     };
+    if let Err(e) = amanuensis_xrt::flush_call_logs() {
+        eprintln!("error: {e}");
+    }
     if let Some(t) = trace {
         match t.finish() {
             Ok(p) => eprintln!("wrote trace {}", p.display()),
@@ -467,6 +478,15 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<WhisperModel> {
     let dir = model::find_model_dir(&args.model)?;
     let registry = registry()?;
     let mut spec = args.device.spec()?;
+    if let Some(log) = &args.device.xrt_log {
+        if !matches!(spec.device.as_str(), "npu" | "npu-dry" | "auto") {
+            bail!(
+                "--xrt-log needs --device npu or npu-dry (got {})",
+                spec.device
+            );
+        }
+        amanuensis::devices::set_xrt_log(Some(log.clone()))?;
+    }
     if let Some(line) = spec.resolve_auto() {
         if !quiet {
             eprintln!("{line}");
@@ -685,7 +705,12 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     walls.sort();
     let median = walls[walls.len() / 2];
     let feat = model.features.take_stats();
+    // On a device the encoder and cross K/V run as one graph: its figures count as the
+    // encoder's.
     let mut stats = model.encoder.take_stats();
+    if let Some(w) = model.window.as_mut() {
+        stats.merge(&w.take_stats());
+    }
     let enc_stats = stats.clone();
     stats.merge(&feat);
     let cross = model.cross_kv.take_stats();
@@ -711,7 +736,14 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         ms(enc_stats.wall / windows),
         tr.timings.windows
     );
-    println!("cross K/V per window: {:8.1} ms", ms(cross.wall / windows));
+    if model.window.is_some() {
+        println!(
+            "cross K/V per window:  (in the encoder's graph on {})",
+            model.device.device
+        );
+    } else {
+        println!("cross K/V per window: {:8.1} ms", ms(cross.wall / windows));
+    }
     println!(
         "decoder per token:    {:8.2} ms ({} steps, {} tokens)",
         ms(dec.wall / runs as u32) / n_tok as f64,
@@ -765,13 +797,9 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         let p = &model.device.params;
         println!("npu-sim projection ({}; not a measurement):", p.name);
         println!(
-            "  encoder per window:   {:8.2} ms projected ({} device runs)",
-            enc_stats.simulated_ns / 1e6 / windows as f64,
-            enc_stats.dispatches / windows as usize
-        );
-        println!(
-            "  cross K/V per window: {:8.2} ms projected",
-            cross.simulated_ns / 1e6 / windows as f64
+            "  encoder + cross K/V per window: {:8.2} ms projected ({} device runs; replayed from the commands that ran)",
+            (enc_stats.simulated_ns + cross.simulated_ns) / 1e6 / windows as f64,
+            (enc_stats.dispatches + cross.dispatches) / windows as usize
         );
         if stats.fallbacks > 0 {
             println!("  device faults re-run on the CPU: {}", stats.fallbacks);
@@ -820,6 +848,20 @@ fn plan(a: PlanArgs) -> Result<ExitCode> {
         }
     );
     print!("{}", scheduling::plan_report(&file, &registry, &spec)?);
+    if let Some(out) = &a.emit_manifest {
+        // The fused kernels, and the unfused ones the device must accept at placement
+        // before the fusion pass can replace them.
+        let mut plans = model::plan_graphs(&file, &registry, &spec)?;
+        let mut unfused = spec.clone();
+        unfused.options.skip.insert("fusion".into());
+        plans.extend(model::plan_graphs(&file, &registry, &unfused)?);
+        let refs: Vec<_> = plans.iter().collect();
+        let xclbin = format!("{}.xclbin", file.model.name);
+        let text = amanuensis_xrt::manifest::manifest_for_plans(&refs, "npu1", &xclbin)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote kernel manifest {}", out.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,7 +5,7 @@
 use amanuensis_runtime::npu::{NpuLowering, NpuOptions, NpuParams};
 use amanuensis_runtime::schedule::{Plan, SchedulerOptions};
 use amanuensis_runtime::{ModelFile, Registry, Session, Tensor, WeightStore};
-use amanuensis_whisper::graph::{CROSS_KV, DECODER_STEP, ENCODER, FEATURES};
+use amanuensis_whisper::graph::{CROSS_KV, DECODER_STEP, ENCODER, FEATURES, WINDOW};
 use amanuensis_whisper::model::{plan_graphs, DeviceSpec};
 use anyhow::{anyhow, Result};
 use std::fmt::Write as _;
@@ -30,10 +30,12 @@ pub fn dispatch_counts<'a>(plans: impl IntoIterator<Item = &'a Plan> + Clone) ->
             .map(|p| p.dispatches())
             .unwrap_or(0)
     };
-    (
-        count(FEATURES) + count(ENCODER) + count(CROSS_KV),
-        count(DECODER_STEP),
-    )
+    // A model on a device runs the encoder and cross K/V as one joined graph.
+    let window = match count(WINDOW) {
+        0 => count(ENCODER) + count(CROSS_KV),
+        n => n,
+    };
+    (count(FEATURES) + window, count(DECODER_STEP))
 }
 
 /// The full plan report of every graph plus the per-window and per-token summary.

@@ -49,7 +49,9 @@ fn jfk_on(spec: &DeviceSpec) -> (String, usize) {
     let mut opts = TranscribeOptions::default();
     opts.decoding.beam.beam_size = 1;
     let t = m.transcribe_pcm(&pcm, &opts).unwrap();
-    let fallbacks = m.encoder.stats().fallbacks + m.cross_kv.stats().fallbacks;
+    let fallbacks = m.window.as_ref().map_or(0, |w| w.stats().fallbacks)
+        + m.encoder.stats().fallbacks
+        + m.cross_kv.stats().fallbacks;
     (t.text, fallbacks)
 }
 

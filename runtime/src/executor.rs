@@ -283,8 +283,33 @@ impl Session {
     /// as cached cross-attention tensors are not copied); returns the outputs in
     /// declaration order.
     pub fn run(&mut self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let all = vec![true; self.graph.outputs.len()];
+        let outs = self.run_selected(inputs, &all)?;
+        Ok(outs
+            .into_iter()
+            .map(|t| t.expect("every output was wanted"))
+            .collect())
+    }
+
+    /// Runs the graph and returns only the outputs marked in `wanted` (in declaration
+    /// order); on a device, an output nobody wants is never copied back to the host.
+    pub fn run_selected(
+        &mut self,
+        inputs: &[&Tensor],
+        wanted: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
+        if wanted.len() != self.graph.outputs.len() {
+            return Err(input_err(
+                &self.graph,
+                format!(
+                    "{} outputs selected, the graph has {}",
+                    wanted.len(),
+                    self.graph.outputs.len()
+                ),
+            ));
+        }
         let use_device = self.device.is_some();
-        match self.run_on(inputs, use_device) {
+        match self.run_on(inputs, use_device, wanted) {
             // Graphs with state would apply a partial run's updates twice: those report the fault.
             Err(RuntimeError::DeviceFault {
                 graph,
@@ -299,13 +324,18 @@ impl Session {
                     self.warned_fault = true;
                 }
                 self.stats.fallbacks += 1;
-                self.run_on(inputs, false)
+                self.run_on(inputs, false, wanted)
             }
             r => r,
         }
     }
 
-    fn run_on(&mut self, inputs: &[&Tensor], use_device: bool) -> Result<Vec<Tensor>> {
+    fn run_on(
+        &mut self,
+        inputs: &[&Tensor],
+        use_device: bool,
+        wanted: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let t0 = Instant::now();
         let g = self.graph.clone();
         let _span = tracing::debug_span!("graph", name = g.name.as_str()).entered();
@@ -378,14 +408,39 @@ impl Session {
             (self.host_steps.clone(), self.host_free_after.clone())
         };
         let window = self.window;
-        let result = self.run_steps(&g, &steps, &free_after, &mut vals, &ext, use_device, window);
+        // Graph outputs nobody wants are not downloaded (when no host node reads them).
+        let mut skip = vec![false; g.values.len()];
+        for (&v, &w) in g.outputs.iter().zip(wanted) {
+            skip[v] = !w;
+        }
+        for step in &steps {
+            if let Step::Host(ni) = *step {
+                for &v in &g.nodes[ni].inputs {
+                    skip[v] = false;
+                }
+            }
+        }
+        let result = self.run_steps(
+            &g,
+            &steps,
+            &free_after,
+            &mut vals,
+            &ext,
+            use_device,
+            window,
+            &skip,
+        );
         if use_device {
             self.steps = steps;
             self.free_after = free_after;
         }
         let kernel = result?;
         let mut outs = Vec::with_capacity(g.outputs.len());
-        for &v in &g.outputs {
+        for (&v, &w) in g.outputs.iter().zip(wanted) {
+            if !w {
+                outs.push(None);
+                continue;
+            }
             let t = match (&self.weights[v], ext[v], vals[v].take()) {
                 (Some(w), _, _) => (**w).clone(),
                 (None, Some(t), _) => t.clone(),
@@ -397,7 +452,7 @@ impl Session {
                     ))
                 }
             };
-            outs.push(t);
+            outs.push(Some(t));
         }
         self.stats.runs += 1;
         self.stats.kernel += kernel;
@@ -417,6 +472,7 @@ impl Session {
         ext: &[Option<&Tensor>],
         use_device: bool,
         window: Option<usize>,
+        skip_download: &[bool],
     ) -> Result<Duration> {
         let fault = |dev: &str, node: String, e: DeviceError| match e {
             DeviceError::Fault { device, reason } => RuntimeError::DeviceFault {
@@ -482,6 +538,7 @@ impl Session {
                     e.0 += 1;
                     e.1 += tk.elapsed();
                 }
+                Step::Download(v) if skip_download[v] => {}
                 Step::Download(v) => {
                     let d = self.device.as_mut().expect("device steps need a device");
                     let _s = tracing::trace_span!("download", value = g.values[v].name.as_str())

@@ -28,6 +28,9 @@ pub const LAYER_NORM_EPS: f64 = 1e-5;
 pub const FEATURES: &str = "features";
 pub const ENCODER: &str = "encoder";
 pub const CROSS_KV: &str = "cross_kv";
+/// The encoder and cross K/V graphs joined into one (built at load on a device, so the
+/// encoder output stays in device memory between them).
+pub const WINDOW: &str = "encoder+cross_kv";
 pub const DECODER_STEP: &str = "decoder_step";
 pub const DECODER_ALIGN: &str = "decoder_align";
 
@@ -599,4 +602,52 @@ fn decoder_align(b: &mut Builder, d: &WhisperDims) -> GraphDef {
         states: vec![],
         nodes: g.nodes,
     }
+}
+
+/// The [`WINDOW`] graph: the encoder's nodes, then the cross K/V nodes reading the
+/// encoder's output directly; outputs are the cross K/V tensors, then the encoder output
+/// (a caller that does not want it leaves it on the device).
+pub fn window_graph(
+    file: &amanuensis_runtime::ModelFile,
+) -> Result<amanuensis_runtime::format::GraphDef, String> {
+    let get = |n: &str| {
+        file.graphs
+            .iter()
+            .find(|g| g.name == n)
+            .ok_or_else(|| format!("the graph file has no graph '{n}'"))
+    };
+    let (enc, cross) = (get(ENCODER)?, get(CROSS_KV)?);
+    let [link] = cross.inputs.as_slice() else {
+        return Err(format!(
+            "graph '{CROSS_KV}' must take one input, the encoder output"
+        ));
+    };
+    let [enc_out] = enc.outputs.as_slice() else {
+        return Err(format!("graph '{ENCODER}' must have one output"));
+    };
+    if link.name != enc_out.name || link.dtype != enc_out.dtype || link.shape != enc_out.shape {
+        return Err(format!(
+            "graph '{CROSS_KV}' input '{}' does not match graph '{ENCODER}' output '{}'",
+            link.name, enc_out.name
+        ));
+    }
+    if !enc.states.is_empty() || !cross.states.is_empty() {
+        return Err("the encoder and cross K/V graphs keep no state".into());
+    }
+    if let Some(n) = cross
+        .nodes
+        .iter()
+        .find(|c| enc.nodes.iter().any(|e| e.name == c.name))
+    {
+        return Err(format!("node name '{}' is in both graphs", n.name));
+    }
+    let mut outputs = cross.outputs.clone();
+    outputs.push(enc_out.clone());
+    Ok(amanuensis_runtime::format::GraphDef {
+        name: WINDOW.to_string(),
+        inputs: enc.inputs.clone(),
+        outputs,
+        states: Vec::new(),
+        nodes: enc.nodes.iter().chain(&cross.nodes).cloned().collect(),
+    })
 }

@@ -2,8 +2,9 @@
 //! and the graph file, validated against the operator registry and each other.
 
 use crate::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
-use crate::devices::plan_built;
-use crate::graph::{CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES};
+use crate::graph::{
+    window_graph, CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES, WINDOW,
+};
 use crate::tokenizer::Tokenizer;
 use amanuensis_runtime::schedule::Plan;
 use amanuensis_runtime::{Graph, ModelFile, Registry, Session, WeightStore};
@@ -120,6 +121,10 @@ pub struct WhisperModel {
     pub features: Session,
     pub encoder: Session,
     pub cross_kv: Session,
+    /// On a device: the encoder and cross K/V as one planned graph ([`WINDOW`]), so the
+    /// encoder output stays on the device; `encoder` and `cross_kv` then run on the host
+    /// only when called on their own.
+    pub window: Option<Session>,
     pub decoder: Session,
     /// Teacher-forced decoder exposing cross-attention, for word timestamps.
     pub align: Session,
@@ -173,42 +178,55 @@ impl WhisperModel {
         }
         let weights = WeightStore::load(&dir.join(WEIGHTS_FILE), &file.weights)?;
         // Each graph is built once; on a device the scheduler's passes edit it in place.
+        // On a device the encoder and cross K/V run as one graph; the separate ones stay
+        // on the host for callers that want one of them alone.
         let planned = spec.planned();
         let device = if planned { Some(spec.open()?) } else { None };
-        let graphs = if planned {
-            validate_graphs(&file, registry)?
-        } else {
-            Vec::new()
-        };
-        let mut plans: std::collections::HashMap<String, Arc<Plan>> = match &device {
-            Some(d) => plan_built(graphs, registry, d.as_ref(), &spec.options)?
-                .into_iter()
-                .map(|p| (p.graph.name.clone(), Arc::new(p)))
-                .collect(),
-            None => Default::default(),
-        };
-        let mut host_graphs: std::collections::HashMap<String, Arc<Graph>> = if planned {
-            Default::default()
-        } else {
-            validate_graphs(&file, registry)?
-                .into_iter()
-                .map(|g| (g.name.clone(), Arc::new(g)))
-                .collect()
+        let mut host_graphs: std::collections::HashMap<String, Arc<Graph>> =
+            std::collections::HashMap::new();
+        let mut plans: std::collections::HashMap<String, Arc<Plan>> =
+            std::collections::HashMap::new();
+        for g in validate_graphs(&file, registry)? {
+            let on_host = !planned || g.name == ENCODER || g.name == CROSS_KV;
+            if on_host {
+                host_graphs.insert(g.name.clone(), Arc::new(g));
+            } else if let Some(d) = &device {
+                let p = amanuensis_runtime::schedule::plan(g, registry, d.as_ref(), &spec.options)?;
+                plans.insert(p.graph.name.clone(), Arc::new(p));
+            }
+        }
+        let window = match &device {
+            Some(d) => {
+                let def = window_graph(&file).map_err(|e| anyhow!("{graph_origin}: {e}"))?;
+                let g = Graph::build(&def, &file.weights, registry)?;
+                let p = Arc::new(amanuensis_runtime::schedule::plan(
+                    g,
+                    registry,
+                    d.as_ref(),
+                    &spec.options,
+                )?);
+                plans.insert(WINDOW.to_string(), p.clone());
+                Some(Session::planned(p, &weights, d.as_ref())?)
+            }
+            None => None,
         };
         let plan_list: Vec<Arc<Plan>> = file
             .graphs
             .iter()
-            .filter_map(|g| plans.get(&g.name).cloned())
+            .map(|g| g.name.as_str())
+            .chain([WINDOW])
+            .filter_map(|n| plans.get(n).cloned())
             .collect();
         let mut session = |name: &str| -> Result<Session> {
             let missing = || anyhow!("graph file {graph_origin} has no graph '{name}'");
-            Ok(match &device {
-                Some(d) => Session::planned(
+            Ok(match (&device, host_graphs.remove(name)) {
+                (_, Some(g)) => Session::new(g, &weights)?,
+                (Some(d), None) => Session::planned(
                     plans.remove(name).ok_or_else(missing)?,
                     &weights,
                     d.as_ref(),
                 )?,
-                None => Session::new(host_graphs.remove(name).ok_or_else(missing)?, &weights)?,
+                (None, None) => return Err(missing()),
             })
         };
         let features = session(FEATURES)?;
@@ -225,6 +243,7 @@ impl WhisperModel {
             features,
             encoder,
             cross_kv,
+            window,
             decoder,
             align,
             graph_origin,

@@ -477,10 +477,33 @@ impl WhisperModel {
         out.pop().context("features graph returned no output")
     }
 
-    /// Runs the `encoder` graph on one `[n_mels, 3000]` window.
+    /// Runs the `encoder` graph on one `[n_mels, 3000]` window (on a device, the joined
+    /// encoder + cross K/V graph, returning only the encoder output).
     pub fn encode_window(&mut self, window: &Tensor) -> Result<Tensor> {
+        if let Some(w) = self.window.as_mut() {
+            let mut want = vec![false; w.graph().outputs.len()];
+            *want.last_mut().context("the window graph has no outputs")? = true;
+            let mut out = w.run_selected(&[window], &want)?;
+            return out
+                .pop()
+                .flatten()
+                .context("window graph returned no encoder output");
+        }
         let mut out = self.encoder.run(&[window])?;
         out.pop().context("encoder returned no output")
+    }
+
+    /// The cross K/V of one `[n_mels, 3000]` window: on a device the joined graph, whose
+    /// encoder output never leaves the device; else the encoder then the cross K/V graph.
+    pub fn encode_cross(&mut self, window: &Tensor) -> Result<Vec<Tensor>> {
+        if let Some(w) = self.window.as_mut() {
+            let n = w.graph().outputs.len();
+            let want: Vec<bool> = (0..n).map(|i| i + 1 < n).collect();
+            let out = w.run_selected(&[window], &want)?;
+            return Ok(out.into_iter().flatten().collect());
+        }
+        let enc = self.encode_window(window)?;
+        self.cross_kv(&enc)
     }
 
     /// The encoder output of the first 30-s window of a recording.
@@ -773,11 +796,25 @@ impl WhisperModel {
 
             let t = Instant::now();
             let window = mel_window(&mel, seek, segment_size)?;
-            let enc = self.encode_window(&window)?;
-            timings.encoder += t.elapsed();
-            let t = Instant::now();
-            let cross = self.cross_kv(&enc)?;
-            timings.cross_kv += t.elapsed();
+            // Device call logs and traces name the window their runs belong to.
+            for s in [&mut self.encoder, &mut self.cross_kv] {
+                s.set_window(Some(timings.windows));
+            }
+            if let Some(w) = self.window.as_mut() {
+                w.set_window(Some(timings.windows));
+            }
+            let cross = if self.window.is_some() {
+                let cross = self.encode_cross(&window)?;
+                timings.encoder += t.elapsed();
+                cross
+            } else {
+                let enc = self.encode_window(&window)?;
+                timings.encoder += t.elapsed();
+                let t = Instant::now();
+                let cross = self.cross_kv(&enc)?;
+                timings.cross_kv += t.elapsed();
+                cross
+            };
             timings.windows += 1;
 
             let lang = match &language {

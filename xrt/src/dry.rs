@@ -33,6 +33,22 @@ pub fn dry_manifest() -> Result<Arc<Manifest>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Call logs of the devices opened so far (devices live as long as the process, so
+/// their logs are flushed explicitly: [`flush_call_logs`]).
+static OPEN_LOGS: std::sync::Mutex<Vec<Arc<LoggingShim>>> = std::sync::Mutex::new(Vec::new());
+
+/// Writes out every open call log; the first write error, if any.
+pub fn flush_call_logs() -> Result<(), String> {
+    for l in OPEN_LOGS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        l.flush()
+            .map_err(|e| format!("writing the XRT call log: {e}"))?;
+        if let Some(e) = l.log_error() {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Wraps a shim in the call log when `--xrt-log` asked for one; returns the shim and the
 /// context its records are tagged from.
 pub fn logged(shim: Arc<dyn ShimApi>) -> Result<(Arc<dyn ShimApi>, Option<CallContext>), String> {
@@ -40,8 +56,13 @@ pub fn logged(shim: Arc<dyn ShimApi>) -> Result<(Arc<dyn ShimApi>, Option<CallCo
         None => Ok((shim, None)),
         Some(path) => {
             let ctx = CallContext::new();
-            let l = LoggingShim::create(shim, &path, ctx.clone()).map_err(|e| e.to_string())?;
-            Ok((Arc::new(l), Some(ctx)))
+            let l =
+                Arc::new(LoggingShim::create(shim, &path, ctx.clone()).map_err(|e| e.to_string())?);
+            OPEN_LOGS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(l.clone());
+            Ok((l, Some(ctx)))
         }
     }
 }

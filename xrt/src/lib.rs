@@ -41,6 +41,7 @@ pub use device::{
     OPCODE_INSTRUCTIONS, TIMEOUT_ENV,
 };
 pub use double::{KernelHook, RecordingShim, RunInvocation};
+pub use dry::flush_call_logs;
 #[cfg(xrt_shim)]
 pub use ffi::XrtShim;
 pub use manifest::{

@@ -466,3 +466,101 @@ pub fn load_from_env() -> Result<Arc<Manifest>, ManifestError> {
     let path = manifest_path_from_env().ok_or(ManifestError::NotConfigured)?;
     load_shared(&path)
 }
+
+/// The manifest text for the device nodes of `plans`: one entry per catalogue kernel,
+/// input shapes and attributes, all in one xclbin (so a graph runs in one hardware
+/// context), activations in f32 and weight matrices in bf16 (the catalogue's operand
+/// type; vectors such as biases stay f32). This is how the shipped whisper-base
+/// manifest is made (`amanuensis plan --emit-manifest`).
+pub fn manifest_for_plans(
+    plans: &[&amanuensis_runtime::schedule::Plan],
+    target: &str,
+    xclbin: &str,
+) -> Result<String, String> {
+    use amanuensis_runtime::ir::ValueSource;
+    use amanuensis_runtime::npu::kernel_of;
+    use serde_json::json;
+    let mut seen: Vec<(
+        String,
+        Vec<Vec<usize>>,
+        serde_json::Value,
+        serde_json::Value,
+    )> = Vec::new();
+    let mut kernels = Vec::new();
+    for plan in plans {
+        let g = &plan.graph;
+        for seg in &plan.segments {
+            for &ni in seg {
+                let n = &g.nodes[ni];
+                let k = kernel_of(n.op.as_ref())?
+                    .ok_or_else(|| format!("node '{}' has no NPU kernel", n.name))?;
+                let shape = |v: usize| -> Result<Vec<usize>, String> {
+                    g.values[v]
+                        .ty
+                        .shape
+                        .iter()
+                        .map(|d| d.known())
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| format!("value '{}' has a symbolic shape", g.values[v].name))
+                };
+                let inputs: Vec<Vec<usize>> = n
+                    .inputs
+                    .iter()
+                    .map(|&v| shape(v))
+                    .collect::<Result<_, _>>()?;
+                let mut args = Vec::new();
+                // The matrix kernels take bf16 weight operands (their contract); every other
+                // tensor travels as f32.
+                let gemm = k.name().starts_with("matmul") || k.name().starts_with("conv1d");
+                for (i, &v) in n.inputs.iter().enumerate() {
+                    let matrix = gemm
+                        && g.values[v].source == ValueSource::Weight
+                        && g.values[v].ty.rank() >= 2;
+                    args.push(json!({"input": i, "dtype": if matrix { "bf16" } else { "f32" }}));
+                }
+                for o in 0..n.outputs.len() {
+                    args.push(json!({"output": o, "dtype": "f32"}));
+                }
+                let attrs = serde_json::Value::Object(n.attrs.0.clone().into_iter().collect());
+                let args = serde_json::Value::Array(args);
+                if let Some((_, _, _, a)) = seen
+                    .iter()
+                    .find(|(kn, sh, at, _)| kn == k.name() && *sh == inputs && *at == attrs)
+                {
+                    if *a != args {
+                        return Err(format!(
+                            "kernel {} at {} is needed with two argument layouts",
+                            k.name(),
+                            Variant(inputs)
+                        ));
+                    }
+                    continue;
+                }
+                seen.push((
+                    k.name().to_string(),
+                    inputs.clone(),
+                    attrs.clone(),
+                    args.clone(),
+                ));
+                let variant = Variant(inputs.clone()).to_string().replace(", ", "_");
+                let mut tag = variant.clone();
+                for (key, val) in &n.attrs.0 {
+                    tag.push_str(&format!("_{key}{val}"));
+                }
+                kernels.push(json!({
+                    "kernel": k.name(),
+                    "inputs": inputs,
+                    "attrs": attrs,
+                    "xclbin": xclbin,
+                    "insts": format!("{}/{tag}.insts.bin", k.name()),
+                    "xclbin_kernel": format!("{}_{tag}", k.name()),
+                    "args": args,
+                }));
+            }
+        }
+    }
+    let doc = json!({"format": FORMAT, "version": VERSION, "target": target, "kernels": kernels});
+    serde_json::to_string_pretty(&doc)
+        .map(|s| s + "\n")
+        .map_err(|e| e.to_string())
+}

@@ -8,12 +8,10 @@ use amanuensis_operators::npu::{matmul_work, Epilogue};
 use amanuensis_plugin_example::{
     swish_cpu, swish_exact, LinearSwishNpu, LinearSwishPattern, SwishNpu,
 };
-use amanuensis_runtime::device::NpuKernel;
-use amanuensis_runtime::format::NodeDef;
 use amanuensis_runtime::fusion::{ChainMatch, FusionPattern};
-use amanuensis_runtime::npu::NpuParams;
+use amanuensis_runtime::npu::{NpuKernel, NpuParams};
 use amanuensis_runtime::op::ValueType;
-use amanuensis_runtime::{DType, Tensor};
+use amanuensis_runtime::{Attrs, DType, Graph, Tensor};
 use common::*;
 
 #[test]
@@ -31,47 +29,61 @@ fn mlp_graph_on_cpu_matches_f64_reference() {
     assert!(max > 0.5, "largest |y| = {max}");
 }
 
-fn node<'a>(def: &'a amanuensis_runtime::format::GraphDef, name: &str) -> &'a NodeDef {
-    def.nodes.iter().find(|n| n.name == name).unwrap()
+/// The example graph as validated IR, and the ids of `fc1` and `act`.
+fn example_graph() -> (Graph, usize, usize) {
+    let file = model_file();
+    let g = Graph::build(&file.graphs[0], &file.weights, &registry()).expect("graph validates");
+    let id = |name: &str| g.nodes.iter().position(|n| n.name == name).unwrap();
+    let (fc1, act) = (id("fc1"), id("act"));
+    (g, fc1, act)
 }
 
 #[test]
 fn fused_graph_is_bit_identical_to_unfused_on_cpu() {
     let file = model_file();
-    let def = &file.graphs[0];
-    let (fc1, act) = (node(def, "fc1"), node(def, "act"));
-    let nodes = [fc1, act];
-    let m = ChainMatch {
-        nodes: &nodes,
-        ports: &[0],
-    };
+    let (mut g, fc1, act) = example_graph();
     let fused = LinearSwishPattern
-        .fuse(&m)
+        .fuse(&ChainMatch {
+            graph: &g,
+            nodes: &[fc1, act],
+            ports: &[0],
+        })
         .expect("pattern accepts linear → swish");
     assert_eq!(fused.op, "linear_swish");
-    assert_eq!(fused.inputs, ["x", "fc1.weight", "fc1.bias"]);
+    let input_names: Vec<&str> = fused
+        .inputs
+        .iter()
+        .map(|&v| g.values[v].name.as_str())
+        .collect();
+    assert_eq!(input_names, ["x", "fc1.weight", "fc1.bias"]);
     assert!(fused.attrs.is_empty());
 
-    // The rewrite a scheduler makes: the chain becomes one node with the last one's outputs.
-    let mut rewritten = def.clone();
-    rewritten
-        .nodes
-        .retain(|n| n.name != "fc1" && n.name != "act");
-    rewritten.nodes.insert(
-        0,
-        NodeDef {
-            name: "fc1+act".into(),
-            op: fused.op.clone(),
-            inputs: fused.inputs.clone(),
-            outputs: act.outputs.clone(),
-            states: vec![],
-            attrs: fused.attrs.clone(),
-        },
-    );
+    // The rewrite the scheduler makes: the chain becomes one node that takes over the last
+    // node's outputs; the replaced nodes keep their ids and leave the execution order.
     let reg = registry();
+    let attrs = Attrs(fused.attrs.clone());
+    let op = reg.get(&fused.op).unwrap().build(&attrs).unwrap();
+    let id = g
+        .replace_chain(
+            &[fc1, act],
+            "fc1+act".into(),
+            fused.op.clone(),
+            attrs,
+            op,
+            fused.inputs.clone(),
+        )
+        .expect("the fused op keeps the chain's output type");
+    assert_eq!(
+        (g.nodes[fc1].replaced_by, g.nodes[act].replaced_by),
+        (Some(id), Some(id))
+    );
+    let order: Vec<&str> = g.order.iter().map(|&i| g.nodes[i].name.as_str()).collect();
+    assert_eq!(order, ["fc1+act", "fc2"]);
+
     let x = input();
-    let plain = run_cpu(def, &file, &reg, &x);
-    let fused_out = run_cpu(&rewritten, &file, &reg, &x);
+    let plain = run_cpu(&file.graphs[0], &file, &reg, &x);
+    let fused_out = run_graph(g, &file, &x);
+    assert_eq!(plain.len(), fused_out.len());
     let differing = plain
         .iter()
         .zip(&fused_out)
@@ -87,18 +99,22 @@ fn fused_graph_is_bit_identical_to_unfused_on_cpu() {
 
 #[test]
 fn pattern_declines_nodes_with_attributes() {
-    let file = model_file();
-    let def = &file.graphs[0];
-    let mut act = node(def, "act").clone();
-    act.attrs.insert("beta".into(), serde_json::json!(2.0));
-    let nodes = [node(def, "fc1"), &act];
-    assert_eq!(
+    let (mut g, fc1, act) = example_graph();
+    let fuse = |g: &Graph| {
         LinearSwishPattern.fuse(&ChainMatch {
-            nodes: &nodes,
-            ports: &[0]
-        }),
-        None
-    );
+            graph: g,
+            nodes: &[fc1, act],
+            ports: &[0],
+        })
+    };
+    assert!(fuse(&g).is_some(), "the plain chain fuses");
+    // An attribute the fused op cannot express (set on the IR node: `swish` itself
+    // rejects unknown attributes at load).
+    g.nodes[act]
+        .attrs
+        .0
+        .insert("beta".into(), serde_json::json!(2.0));
+    assert_eq!(fuse(&g), None);
     assert_eq!(LinearSwishPattern.chain(), ["linear", "swish"]);
 }
 

@@ -174,16 +174,10 @@ fn shape_of(text: &str) -> String {
 #[test]
 fn quoted_plan_matches_the_scheduler_up_to_its_figures() {
     let file = common::model_file();
-    let params = NpuParams::phoenix();
-    let p = plan(
-        &file.graphs[0],
-        &file.weights,
-        &common::registry(),
-        &NpuSim::new(params.clone()),
-        Some(&params),
-        &SchedulerOptions::default(),
-    )
-    .unwrap();
+    let registry = common::registry();
+    let graph = Graph::build(&file.graphs[0], &file.weights, &registry).unwrap();
+    let device = NpuSim::new(NpuParams::phoenix());
+    let p = plan(graph, &registry, &device, &SchedulerOptions::default()).unwrap();
     let quoted = text_block("graph 'mlp' on npu-sim:");
     assert_eq!(
         shape_of(&quoted),

@@ -6,41 +6,46 @@ mod common;
 
 use amanuensis_kernels::npu::matmul_bias;
 use amanuensis_plugin_example::swish_exact;
-use amanuensis_runtime::device::DeviceKind;
 use amanuensis_runtime::dot::{device_colour, plan_annotations, to_dot};
-use amanuensis_runtime::npu::{NpuParams, NpuSim};
-use amanuensis_runtime::schedule::{plan, Plan, SchedulerOptions};
-use amanuensis_runtime::Session;
+use amanuensis_runtime::npu::{NpuLowering, NpuParams, NpuSim};
+use amanuensis_runtime::schedule::{plan, Plan, SchedulerOptions, Step};
+use amanuensis_runtime::{Graph, Session};
 use common::*;
 use std::sync::Arc;
 
 fn npu_plan(options: SchedulerOptions) -> Plan {
     let file = model_file();
-    let params = NpuParams::phoenix();
-    plan(
-        &file.graphs[0],
-        &file.weights,
-        &registry(),
-        &NpuSim::new(params.clone()),
-        Some(&params),
-        &options,
-    )
-    .expect("the example graph plans on npu-sim")
+    let registry = registry();
+    let graph = Graph::build(&file.graphs[0], &file.weights, &registry)
+        .expect("the example graph validates");
+    let device = NpuSim::new(NpuParams::phoenix());
+    plan(graph, &registry, &device, &options).expect("the example graph plans on npu-sim")
+}
+
+/// The projected device time of one graph run, from the NPU lowering's timeline.
+fn projected_ns(p: &Plan) -> f64 {
+    let tl = &p
+        .lowering::<NpuLowering>()
+        .expect("an NPU lowering")
+        .timeline;
+    assert_eq!(p.projected_ns, Some(tl.total_ns));
+    tl.total_ns
 }
 
 #[test]
 fn plan_fuses_linear_and_swish_on_the_npu() {
     let p = npu_plan(SchedulerOptions::default());
     // As loaded, every node runs on the NPU, `act` with the plugin's kernel.
-    let act = p.decisions.iter().find(|d| d.node == "act").unwrap();
+    let act = p.decisions().iter().find(|d| d.node == "act").unwrap();
     assert_eq!(
-        (act.device, act.kernel.as_str()),
-        (DeviceKind::Npu, "swish_f32")
+        (act.device.as_str(), act.kernel.as_str()),
+        ("npu-sim", "swish_f32")
     );
+    assert_eq!(p.decisions().len(), 3);
     assert!(
-        p.decisions.iter().all(|d| d.device == DeviceKind::Npu),
+        p.decisions().iter().all(|d| d.device == "npu-sim"),
         "{:#?}",
-        p.decisions
+        p.decisions()
     );
 
     assert_eq!(p.fused.len(), 1, "{:#?}", p.fused);
@@ -55,6 +60,20 @@ fn plan_fuses_linear_and_swish_on_the_npu() {
         "fusion must be projected to save time: {} µs",
         f.saved_us
     );
+
+    // The IR edited in place: the fused node is appended, the chain it replaced keeps its
+    // ids and leaves the execution order.
+    assert_eq!(p.graph.nodes.len(), 4);
+    let fused_id = p
+        .graph
+        .nodes
+        .iter()
+        .position(|n| n.name == "fc1+act")
+        .unwrap();
+    for name in ["fc1", "act"] {
+        let n = p.graph.nodes.iter().find(|n| n.name == name).unwrap();
+        assert_eq!(n.replaced_by, Some(fused_id), "{name}");
+    }
 
     // The executed graph: the fused node and fc2, both on the NPU.
     let ran: Vec<(&str, &str, &str)> = p
@@ -77,10 +96,20 @@ fn plan_fuses_linear_and_swish_on_the_npu() {
         ]
     );
     assert_eq!(p.dispatches(), 2);
+    assert!(p.graph.order.iter().all(|&i| p.on_device(i)));
+    // What the session executes: x up, one segment of both runs, y down.
+    let fc2 = p.graph.nodes.iter().position(|n| n.name == "fc2").unwrap();
+    assert_eq!(p.segments, [vec![fused_id, fc2]]);
+    let x = p.graph.values.iter().position(|v| v.name == "x").unwrap();
+    let y = p.graph.values.iter().position(|v| v.name == "y").unwrap();
+    assert_eq!(
+        p.steps,
+        [Step::Upload(x), Step::Segment(0), Step::Download(y)]
+    );
 
     let report = p.report();
     let line = format!(
-        "    {:<18} fc1 + act -> linear_swish (saves {:.1} µs projected)",
+        "      {:<18} fc1 + act -> linear_swish (saves {:.1} µs projected)",
         "linear_swish", f.saved_us
     );
     assert!(
@@ -90,18 +119,15 @@ fn plan_fuses_linear_and_swish_on_the_npu() {
     eprintln!("{report}");
 
     // Fusion off: three dispatches, and a longer projected time.
-    let unfused = npu_plan(SchedulerOptions {
-        fusion: false,
-        ..Default::default()
-    });
+    let unfused = npu_plan(SchedulerOptions::default().skipping("fusion"));
     assert_eq!(unfused.graph.nodes.len(), 3);
+    assert_eq!(unfused.graph.order.len(), 3);
+    assert!(unfused.fused.is_empty());
+    let fusion = unfused.passes.iter().find(|r| r.name == "fusion").unwrap();
+    assert!(!fusion.ran, "{fusion:?}");
     assert_eq!(unfused.dispatches(), 3);
-    assert!(
-        unfused.timeline.total_ns > p.timeline.total_ns,
-        "{} vs {} ns",
-        unfused.timeline.total_ns,
-        p.timeline.total_ns
-    );
+    let (fused_ns, unfused_ns) = (projected_ns(&p), projected_ns(&unfused));
+    assert!(unfused_ns > fused_ns, "{unfused_ns} vs {fused_ns} ns");
 }
 
 #[test]
@@ -110,14 +136,26 @@ fn npu_sim_run_matches_the_kernel_references_and_f64() {
     let x = input();
     let p = Arc::new(npu_plan(SchedulerOptions::default()));
     let mut session = Session::planned(
-        p,
+        p.clone(),
         &weights(&file),
-        Box::new(NpuSim::new(NpuParams::phoenix())),
+        &NpuSim::new(NpuParams::phoenix()),
     )
     .unwrap();
     session.reset_states(&Default::default()).unwrap();
     let y = session.run(&[&x]).unwrap();
     let y = y[0].f32s().unwrap();
+
+    // The session executed the plan's steps through the device's program: x went up and y
+    // came down once, the two runs were submitted, and the replayed commands give the
+    // plan's projection.
+    let stats = session.stats();
+    assert_eq!(stats.dispatches, 2);
+    assert_eq!(
+        (stats.bytes_to_device, stats.bytes_from_device),
+        (40 * 64 * 4, 40 * 32 * 4)
+    );
+    assert_eq!(Some(stats.simulated_ns), p.projected_ns);
+    assert!(stats.simulated_ns > 0.0);
 
     // Bit for bit: the catalogue's matmul_bias, the swish contract, matmul_bias again.
     let store = weights(&file);

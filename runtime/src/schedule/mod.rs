@@ -7,9 +7,10 @@
 //!    the device's projected savings;
 //! 3. `transfers`: an explicit upload / download on every edge that crosses devices;
 //! 4. `residency`: redundant transfer pairs removed, so intermediates stay on the device;
-//! 5. [`memory`]: one arena per device from value lifetimes (the device allocates it);
-//! 6. `segments`: the steps the executor runs: host nodes, uploads, device segments
-//!    (runs submitted together), downloads.
+//! 5. `segments`: the steps the executor runs: host nodes, uploads, device segments
+//!    (runs submitted together), downloads;
+//! 6. [`memory`]: one arena per device from value lifetimes over those steps (the
+//!    device's program allocates it).
 //!
 //! Then the device's own lowering passes ([`Device::lowering_passes`]), for the NPU
 //! tiling and pipelining. Each pass reports what it did; every optional pass can be
@@ -285,8 +286,8 @@ pub fn core_passes() -> Vec<Box<dyn Pass>> {
         Box::new(fusion::FusionPass),
         Box::new(transfers::TransfersPass),
         Box::new(transfers::ResidencyPass),
-        Box::new(memory::MemoryPass),
         Box::new(SegmentsPass),
+        Box::new(memory::MemoryPass),
     ]
 }
 

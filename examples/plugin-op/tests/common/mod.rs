@@ -64,6 +64,11 @@ pub fn input() -> Tensor {
 /// Runs graph `def` on the CPU with `registry`.
 pub fn run_cpu(def: &GraphDef, file: &ModelFile, registry: &Registry, x: &Tensor) -> Vec<f32> {
     let graph = Graph::build(def, &file.weights, registry).expect("graph validates");
+    run_graph(graph, file, x)
+}
+
+/// Runs a validated graph (possibly rewritten in place) on the CPU.
+pub fn run_graph(graph: Graph, file: &ModelFile, x: &Tensor) -> Vec<f32> {
     let mut session = Session::new(Arc::new(graph), &weights(file)).expect("weights bind");
     session.reset_states(&Default::default()).unwrap();
     let out = session.run(&[x]).expect("graph runs");
