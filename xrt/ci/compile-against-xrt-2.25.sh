@@ -13,6 +13,11 @@
 # configurations: everything (2.25 as it is), hw_context without runlists (2.14-2.17), and
 # neither (2.13). Exits non-zero on any failure.
 #
+# With --cargo it also type-checks the amanuensis-xrt crate and its tests (cargo check, no
+# link) with build.rs pointed at these headers through XILINX_XRT and a stub
+# libxrt_coreutil, so build.rs's detection and the Rust side of cfg(xrt_hwctx, xrt_runlist)
+# are checked too (target directory under the cache; a few minutes the first time).
+#
 # Needs: apt-get and dpkg-deb (Debian), g++ and uuid-dev (the XRT headers include
 # <uuid/uuid.h>); as root on a fresh machine it installs the last two from the system's
 # own sources.
@@ -147,3 +152,23 @@ compile full -DNPU_SHIM_HAVE_HWCTX -DNPU_SHIM_HAVE_RUNLIST
 compile hwctx-only -DNPU_SHIM_HAVE_HWCTX
 compile no-hwctx
 say "ok: the shim compiles against XRT $version with and without hw_context and runlists"
+
+if [ "${1:-}" = "--cargo" ]; then
+  fake="$cache/fake-xrt"
+  mkdir -p "$fake/lib"
+  ln -sfn "$include" "$fake/include"
+  # Only its presence matters to build.rs; cargo check never links.
+  [ -f "$fake/lib/libxrt_coreutil.so" ] ||
+    echo 'int amanuensis_stub;' | gcc -shared -x c -o "$fake/lib/libxrt_coreutil.so" -
+  say "cargo check -p amanuensis-xrt --all-targets with XILINX_XRT=$fake"
+  (cd "$here/../.." && XILINX_XRT="$fake" CARGO_TARGET_DIR="$cache/target" \
+    cargo check -q -p amanuensis-xrt --all-targets)
+  cfgs="$(cat "$cache"/target/debug/build/amanuensis-xrt-*/output | sed -n 's/^cargo:rustc-cfg=//p' | sort -u | tr '\n' ' ')"
+  for want in xrt_shim xrt_hwctx xrt_runlist; do
+    case " $cfgs" in
+      *" $want "*) ;;
+      *) die "build.rs did not enable $want against XRT $version (got: $cfgs)" ;;
+    esac
+  done
+  say "ok: build.rs detects XRT $version with $cfgs; the crate type-checks"
+fi

@@ -415,6 +415,10 @@ impl ShimApi for LoggingShim {
         self.inner.has_runlist()
     }
 
+    fn call_context(&self) -> Option<CallContext> {
+        Some(self.ctx.clone())
+    }
+
     fn device_open(&self, index: u32) -> Result<DeviceHandle, ShimError> {
         let rec = CallRecord {
             index: Some(index.into()),

@@ -254,6 +254,11 @@ pub trait ShimApi: Send + Sync {
     fn has_runlist(&self) -> bool {
         false
     }
+    /// The context a call log tags its records with, when this shim writes one
+    /// ([`crate::LoggingShim`]); the device sets phase, graph and window through it.
+    fn call_context(&self) -> Option<crate::calllog::CallContext> {
+        None
+    }
 
     /// `xrt::device(index)`.
     fn device_open(&self, index: u32) -> Result<DeviceHandle, ShimError>;

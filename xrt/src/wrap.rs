@@ -364,8 +364,8 @@ impl Drop for Run {
 /// cannot be started on its own (XRT leaves that undefined) and outlives the list.
 ///
 /// Build it once (add the runs with their arguments set), then [`Runlist::submit`] and
-/// [`Runlist::wait`] (or [`Runlist::execute`]) as often as needed. Dropping an executing
-/// list does not wait for it: wait first.
+/// [`Runlist::wait`] (or [`Runlist::execute`]) as often as needed. Dropping a list that is
+/// still executing waits up to 5 s for it first.
 pub struct Runlist {
     handle: RunlistHandle,
     // Freed after the list (Drop runs before the fields drop).
@@ -477,8 +477,19 @@ impl Runlist {
     }
 }
 
+/// How long dropping a still-executing runlist waits for it before freeing it anyway.
+const RUNLIST_DRAIN_MS: u32 = 5000;
+
 impl Drop for Runlist {
     fn drop(&mut self) {
-        self.ctx.device().shim().runlist_free(self.handle);
+        let shim = self.ctx.device().shim();
+        if self.executing {
+            // XRT's destructor does not wait, and the runs and buffers go next: give the
+            // device the chance to finish with them first.
+            if let Err(e) = shim.runlist_wait(self.handle, RUNLIST_DRAIN_MS) {
+                tracing::warn!("waiting for a runlist before freeing it: {e}");
+            }
+        }
+        shim.runlist_free(self.handle);
     }
 }

@@ -252,6 +252,11 @@ fn a_failed_call_is_logged_with_its_error_and_flushed_at_once() {
     assert!(logging.log_error().is_none());
     assert!(logging.describe().contains("calls logged to"));
     assert!(logging.has_runlist());
+    // The device reaches the context through the trait object.
+    let as_dyn: &dyn ShimApi = &logging;
+    as_dyn.call_context().unwrap().set_window(Some(4));
+    assert_eq!(ctx.scope().window, Some(4));
+    assert!(inner.call_context().is_none());
     drop(logging);
 }
 

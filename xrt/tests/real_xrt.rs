@@ -4,11 +4,8 @@
 #![cfg(xrt_shim)]
 
 use amanuensis_xrt::shim::{DeviceHandle, XclbinHandle};
-use amanuensis_xrt::{
-    Manifest, NpuXrtDevice, NpuXrtOptions, ShimApi, ShimErrorKind, XrtError, XrtShim,
-};
+use amanuensis_xrt::{ShimApi, ShimErrorKind, XrtShim};
 use std::path::Path;
-use std::sync::Arc;
 
 #[test]
 fn shim_reports_the_version_it_was_built_against() {
@@ -53,6 +50,8 @@ fn loading_a_missing_or_corrupt_xclbin_is_a_clear_error() {
 #[cfg(not(xrt_hwctx))]
 #[test]
 fn xrt_without_hw_context_refuses_with_the_exact_message() {
+    use amanuensis_xrt::{Manifest, NpuXrtDevice, NpuXrtOptions, XrtError};
+    use std::sync::Arc;
     let shim = XrtShim::new().unwrap();
     let want = format!(
         "XRT {} has no hw_context; the NPU needs XRT >= 2.14 (>= 2.17 in practice)",

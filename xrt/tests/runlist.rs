@@ -296,3 +296,28 @@ fn xrt_without_runlist_says_which_version_it_needs() {
         a.iter().zip(&b).map(|(x, y)| x + y).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn dropping_a_submitted_list_waits_for_it_first() {
+    let s = setup(RecordingShim::new());
+    s.shim.set_run_hook(add_hook);
+    let (kept, mut list) = loaded_list(&s, 2);
+    list.submit().unwrap();
+    let l = list.handle().0;
+    s.shim.clear_calls();
+    drop(list);
+    let calls = s.shim.calls();
+    assert_eq!(
+        calls[..2],
+        [
+            Call::RunlistWait {
+                list: l,
+                timeout_ms: 5000
+            },
+            Call::RunlistFree { list: l },
+        ]
+    );
+    drop(kept);
+    drop(s.kernel);
+    assert_clean(&s.shim);
+}
