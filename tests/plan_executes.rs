@@ -255,3 +255,68 @@ fn npu_sim_replays_exactly_the_commands_the_plan_projects() {
     assert_eq!(stats.bytes_from_device, CROSS_KV_BYTES);
     assert!(stats.simulated_ns < low.timeline.total_ns);
 }
+
+#[test]
+fn plan_lists_every_pass_with_its_report_and_stops_after_any() {
+    let out = run(&["plan", "--device", "npu-sim"]);
+    let passes = [
+        "placement",
+        "fusion",
+        "transfers",
+        "residency",
+        "segments",
+        "memory",
+        "tiling",
+    ];
+    let enc = out.split("graph 'encoder'").nth(1).unwrap();
+    let mut at = 0;
+    for p in passes {
+        let i = enc[at..]
+            .find(&format!("pass {p} "))
+            .unwrap_or_else(|| panic!("pass {p} missing or out of order:\n{enc}"));
+        at += i;
+    }
+    assert!(enc.contains("20 groups fused"), "{enc}");
+    assert!(enc.contains("140 redundant transfers removed"), "{enc}");
+    let took = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("planning all graphs took "))
+        .unwrap();
+    println!("planning whisper-base: {took}");
+
+    let out = run(&["plan", "--device", "npu-sim", "--stop-after", "fusion"]);
+    let enc = out.split("graph 'encoder'").nth(1).unwrap();
+    assert!(enc.contains("pass fusion"), "{enc}");
+    assert!(!enc.contains("pass transfers"), "{enc}");
+    assert!(enc.contains("stopped after pass 'fusion'"), "{enc}");
+
+    let out = run(&[
+        "plan",
+        "--device",
+        "npu-sim",
+        "--no-fusion",
+        "--skip-pass",
+        "residency",
+    ]);
+    let enc = out.split("graph 'encoder'").nth(1).unwrap();
+    assert!(
+        enc.contains("pass fusion") && enc.contains("(skipped)"),
+        "{enc}"
+    );
+
+    for (args, want) in [
+        (&["--stop-after", "nope"][..], "names no pass 'nope'"),
+        (
+            &["--skip-pass", "memory"][..],
+            "pass 'memory' cannot be skipped",
+        ),
+    ] {
+        let o = common::cli()
+            .args(["plan", "--device", "npu-sim"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+    }
+}

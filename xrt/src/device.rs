@@ -480,6 +480,34 @@ pub struct XrtProgram {
     stats: ProgramRunStats,
     load_bytes: u64,
     calls: Option<crate::calllog::CallContext>,
+    /// Host-side timestamps of this run's syncs and submissions, for the trace.
+    trace: Option<RunTrace>,
+}
+
+/// The current run's host-side spans (lane, what, start, end), when tracing.
+struct RunTrace {
+    graph: String,
+    start: std::time::Instant,
+    spans: Vec<(
+        u64,
+        &'static str,
+        String,
+        std::time::Instant,
+        std::time::Instant,
+    )>,
+}
+
+/// Trace lanes of the real device: its host thread's syncs and its runs' submit → wait.
+const LANE_SYNC: u64 = 1;
+const LANE_RUNS: u64 = 2;
+
+impl XrtProgram {
+    fn span(&mut self, lane: u64, what: &'static str, name: String, t0: std::time::Instant) {
+        if let Some(t) = self.trace.as_mut() {
+            t.spans
+                .push((lane, what, name, t0, std::time::Instant::now()));
+        }
+    }
 }
 
 impl XrtProgram {
@@ -742,6 +770,7 @@ impl NpuXrtDevice {
             segments.push(batches);
         }
         Ok(XrtProgram {
+            trace: None,
             calls: self.calls.clone(),
             segments,
             _instrs: instrs,
@@ -787,11 +816,78 @@ impl Program for XrtProgram {
             c.set_graph(Some(cx.graph));
             c.set_window(cx.window.map(|w| w as u64));
         }
+        self.trace = amanuensis_runtime::trace::active().then(|| RunTrace {
+            graph: cx.graph.to_string(),
+            start: std::time::Instant::now(),
+            spans: Vec::new(),
+        });
         self.stats = ProgramRunStats::default();
         Ok(())
     }
 
     fn upload(&mut self, value: usize, tensor: &Tensor) -> Result<(), DeviceError> {
+        let t0 = std::time::Instant::now();
+        let name = self.plan.graph.values[value].name.clone();
+        let r = self.upload_inner(value, tensor);
+        self.span(LANE_SYNC, "sync to device", name, t0);
+        r
+    }
+
+    fn run_segment(&mut self, segment: usize) -> Result<(), DeviceError> {
+        let t0 = std::time::Instant::now();
+        let r = self.run_segment_inner(segment);
+        let n = self.plan.segments.get(segment).map_or(0, |s| s.len());
+        self.span(
+            LANE_RUNS,
+            "submit → wait",
+            format!("segment {segment} ({n} runs)"),
+            t0,
+        );
+        r
+    }
+
+    fn download(&mut self, value: usize) -> Result<Tensor, DeviceError> {
+        let t0 = std::time::Instant::now();
+        let name = self.plan.graph.values[value].name.clone();
+        let r = self.download_inner(value);
+        self.span(LANE_SYNC, "sync from device", name, t0);
+        r
+    }
+
+    fn end_run(&mut self) -> Result<ProgramRunStats, DeviceError> {
+        if let Some(t) = self.trace.take() {
+            let spans = t
+                .spans
+                .into_iter()
+                .map(
+                    |(lane, what, name, a, b)| amanuensis_runtime::trace::DeviceSpan {
+                        lane,
+                        lane_name: match lane {
+                            LANE_SYNC => "host buffer syncs (measured)".into(),
+                            _ => "device runs, submit to wait (measured)".into(),
+                        },
+                        name: what.to_string(),
+                        start_us: a.saturating_duration_since(t.start).as_secs_f64() * 1e6,
+                        dur_us: b.saturating_duration_since(a).as_secs_f64() * 1e6,
+                        args: serde_json::json!({ "graph": t.graph, "value": name }),
+                    },
+                )
+                .collect();
+            amanuensis_runtime::trace::record_run(
+                amanuensis_runtime::trace::DEVICE_PID + 1,
+                "npu (XRT, host-side timestamps)",
+                spans,
+                t.start,
+                t.start.elapsed().as_secs_f64() * 1e6,
+                false,
+            );
+        }
+        Ok(std::mem::take(&mut self.stats))
+    }
+}
+
+impl XrtProgram {
+    fn upload_inner(&mut self, value: usize, tensor: &Tensor) -> Result<(), DeviceError> {
         let b = self.buffer(value)?;
         write_tensor(tensor, b.dtype, b.bo.bytes_mut())
             .map_err(|e| DeviceError::Kernel(e.into()))?;
@@ -802,7 +898,7 @@ impl Program for XrtProgram {
         Ok(())
     }
 
-    fn run_segment(&mut self, segment: usize) -> Result<(), DeviceError> {
+    fn run_segment_inner(&mut self, segment: usize) -> Result<(), DeviceError> {
         let timeout = self.timeout_ms;
         let mut batches = std::mem::take(
             self.segments
@@ -820,7 +916,7 @@ impl Program for XrtProgram {
         }
     }
 
-    fn download(&mut self, value: usize) -> Result<Tensor, DeviceError> {
+    fn download_inner(&mut self, value: usize) -> Result<Tensor, DeviceError> {
         let b = self.buffer(value)?;
         let r = b.bo.sync(SyncDir::FromDevice);
         let bytes = b.bo.size() as u64;
@@ -833,10 +929,6 @@ impl Program for XrtProgram {
             .map_err(|e| DeviceError::Kernel(e.into()))?;
         self.stats.bytes_from_device += bytes;
         Ok(t)
-    }
-
-    fn end_run(&mut self) -> Result<ProgramRunStats, DeviceError> {
-        Ok(std::mem::take(&mut self.stats))
     }
 }
 
