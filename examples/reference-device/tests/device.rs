@@ -39,7 +39,7 @@ const GRAPH: &str = r#"{
 fn tensor(shape: &[usize], seed: u32) -> Tensor {
     let n = shape.iter().product::<usize>();
     let v = (0..n)
-        .map(|i| ((i as u32 * 2654435761 ^ seed) % 1000) as f32 / 250.0 - 2.0)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 2.0)
         .collect();
     Tensor::from_f32(shape, v).unwrap()
 }
