@@ -9,26 +9,36 @@ use amanuensis::model::DeviceSpec;
 use amanuensis::{TranscribeOptions, WhisperModel};
 use amanuensis_xrt::double::{fake_xclbin, Failure, Step};
 use amanuensis_xrt::{Manifest, NpuXrtDevice, NpuXrtOptions, RecordingShim, RunState, ShimApi};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The example manifest of whisper-base's encoder kernels, with fake xclbin and
-/// instruction files written next to a copy of it.
+/// The shipped manifest of whisper-base's device graph (one xclbin, one kernel per
+/// variant), with a fake xclbin declaring every kernel and fake instruction files written
+/// next to a copy of it.
 fn manifest_with_fake_binaries() -> (PathBuf, Arc<Manifest>) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("xrt/kernels/npu/manifest.json");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("xrt/kernels/whisper-base/manifest.json");
     let text = std::fs::read_to_string(&src).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let dir = std::env::temp_dir().join(format!("amanuensis-fallback-{}", std::process::id()));
+    let mut xclbins: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
     for e in json["kernels"].as_array().unwrap() {
         let nargs = e["args"].as_array().unwrap().len() as u32 + 3;
-        for (key, bytes) in [
-            ("xclbin", fake_xclbin(&[("MLIR_AIE", nargs)])),
-            ("insts", vec![0u8; 64]),
-        ] {
-            let p = dir.join(e[key].as_str().unwrap());
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, bytes).unwrap();
-        }
+        let kernel = e["xclbin_kernel"].as_str().unwrap().to_string();
+        xclbins
+            .entry(e["xclbin"].as_str().unwrap().to_string())
+            .or_default()
+            .push((kernel, nargs));
+        let p = dir.join(e["insts"].as_str().unwrap());
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, vec![0u8; 64]).unwrap();
+    }
+    assert_eq!(xclbins.len(), 1, "one xclbin for the whole model");
+    for (name, kernels) in &xclbins {
+        let ks: Vec<(&str, u32)> = kernels.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, fake_xclbin(&ks)).unwrap();
     }
     let copy = dir.join("manifest.json");
     std::fs::write(&copy, text).unwrap();
@@ -65,21 +75,45 @@ fn device_faults_fall_back_to_the_cpu_with_the_cpu_transcript() {
         opts.decoding.beam.beam_size = 1;
         m.transcribe_pcm(&pcm, &opts).unwrap().text
     };
-    let cases: Vec<(&str, Step, Failure)> = vec![
+    // (what, runlists, step, failure)
+    let cases: Vec<(&str, bool, Step, Failure)> = vec![
         (
-            "run timeout",
+            "runlist timeout",
+            true,
+            Step::RunlistWait,
+            Failure::State(RunState::Timeout),
+        ),
+        (
+            "run error state in a runlist",
+            true,
+            Step::RunlistWait,
+            Failure::State(RunState::Error),
+        ),
+        (
+            "device lost at submit",
+            true,
+            Step::RunlistSubmit,
+            Failure::DeviceLost,
+        ),
+        (
+            "chained run timeout",
+            false,
             Step::RunWait,
             Failure::State(RunState::Timeout),
         ),
         (
-            "run error state",
-            Step::RunWait,
-            Failure::State(RunState::Error),
+            "device lost mid-chain",
+            false,
+            Step::RunStart,
+            Failure::DeviceLost,
         ),
-        ("device lost mid-run", Step::RunStart, Failure::DeviceLost),
     ];
-    for (what, step, failure) in cases {
-        let shim = Arc::new(RecordingShim::new());
+    for (what, runlists, step, failure) in cases {
+        let shim = Arc::new(if runlists {
+            RecordingShim::new()
+        } else {
+            RecordingShim::new().without_runlist()
+        });
         shim.fail_always(step, failure);
         let (s, m) = (shim.clone(), manifest.clone());
         let spec = DeviceSpec {
@@ -90,7 +124,7 @@ fn device_faults_fall_back_to_the_cpu_with_the_cpu_transcript() {
                     m.clone(),
                     NpuXrtOptions::default(),
                 )?;
-                Ok(Box::new(dev) as Box<dyn amanuensis_runtime::device::Device>)
+                Ok(Arc::new(dev) as Arc<dyn amanuensis_runtime::device::Device>)
             })),
             ..DeviceSpec::default()
         };
@@ -101,7 +135,7 @@ fn device_faults_fall_back_to_the_cpu_with_the_cpu_transcript() {
         );
         assert!(fallbacks >= 1, "{what}: the device was never tried");
         assert!(
-            shim.runs_started() >= 1 || matches!(step, Step::RunStart),
+            shim.runs_started() >= 1 || matches!(step, Step::RunStart | Step::RunlistSubmit),
             "{what}: no run reached the device"
         );
         assert_eq!(text, cpu, "{what}: transcript differs from the CPU's");

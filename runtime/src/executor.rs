@@ -208,14 +208,20 @@ impl Session {
         if plan.segments.is_empty() {
             return Ok(s);
         }
-        let program = device
-            .load(&plan, weights)
-            .map_err(|e| RuntimeError::DeviceFault {
-                graph: plan.graph.name.clone(),
-                node: "(load)".into(),
-                device: device.name().to_string(),
-                reason: e.to_string(),
-            })?;
+        let program = match device.load(&plan, weights) {
+            Ok(p) => p,
+            // The device cannot take this plan (say its binaries disagree on a value's
+            // type): the graph runs on the host, as after a device fault at run time.
+            Err(e) => {
+                tracing::warn!(
+                    "{} cannot load graph '{}' ({e}); it runs on the CPU",
+                    device.name(),
+                    plan.graph.name
+                );
+                s.stats.fallbacks += 1;
+                return Ok(s);
+            }
+        };
         s.steps = plan.steps.clone();
         s.free_after = free_lists(&plan.graph, &s.steps);
         s.device = Some(DeviceRun {

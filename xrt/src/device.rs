@@ -605,6 +605,23 @@ impl NpuXrtDevice {
                     k
                 }
             };
+            // Passing more buffers than the kernel declares crashes XRT: refuse it here.
+            let num_args = slot
+                .ctx
+                .xclbin()
+                .num_args(&entry.xclbin_kernel)
+                .map_err(|e| format!("argument count of '{}': {e}", entry.xclbin_kernel))?;
+            if entry.args.len() as u64 + u64::from(FIRST_DATA_ARG) > u64::from(num_args) {
+                return Err(format!(
+                    "kernel {}: the manifest lists {} data buffers but '{}' in {} takes {} ({} arguments in all)",
+                    entry.label(),
+                    entry.args.len(),
+                    entry.xclbin_kernel,
+                    entry.xclbin.display(),
+                    num_args.saturating_sub(FIRST_DATA_ARG),
+                    num_args
+                ));
+            }
             kernels.insert(idx, k);
         }
         drop(shared);

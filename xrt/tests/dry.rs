@@ -5,7 +5,6 @@
 mod common;
 
 use amanuensis_kernels::npu::matmul_bias;
-use amanuensis_runtime::device::Device as _;
 use amanuensis_runtime::Tensor;
 use amanuensis_xrt::double::{Call, RunInvocation, PERMISSIVE_NUM_ARGS};
 use amanuensis_xrt::wrap::{Bo, Device, HwContext, Kernel, Run, Shim, Xclbin};
@@ -278,21 +277,30 @@ fn the_device_computes_matmul_through_a_kernel_hook_bit_for_bit() {
         timeout_ms: 100,
         ..NpuXrtOptions::default()
     };
-    let mut dev = NpuXrtDevice::with_shim(shim.clone(), manifest, options).unwrap();
-    let graph = linear_graph(M, K, NN, true, "{}");
+    let dev = NpuXrtDevice::with_shim(shim.clone(), manifest, options).unwrap();
+    let (graph, weights) = weighted_linear(M, K, NN, 4);
+    let p = amanuensis_runtime::schedule::plan(
+        graph,
+        &registry(),
+        &dev,
+        &amanuensis_runtime::schedule::SchedulerOptions::full(),
+    )
+    .unwrap();
+    let p = Arc::new(p);
+    let mut sess = amanuensis_runtime::Session::planned(p.clone(), &weights, &dev).unwrap();
+    sess.reset_states(&Default::default()).unwrap();
     let x = Tensor::from_f32(&[M, K], tricky_data(M * K, 4)).unwrap();
-    let w = Tensor::from_f32(&[NN, K], tricky_data(NN * K, 5)).unwrap();
-    let b = Tensor::from_f32(&[NN], tricky_data(NN, 6)).unwrap();
-    let got = dev.execute(&graph.nodes[0], &[&x, &w, &b]).unwrap();
-    let want = graph.nodes[0]
-        .op
-        .npu_kernel()
+    let got = sess.run(&[&x]).unwrap();
+    let k = amanuensis_runtime::npu::kernel_of(p.graph.nodes[0].op.as_ref())
         .unwrap()
-        .eval(&[&x, &w, &b])
         .unwrap();
+    let (w, b) = (weights.get("w").unwrap(), weights.get("b").unwrap());
+    let want = k.eval(&[&x, w, b]).unwrap();
     let bits = |t: &Tensor| -> Vec<u32> { t.f32s().unwrap().iter().map(|v| v.to_bits()).collect() };
     assert_eq!(bits(&got[0]), bits(&want[0]));
+    assert_eq!(sess.stats().fallbacks, 0);
     assert_eq!(shim.runs_started(), 1);
+    drop(sess);
     drop(dev);
     assert_eq!(shim.violations(), Vec::<String>::new());
     assert_eq!(shim.live_objects(), 0);

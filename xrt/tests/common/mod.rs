@@ -7,9 +7,9 @@
 pub mod flow;
 
 use amanuensis_kernels::npu::matmul_bias;
-use amanuensis_runtime::npu::{KernelWork, NpuCaps, NpuKernel, TileWork};
+use amanuensis_runtime::npu::{KernelWork, NpuBinding, NpuCaps, NpuKernel, TileWork};
 use amanuensis_runtime::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
-use amanuensis_runtime::{DType, Graph, ModelFile, OpError, Registry, Tensor};
+use amanuensis_runtime::{DType, Graph, ModelFile, OpError, Registry, Tensor, WeightStore};
 use amanuensis_xrt::double::{fake_xclbin, RunHook, RunView};
 use std::path::{Path, PathBuf};
 
@@ -75,6 +75,9 @@ impl NpuKernel for MatmulBiasKernel {
     }
 }
 
+/// What `npu_linear` offers the NPU devices.
+static MATMUL_BIAS: NpuBinding = NpuBinding::of(&MatmulBiasKernel);
+
 /// `npu_linear`: y = x · wᵀ + b, evaluated with the catalogue reference; takes any attrs.
 #[derive(Debug)]
 pub struct NpuLinear {
@@ -94,8 +97,8 @@ impl Operator for NpuLinear {
         self.kernel.eval(inputs)
     }
 
-    fn npu_kernel(&self) -> Option<&dyn NpuKernel> {
-        Some(&self.kernel)
+    fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        MATMUL_BIAS.offer(target)
     }
 }
 
@@ -111,6 +114,13 @@ impl OpDef for NpuLinearDef {
             kernel: MatmulBiasKernel,
         }))
     }
+}
+
+/// A registry holding `npu_linear`.
+pub fn registry() -> Registry {
+    let mut reg = Registry::new();
+    reg.register(NpuLinearDef).expect("registers");
+    reg
 }
 
 /// A one-node graph: inputs x [m, k], w [n, k] (and b [n] when `bias`), node `fc`.
@@ -135,9 +145,38 @@ pub fn linear_graph(m: usize, k: usize, n: usize, bias: bool, attrs: &str) -> Gr
     }}"#
     );
     let file = ModelFile::parse(&text, "t.graph").expect("test graph parses");
-    let mut reg = Registry::new();
-    reg.register(NpuLinearDef).expect("registers");
-    Graph::build(&file.graphs[0], &file.weights, &reg).expect("test graph builds")
+    Graph::build(&file.graphs[0], &file.weights, &registry()).expect("test graph builds")
+}
+
+/// A one-node graph whose w [n, k] and b [n] are weights (input x [m, k], output y
+/// [m, n]), with weights of test data (seeds `seed + 1`, `seed + 2`).
+pub fn weighted_linear(m: usize, k: usize, n: usize, seed: u32) -> (Graph, WeightStore) {
+    let text = format!(
+        r#"{{
+      "format": "amanuensis-graph", "version": 1,
+      "model": {{"name": "t", "family": "t", "hyper_parameters": {{}}}},
+      "weights": [{{"name":"w","dtype":"f32","shape":[{n},{k}]}},{{"name":"b","dtype":"f32","shape":[{n}]}}],
+      "graphs": [{{
+        "name": "main",
+        "inputs": [{{"name":"x","dtype":"f32","shape":[{m},{k}]}}],
+        "outputs": [{{"name":"y","dtype":"f32","shape":[{m},{n}]}}],
+        "nodes": [{{"name":"fc","op":"npu_linear","inputs":["x","w","b"],"outputs":["y"],"attrs":{{}}}}]
+      }}]
+    }}"#
+    );
+    let file = ModelFile::parse(&text, "t.graph").expect("test graph parses");
+    let g = Graph::build(&file.graphs[0], &file.weights, &registry()).expect("test graph builds");
+    let weights = WeightStore::from_tensors([
+        (
+            "w".to_string(),
+            Tensor::from_f32(&[n, k], tricky_data(n * k, seed + 1)).unwrap(),
+        ),
+        (
+            "b".to_string(),
+            Tensor::from_f32(&[n], tricky_data(n, seed + 2)).unwrap(),
+        ),
+    ]);
+    (g, weights)
 }
 
 /// Instruction words of a fake stream (a 4-word header then ops; contents are opaque here).
