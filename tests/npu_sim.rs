@@ -6,11 +6,11 @@ mod common;
 
 use amanuensis::audio::load_audio;
 use amanuensis::model::{load_graph_file, plan_graphs, DeviceSpec};
-use amanuensis::wer::{read_manifest, word_errors};
 use amanuensis::{TranscribeOptions, WhisperModel};
 use amanuensis_runtime::device::npu_sim::NpuParams;
 use amanuensis_runtime::device::DeviceKind;
 use amanuensis_runtime::schedule::{Direction, Lane, Plan, SchedulerOptions};
+use common::wer::{read_manifest, word_errors};
 use std::path::Path;
 
 fn graph_file() -> amanuensis_runtime::ModelFile {
@@ -106,7 +106,7 @@ fn plan_puts_the_encoder_on_the_npu_and_explains_every_fallback() {
 }
 
 /// Spans of one lane, in issue order.
-fn lane<'a>(p: &'a Plan, l: Lane) -> Vec<&'a amanuensis_runtime::schedule::Span> {
+fn lane(p: &Plan, l: Lane) -> Vec<&amanuensis_runtime::schedule::Span> {
     p.timeline.spans.iter().filter(|s| s.lane == l).collect()
 }
 

@@ -254,7 +254,7 @@ impl Session {
         self.pool.reset_peak();
         for (&v, &t) in g.inputs.iter().zip(inputs) {
             let info = &g.values[v];
-            if !info.ty.accepts(&t) {
+            if !info.ty.accepts(t) {
                 return Err(input_err(
                     &g,
                     format!(
