@@ -9,7 +9,7 @@
 //! ```
 
 use amanuensis::audio::{load_audio, SAMPLE_RATE};
-use amanuensis::transcribe::Progress;
+use amanuensis::Progress;
 use amanuensis::{model, TranscribeOptions, WhisperModel};
 use std::path::Path;
 use std::time::Instant;
@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     let mut cycle = Vec::new();
     for c in clips {
         cycle.extend(load_audio(&dir.join(c))?);
-        cycle.extend(std::iter::repeat(0.0f32).take(2 * SAMPLE_RATE as usize));
+        cycle.extend(std::iter::repeat_n(0.0f32, 2 * SAMPLE_RATE as usize));
     }
     let total = (minutes * 60.0 * SAMPLE_RATE as f64) as usize;
     let mut pcm = Vec::with_capacity(total);
@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     let mut report = |p: Progress| {
         let rss = status_kb("VmRSS:").unwrap_or(0);
         samples.push((p.done, rss));
-        if samples.len() % 20 == 0 {
+        if samples.len().is_multiple_of(20) {
             println!(
                 "  {:6.1} min of audio, RSS {:5} MB, {:5.1}x realtime",
                 p.done / 60.0,

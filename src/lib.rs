@@ -7,14 +7,14 @@
 pub mod output;
 pub mod scheduling;
 pub mod tracefile;
-pub mod wer;
 
 pub use amanuensis_audio as audio;
 pub use amanuensis_whisper::{
-    alignment, decoding, devices, model, pauses, tokenizer, transcribe, transcriber,
+    alignment, decoding, devices, model, refine, tokenizer, transcript, window_loop,
 };
 pub use amanuensis_whisper::{
-    DeviceSpec, Task, TranscribeOptions, Transcriber, Transcript, WhisperModel,
+    DeviceSpec, Error, Progress, Result, Segment, Task, TranscribeOptions, Transcriber, Transcript,
+    WhisperModel, Word,
 };
 
 /// Whisper's hyper-parameters, model config and graph builder.

@@ -5,10 +5,10 @@ use amanuensis::decoding::{BeamOptions, FallbackOptions};
 use amanuensis::model::{self, DeviceSpec, WhisperModel};
 use amanuensis::output::{self, OutputFormat};
 use amanuensis::scheduling;
-use amanuensis::transcribe::{Progress, Task, TranscribeOptions, Transcript};
 use amanuensis::whisper::config::WhisperDims;
 use amanuensis::whisper::graph::build_whisper_graph;
 use amanuensis::whisper::graph::CHUNK_SECONDS;
+use amanuensis::{Progress, Task, TranscribeOptions, Transcript};
 use amanuensis_runtime::npu::{NpuOptions, NpuParams};
 use amanuensis_runtime::schedule::SchedulerOptions;
 use amanuensis_runtime::{Graph, ModelFile};
@@ -316,7 +316,7 @@ fn main() -> ExitCode {
     let trace = match init_logging(cli.verbose, trace_path.as_deref()) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -361,13 +361,13 @@ fn main() -> ExitCode {
     if let Some(t) = trace {
         match t.finish() {
             Ok(p) => eprintln!("wrote trace {}", p.display()),
-            Err(e) => eprintln!("error: writing the trace: {e:#}"),
+            Err(e) => eprintln!("error: writing the trace: {}", describe(&e)),
         }
     }
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
@@ -440,6 +440,24 @@ fn graph_dot(
     Ok(ExitCode::SUCCESS)
 }
 
+/// An error and its causes on one line, each cause once: our errors often quote their
+/// source (`cannot read x.wav: No such file or directory`), which anyhow's `{:#}` would
+/// then print a second time.
+fn describe(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
 fn init_logging(
     verbose: u8,
     trace: Option<&Path>,
@@ -447,10 +465,12 @@ fn init_logging(
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
+    // Only our own crates (`amanuensis*`) speak at the default verbosity: a decoder
+    // library's log line would repeat, less clearly, the error we print anyway.
     let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
+        0 => "off,amanuensis=warn",
+        1 => "warn,amanuensis=info",
+        2 => "warn,amanuensis=debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AMANUENSIS_LOG")
@@ -578,10 +598,10 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
             }
             Err(e) => {
                 failed += 1;
-                // Audio errors already start with the file's name.
-                let msg = format!("{e:#}");
+                // Audio errors already name the file.
+                let msg = describe(&e);
                 let name = file.display().to_string();
-                if msg.starts_with(&name) {
+                if msg.contains(&name) {
                     eprintln!("error: {msg}");
                 } else {
                     eprintln!("error: {name}: {msg}");
@@ -627,7 +647,7 @@ fn transcribe_file(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    t
+    Ok(t?)
 }
 
 /// A progress bar on stderr for audio longer than one window, when stderr is a terminal.
@@ -775,7 +795,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         println!("peak RSS:             {:8.1} MB", rss as f64 / 1e6);
     }
     let mut ops: Vec<_> = stats.per_op.iter().collect();
-    ops.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    ops.sort_by_key(|(_, (_, t))| std::cmp::Reverse(*t));
     println!("kernel time by op (per run):");
     for (op, (n, t)) in ops {
         println!(

@@ -5,11 +5,10 @@
 //! break (a blank line ends a cue) or the `-->` timing arrow, and WebVTT escapes `&`, `<`
 //! and `>`.
 
-use amanuensis_whisper::transcribe::{Segment, Transcript};
+use amanuensis_whisper::transcript::{Segment, Transcript};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A transcript file format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,44 +119,35 @@ pub fn write_output(
     Ok(path)
 }
 
-/// Distinguishes the temporary files of concurrent writes within one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(path.file_name().unwrap_or_default());
-    temp_name.push(format!(
-        ".{}-{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let temp = path.with_file_name(temp_name);
-    let written = (|| {
-        // `create_new`: never truncate a file someone else is writing.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        f.write_all(bytes)?;
-        // On disk before the rename, so a crash cannot leave an empty file under the name.
-        f.sync_all()
-    })();
-    if let Err(source) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(OutputError::Write {
-            path: path.to_path_buf(),
-            temp,
-            source,
-        });
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let write_err = |temp: &Path, source| OutputError::Write {
+        path: path.to_path_buf(),
+        temp: temp.to_path_buf(),
+        source,
+    };
+    // A uniquely named file beside the target (the same file system, so the rename is
+    // atomic); it is removed if anything fails before it is persisted.
+    let mut temp = tempfile::Builder::new()
+        .prefix(".amanuensis-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| write_err(dir, e))?;
+    // On disk before the rename, so a crash cannot leave an empty file under the name.
+    if let Err(e) = temp
+        .write_all(bytes)
+        .and_then(|()| temp.as_file().sync_all())
+    {
+        return Err(write_err(temp.path(), e));
     }
-    if let Err(source) = std::fs::rename(&temp, path) {
-        let _ = std::fs::remove_file(&temp);
-        return Err(OutputError::Rename {
-            path: path.to_path_buf(),
-            temp,
-            source,
-        });
-    }
+    temp.persist(path).map_err(|e| OutputError::Rename {
+        path: path.to_path_buf(),
+        temp: e.file.path().to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 

@@ -9,8 +9,8 @@
 mod common;
 
 use amanuensis::audio::load_audio;
-use amanuensis::wer::{read_manifest, word_errors, ManifestRow};
 use amanuensis::{TranscribeOptions, WhisperModel};
+use common::wer::{read_manifest, word_errors, ManifestRow};
 
 /// Synthetic speech and the long concatenation are not part of this set.
 fn in_set(file: &str, seconds: f64, transcript: &str) -> bool {

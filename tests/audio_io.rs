@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use amanuensis::audio::{decode_audio_bytes, load_audio, AudioError, AudioStream, SAMPLE_RATE};
 
 fn data_dir() -> PathBuf {
@@ -172,7 +174,7 @@ fn jfk_wav_is_bit_exact_with_fixture() {
 
 #[test]
 fn all_16k_mono_clips_decode_to_their_manifest_length() {
-    let rows = amanuensis::wer::read_manifest(&data_dir().join("audio/manifest.tsv")).unwrap();
+    let rows = common::wer::read_manifest(&data_dir().join("audio/manifest.tsv")).unwrap();
     assert_eq!(rows.len(), 19);
     for row in rows.iter().filter(|r| r.sample_rate == 16_000) {
         let pcm = load_audio(&audio_path(&row.file)).unwrap();

@@ -8,9 +8,9 @@
 use amanuensis::decoding::{
     beam_search, decode_with_fallback, greedy_decode, log_softmax, sample_decode, BatchStepModel,
     BeamOptions, DecodeError, DecodeOptions, FallbackOptions, LogitFilter, SingleSequence,
-    SpecialIds, SuppressBlank, SuppressTokens, TimestampRules,
+    SpecialIds, StepError, SuppressBlank, SuppressTokens, TimestampRules,
 };
-use amanuensis::transcribe::compression_ratio;
+use amanuensis::transcript::compression_ratio;
 
 // ---------------------------------------------------------------------------------------
 // A tiny vocabulary
@@ -172,17 +172,20 @@ impl BatchStepModel for Fake {
         &mut self,
         tokens: &[Vec<u32>],
         logit_positions: &[usize],
-    ) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
+    ) -> Result<Vec<Vec<Vec<f32>>>, StepError> {
         self.events
             .push(Event::Step(tokens.to_vec(), logit_positions.to_vec()));
-        anyhow::ensure!(
-            tokens.len() == self.seqs.len(),
-            "{} rows for a batch of {}",
-            tokens.len(),
-            self.seqs.len()
-        );
+        if tokens.len() != self.seqs.len() {
+            return Err(StepError::from(format!(
+                "{} rows for a batch of {}",
+                tokens.len(),
+                self.seqs.len()
+            )));
+        }
         let n = tokens[0].len();
-        anyhow::ensure!(tokens.iter().all(|r| r.len() == n), "ragged rows");
+        if !tokens.iter().all(|r| r.len() == n) {
+            return Err(StepError::from("ragged rows"));
+        }
         let attempt = self.resets.saturating_sub(1);
         let mut out = Vec::new();
         for (i, row) in tokens.iter().enumerate() {
@@ -210,19 +213,20 @@ impl BatchStepModel for Fake {
         Ok(out)
     }
 
-    fn reorder(&mut self, src: &[usize]) -> anyhow::Result<()> {
+    fn reorder(&mut self, src: &[usize]) -> Result<(), StepError> {
         self.events.push(Event::Reorder(src.to_vec()));
-        anyhow::ensure!(
-            src.iter().all(|&i| i < self.seqs.len()),
-            "reorder {src:?} of a batch of {}",
-            self.seqs.len()
-        );
+        if !src.iter().all(|&i| i < self.seqs.len()) {
+            return Err(StepError::from(format!(
+                "reorder {src:?} of a batch of {}",
+                self.seqs.len()
+            )));
+        }
         self.seqs = src.iter().map(|&i| self.seqs[i].clone()).collect();
         self.last_logits = src.iter().map(|&i| self.last_logits[i].clone()).collect();
         Ok(())
     }
 
-    fn reset(&mut self) -> anyhow::Result<()> {
+    fn reset(&mut self) -> Result<(), StepError> {
         self.events.push(Event::Reset);
         self.resets += 1;
         self.seqs = vec![Vec::new()];
@@ -258,7 +262,7 @@ fn hashed_logits(h: &[u32], plen: usize, salt: u64, holes: bool) -> Vec<f32> {
     let mut l: Vec<f32> = (0..N_VOCAB as u64)
         .map(|v| {
             let x = mix(base ^ v.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-            if holes && h.len() >= plen && x % 4 == 0 {
+            if holes && h.len() >= plen && x.is_multiple_of(4) {
                 NEG_INF
             } else {
                 (x >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0
@@ -395,7 +399,7 @@ fn reference_beam(
     let mut best: Option<(Vec<u32>, f32, f32)> = None;
     for (t, cum) in finished {
         let s = cum / (t.len() as f32).powf(bo.length_penalty);
-        if best.as_ref().map_or(true, |b| s > b.2) {
+        if best.as_ref().is_none_or(|b| s > b.2) {
             best = Some((t, cum, s));
         }
     }
@@ -695,10 +699,7 @@ fn patience_lets_more_hypotheses_finish() {
     )
     .unwrap_err();
     assert!(
-        matches!(
-            err.downcast_ref::<DecodeError>(),
-            Some(DecodeError::BadBeamOptions(_))
-        ),
+        matches!(Some(&err), Some(DecodeError::BadBeamOptions(_))),
         "round(0.4) = 0 hypotheses: {err}"
     );
 }
@@ -876,10 +877,7 @@ fn bad_beam_options_and_model_answers_are_errors() {
     ] {
         let err = beam_search(&mut Fake::simple(ok), &p, &ids(), &o, &bo).unwrap_err();
         assert!(
-            matches!(
-                err.downcast_ref::<DecodeError>(),
-                Some(DecodeError::BadBeamOptions(_))
-            ),
+            matches!(Some(&err), Some(DecodeError::BadBeamOptions(_))),
             "{bo:?}: {err}"
         );
     }
@@ -891,20 +889,20 @@ fn bad_beam_options_and_model_answers_are_errors() {
             &mut self,
             tokens: &[Vec<u32>],
             pos: &[usize],
-        ) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
+        ) -> Result<Vec<Vec<Vec<f32>>>, StepError> {
             Ok(vec![vec![vec![0.0; N_VOCAB]; pos.len()]; tokens.len() + 1])
         }
-        fn reorder(&mut self, _: &[usize]) -> anyhow::Result<()> {
+        fn reorder(&mut self, _: &[usize]) -> Result<(), StepError> {
             Ok(())
         }
-        fn reset(&mut self) -> anyhow::Result<()> {
+        fn reset(&mut self) -> Result<(), StepError> {
             Ok(())
         }
     }
     let err = beam_search(&mut Extra, &p, &ids(), &o, &BeamOptions::default()).unwrap_err();
     assert!(
         matches!(
-            err.downcast_ref::<DecodeError>(),
+            Some(&err),
             Some(DecodeError::BatchSize {
                 expected: 1,
                 got: 2
@@ -1070,10 +1068,7 @@ fn best_of_returns_the_best_scoring_sample() {
         let err = sample_decode(&mut Fake::simple(script), &p, &ids(), &opts(false), t, n, 0)
             .unwrap_err();
         assert!(
-            matches!(
-                err.downcast_ref::<DecodeError>(),
-                Some(DecodeError::BadSampling { .. })
-            ),
+            matches!(Some(&err), Some(DecodeError::BadSampling { .. })),
             "{err}"
         );
     }
@@ -1306,8 +1301,5 @@ fn when_every_temperature_fails_the_best_average_under_the_ratio_limit_wins() {
         &text_of,
     )
     .unwrap_err();
-    assert!(matches!(
-        err.downcast_ref::<DecodeError>(),
-        Some(DecodeError::NoTemperatures)
-    ));
+    assert!(matches!(Some(&err), Some(DecodeError::NoTemperatures)));
 }

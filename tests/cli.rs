@@ -49,6 +49,36 @@ fn transcribes_the_sample_exactly() {
 }
 
 #[test]
+fn stderr_stays_short() {
+    // The device line and the detected language; no library log lines.
+    let o = run(&["transcribe", &sample()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() <= 2, "{} lines on stderr:\n{err}", lines.len());
+    assert!(
+        lines.iter().all(|l| l.chars().count() <= 100),
+        "a long line on stderr:\n{err}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("device: ")), "{err}");
+
+    // A file that is no audio: one error line, its OS or decoder text said once.
+    let text = tmp("prose.wav");
+    std::fs::write(&text, "these are not samples\n".repeat(50)).unwrap();
+    let o = run(&["transcribe", text.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert!(!err.contains("symphonia"), "a library log line:\n{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert_eq!(errors[0].matches("prose.wav").count(), 1, "{err}");
+    let missing = tmp("absent.wav");
+    let o = run(&["transcribe", missing.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+    assert_eq!(err.matches("absent.wav").count(), 1, "{err}");
+}
+
+#[test]
 fn json_has_timestamped_segments() {
     // Greedy, to compare with the reference decoding.
     // Compared with the model's own timestamps, so without the pause refinement.
@@ -135,7 +165,7 @@ fn unsupported_wav_encoding_fails_cleanly() {
     b.extend_from_slice(&505u16.to_le_bytes());
     b.extend_from_slice(b"data");
     b.extend_from_slice(&256u32.to_le_bytes());
-    b.extend(std::iter::repeat(0u8).take(256));
+    b.extend(std::iter::repeat_n(0u8, 256));
     let p = tmp("adpcm.wav");
     std::fs::write(&p, b).unwrap();
     assert_clean_failure(&run(&["transcribe", p.to_str().unwrap()]), &["adpcm.wav"]);

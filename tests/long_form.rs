@@ -18,9 +18,9 @@
 mod common;
 
 use amanuensis::audio::load_audio;
-use amanuensis::transcribe::{Segment, Transcript};
-use amanuensis::wer::{read_manifest, word_errors};
 use amanuensis::TranscribeOptions;
+use amanuensis::{Segment, Transcript};
+use common::wer::{read_manifest, word_errors};
 
 /// Silence inserted between clips, seconds.
 const GAP_S: f64 = 0.5;

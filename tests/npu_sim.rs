@@ -7,11 +7,11 @@ mod common;
 use amanuensis::audio::load_audio;
 use amanuensis::model::{load_graph_file, plan_graphs, DeviceSpec};
 use amanuensis::scheduling::ablation_ladder;
-use amanuensis::wer::{read_manifest, word_errors};
 use amanuensis::{TranscribeOptions, WhisperModel};
 use amanuensis_runtime::npu::timeline::{Lane, Span, Timeline};
 use amanuensis_runtime::npu::{NpuLowering, NpuParams};
 use amanuensis_runtime::schedule::{Direction, Plan};
+use common::wer::{read_manifest, word_errors};
 use std::path::Path;
 
 fn graph_file() -> amanuensis_runtime::ModelFile {

@@ -6,7 +6,7 @@ mod common;
 
 use amanuensis::audio::load_audio;
 use amanuensis::output::{output_path, render, write_output, OutputError, OutputFormat};
-use amanuensis::transcribe::{Segment, Task, TranscribeOptions, Transcript, Word};
+use amanuensis::{Segment, Task, TranscribeOptions, Transcript, Word};
 use clap::ValueEnum;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

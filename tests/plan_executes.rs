@@ -225,7 +225,7 @@ fn npu_sim_replays_exactly_the_commands_the_plan_projects() {
     let mut m = m;
     let pcm = amanuensis::audio::load_audio(&common::data_dir().join("audio/jfk.wav")).unwrap();
     let mel = m.features(&pcm).unwrap();
-    let window = amanuensis::transcribe::mel_window(&mel, 0, 1100).unwrap();
+    let window = amanuensis::model::mel_window(&mel, 0, 1100).unwrap();
     let w = m
         .window
         .as_mut()

@@ -45,7 +45,7 @@ impl Dim {
 
     /// Whether a concrete size satisfies this dim (symbols accept anything).
     pub fn accepts(&self, n: usize) -> bool {
-        self.known().map_or(true, |k| k == n)
+        self.known().is_none_or(|k| k == n)
     }
 }
 

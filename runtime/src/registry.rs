@@ -178,7 +178,7 @@ impl Registry {
     /// The registered name closest to `name` by edit distance, for "did you mean".
     pub fn nearest(&self, name: &str) -> Option<&str> {
         self.names()
-            .map(|n| (edit_distance(n, name), n))
+            .map(|n| (strsim::levenshtein(n, name), n))
             .min()
             .filter(|(d, _)| *d <= name.len().max(3) / 2 + 1)
             .map(|(_, n)| n)
@@ -196,19 +196,4 @@ impl Registry {
             known.join(", ")
         )
     }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: test data, the model, the reference fixture.
 #![allow(dead_code)]
 
+pub mod wer;
+
 use std::path::{Path, PathBuf};
 
 /// `tests/data/` of the source tree.

@@ -259,7 +259,7 @@ pub fn alignment_matrix_of(
         weights.len(),
         &[heads, tokens, frames],
     )?;
-    if median_filter_width % 2 == 0 {
+    if median_filter_width.is_multiple_of(2) {
         return Err(AlignmentError::MedianFilterWidth(median_filter_width));
     }
     let n = (num_frames / 2).min(frames);

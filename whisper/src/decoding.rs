@@ -15,13 +15,17 @@
 //! `<|notimestamps|>`.
 
 use crate::tokenizer::{Tokenizer, TIME_PRECISION};
-use crate::transcribe::compression_ratio;
+use crate::transcript::compression_ratio;
 
 /// Produces logits for tokens appended to the sequence fed so far (KV-cached decoder).
 pub trait StepModel {
     /// Feed `tokens` after everything already fed; return the logits (length n_vocab) at each
     /// index in `logit_positions` (indices into `tokens`), in order.
-    fn step(&mut self, tokens: &[u32], logit_positions: &[usize]) -> anyhow::Result<Vec<Vec<f32>>>;
+    fn step(
+        &mut self,
+        tokens: &[u32],
+        logit_positions: &[usize],
+    ) -> Result<Vec<Vec<f32>>, StepError>;
 }
 
 /// The token ids the decoding policy needs, plus the logits' length.
@@ -103,9 +107,15 @@ pub struct DecodeResult {
     pub score: f64,
 }
 
+/// The error of a step model (a graph run, or a stand-in), carried through decoding.
+pub type StepError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why decoding could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The step model failed.
+    #[error("decoder step: {0}")]
+    Step(#[source] StepError),
     /// The prompt has no `<|startoftranscript|>`.
     #[error("prompt has no <|startoftranscript|> (id {sot})")]
     NoStartOfTranscript { sot: u32 },
@@ -169,6 +179,17 @@ pub enum DecodeError {
     /// The fallback has no temperature to try.
     #[error("the temperature fallback has an empty list of temperatures")]
     NoTemperatures,
+}
+
+impl From<StepError> for DecodeError {
+    /// A decoding error that went through a step model (e.g. [`SingleSequence`]) comes
+    /// back as itself.
+    fn from(e: StepError) -> DecodeError {
+        match e.downcast::<DecodeError>() {
+            Ok(d) => *d,
+            Err(e) => DecodeError::Step(e),
+        }
+    }
 }
 
 /// A logit filter: disables tokens given the tokens sampled so far in this window
@@ -529,7 +550,7 @@ pub fn greedy_decode(
     prompt: &[u32],
     ids: &SpecialIds,
     opts: &DecodeOptions,
-) -> anyhow::Result<DecodeResult> {
+) -> Result<DecodeResult, DecodeError> {
     greedy_core(model, prompt, ids, opts, 1.0)
 }
 
@@ -540,7 +561,7 @@ fn greedy_core(
     ids: &SpecialIds,
     opts: &DecodeOptions,
     length_penalty: f32,
-) -> anyhow::Result<DecodeResult> {
+) -> Result<DecodeResult, DecodeError> {
     let plan = Plan::new(prompt, ids, opts)?;
     let positions = plan.prompt_positions(prompt);
     let mut rows = model.step(prompt, &positions)?;
@@ -556,7 +577,7 @@ fn greedy_core(
         let log_probs = log_softmax(&logits);
         let (id, logprob) = match argmax(&log_probs) {
             Some((id, lp)) if lp > f32::NEG_INFINITY => (id, lp),
-            _ => return Err(DecodeError::NothingToChoose { step }.into()),
+            _ => return Err(DecodeError::NothingToChoose { step }),
         };
         sum_logprob += logprob;
         if id == ids.eot {
@@ -594,20 +615,24 @@ pub trait BatchStepModel {
         &mut self,
         tokens: &[Vec<u32>],
         logit_positions: &[usize],
-    ) -> anyhow::Result<Vec<Vec<Vec<f32>>>>;
+    ) -> Result<Vec<Vec<Vec<f32>>>, StepError>;
     /// Re-arrange the batch: afterwards sequence i continues the cached state of old
     /// sequence src[i]. src may repeat indices and change the batch size (e.g. 1 → 5
     /// after the prompt).
-    fn reorder(&mut self, src: &[usize]) -> anyhow::Result<()>;
+    fn reorder(&mut self, src: &[usize]) -> Result<(), StepError>;
     /// Forget everything fed: afterwards the batch is one empty sequence.
-    fn reset(&mut self) -> anyhow::Result<()>;
+    fn reset(&mut self) -> Result<(), StepError>;
 }
 
 /// Presents a [`BatchStepModel`] holding a single sequence as a [`StepModel`].
 pub struct SingleSequence<'a>(pub &'a mut dyn BatchStepModel);
 
 impl StepModel for SingleSequence<'_> {
-    fn step(&mut self, tokens: &[u32], logit_positions: &[usize]) -> anyhow::Result<Vec<Vec<f32>>> {
+    fn step(
+        &mut self,
+        tokens: &[u32],
+        logit_positions: &[usize],
+    ) -> Result<Vec<Vec<f32>>, StepError> {
         let mut out = self.0.step(&[tokens.to_vec()], logit_positions)?;
         if out.len() != 1 {
             return Err(DecodeError::BatchSize {
@@ -646,7 +671,7 @@ fn step_tokens(
     tokens: &[u32],
     n_vocab: usize,
     step: usize,
-) -> anyhow::Result<Vec<Vec<f32>>> {
+) -> Result<Vec<Vec<f32>>, DecodeError> {
     let rows: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
     let out = check_batch(model.step(&rows, &[0])?, tokens.len(), 1, n_vocab, step)?;
     Ok(out
@@ -662,7 +687,7 @@ fn step_prompt(
     prompt: &[u32],
     plan: &Plan,
     ids: &SpecialIds,
-) -> anyhow::Result<(f32, Vec<f32>)> {
+) -> Result<(f32, Vec<f32>), DecodeError> {
     let positions = plan.prompt_positions(prompt);
     let mut out = check_batch(
         model.step(&[prompt.to_vec()], &positions)?,
@@ -776,7 +801,7 @@ pub fn beam_search(
     ids: &SpecialIds,
     opts: &DecodeOptions,
     beam: &BeamOptions,
-) -> anyhow::Result<DecodeResult> {
+) -> Result<DecodeResult, DecodeError> {
     let b = beam.beam_size;
     // CTranslate2 rejects num_hypotheses (1) > round(beam_size × patience).
     let max_finished = (b as f32 * beam.patience).round();
@@ -786,7 +811,7 @@ pub fn beam_search(
         && beam.length_penalty.is_finite()
         && 2 * b <= ids.n_vocab;
     if !valid {
-        return Err(DecodeError::BadBeamOptions(*beam).into());
+        return Err(DecodeError::BadBeamOptions(*beam));
     }
     model.reset()?;
     if b == 1 {
@@ -846,7 +871,7 @@ pub fn beam_search(
             .collect();
         let mut cands = top_candidates(&beams, &per_beam, n_candidates);
         if cands.len() < n_candidates || rank_key(cands[0].score) == f32::NEG_INFINITY {
-            return Err(DecodeError::NothingToChoose { step }.into());
+            return Err(DecodeError::NothingToChoose { step });
         }
         if first && has_prefix {
             // At the first free step after a prefix, CTranslate2 replaces an end token
@@ -920,7 +945,7 @@ pub fn beam_search(
     let mut best: Option<(usize, f32)> = None;
     for (i, (toks, cum)) in finished.iter().enumerate() {
         let s = rank_key(final_score(*cum, plan.prefix_len + toks.len(), lp));
-        if best.map_or(true, |(_, bs)| s > bs) {
+        if best.is_none_or(|(_, bs)| s > bs) {
             best = Some((i, s));
         }
     }
@@ -1008,7 +1033,7 @@ pub fn sample_decode(
     temperature: f32,
     best_of: usize,
     rng_seed: u64,
-) -> anyhow::Result<DecodeResult> {
+) -> Result<DecodeResult, DecodeError> {
     let mut rng = SampleRng::new(rng_seed);
     sample_decode_with(
         model,
@@ -1033,7 +1058,7 @@ pub fn sample_decode_with(
     best_of: usize,
     length_penalty: f32,
     rng: &mut SampleRng,
-) -> anyhow::Result<DecodeResult> {
+) -> Result<DecodeResult, DecodeError> {
     let valid = temperature >= 0.0
         && temperature.is_finite()
         && (1..=MAX_HYPOTHESES).contains(&best_of)
@@ -1042,8 +1067,7 @@ pub fn sample_decode_with(
         return Err(DecodeError::BadSampling {
             temperature,
             best_of,
-        }
-        .into());
+        });
     }
     model.reset()?;
     if temperature == 0.0 {
@@ -1193,7 +1217,7 @@ pub fn decode_with_fallback(
     opts: &DecodeOptions,
     fb: &FallbackOptions,
     text_of: &dyn Fn(&[u32]) -> String,
-) -> anyhow::Result<(DecodeResult, f32)> {
+) -> Result<(DecodeResult, f32), DecodeError> {
     let last_temperature = *fb.temperatures.last().ok_or(DecodeError::NoTemperatures)?;
     let prefix = &prompt[prompt_layout(prompt, ids)?.task_end..];
     let mut rng = SampleRng::new(fb.seed);

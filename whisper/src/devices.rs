@@ -3,11 +3,11 @@
 //! plans of a model's graphs for it. A device is opened once per process and shared by
 //! every session of every model.
 
+use crate::error::{Error, Result};
 use amanuensis_runtime::device::{Device, DeviceRegistry, DeviceStatus, HOST};
 use amanuensis_runtime::npu::{config_string, NpuOptions, NpuParams};
 use amanuensis_runtime::schedule::{self, Plan, SchedulerOptions};
 use amanuensis_runtime::{Graph, ModelFile, Registry};
-use anyhow::{anyhow, Result};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -83,7 +83,13 @@ impl DeviceSpec {
         } else {
             format!("{}:{}", self.device, config_string(&self.params, &self.npu))
         };
-        Ok(registry().open(&key).map_err(|e| anyhow!(e))?.device)
+        registry()
+            .open(&key)
+            .map(|d| d.device)
+            .map_err(|reason| Error::Device {
+                device: self.device.clone(),
+                reason,
+            })
     }
 
     /// Whether the graphs are planned for a device other than the host.
@@ -99,14 +105,17 @@ impl DeviceSpec {
         }
         let (pick, passed) = registry().pick_auto();
         self.device = pick.clone();
-        Some(if passed.is_empty() || pick != HOST {
+        Some(if pick != HOST {
             format!("device: {pick}")
+        } else if passed.is_empty() {
+            "device: cpu".to_string()
         } else {
-            let names: Vec<&str> = passed.iter().map(|(n, _)| n.as_str()).collect();
-            format!(
-                "device: cpu (no {} found; `amanuensis devices` says why)",
-                names.join(", ")
-            )
+            // The reasons are long (driver, firmware, permissions): `amanuensis devices`
+            // and `-v` show them; the default line stays short.
+            for (name, st) in &passed {
+                tracing::info!(reasons = %st.details.join("; "), "{name} unavailable");
+            }
+            "device: cpu (no NPU found; `amanuensis devices` says why)".to_string()
         })
     }
 
@@ -129,7 +138,7 @@ pub fn device_statuses() -> Vec<(String, String, DeviceStatus)> {
 pub fn validate_graphs(file: &ModelFile, registry: &Registry) -> Result<Vec<Graph>> {
     file.graphs
         .iter()
-        .map(|g| Graph::build(g, &file.weights, registry).map_err(anyhow::Error::from))
+        .map(|g| Graph::build(g, &file.weights, registry).map_err(Error::from))
         .collect()
 }
 
@@ -153,12 +162,15 @@ pub fn plan_built(
 ) -> Result<Vec<Plan>> {
     graphs
         .into_iter()
-        .map(|g| schedule::plan(g, registry, device, options).map_err(anyhow::Error::from))
+        .map(|g| schedule::plan(g, registry, device, options).map_err(Error::from))
         .collect()
 }
 
 /// Where `--xrt-log` writes the XRT call log of the process (set before the NPU device
 /// is first opened).
 pub fn set_xrt_log(path: Option<PathBuf>) -> Result<()> {
-    amanuensis_xrt::set_call_log(path).map_err(|e| anyhow!(e))
+    amanuensis_xrt::set_call_log(path).map_err(|reason| Error::Device {
+        device: "npu".into(),
+        reason,
+    })
 }

@@ -95,6 +95,7 @@ impl Builder {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn linear(
         &mut self,
         g: &mut G,

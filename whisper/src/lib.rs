@@ -4,20 +4,24 @@
 //! the whole recording) → per 30-s window the `encoder` and `cross_kv` graphs → the
 //! `decoder_step` graph driven by a decoding policy ([`decoding`]: greedy, beam search,
 //! temperature fallback) → tokens → segments, optionally word-timed ([`alignment`])
-//! ([`transcribe`]). The graphs are built from hyper-parameters ([`graph`]) and run by
+//! ([`window_loop`]) into a [`Transcript`] ([`transcript`]). The graphs are built from hyper-parameters ([`graph`]) and run by
 //! `amanuensis-runtime`. [`Transcriber`] is the entry point.
 
 pub mod alignment;
 pub mod config;
 pub mod decoding;
 pub mod devices;
+pub mod error;
 pub mod graph;
 pub mod model;
-pub mod pauses;
+pub mod refine;
 pub mod tokenizer;
-pub mod transcribe;
 pub mod transcriber;
+pub mod transcript;
+pub mod window_loop;
 
+pub use error::{Error, Result};
 pub use model::{DeviceSpec, WhisperModel};
-pub use transcribe::{Task, TranscribeOptions, Transcript};
 pub use transcriber::Transcriber;
+pub use transcript::{Segment, Task, Transcript, Word};
+pub use window_loop::{Progress, TranscribeOptions};

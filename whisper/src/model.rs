@@ -2,13 +2,18 @@
 //! and the graph file, validated against the operator registry and each other.
 
 use crate::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
+use crate::decoding::{
+    decode_with_fallback, greedy_decode, BatchStepModel, DecodeError, DecodeOptions, DecodeResult,
+    FallbackOptions, SpecialIds, StepError, StepModel,
+};
+use crate::error::{Error, Result};
 use crate::graph::{
-    window_graph, CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES, WINDOW,
+    window_graph, CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES, N_FRAMES, WINDOW,
 };
 use crate::tokenizer::Tokenizer;
 use amanuensis_runtime::schedule::Plan;
-use amanuensis_runtime::{Graph, ModelFile, Registry, Session, WeightStore};
-use anyhow::{anyhow, bail, Context, Result};
+use amanuensis_runtime::{Graph, ModelFile, Registry, Session, Tensor, WeightStore};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,30 +61,33 @@ pub fn find_model_dir(spec: &str) -> Result<PathBuf> {
             return Ok(cand);
         }
     }
-    let list: Vec<String> = searched
-        .iter()
-        .map(|d| d.join(&name).display().to_string())
-        .collect();
-    bail!(
-        "model '{spec}' not found (looked for {WEIGHTS_FILE} in: {}). Run `scripts/fetch-model.sh base` to download and convert whisper-base, or set {MODELS_ENV}.",
-        list.join(", ")
-    )
+    Err(Error::ModelNotFound {
+        name: spec.to_string(),
+        file: WEIGHTS_FILE,
+        env: MODELS_ENV,
+        searched: searched.iter().map(|d| d.join(&name)).collect(),
+    })
 }
 
 /// Reads and checks a model directory's `config.json`.
 pub fn read_config(dir: &Path) -> Result<WhisperConfig> {
     let path = dir.join(CONFIG_FILE);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg: WhisperConfig = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid model config", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Weights {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let cfg: WhisperConfig = serde_json::from_str(&text).map_err(|e| Error::Weights {
+        path: path.clone(),
+        reason: format!("not a valid model config: {e}"),
+    })?;
     if cfg.format != CONFIG_FORMAT || cfg.version != CONFIG_VERSION {
-        bail!(
-            "{}: format '{}' version {} is not '{CONFIG_FORMAT}' version {CONFIG_VERSION}; re-run weights-tool convert",
-            path.display(),
-            cfg.format,
-            cfg.version
-        );
+        return Err(Error::Weights {
+            reason: format!(
+                "format '{}' version {} is not '{CONFIG_FORMAT}' version {CONFIG_VERSION}; re-run weights-tool convert",
+                cfg.format, cfg.version
+            ),
+            path,
+        });
     }
     Ok(cfg)
 }
@@ -100,14 +108,23 @@ pub fn load_graph_file(explicit: Option<&Path>, model_name: &str) -> Result<(Mod
             "built-in whisper-base.graph".into(),
         ));
     }
-    bail!("no graph file for '{model_name}': pass --graph FILE (build one with `amanuensis graph build {model_name}`)")
+    Err(Error::graph(
+        format!("for '{model_name}'"),
+        format!(
+            "none found: pass --graph FILE (build one with `amanuensis graph build {model_name}`)"
+        ),
+    ))
 }
 
 /// Reads the Whisper hyper-parameters recorded in a graph file.
 pub fn graph_dims(file: &ModelFile) -> Result<WhisperDims> {
     let hp = serde_json::Value::Object(file.model.hyper_parameters.clone().into_iter().collect());
-    serde_json::from_value(hp)
-        .map_err(|e| anyhow!("graph file's hyper_parameters are not Whisper's: {e}"))
+    serde_json::from_value(hp).map_err(|e| {
+        Error::graph(
+            &file.model.name,
+            format!("hyper_parameters are not Whisper's: {e}"),
+        )
+    })
 }
 
 pub use crate::devices::{plan_graphs, validate_graphs, DeviceFactory, DeviceSpec};
@@ -159,22 +176,27 @@ impl WhisperModel {
         let (file, graph_origin) = load_graph_file(graph, &config.name)?;
         let dims = graph_dims(&file)?;
         if dims != config.dims {
-            bail!(
-                "graph {graph_origin} is for {:?} but the model in {} has {:?}",
-                dims,
-                dir.display(),
-                config.dims
-            );
+            return Err(Error::graph(
+                &graph_origin,
+                format!(
+                    "is for {:?} but the model in {} has {:?}",
+                    dims,
+                    dir.display(),
+                    config.dims
+                ),
+            ));
         }
         let vocab_path = dir.join(VOCABULARY_FILE);
         let tokenizer = Tokenizer::from_model_dir(dir)?;
         if tokenizer.n_vocab() != dims.n_vocab {
-            bail!(
-                "{} has {} tokens, the model {}",
-                vocab_path.display(),
-                tokenizer.n_vocab(),
-                dims.n_vocab
-            );
+            return Err(Error::Weights {
+                reason: format!(
+                    "has {} tokens, the model {}",
+                    tokenizer.n_vocab(),
+                    dims.n_vocab
+                ),
+                path: vocab_path,
+            });
         }
         let weights = WeightStore::load(&dir.join(WEIGHTS_FILE), &file.weights)?;
         // Each graph is built once; on a device the scheduler's passes edit it in place.
@@ -197,7 +219,7 @@ impl WhisperModel {
         }
         let window = match &device {
             Some(d) => {
-                let def = window_graph(&file).map_err(|e| anyhow!("{graph_origin}: {e}"))?;
+                let def = window_graph(&file).map_err(|e| Error::graph(&graph_origin, e))?;
                 let g = Graph::build(&def, &file.weights, registry)?;
                 let p = Arc::new(amanuensis_runtime::schedule::plan(
                     g,
@@ -218,7 +240,7 @@ impl WhisperModel {
             .filter_map(|n| plans.get(n).cloned())
             .collect();
         let mut session = |name: &str| -> Result<Session> {
-            let missing = || anyhow!("graph file {graph_origin} has no graph '{name}'");
+            let missing = || Error::graph(&graph_origin, format!("has no graph '{name}'"));
             Ok(match (&device, host_graphs.remove(name)) {
                 (_, Some(g)) => Session::new(g, &weights)?,
                 (Some(d), None) => Session::planned(
@@ -251,5 +273,409 @@ impl WhisperModel {
             device: spec.clone(),
             plans: plan_list,
         })
+    }
+}
+
+/// Whisper's `max_initial_timestamp` of 1.0 s in 0.02-s steps.
+pub const MAX_INITIAL_TIMESTAMP_INDEX: u32 = 50;
+
+/// Feeds tokens through the `decoder_step` graph, keeping the KV cache in the session's
+/// states and the cross-attention K/V of the current window as borrowed inputs.
+struct GraphStepper<'a> {
+    session: &'a mut Session,
+    cross: &'a [Tensor],
+    offset: usize,
+    n_vocab: usize,
+    steps: usize,
+    /// Reused by `reorder` for the cache rows that move.
+    scratch: Vec<f32>,
+}
+
+impl<'a> GraphStepper<'a> {
+    /// A stepper over a fresh KV cache holding one empty sequence.
+    fn fresh(
+        session: &'a mut Session,
+        cross: &'a [Tensor],
+        n_vocab: usize,
+    ) -> Result<GraphStepper<'a>> {
+        let mut s = GraphStepper {
+            session,
+            cross,
+            offset: 0,
+            n_vocab,
+            steps: 0,
+            scratch: Vec::new(),
+        };
+        s.reset().map_err(DecodeError::from)?;
+        Ok(s)
+    }
+
+    /// Runs one decoder step for `batch` rows of `n` tokens each.
+    fn run_batch(
+        &mut self,
+        ids: Vec<i32>,
+        batch: usize,
+        n: usize,
+        logit_positions: &[usize],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
+        let tokens_t = Tensor::from_i32(&[batch, n], ids)?;
+        let offset_t = Tensor::scalar_i32(self.offset as i32);
+        let idx: Vec<i32> = logit_positions.iter().map(|&p| p as i32).collect();
+        let idx_t = Tensor::from_i32(&[idx.len()], idx)?;
+        let mut inputs: Vec<&Tensor> = vec![&tokens_t, &offset_t, &idx_t];
+        inputs.extend(self.cross.iter());
+        let mut out = self.session.run(&inputs)?;
+        self.offset += n;
+        self.steps += 1;
+        let logits = out
+            .pop()
+            .ok_or_else(|| Error::graph(DECODER_STEP, "returned no logits"))?;
+        let v = logits.f32s()?;
+        let per_seq = logit_positions.len() * self.n_vocab;
+        let rows = v
+            .chunks_exact(per_seq.max(1))
+            .map(|seq| seq.chunks_exact(self.n_vocab).map(|r| r.to_vec()).collect())
+            .collect();
+        self.session.recycle(logits);
+        Ok(rows)
+    }
+}
+
+impl BatchStepModel for GraphStepper<'_> {
+    fn step(
+        &mut self,
+        tokens: &[Vec<u32>],
+        logit_positions: &[usize],
+    ) -> Result<Vec<Vec<Vec<f32>>>, StepError> {
+        let n = tokens.first().map_or(0, |r| r.len());
+        if tokens.iter().any(|r| r.len() != n) {
+            return Err(Error::graph(
+                DECODER_STEP,
+                "every sequence of a batched step must feed the same number of tokens",
+            )
+            .into());
+        }
+        let batch = self
+            .session
+            .states_mut()
+            .first()
+            .map_or(1, |s| s.shape()[0]);
+        if tokens.len() != batch {
+            return Err(Error::graph(
+                DECODER_STEP,
+                format!(
+                    "got {} sequences but the KV cache holds {batch}",
+                    tokens.len()
+                ),
+            )
+            .into());
+        }
+        let ids: Vec<i32> = tokens.iter().flatten().map(|&t| t as i32).collect();
+        Ok(self.run_batch(ids, batch, n, logit_positions)?)
+    }
+
+    fn reorder(&mut self, src: &[usize]) -> Result<(), StepError> {
+        let scratch = &mut self.scratch;
+        let offset = self.offset;
+        let states = self.session.states_mut();
+        let Some(first) = states.first() else {
+            return Ok(());
+        };
+        let (old_batch, cap, d) = (first.shape()[0], first.shape()[1], first.shape()[2]);
+        if let Some(&bad) = src.iter().find(|&&i| i >= old_batch) {
+            return Err(Error::graph(
+                DECODER_STEP,
+                format!("reorder: sequence {bad} does not exist (batch of {old_batch})"),
+            )
+            .into());
+        }
+        // Only the filled rows of each cache move; rows past `offset` are rewritten before
+        // they are read.
+        let filled = offset.min(cap) * d;
+        let stride = cap * d;
+        if src.len() == old_batch {
+            // Same batch size: move only the sequences whose parent changed, through a
+            // scratch copy so that a source is read before it is overwritten.
+            let moved: Vec<usize> = (0..src.len()).filter(|&i| src[i] != i).collect();
+            if moved.is_empty() {
+                return Ok(());
+            }
+            for st in states.iter_mut() {
+                let data = st.f32s_mut()?;
+                scratch.clear();
+                for &i in &moved {
+                    scratch.extend_from_slice(&data[src[i] * stride..src[i] * stride + filled]);
+                }
+                for (k, &i) in moved.iter().enumerate() {
+                    data[i * stride..i * stride + filled]
+                        .copy_from_slice(&scratch[k * filled..(k + 1) * filled]);
+                }
+            }
+            return Ok(());
+        }
+        for st in states.iter_mut() {
+            let old = st.f32s()?;
+            let mut new = vec![0f32; src.len() * stride];
+            for (b, &from) in src.iter().enumerate() {
+                new[b * stride..b * stride + filled]
+                    .copy_from_slice(&old[from * stride..from * stride + filled]);
+            }
+            *st = Tensor::from_f32(&[src.len(), cap, d], new)?;
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<(), StepError> {
+        let mut bindings = HashMap::new();
+        bindings.insert("batch", 1usize);
+        self.session.reset_states(&bindings)?;
+        self.offset = 0;
+        Ok(())
+    }
+}
+
+impl StepModel for GraphStepper<'_> {
+    fn step(
+        &mut self,
+        tokens: &[u32],
+        logit_positions: &[usize],
+    ) -> Result<Vec<Vec<f32>>, StepError> {
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let mut rows = self.run_batch(ids, 1, tokens.len(), logit_positions)?;
+        Ok(rows
+            .pop()
+            .ok_or_else(|| Error::graph(DECODER_STEP, "returned no sequence"))?)
+    }
+}
+
+/// Columns `seek..seek+size` of a `[n_mels, frames]` spectrogram, zero-padded to a full
+/// window of [`N_FRAMES`] (faster-whisper pads in log-mel space).
+pub fn mel_window(mel: &Tensor, seek: usize, size: usize) -> Result<Tensor> {
+    let (n_mels, frames) = (mel.shape()[0], mel.shape()[1]);
+    if seek + size > frames || size > N_FRAMES {
+        return Err(Error::graph(
+            FEATURES,
+            format!("mel window {seek}+{size} is outside the {frames} frames of the recording"),
+        ));
+    }
+    let src = mel.f32s()?;
+    let mut out = vec![0f32; n_mels * N_FRAMES];
+    for m in 0..n_mels {
+        out[m * N_FRAMES..m * N_FRAMES + size]
+            .copy_from_slice(&src[m * frames + seek..m * frames + seek + size]);
+    }
+    Ok(Tensor::from_f32(&[n_mels, N_FRAMES], out)?)
+}
+
+/// Running the graphs: features, encoder, cross K/V, the decoding policy on the
+/// `decoder_step` graph, language detection, the alignment pass.
+impl WhisperModel {
+    /// Runs the `features` graph: the log-mel spectrogram `[n_mels, frames]` of a whole
+    /// recording (16 kHz mono).
+    pub fn features(&mut self, pcm: &[f32]) -> Result<Tensor> {
+        let pcm_t = Tensor::from_f32(&[pcm.len()], pcm.to_vec())?;
+        let mut out = self.features.run(&[&pcm_t])?;
+        out.pop()
+            .ok_or_else(|| Error::graph(FEATURES, "returned no output"))
+    }
+
+    /// Runs the `encoder` graph on one `[n_mels, 3000]` window.
+    pub fn encode_window(&mut self, window: &Tensor) -> Result<Tensor> {
+        if let Some(w) = self.window.as_mut() {
+            // On a device: the joined graph, returning only the encoder output.
+            let mut want = vec![false; w.graph().outputs.len()];
+            if let Some(last) = want.last_mut() {
+                *last = true;
+            }
+            let mut out = w.run_selected(&[window], &want)?;
+            return out
+                .pop()
+                .flatten()
+                .ok_or_else(|| Error::graph(WINDOW, "returned no encoder output"));
+        }
+        let mut out = self.encoder.run(&[window])?;
+        out.pop()
+            .ok_or_else(|| Error::graph(ENCODER, "returned no output"))
+    }
+
+    /// The cross K/V of one `[n_mels, 3000]` window: on a device the joined graph, whose
+    /// encoder output never leaves the device; else the encoder then the cross K/V graph.
+    pub fn encode_cross(&mut self, window: &Tensor) -> Result<Vec<Tensor>> {
+        if let Some(w) = self.window.as_mut() {
+            let n = w.graph().outputs.len();
+            let want: Vec<bool> = (0..n).map(|i| i + 1 < n).collect();
+            let out = w.run_selected(&[window], &want)?;
+            return Ok(out.into_iter().flatten().collect());
+        }
+        let enc = self.encode_window(window)?;
+        self.cross_kv(&enc)
+    }
+
+    /// The encoder output of the first 30-s window of a recording.
+    pub fn encode(&mut self, pcm: &[f32]) -> Result<Tensor> {
+        let mel = self.features(pcm)?;
+        let size = mel.shape()[1].min(N_FRAMES);
+        let window = mel_window(&mel, 0, size)?;
+        self.encode_window(&window)
+    }
+
+    /// Runs the `cross_kv` graph: the cross-attention keys and values of every decoder
+    /// layer, computed once per window.
+    pub fn cross_kv(&mut self, encoder_out: &Tensor) -> Result<Vec<Tensor>> {
+        Ok(self.cross_kv.run(&[encoder_out])?)
+    }
+
+    /// The decoding options faster-whisper uses at temperature 0.
+    pub fn decode_options(&self, without_timestamps: bool) -> DecodeOptions {
+        DecodeOptions {
+            without_timestamps,
+            suppress_blank: true,
+            suppress_tokens: self.config.suppress_ids.clone(),
+            suppress_blank_tokens: self.config.suppress_ids_begin.clone(),
+            max_initial_timestamp_index: Some(MAX_INITIAL_TIMESTAMP_INDEX),
+            max_length: self.config.dims.n_text_ctx,
+        }
+    }
+
+    /// Greedy decoding of one window from `prompt`, with a fresh KV cache. Returns the
+    /// result and the number of decoder-step runs.
+    pub fn decode_greedy(
+        &mut self,
+        cross: &[Tensor],
+        prompt: &[u32],
+        opts: &DecodeOptions,
+    ) -> Result<(DecodeResult, usize)> {
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
+        let ids = SpecialIds::from(&self.tokenizer);
+        let result = greedy_decode(&mut stepper, prompt, &ids, opts)?;
+        Ok((result, stepper.steps))
+    }
+
+    /// Decodes one window with faster-whisper's policy: beam search (or greedy) at
+    /// temperature 0, then sampling at rising temperatures while the result looks like a
+    /// failure. Returns the result, the temperature used and the decoder-step runs.
+    pub fn decode_window(
+        &mut self,
+        cross: &[Tensor],
+        prompt: &[u32],
+        opts: &DecodeOptions,
+        fallback: &FallbackOptions,
+    ) -> Result<(DecodeResult, f32, usize)> {
+        let tok = &self.tokenizer;
+        let ids = SpecialIds::from(tok);
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
+        let (result, temperature) =
+            decode_with_fallback(&mut stepper, prompt, &ids, opts, fallback, &|t| {
+                tok.decode(t)
+            })?;
+        Ok((result, temperature, stepper.steps))
+    }
+
+    /// Language probabilities from one window's cross-attention K/V: the decoder reads
+    /// `<|startoftranscript|>` and the language tokens' logits are normalised among
+    /// themselves. Sorted, most probable first.
+    pub fn detect_language(&mut self, cross: &[Tensor]) -> Result<Vec<(String, f32)>> {
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
+        let logits = StepModel::step(&mut stepper, &[self.tokenizer.sot()], &[0])
+            .map_err(DecodeError::from)?
+            .pop()
+            .ok_or_else(|| Error::graph(DECODER_STEP, "returned no logits"))?;
+        let langs: Vec<(String, f32)> = self
+            .config
+            .lang_ids
+            .iter()
+            .filter_map(|&id| {
+                Some((
+                    self.tokenizer.language_code(id)?.to_string(),
+                    *logits.get(id as usize)?,
+                ))
+            })
+            .collect();
+        if langs.is_empty() {
+            return Err(Error::Weights {
+                path: self.dir.join(CONFIG_FILE),
+                reason: "the model has no language tokens".into(),
+            });
+        }
+        let max = langs.iter().map(|l| l.1).fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = langs.iter().map(|l| ((l.1 - max) as f64).exp()).sum();
+        let mut probs: Vec<(String, f32)> = langs
+            .into_iter()
+            .map(|(c, l)| (c, (((l - max) as f64).exp() / z) as f32))
+            .collect();
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(probs)
+    }
+
+    /// Logits at every position of `tokens`, fed one at a time through `decoder_step`
+    /// with a fresh KV cache (a reference for the batched paths).
+    pub fn step_logits(&mut self, cross: &[Tensor], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
+        let mut out = Vec::with_capacity(tokens.len());
+        for &t in tokens {
+            out.extend(StepModel::step(&mut stepper, &[t], &[0]).map_err(DecodeError::from)?);
+        }
+        Ok(out)
+    }
+
+    /// Teacher-forced decoder pass over `tokens` (one window's cross-attention K/V):
+    /// the cross-attention probabilities of the model's alignment heads
+    /// `[alignment heads, tokens, n_audio_ctx]` and the logits `[tokens, n_vocab]`.
+    pub fn align_tokens(
+        &mut self,
+        cross: &[Tensor],
+        tokens: &[u32],
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let d = self.config.dims;
+        if tokens.len() > d.n_text_ctx {
+            return Err(Error::graph(
+                DECODER_ALIGN,
+                format!(
+                    "{} tokens exceed the text context of {}",
+                    tokens.len(),
+                    d.n_text_ctx
+                ),
+            ));
+        }
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let tokens_t = Tensor::from_i32(&[1, ids.len()], ids)?;
+        let offset_t = Tensor::scalar_i32(0);
+        let mut inputs: Vec<&Tensor> = vec![&tokens_t, &offset_t];
+        inputs.extend(cross.iter());
+        let mut out = self.align.run(&inputs)?.into_iter();
+        let logits = out
+            .next()
+            .ok_or_else(|| Error::graph(DECODER_ALIGN, "returned no logits"))?
+            .into_f32()?;
+        let per_layer: Vec<Tensor> = out.collect();
+        let (n, frames) = (tokens.len(), d.n_audio_ctx);
+        let mut heads = Vec::with_capacity(self.config.alignment_heads.len() * n * frames);
+        for &[layer, head] in &self.config.alignment_heads {
+            let w = per_layer
+                .get(layer as usize)
+                .ok_or_else(|| {
+                    Error::graph(
+                        DECODER_ALIGN,
+                        format!(
+                            "alignment head layer {layer} is outside the decoder's {} layers",
+                            d.n_text_layer
+                        ),
+                    )
+                })?
+                .f32s()?;
+            if head as usize >= d.n_text_head {
+                return Err(Error::graph(
+                    DECODER_ALIGN,
+                    format!(
+                        "alignment head {head} is outside the {} heads",
+                        d.n_text_head
+                    ),
+                ));
+            }
+            heads.extend_from_slice(
+                &w[head as usize * n * frames..(head as usize + 1) * n * frames],
+            );
+        }
+        Ok((heads, logits))
     }
 }

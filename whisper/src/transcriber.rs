@@ -1,8 +1,9 @@
 //! The library entry point: load a model once, transcribe files or samples.
 
+use crate::error::Result;
 use crate::model::{find_model_dir, WhisperModel};
-use crate::transcribe::{Progress, TranscribeOptions, Transcript};
-use anyhow::{Context, Result};
+use crate::transcript::Transcript;
+use crate::window_loop::{Progress, TranscribeOptions};
 use std::path::Path;
 
 /// A loaded Whisper model with the standard operators, ready to transcribe.
@@ -16,7 +17,7 @@ use std::path::Path;
 /// for s in &transcript.segments {
 ///     println!("[{:.2} → {:.2}]{}", s.start, s.end, s.text);
 /// }
-/// # Ok::<(), anyhow::Error>(())
+/// # Ok::<(), amanuensis_whisper::Error>(())
 /// ```
 pub struct Transcriber {
     model: WhisperModel,
@@ -37,8 +38,7 @@ impl Transcriber {
     fn load(model: &str, graph: Option<&Path>) -> Result<Transcriber> {
         let dir = find_model_dir(model)?;
         let registry = amanuensis_operators::standard_registry();
-        let model = WhisperModel::load(&dir, graph, &registry)
-            .with_context(|| format!("loading model from {}", dir.display()))?;
+        let model = WhisperModel::load(&dir, graph, &registry)?;
         Ok(Transcriber { model })
     }
 

@@ -19,7 +19,7 @@ fn heads_attr(attrs: &Attrs) -> Result<usize, OpError> {
 }
 
 fn head_dim(d: usize, heads: usize) -> Result<usize, OpError> {
-    if d % heads != 0 {
+    if !d.is_multiple_of(heads) {
         return Err(OpError(format!(
             "model dim {d} is not divisible by {heads} heads"
         )));

@@ -109,7 +109,7 @@ impl OpDef for LayerNormDef {
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         attrs.only(&["eps"])?;
         let eps = attrs.f64("eps")? as f32;
-        if !(eps > 0.0) {
+        if eps.is_nan() || eps <= 0.0 {
             return Err(OpError(format!("attribute 'eps' must be > 0, got {eps}")));
         }
         Ok(Box::new(LayerNorm {
