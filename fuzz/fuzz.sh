@@ -42,11 +42,12 @@ triple=$(rustc -vV | sed -n 's/^host: //p')
 bin() { echo "target/$triple/release/$1"; }
 
 # Per input: 10 s at most (a hang), 2 GiB of RSS at most; single allocations are bounded
-# by the targets' allocator (fuzz/src/lib.rs).
+# by the targets' allocator (fuzz/src/lib.rs), whose zero-filled cap (4 GiB) the malloc
+# limit leaves to it.
 flags() {
   local d
   d=$(dict "$1")
-  echo "-timeout=10 -rss_limit_mb=2048 -max_len=$(max_len "$1") -print_final_stats=1 ${d:+-dict=$d}"
+  echo "-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=4097 -max_len=$(max_len "$1") -print_final_stats=1 ${d:+-dict=$d}"
 }
 
 build() {
