@@ -6,7 +6,7 @@
 #   fuzz/fuzz.sh smoke [SECONDS]           every target for SECONDS (default 45) on the
 #                                          committed corpus and seeds; fails on any crash,
 #                                          hang (10 s per input) or out-of-memory exit
-#   fuzz/fuzz.sh cmin TARGET               minimise fuzz/corpus/TARGET (keeps coverage)
+#   fuzz/fuzz.sh cmin TARGET               minimise fuzz/corpus/TARGET (keeps every edge)
 #   fuzz/fuzz.sh repro TARGET FILE...      run inputs once (a crash's reproduction)
 #
 # Extra ARGs of `run` go to libFuzzer (e.g. -runs=1000000).
@@ -47,7 +47,7 @@ bin() { echo "target/$triple/release/$1"; }
 flags() {
   local d
   d=$(dict "$1")
-  echo "-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=4097 -max_len=$(max_len "$1") -print_final_stats=1 ${d:+-dict=$d}"
+  echo "-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=4097 -max_len=$(max_len "$1") -print_final_stats=1 -detect_leaks=0 ${d:+-dict=$d}"
 }
 
 build() {
@@ -109,10 +109,12 @@ case "$cmd" in
     check_target "$t"
     new=$(mktemp -d)
     # shellcheck disable=SC2046
-    "$(bin "$t")" $(flags "$t") -merge=1 "$new" "corpus/$t" "seeds/$t"
+    # Edges only (no hit-count buckets): every covered edge keeps an input, and the
+    # corpus stays small enough to commit.
+    "$(bin "$t")" $(flags "$t") -use_counters=0 -merge=1 "$new" "corpus/$t" "seeds/$t"
     rm -rf "corpus/$t"
     mv "$new" "corpus/$t"
-    echo "corpus/$t: $(ls "corpus/$t" | wc -l) files, $(du -sh "corpus/$t" | cut -f1)"
+    echo "corpus/$t: $(ls "corpus/$t" | wc -l) files, $(du -sb "corpus/$t" | cut -f1) bytes"
     ;;
   repro)
     t=$2
