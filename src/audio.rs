@@ -431,13 +431,30 @@ impl AudioStream {
                 input.source = InputSource::Seekable(Box::new(Cursor::new(bytes)));
             }
             if let (InputSource::Seekable(s), Some(len)) = (&mut input.source, input.len) {
-                mp4::check_sizes(s, len).map_err(|d| corrupt(&name, d))?;
+                mp4::check_sizes(s, 0, len).map_err(|d| corrupt(&name, d))?;
                 edit = mp4::audio_edit(s, len);
                 s.seek(SeekFrom::Start(0))
                     .map_err(|source| AudioError::Io {
                         file: name.clone(),
                         source,
                     })?;
+            }
+        }
+
+        // symphonia's probe skips unrecognised bytes to a signature further on: an MP4
+        // found that way gets the same size check from its `ftyp` box.
+        if let (Sniffed::Unknown, InputSource::Seekable(s), Some(len)) =
+            (&sniffed, &mut input.source, input.len)
+        {
+            if let Some(at) = input.head.windows(4).position(|w| w == b"ftyp") {
+                if at >= 4 {
+                    mp4::check_sizes(s, at as u64 - 4, len).map_err(|d| corrupt(&name, d))?;
+                    s.seek(SeekFrom::Start(0))
+                        .map_err(|source| AudioError::Io {
+                            file: name.clone(),
+                            source,
+                        })?;
+                }
             }
         }
 
@@ -1944,8 +1961,12 @@ mod mp4 {
     /// buffer for a 3 KB file whose `hdlr` box claims that size), so a file is refused
     /// here first. Only the index is held to this: a data box (`mdat`) cut short at the end
     /// of the file stays a truncated file that decodes as far as it goes.
-    pub fn check_sizes<R: Read + Seek + ?Sized>(r: &mut R, len: u64) -> Result<(), String> {
-        let mut pos = 0u64;
+    pub fn check_sizes<R: Read + Seek + ?Sized>(
+        r: &mut R,
+        start: u64,
+        len: u64,
+    ) -> Result<(), String> {
+        let mut pos = start;
         let mut count = 0;
         while pos + 8 <= len && count < MAX_BOXES {
             count += 1;

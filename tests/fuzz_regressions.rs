@@ -186,3 +186,16 @@ fn mp4_sizes_past_their_box_are_refused_before_symphonia_allocates_them() {
         .expect("the faststart file decodes");
     assert_eq!(faststart, decoded);
 }
+
+/// Found by the `audio_mp4` target: bytes before the `ftyp` box hid the MP4 signature from
+/// the check above, while symphonia's probe skipped them and reserved a 2.2 GB `stco`
+/// table. The check now also runs from an `ftyp` found further on.
+#[test]
+fn mp4_behind_leading_garbage_gets_the_same_size_check() {
+    let bytes = regression_input("audio-mp4-stco-count-behind-leading-garbage.m4a");
+    LARGEST.store(0, Ordering::Relaxed);
+    let r = decode_audio_bytes(bytes, Some("m4a"));
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(r.is_err(), "{:?}", r.map(|v| v.len()));
+    assert!(largest < ALLOC_BOUND, "allocated {largest} bytes at once");
+}
