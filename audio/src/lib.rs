@@ -38,12 +38,14 @@
 //! Damaged input: a file that ends mid-stream (for example an MP3 cut in half) decodes to
 //! the audio that is there, with a warning; a file that ends before its first complete
 //! audio frame (cut inside its header) is an error. Packets that fail to decode are skipped
-//! with a warning, up to [`MAX_BAD_PACKETS`] in a row.
+//! with a warning, up to [`MAX_BAD_PACKETS`] in a row. Float samples that are NaN become
+//! 0 and those beyond [`MAX_SAMPLE_MAGNITUDE`] are clipped there.
 
 pub mod pauses;
 
 mod error;
 mod mp4;
+pub use symphonia_source::MAX_SAMPLE_MAGNITUDE;
 mod ogg_opus;
 mod opus;
 mod resample;
@@ -361,12 +363,30 @@ impl AudioStream {
                 input.source = InputSource::Seekable(Box::new(Cursor::new(bytes)));
             }
             if let (InputSource::Seekable(s), Some(len)) = (&mut input.source, input.len) {
+                mp4::check_sizes(s, 0, len).map_err(|d| corrupt(&name, d))?;
                 edit = mp4::audio_edit(s, len);
                 s.seek(SeekFrom::Start(0))
                     .map_err(|source| AudioError::Io {
                         file: name.clone(),
                         source,
                     })?;
+            }
+        }
+
+        // symphonia's probe skips unrecognised bytes to a signature further on: an MP4
+        // found that way gets the same size check from its `ftyp` box.
+        if let (Sniffed::Unknown, InputSource::Seekable(s), Some(len)) =
+            (&sniffed, &mut input.source, input.len)
+        {
+            if let Some(at) = input.head.windows(4).position(|w| w == b"ftyp") {
+                if at >= 4 {
+                    mp4::check_sizes(s, at as u64 - 4, len).map_err(|d| corrupt(&name, d))?;
+                    s.seek(SeekFrom::Start(0))
+                        .map_err(|source| AudioError::Io {
+                            file: name.clone(),
+                            source,
+                        })?;
+                }
             }
         }
 

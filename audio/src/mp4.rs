@@ -128,6 +128,248 @@ pub(crate) fn first_edit(b: &[u8]) -> Option<(u64, u64)> {
     None
 }
 
+/// Nesting depth of boxes checked at most (real files nest about 8 deep).
+const MAX_DEPTH: usize = 32;
+
+/// Checks that no size or count in the index (`moov`, `moof`) claims more bytes than
+/// its box holds: every box must fit in its parent, every table (`stsz`, `stco`,
+/// `co64`, `stsc`, `stts`, `ctts`, `elst`) in its box and every descriptor in its `esds`.
+///
+/// symphonia 0.5 allocates what these fields declare before reading it (a 1.7 GB
+/// buffer for a 3 KB file whose `hdlr` box claims that size), so a file is refused
+/// here first. Only the index is held to this: a data box (`mdat`) cut short at the end
+/// of the file stays a truncated file that decodes as far as it goes.
+pub fn check_sizes<R: Read + Seek + ?Sized>(r: &mut R, start: u64, len: u64) -> Result<(), String> {
+    let mut pos = start;
+    let mut count = 0;
+    while pos + 8 <= len && count < MAX_BOXES {
+        count += 1;
+        r.seek(SeekFrom::Start(pos)).map_err(|e| e.to_string())?;
+        let mut h = [0u8; 16];
+        r.read_exact(&mut h[..8]).map_err(|e| e.to_string())?;
+        let kind = [h[4], h[5], h[6], h[7]];
+        let (header, size) = match u32::from_be_bytes([h[0], h[1], h[2], h[3]]) {
+            0 => (8, len - pos),
+            1 => {
+                if pos + 16 > len {
+                    break;
+                }
+                r.read_exact(&mut h[8..]).map_err(|e| e.to_string())?;
+                (
+                    16,
+                    u64::from_be_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]),
+                )
+            }
+            n => (8, u64::from(n)),
+        };
+        if size < header {
+            return Err(format!(
+                "the '{}' box at byte {pos} declares {size} bytes, less than its header",
+                kind_str(&kind)
+            ));
+        }
+        let end = pos.saturating_add(size);
+        if &kind == b"moov" || &kind == b"moof" {
+            if end > len {
+                return Err(format!(
+                    "the '{}' box at byte {pos} declares {size} bytes, past the end of the {len}-byte file",
+                    kind_str(&kind)
+                ));
+            }
+            let mut body = vec![0u8; (size - header) as usize];
+            r.read_exact(&mut body).map_err(|e| e.to_string())?;
+            check_box(&kind, &body, pos + header, 0)?;
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+fn kind_str(kind: &[u8; 4]) -> String {
+    kind.iter()
+        .map(|&c| {
+            if c.is_ascii_graphic() || c == b' ' {
+                char::from(c)
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Checks the boxes laid end to end in `b` (which starts at byte `at` of the file).
+fn check_children(b: &[u8], at: u64, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "boxes nested more than {MAX_DEPTH} deep at byte {at}"
+        ));
+    }
+    let mut p = 0usize;
+    while b.len() - p >= 8 {
+        let kind = [b[p + 4], b[p + 5], b[p + 6], b[p + 7]];
+        let left = (b.len() - p) as u64;
+        let (header, size) = match be_u32(b, p).unwrap_or(0) {
+            0 => (8, left),
+            1 => match be_u64(b, p + 8) {
+                Some(n) => (16, n),
+                None => (16, u64::MAX),
+            },
+            n => (8, u64::from(n)),
+        };
+        if size < header || size > left {
+            return Err(format!(
+                "the '{}' box at byte {} declares {size} bytes, {} the {left} left in its parent",
+                kind_str(&kind),
+                at + p as u64,
+                if size < header {
+                    "less than its header, of"
+                } else {
+                    "more than"
+                },
+            ));
+        }
+        let body = &b[p + header as usize..p + size as usize];
+        check_box(&kind, body, at + p as u64 + header, depth + 1)?;
+        p += size as usize;
+    }
+    Ok(())
+}
+
+/// Checks one box's body, by kind.
+fn check_box(kind: &[u8; 4], body: &[u8], at: u64, depth: usize) -> Result<(), String> {
+    // Bytes per entry of the tables whose count symphonia reserves up front, and where
+    // the count sits.
+    let table = |entry: u64, count_at: usize| -> Result<(), String> {
+        let Some(count) = be_u32(body, count_at) else {
+            return Ok(());
+        };
+        let room = (body.len() - count_at - 4) as u64;
+        if u64::from(count) * entry > room {
+            return Err(format!(
+                "the '{}' table at byte {at} declares {count} entries of {entry} bytes in {room} bytes",
+                kind_str(kind)
+            ));
+        }
+        Ok(())
+    };
+    match kind {
+        b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl" | b"edts" | b"dinf" | b"udta" | b"mvex"
+        | b"moof" | b"traf" | b"ilst" | b"sinf" | b"schi" | b"wave" => {
+            check_children(body, at, depth)
+        }
+        // A full box (version and flags first) in ISO files, a plain container in
+        // QuickTime ones, whose first child is then `hdlr`.
+        b"meta" if body.get(4..8) == Some(b"hdlr") => check_children(body, at, depth),
+        b"meta" => check_children(body.get(4..).unwrap_or(&[]), at + 4, depth),
+        // Items of `ilst` are containers of `data` boxes.
+        _ if depth > 0 && kind[0] == 0xA9 => check_children(body, at, depth),
+        b"stsd" => {
+            table(8, 4)?;
+            check_sample_entries(body.get(8..).unwrap_or(&[]), at + 8, depth)
+        }
+        b"stsz" if be_u32(body, 4) == Some(0) => table(4, 8),
+        b"stco" => table(4, 4),
+        b"co64" | b"stts" | b"ctts" => table(8, 4),
+        b"stsc" => table(12, 4),
+        b"elst" => table(if body.first() == Some(&1) { 20 } else { 12 }, 4),
+        b"esds" => check_descriptors(body.get(4..).unwrap_or(&[]), at + 4, depth),
+        _ => Ok(()),
+    }
+}
+
+/// Checks the sample entries of an `stsd` box: for audio entries, the boxes after the
+/// fixed fields (whose length depends on the entry's version).
+fn check_sample_entries(b: &[u8], at: u64, depth: usize) -> Result<(), String> {
+    let mut p = 0usize;
+    while b.len() - p >= 8 {
+        let kind = [b[p + 4], b[p + 5], b[p + 6], b[p + 7]];
+        let size = be_u32(b, p).unwrap_or(0) as usize;
+        if size < 8 || size > b.len() - p {
+            return Err(format!(
+                "the '{}' sample entry at byte {} declares {size} bytes, {} left in its 'stsd'",
+                kind_str(&kind),
+                at + p as u64,
+                b.len() - p
+            ));
+        }
+        let entry = &b[p + 8..p + size];
+        let audio = matches!(
+            &kind,
+            b"mp4a" | b"alac" | b"Opus" | b"fLaC" | b"lpcm" | b"sowt" | b"twos" | b"enca"
+        );
+        if audio {
+            let fields = match entry.get(8..10) {
+                Some([0, 1]) => 44,
+                Some([0, 2]) => 64,
+                _ => 28,
+            };
+            if let Some(children) = entry.get(fields..) {
+                check_children(children, at + (p + 8 + fields) as u64, depth + 1)?;
+            }
+        }
+        p += size;
+    }
+    Ok(())
+}
+
+/// Checks that the MPEG-4 descriptors of an `esds` box (ISO 14496-1 §7.2.2), and those
+/// nested in them, declare no more bytes than they hold.
+fn check_descriptors(b: &[u8], at: u64, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "descriptors nested more than {MAX_DEPTH} deep at byte {at}"
+        ));
+    }
+    let mut p = 0usize;
+    while p < b.len() {
+        let tag = b[p];
+        p += 1;
+        // The length: up to four bytes of 7 bits, the high bit flagging another byte.
+        let mut len = 0usize;
+        for _ in 0..4 {
+            let Some(&c) = b.get(p) else {
+                return Ok(());
+            };
+            p += 1;
+            len = (len << 7) | usize::from(c & 0x7F);
+            if c & 0x80 == 0 {
+                break;
+            }
+        }
+        if len > b.len() - p {
+            return Err(format!(
+                "MPEG-4 descriptor (tag {tag}) at byte {} declares {len} bytes, {} left in its 'esds' box",
+                at + p as u64,
+                b.len() - p
+            ));
+        }
+        let inner = &b[p..p + len];
+        let nested = match tag {
+            // ES_Descriptor: ES_ID, flags, then optional fields the flags announce.
+            3 => inner.get(2).map(|&flags| {
+                let url = if flags & 0x40 != 0 {
+                    1 + inner
+                        .get(3 + 2 * usize::from(flags >> 7))
+                        .map_or(0, |&n| usize::from(n))
+                } else {
+                    0
+                };
+                3 + 2 * usize::from(flags >> 7) + url + 2 * usize::from(flags & 0x20 != 0)
+            }),
+            // DecoderConfigDescriptor: 13 bytes of fields.
+            4 => Some(13),
+            _ => None,
+        };
+        if let Some(skip) = nested {
+            if let Some(rest) = inner.get(skip..) {
+                check_descriptors(rest, at + (p + skip) as u64, depth + 1)?;
+            }
+        }
+        p += len;
+    }
+    Ok(())
+}
+
 /// Reads the edit of the first audio (`soun`) track, if it has one; `None` when the
 /// file has none or its boxes cannot be walked.
 pub fn audio_edit<R: Read + Seek + ?Sized>(r: &mut R, len: u64) -> Option<Edit> {

@@ -51,6 +51,22 @@ impl Trim {
     }
 }
 
+/// Largest sample magnitude passed on (2^16 times full scale): float samples beyond it
+/// are clipped there, and NaN becomes 0. A damaged float file can hold NaN, infinities or
+/// values near `f64::MAX`, which would otherwise turn the resampler's FFT into NaN (and
+/// make rubato panic) or poison the log-mel spectrum.
+pub const MAX_SAMPLE_MAGNITUDE: f64 = 65_536.0;
+
+/// A decoded sample made finite and bounded (see [`MAX_SAMPLE_MAGNITUDE`]).
+#[inline]
+pub(crate) fn sane(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.clamp(-MAX_SAMPLE_MAGNITUDE, MAX_SAMPLE_MAGNITUDE)
+    }
+}
+
 /// Appends the average of the channels of `frames` (of interleaved `samples`), times `gain`.
 pub(crate) fn downmix<T: Copy + Into<f64>>(
     samples: &[T],
@@ -63,13 +79,13 @@ pub(crate) fn downmix<T: Copy + Into<f64>>(
         return;
     };
     if channels == 1 {
-        out.extend(frames_slice.iter().map(|&s| s.into() * gain));
+        out.extend(frames_slice.iter().map(|&s| sane(s.into() * gain)));
     } else {
         let scale = gain / channels as f64;
         out.extend(
             frames_slice
                 .chunks_exact(channels)
-                .map(|f| f.iter().map(|&s| s.into()).sum::<f64>() * scale),
+                .map(|f| sane(f.iter().map(|&s| sane(s.into())).sum::<f64>() * scale)),
         );
     }
 }

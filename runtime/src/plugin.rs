@@ -635,6 +635,35 @@ unsafe fn read_descriptor(p: *const PluginDescriptor) -> std::result::Result<Han
     Ok(Handshake { name, version })
 }
 
+/// The handshake of [`load_plugin`] on a descriptor already in memory: checks its fixed
+/// prefix, then its strings and build claims against this build; returns the plugin's
+/// name and version. `path` names the library in errors.
+///
+/// # Safety
+/// `p` must be null or point at readable memory of at least the fixed prefix (16 bytes),
+/// and, when the prefix matches this build, of a whole [`PluginDescriptor`] whose
+/// non-null string pointers point at `len` readable bytes (or whose `len` exceeds the
+/// descriptor string limit of 4096 bytes).
+#[allow(clippy::result_large_err)]
+pub unsafe fn check_descriptor(
+    p: *const PluginDescriptor,
+    path: &Path,
+) -> std::result::Result<(String, String), PluginError> {
+    // SAFETY: forwarded from the caller.
+    match unsafe { read_descriptor(p) } {
+        Ok(h) => Ok((h.name, h.version)),
+        Err(Refusal::NotAPlugin(reason)) => Err(PluginError::NotAPlugin {
+            path: path.to_path_buf(),
+            reason,
+        }),
+        Err(Refusal::Mismatch { plugin, mismatches }) => Err(PluginError::Mismatch {
+            path: path.to_path_buf(),
+            plugin,
+            mismatches,
+        }),
+    }
+}
+
 fn nul_terminated(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
@@ -674,14 +703,8 @@ pub fn load_plugin(
             ))
             })?;
     // SAFETY: a C function without arguments; the result is checked field by field.
-    let handshake = unsafe { read_descriptor(describe()) }.map_err(|r| match r {
-        Refusal::NotAPlugin(reason) => not_a_plugin(reason),
-        Refusal::Mismatch { plugin, mismatches } => PluginError::Mismatch {
-            path: path_buf.clone(),
-            plugin,
-            mismatches,
-        },
-    })?;
+    let (name, version) = unsafe { check_descriptor(describe(), path) }?;
+    let handshake = Handshake { name, version };
     // SAFETY: the handshake established the same compiler, runtime version and type
     // layouts, so the Rust-ABI entry has exactly this signature.
     let register: RegisterFn =

@@ -58,10 +58,19 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<safetensors::SafeTensors<'a
 
 /// Lists a weight file's tensors without loading their data into the store.
 pub fn list_tensors(path: &Path) -> Result<Vec<StoredTensor>> {
-    let bytes = read(path)?;
-    let st = parse(path, &bytes)?;
-    let mut out: Vec<StoredTensor> = st
-        .tensors()
+    list_tensors_in(&read(path)?, path)
+}
+
+/// Like [`list_tensors`], for the bytes of a weight file; `origin` names it in errors.
+pub fn list_tensors_in(bytes: &[u8], origin: &Path) -> Result<Vec<StoredTensor>> {
+    let st = parse(origin, bytes)?;
+    let mut out = stored_tensors(&st);
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn stored_tensors(st: &safetensors::SafeTensors<'_>) -> Vec<StoredTensor> {
+    st.tensors()
         .into_iter()
         .map(|(name, view)| StoredTensor {
             name,
@@ -69,9 +78,7 @@ pub fn list_tensors(path: &Path) -> Result<Vec<StoredTensor>> {
             dtype_name: format!("{:?}", view.dtype()),
             shape: view.shape().to_vec(),
         })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+        .collect()
 }
 
 /// Every mismatch between declarations and a weight file's contents: missing tensors,
@@ -111,18 +118,14 @@ impl WeightStore {
     /// Loads the declared weights from a safetensors file. Every mismatch is reported at
     /// once; tensors the declarations do not name are ignored.
     pub fn load(path: &Path, decls: &[WeightDecl]) -> Result<WeightStore> {
-        let bytes = read(path)?;
-        let st = parse(path, &bytes)?;
-        let stored: Vec<StoredTensor> = st
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| StoredTensor {
-                name,
-                dtype: map_dtype(view.dtype()),
-                dtype_name: format!("{:?}", view.dtype()),
-                shape: view.shape().to_vec(),
-            })
-            .collect();
+        Self::from_bytes(&read(path)?, path, decls)
+    }
+
+    /// Like [`WeightStore::load`], for the bytes of a safetensors file; `path` names it
+    /// in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path, decls: &[WeightDecl]) -> Result<WeightStore> {
+        let st = parse(path, bytes)?;
+        let stored = stored_tensors(&st);
         let problems = check_declarations(decls, &stored);
         if !problems.is_empty() {
             return Err(werr(

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Builds and runs the fuzz targets (libFuzzer through cargo-fuzz; see fuzz/README.md).
+#
+#   fuzz/fuzz.sh build                    build every target (ASan, debug assertions)
+#   fuzz/fuzz.sh run TARGET SECONDS [ARG]  fuzz one target, growing fuzz/corpus/TARGET
+#   fuzz/fuzz.sh smoke [SECONDS]           every target for SECONDS (default 45) on the
+#                                          committed corpus and seeds; fails on any crash,
+#                                          hang (10 s per input) or out-of-memory exit
+#   fuzz/fuzz.sh cmin TARGET               minimise fuzz/corpus/TARGET (keeps every edge)
+#   fuzz/fuzz.sh repro TARGET FILE...      run inputs once (a crash's reproduction)
+#
+# Extra ARGs of `run` go to libFuzzer (e.g. -runs=1000000).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# cargo-fuzz passes -Z flags (sanitizer, coverage instrumentation) to rustc; the stable
+# toolchain accepts them when told it is bootstrapping itself.
+export RUSTC_BOOTSTRAP=1
+
+TARGETS=(audio audio_ogg_opus audio_mp4 graph weights ct2 manifest plugin_descriptor
+  vocabulary tokenizer_json)
+# The smoke run leaves out `audio` while its open finding (symphonia's Matroska lacing,
+# fuzz/open-findings/) can abort any run by chance; the other audio targets cover our
+# own Ogg/Opus and MP4 code.
+SMOKE_TARGETS=(audio_ogg_opus audio_mp4 graph weights ct2 manifest plugin_descriptor
+  vocabulary tokenizer_json)
+
+# Largest input per target (bytes): above the largest real seed, small enough for speed.
+max_len() {
+  case "$1" in
+    graph) echo 131072 ;;
+    plugin_descriptor) echo 8192 ;;
+    ct2 | manifest) echo 32768 ;;
+    *) echo 65536 ;;
+  esac
+}
+
+dict() {
+  case "$1" in
+    audio*) echo dicts/audio.dict ;;
+    plugin_descriptor | weights) echo "" ;;
+    *) echo "dicts/$1.dict" ;;
+  esac
+}
+
+triple=$(rustc -vV | sed -n 's/^host: //p')
+bin() { echo "target/$triple/release/$1"; }
+
+# Per input: 10 s at most (a hang), 2 GiB of RSS at most; single allocations are bounded
+# by the targets' allocator (fuzz/src/lib.rs), whose zero-filled cap (4 GiB) the malloc
+# limit leaves to it.
+flags() {
+  local d
+  d=$(dict "$1")
+  echo "-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=4097 -max_len=$(max_len "$1") -print_final_stats=1 -detect_leaks=0 ${d:+-dict=$d}"
+}
+
+build() {
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "== installing cargo-fuzz"
+    cargo install cargo-fuzz --locked --version 0.13.2
+  fi
+  cargo fuzz build --debug-assertions
+}
+
+check_target() {
+  local t
+  for t in "${TARGETS[@]}"; do [ "$t" = "$1" ] && return 0; done
+  echo "unknown target '$1' (targets: ${TARGETS[*]})" >&2
+  exit 2
+}
+
+cmd=${1:-}
+case "$cmd" in
+  build)
+    build
+    ;;
+  run)
+    t=$2 secs=$3
+    check_target "$t"
+    shift 3
+    mkdir -p "corpus/$t" "artifacts/$t"
+    # shellcheck disable=SC2046
+    "$(bin "$t")" $(flags "$t") -max_total_time="$secs" -artifact_prefix="artifacts/$t/" \
+      "$@" "corpus/$t" "seeds/$t"
+    ;;
+  smoke)
+    secs=${2:-45}
+    build
+    failed=()
+    for t in "${SMOKE_TARGETS[@]}"; do
+      echo "== fuzz smoke: $t for ${secs}s"
+      out=$(mktemp -d)
+      mkdir -p "artifacts/$t"
+      # New inputs go to a scratch directory: the committed corpus is only read.
+      # shellcheck disable=SC2046
+      if "$(bin "$t")" $(flags "$t") -max_total_time="$secs" -artifact_prefix="artifacts/$t/" \
+        "$out" "corpus/$t" "seeds/$t" >"$out.log" 2>&1; then
+        grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$out.log" || true
+      else
+        tail -40 "$out.log"
+        failed+=("$t")
+      fi
+      rm -rf "$out" "$out.log"
+    done
+    if [ ${#failed[@]} -gt 0 ]; then
+      echo "fuzz smoke: FAILED: ${failed[*]} (inputs saved under fuzz/artifacts/)" >&2
+      exit 1
+    fi
+    echo "fuzz smoke: ${#SMOKE_TARGETS[@]} targets, no crash, hang or out-of-memory exit"
+    ;;
+  cmin)
+    t=$2
+    check_target "$t"
+    new=$(mktemp -d)
+    # shellcheck disable=SC2046
+    # Edges only (no hit-count buckets): every covered edge keeps an input, and the
+    # corpus stays small enough to commit.
+    "$(bin "$t")" $(flags "$t") -use_counters=0 -merge=1 "$new" "corpus/$t" "seeds/$t"
+    rm -rf "corpus/$t"
+    mv "$new" "corpus/$t"
+    echo "corpus/$t: $(ls "corpus/$t" | wc -l) files, $(du -sb "corpus/$t" | cut -f1) bytes"
+    ;;
+  repro)
+    t=$2
+    check_target "$t"
+    shift 2
+    # shellcheck disable=SC2046
+    "$(bin "$t")" $(flags "$t") "$@"
+    ;;
+  *)
+    sed -n '2,13p' "$0" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,201 @@
+//! Regression tests for what fuzzing (`fuzz/`, `docs/reliability.md`) found in the audio
+//! and tokenizer parsers; each test is named after its finding, and the fuzzer's input is
+//! kept in `tests/data/fuzz-regressions/`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use amanuensis::audio::{decode_audio_bytes, AudioError, MAX_SAMPLE_MAGNITUDE};
+
+/// The system allocator, recording the largest single allocation.
+struct Largest;
+
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only records sizes.
+unsafe impl GlobalAlloc for Largest {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Largest = Largest;
+
+/// The fuzz targets' bound on one allocation for small inputs (`fuzz/src/lib.rs`).
+const ALLOC_BOUND: usize = 64 << 20;
+
+fn regression_input(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fuzz-regressions")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// A WAV file of IEEE float samples (tag 3) holding `samples` at `rate` Hz, mono.
+fn float_wav(rate: u32, bits: u16, samples: &[f64]) -> Vec<u8> {
+    let bytes = usize::from(bits / 8);
+    let mut data = Vec::new();
+    for &s in samples {
+        if bits == 32 {
+            data.extend_from_slice(&(s as f32).to_le_bytes());
+        } else {
+            data.extend_from_slice(&s.to_le_bytes());
+        }
+    }
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&((4 + 8 + 16 + 8 + data.len()) as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&3u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * bytes as u32).to_le_bytes());
+    out.extend_from_slice(&(bytes as u16).to_le_bytes());
+    out.extend_from_slice(&bits.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+/// Found by the `audio` target: a float WAV whose samples include NaN made the resampler's
+/// FFT fail inside rubato, which panicked ("Imaginary part of first value was non-zero").
+#[test]
+fn float_wav_with_nan_samples_does_not_panic_the_resampler() {
+    let out = decode_audio_bytes(regression_input("audio-float-wav-nan-samples.wav"), None)
+        .expect("the damaged float WAV decodes");
+    assert!(!out.is_empty());
+    assert!(out.iter().all(|s| s.is_finite()), "non-finite output");
+
+    // NaN, infinities and huge values, at 16 kHz (no resampling) and at 44.1 kHz (the FFT
+    // resampler), in 32- and 64-bit floats.
+    let mut samples: Vec<f64> = (0..4410).map(|i| 0.5 * (i as f64 * 0.05).sin()).collect();
+    for (i, v) in [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e30,
+        -1e300,
+        f64::MAX,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        samples[100 + 500 * i] = v;
+    }
+    for (rate, bits) in [(16_000, 32), (16_000, 64), (44_100, 32), (44_100, 64)] {
+        let out = decode_audio_bytes(float_wav(rate, bits, &samples), None)
+            .unwrap_or_else(|e| panic!("{rate} Hz, {bits} bits: {e}"));
+        let expected = (samples.len() as u64 * 16_000).div_ceil(u64::from(rate)) as usize;
+        assert!(
+            out.len().abs_diff(expected) <= 1,
+            "{} vs {expected}",
+            out.len()
+        );
+        assert!(out.iter().all(|s| s.is_finite()), "{rate} Hz, {bits} bits");
+        if rate == 16_000 {
+            // Without resampling the bad samples come out as 0 or clipped, the rest as written.
+            assert_eq!(out[100], 0.0);
+            assert_eq!(f64::from(out[600]), MAX_SAMPLE_MAGNITUDE);
+            assert_eq!(f64::from(out[1100]), -MAX_SAMPLE_MAGNITUDE);
+            assert_eq!(out[7], (samples[7] as f32));
+        }
+    }
+}
+
+/// Decodes `bytes`, expecting a corrupt-data error that mentions `what`, and no single
+/// allocation beyond the fuzzing bound on the way.
+fn assert_refused_without_large_allocation(bytes: Vec<u8>, what: &str) {
+    LARGEST.store(0, Ordering::Relaxed);
+    let r = decode_audio_bytes(bytes, None);
+    let largest = LARGEST.load(Ordering::Relaxed);
+    match r {
+        Err(e @ AudioError::Corrupt { .. }) => {
+            assert!(e.to_string().contains(what), "{what}: {e}")
+        }
+        other => panic!("{what}: expected a corrupt-data error, got {other:?}"),
+    }
+    assert!(
+        largest < ALLOC_BOUND,
+        "{what}: allocated {largest} bytes at once"
+    );
+}
+
+fn put_be_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Found by the `audio_mp4` target: an `hdlr` box declaring 1.7 GB inside a 3 KB file made
+/// symphonia's MP4 reader allocate that much before reading it. Every size and count of
+/// the index is now checked against its box first; the same holds for the sample tables
+/// and the `esds` descriptors, which symphonia also allocates from.
+#[test]
+fn mp4_sizes_past_their_box_are_refused_before_symphonia_allocates_them() {
+    assert_refused_without_large_allocation(
+        regression_input("audio-mp4-hdlr-size-past-its-parent.m4a"),
+        "box",
+    );
+
+    // A 0.5-s AAC file with its index (moov) at the end; its offsets, from its boxes.
+    let good = regression_input("aac-jfk-0.5s.m4a");
+    let box_at = |kind: &[u8]| {
+        good.windows(4)
+            .position(|w| w == kind)
+            .unwrap_or_else(|| panic!("no {kind:?}"))
+            - 4
+    };
+    let decoded = decode_audio_bytes(good.clone(), None).expect("the intact file decodes");
+    assert!(decoded.len() > 7_000, "{}", decoded.len());
+
+    let mut hdlr = good.clone();
+    put_be_u32(&mut hdlr, box_at(b"hdlr"), 0x6666_0000);
+    assert_refused_without_large_allocation(hdlr, "'hdlr' box");
+    // stsz: version/flags, sample size 0 (a table follows), sample count.
+    let mut stsz = good.clone();
+    put_be_u32(&mut stsz, box_at(b"stsz") + 16, 0x4000_0000);
+    assert_refused_without_large_allocation(stsz, "'stsz' table");
+    let mut stco = good.clone();
+    put_be_u32(&mut stco, box_at(b"stco") + 12, 0x2000_0000);
+    assert_refused_without_large_allocation(stco, "'stco' table");
+    // The ES_Descriptor's length (four bytes of 7 bits after its tag) made ~256 MB.
+    let mut esds = good.clone();
+    let tag = box_at(b"esds") + 12;
+    assert_eq!(esds[tag], 3, "ES_Descriptor tag");
+    esds[tag + 1..tag + 5].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0x7F]);
+    assert_refused_without_large_allocation(esds, "descriptor (tag 3)");
+
+    // The same audio with its index first still decodes to the same samples.
+    let faststart = decode_audio_bytes(regression_input("aac-jfk-0.5s-faststart.m4a"), None)
+        .expect("the faststart file decodes");
+    assert_eq!(faststart, decoded);
+}
+
+/// Found by the `audio_mp4` target: bytes before the `ftyp` box hid the MP4 signature from
+/// the check above, while symphonia's probe skipped them and reserved a 2.2 GB `stco`
+/// table. The check now also runs from an `ftyp` found further on.
+#[test]
+fn mp4_behind_leading_garbage_gets_the_same_size_check() {
+    let bytes = regression_input("audio-mp4-stco-count-behind-leading-garbage.m4a");
+    LARGEST.store(0, Ordering::Relaxed);
+    let r = decode_audio_bytes(bytes, Some("m4a"));
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(r.is_err(), "{:?}", r.map(|v| v.len()));
+    assert!(largest < ALLOC_BOUND, "allocated {largest} bytes at once");
+}
