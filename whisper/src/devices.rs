@@ -78,6 +78,16 @@ impl DeviceSpec {
         if let Some(f) = &self.factory {
             return f();
         }
+        // A parameter set of its own (say a what-if of the tile memory) is not a
+        // registered configuration: that simulator is made for this spec alone.
+        if self.device == "npu-sim"
+            && NpuParams::by_name(self.params.name).as_ref() != Some(&self.params)
+        {
+            return Ok(Arc::new(amanuensis_runtime::npu::NpuSim::with_options(
+                self.params.clone(),
+                self.npu,
+            )));
+        }
         let key = if self.device == HOST {
             HOST.to_string()
         } else {
