@@ -84,6 +84,29 @@ case "$cmd" in
     "$(bin "$t")" $(flags "$t") -max_total_time="$secs" -artifact_prefix="artifacts/$t/" \
       "$@" "corpus/$t" "seeds/$t"
     ;;
+  replay)
+    # Every target once over its committed corpus and seeds, without mutation: a
+    # deterministic check that no input the fuzzers ever kept crashes, hangs or exhausts
+    # memory now (what CI runs; `smoke` mutates and can find new crashes by chance).
+    build
+    failed=()
+    for t in "${TARGETS[@]}"; do
+      log=$(mktemp)
+      # shellcheck disable=SC2046
+      if "$(bin "$t")" $(flags "$t") -runs=0 "corpus/$t" "seeds/$t" >"$log" 2>&1; then
+        n=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
+        echo "fuzz replay: $t: $n inputs, no crash"
+      else
+        tail -40 "$log"
+        failed+=("$t")
+      fi
+      rm -f "$log"
+    done
+    if [ ${#failed[@]} -gt 0 ]; then
+      echo "fuzz replay: FAILED: ${failed[*]}" >&2
+      exit 1
+    fi
+    ;;
   smoke)
     secs=${2:-45}
     build
