@@ -392,7 +392,7 @@ fn tokenizer_json_must_agree_with_the_vocabulary() {
 }
 
 #[test]
-fn settings_that_change_ids_are_refused() {
+fn settings_decoding_cannot_invert_are_refused() {
     let tokens = small_vocabulary(&["ab"]);
     let base: serde_json::Value = serde_json::from_str(&small_json(
         &tokens,
@@ -402,10 +402,7 @@ fn settings_that_change_ids_are_refused() {
     .unwrap();
     let mut tok = Tokenizer::from_vocabulary_str(&(tokens.join("\n") + "\n")).unwrap();
     type Edit = fn(&mut serde_json::Value);
-    let cases: [(&str, Edit); 6] = [
-        ("normalizer", |j| {
-            j["normalizer"] = serde_json::json!({"type": "NFC"})
-        }),
+    let cases: [(&str, Edit); 4] = [
         ("pre_tokenizer", |j| {
             j["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"})
         }),
@@ -415,11 +412,8 @@ fn settings_that_change_ids_are_refused() {
         ("end_of_word_suffix", |j| {
             j["model"]["end_of_word_suffix"] = serde_json::json!("</w>")
         }),
-        ("lstrip", |j| {
-            j["added_tokens"][0]["lstrip"] = serde_json::json!(true)
-        }),
-        ("model type", |j| {
-            j["model"]["type"] = serde_json::json!("WordPiece")
+        ("continuing_subword_prefix", |j| {
+            j["model"]["continuing_subword_prefix"] = serde_json::json!("##")
         }),
     ];
     for (what, edit) in cases {
@@ -427,19 +421,63 @@ fn settings_that_change_ids_are_refused() {
         edit(&mut j);
         let err = tok.load_bpe_str(&j.to_string()).unwrap_err();
         assert!(
-            matches!(err, TokenizerError::Unsupported { .. }),
+            matches!(err, TokenizerError::Unsupported { .. }) && err.to_string().contains(what),
             "{what}: {err:?}"
         );
+        assert!(!tok.has_bpe());
     }
+    // A model `tokenizers` does not read as BPE.
+    let mut j = base.clone();
+    j["model"]["type"] = serde_json::json!("WordPiece");
+    let err = tok.load_bpe_str(&j.to_string()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TokenizerError::Unsupported { .. } | TokenizerError::Invalid { .. }
+        ),
+        "{err:?}"
+    );
     // A merge whose result is not a token.
     let mut j = base.clone();
     j["model"]["merges"] = serde_json::json!(["b a"]);
     let err = tok.load_bpe_str(&j.to_string()).unwrap_err();
     assert!(
-        matches!(err, TokenizerError::Invalid { .. }) && err.to_string().contains("merge 0"),
+        matches!(err, TokenizerError::Invalid { .. }) && err.to_string().contains("`ba`"),
         "{err}"
     );
+    assert!(!tok.has_bpe());
     // The unmodified file loads.
     tok.load_bpe_str(&base.to_string()).unwrap();
     assert_eq!(tok.encode("ab").unwrap(), vec![256]);
+}
+
+/// Settings `tokenizers` implements and decoding does not care about are followed.
+#[test]
+fn normalizer_and_added_token_stripping_are_followed() {
+    let tokens = small_vocabulary(&[]);
+    let mut base: serde_json::Value = serde_json::from_str(&small_json(
+        &tokens,
+        serde_json::json!([]),
+        byte_level(false, true),
+    ))
+    .unwrap();
+    let bytes = |tok: &Tokenizer, s: &str| -> Vec<u32> {
+        s.bytes()
+            .map(|b| id_of(tok, &byte_char(b).to_string()))
+            .collect()
+    };
+    // NFC composes "e" + U+0301 into "é" (C3 A9) before the bytes are encoded.
+    let mut j = base.clone();
+    j["normalizer"] = serde_json::json!({"type": "NFC"});
+    let mut tok = Tokenizer::from_vocabulary_str(&(tokens.join("\n") + "\n")).unwrap();
+    tok.load_bpe_str(&j.to_string()).unwrap();
+    assert_eq!(tok.encode("e\u{301}").unwrap(), bytes(&tok, "\u{e9}"));
+    // lstrip: the space before <|endoftext|> belongs to the added token.
+    base["added_tokens"][0]["lstrip"] = serde_json::json!(true);
+    tok.load_bpe_str(&base.to_string()).unwrap();
+    let eot = tok.eot();
+    assert_eq!(
+        tok.encode("a <|endoftext|>").unwrap(),
+        [bytes(&tok, "a"), vec![eot]].concat()
+    );
 }

@@ -2,18 +2,17 @@
 //! (line *i* = token id *i*), byte-level BPE decoding, special and timestamp tokens.
 //!
 //! Decoding needs only `vocabulary.txt`. Encoding (for `--prompt` text) also needs the
-//! directory's `tokenizer.json` (a Hugging Face tokenizers file): its merges drive the
-//! byte-level BPE, and its pre-tokenizer and added-token settings are followed so that
-//! [`Tokenizer::encode`] returns the ids Hugging Face `tokenizers` returns for
-//! `encode(text, add_special_tokens=False)`, which is what faster-whisper uses.
+//! directory's `tokenizer.json`, which the Hugging Face `tokenizers` crate loads and runs,
+//! so [`Tokenizer::encode`] returns the ids of `encode(text, add_special_tokens=False)`,
+//! the call faster-whisper makes. What `tokenizers` does not know is kept here: the
+//! vocabulary file, Whisper's special and timestamp tokens, and decoding.
 //!
 //! Special ids are found by looking up their strings, never hard-coded, so English-only
 //! and multilingual vocabularies both work.
 
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Largest `vocabulary.txt` accepted; real Whisper vocabularies are about 0.5 MB.
 const MAX_VOCABULARY_BYTES: u64 = 64 << 20;
@@ -73,17 +72,19 @@ pub enum TokenizerError {
     /// A language code has no `<|code|>` token.
     #[error("vocabulary has no language token for {code:?}")]
     UnknownLanguage { code: String },
-    /// `tokenizer.json` is not valid JSON or lacks a field.
+    /// `tokenizer.json` is not JSON (or is cut short).
     #[error("cannot parse tokenizer {origin}: {source}")]
     Json {
         origin: String,
         #[source]
         source: serde_json::Error,
     },
-    /// `tokenizer.json` uses a setting this encoder does not implement.
+    /// `tokenizer.json` uses a setting whose ids [`Tokenizer::decode`] would not turn back
+    /// into the text (anything but a deterministic byte-level BPE).
     #[error("tokenizer {origin}: unsupported {what}")]
     Unsupported { origin: String, what: String },
-    /// `tokenizer.json` is internally inconsistent (a merge of unknown tokens, ...).
+    /// `tokenizer.json` is JSON that `tokenizers` rejects (a merge of unknown tokens, an
+    /// unknown component, ...) or that does not cover the vocabulary.
     #[error("tokenizer {origin}: {what}")]
     Invalid { origin: String, what: String },
     /// `tokenizer.json` and `vocabulary.txt` disagree about a token id.
@@ -97,9 +98,9 @@ pub enum TokenizerError {
     /// [`Tokenizer::encode`] was called on a tokenizer loaded without `tokenizer.json`.
     #[error("encoding text needs the BPE merges of {TOKENIZER_JSON}, which were not loaded (use Tokenizer::from_model_dir or Tokenizer::load_bpe)")]
     NoBpe,
-    /// The pre-tokenizer's regular expression failed on the input (backtracking limit).
-    #[error("pre-tokenizing text at byte offset {offset}: {message}")]
-    Pretokenize { offset: usize, message: String },
+    /// `tokenizers` failed on the input (e.g. the pre-tokenizer's backtracking limit).
+    #[error("encoding text: {message}")]
+    Encode { message: String },
 }
 
 /// GPT-2's byte-level alphabet: byte `b` is written as the character `BYTE_TO_CHAR[b]`.
@@ -150,9 +151,8 @@ pub struct Tokenizer {
     no_speech: u32,
     no_timestamps: u32,
     timestamp_begin: u32,
-    /// Encoder data from `tokenizer.json`; shared by clones (it is large and read-only
-    /// apart from its word cache).
-    bpe: Option<Arc<Bpe>>,
+    /// The encoder loaded from `tokenizer.json`; shared by clones (it is large).
+    bpe: Option<Encoder>,
 }
 
 impl Tokenizer {
@@ -442,8 +442,9 @@ impl Tokenizer {
     /// Loads the BPE encoder from a `tokenizer.json`, replacing any loaded before.
     ///
     /// Fails when the file's vocabulary or added tokens disagree with `vocabulary.txt`
-    /// for any id, when it does not cover every id below the first timestamp, or when it
-    /// uses settings [`Tokenizer::encode`] does not implement.
+    /// for any id, when it does not cover every id below the first timestamp, when
+    /// `tokenizers` rejects it, or when its ids would not decode back to the text (see
+    /// [`TokenizerError::Unsupported`]).
     pub fn load_bpe(&mut self, path: impl AsRef<Path>) -> Result<(), TokenizerError> {
         let path = path.as_ref();
         let io = |source| TokenizerError::Io {
@@ -469,12 +470,23 @@ impl Tokenizer {
     }
 
     fn load_bpe_bytes(&mut self, json: &[u8], origin: String) -> Result<(), TokenizerError> {
-        let file: HfFile = serde_json::from_slice(json).map_err(|source| TokenizerError::Json {
-            origin: origin.clone(),
-            source,
+        let hf: tokenizers::Tokenizer = serde_json::from_slice(json).map_err(|source| {
+            // Well-formed JSON that `tokenizers` refuses is a bad tokenizer, not bad JSON.
+            if source.classify() == serde_json::error::Category::Data {
+                TokenizerError::Invalid {
+                    origin: origin.clone(),
+                    what: source.to_string(),
+                }
+            } else {
+                TokenizerError::Json {
+                    origin: origin.clone(),
+                    source,
+                }
+            }
         })?;
-        let bpe = Bpe::build(file, &self.tokens, self.timestamp_begin, &origin)?;
-        self.bpe = Some(Arc::new(bpe));
+        check_decodable(&hf, &origin)?;
+        check_vocabulary(&hf, &self.tokens, self.timestamp_begin, &origin)?;
+        self.bpe = Some(Encoder(Arc::new(hf)));
         Ok(())
     }
 
@@ -490,10 +502,14 @@ impl Tokenizer {
     /// as they do there; nothing is prepended or appended. Fails with
     /// [`TokenizerError::NoBpe`] when `tokenizer.json` was not loaded.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let bpe = self.bpe.as_deref().ok_or(TokenizerError::NoBpe)?;
-        let mut out = Vec::with_capacity(text.len() / 3 + 1);
-        bpe.encode(text, &mut out)?;
-        Ok(out)
+        let Encoder(hf) = self.bpe.as_ref().ok_or(TokenizerError::NoBpe)?;
+        // `encode_fast` skips the character offsets, which nothing here reads.
+        let encoding = hf
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Encode {
+                message: e.to_string(),
+            })?;
+        Ok(encoding.get_ids().to_vec())
     }
 
     /// Ids of an initial prompt as faster-whisper builds them: `" " + prompt.strip()`
@@ -509,568 +525,103 @@ fn is_python_whitespace(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
-// ---------------------------------------------------------------------------------------
-// Byte-level BPE encoder
+/// A loaded `tokenizer.json`.
+#[derive(Clone)]
+struct Encoder(Arc<tokenizers::Tokenizer>);
 
-/// GPT-2's pre-tokenizer pattern (contractions, letter/number/other runs with an optional
-/// leading space, whitespace), used by the `ByteLevel` pre-tokenizer when `use_regex`.
-const GPT2_SPLIT_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-
-/// Words up to this many bytes are cached (longer ones are rare and cheap to redo
-/// relative to their length).
-const CACHE_MAX_WORD_BYTES: usize = 64;
-/// At most this many cached words; once full, new words are encoded but not stored.
-const CACHE_CAPACITY: usize = 16_384;
-
-/// Multiply-rotate hasher for the merge table and the vocabulary read from
-/// `tokenizer.json`: SipHash would dominate loading and encoding time, and keys from the
-/// model's own files need no protection against collision attacks.
-#[derive(Default, Clone, Copy)]
-struct FastHasher(u64);
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.write_u64(u64::from_le_bytes(c.try_into().unwrap_or_default()));
-        }
-        for &b in chunks.remainder() {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn finish(&self) -> u64 {
-        // Fold the well-mixed high half into the low bits the table indexes with.
-        self.0 ^ (self.0 >> 29)
-    }
-}
-
-type FastBuild = BuildHasherDefault<FastHasher>;
-/// Ids of already encoded words, keyed by the words' bytes.
-type WordCache = HashMap<Box<[u8]>, Box<[u32]>>;
-/// Receives a piece of text free of added tokens, its byte offset in the input, and the
-/// output ids.
-type PieceFn<'a> = dyn FnMut(&str, usize, &mut Vec<u32>) -> Result<(), TokenizerError> + 'a;
-type MergeMap = HashMap<u64, Merge, FastBuild>;
-
-/// Result of merging an adjacent token pair.
-#[derive(Debug, Clone, Copy)]
-struct Merge {
-    /// Position in the merge list; lower merges first.
-    rank: u32,
-    /// Id of the merged token.
-    id: u32,
-}
-
-fn pair_key(left: u32, right: u32) -> u64 {
-    (u64::from(left) << 32) | u64::from(right)
-}
-
-/// Tokens matched in the raw text before pre-tokenization (Hugging Face "added tokens").
-struct AddedTokens {
-    matcher: aho_corasick::AhoCorasick,
-    /// Id of each pattern of `matcher`.
-    ids: Vec<u32>,
-}
-
-impl AddedTokens {
-    fn new(
-        tokens: Vec<(String, u32)>,
-        origin: &str,
-    ) -> Result<Option<AddedTokens>, TokenizerError> {
-        if tokens.is_empty() {
-            return Ok(None);
-        }
-        let (patterns, ids): (Vec<String>, Vec<u32>) = tokens.into_iter().unzip();
-        let matcher = aho_corasick::AhoCorasick::builder()
-            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-            .build(&patterns)
-            .map_err(|e| TokenizerError::Invalid {
-                origin: origin.to_string(),
-                what: format!("cannot index the added tokens: {e}"),
-            })?;
-        Ok(Some(AddedTokens { matcher, ids }))
-    }
-}
-
-/// The encoding half of a `tokenizer.json`.
-struct Bpe {
-    /// Token id of each single byte.
-    byte_ids: [u32; 256],
-    /// `(left id, right id)` → merge.
-    merges: MergeMap,
-    /// Added tokens matched on the raw text (`normalized: false`), then those matched on
-    /// the normalized text (`normalized: true`); without a normalizer the texts agree, but
-    /// the two passes are kept apart as Hugging Face keeps them.
-    raw_added: Option<AddedTokens>,
-    normalized_added: Option<AddedTokens>,
-    /// `None` when the pre-tokenizer does not split (`use_regex: false`).
-    split: Option<fancy_regex::Regex>,
-    add_prefix_space: bool,
-    /// Encoded words by their bytes.
-    cache: Mutex<WordCache>,
-}
-
-impl std::fmt::Debug for Bpe {
+impl std::fmt::Debug for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bpe")
-            .field("merges", &self.merges.len())
-            .field(
-                "raw_added",
-                &self.raw_added.as_ref().map_or(0, |a| a.ids.len()),
-            )
-            .field(
-                "normalized_added",
-                &self.normalized_added.as_ref().map_or(0, |a| a.ids.len()),
-            )
-            .field("use_regex", &self.split.is_some())
-            .field("add_prefix_space", &self.add_prefix_space)
-            .finish()
+        // The whole vocabulary and merge table would be printed otherwise.
+        f.debug_struct("Encoder")
+            .field("vocab_size", &self.0.get_vocab_size(true))
+            .finish_non_exhaustive()
     }
 }
 
-/// The parts of a Hugging Face `tokenizer.json` the encoder reads.
-#[derive(serde::Deserialize)]
-struct HfFile {
-    #[serde(default)]
-    added_tokens: Vec<HfAddedToken>,
-    #[serde(default)]
-    normalizer: Option<serde_json::Value>,
-    #[serde(default)]
-    pre_tokenizer: Option<serde_json::Value>,
-    model: HfModel,
-}
-
-#[derive(serde::Deserialize)]
-struct HfAddedToken {
-    id: u32,
-    content: String,
-    #[serde(default)]
-    single_word: bool,
-    #[serde(default)]
-    lstrip: bool,
-    #[serde(default)]
-    rstrip: bool,
-    #[serde(default = "default_true")]
-    normalized: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-#[derive(serde::Deserialize)]
-struct HfModel {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    dropout: Option<f64>,
-    #[serde(default)]
-    continuing_subword_prefix: Option<String>,
-    #[serde(default)]
-    end_of_word_suffix: Option<String>,
-    #[serde(default)]
-    ignore_merges: bool,
-    vocab: HashMap<String, u32, FastBuild>,
-    merges: Vec<HfMerge>,
-}
-
-/// A merge is written `"a b"` in older files and `["a", "b"]` in newer ones.
-enum HfMerge {
-    Joined(String),
-    Pair(String, String),
-}
-
-// By hand rather than `#[serde(untagged)]`, which buffers each of the ~50k merges before
-// trying the variants and doubles the parse time.
-impl<'de> serde::Deserialize<'de> for HfMerge {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HfMerge, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = HfMerge;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(r#"a merge: "a b" or ["a", "b"]"#)
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HfMerge, E> {
-                Ok(HfMerge::Joined(v.to_string()))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<HfMerge, E> {
-                Ok(HfMerge::Joined(v))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<HfMerge, A::Error> {
-                use serde::de::Error;
-                let a = seq
-                    .next_element()?
-                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
-                let b = seq
-                    .next_element()?
-                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
-                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-                    return Err(A::Error::invalid_length(3, &self));
-                }
-                Ok(HfMerge::Pair(a, b))
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-/// Settings of a `ByteLevel` pre-tokenizer (`trim_offsets` only affects offsets).
-#[derive(serde::Deserialize)]
-struct HfByteLevel {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default = "default_true")]
-    add_prefix_space: bool,
-    #[serde(default = "default_true")]
-    use_regex: bool,
-}
-
-impl Bpe {
-    fn build(
-        file: HfFile,
-        tokens: &[String],
-        timestamp_begin: u32,
-        origin: &str,
-    ) -> Result<Bpe, TokenizerError> {
-        let unsupported = |what: String| TokenizerError::Unsupported {
-            origin: origin.to_string(),
-            what,
-        };
-        let invalid = |what: String| TokenizerError::Invalid {
-            origin: origin.to_string(),
-            what,
-        };
-
-        // Settings: anything that would change the ids and is not implemented is refused
-        // rather than silently ignored.
-        if let Some(n) = file.normalizer.as_ref().filter(|v| !v.is_null()) {
-            return Err(unsupported(format!("normalizer {n}")));
-        }
-        let pre = file
-            .pre_tokenizer
-            .filter(|v| !v.is_null())
-            .ok_or_else(|| unsupported("missing pre_tokenizer (expected ByteLevel)".into()))?;
-        let pre_text = pre.to_string();
-        let pre: HfByteLevel = serde_json::from_value(pre)
-            .map_err(|e| unsupported(format!("pre_tokenizer {pre_text}: {e}")))?;
-        if pre.kind != "ByteLevel" {
-            return Err(unsupported(format!(
-                "pre_tokenizer {pre_text} (expected ByteLevel)"
-            )));
-        }
-        let model = file.model;
-        if let Some(kind) = model.kind.as_deref().filter(|&k| k != "BPE") {
-            return Err(unsupported(format!("model type {kind:?} (expected BPE)")));
-        }
-        if model.dropout.is_some_and(|p| p > 0.0) {
-            return Err(unsupported(format!("BPE dropout {:?}", model.dropout)));
-        }
-        for (name, value) in [
-            (
-                "continuing_subword_prefix",
-                &model.continuing_subword_prefix,
-            ),
-            ("end_of_word_suffix", &model.end_of_word_suffix),
-        ] {
-            if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-                return Err(unsupported(format!("{name} {v:?}")));
-            }
-        }
-        if model.ignore_merges {
-            return Err(unsupported("ignore_merges: true".into()));
-        }
-
-        // Every id must mean the same string in both files, and together the model
-        // vocabulary and the added tokens must cover all non-timestamp ids.
-        let mut covered = vec![false; tokens.len()];
-        let mut check = |id: u32, json: &str| -> Result<(), TokenizerError> {
-            let txt = tokens.get(id as usize);
-            if txt.map(String::as_str) != Some(json) {
-                return Err(TokenizerError::VocabularyMismatch {
-                    origin: origin.to_string(),
-                    id,
-                    json: json.to_string(),
-                    vocabulary: txt.cloned(),
-                });
-            }
-            covered[id as usize] = true;
-            Ok(())
-        };
-        for (token, &id) in &model.vocab {
-            check(id, token)?;
-        }
-        for t in &file.added_tokens {
-            check(t.id, &t.content)?;
-        }
-        let limit = (timestamp_begin as usize).min(covered.len());
-        if let Some(id) = covered[..limit].iter().position(|&c| !c) {
-            return Err(invalid(format!(
-                "id {id} ({:?} in vocabulary.txt) is neither in model.vocab nor in added_tokens",
-                tokens[id]
-            )));
-        }
-
-        let table = byte_to_char_table();
-        let mut byte_ids = [0u32; 256];
-        for (b, slot) in byte_ids.iter_mut().enumerate() {
-            let c = table[b].to_string();
-            *slot = *model.vocab.get(&c).ok_or_else(|| {
-                invalid(format!("model.vocab has no token {c:?} for byte 0x{b:02X}"))
-            })?;
-        }
-
-        let lookup = |s: &str, rank: usize| {
-            model.vocab.get(s).copied().ok_or_else(|| {
-                invalid(format!(
-                    "merge {rank} uses {s:?}, which is not in model.vocab"
-                ))
-            })
-        };
-        let mut merges = MergeMap::with_capacity_and_hasher(model.merges.len(), Default::default());
-        let mut joined = String::new();
-        for (rank, m) in model.merges.iter().enumerate() {
-            let (a, b) = match m {
-                HfMerge::Joined(s) => {
-                    let mut parts = s.split(' ');
-                    match (parts.next(), parts.next(), parts.next()) {
-                        (Some(a), Some(b), None) => (a, b),
-                        _ => return Err(invalid(format!("merge {rank} {s:?} is not two tokens"))),
-                    }
-                }
-                HfMerge::Pair(a, b) => (a.as_str(), b.as_str()),
-            };
-            joined.clear();
-            joined.push_str(a);
-            joined.push_str(b);
-            let merge = Merge {
-                rank: u32::try_from(rank).map_err(|_| invalid("more than 2^32 merges".into()))?,
-                id: lookup(&joined, rank)?,
-            };
-            // A repeated pair keeps its last rank, as Hugging Face's table does.
-            merges.insert(pair_key(lookup(a, rank)?, lookup(b, rank)?), merge);
-        }
-
-        let mut raw = Vec::new();
-        let mut normalized = Vec::new();
-        for t in file.added_tokens {
-            if t.lstrip || t.rstrip || t.single_word {
-                return Err(unsupported(format!(
-                    "added token {:?} with lstrip/rstrip/single_word",
-                    t.content
-                )));
-            }
-            if t.content.is_empty() {
-                continue;
-            }
-            if t.normalized {
-                normalized.push((t.content, t.id));
-            } else {
-                raw.push((t.content, t.id));
-            }
-        }
-
-        let split = if pre.use_regex {
-            let re = fancy_regex::Regex::new(GPT2_SPLIT_PATTERN)
-                .map_err(|e| invalid(format!("pre-tokenizer pattern does not compile: {e}")))?;
-            Some(re)
-        } else {
-            None
-        };
-
-        Ok(Bpe {
-            byte_ids,
-            merges,
-            raw_added: AddedTokens::new(raw, origin)?,
-            normalized_added: AddedTokens::new(normalized, origin)?,
-            split,
-            add_prefix_space: pre.add_prefix_space,
-            cache: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Appends the ids of `text`: added tokens first (raw, then normalized), then each
-    /// remaining piece pre-tokenized and BPE-encoded.
-    fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
-        for_each_piece(
-            self.raw_added.as_ref(),
-            text,
-            0,
-            out,
-            &mut |piece, offset, out| {
-                for_each_piece(
-                    self.normalized_added.as_ref(),
-                    piece,
-                    offset,
-                    out,
-                    &mut |p, o, out| self.encode_piece(p, o, out),
-                )
-            },
-        )
-    }
-
-    /// Pre-tokenizes a piece free of added tokens and encodes each word.
-    fn encode_piece(
-        &self,
-        piece: &str,
-        offset: usize,
-        out: &mut Vec<u32>,
-    ) -> Result<(), TokenizerError> {
-        let prefixed;
-        let piece = if self.add_prefix_space && !piece.starts_with(' ') {
-            prefixed = format!(" {piece}");
-            prefixed.as_str()
-        } else {
-            piece
-        };
-        let Some(re) = &self.split else {
-            self.encode_word(piece.as_bytes(), out);
-            return Ok(());
-        };
-        let mut end = 0;
-        for m in re.find_iter(piece) {
-            let m = m.map_err(|e| TokenizerError::Pretokenize {
-                offset: offset + end,
-                message: e.to_string(),
-            })?;
-            // The pattern matches every character, but a gap would be its own word.
-            if m.start() > end {
-                self.encode_word(&piece.as_bytes()[end..m.start()], out);
-            }
-            self.encode_word(m.as_str().as_bytes(), out);
-            end = m.end();
-        }
-        if end < piece.len() {
-            self.encode_word(&piece.as_bytes()[end..], out);
-        }
-        Ok(())
-    }
-
-    /// Appends the ids of one pre-tokenized word, through the cache.
-    fn encode_word(&self, word: &[u8], out: &mut Vec<u32>) {
-        match word {
-            [] => return,
-            &[b] => {
-                out.push(self.byte_ids[usize::from(b)]);
-                return;
-            }
-            _ => {}
-        }
-        let cacheable = word.len() <= CACHE_MAX_WORD_BYTES;
-        if cacheable {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(ids) = cache.get(word) {
-                out.extend_from_slice(ids);
-                return;
-            }
-        }
-        let start = out.len();
-        self.merge_word(word, out);
-        if cacheable {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() < CACHE_CAPACITY {
-                cache.insert(word.into(), out[start..].into());
-            }
-        }
-    }
-
-    /// BPE on one word: repeatedly merges the lowest-ranked adjacent pair, the leftmost
-    /// one on ties, until no pair has a merge.
-    ///
-    /// Symbols live in a doubly linked list over the word's bytes; candidate merges wait
-    /// in a min-heap keyed by (rank, position) and are dropped when stale, so a word of
-    /// n bytes costs O(n log n).
-    fn merge_word(&self, word: &[u8], out: &mut Vec<u32>) {
-        const NONE: usize = usize::MAX;
-        let n = word.len();
-        let mut id: Vec<u32> = word
-            .iter()
-            .map(|&b| self.byte_ids[usize::from(b)])
-            .collect();
-        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
-        let mut next: Vec<usize> = (1..=n).map(|i| if i == n { NONE } else { i }).collect();
-        let mut alive = vec![true; n];
-
-        // Entries (rank, left position, merged id), smallest first.
-        let mut heap = BinaryHeap::with_capacity(n);
-        let push = |heap: &mut BinaryHeap<std::cmp::Reverse<(u32, usize, u32)>>,
-                    pos: usize,
-                    l: u32,
-                    r: u32| {
-            if let Some(m) = self.merges.get(&pair_key(l, r)) {
-                heap.push(std::cmp::Reverse((m.rank, pos, m.id)));
-            }
-        };
-        for i in 0..n - 1 {
-            push(&mut heap, i, id[i], id[i + 1]);
-        }
-        while let Some(std::cmp::Reverse((_, pos, merged))) = heap.pop() {
-            let right = next[pos];
-            if !alive[pos] || right == NONE {
-                continue;
-            }
-            // Stale unless the pair now at `pos` still merges into `merged` (a pair
-            // starting at a given position with a given result can only be one split).
-            match self.merges.get(&pair_key(id[pos], id[right])) {
-                Some(m) if m.id == merged => {}
-                _ => continue,
-            }
-            id[pos] = merged;
-            alive[right] = false;
-            let after = next[right];
-            next[pos] = after;
-            if after != NONE {
-                prev[after] = pos;
-            }
-            let before = prev[pos];
-            if before != NONE {
-                push(&mut heap, before, id[before], merged);
-            }
-            if after != NONE {
-                push(&mut heap, pos, merged, id[after]);
-            }
-        }
-        let mut i = 0;
-        while i != NONE {
-            out.push(id[i]);
-            i = next[i];
-        }
-    }
-}
-
-/// Splits `text` around the matches of `added` (leftmost-longest): each match appends
-/// its id, each non-empty piece between them goes to `f` with its byte offset in the
-/// original input.
-fn for_each_piece(
-    added: Option<&AddedTokens>,
-    text: &str,
-    offset: usize,
-    out: &mut Vec<u32>,
-    f: &mut PieceFn<'_>,
-) -> Result<(), TokenizerError> {
-    let Some(added) = added else {
-        return if text.is_empty() {
-            Ok(())
-        } else {
-            f(text, offset, out)
-        };
+/// Refuses settings whose ids [`Tokenizer::decode`] would not turn back into the text:
+/// decoding maps each vocabulary string through GPT-2's byte alphabet, so the encoder must
+/// be a byte-level BPE that adds nothing to its tokens, and deterministic.
+fn check_decodable(hf: &tokenizers::Tokenizer, origin: &str) -> Result<(), TokenizerError> {
+    use tokenizers::models::ModelWrapper;
+    use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+    let unsupported = |what: String| TokenizerError::Unsupported {
+        origin: origin.to_string(),
+        what,
     };
-    let mut end = 0;
-    for m in added.matcher.find_iter(text) {
-        if m.start() > end {
-            f(&text[end..m.start()], offset + end, out)?;
+    match hf.get_pre_tokenizer() {
+        Some(PreTokenizerWrapper::ByteLevel(_)) => {}
+        Some(other) => {
+            return Err(unsupported(format!(
+                "pre_tokenizer {other:?} (expected ByteLevel)"
+            )))
         }
-        out.push(added.ids[m.pattern().as_usize()]);
-        end = m.end();
+        None => {
+            return Err(unsupported(
+                "missing pre_tokenizer (expected ByteLevel)".into(),
+            ))
+        }
     }
-    if end < text.len() {
-        f(&text[end..], offset + end, out)?;
+    let ModelWrapper::BPE(bpe) = hf.get_model() else {
+        return Err(unsupported("model type (expected BPE)".into()));
+    };
+    if bpe.dropout.is_some_and(|p| p > 0.0) {
+        return Err(unsupported(format!("BPE dropout {:?}", bpe.dropout)));
+    }
+    for (name, value) in [
+        ("continuing_subword_prefix", &bpe.continuing_subword_prefix),
+        ("end_of_word_suffix", &bpe.end_of_word_suffix),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            return Err(unsupported(format!("{name} {v:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Every id must mean the same string in `tokenizer.json` and `vocabulary.txt`; the model
+/// vocabulary and the added tokens together must cover every id below the first timestamp,
+/// and every byte of the byte alphabet (`tokenizers` silently drops a character it has no
+/// token for when the model has no unknown token).
+fn check_vocabulary(
+    hf: &tokenizers::Tokenizer,
+    tokens: &[String],
+    timestamp_begin: u32,
+    origin: &str,
+) -> Result<(), TokenizerError> {
+    let vocab = hf.get_vocab(true);
+    let mut covered = vec![false; tokens.len()];
+    // In id order, so that the error names the first disagreement.
+    let mut entries: Vec<(&String, u32)> = vocab.iter().map(|(t, &id)| (t, id)).collect();
+    entries.sort_unstable_by_key(|&(_, id)| id);
+    for (json, id) in entries {
+        let txt = tokens.get(id as usize);
+        if txt != Some(json) {
+            return Err(TokenizerError::VocabularyMismatch {
+                origin: origin.to_string(),
+                id,
+                json: json.clone(),
+                vocabulary: txt.cloned(),
+            });
+        }
+        covered[id as usize] = true;
+    }
+    let invalid = |what: String| TokenizerError::Invalid {
+        origin: origin.to_string(),
+        what,
+    };
+    let limit = (timestamp_begin as usize).min(covered.len());
+    if let Some(id) = covered[..limit].iter().position(|&c| !c) {
+        return Err(invalid(format!(
+            "id {id} ({:?} in vocabulary.txt) is neither in model.vocab nor in added_tokens",
+            tokens[id]
+        )));
+    }
+    for (b, c) in byte_to_char_table().iter().enumerate() {
+        if !vocab.contains_key(c.encode_utf8(&mut [0; 4]) as &str) {
+            return Err(invalid(format!(
+                "model.vocab has no token {c:?} for byte 0x{b:02X}"
+            )));
+        }
     }
     Ok(())
 }
