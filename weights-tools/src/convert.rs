@@ -5,14 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-use amanuensis_whisper::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
+use amanuensis_whisper_config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
 use safetensors::Dtype;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::ct2::{Ct2DType, Ct2Error, Ct2Model, Ct2Variable};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, WriteError};
 use crate::st::{serialize_safetensors, validate, TensorRef};
 
 /// Version of this converter, recorded in the output's metadata.
@@ -748,6 +748,16 @@ pub struct ConvertSummary {
     pub source_sha256: String,
     /// The output directory.
     pub output: PathBuf,
+}
+
+impl From<WriteError> for ConvertError {
+    fn from(e: WriteError) -> ConvertError {
+        ConvertError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ConvertError> {

@@ -12,7 +12,7 @@ use amanuensis_weights_tools::convert::{
 use amanuensis_weights_tools::ct2::{Ct2DType, Ct2Model};
 use amanuensis_weights_tools::inspect::{inspect_path, FileKind};
 use amanuensis_weights_tools::st::{SafetensorsFile, SafetensorsReadError};
-use amanuensis_whisper::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
+use amanuensis_whisper_config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
 use common::*;
 use safetensors::Dtype;
 

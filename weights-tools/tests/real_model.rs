@@ -11,7 +11,7 @@ use amanuensis_weights_tools::convert::{
 };
 use amanuensis_weights_tools::ct2::{Ct2Error, Ct2Model};
 use amanuensis_weights_tools::st::SafetensorsFile;
-use amanuensis_whisper::config::{WhisperConfig, WhisperDims};
+use amanuensis_whisper_config::{WhisperConfig, WhisperDims};
 use common::*;
 use safetensors::Dtype;
 

@@ -8,7 +8,6 @@
 //! `amanuensis-runtime`. [`Transcriber`] is the entry point.
 
 pub mod alignment;
-pub mod config;
 pub mod decoding;
 pub mod devices;
 pub mod error;
@@ -20,6 +19,8 @@ pub mod transcriber;
 pub mod transcript;
 pub mod window_loop;
 
+/// `config.json`, in a crate of its own so that `weights-tool` needs nothing else.
+pub use amanuensis_whisper_config as config;
 pub use error::{Error, Result};
 pub use model::{DeviceSpec, WhisperModel};
 pub use transcriber::Transcriber;
