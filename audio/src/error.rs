@@ -1,6 +1,6 @@
 //! The error of every audio operation; each names the file or in-memory source.
 
-use super::*;
+use crate::limits::{MAX_SOURCE_RATE, MIN_SOURCE_RATE};
 
 /// Errors raised while opening or decoding audio; each names the file (or in-memory source).
 #[derive(Debug, thiserror::Error)]
@@ -88,3 +88,14 @@ pub(crate) fn corrupt(file: &str, detail: impl Into<String>) -> AudioError {
         detail: detail.into(),
     }
 }
+
+/// Codecs decoded inside containers other than WAV, for error messages.
+pub(crate) const SUPPORTED_CODECS: &str =
+    "PCM, FLAC, MP3 (MPEG layers I-III), Vorbis, Opus, AAC-LC, ALAC";
+
+/// Codecs decoded inside WAV files, for error messages.
+pub(crate) const SUPPORTED_WAV_CODECS: &str = "PCM integer, IEEE float, A-law, mu-law";
+
+/// Containers read, for error messages.
+pub(crate) const SUPPORTED_CONTAINERS: &str =
+    "WAV, AIFF, CAF, FLAC, MP3, Ogg (Vorbis, Opus, FLAC), MP4/M4A, ADTS AAC, Matroska/WebM";

@@ -43,104 +43,46 @@
 
 pub mod pauses;
 
+// Modules from the bottom up: each uses only those listed before it.
 mod error;
+mod limits;
 mod mp4;
-pub use symphonia_source::MAX_SAMPLE_MAGNITUDE;
 mod ogg_opus;
 mod opus;
+mod packet;
 mod resample;
 mod sniff;
 mod symphonia_source;
 
-use error::corrupt;
 pub use error::AudioError;
-use ogg_opus::*;
-use opus::*;
-use resample::*;
-use sniff::*;
-use symphonia_source::*;
+pub use limits::{MAX_BAD_PACKETS, MAX_SOURCE_RATE, MIN_SOURCE_RATE, SAMPLE_RATE, STDIN_PATH};
+pub use packet::{install_panic_filter, MAX_SAMPLE_MAGNITUDE};
 
-use std::cell::Cell;
+use error::{corrupt, SUPPORTED_CODECS, SUPPORTED_CONTAINERS, SUPPORTED_WAV_CODECS};
+use ogg_opus::OggOpusSource;
+use opus::{dops_as_opus_head, OpusDecoding, OpusHead, OPUS_RATE};
+use packet::{catch_decoder_panic, Stats, Step, Trim};
+use resample::Resampling;
+use sniff::{classify_open_error, sniff, Sniffed};
+use symphonia_source::{codec_name, PacketDecoder, SymphoniaSource};
+
 use std::fs::File;
 use std::io::{Cursor, Read, Seek, SeekFrom};
-use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
-use rubato::{FftFixedInOut, Resampler};
-use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{self as sc, CodecType, Decoder, DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::codecs::{self as sc, DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::errors::Error as SymphoniaError;
-use symphonia::core::formats::{FormatOptions, FormatReader};
+use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::{MediaSource, MediaSourceStream, ReadOnlySource};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
-
-thread_local! {
-    /// Depth of decoder calls whose panics are caught and reported as damaged data.
-    static DECODER_GUARD: Cell<u32> = const { Cell::new(0) };
-}
-
-/// `catch_unwind` around a decoder call, marking the call so that
-/// [`install_panic_filter`] keeps its panic message off stderr (the error that replaces
-/// it says what happened).
-fn catch_decoder_panic<R>(
-    f: impl FnOnce() -> R + std::panic::UnwindSafe,
-) -> std::thread::Result<R> {
-    DECODER_GUARD.with(|g| g.set(g.get() + 1));
-    let r = std::panic::catch_unwind(f);
-    DECODER_GUARD.with(|g| g.set(g.get() - 1));
-    r
-}
-
-/// Installs a panic hook that logs (at debug level) instead of printing the panics the
-/// audio decoders raise on damaged input, which are caught and turned into errors; every
-/// other panic is printed by the previous hook as usual. Call once, at program start.
-pub fn install_panic_filter() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if DECODER_GUARD.with(|g| g.get()) > 0 {
-            tracing::debug!("audio decoder panic, reported as damaged data: {info}");
-        } else {
-            previous(info);
-        }
-    }));
-}
-
-/// The sample rate Whisper expects, in Hz.
-pub const SAMPLE_RATE: u32 = 16_000;
-
-/// Lowest source sample rate accepted, in Hz.
-pub const MIN_SOURCE_RATE: u32 = 1_000;
-
-/// Highest source sample rate accepted, in Hz (the highest rate used in studio audio).
-pub const MAX_SOURCE_RATE: u32 = 768_000;
-
-/// The path that stands for standard input.
-pub const STDIN_PATH: &str = "-";
-
-/// Packets in a row that may fail to decode (and be skipped) before decoding gives up.
-pub const MAX_BAD_PACKETS: u32 = 16;
 
 /// Bytes read from the start of a source to identify its container and WAV format tag.
 const SNIFF_LEN: u64 = 64 * 1024;
 
 /// Largest MP4 file read from a non-seekable input into memory.
 const MAX_BUFFERED_MP4: u64 = 4 << 30;
-
-/// Largest Ogg packet accepted (Opus audio packets are at most ~8 KB per stream; comment
-/// packets may carry cover art).
-const MAX_OGG_PACKET: usize = 32 << 20;
-
-/// Codecs decoded inside containers other than WAV, for error messages.
-const SUPPORTED_CODECS: &str = "PCM, FLAC, MP3 (MPEG layers I-III), Vorbis, Opus, AAC-LC, ALAC";
-
-/// Codecs decoded inside WAV files, for error messages.
-const SUPPORTED_WAV_CODECS: &str = "PCM integer, IEEE float, A-law, mu-law";
-
-/// Containers read, for error messages.
-const SUPPORTED_CONTAINERS: &str =
-    "WAV, AIFF, CAF, FLAC, MP3, Ogg (Vorbis, Opus, FLAC), MP4/M4A, ADTS AAC, Matroska/WebM";
 
 /// Decodes an audio file (or standard input when `path` is `-`) to mono `f32` samples at
 /// [`SAMPLE_RATE`].
@@ -172,28 +114,10 @@ pub struct AudioStream {
     finished: bool,
 }
 
-/// Decoding progress, for the end-of-stream checks.
-#[derive(Default)]
-struct Stats {
-    packets_decoded: u64,
-    bad_packets_in_a_row: u32,
-    frames_kept: u64,
-    /// The source reported that its data stops early (e.g. a WAV data chunk cut short).
-    cut_short: bool,
-}
-
 /// Where the packets come from and how they are decoded.
 enum Source {
     Symphonia(SymphoniaSource),
     OggOpus(Box<OggOpusSource>),
-}
-
-/// What one decoding step produced.
-enum Step {
-    /// A packet was decoded (its kept frames are in the mono buffer, possibly none).
-    Data,
-    /// The stream ended.
-    End,
 }
 
 /// The input as opened: its first bytes (for sniffing) and a source that starts at byte 0.
@@ -736,6 +660,9 @@ impl Iterator for AudioStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ogg_opus::{ogg_crc, OggPages};
+    use crate::opus::{opus_frame_len, opus_packet_frames, undelimit};
+    use crate::packet::downmix;
 
     /// A sum of sinusoids below 0.9 × the lower Nyquist frequency, sampled at `rate`.
     fn tones(rate: u32, n: usize, fmax: f64) -> (Vec<f64>, impl Fn(f64) -> f64) {

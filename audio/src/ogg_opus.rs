@@ -1,7 +1,12 @@
 //! Ogg Opus (RFC 7845): pages, packets and granule positions, read from a forward-only
 //! reader.
 
-use super::*;
+use std::io::Read;
+
+use crate::error::{corrupt, AudioError};
+use crate::limits::MAX_OGG_PACKET;
+use crate::opus::{opus_packet_frames, OpusDecoding, OpusHead};
+use crate::packet::{skip_bad_packet, PacketError, Stats, Step, Trim};
 
 /// Ogg Opus (RFC 7845), demuxed here page by page from a forward-only reader.
 ///

@@ -1,7 +1,10 @@
 //! Opus packets: identification header, framing (RFC 6716 Annex B, self-delimited), and
 //! decoding of single- and multi-stream packets with `opus-pure`.
 
-use super::*;
+use std::panic::AssertUnwindSafe;
+
+use crate::error::{corrupt, AudioError};
+use crate::packet::{catch_decoder_panic, downmix, PacketError, Trim};
 
 /// The fields of an Opus identification header (RFC 7845 §5.1).
 #[derive(Debug, Clone, PartialEq)]
@@ -382,3 +385,9 @@ pub(crate) fn opus_packet_frames(packet: &[u8]) -> Option<u64> {
     };
     Some(frame * count)
 }
+
+/// Opus always decodes at 48 kHz (RFC 7845 §5.1: the input rate field is informative).
+pub(crate) const OPUS_RATE: u32 = 48_000;
+
+/// Samples per channel of the largest Opus packet (120 ms at 48 kHz).
+pub(crate) const OPUS_MAX_FRAMES: usize = 5_760;

@@ -194,24 +194,17 @@ mod tests {
 
     const RATE: u32 = 16_000;
 
-    /// Deterministic noise in `-amp..amp` (a linear congruential generator).
-    fn noise(n: usize, amp: f32, seed: &mut u64) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                *seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp
-            })
-            .collect()
+    /// Seeded noise in `-amp..amp`.
+    fn noise(n: usize, amp: f32, rng: &mut fastrand::Rng) -> Vec<f32> {
+        (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * amp).collect()
     }
 
     /// A signal of 440-Hz tone bursts of amplitude `tone` over noise of amplitude
     /// `floor`; `bursts` are `(start, end)` seconds, the signal `total` seconds long.
     fn bursts(bursts: &[(f64, f64)], total: f64, tone: f32, floor: f32) -> Vec<f32> {
         let n = (total * RATE as f64) as usize;
-        let mut seed = 7;
-        let mut x = noise(n, floor, &mut seed);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut x = noise(n, floor, &mut rng);
         for &(a, b) in bursts {
             let (a, b) = ((a * RATE as f64) as usize, (b * RATE as f64) as usize);
             for (i, v) in x[a..b].iter_mut().enumerate() {
@@ -272,9 +265,9 @@ mod tests {
 
     #[test]
     fn steady_sound_and_digital_silence_have_no_pauses() {
-        let mut seed = 3;
+        let mut rng = fastrand::Rng::with_seed(3);
         assert!(find_pauses(
-            &noise(80_000, 0.1, &mut seed),
+            &noise(80_000, 0.1, &mut rng),
             RATE,
             &PauseOptions::default()
         )

@@ -1,6 +1,8 @@
 //! Streaming resampling to 16 kHz with rubato, the output aligned to the input.
 
-use super::*;
+use rubato::{FftFixedInOut, Resampler};
+
+use crate::limits::SAMPLE_RATE;
 
 /// Streaming resampler from a source rate to 16 kHz with the output aligned to the input.
 ///

@@ -1,6 +1,9 @@
 //! Identifying a source by its first bytes: container, WAV format tag, Ogg codec.
 
-use super::*;
+use symphonia::core::errors::Error as SymphoniaError;
+
+use crate::error::{AudioError, SUPPORTED_CONTAINERS, SUPPORTED_WAV_CODECS};
+use crate::limits::{MAX_SOURCE_RATE, MIN_SOURCE_RATE};
 
 /// Maps a symphonia error raised while opening a source to an [`AudioError`].
 pub(crate) fn classify_open_error(name: &str, sniffed: &Sniffed, e: SymphoniaError) -> AudioError {

@@ -1,6 +1,17 @@
 //! Containers and codecs read by symphonia: packet decoding, codec-delay trimming, down-mixing.
 
-use super::*;
+use std::panic::AssertUnwindSafe;
+
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{self as sc, CodecType, Decoder};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::FormatReader;
+
+use crate::error::{corrupt, AudioError};
+use crate::opus::OpusDecoding;
+use crate::packet::{
+    catch_decoder_panic, downmix, skip_bad_packet, PacketError, Stats, Step, Trim,
+};
 
 /// A codec's name for messages.
 pub(crate) fn codec_name(codec: CodecType) -> String {
@@ -26,68 +37,6 @@ pub(crate) fn codec_name(codec: CodecType) -> String {
         .iter()
         .find(|(c, _)| *c == codec)
         .map_or_else(|| format!("{codec}"), |(_, n)| n.to_string())
-}
-
-/// Frames to drop at the start and where to stop, counted in decoded frames.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct Trim {
-    /// Decoded frames seen so far.
-    pub(crate) pos: u64,
-    /// Frames before this position are codec delay.
-    pub(crate) start: u64,
-    /// Frames from this position on are padding.
-    pub(crate) end: Option<u64>,
-}
-
-impl Trim {
-    /// The part of the next `n` decoded frames to keep; advances the position.
-    pub(crate) fn take(&mut self, n: usize) -> Range<usize> {
-        let a = self.pos;
-        let b = a + n as u64;
-        self.pos = b;
-        let lo = self.start.clamp(a, b);
-        let hi = self.end.map_or(b, |e| e.clamp(a, b)).max(lo);
-        (lo - a) as usize..(hi - a) as usize
-    }
-}
-
-/// Largest sample magnitude passed on (2^16 times full scale): float samples beyond it
-/// are clipped there, and NaN becomes 0. A damaged float file can hold NaN, infinities or
-/// values near `f64::MAX`, which would otherwise turn the resampler's FFT into NaN (and
-/// make rubato panic) or poison the log-mel spectrum.
-pub const MAX_SAMPLE_MAGNITUDE: f64 = 65_536.0;
-
-/// A decoded sample made finite and bounded (see [`MAX_SAMPLE_MAGNITUDE`]).
-#[inline]
-pub(crate) fn sane(x: f64) -> f64 {
-    if x.is_nan() {
-        0.0
-    } else {
-        x.clamp(-MAX_SAMPLE_MAGNITUDE, MAX_SAMPLE_MAGNITUDE)
-    }
-}
-
-/// Appends the average of the channels of `frames` (of interleaved `samples`), times `gain`.
-pub(crate) fn downmix<T: Copy + Into<f64>>(
-    samples: &[T],
-    channels: usize,
-    frames: Range<usize>,
-    gain: f64,
-    out: &mut Vec<f64>,
-) {
-    let Some(frames_slice) = samples.get(frames.start * channels..frames.end * channels) else {
-        return;
-    };
-    if channels == 1 {
-        out.extend(frames_slice.iter().map(|&s| sane(s.into() * gain)));
-    } else {
-        let scale = gain / channels as f64;
-        out.extend(
-            frames_slice
-                .chunks_exact(channels)
-                .map(|f| sane(f.iter().map(|&s| sane(s.into())).sum::<f64>() * scale)),
-        );
-    }
 }
 
 /// A track demuxed by symphonia.
@@ -227,31 +176,3 @@ impl SymphoniaSource {
         }
     }
 }
-
-/// Why a packet could not be decoded.
-pub(crate) enum PacketError {
-    /// Damaged packet: skipped.
-    Bad(String),
-    /// A feature of the codec this build does not decode.
-    Unsupported(String),
-    /// Decoding cannot go on.
-    Fatal(AudioError),
-}
-
-pub(crate) fn skip_bad_packet(name: &str, msg: &str, stats: &mut Stats) -> Result<(), AudioError> {
-    stats.bad_packets_in_a_row += 1;
-    if stats.bad_packets_in_a_row > MAX_BAD_PACKETS {
-        return Err(corrupt(
-            name,
-            format!("{MAX_BAD_PACKETS} packets in a row failed to decode; last: {msg}"),
-        ));
-    }
-    tracing::warn!("{name}: skipping a packet that does not decode: {msg}");
-    Ok(())
-}
-
-/// Opus always decodes at 48 kHz (RFC 7845 §5.1: the input rate field is informative).
-pub(crate) const OPUS_RATE: u32 = 48_000;
-
-/// Samples per channel of the largest Opus packet (120 ms at 48 kHz).
-pub(crate) const OPUS_MAX_FRAMES: usize = 5_760;

@@ -15,6 +15,7 @@
 //!
 //! See `docs/npu.md`.
 
+pub mod call_context;
 pub mod calllog;
 mod detect;
 mod device;

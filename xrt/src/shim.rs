@@ -256,7 +256,7 @@ pub trait ShimApi: Send + Sync {
     }
     /// The context a call log tags its records with, when this shim writes one
     /// ([`crate::LoggingShim`]); the device sets phase, graph and window through it.
-    fn call_context(&self) -> Option<crate::calllog::CallContext> {
+    fn call_context(&self) -> Option<crate::call_context::CallContext> {
         None
     }
 
