@@ -15,10 +15,11 @@ use amanuensis::alignment::{
     find_alignment, gather_alignment_heads, last_word_end, merge_punctuations, negative_dtw,
     round_centiseconds, split_to_word_tokens, split_tokens_on_unicode, text_rows,
     text_token_probabilities, window_text_tokens, word_timings_from_path, AlignmentError,
-    AttentionValues, TimedSegment, WindowSegment, Word, WordTiming, DEFAULT_APPEND_PUNCTUATIONS,
+    AttentionValues, TimedSegment, WordTiming, DEFAULT_APPEND_PUNCTUATIONS,
     DEFAULT_PREPEND_PUNCTUATIONS,
 };
 use amanuensis::tokenizer::Tokenizer;
+use amanuensis::transcript::{WindowSegment, Word};
 
 fn tokenizer() -> Tokenizer {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/vocabulary.txt");
@@ -569,6 +570,8 @@ fn seg(start: f64, end: f64, tokens: &[u32]) -> WindowSegment {
     WindowSegment {
         start,
         end,
+        // Alignment reads the tokens only.
+        text: String::new(),
         tokens: tokens.to_vec(),
     }
 }
@@ -588,7 +591,7 @@ fn word(w: &str, start: f64, end: f64, probability: f64) -> Word {
         word: w.to_string(),
         start,
         end,
-        probability,
+        probability: probability as f32,
     }
 }
 
@@ -939,12 +942,17 @@ fn check_window(name: &str, w: &RefWindow) {
     );
     assert_eq!(out.segments.len(), w.expected.len(), "{name}: segments");
     for (k, (got, &(start, end, words))) in out.segments.iter().zip(w.expected).enumerate() {
-        let got_words: Vec<(&str, f64, f64, f64)> = got
+        let got_words: Vec<(&str, f64, f64, f32)> = got
             .words
             .iter()
             .map(|x| (x.word.as_str(), x.start, x.end, x.probability))
             .collect();
-        assert_eq!(got_words, words, "{name}: words of segment {k}");
+        // Transcript words keep the probability in f32.
+        let want_words: Vec<(&str, f64, f64, f32)> = words
+            .iter()
+            .map(|&(w, s, e, p)| (w, s, e, p as f32))
+            .collect();
+        assert_eq!(got_words, want_words, "{name}: words of segment {k}");
         assert_eq!(
             (got.start, got.end),
             (start, end),

@@ -14,6 +14,7 @@
 //! operation orders of the reference implementation where they affect results.
 
 use crate::tokenizer::Tokenizer;
+use crate::transcript::{WindowSegment, Word};
 
 /// Median filter width applied along the frame axis of the attention.
 pub const MEDIAN_FILTER_WIDTH: usize = 7;
@@ -761,30 +762,6 @@ pub fn merge_punctuations(words: &mut [WordTiming], prepended: &str, appended: &
 // ---------------------------------------------------------------------------------------
 // A window's segments
 
-/// One segment of a decoded window, as split at its timestamp tokens.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowSegment {
-    /// Start, seconds from the start of the audio.
-    pub start: f64,
-    /// End, seconds from the start of the audio.
-    pub end: f64,
-    /// The segment's tokens; timestamps and other ids at or above `eot` are ignored.
-    pub tokens: Vec<u32>,
-}
-
-/// A word of the transcript.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Word {
-    /// The word's text, with its leading space if any.
-    pub word: String,
-    /// Start, seconds from the start of the audio.
-    pub start: f64,
-    /// End, seconds from the start of the audio.
-    pub end: f64,
-    /// Mean probability of the word's tokens.
-    pub probability: f64,
-}
-
 /// A segment with its words and its bounds adjusted to them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimedSegment {
@@ -910,7 +887,7 @@ pub fn add_word_timestamps(
                     word: timing.word.clone(),
                     start: round_centiseconds(time_offset + timing.start),
                     end: round_centiseconds(time_offset + timing.end),
-                    probability: timing.probability,
+                    probability: timing.probability as f32,
                 });
             }
             saved_tokens += timing.tokens.len();

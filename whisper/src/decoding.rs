@@ -15,7 +15,7 @@
 //! `<|notimestamps|>`.
 
 use crate::tokenizer::{Tokenizer, TIME_PRECISION};
-use crate::transcript::compression_ratio;
+use crate::transcript::{compression_ratio, WindowSegment};
 
 /// Produces logits for tokens appended to the sequence fed so far (KV-cached decoder).
 pub trait StepModel {
@@ -954,32 +954,8 @@ pub fn beam_search(
     Ok(plan.finish(toks, cum, lp, no_speech_prob))
 }
 
-/// A small deterministic generator (SplitMix64) for temperature sampling.
-#[derive(Debug, Clone)]
-pub struct SampleRng(u64);
-
-impl SampleRng {
-    /// A generator whose stream is fixed by `seed`.
-    pub fn new(seed: u64) -> SampleRng {
-        SampleRng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-}
-
 /// Draws a token from `softmax(log_probs / temperature)`; `None` if nothing has weight.
-fn draw(log_probs: &[f32], temperature: f32, rng: &mut SampleRng) -> Option<u32> {
+fn draw(log_probs: &[f32], temperature: f32, rng: &mut fastrand::Rng) -> Option<u32> {
     // CTranslate2 multiplies by 1/T in float32 before the softmax.
     let inv = 1.0f32 / temperature;
     let scaled: Vec<f32> = log_probs.iter().map(|&x| x * inv).collect();
@@ -999,7 +975,7 @@ fn draw(log_probs: &[f32], temperature: f32, rng: &mut SampleRng) -> Option<u32>
         }
     };
     let total: f64 = scaled.iter().map(|&x| weight(x)).sum();
-    let u = rng.next_f64() * total;
+    let u = rng.f64() * total;
     let mut acc = 0.0;
     let mut last = None;
     for (i, &x) in scaled.iter().enumerate() {
@@ -1034,7 +1010,7 @@ pub fn sample_decode(
     best_of: usize,
     rng_seed: u64,
 ) -> Result<DecodeResult, DecodeError> {
-    let mut rng = SampleRng::new(rng_seed);
+    let mut rng = fastrand::Rng::with_seed(rng_seed);
     sample_decode_with(
         model,
         prompt,
@@ -1057,7 +1033,7 @@ pub fn sample_decode_with(
     temperature: f32,
     best_of: usize,
     length_penalty: f32,
-    rng: &mut SampleRng,
+    rng: &mut fastrand::Rng,
 ) -> Result<DecodeResult, DecodeError> {
     let valid = temperature >= 0.0
         && temperature.is_finite()
@@ -1220,7 +1196,7 @@ pub fn decode_with_fallback(
 ) -> Result<(DecodeResult, f32), DecodeError> {
     let last_temperature = *fb.temperatures.last().ok_or(DecodeError::NoTemperatures)?;
     let prefix = &prompt[prompt_layout(prompt, ids)?.task_end..];
-    let mut rng = SampleRng::new(fb.seed);
+    let mut rng = fastrand::Rng::with_seed(fb.seed);
     let mut all: Vec<DecodeResult> = Vec::new();
     let mut below_cr: Vec<usize> = Vec::new();
     for &temperature in &fb.temperatures {
@@ -1283,19 +1259,6 @@ pub fn decode_with_fallback(
     Ok((all.swap_remove(best), last_temperature))
 }
 
-/// A transcribed span of one window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Segment {
-    /// Start time in seconds.
-    pub start: f32,
-    /// End time in seconds.
-    pub end: f32,
-    /// Decoded text of the segment's text tokens (leading space kept).
-    pub text: String,
-    /// The segment's tokens, timestamps included.
-    pub tokens: Vec<u32>,
-}
-
 /// Splits one window's generated tokens into segments, as faster-whisper does.
 ///
 /// Each pair of consecutive timestamps closes a segment (the pair's second timestamp
@@ -1307,13 +1270,13 @@ pub struct Segment {
 pub fn split_segments(
     tokens: &[u32],
     tok: &Tokenizer,
-    time_offset: f32,
-    window_duration: f32,
-) -> Vec<Segment> {
+    time_offset: f64,
+    window_duration: f64,
+) -> Vec<WindowSegment> {
     let tb = tok.timestamp_begin();
     let is_ts = |t: u32| t >= tb;
-    let time = |ts: u32| (time_offset as f64 + (ts - tb) as f64 * TIME_PRECISION as f64) as f32;
-    let make = |start: f32, end: f32, toks: &[u32]| Segment {
+    let time = |ts: u32| time_offset + f64::from(ts - tb) * f64::from(TIME_PRECISION);
+    let make = |start: f64, end: f64, toks: &[u32]| WindowSegment {
         start,
         end,
         text: tok.decode(toks),
@@ -1328,7 +1291,7 @@ pub fn split_segments(
 
     if slices.is_empty() {
         let duration = match tokens.iter().rev().find(|&&t| is_ts(t)) {
-            Some(&last) if last != tb => ((last - tb) as f64 * TIME_PRECISION as f64) as f32,
+            Some(&last) if last != tb => f64::from(last - tb) * f64::from(TIME_PRECISION),
             _ => window_duration,
         };
         return vec![make(time_offset, time_offset + duration, tokens)];

@@ -35,13 +35,27 @@ pub struct Segment {
 }
 
 /// One word with its timing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Word {
     pub start: f64,
     pub end: f64,
     /// The word as it appears in the text, with its leading space.
     pub word: String,
     pub probability: f32,
+}
+
+/// One window's decoded tokens as split at their timestamp pairs, before word timing
+/// and before the window's results become transcript [`Segment`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSegment {
+    /// Start, seconds from the start of the audio.
+    pub start: f64,
+    /// End, seconds from the start of the audio.
+    pub end: f64,
+    /// Decoded text of the segment's text tokens (leading space kept).
+    pub text: String,
+    /// The segment's tokens, timestamps included.
+    pub tokens: Vec<u32>,
 }
 
 /// `len(text) / len(zlib(text))` in UTF-8 bytes, as faster-whisper computes it to detect

@@ -11,7 +11,9 @@ use crate::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use crate::model::{mel_window, WhisperModel};
 use crate::refine::{self, RefineOptions};
 use crate::tokenizer::Tokenizer;
-use crate::transcript::{compression_ratio, Segment, Task, Timings, Transcript, Word};
+use crate::transcript::{
+    compression_ratio, Segment, Task, Timings, Transcript, WindowSegment, Word,
+};
 use amanuensis_audio::pauses::{self, Pause};
 use amanuensis_runtime::Tensor;
 use std::time::Instant;
@@ -220,22 +222,14 @@ impl WhisperModel {
         cross: &[Tensor],
         language: &str,
         opts: &TranscribeOptions,
-        window: &[crate::decoding::Segment],
+        window: &[WindowSegment],
         seek: usize,
         segment_size: usize,
         last_speech_timestamp: f64,
     ) -> Result<alignment::WindowWords> {
         let tok = &self.tokenizer;
         let eot = tok.eot();
-        let segs: Vec<alignment::WindowSegment> = window
-            .iter()
-            .map(|s| alignment::WindowSegment {
-                start: s.start as f64,
-                end: s.end as f64,
-                tokens: s.tokens.clone(),
-            })
-            .collect();
-        let text = alignment::window_text_tokens(&segs, eot);
+        let text = alignment::window_text_tokens(window, eot);
         let alignment_words = if text.is_empty() {
             Vec::new()
         } else {
@@ -270,7 +264,7 @@ impl WhisperModel {
             }
         };
         Ok(alignment::add_word_timestamps(
-            &segs,
+            window,
             alignment_words,
             eot,
             seek,
@@ -414,20 +408,20 @@ impl WhisperModel {
             let window = split_segments(
                 &result.tokens,
                 &self.tokenizer,
-                time_offset as f32,
-                segment_duration as f32,
+                time_offset,
+                segment_duration,
             );
             let mut times: Vec<(f64, f64, Vec<Word>)> = window
                 .iter()
-                .map(|s| (s.start as f64, s.end as f64, Vec::new()))
+                .map(|s| (s.start, s.end, Vec::new()))
                 .collect();
             let mut next = next_seek(&result.tokens, timestamp_begin, seek, segment_size);
             // The refinement splits segments between words, so it needs them where a
             // segment holds a long pause; they then change neither seeking nor times.
             let split_candidate = refine
-                && window.iter().any(|s| {
-                    may_split(s.start as f64, s.end as f64, &s.text, &pauses, &refine_opts)
-                });
+                && window
+                    .iter()
+                    .any(|s| may_split(s.start, s.end, &s.text, &pauses, &refine_opts));
             if (opts.word_timestamps || split_candidate) && !window.is_empty() {
                 let t = Instant::now();
                 let timed = self.word_timings(
@@ -453,16 +447,11 @@ impl WhisperModel {
                     }
                 }
                 for (slot, seg) in times.iter_mut().zip(timed.segments) {
-                    let words = seg
-                        .words
-                        .into_iter()
-                        .map(|w| Word {
-                            start: round_ms(w.start),
-                            end: round_ms(w.end),
-                            word: w.word,
-                            probability: w.probability as f32,
-                        })
-                        .collect();
+                    let mut words = seg.words;
+                    for w in &mut words {
+                        w.start = round_ms(w.start);
+                        w.end = round_ms(w.end);
+                    }
                     if opts.word_timestamps {
                         *slot = (seg.start, seg.end, words);
                     } else {
