@@ -119,7 +119,9 @@ pub fn write_output(
     Ok(path)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`,
+/// so a reader never sees a half-written file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -3,7 +3,6 @@
 //! and chrome://tracing show both on one time axis.
 
 use anyhow::{bail, Context, Result};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -59,16 +58,7 @@ impl TraceFile {
             .with_context(|| format!("{} is not a trace-event array", self.host_part.display()))?;
         events.push(serde_json::json!({"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "host (wall time)"}}));
         events.extend(amanuensis_runtime::trace::finish());
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-        tmp.write_all(&serde_json::to_vec(&events)?)
-            .with_context(|| format!("writing {}", tmp.path().display()))?;
-        tmp.persist(&self.path)
-            .with_context(|| format!("writing {}", self.path.display()))?;
+        crate::output::write_atomically(&self.path, &serde_json::to_vec(&events)?)?;
         let _ = std::fs::remove_file(&self.host_part);
         Ok(self.path)
     }

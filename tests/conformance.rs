@@ -78,34 +78,26 @@ impl std::fmt::Debug for Case {
     }
 }
 
-/// SplitMix64 values from a case's seed (the shapes are proptest's, the values not, so
-/// large tensors cost no strategy work).
-struct Values(u64);
+/// Seeded values from a case's seed (the shapes are proptest's, the values not, so large
+/// tensors cost no strategy work).
+struct Values(fastrand::Rng);
 
 impl Values {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Values {
+        Values(fastrand::Rng::with_seed(seed))
     }
 
     /// Uniform in [-scale, scale).
     fn f32(&mut self, shape: &[usize], scale: f32) -> Tensor {
         let n = shape.iter().product();
-        let v = (0..n)
-            .map(|_| ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
-            .collect();
+        let v = (0..n).map(|_| (self.0.f32() * 2.0 - 1.0) * scale).collect();
         Tensor::from_f32(shape, v).unwrap()
     }
 
     /// Uniform in 0..limit.
     fn ids(&mut self, shape: &[usize], limit: usize) -> Tensor {
         let n = shape.iter().product();
-        let v = (0..n)
-            .map(|_| (self.next() % limit as u64) as i32)
-            .collect();
+        let v = (0..n).map(|_| self.0.usize(..limit) as i32).collect();
         Tensor::from_i32(shape, v).unwrap()
     }
 }
@@ -153,7 +145,7 @@ fn linear_like(op: &'static str) -> BoxedStrategy<Case> {
         any::<u64>(),
     )
         .prop_map(move |(lead, k, n, bias, seed)| {
-            let mut r = Values(seed);
+            let mut r = Values::new(seed);
             let mut args = vec![
                 input(r.f32(&cat(&lead, &[k]), 1.0)),
                 weight(r.f32(&[n, k], 0.5)),
@@ -175,7 +167,7 @@ fn linear_residual() -> BoxedStrategy<Case> {
         any::<u64>(),
     )
         .prop_map(|(lead, k, n, bias, seed)| {
-            let mut r = Values(seed);
+            let mut r = Values::new(seed);
             let mut args = vec![
                 input(r.f32(&cat(&lead, &[k]), 1.0)),
                 weight(r.f32(&[n, k], 0.5)),
@@ -201,7 +193,7 @@ fn layer_norm() -> BoxedStrategy<Case> {
         any::<u64>(),
     )
         .prop_map(|(lead, d, seed)| {
-            let mut r = Values(seed);
+            let mut r = Values::new(seed);
             let args = vec![
                 input(r.f32(&cat(&lead, &[d]), 3.0)),
                 weight(r.f32(&[d], 1.5)),
@@ -215,7 +207,7 @@ fn layer_norm() -> BoxedStrategy<Case> {
 fn gelu() -> BoxedStrategy<Case> {
     (prop::collection::vec(1usize..=9, 1..=3), any::<u64>())
         .prop_map(|(shape, seed)| {
-            let x = Values(seed).f32(&shape, 6.0);
+            let x = Values::new(seed).f32(&shape, 6.0);
             case("gelu", json!({}), vec![input(x)], true)
         })
         .boxed()
@@ -231,7 +223,7 @@ fn add() -> BoxedStrategy<Case> {
         any::<u64>(),
     )
         .prop_map(|(dims, rank, mode, seed)| {
-            let mut r = Values(seed);
+            let mut r = Values::new(seed);
             let (a, b, npu) = match mode {
                 0 => (dims[..rank].to_vec(), dims[..rank].to_vec(), true),
                 1 => (dims.clone(), dims[1..].to_vec(), true),
@@ -257,7 +249,7 @@ fn attention() -> BoxedStrategy<Case> {
     )
         .prop_map(
             |((heads, hd, tq, tk), (batch, shared, causal, weights), seed)| {
-                let mut r = Values(seed);
+                let mut r = Values::new(seed);
                 let d = heads * hd;
                 let tk = if causal { tk.max(tq) } else { tk };
                 let lead: Vec<usize> = (batch > 0).then_some(batch).into_iter().collect();
@@ -281,10 +273,10 @@ fn kv_cache_attention() -> BoxedStrategy<Case> {
         (0usize..=6, any::<u64>()),
     )
         .prop_map(|((heads, hd, batch, n), (spare, seed))| {
-            let mut r = Values(seed);
+            let mut r = Values::new(seed);
             let d = heads * hd;
             let cap = n + spare;
-            let offset = (r.next() % (spare as u64 + 1)) as i32;
+            let offset = r.0.i32(0..=spare as i32);
             let qkv = [batch, n, d];
             let args = vec![
                 input(r.f32(&qkv, 1.0)),
@@ -302,7 +294,7 @@ fn kv_cache_attention() -> BoxedStrategy<Case> {
 fn transpose() -> BoxedStrategy<Case> {
     (1usize..=70, 1usize..=70, any::<u64>())
         .prop_map(|(rows, cols, seed)| {
-            let x = Values(seed).f32(&[rows, cols], 1.0);
+            let x = Values::new(seed).f32(&[rows, cols], 1.0);
             case("transpose", json!({}), vec![input(x)], true)
         })
         .boxed()
@@ -316,7 +308,7 @@ fn embedding() -> BoxedStrategy<Case> {
         any::<u64>(),
     )
         .prop_map(|(ids, v, d, seed)| {
-            let mut r = Values(seed);
+            let mut r = Values::new(seed);
             let args = vec![input(r.ids(&ids, v)), weight(r.f32(&[v, d], 1.0))];
             case("embedding", json!({}), args, false)
         })
@@ -326,8 +318,8 @@ fn embedding() -> BoxedStrategy<Case> {
 fn position_embedding() -> BoxedStrategy<Case> {
     (1usize..=6, 0usize..=6, 1usize..=16, any::<u64>())
         .prop_map(|(n, spare, d, seed)| {
-            let mut r = Values(seed);
-            let offset = (r.next() % (spare as u64 + 1)) as i32;
+            let mut r = Values::new(seed);
+            let offset = r.0.i32(0..=spare as i32);
             let args = vec![
                 input(r.ids(&[1, n], 50)),
                 input(Tensor::scalar_i32(offset)),
@@ -347,7 +339,7 @@ fn take() -> BoxedStrategy<Case> {
         any::<u64>(),
     )
         .prop_map(|(shape, axis, from_end, k, seed)| {
-            let mut r = Values(seed);
+            let mut r = Values::new(seed);
             let axis = axis.index(shape.len());
             let a = if from_end {
                 axis as i64 - shape.len() as i64
@@ -366,7 +358,7 @@ fn conv1d_like(op: &'static str) -> BoxedStrategy<Case> {
         (1usize..=3, 0usize..=2, any::<u64>()),
     )
         .prop_map(move |((c_in, t, c_out, k), (stride, padding, seed))| {
-            let mut r = Values(seed);
+            let mut r = Values::new(seed);
             let args = vec![
                 input(r.f32(&[c_in, t.max(k)], 1.0)),
                 weight(r.f32(&[c_out, c_in, k], 0.5)),
@@ -405,7 +397,7 @@ fn generators() -> Vec<(&'static str, BoxedStrategy<Case>)> {
 /// A case for a kernel variant of an XRT manifest: the op that offers the kernel, the
 /// entry's attributes and input shapes, weights where the model has them.
 fn manifest_case(e: &KernelEntry, seed: u64) -> Case {
-    let mut r = Values(seed);
+    let mut r = Values::new(seed);
     let shapes = &e.variant.0;
     // Which inputs are weights, per kernel.
     let (op, weights): (&'static str, &[usize]) = match e.kernel.as_str() {

@@ -11,17 +11,10 @@ use std::time::{Duration, Instant};
 
 use amanuensis_kernels::npu;
 
-/// Deterministic values in [-1, 1) (xorshift), so runs are comparable.
+/// Seeded values in [-1, 1), so runs are comparable.
 fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-        })
-        .collect()
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.f32() * 2.0 - 1.0).collect()
 }
 
 /// Whether the benchmark labelled `label` runs: all do, unless a filter was given.

@@ -12,53 +12,12 @@
     clippy::assign_op_pattern
 )]
 
+mod common;
+
 use amanuensis_kernels::cpu;
 use amanuensis_kernels::npu;
+use common::Rng;
 use proptest::prelude::*;
-
-/// splitmix64: deterministic test data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Uniform in [lo, hi).
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| lo + (hi - lo) * self.unit()).collect()
-    }
-    /// Mostly uniform in [-2, 2), with about one value in 16 special: ±0, subnormals,
-    /// tiny and huge finite values, and with `nonfinite` also values that round to ±∞ in
-    /// bf16, ±∞ and NaN.
-    fn wild(&mut self, n: usize, nonfinite: bool) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                let u = self.unit() * 4.0 - 2.0;
-                if !self.next().is_multiple_of(16) {
-                    return u;
-                }
-                match self.next() % if nonfinite { 9 } else { 5 } {
-                    0 => 0.0,
-                    1 => -0.0,
-                    2 => u * 1e-39, // subnormal
-                    3 => u * 1e-30, // products underflow
-                    4 => u * 1e18,  // products overflow f32 only in large sums
-                    5 => u * 3e38,  // rounds to ±∞ in bf16 when |u| ≳ 1.13
-                    6 => f32::INFINITY,
-                    7 => f32::NEG_INFINITY,
-                    _ => f32::NAN,
-                }
-            })
-            .collect()
-    }
-}
 
 fn bf(x: f32) -> f32 {
     npu::round_bf16(x)
@@ -239,7 +198,7 @@ fn naive_attention(
 // ---------------------------------------------------------------- drivers
 
 fn check_matmul(m: usize, k: usize, n: usize, with_bias: bool, wild: bool, seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (a, w, b, res) = if wild {
         (
             rng.wild(m * k, true),
@@ -280,7 +239,7 @@ fn check_conv(
     wild: bool,
     seed: u64,
 ) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (x, w, b) = if wild {
         (
             rng.wild(c_in * t_in, true),
@@ -329,7 +288,7 @@ fn check_attention(
     wild: bool,
     seed: u64,
 ) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let width = heads * hd;
     let stride = width + pad;
     let (q, k, v) = if wild {

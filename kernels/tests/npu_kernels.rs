@@ -17,37 +17,14 @@
 
 #![allow(clippy::needless_range_loop)] // index arithmetic mirrors the formulas
 
+mod common;
+
 use amanuensis_kernels::cpu;
 use amanuensis_kernels::npu::{self, NpuKernelError};
+use common::{gamma, Rng, U};
 use proptest::prelude::*;
 
-const U: f64 = 1.0 / (1u64 << 24) as f64;
 const U_BF: f64 = 1.0 / 256.0;
-
-fn gamma(n: usize) -> f64 {
-    let nu = n as f64 * U;
-    nu / (1.0 - nu)
-}
-
-/// splitmix64: deterministic test data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn f32(&mut self, lo: f32, hi: f32) -> f32 {
-        let t = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * t
-    }
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f32(lo, hi)).collect()
-    }
-}
 
 fn bf(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| npu::round_bf16(v) as f64).collect()
@@ -86,7 +63,7 @@ fn check_matmul(
     gelu: bool,
     seed: u64,
 ) -> (f64, f64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let a = rng.vec(m * k, -1.0, 1.0);
     let w = rng.vec(n * k, -1.0, 1.0);
     let b = rng.vec(n, -1.0, 1.0);
@@ -201,7 +178,7 @@ fn matmul_bias_accumulates_in_the_documented_order() {
 /// `residual_add(matmul_bias(...))`, which the contract makes bit-identical. Returns the
 /// worst ratio to the bound.
 fn check_matmul_residual(m: usize, k: usize, n: usize, with_bias: bool, seed: u64) -> f64 {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let a = rng.vec(m * k, -1.0, 1.0);
     let w = rng.vec(n * k, -1.0, 1.0);
     let b = rng.vec(n, -1.0, 1.0);
@@ -305,7 +282,7 @@ fn check_attention(
     pad: usize,
     seed: u64,
 ) -> (f64, f64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let width = heads * hd;
     let stride = width + pad;
     let q = rng.vec(tq * stride, -1.5, 1.5);
@@ -463,7 +440,7 @@ fn layer_norm_within_bounds() {
         .iter()
         .enumerate()
     {
-        let mut rng = Rng(40 + s as u64);
+        let mut rng = Rng::new(40 + s as u64);
         let x: Vec<f32> = rng
             .vec(rows * dim, -1.0, 1.0)
             .iter()
@@ -505,7 +482,7 @@ fn layer_norm_within_bounds() {
 
 #[test]
 fn residual_add_is_bit_identical_to_cpu_add() {
-    let mut rng = Rng(50);
+    let mut rng = Rng::new(50);
     let a = rng.vec(4099, -10.0, 10.0);
     let b = rng.vec(4099, -10.0, 10.0);
     let mut out = vec![f32::NAN; a.len()];
@@ -533,7 +510,7 @@ fn check_conv(
     padding: usize,
     seed: u64,
 ) -> (f64, f64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let x = rng.vec(c_in * t_in, -1.0, 1.0);
     let w = rng.vec(c_out * c_in * kernel, -1.0, 1.0);
     let b = rng.vec(c_out, -1.0, 1.0);
@@ -626,7 +603,7 @@ fn check_conv_gelu(
     with_bias: bool,
     seed: u64,
 ) -> f64 {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let x = rng.vec(c_in * t_in, -1.0, 1.0);
     let w = rng.vec(c_out * c_in * kernel, -1.0, 1.0);
     let b = rng.vec(c_out, -1.0, 1.0);
@@ -716,7 +693,7 @@ fn bits(x: &[f32]) -> Vec<u32> {
 
 /// Runs every kernel once on fixed data and returns all output bits.
 fn run_all() -> Vec<u32> {
-    let mut rng = Rng(70);
+    let mut rng = Rng::new(70);
     let (m, k, n) = (97, 300, 45);
     let a = rng.vec(m * k, -1.0, 1.0);
     let w = rng.vec(n * k, -1.0, 1.0);

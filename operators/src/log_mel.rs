@@ -480,15 +480,8 @@ mod tests {
     }
 
     fn noise(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.6
-            })
-            .collect()
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (0..n).map(|_| (rng.f32() - 0.5) * 0.6).collect()
     }
 
     #[test]

@@ -18,17 +18,10 @@ fn gamma(n: usize) -> f64 {
     n as f64 * U / (1.0 - n as f64 * U)
 }
 
-/// Deterministic values in [-1, 1).
+/// Seeded values in [-1, 1).
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.f32() * 2.0 - 1.0).collect()
 }
 
 fn dot_ref(a: &[f32], b: &[f32]) -> (f64, f64) {

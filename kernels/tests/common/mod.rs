@@ -1,4 +1,4 @@
-//! Shared test support: a deterministic PRNG, plain f64 reference kernels, and error
+//! Shared test support: seeded test data, plain f64 reference kernels, and error
 //! bounds derived from f32 rounding.
 // Each test binary uses a different subset; index loops mirror the formulas.
 #![allow(dead_code, clippy::needless_range_loop)]
@@ -13,30 +13,50 @@ pub fn gamma(n: usize) -> f64 {
     nu / (1.0 - nu)
 }
 
-/// SplitMix64: small, deterministic, good enough to fill test tensors.
-pub struct Rng(u64);
+/// Seeded test data (the `fastrand` generator), so a failing case can be replayed.
+pub struct Rng(fastrand::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+        Rng(fastrand::Rng::with_seed(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.u64(..)
     }
 
     /// Uniform in [lo, hi).
     pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * unit
+        lo + (hi - lo) * self.0.f32()
     }
 
     pub fn vec(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..len).map(|_| self.uniform(lo, hi)).collect()
+    }
+
+    /// Mostly uniform in [-2, 2), with about one value in 16 special: ±0, subnormals,
+    /// tiny and huge finite values, and with `nonfinite` also values that round to ±∞ in
+    /// bf16, ±∞ and NaN.
+    fn wild(&mut self, n: usize, nonfinite: bool) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let u = self.0.f32() * 4.0 - 2.0;
+                if !self.0.u64(..).is_multiple_of(16) {
+                    return u;
+                }
+                match self.0.u64(..) % if nonfinite { 9 } else { 5 } {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => u * 1e-39, // subnormal
+                    3 => u * 1e-30, // products underflow
+                    4 => u * 1e18,  // products overflow f32 only in large sums
+                    5 => u * 3e38,  // rounds to ±∞ in bf16 when |u| ≳ 1.13
+                    6 => f32::INFINITY,
+                    7 => f32::NEG_INFINITY,
+                    _ => f32::NAN,
+                }
+            })
+            .collect()
     }
 }
 
