@@ -6,11 +6,11 @@
 //!   ≤ 6.2 % (6.12 %);
 //! - silence and white noise give no text.
 
-mod common;
+use crate::common;
 
+use crate::common::wer::{read_manifest, word_errors, ManifestRow};
 use amanuensis::audio::load_audio;
 use amanuensis::{TranscribeOptions, WhisperModel};
-use common::wer::{read_manifest, word_errors, ManifestRow};
 
 /// Synthetic speech and the long concatenation are not part of this set.
 fn in_set(file: &str, seconds: f64, transcript: &str) -> bool {

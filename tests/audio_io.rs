@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-mod common;
+use crate::common;
 
 use amanuensis::audio::{decode_audio_bytes, load_audio, AudioError, AudioStream, SAMPLE_RATE};
 

@@ -1,7 +1,7 @@
 //! The command line as a user runs it: the sample's transcript, JSON segments, and clear
 //! errors (exit code ≠ 0, no panic) on bad inputs.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -15,12 +15,12 @@
 //! [`SPEECH_DB`] of the clip's speech level (the 95th percentile of its frame levels).
 //! Faint onsets and decays below that level are left to the 0.5-s tolerance.
 
-mod common;
+use crate::common;
 
+use crate::common::wer::{read_manifest, word_errors};
 use amanuensis::audio::load_audio;
 use amanuensis::TranscribeOptions;
 use amanuensis::{Segment, Transcript};
-use common::wer::{read_manifest, word_errors};
 
 /// Silence inserted between clips, seconds.
 const GAP_S: f64 = 0.5;

@@ -2,7 +2,7 @@
 //! a run that times out, ends in an error state, or a device that disappears mid-run makes
 //! the session repeat the graph run on the CPU, so the jfk transcript equals the CPU's.
 
-mod common;
+use crate::common;
 
 use amanuensis::audio::load_audio;
 use amanuensis::model::DeviceSpec;

@@ -2,8 +2,9 @@
 //! properties of the simulated schedule, and transcripts that match the CPU path.
 //! Simulated times are projections; what these tests assert is structure and numerics.
 
-mod common;
+use crate::common;
 
+use crate::common::wer::{read_manifest, word_errors};
 use amanuensis::audio::load_audio;
 use amanuensis::model::{load_graph_file, plan_graphs, DeviceSpec};
 use amanuensis::scheduling::ablation_ladder;
@@ -11,7 +12,6 @@ use amanuensis::{TranscribeOptions, WhisperModel};
 use amanuensis_runtime::npu::timeline::{Lane, Span, Timeline};
 use amanuensis_runtime::npu::{NpuLowering, NpuParams};
 use amanuensis_runtime::schedule::{Direction, Plan};
-use common::wer::{read_manifest, word_errors};
 use std::path::Path;
 
 fn graph_file() -> amanuensis_runtime::ModelFile {

@@ -2,7 +2,7 @@
 //! read back by an independent parser (`rsubs-lib`), JSON and TSV read back, and the file
 //! naming and atomic writing.
 
-mod common;
+use crate::common;
 
 use amanuensis::audio::load_audio;
 use amanuensis::output::{output_path, render, write_output, OutputError, OutputFormat};

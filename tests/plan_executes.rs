@@ -8,7 +8,7 @@
 //! - `npu-sim` replays the commands its program issued, which equal the plan's projection.
 //! - The shipped kernel manifest is exactly what the plan of whisper-base needs.
 
-mod common;
+use crate::common;
 
 use amanuensis_xrt::calllog::{read_call_log, CallRecord, Dir, Phase};
 use std::collections::{BTreeMap, HashMap};

@@ -3,7 +3,7 @@
 //! timestamps. Tolerances are the issue's: encoder max |diff| ≤ 2e-3 and relative
 //! L2 ≤ 1e-4 (an independent float32 numpy implementation reaches 8.6e-4 max).
 
-mod common;
+use crate::common;
 
 use amanuensis::audio::load_audio;
 

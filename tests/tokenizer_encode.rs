@@ -5,7 +5,7 @@
 //! `tests/data/tokenizer/make_fixtures.py` (`encode(text, add_special_tokens=False).ids`,
 //! the call faster-whisper makes).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

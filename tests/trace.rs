@@ -1,7 +1,7 @@
 //! `--trace`: a jfk run on npu-sim writes one Chrome trace with host spans and the
 //! simulated device lanes; the test checks lanes, nesting and DMA/compute overlap.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

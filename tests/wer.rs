@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-mod common;
-
-use common::wer::*;
+use crate::common::wer::*;
 
 fn manifest_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/audio/manifest.tsv")

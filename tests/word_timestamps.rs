@@ -3,7 +3,7 @@
 //! the list also matches the recording by ear: the pause after "Americans" falls inside
 //! " ask", which Whisper's alignment stretches back to the end of the previous word).
 
-mod common;
+use crate::common;
 
 use amanuensis::audio::load_audio;
 use amanuensis::TranscribeOptions;

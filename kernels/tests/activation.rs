@@ -6,10 +6,8 @@
 //! 1.5e-7 leaves a 2x margin. Where
 //! the exact result is subnormal or underflows, the error is at most one subnormal ulp.
 
-mod common;
-
+use crate::common::{ref_gelu, Rng};
 use amanuensis_kernels::cpu;
-use common::{ref_gelu, Rng};
 use proptest::prelude::*;
 
 const REL_BOUND: f64 = 1.5e-7;

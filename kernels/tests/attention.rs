@@ -6,10 +6,8 @@
 //! random-walk argument as the linear tests with the longer of the two sums (u·√max(hd, tk))
 //! plus the f32 exponential's 3e-7.
 
-mod common;
-
+use crate::common::{assert_within, dense_out, ref_attention, rel_l2, Attn, Rng, U};
 use amanuensis_kernels::cpu;
-use common::{assert_within, dense_out, ref_attention, rel_l2, Attn, Rng, U};
 use proptest::prelude::*;
 
 type AttnFn = fn(

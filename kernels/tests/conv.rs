@@ -4,10 +4,8 @@
 //! so the bound is γ_{c_in·kernel+2}·Σ|terms| elementwise and u·√(c_in·kernel) for the
 //! relative L2 error (see tests/linear.rs for the reasoning).
 
-mod common;
-
+use crate::common::{assert_within, gamma, ref_conv1d, rel_l2, Rng, U};
 use amanuensis_kernels::cpu;
-use common::{assert_within, gamma, ref_conv1d, rel_l2, Rng, U};
 use proptest::prelude::*;
 
 #[allow(clippy::too_many_arguments)]

@@ -1,10 +1,8 @@
 //! `add`, `add_inplace` and `add_rows_inplace`: one f32 addition per element, so the
 //! result must equal the scalar f32 sum exactly (IEEE addition is correctly rounded).
 
-mod common;
-
+use crate::common::Rng;
 use amanuensis_kernels::cpu;
-use common::Rng;
 use proptest::prelude::*;
 
 fn check_all(len: usize, cols: usize, seed: u64) {

@@ -7,10 +7,8 @@
 //! stays below u·√k (observed: 1–4e-7 against 1.35e-6 for k = 512); a wrong index or a
 //! dropped term exceeds it by orders of magnitude.
 
-mod common;
-
+use crate::common::{assert_within, gamma, ref_linear, ref_matmul, rel_l2, Rng, U};
 use amanuensis_kernels::cpu;
-use common::{assert_within, gamma, ref_linear, ref_matmul, rel_l2, Rng, U};
 use proptest::prelude::*;
 
 type LinearFn = fn(&[f32], usize, usize, &[f32], usize, Option<&[f32]>, &mut [f32]);

@@ -7,10 +7,8 @@
 //! |err| ≤ |g|·(γ_{dim+1}·mean|x| + u·|x|)/σ + |g·x̂|·(γ_{dim+1} + 4u) + u·(|g·x̂| + |b|),
 //! doubled for safety.
 
-mod common;
-
+use crate::common::{assert_within, gamma, rel_l2, Rng, U};
 use amanuensis_kernels::cpu;
-use common::{assert_within, gamma, rel_l2, Rng, U};
 use proptest::prelude::*;
 
 #[track_caller]

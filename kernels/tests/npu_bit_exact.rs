@@ -12,11 +12,9 @@
     clippy::assign_op_pattern
 )]
 
-mod common;
-
+use crate::common::Rng;
 use amanuensis_kernels::cpu;
 use amanuensis_kernels::npu;
-use common::Rng;
 use proptest::prelude::*;
 
 fn bf(x: f32) -> f32 {

@@ -17,11 +17,9 @@
 
 #![allow(clippy::needless_range_loop)] // index arithmetic mirrors the formulas
 
-mod common;
-
+use crate::common::{gamma, Rng, U};
 use amanuensis_kernels::cpu;
 use amanuensis_kernels::npu::{self, NpuKernelError};
-use common::{gamma, Rng, U};
 use proptest::prelude::*;
 
 const U_BF: f64 = 1.0 / 256.0;

@@ -4,10 +4,8 @@
 //! reference subtracts exactly), 3e-7 for the f32 exponential, γ_n for the sum and 2u for
 //! the reciprocal and the final scaling.
 
-mod common;
-
+use crate::common::{gamma, Rng, U};
 use amanuensis_kernels::cpu;
-use common::{gamma, Rng, U};
 use proptest::prelude::*;
 
 #[track_caller]

@@ -1,10 +1,9 @@
 //! The CT2 → safetensors converter on tiny synthetic Whisper models: naming, splitting of
 //! fused tensors, derived dimensions, config.json, provenance, and every rejection.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use amanuensis_weights_tools::convert::{
     convert_ct2, expected_tensor_count, sha256_hex, vocabulary_len, ConvertError, ConvertOptions,
     LAYOUT,
@@ -13,7 +12,6 @@ use amanuensis_weights_tools::ct2::{Ct2DType, Ct2Model};
 use amanuensis_weights_tools::inspect::{inspect_path, FileKind};
 use amanuensis_weights_tools::st::{SafetensorsFile, SafetensorsReadError};
 use amanuensis_whisper_config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
-use common::*;
 use safetensors::Dtype;
 
 fn convert(input: &Path, output: &Path, name: Option<&str>) -> Result<(), ConvertError> {

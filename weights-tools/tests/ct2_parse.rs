@@ -1,10 +1,8 @@
 //! The CTranslate2 `model.bin` reader on synthetic bytes: valid files of every binary
 //! version, and every kind of corruption (truncation at each byte, bad sizes, bad strings).
 
-mod common;
-
+use crate::common::*;
 use amanuensis_weights_tools::ct2::{Ct2DType, Ct2Error, Ct2Model};
-use common::*;
 
 /// A small valid file: a float16 matrix, two scalars and an alias.
 fn small_vars() -> Vec<Var> {

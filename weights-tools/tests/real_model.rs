@@ -2,17 +2,15 @@
 //! `<models>/whisper-base-ct2/` (the verified CTranslate2 source) and `<models>/whisper-base/`
 //! (the converted model), where `<models>` is `$AMANUENSIS_MODELS` or `<workspace>/models`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use amanuensis_weights_tools::convert::{
     convert_ct2, expected_tensor_count, ConvertError, ConvertOptions,
 };
 use amanuensis_weights_tools::ct2::{Ct2Error, Ct2Model};
 use amanuensis_weights_tools::st::SafetensorsFile;
 use amanuensis_whisper_config::{WhisperConfig, WhisperDims};
-use common::*;
 use safetensors::Dtype;
 
 const SOURCE_SHA256: &str = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9";

@@ -1,7 +1,7 @@
 //! `weights-tool verify`: the committed whisper-base graph against the converted weights,
 //! and a doctored graph whose every mismatch is reported at once.
 
-mod common;
+use crate::common;
 
 use amanuensis_weights_tools::verify::verify;
 use std::path::{Path, PathBuf};

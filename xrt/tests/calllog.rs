@@ -2,8 +2,8 @@
 //! window, handles, bytes and outcome; the reader parses it back and the summary totals
 //! transfers and runs per phase, op, graph and window.
 
-mod common;
-
+use crate::common::flow::*;
+use crate::common::{fake_instructions, Fixture};
 use amanuensis_xrt::calllog::{parse_call_log, Dir};
 use amanuensis_xrt::double::{Failure, Step};
 use amanuensis_xrt::wrap::{Runlist, Shim};
@@ -11,8 +11,6 @@ use amanuensis_xrt::{
     read_call_log, summarize_call_log, CallContext, CallLogError, CallLogSummary, LoggingShim,
     Phase, RecordingShim, RunlistState, ShimApi,
 };
-use common::flow::*;
-use common::{fake_instructions, Fixture};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

@@ -5,8 +5,7 @@
 //! load error or a `DeviceError::Fault` the session recovers from on the CPU (never a
 //! panic), with nothing leaked or freed out of order.
 
-mod common;
-
+use crate::common::*;
 use amanuensis_runtime::device::{with_view, Device, DeviceError, Program, RunContext, Support};
 use amanuensis_runtime::npu::{kernel_of, NpuParams};
 use amanuensis_runtime::schedule::{plan, Plan, SchedulerOptions, Step as PlanStep};
@@ -16,7 +15,6 @@ use amanuensis_xrt::{
     BoFlags, Manifest, NpuXrtDevice, NpuXrtOptions, RecordingShim, RunState, ShimApi, SyncDir,
     XrtError,
 };
-use common::*;
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -2,8 +2,8 @@
 //! computes through the hook installed for it (per run, per kernel or for all), and the
 //! memory of live buffers is capped.
 
-mod common;
-
+use crate::common::flow::*;
+use crate::common::*;
 use amanuensis_kernels::npu::matmul_bias;
 use amanuensis_runtime::Tensor;
 use amanuensis_xrt::double::{Call, RunInvocation, PERMISSIVE_NUM_ARGS};
@@ -11,8 +11,6 @@ use amanuensis_xrt::wrap::{Bo, Device, HwContext, Kernel, Run, Shim, Xclbin};
 use amanuensis_xrt::{
     BoFlags, Manifest, NpuXrtDevice, NpuXrtOptions, RecordingShim, RunState, ShimApi, ShimErrorKind,
 };
-use common::flow::*;
-use common::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

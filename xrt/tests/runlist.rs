@@ -2,14 +2,12 @@
 //! added, the first failing run stops the list and is named, every misuse XRT rejects is
 //! rejected, and an XRT without runlists says so (so the device can chain runs instead).
 
-mod common;
-
+use crate::common::flow::*;
+use crate::common::{fake_instructions, Fixture};
 use amanuensis_xrt::double::{Call, Failure, Step};
 use amanuensis_xrt::shim::{RunHandle, RunlistHandle};
 use amanuensis_xrt::wrap::{Device, HwContext, Kernel, Run, Runlist, Shim, Xclbin};
 use amanuensis_xrt::{RecordingShim, RunState, RunlistState, ShimApi, ShimErrorKind};
-use common::flow::*;
-use common::{fake_instructions, Fixture};
 use std::sync::{Arc, Mutex};
 
 const N: usize = 37;

@@ -1,8 +1,7 @@
 //! The example graph on the CPU against an f64 reference, the fusion rewrite, and the
 //! NPU kernels against their contracts.
 
-mod common;
-
+use crate::common::*;
 use amanuensis_kernels::npu::{matmul_bias, round_bf16};
 use amanuensis_operators::npu::{matmul_work, Epilogue};
 use amanuensis_plugin_example::{
@@ -12,7 +11,6 @@ use amanuensis_runtime::fusion::{ChainMatch, FusionPattern};
 use amanuensis_runtime::npu::{NpuKernel, NpuParams};
 use amanuensis_runtime::op::ValueType;
 use amanuensis_runtime::{Attrs, DType, Graph, Tensor};
-use common::*;
 
 #[test]
 fn mlp_graph_on_cpu_matches_f64_reference() {

@@ -1,10 +1,8 @@
 //! `graph dot` of the example graph before any pass: the committed rendering.
 
-mod common;
-
+use crate::common::*;
 use amanuensis_runtime::dot::{to_dot, DotAnnotations};
 use amanuensis_runtime::Graph;
-use common::*;
 use std::path::Path;
 
 #[test]

@@ -37,7 +37,7 @@ impl Rng {
     /// Mostly uniform in [-2, 2), with about one value in 16 special: ±0, subnormals,
     /// tiny and huge finite values, and with `nonfinite` also values that round to ±∞ in
     /// bf16, ±∞ and NaN.
-    fn wild(&mut self, n: usize, nonfinite: bool) -> Vec<f32> {
+    pub fn wild(&mut self, n: usize, nonfinite: bool) -> Vec<f32> {
         (0..n)
             .map(|_| {
                 let u = self.0.f32() * 4.0 - 2.0;
