@@ -1,7 +1,8 @@
 //! The example graph on the CPU against an f64 reference, the fusion rewrite, and the
 //! NPU kernels against their contracts.
 
-use crate::common::*;
+mod common;
+
 use amanuensis_kernels::npu::{matmul_bias, round_bf16};
 use amanuensis_operators::npu::{matmul_work, Epilogue};
 use amanuensis_plugin_example::{
@@ -11,6 +12,7 @@ use amanuensis_runtime::fusion::{ChainMatch, FusionPattern};
 use amanuensis_runtime::npu::{NpuKernel, NpuParams};
 use amanuensis_runtime::op::ValueType;
 use amanuensis_runtime::{Attrs, DType, Graph, Tensor};
+use common::*;
 
 #[test]
 fn mlp_graph_on_cpu_matches_f64_reference() {

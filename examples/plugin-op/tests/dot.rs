@@ -1,8 +1,10 @@
 //! `graph dot` of the example graph before any pass: the committed rendering.
 
-use crate::common::*;
+mod common;
+
 use amanuensis_runtime::dot::{to_dot, DotAnnotations};
 use amanuensis_runtime::Graph;
+use common::*;
 use std::path::Path;
 
 #[test]

@@ -1,9 +1,11 @@
 //! The example built as a shared library, loaded at run time through the ABI handshake,
 //! and its graph run with the ops it registered.
 
-use crate::common::*;
+mod common;
+
 use amanuensis_runtime::plugin::{load_plugin, loaded_libraries};
 use amanuensis_runtime::PluginError;
+use common::*;
 use std::path::PathBuf;
 
 /// The cdylib cargo built for this test run: next to the test executable (`deps/`), or

@@ -1,8 +1,10 @@
 //! Errors a plugin author meets: an op nobody registered, and two plugins claiming one name.
 
-use crate::common::*;
+mod common;
+
 use amanuensis_plugin_example::{SwishDef, SwishPlugin};
 use amanuensis_runtime::{Graph, Plugin, Registry, RuntimeError};
+use common::*;
 
 #[test]
 fn unknown_op_names_the_node_the_op_and_the_nearest_registered() {

@@ -1,7 +1,7 @@
 //! `docs/plugins.md` quotes the example's sources; these checks keep the quotes true.
 //! (`examples/plugin-op/check-guide.sh` runs the guide's commands in a fresh clone.)
 
-use crate::common;
+mod common;
 
 use amanuensis_runtime::npu::{NpuParams, NpuSim};
 use amanuensis_runtime::schedule::{plan, SchedulerOptions};

@@ -2,13 +2,15 @@
 //! `fc1` (standard `linear`) + `act` (`swish`) into `linear_swish`, the plan shows it, and
 //! the run's numbers match the NPU kernels' references and an f64 reference.
 
-use crate::common::*;
+mod common;
+
 use amanuensis_kernels::npu::matmul_bias;
 use amanuensis_plugin_example::swish_exact;
 use amanuensis_runtime::dot::{device_colour, plan_annotations, to_dot};
 use amanuensis_runtime::npu::{NpuLowering, NpuParams, NpuSim};
 use amanuensis_runtime::schedule::{plan, Plan, SchedulerOptions, Step};
 use amanuensis_runtime::{Graph, Session};
+use common::*;
 use std::sync::Arc;
 
 fn npu_plan(options: SchedulerOptions) -> Plan {

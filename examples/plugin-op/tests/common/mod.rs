@@ -25,10 +25,19 @@ pub fn registry() -> Registry {
     reg
 }
 
-/// Uniform values in [-scale, scale) from a fixed seed.
+/// Uniform values in [-scale, scale) from a fixed seed (splitmix64).
 pub fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * scale).collect()
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
 }
 
 /// The weights the graph declares, filled deterministically (scaled like a trained layer:
