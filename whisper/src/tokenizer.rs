@@ -470,8 +470,8 @@ impl Tokenizer {
     }
 
     fn load_bpe_bytes(&mut self, json: &[u8], origin: String) -> Result<(), TokenizerError> {
-        let hf: tokenizers::Tokenizer = serde_json::from_slice(json).map_err(|source| {
-            // Well-formed JSON that `tokenizers` refuses is a bad tokenizer, not bad JSON.
+        // Well-formed JSON that does not describe a tokenizer is a bad tokenizer, not bad JSON.
+        let parse_error = |source: serde_json::Error| {
             if source.classify() == serde_json::error::Category::Data {
                 TokenizerError::Invalid {
                     origin: origin.clone(),
@@ -483,8 +483,13 @@ impl Tokenizer {
                     source,
                 }
             }
-        })?;
-        check_decodable(&hf, &origin)?;
+        };
+        // The settings are checked before `tokenizers` sees the file: besides giving a clear
+        // error, this keeps from it inputs it does not check (a continuing-subword prefix
+        // longer than a merge's right-hand token makes it slice out of bounds).
+        let settings: HfSettings = serde_json::from_slice(json).map_err(parse_error)?;
+        check_decodable(&settings, &origin)?;
+        let hf: tokenizers::Tokenizer = serde_json::from_slice(json).map_err(parse_error)?;
         check_vocabulary(&hf, &self.tokens, self.timestamp_begin, &origin)?;
         self.bpe = Some(Encoder(Arc::new(hf)));
         Ok(())
@@ -538,21 +543,47 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
+/// The settings of a `tokenizer.json` that decide whether its ids decode back to the text;
+/// everything else is skipped.
+#[derive(serde::Deserialize)]
+struct HfSettings {
+    #[serde(default)]
+    pre_tokenizer: Option<HfTyped>,
+    model: HfModelSettings,
+}
+
+#[derive(serde::Deserialize)]
+struct HfTyped {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct HfModelSettings {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    dropout: Option<f64>,
+    #[serde(default)]
+    continuing_subword_prefix: Option<String>,
+    #[serde(default)]
+    end_of_word_suffix: Option<String>,
+}
+
 /// Refuses settings whose ids [`Tokenizer::decode`] would not turn back into the text:
 /// decoding maps each vocabulary string through GPT-2's byte alphabet, so the encoder must
 /// be a byte-level BPE that adds nothing to its tokens, and deterministic.
-fn check_decodable(hf: &tokenizers::Tokenizer, origin: &str) -> Result<(), TokenizerError> {
-    use tokenizers::models::ModelWrapper;
-    use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+fn check_decodable(settings: &HfSettings, origin: &str) -> Result<(), TokenizerError> {
     let unsupported = |what: String| TokenizerError::Unsupported {
         origin: origin.to_string(),
         what,
     };
-    match hf.get_pre_tokenizer() {
-        Some(PreTokenizerWrapper::ByteLevel(_)) => {}
+    match settings.pre_tokenizer.as_ref().map(|p| p.kind.as_deref()) {
+        Some(Some("ByteLevel")) => {}
         Some(other) => {
             return Err(unsupported(format!(
-                "pre_tokenizer {other:?} (expected ByteLevel)"
+                "pre_tokenizer {:?} (expected ByteLevel)",
+                other.unwrap_or("without a type")
             )))
         }
         None => {
@@ -561,15 +592,20 @@ fn check_decodable(hf: &tokenizers::Tokenizer, origin: &str) -> Result<(), Token
             ))
         }
     }
-    let ModelWrapper::BPE(bpe) = hf.get_model() else {
-        return Err(unsupported("model type (expected BPE)".into()));
-    };
-    if bpe.dropout.is_some_and(|p| p > 0.0) {
-        return Err(unsupported(format!("BPE dropout {:?}", bpe.dropout)));
+    let model = &settings.model;
+    // Files without a type are read as BPE by `tokenizers` when they have merges.
+    if let Some(kind) = model.kind.as_deref().filter(|&k| k != "BPE") {
+        return Err(unsupported(format!("model type {kind:?} (expected BPE)")));
+    }
+    if model.dropout.is_some_and(|p| p > 0.0) {
+        return Err(unsupported(format!("BPE dropout {:?}", model.dropout)));
     }
     for (name, value) in [
-        ("continuing_subword_prefix", &bpe.continuing_subword_prefix),
-        ("end_of_word_suffix", &bpe.end_of_word_suffix),
+        (
+            "continuing_subword_prefix",
+            &model.continuing_subword_prefix,
+        ),
+        ("end_of_word_suffix", &model.end_of_word_suffix),
     ] {
         if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
             return Err(unsupported(format!("{name} {v:?}")));
