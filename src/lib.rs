@@ -5,6 +5,7 @@
 //! formats ([`output`]) and the trace file ([`tracefile`]), and re-exports the library API.
 
 pub mod output;
+pub mod reproduce;
 pub mod scheduling;
 pub mod tracefile;
 

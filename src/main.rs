@@ -12,7 +12,7 @@ use amanuensis::{Progress, Task, TranscribeOptions, Transcript};
 use amanuensis_runtime::npu::{NpuOptions, NpuParams};
 use amanuensis_runtime::schedule::SchedulerOptions;
 use amanuensis_runtime::{Graph, ModelFile};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -252,7 +252,8 @@ enum TaskArg {
 #[derive(Args)]
 struct BenchArgs {
     /// Audio file to transcribe.
-    file: PathBuf,
+    #[arg(required_unless_present = "reproduce")]
+    file: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
     /// Timed runs after one warm-up run.
@@ -268,6 +269,11 @@ struct BenchArgs {
     /// from the seed design to the full schedule (npu-sim), with decoding measured here.
     #[arg(long)]
     ablation: bool,
+    /// Instead of transcribing, price another NPU pipeline's described schedule with
+    /// npu-sim and set it beside its measured times and our plan of the same model size
+    /// (all NPU figures projections): `whisper-xdna`.
+    #[arg(long, value_name = "PIPELINE")]
+    reproduce: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -681,11 +687,24 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn bench(a: BenchArgs) -> Result<ExitCode> {
+    if let Some(what) = &a.reproduce {
+        if what != "whisper-xdna" {
+            bail!("--reproduce knows 'whisper-xdna' only, not '{what}'");
+        }
+        let params = a.model.device.spec()?.params;
+        let rows = amanuensis::reproduce::reproduce(&params, Some(&registry()?))?;
+        print!("{}", amanuensis::reproduce::table(&rows, &params));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let file = a
+        .file
+        .clone()
+        .ok_or_else(|| anyhow!("bench needs an audio file"))?;
     let t_load = Instant::now();
     let mut model = load_model(&a.model, false)?;
     let load = t_load.elapsed();
     let t_audio = Instant::now();
-    let pcm = audio::load_audio(&a.file)?;
+    let pcm = audio::load_audio(&file)?;
     let audio_time = t_audio.elapsed();
     let mut opts = TranscribeOptions {
         without_timestamps: true,
@@ -696,7 +715,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     let threads = rayon::current_num_threads();
     println!(
         "bench: {} ({:.2} s of audio), model {}, {threads} threads, beam size {}",
-        a.file.display(),
+        file.display(),
         pcm.len() as f64 / 16000.0,
         model.name,
         a.beam_size

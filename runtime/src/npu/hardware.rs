@@ -4,6 +4,20 @@
 
 use super::NpuCaps;
 
+/// Device-memory bandwidth the array's shims see together on Phoenix, fitted on
+/// whisper-xdna's large-v3/turbo encoder (`docs/whisper-xdna.md`): its GEMMs stream A and
+/// B through device memory and are bound by this, not by the tiles' MAC rate.
+pub const PHOENIX_DDR_BYTES_PER_S: f64 = 26.0e9;
+/// amd/xdna-driver issue 1399: creating a buffer object on an HX370 takes ≈ 99 ms per GB
+/// (4-KiB pages, pinned and mapped page by page).
+pub const BO_ALLOC_BYTES_PER_S: f64 = 1.0e9 / 0.099;
+/// Host fp32 element pass, derived so that whisper-xdna's large-v3 host work projects to
+/// its measured 0.84 CPU-seconds per pass (with [`HOST_CALL_S`] and the syncs).
+pub const HOST_ELEMENT_S: f64 = 0.1606e-9;
+/// Host bookkeeping per submission of a described schedule (whisper-xdna's Python host
+/// around each launch), fitted on the turbo context ladder.
+pub const HOST_CALL_S: f64 = 0.85e-3;
+
 /// One NPU generation's figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NpuParams {
@@ -54,6 +68,15 @@ pub struct NpuParams {
     pub bo_sync_bytes_per_s: f64,
     /// Runs a hardware context keeps in flight (the host may submit ahead this far).
     pub in_flight: usize,
+    /// Allocating (and pinning) a buffer object, bytes/s: paid again for a design's
+    /// buffers whenever its hardware context is re-created.
+    pub bo_alloc_bytes_per_s: f64,
+    /// Host CPU time of one fp32 element pass (read + write) of the host work a described
+    /// schedule does between runs (norms, conversions, copies), seconds.
+    pub host_element_s: f64,
+    /// Host CPU time around each submission of a described schedule beyond its element
+    /// passes and syncs (the host program's per-launch bookkeeping), seconds.
+    pub host_call_s: f64,
 }
 
 impl NpuParams {
@@ -77,7 +100,7 @@ impl NpuParams {
             f32_ops_per_cycle: 16.0,
             // exp/erf are polynomial/LUT sequences on AIE-ML: a few cycles per lane group.
             transcendentals_per_cycle: 4.0,
-            ddr_bytes_per_s: 32.0e9,
+            ddr_bytes_per_s: PHOENIX_DDR_BYTES_PER_S,
             // npu-facts §6: an isolated run ≈ 45–60 µs on Linux, ≈ 9–11 µs inside a runlist,
             // a context switch ≈ 1.4 ms on XDNA1, creation ≈ 2.5 ms, 6 contexts per process.
             dispatch_s: 50e-6,
@@ -88,6 +111,9 @@ impl NpuParams {
             bo_sync_s: 8e-6,
             bo_sync_bytes_per_s: 16.0e9,
             in_flight: 4,
+            bo_alloc_bytes_per_s: BO_ALLOC_BYTES_PER_S,
+            host_element_s: HOST_ELEMENT_S,
+            host_call_s: HOST_CALL_S,
         }
     }
 
