@@ -78,7 +78,11 @@ fn the_breakdown_of_large_v3_matches_its_measured_host_work_and_counts() {
         .price(&p)
         .unwrap();
     // The host share is the measured 0.84 CPU-s by construction of the fit.
-    assert!((pr.host_ns / 1e6 - 840.0).abs() < 1.0, "{}", pr.host_ns / 1e6);
+    assert!(
+        (pr.host_ns / 1e6 - 840.0).abs() < 1.0,
+        "{}",
+        pr.host_ns / 1e6
+    );
     // 228 switches at 1.4 ms, 7 creations: the thrash-free large schedule.
     assert_eq!((pr.switches, pr.creates), (228, 7));
     assert!((pr.switch_ns / 1e6 - 319.2).abs() < 1e-6);

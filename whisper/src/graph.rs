@@ -298,10 +298,12 @@ fn encoder(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     let _ = out;
     GraphDef {
         name: ENCODER.into(),
+        // 2 mel frames per audio position (N_FRAMES for the published sizes); a shorter
+        // audio context plans the encoder at that length.
         inputs: vec![decl(
             "mel",
             DType::F32,
-            vec![d.n_mels.into(), N_FRAMES.into()],
+            vec![d.n_mels.into(), (2 * d.n_audio_ctx).into()],
         )],
         outputs: vec![decl(
             "encoder_out",

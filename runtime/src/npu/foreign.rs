@@ -238,9 +238,8 @@ pub fn gemm_run(p: &NpuParams, tile: [usize; 3], out_bytes: usize, work: Work) -
     let blocks_m = ceil_div(m, rows * tm);
     let blocks_n = ceil_div(n, cols * tn);
     let calls = (blocks_m * blocks_n * ceil_div(k, tk)) as f64;
-    let compute_s = calls * (tm * tk * tn) as f64
-        / (p.bf16_macs_per_cycle * p.mac_efficiency)
-        / p.clock_hz;
+    let compute_s =
+        calls * (tm * tk * tn) as f64 / (p.bf16_macs_per_cycle * p.mac_efficiency) / p.clock_hz;
     let bytes = (m * k * 2 * blocks_n + k * n * 2 * blocks_m + m * n * out_bytes) as u64;
     let ddr_s = bytes as f64 / p.ddr_bytes_per_s;
     (compute_s.max(ddr_s) * 1e9, bytes)
@@ -248,12 +247,15 @@ pub fn gemm_run(p: &NpuParams, tile: [usize; 3], out_bytes: usize, work: Work) -
 
 /// Array time and bytes of one row-op run.
 pub fn rowop_run(p: &NpuParams, kind: &DesignKind, work: Work) -> (f64, u64) {
-    let (DesignKind::RowOp {
-        tiles,
-        cycles_per_element,
-        in_bytes,
-        out_bytes,
-    }, Work::Elements(e)) = (kind, work)
+    let (
+        DesignKind::RowOp {
+            tiles,
+            cycles_per_element,
+            in_bytes,
+            out_bytes,
+        },
+        Work::Elements(e),
+    ) = (kind, work)
     else {
         return (0.0, 0);
     };
@@ -392,7 +394,9 @@ impl ForeignSchedule {
         let sync_ns = |b: u64| (p.bo_sync_s + b as f64 / p.bo_sync_bytes_per_s) * 1e9;
         for s in &self.steps {
             match s {
-                Step::Host { elements, .. } => r.host_ns += *elements as f64 * p.host_element_s * 1e9,
+                Step::Host { elements, .. } => {
+                    r.host_ns += *elements as f64 * p.host_element_s * 1e9
+                }
                 Step::Submit {
                     design,
                     runs,
@@ -423,9 +427,8 @@ impl ForeignSchedule {
                             slots.remove(victim);
                         }
                         r.creates += 1;
-                        r.create_ns += (p.context_create_s
-                            + d.bo_bytes as f64 / p.bo_alloc_bytes_per_s)
-                            * 1e9;
+                        r.create_ns +=
+                            (p.context_create_s + d.bo_bytes as f64 / p.bo_alloc_bytes_per_s) * 1e9;
                         if runs.len() > 1 {
                             // A runlist belongs to its context: its runs are built again
                             // by the host, each with the bookkeeping of one submission.
@@ -472,7 +475,12 @@ mod tests {
     use super::*;
 
     fn gemm_design(s: &mut ForeignSchedule, name: &str, weights: bool) -> DesignId {
-        s.design(name, DesignKind::whole_array_gemm([64, 64, 32], 4), weights, 0)
+        s.design(
+            name,
+            DesignKind::whole_array_gemm([64, 64, 32], 4),
+            weights,
+            0,
+        )
     }
 
     #[test]

@@ -4,15 +4,17 @@
 //! the simulated device `npu-sim`. The real device over XRT (crate `amanuensis-xrt`) and
 //! any other device of the family build on this module; the runtime's core does not use it.
 
+pub mod foreign;
 mod hardware;
 mod kernel;
 mod lowering;
-pub mod foreign;
 pub mod sim;
 pub mod timeline;
 pub mod trace;
 
-pub use hardware::{NpuParams, BO_ALLOC_BYTES_PER_S, HOST_CALL_S, HOST_ELEMENT_S, PHOENIX_DDR_BYTES_PER_S};
+pub use hardware::{
+    NpuParams, BO_ALLOC_BYTES_PER_S, HOST_CALL_S, HOST_ELEMENT_S, PHOENIX_DDR_BYTES_PER_S,
+};
 pub use kernel::{KernelWork, NpuCaps, NpuKernel, TileWork};
 pub use lowering::{NodeLowering, NpuLowering, TilingPass};
 pub use sim::NpuSim;
