@@ -5,7 +5,7 @@
 //! same parameters. Every NPU figure here is a projection of npu-sim.
 
 use amanuensis_runtime::npu::foreign::{
-    DesignKind, ForeignProjection, ForeignSchedule, SlotPolicy, Work,
+    DesignId, DesignKind, ForeignProjection, ForeignSchedule, SlotPolicy, Work,
 };
 use amanuensis_runtime::npu::NpuParams;
 use amanuensis_runtime::Registry;
@@ -163,6 +163,14 @@ const SOFTMAX_CYCLES: f64 = 0.0;
 /// fc1 wider than this is split into chunks (R:459-544).
 const FC1_MAX_N: usize = 4096;
 
+/// How whisper-xdna runs a block's MLP, by the design that differs.
+enum Mlp {
+    /// fc1 wider than 4096: chunked, GELU on the device (the f32-in GELU design).
+    OnDevice(DesignId),
+    /// fc1 in one run, its output through the host and the fixed GELU overlay.
+    ThroughHost(DesignId),
+}
+
 /// whisper-xdna's encoder pass at `ctx` described for npu-sim, following its launch graph
 /// (`docs/whisper-xdna.md` §2): designs, runs and runlists with their padded shapes and
 /// tiles, syncs, host work between runs, and its slot policy (6 contexts, LRU, designs
@@ -215,16 +223,19 @@ pub fn whisper_xdna_encoder(m: &XdnaModel, ctx: usize) -> ForeignSchedule {
     let qk = s.design("QK per head", gemm([32, 64, 64], bf), false, 0);
     let softmax = s.design("softmax", row(bf, bf, SOFTMAX_CYCLES), false, 0);
     let av = s.design("AV per head", gemm([64, 64, 16], f4), false, 0);
-    let fc1 = (!big).then(|| s.design("fc1", gemm([64, 64, 32], f4), true, abc(mp, kp, 4 * d, f4)));
-    // The f32-in GELU reads fc1's chunk buffers and writes into fc2's A: no buffers of its own.
-    let g4f = big.then(|| {
-        s.design(
+    // Either fc1 on its own design with the GELU through the host, or fc1 chunked on the
+    // projections' overlay with an f32-in GELU that reads fc1's chunk buffers and writes
+    // into fc2's A (no buffers of its own).
+    let mlp = if big {
+        Mlp::OnDevice(s.design(
             "gelu (f32 in, into fc2's A)",
             row(f4, bf, GELU_CYCLES),
             false,
             0,
-        )
-    });
+        ))
+    } else {
+        Mlp::ThroughHost(s.design("fc1", gemm([64, 64, 32], f4), true, abc(mp, kp, 4 * d, f4)))
+    };
     let fc2 = s.design("fc2", gemm([64, 64, 32], f4), true, abc(mp, 4 * d, d, f4));
     let g = |m: usize, k: usize, n: usize| Work::Gemm { m, k, n };
     let e = |n: usize| Work::Elements(n as u64);
@@ -293,8 +304,8 @@ pub fn whisper_xdna_encoder(m: &XdnaModel, ctx: usize) -> ForeignSchedule {
             (mp * d * f4) as u64,
         );
         s.host(6 * cd, "copy out, residual, LN2, convert A");
-        match (fc1, g4f) {
-            (_, Some(g4f)) => {
+        match mlp {
+            Mlp::OnDevice(g4f) => {
                 // fc1 in 4 chunks on the projections' overlay, 4 GELUs writing bf16 into
                 // column bands of fc2's A; the activations never reach the host.
                 for i in 0..4 {
@@ -306,7 +317,7 @@ pub fn whisper_xdna_encoder(m: &XdnaModel, ctx: usize) -> ForeignSchedule {
                 }
                 s.submit(fc2, g(mp, 4 * d, d), 0, (mp * d * f4) as u64);
             }
-            (Some(fc1), None) => {
+            Mlp::ThroughHost(fc1) => {
                 // The MLP through the host (E:361-406): fc1's f32 C down, the GELU on the
                 // fixed overlay, the result converted again as fc2's A.
                 s.submit(
@@ -330,7 +341,6 @@ pub fn whisper_xdna_encoder(m: &XdnaModel, ctx: usize) -> ForeignSchedule {
                     (mp * d * f4) as u64,
                 );
             }
-            (None, None) => unreachable!("fc1 is either chunked or not"),
         }
         s.host(2 * cd, "copy out, b2, residual");
     }

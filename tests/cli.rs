@@ -333,3 +333,25 @@ fn prompt_conditions_the_first_window() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end(), JFK_TEXT);
 }
+
+#[test]
+fn bench_reproduces_whisper_xdna_beside_our_plan() {
+    let o = run(&["bench", "--reproduce", "whisper-xdna"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every measured size and context, labelled projections, with our plan beside it.
+    for needle in [
+        "projections",
+        "| large-v3-turbo | 512 | 1582 |",
+        "| large-v3 | 1500 | 3344 |",
+        "| small (held out) | 1500 | 1507 |",
+        "| tiny (held out) | 1500 | 484 |",
+    ] {
+        assert!(out.contains(needle), "no '{needle}' in:\n{out}");
+    }
+    assert!(!out.contains("| — ("), "a size without our plan:\n{out}");
+    assert_clean_failure(
+        &run(&["bench", "--reproduce", "nothing"]),
+        &["knows 'whisper-xdna' only"],
+    );
+}
