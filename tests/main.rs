@@ -18,6 +18,7 @@ mod npu_sim;
 mod output_formats;
 mod plan_executes;
 mod reference_jfk;
+mod reproduce_xdna;
 mod tokenizer_encode;
 mod trace;
 mod wer;
