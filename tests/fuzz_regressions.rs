@@ -240,7 +240,8 @@ fn matroska_lacing_sizes_past_their_block_are_refused_before_symphonia_allocates
         "jfk_mp3.mkv",
     ] {
         let bytes = encoded(name);
-        let decoded = decode_audio_bytes(bytes.clone(), None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let decoded =
+            decode_audio_bytes(bytes.clone(), None).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(decoded.len() > 40_000, "{name}: {} samples", decoded.len());
         let piped = decode_from_reader(bytes).unwrap_or_else(|e| panic!("{name} piped: {e}"));
         assert_eq!(piped, decoded, "{name}");
@@ -254,7 +255,11 @@ fn matroska_lacing_sizes_past_their_block_are_refused_before_symphonia_allocates
         .position(|w| w == [0x1F, 0x43, 0xB6, 0x75])
         .expect("a cluster");
     let block = cluster + good[cluster..].iter().position(|&b| b == 0xA3).unwrap();
-    assert_eq!(good[block..block + 3], [0xA3, 0x87, 0x81], "a 7-byte simple block");
+    assert_eq!(
+        good[block..block + 3],
+        [0xA3, 0x87, 0x81],
+        "a 7-byte simple block"
+    );
     let mut laced = good.clone();
     laced[block + 5] = 0x86;
     laced[block + 6..block + 9].copy_from_slice(&[0x01, 0x7F, 0xFF]);
@@ -272,4 +277,52 @@ fn matroska_lacing_sizes_past_their_block_are_refused_before_symphonia_allocates
     let last = at + 3 + n - 1;
     seek[last] = seek[last].wrapping_add(1);
     assert_refused_without_large_allocation(seek, "does not start an element");
+}
+
+/// Found by the `audio_mp4` target (first seen as a crash in `stsd`): an MP4 behind 8
+/// unrecognised bytes, read from a pipe, skipped the size check, which only ran on
+/// seekable input; symphonia's probe skipped the bytes and reserved 31 GB for an `stsc`
+/// table of 1.9 billion entries, and the failed allocation aborted the process. A pipe
+/// whose first MiB holds an MP4 or Matroska signature is now read into memory and gets
+/// the same check.
+#[test]
+fn mp4_behind_leading_garbage_on_a_pipe_gets_the_same_size_check() {
+    for (name, what) in [
+        (
+            "audio-mp4-stsc-count-behind-leading-garbage-on-a-pipe.m4a",
+            "past the end of the",
+        ),
+        (
+            "audio-mp4-stco-count-behind-leading-garbage.m4a",
+            "'stco' table",
+        ),
+    ] {
+        let bytes = regression_input(name);
+        LARGEST.store(0, Ordering::Relaxed);
+        let piped = decode_from_reader(bytes.clone());
+        let largest = LARGEST.load(Ordering::Relaxed);
+        match piped {
+            Err(e @ AudioError::Corrupt { .. }) => {
+                assert!(e.to_string().contains(what), "{name}: {e}")
+            }
+            other => panic!(
+                "{name}: expected a corrupt-data error, got {:?}",
+                other.map(|v| v.len())
+            ),
+        }
+        assert!(
+            largest < ALLOC_BOUND,
+            "{name}: allocated {largest} bytes at once"
+        );
+        assert_refused_without_large_allocation(bytes, what);
+    }
+
+    // An intact MP4 from a pipe still decodes as from memory.
+    let good = regression_input("aac-jfk-0.5s.m4a");
+    let from_memory = decode_audio_bytes(good.clone(), None).expect("decodes from memory");
+    assert!(from_memory.len() > 7_000, "{}", from_memory.len());
+    assert_eq!(
+        decode_from_reader(good).expect("decodes from a pipe"),
+        from_memory
+    );
 }

@@ -114,9 +114,10 @@ fn probe_window(input: &mut Input) -> std::io::Result<Vec<u8>> {
             s.seek(SeekFrom::Start(0))?;
         }
         InputSource::Stream(_) => {
-            let InputSource::Stream(mut r) =
-                std::mem::replace(&mut input.source, InputSource::Stream(Box::new(std::io::empty())))
-            else {
+            let InputSource::Stream(mut r) = std::mem::replace(
+                &mut input.source,
+                InputSource::Stream(Box::new(std::io::empty())),
+            ) else {
                 unreachable!()
             };
             (&mut r).take(PROBE_WINDOW).read_to_end(&mut window)?;

@@ -471,7 +471,9 @@ mod tests {
         assert!(check(&file(&bad)).unwrap_err().contains("513 bytes"));
         // A difference that makes the second size negative.
         let bad = el(&[0xA3], &[0x81, 0, 0, 0x06, 2, 0x82, 0x80, 1, 2, 3, 4]);
-        assert!(check(&file(&bad)).unwrap_err().contains("frame 1 declares -61"));
+        assert!(check(&file(&bad))
+            .unwrap_err()
+            .contains("frame 1 declares -61"));
     }
 
     #[test]
@@ -481,10 +483,14 @@ mod tests {
         // The cluster's timestamp claims 2 bytes where 1 is left.
         let at = f.len() - 2;
         f[at] = 0x82;
-        assert!(check(&f).unwrap_err().contains("past the end of its parent"));
+        assert!(check(&f)
+            .unwrap_err()
+            .contains("past the end of its parent"));
         // A byte that cannot start an ID where one is expected.
         let f = file(&[0x05, 0x81, 0]);
-        assert!(check(&f).unwrap_err().contains("does not start an element ID"));
+        assert!(check(&f)
+            .unwrap_err()
+            .contains("does not start an element ID"));
         // A binary element of 2^40 bytes past the end of the file (open-ended parents).
         let mut f = el(&[0x1A, 0x45, 0xDF, 0xA3], &el(&[0x42, 0x82], b"webm"));
         f.extend([0x18, 0x53, 0x80, 0x67, 0xFF, 0x63, 0xA2]);
