@@ -199,3 +199,130 @@ fn mp4_behind_leading_garbage_gets_the_same_size_check() {
     assert!(r.is_err(), "{:?}", r.map(|v| v.len()));
     assert!(largest < ALLOC_BOUND, "allocated {largest} bytes at once");
 }
+
+fn encoded(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/audio/encoded")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// Decodes `bytes` from a forward-only reader, as from a pipe.
+fn decode_from_reader(bytes: Vec<u8>) -> Result<Vec<f32>, AudioError> {
+    amanuensis::audio::AudioStream::from_reader(std::io::Cursor::new(bytes), "a pipe")?
+        .collect_all()
+}
+
+/// Found by the `audio` target: a 947-byte WebM whose block declares EBML-laced frames of
+/// 289 TB made symphonia's Matroska reader allocate that much before reading them; the
+/// allocation failed and aborted the process (no panic, so nothing could catch it). The
+/// Matroska structure is now walked before symphonia sees it: every element must fit in
+/// its parent, laced frames in their block, and SeekHead entries must name elements.
+#[test]
+fn matroska_lacing_sizes_past_their_block_are_refused_before_symphonia_allocates_them() {
+    let found = regression_input("audio-mkv-ebml-lacing-289tb-frame.mka");
+    assert_refused_without_large_allocation(found.clone(), "frames declare");
+    // The same from a pipe (read into memory and checked), and behind bytes the probe skips.
+    LARGEST.store(0, Ordering::Relaxed);
+    let e = decode_from_reader(found.clone()).expect_err("refused from a pipe");
+    assert!(e.to_string().contains("frames declare"), "{e}");
+    assert!(LARGEST.load(Ordering::Relaxed) < ALLOC_BOUND);
+    let mut behind = b"\x00\x01 not audio ".to_vec();
+    behind.extend_from_slice(&found);
+    assert_refused_without_large_allocation(behind, "frames declare");
+
+    // Intact files of every codec still decode, from memory and from a pipe alike.
+    for name in [
+        "jfk_opus.webm",
+        "jfk_vorbis.mkv",
+        "jfk_flac.mkv",
+        "jfk_aac.mkv",
+        "jfk_mp3.mkv",
+    ] {
+        let bytes = encoded(name);
+        let decoded =
+            decode_audio_bytes(bytes.clone(), None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(decoded.len() > 40_000, "{name}: {} samples", decoded.len());
+        let piped = decode_from_reader(bytes).unwrap_or_else(|e| panic!("{name} piped: {e}"));
+        assert_eq!(piped, decoded, "{name}");
+    }
+
+    // The first block of the Opus WebM (7 bytes: track 1, time 0, flags, a 3-byte packet)
+    // made EBML-laced: one stored size, 0x3FFF bytes, where no byte is left.
+    let good = encoded("jfk_opus.webm");
+    let cluster = good
+        .windows(4)
+        .position(|w| w == [0x1F, 0x43, 0xB6, 0x75])
+        .expect("a cluster");
+    let block = cluster + good[cluster..].iter().position(|&b| b == 0xA3).unwrap();
+    assert_eq!(
+        good[block..block + 3],
+        [0xA3, 0x87, 0x81],
+        "a 7-byte simple block"
+    );
+    let mut laced = good.clone();
+    laced[block + 5] = 0x86;
+    laced[block + 6..block + 9].copy_from_slice(&[0x01, 0x7F, 0xFF]);
+    assert_refused_without_large_allocation(laced, "frames declare 16383 bytes");
+
+    // A SeekHead entry for the Cues that points one byte into an element.
+    let cues_entry = good
+        .windows(7)
+        .position(|w| w == [0x53, 0xAB, 0x84, 0x1C, 0x53, 0xBB, 0x6B])
+        .expect("a SeekHead entry for the Cues");
+    let mut seek = good.clone();
+    let at = cues_entry + 7;
+    assert_eq!(good[at..at + 2], [0x53, 0xAC], "its SeekPosition");
+    let n = usize::from(good[at + 2] & 0x0F);
+    let last = at + 3 + n - 1;
+    seek[last] = seek[last].wrapping_add(1);
+    assert_refused_without_large_allocation(seek, "does not start an element");
+}
+
+/// Found by the `audio_mp4` target (first seen as a crash in `stsd`): an MP4 behind 8
+/// unrecognised bytes, read from a pipe, skipped the size check, which only ran on
+/// seekable input; symphonia's probe skipped the bytes and reserved 31 GB for an `stsc`
+/// table of 1.9 billion entries, and the failed allocation aborted the process. A pipe
+/// whose first MiB holds an MP4 or Matroska signature is now read into memory and gets
+/// the same check.
+#[test]
+fn mp4_behind_leading_garbage_on_a_pipe_gets_the_same_size_check() {
+    for (name, what) in [
+        (
+            "audio-mp4-stsc-count-behind-leading-garbage-on-a-pipe.m4a",
+            "past the end of the",
+        ),
+        (
+            "audio-mp4-stco-count-behind-leading-garbage.m4a",
+            "'stco' table",
+        ),
+    ] {
+        let bytes = regression_input(name);
+        LARGEST.store(0, Ordering::Relaxed);
+        let piped = decode_from_reader(bytes.clone());
+        let largest = LARGEST.load(Ordering::Relaxed);
+        match piped {
+            Err(e @ AudioError::Corrupt { .. }) => {
+                assert!(e.to_string().contains(what), "{name}: {e}")
+            }
+            other => panic!(
+                "{name}: expected a corrupt-data error, got {:?}",
+                other.map(|v| v.len())
+            ),
+        }
+        assert!(
+            largest < ALLOC_BOUND,
+            "{name}: allocated {largest} bytes at once"
+        );
+        assert_refused_without_large_allocation(bytes, what);
+    }
+
+    // An intact MP4 from a pipe still decodes as from memory.
+    let good = regression_input("aac-jfk-0.5s.m4a");
+    let from_memory = decode_audio_bytes(good.clone(), None).expect("decodes from memory");
+    assert!(from_memory.len() > 7_000, "{}", from_memory.len());
+    assert_eq!(
+        decode_from_reader(good).expect("decodes from a pipe"),
+        from_memory
+    );
+}

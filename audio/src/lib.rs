@@ -46,6 +46,7 @@ pub mod pauses;
 // Modules from the bottom up: each uses only those listed before it.
 mod error;
 mod limits;
+mod mkv;
 mod mp4;
 mod ogg_opus;
 mod opus;
@@ -81,8 +82,68 @@ use symphonia::core::probe::Hint;
 /// Bytes read from the start of a source to identify its container and WAV format tag.
 const SNIFF_LEN: u64 = 64 * 1024;
 
-/// Largest MP4 file read from a non-seekable input into memory.
-const MAX_BUFFERED_MP4: u64 = 4 << 30;
+/// Largest MP4 or Matroska file read from a non-seekable input into memory.
+const MAX_BUFFERED_INPUT: u64 = 4 << 30;
+
+/// Bytes symphonia's probe searches for a container signature (1 MiB), and the 16 bytes
+/// it reads past the last position it tries.
+const PROBE_WINDOW: u64 = (1 << 20) + 16;
+
+/// Containers whose declared sizes are checked before symphonia reads them.
+#[derive(Clone, Copy)]
+enum Checked {
+    Mp4,
+    Matroska,
+}
+
+impl Checked {
+    fn name(self) -> &'static str {
+        match self {
+            Checked::Mp4 => "MP4",
+            Checked::Matroska => "Matroska",
+        }
+    }
+}
+
+/// The first bytes symphonia's probe searches; a forward-only input replays them.
+fn probe_window(input: &mut Input) -> std::io::Result<Vec<u8>> {
+    let mut window = Vec::new();
+    match &mut input.source {
+        InputSource::Seekable(s) => {
+            (&mut **s).take(PROBE_WINDOW).read_to_end(&mut window)?;
+            s.seek(SeekFrom::Start(0))?;
+        }
+        InputSource::Stream(_) => {
+            let InputSource::Stream(mut r) = std::mem::replace(
+                &mut input.source,
+                InputSource::Stream(Box::new(std::io::empty())),
+            ) else {
+                unreachable!()
+            };
+            (&mut r).take(PROBE_WINDOW).read_to_end(&mut window)?;
+            input.source = InputSource::Stream(Box::new(Cursor::new(window.clone()).chain(r)));
+        }
+    }
+    Ok(window)
+}
+
+/// Where the probe will find an MP4 (`ftyp`, the box starting 4 bytes earlier) or a
+/// Matroska (EBML header) signature in `window`, if one of them comes first.
+fn first_marker(window: &[u8]) -> Option<(Checked, u64)> {
+    let mp4 = window
+        .windows(4)
+        .position(|w| w == b"ftyp")
+        .filter(|&at| at >= 4);
+    let mkv = window
+        .windows(4)
+        .position(|w| w == [0x1A, 0x45, 0xDF, 0xA3]);
+    match (mp4, mkv) {
+        (Some(m), Some(k)) if k < m => Some((Checked::Matroska, k as u64)),
+        (Some(m), _) => Some((Checked::Mp4, m as u64 - 4)),
+        (None, Some(k)) => Some((Checked::Matroska, k as u64)),
+        (None, None) => None,
+    }
+}
 
 /// Decodes an audio file (or standard input when `path` is `-`) to mono `f32` samples at
 /// [`SAMPLE_RATE`].
@@ -268,49 +329,57 @@ impl AudioStream {
             _ => {}
         }
 
+        // symphonia allocates lengths that MP4 and Matroska indexes declare before reading
+        // them, so those containers are checked first (`mp4::check_sizes`,
+        // `mkv::check_structure`), from where symphonia's probe will find them: at the
+        // start, or behind unrecognised bytes, which the probe skips (up to 1 MiB).
+        let mut checked = match &sniffed {
+            Sniffed::Known("MP4/M4A") => Some((Checked::Mp4, 0)),
+            Sniffed::Known("Matroska/WebM") => Some((Checked::Matroska, 0)),
+            _ => None,
+        };
+        if matches!(sniffed, Sniffed::Unknown) {
+            let window = probe_window(&mut input).map_err(|source| AudioError::Io {
+                file: name.clone(),
+                source,
+            })?;
+            checked = first_marker(&window);
+        }
         let mut edit = None;
-        if matches!(sniffed, Sniffed::Known("MP4/M4A")) {
-            // An MP4 index (moov) often follows the audio data, and the edit list is read
-            // before decoding: a forward-only input is read into memory first.
+        if let Some((kind, at)) = checked {
+            // The check needs the whole input (an MP4 index often follows the audio): a
+            // forward-only input is read into memory first.
             if let InputSource::Stream(r) = input.source {
                 let mut bytes = Vec::new();
-                r.take(MAX_BUFFERED_MP4 + 1)
+                r.take(MAX_BUFFERED_INPUT + 1)
                     .read_to_end(&mut bytes)
                     .map_err(|source| AudioError::Io {
                         file: name.clone(),
                         source,
                     })?;
-                if bytes.len() as u64 > MAX_BUFFERED_MP4 {
-                    return Err(corrupt(&name, "MP4 input on a non-seekable stream is larger than 4 GiB; pass a file path instead"));
+                if bytes.len() as u64 > MAX_BUFFERED_INPUT {
+                    return Err(corrupt(&name, format!("{} input on a non-seekable stream is larger than 4 GiB; pass a file path instead", kind.name())));
                 }
                 input.len = Some(bytes.len() as u64);
                 input.source = InputSource::Seekable(Box::new(Cursor::new(bytes)));
             }
             if let (InputSource::Seekable(s), Some(len)) = (&mut input.source, input.len) {
-                mp4::check_sizes(s, 0, len).map_err(|d| corrupt(&name, d))?;
-                edit = mp4::audio_edit(s, len);
+                match kind {
+                    Checked::Mp4 => {
+                        mp4::check_sizes(s, at, len).map_err(|d| corrupt(&name, d))?;
+                        if at == 0 {
+                            edit = mp4::audio_edit(s, len);
+                        }
+                    }
+                    Checked::Matroska => {
+                        mkv::check_structure(s, at, len).map_err(|d| corrupt(&name, d))?
+                    }
+                }
                 s.seek(SeekFrom::Start(0))
                     .map_err(|source| AudioError::Io {
                         file: name.clone(),
                         source,
                     })?;
-            }
-        }
-
-        // symphonia's probe skips unrecognised bytes to a signature further on: an MP4
-        // found that way gets the same size check from its `ftyp` box.
-        if let (Sniffed::Unknown, InputSource::Seekable(s), Some(len)) =
-            (&sniffed, &mut input.source, input.len)
-        {
-            if let Some(at) = input.head.windows(4).position(|w| w == b"ftyp") {
-                if at >= 4 {
-                    mp4::check_sizes(s, at as u64 - 4, len).map_err(|d| corrupt(&name, d))?;
-                    s.seek(SeekFrom::Start(0))
-                        .map_err(|source| AudioError::Io {
-                            file: name.clone(),
-                            source,
-                        })?;
-                }
             }
         }
 
