@@ -954,8 +954,34 @@ pub fn beam_search(
     Ok(plan.finish(toks, cum, lp, no_speech_prob))
 }
 
+/// The deterministic generator of temperature sampling (SplitMix64). Decoding keeps its
+/// own: a transcript at temperature > 0 is fixed by the seed and this stream, and changing
+/// the stream changes which hallucinations the fallback thresholds see (tests pin them).
+#[derive(Debug, Clone)]
+pub struct SampleRng(u64);
+
+impl SampleRng {
+    /// A generator whose stream is fixed by `seed`.
+    pub fn new(seed: u64) -> SampleRng {
+        SampleRng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
 /// Draws a token from `softmax(log_probs / temperature)`; `None` if nothing has weight.
-fn draw(log_probs: &[f32], temperature: f32, rng: &mut fastrand::Rng) -> Option<u32> {
+fn draw(log_probs: &[f32], temperature: f32, rng: &mut SampleRng) -> Option<u32> {
     // CTranslate2 multiplies by 1/T in float32 before the softmax.
     let inv = 1.0f32 / temperature;
     let scaled: Vec<f32> = log_probs.iter().map(|&x| x * inv).collect();
@@ -975,7 +1001,7 @@ fn draw(log_probs: &[f32], temperature: f32, rng: &mut fastrand::Rng) -> Option<
         }
     };
     let total: f64 = scaled.iter().map(|&x| weight(x)).sum();
-    let u = rng.f64() * total;
+    let u = rng.next_f64() * total;
     let mut acc = 0.0;
     let mut last = None;
     for (i, &x) in scaled.iter().enumerate() {
@@ -1010,7 +1036,7 @@ pub fn sample_decode(
     best_of: usize,
     rng_seed: u64,
 ) -> Result<DecodeResult, DecodeError> {
-    let mut rng = fastrand::Rng::with_seed(rng_seed);
+    let mut rng = SampleRng::new(rng_seed);
     sample_decode_with(
         model,
         prompt,
@@ -1033,7 +1059,7 @@ pub fn sample_decode_with(
     temperature: f32,
     best_of: usize,
     length_penalty: f32,
-    rng: &mut fastrand::Rng,
+    rng: &mut SampleRng,
 ) -> Result<DecodeResult, DecodeError> {
     let valid = temperature >= 0.0
         && temperature.is_finite()
@@ -1196,7 +1222,7 @@ pub fn decode_with_fallback(
 ) -> Result<(DecodeResult, f32), DecodeError> {
     let last_temperature = *fb.temperatures.last().ok_or(DecodeError::NoTemperatures)?;
     let prefix = &prompt[prompt_layout(prompt, ids)?.task_end..];
-    let mut rng = fastrand::Rng::with_seed(fb.seed);
+    let mut rng = SampleRng::new(fb.seed);
     let mut all: Vec<DecodeResult> = Vec::new();
     let mut below_cr: Vec<usize> = Vec::new();
     for &temperature in &fb.temperatures {
