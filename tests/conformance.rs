@@ -10,7 +10,6 @@
 use amanuensis_operators::standard_registry;
 use amanuensis_runtime::device::{with_view, CpuDevice, Device, Support, HOST};
 use amanuensis_runtime::format::{Dim, GraphDef, NodeDef, ValueDecl, WeightDecl};
-use amanuensis_runtime::memory::BufferPool;
 use amanuensis_runtime::npu::{NpuParams, NpuSim};
 use amanuensis_runtime::schedule::{plan, SchedulerOptions};
 use amanuensis_runtime::{
@@ -517,9 +516,8 @@ fn graph_of(reg: &Registry, c: &Case) -> (Graph, Graph, WeightStore, Vec<Tensor>
 /// Host evaluation of an op on inputs (the scale of a GEMM-class error bound).
 fn host_eval(reg: &Registry, op: &str, a: Value, ins: &[&Tensor]) -> Tensor {
     let op = build_op(reg, op, &attrs(a));
-    let mut pool = BufferPool::new();
     let mut states: [Tensor; 0] = [];
-    op.eval(&mut EvalContext::new(&mut pool, &mut states), ins)
+    op.eval(&mut EvalContext::new(&mut states), ins)
         .unwrap()
         .remove(0)
 }

@@ -321,3 +321,77 @@ fn plan_lists_every_pass_with_its_report_and_stops_after_any() {
         assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// The CPU executes from the host arena of its plan: every graph of a CPU transcription
+/// (and the host side of an `npu-sim` one) is planned, and every host value is written
+/// into the buffer of the slot its memory plan gave it; a value whose slot another live
+/// value still held would be counted as unplanned.
+#[test]
+fn cpu_and_host_sides_execute_from_the_plans_arena() {
+    let pcm = amanuensis::audio::load_audio(&common::data_dir().join("audio/jfk.wav")).unwrap();
+    let mut text: Option<String> = None;
+    for spec in [
+        amanuensis::DeviceSpec::default(),
+        amanuensis::DeviceSpec::npu_sim(),
+    ] {
+        let mut m = amanuensis::WhisperModel::load_on(
+            &common::model_dir(),
+            Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph")),
+            &amanuensis_operators::standard_registry(),
+            &spec,
+        )
+        .unwrap();
+        // Five graphs planned on the CPU; on the simulator, the joined window graph
+        // replaces the encoder and cross K/V.
+        assert_eq!(
+            m.plans.len(),
+            if spec.planned() { 4 } else { 5 },
+            "{}",
+            spec.device
+        );
+        for p in &m.plans {
+            let host = p.memory.iter().find(|mp| mp.device == "cpu").unwrap();
+            // The layer stacks reuse slots (features and cross K/V hold values that all
+            // live to the end).
+            let stack =
+                ["encoder", "decoder_step", "decoder_align"].contains(&p.graph.name.as_str());
+            assert!(
+                !stack || 2 * host.slots.len() < host.buffers.len(),
+                "{}: graph '{}' plans {} host buffers in {} slots: little reuse",
+                spec.device,
+                p.graph.name,
+                host.buffers.len(),
+                host.slots.len()
+            );
+        }
+        let mut opts = amanuensis::TranscribeOptions::default();
+        opts.decoding.beam.beam_size = 1;
+        let t = m.transcribe_pcm(&pcm, &opts).unwrap();
+        // The same transcript on both (the CLI's exact one is checked by the CLI tests).
+        match &text {
+            None => text = Some(t.text.clone()),
+            Some(cpu) => assert_eq!(&t.text, cpu, "{} against cpu", spec.device),
+        }
+        assert!(t.text.contains("ask not what your country can do for you"));
+        let sessions = [("features", &m.features), ("decoder_step", &m.decoder)];
+        for (name, s) in sessions {
+            let st = s.stats();
+            assert!(st.runs > 0, "{}: {name} never ran", spec.device);
+            assert_eq!(
+                st.unplanned_buffers, 0,
+                "{}: {name} used buffers beside its memory plan",
+                spec.device
+            );
+            // Between runs the decoder's slots keep their buffers (features' one value is
+            // its output, which the caller keeps).
+            let (slots, held) = s.host_arena();
+            assert!(
+                slots > 0 && (name == "features" || held > 0),
+                "{}: {name} arena {slots} slots, {held} bytes",
+                spec.device
+            );
+        }
+        let enc = m.window.as_ref().unwrap_or(&m.encoder);
+        assert_eq!(enc.stats().unplanned_buffers, 0, "{}: encoder", spec.device);
+    }
+}

@@ -10,7 +10,6 @@ use amanuensis_runtime::device::{node_types, with_view, Support};
 use amanuensis_runtime::format::{Dim, GraphDef, ValueDecl};
 use amanuensis_runtime::fusion::{ChainMatch, FusedNode, FusionPattern};
 use amanuensis_runtime::ir::{ValueInfo, ValueSource};
-use amanuensis_runtime::memory::BufferPool;
 use amanuensis_runtime::npu::{kernel_of, npu_support, NpuCaps, NpuKernel, NpuParams};
 use amanuensis_runtime::{
     Attrs, DType, EvalContext, Graph, ModelFile, Operator, Registry, Session, Tensor, ValueType,
@@ -66,9 +65,8 @@ fn types(ts: &[&Tensor]) -> Vec<ValueType> {
 
 /// CPU evaluation, after checking the output types against `infer`.
 fn cpu(op: &dyn Operator, ins: &[&Tensor]) -> Vec<Tensor> {
-    let mut pool = BufferPool::new();
     let mut states: [Tensor; 0] = [];
-    let mut ctx = EvalContext::new(&mut pool, &mut states);
+    let mut ctx = EvalContext::new(&mut states);
     let out = op.eval(&mut ctx, ins).unwrap();
     expect_inferred(op, ins, &out);
     out

@@ -1,15 +1,18 @@
 //! The executor: runs the steps of a plan (host nodes, uploads, device segments,
-//! downloads) or, without a plan, every node on the host in topological order. It frees
-//! each host intermediate after its last use (its buffer goes back to the pool), keeps
-//! state tensors between runs, and measures its own overhead against time in kernels.
+//! downloads) or, without a plan, every node on the host in topological order. Host
+//! values live in the host arena of the same memory plan (each in its slot's buffer,
+//! given back after its last use); state tensors are kept between runs; the executor
+//! measures its own overhead against time in kernels.
 
 use crate::device::{Device, DeviceError, Program, RunContext};
 use crate::error::{Result, RuntimeError};
 use crate::format::Dim;
 use crate::ir::{Graph, ValueSource};
-use crate::memory::BufferPool;
+use crate::memory::HostArena;
 use crate::op::EvalContext;
-use crate::schedule::{Plan, Step};
+use crate::schedule::memory::plan_memory;
+use crate::schedule::placement::NodePlacement;
+use crate::schedule::{MemoryPlan, Plan, Step};
 use crate::tensor::{DType, Data, Tensor};
 use crate::weights::WeightStore;
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +42,8 @@ pub struct RunStats {
     pub bytes_to_device: u64,
     /// Bytes copied device → host during runs.
     pub bytes_from_device: u64,
+    /// Host buffers handed out beside the memory plan (0 when execution followed it).
+    pub unplanned_buffers: usize,
 }
 
 impl RunStats {
@@ -63,6 +68,7 @@ impl RunStats {
         self.fallbacks += o.fallbacks;
         self.bytes_to_device += o.bytes_to_device;
         self.bytes_from_device += o.bytes_from_device;
+        self.unplanned_buffers += o.unplanned_buffers;
     }
 }
 
@@ -73,7 +79,7 @@ struct DeviceRun {
     device: String,
 }
 
-/// A graph bound to weights, with its states, its buffer pool and, when planned for a
+/// A graph bound to weights, with its states, its host arena and, when planned for a
 /// device, the device's program.
 pub struct Session {
     graph: Arc<Graph>,
@@ -87,7 +93,10 @@ pub struct Session {
     /// Every node on the host (the fallback after a device fault).
     host_steps: Vec<Step>,
     host_free_after: Vec<Vec<usize>>,
-    pool: BufferPool,
+    /// The host arena of the steps run (the plan's host memory plan).
+    arena: HostArena,
+    /// The host arena of every node on the host, made at the first device fault.
+    host_arena: Option<HostArena>,
     stats: RunStats,
     device: Option<DeviceRun>,
     /// Label of the next runs for device logs and traces (the transcriber's window).
@@ -166,6 +175,7 @@ impl Session {
         }
         let host_steps: Vec<Step> = graph.order.iter().map(|&n| Step::Host(n)).collect();
         let host_free_after = free_lists(&graph, &host_steps);
+        let arena = HostArena::from_plan(&graph, &host_memory_plan(&graph));
         Ok(Session {
             graph,
             weights: wv,
@@ -174,7 +184,8 @@ impl Session {
             free_after: host_free_after.clone(),
             host_steps,
             host_free_after,
-            pool: BufferPool::new(),
+            arena,
+            host_arena: None,
             stats: RunStats::default(),
             device: None,
             window: None,
@@ -205,7 +216,13 @@ impl Session {
             ));
         }
         let mut s = Session::new(plan.graph.clone(), weights)?;
+        let host_plan = plan
+            .memory
+            .iter()
+            .find(|m| m.device == crate::device::HOST)
+            .ok_or_else(|| input_err(&plan.graph, "the plan has no host memory plan".into()))?;
         if plan.segments.is_empty() {
+            s.arena = HostArena::from_plan(&plan.graph, host_plan);
             return Ok(s);
         }
         let program = match device.load(&plan, weights) {
@@ -224,6 +241,11 @@ impl Session {
         };
         s.steps = plan.steps.clone();
         s.free_after = free_lists(&plan.graph, &s.steps);
+        // The all-host arena of `Session::new` stays for the fallback after a fault.
+        s.host_arena = Some(std::mem::replace(
+            &mut s.arena,
+            HostArena::from_plan(&plan.graph, host_plan),
+        ));
         s.device = Some(DeviceRun {
             plan,
             program,
@@ -370,7 +392,15 @@ impl Session {
         let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
         let mut ext: Vec<Option<&Tensor>> = vec![None; g.values.len()];
         let mut bound: HashMap<&str, usize> = HashMap::new();
-        self.pool.reset_peak();
+        // A fallback run (every node on the host) uses the all-host plan's arena.
+        let fallback = !use_device && self.device.is_some();
+        if fallback {
+            let host = self
+                .host_arena
+                .get_or_insert_with(|| HostArena::from_plan(&g, &host_memory_plan(&g)));
+            std::mem::swap(&mut self.arena, host);
+        }
+        self.arena.begin_run();
         for (&v, &t) in g.inputs.iter().zip(inputs) {
             let info = &g.values[v];
             if !info.ty.accepts(t) {
@@ -440,6 +470,12 @@ impl Session {
             self.steps = steps;
             self.free_after = free_after;
         }
+        let unplanned = self.arena.unplanned();
+        if fallback {
+            if let Some(host) = self.host_arena.as_mut() {
+                std::mem::swap(&mut self.arena, host);
+            }
+        }
         let kernel = result?;
         let mut outs = Vec::with_capacity(g.outputs.len());
         for (&v, &w) in g.outputs.iter().zip(wanted) {
@@ -463,7 +499,8 @@ impl Session {
         self.stats.runs += 1;
         self.stats.kernel += kernel;
         self.stats.wall += t0.elapsed();
-        self.stats.peak_bytes = self.stats.peak_bytes.max(self.pool.peak_bytes());
+        self.stats.peak_bytes = self.stats.peak_bytes.max(self.arena.peak_bytes());
+        self.stats.unplanned_buffers = unplanned;
         Ok(outs)
     }
 
@@ -562,17 +599,16 @@ impl Session {
                             ),
                         ));
                     }
-                    self.pool.note_alloc(t.bytes());
+                    self.arena.note_alloc(t.bytes());
                     vals[v] = Some(t);
                 }
             }
             kernel += tk.elapsed();
             for &v in &free_after[pos] {
                 if let Some(t) = vals[v].take() {
-                    let bytes = t.bytes();
-                    match t.into_data() {
-                        Data::F32(buf) => self.pool.give(buf, bytes),
-                        _ => self.pool.note_free(bytes),
+                    self.arena.note_free(t.bytes());
+                    if let Data::F32(buf) = t.into_data() {
+                        self.arena.give(v, buf);
                     }
                 }
             }
@@ -631,8 +667,22 @@ impl Session {
                 };
                 ins.push(t);
             }
-            let mut ctx = EvalContext::new(&mut self.pool, &mut node_states);
-            node.op.eval(&mut ctx, &ins)
+            // The arena's buffers for the node's f32 outputs, in output order.
+            let f32_outs: Vec<usize> = node
+                .outputs
+                .iter()
+                .copied()
+                .filter(|&v| g.values[v].ty.dtype == DType::F32)
+                .collect();
+            let buffers = f32_outs.iter().map(|&v| self.arena.take(v)).collect();
+            let mut ctx = EvalContext::with_buffers(buffers, &mut node_states);
+            let r = node.op.eval(&mut ctx, &ins);
+            let unused = ctx.into_unused();
+            let first_unused = f32_outs.len() - unused.len();
+            for (&v, buf) in f32_outs[first_unused..].iter().zip(unused) {
+                self.arena.restore(v, buf);
+            }
+            r
         };
         let dt = tk.elapsed();
         let e = self.stats.per_op.entry(node.op_name.clone()).or_default();
@@ -660,19 +710,36 @@ impl Session {
                     g.values[v].ty
                 )));
             }
-            if t.dtype() != DType::F32 {
-                self.pool.note_alloc(t.bytes());
-            }
+            self.arena.note_alloc(t.bytes());
             vals[v] = Some(t);
         }
         Ok(())
     }
 
-    /// Gives an output tensor's buffer back to the pool once the caller is done with it.
-    pub fn recycle(&mut self, t: Tensor) {
-        // Outputs stop counting as live when a run ends, so nothing to subtract here.
-        if let Data::F32(buf) = t.into_data() {
-            self.pool.give(buf, 0);
+    /// Gives graph output `output`'s tensor (by declaration position) back to its slot
+    /// of the host arena once the caller is done with it, so the next run reuses it.
+    pub fn recycle(&mut self, output: usize, t: Tensor) {
+        if let (Some(&v), Data::F32(buf)) = (self.graph.outputs.get(output), t.into_data()) {
+            self.arena.give(v, buf);
         }
     }
+
+    /// The host arena's slots and the bytes their buffers hold between runs.
+    pub fn host_arena(&self) -> (usize, usize) {
+        (self.arena.slots(), self.arena.pooled_bytes())
+    }
+}
+
+/// The memory plan of `graph` with every node on the host (a session without a plan, and
+/// the fallback after a device fault).
+fn host_memory_plan(graph: &Graph) -> MemoryPlan {
+    let placements: Vec<NodePlacement> = graph
+        .nodes
+        .iter()
+        .map(|n| NodePlacement::host(n, "no device"))
+        .collect();
+    plan_memory(graph, &placements, &[], &[])
+        .into_iter()
+        .next()
+        .expect("the host always has a memory plan")
 }

@@ -6,7 +6,6 @@
 
 use crate::error::OpError;
 use crate::format::{shape_string, Dim};
-use crate::memory::BufferPool;
 use crate::tensor::{DType, Tensor};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -174,29 +173,50 @@ impl Attrs {
     }
 }
 
-/// What an op evaluation may use besides its inputs: pooled output buffers and the
-/// node's state tensors.
+/// What an op evaluation may use besides its inputs: the buffers the host arena planned
+/// for the node's outputs and the node's state tensors.
 pub struct EvalContext<'a> {
-    pool: &'a mut BufferPool,
+    /// Buffers for the outputs, in output order (the next one last).
+    buffers: Vec<Vec<f32>>,
     states: &'a mut [Tensor],
 }
 
 impl<'a> EvalContext<'a> {
-    /// A context over a buffer pool and the node's states (in the node's order).
-    pub fn new(pool: &'a mut BufferPool, states: &'a mut [Tensor]) -> Self {
-        EvalContext { pool, states }
+    /// A context over the node's states (in the node's order); outputs get new buffers.
+    pub fn new(states: &'a mut [Tensor]) -> Self {
+        EvalContext {
+            buffers: Vec::new(),
+            states,
+        }
     }
 
-    /// A zero-filled f32 tensor, reusing a freed buffer when one fits.
+    /// A context that hands out `buffers` (one per output, in output order) for the
+    /// node's f32 outputs.
+    pub fn with_buffers(mut buffers: Vec<Vec<f32>>, states: &'a mut [Tensor]) -> Self {
+        buffers.reverse();
+        EvalContext { buffers, states }
+    }
+
+    /// A zero-filled f32 tensor for the node's next output, in the buffer planned for it
+    /// when there is one. Ops allocate their outputs with this, in output order.
     pub fn alloc_f32(&mut self, shape: &[usize]) -> Tensor {
         let n = crate::tensor::numel(shape);
-        let buf = self.pool.take(n);
-        Tensor::from_f32(shape, buf).expect("pool returns the requested length")
+        let mut buf = self.buffers.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(n, 0.0);
+        Tensor::from_f32(shape, buf).expect("the buffer has the requested length")
     }
 
     /// The node's state tensors, updated in place.
     pub fn states(&mut self) -> &mut [Tensor] {
         self.states
+    }
+
+    /// The buffers no output used, in output order of the outputs they were meant for
+    /// (outputs allocated first take theirs first, so these are the last outputs').
+    pub fn into_unused(mut self) -> Vec<Vec<f32>> {
+        self.buffers.reverse();
+        self.buffers
     }
 }
 

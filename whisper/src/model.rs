@@ -153,7 +153,7 @@ pub struct WhisperModel {
     pub weight_bytes: usize,
     /// The device the graphs were planned for.
     pub device: DeviceSpec,
-    /// The scheduler's plan of each graph (empty on the plain CPU path).
+    /// The scheduler's plan of each graph.
     pub plans: Vec<Arc<Plan>>,
 }
 
@@ -199,24 +199,25 @@ impl WhisperModel {
             });
         }
         let weights = WeightStore::load(&dir.join(WEIGHTS_FILE), &file.weights)?;
-        // Each graph is built once; on a device the scheduler's passes edit it in place.
-        // On a device the encoder and cross K/V run as one graph; the separate ones stay
-        // on the host for callers that want one of them alone.
-        let planned = spec.planned();
-        let device = if planned { Some(spec.open()?) } else { None };
+        // Each graph is built once and planned for the device (the host too: its memory
+        // plan is the arena the CPU executes from); the scheduler's passes edit it in
+        // place. On an accelerator the encoder and cross K/V run as one joined graph; the
+        // separate ones stay on the host for callers that want one of them alone.
+        let accelerated = spec.planned();
+        let d = spec.open()?;
         let mut host_graphs: std::collections::HashMap<String, Arc<Graph>> =
             std::collections::HashMap::new();
         let mut plans: std::collections::HashMap<String, Arc<Plan>> =
             std::collections::HashMap::new();
         for g in validate_graphs(&file, registry)? {
-            let on_host = !planned || g.name == ENCODER || g.name == CROSS_KV;
-            if on_host {
+            if accelerated && (g.name == ENCODER || g.name == CROSS_KV) {
                 host_graphs.insert(g.name.clone(), Arc::new(g));
-            } else if let Some(d) = &device {
+            } else {
                 let p = amanuensis_runtime::schedule::plan(g, registry, d.as_ref(), &spec.options)?;
                 plans.insert(p.graph.name.clone(), Arc::new(p));
             }
         }
+        let device = accelerated.then_some(d.clone());
         let window = match &device {
             Some(d) => {
                 let def = window_graph(&file).map_err(|e| Error::graph(&graph_origin, e))?;
@@ -241,14 +242,13 @@ impl WhisperModel {
             .collect();
         let mut session = |name: &str| -> Result<Session> {
             let missing = || Error::graph(&graph_origin, format!("has no graph '{name}'"));
-            Ok(match (&device, host_graphs.remove(name)) {
-                (_, Some(g)) => Session::new(g, &weights)?,
-                (Some(d), None) => Session::planned(
+            Ok(match host_graphs.remove(name) {
+                Some(g) => Session::new(g, &weights)?,
+                None => Session::planned(
                     plans.remove(name).ok_or_else(missing)?,
                     &weights,
                     d.as_ref(),
                 )?,
-                (None, None) => return Err(missing()),
             })
         };
         let features = session(FEATURES)?;
@@ -336,7 +336,8 @@ impl<'a> GraphStepper<'a> {
             .chunks_exact(per_seq.max(1))
             .map(|seq| seq.chunks_exact(self.n_vocab).map(|r| r.to_vec()).collect())
             .collect();
-        self.session.recycle(logits);
+        let last = self.session.graph().outputs.len() - 1;
+        self.session.recycle(last, logits);
         Ok(rows)
     }
 }

@@ -3,8 +3,8 @@
 //! One instance per process (opened through the device registry) holds the XRT device
 //! and one hardware context per xclbin, at most [`NpuParams::max_hw_contexts`] at once
 //! (the least recently used is closed when another is needed). Loading a plan makes an
-//! [`XrtProgram`]: every device value of the plan's memory arena gets its buffer, every
-//! weight its device buffer, written and synced once at load, and every device node its
+//! [`XrtProgram`]: every slot of the plan's memory arena gets one buffer that the values
+//! of the slot use in turn, every weight its device buffer, written and synced once at load, and every device node its
 //! run object with all arguments bound, once. A graph run then only syncs the plan's
 //! uploads, starts the runs of each segment (chained, so the host does not wait between
 //! them) and syncs the plan's downloads back.
@@ -371,8 +371,8 @@ impl NpuXrtDevice {
     }
 }
 
-/// The context of an xclbin, created when needed (the least recently used one closed
-/// when the process holds the most it may).
+/// The context of an xclbin, created when needed (the least recently used idle one closed
+/// when the process holds the most it may; an error when none is idle).
 fn context_for<'a>(
     shared: &'a mut Shared,
     shim: &Arc<dyn ShimApi>,
@@ -384,12 +384,27 @@ fn context_for<'a>(
     let clock = shared.clock;
     if !shared.contexts.contains_key(&entry.xclbin) {
         while shared.contexts.len() >= max.max(1) {
-            let victim = shared
+            // Only a context no loaded program uses can close: one whose kernels (and
+            // so runs and buffers) are held by nothing but this slot. Closing one still
+            // in use would not free it, and the process would hold more contexts than
+            // the NPU allows.
+            let idle = |s: &CtxSlot| {
+                Arc::strong_count(&s.ctx) == 1 + s.kernels.len()
+                    && s.kernels.values().all(|k| Arc::strong_count(k) == 1)
+            };
+            let Some(victim) = shared
                 .contexts
                 .iter()
+                .filter(|(_, s)| idle(s))
                 .min_by_key(|(_, s)| s.last_use)
                 .map(|(p, _)| p.clone())
-                .expect("contexts is not empty");
+            else {
+                return Err(format!(
+                    "{} needs a hardware context, but all {} the NPU allows this process are held by loaded graphs",
+                    entry.xclbin.display(),
+                    shared.contexts.len()
+                ));
+            };
             tracing::info!(
                 "npu: closing the hardware context of {} to make room",
                 victim.display()
@@ -439,9 +454,13 @@ fn context_for<'a>(
     Ok(slot)
 }
 
-/// A device value's buffer and the element type it holds on the device.
+/// A device value's buffer (the buffer of its arena slot, from byte 0) and the element
+/// type it holds on the device.
 struct ValueBuffer {
-    bo: Bo,
+    /// Index in the program's slot buffers.
+    bo: usize,
+    /// The value's bytes on the device (its slot's buffer may be larger).
+    bytes: usize,
     dtype: ArgDtype,
     shape: Vec<usize>,
     want: DType,
@@ -472,6 +491,8 @@ pub struct XrtProgram {
     // (held by the device).
     segments: Vec<Vec<Batch>>,
     _instrs: Vec<Bo>,
+    /// One buffer per slot of the plan's device arena (and memory group).
+    slot_bos: Vec<Bo>,
     values: HashMap<usize, ValueBuffer>,
     _weights: Vec<Bo>,
     plan: Arc<Plan>,
@@ -625,9 +646,23 @@ impl NpuXrtDevice {
             kernels.insert(idx, k);
         }
         drop(shared);
-        // Buffers: one per device value of the arena and per weight, allocated in the
+        // Buffers: one per slot of the plan's device arena, which the values of that slot
+        // use in turn (each from byte 0), and one per weight; each allocated in the memory
         // group of the first argument that uses it.
-        let mut values: HashMap<usize, ValueBuffer> = HashMap::new();
+        let slot_of: HashMap<&str, usize> = plan
+            .memory
+            .iter()
+            .find(|m| m.device == plan.device)
+            .map(|m| {
+                m.slots
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(k, s)| s.values.iter().map(move |v| (v.as_str(), k)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // (value, bytes, group, kernel index) of every device value, in first-use order.
+        let mut wanted: Vec<(usize, usize, u32, usize, ArgDtype, Vec<usize>)> = Vec::new();
         let mut weight_bos: HashMap<usize, Bo> = HashMap::new();
         let mut load_bytes = 0u64;
         for &(ni, idx) in &node_entries {
@@ -639,7 +674,7 @@ impl NpuXrtDevice {
                     ArgBinding::Input(k) => n.inputs[k],
                     ArgBinding::Output(k) => n.outputs[k],
                 };
-                if values.contains_key(&v) || weight_bos.contains_key(&v) {
+                if wanted.iter().any(|w| w.0 == v) || weight_bos.contains_key(&v) {
                     continue;
                 }
                 let info = &g.values[v];
@@ -656,9 +691,11 @@ impl NpuXrtDevice {
                 let group = kernel
                     .group_id(argno)
                     .map_err(|e| format!("group id of argument {argno}: {e}"))?;
-                let mut bo = Bo::alloc(kernel, bytes, BoFlags::HostOnly, group)
-                    .map_err(|e| format!("allocating {bytes} bytes for '{}': {e}", info.name))?;
                 if info.source == ValueSource::Weight {
+                    let mut bo =
+                        Bo::alloc(kernel, bytes, BoFlags::HostOnly, group).map_err(|e| {
+                            format!("allocating {bytes} bytes for '{}': {e}", info.name)
+                        })?;
                     let w = weights
                         .get(&info.name)
                         .ok_or_else(|| format!("weight '{}' is not loaded", info.name))?;
@@ -669,17 +706,46 @@ impl NpuXrtDevice {
                     load_bytes += bytes as u64;
                     weight_bos.insert(v, bo);
                 } else {
-                    values.insert(
-                        v,
-                        ValueBuffer {
-                            bo,
-                            dtype: a.dtype,
-                            shape,
-                            want: info.ty.dtype,
-                        },
-                    );
+                    wanted.push((v, bytes, group, idx, a.dtype, shape));
                 }
             }
+        }
+        // A value the memory plan left out (it should not) gets a buffer of its own.
+        let key = |v: usize| match slot_of.get(g.values[v].name.as_str()) {
+            Some(&k) => (k, false),
+            None => (v, true),
+        };
+        let mut sized: Vec<((usize, bool, u32), usize, usize)> = Vec::new();
+        for w in &wanted {
+            let (k, own) = key(w.0);
+            match sized.iter_mut().find(|s| s.0 == (k, own, w.2)) {
+                Some(s) => s.1 = s.1.max(w.1),
+                None => sized.push(((k, own, w.2), w.1, w.3)),
+            }
+        }
+        let mut slot_bos = Vec::with_capacity(sized.len());
+        for &((_, _, group), bytes, idx) in &sized {
+            let bo = Bo::alloc(&kernels[&idx], bytes, BoFlags::HostOnly, group)
+                .map_err(|e| format!("allocating a {bytes}-byte arena slot: {e}"))?;
+            slot_bos.push(bo);
+        }
+        let mut values: HashMap<usize, ValueBuffer> = HashMap::new();
+        for (v, bytes, group, _, dtype, shape) in wanted {
+            let (k, own) = key(v);
+            let bo = sized
+                .iter()
+                .position(|s| s.0 == (k, own, group))
+                .expect("sized above");
+            values.insert(
+                v,
+                ValueBuffer {
+                    bo,
+                    bytes,
+                    dtype,
+                    shape,
+                    want: g.values[v].ty.dtype,
+                },
+            );
         }
         // Runs with every argument bound.
         let mut runs = HashMap::new();
@@ -722,7 +788,7 @@ impl NpuXrtDevice {
                 };
                 let bo = values
                     .get(&v)
-                    .map(|b| &b.bo)
+                    .map(|b| &slot_bos[b.bo])
                     .or_else(|| weight_bos.get(&v))
                     .expect("every argument got a buffer above");
                 run.set_bo(FIRST_DATA_ARG + i as u32, bo).map_err(|e| {
@@ -791,6 +857,7 @@ impl NpuXrtDevice {
             calls: self.calls.clone(),
             segments,
             _instrs: instrs,
+            slot_bos,
             values,
             _weights: weight_bos.into_values().collect(),
             plan: plan.clone(),
@@ -905,11 +972,15 @@ impl Program for XrtProgram {
 
 impl XrtProgram {
     fn upload_inner(&mut self, value: usize, tensor: &Tensor) -> Result<(), DeviceError> {
-        let b = self.buffer(value)?;
-        write_tensor(tensor, b.dtype, b.bo.bytes_mut())
+        let (k, n, dtype) = {
+            let b = self.buffer(value)?;
+            (b.bo, b.bytes, b.dtype)
+        };
+        let bo = &mut self.slot_bos[k];
+        write_tensor(tensor, dtype, &mut bo.bytes_mut()[..n])
             .map_err(|e| DeviceError::Kernel(e.into()))?;
-        let bytes = b.bo.size() as u64;
-        let r = b.bo.sync(SyncDir::ToDevice);
+        let bytes = n as u64;
+        let r = bo.sync_range(SyncDir::ToDevice, n, 0);
         r.map_err(|e| self.device_fault(format!("syncing a value to the device: {e}")))?;
         self.stats.bytes_to_device += bytes;
         Ok(())
@@ -935,14 +1006,14 @@ impl XrtProgram {
 
     fn download_inner(&mut self, value: usize) -> Result<Tensor, DeviceError> {
         let b = self.buffer(value)?;
-        let r = b.bo.sync(SyncDir::FromDevice);
-        let bytes = b.bo.size() as u64;
-        let (dtype, want, shape) = (b.dtype, b.want, b.shape.clone());
+        let (k, n, dtype, want, shape) = (b.bo, b.bytes, b.dtype, b.want, b.shape.clone());
+        let bo = &self.slot_bos[k];
+        let r = bo.sync_range(SyncDir::FromDevice, n, 0);
+        let bytes = n as u64;
         if let Err(e) = r {
             return Err(self.device_fault(format!("syncing a value from the device: {e}")));
         }
-        let b = self.buffer(value)?;
-        let t = read_tensor(b.bo.bytes(), dtype, want, &shape)
+        let t = read_tensor(&self.slot_bos[k].bytes()[..n], dtype, want, &shape)
             .map_err(|e| DeviceError::Kernel(e.into()))?;
         self.stats.bytes_from_device += bytes;
         Ok(t)

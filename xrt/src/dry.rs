@@ -109,13 +109,25 @@ pub fn compute(
     let mut inputs = Vec::with_capacity(entry.variant.0.len());
     for (i, shape) in entry.variant.0.iter().enumerate() {
         let (argno, dtype) = arg_of(ArgBinding::Input(i))?;
-        inputs.push(read_tensor(inv.arg(argno)?, dtype, DType::F32, shape)?);
+        // A buffer may be larger than the value: values of one arena slot share it.
+        let bytes = shape.iter().product::<usize>() * dtype.size();
+        let src = inv.arg(argno)?;
+        let src = src
+            .get(..bytes)
+            .ok_or_else(|| format!("a {}-byte buffer does not hold shape {shape:?}", src.len()))?;
+        inputs.push(read_tensor(src, dtype, DType::F32, shape)?);
     }
     let refs: Vec<_> = inputs.iter().collect();
     let outs = k.eval(&refs).map_err(|e| e.to_string())?;
     for (o, t) in outs.iter().enumerate() {
         let (argno, dtype) = arg_of(ArgBinding::Output(o))?;
-        write_tensor(t, dtype, inv.arg_mut(argno)?)?;
+        let bytes = t.numel() * dtype.size();
+        let dst = inv.arg_mut(argno)?;
+        let len = dst.len();
+        let dst = dst
+            .get_mut(..bytes)
+            .ok_or_else(|| format!("output {o}: {bytes} bytes exceed its {len}-byte buffer"))?;
+        write_tensor(t, dtype, dst)?;
     }
     Ok(())
 }

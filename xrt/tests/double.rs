@@ -1181,7 +1181,7 @@ fn params_follow_the_manifest_target() {
 }
 
 #[test]
-fn a_plan_needing_more_xclbins_than_the_context_limit_still_runs() {
+fn a_plan_needing_more_xclbins_than_the_context_limit_runs_on_the_cpu() {
     let n2 = 24;
     let fx = Fixture::new();
     // The dry double: no files; the runs compute with the reference in the entries' types.
@@ -1228,15 +1228,16 @@ fn a_plan_needing_more_xclbins_than_the_context_limit_still_runs() {
         .with_dry_double(shim.clone());
     let p = Arc::new(plan(g, &registry(), &dev, &SchedulerOptions::full()).unwrap());
     assert_eq!(p.segments, vec![vec![0, 1]], "{}", p.report());
+    // The plan's one segment needs two contexts at once, the NPU allows this process one:
+    // loading fails before a second context opens, and the graph runs on the CPU.
     let mut sess = session(&p, &weights, &dev);
+    assert_eq!(sess.stats().fallbacks, 1);
+    assert!(sess.plan().is_none(), "no device program was loaded");
     let x = input(M, K);
     let z = sess.run(&[&x]).unwrap().remove(0);
-    let k = kernel_of(p.graph.nodes[0].op.as_ref()).unwrap().unwrap();
-    let w = |n: &str| weights.get(n).unwrap().clone();
-    let y = k.eval(&[&x, &w("w1"), &w("b1")]).unwrap().remove(0);
-    let want = k.eval(&[&y, &w("w2"), &w("b2")]).unwrap().remove(0);
-    assert_eq!(bits(&z), bits(&want));
-    assert_eq!(sess.stats().fallbacks, 0);
+    let mut host = Session::new(p.graph.clone(), &weights).unwrap();
+    let want = host.run(&[&x]).unwrap().remove(0);
+    assert_eq!(bits(&z), bits(&want), "the CPU's result");
     let calls = shim.calls();
     let creates = calls
         .iter()
@@ -1246,9 +1247,8 @@ fn a_plan_needing_more_xclbins_than_the_context_limit_still_runs() {
         .iter()
         .filter(|c| matches!(c, Call::HwctxDestroy { .. }))
         .count();
-    // The program holds both contexts for as long as it lives: the device's cache keeps
-    // one, but XRT has two open (the limit bounds the cache, not one plan's needs).
-    assert_eq!((creates, destroys), (2, 0));
+    // XRT never had more contexts open than the limit.
+    assert_eq!((creates, destroys), (1, 0));
     assert_eq!(dev.open_contexts(), 1);
     drop(sess);
     drop(dev);

@@ -1,7 +1,11 @@
-//! Memory plan per device: lifetimes over the execution order become offsets in one arena
-//! per device (first fit by size), reporting the peak; weights are counted apart because
-//! they are uploaded once at load. A device's program allocates its arena from this plan
-//! and places every value at its offset.
+//! Memory plan per device: lifetimes over the execution order become slots (values whose
+//! lifetimes do not overlap share one), and slots become ranges of one arena per device.
+//! Weights are counted apart because they are uploaded once at load.
+//!
+//! Every device executes from this plan: an accelerator's program allocates the arena and
+//! places each value at its slot's offset; the host gives each slot one buffer that all its
+//! values use in turn, grown to the largest of them (the host's graphs have symbolic
+//! dimensions, so its sizes are only known at run time).
 
 use super::placement::NodePlacement;
 use super::transfers::{value_bytes, Direction, Transfer};
@@ -22,11 +26,32 @@ pub struct MemoryPlan {
     /// Weights its nodes read, in the graph's types (a device may hold them in its own
     /// format; uploaded once at load).
     pub weight_bytes: u64,
-    /// (value, offset, bytes) of every buffer in the arena.
+    /// (value, offset, bytes) of every buffer in the arena; the offset is its slot's.
+    /// A value with a symbolic shape has 0 bytes (sized at run time).
     pub buffers: Vec<(String, u64, u64)>,
+    /// The arena's slots, in offset order.
+    pub slots: Vec<Slot>,
+}
+
+/// A range of the arena that values with disjoint lifetimes use in turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    /// Offset in the arena (bytes).
+    pub offset: u64,
+    /// Size: its largest known value, aligned (values of symbolic shape count 0).
+    pub bytes: u64,
+    /// The values that use it, in the order they become live.
+    pub values: Vec<String>,
 }
 
 impl MemoryPlan {
+    /// Index in [`slots`](Self::slots) of the slot a value uses.
+    pub fn slot_index(&self, value: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.values.iter().any(|v| v == value))
+    }
+
     /// Offset and size of a value's buffer.
     pub fn slot(&self, value: &str) -> Option<(u64, u64)> {
         self.buffers
@@ -134,29 +159,47 @@ pub fn plan_memory(
                 lives.push((v, a, b));
             }
         }
-        // Largest first, each at the lowest offset free during its lifetime.
-        lives.sort_by_key(|&(v, a, _)| (std::cmp::Reverse(value_bytes(graph, v)), a));
-        let mut placed: Vec<(usize, usize, u64, u64)> = Vec::new();
-        let mut buffers = Vec::new();
-        let mut arena = 0u64;
+        // Slots: in order of first use, each value takes the free slot (its last user
+        // dead before the value is born) that fits it most tightly, else the largest free
+        // one (which grows), else a new one.
+        lives.sort_by_key(|&(v, a, _)| (a, std::cmp::Reverse(value_bytes(graph, v))));
+        // (free after position, bytes, value ids)
+        let mut slots: Vec<(usize, u64, Vec<usize>)> = Vec::new();
+        let mut placed: Vec<(usize, usize, u64)> = Vec::new();
         for &(v, a, b) in &lives {
             let size = value_bytes(graph, v).div_ceil(ALIGN) * ALIGN;
-            let mut busy: Vec<(u64, u64)> = placed
-                .iter()
-                .filter(|p| p.0 <= b && a <= p.1)
-                .map(|p| (p.2, p.2 + p.3))
-                .collect();
-            busy.sort();
-            let mut off = 0u64;
-            for (s, e) in busy {
-                if off + size <= s {
-                    break;
+            let free = || slots.iter().enumerate().filter(|(_, s)| s.0 < a);
+            let pick = free()
+                .filter(|(_, s)| s.1 >= size)
+                .min_by_key(|(_, s)| s.1)
+                .or_else(|| free().max_by_key(|(_, s)| s.1))
+                .map(|(k, _)| k);
+            let k = match pick {
+                Some(k) => k,
+                None => {
+                    slots.push((0, 0, Vec::new()));
+                    slots.len() - 1
                 }
-                off = off.max(e);
+            };
+            let s = &mut slots[k];
+            s.0 = b;
+            s.1 = s.1.max(size);
+            s.2.push(v);
+            placed.push((a, b, size));
+        }
+        let mut arena = 0u64;
+        let mut slot_plans = Vec::with_capacity(slots.len());
+        let mut buffers = Vec::new();
+        for (_, bytes, vals) in &slots {
+            for &v in vals {
+                buffers.push((graph.values[v].name.clone(), arena, value_bytes(graph, v)));
             }
-            placed.push((a, b, off, size));
-            arena = arena.max(off + size);
-            buffers.push((graph.values[v].name.clone(), off, size));
+            slot_plans.push(Slot {
+                offset: arena,
+                bytes: *bytes,
+                values: vals.iter().map(|&v| graph.values[v].name.clone()).collect(),
+            });
+            arena += bytes;
         }
         let steps = graph.order.len() + 1;
         let peak = (0..steps)
@@ -164,7 +207,7 @@ pub fn plan_memory(
                 placed
                     .iter()
                     .filter(|p| p.0 <= t && t <= p.1)
-                    .map(|p| p.3)
+                    .map(|p| p.2)
                     .sum::<u64>()
             })
             .max()
@@ -187,6 +230,7 @@ pub fn plan_memory(
             peak_live_bytes: peak,
             weight_bytes,
             buffers,
+            slots: slot_plans,
         });
     }
     plans
@@ -213,10 +257,11 @@ impl Pass for MemoryPass {
             .filter(|m| m.device != HOST || plan.memory.len() == 1)
             .map(|m| {
                 format!(
-                    "{}: arena {:.2} MB ({} buffers), peak live {:.2} MB, weights {:.2} MB (uploaded once)",
+                    "{}: arena {:.2} MB ({} buffers in {} slots), peak live {:.2} MB, weights {:.2} MB (uploaded once)",
                     m.device,
                     m.arena_bytes as f64 / 1e6,
                     m.buffers.len(),
+                    m.slots.len(),
                     m.peak_live_bytes as f64 / 1e6,
                     m.weight_bytes as f64 / 1e6
                 )
