@@ -316,6 +316,14 @@ int npu_bo_alloc(npu_device* dev, size_t bytes, unsigned flags, unsigned group, 
   });
 }
 
+int npu_bo_sub(npu_bo* parent, size_t size, size_t offset, npu_bo** out, npu_shim_error* err) {
+  if (out != nullptr) *out = nullptr;
+  if (parent == nullptr || out == nullptr)
+    return fail(err, NPU_SHIM_ERR_ARGUMENT, "npu_bo_sub: null argument");
+  if (size == 0) return fail(err, NPU_SHIM_ERR_ARGUMENT, "npu_bo_sub: zero size");
+  return guarded(err, [&] { *out = new npu_bo{xrt::bo(parent->bo, size, offset)}; });
+}
+
 int npu_bo_map(npu_bo* bo, void** out, npu_shim_error* err) {
   if (bo == nullptr || out == nullptr)
     return fail(err, NPU_SHIM_ERR_ARGUMENT, "npu_bo_map: null argument");

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Bumped when a signature below changes; the Rust side checks it. */
-#define NPU_SHIM_ABI_VERSION 2
+#define NPU_SHIM_ABI_VERSION 3
 
 #define NPU_SHIM_OK 0
 /* XRT threw a std::exception (message holds what()). */
@@ -86,6 +86,10 @@ void npu_kernel_close(npu_kernel* kernel);
 
 int npu_bo_alloc(npu_device* dev, size_t bytes, unsigned flags, unsigned group, npu_bo** out,
                  npu_shim_error* err);
+/* A sub-buffer: bytes [offset, offset+size) of `parent` (xrt::bo's sub-buffer constructor),
+ * with its own handle for run arguments, syncs and mapping. It shares the parent's memory;
+ * free it before the parent. */
+int npu_bo_sub(npu_bo* parent, size_t size, size_t offset, npu_bo** out, npu_shim_error* err);
 int npu_bo_map(npu_bo* bo, void** out, npu_shim_error* err);
 int npu_bo_sync(npu_bo* bo, int direction, size_t size, size_t offset, npu_shim_error* err);
 /* Copies src[0..size) into the buffer's host storage at offset (xrt::bo::write; no sync). */

@@ -85,6 +85,9 @@ pub struct CallRecord {
     /// Buffer handle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bo: Option<u64>,
+    /// The parent buffer of a sub-buffer (`bo_sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u64>,
     /// Run handle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<u64>,
@@ -525,6 +528,21 @@ impl ShimApi for LoggingShim {
             "bo_alloc",
             rec,
             || self.inner.bo_alloc(dev, bytes, flags, group),
+            |h, r| r.bo = Some(h.0),
+        )
+    }
+
+    fn bo_sub(&self, parent: BoHandle, size: usize, offset: usize) -> Result<BoHandle, ShimError> {
+        let rec = CallRecord {
+            parent: Some(parent.0),
+            bytes: Some(size as u64),
+            offset: Some(offset as u64),
+            ..CallRecord::default()
+        };
+        self.call(
+            "bo_sub",
+            rec,
+            || self.inner.bo_sub(parent, size, offset),
             |h, r| r.bo = Some(h.0),
         )
     }

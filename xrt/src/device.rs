@@ -20,7 +20,7 @@
 use crate::manifest::{ArgBinding, ArgDtype, KernelEntry, Manifest, ManifestError};
 use crate::shim::RunlistState;
 use crate::shim::{BoFlags, RunState, ShimApi, ShimError, SyncDir};
-use crate::wrap::{Bo, Device as XrtDevice, HwContext, Kernel, Run, Runlist, Xclbin};
+use crate::wrap::{Arena, Bo, Device as XrtDevice, HwContext, Kernel, Run, Runlist, Xclbin};
 use amanuensis_runtime::device::{
     Device, DeviceError, NodeView, Program, ProgramRunStats, RunContext, Support,
 };
@@ -28,7 +28,7 @@ use amanuensis_runtime::ir::ValueSource;
 use amanuensis_runtime::npu::{
     node_cost_ns, npu_support, NpuLowering, NpuOptions, NpuParams, TilingPass,
 };
-use amanuensis_runtime::schedule::{Pass, Plan};
+use amanuensis_runtime::schedule::{Pass, Plan, Slot};
 use amanuensis_runtime::tensor::{DType, Data};
 use amanuensis_runtime::{Dim, Tensor, ValueType, WeightStore};
 use std::collections::HashMap;
@@ -485,14 +485,43 @@ enum Batch {
     Chain(Vec<NodeRun>),
 }
 
+/// Offset and size of every slot of the plan's device arena on this device: the plan's
+/// sizes (and so its offsets, since the plan lays slots end to end in order), except that a
+/// slot grows when a kernel holds one of its values in a wider type than the graph's, and
+/// the slots after it move up by as much.
+fn arena_layout(
+    slots: &[Slot],
+    sized: &[((usize, bool, u32), usize, usize)],
+) -> Vec<(usize, usize)> {
+    let mut need: Vec<usize> = slots.iter().map(|s| s.bytes as usize).collect();
+    for &((k, own, _), bytes, _) in sized {
+        if !own {
+            need[k] = need[k].max(bytes.div_ceil(SLOT_ALIGN) * SLOT_ALIGN);
+        }
+    }
+    let mut end = 0;
+    need.iter()
+        .map(|&n| {
+            let at = end;
+            end += n;
+            (at, n)
+        })
+        .collect()
+}
+
+/// Alignment of a grown arena slot (the memory plan's own).
+const SLOT_ALIGN: usize = 4096;
+
 /// The NPU's program of one plan: buffers, weights and runs made once at load.
 pub struct XrtProgram {
     // Drop order: runs, then instruction and data buffers, then the kernels' contexts
     // (held by the device).
     segments: Vec<Vec<Batch>>,
     _instrs: Vec<Bo>,
-    /// One buffer per slot of the plan's device arena (and memory group).
+    /// One sub-buffer per slot of the plan's device arena (and memory group), dropped
+    /// before the arenas they are cut from.
     slot_bos: Vec<Bo>,
+    _arenas: Vec<(u32, usize, Arena)>,
     values: HashMap<usize, ValueBuffer>,
     _weights: Vec<Bo>,
     plan: Arc<Plan>,
@@ -646,21 +675,21 @@ impl NpuXrtDevice {
             kernels.insert(idx, k);
         }
         drop(shared);
-        // Buffers: one per slot of the plan's device arena, which the values of that slot
-        // use in turn (each from byte 0), and one per weight; each allocated in the memory
-        // group of the first argument that uses it.
-        let slot_of: HashMap<&str, usize> = plan
+        // Buffers: the plan's device arena, allocated as one buffer object per memory group
+        // and cut into one sub-buffer per slot at the slot's offset (the values of a slot
+        // use it in turn, each from byte 0); and one buffer per weight, in the memory group
+        // of the first argument that uses it.
+        let slots: &[Slot] = plan
             .memory
             .iter()
             .find(|m| m.device == plan.device)
-            .map(|m| {
-                m.slots
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(k, s)| s.values.iter().map(move |v| (v.as_str(), k)))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .map(|m| &m.slots[..])
+            .unwrap_or(&[]);
+        let slot_of: HashMap<&str, usize> = slots
+            .iter()
+            .enumerate()
+            .flat_map(|(k, s)| s.values.iter().map(move |v| (v.as_str(), k)))
+            .collect();
         // (value, bytes, group, kernel index) of every device value, in first-use order.
         let mut wanted: Vec<(usize, usize, u32, usize, ArgDtype, Vec<usize>)> = Vec::new();
         let mut weight_bos: HashMap<usize, Bo> = HashMap::new();
@@ -723,10 +752,41 @@ impl NpuXrtDevice {
                 None => sized.push(((k, own, w.2), w.1, w.3)),
             }
         }
+        let layout = arena_layout(slots, &sized);
+        // One buffer object per memory group (kernels of one NPU use one group for their
+        // data; a device that splits them gets one per group), covering the range of the
+        // arena its slots lie in: (group, base offset, buffer).
+        let mut arenas: Vec<(u32, usize, Arena)> = Vec::new();
+        for &((_, own, group), _, idx) in &sized {
+            if own || arenas.iter().any(|a| a.0 == group) {
+                continue;
+            }
+            let ranges = sized
+                .iter()
+                .filter(|s| !s.0 .1 && s.0 .2 == group)
+                .map(|s| layout[s.0 .0]);
+            let base = ranges.clone().map(|r| r.0).min().unwrap_or(0);
+            let end = ranges.map(|r| r.0 + r.1).max().unwrap_or(0);
+            let bytes = end - base;
+            let arena =
+                Arena::alloc(&kernels[&idx], bytes, BoFlags::HostOnly, group).map_err(|e| {
+                    format!("allocating the {bytes}-byte arena of memory group {group}: {e}")
+                })?;
+            arenas.push((group, base, arena));
+        }
         let mut slot_bos = Vec::with_capacity(sized.len());
-        for &((_, _, group), bytes, idx) in &sized {
-            let bo = Bo::alloc(&kernels[&idx], bytes, BoFlags::HostOnly, group)
-                .map_err(|e| format!("allocating a {bytes}-byte arena slot: {e}"))?;
+        for &((k, own, group), bytes, idx) in &sized {
+            let bo = if own {
+                Bo::alloc(&kernels[&idx], bytes, BoFlags::HostOnly, group)
+                    .map_err(|e| format!("allocating a {bytes}-byte buffer: {e}"))?
+            } else {
+                // At the slot's offset, as long as its largest value on this device.
+                let (offset, _) = layout[k];
+                let (_, base, arena) = arenas.iter().find(|a| a.0 == group).expect("made above");
+                arena.slot(bytes, offset - base).map_err(|e| {
+                    format!("cutting slot {k} ({bytes} bytes at {offset}) from the arena: {e}")
+                })?
+            };
             slot_bos.push(bo);
         }
         let mut values: HashMap<usize, ValueBuffer> = HashMap::new();
@@ -858,6 +918,7 @@ impl NpuXrtDevice {
             segments,
             _instrs: instrs,
             slot_bos,
+            _arenas: arenas,
             values,
             _weights: weight_bos.into_values().collect(),
             plan: plan.clone(),

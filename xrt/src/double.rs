@@ -86,6 +86,12 @@ pub enum Call {
         flags: BoFlags,
         group: u32,
     },
+    /// `npu_bo_sub`.
+    BoSub {
+        parent: u64,
+        size: usize,
+        offset: usize,
+    },
     /// `npu_bo_map`.
     BoMap { bo: u64 },
     /// `npu_bo_sync`.
@@ -160,6 +166,8 @@ pub enum Step {
     KernelGroupId,
     /// `npu_bo_alloc`.
     BoAlloc,
+    /// `npu_bo_sub`.
+    BoSub,
     /// `npu_bo_map`.
     BoMap,
     /// `npu_bo_sync`.
@@ -348,8 +356,12 @@ impl<'a> RunInvocation<'a> {
 pub type KernelHook = Arc<dyn Fn(&mut RunInvocation<'_>) -> Result<(), String> + Send + Sync>;
 
 struct BoState {
+    /// The host and device copies; empty for a sub-buffer, whose bytes are its parent's.
     host: Box<[u8]>,
     dev: Box<[u8]>,
+    /// A sub-buffer's parent and its offset there.
+    sub: Option<(u64, usize)>,
+    size: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -407,6 +419,38 @@ struct State {
 }
 
 impl State {
+    /// The buffer that owns a buffer's bytes, the buffer's offset in it, and its size.
+    fn resolve(&self, bo: u64, call: &'static str) -> Result<(u64, usize, usize), ShimError> {
+        let b = self
+            .bos
+            .get(&bo)
+            .ok_or_else(|| State::bad(call, "invalid buffer handle"))?;
+        match b.sub {
+            None => Ok((bo, 0, b.size)),
+            Some((parent, offset)) => {
+                let (root, base, _) = self.resolve(parent, call)?;
+                Ok((root, base + offset, b.size))
+            }
+        }
+    }
+
+    /// The owning buffer and the absolute range of `size` bytes at `offset` of `bo`.
+    fn span(
+        &mut self,
+        bo: u64,
+        offset: usize,
+        size: usize,
+        call: &'static str,
+    ) -> Result<(&mut BoState, usize, usize), ShimError> {
+        let (root, base, len) = self.resolve(bo, call)?;
+        let end = offset.checked_add(size).filter(|&e| e <= len);
+        let Some(end) = end else {
+            return Err(State::bad(call, "size + offset exceed the buffer"));
+        };
+        let r = self.bos.get_mut(&root).expect("resolved");
+        Ok((r, base + offset, base + end))
+    }
+
     fn handle(&mut self) -> u64 {
         self.next += 1;
         self.next
@@ -524,16 +568,23 @@ impl State {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        // Take the device copies out so the hook can borrow them all mutably.
-        let mut taken: Vec<(u64, Box<[u8]>)> = Vec::new();
+        // Take the device copies out so the hook can borrow them all mutably: a buffer's
+        // own copy is moved out, a sub-buffer's range of its parent copied (sub-buffers of
+        // one arena are separate slices of it).
+        let mut taken: Vec<(u64, Option<usize>, Box<[u8]>)> = Vec::new();
         for b in &data {
-            let Some(bo) = st.bos.get_mut(b) else {
-                for (h, d) in taken {
-                    st.bos.get_mut(&h).expect("taken buffer exists").dev = d;
-                }
+            let resolved = st.resolve(*b, call);
+            let Ok((root, base, size)) = resolved else {
+                put_back(st, taken);
                 return Err(State::bad(call, "data buffer was freed"));
             };
-            taken.push((*b, std::mem::take(&mut bo.dev)));
+            let owner = st.bos.get_mut(&root).expect("resolved");
+            if root == *b {
+                taken.push((root, None, std::mem::take(&mut owner.dev)));
+            } else {
+                let range = owner.dev[base..base + size].to_vec().into_boxed_slice();
+                taken.push((root, Some(base), range));
+            }
         }
         let kernel_hook = st
             .run_hooks
@@ -552,7 +603,7 @@ impl State {
                     kernel: &kernel_name,
                     opcode,
                     instructions: &instructions,
-                    data: taken.iter_mut().map(|(_, d)| &mut d[..]).collect(),
+                    data: taken.iter_mut().map(|(_, _, d)| &mut d[..]).collect(),
                 };
                 hook(&mut inv)
             }
@@ -562,15 +613,13 @@ impl State {
                     kernel: &kernel_name,
                     opcode,
                     instructions: &instructions,
-                    buffers: taken.iter_mut().map(|(_, d)| &mut d[..]).collect(),
+                    buffers: taken.iter_mut().map(|(_, _, d)| &mut d[..]).collect(),
                 };
                 hook(&mut view)
             }
             (None, None) => Ok(()),
         };
-        for (h, d) in taken {
-            st.bos.get_mut(&h).expect("taken buffer exists").dev = d;
-        }
+        put_back(st, taken);
         st.runs_started += 1;
         Ok(match result {
             Ok(()) => RunState::Completed,
@@ -582,6 +631,18 @@ impl State {
     }
 }
 
+/// Returns the device copies a run took out (whole buffers moved back, sub-buffer ranges
+/// copied back into their parents).
+fn put_back(st: &mut State, taken: Vec<(u64, Option<usize>, Box<[u8]>)>) {
+    for (h, base, d) in taken {
+        let owner = st.bos.get_mut(&h).expect("taken buffer exists");
+        match base {
+            None => owner.dev = d,
+            Some(b) => owner.dev[b..b + d.len()].copy_from_slice(&d),
+        }
+    }
+}
+
 /// The recording test double of the XRT shim.
 pub struct RecordingShim {
     state: Mutex<State>,
@@ -589,6 +650,7 @@ pub struct RecordingShim {
     runlist: bool,
     dry: bool,
     memory_cap: usize,
+    one_data_group: bool,
     device_name: String,
 }
 
@@ -610,6 +672,7 @@ impl RecordingShim {
             runlist: true,
             dry: false,
             memory_cap: DEFAULT_MEMORY_CAP,
+            one_data_group: false,
             device_name: "NPU Phoenix".into(),
         }
     }
@@ -636,6 +699,16 @@ impl RecordingShim {
     pub fn with_memory_cap(self, bytes: usize) -> RecordingShim {
         RecordingShim {
             memory_cap: bytes,
+            ..self
+        }
+    }
+
+    /// The same double giving every data argument (3 and up) one memory group,
+    /// `GROUP_ID_BASE + 3`, as a device whose kernels keep all their data in one memory
+    /// does; by default each argument has a group of its own.
+    pub fn with_one_data_group(self) -> RecordingShim {
+        RecordingShim {
+            one_data_group: true,
             ..self
         }
     }
@@ -1052,6 +1125,9 @@ impl ShimApi for RecordingShim {
         if !s.kernels.contains_key(&kernel.0) {
             return Err(State::bad("npu_kernel_group_id", "invalid kernel handle"));
         }
+        if self.one_data_group && argno >= 3 {
+            return Ok(GROUP_ID_BASE + 3);
+        }
         Ok(GROUP_ID_BASE + argno)
     }
 
@@ -1110,6 +1186,32 @@ impl ShimApi for RecordingShim {
             BoState {
                 host: vec![0u8; bytes].into_boxed_slice(),
                 dev: vec![0u8; bytes].into_boxed_slice(),
+                sub: None,
+                size: bytes,
+            },
+        );
+        Ok(BoHandle(h))
+    }
+
+    fn bo_sub(&self, parent: BoHandle, size: usize, offset: usize) -> Result<BoHandle, ShimError> {
+        let mut s = self.record(Call::BoSub {
+            parent: parent.0,
+            size,
+            offset,
+        });
+        s.gate(Step::BoSub, "npu_bo_sub")?;
+        if size == 0 {
+            return Err(State::bad("npu_bo_sub", "zero size"));
+        }
+        s.span(parent.0, offset, size, "npu_bo_sub")?;
+        let h = s.handle();
+        s.bos.insert(
+            h,
+            BoState {
+                host: Box::default(),
+                dev: Box::default(),
+                sub: Some((parent.0, offset)),
+                size,
             },
         );
         Ok(BoHandle(h))
@@ -1118,12 +1220,9 @@ impl ShimApi for RecordingShim {
     fn bo_map(&self, bo: BoHandle) -> Result<*mut u8, ShimError> {
         let mut s = self.record(Call::BoMap { bo: bo.0 });
         s.gate(Step::BoMap, "npu_bo_map")?;
-        let b = s
-            .bos
-            .get_mut(&bo.0)
-            .ok_or_else(|| State::bad("npu_bo_map", "invalid buffer handle"))?;
+        let (root, start, _) = s.span(bo.0, 0, 0, "npu_bo_map")?;
         // The boxed slice never moves while the buffer lives, so the pointer stays valid.
-        Ok(b.host.as_mut_ptr())
+        Ok(root.host[start..].as_mut_ptr())
     }
 
     fn bo_sync(
@@ -1140,14 +1239,7 @@ impl ShimApi for RecordingShim {
             offset,
         });
         s.gate(Step::BoSync, "npu_bo_sync")?;
-        let b = s
-            .bos
-            .get_mut(&bo.0)
-            .ok_or_else(|| State::bad("npu_bo_sync", "invalid buffer handle"))?;
-        let end = offset.checked_add(size).filter(|&e| e <= b.host.len());
-        let Some(end) = end else {
-            return Err(State::bad("npu_bo_sync", "size + offset exceed the buffer"));
-        };
+        let (b, offset, end) = s.span(bo.0, offset, size, "npu_bo_sync")?;
         match dir {
             SyncDir::ToDevice => b.dev[offset..end].copy_from_slice(&b.host[offset..end]),
             SyncDir::FromDevice => b.host[offset..end].copy_from_slice(&b.dev[offset..end]),
@@ -1162,19 +1254,7 @@ impl ShimApi for RecordingShim {
             bytes: data.len(),
         });
         s.gate(Step::BoWrite, "npu_bo_write")?;
-        let b = s
-            .bos
-            .get_mut(&bo.0)
-            .ok_or_else(|| State::bad("npu_bo_write", "invalid buffer handle"))?;
-        let end = offset
-            .checked_add(data.len())
-            .filter(|&e| e <= b.host.len());
-        let Some(end) = end else {
-            return Err(State::bad(
-                "npu_bo_write",
-                "size + offset exceed the buffer",
-            ));
-        };
+        let (b, offset, end) = s.span(bo.0, offset, data.len(), "npu_bo_write")?;
         b.host[offset..end].copy_from_slice(data);
         Ok(())
     }
@@ -1186,14 +1266,7 @@ impl ShimApi for RecordingShim {
             bytes: out.len(),
         });
         s.gate(Step::BoRead, "npu_bo_read")?;
-        let b = s
-            .bos
-            .get(&bo.0)
-            .ok_or_else(|| State::bad("npu_bo_read", "invalid buffer handle"))?;
-        let end = offset.checked_add(out.len()).filter(|&e| e <= b.host.len());
-        let Some(end) = end else {
-            return Err(State::bad("npu_bo_read", "size + offset exceed the buffer"));
-        };
+        let (b, offset, end) = s.span(bo.0, offset, out.len(), "npu_bo_read")?;
         out.copy_from_slice(&b.host[offset..end]);
         Ok(())
     }
@@ -1205,6 +1278,13 @@ impl ShimApi for RecordingShim {
             None => s
                 .violations
                 .push(format!("bo_free of unknown buffer {}", bo.0)),
+        }
+        if s.bos
+            .values()
+            .any(|b| matches!(b.sub, Some((p, _)) if p == bo.0))
+        {
+            s.violations
+                .push(format!("buffer {} freed before its sub-buffers", bo.0));
         }
         let used = s.runs.values().any(|r| {
             r.args

@@ -11,7 +11,7 @@ use std::path::Path;
 
 const MESSAGE_CAPACITY: usize = 512;
 /// The ABI version this binding was written for (`NPU_SHIM_ABI_VERSION`).
-const ABI_VERSION: c_int = 2;
+const ABI_VERSION: c_int = 3;
 
 #[repr(C)]
 struct NpuShimError {
@@ -109,6 +109,13 @@ extern "C" {
         bytes: usize,
         flags: c_uint,
         group: c_uint,
+        out: *mut *mut Opaque,
+        err: *mut NpuShimError,
+    ) -> c_int;
+    fn npu_bo_sub(
+        parent: *mut Opaque,
+        size: usize,
+        offset: usize,
         out: *mut *mut Opaque,
         err: *mut NpuShimError,
     ) -> c_int;
@@ -419,6 +426,15 @@ impl ShimApi for XrtShim {
         // SAFETY: valid handle; writable outputs.
         check("npu_bo_alloc", |e| unsafe {
             npu_bo_alloc(ptr(dev.0), bytes, flags.code(), group, &mut out, e)
+        })?;
+        Ok(BoHandle(handle(out)))
+    }
+
+    fn bo_sub(&self, parent: BoHandle, size: usize, offset: usize) -> Result<BoHandle, ShimError> {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: valid handle; writable outputs.
+        check("npu_bo_sub", |e| unsafe {
+            npu_bo_sub(ptr(parent.0), size, offset, &mut out, e)
         })?;
         Ok(BoHandle(handle(out)))
     }

@@ -302,6 +302,9 @@ pub trait ShimApi: Send + Sync {
         flags: BoFlags,
         group: u32,
     ) -> Result<BoHandle, ShimError>;
+    /// `xrt::bo(parent, size, offset)`: bytes `[offset, offset + size)` of `parent` as a
+    /// buffer of its own (sharing the parent's memory; freed before the parent).
+    fn bo_sub(&self, parent: BoHandle, size: usize, offset: usize) -> Result<BoHandle, ShimError>;
     /// `bo::map()`.
     fn bo_map(&self, bo: BoHandle) -> Result<*mut u8, ShimError>;
     /// `bo::sync(direction, size, offset)`.

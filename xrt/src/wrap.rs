@@ -193,8 +193,9 @@ pub struct Bo {
     kernel: Arc<Kernel>,
 }
 
-// SAFETY: the mapping is owned by this object alone and only reached through `&mut self`
-// (writes) or `&self` (reads); XRT buffers may be used from any thread.
+// SAFETY: the mapping is owned by this object alone (a slot's is a range of its arena's,
+// which the arena never views) and only reached through `&mut self` (writes) or `&self`
+// (reads); XRT buffers may be used from any thread.
 unsafe impl Send for Bo {}
 
 impl Bo {
@@ -294,6 +295,81 @@ impl Bo {
 }
 
 impl Drop for Bo {
+    fn drop(&mut self) {
+        self.kernel.shim().bo_free(self.handle);
+    }
+}
+
+/// A device arena: one buffer object that is only ever used through sub-buffers of it
+/// (its slots), so it is never mapped and no host view overlaps theirs. Its slots must be
+/// dropped first.
+pub struct Arena {
+    handle: BoHandle,
+    size: usize,
+    kernel: Arc<Kernel>,
+}
+
+impl Arena {
+    /// Allocates an arena of `size` bytes with `flags` in memory group `group` for `kernel`.
+    pub fn alloc(
+        kernel: &Arc<Kernel>,
+        size: usize,
+        flags: BoFlags,
+        group: u32,
+    ) -> Result<Arena, ShimError> {
+        if size == 0 {
+            return Err(ShimError::new(
+                "npu_bo_alloc",
+                ShimErrorKind::Argument,
+                "zero-size buffer",
+            ));
+        }
+        let handle = kernel
+            .shim()
+            .bo_alloc(kernel.ctx.device().handle(), size, flags, group)?;
+        Ok(Arena {
+            handle,
+            size,
+            kernel: kernel.clone(),
+        })
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Bytes `[offset, offset + size)` as a buffer of their own (`xrt::bo(parent, size,
+    /// offset)`), mapped; slots of one arena must not overlap.
+    pub fn slot(&self, size: usize, offset: usize) -> Result<Bo, ShimError> {
+        match offset.checked_add(size) {
+            Some(end) if size > 0 && end <= self.size => {}
+            _ => {
+                return Err(ShimError::new(
+                    "npu_bo_sub",
+                    ShimErrorKind::Argument,
+                    format!(
+                        "{size} bytes at offset {offset} are empty or exceed the {}-byte arena",
+                        self.size
+                    ),
+                ))
+            }
+        }
+        let shim = self.kernel.shim().clone();
+        let handle = shim.bo_sub(self.handle, size, offset)?;
+        let mut bo = Bo {
+            handle,
+            map: std::ptr::null_mut(),
+            size,
+            kernel: self.kernel.clone(),
+        };
+        // On failure `bo` drops here and frees the sub-buffer.
+        bo.map = shim.bo_map(handle)?;
+        Ok(bo)
+    }
+}
+
+impl Drop for Arena {
     fn drop(&mut self) {
         self.kernel.shim().bo_free(self.handle);
     }

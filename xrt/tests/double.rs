@@ -152,11 +152,22 @@ fn label() -> String {
     format!("kernel matmul_bias (variant {M}x{K}, {N}x{K}, {N}) (node 'fc')")
 }
 
+/// Offset and size of a device value's slot in the plan's arena.
+fn slot_of(p: &Plan, value: &str) -> (usize, usize) {
+    let m = p
+        .memory
+        .iter()
+        .find(|m| m.device == p.device)
+        .expect("a device memory plan");
+    let s = &m.slots[m.slot_index(value).expect("the value has a slot")];
+    (s.offset as usize, s.bytes as usize)
+}
+
 /// The load phase's calls for the one-node plan, given the handles the double numbers in
-/// creation order (device 1, xclbin 2, context 3, kernel 4, buffers x 5, w 6, b 7, y 8,
-/// instructions 9, run 10).
-fn load_calls(s: &Setup) -> Vec<Call> {
-    let (d, x, ctx, k, bx, bw, bb, by, ib, run) = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
+/// creation order (device 1, xclbin 2, context 3, kernel 4, weights w 5 and b 6, the arenas
+/// of x's and y's memory groups 7 and 8, their slots x 9 and y 10, instructions 11, run 12).
+fn load_calls(s: &Setup, p: &Plan) -> Vec<Call> {
+    let (d, x, ctx, k, bw, bb, ax, ay, bx, by, ib, run) = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12);
     let g = |argno: u32| GROUP_ID_BASE + argno;
     let alloc = |argno: u32, bytes: usize, flags: BoFlags| {
         vec![
@@ -193,18 +204,43 @@ fn load_calls(s: &Setup) -> Vec<Call> {
             kernel: "MLIR_AIE".into(),
         },
     ];
-    // Data buffers, host_only, in the groups of arguments 3+i: bf16 x, bf16 w (synced
-    // once), f32 b (synced once), f32 y.
-    v.extend(alloc(3, M * K * 2, BoFlags::HostOnly));
-    v.push(Call::BoMap { bo: bx });
+    // Data buffers, host_only, in the groups of arguments 3+i: the weights first, bf16 w
+    // and f32 b, each allocated, written and synced once; then the plan's arena for the
+    // values, one buffer per memory group (the double gives every argument its own) over
+    // the slots of that group (x's and y's, in the graph's f32), each slot a sub-buffer.
+    v.push(Call::KernelGroupId {
+        kernel: k,
+        argno: 3,
+    });
     v.extend(alloc(4, N * K * 2, BoFlags::HostOnly));
     v.push(Call::BoMap { bo: bw });
     v.push(sync_up(bw, N * K * 2));
     v.extend(alloc(5, N * 4, BoFlags::HostOnly));
     v.push(Call::BoMap { bo: bb });
     v.push(sync_up(bb, N * 4));
-    v.extend(alloc(6, M * N * 4, BoFlags::HostOnly));
-    v.push(Call::BoMap { bo: by });
+    v.push(Call::KernelGroupId {
+        kernel: k,
+        argno: 6,
+    });
+    let (sx, sy) = (slot_of(p, "x"), slot_of(p, "y"));
+    assert!(sx.1 >= M * K * 4 && sy.1 >= M * N * 4, "{sx:?} {sy:?}");
+    for (argno, slot) in [(3, sx), (6, sy)] {
+        v.push(Call::BoAlloc {
+            dev: d,
+            bytes: slot.1,
+            flags: BoFlags::HostOnly,
+            group: g(argno),
+        });
+    }
+    // Each slot's sub-buffer is as long as its value on the device (bf16 x, f32 y).
+    for (arena, size, bo) in [(ax, M * K * 2, bx), (ay, M * N * 4, by)] {
+        v.push(Call::BoSub {
+            parent: arena,
+            size,
+            offset: 0,
+        });
+        v.push(Call::BoMap { bo });
+    }
     // Instruction buffer: cacheable, group of argument 1, filled and synced once.
     v.extend(alloc(1, WORDS * 4, BoFlags::Cacheable));
     v.push(Call::BoMap { bo: ib });
@@ -251,22 +287,22 @@ fn assert_teardown(calls: &[Call], list: Option<u64>) {
         assert_eq!(calls[i], Call::RunlistFree { list });
         i += 1;
     }
-    assert_eq!(calls[i], Call::RunFree { run: 10 });
-    assert_eq!(calls[i + 1], Call::BoFree { bo: 9 });
-    let mut values: Vec<&Call> = calls[i + 2..i + 4].iter().collect();
-    values.sort_by_key(|c| format!("{c:?}"));
-    assert_eq!(
-        values,
-        vec![&Call::BoFree { bo: 5 }, &Call::BoFree { bo: 8 }]
-    );
-    let mut weights: Vec<&Call> = calls[i + 4..i + 6].iter().collect();
-    weights.sort_by_key(|c| format!("{c:?}"));
-    assert_eq!(
-        weights,
-        vec![&Call::BoFree { bo: 6 }, &Call::BoFree { bo: 7 }]
-    );
+    assert_eq!(calls[i], Call::RunFree { run: 12 });
+    assert_eq!(calls[i + 1], Call::BoFree { bo: 11 });
+    // Slots before their arenas, then the weights.
+    for (at, pair) in [(2, [9, 10]), (4, [7, 8]), (6, [5, 6])] {
+        let mut got: Vec<u64> = calls[i + at..i + at + 2]
+            .iter()
+            .map(|c| match c {
+                Call::BoFree { bo } => *bo,
+                other => panic!("expected a buffer free, got {other:?}"),
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, pair);
+    }
     assert_calls(
-        &calls[i + 6..],
+        &calls[i + 8..],
         &[
             Call::KernelClose { kernel: 4 },
             Call::HwctxDestroy { ctx: 3 },
@@ -293,10 +329,10 @@ fn load_and_run_call_sequences_are_exact_with_a_runlist() {
     assert_eq!(s.shim.calls().len(), 2, "planning makes no XRT call");
     s.shim.clear_calls();
     let mut sess = session(&p, &w, &dev);
-    let mut want = load_calls(&s);
+    let mut want = load_calls(&s, &p);
     // The segment's one run goes into a runlist of the kernel's context.
     want.push(Call::RunlistCreate { ctx: 3 });
-    want.push(Call::RunlistAdd { list: 11, run: 10 });
+    want.push(Call::RunlistAdd { list: 13, run: 12 });
     assert_calls(&s.shim.calls(), &want, "load");
 
     s.shim.clear_calls();
@@ -306,18 +342,18 @@ fn load_and_run_call_sequences_are_exact_with_a_runlist() {
     // The run: x up, the runlist submitted and waited for with the timeout, y down.
     let run_calls = vec![
         Call::BoSync {
-            bo: 5,
+            bo: 9,
             dir: SyncDir::ToDevice,
             size: M * K * 2,
             offset: 0,
         },
-        Call::RunlistSubmit { list: 11 },
+        Call::RunlistSubmit { list: 13 },
         Call::RunlistWait {
-            list: 11,
+            list: 13,
             timeout_ms: TIMEOUT_MS,
         },
         Call::BoSync {
-            bo: 8,
+            bo: 10,
             dir: SyncDir::FromDevice,
             size: M * N * 4,
             offset: 0,
@@ -332,7 +368,61 @@ fn load_and_run_call_sequences_are_exact_with_a_runlist() {
     s.shim.clear_calls();
     drop(sess);
     drop(dev);
-    assert_teardown(&s.shim.calls(), Some(11));
+    assert_teardown(&s.shim.calls(), Some(13));
+    assert_clean(&s.shim);
+}
+
+#[test]
+fn values_sit_at_the_memory_plans_offsets_in_one_arena_per_memory_group() {
+    let s = setup_with(RecordingShim::new().with_one_data_group());
+    let dev = open(&s);
+    let (p, w) = planned(&dev);
+    s.shim.clear_calls();
+    let mut sess = session(&p, &w, &dev);
+    let calls = s.shim.calls();
+    let (sx, sy) = (slot_of(&p, "x"), slot_of(&p, "y"));
+    assert_ne!(sx.0, sy.0, "x and y are live together, so in two slots");
+    // One arena buffer, from the lower slot to the end of the higher; the weights have
+    // buffers of their own.
+    let base = sx.0.min(sy.0);
+    let end = (sx.0 + sx.1).max(sy.0 + sy.1);
+    let allocs: Vec<usize> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::BoAlloc {
+                bytes,
+                flags: BoFlags::HostOnly,
+                ..
+            } => Some(*bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(allocs, vec![N * K * 2, N * 4, end - base], "{calls:#?}");
+    let arena = 7;
+    let subs: Vec<(u64, usize, usize)> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::BoSub {
+                parent,
+                size,
+                offset,
+            } => Some((*parent, *offset, *size)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        subs,
+        vec![
+            (arena, sx.0 - base, M * K * 2),
+            (arena, sy.0 - base, M * N * 4)
+        ],
+        "each value at its slot's offset"
+    );
+    let x = input(M, K);
+    let y = sess.run(&[&x]).expect("runs").remove(0);
+    assert_eq!(bits(&y), bits(&reference(&p, &w, &x)));
+    drop(sess);
+    drop(dev);
     assert_clean(&s.shim);
 }
 
@@ -344,7 +434,7 @@ fn without_runlists_the_segment_runs_are_chained() {
     let (p, w) = planned(&dev);
     s.shim.clear_calls();
     let mut sess = session(&p, &w, &dev);
-    assert_calls(&s.shim.calls(), &load_calls(&s), "load");
+    assert_calls(&s.shim.calls(), &load_calls(&s, &p), "load");
     s.shim.clear_calls();
     let x = input(M, K);
     let y = sess.run(&[&x]).expect("runs").remove(0);
@@ -353,18 +443,18 @@ fn without_runlists_the_segment_runs_are_chained() {
         &s.shim.calls(),
         &[
             Call::BoSync {
-                bo: 5,
+                bo: 9,
                 dir: SyncDir::ToDevice,
                 size: M * K * 2,
                 offset: 0,
             },
-            Call::RunStart { run: 10 },
+            Call::RunStart { run: 12 },
             Call::RunWait {
-                run: 10,
+                run: 12,
                 timeout_ms: TIMEOUT_MS,
             },
             Call::BoSync {
-                bo: 8,
+                bo: 10,
                 dir: SyncDir::FromDevice,
                 size: M * N * 4,
                 offset: 0,
@@ -390,7 +480,7 @@ fn runlists_switched_off_chain_the_runs_even_where_xrt_has_them() {
     s.shim.clear_calls();
     sess.run(&[&input(M, K)]).unwrap();
     let calls = s.shim.calls();
-    assert!(calls.contains(&Call::RunStart { run: 10 }), "{calls:#?}");
+    assert!(calls.contains(&Call::RunStart { run: 12 }), "{calls:#?}");
     assert!(!calls
         .iter()
         .any(|c| matches!(c, Call::RunlistSubmit { .. })));
@@ -423,12 +513,12 @@ fn later_runs_repeat_only_the_run_part() {
         assert!(matches!(
             chunk[0],
             Call::BoSync {
-                bo: 5,
+                bo: 9,
                 dir: SyncDir::ToDevice,
                 ..
             }
         ));
-        assert_eq!(chunk[1], Call::RunlistSubmit { list: 11 });
+        assert_eq!(chunk[1], Call::RunlistSubmit { list: 13 });
         assert!(matches!(
             chunk[2],
             Call::RunlistWait {
@@ -439,7 +529,7 @@ fn later_runs_repeat_only_the_run_part() {
         assert!(matches!(
             chunk[3],
             Call::BoSync {
-                bo: 8,
+                bo: 10,
                 dir: SyncDir::FromDevice,
                 ..
             }
@@ -695,7 +785,7 @@ fn device_lost_mid_run_is_a_fault_and_disables_the_device() {
     // notes that, and nothing else.
     assert_eq!(
         s.shim.violations(),
-        vec!["runlist 11 freed while executing (not waited for)".to_string()]
+        vec!["runlist 13 freed while executing (not waited for)".to_string()]
     );
     assert_eq!(s.shim.live_objects(), 0, "objects leaked");
     let s = setup();
@@ -776,13 +866,17 @@ fn load_failures_are_load_errors_without_leaks() {
 
 #[test]
 fn allocation_beyond_the_device_memory_is_a_load_error() {
-    let s = setup_with(RecordingShim::new().with_memory_cap(M * K * 2 + N * K * 2));
+    // Room for the weights and less than x's slot of the arena.
+    let s = setup_with(RecordingShim::new().with_memory_cap(N * K * 2 + N * 4 + M * K * 2));
     let dev = open(&s);
     let (p, w) = planned(&dev);
     let reason = load_error(&dev, &p, &w);
+    let (_, x_slot) = slot_of(&p, "x");
     assert!(
-        reason.contains(&format!("allocating {} bytes for 'b'", N * 4))
-            && reason.contains("out of memory"),
+        reason.contains(&format!(
+            "allocating the {x_slot}-byte arena of memory group {}",
+            GROUP_ID_BASE + 3
+        )) && reason.contains("out of memory"),
         "{reason}"
     );
     assert_eq!(s.shim.allocated_bytes(), 0, "what was allocated is freed");

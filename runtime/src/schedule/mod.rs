@@ -24,7 +24,7 @@ pub mod placement;
 pub mod transfers;
 
 pub use fusion::{FusedGroup, RejectedFusion};
-pub use memory::MemoryPlan;
+pub use memory::{MemoryPlan, Slot};
 pub use placement::NodePlacement;
 pub use transfers::{Direction, Transfer};
 
