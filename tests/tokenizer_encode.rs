@@ -147,6 +147,34 @@ fn load_bpe_errors_name_the_file() {
     assert!(!tok.has_bpe());
 }
 
+#[test]
+fn a_model_directorys_tokenizer_json_is_built_on_first_encode_and_its_errors_name_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::data_dir().join("vocabulary.txt"),
+        dir.path().join("vocabulary.txt"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tokenizer.json"), "{\"model\": ").unwrap();
+    // Loading the directory does not parse it: decoding needs only the vocabulary.
+    let tok = Tokenizer::from_model_dir(dir.path()).expect("the vocabulary loads");
+    assert!(tok.has_bpe());
+    assert_eq!(tok.decode(&[15947, 1002]), "Hello world");
+    // The first encode builds the encoder and reports the broken file by name, each time.
+    for _ in 0..2 {
+        let err = tok.encode("hello").unwrap_err();
+        assert!(matches!(err, TokenizerError::Json { .. }), "{err:?}");
+        assert!(err.to_string().contains("tokenizer.json"), "{err}");
+    }
+    // A good file is built once and shared by clones.
+    let good = whisper_base();
+    let copy = good.clone();
+    assert_eq!(
+        good.encode(" hello").unwrap(),
+        copy.encode(" hello").unwrap()
+    );
+}
+
 /// Load and encode times (the fastest of a few runs, to see past a busy machine). Bounds
 /// are ~10x the measured values, so that only a real regression fails; the measured
 /// numbers are printed.

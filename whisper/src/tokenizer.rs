@@ -151,8 +151,24 @@ pub struct Tokenizer {
     no_speech: u32,
     no_timestamps: u32,
     timestamp_begin: u32,
-    /// The encoder loaded from `tokenizer.json`; shared by clones (it is large).
-    bpe: Option<Encoder>,
+    /// The encoder of `tokenizer.json`; shared by clones (it is large).
+    bpe: Option<Bpe>,
+}
+
+/// The BPE encoder: loaded, or a `tokenizer.json` to load on first use (most runs never
+/// encode text, and `tokenizers` takes a few tens of MB and a noticeable part of a second
+/// to build it).
+#[derive(Debug, Clone)]
+enum Bpe {
+    Loaded(Encoder),
+    Deferred(Arc<Deferred>),
+}
+
+/// A `tokenizer.json` whose encoder is built the first time it is needed.
+#[derive(Debug)]
+struct Deferred {
+    path: std::path::PathBuf,
+    encoder: std::sync::Mutex<Option<Encoder>>,
 }
 
 impl Tokenizer {
@@ -182,6 +198,9 @@ impl Tokenizer {
 
     /// Loads a model directory: `vocabulary.txt`, plus `tokenizer.json` when present.
     ///
+    /// `tokenizer.json` is only checked for size here; its encoder is built (and the file
+    /// checked against the vocabulary) the first time text is encoded, so an error in it
+    /// surfaces from [`Tokenizer::encode`]. Use [`Tokenizer::load_bpe`] to load it at once.
     /// Without `tokenizer.json` the tokenizer decodes but [`Tokenizer::encode`] returns
     /// [`TokenizerError::NoBpe`]; see [`Tokenizer::has_bpe`].
     pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Tokenizer, TokenizerError> {
@@ -189,7 +208,11 @@ impl Tokenizer {
         let mut tok = Self::from_vocabulary_file(dir.join(VOCABULARY_TXT))?;
         let json = dir.join(TOKENIZER_JSON);
         if json.is_file() {
-            tok.load_bpe(&json)?;
+            check_size(&json)?;
+            tok.bpe = Some(Bpe::Deferred(Arc::new(Deferred {
+                path: json,
+                encoder: std::sync::Mutex::new(None),
+            })));
         }
         Ok(tok)
     }
@@ -446,30 +469,28 @@ impl Tokenizer {
     /// `tokenizers` rejects it, or when its ids would not decode back to the text (see
     /// [`TokenizerError::Unsupported`]).
     pub fn load_bpe(&mut self, path: impl AsRef<Path>) -> Result<(), TokenizerError> {
-        let path = path.as_ref();
-        let io = |source| TokenizerError::Io {
+        let encoder = self.read_bpe(path.as_ref())?;
+        self.bpe = Some(Bpe::Loaded(encoder));
+        Ok(())
+    }
+
+    fn read_bpe(&self, path: &Path) -> Result<Encoder, TokenizerError> {
+        check_size(path)?;
+        let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let origin = path.display().to_string();
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        if size > MAX_TOKENIZER_JSON_BYTES {
-            return Err(TokenizerError::TooLarge {
-                origin,
-                size,
-                max: MAX_TOKENIZER_JSON_BYTES,
-            });
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
-        self.load_bpe_bytes(&bytes, origin)
+        })?;
+        self.parse_bpe(&bytes, path.display().to_string())
     }
 
     /// Like [`Tokenizer::load_bpe`], from the text of a `tokenizer.json`.
     pub fn load_bpe_str(&mut self, json: &str) -> Result<(), TokenizerError> {
-        self.load_bpe_bytes(json.as_bytes(), "<in-memory tokenizer.json>".to_string())
+        let encoder = self.parse_bpe(json.as_bytes(), "<in-memory tokenizer.json>".to_string())?;
+        self.bpe = Some(Bpe::Loaded(encoder));
+        Ok(())
     }
 
-    fn load_bpe_bytes(&mut self, json: &[u8], origin: String) -> Result<(), TokenizerError> {
+    fn parse_bpe(&self, json: &[u8], origin: String) -> Result<Encoder, TokenizerError> {
         // Well-formed JSON that does not describe a tokenizer is a bad tokenizer, not bad JSON.
         let parse_error = |source: serde_json::Error| {
             if source.classify() == serde_json::error::Category::Data {
@@ -491,13 +512,29 @@ impl Tokenizer {
         check_decodable(&settings, &origin)?;
         let hf: tokenizers::Tokenizer = serde_json::from_slice(json).map_err(parse_error)?;
         check_vocabulary(&hf, &self.tokens, self.timestamp_begin, &origin)?;
-        self.bpe = Some(Encoder(Arc::new(hf)));
-        Ok(())
+        Ok(Encoder(Arc::new(hf)))
     }
 
-    /// Whether `tokenizer.json` was loaded, i.e. whether [`Tokenizer::encode`] works.
+    /// Whether there is a `tokenizer.json`, loaded or to load on first use, i.e. whether
+    /// [`Tokenizer::encode`] can work.
     pub fn has_bpe(&self) -> bool {
         self.bpe.is_some()
+    }
+
+    /// The encoder, built now if it was deferred (a failed build is tried again next time).
+    fn encoder(&self) -> Result<Encoder, TokenizerError> {
+        match self.bpe.as_ref().ok_or(TokenizerError::NoBpe)? {
+            Bpe::Loaded(e) => Ok(e.clone()),
+            Bpe::Deferred(d) => {
+                let mut slot = d.encoder.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = slot.as_ref() {
+                    return Ok(e.clone());
+                }
+                let e = self.read_bpe(&d.path)?;
+                *slot = Some(e.clone());
+                Ok(e)
+            }
+        }
     }
 
     /// Token ids of `text`, as Hugging Face `tokenizers` gives them for
@@ -507,7 +544,7 @@ impl Tokenizer {
     /// as they do there; nothing is prepended or appended. Fails with
     /// [`TokenizerError::NoBpe`] when `tokenizer.json` was not loaded.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let Encoder(hf) = self.bpe.as_ref().ok_or(TokenizerError::NoBpe)?;
+        let Encoder(hf) = self.encoder()?;
         // `encode_fast` skips the character offsets, which nothing here reads.
         let encoding = hf
             .encode_fast(text, false)
@@ -523,6 +560,24 @@ impl Tokenizer {
         let trimmed = prompt.trim_matches(is_python_whitespace);
         self.encode(&format!(" {trimmed}"))
     }
+}
+
+/// Refuses a `tokenizer.json` larger than [`MAX_TOKENIZER_JSON_BYTES`] before reading it.
+fn check_size(path: &Path) -> Result<(), TokenizerError> {
+    let size = std::fs::metadata(path)
+        .map_err(|source| TokenizerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if size > MAX_TOKENIZER_JSON_BYTES {
+        return Err(TokenizerError::TooLarge {
+            origin: path.display().to_string(),
+            size,
+            max: MAX_TOKENIZER_JSON_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// Python's `str.isspace`: Unicode White_Space plus the separators U+001C..U+001F.
