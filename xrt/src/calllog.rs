@@ -979,3 +979,16 @@ impl fmt::Display for CallLogSummary {
         Ok(())
     }
 }
+
+static CALL_LOG: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Where the XRT devices opened from now on write their call log (`--xrt-log`).
+pub fn set_call_log(path: Option<PathBuf>) -> Result<(), String> {
+    *CALL_LOG.lock().unwrap_or_else(|p| p.into_inner()) = path;
+    Ok(())
+}
+
+/// The call log path set by [`set_call_log`].
+pub fn call_log_path() -> Option<PathBuf> {
+    CALL_LOG.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}

@@ -4,9 +4,12 @@
 //! when everything else is in place); [`npu_status`] turns them into a verdict with every
 //! reason that applies, so a user sees all problems at once.
 
+use crate::error::XrtError;
 use crate::manifest::{self, ManifestError};
+use crate::shim::ShimApi;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One device's availability.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +240,7 @@ pub fn probe_npu() -> NpuProbe {
 
 /// Opens device 0 through the real shim and returns its name.
 fn open_name() -> Result<String, String> {
-    let shim = crate::device::real_shim().map_err(|e| e.to_string())?;
+    let shim = real_shim().map_err(|e| e.to_string())?;
     let dev = crate::wrap::Device::open(shim, 0).map_err(|e| e.to_string())?;
     dev.name().map_err(|e| e.to_string())
 }
@@ -349,5 +352,23 @@ pub fn auto_device(statuses: &[DeviceStatus]) -> &'static str {
         "npu"
     } else {
         "cpu"
+    }
+}
+
+/// The real shim of this build, or why there is none.
+pub fn real_shim() -> Result<Arc<dyn ShimApi>, XrtError> {
+    #[cfg(xrt_shim)]
+    {
+        let shim = crate::ffi::XrtShim::new().map_err(|e| XrtError::NotBuilt(e.to_string()))?;
+        Ok(Arc::new(shim))
+    }
+    #[cfg(not(xrt_shim))]
+    {
+        let why = env!("AMANUENSIS_XRT_MISSING");
+        Err(XrtError::NotBuilt(if why.is_empty() {
+            "built without XRT".to_string()
+        } else {
+            format!("built without XRT: {why}")
+        }))
     }
 }

@@ -17,7 +17,10 @@
 //! their outputs with the catalogue's bit-exact references (the dry run never opens a
 //! kernel binary), so a transcript is real and every XRT call can be logged.
 
-use crate::manifest::{ArgBinding, ArgDtype, KernelEntry, Manifest, ManifestError};
+use crate::args::{read_tensor, write_tensor};
+pub use crate::args::{FIRST_DATA_ARG, INSTR_ARG, OPCODE_INSTRUCTIONS};
+pub use crate::error::XrtError;
+use crate::manifest::{ArgBinding, ArgDtype, KernelEntry, Manifest};
 use crate::shim::RunlistState;
 use crate::shim::{BoFlags, RunState, ShimApi, ShimError, SyncDir};
 use crate::wrap::{Arena, Bo, Device as XrtDevice, HwContext, Kernel, Run, Runlist, Xclbin};
@@ -29,20 +32,11 @@ use amanuensis_runtime::npu::{
     node_cost_ns, npu_support, NpuLowering, NpuOptions, NpuParams, TilingPass,
 };
 use amanuensis_runtime::schedule::{Pass, Plan, Slot};
-use amanuensis_runtime::tensor::{DType, Data};
+use amanuensis_runtime::tensor::DType;
 use amanuensis_runtime::{Dim, Tensor, ValueType, WeightStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-/// The `run` opcode of the instruction-stream flow (2, the legacy TXN flow, is deprecated).
-pub const OPCODE_INSTRUCTIONS: u32 = 3;
-
-/// Kernel argument holding the instruction buffer; data buffers start at 3.
-pub const INSTR_ARG: u32 = 1;
-
-/// First data-buffer argument.
-pub const FIRST_DATA_ARG: u32 = 3;
 
 /// Environment variable overriding the run timeout in milliseconds.
 pub const TIMEOUT_ENV: &str = "AMANUENSIS_NPU_TIMEOUT_MS";
@@ -103,40 +97,6 @@ impl NpuXrtOptions {
     }
 }
 
-/// Error setting up the real device or one of its kernels.
-#[derive(Debug, thiserror::Error)]
-pub enum XrtError {
-    /// The manifest is missing or invalid.
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    /// This binary was built without the XRT shim.
-    #[error("the NPU device is unavailable: this build has no XRT support ({0})")]
-    NotBuilt(String),
-    /// The XRT this binary was built against cannot drive the NPU.
-    #[error("the NPU device is unavailable: {0}")]
-    NoHwContext(String),
-    /// Opening the device failed.
-    #[error("opening NPU device {index} ({backend}): {source}{hint}")]
-    Open {
-        /// Device index.
-        index: u32,
-        /// The shim's description.
-        backend: String,
-        /// The shim error.
-        source: ShimError,
-        /// A hint about the likely cause (may be empty).
-        hint: String,
-    },
-    /// Setting up one manifest entry failed.
-    #[error("NPU kernel {label}: {reason}")]
-    Kernel {
-        /// "kernel (variant …)".
-        label: String,
-        /// What failed, naming files and XRT's message.
-        reason: String,
-    },
-}
-
 /// One hardware context per xclbin, with its kernels.
 struct CtxSlot {
     // Kernels go before the context (declaration order is drop order).
@@ -182,24 +142,6 @@ impl std::fmt::Debug for NpuXrtDevice {
     }
 }
 
-/// The real shim of this build, or why there is none.
-pub fn real_shim() -> Result<Arc<dyn ShimApi>, XrtError> {
-    #[cfg(xrt_shim)]
-    {
-        let shim = crate::ffi::XrtShim::new().map_err(|e| XrtError::NotBuilt(e.to_string()))?;
-        Ok(Arc::new(shim))
-    }
-    #[cfg(not(xrt_shim))]
-    {
-        let why = env!("AMANUENSIS_XRT_MISSING");
-        Err(XrtError::NotBuilt(if why.is_empty() {
-            "built without XRT".to_string()
-        } else {
-            format!("built without XRT: {why}")
-        }))
-    }
-}
-
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -208,14 +150,14 @@ impl NpuXrtDevice {
     /// Opens the NPU through the XRT shim of this build with the manifest of
     /// [`crate::KERNELS_ENV`] and the options of [`NpuXrtOptions::from_env`].
     pub fn from_env() -> Result<NpuXrtDevice, XrtError> {
-        let shim = real_shim()?;
+        let shim = crate::detect::real_shim()?;
         let manifest = crate::manifest::load_from_env()?;
         NpuXrtDevice::with_shim(shim, manifest, NpuXrtOptions::from_env())
     }
 
     /// Opens the NPU through the XRT shim of this build.
     pub fn open(manifest: Arc<Manifest>, options: NpuXrtOptions) -> Result<NpuXrtDevice, XrtError> {
-        NpuXrtDevice::with_shim(real_shim()?, manifest, options)
+        NpuXrtDevice::with_shim(crate::detect::real_shim()?, manifest, options)
     }
 
     /// Opens the NPU through any shim (the test double in tests and dry runs).
@@ -861,7 +803,7 @@ impl NpuXrtDevice {
             if let Some(double) = &self.dry_double {
                 let (plan, entry) = (plan.clone(), entry.clone());
                 double.set_hook_for_run(run.handle(), move |inv| {
-                    crate::dry::compute(&plan, ni, &entry, inv)
+                    crate::reference::compute(&plan, ni, &entry, inv)
                 });
             }
             instrs.push(instr);
@@ -1240,85 +1182,6 @@ fn read_instructions(path: &Path) -> Result<Vec<u32>, String> {
         .collect())
 }
 
-/// Writes a tensor into a data buffer in the kernel's element type.
-pub(crate) fn write_tensor(t: &Tensor, dtype: ArgDtype, dst: &mut [u8]) -> Result<(), String> {
-    let n = t.numel();
-    if n.checked_mul(dtype.size()) != Some(dst.len()) {
-        return Err(format!(
-            "{} elements do not fill a {}-byte {dtype} buffer",
-            n,
-            dst.len()
-        ));
-    }
-    match (dtype, t.data()) {
-        (ArgDtype::Bf16, Data::F32(v)) => {
-            for (d, &x) in dst.chunks_exact_mut(2).zip(v) {
-                d.copy_from_slice(&half::bf16::from_f32(x).to_bits().to_le_bytes());
-            }
-        }
-        (ArgDtype::Bf16, Data::F16(v)) => {
-            for (d, &x) in dst.chunks_exact_mut(2).zip(v) {
-                d.copy_from_slice(&half::bf16::from_f32(x.to_f32()).to_bits().to_le_bytes());
-            }
-        }
-        (ArgDtype::F32, Data::F32(v)) => {
-            for (d, &x) in dst.chunks_exact_mut(4).zip(v) {
-                d.copy_from_slice(&x.to_le_bytes());
-            }
-        }
-        (ArgDtype::F32, Data::F16(v)) => {
-            for (d, &x) in dst.chunks_exact_mut(4).zip(v) {
-                d.copy_from_slice(&x.to_f32().to_le_bytes());
-            }
-        }
-        (ArgDtype::I32, Data::I32(v)) => {
-            for (d, &x) in dst.chunks_exact_mut(4).zip(v) {
-                d.copy_from_slice(&x.to_le_bytes());
-            }
-        }
-        (d, _) => return Err(format!("a {} tensor cannot fill a {d} buffer", t.dtype())),
-    }
-    Ok(())
-}
-
-/// Reads a data buffer into a tensor of the node's output type.
-pub(crate) fn read_tensor(
-    src: &[u8],
-    dtype: ArgDtype,
-    want: DType,
-    shape: &[usize],
-) -> Result<Tensor, String> {
-    let n: usize = shape.iter().product();
-    if n.checked_mul(dtype.size()) != Some(src.len()) {
-        return Err(format!(
-            "a {}-byte {dtype} buffer does not hold shape {shape:?}",
-            src.len()
-        ));
-    }
-    let t = match (dtype, want) {
-        (ArgDtype::F32, DType::F32) => Tensor::from_f32(
-            shape,
-            src.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        (ArgDtype::Bf16, DType::F32) => Tensor::from_f32(
-            shape,
-            src.chunks_exact(2)
-                .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-                .collect(),
-        ),
-        (ArgDtype::I32, DType::I32) => Tensor::from_i32(
-            shape,
-            src.chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        (d, w) => return Err(format!("a {d} buffer cannot become a {w} tensor")),
-    };
-    t.map_err(|e| e.to_string())
-}
-
 /// Whether a tensor type can travel in a buffer of this element type.
 fn dtype_fits(t: DType, a: ArgDtype) -> bool {
     matches!(
@@ -1334,71 +1197,6 @@ fn static_shape(t: &ValueType) -> Option<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn marshalling_rounds_to_bf16_and_round_trips_f32_and_i32() {
-        let t = Tensor::from_f32(
-            &[4],
-            vec![1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -0.0, f32::NAN],
-        )
-        .unwrap();
-        let mut b = vec![0u8; 8];
-        write_tensor(&t, ArgDtype::Bf16, &mut b).unwrap();
-        let bits: Vec<u16> = b
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        // Ties go to even: 1+2^-8 -> 1.0 (0x3f80), 1+3*2^-8 -> 1+2^-6 (0x3f82); -0 keeps its sign.
-        assert_eq!(&bits[..3], &[0x3f80, 0x3f82, 0x8000]);
-        assert!(half::bf16::from_bits(bits[3]).is_nan());
-
-        let f16 = Tensor::new(
-            &[2],
-            Data::F16(vec![half::f16::from_f32(0.5), half::f16::from_f32(-3.0)]),
-        )
-        .unwrap();
-        let mut b = vec![0u8; 8];
-        write_tensor(&f16, ArgDtype::F32, &mut b).unwrap();
-        assert_eq!(
-            read_tensor(&b, ArgDtype::F32, DType::F32, &[2])
-                .unwrap()
-                .f32s()
-                .unwrap(),
-            &[0.5, -3.0]
-        );
-
-        let i = Tensor::from_i32(&[3], vec![-7, 0, 1 << 30]).unwrap();
-        let mut b = vec![0u8; 12];
-        write_tensor(&i, ArgDtype::I32, &mut b).unwrap();
-        assert_eq!(
-            read_tensor(&b, ArgDtype::I32, DType::I32, &[3])
-                .unwrap()
-                .i32s()
-                .unwrap(),
-            &[-7, 0, 1 << 30]
-        );
-    }
-
-    #[test]
-    fn marshalling_refuses_mismatched_sizes_and_types() {
-        let t = Tensor::from_f32(&[3], vec![1.0, 2.0, 3.0]).unwrap();
-        assert_eq!(
-            write_tensor(&t, ArgDtype::F32, &mut [0u8; 8]).unwrap_err(),
-            "3 elements do not fill a 8-byte f32 buffer"
-        );
-        assert_eq!(
-            write_tensor(&t, ArgDtype::I32, &mut [0u8; 12]).unwrap_err(),
-            "a f32 tensor cannot fill a i32 buffer"
-        );
-        assert_eq!(
-            read_tensor(&[0u8; 6], ArgDtype::Bf16, DType::F32, &[2]).unwrap_err(),
-            "a 6-byte bf16 buffer does not hold shape [2]"
-        );
-        assert_eq!(
-            read_tensor(&[0u8; 8], ArgDtype::F32, DType::I32, &[2]).unwrap_err(),
-            "a f32 buffer cannot become a i32 tensor"
-        );
-    }
 
     #[test]
     fn instruction_files_must_be_whole_words() {

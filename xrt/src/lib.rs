@@ -15,30 +15,34 @@
 //!
 //! See `docs/npu.md`.
 
+mod args;
 pub mod call_context;
 pub mod calllog;
 mod detect;
 mod device;
 pub mod double;
 pub mod dry;
+mod error;
 #[cfg(xrt_shim)]
 mod ffi;
 pub mod manifest;
+mod reference;
 mod register;
 pub mod shim;
 pub mod wrap;
 
+pub use calllog::{call_log_path, set_call_log};
 pub use calllog::{
     read_call_log, summarize_call_log, CallContext, CallLogError, CallLogSummary, CallRecord,
     CallScope, LoggingShim, Phase, Totals,
 };
 pub use detect::{
-    accel_nodes, auto_device, detect, npu_status, probe_npu, AccelNode, DeviceStatus, NpuProbe,
-    StatusTable,
+    accel_nodes, auto_device, detect, npu_status, probe_npu, real_shim, AccelNode, DeviceStatus,
+    NpuProbe, StatusTable,
 };
 pub use device::XrtProgram;
 pub use device::{
-    no_hwctx_message, real_shim, NpuXrtDevice, NpuXrtOptions, XrtError, FIRST_DATA_ARG, INSTR_ARG,
+    no_hwctx_message, NpuXrtDevice, NpuXrtOptions, XrtError, FIRST_DATA_ARG, INSTR_ARG,
     OPCODE_INSTRUCTIONS, TIMEOUT_ENV,
 };
 pub use double::{KernelHook, RecordingShim, RunInvocation};
@@ -48,7 +52,7 @@ pub use ffi::XrtShim;
 pub use manifest::{
     ArgBinding, ArgDtype, ArgSpec, KernelEntry, Manifest, ManifestError, Variant, KERNELS_ENV,
 };
-pub use register::{call_log_path, register_devices, set_call_log};
+pub use register::register_devices;
 pub use shim::{
     no_runlist_message, BoFlags, RunState, RunlistState, ShimApi, ShimError, ShimErrorKind, SyncDir,
 };

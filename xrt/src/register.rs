@@ -6,21 +6,7 @@
 use crate::device::{NpuXrtDevice, NpuXrtOptions};
 use amanuensis_runtime::device::{Device, DeviceEntry, DeviceRegistry, DeviceStatus};
 use amanuensis_runtime::npu::parse_config;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-
-static CALL_LOG: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// Where the XRT devices opened from now on write their call log (`--xrt-log`).
-pub fn set_call_log(path: Option<PathBuf>) -> Result<(), String> {
-    *CALL_LOG.lock().unwrap_or_else(|p| p.into_inner()) = path;
-    Ok(())
-}
-
-/// The call log path set by [`set_call_log`].
-pub fn call_log_path() -> Option<PathBuf> {
-    CALL_LOG.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
+use std::sync::Arc;
 
 fn options(config: &str, dry: bool) -> Result<NpuXrtOptions, String> {
     let (params, schedule) = parse_config(config)?;
@@ -49,7 +35,7 @@ pub fn register_devices(registry: &mut DeviceRegistry) -> Result<(), String> {
             |config| {
                 let opts = options(config, false)?;
                 let manifest = crate::manifest::load_from_env().map_err(|e| e.to_string())?;
-                let shim = crate::device::real_shim().map_err(|e| e.to_string())?;
+                let shim = crate::detect::real_shim().map_err(|e| e.to_string())?;
                 let (shim, calls) = crate::dry::logged(shim)?;
                 let d = NpuXrtDevice::with_shim(shim, manifest, opts)
                     .map_err(|e| e.to_string())?
