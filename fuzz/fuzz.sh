@@ -79,6 +79,38 @@ case "$cmd" in
     "$(bin "$t")" $(flags "$t") -max_total_time="$secs" -artifact_prefix="artifacts/$t/" \
       "$@" "corpus/$t" "seeds/$t"
     ;;
+  campaign)
+    # Like `run`, but the budget is CPU time, not wall time, so that a run on a busy
+    # machine (or niced) still gets its full share: it stops at 1M executions or when the
+    # fuzzer has used SECS of CPU, whichever comes first.
+    t=$2 secs=$3
+    check_target "$t"
+    shift 3
+    mkdir -p "corpus/$t" "artifacts/$t"
+    "$(bin "$t")" $(flags "$t") -runs=1000000 -artifact_prefix="artifacts/$t/" \
+      "$@" "corpus/$t" "seeds/$t" &
+    pid=$!
+    trap 'kill -INT $pid 2>/dev/null' INT TERM
+    tck=$(getconf CLK_TCK)
+    cpu=0
+    while kill -0 "$pid" 2>/dev/null; do
+      sleep 2
+      # utime and stime, fields 14 and 15 of /proc/PID/stat (the name has no spaces).
+      stat=$(cat "/proc/$pid/stat" 2>/dev/null) || break
+      cpu=$(echo "$stat" | awk -v t="$tck" '{ print int(($14 + $15) / t) }')
+      if [ "$cpu" -ge "$secs" ]; then
+        kill -INT "$pid" 2>/dev/null
+        break
+      fi
+    done
+    set +e
+    wait "$pid"
+    rc=$?
+    set -e
+    echo "fuzz campaign: $t: ${cpu} s of CPU, exit $rc"
+    # 72 is libFuzzer's exit code when interrupted (here: the CPU budget was reached).
+    [ "$rc" -eq 0 ] || [ "$rc" -eq 72 ]
+    ;;
   replay)
     # Every target once over its committed corpus and seeds, without mutation: a
     # deterministic check that no input the fuzzers ever kept crashes, hangs or exhausts
