@@ -135,17 +135,19 @@ case "$cmd" in
     fi
     ;;
   smoke)
+    # Seeded, so that a run is reproducible: a CI failure replays with the same command.
     secs=${2:-45}
+    seed=${3:-1}
     build
     failed=()
     for t in "${TARGETS[@]}"; do
-      echo "== fuzz smoke: $t for ${secs}s"
+      echo "== fuzz smoke: $t for ${secs}s (seed $seed)"
       out=$(mktemp -d)
       mkdir -p "artifacts/$t"
       # New inputs go to a scratch directory: the committed corpus is only read.
       # shellcheck disable=SC2046
-      if "$(bin "$t")" $(flags "$t") -max_total_time="$secs" -artifact_prefix="artifacts/$t/" \
-        "$out" "corpus/$t" "seeds/$t" >"$out.log" 2>&1; then
+      if "$(bin "$t")" $(flags "$t") -max_total_time="$secs" -seed="$seed" \
+        -artifact_prefix="artifacts/$t/" "$out" "corpus/$t" "seeds/$t" >"$out.log" 2>&1; then
         grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$out.log" || true
       else
         tail -40 "$out.log"

@@ -203,8 +203,35 @@ pub fn estimate_node_ns(work: &KernelWork, p: &NpuParams, opts: &NpuOptions) -> 
 pub fn node_cost_ns(node: &NodeView, p: &NpuParams, opts: &NpuOptions) -> Option<f64> {
     let k = kernel_of(node.op).ok()??;
     k.check(node.inputs).ok()?;
-    Some(estimate_node_ns(&k.work(node.inputs, &p.caps()), p, opts))
+    // Whisper's layers repeat the same few nodes, and pricing one simulates its tiles: the
+    // fusion pass asks for the same prices over and over, so they are kept (per kernel,
+    // attributes, input types, parameters and options; a pure function of those).
+    let key = format!(
+        "{}|{:?}|{:?}|{:?}|{:?}",
+        k.name(),
+        node.attrs,
+        node.inputs,
+        p,
+        opts
+    );
+    let mut cache = COST_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&ns) = cache.get(&key) {
+        return Some(ns);
+    }
+    let ns = estimate_node_ns(&k.work(node.inputs, &p.caps()), p, opts);
+    if cache.len() >= COST_CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(key, ns);
+    Some(ns)
 }
+
+/// Prices [`node_cost_ns`] has computed, by node kind, shapes and configuration.
+static COST_CACHE: std::sync::Mutex<std::collections::BTreeMap<String, f64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Most prices kept at once (a few hundred kinds of nodes per model).
+const COST_CACHE_ENTRIES: usize = 4096;
 
 /// The configuration string of an NPU device (`phoenix`, `strix,columns=2,runlists=0`):
 /// the parameter set, then the [`NpuOptions`] that differ from the defaults.
