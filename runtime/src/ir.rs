@@ -4,8 +4,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::format::{GraphDef, ValueDecl, WeightDecl};
-use crate::op::{Attrs, Operator, ValueType};
-use crate::registry::Registry;
+use crate::op::{Attrs, OpCatalog, Operator, ValueType};
 use crate::tensor::DType;
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::HashMap;
@@ -86,7 +85,11 @@ fn gerr(graph: &str, node: &str, reason: impl Into<String>) -> RuntimeError {
 
 impl Graph {
     /// Validates `def` against the registry and the model's weight declarations.
-    pub fn build(def: &GraphDef, weights: &[WeightDecl], registry: &Registry) -> Result<Graph> {
+    pub fn build(
+        def: &GraphDef,
+        weights: &[WeightDecl],
+        registry: &dyn OpCatalog,
+    ) -> Result<Graph> {
         let g = def.name.as_str();
         let weight_decls: HashMap<&str, &WeightDecl> =
             weights.iter().map(|w| (w.name.as_str(), w)).collect();
@@ -128,7 +131,7 @@ impl Graph {
                 return Err(gerr(g, &nd.name, "node name used twice"));
             }
             let opdef = registry
-                .get(&nd.op)
+                .op_def(&nd.op)
                 .ok_or_else(|| gerr(g, &nd.name, registry.unknown_op_message(&nd.op)))?;
             let attrs = Attrs(nd.attrs.clone());
             let op = opdef

@@ -240,6 +240,15 @@ pub trait Operator: Send + Sync + fmt::Debug {
     }
 }
 
+/// Where a graph's op names are looked up when it is built (the [`crate::Registry`]).
+pub trait OpCatalog {
+    /// The op registered under `name`.
+    fn op_def(&self, name: &str) -> Option<&std::sync::Arc<dyn OpDef>>;
+
+    /// Why `name` is no op here (with the nearest known name, if any).
+    fn unknown_op_message(&self, name: &str) -> String;
+}
+
 /// An op kind: its name and how to build it from a node's attributes.
 pub trait OpDef: Send + Sync {
     /// The name graph files use.

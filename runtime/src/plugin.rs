@@ -13,6 +13,7 @@ use crate::error::{OpError, Result, RuntimeError};
 use crate::fusion::{ChainMatch, FusedNode, FusionPattern};
 use crate::npu::{kernel_of, KernelWork, NpuBinding, NpuCaps, NpuKernel};
 use crate::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
+pub use crate::registry::PluginInfo;
 use crate::registry::Registry;
 use crate::tensor::Tensor;
 use std::any::Any;
@@ -31,40 +32,6 @@ pub trait Plugin: Send + Sync {
 
     /// Registers the plugin's ops and fusion patterns.
     fn register(&self, registry: &mut Registry) -> Result<()>;
-}
-
-/// What a registered plugin added.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginInfo {
-    /// The plugin's name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// The shared library it was loaded from (`None` when linked in).
-    pub path: Option<PathBuf>,
-    /// Op names it registered, sorted.
-    pub ops: Vec<String>,
-    /// Fusion pattern names it registered, in registration order.
-    pub patterns: Vec<String>,
-}
-
-impl fmt::Display for PluginInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.name, self.version)?;
-        if let Some(p) = &self.path {
-            write!(f, " ({})", p.display())?;
-        }
-        write!(f, ": ops {}", list_or_none(&self.ops))?;
-        write!(f, "; fusion patterns {}", list_or_none(&self.patterns))
-    }
-}
-
-fn list_or_none(items: &[String]) -> String {
-    if items.is_empty() {
-        "(none)".to_string()
-    } else {
-        items.join(", ")
-    }
 }
 
 /// Why a shared library was not loaded as a plugin.
@@ -730,6 +697,16 @@ pub fn load_plugin(
             plugin: format!("{} {}", handshake.name, handshake.version),
             source,
         })
+}
+
+impl Registry {
+    /// Registers a plugin as one unit: all of its ops and patterns, or (on error) none.
+    /// Duplicate names are reported with the plugin's name and version.
+    pub fn add_plugin(&mut self, plugin: &dyn Plugin) -> Result<PluginInfo> {
+        self.add_plugin_entry(plugin.name(), plugin.version(), None, |reg| {
+            plugin.register(reg)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::fusion::FusionPattern;
-use crate::op::OpDef;
-use crate::plugin::{Plugin, PluginInfo};
+use crate::op::{OpCatalog, OpDef};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Registered op kinds by name.
@@ -89,14 +89,6 @@ impl Registry {
         self.pattern_origins.push(self.origin());
         self.patterns.push(p);
         Ok(())
-    }
-
-    /// Registers a plugin as one unit: all of its ops and patterns, or (on error) none.
-    /// Duplicate names are reported with the plugin's name and version.
-    pub fn add_plugin(&mut self, plugin: &dyn Plugin) -> Result<PluginInfo> {
-        self.add_plugin_entry(plugin.name(), plugin.version(), None, |reg| {
-            plugin.register(reg)
-        })
     }
 
     /// Runs a plugin's registration entry on a copy of the registry and keeps the copy
@@ -195,5 +187,49 @@ impl Registry {
             "unknown operator '{op}'{hint} (registered: {})",
             known.join(", ")
         )
+    }
+}
+
+impl OpCatalog for Registry {
+    fn op_def(&self, name: &str) -> Option<&Arc<dyn OpDef>> {
+        self.get(name)
+    }
+
+    fn unknown_op_message(&self, name: &str) -> String {
+        Registry::unknown_op_message(self, name)
+    }
+}
+
+/// What a registered plugin added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// The plugin's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The shared library it was loaded from (`None` when linked in).
+    pub path: Option<PathBuf>,
+    /// Op names it registered, sorted.
+    pub ops: Vec<String>,
+    /// Fusion pattern names it registered, in registration order.
+    pub patterns: Vec<String>,
+}
+
+impl fmt::Display for PluginInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.version)?;
+        if let Some(p) = &self.path {
+            write!(f, " ({})", p.display())?;
+        }
+        write!(f, ": ops {}", list_or_none(&self.ops))?;
+        write!(f, "; fusion patterns {}", list_or_none(&self.patterns))
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".to_string()
+    } else {
+        items.join(", ")
     }
 }

@@ -16,15 +16,16 @@ mod registry;
 pub use registry::{DeviceEntry, DeviceRegistry, DeviceStatus, OpenDevice};
 
 use crate::error::OpError;
+use crate::error::Result;
 use crate::ir::{Graph, Node};
 use crate::op::{Attrs, Operator, ValueType};
-use crate::schedule::{Pass, Plan};
+use crate::plan::{Plan, SchedulerOptions};
+use crate::registry::Registry;
 use crate::tensor::Tensor;
 use crate::weights::WeightStore;
 use std::sync::Arc;
 
-/// Name of the host CPU, the device every node can fall back to.
-pub const HOST: &str = "cpu";
+pub use crate::plan::HOST;
 
 /// A device's answer for one node.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +103,30 @@ pub fn all_static(types: &[ValueType]) -> bool {
     types
         .iter()
         .all(|t| t.shape.iter().all(|d| d.known().is_some()))
+}
+
+/// A scheduler pass: edits the plan (and its graph) in place and says what it did.
+pub trait Pass: Send + Sync {
+    /// A short unique name (`amanuensis plan --stop-after NAME`, `--skip-pass NAME`).
+    fn name(&self) -> &str;
+
+    /// Whether the pass may be skipped (a pass the executor depends on may not).
+    fn optional(&self) -> bool {
+        false
+    }
+
+    /// Runs the pass; returns its report.
+    fn run(&self, cx: &PassContext, plan: &mut Plan) -> Result<String>;
+}
+
+/// What passes may consult besides the plan.
+pub struct PassContext<'a> {
+    /// The selected device.
+    pub device: &'a dyn Device,
+    /// The operator registry (fusion patterns, fused ops).
+    pub registry: &'a Registry,
+    /// The options.
+    pub options: &'a SchedulerOptions,
 }
 
 /// A device the scheduler places nodes on. One instance per process is shared by every

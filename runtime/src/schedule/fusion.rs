@@ -3,39 +3,17 @@
 //! device's cost model says it saves, takes the best non-overlapping ones and replaces
 //! the chains in the IR (in place: node ids stay stable).
 
-use super::placement::{place_node, NodePlacement};
+use super::placement::place_node;
 use super::{Pass, PassContext, Plan};
 use crate::device::{with_view, Device, NodeView, Support};
 use crate::error::Result;
 use crate::fusion::ChainMatch;
 use crate::ir::Graph;
 use crate::op::{Attrs, Operator, ValueType};
+use crate::plan::NodePlacement;
+pub use crate::plan::{FusedGroup, RejectedFusion};
 use crate::registry::Registry;
 use std::collections::HashMap;
-
-/// A fusion applied to the graph.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FusedGroup {
-    /// Pattern name.
-    pub pattern: String,
-    /// Original nodes, producer first.
-    pub nodes: Vec<String>,
-    /// The fused op.
-    pub op: String,
-    /// Projected time saved per run, µs (the score).
-    pub saved_us: f64,
-}
-
-/// A candidate that was not applied, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RejectedFusion {
-    /// Pattern name.
-    pub pattern: String,
-    /// Nodes it matched.
-    pub nodes: Vec<String>,
-    /// Why it was left out.
-    pub reason: String,
-}
 
 struct Candidate {
     pattern: String,

@@ -7,59 +7,13 @@
 //! values use in turn, grown to the largest of them (the host's graphs have symbolic
 //! dimensions, so its sizes are only known at run time).
 
-use super::placement::NodePlacement;
-use super::transfers::{value_bytes, Direction, Transfer};
+use super::transfers::value_bytes;
 use super::{Pass, PassContext, Plan};
 use crate::device::HOST;
 use crate::error::Result;
 use crate::ir::{Graph, ValueSource};
-
-/// One device's arena.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemoryPlan {
-    /// The device (`cpu` for the host).
-    pub device: String,
-    /// Arena size: the highest offset + size over all buffers.
-    pub arena_bytes: u64,
-    /// Most bytes live at once.
-    pub peak_live_bytes: u64,
-    /// Weights its nodes read, in the graph's types (a device may hold them in its own
-    /// format; uploaded once at load).
-    pub weight_bytes: u64,
-    /// (value, offset, bytes) of every buffer in the arena; the offset is its slot's.
-    /// A value with a symbolic shape has 0 bytes (sized at run time).
-    pub buffers: Vec<(String, u64, u64)>,
-    /// The arena's slots, in offset order.
-    pub slots: Vec<Slot>,
-}
-
-/// A range of the arena that values with disjoint lifetimes use in turn.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Slot {
-    /// Offset in the arena (bytes).
-    pub offset: u64,
-    /// Size: its largest known value, aligned (values of symbolic shape count 0).
-    pub bytes: u64,
-    /// The values that use it, in the order they become live.
-    pub values: Vec<String>,
-}
-
-impl MemoryPlan {
-    /// Index in [`slots`](Self::slots) of the slot a value uses.
-    pub fn slot_index(&self, value: &str) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.values.iter().any(|v| v == value))
-    }
-
-    /// Offset and size of a value's buffer.
-    pub fn slot(&self, value: &str) -> Option<(u64, u64)> {
-        self.buffers
-            .iter()
-            .find(|b| b.0 == value)
-            .map(|b| (b.1, b.2))
-    }
-}
+use crate::plan::{Direction, NodePlacement, Transfer};
+pub use crate::plan::{MemoryPlan, Slot};
 
 const ALIGN: u64 = 4096;
 

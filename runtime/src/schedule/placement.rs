@@ -5,39 +5,7 @@ use super::{Pass, PassContext, Plan};
 use crate::device::{with_view, Support, HOST};
 use crate::error::Result;
 use crate::ir::Node;
-
-/// Where one node runs and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodePlacement {
-    /// Node name.
-    pub node: String,
-    /// Its op.
-    pub op: String,
-    /// The device it runs on (`cpu` for the host).
-    pub device: String,
-    /// The kernel that runs it (`cpu` on the host).
-    pub kernel: String,
-    /// Why it runs there.
-    pub reason: String,
-}
-
-impl NodePlacement {
-    /// The node on the host, for `reason`.
-    pub fn host(n: &Node, reason: impl Into<String>) -> Self {
-        NodePlacement {
-            node: n.name.clone(),
-            op: n.op_name.clone(),
-            device: HOST.into(),
-            kernel: "cpu".into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// Whether the node runs on the host.
-    pub fn on_host(&self) -> bool {
-        self.device == HOST
-    }
-}
+pub use crate::plan::NodePlacement;
 
 /// Where `device` would place node `n` of `graph`, with the reason.
 pub fn place_node(

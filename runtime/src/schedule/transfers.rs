@@ -4,33 +4,11 @@
 //! The segments pass turns the transfers that remain into upload and download steps the
 //! session executes.
 
-use super::placement::NodePlacement;
 use super::{Pass, PassContext, Plan};
 use crate::error::Result;
 use crate::ir::{Graph, ValueSource};
-
-/// Direction of a transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Host memory → device buffer (sync to device).
-    ToDevice,
-    /// Device buffer → host memory (sync from device).
-    ToHost,
-}
-
-/// One transfer node of the partitioned graph.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transfer {
-    /// The value moved.
-    pub value: String,
-    /// Which way.
-    pub direction: Direction,
-    /// Its size.
-    pub bytes: u64,
-    /// Node (index into the graph) it is attached to: the consumer of a to-device
-    /// transfer, the producer of a to-host one.
-    pub node: usize,
-}
+use crate::plan::NodePlacement;
+pub use crate::plan::{Direction, Transfer};
 
 /// Bytes of a value whose shape is static (0 when symbolic).
 pub fn value_bytes(graph: &Graph, v: usize) -> u64 {
