@@ -957,3 +957,28 @@ fn sigterm_finishes_accepted_requests_then_exits_0() {
         "{rest}"
     );
 }
+
+#[test]
+fn model_replica_transcribes_alike_and_its_interrupt_stops_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let model = common::load_model();
+    let mut replica = model
+        .replica(&amanuensis_operators::standard_registry())
+        .expect("replica");
+    let pcm = amanuensis::audio::decode_audio_bytes(jfk_wav(), Some("wav")).unwrap();
+    let opts = amanuensis::TranscribeOptions {
+        without_timestamps: true,
+        ..Default::default()
+    };
+    assert_eq!(replica.transcribe_pcm(&pcm, &opts).unwrap().text, JFK);
+    let flag = Arc::new(AtomicBool::new(true));
+    replica.interrupt = Some(flag.clone());
+    let e = replica.transcribe_pcm(&pcm, &opts).unwrap_err();
+    assert!(
+        matches!(e, amanuensis::Error::Interrupted),
+        "interrupted, not {e}"
+    );
+    flag.store(false, Ordering::Relaxed);
+    assert_eq!(replica.transcribe_pcm(&pcm, &opts).unwrap().text, JFK);
+}
