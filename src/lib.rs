@@ -7,6 +7,7 @@
 pub mod output;
 pub mod reproduce;
 pub mod scheduling;
+pub mod serve;
 pub mod tracefile;
 
 pub use amanuensis_audio as audio;

@@ -52,6 +52,83 @@ enum Command {
     /// Work with graph files.
     #[command(subcommand)]
     Graph(GraphCommand),
+    /// Serve OpenAI's transcription API over HTTP (`POST /v1/audio/transcriptions`,
+    /// `/v1/audio/translations`, `GET /v1/models`, `/health`, `/ready`, `/metrics`); see
+    /// docs/server.md.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (`0.0.0.0` for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one; the address is printed on stderr).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Transcription workers: each has its own sessions on the one loaded model. The
+    /// kernels of each already use every core (`--threads`).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Requests that may wait for a worker; beyond that the server answers 429 with
+    /// Retry-After.
+    #[arg(long, default_value_t = 16)]
+    max_queue: usize,
+    /// Largest request body (bytes, or with a suffix: 25MB, 512KB, 1MiB); larger ones are
+    /// answered 413.
+    #[arg(long, default_value = "25MB", value_parser = parse_size)]
+    max_body: u64,
+    /// Deadline of a whole request, upload included (seconds, or 500ms, 2m); past it the
+    /// server answers 504 and stops the request's work.
+    #[arg(long, default_value = "300", value_parser = parse_duration)]
+    timeout: Duration,
+    /// API key that `/v1/*` requests must send as `Authorization: Bearer <key>`.
+    #[arg(long, env = "AMANUENSIS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+/// `25MB` (megabytes of 1024² bytes, as OpenAI's limit), `512KB`, `1MiB`, or bytes.
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 25MB, 512KB, 1048576)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        u => return Err(format!("unknown size unit '{u}' in '{s}' (B, KB, MB, GB)")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+/// `300` (seconds), `500ms`, `30s`, `2m`.
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 300, 30s, 500ms, 2m)"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("'{s}': the duration must be above 0"));
+    }
+    Ok(Duration::from_secs_f64(v * mult))
 }
 
 #[derive(Args, Clone)]
@@ -360,6 +437,7 @@ fn main() -> ExitCode {
         Command::Graph(GraphCommand::Build { size, output }) => {
             graph_build(&size, output.as_deref())
         }
+        Command::Serve(a) => serve(a),
     };
     if let Err(e) = amanuensis_xrt::flush_call_logs() {
         eprintln!("error: {e}");
@@ -532,6 +610,43 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<WhisperModel> {
     }
     tracing::info!(model = %m.name, dir = %dir.display(), graph = %m.graph_origin, load_ms = m.load_time.as_millis() as u64, "model loaded");
     Ok(m)
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode> {
+    use amanuensis::serve::{shutdown_signal, ServeOptions, Server};
+    let model = load_model(&a.model, false)?;
+    let registry = registry()?;
+    let options = ServeOptions {
+        host: a.host.clone(),
+        port: a.port,
+        workers: a.workers,
+        max_queue: a.max_queue,
+        max_body: a.max_body,
+        timeout: a.timeout,
+        api_key: a.api_key.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let server = Server::bind(options, model, registry).await?;
+        let addr = server.local_addr()?;
+        eprintln!(
+            "listening on http://{addr} (model {}, {} worker(s), queue {}, body limit {} bytes, timeout {:?}{})",
+            a.model.model,
+            a.workers,
+            a.max_queue,
+            a.max_body,
+            a.timeout,
+            if a.api_key.is_some() { ", API key required" } else { "" }
+        );
+        server.run(shutdown_signal()).await?;
+        eprintln!("stopped: every accepted request was answered");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {

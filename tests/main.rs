@@ -19,6 +19,7 @@ mod output_formats;
 mod plan_executes;
 mod reference_jfk;
 mod reproduce_xdna;
+mod serve;
 mod tokenizer_encode;
 mod trace;
 mod wer;

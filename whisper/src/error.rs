@@ -53,6 +53,9 @@ pub enum Error {
     /// Word alignment got inconsistent shapes or parameters.
     #[error(transparent)]
     Alignment(#[from] AlignmentError),
+    /// The model's interrupt flag was set: the caller stopped the transcription.
+    #[error("transcription interrupted")]
+    Interrupted,
 }
 
 impl From<amanuensis_xrt::XrtError> for Error {

@@ -15,6 +15,7 @@ use amanuensis_runtime::schedule::Plan;
 use amanuensis_runtime::{Graph, ModelFile, Registry, Session, Tensor, WeightStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,6 +136,13 @@ pub struct WhisperModel {
     pub dir: PathBuf,
     pub config: WhisperConfig,
     pub tokenizer: Tokenizer,
+    /// The weights every session reads (shared, not copied, by [`WhisperModel::replica`]).
+    weights: WeightStore,
+    /// The graph file named at load, for [`WhisperModel::replica`].
+    graph_file: Option<PathBuf>,
+    /// When set, every graph run first checks it and stops the transcription with
+    /// [`Error::Interrupted`] once it is true (a cancelled request, a deadline).
+    pub interrupt: Option<Arc<AtomicBool>>,
     pub features: Session,
     pub encoder: Session,
     pub cross_kv: Session,
@@ -171,6 +179,29 @@ impl WhisperModel {
         registry: &Registry,
         spec: &DeviceSpec,
     ) -> Result<WhisperModel> {
+        Self::load_sharing(dir, graph, registry, spec, None)
+    }
+
+    /// Another model on the same weights (shared, not reloaded nor copied) with sessions
+    /// of its own, so that several threads can transcribe at once. `registry` must hold
+    /// the operators the model was loaded with.
+    pub fn replica(&self, registry: &Registry) -> Result<WhisperModel> {
+        Self::load_sharing(
+            &self.dir,
+            self.graph_file.as_deref(),
+            registry,
+            &self.device,
+            Some(&self.weights),
+        )
+    }
+
+    fn load_sharing(
+        dir: &Path,
+        graph: Option<&Path>,
+        registry: &Registry,
+        spec: &DeviceSpec,
+        shared: Option<&WeightStore>,
+    ) -> Result<WhisperModel> {
         let t0 = Instant::now();
         let config = read_config(dir)?;
         let (file, graph_origin) = load_graph_file(graph, &config.name)?;
@@ -198,7 +229,10 @@ impl WhisperModel {
                 path: vocab_path,
             });
         }
-        let weights = WeightStore::load(&dir.join(WEIGHTS_FILE), &file.weights)?;
+        let weights = match shared {
+            Some(w) => w.clone(),
+            None => WeightStore::load(&dir.join(WEIGHTS_FILE), &file.weights)?,
+        };
         // Each graph is built once and planned for the device (the host too: its memory
         // plan is the arena the CPU executes from); the scheduler's passes edit it in
         // place. On an accelerator the encoder and cross K/V run as one joined graph; the
@@ -262,6 +296,8 @@ impl WhisperModel {
             weight_bytes: weights.bytes(),
             config,
             tokenizer,
+            graph_file: graph.map(Path::to_path_buf),
+            interrupt: None,
             features,
             encoder,
             cross_kv,
@@ -272,6 +308,7 @@ impl WhisperModel {
             load_time: t0.elapsed(),
             device: spec.clone(),
             plans: plan_list,
+            weights,
         })
     }
 }
@@ -289,6 +326,8 @@ struct GraphStepper<'a> {
     steps: usize,
     /// Reused by `reorder` for the cache rows that move.
     scratch: Vec<f32>,
+    /// Checked before every step ([`WhisperModel::interrupt`]).
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl<'a> GraphStepper<'a> {
@@ -305,9 +344,16 @@ impl<'a> GraphStepper<'a> {
             n_vocab,
             steps: 0,
             scratch: Vec::new(),
+            interrupt: None,
         };
         s.reset().map_err(DecodeError::from)?;
         Ok(s)
+    }
+
+    /// The stepper stops with [`Error::Interrupted`] once `flag` is set.
+    fn interruptible(mut self, flag: Option<Arc<AtomicBool>>) -> Self {
+        self.interrupt = flag;
+        self
     }
 
     /// Runs one decoder step for `batch` rows of `n` tokens each.
@@ -318,6 +364,7 @@ impl<'a> GraphStepper<'a> {
         n: usize,
         logit_positions: &[usize],
     ) -> Result<Vec<Vec<Vec<f32>>>> {
+        check_interrupt(self.interrupt.as_ref())?;
         let tokens_t = Tensor::from_i32(&[batch, n], ids)?;
         let offset_t = Tensor::scalar_i32(self.offset as i32);
         let idx: Vec<i32> = logit_positions.iter().map(|&p| p as i32).collect();
@@ -449,6 +496,14 @@ impl StepModel for GraphStepper<'_> {
     }
 }
 
+/// [`Error::Interrupted`] when `flag` is set.
+fn check_interrupt(flag: Option<&Arc<AtomicBool>>) -> Result<()> {
+    match flag {
+        Some(f) if f.load(Ordering::Relaxed) => Err(Error::Interrupted),
+        _ => Ok(()),
+    }
+}
+
 /// Columns `seek..seek+size` of a `[n_mels, frames]` spectrogram, zero-padded to a full
 /// window of [`N_FRAMES`] (faster-whisper pads in log-mel space).
 pub fn mel_window(mel: &Tensor, seek: usize, size: usize) -> Result<Tensor> {
@@ -474,6 +529,7 @@ impl WhisperModel {
     /// Runs the `features` graph: the log-mel spectrogram `[n_mels, frames]` of a whole
     /// recording (16 kHz mono).
     pub fn features(&mut self, pcm: &[f32]) -> Result<Tensor> {
+        check_interrupt(self.interrupt.as_ref())?;
         let pcm_t = Tensor::from_f32(&[pcm.len()], pcm.to_vec())?;
         let mut out = self.features.run(&[&pcm_t])?;
         out.pop()
@@ -482,6 +538,7 @@ impl WhisperModel {
 
     /// Runs the `encoder` graph on one `[n_mels, 3000]` window.
     pub fn encode_window(&mut self, window: &Tensor) -> Result<Tensor> {
+        check_interrupt(self.interrupt.as_ref())?;
         if let Some(w) = self.window.as_mut() {
             // On a device: the joined graph, returning only the encoder output.
             let mut want = vec![false; w.graph().outputs.len()];
@@ -502,6 +559,7 @@ impl WhisperModel {
     /// The cross K/V of one `[n_mels, 3000]` window: on a device the joined graph, whose
     /// encoder output never leaves the device; else the encoder then the cross K/V graph.
     pub fn encode_cross(&mut self, window: &Tensor) -> Result<Vec<Tensor>> {
+        check_interrupt(self.interrupt.as_ref())?;
         if let Some(w) = self.window.as_mut() {
             let n = w.graph().outputs.len();
             let want: Vec<bool> = (0..n).map(|i| i + 1 < n).collect();
@@ -546,7 +604,8 @@ impl WhisperModel {
         prompt: &[u32],
         opts: &DecodeOptions,
     ) -> Result<(DecodeResult, usize)> {
-        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
+            .interruptible(self.interrupt.clone());
         let ids = SpecialIds::from(&self.tokenizer);
         let result = greedy_decode(&mut stepper, prompt, &ids, opts)?;
         Ok((result, stepper.steps))
@@ -564,7 +623,8 @@ impl WhisperModel {
     ) -> Result<(DecodeResult, f32, usize)> {
         let tok = &self.tokenizer;
         let ids = SpecialIds::from(tok);
-        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
+            .interruptible(self.interrupt.clone());
         let (result, temperature) =
             decode_with_fallback(&mut stepper, prompt, &ids, opts, fallback, &|t| {
                 tok.decode(t)
@@ -576,7 +636,8 @@ impl WhisperModel {
     /// `<|startoftranscript|>` and the language tokens' logits are normalised among
     /// themselves. Sorted, most probable first.
     pub fn detect_language(&mut self, cross: &[Tensor]) -> Result<Vec<(String, f32)>> {
-        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
+            .interruptible(self.interrupt.clone());
         let logits = StepModel::step(&mut stepper, &[self.tokenizer.sot()], &[0])
             .map_err(DecodeError::from)?
             .pop()
@@ -611,7 +672,8 @@ impl WhisperModel {
     /// Logits at every position of `tokens`, fed one at a time through `decoder_step`
     /// with a fresh KV cache (a reference for the batched paths).
     pub fn step_logits(&mut self, cross: &[Tensor], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?;
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
+            .interruptible(self.interrupt.clone());
         let mut out = Vec::with_capacity(tokens.len());
         for &t in tokens {
             out.extend(StepModel::step(&mut stepper, &[t], &[0]).map_err(DecodeError::from)?);
@@ -627,6 +689,7 @@ impl WhisperModel {
         cross: &[Tensor],
         tokens: &[u32],
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        check_interrupt(self.interrupt.as_ref())?;
         let d = self.config.dims;
         if tokens.len() > d.n_text_ctx {
             return Err(Error::graph(

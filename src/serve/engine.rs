@@ -1,0 +1,240 @@
+//! The transcription engine of the server: one model loaded once, a replica of it per
+//! worker thread (sessions of their own on the same weights), and a bounded queue in
+//! front of the workers.
+
+use super::error::{ApiError, ServeError};
+use super::metrics::Metrics;
+use amanuensis_runtime::Registry;
+use amanuensis_whisper::graph::CHUNK_SECONDS;
+use amanuensis_whisper::{Error, TranscribeOptions, Transcript, WhisperModel};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// One accepted request's work.
+pub struct Job {
+    /// The uploaded file, decoded by the worker.
+    pub audio: Vec<u8>,
+    /// The file name's extension, a hint for the container.
+    pub extension: Option<String>,
+    pub options: TranscribeOptions,
+    /// Plain text is wanted (json or text without word times): audio that fits one
+    /// window is then decoded without timestamp tokens, as the CLI does.
+    pub plain_text: bool,
+    /// Set when the client has gone or the deadline passed: the worker stops.
+    pub cancel: Arc<AtomicBool>,
+    pub reply: oneshot::Sender<Result<Done, ApiError>>,
+}
+
+/// A finished transcription.
+pub struct Done {
+    pub transcript: Transcript,
+    /// Seconds of audio.
+    pub audio_seconds: f64,
+}
+
+/// Sets the flag when dropped: a request's handler holds one, so that its work stops
+/// when the handler is dropped (client disconnect) or gives up (timeout).
+pub struct CancelOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The queue's sending side and what the handlers need to know about the model.
+pub struct Engine {
+    queue: mpsc::Sender<Job>,
+    pub capacity: usize,
+    pub workers: usize,
+    pub model_name: String,
+    pub languages: Vec<String>,
+    pub metrics: Arc<Metrics>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Starts `workers` threads, each on a replica of `model`.
+    pub fn start(
+        model: WhisperModel,
+        registry: Registry,
+        workers: usize,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Engine, ServeError> {
+        if workers == 0 {
+            return Err(ServeError::Option("--workers must be at least 1".into()));
+        }
+        if capacity == 0 {
+            return Err(ServeError::Option("--max-queue must be at least 1".into()));
+        }
+        let languages = model
+            .tokenizer
+            .language_codes()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let model_name = model.name.clone();
+        let (tx, rx) = mpsc::channel::<Job>(capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut replicas = Vec::with_capacity(workers);
+        for w in 0..workers {
+            replicas.push(
+                model
+                    .replica(&registry)
+                    .map_err(|source| ServeError::Worker { worker: w, source })?,
+            );
+        }
+        // The loaded model stays as the template a worker's model is remade from after a
+        // panic; its sessions never run.
+        let template = Arc::new(Mutex::new((model, registry)));
+        let mut threads = Vec::with_capacity(workers);
+        for (w, replica) in replicas.into_iter().enumerate() {
+            let rx = rx.clone();
+            let metrics = metrics.clone();
+            let template = template.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("transcribe-{w}"))
+                .spawn(move || worker(replica, rx, metrics, template))
+                .map_err(ServeError::Thread)?;
+            threads.push(h);
+        }
+        Ok(Engine {
+            queue: tx,
+            capacity,
+            workers,
+            model_name,
+            languages,
+            metrics,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Queues a job, or refuses it at once when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+        self.metrics.queue_depth.fetch_add(1, Ordering::SeqCst);
+        match self.queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                        Err(ApiError::queue_full(self.capacity, 1))
+                    }
+                    mpsc::error::TrySendError::Closed(_) => {
+                        Err(ApiError::unavailable("the server is shutting down"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a request would be queued now.
+    pub fn ready(&self) -> bool {
+        self.queue.capacity() > 0
+    }
+
+    /// Closes the queue and waits for the workers to finish what they hold.
+    pub fn shutdown(self) {
+        drop(self.queue);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+type Template = Arc<Mutex<(WhisperModel, Registry)>>;
+
+fn worker(
+    mut model: WhisperModel,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    metrics: Arc<Metrics>,
+    template: Template,
+) {
+    loop {
+        // One worker at a time waits on the queue; the others wait for the lock.
+        let job = {
+            let mut guard = rx.lock().unwrap_or_else(|e| e.into_inner());
+            guard.blocking_recv()
+        };
+        let Some(job) = job else { return };
+        metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
+        if job.cancel.load(Ordering::Relaxed) || job.reply.is_closed() {
+            metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        metrics.busy_workers.fetch_add(1, Ordering::SeqCst);
+        let t0 = Instant::now();
+        let cancel = job.cancel.clone();
+        model.interrupt = Some(cancel.clone());
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut model, &job)));
+        model.interrupt = None;
+        let result = match outcome {
+            Ok(r) => r,
+            Err(_) => {
+                metrics.worker_panics.fetch_add(1, Ordering::Relaxed);
+                // The model's state may be half-updated: continue on a fresh replica.
+                let guard = template.lock().unwrap_or_else(|e| e.into_inner());
+                match guard.0.replica(&guard.1) {
+                    Ok(m) => model = m,
+                    Err(e) => tracing::error!("cannot remake the worker's model: {e}"),
+                }
+                Err(ApiError::internal(
+                    "the transcription failed unexpectedly; the request was not completed",
+                ))
+            }
+        };
+        let elapsed = t0.elapsed().as_secs_f64();
+        metrics.busy_workers.fetch_sub(1, Ordering::SeqCst);
+        if cancel.load(Ordering::Relaxed) {
+            metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(done) = &result {
+            metrics.record_transcription(done.audio_seconds, elapsed);
+        }
+        let _ = job.reply.send(result);
+    }
+}
+
+fn run(model: &mut WhisperModel, job: &Job) -> Result<Done, ApiError> {
+    let pcm = amanuensis_audio::decode_audio_bytes(job.audio.clone(), job.extension.as_deref())
+        .map_err(|e| {
+            ApiError::invalid(
+                "file",
+                "invalid_audio",
+                format!("the file could not be read as audio: {e}"),
+            )
+        })?;
+    if pcm.is_empty() {
+        return Err(ApiError::invalid(
+            "file",
+            "invalid_audio",
+            "the file holds no audio samples",
+        ));
+    }
+    let audio_seconds = pcm.len() as f64 / amanuensis_audio::SAMPLE_RATE as f64;
+    let mut options = job.options.clone();
+    if job.plain_text && pcm.len() <= CHUNK_SECONDS * amanuensis_audio::SAMPLE_RATE as usize {
+        options.without_timestamps = true;
+    }
+    match model.transcribe_pcm(&pcm, &options) {
+        Ok(transcript) => Ok(Done {
+            transcript,
+            audio_seconds,
+        }),
+        Err(_) if job.cancel.load(Ordering::Relaxed) => {
+            Err(ApiError::internal("the transcription was stopped"))
+        }
+        Err(Error::Audio(e)) => Err(ApiError::invalid(
+            "file",
+            "invalid_audio",
+            format!("the file could not be read as audio: {e}"),
+        )),
+        Err(e) => Err(ApiError::internal(format!("transcription failed: {e}"))),
+    }
+}
