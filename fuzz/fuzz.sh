@@ -18,7 +18,7 @@ cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 
 TARGETS=(audio audio_ogg_opus audio_mp4 graph weights ct2 manifest plugin_descriptor
-  vocabulary tokenizer_json)
+  vocabulary tokenizer_json multipart)
 
 # Largest input per target (bytes): above the largest real seed, small enough for speed.
 max_len() {

@@ -14,7 +14,7 @@ ff() { ffmpeg -hide_banner -loglevel error -y -ss 1.0 -t "$1" -i "$jfk" "${@:2}"
 
 a=seeds/audio; o=seeds/audio_ogg_opus; m=seeds/audio_mp4
 mkdir -p "$a" "$o" "$m" seeds/graph seeds/manifest seeds/vocabulary seeds/tokenizer_json \
-  seeds/plugin_descriptor seeds/weights seeds/ct2
+  seeds/plugin_descriptor seeds/weights seeds/ct2 seeds/multipart
 
 # WAV in every sample format the reader takes, and the header shapes it checks.
 ff 0.3 -c:a pcm_s16le "$a/s16-16k.wav"
@@ -142,6 +142,37 @@ open("seeds/weights/small-mixed.safetensors", "wb").write(st([
     ("b", "I32", [4], struct.pack("<4i", 1, -1, 7, 2**31 - 1)),
     ("c", "F32", [], struct.pack("<f", 3.5)),
     ("extra", "BF16", [2], b"\0\0\0\0")]))
+PY
+# Upload forms of the server (boundary AMANUENSIS-FUZZ, as the multipart target sets it).
+python3 - <<'PY'
+wav = open("../tests/data/audio/jfk.wav", "rb").read()[:2048]
+def form(fields):
+    out = b""
+    for name, val, fn in fields:
+        out += b"--AMANUENSIS-FUZZ\r\n"
+        if fn:
+            out += (b'Content-Disposition: form-data; name="' + name + b'"; filename="' + fn
+                    + b'"\r\nContent-Type: audio/wav\r\n\r\n')
+        else:
+            out += b'Content-Disposition: form-data; name="' + name + b'"\r\n\r\n'
+        out += val + b"\r\n"
+    return out + b"--AMANUENSIS-FUZZ--\r\n"
+seeds = {
+    "minimal": [(b"file", wav, b"jfk.wav"), (b"model", b"whisper-1", None)],
+    "all-fields": [(b"file", wav, b"jfk.wav"), (b"model", b"base", None), (b"language", b"en", None),
+                   (b"prompt", b"Ask not.", None), (b"response_format", b"verbose_json", None),
+                   (b"temperature", b"0.2", None), (b"timestamp_granularities[]", b"word", None),
+                   (b"timestamp_granularities[]", b"segment", None), (b"stream", b"false", None),
+                   (b"unknown_field", b"x", None)],
+    "stream-text": [(b"model", b"whisper-1", None), (b"file", wav[:300], b"a.wav"),
+                    (b"response_format", b"text", None), (b"stream", b"true", None)],
+    "bad-values": [(b"file", b"", b"empty.wav"), (b"model", b"nope", None), (b"language", b"xx", None),
+                   (b"temperature", b"-1", None), (b"response_format", b"mp3", None)],
+    "no-file": [(b"model", b"whisper-1", None), (b"prompt", b"\xff\xfe", None)],
+}
+for k, v in seeds.items():
+    open("seeds/multipart/" + k, "wb").write(form(v))
+open("seeds/multipart/truncated", "wb").write(form(seeds["minimal"])[:700])
 PY
 ls seeds/*/ | head -80
 du -sh seeds/*
