@@ -200,6 +200,35 @@ fn mp4_behind_leading_garbage_gets_the_same_size_check() {
     assert!(largest < ALLOC_BOUND, "allocated {largest} bytes at once");
 }
 
+/// Found by the `audio_mp4` target: an MP4 behind 8 bytes starting with an ADTS frame
+/// sync (`FF F9`). The sniffer took it for ADTS AAC and skipped the MP4 size check, while
+/// symphonia's probe passed over the sync and reserved 9.7 GB for a 1.2-billion-entry
+/// `stts` table. A frame sync or an ID3 tag at the start is now searched past for a
+/// container signature as unknown bytes are.
+#[test]
+fn mp4_behind_a_frame_sync_or_an_id3_tag_gets_the_same_size_check() {
+    let found = regression_input("audio-mp4-stts-count-behind-an-adts-frame-sync.m4a");
+    assert_eq!(&found[..2], &[0xFF, 0xF9]);
+    assert_refused_without_large_allocation(found.clone(), "stts");
+    // The same MP4 behind an (empty) ID3v2 tag, and from a pipe.
+    let mut id3 = b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec();
+    id3.extend_from_slice(&found[8..]);
+    assert_refused_without_large_allocation(id3, "stts");
+    LARGEST.store(0, Ordering::Relaxed);
+    assert!(decode_from_reader(found).is_err());
+    assert!(LARGEST.load(Ordering::Relaxed) < ALLOC_BOUND);
+    // Real MP3 and ADTS files are not mistaken for containers.
+    // (jfk.mp3 holds the 11-s clip, the ADTS and MP2 files its first 3 s.)
+    for (name, seconds) in [("jfk.mp3", 11), ("jfk.aac", 3), ("jfk.mp2", 3)] {
+        let pcm = decode_audio_bytes(encoded(name), None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            pcm.len() >= 16_000 * seconds,
+            "{name}: {} samples",
+            pcm.len()
+        );
+    }
+}
+
 fn encoded(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/audio/encoded")

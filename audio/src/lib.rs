@@ -145,6 +145,25 @@ fn first_marker(window: &[u8]) -> Option<(Checked, u64)> {
     }
 }
 
+/// Whether the signature `first_marker` found at `at` looks like a real container header:
+/// an `ftyp` box of sane size with a printable brand, or an EBML header that names its
+/// document type within its first bytes.
+fn plausible(window: &[u8], kind: Checked, at: u64) -> bool {
+    let at = at as usize;
+    match kind {
+        Checked::Mp4 => {
+            let Some(h) = window.get(at..at + 12) else {
+                return false;
+            };
+            let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+            (8..=4096).contains(&size) && h[8..12].iter().all(|b| (0x20..0x7f).contains(b))
+        }
+        Checked::Matroska => window
+            .get(at + 4..(at + 64).min(window.len()))
+            .is_some_and(|h| h.windows(2).any(|w| w == [0x42, 0x82])),
+    }
+}
+
 /// Decodes an audio file (or standard input when `path` is `-`) to mono `f32` samples at
 /// [`SAMPLE_RATE`].
 pub fn load_audio(path: &Path) -> Result<Vec<f32>, AudioError> {
@@ -338,12 +357,18 @@ impl AudioStream {
             Sniffed::Known("Matroska/WebM") => Some((Checked::Matroska, 0)),
             _ => None,
         };
-        if matches!(sniffed, Sniffed::Unknown) {
+        // A frame sync (MP3, ADTS) or an ID3 tag at the start is a weak signature:
+        // symphonia's probe may reject or skip it and go on to a container further in, so
+        // such inputs are searched as well, for a container signature that is plausibly
+        // real (not four bytes of compressed audio that happen to match).
+        let weak = matches!(sniffed, Sniffed::Known("MP3" | "ADTS AAC"));
+        if matches!(sniffed, Sniffed::Unknown) || weak {
             let window = probe_window(&mut input).map_err(|source| AudioError::Io {
                 file: name.clone(),
                 source,
             })?;
-            checked = first_marker(&window);
+            checked =
+                first_marker(&window).filter(|&(kind, at)| !weak || plausible(&window, kind, at));
         }
         let mut edit = None;
         if let Some((kind, at)) = checked {
