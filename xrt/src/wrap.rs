@@ -213,8 +213,14 @@ impl Bo {
                 "zero-size buffer",
             ));
         }
-        let shim = kernel.shim().clone();
-        let handle = shim.bo_alloc(kernel.ctx.device().handle(), size, flags, group)?;
+        let handle = kernel
+            .shim()
+            .bo_alloc(kernel.ctx.device().handle(), size, flags, group)?;
+        Bo::mapped(handle, size, kernel)
+    }
+
+    /// Takes ownership of buffer `handle` of `size` bytes and maps it.
+    fn mapped(handle: BoHandle, size: usize, kernel: &Arc<Kernel>) -> Result<Bo, ShimError> {
         let mut bo = Bo {
             handle,
             map: std::ptr::null_mut(),
@@ -222,7 +228,7 @@ impl Bo {
             kernel: kernel.clone(),
         };
         // On failure `bo` drops here and frees the buffer.
-        bo.map = shim.bo_map(handle)?;
+        bo.map = kernel.shim().bo_map(handle)?;
         Ok(bo)
     }
 
@@ -355,17 +361,8 @@ impl Arena {
                 ))
             }
         }
-        let shim = self.kernel.shim().clone();
-        let handle = shim.bo_sub(self.handle, size, offset)?;
-        let mut bo = Bo {
-            handle,
-            map: std::ptr::null_mut(),
-            size,
-            kernel: self.kernel.clone(),
-        };
-        // On failure `bo` drops here and frees the sub-buffer.
-        bo.map = shim.bo_map(handle)?;
-        Ok(bo)
+        let handle = self.kernel.shim().bo_sub(self.handle, size, offset)?;
+        Bo::mapped(handle, size, &self.kernel)
     }
 }
 
