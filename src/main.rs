@@ -757,7 +757,7 @@ fn transcribe_file(
     }
     let bar = progress_bar(&pcm, a.quiet);
     let t0 = Instant::now();
-    let mut report = |p: Progress| {
+    let mut report = |p: Progress<'_>| {
         if let Some(b) = &bar {
             b.set_position((p.done * 1000.0) as u64);
             let rtf = p.done / t0.elapsed().as_secs_f64().max(1e-9);

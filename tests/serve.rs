@@ -350,6 +350,122 @@ fn serve_transcribes_jfk_as_json_text_and_stream() {
     assert_eq!(joined, JFK);
 }
 
+/// Sends a `stream=true` request for `file` and reads its events as they arrive, each with
+/// the time since the request was sent; a status other than 200 comes back with no events.
+fn stream_events(addr: SocketAddr, file: &[u8]) -> (u16, Vec<(Duration, Value)>) {
+    let body = multipart(&[
+        ("file", Part::File("audio.wav", file)),
+        ("model", Part::Text("whisper-1")),
+        ("stream", Part::Text("true")),
+    ]);
+    let mut s = connect(addr);
+    let mut h = form_headers(Some(KEY));
+    h.push(("Content-Length", body.len().to_string()));
+    let t0 = Instant::now();
+    s.write_all(head("POST", "/v1/audio/transcriptions", &h).as_bytes())
+        .unwrap();
+    s.write_all(&body).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut chunked = false;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).expect("header");
+        if h.trim_end().is_empty() {
+            break;
+        }
+        let h = h.to_ascii_lowercase();
+        chunked |= h.starts_with("transfer-encoding:") && h.contains("chunked");
+    }
+    if status != 200 {
+        return (status, Vec::new());
+    }
+    assert!(chunked, "a stream is sent in chunks as it is made");
+    let (mut events, mut pending) = (Vec::new(), String::new());
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size).expect("chunk size");
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        let mut chunk = vec![0u8; n + 2];
+        r.read_exact(&mut chunk).expect("chunk");
+        if n == 0 {
+            break;
+        }
+        pending.push_str(std::str::from_utf8(&chunk[..n]).expect("UTF-8 events"));
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            let data = event.trim().strip_prefix("data: ").expect("a data line");
+            events.push((
+                t0.elapsed(),
+                serde_json::from_str(data).expect("event JSON"),
+            ));
+        }
+    }
+    (status, events)
+}
+
+#[test]
+fn serve_stream_sends_each_windows_text_as_soon_as_it_is_decoded() {
+    // The 75-s recording (2.4 MB as WAV) is over the shared server's 1 MiB limit.
+    static ROOMY: OnceLock<SocketAddr> = OnceLock::new();
+    let addr = *ROOMY.get_or_init(|| {
+        start(ServeOptions {
+            max_body: 8 << 20,
+            ..options()
+        })
+    });
+    // 75 s of speech: three or more 30-s windows, each decoded in turn.
+    let long = std::fs::read(common::data_dir().join("audio/long_public_concat.wav")).unwrap();
+    let (status, events) = stream_events(addr, &long);
+    assert_eq!(status, 200);
+    let ((done_at, done), deltas) = events.split_last().expect("events");
+    assert_eq!(done["type"], "transcript.text.done", "{done}");
+    assert!(
+        deltas.len() >= 2,
+        "one delta per window with text: {events:?}"
+    );
+    let joined: String = deltas
+        .iter()
+        .map(|(_, d)| {
+            assert_eq!(d["type"], "transcript.text.delta", "{d}");
+            d["delta"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(joined, done["text"].as_str().unwrap());
+    // The first window's text came while the later windows were still being decoded:
+    // the stream is not the finished transcript cut into pieces at the end.
+    let first_at = deltas[0].0;
+    assert!(
+        *done_at > first_at + Duration::from_millis(500),
+        "first delta at {first_at:?}, done at {done_at:?}"
+    );
+    // The same text as without streaming.
+    let r = transcribe(addr, &long, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["text"], done["text"]);
+}
+
+#[test]
+fn bad_input_non_audio_bytes_with_stream_gets_its_status_not_a_stream() {
+    let addr = shared();
+    let junk: Vec<u8> = (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let (status, events) = stream_events(addr, &junk);
+    assert_eq!(status, 400);
+    assert!(events.is_empty());
+    let r = transcribe(addr, &junk, &[("stream", Part::Text("true"))]);
+    assert_error(
+        &r,
+        400,
+        "invalid_request_error",
+        Some("file"),
+        "invalid_audio",
+    );
+    assert_alive(addr);
+}
+
 #[test]
 fn serve_verbose_json_has_segments_and_words() {
     let addr = shared();

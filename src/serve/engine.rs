@@ -6,7 +6,7 @@ use super::error::{ApiError, ServeError};
 use super::metrics::Metrics;
 use amanuensis_runtime::Registry;
 use amanuensis_whisper::graph::CHUNK_SECONDS;
-use amanuensis_whisper::{Error, TranscribeOptions, Transcript, WhisperModel};
+use amanuensis_whisper::{Error, Progress, TranscribeOptions, Transcript, WhisperModel};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,9 @@ pub struct Job {
     pub plain_text: bool,
     /// Set when the client has gone or the deadline passed: the worker stops.
     pub cancel: Arc<AtomicBool>,
+    /// For `stream=true`: each window's text as soon as it is decoded. The sender is
+    /// dropped with the job, after the reply is sent, which closes the stream.
+    pub deltas: Option<mpsc::UnboundedSender<String>>,
     pub reply: oneshot::Sender<Result<Done, ApiError>>,
 }
 
@@ -222,7 +225,15 @@ fn run(model: &mut WhisperModel, job: &Job) -> Result<Done, ApiError> {
     if job.plain_text && pcm.len() <= CHUNK_SECONDS * amanuensis_audio::SAMPLE_RATE as usize {
         options.without_timestamps = true;
     }
-    match model.transcribe_pcm(&pcm, &options) {
+    let mut report = |p: Progress<'_>| {
+        if let Some(tx) = &job.deltas {
+            if !p.text.is_empty() {
+                // A closed receiver is a client that went away; the cancel flag stops us.
+                let _ = tx.send(p.text.to_string());
+            }
+        }
+    };
+    match model.transcribe_pcm_with_progress(&pcm, &options, &mut report) {
         Ok(transcript) => Ok(Done {
             transcript,
             audio_seconds,

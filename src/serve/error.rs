@@ -140,8 +140,9 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// OpenAI's error body, `{"error": {"message", "type", "param", "code"}}`.
+    pub fn to_json(&self) -> String {
         let body = Body {
             error: Inner {
                 message: &self.message,
@@ -150,9 +151,15 @@ impl IntoResponse for ApiError {
                 code: self.code,
             },
         };
-        let json = serde_json::to_string(&body).unwrap_or_else(|_| {
+        serde_json::to_string(&body).unwrap_or_else(|_| {
             r#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#.into()
-        });
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let json = self.to_json();
         let mut r = (
             self.status,
             [(

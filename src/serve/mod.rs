@@ -382,9 +382,12 @@ async fn handle(st: Arc<AppState>, req: Request, task: Task) -> Response {
         return r;
     }
     let cancel = Arc::new(AtomicBool::new(false));
-    let _stop_on_drop = CancelOnDrop(cancel.clone());
+    // Moves into a streamed body, so that the work goes on while events are sent.
+    let stop_on_drop = CancelOnDrop(cancel.clone());
     let timeout = st.options.timeout;
-    match tokio::time::timeout(timeout, process(&st, req, task, cancel)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let work = process(&st, req, task, cancel, stop_on_drop, deadline);
+    match tokio::time::timeout_at(deadline, work).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => e.into_response(),
         Err(_) => ApiError::timeout(timeout.as_secs_f64()).into_response(),
@@ -396,6 +399,8 @@ async fn process(
     req: Request,
     task: Task,
     cancel: Arc<AtomicBool>,
+    stop_on_drop: CancelOnDrop,
+    deadline: tokio::time::Instant,
 ) -> Result<Response, ApiError> {
     let mp = Multipart::from_request(req, &()).await.map_err(|e| {
         ApiError::bad_request(
@@ -435,16 +440,29 @@ async fn process(
         .and_then(|n| std::path::Path::new(n).extension())
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
+    let (delta_tx, delta_rx) = match form.stream {
+        true => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     st.engine.submit(Job {
         audio: std::mem::take(&mut form.file),
         extension,
         options,
         plain_text,
         cancel,
+        deltas: delta_tx,
         reply: tx,
     })?;
+    if let Some(deltas) = delta_rx {
+        let live = respond::Live::new(deltas, rx, deadline, st.options.timeout, stop_on_drop);
+        return live.respond().await;
+    }
     let done = rx
         .await
         .map_err(|_| ApiError::internal("the worker stopped before answering"))??;
+    drop(stop_on_drop);
     Ok(respond::render(&form, &done.transcript, done.audio_seconds))
 }

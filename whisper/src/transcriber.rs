@@ -58,7 +58,7 @@ impl Transcriber {
         &mut self,
         pcm: &[f32],
         options: &TranscribeOptions,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Transcript> {
         self.model
             .transcribe_pcm_with_progress(pcm, options, progress)

@@ -76,11 +76,15 @@ fn round_ms(seconds: f64) -> f64 {
 
 /// Progress of a transcription, reported after each window.
 #[derive(Debug, Clone, Copy)]
-pub struct Progress {
+pub struct Progress<'a> {
     /// Seconds of audio done.
     pub done: f64,
     /// Seconds of audio in all.
     pub total: f64,
+    /// The text this window added, as decoded (empty for a silent window): what a caller
+    /// streams before the transcription ends. The segments' boundaries may still move when
+    /// they are refined at the end; their text does not.
+    pub text: &'a str,
 }
 
 /// Where the next window starts, by faster-whisper's rule: after the last complete
@@ -304,7 +308,7 @@ impl WhisperModel {
         &mut self,
         pcm: &[f32],
         opts: &TranscribeOptions,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Transcript> {
         let t0 = Instant::now();
         let duration = pcm.len() as f64 / SAMPLE_RATE as f64;
@@ -400,6 +404,7 @@ impl WhisperModel {
                 progress(Progress {
                     done: (seek as f64 * FRAME_SECONDS).min(duration),
                     total: duration,
+                    text: "",
                 });
                 continue;
             }
@@ -459,6 +464,7 @@ impl WhisperModel {
                     }
                 }
             }
+            let first_new = segments.len();
             for (s, (start, end, words)) in window.into_iter().zip(times) {
                 if start == end || s.text.trim().is_empty() {
                     continue;
@@ -483,9 +489,14 @@ impl WhisperModel {
             }
             // Never move backwards: a window must always make progress.
             seek = next.max(seek + 1);
+            let text: String = segments[first_new..]
+                .iter()
+                .map(|s| s.text.as_str())
+                .collect();
             progress(Progress {
                 done: (seek as f64 * FRAME_SECONDS).min(duration),
                 total: duration,
+                text: &text,
             });
         }
         if refine {
