@@ -229,6 +229,26 @@ fn mp4_behind_a_frame_sync_or_an_id3_tag_gets_the_same_size_check() {
     }
 }
 
+/// Found by the `audio_ogg_opus` target: a 31-byte MP4 whose `ftyp` box declares a 64-bit
+/// size of 2^64 - 1. The size check's walk over the top-level boxes saturated its position
+/// at u64::MAX and then overflowed computing the next box's (a panic with overflow checks,
+/// a wrapped seek without). The walk now ends at a box that runs past the file, and the
+/// file is refused as audio with an error, from memory and from a pipe.
+#[test]
+fn mp4_box_size_of_2_pow_64_ends_the_size_check_without_overflow() {
+    let found = regression_input("audio-mp4-ftyp-largesize-overflows-the-box-walk.m4a");
+    assert_eq!(&found[4..8], b"ftyp");
+    for from_pipe in [false, true] {
+        LARGEST.store(0, Ordering::Relaxed);
+        let r = match from_pipe {
+            false => decode_audio_bytes(found.clone(), None),
+            true => decode_from_reader(found.clone()),
+        };
+        assert!(r.is_err(), "pipe {from_pipe}: {r:?}");
+        assert!(LARGEST.load(Ordering::Relaxed) < ALLOC_BOUND);
+    }
+}
+
 fn encoded(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/audio/encoded")

@@ -142,7 +142,9 @@ const MAX_DEPTH: usize = 32;
 pub fn check_sizes<R: Read + Seek + ?Sized>(r: &mut R, start: u64, len: u64) -> Result<(), String> {
     let mut pos = start;
     let mut count = 0;
-    while pos + 8 <= len && count < MAX_BOXES {
+    // A box may declare more bytes than the file has (`pos` then saturates at u64::MAX),
+    // so the room left is computed without overflow.
+    while len.checked_sub(pos).is_some_and(|left| left >= 8) && count < MAX_BOXES {
         count += 1;
         r.seek(SeekFrom::Start(pos)).map_err(|e| e.to_string())?;
         let mut h = [0u8; 16];
@@ -410,4 +412,20 @@ pub fn audio_edit<R: Read + Seek + ?Sized>(r: &mut R, len: u64) -> Option<Edit> 
         });
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_sizes;
+
+    /// Found by the `audio_ogg_opus` target: an `ftyp` box whose 64-bit size is 2^64 - 1
+    /// left the walk at u64::MAX, and the next box's position overflowed.
+    #[test]
+    fn a_box_larger_than_the_file_ends_the_walk_without_overflow() {
+        let found: &[u8] = include_bytes!(
+            "../../tests/data/fuzz-regressions/audio-mp4-ftyp-largesize-overflows-the-box-walk.m4a"
+        );
+        let mut r = std::io::Cursor::new(found);
+        assert_eq!(check_sizes(&mut r, 0, found.len() as u64), Ok(()));
+    }
 }
