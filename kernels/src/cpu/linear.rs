@@ -98,6 +98,45 @@ multiversion! {
     ) => gemv_block
 }
 
+/// Bytes of weight rows that stay in L2 while every group of input rows passes over them.
+const GEMV_PIECE_BYTES: usize = 256 << 10;
+
+/// [`gemv_serial`] that, for more input rows than one pass holds (over 6), walks the
+/// weight in L2-sized pieces and runs every row group over a piece before the next, so
+/// the weight is read from memory once whatever `m` (the lockstep decoder's rows). Piece
+/// sizes are multiples of 12, so every tile width (2, 3, 4) sees the same rows as it would
+/// over the whole block: results equal `gemv_serial`'s.
+fn gemv_cached(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let rows = w.len() / k;
+    if m <= 6 {
+        gemv_serial(x, m, k, w, bias, out, out_stride);
+        return;
+    }
+    let piece = (GEMV_PIECE_BYTES / (4 * k)).max(12) / 12 * 12;
+    let mut j0 = 0;
+    while j0 < rows {
+        let take = piece.min(rows - j0);
+        gemv_serial(
+            x,
+            m,
+            k,
+            &w[j0 * k..(j0 + take) * k],
+            bias.map(|b| &b[j0..j0 + take]),
+            &mut out[j0..],
+            out_stride,
+        );
+        j0 += take;
+    }
+}
+
 /// `linear` by streaming the weight once, parallel over chunks of weight rows.
 ///
 /// Meant for few input rows (the decoder's per-token projections), where the product is
@@ -122,7 +161,7 @@ pub fn linear_gemv(
     let threads = rayon::current_num_threads();
     let fmas = m * n * k;
     if threads <= 1 || fmas < MIN_PARALLEL_FMAS {
-        gemv_serial(x, m, k, w, bias, out, n);
+        gemv_cached(x, m, k, w, bias, out, n);
         return;
     }
     // Up to four chunks per thread balance uneven progress, each carrying at least
@@ -137,7 +176,7 @@ pub fn linear_gemv(
             let j0 = c * chunk_rows;
             let rows = wb.len() / k;
             let mut local = vec![0.0f32; m * rows];
-            gemv_serial(
+            gemv_cached(
                 x,
                 m,
                 k,
@@ -254,7 +293,25 @@ pub fn linear(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    if m <= GEMV_MAX_M {
+    linear_up_to(x, m, k, w, n, bias, out, GEMV_MAX_M);
+}
+
+/// [`linear`] that streams the weight (GEMV) for up to `gemv_max_m` input rows instead
+/// of [`GEMV_MAX_M`]: for callers whose rows are many short sequences at once (the
+/// lockstep decoder), where gemm's packing of the whole weight per call costs more than
+/// the arithmetic.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_up_to(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    gemv_max_m: usize,
+) {
+    if m <= gemv_max_m {
         linear_gemv(x, m, k, w, n, bias, out);
     } else {
         linear_gemm(x, m, k, w, n, bias, out);

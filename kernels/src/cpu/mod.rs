@@ -26,6 +26,6 @@ pub use activation::gelu;
 pub use attention::{attention, attention_blocked, attention_direct};
 pub use conv::{conv1d, conv1d_out_len};
 pub use elementwise::{add, add_inplace, add_rows_inplace};
-pub use linear::{linear, linear_gemm, linear_gemv, matmul};
+pub use linear::{linear, linear_gemm, linear_gemv, linear_up_to, matmul};
 pub use norm::layer_norm;
 pub use softmax::softmax_inplace;

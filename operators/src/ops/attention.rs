@@ -36,7 +36,9 @@ fn check_heads(d: &Dim, heads: usize) -> Result<(), OpError> {
 
 /// `softmax(q·kᵀ/√d_head)·v` per head. q is `[.., tq, d]`; k and v are `[.., tk, d]` with
 /// the same leading dims as q, or `[tk, d]` shared by every leading index (e.g. the
-/// encoder output attended by every beam).
+/// encoder output attended by every beam). The first leading dim of k may also divide
+/// q's: then consecutive groups of q's rows share one k row (the windows of a batched
+/// decode, each attended by its own beams).
 /// With `return_weights`, a second output holds the attention probabilities
 /// `[.., heads, tq, tk]` (used for word-level alignment; the fast path never materialises
 /// them).
@@ -95,7 +97,17 @@ impl Operator for Attention {
         expect_same_dim(d, k.last("k")?, "q's model dim vs k's")?;
         check_heads(d, self.heads)?;
         if k.rank() == q.rank() {
-            for i in 0..q.rank() - 2 {
+            // With one leading dim it may differ (grouped rows; checked at run time when
+            // symbolic).
+            let first = if q.rank() == 3 { 1 } else { 0 };
+            if let (1, Dim::Known(qb), Dim::Known(kb)) = (first, &q.shape[0], &k.shape[0]) {
+                if *kb == 0 || qb % kb != 0 {
+                    return Err(OpError(format!(
+                        "q's batch {qb} is not a multiple of k's batch {kb}"
+                    )));
+                }
+            }
+            for i in first..q.rank() - 2 {
                 expect_same_dim(&q.shape[i], &k.shape[i], &format!("q's dim {i} vs k's"))?;
             }
         }
@@ -131,12 +143,24 @@ impl Operator for Attention {
         }
         let hd = head_dim(d, self.heads)?;
         let batch = q.numel() / (tq * d).max(1);
-        let shared = ks.len() == 2;
-        if !shared && k.numel() / (tk * d).max(1) != batch {
+        // q rows per k row: all of them when k is shared, else batch / k's batch.
+        let k_batch = if ks.len() == 2 {
+            1
+        } else {
+            k.numel() / (tk * d).max(1)
+        };
+        // Grouping is defined for one leading dim; deeper ranks need equal leading dims.
+        let grouped_ok = if qs.len() == 3 {
+            k_batch > 0 && batch.is_multiple_of(k_batch)
+        } else {
+            k_batch == batch
+        };
+        if ks.len() != 2 && (ks.len() != qs.len() || !grouped_ok) {
             return Err(OpError(format!(
                 "q {qs:?} and k {ks:?} disagree on leading dims"
             )));
         }
+        let group = (batch / k_batch.max(1)).max(1);
         if self.causal && tk < tq {
             return Err(OpError(format!(
                 "causal attention needs tk >= tq, got {tk} < {tq}"
@@ -150,7 +174,7 @@ impl Operator for Attention {
             let mut weights = ctx.alloc_f32(&wshape);
             let (o, w) = (out.f32s_mut()?, weights.f32s_mut()?);
             for b in 0..batch {
-                let kvo = if shared { 0 } else { b * tk * d };
+                let kvo = (b / group) * tk * d;
                 attention_with_weights(
                     &qv[b * tq * d..(b + 1) * tq * d],
                     &kv[kvo..kvo + tk * d],
@@ -169,7 +193,7 @@ impl Operator for Attention {
         let o = out.f32s_mut()?;
         for b in 0..batch {
             let qb = &qv[b * tq * d..(b + 1) * tq * d];
-            let kvo = if shared { 0 } else { b * tk * d };
+            let kvo = (b / group) * tk * d;
             cpu::attention(
                 qb,
                 d,
@@ -351,5 +375,98 @@ fn attention_with_weights(
         for i in 0..tq {
             out[i * d + h * hd..i * d + (h + 1) * hd].copy_from_slice(&oh[i * hd..(i + 1) * hd]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amanuensis_runtime::op::Attrs;
+
+    fn attention(heads: usize) -> Box<dyn Operator> {
+        let mut a = std::collections::BTreeMap::new();
+        a.insert("heads".to_string(), serde_json::json!(heads));
+        AttentionDef.build(&Attrs(a)).unwrap()
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    fn known(shape: &[usize]) -> ValueType {
+        ValueType::new(DType::F32, shape.iter().map(|&d| Dim::Known(d)).collect())
+    }
+
+    #[test]
+    fn grouped_keys_equal_each_group_repeated_bit_for_bit() {
+        let (windows, beams, tq, tk, d) = (3, 2, 2, 5, 8);
+        let op = attention(2);
+        let q = Tensor::from_f32(
+            &[windows * beams, tq, d],
+            values(windows * beams * tq * d, 1),
+        )
+        .unwrap();
+        let k = Tensor::from_f32(&[windows, tk, d], values(windows * tk * d, 2)).unwrap();
+        let v = Tensor::from_f32(&[windows, tk, d], values(windows * tk * d, 3)).unwrap();
+        let mut none: [Tensor; 0] = [];
+        let grouped = op
+            .eval(&mut EvalContext::new(&mut none), &[&q, &k, &v])
+            .unwrap();
+        // The same rows with every window's k/v repeated once per beam.
+        let repeat = |t: &Tensor| {
+            let rows: Vec<f32> = t
+                .f32s()
+                .unwrap()
+                .chunks_exact(tk * d)
+                .flat_map(|w| std::iter::repeat_n(w, beams).flatten().copied())
+                .collect();
+            Tensor::from_f32(&[windows * beams, tk, d], rows).unwrap()
+        };
+        let (kr, vr) = (repeat(&k), repeat(&v));
+        let per_row = op
+            .eval(&mut EvalContext::new(&mut none), &[&q, &kr, &vr])
+            .unwrap();
+        assert_eq!(grouped[0].f32s().unwrap(), per_row[0].f32s().unwrap());
+        // A k batch of one is the shared [tk, d] form.
+        let k1 = Tensor::from_f32(&[1, tk, d], values(tk * d, 2)).unwrap();
+        let v1 = Tensor::from_f32(&[1, tk, d], values(tk * d, 3)).unwrap();
+        let k2 = k1.clone().reshape(&[tk, d]).unwrap();
+        let v2 = v1.clone().reshape(&[tk, d]).unwrap();
+        let a = op
+            .eval(&mut EvalContext::new(&mut none), &[&q, &k1, &v1])
+            .unwrap();
+        let b = op
+            .eval(&mut EvalContext::new(&mut none), &[&q, &k2, &v2])
+            .unwrap();
+        assert_eq!(a[0].f32s().unwrap(), b[0].f32s().unwrap());
+    }
+
+    #[test]
+    fn mismatched_batches_are_refused_in_inference_and_at_run_time() {
+        let op = attention(2);
+        let err = op
+            .infer(
+                &[known(&[6, 2, 8]), known(&[4, 5, 8]), known(&[4, 5, 8])],
+                &[],
+            )
+            .unwrap_err();
+        assert!(err.0.contains("not a multiple of k's batch 4"), "{err}");
+        op.infer(
+            &[known(&[6, 2, 8]), known(&[3, 5, 8]), known(&[3, 5, 8])],
+            &[],
+        )
+        .unwrap();
+        let q = Tensor::from_f32(&[6, 2, 8], values(96, 1)).unwrap();
+        let k = Tensor::from_f32(&[4, 5, 8], values(160, 2)).unwrap();
+        let mut none: [Tensor; 0] = [];
+        let err = op
+            .eval(&mut EvalContext::new(&mut none), &[&q, &k, &k])
+            .unwrap_err();
+        assert!(err.0.contains("disagree on leading dims"), "{err}");
     }
 }

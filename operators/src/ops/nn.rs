@@ -10,7 +10,10 @@ use amanuensis_runtime::{DType, OpError, Tensor};
 /// `y = x · wᵀ (+ b)` over the last dim; `w` is `[out, in]` (PyTorch layout).
 pub struct LinearDef;
 #[derive(Debug)]
-struct Linear;
+struct Linear {
+    /// Input rows up to which the weight is streamed (GEMV) rather than packed (gemm).
+    gemv_max_rows: usize,
+}
 
 impl OpDef for LinearDef {
     fn name(&self) -> &str {
@@ -20,8 +23,9 @@ impl OpDef for LinearDef {
         "y[..., out] = x[..., in] · w[out, in]ᵀ + b[out] (bias optional)"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&[])?;
-        Ok(Box::new(Linear))
+        attrs.only(&["gemv_max_rows"])?;
+        let gemv_max_rows = attrs.usize_or("gemv_max_rows", cpu::tuning::GEMV_MAX_M)?;
+        Ok(Box::new(Linear { gemv_max_rows }))
     }
 }
 
@@ -31,7 +35,7 @@ impl Operator for Linear {
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        Ok(vec![linear_eval(ctx, inputs)?])
+        Ok(vec![linear_eval_up_to(ctx, inputs, self.gemv_max_rows)?])
     }
 
     fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
@@ -65,6 +69,15 @@ pub(crate) fn linear_type(inputs: &[ValueType]) -> Result<ValueType, OpError> {
 
 /// The CPU linear on `[x, w, b?]`.
 pub(crate) fn linear_eval(ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
+    linear_eval_up_to(ctx, inputs, cpu::tuning::GEMV_MAX_M)
+}
+
+/// [`linear_eval`] streaming the weight for up to `gemv_max_rows` input rows.
+fn linear_eval_up_to(
+    ctx: &mut EvalContext,
+    inputs: &[&Tensor],
+    gemv_max_rows: usize,
+) -> Result<Tensor, OpError> {
     let (x, w) = (inputs[0], inputs[1]);
     let (n, k) = (w.shape()[0], w.shape()[1]);
     let kx = *x.shape().last().unwrap_or(&0);
@@ -79,7 +92,7 @@ pub(crate) fn linear_eval(ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<T
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     let mut out = ctx.alloc_f32(&shape);
-    cpu::linear(
+    cpu::linear_up_to(
         f32_input(x, "x")?,
         m,
         k,
@@ -87,6 +100,7 @@ pub(crate) fn linear_eval(ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<T
         n,
         bias,
         out.f32s_mut()?,
+        gemv_max_rows,
     );
     Ok(out)
 }
