@@ -142,16 +142,21 @@ def main():
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--max-queue", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="the server's --batch-size (its default when not given)")
     a = ap.parse_args()
-    if a.requests < 400:
-        sys.exit("--requests must be at least 400 (RSS is compared after the first and the last 200)")
+    if a.requests < 1:
+        sys.exit("--requests must be at least 1")
+    # RSS growth is compared after the first and the last 200 requests: only for 400 or more.
+    compare_rss = a.requests >= 400
 
     env = dict(os.environ)
     env.setdefault("AMANUENSIS_MODELS", str(ROOT / "models"))
     env.pop("AMANUENSIS_API_KEY", None)
     server = subprocess.Popen(
         [a.binary, "serve", "--host", "127.0.0.1", "--port", "0", "--device", "cpu",
-         "--workers", str(a.workers), "--max-queue", str(a.max_queue)],
+         "--workers", str(a.workers), "--max-queue", str(a.max_queue)]
+        + ([] if a.batch_size is None else ["--batch-size", str(a.batch_size)]),
         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     url = None
     for line in server.stderr:
@@ -164,7 +169,8 @@ def main():
     host, port = url.removeprefix("http://").rsplit(":", 1)
     port = int(port)
     cs = clips()
-    print(f"server: {a.binary} serve --workers {a.workers} --max-queue {a.max_queue} (pid {server.pid})")
+    batch = "" if a.batch_size is None else f" --batch-size {a.batch_size}"
+    print(f"server: {a.binary} serve --workers {a.workers} --max-queue {a.max_queue}{batch} (pid {server.pid})")
     print(f"clips: {len(cs)} public clips of tests/data/audio (<= {MAX_CLIP_SECONDS:.0f} s), "
           f"{sum(c['seconds'] for c in cs):.1f} s of audio in all")
 
@@ -194,7 +200,7 @@ def main():
     rss = {}
 
     def sample(done):
-        if done == 200:
+        if done == 200 and compare_rss:
             rss["first"] = rss_mb(server.pid)
 
     t_start = time.perf_counter()
@@ -216,9 +222,13 @@ def main():
     if lat:
         print(f"  latency p50 {pct(lat, 50):.2f} s, p95 {pct(lat, 95):.2f} s, p99 {pct(lat, 99):.2f} s, max {max(lat):.2f} s")
     print(f"  throughput: {audio / wall:.2f} audio s per s ({audio:.0f} s of audio in {wall:.1f} s)")
-    growth = 100 * (rss["last"] - rss["first"]) / rss["first"]
-    print(f"  server RSS after the first 200 requests {rss['first']:.1f} MB, after the last 200 "
-          f"{rss['last']:.1f} MB: growth {growth:+.1f} %")
+    growth = 0.0
+    if compare_rss:
+        growth = 100 * (rss["last"] - rss["first"]) / rss["first"]
+        print(f"  server RSS after the first 200 requests {rss['first']:.1f} MB, after the last 200 "
+              f"{rss['last']:.1f} MB: growth {growth:+.1f} %")
+    else:
+        print(f"  server RSS after the last request {rss['last']:.1f} MB (growth is compared from 400 requests)")
 
     server.terminate()
     code = server.wait(timeout=120)

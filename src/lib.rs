@@ -12,7 +12,7 @@ pub mod tracefile;
 
 pub use amanuensis_audio as audio;
 pub use amanuensis_whisper::{
-    alignment, decoding, devices, model, refine, tokenizer, transcript, window_loop,
+    alignment, decoding, devices, lockstep, model, refine, tokenizer, transcript, window_loop,
 };
 pub use amanuensis_whisper::{
     DeviceSpec, Error, Progress, Result, Segment, Task, TranscribeOptions, Transcriber, Transcript,

@@ -76,6 +76,11 @@ struct ServeArgs {
     /// Retry-After.
     #[arg(long, default_value_t = 16)]
     max_queue: usize,
+    /// Requests a worker takes at once when they wait together (1 to 64; 1 turns batching
+    /// off): their first 30-s windows are decoded in lockstep, each request keeping its
+    /// own answer, cancellation and deadline.
+    #[arg(long, default_value_t = amanuensis::serve::DEFAULT_BATCH_SIZE, value_parser = parse_batch_size)]
+    batch_size: usize,
     /// Largest request body (bytes, or with a suffix: 25MB, 512KB, 1MiB); larger ones are
     /// answered 413.
     #[arg(long, default_value = "25MB", value_parser = parse_size)]
@@ -90,6 +95,16 @@ struct ServeArgs {
 }
 
 /// `25MB` (megabytes of 1024² bytes, as OpenAI's limit), `512KB`, `1MiB`, or bytes.
+/// `--batch-size`: a number of windows the library accepts.
+fn parse_batch_size(s: &str) -> std::result::Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number of windows"))?;
+    amanuensis::window_loop::check_batch_size(n).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t
@@ -293,6 +308,11 @@ struct TranscribeArgs {
     /// Samples per try when falling back to temperatures above 0.
     #[arg(long, default_value_t = 5)]
     best_of: usize,
+    /// 30-s windows decoded together (1 to 64). Above 1, the recording is cut into
+    /// consecutive windows decoded N at a time in lockstep, without previous-text
+    /// conditioning (faster-whisper's batched pipeline); 1 is the sequential window loop.
+    #[arg(long, default_value_t = 1, value_parser = parse_batch_size)]
+    batch_size: usize,
     /// Temperatures tried in order while a window's result looks like a failure
     /// (compression ratio > 2.4 or average log-probability < -1).
     #[arg(long, value_delimiter = ',', default_value = "0,0.2,0.4,0.6,0.8,1.0")]
@@ -621,6 +641,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         port: a.port,
         workers: a.workers,
         max_queue: a.max_queue,
+        batch_size: a.batch_size,
         max_body: a.max_body,
         timeout: a.timeout,
         api_key: a.api_key.clone(),
@@ -674,6 +695,7 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
         initial_prompt: a.prompt.clone(),
         word_timestamps: a.word_timestamps,
         refine_timestamps: !a.no_refine_timestamps,
+        batch_size: a.batch_size,
         decoding: FallbackOptions {
             temperatures: a.temperature.clone(),
             best_of: a.best_of,

@@ -7,6 +7,7 @@ mod common;
 mod accuracy;
 mod alignment;
 mod audio_io;
+mod batch;
 mod beam_search;
 mod cli;
 mod conformance;

@@ -55,6 +55,7 @@ fn options() -> ServeOptions {
         port: 0,
         workers: 1,
         max_queue: 8,
+        batch_size: 4,
         max_body: 1 << 20,
         timeout: Duration::from_secs(120),
         api_key: Some(KEY.into()),
@@ -1097,4 +1098,76 @@ fn model_replica_transcribes_alike_and_its_interrupt_stops_it() {
     );
     flag.store(false, Ordering::Relaxed);
     assert_eq!(replica.transcribe_pcm(&pcm, &opts).unwrap().text, JFK);
+}
+
+/// Requests waiting together are transcribed as one batch (their first windows decoded in
+/// lockstep), each answered with the transcript it gets alone; a request among them whose
+/// client leaves is cancelled without disturbing the others.
+#[test]
+fn concurrent_requests_are_batched_and_each_gets_its_own_transcript() {
+    let addr = start(ServeOptions {
+        max_body: 4 << 20,
+        ..options()
+    });
+    let dir = common::data_dir().join("audio");
+    let files = [
+        "jfk.wav",
+        "fleurs_en_000.wav",
+        "librivox_ss_0870.wav",
+        "ljspeech_LJ050-0131.wav",
+    ];
+    let clips: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    let alone: Vec<String> = clips
+        .iter()
+        .map(|c| {
+            let r = transcribe(addr, c, &[]);
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(alone[0], JFK);
+    assert_eq!(metric(addr, "amanuensis_batches_total"), 0.0);
+    // Keep the worker busy so that the next requests wait together in the queue.
+    let long = std::fs::read(dir.join("long_public_concat.wav")).unwrap();
+    let blocker = std::thread::spawn(move || transcribe(addr, &long, &[]).status);
+    wait_until("the long request is transcribing", || {
+        metric(addr, "amanuensis_workers_busy") == 1.0
+    });
+    let waiting: Vec<_> = clips
+        .into_iter()
+        .map(|c| std::thread::spawn(move || transcribe(addr, &c, &[])))
+        .collect();
+    // One more client sends its request and leaves.
+    let body = multipart(&[
+        ("model", Part::Text("whisper-1")),
+        ("file", Part::File("jfk.wav", &jfk_wav())),
+    ]);
+    let mut h = form_headers(Some(KEY));
+    h.push(("Content-Length", body.len().to_string()));
+    let mut leaving = connect(addr);
+    leaving
+        .write_all(head("POST", "/v1/audio/transcriptions", &h).as_bytes())
+        .unwrap();
+    leaving.write_all(&body).unwrap();
+    wait_until("every request is queued", || {
+        metric(addr, "amanuensis_queue_depth") == 5.0
+    });
+    drop(leaving);
+    assert_eq!(blocker.join().unwrap(), 200);
+    for ((t, want), file) in waiting.into_iter().zip(&alone).zip(files) {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "{file}: {}", r.text());
+        assert_eq!(r.json()["text"].as_str().unwrap(), want, "{file}");
+    }
+    // The leaving request may be among the first four taken (and dropped there), so at
+    // least three of the four clips were decoded together.
+    assert!(metric(addr, "amanuensis_batches_total") >= 1.0);
+    assert!(metric(addr, "amanuensis_batched_requests_total") >= 3.0);
+    wait_until("the leaving client's request is cancelled", || {
+        metric(addr, "amanuensis_cancelled_total") == 1.0
+    });
+    assert_alive(addr);
 }

@@ -1,16 +1,24 @@
 //! The transcription engine of the server: one model loaded once, a replica of it per
 //! worker thread (sessions of their own on the same weights), and a bounded queue in
-//! front of the workers.
+//! front of the workers. A worker that takes a request also takes those already waiting
+//! or arriving within [`COLLECT_WINDOW`], up to the batch size, and transcribes them
+//! together: their first 30-s windows are decoded in lockstep
+//! ([`WhisperModel::transcribe_together`]), each keeping its own result and cancellation.
 
 use super::error::{ApiError, ServeError};
 use super::metrics::Metrics;
 use amanuensis_runtime::Registry;
 use amanuensis_whisper::graph::CHUNK_SECONDS;
+use amanuensis_whisper::window_loop::{check_batch_size, TogetherItem};
 use amanuensis_whisper::{Error, Progress, TranscribeOptions, Transcript, WhisperModel};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a worker that took a request waits for more to batch with it: long enough
+/// for requests sent together to arrive together, short against a transcription.
+pub const COLLECT_WINDOW: Duration = Duration::from_millis(5);
 use tokio::sync::{mpsc, oneshot};
 
 /// One accepted request's work.
@@ -66,11 +74,14 @@ impl Engine {
         registry: Registry,
         workers: usize,
         capacity: usize,
+        batch_size: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, ServeError> {
         if workers == 0 {
             return Err(ServeError::Option("--workers must be at least 1".into()));
         }
+        check_batch_size(batch_size)
+            .map_err(|e| ServeError::Option(format!("--batch-size: {e}")))?;
         if capacity == 0 {
             return Err(ServeError::Option("--max-queue must be at least 1".into()));
         }
@@ -101,7 +112,7 @@ impl Engine {
             let template = template.clone();
             let h = std::thread::Builder::new()
                 .name(format!("transcribe-{w}"))
-                .spawn(move || worker(replica, rx, metrics, template))
+                .spawn(move || worker(replica, rx, metrics, template, batch_size))
                 .map_err(ServeError::Thread)?;
             threads.push(h);
         }
@@ -153,58 +164,158 @@ impl Engine {
 
 type Template = Arc<Mutex<(WhisperModel, Registry)>>;
 
+/// Takes the next job, then those waiting or arriving within [`COLLECT_WINDOW`], up to
+/// `batch_size` in all. `None` once the queue is closed and empty.
+fn collect(rx: &Mutex<mpsc::Receiver<Job>>, batch_size: usize) -> Option<Vec<Job>> {
+    // One worker at a time waits on the queue; the others wait for the lock.
+    let mut guard = rx.lock().unwrap_or_else(|e| e.into_inner());
+    let mut jobs = vec![guard.blocking_recv()?];
+    let until = Instant::now() + COLLECT_WINDOW;
+    while jobs.len() < batch_size {
+        match guard.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(mpsc::error::TryRecvError::Empty) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            Err(_) => break,
+        }
+    }
+    Some(jobs)
+}
+
 fn worker(
     mut model: WhisperModel,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     metrics: Arc<Metrics>,
     template: Template,
+    batch_size: usize,
 ) {
-    loop {
-        // One worker at a time waits on the queue; the others wait for the lock.
-        let job = {
-            let mut guard = rx.lock().unwrap_or_else(|e| e.into_inner());
-            guard.blocking_recv()
-        };
-        let Some(job) = job else { return };
-        metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
-        if job.cancel.load(Ordering::Relaxed) || job.reply.is_closed() {
-            metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+    while let Some(jobs) = collect(&rx, batch_size) {
+        metrics.queue_depth.fetch_sub(jobs.len(), Ordering::SeqCst);
+        let mut live = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if job.cancel.load(Ordering::Relaxed) || job.reply.is_closed() {
+                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            } else {
+                live.push(job);
+            }
+        }
+        if live.is_empty() {
             continue;
         }
         metrics.busy_workers.fetch_add(1, Ordering::SeqCst);
-        let t0 = Instant::now();
-        let cancel = job.cancel.clone();
-        model.interrupt = Some(cancel.clone());
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut model, &job)));
-        model.interrupt = None;
-        let result = match outcome {
-            Ok(r) => r,
-            Err(_) => {
-                metrics.worker_panics.fetch_add(1, Ordering::Relaxed);
-                // The model's state may be half-updated: continue on a fresh replica.
-                let guard = template.lock().unwrap_or_else(|e| e.into_inner());
-                match guard.0.replica(&guard.1) {
-                    Ok(m) => model = m,
-                    Err(e) => tracing::error!("cannot remake the worker's model: {e}"),
-                }
-                Err(ApiError::internal(
-                    "the transcription failed unexpectedly; the request was not completed",
-                ))
+        // A streamed request reports each window's text as it is decoded, so it runs alone.
+        let (streamed, batchable): (Vec<Job>, Vec<Job>) =
+            live.into_iter().partition(|j| j.deltas.is_some());
+        if batchable.len() > 1 {
+            run_batch(&mut model, batchable, &metrics, &template);
+        } else {
+            for job in batchable {
+                run_alone(&mut model, job, &metrics, &template);
             }
-        };
-        let elapsed = t0.elapsed().as_secs_f64();
+        }
+        for job in streamed {
+            run_alone(&mut model, job, &metrics, &template);
+        }
         metrics.busy_workers.fetch_sub(1, Ordering::SeqCst);
-        if cancel.load(Ordering::Relaxed) {
-            metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Ok(done) = &result {
-            metrics.record_transcription(done.audio_seconds, elapsed);
-        }
-        let _ = job.reply.send(result);
     }
 }
 
-fn run(model: &mut WhisperModel, job: &Job) -> Result<Done, ApiError> {
+/// After a panic the model's state may be half-updated: continue on a fresh replica.
+fn remake(model: &mut WhisperModel, template: &Template, metrics: &Metrics) {
+    metrics.worker_panics.fetch_add(1, Ordering::Relaxed);
+    let guard = template.lock().unwrap_or_else(|e| e.into_inner());
+    match guard.0.replica(&guard.1) {
+        Ok(m) => *model = m,
+        Err(e) => tracing::error!("cannot remake the worker's model: {e}"),
+    }
+}
+
+fn panicked() -> ApiError {
+    ApiError::internal("the transcription failed unexpectedly; the request was not completed")
+}
+
+/// Answers a job and counts it.
+fn answer(job: Job, result: Result<Done, ApiError>, seconds: f64, metrics: &Metrics) {
+    if job.cancel.load(Ordering::Relaxed) {
+        metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Ok(done) = &result {
+        metrics.record_transcription(done.audio_seconds, seconds);
+    }
+    let _ = job.reply.send(result);
+}
+
+fn run_alone(model: &mut WhisperModel, job: Job, metrics: &Metrics, template: &Template) {
+    let t0 = Instant::now();
+    model.interrupt = Some(job.cancel.clone());
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(model, &job)));
+    model.interrupt = None;
+    let result = outcome.unwrap_or_else(|_| {
+        remake(model, template, metrics);
+        Err(panicked())
+    });
+    answer(job, result, t0.elapsed().as_secs_f64(), metrics);
+}
+
+/// Transcribes several jobs together. A job whose audio does not decode is answered at
+/// once; if the batch panics, the worker gets a fresh model and runs each job alone, so
+/// one bad request still affects no other.
+fn run_batch(model: &mut WhisperModel, jobs: Vec<Job>, metrics: &Metrics, template: &Template) {
+    let t0 = Instant::now();
+    let mut ready = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match decode(&job) {
+            Ok((pcm, options)) => ready.push((job, pcm, options)),
+            Err(e) => answer(job, Err(e), t0.elapsed().as_secs_f64(), metrics),
+        }
+    }
+    if ready.len() < 2 {
+        for (job, _, _) in ready {
+            run_alone(model, job, metrics, template);
+        }
+        return;
+    }
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let items: Vec<TogetherItem> = ready
+            .iter()
+            .map(|(job, pcm, options)| TogetherItem {
+                pcm,
+                opts: options,
+                interrupt: Some(job.cancel.clone()),
+            })
+            .collect();
+        model.transcribe_together(&items)
+    }));
+    model.interrupt = None;
+    let (results, stats) = match outcome {
+        Ok(r) => r,
+        Err(_) => {
+            remake(model, template, metrics);
+            for (job, _, _) in ready {
+                run_alone(model, job, metrics, template);
+            }
+            return;
+        }
+    };
+    metrics.record_batch(stats.batches, stats.windows);
+    // Each request's processing time is the batch's share: the batch took this long for
+    // all of them.
+    let share = t0.elapsed().as_secs_f64() / ready.len() as f64;
+    for ((job, pcm, _), result) in ready.into_iter().zip(results) {
+        let audio_seconds = pcm.len() as f64 / amanuensis_audio::SAMPLE_RATE as f64;
+        let result = result
+            .map(|transcript| Done {
+                transcript,
+                audio_seconds,
+            })
+            .map_err(|e| api_error(&job, e));
+        answer(job, result, share, metrics);
+    }
+}
+
+/// The job's audio as 16 kHz mono samples and the options it is transcribed with.
+fn decode(job: &Job) -> Result<(Vec<f32>, TranscribeOptions), ApiError> {
     let pcm = amanuensis_audio::decode_audio_bytes(job.audio.clone(), job.extension.as_deref())
         .map_err(|e| {
             ApiError::invalid(
@@ -220,11 +331,31 @@ fn run(model: &mut WhisperModel, job: &Job) -> Result<Done, ApiError> {
             "the file holds no audio samples",
         ));
     }
-    let audio_seconds = pcm.len() as f64 / amanuensis_audio::SAMPLE_RATE as f64;
     let mut options = job.options.clone();
     if job.plain_text && pcm.len() <= CHUNK_SECONDS * amanuensis_audio::SAMPLE_RATE as usize {
         options.without_timestamps = true;
     }
+    Ok((pcm, options))
+}
+
+/// The answer to a failed transcription.
+fn api_error(job: &Job, e: Error) -> ApiError {
+    match e {
+        _ if job.cancel.load(Ordering::Relaxed) => {
+            ApiError::internal("the transcription was stopped")
+        }
+        Error::Audio(e) => ApiError::invalid(
+            "file",
+            "invalid_audio",
+            format!("the file could not be read as audio: {e}"),
+        ),
+        e => ApiError::internal(format!("transcription failed: {e}")),
+    }
+}
+
+fn run(model: &mut WhisperModel, job: &Job) -> Result<Done, ApiError> {
+    let (pcm, options) = decode(job)?;
+    let audio_seconds = pcm.len() as f64 / amanuensis_audio::SAMPLE_RATE as f64;
     let mut report = |p: Progress<'_>| {
         if let Some(tx) = &job.deltas {
             if !p.text.is_empty() {
@@ -233,19 +364,11 @@ fn run(model: &mut WhisperModel, job: &Job) -> Result<Done, ApiError> {
             }
         }
     };
-    match model.transcribe_pcm_with_progress(&pcm, &options, &mut report) {
-        Ok(transcript) => Ok(Done {
+    model
+        .transcribe_pcm_with_progress(&pcm, &options, &mut report)
+        .map(|transcript| Done {
             transcript,
             audio_seconds,
-        }),
-        Err(_) if job.cancel.load(Ordering::Relaxed) => {
-            Err(ApiError::internal("the transcription was stopped"))
-        }
-        Err(Error::Audio(e)) => Err(ApiError::invalid(
-            "file",
-            "invalid_audio",
-            format!("the file could not be read as audio: {e}"),
-        )),
-        Err(e) => Err(ApiError::internal(format!("transcription failed: {e}"))),
-    }
+        })
+        .map_err(|e| api_error(job, e))
 }

@@ -39,9 +39,20 @@ pub struct Metrics {
     pub rejected: AtomicU64,
     /// Panics caught in a worker (the worker then gets a fresh model).
     pub worker_panics: AtomicU64,
+    /// Lockstep decodes of several requests' first windows.
+    batches: AtomicU64,
+    /// Requests whose first window was decoded in such a batch.
+    batched_requests: AtomicU64,
 }
 
 impl Metrics {
+    /// Counts `batches` lockstep decodes holding `requests` requests in all.
+    pub fn record_batch(&self, batches: usize, requests: usize) {
+        self.batches.fetch_add(batches as u64, Ordering::Relaxed);
+        self.batched_requests
+            .fetch_add(requests as u64, Ordering::Relaxed);
+    }
+
     pub fn record_request(&self, route: &str, status: u16) {
         if let Ok(mut m) = self.requests.lock() {
             *m.entry((route.to_string(), status)).or_default() += 1;
@@ -109,7 +120,7 @@ impl Metrics {
         let audio = self.audio_us.load(Ordering::Relaxed) as f64 / 1e6;
         let processing = self.processing_us.load(Ordering::Relaxed) as f64 / 1e6;
         let rtf = if audio > 0.0 { processing / audio } else { 0.0 };
-        let gauges: [(&str, &str, &str, f64); 10] = [
+        let gauges: [(&str, &str, &str, f64); 12] = [
             ("amanuensis_audio_seconds_total", "counter", "Seconds of audio transcribed.", audio),
             ("amanuensis_processing_seconds_total", "counter", "Seconds workers spent transcribing (audio decoding included).", processing),
             ("amanuensis_realtime_factor", "gauge", "Processing seconds per second of audio over all transcriptions so far (below 1 is faster than realtime).", rtf),
@@ -120,6 +131,8 @@ impl Metrics {
             ("amanuensis_cancelled_total", "counter", "Transcriptions stopped because the client went away or the request timed out.", self.cancelled.load(Ordering::Relaxed) as f64),
             ("amanuensis_rejected_total", "counter", "Requests refused with 429 because the queue was full.", self.rejected.load(Ordering::Relaxed) as f64),
             ("amanuensis_worker_panics_total", "counter", "Panics caught in a worker (answered 500; the worker continues on a fresh model).", self.worker_panics.load(Ordering::Relaxed) as f64),
+            ("amanuensis_batches_total", "counter", "Lockstep decodes of several requests' first windows (--batch-size).", self.batches.load(Ordering::Relaxed) as f64),
+            ("amanuensis_batched_requests_total", "counter", "Requests whose first window was decoded in such a batch.", self.batched_requests.load(Ordering::Relaxed) as f64),
         ];
         for (name, kind, help, v) in gauges {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");

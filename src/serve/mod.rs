@@ -39,6 +39,10 @@ pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
 /// The model id OpenAI's clients send; served by the loaded model.
 pub const OPENAI_MODEL_ID: &str = "whisper-1";
 
+/// Requests batched by default: as many as the load test's clients send at once, while
+/// a batch's KV caches (one per beam per request) stay small.
+pub const DEFAULT_BATCH_SIZE: usize = 4;
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -49,6 +53,8 @@ pub struct ServeOptions {
     pub workers: usize,
     /// Accepted requests that may wait for a worker; one more is answered 429.
     pub max_queue: usize,
+    /// Requests a worker takes at once, their first windows decoded in lockstep.
+    pub batch_size: usize,
     /// Largest request body in bytes; a larger one is answered 413.
     pub max_body: u64,
     /// Deadline of a whole request, from its first byte to its answer.
@@ -64,6 +70,7 @@ impl Default for ServeOptions {
             port: 8000,
             workers: 1,
             max_queue: 16,
+            batch_size: DEFAULT_BATCH_SIZE,
             max_body: DEFAULT_MAX_BODY,
             timeout: Duration::from_secs(300),
             api_key: None,
@@ -121,6 +128,7 @@ impl Server {
             registry,
             options.workers,
             options.max_queue,
+            options.batch_size,
             metrics.clone(),
         )?;
         let mut models = vec![OPENAI_MODEL_ID.to_string(), name];

@@ -179,6 +179,9 @@ pub enum DecodeError {
     /// The fallback has no temperature to try.
     #[error("the temperature fallback has an empty list of temperatures")]
     NoTemperatures,
+    /// A first try decoded elsewhere was given, but the first temperature samples.
+    #[error("a result decoded beforehand needs a first temperature of 0, not {0}")]
+    FirstTryNotBeamSearch(f32),
 }
 
 impl From<StepError> for DecodeError {
@@ -1220,13 +1223,47 @@ pub fn decode_with_fallback(
     fb: &FallbackOptions,
     text_of: &dyn Fn(&[u32]) -> String,
 ) -> Result<(DecodeResult, f32), DecodeError> {
+    fallback_from(model, prompt, ids, opts, fb, text_of, None)
+}
+
+/// [`decode_with_fallback`] whose first try, at the first temperature (which must be 0 or
+/// below: beam search), was already decoded elsewhere (in lockstep with other windows):
+/// `first` is judged as that try, and the model runs only if a fallback is needed.
+pub fn decode_with_fallback_after(
+    model: &mut dyn BatchStepModel,
+    prompt: &[u32],
+    ids: &SpecialIds,
+    opts: &DecodeOptions,
+    fb: &FallbackOptions,
+    text_of: &dyn Fn(&[u32]) -> String,
+    first: DecodeResult,
+) -> Result<(DecodeResult, f32), DecodeError> {
+    match fb.temperatures.first() {
+        None => return Err(DecodeError::NoTemperatures),
+        Some(&t) if t > 0.0 => return Err(DecodeError::FirstTryNotBeamSearch(t)),
+        Some(_) => {}
+    }
+    fallback_from(model, prompt, ids, opts, fb, text_of, Some(first))
+}
+
+fn fallback_from(
+    model: &mut dyn BatchStepModel,
+    prompt: &[u32],
+    ids: &SpecialIds,
+    opts: &DecodeOptions,
+    fb: &FallbackOptions,
+    text_of: &dyn Fn(&[u32]) -> String,
+    mut first: Option<DecodeResult>,
+) -> Result<(DecodeResult, f32), DecodeError> {
     let last_temperature = *fb.temperatures.last().ok_or(DecodeError::NoTemperatures)?;
     let prefix = &prompt[prompt_layout(prompt, ids)?.task_end..];
     let mut rng = SampleRng::new(fb.seed);
     let mut all: Vec<DecodeResult> = Vec::new();
     let mut below_cr: Vec<usize> = Vec::new();
     for &temperature in &fb.temperatures {
-        let result = if temperature > 0.0 {
+        let result = if let Some(done) = first.take() {
+            done
+        } else if temperature > 0.0 {
             sample_decode_with(
                 model,
                 prompt,

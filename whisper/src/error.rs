@@ -53,6 +53,9 @@ pub enum Error {
     /// Word alignment got inconsistent shapes or parameters.
     #[error(transparent)]
     Alignment(#[from] AlignmentError),
+    /// A batch size (windows decoded together) outside `1..=max`.
+    #[error("batch size {given} is not in 1..={max} (windows decoded together)")]
+    BatchSize { given: usize, max: usize },
     /// The model's interrupt flag was set: the caller stopped the transcription.
     #[error("transcription interrupted")]
     Interrupted,

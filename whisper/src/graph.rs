@@ -33,6 +33,12 @@ pub const CROSS_KV: &str = "cross_kv";
 pub const WINDOW: &str = "encoder+cross_kv";
 pub const DECODER_STEP: &str = "decoder_step";
 pub const DECODER_ALIGN: &str = "decoder_align";
+/// `decoder_step` over several windows at once (built at load, see [`windows_decoder_graph`]).
+pub const DECODER_WINDOWS: &str = "decoder_step+windows";
+/// Rows up to which [`DECODER_WINDOWS`]'s linear layers stream their weights.
+pub const WINDOWS_GEMV_MAX_ROWS: usize = 512;
+/// The symbolic dim of [`DECODER_WINDOWS`]'s cross K/V inputs: windows decoded together.
+pub const WINDOWS_DIM: &str = "windows";
 
 struct Builder {
     weights: Vec<WeightDecl>,
@@ -653,4 +659,45 @@ pub fn window_graph(
         states: Vec::new(),
         nodes: enc.nodes.iter().chain(&cross.nodes).cloned().collect(),
     })
+}
+
+/// The [`DECODER_WINDOWS`] graph: `decoder_step` whose cross K/V inputs carry a leading
+/// `windows` dim, `[windows, n_audio_ctx, s]`, so that one step decodes several 30-s
+/// windows in lockstep. The step's `batch` must be a multiple of `windows`: consecutive
+/// groups of `batch / windows` sequences (a window's beams) read one window's K/V, which
+/// the `attention` op does without copying them per beam. Built at load rather than
+/// stored, so the graph file (and every device's plan of it) is unchanged.
+pub fn windows_decoder_graph(
+    file: &amanuensis_runtime::ModelFile,
+) -> Result<amanuensis_runtime::format::GraphDef, String> {
+    let step = file
+        .graphs
+        .iter()
+        .find(|g| g.name == DECODER_STEP)
+        .ok_or_else(|| format!("the graph file has no graph '{DECODER_STEP}'"))?;
+    let mut def = step.clone();
+    def.name = DECODER_WINDOWS.to_string();
+    let mut crossed = 0;
+    for input in &mut def.inputs {
+        if input.name.starts_with("cross_k.") || input.name.starts_with("cross_v.") {
+            if input.shape.len() != 2 {
+                return Err(format!(
+                    "graph '{DECODER_STEP}' input '{}' must be [n_audio_ctx, s] to take a windows dim",
+                    input.name
+                ));
+            }
+            input.shape.insert(0, Dim::Sym(WINDOWS_DIM.into()));
+            crossed += 1;
+        }
+    }
+    if crossed == 0 {
+        return Err(format!("graph '{DECODER_STEP}' has no cross K/V inputs"));
+    }
+    // A step's rows are windows × beams (up to a few dozen): streaming each weight once
+    // for all of them beats packing it for gemm, which pays off only for long sequences.
+    for node in def.nodes.iter_mut().filter(|n| n.op == "linear") {
+        node.attrs
+            .insert("gemv_max_rows".into(), json!(WINDOWS_GEMV_MAX_ROWS));
+    }
+    Ok(def)
 }

@@ -12,6 +12,7 @@ pub mod decoding;
 pub mod devices;
 pub mod error;
 pub mod graph;
+pub mod lockstep;
 pub mod model;
 pub mod refine;
 pub mod tokenizer;

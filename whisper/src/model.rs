@@ -3,13 +3,15 @@
 
 use crate::config::{WhisperConfig, WhisperDims, CONFIG_FORMAT, CONFIG_VERSION};
 use crate::decoding::{
-    decode_with_fallback, greedy_decode, BatchStepModel, DecodeError, DecodeOptions, DecodeResult,
-    FallbackOptions, SpecialIds, StepError, StepModel,
+    decode_with_fallback, decode_with_fallback_after, greedy_decode, BatchStepModel, BeamOptions,
+    DecodeError, DecodeOptions, DecodeResult, FallbackOptions, SpecialIds, StepError, StepModel,
 };
 use crate::error::{Error, Result};
 use crate::graph::{
-    window_graph, CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES, N_FRAMES, WINDOW,
+    window_graph, windows_decoder_graph, CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES,
+    N_FRAMES, WINDOW,
 };
+use crate::lockstep::{LockstepStats, LockstepWindow};
 use crate::tokenizer::Tokenizer;
 use amanuensis_runtime::schedule::Plan;
 use amanuensis_runtime::{Graph, ModelFile, Registry, Session, Tensor, WeightStore};
@@ -151,6 +153,9 @@ pub struct WhisperModel {
     /// only when called on their own.
     pub window: Option<Session>,
     pub decoder: Session,
+    /// `decoder_step` over several windows in lockstep ([`crate::graph::DECODER_WINDOWS`]),
+    /// always on the host, like the decoder.
+    pub decoder_windows: Session,
     /// Teacher-forced decoder exposing cross-attention, for word timestamps.
     pub align: Session,
     /// Where the graph came from (a path or "built-in ...").
@@ -290,6 +295,19 @@ impl WhisperModel {
         let cross_kv = session(CROSS_KV)?;
         let decoder = session(DECODER_STEP)?;
         let align = session(DECODER_ALIGN)?;
+        // Derived from `decoder_step`, not stored, so not among the file's plans. It runs on
+        // the host: planned for the CPU, and on an accelerator left unplanned like the host
+        // graphs above, so that the device's program and call log are unchanged.
+        let decoder_windows = {
+            let def = windows_decoder_graph(&file).map_err(|e| Error::graph(&graph_origin, e))?;
+            let g = Graph::build(&def, &file.weights, registry)?;
+            if accelerated {
+                Session::new(Arc::new(g), &weights)?
+            } else {
+                let p = amanuensis_runtime::schedule::plan(g, registry, d.as_ref(), &spec.options)?;
+                Session::planned(Arc::new(p), &weights, d.as_ref())?
+            }
+        };
         Ok(WhisperModel {
             name: config.name.clone(),
             dir: dir.to_path_buf(),
@@ -303,6 +321,7 @@ impl WhisperModel {
             cross_kv,
             window,
             decoder,
+            decoder_windows,
             align,
             graph_origin,
             load_time: t0.elapsed(),
@@ -629,6 +648,52 @@ impl WhisperModel {
             decode_with_fallback(&mut stepper, prompt, &ids, opts, fallback, &|t| {
                 tok.decode(t)
             })?;
+        Ok((result, temperature, stepper.steps))
+    }
+
+    /// The first try (beam search at temperature 0, greedy for one beam) of several
+    /// windows decoded in lockstep on [`WhisperModel::decoder_windows`]; results in the
+    /// windows' order (see [`crate::lockstep::decode_lockstep`]).
+    pub fn decode_windows_lockstep(
+        &mut self,
+        windows: &[LockstepWindow],
+        beam: &BeamOptions,
+    ) -> Result<(Vec<Result<DecodeResult>>, LockstepStats)> {
+        check_interrupt(self.interrupt.as_ref())?;
+        let ids = SpecialIds::from(&self.tokenizer);
+        crate::lockstep::decode_lockstep(
+            &mut self.decoder_windows,
+            windows,
+            &ids,
+            beam,
+            self.interrupt.as_deref(),
+        )
+    }
+
+    /// [`WhisperModel::decode_window`] of a window whose first try was decoded already
+    /// ([`WhisperModel::decode_windows_lockstep`]): the decoder runs only when that try
+    /// needs the temperature fallback.
+    pub fn decode_window_after(
+        &mut self,
+        cross: &[Tensor],
+        prompt: &[u32],
+        opts: &DecodeOptions,
+        fallback: &FallbackOptions,
+        first: DecodeResult,
+    ) -> Result<(DecodeResult, f32, usize)> {
+        let tok = &self.tokenizer;
+        let ids = SpecialIds::from(tok);
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
+            .interruptible(self.interrupt.clone());
+        let (result, temperature) = decode_with_fallback_after(
+            &mut stepper,
+            prompt,
+            &ids,
+            opts,
+            fallback,
+            &|t| tok.decode(t),
+            first,
+        )?;
         Ok((result, temperature, stepper.steps))
     }
 

@@ -5,9 +5,10 @@
 //! segment times are refined with the pauses of the recording ([`crate::refine`]).
 
 use crate::alignment;
-use crate::decoding::{split_segments, FallbackOptions};
-use crate::error::Result;
+use crate::decoding::{split_segments, DecodeOptions, DecodeResult, FallbackOptions};
+use crate::error::{Error, Result};
 use crate::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
+use crate::lockstep::LockstepWindow;
 use crate::model::{mel_window, WhisperModel};
 use crate::refine::{self, RefineOptions};
 use crate::tokenizer::Tokenizer;
@@ -52,6 +53,10 @@ pub struct TranscribeOptions {
     /// long pauses after a sentence or clause end ([`pauses`]); the text is unchanged.
     /// Ignored without timestamps.
     pub refine_timestamps: bool,
+    /// 30-s windows decoded together (1 ..= [`MAX_BATCH_SIZE`]). 1 is the sequential
+    /// window loop; above 1, [`WhisperModel::transcribe_pcm_batched`]'s consecutive windows
+    /// without previous-text conditioning.
+    pub batch_size: usize,
 }
 
 impl Default for TranscribeOptions {
@@ -65,6 +70,7 @@ impl Default for TranscribeOptions {
             initial_prompt: None,
             word_timestamps: false,
             refine_timestamps: true,
+            batch_size: 1,
         }
     }
 }
@@ -216,6 +222,215 @@ pub fn refine_segments(
     out
 }
 
+/// What a window's decoding gave, for [`WhisperModel::window_segments`].
+struct DecodedWindow<'a> {
+    result: &'a DecodeResult,
+    temperature: f32,
+    seek: usize,
+    segment_size: usize,
+    /// The next window starts at this one's end, not at its last timestamp: text after
+    /// the last timestamp is kept as a segment ending with the window.
+    fixed_windows: bool,
+}
+
+/// One recording of [`WhisperModel::transcribe_together`].
+pub struct TogetherItem<'a> {
+    /// 16 kHz mono samples.
+    pub pcm: &'a [f32],
+    pub opts: &'a TranscribeOptions,
+    /// This recording's stop flag (its request's cancellation or deadline).
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// What [`WhisperModel::transcribe_together`] decoded in lockstep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TogetherStats {
+    /// Lockstep decodes run (each of two windows or more).
+    pub batches: usize,
+    /// Windows decoded in them.
+    pub windows: usize,
+    /// Decoder runs they took.
+    pub steps: usize,
+}
+
+/// A recording prepared up to its first window ([`WhisperModel::prepare_first_window`]).
+pub struct FirstWindow {
+    t0: Instant,
+    mel: Tensor,
+    ctx: LoopContext,
+    acc: Accumulated,
+    /// The first window's cross K/V, language and prompt (none for empty audio).
+    first: Option<(Vec<Tensor>, String, Vec<u32>)>,
+    language: Option<String>,
+    language_probability: Option<f32>,
+    decode: DecodeOptions,
+}
+
+impl FirstWindow {
+    /// The first window as a lockstep decode takes it, if the recording has one.
+    pub fn lockstep_window(&self) -> Option<LockstepWindow<'_>> {
+        self.first
+            .as_ref()
+            .map(|(cross, _, prompt)| LockstepWindow {
+                cross,
+                prompt,
+                opts: &self.decode,
+                interrupt: None,
+            })
+    }
+
+    /// Frames of the spectrogram: more than one window's means the window loop goes on
+    /// after the first.
+    pub fn frames(&self) -> usize {
+        self.mel.shape()[1]
+    }
+}
+
+/// What stays the same over a recording's windows.
+struct LoopContext {
+    duration: f64,
+    timestamp_begin: u32,
+    refine: bool,
+    pauses: Vec<Pause>,
+    refine_opts: RefineOptions,
+}
+
+/// What the windows add up to.
+#[derive(Default)]
+struct Accumulated {
+    segments: Vec<Segment>,
+    all_tokens: Vec<u32>,
+    last_speech_timestamp: f64,
+    timings: Timings,
+}
+
+impl WhisperModel {
+    /// Turns one decoded window into segments (word-timed when asked or when the
+    /// refinement may split them) appended to `acc`. Returns where the next window starts
+    /// by the predicted timestamps, or `None` when the no-speech rule drops the window.
+    fn window_segments(
+        &mut self,
+        cross: &[Tensor],
+        lang: &str,
+        opts: &TranscribeOptions,
+        decoded: &DecodedWindow,
+        ctx: &LoopContext,
+        acc: &mut Accumulated,
+    ) -> Result<Option<usize>> {
+        let DecodedWindow {
+            result,
+            temperature,
+            seek,
+            segment_size,
+            fixed_windows,
+        } = *decoded;
+        let closed;
+        let tokens = if fixed_windows
+            && result
+                .tokens
+                .last()
+                .is_some_and(|&t| t < ctx.timestamp_begin)
+            && result.tokens.iter().any(|&t| t >= ctx.timestamp_begin)
+        {
+            let mut t = result.tokens.clone();
+            t.push(ctx.timestamp_begin + (segment_size / FRAMES_PER_TIMESTAMP) as u32);
+            closed = t;
+            &closed
+        } else {
+            &result.tokens
+        };
+        let time_offset = seek as f64 * FRAME_SECONDS;
+        let segment_duration = segment_size as f64 * FRAME_SECONDS;
+        // faster-whisper's no-speech rule: skip the window when the model thinks it is
+        // silent, unless the decoded text is confident (an average log-probability
+        // above the threshold; NaN, from an empty result, is not).
+        let silent = match opts.decoding.no_speech_threshold {
+            Some(ns) => {
+                f64::from(result.no_speech_prob) > ns
+                    && !opts
+                        .decoding
+                        .log_prob_threshold
+                        .is_some_and(|lp| result.avg_logprob > lp)
+            }
+            None => false,
+        };
+        if silent {
+            return Ok(None);
+        }
+
+        let ratio = compression_ratio(&self.tokenizer.decode(&result.tokens));
+        let window = split_segments(tokens, &self.tokenizer, time_offset, segment_duration);
+        let mut times: Vec<(f64, f64, Vec<Word>)> = window
+            .iter()
+            .map(|s| (s.start, s.end, Vec::new()))
+            .collect();
+        let mut next = next_seek(&result.tokens, ctx.timestamp_begin, seek, segment_size);
+        // The refinement splits segments between words, so it needs them where a
+        // segment holds a long pause; they then change neither seeking nor times.
+        let split_candidate = ctx.refine
+            && window
+                .iter()
+                .any(|s| may_split(s.start, s.end, &s.text, &ctx.pauses, &ctx.refine_opts));
+        if (opts.word_timestamps || split_candidate) && !window.is_empty() {
+            let t = Instant::now();
+            let timed = self.word_timings(
+                cross,
+                lang,
+                opts,
+                &window,
+                seek,
+                segment_size,
+                acc.last_speech_timestamp,
+            )?;
+            acc.timings.decoder += t.elapsed();
+            if let Some(end) = alignment::last_word_end(&timed.segments) {
+                acc.last_speech_timestamp = end;
+                // faster-whisper moves the next window to the last word's end unless
+                // the window ended on a lone timestamp.
+                let n = result.tokens.len();
+                let single_timestamp_ending = n >= 2
+                    && result.tokens[n - 2] < ctx.timestamp_begin
+                    && result.tokens[n - 1] >= ctx.timestamp_begin;
+                if opts.word_timestamps && !single_timestamp_ending && end > time_offset {
+                    next = (end * 100.0).round_ties_even() as usize;
+                }
+            }
+            for (slot, seg) in times.iter_mut().zip(timed.segments) {
+                let mut words = seg.words;
+                for w in &mut words {
+                    w.start = round_ms(w.start);
+                    w.end = round_ms(w.end);
+                }
+                if opts.word_timestamps {
+                    *slot = (seg.start, seg.end, words);
+                } else {
+                    slot.2 = words;
+                }
+            }
+        }
+        for (s, (start, end, words)) in window.into_iter().zip(times) {
+            if start == end || s.text.trim().is_empty() {
+                continue;
+            }
+            acc.all_tokens.extend_from_slice(&s.tokens);
+            acc.segments.push(Segment {
+                id: acc.segments.len(),
+                seek,
+                start: round_ms(start),
+                end: round_ms(end.min(ctx.duration.max(start))),
+                text: s.text,
+                tokens: s.tokens,
+                avg_logprob: result.avg_logprob,
+                no_speech_prob: result.no_speech_prob,
+                compression_ratio: ratio,
+                temperature,
+                words,
+            });
+        }
+        Ok(Some(next))
+    }
+}
+
 impl WhisperModel {
     /// Word timings of one window's segments: a teacher-forced pass over the window's
     /// text, the alignment heads' attention through median filter and DTW, then
@@ -303,103 +518,126 @@ impl WhisperModel {
         self.transcribe_pcm_with_progress(pcm, opts, &mut |_| {})
     }
 
-    /// Transcribes 16 kHz mono samples of any length, reporting progress after each window.
+    /// Transcribes 16 kHz mono samples of any length, reporting progress after each window
+    /// (`opts.batch_size` windows at a time above 1).
     pub fn transcribe_pcm_with_progress(
         &mut self,
         pcm: &[f32],
         opts: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Transcript> {
-        let t0 = Instant::now();
-        let duration = pcm.len() as f64 / SAMPLE_RATE as f64;
-        let mut timings = Timings::default();
-        let t = Instant::now();
-        let mel = self.features(pcm)?;
-        timings.features = t.elapsed();
-        let content_frames = mel.shape()[1];
-        let timestamp_begin = self.tokenizer.timestamp_begin();
-        let dopts = self.decode_options(opts.without_timestamps);
+        check_batch_size(opts.batch_size)?;
+        if opts.batch_size > 1 {
+            return self.transcribe_pcm_batched(pcm, opts, progress);
+        }
+        self.transcribe_sequential(pcm, opts, progress)
+    }
 
+    /// The window loop: each window seeks by the previous one's timestamps and is
+    /// conditioned on its text.
+    fn transcribe_sequential(
+        &mut self,
+        pcm: &[f32],
+        opts: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Transcript> {
+        let first = self.prepare_first_window(pcm, opts)?;
+        self.continue_sequential(first, None, opts, progress)
+    }
+
+    /// A recording up to its first window: the spectrogram, the first window's cross K/V,
+    /// its language and its prompt, which is all a lockstep decode of it needs.
+    pub fn prepare_first_window(
+        &mut self,
+        pcm: &[f32],
+        opts: &TranscribeOptions,
+    ) -> Result<FirstWindow> {
+        let t0 = Instant::now();
+        let (mel, ctx, mut acc) = self.start(pcm, opts)?;
+        let content_frames = mel.shape()[1];
         let mut language = opts.language.clone();
         let mut language_probability = None;
+        let mut first = None;
+        if content_frames > 0 {
+            let size = N_FRAMES.min(content_frames);
+            let cross = self.encode_at(&mel, 0, size, &mut acc.timings)?;
+            let lang =
+                self.language_of(&cross, &mut language, &mut language_probability, &mut acc)?;
+            let prompt = self.prompt(&acc.all_tokens, &lang, opts)?;
+            first = Some((cross, lang, prompt));
+        }
+        Ok(FirstWindow {
+            t0,
+            mel,
+            ctx,
+            acc,
+            first,
+            language,
+            language_probability,
+            decode: self.decode_options(opts.without_timestamps),
+        })
+    }
+
+    /// The window loop from a prepared first window; `decoded` is that window's first
+    /// try when it was decoded in lockstep with others.
+    pub fn continue_sequential(
+        &mut self,
+        prepared: FirstWindow,
+        mut decoded: Option<DecodeResult>,
+        opts: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Transcript> {
+        let FirstWindow {
+            t0,
+            mel,
+            ctx,
+            mut acc,
+            mut first,
+            mut language,
+            mut language_probability,
+            decode: dopts,
+        } = prepared;
+        let duration = ctx.duration;
+        let content_frames = mel.shape()[1];
         let mut seek = 0usize;
-        let mut all_tokens: Vec<u32> = match &opts.initial_prompt {
-            Some(p) => self.tokenizer.encode_prompt(p)?,
-            None => Vec::new(),
-        };
         let mut prompt_reset_since = 0usize;
-        let mut last_speech_timestamp = 0.0f64;
-        let refine = opts.refine_timestamps && !opts.without_timestamps;
-        let refine_opts = RefineOptions::default();
-        let pauses = if refine {
-            pauses::find_pauses(pcm, SAMPLE_RATE as u32, &refine_opts.pauses)
-        } else {
-            Vec::new()
-        };
-        let mut segments: Vec<Segment> = Vec::new();
         while seek < content_frames {
-            let time_offset = seek as f64 * FRAME_SECONDS;
             let segment_size = N_FRAMES.min(content_frames - seek);
-            let segment_duration = segment_size as f64 * FRAME_SECONDS;
-
-            let t = Instant::now();
-            let window = mel_window(&mel, seek, segment_size)?;
-            // Device call logs and traces name the window their runs belong to.
-            for s in [&mut self.encoder, &mut self.cross_kv] {
-                s.set_window(Some(timings.windows));
-            }
-            if let Some(w) = self.window.as_mut() {
-                w.set_window(Some(timings.windows));
-            }
-            let cross = if self.window.is_some() {
-                let cross = self.encode_cross(&window)?;
-                timings.encoder += t.elapsed();
-                cross
-            } else {
-                let enc = self.encode_window(&window)?;
-                timings.encoder += t.elapsed();
-                let t = Instant::now();
-                let cross = self.cross_kv(&enc)?;
-                timings.cross_kv += t.elapsed();
-                cross
-            };
-            timings.windows += 1;
-
-            let lang = match &language {
-                Some(l) => l.clone(),
+            let (cross, lang, prompt) = match first.take() {
+                Some(prepared) => prepared,
                 None => {
-                    let t = Instant::now();
-                    let probs = self.detect_language(&cross)?;
-                    timings.decoder += t.elapsed();
-                    let (code, p) = probs[0].clone();
-                    tracing::info!(language = %code, probability = p, "detected language");
-                    language_probability = Some(p);
-                    language = Some(code.clone());
-                    code
+                    let cross = self.encode_at(&mel, seek, segment_size, &mut acc.timings)?;
+                    let lang = self.language_of(
+                        &cross,
+                        &mut language,
+                        &mut language_probability,
+                        &mut acc,
+                    )?;
+                    let prompt = self.prompt(&acc.all_tokens[prompt_reset_since..], &lang, opts)?;
+                    (cross, lang, prompt)
                 }
             };
-            let prompt = self.prompt(&all_tokens[prompt_reset_since..], &lang, opts)?;
             let t = Instant::now();
-            let (result, temperature, steps) =
-                self.decode_window(&cross, &prompt, &dopts, &opts.decoding)?;
-            timings.decoder += t.elapsed();
-            timings.decoder_steps += steps;
-            timings.tokens += result.tokens.len();
-
-            // faster-whisper's no-speech rule: skip the window when the model thinks it is
-            // silent, unless the decoded text is confident (an average log-probability
-            // above the threshold; NaN, from an empty result, is not).
-            let silent = match opts.decoding.no_speech_threshold {
-                Some(ns) => {
-                    f64::from(result.no_speech_prob) > ns
-                        && !opts
-                            .decoding
-                            .log_prob_threshold
-                            .is_some_and(|lp| result.avg_logprob > lp)
+            let (result, temperature, steps) = match decoded.take() {
+                Some(done) => {
+                    self.decode_window_after(&cross, &prompt, &dopts, &opts.decoding, done)?
                 }
-                None => false,
+                None => self.decode_window(&cross, &prompt, &dopts, &opts.decoding)?,
             };
-            if silent {
+            acc.timings.decoder += t.elapsed();
+            acc.timings.decoder_steps += steps;
+            acc.timings.tokens += result.tokens.len();
+
+            let decoded = DecodedWindow {
+                result: &result,
+                temperature,
+                seek,
+                segment_size,
+                fixed_windows: false,
+            };
+            let first_new = acc.segments.len();
+            let Some(next) = self.window_segments(&cross, &lang, opts, &decoded, &ctx, &mut acc)?
+            else {
                 seek += segment_size;
                 progress(Progress {
                     done: (seek as f64 * FRAME_SECONDS).min(duration),
@@ -407,106 +645,321 @@ impl WhisperModel {
                     text: "",
                 });
                 continue;
-            }
-
-            let ratio = compression_ratio(&self.tokenizer.decode(&result.tokens));
-            let window = split_segments(
-                &result.tokens,
-                &self.tokenizer,
-                time_offset,
-                segment_duration,
-            );
-            let mut times: Vec<(f64, f64, Vec<Word>)> = window
-                .iter()
-                .map(|s| (s.start, s.end, Vec::new()))
-                .collect();
-            let mut next = next_seek(&result.tokens, timestamp_begin, seek, segment_size);
-            // The refinement splits segments between words, so it needs them where a
-            // segment holds a long pause; they then change neither seeking nor times.
-            let split_candidate = refine
-                && window
-                    .iter()
-                    .any(|s| may_split(s.start, s.end, &s.text, &pauses, &refine_opts));
-            if (opts.word_timestamps || split_candidate) && !window.is_empty() {
-                let t = Instant::now();
-                let timed = self.word_timings(
-                    &cross,
-                    &lang,
-                    opts,
-                    &window,
-                    seek,
-                    segment_size,
-                    last_speech_timestamp,
-                )?;
-                timings.decoder += t.elapsed();
-                if let Some(end) = alignment::last_word_end(&timed.segments) {
-                    last_speech_timestamp = end;
-                    // faster-whisper moves the next window to the last word's end unless
-                    // the window ended on a lone timestamp.
-                    let n = result.tokens.len();
-                    let single_timestamp_ending = n >= 2
-                        && result.tokens[n - 2] < timestamp_begin
-                        && result.tokens[n - 1] >= timestamp_begin;
-                    if opts.word_timestamps && !single_timestamp_ending && end > time_offset {
-                        next = (end * 100.0).round_ties_even() as usize;
-                    }
-                }
-                for (slot, seg) in times.iter_mut().zip(timed.segments) {
-                    let mut words = seg.words;
-                    for w in &mut words {
-                        w.start = round_ms(w.start);
-                        w.end = round_ms(w.end);
-                    }
-                    if opts.word_timestamps {
-                        *slot = (seg.start, seg.end, words);
-                    } else {
-                        slot.2 = words;
-                    }
-                }
-            }
-            let first_new = segments.len();
-            for (s, (start, end, words)) in window.into_iter().zip(times) {
-                if start == end || s.text.trim().is_empty() {
-                    continue;
-                }
-                all_tokens.extend_from_slice(&s.tokens);
-                segments.push(Segment {
-                    id: segments.len(),
-                    seek,
-                    start: round_ms(start),
-                    end: round_ms(end.min(duration.max(start))),
-                    text: s.text,
-                    tokens: s.tokens,
-                    avg_logprob: result.avg_logprob,
-                    no_speech_prob: result.no_speech_prob,
-                    compression_ratio: ratio,
-                    temperature,
-                    words,
-                });
-            }
+            };
             if !opts.condition_on_previous_text || temperature > PROMPT_RESET_ON_TEMPERATURE {
-                prompt_reset_since = all_tokens.len();
+                prompt_reset_since = acc.all_tokens.len();
             }
             // Never move backwards: a window must always make progress.
             seek = next.max(seek + 1);
-            let text: String = segments[first_new..]
-                .iter()
-                .map(|s| s.text.as_str())
-                .collect();
+            let text = window_text(&acc.segments[first_new..]);
             progress(Progress {
                 done: (seek as f64 * FRAME_SECONDS).min(duration),
                 total: duration,
                 text: &text,
             });
         }
-        if refine {
+        Ok(self.finish(opts, ctx, acc, language, language_probability, t0))
+    }
+
+    /// Transcribes several recordings (a server's waiting requests), each exactly as
+    /// [`Self::transcribe_pcm`] would alone, but with their first windows decoded in
+    /// lockstep where they can be: a recording joins a lockstep batch when its first try
+    /// is beam search (or greedy) and another recording's prompt has the same layout and
+    /// the same beam options. Later windows (recordings over 30 s) and fallbacks run on
+    /// their own. Each recording's `interrupt` stops only its own work. Results are in the
+    /// items' order.
+    pub fn transcribe_together(
+        &mut self,
+        items: &[TogetherItem],
+    ) -> (Vec<Result<Transcript>>, TogetherStats) {
+        let saved = self.interrupt.take();
+        let mut stats = TogetherStats::default();
+        let mut prepared: Vec<Option<Result<FirstWindow>>> = Vec::with_capacity(items.len());
+        for item in items {
+            self.interrupt = item.interrupt.clone();
+            let p = check_batch_size(item.opts.batch_size)
+                .and_then(|()| self.prepare_first_window(item.pcm, item.opts));
+            prepared.push(Some(p));
+        }
+        // Windows decode together when their steps line up: same prompt length, same
+        // position of <|startoftranscript|>, same beam options.
+        let sot = self.tokenizer.sot();
+        let mut groups: std::collections::BTreeMap<(usize, usize, usize, u32, u32), Vec<usize>> =
+            Default::default();
+        for (i, (item, p)) in items.iter().zip(&prepared).enumerate() {
+            let Some(Ok(first)) = p else { continue };
+            let Some(w) = first.lockstep_window() else {
+                continue;
+            };
+            let fb = &item.opts.decoding;
+            if fb.temperatures.first().is_none_or(|&t| t > 0.0) {
+                continue;
+            }
+            let sot_at = w.prompt.iter().position(|&t| t == sot).unwrap_or(0);
+            let key = (
+                w.prompt.len(),
+                sot_at,
+                fb.beam.beam_size,
+                fb.beam.patience.to_bits(),
+                fb.beam.length_penalty.to_bits(),
+            );
+            groups.entry(key).or_default().push(i);
+        }
+        let mut decoded: Vec<Option<Result<DecodeResult>>> =
+            std::iter::repeat_with(|| None).take(items.len()).collect();
+        for group in groups.into_values().filter(|g| g.len() >= 2) {
+            let beam = items[group[0]].opts.decoding.beam;
+            let windows: Vec<LockstepWindow> = group
+                .iter()
+                .filter_map(|&i| {
+                    let Some(Ok(first)) = &prepared[i] else {
+                        return None;
+                    };
+                    let mut w = first.lockstep_window()?;
+                    w.interrupt = items[i].interrupt.as_deref();
+                    Some(w)
+                })
+                .collect();
+            self.interrupt = None;
+            match self.decode_windows_lockstep(&windows, &beam) {
+                Ok((results, st)) => {
+                    stats.batches += 1;
+                    stats.windows += group.len();
+                    stats.steps += st.steps;
+                    for (&i, r) in group.iter().zip(results) {
+                        decoded[i] = Some(r);
+                    }
+                }
+                // The shared decoder failed: each window is decoded on its own below.
+                Err(e) => tracing::warn!("lockstep decode failed, decoding one by one: {e}"),
+            }
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            self.interrupt = item.interrupt.clone();
+            let result = match (prepared[i].take(), decoded[i].take()) {
+                (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e),
+                (Some(Ok(first)), done) => self.continue_sequential(
+                    first,
+                    done.and_then(Result::ok),
+                    item.opts,
+                    &mut |_| {},
+                ),
+                (None, _) => Err(Error::Interrupted),
+            };
+            out.push(result);
+        }
+        self.interrupt = saved;
+        (out, stats)
+    }
+
+    /// Transcribes 16 kHz mono samples in consecutive 30-s windows, `opts.batch_size`
+    /// windows at a time decoded in lockstep (faster-whisper's batched pipeline): every window's
+    /// prompt is the initial prompt only (no previous text), windows do not seek by the
+    /// predicted timestamps, and a window whose first try needs the temperature fallback
+    /// is re-decoded on its own. Results are in recording order. (A batch of one still
+    /// takes this path: the windows' own results, for comparing with a batch of many.)
+    pub fn transcribe_pcm_batched(
+        &mut self,
+        pcm: &[f32],
+        opts: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Transcript> {
+        check_batch_size(opts.batch_size)?;
+        let batch_size = opts.batch_size;
+        let t0 = Instant::now();
+        let (mel, ctx, mut acc) = self.start(pcm, opts)?;
+        let content_frames = mel.shape()[1];
+        let dopts = self.decode_options(opts.without_timestamps);
+        // Lockstep decodes the first try, which must be beam search (or greedy).
+        let lockstep = opts
+            .decoding
+            .temperatures
+            .first()
+            .is_some_and(|&t| t <= 0.0);
+        let initial: Vec<u32> = acc.all_tokens.clone();
+        let mut language = opts.language.clone();
+        let mut language_probability = None;
+        let pauses = if ctx.refine {
+            ctx.pauses.clone()
+        } else {
+            pauses::find_pauses(pcm, SAMPLE_RATE as u32, &ctx.refine_opts.pauses)
+        };
+        let windows = window_cuts(content_frames, &pauses);
+        for chunk in windows.chunks(batch_size) {
+            let mut crosses = Vec::with_capacity(chunk.len());
+            for &(seek, size) in chunk {
+                crosses.push(self.encode_at(&mel, seek, size, &mut acc.timings)?);
+            }
+            let lang = self.language_of(
+                &crosses[0],
+                &mut language,
+                &mut language_probability,
+                &mut acc,
+            )?;
+            let prompt = self.prompt(&initial, &lang, opts)?;
+            let t = Instant::now();
+            let mut firsts: Vec<Option<DecodeResult>> = if lockstep {
+                let windows: Vec<LockstepWindow> = crosses
+                    .iter()
+                    .map(|cross| LockstepWindow {
+                        cross,
+                        prompt: &prompt,
+                        opts: &dopts,
+                        interrupt: None,
+                    })
+                    .collect();
+                let (results, stats) =
+                    self.decode_windows_lockstep(&windows, &opts.decoding.beam)?;
+                acc.timings.decoder_steps += stats.steps;
+                results
+                    .into_iter()
+                    .map(|r| r.map(Some))
+                    .collect::<Result<_>>()?
+            } else {
+                vec![None; chunk.len()]
+            };
+            acc.timings.decoder += t.elapsed();
+            for (i, &(seek, segment_size)) in chunk.iter().enumerate() {
+                let cross = &crosses[i];
+                let t = Instant::now();
+                let (result, temperature, steps) = match firsts[i].take() {
+                    Some(first) => {
+                        self.decode_window_after(cross, &prompt, &dopts, &opts.decoding, first)?
+                    }
+                    None => self.decode_window(cross, &prompt, &dopts, &opts.decoding)?,
+                };
+                acc.timings.decoder += t.elapsed();
+                acc.timings.decoder_steps += steps;
+                acc.timings.tokens += result.tokens.len();
+                let decoded = DecodedWindow {
+                    result: &result,
+                    temperature,
+                    seek,
+                    segment_size,
+                    fixed_windows: true,
+                };
+                let first_new = acc.segments.len();
+                self.window_segments(cross, &lang, opts, &decoded, &ctx, &mut acc)?;
+                let text = window_text(&acc.segments[first_new..]);
+                progress(Progress {
+                    done: ((seek + segment_size) as f64 * FRAME_SECONDS).min(ctx.duration),
+                    total: ctx.duration,
+                    text: &text,
+                });
+            }
+        }
+        Ok(self.finish(opts, ctx, acc, language, language_probability, t0))
+    }
+
+    /// The log-mel spectrogram of the recording, what its windows share, and the
+    /// accumulator holding the initial prompt's tokens.
+    fn start(
+        &mut self,
+        pcm: &[f32],
+        opts: &TranscribeOptions,
+    ) -> Result<(Tensor, LoopContext, Accumulated)> {
+        let mut acc = Accumulated::default();
+        let t = Instant::now();
+        let mel = self.features(pcm)?;
+        acc.timings.features = t.elapsed();
+        if let Some(p) = &opts.initial_prompt {
+            acc.all_tokens = self.tokenizer.encode_prompt(p)?;
+        }
+        let refine = opts.refine_timestamps && !opts.without_timestamps;
+        let refine_opts = RefineOptions::default();
+        let pauses = if refine {
+            pauses::find_pauses(pcm, SAMPLE_RATE as u32, &refine_opts.pauses)
+        } else {
+            Vec::new()
+        };
+        let ctx = LoopContext {
+            duration: pcm.len() as f64 / SAMPLE_RATE as f64,
+            timestamp_begin: self.tokenizer.timestamp_begin(),
+            refine,
+            pauses,
+            refine_opts,
+        };
+        Ok((mel, ctx, acc))
+    }
+
+    /// The cross K/V of the window of `segment_size` frames at `seek`.
+    fn encode_at(
+        &mut self,
+        mel: &Tensor,
+        seek: usize,
+        segment_size: usize,
+        timings: &mut Timings,
+    ) -> Result<Vec<Tensor>> {
+        let t = Instant::now();
+        let window = mel_window(mel, seek, segment_size)?;
+        // Device call logs and traces name the window their runs belong to.
+        for s in [&mut self.encoder, &mut self.cross_kv] {
+            s.set_window(Some(timings.windows));
+        }
+        if let Some(w) = self.window.as_mut() {
+            w.set_window(Some(timings.windows));
+        }
+        let cross = if self.window.is_some() {
+            let cross = self.encode_cross(&window)?;
+            timings.encoder += t.elapsed();
+            cross
+        } else {
+            let enc = self.encode_window(&window)?;
+            timings.encoder += t.elapsed();
+            let t = Instant::now();
+            let cross = self.cross_kv(&enc)?;
+            timings.cross_kv += t.elapsed();
+            cross
+        };
+        timings.windows += 1;
+        Ok(cross)
+    }
+
+    /// The language asked for, or the one detected from this window (the first).
+    fn language_of(
+        &mut self,
+        cross: &[Tensor],
+        language: &mut Option<String>,
+        probability: &mut Option<f32>,
+        acc: &mut Accumulated,
+    ) -> Result<String> {
+        if let Some(l) = language {
+            return Ok(l.clone());
+        }
+        let t = Instant::now();
+        let probs = self.detect_language(cross)?;
+        acc.timings.decoder += t.elapsed();
+        let (code, p) = probs[0].clone();
+        tracing::info!(language = %code, probability = p, "detected language");
+        *probability = Some(p);
+        *language = Some(code.clone());
+        Ok(code)
+    }
+
+    /// The transcript of the accumulated segments, refined.
+    fn finish(
+        &self,
+        opts: &TranscribeOptions,
+        ctx: LoopContext,
+        acc: Accumulated,
+        language: Option<String>,
+        language_probability: Option<f32>,
+        t0: Instant,
+    ) -> Transcript {
+        let Accumulated {
+            mut segments,
+            mut timings,
+            ..
+        } = acc;
+        if ctx.refine {
             segments = refine_segments(
                 segments,
                 &self.tokenizer,
-                &pauses,
-                duration,
+                &ctx.pauses,
+                ctx.duration,
                 opts.word_timestamps,
-                &refine_opts,
+                &ctx.refine_opts,
             );
         }
         if !opts.word_timestamps {
@@ -519,15 +972,68 @@ impl WhisperModel {
             .trim()
             .to_string();
         timings.total = t0.elapsed();
-        Ok(Transcript {
+        Transcript {
             // Silent audio never reaches detection; report English, the model's default.
             language: language.unwrap_or_else(|| "en".into()),
             language_probability,
             task: opts.task,
-            duration: duration as f32,
+            duration: ctx.duration as f32,
             segments,
             text,
             timings,
+        }
+    }
+}
+
+/// Consecutive windows `(start, frames)` covering `frames` mel frames for a batched
+/// transcription: each ends at the middle of the last pause in its final
+/// [`CUT_SEARCH_SECONDS`], so that windows rarely cut a word, or after 30 s when there is
+/// none.
+pub fn window_cuts(frames: usize, pauses: &[Pause]) -> Vec<(usize, usize)> {
+    let to_frame = |seconds: f64| (seconds / FRAME_SECONDS).round() as usize;
+    let search = (CUT_SEARCH_SECONDS / FRAME_SECONDS) as usize;
+    let mut cuts = Vec::new();
+    let mut start = 0;
+    while start < frames {
+        let mut end = (start + N_FRAMES).min(frames);
+        if end < frames {
+            let earliest = end.saturating_sub(search).max(start + 1);
+            if let Some(cut) = pauses
+                .iter()
+                .map(|p| to_frame((p.start + p.end) / 2.0))
+                .filter(|&m| m >= earliest && m < end)
+                .max()
+            {
+                end = cut;
+            }
+        }
+        cuts.push((start, end - start));
+        start = end;
+    }
+    cuts
+}
+
+/// How far back from a window's 30-s end a batched transcription looks for a pause to
+/// cut at.
+pub const CUT_SEARCH_SECONDS: f64 = 8.0;
+
+/// The text a window's new segments add, as [`Progress::text`] reports it.
+fn window_text(segments: &[Segment]) -> String {
+    segments.iter().map(|s| s.text.as_str()).collect()
+}
+
+/// Largest `batch_size` accepted: windows decoded together (each holds its cross K/V,
+/// 36 MB for whisper-base, and a KV cache per beam while it decodes).
+pub const MAX_BATCH_SIZE: usize = 64;
+
+/// [`Error::BatchSize`] unless `1 ..= MAX_BATCH_SIZE`.
+pub fn check_batch_size(batch_size: usize) -> Result<()> {
+    if (1..=MAX_BATCH_SIZE).contains(&batch_size) {
+        Ok(())
+    } else {
+        Err(Error::BatchSize {
+            given: batch_size,
+            max: MAX_BATCH_SIZE,
         })
     }
 }

@@ -1,0 +1,453 @@
+//! Decoding several 30-s windows in lockstep: one run of the
+//! [`DECODER_WINDOWS`](crate::graph::DECODER_WINDOWS) graph per token serves every window
+//! (the idea of faster-whisper's batched pipeline). Each window's decoding policy (beam
+//! search, or greedy for one beam) runs unchanged on a thread of its own against a
+//! [`WindowStepper`] that forwards its calls to the coordinator; once every window still
+//! decoding has asked for a step, one graph run answers them all. The threads only wait
+//! and pick tokens; the graph run uses the kernels' own threads.
+//!
+//! Layout of the decoder's batch: window `w` owns rows `w·R .. (w+1)·R` (R = beam size).
+//! A window holding fewer sequences (one, before its beams fan out) pads its block with
+//! copies of its first row; a finished window's rows are carried along with end tokens
+//! and ignored. All windows share the step `offset`, so they must start from prompts of
+//! one length (no previous-text conditioning), and a window that would restart (a
+//! temperature fallback) is decoded on its own afterwards instead.
+
+use crate::decoding::{
+    beam_search, BatchStepModel, BeamOptions, DecodeError, DecodeOptions, DecodeResult, SpecialIds,
+    StepError,
+};
+use crate::error::{Error, Result};
+use crate::graph::DECODER_WINDOWS;
+use amanuensis_runtime::{Session, Tensor};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+/// Logits per sequence, per requested position.
+type Logits = Vec<Vec<Vec<f32>>>;
+/// A window's waiting step: its token rows and the positions it wants logits at.
+type StepRequest = (Vec<Vec<u32>>, Vec<usize>);
+type Answer = std::result::Result<Logits, String>;
+
+enum Call {
+    Reset,
+    Step {
+        rows: Vec<Vec<u32>>,
+        positions: Vec<usize>,
+    },
+    Reorder(Vec<usize>),
+    /// The window's policy returned (or its thread unwound).
+    Done,
+}
+
+struct Request {
+    window: usize,
+    call: Call,
+}
+
+/// One window's view of the shared decoder: each call waits for the coordinator.
+struct WindowStepper {
+    window: usize,
+    calls: mpsc::Sender<Request>,
+    answers: mpsc::Receiver<Answer>,
+}
+
+impl WindowStepper {
+    fn call(&mut self, call: Call) -> std::result::Result<Logits, StepError> {
+        let stopped = || Error::graph(DECODER_WINDOWS, "the lockstep decoder stopped");
+        self.calls
+            .send(Request {
+                window: self.window,
+                call,
+            })
+            .map_err(|_| stopped())?;
+        match self.answers.recv() {
+            Ok(Ok(logits)) => Ok(logits),
+            Ok(Err(reason)) => Err(Error::graph(DECODER_WINDOWS, reason).into()),
+            Err(_) => Err(stopped().into()),
+        }
+    }
+}
+
+impl Drop for WindowStepper {
+    /// Says the window is done even when its thread unwinds, so the others never wait
+    /// for it.
+    fn drop(&mut self) {
+        let _ = self.calls.send(Request {
+            window: self.window,
+            call: Call::Done,
+        });
+    }
+}
+
+impl BatchStepModel for WindowStepper {
+    fn step(
+        &mut self,
+        tokens: &[Vec<u32>],
+        logit_positions: &[usize],
+    ) -> std::result::Result<Logits, StepError> {
+        self.call(Call::Step {
+            rows: tokens.to_vec(),
+            positions: logit_positions.to_vec(),
+        })
+    }
+
+    fn reorder(&mut self, src: &[usize]) -> std::result::Result<(), StepError> {
+        self.call(Call::Reorder(src.to_vec())).map(|_| ())
+    }
+
+    fn reset(&mut self) -> std::result::Result<(), StepError> {
+        self.call(Call::Reset).map(|_| ())
+    }
+}
+
+/// What one lockstep decode did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockstepStats {
+    /// Runs of the decoder graph (each served every window still decoding).
+    pub steps: usize,
+    /// Decoder rows per run: windows × beam size.
+    pub rows: usize,
+}
+
+/// The coordinator's state between calls.
+struct Coordinator<'a> {
+    session: &'a mut Session,
+    cross: Vec<Tensor>,
+    rows_per_window: usize,
+    n_vocab: usize,
+    eot: u32,
+    /// Sequences each window holds now.
+    held: Vec<usize>,
+    alive: Vec<bool>,
+    pending: Vec<Option<StepRequest>>,
+    offset: usize,
+    started: bool,
+    steps: usize,
+    scratch: Vec<f32>,
+}
+
+impl Coordinator<'_> {
+    fn windows(&self) -> usize {
+        self.held.len()
+    }
+
+    fn reset(&mut self, window: usize) -> Answer {
+        if self.started {
+            return Err(format!(
+                "window {window} restarted after the lockstep decode began"
+            ));
+        }
+        self.held[window] = 1;
+        Ok(Vec::new())
+    }
+
+    /// Window `window`'s sequence i becomes its old sequence src[i], within its block.
+    fn reorder(&mut self, window: usize, src: &[usize]) -> Answer {
+        let (held, r) = (self.held[window], self.rows_per_window);
+        if src.len() > r || src.iter().any(|&s| s >= held) {
+            return Err(format!(
+                "window {window}: reorder {src:?} does not fit {held} sequences in {r} rows"
+            ));
+        }
+        self.held[window] = src.len();
+        if !self.started || self.offset == 0 {
+            return Ok(Vec::new());
+        }
+        let base = window * r;
+        let moved: Vec<usize> = (0..src.len()).filter(|&i| src[i] != i).collect();
+        if moved.is_empty() {
+            return Ok(Vec::new());
+        }
+        let offset = self.offset;
+        let scratch = &mut self.scratch;
+        for state in self.session.states_mut() {
+            let (cap, d) = (state.shape()[1], state.shape()[2]);
+            let (stride, filled) = (cap * d, offset.min(cap) * d);
+            let data = state.f32s_mut().map_err(|e| e.to_string())?;
+            // Through a copy, so that a source is read before it is overwritten.
+            scratch.clear();
+            for &i in &moved {
+                let from = (base + src[i]) * stride;
+                scratch.extend_from_slice(&data[from..from + filled]);
+            }
+            for (k, &i) in moved.iter().enumerate() {
+                let to = (base + i) * stride;
+                data[to..to + filled].copy_from_slice(&scratch[k * filled..(k + 1) * filled]);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Whether every window still decoding waits for a step.
+    fn ready(&self) -> bool {
+        (0..self.windows()).any(|w| self.alive[w])
+            && (0..self.windows()).all(|w| !self.alive[w] || self.pending[w].is_some())
+    }
+
+    /// One decoder run for every window; the logits of each waiting window's sequences.
+    fn step(&mut self) -> std::result::Result<Vec<Option<Logits>>, String> {
+        let (w_count, r) = (self.windows(), self.rows_per_window);
+        let requests: Vec<&StepRequest> = self.pending.iter().flatten().collect();
+        let (first_rows, positions) = requests
+            .first()
+            .map(|(rows, pos)| (rows, pos.clone()))
+            .ok_or("no window asked for a step")?;
+        let n = first_rows.first().map_or(0, Vec::len);
+        for (rows, pos) in &requests {
+            if *pos != positions || rows.iter().any(|row| row.len() != n) {
+                return Err(
+                    "windows decoding in lockstep fed different numbers of tokens or positions"
+                        .into(),
+                );
+            }
+        }
+        let mut ids: Vec<i32> = Vec::with_capacity(w_count * r * n);
+        for w in 0..w_count {
+            match &self.pending[w] {
+                Some((rows, _)) => {
+                    if rows.len() != self.held[w] || rows.is_empty() {
+                        return Err(format!(
+                            "window {w} fed {} sequences but holds {}",
+                            rows.len(),
+                            self.held[w]
+                        ));
+                    }
+                    // Padding rows repeat the first, so that a fan-out finds them filled.
+                    for k in 0..r {
+                        let row = rows.get(k).unwrap_or(&rows[0]);
+                        ids.extend(row.iter().map(|&t| t as i32));
+                    }
+                }
+                None => ids.extend(std::iter::repeat_n(self.eot as i32, r * n)),
+            }
+        }
+        if !self.started {
+            let mut bindings = HashMap::new();
+            bindings.insert("batch", w_count * r);
+            self.session
+                .reset_states(&bindings)
+                .map_err(|e| e.to_string())?;
+            self.started = true;
+        }
+        let err = |e: amanuensis_runtime::OpError| e.to_string();
+        let tokens = Tensor::from_i32(&[w_count * r, n], ids).map_err(err)?;
+        let offset = Tensor::scalar_i32(self.offset as i32);
+        let idx: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
+        let idx = Tensor::from_i32(&[idx.len()], idx).map_err(err)?;
+        let mut inputs: Vec<&Tensor> = vec![&tokens, &offset, &idx];
+        inputs.extend(self.cross.iter());
+        let mut out = self.session.run(&inputs).map_err(|e| e.to_string())?;
+        self.offset += n;
+        self.steps += 1;
+        let logits = out.pop().ok_or("the decoder returned no logits")?;
+        let v = logits.f32s().map_err(err)?;
+        let per_row = positions.len() * self.n_vocab;
+        if v.len() != w_count * r * per_row {
+            return Err(format!(
+                "the decoder returned {} logits for {} rows of {per_row}",
+                v.len(),
+                w_count * r
+            ));
+        }
+        let mut answers = Vec::with_capacity(w_count);
+        for w in 0..w_count {
+            answers.push(self.pending[w].take().map(|_| {
+                (0..self.held[w])
+                    .map(|k| {
+                        let row = &v[(w * r + k) * per_row..(w * r + k + 1) * per_row];
+                        row.chunks_exact(self.n_vocab.max(1))
+                            .map(<[f32]>::to_vec)
+                            .collect()
+                    })
+                    .collect()
+            }));
+        }
+        let last = self.session.graph().outputs.len() - 1;
+        self.session.recycle(last, logits);
+        Ok(answers)
+    }
+}
+
+/// One window of a lockstep decode.
+pub struct LockstepWindow<'a> {
+    /// Its cross K/V (from `cross_kv`: one `[n_audio_ctx, s]` tensor per layer and kind).
+    pub cross: &'a [Tensor],
+    /// Its prompt; every window's must have the same length and layout.
+    pub prompt: &'a [u32],
+    pub opts: &'a DecodeOptions,
+    /// Checked before every step: once set, this window stops with
+    /// [`Error::Interrupted`] and the others go on.
+    pub interrupt: Option<&'a AtomicBool>,
+}
+
+/// Stacks each layer's cross K/V of every window, `[n_audio_ctx, s]` each, into one
+/// `[windows, n_audio_ctx, s]` tensor per layer.
+fn stack_cross(windows: &[LockstepWindow]) -> Result<Vec<Tensor>> {
+    let first = windows
+        .first()
+        .ok_or_else(|| Error::graph(DECODER_WINDOWS, "no window to decode"))?
+        .cross;
+    let mut stacked = Vec::with_capacity(first.len());
+    for (layer, t) in first.iter().enumerate() {
+        let shape = t.shape().to_vec();
+        if shape.len() != 2 {
+            return Err(Error::graph(
+                DECODER_WINDOWS,
+                format!("cross K/V {layer} has shape {shape:?}, expected [n_audio_ctx, s]"),
+            ));
+        }
+        let mut data = Vec::with_capacity(windows.len() * t.numel());
+        for (w, win) in windows.iter().enumerate() {
+            let part = win
+                .cross
+                .get(layer)
+                .filter(|p| p.shape() == shape && win.cross.len() == first.len())
+                .ok_or_else(|| {
+                    Error::graph(
+                        DECODER_WINDOWS,
+                        format!("window {w}'s cross K/V {layer} differs from window 0's"),
+                    )
+                })?;
+            data.extend_from_slice(part.f32s()?);
+        }
+        stacked.push(Tensor::from_f32(
+            &[windows.len(), shape[0], shape[1]],
+            data,
+        )?);
+    }
+    Ok(stacked)
+}
+
+/// Decodes `windows` in lockstep on `session` (a [`DECODER_WINDOWS`] session), each with
+/// [`beam_search`] as it would run alone, all with the same beam options. Results are in
+/// the windows' order; a window whose own interrupt flag was set gets
+/// [`Error::Interrupted`], a window whose policy failed its error. The whole call fails
+/// only when the shared decoder does (or `interrupt`, checked before every step, is set).
+pub fn decode_lockstep(
+    session: &mut Session,
+    windows: &[LockstepWindow],
+    ids: &SpecialIds,
+    beam: &BeamOptions,
+    interrupt: Option<&AtomicBool>,
+) -> Result<(Vec<Result<DecodeResult>>, LockstepStats)> {
+    let count = windows.len();
+    let rows_per_window = beam.beam_size.max(1);
+    let mut co = Coordinator {
+        session,
+        cross: stack_cross(windows)?,
+        rows_per_window,
+        n_vocab: ids.n_vocab,
+        eot: ids.eot,
+        held: vec![1; count],
+        alive: vec![true; count],
+        pending: vec![None; count],
+        offset: 0,
+        started: false,
+        steps: 0,
+        scratch: Vec::new(),
+    };
+    let mut failure: Option<Error> = None;
+    let mut interrupted = vec![false; count];
+    let set = |f: Option<&AtomicBool>| f.is_some_and(|f| f.load(Ordering::Relaxed));
+    let results: Vec<std::thread::Result<std::result::Result<DecodeResult, DecodeError>>> =
+        std::thread::scope(|scope| {
+            let (call_tx, call_rx) = mpsc::channel::<Request>();
+            let mut answer_txs = Vec::with_capacity(count);
+            let mut threads = Vec::with_capacity(count);
+            for (window, win) in windows.iter().enumerate() {
+                let (answer_tx, answer_rx) = mpsc::channel();
+                answer_txs.push(answer_tx);
+                let mut stepper = WindowStepper {
+                    window,
+                    calls: call_tx.clone(),
+                    answers: answer_rx,
+                };
+                let (prompt, opts) = (win.prompt, win.opts);
+                threads
+                    .push(scope.spawn(move || beam_search(&mut stepper, prompt, ids, opts, beam)));
+            }
+            drop(call_tx);
+            let mut remaining = count;
+            while remaining > 0 {
+                let Ok(Request { window, call }) = call_rx.recv() else {
+                    break;
+                };
+                let answer = match call {
+                    Call::Done => {
+                        if co.alive[window] {
+                            co.alive[window] = false;
+                            remaining -= 1;
+                        }
+                        None
+                    }
+                    Call::Reset => Some(co.reset(window)),
+                    Call::Reorder(src) => Some(co.reorder(window, &src)),
+                    Call::Step { rows, positions } => {
+                        co.pending[window] = Some((rows, positions));
+                        None
+                    }
+                };
+                if let Some(a) = answer {
+                    let _ = answer_txs[window].send(a);
+                }
+                // A window whose request was stopped leaves; the others go on.
+                for (w, win) in windows.iter().enumerate() {
+                    if co.pending[w].is_some() && set(win.interrupt) {
+                        co.pending[w] = None;
+                        interrupted[w] = true;
+                        let _ = answer_txs[w].send(Err("interrupted".into()));
+                    }
+                }
+                if !co.ready() {
+                    continue;
+                }
+                let outcome = if set(interrupt) {
+                    failure.get_or_insert(Error::Interrupted);
+                    Err("interrupted".to_string())
+                } else {
+                    co.step()
+                };
+                match outcome {
+                    Ok(answers) => {
+                        for (w, a) in answers.into_iter().enumerate() {
+                            if let Some(logits) = a {
+                                let _ = answer_txs[w].send(Ok(logits));
+                            }
+                        }
+                    }
+                    Err(reason) => {
+                        for (pending, tx) in co.pending.iter_mut().zip(&answer_txs) {
+                            if pending.take().is_some() {
+                                let _ = tx.send(Err(reason.clone()));
+                            }
+                        }
+                        failure.get_or_insert_with(|| Error::graph(DECODER_WINDOWS, reason));
+                    }
+                }
+            }
+            drop(answer_txs);
+            threads.into_iter().map(|t| t.join()).collect()
+        });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let out = results
+        .into_iter()
+        .zip(interrupted)
+        .map(|(r, stopped)| match r {
+            _ if stopped => Err(Error::Interrupted),
+            Ok(result) => result.map_err(Error::from),
+            Err(_) => Err(Error::graph(
+                DECODER_WINDOWS,
+                "a window's decoding policy panicked",
+            )),
+        })
+        .collect();
+    let stats = LockstepStats {
+        steps: co.steps,
+        rows: count * rows_per_window,
+    };
+    Ok((out, stats))
+}
