@@ -3,9 +3,13 @@
 #
 #   fuzz/fuzz.sh build                    build every target (ASan, debug assertions)
 #   fuzz/fuzz.sh run TARGET SECONDS [ARG]  fuzz one target, growing fuzz/corpus/TARGET
-#   fuzz/fuzz.sh smoke [SECONDS]           every target for SECONDS (default 45) on the
-#                                          committed corpus and seeds; fails on any crash,
-#                                          hang (10 s per input) or out-of-memory exit
+#   fuzz/fuzz.sh campaign TARGET CPU_SECS  like run, budgeted in CPU time (or 1M executions)
+#   fuzz/fuzz.sh replay                   every target once over its corpus, no mutation
+#                                          (what CI runs)
+#   fuzz/fuzz.sh smoke [SECONDS [SEED]]    every target for SECONDS (default 45) from the
+#                                          committed corpus and seeds, one per core; fails
+#                                          on any crash, hang (10 s per input) or
+#                                          out-of-memory exit
 #   fuzz/fuzz.sh cmin TARGET               minimise fuzz/corpus/TARGET (keeps every edge)
 #   fuzz/fuzz.sh repro TARGET FILE...      run inputs once (a crash's reproduction)
 #
@@ -136,27 +140,46 @@ case "$cmd" in
     ;;
   smoke)
     # Seeded, so that a run is reproducible: a CI failure replays with the same command.
+    # Targets run side by side, one per core (FUZZ_JOBS overrides), each for SECS of wall
+    # time; each first runs every input of its committed corpus and seeds, so a smoke run
+    # includes the replay.
     secs=${2:-45}
     seed=${3:-1}
+    jobs=${FUZZ_JOBS:-$(nproc)}
     build
-    failed=()
-    for t in "${TARGETS[@]}"; do
-      echo "== fuzz smoke: $t for ${secs}s (seed $seed)"
-      out=$(mktemp -d)
-      mkdir -p "artifacts/$t"
+    work=$(mktemp -d)
+    smoke_one() {
+      local t=$1 out="$work/$1"
+      local rc=0
+      mkdir -p "$out" "artifacts/$t"
       # New inputs go to a scratch directory: the committed corpus is only read.
       # shellcheck disable=SC2046
-      if "$(bin "$t")" $(flags "$t") -max_total_time="$secs" -seed="$seed" \
-        -artifact_prefix="artifacts/$t/" "$out" "corpus/$t" "seeds/$t" >"$out.log" 2>&1; then
-        grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$out.log" || true
+      "$(bin "$t")" $(flags "$t") -max_total_time="$secs" -seed="$seed" \
+        -artifact_prefix="artifacts/$t/" "$out" "corpus/$t" "seeds/$t" >"$out.log" 2>&1 || rc=$?
+      echo "$rc" >"$out.rc"
+    }
+    echo "== fuzz smoke: ${#TARGETS[@]} targets, ${secs}s each, $jobs at a time (seed $seed)"
+    for t in "${TARGETS[@]}"; do
+      while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+      echo "fuzz smoke: $t started"
+      smoke_one "$t" &
+    done
+    wait
+    failed=()
+    for t in "${TARGETS[@]}"; do
+      if [ "$(cat "$work/$t.rc")" = 0 ]; then
+        n=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$work/$t.log" | grep -oE '[0-9]+$' || echo "?")
+        rss=$(grep -oE 'stat::peak_rss_mb: *[0-9]+' "$work/$t.log" | grep -oE '[0-9]+$' || echo "?")
+        echo "fuzz smoke: $t: $n executions, peak RSS $rss MB, no crash"
       else
-        tail -40 "$out.log"
+        echo "== fuzz smoke: $t FAILED (exit $(cat "$work/$t.rc")); the end of its log:"
+        tail -40 "$work/$t.log"
         failed+=("$t")
       fi
-      rm -rf "$out" "$out.log"
     done
+    rm -rf "$work"
     if [ ${#failed[@]} -gt 0 ]; then
-      echo "fuzz smoke: FAILED: ${failed[*]} (inputs saved under fuzz/artifacts/)" >&2
+      echo "fuzz smoke: FAILED: ${failed[*]} (inputs saved under fuzz/artifacts/; replay one with fuzz/fuzz.sh repro TARGET FILE)" >&2
       exit 1
     fi
     echo "fuzz smoke: ${#TARGETS[@]} targets, no crash, hang or out-of-memory exit"
@@ -181,7 +204,7 @@ case "$cmd" in
     "$(bin "$t")" $(flags "$t") "$@"
     ;;
   *)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,/^set -euo/p' "$(basename "$0")" | sed '$d' >&2
     exit 2
     ;;
 esac
