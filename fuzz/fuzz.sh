@@ -42,6 +42,9 @@ dict() {
   esac
 }
 
+# A number from libFuzzer's final stats (-print_final_stats=1) in LOG, or "?".
+final_stat() { grep -oE "stat::$2: *[0-9]+" "$1" | grep -oE '[0-9]+$' || echo "?"; }
+
 triple=$(rustc -vV | sed -n 's/^host: //p')
 bin() { echo "target/$triple/release/$1"; }
 
@@ -125,8 +128,7 @@ case "$cmd" in
       log=$(mktemp)
       # shellcheck disable=SC2046
       if "$(bin "$t")" $(flags "$t") -runs=0 "corpus/$t" "seeds/$t" >"$log" 2>&1; then
-        n=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
-        echo "fuzz replay: $t: $n inputs, no crash"
+        echo "fuzz replay: $t: $(final_stat "$log" number_of_executed_units) inputs, no crash"
       else
         tail -40 "$log"
         failed+=("$t")
@@ -168,9 +170,8 @@ case "$cmd" in
     failed=()
     for t in "${TARGETS[@]}"; do
       if [ "$(cat "$work/$t.rc")" = 0 ]; then
-        n=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$work/$t.log" | grep -oE '[0-9]+$' || echo "?")
-        rss=$(grep -oE 'stat::peak_rss_mb: *[0-9]+' "$work/$t.log" | grep -oE '[0-9]+$' || echo "?")
-        echo "fuzz smoke: $t: $n executions, peak RSS $rss MB, no crash"
+        echo "fuzz smoke: $t: $(final_stat "$work/$t.log" number_of_executed_units) executions," \
+          "peak RSS $(final_stat "$work/$t.log" peak_rss_mb) MB, no crash"
       else
         echo "== fuzz smoke: $t FAILED (exit $(cat "$work/$t.rc")); the end of its log:"
         tail -40 "$work/$t.log"
