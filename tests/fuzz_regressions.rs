@@ -375,3 +375,29 @@ fn mp4_behind_leading_garbage_on_a_pipe_gets_the_same_size_check() {
         from_memory
     );
 }
+
+#[test]
+fn vorbis_codebook_whose_lookup_table_size_overflows_is_refused_not_a_panic() {
+    // A Matroska Vorbis track whose setup header declares a codebook for which symphonia's
+    // lookup-table size (`lookup1_values`) overflows: it panicked while the decoder was set
+    // up, outside the guard that turned decoding panics into errors.
+    amanuensis::audio::install_panic_filter();
+    let found = regression_input("audio-mkv-vorbis-codebook-lookup-values-overflow.mka");
+    let e = decode_audio_bytes(found.clone(), None).expect_err("refused");
+    assert!(
+        matches!(e, AudioError::Corrupt { .. }),
+        "a damaged file, not another kind of error: {e:?}"
+    );
+    assert!(
+        e.to_string().contains("cannot set up the Vorbis decoder"),
+        "{e}"
+    );
+    let e = decode_from_reader(found).expect_err("refused from a pipe");
+    assert!(
+        e.to_string().contains("cannot set up the Vorbis decoder"),
+        "{e}"
+    );
+    // The intact file it was mutated from still decodes.
+    let intact = decode_audio_bytes(encoded("jfk_vorbis.mkv"), None).expect("intact Vorbis");
+    assert!(intact.len() > 40_000, "{} samples", intact.len());
+}

@@ -95,12 +95,8 @@ impl Resp {
     }
 }
 
-/// Reads one response (the server closes the connection after it: `Connection: close`).
-fn read_response(stream: TcpStream) -> Resp {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let mut r = BufReader::new(stream);
+/// Reads a response's status line and headers.
+fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
     let mut line = String::new();
     r.read_line(&mut line).expect("status line");
     let status: u16 = line
@@ -120,6 +116,33 @@ fn read_response(stream: TcpStream) -> Resp {
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
+    (status, headers)
+}
+
+fn is_chunked(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+}
+
+/// The next chunk of a chunked body; `None` at its end.
+fn read_chunk(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut size = String::new();
+    r.read_line(&mut size).expect("chunk size");
+    let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+    let mut chunk = vec![0u8; n + 2];
+    r.read_exact(&mut chunk).expect("chunk");
+    chunk.truncate(n);
+    (n > 0).then_some(chunk)
+}
+
+/// Reads one response (the server closes the connection after it: `Connection: close`).
+fn read_response(stream: TcpStream) -> Resp {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut r = BufReader::new(stream);
+    let (status, headers) = read_head(&mut r);
     let mut body = Vec::new();
     let len = headers
         .iter()
@@ -130,25 +153,13 @@ fn read_response(stream: TcpStream) -> Resp {
             body.resize(n, 0);
             r.read_exact(&mut body).expect("body");
         }
-        None => {
-            let chunked = headers
-                .iter()
-                .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-            if chunked {
-                loop {
-                    let mut size = String::new();
-                    r.read_line(&mut size).expect("chunk size");
-                    let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-                    let mut chunk = vec![0u8; n + 2];
-                    r.read_exact(&mut chunk).expect("chunk");
-                    if n == 0 {
-                        break;
-                    }
-                    body.extend_from_slice(&chunk[..n]);
-                }
-            } else {
-                let _ = r.read_to_end(&mut body);
+        None if is_chunked(&headers) => {
+            while let Some(chunk) = read_chunk(&mut r) {
+                body.extend_from_slice(&chunk);
             }
+        }
+        None => {
+            let _ = r.read_to_end(&mut body);
         }
     }
     Resp {
@@ -353,7 +364,16 @@ fn serve_transcribes_jfk_as_json_text_and_stream() {
 
 /// Sends a `stream=true` request for `file` and reads its events as they arrive, each with
 /// the time since the request was sent; a status other than 200 comes back with no events.
-fn stream_events(addr: SocketAddr, file: &[u8]) -> (u16, Vec<(Duration, Value)>) {
+/// An SSE response being read: its status, and the body as events arrive.
+struct EventStream {
+    status: u16,
+    body: BufReader<TcpStream>,
+    pending: String,
+    t0: Instant,
+}
+
+/// Sends a `stream=true` transcription of `file` and reads the response's head.
+fn open_stream(addr: SocketAddr, file: &[u8]) -> EventStream {
     let body = multipart(&[
         ("file", Part::File("audio.wav", file)),
         ("model", Part::Text("whisper-1")),
@@ -368,44 +388,50 @@ fn stream_events(addr: SocketAddr, file: &[u8]) -> (u16, Vec<(Duration, Value)>)
     s.write_all(&body).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
     let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
-    let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut chunked = false;
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).expect("header");
-        if h.trim_end().is_empty() {
-            break;
-        }
-        let h = h.to_ascii_lowercase();
-        chunked |= h.starts_with("transfer-encoding:") && h.contains("chunked");
+    let (status, headers) = read_head(&mut r);
+    let chunked = is_chunked(&headers);
+    assert!(
+        status != 200 || chunked,
+        "a stream is sent in chunks as it is made"
+    );
+    EventStream {
+        status,
+        body: r,
+        pending: String::new(),
+        t0,
     }
-    if status != 200 {
-        return (status, Vec::new());
-    }
-    assert!(chunked, "a stream is sent in chunks as it is made");
-    let (mut events, mut pending) = (Vec::new(), String::new());
-    loop {
-        let mut size = String::new();
-        r.read_line(&mut size).expect("chunk size");
-        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        let mut chunk = vec![0u8; n + 2];
-        r.read_exact(&mut chunk).expect("chunk");
-        if n == 0 {
-            break;
-        }
-        pending.push_str(std::str::from_utf8(&chunk[..n]).expect("UTF-8 events"));
-        while let Some(end) = pending.find("\n\n") {
-            let event: String = pending.drain(..end + 2).collect();
+}
+
+impl EventStream {
+    /// The events of the next chunk, each with the time since the request was sent;
+    /// `None` at the end of the body.
+    fn next_events(&mut self) -> Option<Vec<(Duration, Value)>> {
+        let chunk = read_chunk(&mut self.body)?;
+        self.pending
+            .push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+        let mut events = Vec::new();
+        while let Some(end) = self.pending.find("\n\n") {
+            let event: String = self.pending.drain(..end + 2).collect();
             let data = event.trim().strip_prefix("data: ").expect("a data line");
             events.push((
-                t0.elapsed(),
+                self.t0.elapsed(),
                 serde_json::from_str(data).expect("event JSON"),
             ));
         }
+        Some(events)
     }
-    (status, events)
+}
+
+/// The status and every event of a `stream=true` transcription (none unless 200).
+fn stream_events(addr: SocketAddr, file: &[u8]) -> (u16, Vec<(Duration, Value)>) {
+    let mut stream = open_stream(addr, file);
+    let mut events = Vec::new();
+    if stream.status == 200 {
+        while let Some(more) = stream.next_events() {
+            events.extend(more);
+        }
+    }
+    (stream.status, events)
 }
 
 #[test]
@@ -995,7 +1021,50 @@ fn full_queue_answers_429_and_a_disconnect_cancels_work() {
 }
 
 #[test]
+fn a_client_that_leaves_mid_stream_cancels_its_work() {
+    let addr = start(ServeOptions {
+        max_body: 8 << 20,
+        ..options()
+    });
+    // 75 s of speech: the first window's text arrives while the later windows are decoded.
+    let long = std::fs::read(common::data_dir().join("audio/long_public_concat.wav")).unwrap();
+    let mut stream = open_stream(addr, &long);
+    assert_eq!(stream.status, 200);
+    let first = loop {
+        let events = stream.next_events().expect("a delta before the end");
+        if let Some((_, e)) = events.into_iter().next() {
+            break e;
+        }
+    };
+    assert_eq!(first["type"], "transcript.text.delta", "{first}");
+    assert_eq!(metric(addr, "amanuensis_requests_in_progress"), 1.0);
+    // The client goes away with the later windows still to decode: their work stops.
+    drop(stream);
+    wait_until(
+        "the streamed request is cancelled and its worker freed",
+        || {
+            metric(addr, "amanuensis_cancelled_total") == 1.0
+                && metric(addr, "amanuensis_workers_busy") == 0.0
+                && metric(addr, "amanuensis_requests_in_progress") == 0.0
+        },
+    );
+    // Not counted as transcribed audio: it did not run to its end.
+    assert_eq!(metric(addr, "amanuensis_audio_seconds_total"), 0.0);
+    assert_alive(addr);
+    let r = transcribe(addr, &jfk_wav(), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["text"], JFK);
+}
+
+#[test]
 fn sigterm_finishes_accepted_requests_then_exits_0() {
+    // Alone (the default) and batched: with batching one worker holds several requests.
+    for batch_size in ["1", "4"] {
+        sigterm_with_requests_in_flight(batch_size);
+    }
+}
+
+fn sigterm_with_requests_in_flight(batch_size: &str) {
     let mut child = common::cli()
         .args([
             "serve",
@@ -1005,6 +1074,8 @@ fn sigterm_finishes_accepted_requests_then_exits_0() {
             "cpu",
             "--max-queue",
             "8",
+            "--batch-size",
+            batch_size,
         ])
         .env_remove("AMANUENSIS_API_KEY")
         .stderr(std::process::Stdio::piped())
@@ -1053,7 +1124,7 @@ fn sigterm_finishes_accepted_requests_then_exits_0() {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        v("amanuensis_workers_busy") + v("amanuensis_queue_depth") == 3.0
+        v("amanuensis_requests_in_progress") + v("amanuensis_queue_depth") == 3.0
     });
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -1062,11 +1133,15 @@ fn sigterm_finishes_accepted_requests_then_exits_0() {
     assert!(status.success());
     for c in clients {
         let r = c.join().unwrap();
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.json()["text"], JFK);
+        assert_eq!(r.status, 200, "batch size {batch_size}: {}", r.text());
+        assert_eq!(r.json()["text"], JFK, "batch size {batch_size}");
     }
     let exit = child.wait().expect("server exits");
-    assert_eq!(exit.code(), Some(0), "exit status {exit:?}");
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "batch size {batch_size}: exit status {exit:?}"
+    );
     let mut rest = String::new();
     let _ = err.read_to_string(&mut rest);
     assert!(

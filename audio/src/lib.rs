@@ -499,20 +499,29 @@ impl AudioStream {
             channels = head.channels;
             PacketDecoder::Opus(Box::new(opus))
         } else {
-            let decoder = symphonia::default::get_codecs()
-                .make(&params, &DecoderOptions::default())
-                .map_err(|e| match e {
-                    SymphoniaError::Unsupported(what) => AudioError::UnsupportedCodec {
-                        file: name.clone(),
-                        container,
-                        codec: match &sniffed {
-                            Sniffed::Wav(fmt) => fmt.describe(),
-                            _ => format!("{codec} ({what})"),
-                        },
-                        supported,
+            // Decoder set-up parses the codec's own header (Vorbis codebooks, FLAC stream
+            // info, ...) and can panic on damaged data, as decoding can.
+            let decoder = catch_decoder_panic(AssertUnwindSafe(|| {
+                symphonia::default::get_codecs().make(&params, &DecoderOptions::default())
+            }))
+            .map_err(|_| {
+                corrupt(
+                    &name,
+                    format!("cannot set up the {codec} decoder: its set-up data is damaged"),
+                )
+            })?
+            .map_err(|e| match e {
+                SymphoniaError::Unsupported(what) => AudioError::UnsupportedCodec {
+                    file: name.clone(),
+                    container,
+                    codec: match &sniffed {
+                        Sniffed::Wav(fmt) => fmt.describe(),
+                        _ => format!("{codec} ({what})"),
                     },
-                    other => corrupt(&name, format!("cannot set up the {codec} decoder: {other}")),
-                })?;
+                    supported,
+                },
+                other => corrupt(&name, format!("cannot set up the {codec} decoder: {other}")),
+            })?;
             PacketDecoder::Symphonia { decoder, buf: None }
         };
         let source = Source::Symphonia(SymphoniaSource {

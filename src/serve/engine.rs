@@ -191,11 +191,15 @@ fn worker(
     batch_size: usize,
 ) {
     while let Some(jobs) = collect(&rx, batch_size) {
+        // Counted in progress before leaving the queue's count, so that queue depth plus
+        // requests in progress never misses a live request (`answer` counts each out).
+        metrics.in_progress.fetch_add(jobs.len(), Ordering::SeqCst);
         metrics.queue_depth.fetch_sub(jobs.len(), Ordering::SeqCst);
         let mut live = Vec::with_capacity(jobs.len());
         for job in jobs {
             if job.cancel.load(Ordering::Relaxed) || job.reply.is_closed() {
                 metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                metrics.in_progress.fetch_sub(1, Ordering::SeqCst);
             } else {
                 live.push(job);
             }
@@ -235,8 +239,9 @@ fn panicked() -> ApiError {
     ApiError::internal("the transcription failed unexpectedly; the request was not completed")
 }
 
-/// Answers a job and counts it.
+/// Answers a job and counts it. Every job a worker keeps is answered here exactly once.
 fn answer(job: Job, result: Result<Done, ApiError>, seconds: f64, metrics: &Metrics) {
+    metrics.in_progress.fetch_sub(1, Ordering::SeqCst);
     if job.cancel.load(Ordering::Relaxed) {
         metrics.cancelled.fetch_add(1, Ordering::Relaxed);
     }

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub queue_depth: AtomicUsize,
     /// Workers transcribing now.
     pub busy_workers: AtomicUsize,
+    /// Requests a worker has taken and not yet answered. With batching one busy worker
+    /// holds several, so this, not `busy_workers`, plus `queue_depth` is what is in flight.
+    pub in_progress: AtomicUsize,
     /// Work stopped because its client went away or its deadline passed.
     pub cancelled: AtomicU64,
     /// Requests refused because the queue was full.
@@ -120,7 +123,7 @@ impl Metrics {
         let audio = self.audio_us.load(Ordering::Relaxed) as f64 / 1e6;
         let processing = self.processing_us.load(Ordering::Relaxed) as f64 / 1e6;
         let rtf = if audio > 0.0 { processing / audio } else { 0.0 };
-        let gauges: [(&str, &str, &str, f64); 12] = [
+        let gauges: [(&str, &str, &str, f64); 13] = [
             ("amanuensis_audio_seconds_total", "counter", "Seconds of audio transcribed.", audio),
             ("amanuensis_processing_seconds_total", "counter", "Seconds workers spent transcribing (audio decoding included).", processing),
             ("amanuensis_realtime_factor", "gauge", "Processing seconds per second of audio over all transcriptions so far (below 1 is faster than realtime).", rtf),
@@ -128,6 +131,7 @@ impl Metrics {
             ("amanuensis_queue_capacity", "gauge", "Requests that may wait for a worker (--max-queue).", queue_capacity as f64),
             ("amanuensis_workers", "gauge", "Transcription workers (--workers).", workers as f64),
             ("amanuensis_workers_busy", "gauge", "Workers transcribing now.", self.busy_workers.load(Ordering::Relaxed) as f64),
+            ("amanuensis_requests_in_progress", "gauge", "Requests taken by a worker and not yet answered (several per worker with --batch-size).", self.in_progress.load(Ordering::Relaxed) as f64),
             ("amanuensis_cancelled_total", "counter", "Transcriptions stopped because the client went away or the request timed out.", self.cancelled.load(Ordering::Relaxed) as f64),
             ("amanuensis_rejected_total", "counter", "Requests refused with 429 because the queue was full.", self.rejected.load(Ordering::Relaxed) as f64),
             ("amanuensis_worker_panics_total", "counter", "Panics caught in a worker (answered 500; the worker continues on a fresh model).", self.worker_panics.load(Ordering::Relaxed) as f64),
