@@ -180,3 +180,37 @@ fn wrong_version_and_garbage_are_format_errors() {
         .to_string();
     assert!(e.contains("y.graph") && e.contains("not valid JSON"), "{e}");
 }
+
+#[test]
+fn log_mel_with_an_odd_n_fft_is_rejected_not_a_panic() {
+    // Found by the `graph` fuzz target (docs/reliability.md): a log_mel node whose settings
+    // the operator's own check let through (an odd n_fft) reached an assertion in the
+    // front end's constructor and panicked.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fuzz-regressions/graph-log-mel-odd-n-fft.graph");
+    let found = ModelFile::parse(&std::fs::read_to_string(&p).unwrap(), "found").unwrap();
+    let (g, n, r) = graph_error(&found);
+    assert_eq!((g.as_str(), n.as_str()), ("features", "log_mel"));
+    assert!(r.contains("n_fft 401 must be even"), "{r}");
+    // Each setting the front end refuses is an error naming the node, not a panic.
+    for (attr, value, says) in [
+        ("n_fft", serde_json::json!(401), "n_fft 401 must be even"),
+        ("n_fft", serde_json::json!(1 << 17), "n_fft 131072"),
+        ("n_mels", serde_json::json!(2000), "n_mels 2000"),
+        ("hop_length", serde_json::json!(0), "hop 0"),
+        (
+            "sample_rate",
+            serde_json::json!(1u64 << 32),
+            "does not fit in 32 bits",
+        ),
+        ("n_frames", serde_json::json!(0), "n_frames must be > 0"),
+    ] {
+        let mut f = base();
+        node_mut(&mut f, "features", "log_mel")
+            .attrs
+            .insert(attr.into(), value.clone());
+        let (g, n, r) = graph_error(&f);
+        assert_eq!((g.as_str(), n.as_str()), ("features", "log_mel"), "{attr}");
+        assert!(r.contains(says), "{attr} = {value}: {r}");
+    }
+}
