@@ -5,11 +5,10 @@
 #   fuzz/fuzz.sh run TARGET SECONDS [ARG]  fuzz one target, growing fuzz/corpus/TARGET
 #   fuzz/fuzz.sh campaign TARGET CPU_SECS  like run, budgeted in CPU time (or 1M executions)
 #   fuzz/fuzz.sh replay                   every target once over its corpus, no mutation
-#                                          (what CI runs)
 #   fuzz/fuzz.sh smoke [SECONDS [SEED]]    every target for SECONDS (default 45) from the
 #                                          committed corpus and seeds, one per core; fails
 #                                          on any crash, hang (10 s per input) or
-#                                          out-of-memory exit
+#                                          out-of-memory exit (CI runs `smoke 60`)
 #   fuzz/fuzz.sh cmin TARGET               minimise fuzz/corpus/TARGET (keeps every edge)
 #   fuzz/fuzz.sh repro TARGET FILE...      run inputs once (a crash's reproduction)
 #
@@ -121,7 +120,7 @@ case "$cmd" in
   replay)
     # Every target once over its committed corpus and seeds, without mutation: a
     # deterministic check that no input the fuzzers ever kept crashes, hangs or exhausts
-    # memory now (what CI runs; `smoke` mutates and can find new crashes by chance).
+    # memory now (`smoke`, which CI runs, does this first and then mutates).
     build
     failed=()
     for t in "${TARGETS[@]}"; do
