@@ -184,8 +184,8 @@ fn wrong_version_and_garbage_are_format_errors() {
 #[test]
 fn log_mel_with_an_odd_n_fft_is_rejected_not_a_panic() {
     // Found by the `graph` fuzz target (docs/reliability.md): a log_mel node whose settings
-    // the operator's own check let through (an odd n_fft) reached an assertion in the
-    // front end's constructor and panicked.
+    // the operator's own check let through (an odd n_fft) made the front end's panicking
+    // constructor (`LogMel::new`) panic.
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/fuzz-regressions/graph-log-mel-odd-n-fft.graph");
     let found = ModelFile::parse(&std::fs::read_to_string(&p).unwrap(), "found").unwrap();
