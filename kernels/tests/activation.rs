@@ -3,15 +3,16 @@
 //! Bound: relative error ≤ 1.5e-7 wherever the exact result is a normal f32. The kernel
 //! evaluates in f64 with a rational erfcx fit of relative error 6.2e-9 and an exponential
 //! accurate to 1e-11, then rounds once to f32 (≤ 6e-8); observed worst case 6.6e-8, so
-//! 1.5e-7 leaves a 2x margin. Where
-//! the exact result is subnormal or underflows, the error is at most one subnormal ulp.
+//! 1.5e-7 leaves a 2x margin. Where the exact result is below f32's normal range
+//! (subnormal or underflowing), the kernel returns a zero of the input's sign: no output
+//! is ever subnormal, since a subnormal operand slows every multiply-add of the next GEMM
+//! on x86 by a microcode assist (the encoder's fc2 ran 15x slower on them).
 
 use crate::common::{ref_gelu, Rng};
 use amanuensis_kernels::cpu;
 use proptest::prelude::*;
 
 const REL_BOUND: f64 = 1.5e-7;
-const SUBNORMAL_ULP: f64 = 1.401_298_464_324_817e-45;
 
 #[track_caller]
 fn check(xs: &[f32]) {
@@ -27,8 +28,12 @@ fn check(xs: &[f32]) {
                 err / want.abs()
             );
         } else {
-            assert!(err <= SUBNORMAL_ULP, "gelu({x:e}) = {g:e}, want {want:e}");
+            assert!(
+                g == 0.0 && g.is_sign_negative() == x.is_sign_negative(),
+                "gelu({x:e}) = {g:e}, want a zero of x's sign (exact {want:e} is not a normal f32)"
+            );
         }
+        assert!(!g.is_subnormal(), "gelu({x:e}) = {g:e} is subnormal");
     }
 }
 

@@ -191,22 +191,33 @@ impl Operator for Attention {
             return Ok(vec![out, weights]);
         }
         let o = out.f32s_mut()?;
-        for b in 0..batch {
-            let qb = &qv[b * tq * d..(b + 1) * tq * d];
-            let kvo = (b / group) * tk * d;
-            cpu::attention(
-                qb,
+        // Single query rows without a causal mask (a decoder step's beams over their
+        // window's cross K/V) go through one direct-path call per group sharing k: one
+        // parallel section instead of one per beam, each head's K and V read by
+        // consecutive tasks. Each row is computed exactly as alone, so a row's result does
+        // not depend on how many rows share its keys (lockstep decoding relies on it).
+        let per_call = if tq == 1 && !self.causal { group } else { 1 };
+        let path = if per_call > 1 {
+            cpu::attention_direct
+        } else {
+            cpu::attention
+        };
+        let rows = per_call * tq;
+        for c in 0..batch / per_call {
+            let kvo = (c * per_call / group) * tk * d;
+            path(
+                &qv[c * rows * d..(c + 1) * rows * d],
                 d,
                 &kv[kvo..kvo + tk * d],
                 d,
                 &vv[kvo..kvo + tk * d],
                 d,
-                tq,
+                rows,
                 tk,
                 self.heads,
                 hd,
                 self.causal.then_some(tk - tq),
-                &mut o[b * tq * d..(b + 1) * tq * d],
+                &mut o[c * rows * d..(c + 1) * rows * d],
                 d,
             );
         }
@@ -444,6 +455,39 @@ mod tests {
             .eval(&mut EvalContext::new(&mut none), &[&q, &k2, &v2])
             .unwrap();
         assert_eq!(a[0].f32s().unwrap(), b[0].f32s().unwrap());
+    }
+
+    #[test]
+    fn single_query_rows_sharing_keys_equal_each_row_alone_bit_for_bit() {
+        // A decoder step's beams over their windows' cross K/V: one row per beam, the rows
+        // of a window computed in one call. Each must equal the row attended on its own,
+        // whatever the number of rows beside it, or lockstep decoding would drift. 1500
+        // keys and 8 heads of 64 take the kernels' parallel path.
+        let (windows, beams, tk, d) = (2, 5, 1500, 512);
+        let op = attention(8);
+        let q = Tensor::from_f32(&[windows * beams, 1, d], values(windows * beams * d, 4)).unwrap();
+        let k = Tensor::from_f32(&[windows, tk, d], values(windows * tk * d, 5)).unwrap();
+        let v = Tensor::from_f32(&[windows, tk, d], values(windows * tk * d, 6)).unwrap();
+        let mut none: [Tensor; 0] = [];
+        let together = op
+            .eval(&mut EvalContext::new(&mut none), &[&q, &k, &v])
+            .unwrap();
+        let together = together[0].f32s().unwrap();
+        let (qv, kv, vv) = (q.f32s().unwrap(), k.f32s().unwrap(), v.f32s().unwrap());
+        for row in 0..windows * beams {
+            let w = row / beams;
+            let q1 = Tensor::from_f32(&[1, 1, d], qv[row * d..(row + 1) * d].to_vec()).unwrap();
+            let k1 = Tensor::from_f32(&[tk, d], kv[w * tk * d..(w + 1) * tk * d].to_vec()).unwrap();
+            let v1 = Tensor::from_f32(&[tk, d], vv[w * tk * d..(w + 1) * tk * d].to_vec()).unwrap();
+            let alone = op
+                .eval(&mut EvalContext::new(&mut none), &[&q1, &k1, &v1])
+                .unwrap();
+            assert_eq!(
+                &together[row * d..(row + 1) * d],
+                alone[0].f32s().unwrap(),
+                "row {row} (window {w})"
+            );
+        }
     }
 
     #[test]
