@@ -21,13 +21,14 @@ import argparse
 import http.client
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
+
+from wer import wer_counts  # bench/wer.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests/data/audio"
@@ -45,21 +46,6 @@ def clips():
         out.append({"name": f[0], "seconds": float(f[1]), "transcript": f[5],
                     "bytes": (DATA / f[0]).read_bytes()})
     return out
-
-
-def words(t):
-    return re.sub(r"[^\w\s']", " ", t.lower()).split()
-
-
-def wer_counts(ref, hyp):
-    r, h = words(ref), words(hyp)
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-            prev, d[j] = d[j], cur
-    return d[len(h)], len(r)
 
 
 def form(clip):
