@@ -122,9 +122,9 @@ pub(crate) fn gelu_one<const FMA: bool>(x: f32) -> f32 {
     };
     // Far left the result underflows f32; returning −0 directly also maps −∞ to its
     // limit instead of −∞·0 = NaN. Results below f32's normal range (x in about
-    // (−14.5, −13.1), or a subnormal x) are flushed to a signed zero too: a subnormal operand makes every
-    // multiply-add of the GEMM that reads it take a microcode assist on x86, and the
-    // encoder's later MLPs produce thousands of them (fc2 ran 15× slower); the value
+    // (−14.5, −13.1), or a subnormal x) become a zero of x's sign: on x86 every
+    // multiply-add of the next GEMM that reads a subnormal takes a microcode assist, and
+    // the encoder's later MLPs produce thousands of them (fc2 ran 15× slower). The value
     // lost is below 1.2e-38.
     let y = xd * phi;
     if xd < -GELU_X_MAX {
