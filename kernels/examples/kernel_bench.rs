@@ -68,6 +68,33 @@ fn bench_linear(name: &str, m: usize, k: usize, n: usize, path: LinearFn) -> f64
     })
 }
 
+/// [`bench_linear`]'s GEMV with the weight kept as f16 (widened as the kernel reads it).
+fn bench_linear_f16(name: &str, m: usize, k: usize, n: usize) -> f64 {
+    let label = format!("{name} {m}x{k} -> {n}");
+    if !wanted(&label) {
+        return 0.0;
+    }
+    let x = data(m * k, 1);
+    let w: Vec<half::f16> = data(n * k, 2)
+        .into_iter()
+        .map(half::f16::from_f32)
+        .collect();
+    let b = data(n, 3);
+    let mut out = vec![0.0f32; m * n];
+    let flops = 2.0 * (m * n * k) as f64;
+    run(&label, flops, Some((n * k * 2) as f64), || {
+        cpu::linear_gemv_w(
+            black_box(&x),
+            m,
+            k,
+            cpu::Weight::F16(&w),
+            n,
+            Some(&b),
+            &mut out,
+        )
+    })
+}
+
 type AttentionFn = fn(
     &[f32],
     usize,
@@ -250,6 +277,7 @@ fn main() {
     }
     for m in [1, 2, 5] {
         bench_linear("linear (logits) gemv", m, d, 51865, cpu::linear_gemv);
+        bench_linear_f16("linear (logits) gemv f16", m, d, 51865);
         bench_linear("linear (logits) gemm", m, d, 51865, cpu::linear_gemm);
     }
     let cases = [

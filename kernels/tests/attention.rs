@@ -203,3 +203,66 @@ proptest! {
         check(PATHS[path], tq, tk, heads, hd, causal, pad, out_pad, 2.0, seed);
     }
 }
+
+#[test]
+fn attention_direct_rows_sharing_keys_equal_each_row_alone_bit_for_bit() {
+    // Without a mask the direct path computes blocks of rows together (keys outside, rows
+    // inside); a row's bits must not depend on the rows beside it, since lockstep decoding
+    // compares a window decoded in a batch with the same window alone. Cases: Whisper's
+    // cross-attention (hd 64: the key-blocked weighted sum), a key count that is not a
+    // multiple of the blocks, a head size that is not a multiple of 64, and more rows than
+    // one task takes.
+    for (tq, tk, heads, hd) in [
+        (5, 1500, 8, 64),
+        (9, 37, 2, 64),
+        (13, 70, 3, 20),
+        (2, 5, 1, 8),
+    ] {
+        let d = heads * hd;
+        let mut rng = Rng::new(tq as u64 * 1000 + tk as u64);
+        let q = rng.vec(tq * d, -1.5, 1.5);
+        let k = rng.vec(tk * d, -1.5, 1.5);
+        let v = rng.vec(tk * d, -1.0, 1.0);
+        let mut together = vec![f32::NAN; tq * d];
+        cpu::attention_direct(
+            &q,
+            d,
+            &k,
+            d,
+            &v,
+            d,
+            tq,
+            tk,
+            heads,
+            hd,
+            None,
+            &mut together,
+            d,
+        );
+        for i in 0..tq {
+            let mut alone = vec![f32::NAN; d];
+            cpu::attention_direct(
+                &q[i * d..(i + 1) * d],
+                d,
+                &k,
+                d,
+                &v,
+                d,
+                1,
+                tk,
+                heads,
+                hd,
+                None,
+                &mut alone,
+                d,
+            );
+            let row = &together[i * d..(i + 1) * d];
+            assert!(
+                row.iter()
+                    .zip(&alone)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "tq={tq} tk={tk} hd={hd}: row {i} differs from the row alone"
+            );
+        }
+    }
+}

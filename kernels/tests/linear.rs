@@ -135,3 +135,66 @@ proptest! {
         assert_within("matmul", &out, &want, &bound);
     }
 }
+
+/// An f16 weight and its exact f32 widening.
+fn f16_weight(rng: &mut Rng, n: usize, k: usize) -> (Vec<half::f16>, Vec<f32>) {
+    let w16: Vec<half::f16> = rng
+        .vec(n * k, -1.0, 1.0)
+        .into_iter()
+        .map(half::f16::from_f32)
+        .collect();
+    let w32 = w16.iter().map(|v| v.to_f32()).collect();
+    (w16, w32)
+}
+
+#[test]
+fn linear_on_f16_weights_equals_linear_on_their_widened_copy_bit_for_bit() {
+    // The GEMV path widens pieces of rows as it reaches them; because widening is exact
+    // and each row's product runs as on the f32 copy, the bits must match. Shapes: every
+    // row-group size of the GEMV (1 to 6, and 7 and 15 rows, which take two passes), a row
+    // count that is no multiple of the pieces or tiles, Whisper's decoder projections
+    // (512 -> 2048, 2048 -> 512) and its vocabulary projection for five beams.
+    let mut rng = Rng::new(41);
+    let shapes = [
+        (1, 20, 37),
+        (2, 64, 1001),
+        (3, 512, 2048),
+        (4, 2048, 512),
+        (5, 512, 51865),
+        (6, 33, 100),
+        (7, 512, 770),
+        (15, 512, 1500),
+    ];
+    for (m, k, n) in shapes {
+        let x = rng.vec(m * k, -1.0, 1.0);
+        let b = rng.vec(n, -1.0, 1.0);
+        let (w16, w32) = f16_weight(&mut rng, n, k);
+        let mut want = vec![f32::NAN; m * n];
+        cpu::linear_up_to(&x, m, k, &w32, n, Some(&b), &mut want, 16);
+        let mut got = vec![f32::NAN; m * n];
+        cpu::linear_up_to_w(&x, m, k, cpu::Weight::F16(&w16), n, Some(&b), &mut got, 16);
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "m={m} k={k} n={n}: f16 weight differs from its widened copy"
+        );
+    }
+}
+
+#[test]
+fn linear_gemm_on_f16_weights_matches_reference() {
+    // The gemm path widens blocks of rows; against the f64 reference with the same bound
+    // as the f32 paths. 51865 rows of 512 take several blocks; 1536 rows one.
+    let mut rng = Rng::new(42);
+    for (m, k, n) in [(20, 512, 51865), (300, 512, 1536), (9, 7, 3)] {
+        let x = rng.vec(m * k, -1.0, 1.0);
+        let b = rng.vec(n, -1.0, 1.0);
+        let (w16, w32) = f16_weight(&mut rng, n, k);
+        let mut out = vec![f32::NAN; m * n];
+        cpu::linear_gemm_w(&x, m, k, cpu::Weight::F16(&w16), n, Some(&b), &mut out);
+        let (want, mag) = ref_linear(&x, m, k, &w32, n, Some(&b));
+        let bound: Vec<f64> = mag.iter().map(|a| gamma(k + 2) * a).collect();
+        assert_within(&format!("f16 gemm m={m} k={k} n={n}"), &out, &want, &bound);
+    }
+}

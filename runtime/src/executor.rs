@@ -157,7 +157,7 @@ impl Session {
                         ),
                     });
                 };
-                if !v.ty.accepts(t) {
+                if !v.ty.accepts_weight(t) {
                     return Err(RuntimeError::Weights {
                         path: "(weight store)".into(),
                         reason: format!(

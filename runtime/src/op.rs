@@ -47,6 +47,17 @@ impl ValueType {
                 .all(|(a, b)| a.compatible(b))
     }
 
+    /// Whether a weight tensor can stand for a value of this type: as [`ValueType::accepts`],
+    /// and an f16 tensor for an f32 value (weights stay in their stored type; operators
+    /// widen them exactly where they read them).
+    pub fn accepts_weight(&self, t: &Tensor) -> bool {
+        let dtype_ok =
+            t.dtype() == self.dtype || (t.dtype() == DType::F16 && self.dtype == DType::F32);
+        dtype_ok
+            && t.shape().len() == self.shape.len()
+            && self.shape.iter().zip(t.shape()).all(|(d, &n)| d.accepts(n))
+    }
+
     /// Whether a concrete tensor satisfies this type.
     pub fn accepts(&self, t: &Tensor) -> bool {
         t.dtype() == self.dtype

@@ -158,6 +158,50 @@ impl Tensor {
         }
     }
 
+    /// f16 elements (weights kept in their stored type).
+    pub fn f16s(&self) -> Result<&[half::f16], OpError> {
+        match &self.data {
+            Data::F16(v) => Ok(v),
+            _ => Err(OpError(format!(
+                "expected an f16 tensor, got {}",
+                self.dtype()
+            ))),
+        }
+    }
+
+    /// Elements `range` as f32: borrowed from f32 storage, widened (exactly) from f16.
+    /// Other dtypes are an error.
+    pub fn f32_range(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> Result<std::borrow::Cow<'_, [f32]>, OpError> {
+        use std::borrow::Cow;
+        let bad = || {
+            OpError(format!(
+                "elements {range:?} outside {} of them",
+                self.numel()
+            ))
+        };
+        match &self.data {
+            Data::F32(v) => Ok(Cow::Borrowed(v.get(range.clone()).ok_or_else(bad)?)),
+            Data::F16(v) => {
+                let src = v.get(range.clone()).ok_or_else(bad)?;
+                let mut out = vec![0f32; src.len()];
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, &mut out);
+                Ok(Cow::Owned(out))
+            }
+            _ => Err(OpError(format!(
+                "expected an f32 (or f16) tensor, got {}",
+                self.dtype()
+            ))),
+        }
+    }
+
+    /// All elements as f32, as [`Tensor::f32_range`].
+    pub fn f32s_widened(&self) -> Result<std::borrow::Cow<'_, [f32]>, OpError> {
+        self.f32_range(0..self.numel())
+    }
+
     /// Mutable f32 elements.
     pub fn f32s_mut(&mut self) -> Result<&mut [f32], OpError> {
         let dt = self.dtype();

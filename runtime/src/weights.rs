@@ -1,5 +1,6 @@
-//! Weights from a safetensors file, checked against a graph file's declarations and
-//! widened to the compute dtype (f16 → f32) once at load.
+//! Weights from a safetensors file, checked against a graph file's declarations and kept
+//! in their stored dtype: operators widen f16 to their f32 compute type exactly where they
+//! read it, so no f32 copy of the model is made.
 
 use crate::error::{Result, RuntimeError};
 use crate::format::WeightDecl;
@@ -163,12 +164,15 @@ impl WeightStore {
             };
             let t = Tensor::new(&d.shape, data)
                 .map_err(|e| werr(path, format!("'{}': {e}", d.name)))?;
-            tensors.insert(d.name.clone(), Arc::new(t.widen_f16()));
+            // Kept in its stored type: operators widen f16 exactly where they read it
+            // (the linear kernels a few rows at a time), so no f32 copy is made.
+            tensors.insert(d.name.clone(), Arc::new(t));
         }
         Ok(WeightStore { tensors })
     }
 
-    /// A store from tensors already in memory (tests, generated models).
+    /// A store from tensors already in memory (tests, generated models), f16 ones widened
+    /// to f32 here: these are small, and their users read them back as f32.
     pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> WeightStore {
         WeightStore {
             tensors: tensors

@@ -92,11 +92,131 @@ pub(super) fn attend_row<const FMA: bool>(
         *s = dot::<FMA>(qr, krow(j)) * scale;
     }
     let sum = exp_shifted::<FMA>(scores);
-    weighted_rows::<FMA>(scores, &v[col..], lay.v_row_stride, out_row);
+    weighted_rows::<FMA>(scores, &v[col..], lay.v_row_stride, out_row, false);
     let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
     for o in out_row.iter_mut() {
         *o *= inv;
     }
+}
+
+/// Query rows one task of [`attend_rows`] takes.
+const SHARED_ROWS: usize = 8;
+/// Keys per block of [`attend_rows`]' weighted sum: 32 rows of V (8 KB of one head at
+/// `head_dim` 64) stay in L1 while every query row of the task folds them in. A multiple
+/// of 4, so blocking does not change a bit (see `weighted_rows`).
+const KEY_BLOCK: usize = 32;
+
+/// Key rows ahead of the current group whose K slices [`attend_rows`] asks the cache for.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Asks for the cache lines of `row` to be brought into L1 (a hint: no effect on results).
+#[inline(always)]
+fn prefetch(row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in row.chunks(16) {
+        // SAFETY: prefetching is a hint that never faults; the address is inside `row`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
+/// Attention for query rows `rows` of head `h` when every row sees all keys (no causal
+/// mask), written into `out` (one `head_dim`-long slice per row).
+///
+/// The rows share the keys, so the loops run keys outside and rows inside: each block of
+/// K and V is fetched from memory once for all the rows and then read from L1 (a decoder
+/// step's beams over their window's 1500 cross-attention keys). Each row still gets
+/// exactly the arithmetic of [`attend_row`], in the same order, so its result is the
+/// same bits whichever rows it is computed with (lockstep decoding relies on it).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attend_rows<const FMA: bool>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    lay: Layout,
+    h: usize,
+    rows: std::ops::Range<usize>,
+    scores: &mut Vec<f32>,
+    out: &mut [&mut [f32]],
+) {
+    debug_assert!(lay.causal_offset.is_none() && out.len() == rows.len());
+    let (hd, n, r) = (lay.head_dim, lay.tk, rows.len());
+    let col = h * hd;
+    if n == 0 {
+        out.iter_mut().for_each(|o| o.fill(0.0));
+        return;
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    let qrow = |i: usize| &q[i * lay.q_row_stride + col..][..hd];
+    let krow = |j: usize| &k[j * lay.k_row_stride + col..][..hd];
+    scores.clear();
+    scores.resize(r * n, 0.0);
+    let groups = n / 4;
+    for g in 0..groups {
+        let j = 4 * g;
+        // A head's slice of a key row is a few cache lines every `k_row_stride` floats,
+        // a pattern the hardware prefetchers follow poorly when K comes from memory.
+        for t in j + PREFETCH_AHEAD..(j + PREFETCH_AHEAD + 4).min(n) {
+            prefetch(&k[t * lay.k_row_stride + col..][..hd]);
+        }
+        let keys = [krow(j), krow(j + 1), krow(j + 2), krow(j + 3)];
+        for (ri, i) in rows.clone().enumerate() {
+            let d = dot4::<FMA>(qrow(i), keys);
+            for t in 0..4 {
+                scores[ri * n + j + t] = d[t] * scale;
+            }
+        }
+    }
+    for j in 4 * groups..n {
+        for (ri, i) in rows.clone().enumerate() {
+            scores[ri * n + j] = dot::<FMA>(qrow(i), krow(j)) * scale;
+        }
+    }
+    let mut inv = [0.0f32; SHARED_ROWS];
+    for (ri, row) in scores.chunks_exact_mut(n).enumerate() {
+        let sum = exp_shifted::<FMA>(row);
+        inv[ri] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+    }
+    // Blocking is bit-exact only where each lane accumulates in row order (see
+    // `weighted_rows`); other widths take all keys in one pass per row.
+    let block = if hd % 64 == 0 { KEY_BLOCK } else { n };
+    let mut j0 = 0;
+    while j0 < n {
+        let j1 = (j0 + block).min(n);
+        let vb = &v[j0 * lay.v_row_stride + col..];
+        for t in j1..(j1 + block).min(n) {
+            prefetch(&v[t * lay.v_row_stride + col..][..hd]);
+        }
+        for (ri, o) in out.iter_mut().enumerate() {
+            let p = &scores[ri * n + j0..ri * n + j1];
+            weighted_rows::<FMA>(p, vb, lay.v_row_stride, o, j0 > 0);
+        }
+        j0 = j1;
+    }
+    for (o, s) in out.iter_mut().zip(inv) {
+        for x in o.iter_mut() {
+            *x *= s;
+        }
+    }
+}
+
+multiversion! {
+    fn attend_rows_dispatch(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        lay: Layout,
+        h: usize,
+        rows: std::ops::Range<usize>,
+        scores: &mut Vec<f32>,
+        out: &mut [&mut [f32]],
+    ) => attend_rows
 }
 
 multiversion! {
@@ -112,9 +232,12 @@ multiversion! {
     ) => attend_row
 }
 
-/// Attention by direct dot-product loops, parallel over (head, query row) pairs.
+/// Attention by direct dot-product loops, parallel over (head, query row) pairs, or over
+/// (head, block of up to 8 query rows) when no causal mask applies and the rows share
+/// every key.
 ///
 /// Same contract as [`attention`]; the fast path for a few query rows (decoder steps).
+/// A row's result does not depend on `tq` or on the other rows.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_direct(
     q: &[f32],
@@ -146,7 +269,38 @@ pub fn attention_direct(
     if tq == 0 || heads == 0 || head_dim == 0 {
         return;
     }
+    let fmas = 2 * tq * tk * heads * head_dim;
+    let serial = fmas < MIN_PARALLEL_FMAS || rayon::current_num_threads() <= 1;
     let out_ptr = SendPtr::new(out.as_mut_ptr());
+    if causal_offset.is_none() && tq > 1 {
+        let blocks = tq.div_ceil(SHARED_ROWS);
+        let task = |scores: &mut Vec<f32>, t: usize| {
+            // Consecutive tasks share a head, as in the per-row split below.
+            let (h, b) = (t / blocks, t % blocks);
+            let rows = b * SHARED_ROWS..((b + 1) * SHARED_ROWS).min(tq);
+            // SAFETY: task (h, b) alone touches out[i·stride + h·hd ..][..hd] for its rows
+            // i; `check` proved these segments lie inside `out` and do not overlap.
+            let mut outs: Vec<&mut [f32]> = rows
+                .clone()
+                .map(|i| unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out_ptr.get().add(i * out_row_stride + h * head_dim),
+                        head_dim,
+                    )
+                })
+                .collect();
+            attend_rows_dispatch(q, k, v, lay, h, rows, scores, &mut outs);
+        };
+        if serial {
+            let mut scores = Vec::new();
+            (0..heads * blocks).for_each(|t| task(&mut scores, t));
+        } else {
+            (0..heads * blocks)
+                .into_par_iter()
+                .for_each_init(Vec::new, task);
+        }
+        return;
+    }
     let task = |scores: &mut Vec<f32>, t: usize| {
         let (h, i) = (t / tq, t % tq);
         // SAFETY: task (h, i) alone touches out[i·stride + h·hd ..][..hd]; `check` proved
@@ -159,8 +313,7 @@ pub fn attention_direct(
         };
         attend_row_dispatch(q, k, v, lay, h, i, scores, out_row);
     };
-    let fmas = 2 * tq * tk * heads * head_dim;
-    if fmas < MIN_PARALLEL_FMAS || rayon::current_num_threads() <= 1 {
+    if serial {
         let mut scores = Vec::new();
         (0..heads * tq).for_each(|t| task(&mut scores, t));
     } else {

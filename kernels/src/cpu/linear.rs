@@ -3,11 +3,12 @@
 //! `linear` keeps PyTorch's weight layout `[out, in]` and never transposes it: gemm reads
 //! the weight through strides, and the small-row GEMV path streams weight rows directly.
 
+use half::f16;
 use rayon::prelude::*;
 
 use super::checks::require_len;
 use super::parallel::{gemm_parallelism, SendPtr};
-use super::simd::{dot, dot4, dot4x2, dot_tile, multiversion};
+use super::simd::{dot, dot4, dot4x2, dot_tile, multiversion, widen_f16};
 use super::tuning::{GEMV_MAX_M, MIN_PARALLEL_FMAS};
 
 /// One pass of `M` input rows over the weight block: `out[i, j] = x[i] · w[j] + bias[j]`.
@@ -210,12 +211,7 @@ fn check_linear(
     bias: Option<&[f32]>,
     out: &[f32],
 ) {
-    require_len("linear input", x.len(), m, k);
-    require_len("linear weight", w.len(), n, k);
-    if let Some(b) = bias {
-        require_len("linear bias", b.len(), 1, n);
-    }
-    require_len("linear output", out.len(), m, n);
+    check_linear_w(x, m, k, w.len(), n, bias, out);
 }
 
 fn fill_bias(out: &mut [f32], n: usize, bias: Option<&[f32]>) {
@@ -316,6 +312,203 @@ pub fn linear_up_to(
     } else {
         linear_gemm(x, m, k, w, n, bias, out);
     }
+}
+
+/// A `[n, k]` weight matrix in the type it is stored in.
+///
+/// f16 weights are widened to f32 a few rows at a time as the kernels reach them, into a
+/// buffer that stays in cache, and every product then runs exactly as on an f32 copy:
+/// widening is exact, so the results are the same bits, while the weight read from memory
+/// is half the size (the decoder step is bound by that read) and no f32 copy is kept.
+#[derive(Clone, Copy, Debug)]
+pub enum Weight<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+/// Bytes of f32 rows one widening of an f16 weight produces for the GEMV: small enough to
+/// stay in L1/L2 while the input rows pass over them.
+const GEMV_WIDEN_BYTES: usize = 32 << 10;
+
+/// Bytes of f32 rows one widening produces for the gemm path: large enough that gemm's
+/// packing amortises (Whisper's encoder and cross-K/V weights fit whole).
+const GEMM_WIDEN_BYTES: usize = 4 << 20;
+
+/// [`gemv_cached`] on an f16 weight: widens pieces of rows (multiples of 12, so each tile
+/// width sees the rows it would over the whole block) and runs every input row over each.
+fn gemv_cached_f16(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f16],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let rows = w.len() / k;
+    let piece = (GEMV_WIDEN_BYTES / (4 * k)).max(12) / 12 * 12;
+    let mut wide = vec![0.0f32; piece.min(rows) * k];
+    let mut j0 = 0;
+    while j0 < rows {
+        let take = piece.min(rows - j0);
+        let buf = &mut wide[..take * k];
+        widen_f16(&w[j0 * k..(j0 + take) * k], buf);
+        gemv_serial(
+            x,
+            m,
+            k,
+            buf,
+            bias.map(|b| &b[j0..j0 + take]),
+            &mut out[j0..],
+            out_stride,
+        );
+        j0 += take;
+    }
+}
+
+/// [`linear_gemv`] for a weight in its stored type.
+pub fn linear_gemv_w(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Weight,
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let w = match w {
+        Weight::F32(w) => return linear_gemv(x, m, k, w, n, bias, out),
+        Weight::F16(w) => w,
+    };
+    check_linear_w(x, m, k, w.len(), n, bias, out);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        fill_bias(out, n, bias);
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let fmas = m * n * k;
+    if threads <= 1 || fmas < MIN_PARALLEL_FMAS {
+        gemv_cached_f16(x, m, k, w, bias, out, n);
+        return;
+    }
+    // The same chunks as `linear_gemv`, so results equal those on an f32 copy.
+    let by_work = (fmas / MIN_PARALLEL_FMAS).min(4 * threads);
+    let chunks = (by_work / threads * threads).max(threads);
+    let chunk_rows = n.div_ceil(chunks).next_multiple_of(4);
+    let out_ptr = SendPtr::new(out.as_mut_ptr());
+    w.par_chunks(chunk_rows * k)
+        .enumerate()
+        .for_each(|(c, wb)| {
+            let j0 = c * chunk_rows;
+            let rows = wb.len() / k;
+            let mut local = vec![0.0f32; m * rows];
+            gemv_cached_f16(
+                x,
+                m,
+                k,
+                wb,
+                bias.map(|b| &b[j0..j0 + rows]),
+                &mut local,
+                rows,
+            );
+            for i in 0..m {
+                // SAFETY: chunk c alone writes columns j0..j0+rows of each of the m rows of
+                // `out`, which has m·n elements and outlives this parallel loop.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        local.as_ptr().add(i * rows),
+                        out_ptr.get().add(i * n + j0),
+                        rows,
+                    );
+                }
+            }
+        });
+}
+
+/// [`linear_gemm`] for a weight in its stored type: an f16 weight is widened in blocks of
+/// rows ([`GEMM_WIDEN_BYTES`]), each block's output columns computed by gemm.
+pub fn linear_gemm_w(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Weight,
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let w = match w {
+        Weight::F32(w) => return linear_gemm(x, m, k, w, n, bias, out),
+        Weight::F16(w) => w,
+    };
+    check_linear_w(x, m, k, w.len(), n, bias, out);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        fill_bias(out, n, bias);
+        return;
+    }
+    let block = (GEMM_WIDEN_BYTES / (4 * k)).max(16).min(n);
+    let mut wide = vec![0.0f32; block * k];
+    let mut part = vec![0.0f32; if block < n { m * block } else { 0 }];
+    let mut j0 = 0;
+    while j0 < n {
+        let take = block.min(n - j0);
+        let wb = &mut wide[..take * k];
+        widen_f16(&w[j0 * k..(j0 + take) * k], wb);
+        let b = bias.map(|b| &b[j0..j0 + take]);
+        if take == n {
+            linear_gemm(x, m, k, wb, n, b, out);
+        } else {
+            let part = &mut part[..m * take];
+            linear_gemm(x, m, k, wb, take, b, part);
+            for (o, p) in out.chunks_exact_mut(n).zip(part.chunks_exact(take)) {
+                o[j0..j0 + take].copy_from_slice(p);
+            }
+        }
+        j0 += take;
+    }
+}
+
+/// [`linear_up_to`] for a weight in its stored type.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_up_to_w(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: Weight,
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    gemv_max_m: usize,
+) {
+    if m <= gemv_max_m {
+        linear_gemv_w(x, m, k, w, n, bias, out);
+    } else {
+        linear_gemm_w(x, m, k, w, n, bias, out);
+    }
+}
+
+/// [`check_linear`] given the weight's element count.
+#[track_caller]
+fn check_linear_w(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w_len: usize,
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &[f32],
+) {
+    require_len("linear input", x.len(), m, k);
+    require_len("linear weight", w_len, n, k);
+    if let Some(b) = bias {
+        require_len("linear bias", b.len(), 1, n);
+    }
+    require_len("linear output", out.len(), m, n);
 }
 
 /// Plain matrix product `out[m, n] = a[m, k] · b[k, n]` (all row-major).

@@ -26,6 +26,9 @@ pub use activation::gelu;
 pub use attention::{attention, attention_blocked, attention_direct};
 pub use conv::{conv1d, conv1d_out_len};
 pub use elementwise::{add, add_inplace, add_rows_inplace};
-pub use linear::{linear, linear_gemm, linear_gemv, linear_up_to, matmul};
+pub use linear::{
+    linear, linear_gemm, linear_gemm_w, linear_gemv, linear_gemv_w, linear_up_to, linear_up_to_w,
+    matmul, Weight,
+};
 pub use norm::layer_norm;
 pub use softmax::softmax_inplace;

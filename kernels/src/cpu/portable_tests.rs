@@ -5,7 +5,7 @@
 //! bodies with `FMA = false` directly and compare them with f64 references, using the
 //! same bounds as the integration tests in `tests/`.
 
-use super::attention::{attend_row, Layout};
+use super::attention::{attend_row, attend_rows, Layout};
 use super::linear::gemv_block;
 use super::math::{exp_f32, gelu_one};
 use super::norm::layer_norm_rows;
@@ -191,6 +191,96 @@ fn exp_shifted_portable_matches_reference() {
     let mut masked = [f32::NEG_INFINITY; 3];
     assert_eq!(exp_shifted::<false>(&mut masked), 0.0);
     assert_eq!(masked, [0.0; 3]);
+}
+
+#[test]
+fn attend_rows_equal_attend_row_bit_for_bit_on_both_paths() {
+    // The row-blocked kernel against the one-row kernel, with the portable arithmetic and
+    // (where the CPU has it) AVX2: hd 64 takes the key-blocked weighted sum, hd 20 one pass.
+    for (tk, hd) in [(70, 64), (75, 20)] {
+        let (tq, heads) = (5, 2);
+        let d = heads * hd;
+        let q = values(tq * d, 21);
+        let k = values(tk * d, 22);
+        let v = values(tk * d, 23);
+        let lay = Layout {
+            q_row_stride: d,
+            k_row_stride: d,
+            v_row_stride: d,
+            out_row_stride: d,
+            tq,
+            tk,
+            heads,
+            head_dim: hd,
+            causal_offset: None,
+        };
+        let mut scores = Vec::new();
+        for h in 0..heads {
+            let mut blocks = vec![vec![f32::NAN; hd]; tq];
+            let mut single = vec![f32::NAN; hd];
+            let mut check = |blocks: &[Vec<f32>], fma: bool| {
+                for (i, got) in blocks.iter().enumerate() {
+                    if fma {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: only reached when AVX2 and FMA were detected.
+                        unsafe {
+                            wide_row(&q, &k, &v, lay, h, i, &mut scores, &mut single)
+                        };
+                    } else {
+                        attend_row::<false>(&q, &k, &v, lay, h, i, &mut scores, &mut single);
+                    }
+                    let same = got
+                        .iter()
+                        .zip(&single)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "tk={tk} hd={hd} h={h} row {i} fma={fma}");
+                }
+            };
+            let mut outs: Vec<&mut [f32]> = blocks.iter_mut().map(|b| &mut b[..]).collect();
+            attend_rows::<false>(&q, &k, &v, lay, h, 0..tq, &mut Vec::new(), &mut outs);
+            check(&blocks, false);
+            #[cfg(target_arch = "x86_64")]
+            if super::simd::has_avx2_fma() {
+                let mut outs: Vec<&mut [f32]> = blocks.iter_mut().map(|b| &mut b[..]).collect();
+                // SAFETY: AVX2 and FMA were just detected.
+                unsafe { wide_rows(&q, &k, &v, lay, h, 0..tq, &mut Vec::new(), &mut outs) };
+                check(&blocks, true);
+            }
+        }
+    }
+}
+
+/// `attend_row` and `attend_rows` compiled for AVX2+FMA, as the dispatchers call them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wide_row(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    lay: Layout,
+    h: usize,
+    i: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_row::<true>(q, k, v, lay, h, i, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wide_rows(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    lay: Layout,
+    h: usize,
+    rows: std::ops::Range<usize>,
+    scores: &mut Vec<f32>,
+    out: &mut [&mut [f32]],
+) {
+    attend_rows::<true>(q, k, v, lay, h, rows, scores, out)
 }
 
 #[test]

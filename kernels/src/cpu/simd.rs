@@ -31,6 +31,18 @@ pub(crate) fn has_avx2_fma() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
+/// `dst[i] = src[i]` widened from f16 (exact): F16C on x86_64 when the CPU has it, else
+/// the `half` crate's conversion. Panics if the lengths differ.
+pub(crate) fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen_f16: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+        // SAFETY: F16C and AVX were just detected; the lengths are equal.
+        return unsafe { super::x86::widen_f16(src, dst) };
+    }
+    half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+}
+
 /// `a * b + c`, fused when the body is compiled for a target with FMA.
 #[inline(always)]
 pub(crate) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
@@ -181,16 +193,29 @@ pub(crate) fn dot_tile<const FMA: bool, const R: usize, const M: usize>(
 }
 
 /// `out[c] = Σ_j p[j]·v[j·stride + c]` for `c < out.len()`: the weighted sum of
-/// `p.len()` rows of `v` spaced `stride` apart (panics if they do not fit in `v`).
+/// `p.len()` rows of `v` spaced `stride` apart (panics if they do not fit in `v`). With
+/// `accumulate`, the sum is added to what `out` holds instead.
+///
+/// Splitting the rows into consecutive calls that accumulate gives the same bits as one
+/// call when each split is at a multiple of 4 rows and, with AVX2, `out.len()` is a
+/// multiple of 64: each output lane then sees the same multiply-adds in the same order.
 #[inline(always)]
-pub(crate) fn weighted_rows<const FMA: bool>(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+pub(crate) fn weighted_rows<const FMA: bool>(
+    p: &[f32],
+    v: &[f32],
+    stride: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if FMA {
         // SAFETY: FMA = true on x86_64 means AVX2+FMA are available (module invariant).
-        return unsafe { super::x86::weighted_rows(p, v, stride, out) };
+        return unsafe { super::x86::weighted_rows(p, v, stride, out, accumulate) };
     }
     let width = out.len();
-    out.fill(0.0);
+    if !accumulate {
+        out.fill(0.0);
+    }
     let groups = p.len() / 4;
     let row = |j: usize| &v[j * stride..j * stride + width];
     for g in 0..groups {

@@ -223,17 +223,27 @@ pub(crate) unsafe fn dot_tile<const R: usize, const M: usize>(
 }
 
 /// `out[c] = Σ_j p[j]·v[j·stride + c]`: a probability-weighted sum of `p.len()` rows of
-/// `v` spaced `stride` apart. Blocks of 64 columns keep eight accumulators in registers
-/// across all rows, so each row costs eight independent multiply-adds.
+/// `v` spaced `stride` apart, added to `out`'s contents with `accumulate`. Blocks of 64
+/// columns keep eight accumulators in registers across all rows, so each row costs eight
+/// independent multiply-adds, in row order for every lane (which is what lets callers
+/// split the rows into accumulating calls without changing a bit).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn weighted_rows(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+pub(crate) unsafe fn weighted_rows(
+    p: &[f32],
+    v: &[f32],
+    stride: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
     let (n, width) = (p.len(), out.len());
     if n == 0 {
-        out.fill(0.0);
+        if !accumulate {
+            out.fill(0.0);
+        }
         return;
     }
     let needed = (n - 1)
@@ -247,6 +257,11 @@ pub(crate) unsafe fn weighted_rows(p: &[f32], v: &[f32], stride: usize, out: &mu
     let mut c = 0;
     while c + 64 <= width {
         let mut acc = [_mm256_setzero_ps(); 8];
+        if accumulate {
+            for (u, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_loadu_ps(po.add(c + 8 * u));
+            }
+        }
         for j in 0..n {
             let pj = _mm256_set1_ps(*pp.add(j));
             let row = pv.add(j * stride + c);
@@ -262,6 +277,9 @@ pub(crate) unsafe fn weighted_rows(p: &[f32], v: &[f32], stride: usize, out: &mu
     while c + 8 <= width {
         // Four accumulators over alternating rows hide the multiply-add latency.
         let mut acc = [_mm256_setzero_ps(); 4];
+        if accumulate {
+            acc[0] = _mm256_loadu_ps(po.add(c));
+        }
         let mut j = 0;
         while j + 4 <= n {
             for (u, a) in acc.iter_mut().enumerate() {
@@ -280,12 +298,41 @@ pub(crate) unsafe fn weighted_rows(p: &[f32], v: &[f32], stride: usize, out: &mu
         c += 8;
     }
     while c < width {
-        let mut s = 0.0f32;
+        let mut s = if accumulate { *po.add(c) } else { 0.0 };
         for j in 0..n {
             s = (*pp.add(j)).mul_add(*pv.add(j * stride + c), s);
         }
         *po.add(c) = s;
         c += 1;
+    }
+}
+
+/// Elements of f16 ahead of the conversion that [`widen_f16`] prefetches (2 KB).
+const PREFETCH_F16: usize = 1024;
+
+/// f16 → f32 for equal-length slices, 16 elements per step with F16C.
+///
+/// # Safety
+/// The CPU must support AVX and F16C; `src.len() == dst.len()`.
+#[inline]
+#[target_feature(enable = "avx,f16c")]
+pub(crate) unsafe fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let (ps, pd) = (src.as_ptr().cast::<u16>(), dst.as_mut_ptr());
+    let mut i = 0;
+    while i + 16 <= n {
+        // One sequential stream is more than the hardware prefetcher keeps up with; asking
+        // a few KB ahead lets the loads overlap (a hint: it never faults).
+        _mm_prefetch::<_MM_HINT_T0>(ps.wrapping_add(i + PREFETCH_F16).cast());
+        let a = _mm_loadu_si128(ps.add(i).cast());
+        let b = _mm_loadu_si128(ps.add(i + 8).cast());
+        _mm256_storeu_ps(pd.add(i), _mm256_cvtph_ps(a));
+        _mm256_storeu_ps(pd.add(i + 8), _mm256_cvtph_ps(b));
+        i += 16;
+    }
+    while i < n {
+        *pd.add(i) = (*src.as_ptr().add(i)).to_f32();
+        i += 1;
     }
 }
 

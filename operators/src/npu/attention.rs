@@ -214,11 +214,11 @@ impl NpuKernel for AttentionFlashKernel {
         for b in 0..batch {
             let ko = if shared { 0 } else { b * kn };
             npu::attention_flash(
-                part(qv, b * qn, qn, "q")?,
+                part(&qv, b * qn, qn, "q")?,
                 d,
-                part(kv, ko, kn, "k")?,
+                part(&kv, ko, kn, "k")?,
                 d,
-                part(vv, ko, kn, "v")?,
+                part(&vv, ko, kn, "v")?,
                 d,
                 tq,
                 tk,

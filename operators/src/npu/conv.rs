@@ -133,13 +133,13 @@ fn eval_conv(
         .ok_or_else(|| OpError(format!("{kernel}: output size {c_out}x{t_out} overflows")))?;
     let mut out = vec![0f32; len];
     f(
-        f32s(inputs[0], "x")?,
+        &f32s(inputs[0], "x")?,
         c_in,
         t_in,
-        f32s(inputs[1], "w")?,
+        &f32s(inputs[1], "w")?,
         c_out,
         k,
-        Some(f32s(inputs[2], "b")?),
+        Some(&f32s(inputs[2], "b")?),
         stride,
         padding,
         &mut out,

@@ -104,11 +104,11 @@ impl NpuKernel for LayerNormKernel {
         let rows: usize = x.shape()[..x.shape().len() - 1].iter().product();
         let mut out = vec![0f32; x.numel()];
         npu::layer_norm(
-            f32s(x, "x")?,
+            &f32s(x, "x")?,
             rows,
             d,
-            f32s(inputs[1], "gamma")?,
-            f32s(inputs[2], "beta")?,
+            &f32s(inputs[1], "gamma")?,
+            &f32s(inputs[2], "beta")?,
             self.eps,
             &mut out,
         )
@@ -182,7 +182,7 @@ impl NpuKernel for ResidualAddKernel {
                 .chunks_exact_mut(bv.len())
                 .zip(av.chunks_exact(bv.len()))
             {
-                npu::residual_add(x, bv, o).map_err(kernel_err)?;
+                npu::residual_add(x, &bv, o).map_err(kernel_err)?;
             }
         }
         Ok(vec![Tensor::from_f32(sa, out)?])

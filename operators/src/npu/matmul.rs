@@ -185,7 +185,16 @@ fn eval_linear(
         .checked_mul(n)
         .ok_or_else(|| OpError(format!("{kernel}: output size {m}x{n} overflows")))?;
     let mut out = vec![0f32; len];
-    f(f32s(x, "x")?, m, k, f32s(w, "w")?, n, bias, &mut out).map_err(kernel_err)?;
+    f(
+        &f32s(x, "x")?,
+        m,
+        k,
+        &f32s(w, "w")?,
+        n,
+        bias.as_deref(),
+        &mut out,
+    )
+    .map_err(kernel_err)?;
     let mut shape = xs.to_vec();
     *shape.last_mut().expect("x has rank >= 1") = n;
     Tensor::from_f32(&shape, out)
@@ -334,7 +343,7 @@ impl NpuKernel for MatmulBiasResidualKernel {
             inputs[0],
             inputs[1],
             b,
-            |a, m, k, w, n, bias, out| npu::matmul_bias_residual(a, m, k, w, n, bias, rs, out),
+            |a, m, k, w, n, bias, out| npu::matmul_bias_residual(a, m, k, w, n, bias, &rs, out),
         )?;
         Ok(vec![y])
     }

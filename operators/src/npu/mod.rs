@@ -66,9 +66,10 @@ pub(crate) fn kernel_err(e: NpuKernelError) -> OpError {
     OpError(e.to_string())
 }
 
-/// The f32 elements of an input, naming it on error.
-pub(crate) fn f32s<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], OpError> {
-    t.f32s().map_err(|e| OpError(format!("{what}: {e}")))
+/// The f32 elements of an input (an f16 weight widened exactly), naming it on error.
+pub(crate) fn f32s<'a>(t: &'a Tensor, what: &str) -> Result<std::borrow::Cow<'a, [f32]>, OpError> {
+    t.f32s_widened()
+        .map_err(|e| OpError(format!("{what}: {e}")))
 }
 
 /// `ceil(a / b)` in u64, with `b = 0` treated as 1.

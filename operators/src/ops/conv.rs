@@ -103,13 +103,13 @@ impl Operator for Conv1d {
         let t_out = self.out_len(t, k)?;
         let mut out = ctx.alloc_f32(&[c_out, t_out]);
         cpu::conv1d(
-            f32_input(x, "x")?,
+            &f32_input(x, "x")?,
             c_in,
             t,
-            f32_input(w, "w")?,
+            &f32_input(w, "w")?,
             c_out,
             k,
-            Some(f32_input(b, "b")?),
+            Some(&f32_input(b, "b")?),
             self.stride,
             self.padding,
             out.f32s_mut()?,

@@ -94,8 +94,8 @@ impl Operator for LogMelOp {
             )));
         }
         let (mel, frames) = match self.n_frames {
-            Some(n) => (self.mel.compute(pcm, n), n),
-            None => self.mel.compute_full(pcm),
+            Some(n) => (self.mel.compute(&pcm, n), n),
+            None => self.mel.compute_full(&pcm),
         };
         let mut out = ctx.alloc_f32(&[self.n_mels, frames]);
         out.f32s_mut()?.copy_from_slice(&mel);

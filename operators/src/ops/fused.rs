@@ -110,7 +110,7 @@ impl Operator for LinearResidual {
         }
         // One f32 add per element, as the unfused `add` (IEEE addition is commutative, so
         // the order of the add's operands does not change the bits).
-        cpu::add_inplace(y.f32s_mut()?, f32_input(r[0], "residual")?);
+        cpu::add_inplace(y.f32s_mut()?, &f32_input(r[0], "residual")?);
         Ok(vec![y])
     }
 

@@ -8,11 +8,36 @@ pub mod fused;
 pub mod nn;
 pub mod tensor_ops;
 
-use amanuensis_runtime::{OpError, Tensor};
+use std::borrow::Cow;
 
-/// Elements of a tensor that must be f32, with the input's name in the error.
-pub(crate) fn f32_input<'a>(t: &'a Tensor, what: &str) -> Result<&'a [f32], OpError> {
-    t.f32s().map_err(|e| OpError(format!("{what}: {e}")))
+use amanuensis_kernels::cpu;
+use amanuensis_runtime::{DType, OpError, Tensor};
+
+/// Elements of a tensor that must be f32, with the input's name in the error; a weight
+/// kept as f16 is widened (exactly) into a copy.
+pub(crate) fn f32_input<'a>(t: &'a Tensor, what: &str) -> Result<Cow<'a, [f32]>, OpError> {
+    t.f32s_widened()
+        .map_err(|e| OpError(format!("{what}: {e}")))
+}
+
+/// Elements `range` of an f32 (or f16 weight) input, widening only those.
+pub(crate) fn f32_input_range<'a>(
+    t: &'a Tensor,
+    range: std::ops::Range<usize>,
+    what: &str,
+) -> Result<Cow<'a, [f32]>, OpError> {
+    t.f32_range(range)
+        .map_err(|e| OpError(format!("{what}: {e}")))
+}
+
+/// A weight-matrix input in its stored type, for the linear kernels.
+pub(crate) fn weight_input<'a>(t: &'a Tensor, what: &str) -> Result<cpu::Weight<'a>, OpError> {
+    match t.dtype() {
+        DType::F16 => Ok(cpu::Weight::F16(t.f16s()?)),
+        _ => Ok(cpu::Weight::F32(
+            t.f32s().map_err(|e| OpError(format!("{what}: {e}")))?,
+        )),
+    }
 }
 
 /// A rank-0 (or single-element) i32 input as a non-negative count.

@@ -1,6 +1,6 @@
 //! Dense layers: linear, layer_norm, gelu, add.
 
-use super::f32_input;
+use super::{f32_input, weight_input};
 use crate::npu;
 use amanuensis_kernels::cpu;
 use amanuensis_runtime::npu::NpuBinding;
@@ -92,13 +92,13 @@ fn linear_eval_up_to(
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     let mut out = ctx.alloc_f32(&shape);
-    cpu::linear_up_to(
-        f32_input(x, "x")?,
+    cpu::linear_up_to_w(
+        &f32_input(x, "x")?,
         m,
         k,
-        f32_input(w, "w")?,
+        weight_input(w, "w")?,
         n,
-        bias,
+        bias.as_deref(),
         out.f32s_mut()?,
         gemv_max_rows,
     );
@@ -163,7 +163,15 @@ impl Operator for LayerNorm {
         }
         let rows = x.numel() / d.max(1);
         let mut out = ctx.alloc_f32(x.shape());
-        cpu::layer_norm(f32_input(x, "x")?, rows, d, g, b, self.eps, out.f32s_mut()?);
+        cpu::layer_norm(
+            &f32_input(x, "x")?,
+            rows,
+            d,
+            &g,
+            &b,
+            self.eps,
+            out.f32s_mut()?,
+        );
         Ok(vec![out])
     }
 
@@ -200,7 +208,7 @@ impl Operator for Gelu {
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let mut out = ctx.alloc_f32(inputs[0].shape());
         let o = out.f32s_mut()?;
-        o.copy_from_slice(f32_input(inputs[0], "x")?);
+        o.copy_from_slice(&f32_input(inputs[0], "x")?);
         cpu::gelu(o);
         Ok(vec![out])
     }
@@ -259,12 +267,12 @@ impl Operator for Add {
         }
         let mut out = ctx.alloc_f32(sa);
         let o = out.f32s_mut()?;
-        o.copy_from_slice(f32_input(a, "a")?);
+        o.copy_from_slice(&f32_input(a, "a")?);
         let bv = f32_input(b, "b")?;
         if bv.len() == o.len() {
-            cpu::add_inplace(o, bv);
+            cpu::add_inplace(o, &bv);
         } else if !bv.is_empty() {
-            cpu::add_rows_inplace(o, bv);
+            cpu::add_rows_inplace(o, &bv);
         }
         Ok(vec![out])
     }

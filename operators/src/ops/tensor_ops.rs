@@ -1,6 +1,6 @@
 //! Data movement: transpose, embedding lookups, take.
 
-use super::{f32_input, scalar_index};
+use super::{f32_input, f32_input_range, scalar_index};
 use amanuensis_runtime::op::{expect_inputs, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
@@ -102,12 +102,13 @@ impl Operator for Embedding {
         let table = inputs[1];
         let (v, d) = (table.shape()[0], table.shape()[1]);
         check_ids(ids, v, "ids")?;
-        let tv = f32_input(table, "table")?;
         let mut shape = inputs[0].shape().to_vec();
         shape.push(d);
         let mut out = ctx.alloc_f32(&shape);
         for (row, &id) in out.f32s_mut()?.chunks_exact_mut(d).zip(ids) {
-            row.copy_from_slice(&tv[id as usize * d..(id as usize + 1) * d]);
+            // Only the looked-up rows are widened when the table is kept as f16.
+            let r = id as usize * d..(id as usize + 1) * d;
+            row.copy_from_slice(&f32_input_range(table, r, "table")?);
         }
         Ok(vec![out])
     }
@@ -158,8 +159,11 @@ impl Operator for PositionEmbedding {
             )));
         }
         let mut out = ctx.alloc_f32(&[n, d]);
-        out.f32s_mut()?
-            .copy_from_slice(&f32_input(table, "table")?[offset * d..(offset + n) * d]);
+        out.f32s_mut()?.copy_from_slice(&f32_input_range(
+            table,
+            offset * d..(offset + n) * d,
+            "table",
+        )?);
         Ok(vec![out])
     }
 }

@@ -224,8 +224,8 @@ impl SimProgram {
             ))
             .into());
         }
-        let src = t.f32s()?;
-        self.arena[s.offset..s.offset + src.len()].copy_from_slice(src);
+        let src = t.f32s_widened()?;
+        self.arena[s.offset..s.offset + src.len()].copy_from_slice(&src);
         Ok(())
     }
 }
