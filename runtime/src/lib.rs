@@ -84,5 +84,5 @@ pub use ir::Graph;
 pub use op::{Attrs, EvalContext, OpCatalog, OpDef, Operator, ValueType};
 pub use plugin::{load_plugin, Plugin, PluginError, PluginInfo};
 pub use registry::Registry;
-pub use tensor::{DType, Tensor};
+pub use tensor::{DType, F16Buf, Tensor};
 pub use weights::WeightStore;

@@ -2,6 +2,7 @@
 
 use crate::error::OpError;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,8 +46,82 @@ impl std::fmt::Display for DType {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
     F32(Vec<f32>),
-    F16(Vec<half::f16>),
+    F16(F16Buf),
     I32(Vec<i32>),
+}
+
+/// f16 elements: owned, or read in place from a memory-mapped weight file (the map is
+/// shared and kept alive by every tensor that uses it). Derefs to `[f16]`.
+#[derive(Clone)]
+pub struct F16Buf(F16Repr);
+
+#[derive(Clone)]
+enum F16Repr {
+    Owned(Vec<half::f16>),
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl F16Buf {
+    /// The `len` f16 values at byte `offset` of `map`, in place when they are 2-byte
+    /// aligned and inside the map and the host is little-endian like the file (`None`
+    /// otherwise: the caller copies them).
+    pub fn mapped(map: Arc<memmap2::Mmap>, offset: usize, len: usize) -> Option<F16Buf> {
+        if cfg!(target_endian = "big") {
+            return None;
+        }
+        let end = offset.checked_add(len.checked_mul(2)?)?;
+        bytemuck::try_cast_slice::<u8, half::f16>(map.get(offset..end)?).ok()?;
+        Some(F16Buf(F16Repr::Mapped { map, offset, len }))
+    }
+
+    /// Whether the values are read in place from a mapped file.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.0, F16Repr::Mapped { .. })
+    }
+}
+
+impl From<Vec<half::f16>> for F16Buf {
+    fn from(v: Vec<half::f16>) -> Self {
+        F16Buf(F16Repr::Owned(v))
+    }
+}
+
+impl std::ops::Deref for F16Buf {
+    type Target = [half::f16];
+    fn deref(&self) -> &[half::f16] {
+        match &self.0 {
+            F16Repr::Owned(v) => v,
+            // Alignment and bounds were checked in `mapped`, and the map never changes.
+            F16Repr::Mapped { map, offset, len } => {
+                bytemuck::cast_slice(&map[*offset..*offset + 2 * *len])
+            }
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a F16Buf {
+    type Item = &'a half::f16;
+    type IntoIter = std::slice::Iter<'a, half::f16>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl PartialEq for F16Buf {
+    fn eq(&self, other: &Self) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl std::fmt::Debug for F16Buf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.is_mapped() { "mapped" } else { "owned" };
+        write!(f, "F16Buf({how}, {} values)", self.len())
+    }
 }
 
 /// A dense, row-major tensor.
@@ -85,7 +160,7 @@ impl Tensor {
         let n = numel(shape);
         let data = match dtype {
             DType::F32 => Data::F32(vec![0.0; n]),
-            DType::F16 => Data::F16(vec![half::f16::ZERO; n]),
+            DType::F16 => Data::F16(vec![half::f16::ZERO; n].into()),
             DType::I32 => Data::I32(vec![0; n]),
         };
         Tensor {

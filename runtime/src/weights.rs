@@ -4,7 +4,7 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::format::WeightDecl;
-use crate::tensor::{DType, Data, Tensor};
+use crate::tensor::{DType, Data, F16Buf, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -118,13 +118,36 @@ pub fn check_declarations(decls: &[WeightDecl], stored: &[StoredTensor]) -> Vec<
 impl WeightStore {
     /// Loads the declared weights from a safetensors file. Every mismatch is reported at
     /// once; tensors the declarations do not name are ignored.
+    ///
+    /// The file is memory-mapped and f16 tensors are used in place (the pages are read as
+    /// they are first used and shared with the page cache), so loading copies nothing but
+    /// the few tensors of other types. The file must not be changed while the store lives.
     pub fn load(path: &Path, decls: &[WeightDecl]) -> Result<WeightStore> {
-        Self::from_bytes(&read(path)?, path, decls)
+        let io = |e| RuntimeError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only and private to this process; the only hazard, the
+        // file being truncated or rewritten by someone else while mapped, is documented
+        // above (as for every mmap-based loader).
+        let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?);
+        Self::from_source(&map, Some(&map), path, decls)
     }
 
-    /// Like [`WeightStore::load`], for the bytes of a safetensors file; `path` names it
-    /// in errors.
+    /// Like [`WeightStore::load`], for the bytes of a safetensors file (copied); `path`
+    /// names it in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path, decls: &[WeightDecl]) -> Result<WeightStore> {
+        Self::from_source(bytes, None, path, decls)
+    }
+
+    /// The store of `bytes`; f16 payloads are used in place when `bytes` is `map`.
+    fn from_source(
+        bytes: &[u8],
+        map: Option<&Arc<memmap2::Mmap>>,
+        path: &Path,
+        decls: &[WeightDecl],
+    ) -> Result<WeightStore> {
         let st = parse(path, bytes)?;
         let stored = stored_tensors(&st);
         let problems = check_declarations(decls, &stored);
@@ -147,9 +170,17 @@ impl WeightStore {
             // Payloads need not be aligned, so decode element by element from bytes.
             let data = match d.dtype {
                 DType::F16 => Data::F16(
-                    raw.chunks_exact(2)
-                        .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
-                        .collect(),
+                    map.and_then(|m| {
+                        let offset = raw.as_ptr() as usize - m.as_ptr() as usize;
+                        F16Buf::mapped(m.clone(), offset, raw.len() / 2)
+                    })
+                    // Not mapped, or not 2-byte aligned in the file: decode a copy.
+                    .unwrap_or_else(|| {
+                        raw.chunks_exact(2)
+                            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+                            .collect::<Vec<_>>()
+                            .into()
+                    }),
                 ),
                 DType::F32 => Data::F32(
                     raw.chunks_exact(4)
@@ -190,5 +221,77 @@ impl WeightStore {
     /// Total bytes held.
     pub fn bytes(&self) -> usize {
         self.tensors.values().map(|t| t.bytes()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file holding `w`, f16 `[3]`, whose payload (at byte 8 + header
+    /// length) starts at a multiple of 8, or at an odd offset.
+    fn file_with_payload(aligned: bool) -> (tempfile::NamedTempFile, Vec<half::f16>) {
+        let values: Vec<half::f16> = [0.5f32, -3.0, 65504.0]
+            .into_iter()
+            .map(half::f16::from_f32)
+            .collect();
+        let mut header = r#"{"w":{"dtype":"F16","shape":[3],"data_offsets":[0,6]}}"#.to_string();
+        while (8 + header.len()) % if aligned { 8 } else { 2 } != usize::from(!aligned) {
+            header.push(' ');
+        }
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        for v in &values {
+            bytes.extend(v.to_bits().to_le_bytes());
+        }
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &bytes).unwrap();
+        (f, values)
+    }
+
+    fn decl() -> Vec<WeightDecl> {
+        vec![WeightDecl {
+            name: "w".into(),
+            dtype: DType::F16,
+            shape: vec![3],
+        }]
+    }
+
+    fn f16_of(store: &WeightStore) -> F16Buf {
+        match store.get("w").unwrap().data() {
+            Data::F16(v) => v.clone(),
+            other => panic!("expected f16 storage, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn f16_weights_are_used_in_place_from_the_mapped_file() {
+        // The payload aligned, as writers lay it out.
+        let (f, values) = file_with_payload(true);
+        let store = WeightStore::load(f.path(), &decl()).unwrap();
+        let w = f16_of(&store);
+        assert!(w.is_mapped(), "aligned f16 payload should be read in place");
+        assert_eq!(&w[..], &values[..]);
+    }
+
+    #[test]
+    fn f16_weights_at_an_odd_offset_are_copied_not_misread() {
+        let (f, values) = file_with_payload(false);
+        let store = WeightStore::load(f.path(), &decl()).unwrap();
+        let w = f16_of(&store);
+        assert!(!w.is_mapped(), "a misaligned payload must be copied");
+        assert_eq!(&w[..], &values[..]);
+    }
+
+    #[test]
+    fn a_truncated_mapped_file_is_an_error_naming_it() {
+        let (f, _) = file_with_payload(true);
+        let len = std::fs::metadata(f.path()).unwrap().len();
+        f.as_file().set_len(len - 2).unwrap();
+        let e = WeightStore::load(f.path(), &decl())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+        assert!(e.contains("truncated"), "{e}");
     }
 }

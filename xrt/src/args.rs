@@ -116,7 +116,7 @@ mod tests {
 
         let f16 = Tensor::new(
             &[2],
-            Data::F16(vec![half::f16::from_f32(0.5), half::f16::from_f32(-3.0)]),
+            Data::F16(vec![half::f16::from_f32(0.5), half::f16::from_f32(-3.0)].into()),
         )
         .unwrap();
         let mut b = vec![0u8; 8];

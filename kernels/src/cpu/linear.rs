@@ -334,6 +334,26 @@ const GEMV_WIDEN_BYTES: usize = 32 << 10;
 /// packing amortises (Whisper's encoder and cross-K/V weights fit whole).
 const GEMM_WIDEN_BYTES: usize = 4 << 20;
 
+thread_local! {
+    /// This thread's buffer for widened weight rows, kept between calls: a fresh
+    /// allocation of megabytes per call would be returned to the OS and faulted in again
+    /// page by page, which costs more than the widening.
+    static WIDE_ROWS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` floats of this thread's widening buffer. The buffer is taken out
+/// while `f` runs, so a nested call (rayon may run another task on this thread while `f`
+/// waits) gets a buffer of its own instead of this one.
+fn with_wide_rows<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = WIDE_ROWS.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    WIDE_ROWS.set(buf);
+    r
+}
+
 /// [`gemv_cached`] on an f16 weight: widens pieces of rows (multiples of 12, so each tile
 /// width sees the rows it would over the whole block) and runs every input row over each.
 fn gemv_cached_f16(
@@ -347,23 +367,24 @@ fn gemv_cached_f16(
 ) {
     let rows = w.len() / k;
     let piece = (GEMV_WIDEN_BYTES / (4 * k)).max(12) / 12 * 12;
-    let mut wide = vec![0.0f32; piece.min(rows) * k];
-    let mut j0 = 0;
-    while j0 < rows {
-        let take = piece.min(rows - j0);
-        let buf = &mut wide[..take * k];
-        widen_f16(&w[j0 * k..(j0 + take) * k], buf);
-        gemv_serial(
-            x,
-            m,
-            k,
-            buf,
-            bias.map(|b| &b[j0..j0 + take]),
-            &mut out[j0..],
-            out_stride,
-        );
-        j0 += take;
-    }
+    with_wide_rows(piece.min(rows) * k, |wide| {
+        let mut j0 = 0;
+        while j0 < rows {
+            let take = piece.min(rows - j0);
+            let buf = &mut wide[..take * k];
+            widen_f16(&w[j0 * k..(j0 + take) * k], buf);
+            gemv_serial(
+                x,
+                m,
+                k,
+                buf,
+                bias.map(|b| &b[j0..j0 + take]),
+                &mut out[j0..],
+                out_stride,
+            );
+            j0 += take;
+        }
+    })
 }
 
 /// [`linear_gemv`] for a weight in its stored type.
@@ -452,25 +473,26 @@ pub fn linear_gemm_w(
         return;
     }
     let block = (GEMM_WIDEN_BYTES / (4 * k)).max(16).min(n);
-    let mut wide = vec![0.0f32; block * k];
     let mut part = vec![0.0f32; if block < n { m * block } else { 0 }];
-    let mut j0 = 0;
-    while j0 < n {
-        let take = block.min(n - j0);
-        let wb = &mut wide[..take * k];
-        widen_f16(&w[j0 * k..(j0 + take) * k], wb);
-        let b = bias.map(|b| &b[j0..j0 + take]);
-        if take == n {
-            linear_gemm(x, m, k, wb, n, b, out);
-        } else {
-            let part = &mut part[..m * take];
-            linear_gemm(x, m, k, wb, take, b, part);
-            for (o, p) in out.chunks_exact_mut(n).zip(part.chunks_exact(take)) {
-                o[j0..j0 + take].copy_from_slice(p);
+    with_wide_rows(block * k, |wide| {
+        let mut j0 = 0;
+        while j0 < n {
+            let take = block.min(n - j0);
+            let wb = &mut wide[..take * k];
+            widen_f16(&w[j0 * k..(j0 + take) * k], wb);
+            let b = bias.map(|b| &b[j0..j0 + take]);
+            if take == n {
+                linear_gemm(x, m, k, wb, n, b, out);
+            } else {
+                let part = &mut part[..m * take];
+                linear_gemm(x, m, k, wb, take, b, part);
+                for (o, p) in out.chunks_exact_mut(n).zip(part.chunks_exact(take)) {
+                    o[j0..j0 + take].copy_from_slice(p);
+                }
             }
+            j0 += take;
         }
-        j0 += take;
-    }
+    })
 }
 
 /// [`linear_up_to`] for a weight in its stored type.
