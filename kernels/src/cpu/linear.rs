@@ -152,6 +152,27 @@ pub fn linear_gemv(
     out: &mut [f32],
 ) {
     check_linear(x, m, k, w, n, bias, out);
+    gemv_parallel(x, m, k, w, n, bias, out, gemv_cached);
+}
+
+/// A one-thread GEMV over a block of weight rows (`gemv_cached`, `gemv_cached_f16`):
+/// `(x, m, k, w, bias, out, out_stride)`.
+type SerialGemv<T> = fn(&[f32], usize, usize, &[T], Option<&[f32]>, &mut [f32], usize);
+
+/// The GEMV's split over threads, shared by the f32 and f16 weights: chunks of weight
+/// rows, each run by `serial` (which sees the same chunks for either type, so an f16
+/// weight gives the bits of its f32 copy). Lengths are checked by the caller.
+#[allow(clippy::too_many_arguments)]
+fn gemv_parallel<T: Sync>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[T],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    serial: SerialGemv<T>,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -162,7 +183,7 @@ pub fn linear_gemv(
     let threads = rayon::current_num_threads();
     let fmas = m * n * k;
     if threads <= 1 || fmas < MIN_PARALLEL_FMAS {
-        gemv_cached(x, m, k, w, bias, out, n);
+        serial(x, m, k, w, bias, out, n);
         return;
     }
     // Up to four chunks per thread balance uneven progress, each carrying at least
@@ -177,7 +198,7 @@ pub fn linear_gemv(
             let j0 = c * chunk_rows;
             let rows = wb.len() / k;
             let mut local = vec![0.0f32; m * rows];
-            gemv_cached(
+            serial(
                 x,
                 m,
                 k,
@@ -402,51 +423,7 @@ pub fn linear_gemv_w(
         Weight::F16(w) => w,
     };
     check_linear_w(x, m, k, w.len(), n, bias, out);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        fill_bias(out, n, bias);
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let fmas = m * n * k;
-    if threads <= 1 || fmas < MIN_PARALLEL_FMAS {
-        gemv_cached_f16(x, m, k, w, bias, out, n);
-        return;
-    }
-    // The same chunks as `linear_gemv`, so results equal those on an f32 copy.
-    let by_work = (fmas / MIN_PARALLEL_FMAS).min(4 * threads);
-    let chunks = (by_work / threads * threads).max(threads);
-    let chunk_rows = n.div_ceil(chunks).next_multiple_of(4);
-    let out_ptr = SendPtr::new(out.as_mut_ptr());
-    w.par_chunks(chunk_rows * k)
-        .enumerate()
-        .for_each(|(c, wb)| {
-            let j0 = c * chunk_rows;
-            let rows = wb.len() / k;
-            let mut local = vec![0.0f32; m * rows];
-            gemv_cached_f16(
-                x,
-                m,
-                k,
-                wb,
-                bias.map(|b| &b[j0..j0 + rows]),
-                &mut local,
-                rows,
-            );
-            for i in 0..m {
-                // SAFETY: chunk c alone writes columns j0..j0+rows of each of the m rows of
-                // `out`, which has m·n elements and outlives this parallel loop.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        local.as_ptr().add(i * rows),
-                        out_ptr.get().add(i * n + j0),
-                        rows,
-                    );
-                }
-            }
-        });
+    gemv_parallel(x, m, k, w, n, bias, out, gemv_cached_f16);
 }
 
 /// [`linear_gemm`] for a weight in its stored type: an f16 weight is widened in blocks of
