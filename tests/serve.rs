@@ -1124,7 +1124,10 @@ fn sigterm_with_requests_in_flight(batch_size: &str) {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        v("amanuensis_requests_in_progress") + v("amanuensis_queue_depth") == 3.0
+        // One that is already answered counts too (11 s of audio each), so that a busy
+        // machine polling late does not wait forever for a state that has passed.
+        let answered = (v("amanuensis_audio_seconds_total") / 11.0).round();
+        v("amanuensis_requests_in_progress") + v("amanuensis_queue_depth") + answered == 3.0
     });
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -1208,8 +1211,11 @@ fn concurrent_requests_are_batched_and_each_gets_its_own_transcript() {
     // Keep the worker busy so that the next requests wait together in the queue.
     let long = std::fs::read(dir.join("long_public_concat.wav")).unwrap();
     let blocker = std::thread::spawn(move || transcribe(addr, &long, &[]).status);
+    // The worker's busy gauge may still count the last request above, whose answer has
+    // already arrived; a request in progress with none queued is the long one, taken.
     wait_until("the long request is transcribing", || {
-        metric(addr, "amanuensis_workers_busy") == 1.0
+        metric(addr, "amanuensis_requests_in_progress") == 1.0
+            && metric(addr, "amanuensis_queue_depth") == 0.0
     });
     let waiting: Vec<_> = clips
         .into_iter()
