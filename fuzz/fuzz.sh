@@ -20,7 +20,7 @@ cd "$(dirname "$0")"
 # toolchain accepts them when told it is bootstrapping itself.
 export RUSTC_BOOTSTRAP=1
 
-TARGETS=(audio audio_ogg_opus audio_mp4 graph weights ct2 manifest plugin_descriptor
+TARGETS=(audio audio_ogg_opus audio_mp4 graph weights ct2 onnx manifest plugin_descriptor
   vocabulary tokenizer_json multipart)
 
 # Largest input per target (bytes): above the largest real seed, small enough for speed.
@@ -28,7 +28,7 @@ max_len() {
   case "$1" in
     graph) echo 131072 ;;
     plugin_descriptor) echo 8192 ;;
-    ct2 | manifest) echo 32768 ;;
+    ct2 | onnx | manifest) echo 32768 ;;
     *) echo 65536 ;;
   esac
 }

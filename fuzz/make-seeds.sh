@@ -3,8 +3,9 @@
 # cuts of tests/data/audio/jfk.wav encoded by ffmpeg into every container and codec the
 # audio module reads, the graph files, the kernel manifest, a small vocabulary and
 # tokenizer.json, and plugin descriptors. The outputs are committed; run this again only
-# to change them (ffmpeg's output varies with its version). The CTranslate2 seeds come from
-# the weights-tools test writer (see fuzz/README.md).
+# to change them (ffmpeg's output varies with its version). The CTranslate2 and ONNX seeds
+# come from the weights-tools test writers (see fuzz/README.md); the ONNX ones are written
+# by `cargo test --release -p amanuensis-weights-tools -- --ignored write_onnx_fuzz_seeds`.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=..

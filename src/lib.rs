@@ -11,6 +11,8 @@ pub mod serve;
 pub mod tracefile;
 
 pub use amanuensis_audio as audio;
+/// Silero VAD: the second model, for `--vad` and `amanuensis vad`.
+pub use amanuensis_vad as vad;
 pub use amanuensis_whisper::{
     alignment, decoding, devices, lockstep, model, refine, tokenizer, transcript, window_loop,
 };

@@ -52,6 +52,8 @@ enum Command {
     /// Work with graph files.
     #[command(subcommand)]
     Graph(GraphCommand),
+    /// Find the speech in audio files with Silero VAD and print its segments.
+    Vad(VadCmdArgs),
     /// Serve OpenAI's transcription API over HTTP (`POST /v1/audio/transcriptions`,
     /// `/v1/audio/translations`, `GET /v1/models`, `/health`, `/ready`, `/metrics`); see
     /// docs/server.md.
@@ -92,6 +94,12 @@ struct ServeArgs {
     /// API key that `/v1/*` requests must send as `Authorization: Bearer <key>`.
     #[arg(long, env = "AMANUENSIS_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Transcribe only the speech Silero VAD finds in each request; times stay the
+    /// recording's. Tune with the --vad-* options.
+    #[arg(long)]
+    vad: bool,
+    #[command(flatten)]
+    vad_options: VadArgs,
 }
 
 /// `25MB` (megabytes of 1024² bytes, as OpenAI's limit), `512KB`, `1MiB`, or bytes.
@@ -266,6 +274,69 @@ struct ModelArgs {
     device: DeviceArgs,
 }
 
+/// Silero VAD's parameters (faster-whisper's `vad_parameters`, same defaults).
+#[derive(Args, Clone)]
+struct VadArgs {
+    /// A 32-ms window whose speech probability is at least this is speech.
+    #[arg(long = "vad-threshold", default_value_t = 0.5)]
+    threshold: f32,
+    /// Below this a window is silence even inside speech (default: threshold - 0.15).
+    #[arg(long = "vad-neg-threshold")]
+    neg_threshold: Option<f32>,
+    /// Speech segments shorter than this are dropped.
+    #[arg(long = "vad-min-speech-duration-ms", default_value_t = 0)]
+    min_speech_duration_ms: u32,
+    /// Speech segments longer than this are split (default: no limit).
+    #[arg(long = "vad-max-speech-duration-s", default_value_t = f64::INFINITY)]
+    max_speech_duration_s: f64,
+    /// Silence shorter than this does not end a speech segment.
+    #[arg(long = "vad-min-silence-duration-ms", default_value_t = 2000)]
+    min_silence_duration_ms: u32,
+    /// Padding kept on each side of a speech segment.
+    #[arg(long = "vad-speech-pad-ms", default_value_t = 400)]
+    speech_pad_ms: u32,
+    /// Silero VAD model directory (default: models/silero-vad, or $AMANUENSIS_MODELS/silero-vad).
+    #[arg(long = "vad-model", value_name = "DIR")]
+    model: Option<PathBuf>,
+}
+
+impl VadArgs {
+    fn options(&self) -> Result<amanuensis::vad::VadOptions> {
+        let o = amanuensis::vad::VadOptions {
+            threshold: self.threshold,
+            neg_threshold: self.neg_threshold,
+            min_speech_duration_ms: self.min_speech_duration_ms,
+            max_speech_duration_s: self.max_speech_duration_s,
+            min_silence_duration_ms: self.min_silence_duration_ms,
+            speech_pad_ms: self.speech_pad_ms,
+        };
+        o.validate().map_err(|e| anyhow!("--vad-*: {e}"))?;
+        Ok(o)
+    }
+
+    /// Loads the VAD for the device of `spec` (nodes with an NPU kernel run there).
+    fn load(&self, spec: &DeviceSpec) -> Result<amanuensis::vad::VadModel> {
+        let dir = amanuensis::vad::find_vad_dir(self.model.as_deref())?;
+        let device = spec.open()?;
+        amanuensis::vad::VadModel::load(&dir, None, &registry()?, device.as_ref(), &spec.options)
+            .with_context(|| format!("loading Silero VAD from {}", dir.display()))
+    }
+}
+
+#[derive(Args)]
+struct VadCmdArgs {
+    /// Audio files (`-` for standard input).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    vad: VadArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Print JSON: per file its duration and speech segments in seconds and samples.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Args)]
 struct TranscribeArgs {
     /// Audio files (`-` for standard input).
@@ -324,6 +395,12 @@ struct TranscribeArgs {
     /// recording nor split segments at long pauses.
     #[arg(long)]
     no_refine_timestamps: bool,
+    /// Transcribe only the speech Silero VAD finds (`scripts/fetch-model.sh vad`); times
+    /// stay those of the recording. Tune with the --vad-* options.
+    #[arg(long)]
+    vad: bool,
+    #[command(flatten)]
+    vad_options: VadArgs,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -398,9 +475,9 @@ enum GraphCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Write the graph file of a Whisper size from its hyper-parameters.
+    /// Write the graph file of a Whisper size from its hyper-parameters, or of Silero VAD.
     Build {
-        /// tiny, base, small, medium, large-v3, ...
+        /// tiny, base, small, medium, large-v3, ..., or silero-vad
         size: String,
         /// Output file (default: stdout).
         #[arg(long, short)]
@@ -458,6 +535,7 @@ fn main() -> ExitCode {
             graph_build(&size, output.as_deref())
         }
         Command::Serve(a) => serve(a),
+        Command::Vad(a) => vad_command(a),
     };
     if let Err(e) = amanuensis_xrt::flush_call_logs() {
         eprintln!("error: {e}");
@@ -645,6 +723,14 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         max_body: a.max_body,
         timeout: a.timeout,
         api_key: a.api_key.clone(),
+        vad: if a.vad {
+            Some(amanuensis::serve::VadFilter {
+                dir: amanuensis::vad::find_vad_dir(a.vad_options.model.as_deref())?,
+                options: a.vad_options.options()?,
+            })
+        } else {
+            None
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -708,10 +794,17 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
         },
     };
     let format = if a.json { OutputFormat::Json } else { a.format };
+    let mut vad = if a.vad {
+        let o = a.vad_options.options()?;
+        // On the Whisper model's device (`auto` already resolved).
+        Some((a.vad_options.load(&model.device)?, o))
+    } else {
+        None
+    };
     let mut failed = 0;
     for file in &a.files {
         // One bad file must not stop the others.
-        match transcribe_file(&mut model, file, &opts, &a, format) {
+        match transcribe_file(&mut model, vad.as_mut(), file, &opts, &a, format) {
             Ok(t) => {
                 if let (Some(p), false) = (t.language_probability, a.quiet) {
                     eprintln!(
@@ -761,6 +854,7 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
 
 fn transcribe_file(
     model: &mut WhisperModel,
+    vad: Option<&mut (amanuensis::vad::VadModel, amanuensis::vad::VadOptions)>,
     file: &Path,
     opts: &TranscribeOptions,
     a: &TranscribeArgs,
@@ -786,11 +880,110 @@ fn transcribe_file(
             b.set_message(format!("{rtf:.1}x realtime"));
         }
     };
-    let t = model.transcribe_pcm_with_progress(&pcm, &opts, &mut report);
+    let t = match vad {
+        Some((vad, vad_options)) => model
+            .transcribe_speech(vad, vad_options, &pcm, &opts, &mut report)
+            .map(|(t, r)| {
+                if !a.quiet {
+                    eprintln!(
+                        "{}: voice activity: {} speech segment(s), {:.1} s of {:.1} s transcribed",
+                        file.display(),
+                        r.segments.len(),
+                        r.speech_seconds,
+                        r.duration
+                    );
+                }
+                t
+            }),
+        None => model.transcribe_pcm_with_progress(&pcm, &opts, &mut report),
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     Ok(t?)
+}
+
+/// `amanuensis vad`: the speech segments of each file.
+fn vad_command(a: VadCmdArgs) -> Result<ExitCode> {
+    let options = a.vad.options()?;
+    let mut spec = a.device.spec()?;
+    if let Some(line) = spec.resolve_auto() {
+        eprintln!("{line}");
+    }
+    let mut vad = a.vad.load(&spec)?;
+    let mut failed = 0;
+    let mut reports = Vec::new();
+    for file in &a.files {
+        let result = audio::load_audio(file)
+            .map_err(anyhow::Error::from)
+            .and_then(|pcm| {
+                let t0 = Instant::now();
+                let probs = vad.speech_probs(&pcm)?;
+                let segs = amanuensis::vad::speech_segments(&probs, pcm.len(), &options);
+                Ok((pcm.len(), segs, t0.elapsed()))
+            });
+        match result {
+            Ok((n, segs, took)) => {
+                let duration = n as f64 / audio::SAMPLE_RATE as f64;
+                if a.json {
+                    reports.push(serde_json::json!({
+                        "file": file.display().to_string(),
+                        "duration": duration,
+                        "vad_seconds": took.as_secs_f64(),
+                        "segments": segs.iter().map(|s| serde_json::json!({
+                            "start": s.start_s(),
+                            "end": s.end_s(),
+                            "start_sample": s.start,
+                            "end_sample": s.end,
+                        })).collect::<Vec<_>>(),
+                    }));
+                } else {
+                    if a.files.len() > 1 {
+                        println!("{}:", file.display());
+                    }
+                    for s in &segs {
+                        println!("[{} --> {}] speech", clock(s.start_s()), clock(s.end_s()));
+                    }
+                    let speech: f64 = segs.iter().map(|s| s.end_s() - s.start_s()).sum();
+                    eprintln!(
+                        "{}: {} speech segment(s), {speech:.1} s of {duration:.1} s (VAD in {:.1} ms)",
+                        file.display(),
+                        segs.len(),
+                        took.as_secs_f64() * 1e3
+                    );
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {}", file.display(), describe(&e));
+            }
+        }
+    }
+    if a.json {
+        let v = if a.files.len() == 1 && reports.len() == 1 {
+            reports.pop().unwrap_or_default()
+        } else {
+            serde_json::Value::Array(reports)
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `HH:MM:SS.mmm`.
+fn clock(seconds: f64) -> String {
+    let ms = (seconds * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 /// A progress bar on stderr for audio longer than one window, when stderr is a terminal.
@@ -1121,6 +1314,18 @@ fn graph_inspect(path: &Path) -> Result<ExitCode> {
 }
 
 fn graph_build(size: &str, output: Option<&Path>) -> Result<ExitCode> {
+    if size == amanuensis::vad::graph::MODEL_NAME {
+        let file = amanuensis::vad::graph::build_silero_graph();
+        model::validate_graphs(&file, &registry()?)?;
+        let text = file.to_text();
+        match output {
+            Some(p) => {
+                std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?
+            }
+            None => print!("{text}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let size = size.trim_start_matches("whisper-");
     let dims =
         WhisperDims::for_size(size).with_context(|| format!("unknown Whisper size '{size}'"))?;

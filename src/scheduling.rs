@@ -46,12 +46,33 @@ pub fn plan_report(file: &ModelFile, registry: &Registry, spec: &DeviceSpec) -> 
         s.push_str(&p.report());
         s.push('\n');
     }
-    let (per_window, per_token) = dispatch_counts(&plans);
     let total_ms: f64 = plans
         .iter()
         .map(|p| p.planning_time.as_secs_f64() * 1e3)
         .sum();
     let _ = writeln!(s, "summary for {} on {}:", file.model.name, spec.device);
+    if file.model.family != "whisper" {
+        // Another model (Silero VAD): per graph run, as Whisper's windows mean nothing here.
+        for p in &plans {
+            let on_device = p.decisions().iter().filter(|d| !d.on_host()).count();
+            let _ = write!(
+                s,
+                "  graph {}: {on_device} of {} nodes on the device, {} device run(s) per graph run",
+                p.graph.name,
+                p.decisions().len(),
+                p.dispatches()
+            );
+            match (spec.sim_params(), p.projected_ns) {
+                (Some(sim), Some(ns)) => {
+                    let _ = writeln!(s, ", projected ({}) {:.3} ms", sim.name, ns / 1e6);
+                }
+                _ => s.push('\n'),
+            }
+        }
+        let _ = writeln!(s, "  planning all graphs took {total_ms:.1} ms");
+        return Ok(s);
+    }
+    let (per_window, per_token) = dispatch_counts(&plans);
     let _ = writeln!(
         s,
         "  device dispatches per 30-s window: {per_window}; per decoded token: {per_token}"

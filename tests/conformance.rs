@@ -373,6 +373,128 @@ fn conv1d_like(op: &'static str) -> BoxedStrategy<Case> {
         .boxed()
 }
 
+/// `relu`, `sigmoid`: element-wise, no device kernel.
+fn activation(op: &'static str) -> BoxedStrategy<Case> {
+    (prop::collection::vec(1usize..=9, 1..=3), any::<u64>())
+        .prop_map(move |(shape, seed)| {
+            let x = Values::new(seed).f32(&shape, 6.0);
+            case(op, json!({}), vec![input(x)], false)
+        })
+        .boxed()
+}
+
+/// `squeeze` and `unsqueeze` of a random axis.
+fn squeeze_like(op: &'static str) -> BoxedStrategy<Case> {
+    (
+        prop::collection::vec(1usize..=5, 1..=3),
+        any::<prop::sample::Index>(),
+        any::<u64>(),
+    )
+        .prop_map(move |(mut shape, axis, seed)| {
+            let a = if op == "squeeze" {
+                let a = axis.index(shape.len());
+                shape[a] = 1;
+                a
+            } else {
+                axis.index(shape.len() + 1)
+            };
+            let x = Values::new(seed).f32(&shape, 1.0);
+            case(op, json!({ "axis": a }), vec![input(x)], false)
+        })
+        .boxed()
+}
+
+fn slice() -> BoxedStrategy<Case> {
+    (
+        prop::collection::vec(1usize..=6, 1..=3),
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+        any::<u64>(),
+    )
+        .prop_map(|(shape, axis, a, b, seed)| {
+            let axis = axis.index(shape.len());
+            let start = a.index(shape[axis]);
+            let end = start + 1 + b.index(shape[axis] - start);
+            let x = Values::new(seed).f32(&shape, 1.0);
+            let at = json!({"axis": axis, "start": start, "end": end});
+            case("slice", at, vec![input(x)], false)
+        })
+        .boxed()
+}
+
+fn pad_reflect() -> BoxedStrategy<Case> {
+    (
+        prop::collection::vec(1usize..=4, 0..=2),
+        2usize..=12,
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+        any::<u64>(),
+    )
+        .prop_map(|(lead, len, before, after, seed)| {
+            let x = Values::new(seed).f32(&cat(&lead, &[len]), 1.0);
+            let at = json!({"before": before.index(len), "after": after.index(len)});
+            case("pad_reflect", at, vec![input(x)], false)
+        })
+        .boxed()
+}
+
+fn magnitude() -> BoxedStrategy<Case> {
+    (
+        prop::collection::vec(1usize..=4, 1..=3),
+        any::<prop::sample::Index>(),
+        any::<u64>(),
+    )
+        .prop_map(|(mut shape, axis, seed)| {
+            let a = axis.index(shape.len());
+            shape[a] *= 2;
+            let x = Values::new(seed).f32(&shape, 2.0);
+            case("magnitude", json!({ "axis": a }), vec![input(x)], false)
+        })
+        .boxed()
+}
+
+/// `lstm` keeps h and c as state: host-resident on every device.
+fn lstm() -> BoxedStrategy<Case> {
+    (1usize..=6, 1usize..=5, 1usize..=6, any::<u64>())
+        .prop_map(|(seq, input_size, hidden, seed)| {
+            let mut r = Values::new(seed);
+            let args = vec![
+                input(r.f32(&[seq, input_size], 1.0)),
+                weight(r.f32(&[4 * hidden, input_size], 0.5)),
+                weight(r.f32(&[4 * hidden, hidden], 0.5)),
+                weight(r.f32(&[8 * hidden], 0.5)),
+            ];
+            let mut c = case("lstm", json!({}), args, false);
+            c.states = vec![vec![hidden]; 2];
+            c
+        })
+        .boxed()
+}
+
+/// `conv1d` with a batch dim or without a bias: the catalogue kernel takes neither.
+fn conv1d_batched() -> BoxedStrategy<Case> {
+    (
+        (1usize..=3, 1usize..=6, 1usize..=20, 1usize..=6, 1usize..=4),
+        (1usize..=3, 0usize..=2, any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((batch, c_in, t, c_out, k), (stride, padding, bias, seed))| {
+                let mut r = Values::new(seed);
+                let mut args = vec![
+                    input(r.f32(&[batch, c_in, t.max(k)], 1.0)),
+                    weight(r.f32(&[c_out, c_in, k], 0.5)),
+                ];
+                if bias {
+                    args.push(weight(r.f32(&[c_out], 0.5)));
+                }
+                let at = json!({"stride": stride, "padding": padding});
+                case("conv1d", at, args, false)
+            },
+        )
+        .boxed()
+}
+
 /// The generator of every op the suite covers.
 fn generators() -> Vec<(&'static str, BoxedStrategy<Case>)> {
     vec![
@@ -390,6 +512,15 @@ fn generators() -> Vec<(&'static str, BoxedStrategy<Case>)> {
         ("take", take()),
         ("conv1d", conv1d_like("conv1d")),
         ("conv1d_gelu", conv1d_like("conv1d_gelu")),
+        ("conv1d", conv1d_batched()),
+        ("relu", activation("relu")),
+        ("sigmoid", activation("sigmoid")),
+        ("squeeze", squeeze_like("squeeze")),
+        ("unsqueeze", squeeze_like("unsqueeze")),
+        ("slice", slice()),
+        ("pad_reflect", pad_reflect()),
+        ("magnitude", magnitude()),
+        ("lstm", lstm()),
     ]
 }
 

@@ -23,5 +23,6 @@ mod reproduce_xdna;
 mod serve;
 mod tokenizer_encode;
 mod trace;
+mod vad;
 mod wer;
 mod word_timestamps;

@@ -59,6 +59,7 @@ fn options() -> ServeOptions {
         max_body: 1 << 20,
         timeout: Duration::from_secs(120),
         api_key: Some(KEY.into()),
+        vad: None,
     }
 }
 
@@ -1251,4 +1252,36 @@ fn concurrent_requests_are_batched_and_each_gets_its_own_transcript() {
         metric(addr, "amanuensis_cancelled_total") == 1.0
     });
     assert_alive(addr);
+}
+
+/// `--vad` on the server: a request of noise, speech, silence and a tone is answered with
+/// the speech's text alone, at the recording's times.
+#[test]
+fn vad_filter_transcribes_only_the_speech_at_the_recordings_times() {
+    let addr = start(ServeOptions {
+        max_body: 4 << 20,
+        vad: Some(amanuensis::serve::VadFilter {
+            dir: common::vad_dir(),
+            options: amanuensis::vad::VadOptions::default(),
+        }),
+        ..options()
+    });
+    let body = crate::vad::wav(&crate::vad::noise_speech_silence_tone());
+    let r = transcribe(
+        addr,
+        &body,
+        &[("response_format", Part::Text("verbose_json"))],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let words = |t: &str| -> String {
+        t.chars()
+            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+            .collect::<String>()
+            .to_lowercase()
+    };
+    assert_eq!(words(v["text"].as_str().unwrap().trim()), words(JFK));
+    let start = v["segments"][0]["start"].as_f64().unwrap();
+    assert!((start - 25.0).abs() <= 0.3, "first segment at {start} s");
+    assert!((v["duration"].as_f64().unwrap() - 61.0).abs() < 0.01);
 }

@@ -92,3 +92,50 @@ proptest! {
         check(c_in, t_in, c_out, kernel, stride, padding, with_bias, seed);
     }
 }
+
+/// A batch shares one gemm; each item must be the bits of the same conv run alone (the
+/// gemm's per-element sums do not depend on the other columns).
+#[test]
+fn conv1d_batch_equals_each_item_alone_bit_for_bit() {
+    // Silero VAD's layers (the STFT basis: 1 -> 258, kernel 256, stride 128; then
+    // 129 -> 128, 128 -> 64 stride 2), an odd batch, and a layer without bias.
+    for &(batch, c_in, t_in, c_out, kernel, stride, padding, bias) in &[
+        (7, 1, 832, 258, 256, 128, 0, false),
+        (5, 129, 4, 128, 3, 1, 1, true),
+        (3, 128, 4, 64, 3, 2, 1, true),
+        (1, 6, 20, 4, 3, 2, 2, true),
+    ] {
+        let mut rng = Rng::new(batch as u64 * 31 + c_in as u64);
+        let x = rng.vec(batch * c_in * t_in, -1.0, 1.0);
+        let w = rng.vec(c_out * c_in * kernel, -1.0, 1.0);
+        let b = rng.vec(c_out, -1.0, 1.0);
+        let bias = bias.then_some(&b[..]);
+        let t_out = cpu::conv1d_out_len(t_in, kernel, stride, padding);
+        let mut got = vec![f32::NAN; batch * c_out * t_out];
+        cpu::conv1d_batch(
+            &x, batch, c_in, t_in, &w, c_out, kernel, bias, stride, padding, &mut got,
+        );
+        for i in 0..batch {
+            let mut alone = vec![f32::NAN; c_out * t_out];
+            cpu::conv1d(
+                &x[i * c_in * t_in..(i + 1) * c_in * t_in],
+                c_in,
+                t_in,
+                &w,
+                c_out,
+                kernel,
+                bias,
+                stride,
+                padding,
+                &mut alone,
+            );
+            let item = &got[i * c_out * t_out..(i + 1) * c_out * t_out];
+            assert!(
+                item.iter()
+                    .zip(&alone)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "batch {batch} c_in {c_in} item {i} differs from the conv alone"
+            );
+        }
+    }
+}

@@ -11,4 +11,5 @@ mod linear;
 mod norm;
 mod npu_bit_exact;
 mod npu_kernels;
+mod recurrent;
 mod softmax;

@@ -22,6 +22,14 @@ pub fn register_standard(reg: &mut Registry) -> Result<(), RuntimeError> {
     reg.register(tensor_ops::EmbeddingDef)?;
     reg.register(tensor_ops::PositionEmbeddingDef)?;
     reg.register(tensor_ops::TakeDef)?;
+    reg.register(tensor_ops::SqueezeDef)?;
+    reg.register(tensor_ops::UnsqueezeDef)?;
+    reg.register(tensor_ops::SliceDef)?;
+    reg.register(tensor_ops::PadReflectDef)?;
+    reg.register(features::MagnitudeDef)?;
+    reg.register(nn::ReluDef)?;
+    reg.register(nn::SigmoidDef)?;
+    reg.register(recurrent::LstmDef)?;
     reg.register(fused::LinearGeluDef)?;
     reg.register(fused::LinearResidualDef)?;
     reg.register(fused::Conv1dGeluDef)?;

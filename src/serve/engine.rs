@@ -8,7 +8,9 @@
 use super::error::{ApiError, ServeError};
 use super::metrics::Metrics;
 use amanuensis_runtime::Registry;
+use amanuensis_vad::{speech_segments, SpeechMap, VadModel, VadOptions};
 use amanuensis_whisper::graph::CHUNK_SECONDS;
+use amanuensis_whisper::speech_filter::restore_times;
 use amanuensis_whisper::window_loop::{check_batch_size, TogetherItem};
 use amanuensis_whisper::{Error, Progress, TranscribeOptions, Transcript, WhisperModel};
 use std::panic::AssertUnwindSafe;
@@ -75,6 +77,7 @@ impl Engine {
         workers: usize,
         capacity: usize,
         batch_size: usize,
+        vad: Option<super::VadFilter>,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, ServeError> {
         if workers == 0 {
@@ -102,17 +105,42 @@ impl Engine {
                     .map_err(|source| ServeError::Worker { worker: w, source })?,
             );
         }
+        // Each worker runs its own VAD session (its LSTM state is per recording).
+        let mut vads = Vec::with_capacity(workers);
+        for w in 0..workers {
+            vads.push(match &vad {
+                Some(f) => {
+                    let device = model
+                        .device
+                        .open()
+                        .map_err(|source| ServeError::Worker { worker: w, source })?;
+                    let m = VadModel::load(
+                        &f.dir,
+                        None,
+                        &registry,
+                        device.as_ref(),
+                        &model.device.options,
+                    )
+                    .map_err(|e| ServeError::Worker {
+                        worker: w,
+                        source: Error::Vad(e),
+                    })?;
+                    Some((m, f.options.clone()))
+                }
+                None => None,
+            });
+        }
         // The loaded model stays as the template a worker's model is remade from after a
         // panic; its sessions never run.
         let template = Arc::new(Mutex::new((model, registry)));
         let mut threads = Vec::with_capacity(workers);
-        for (w, replica) in replicas.into_iter().enumerate() {
+        for (w, (replica, vad)) in replicas.into_iter().zip(vads).enumerate() {
             let rx = rx.clone();
             let metrics = metrics.clone();
             let template = template.clone();
             let h = std::thread::Builder::new()
                 .name(format!("transcribe-{w}"))
-                .spawn(move || worker(replica, rx, metrics, template, batch_size))
+                .spawn(move || worker(replica, vad, rx, metrics, template, batch_size))
                 .map_err(ServeError::Thread)?;
             threads.push(h);
         }
@@ -183,8 +211,13 @@ fn collect(rx: &Mutex<mpsc::Receiver<Job>>, batch_size: usize) -> Option<Vec<Job
     Some(jobs)
 }
 
+/// A worker's Silero VAD session and parameters, when the server filters by voice
+/// activity.
+type Vad = Option<(VadModel, VadOptions)>;
+
 fn worker(
     mut model: WhisperModel,
+    mut vad: Vad,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     metrics: Arc<Metrics>,
     template: Template,
@@ -212,14 +245,14 @@ fn worker(
         let (streamed, batchable): (Vec<Job>, Vec<Job>) =
             live.into_iter().partition(|j| j.deltas.is_some());
         if batchable.len() > 1 {
-            run_batch(&mut model, batchable, &metrics, &template);
+            run_batch(&mut model, &mut vad, batchable, &metrics, &template);
         } else {
             for job in batchable {
-                run_alone(&mut model, job, &metrics, &template);
+                run_alone(&mut model, &mut vad, job, &metrics, &template);
             }
         }
         for job in streamed {
-            run_alone(&mut model, job, &metrics, &template);
+            run_alone(&mut model, &mut vad, job, &metrics, &template);
         }
         metrics.busy_workers.fetch_sub(1, Ordering::SeqCst);
     }
@@ -251,10 +284,16 @@ fn answer(job: Job, result: Result<Done, ApiError>, seconds: f64, metrics: &Metr
     let _ = job.reply.send(result);
 }
 
-fn run_alone(model: &mut WhisperModel, job: Job, metrics: &Metrics, template: &Template) {
+fn run_alone(
+    model: &mut WhisperModel,
+    vad: &mut Vad,
+    job: Job,
+    metrics: &Metrics,
+    template: &Template,
+) {
     let t0 = Instant::now();
     model.interrupt = Some(job.cancel.clone());
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(model, &job)));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(model, vad, &job)));
     model.interrupt = None;
     let result = outcome.unwrap_or_else(|_| {
         remake(model, template, metrics);
@@ -266,27 +305,33 @@ fn run_alone(model: &mut WhisperModel, job: Job, metrics: &Metrics, template: &T
 /// Transcribes several jobs together. A job whose audio does not decode is answered at
 /// once; if the batch panics, the worker gets a fresh model and runs each job alone, so
 /// one bad request still affects no other.
-fn run_batch(model: &mut WhisperModel, jobs: Vec<Job>, metrics: &Metrics, template: &Template) {
+fn run_batch(
+    model: &mut WhisperModel,
+    vad: &mut Vad,
+    jobs: Vec<Job>,
+    metrics: &Metrics,
+    template: &Template,
+) {
     let t0 = Instant::now();
     let mut ready = Vec::with_capacity(jobs.len());
     for job in jobs {
-        match decode(&job) {
-            Ok((pcm, options)) => ready.push((job, pcm, options)),
+        match decode(&job, vad) {
+            Ok(p) => ready.push((job, p)),
             Err(e) => answer(job, Err(e), t0.elapsed().as_secs_f64(), metrics),
         }
     }
     if ready.len() < 2 {
-        for (job, _, _) in ready {
-            run_alone(model, job, metrics, template);
+        for (job, _) in ready {
+            run_alone(model, vad, job, metrics, template);
         }
         return;
     }
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let items: Vec<TogetherItem> = ready
             .iter()
-            .map(|(job, pcm, options)| TogetherItem {
-                pcm,
-                opts: options,
+            .map(|(job, p)| TogetherItem {
+                pcm: &p.pcm,
+                opts: &p.options,
                 interrupt: Some(job.cancel.clone()),
             })
             .collect();
@@ -297,8 +342,8 @@ fn run_batch(model: &mut WhisperModel, jobs: Vec<Job>, metrics: &Metrics, templa
         Ok(r) => r,
         Err(_) => {
             remake(model, template, metrics);
-            for (job, _, _) in ready {
-                run_alone(model, job, metrics, template);
+            for (job, _) in ready {
+                run_alone(model, vad, job, metrics, template);
             }
             return;
         }
@@ -307,20 +352,40 @@ fn run_batch(model: &mut WhisperModel, jobs: Vec<Job>, metrics: &Metrics, templa
     // Each request's processing time is the batch's share: the batch took this long for
     // all of them.
     let share = t0.elapsed().as_secs_f64() / ready.len() as f64;
-    for ((job, pcm, _), result) in ready.into_iter().zip(results) {
-        let audio_seconds = pcm.len() as f64 / amanuensis_audio::SAMPLE_RATE as f64;
-        let result = result
-            .map(|transcript| Done {
-                transcript,
-                audio_seconds,
-            })
-            .map_err(|e| api_error(&job, e));
+    for ((job, p), result) in ready.into_iter().zip(results) {
+        let result = result.map(|t| p.done(t)).map_err(|e| api_error(&job, e));
         answer(job, result, share, metrics);
     }
 }
 
+/// A request's audio ready to transcribe.
+struct Prepared {
+    /// 16 kHz mono samples: the recording, or its speech joined when the server filters
+    /// by voice activity.
+    pcm: Vec<f32>,
+    options: TranscribeOptions,
+    /// Maps times of the joined speech back to the recording.
+    speech: Option<SpeechMap>,
+    /// Seconds of the recording.
+    audio_seconds: f64,
+}
+
+impl Prepared {
+    /// The answer of a transcript of `pcm`: times and duration the recording's.
+    fn done(&self, mut transcript: Transcript) -> Done {
+        if let Some(map) = &self.speech {
+            restore_times(&mut transcript, map);
+            transcript.duration = self.audio_seconds as f32;
+        }
+        Done {
+            transcript,
+            audio_seconds: self.audio_seconds,
+        }
+    }
+}
+
 /// The job's audio as 16 kHz mono samples and the options it is transcribed with.
-fn decode(job: &Job) -> Result<(Vec<f32>, TranscribeOptions), ApiError> {
+fn decode(job: &Job, vad: &mut Vad) -> Result<Prepared, ApiError> {
     let pcm = amanuensis_audio::decode_audio_bytes(job.audio.clone(), job.extension.as_deref())
         .map_err(|e| {
             ApiError::invalid(
@@ -336,11 +401,27 @@ fn decode(job: &Job) -> Result<(Vec<f32>, TranscribeOptions), ApiError> {
             "the file holds no audio samples",
         ));
     }
+    let audio_seconds = pcm.len() as f64 / amanuensis_audio::SAMPLE_RATE as f64;
+    let (pcm, speech) = match vad {
+        Some((model, options)) => {
+            let probs = model
+                .speech_probs(&pcm)
+                .map_err(|e| ApiError::internal(format!("voice activity detection failed: {e}")))?;
+            let map = SpeechMap::new(&speech_segments(&probs, pcm.len(), options));
+            (map.join(&pcm), Some(map))
+        }
+        None => (pcm, None),
+    };
     let mut options = job.options.clone();
     if job.plain_text && pcm.len() <= CHUNK_SECONDS * amanuensis_audio::SAMPLE_RATE as usize {
         options.without_timestamps = true;
     }
-    Ok((pcm, options))
+    Ok(Prepared {
+        pcm,
+        options,
+        speech,
+        audio_seconds,
+    })
 }
 
 /// The answer to a failed transcription.
@@ -358,9 +439,8 @@ fn api_error(job: &Job, e: Error) -> ApiError {
     }
 }
 
-fn run(model: &mut WhisperModel, job: &Job) -> Result<Done, ApiError> {
-    let (pcm, options) = decode(job)?;
-    let audio_seconds = pcm.len() as f64 / amanuensis_audio::SAMPLE_RATE as f64;
+fn run(model: &mut WhisperModel, vad: &mut Vad, job: &Job) -> Result<Done, ApiError> {
+    let p = decode(job, vad)?;
     let mut report = |p: Progress<'_>| {
         if let Some(tx) = &job.deltas {
             if !p.text.is_empty() {
@@ -370,10 +450,7 @@ fn run(model: &mut WhisperModel, job: &Job) -> Result<Done, ApiError> {
         }
     };
     model
-        .transcribe_pcm_with_progress(&pcm, &options, &mut report)
-        .map(|transcript| Done {
-            transcript,
-            audio_seconds,
-        })
+        .transcribe_pcm_with_progress(&p.pcm, &p.options, &mut report)
+        .map(|t| p.done(t))
         .map_err(|e| api_error(job, e))
 }

@@ -62,6 +62,17 @@ pub struct ServeOptions {
     pub timeout: Duration,
     /// When set, `/v1/*` needs `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// Transcribe only the speech Silero VAD finds in each request (`--vad`); times stay
+    /// the recording's.
+    pub vad: Option<VadFilter>,
+}
+
+/// The server's voice-activity filter: where the model is and its parameters.
+#[derive(Debug, Clone)]
+pub struct VadFilter {
+    /// A `silero-vad` model directory.
+    pub dir: std::path::PathBuf,
+    pub options: amanuensis_vad::VadOptions,
 }
 
 impl Default for ServeOptions {
@@ -75,6 +86,7 @@ impl Default for ServeOptions {
             max_body: DEFAULT_MAX_BODY,
             timeout: Duration::from_secs(300),
             api_key: None,
+            vad: None,
         }
     }
 }
@@ -130,6 +142,7 @@ impl Server {
             options.workers,
             options.max_queue,
             options.batch_size,
+            options.vad.clone(),
             metrics.clone(),
         )?;
         let mut models = vec![OPENAI_MODEL_ID.to_string(), name];

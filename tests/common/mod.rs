@@ -75,3 +75,32 @@ pub fn cli() -> std::process::Command {
     c.env("AMANUENSIS_MODELS", model_dir().parent().unwrap());
     c
 }
+
+/// The converted Silero VAD model directory. Fails with the command to run when it has not
+/// been fetched.
+pub fn vad_dir() -> PathBuf {
+    let dir = model_dir().parent().unwrap().join("silero-vad");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "Silero VAD not found in {}: run `scripts/fetch-model.sh vad` first (the README's test command does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Loads Silero VAD with the built-in graph for a device (`cpu`, `npu-sim`).
+pub fn load_vad(device: &str) -> amanuensis::vad::VadModel {
+    let spec = amanuensis::DeviceSpec {
+        device: device.into(),
+        ..Default::default()
+    };
+    let d = spec.open().expect("device opens");
+    amanuensis::vad::VadModel::load(
+        &vad_dir(),
+        None,
+        &amanuensis_operators::standard_registry(),
+        d.as_ref(),
+        &spec.options,
+    )
+    .expect("Silero VAD loads")
+}

@@ -1,5 +1,5 @@
-//! `weights-tool`: convert CTranslate2 Whisper models, inspect weight files, verify weights
-//! against a graph.
+//! `weights-tool`: convert CTranslate2 Whisper models and the Silero VAD ONNX model, inspect
+//! weight files, verify weights against a graph.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use amanuensis_weights_tools::convert::{convert_ct2, ConvertOptions};
 use amanuensis_weights_tools::inspect::inspect_path;
+use amanuensis_weights_tools::silero::{convert_silero_vad, VadConvertOptions};
 use amanuensis_weights_tools::verify::verify;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -24,6 +25,8 @@ struct Cli {
 enum SourceFormat {
     /// A CTranslate2 Whisper model directory (model.bin, config.json, vocabulary.txt, tokenizer.json).
     Ct2,
+    /// The Silero VAD v6 ONNX file (silero_vad_v6.onnx, as shipped in the faster-whisper wheel).
+    Onnx,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,13 +36,14 @@ enum Command {
         /// Source format.
         #[arg(long = "from", value_enum)]
         from: SourceFormat,
-        /// Source model directory, or its model.bin.
+        /// Source model directory or its model.bin (ct2); the .onnx file (onnx).
         #[arg(long)]
         input: PathBuf,
         /// Output model directory.
         #[arg(long)]
         output: PathBuf,
-        /// Model name for config.json (default: derived from the dimensions, e.g. whisper-base).
+        /// Model name for config.json (default: derived from the dimensions, e.g. whisper-base;
+        /// ct2 only: the VAD model is always silero-vad-v6).
         #[arg(long)]
         name: Option<String>,
     },
@@ -82,6 +86,30 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 s.dims.n_audio_layer,
                 s.dims.n_text_layer,
                 s.dims.n_audio_state,
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Convert {
+            from: SourceFormat::Onnx,
+            input,
+            output,
+            name,
+        } => {
+            if name.is_some() {
+                return Err(
+                    "--name applies to --from ct2 only (the VAD model is silero-vad-v6)".into(),
+                );
+            }
+            let start = Instant::now();
+            let s = convert_silero_vad(&VadConvertOptions { input, output })?;
+            eprintln!(
+                "converted {} -> {}: {} tensors, {} weights (float32), {} bytes, in {:.2} s",
+                s.name,
+                s.output.display(),
+                s.tensor_count,
+                s.parameters,
+                s.safetensors_bytes,
                 start.elapsed().as_secs_f64()
             );
             Ok(())

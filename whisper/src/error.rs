@@ -56,6 +56,9 @@ pub enum Error {
     /// A batch size (windows decoded together) outside `1..=max`.
     #[error("batch size {given} is not in 1..={max} (windows decoded together)")]
     BatchSize { given: usize, max: usize },
+    /// The voice-activity model could not be loaded or run.
+    #[error(transparent)]
+    Vad(#[from] amanuensis_vad::VadError),
     /// The model's interrupt flag was set: the caller stopped the transcription.
     #[error("transcription interrupted")]
     Interrupted,

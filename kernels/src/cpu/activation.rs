@@ -34,3 +34,19 @@ pub fn gelu(x: &mut [f32]) {
         gelu_serial(x);
     }
 }
+
+/// ReLU in place: negative values become +0; NaN and −0 pass through (ONNX `Relu`).
+pub fn relu(x: &mut [f32]) {
+    for v in x {
+        if *v < 0.0 {
+            *v = 0.0;
+        }
+    }
+}
+
+/// The logistic sigmoid 1 / (1 + e^−x) in place, within a few ulp of the exact value.
+pub fn sigmoid(x: &mut [f32]) {
+    for v in x {
+        *v = super::recurrent::sigmoid_one(*v);
+    }
+}

@@ -13,6 +13,7 @@ mod linear;
 mod math;
 mod norm;
 mod parallel;
+mod recurrent;
 mod simd;
 mod softmax;
 pub mod tuning;
@@ -22,13 +23,14 @@ mod x86;
 #[cfg(test)]
 mod portable_tests;
 
-pub use activation::gelu;
+pub use activation::{gelu, relu, sigmoid};
 pub use attention::{attention, attention_blocked, attention_direct};
-pub use conv::{conv1d, conv1d_out_len};
+pub use conv::{conv1d, conv1d_batch, conv1d_out_len};
 pub use elementwise::{add, add_inplace, add_rows_inplace};
 pub use linear::{
     linear, linear_gemm, linear_gemm_w, linear_gemv, linear_gemv_w, linear_up_to, linear_up_to_w,
     matmul, Weight,
 };
 pub use norm::layer_norm;
+pub use recurrent::lstm;
 pub use softmax::softmax_inplace;

@@ -5,12 +5,11 @@ use crate::npu;
 use amanuensis_kernels::cpu;
 use amanuensis_runtime::format::Dim;
 use amanuensis_runtime::npu::NpuBinding;
-use amanuensis_runtime::op::{
-    expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType,
-};
+use amanuensis_runtime::op::{expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
-/// `conv1d(x[c_in, t], w[c_out, c_in, k], b[c_out])` with zero padding.
+/// `conv1d(x[batch?, c_in, t], w[c_out, c_in, k], b[c_out]?)` with zero padding; a
+/// leading batch dim and the bias are optional.
 pub struct Conv1dDef;
 #[derive(Debug)]
 pub(crate) struct Conv1d {
@@ -24,7 +23,7 @@ impl OpDef for Conv1dDef {
         "conv1d"
     }
     fn summary(&self) -> &str {
-        "y[c_out, t_out] = conv(x[c_in, t], w[c_out, c_in, k]) + b[c_out], zero padding"
+        "y[batch?, c_out, t_out] = conv(x[batch?, c_in, t], w[c_out, c_in, k]) (+ b[c_out]), zero padding"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         Ok(Box::new(Conv1d::from_attrs(attrs)?))
@@ -65,51 +64,81 @@ impl Conv1d {
 
 impl Operator for Conv1d {
     fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
-        expect_inputs(inputs, &["x", "w", "b"])?;
-        let (x, w, b) = (&inputs[0], &inputs[1], &inputs[2]);
+        if !(2..=3).contains(&inputs.len()) {
+            return Err(OpError(format!(
+                "expected 2 or 3 inputs (x, w[, b]), got {}",
+                inputs.len()
+            )));
+        }
+        let (x, w) = (&inputs[0], &inputs[1]);
         for (t, n) in inputs.iter().zip(["x", "w", "b"]) {
             t.expect_dtype(DType::F32, n)?;
         }
-        x.expect_rank(2, "x")?;
+        if !(2..=3).contains(&x.rank()) {
+            return Err(OpError(format!(
+                "x: expected [c_in, t] or [batch, c_in, t], got {x}"
+            )));
+        }
         w.expect_rank(3, "w")?;
-        b.expect_rank(1, "b")?;
+        let lead = x.rank() - 2;
         expect_same_dim(
-            &x.shape[0],
+            &x.shape[lead],
             &w.shape[1],
             "x's channels vs w's input channels",
         )?;
-        expect_same_dim(
-            &b.shape[0],
-            &w.shape[0],
-            "b's length vs w's output channels",
-        )?;
-        let t_out = match (&x.shape[1], &w.shape[2]) {
+        if let Some(b) = inputs.get(2) {
+            b.expect_rank(1, "b")?;
+            expect_same_dim(
+                &b.shape[0],
+                &w.shape[0],
+                "b's length vs w's output channels",
+            )?;
+        }
+        let t_out = match (&x.shape[lead + 1], &w.shape[2]) {
             (Dim::Known(t), Dim::Known(k)) => Dim::Known(self.out_len(*t, *k)?),
             (t, _) => Dim::Sym(format!("conv_out({t})")),
         };
-        Ok(vec![ValueType::new(
-            DType::F32,
-            vec![w.shape[0].clone(), t_out],
-        )])
+        let mut shape = x.shape[..lead].to_vec();
+        shape.extend([w.shape[0].clone(), t_out]);
+        Ok(vec![ValueType::new(DType::F32, shape)])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        let (x, w, b) = (inputs[0], inputs[1], inputs[2]);
-        let (c_in, t) = (x.shape()[0], x.shape()[1]);
-        let (c_out, wc_in, k) = (w.shape()[0], w.shape()[1], w.shape()[2]);
+        let (x, w) = (inputs[0], inputs[1]);
+        let (batch, c_in, t) = match *x.shape() {
+            [c, t] => (None, c, t),
+            [b, c, t] => (Some(b), c, t),
+            ref s => return Err(OpError(format!("x is {s:?}, expected rank 2 or 3"))),
+        };
+        let &[c_out, wc_in, k] = w.shape() else {
+            return Err(OpError(format!("w is {:?}, expected rank 3", w.shape())));
+        };
         if c_in != wc_in {
             return Err(OpError(format!("x has {c_in} channels, w expects {wc_in}")));
         }
+        let bias = match inputs.get(2) {
+            Some(b) if b.shape() != [c_out] => {
+                return Err(OpError(format!(
+                    "b is {:?}, w has {c_out} output channels",
+                    b.shape()
+                )))
+            }
+            Some(b) => Some(f32_input(b, "b")?),
+            None => None,
+        };
         let t_out = self.out_len(t, k)?;
-        let mut out = ctx.alloc_f32(&[c_out, t_out]);
-        cpu::conv1d(
+        let mut shape: Vec<usize> = batch.into_iter().collect();
+        shape.extend([c_out, t_out]);
+        let mut out = ctx.alloc_f32(&shape);
+        cpu::conv1d_batch(
             &f32_input(x, "x")?,
+            batch.unwrap_or(1),
             c_in,
             t,
             &f32_input(w, "w")?,
             c_out,
             k,
-            Some(&f32_input(b, "b")?),
+            bias.as_deref(),
             self.stride,
             self.padding,
             out.f32s_mut()?,

@@ -102,3 +102,89 @@ impl Operator for LogMelOp {
         Ok(vec![out])
     }
 }
+
+/// The magnitude of a complex spectrum stored as real parts then imaginary parts along one
+/// axis (what a convolution with a stacked cos/sin STFT basis produces, as in Silero VAD).
+pub struct MagnitudeDef;
+#[derive(Debug)]
+struct Magnitude {
+    axis: usize,
+}
+
+impl OpDef for MagnitudeDef {
+    fn name(&self) -> &str {
+        "magnitude"
+    }
+    fn summary(&self) -> &str {
+        "y[.., k, ..] = sqrt(x[.., k, ..]² + x[.., k + m, ..]²) along `axis` of size 2m"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["axis"])?;
+        Ok(Box::new(Magnitude {
+            axis: attrs.usize("axis")?,
+        }))
+    }
+}
+
+impl Magnitude {
+    fn half(&self, len: usize) -> Result<usize, OpError> {
+        if !len.is_multiple_of(2) || len == 0 {
+            return Err(OpError(format!(
+                "dim {} is {len}; real and imaginary halves need an even, non-zero size",
+                self.axis
+            )));
+        }
+        Ok(len / 2)
+    }
+    fn check_rank(&self, rank: usize) -> Result<(), OpError> {
+        if self.axis >= rank {
+            return Err(OpError(format!(
+                "axis {} is out of range for rank {rank}",
+                self.axis
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Operator for Magnitude {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        expect_inputs(inputs, &["x"])?;
+        let x = &inputs[0];
+        x.expect_dtype(DType::F32, "x")?;
+        self.check_rank(x.rank())?;
+        let mut shape = x.shape.clone();
+        shape[self.axis] = match &x.shape[self.axis] {
+            Dim::Known(n) => Dim::Known(self.half(*n)?),
+            Dim::Sym(s) => Dim::Sym(format!("{s}/2")),
+        };
+        Ok(vec![ValueType::new(DType::F32, shape)])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let x = inputs[0];
+        let s = x.shape();
+        self.check_rank(s.len())?;
+        let m = self.half(s[self.axis])?;
+        let outer: usize = s[..self.axis].iter().product();
+        let inner: usize = s[self.axis + 1..].iter().product();
+        let mut shape = s.to_vec();
+        shape[self.axis] = m;
+        let xv = f32_input(x, "x")?;
+        let mut out = ctx.alloc_f32(&shape);
+        let o = out.f32s_mut()?;
+        let half = m * inner;
+        for (src, dst) in xv
+            .chunks_exact(2 * half)
+            .zip(o.chunks_exact_mut(half))
+            .take(outer)
+        {
+            let (re, im) = src.split_at(half);
+            for ((y, &a), &b) in dst.iter_mut().zip(re).zip(im) {
+                // Squares summed, then one square root: ONNX's Pow, Add, Sqrt in order.
+                *y = (a * a + b * b).sqrt();
+            }
+        }
+        Ok(vec![out])
+    }
+}

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod features;
 pub mod fused;
 pub mod nn;
+pub mod recurrent;
 pub mod tensor_ops;
 
 use std::borrow::Cow;

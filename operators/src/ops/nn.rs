@@ -282,3 +282,65 @@ impl Operator for Add {
         RESIDUAL_ADD_KERNEL.offer(target)
     }
 }
+
+/// An element-wise activation of any f32 shape.
+macro_rules! elementwise_activation {
+    ($def:ident, $op:ident, $name:literal, $summary:literal, $kernel:path) => {
+        #[doc = concat!("`", $name, "`: ", $summary)]
+        pub struct $def;
+        #[derive(Debug)]
+        struct $op;
+
+        impl OpDef for $def {
+            fn name(&self) -> &str {
+                $name
+            }
+            fn summary(&self) -> &str {
+                $summary
+            }
+            fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+                attrs.only(&[])?;
+                Ok(Box::new($op))
+            }
+        }
+
+        impl Operator for $op {
+            fn infer(
+                &self,
+                inputs: &[ValueType],
+                _: &[ValueType],
+            ) -> Result<Vec<ValueType>, OpError> {
+                amanuensis_runtime::op::expect_inputs(inputs, &["x"])?;
+                inputs[0].expect_dtype(DType::F32, "x")?;
+                Ok(vec![inputs[0].clone()])
+            }
+
+            fn eval(
+                &self,
+                ctx: &mut EvalContext,
+                inputs: &[&Tensor],
+            ) -> Result<Vec<Tensor>, OpError> {
+                let mut out = ctx.alloc_f32(inputs[0].shape());
+                let o = out.f32s_mut()?;
+                o.copy_from_slice(&f32_input(inputs[0], "x")?);
+                $kernel(o);
+                Ok(vec![out])
+            }
+        }
+    };
+}
+
+elementwise_activation!(
+    ReluDef,
+    Relu,
+    "relu",
+    "y = max(x, 0) (NaN passes through)",
+    cpu::relu
+);
+elementwise_activation!(
+    SigmoidDef,
+    Sigmoid,
+    "sigmoid",
+    "y = 1 / (1 + e^−x), results below f32's normal range flushed to 0",
+    cpu::sigmoid
+);

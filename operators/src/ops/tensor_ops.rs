@@ -1,6 +1,8 @@
-//! Data movement: transpose, embedding lookups, take.
+//! Data movement: transpose, embedding lookups, take, squeeze/unsqueeze, slice, reflection
+//! padding.
 
 use super::{f32_input, f32_input_range, scalar_index};
+use amanuensis_runtime::format::Dim;
 use amanuensis_runtime::op::{expect_inputs, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
@@ -239,6 +241,301 @@ impl Operator for Take {
                 let src = (b * len + i as usize) * inner;
                 let dst = (b * idx.len() + j) * inner;
                 o[dst..dst + inner].copy_from_slice(&xv[src..src + inner]);
+            }
+        }
+        Ok(vec![out])
+    }
+}
+
+/// `axis` of a rank-`rank` tensor, negative counting from the end (`-1` is the last).
+fn resolve_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
+    let a = if axis < 0 { rank as i64 + axis } else { axis };
+    if a < 0 || a >= rank as i64 {
+        return Err(OpError(format!(
+            "axis {axis} is out of range for rank {rank}"
+        )));
+    }
+    Ok(a as usize)
+}
+
+/// Copies `x` into a fresh output of `shape` (same element count), for the ops that only
+/// relabel dims.
+fn relabel(ctx: &mut EvalContext, x: &Tensor, shape: &[usize]) -> Result<Tensor, OpError> {
+    let mut out = ctx.alloc_f32(shape);
+    out.f32s_mut()?.copy_from_slice(&f32_input(x, "x")?);
+    Ok(out)
+}
+
+/// Removes a dim of size 1.
+pub struct SqueezeDef;
+#[derive(Debug)]
+struct Squeeze {
+    axis: i64,
+}
+
+impl OpDef for SqueezeDef {
+    fn name(&self) -> &str {
+        "squeeze"
+    }
+    fn summary(&self) -> &str {
+        "y = x without its dim `axis`, which must be 1"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["axis"])?;
+        Ok(Box::new(Squeeze {
+            axis: attrs.i64("axis")?,
+        }))
+    }
+}
+
+impl Operator for Squeeze {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        expect_inputs(inputs, &["x"])?;
+        let x = &inputs[0];
+        x.expect_dtype(DType::F32, "x")?;
+        let axis = resolve_axis(self.axis, x.rank())?;
+        if let Some(n) = x.shape[axis].known().filter(|&n| n != 1) {
+            return Err(OpError(format!(
+                "x {x}: dim {axis} is {n}, squeeze needs 1"
+            )));
+        }
+        let mut shape = x.shape.clone();
+        shape.remove(axis);
+        Ok(vec![ValueType::new(DType::F32, shape)])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let x = inputs[0];
+        let axis = resolve_axis(self.axis, x.shape().len())?;
+        if x.shape()[axis] != 1 {
+            return Err(OpError(format!("x {:?}: dim {axis} is not 1", x.shape())));
+        }
+        let mut shape = x.shape().to_vec();
+        shape.remove(axis);
+        Ok(vec![relabel(ctx, x, &shape)?])
+    }
+}
+
+/// Inserts a dim of size 1.
+pub struct UnsqueezeDef;
+#[derive(Debug)]
+struct Unsqueeze {
+    axis: usize,
+}
+
+impl OpDef for UnsqueezeDef {
+    fn name(&self) -> &str {
+        "unsqueeze"
+    }
+    fn summary(&self) -> &str {
+        "y = x with a dim of 1 inserted before dim `axis` (0..=rank)"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["axis"])?;
+        Ok(Box::new(Unsqueeze {
+            axis: attrs.usize("axis")?,
+        }))
+    }
+}
+
+impl Unsqueeze {
+    fn check(&self, rank: usize) -> Result<(), OpError> {
+        if self.axis > rank {
+            return Err(OpError(format!(
+                "axis {} is out of range 0..={rank} for rank {rank}",
+                self.axis
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Operator for Unsqueeze {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        expect_inputs(inputs, &["x"])?;
+        let x = &inputs[0];
+        x.expect_dtype(DType::F32, "x")?;
+        self.check(x.rank())?;
+        let mut shape = x.shape.clone();
+        shape.insert(self.axis, Dim::Known(1));
+        Ok(vec![ValueType::new(DType::F32, shape)])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let x = inputs[0];
+        self.check(x.shape().len())?;
+        let mut shape = x.shape().to_vec();
+        shape.insert(self.axis, 1);
+        Ok(vec![relabel(ctx, x, &shape)?])
+    }
+}
+
+/// Elements `start..end` along one axis.
+pub struct SliceDef;
+#[derive(Debug)]
+struct Slice {
+    axis: i64,
+    start: usize,
+    end: Option<usize>,
+}
+
+impl OpDef for SliceDef {
+    fn name(&self) -> &str {
+        "slice"
+    }
+    fn summary(&self) -> &str {
+        "y = x[.., start..end, ..] along `axis` (end defaults to the dim's size)"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["axis", "start", "end"])?;
+        let start = attrs.usize_or("start", 0)?;
+        let end = if attrs.0.contains_key("end") {
+            Some(attrs.usize("end")?)
+        } else {
+            None
+        };
+        if let Some(e) = end.filter(|&e| e <= start) {
+            return Err(OpError(format!(
+                "attribute 'end' ({e}) must be greater than 'start' ({start})"
+            )));
+        }
+        Ok(Box::new(Slice {
+            axis: attrs.i64("axis")?,
+            start,
+            end,
+        }))
+    }
+}
+
+impl Slice {
+    /// The slice's end on a dim of `len`, checked.
+    fn end(&self, len: usize) -> Result<usize, OpError> {
+        let end = self.end.unwrap_or(len);
+        if end > len || self.start >= end {
+            return Err(OpError(format!(
+                "slice {}..{end} does not fit a dim of {len}",
+                self.start
+            )));
+        }
+        Ok(end)
+    }
+}
+
+impl Operator for Slice {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        expect_inputs(inputs, &["x"])?;
+        let x = &inputs[0];
+        x.expect_dtype(DType::F32, "x")?;
+        let axis = resolve_axis(self.axis, x.rank())?;
+        let mut shape = x.shape.clone();
+        shape[axis] = match (&x.shape[axis], self.end) {
+            (Dim::Known(n), _) => Dim::Known(self.end(*n)? - self.start),
+            (Dim::Sym(_), Some(e)) => Dim::Known(e - self.start),
+            (Dim::Sym(s), None) => Dim::Sym(format!("{s}-{}", self.start)),
+        };
+        Ok(vec![ValueType::new(DType::F32, shape)])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let x = inputs[0];
+        let s = x.shape();
+        let axis = resolve_axis(self.axis, s.len())?;
+        let len = s[axis];
+        let end = self.end(len)?;
+        let outer: usize = s[..axis].iter().product();
+        let inner: usize = s[axis + 1..].iter().product();
+        let mut shape = s.to_vec();
+        shape[axis] = end - self.start;
+        let xv = f32_input(x, "x")?;
+        let mut out = ctx.alloc_f32(&shape);
+        let o = out.f32s_mut()?;
+        let run = (end - self.start) * inner;
+        for b in 0..outer {
+            let src = (b * len + self.start) * inner;
+            o[b * run..(b + 1) * run].copy_from_slice(&xv[src..src + run]);
+        }
+        Ok(vec![out])
+    }
+}
+
+/// Reflection padding of the last dim (numpy's and ONNX's `reflect`: the edge sample is
+/// not repeated).
+pub struct PadReflectDef;
+#[derive(Debug)]
+struct PadReflect {
+    before: usize,
+    after: usize,
+}
+
+impl OpDef for PadReflectDef {
+    fn name(&self) -> &str {
+        "pad_reflect"
+    }
+    fn summary(&self) -> &str {
+        "y[.., before + t + after] = x[.., t] mirrored about its first and last samples"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["before", "after"])?;
+        Ok(Box::new(PadReflect {
+            before: attrs.usize_or("before", 0)?,
+            after: attrs.usize_or("after", 0)?,
+        }))
+    }
+}
+
+impl PadReflect {
+    fn check(&self, len: usize) -> Result<(), OpError> {
+        // Each side reflects at most len − 1 samples (the edge itself is not repeated).
+        if self.before.max(self.after) >= len {
+            return Err(OpError(format!(
+                "reflection padding of {} before and {} after needs more than {} samples in the last dim",
+                self.before,
+                self.after,
+                self.before.max(self.after)
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Operator for PadReflect {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        expect_inputs(inputs, &["x"])?;
+        let x = &inputs[0];
+        x.expect_dtype(DType::F32, "x")?;
+        let mut shape = x.shape.clone();
+        let last = shape
+            .last_mut()
+            .ok_or_else(|| OpError("x: expected at least rank 1, got a scalar".into()))?;
+        *last = match last {
+            Dim::Known(n) => {
+                self.check(*n)?;
+                Dim::Known(*n + self.before + self.after)
+            }
+            Dim::Sym(s) => Dim::Sym(format!("{s}+{}", self.before + self.after)),
+        };
+        Ok(vec![ValueType::new(DType::F32, shape)])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let x = inputs[0];
+        let Some(&len) = x.shape().last() else {
+            return Err(OpError("x is a scalar".into()));
+        };
+        self.check(len)?;
+        let width = len + self.before + self.after;
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().unwrap() = width;
+        let xv = f32_input(x, "x")?;
+        let mut out = ctx.alloc_f32(&shape);
+        let o = out.f32s_mut()?;
+        for (row, y) in xv.chunks_exact(len).zip(o.chunks_exact_mut(width)) {
+            for (i, v) in y[..self.before].iter_mut().enumerate() {
+                *v = row[self.before - i];
+            }
+            y[self.before..self.before + len].copy_from_slice(row);
+            for (i, v) in y[self.before + len..].iter_mut().enumerate() {
+                *v = row[len - 2 - i];
             }
         }
         Ok(vec![out])

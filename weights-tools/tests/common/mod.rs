@@ -1,6 +1,9 @@
 //! Shared test helpers: a writer of synthetic CTranslate2 `model.bin` files, a tiny
-//! Whisper-shaped model, and scratch directories.
+//! Whisper-shaped model, synthetic Silero VAD ONNX models (`silero`), and scratch
+//! directories.
 #![allow(dead_code)]
+
+pub mod silero;
 
 use std::path::{Path, PathBuf};
 
