@@ -139,3 +139,12 @@ fn conv1d_batch_equals_each_item_alone_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn conv1d_long_kernels_unfolded_by_column_match_reference() {
+    // Silero VAD's STFT basis (1 -> 258, 256 taps, stride 128), and long kernels with
+    // padding wider than the input's edge so some columns are all padding.
+    check(1, 832, 258, 256, 128, 0, false, 11);
+    check(2, 30, 3, 20, 3, 19, true, 12);
+    check(3, 16, 5, 17, 1, 16, true, 13);
+}

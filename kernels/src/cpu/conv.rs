@@ -5,6 +5,9 @@ use rayon::prelude::*;
 use super::checks::require_len;
 use super::parallel::gemm_parallelism;
 
+/// Kernels at least this long are unfolded column by column (contiguous runs of x).
+const LONG_KERNEL: usize = 16;
+
 /// Output length of a 1-D convolution: (t_in + 2·padding − kernel) / stride + 1, or 0
 /// when the padded input is shorter than the kernel or `stride`/`kernel` is 0.
 pub fn conv1d_out_len(t_in: usize, kernel: usize, stride: usize, padding: usize) -> usize {
@@ -117,21 +120,62 @@ pub fn conv1d_batch(
     if depth > 0 {
         // cols[(ci, tap), (b, t)] = x[b, ci, t·stride + tap − padding]: the convolution
         // becomes w [c_out, c_in·kernel] · cols [c_in·kernel, batch·t_out].
+        // With long kernels (Silero VAD's 256-tap STFT basis at stride 128) each output
+        // column reads a contiguous run of x, so the columns are laid out one after the
+        // other (copies of whole runs) and gemm reads them transposed. Short kernels
+        // (Whisper's 3 taps) keep im2col's rows: laid out by column, gemm's sums for a
+        // column then depended on how many columns there were, and a batch item would no
+        // longer equal the conv alone bit for bit.
+        let by_column = kernel >= LONG_KERNEL;
         let mut cols = vec![0.0f32; depth * cols_t];
-        let fill = |(r, row): (usize, &mut [f32])| {
-            let (ci, tap) = (r / kernel, r % kernel);
-            for (b, item) in row.chunks_exact_mut(t_out).enumerate() {
-                let base = b * item_in + ci * t_in;
-                im2col_row(item, &x[base..base + t_in], tap, stride, padding);
+        if by_column {
+            // cols[(b, t), (ci, tap)] = x[b, ci, t·stride + tap − padding].
+            let fill = |(c, col): (usize, &mut [f32])| {
+                let (b, t) = (c / t_out, c % t_out);
+                let start = (t * stride) as isize - padding as isize;
+                // Taps in lo..hi fall inside x; the rest are the zero padding.
+                let lo = (-start).clamp(0, kernel as isize) as usize;
+                let hi = (t_in as isize - start).clamp(lo as isize, kernel as isize) as usize;
+                for (ci, taps) in col.chunks_exact_mut(kernel).enumerate() {
+                    let base = b * item_in + ci * t_in;
+                    taps[..lo].fill(0.0);
+                    if hi > lo {
+                        let from = (base as isize + start + lo as isize) as usize;
+                        taps[lo..hi].copy_from_slice(&x[from..from + (hi - lo)]);
+                    }
+                    taps[hi..].fill(0.0);
+                }
+            };
+            if depth * cols_t > 1 << 16 {
+                cols.par_chunks_mut(depth).enumerate().for_each(fill);
+            } else {
+                cols.chunks_mut(depth).enumerate().for_each(fill);
             }
-        };
-        if depth * cols_t > 1 << 16 {
-            cols.par_chunks_mut(cols_t).enumerate().for_each(fill);
         } else {
-            cols.chunks_mut(cols_t).enumerate().for_each(fill);
+            // cols[(ci, tap), (b, t)] = x[b, ci, t·stride + tap − padding].
+            let fill = |(r, row): (usize, &mut [f32])| {
+                let (ci, tap) = (r / kernel, r % kernel);
+                for (b, item) in row.chunks_exact_mut(t_out).enumerate() {
+                    let base = b * item_in + ci * t_in;
+                    im2col_row(item, &x[base..base + t_in], tap, stride, padding);
+                }
+            };
+            if depth * cols_t > 1 << 16 {
+                cols.par_chunks_mut(cols_t).enumerate().for_each(fill);
+            } else {
+                cols.chunks_mut(cols_t).enumerate().for_each(fill);
+            }
         }
-        // SAFETY: w is [c_out, depth] (row stride depth), cols [depth, cols_t] (row stride
-        // cols_t), dst [c_out, cols_t] (row stride cols_t); lengths checked above.
+        // The convolution is w [c_out, depth] · cols [depth, cols_t]; cols is stored
+        // row-major, or column-major when filled by column.
+        let (rhs_cs, rhs_rs) = if by_column {
+            (depth as isize, 1)
+        } else {
+            (1, cols_t as isize)
+        };
+        // SAFETY: w is [c_out, depth] (row stride depth), cols holds depth × cols_t
+        // elements addressed by (rhs_cs, rhs_rs), dst [c_out, cols_t] (row stride cols_t);
+        // lengths checked above.
         unsafe {
             gemm::gemm(
                 c_out,
@@ -145,8 +189,8 @@ pub fn conv1d_batch(
                 1,
                 depth as isize,
                 cols.as_ptr(),
-                1,
-                cols_t as isize,
+                rhs_cs,
+                rhs_rs,
                 1.0,
                 1.0,
                 false,

@@ -5,24 +5,18 @@
 
 use super::checks::require_len;
 use super::linear::linear;
+use super::simd::{dot, multiversion};
 
-/// `[h]`-long dot product in eight independent lanes, so that the compiler vectorises it
-/// without reassociating a single chain.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
+/// `g = pre + w_hh · h`: the recurrent product of one step, a row of w_hh per gate.
+#[inline(always)]
+fn gates_slice<const FMA: bool>(g: &mut [f32], pre: &[f32], w_hh: &[f32], h: &[f32]) {
+    for ((gv, p), row) in g.iter_mut().zip(pre).zip(w_hh.chunks_exact(h.len())) {
+        *gv = p + dot::<FMA>(row, h);
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        s += x * y;
-    }
-    s
+}
+
+multiversion! {
+    fn recurrent_gates(g: &mut [f32], pre: &[f32], w_hh: &[f32], h: &[f32]) => gates_slice
 }
 
 /// The logistic function 1 / (1 + e^−x), within a few ulp of the exact value; results
@@ -79,13 +73,7 @@ pub fn lstm(
     linear(x, seq, input, w_ih, gates, Some(&b), &mut pre);
     let mut g = vec![0.0f32; gates];
     for (t, out) in y.chunks_exact_mut(hidden).enumerate() {
-        for ((gv, p), row) in g
-            .iter_mut()
-            .zip(&pre[t * gates..(t + 1) * gates])
-            .zip(w_hh.chunks_exact(hidden))
-        {
-            *gv = p + dot(row, h);
-        }
+        recurrent_gates(&mut g, &pre[t * gates..(t + 1) * gates], w_hh, h);
         let (i, rest) = g.split_at(hidden);
         let (o, rest) = rest.split_at(hidden);
         let (f, cand) = rest.split_at(hidden);
