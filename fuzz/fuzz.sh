@@ -125,6 +125,7 @@ case "$cmd" in
     failed=()
     for t in "${TARGETS[@]}"; do
       log=$(mktemp)
+      mkdir -p "corpus/$t"
       # shellcheck disable=SC2046
       if "$(bin "$t")" $(flags "$t") -runs=0 "corpus/$t" "seeds/$t" >"$log" 2>&1; then
         echo "fuzz replay: $t: $(final_stat "$log" number_of_executed_units) inputs, no crash"
@@ -152,7 +153,9 @@ case "$cmd" in
     smoke_one() {
       local t=$1 out="$work/$1"
       local rc=0
-      mkdir -p "$out" "artifacts/$t"
+      # A target without a committed corpus yet reads an empty one (libFuzzer exits on a
+      # missing directory).
+      mkdir -p "$out" "artifacts/$t" "corpus/$t"
       # New inputs go to a scratch directory: the committed corpus is only read.
       # shellcheck disable=SC2046
       "$(bin "$t")" $(flags "$t") -max_total_time="$secs" -seed="$seed" \
