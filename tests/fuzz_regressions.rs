@@ -401,3 +401,31 @@ fn vorbis_codebook_whose_lookup_table_size_overflows_is_refused_not_a_panic() {
     let intact = decode_audio_bytes(encoded("jfk_vorbis.mkv"), None).expect("intact Vorbis");
     assert!(intact.len() > 40_000, "{} samples", intact.len());
 }
+
+/// Found by the `audio_mp4` smoke run in CI: an ALAC magic cookie declaring a frame length
+/// near 2^31 made symphonia's ALAC decoder allocate its output buffer (gigabytes) before
+/// decoding a packet. The packet size a header declares is now bounded first.
+#[test]
+fn alac_cookie_with_a_huge_frame_length_is_refused_before_the_decoder_allocates() {
+    let good = encoded("jfk_alac.m4a");
+    // The `alac` box inside the sample entry: size 36, then version and flags, then the
+    // 24-byte cookie, which opens with the frame length.
+    let inner = good
+        .windows(8)
+        .position(|w| w == [0, 0, 0, 36, b'a', b'l', b'a', b'c'])
+        .expect("the ALAC sample entry's cookie box");
+    let cookie = inner + 12;
+    assert_eq!(
+        good[cookie..cookie + 4],
+        4096u32.to_be_bytes(),
+        "the stored frame length"
+    );
+    // Still decodes as stored (the bound is far above real frame lengths).
+    let samples = decode_audio_bytes(good.clone(), None).expect("the ALAC file decodes");
+    assert!(samples.len() > 16_000 * 10, "{} samples", samples.len());
+    for frames in [0x7fff_ffffu32, 1 << 23] {
+        let mut bad = good.clone();
+        put_be_u32(&mut bad, cookie, frames);
+        assert_refused_without_large_allocation(bad, "frames");
+    }
+}

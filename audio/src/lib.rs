@@ -499,6 +499,20 @@ impl AudioStream {
             channels = head.channels;
             PacketDecoder::Opus(Box::new(opus))
         } else {
+            // symphonia sizes a decoder's output buffer from the header before decoding
+            // anything: a damaged ALAC cookie or PCM sample entry can ask for gigabytes.
+            if let Some((frames, channels)) = declared_packet_size(&params) {
+                if frames.saturating_mul(channels) > MAX_PACKET_SAMPLES {
+                    return Err(corrupt(
+                        &name,
+                        format!(
+                            "its {codec} header declares packets of {frames} frames \
+                             × {channels} channels, more than the {MAX_PACKET_SAMPLES} \
+                             samples a packet may hold"
+                        ),
+                    ));
+                }
+            }
             // Decoder set-up parses the codec's own header (Vorbis codebooks, FLAC stream
             // info, ...) and can panic on damaged data, as decoding can.
             let decoder = catch_decoder_panic(AssertUnwindSafe(|| {
@@ -758,6 +772,26 @@ impl Iterator for AudioStream {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_chunk().transpose()
     }
+}
+
+/// Samples in one packet past which a header is taken as damaged: 2^22 (4,194,304) is
+/// 8 channels of 524,288 frames, over 10 s at 48 kHz, where real encoders write 4,096
+/// (ALAC) or a few thousand (PCM in MP4) frames a packet.
+const MAX_PACKET_SAMPLES: u64 = 1 << 22;
+
+/// The packet size (frames, channels) the header makes symphonia allocate for, where the
+/// file states it.
+fn declared_packet_size(params: &sc::CodecParameters) -> Option<(u64, u64)> {
+    let channels = params.channels.map_or(1, |c| c.count().max(1) as u64);
+    if params.codec == sc::CODEC_TYPE_ALAC {
+        // The magic cookie opens with the frame length (u32, big-endian); byte 9 is the
+        // channel count.
+        let cookie = params.extra_data.as_deref()?;
+        let frames = u32::from_be_bytes(cookie.get(..4)?.try_into().ok()?);
+        let channels = cookie.get(9).map_or(channels, |&c| u64::from(c).max(1));
+        return Some((u64::from(frames), channels));
+    }
+    params.max_frames_per_packet.map(|f| (f, channels))
 }
 
 #[cfg(test)]
