@@ -28,6 +28,85 @@ fn windows(model: &mut amanuensis::WhisperModel) -> Vec<Vec<Tensor>> {
         .collect()
 }
 
+/// The batched encoder (`encoder+cross_kv+windows`, one run for 3 windows) gives each
+/// window's cross K/V as the encoder run on that window alone: the same GEMMs over more
+/// rows, so the values agree to within f32 rounding of the summation order (bound:
+/// 1e-4 of the largest magnitude of each layer's output), and the lockstep decode of the
+/// stacked output gives each window's tokens decoded alone.
+#[test]
+fn batched_encoder_equals_each_window_encoded_alone() {
+    let mut model = common::load_model();
+    let pcm = load_audio(&common::data_dir().join("audio/long_public_concat.wav")).unwrap();
+    let mel = model.features(&pcm).unwrap();
+    let frames = mel.shape()[1];
+    let mels: Vec<Tensor> = (0..frames)
+        .step_by(N_FRAMES)
+        .map(|seek| mel_window(&mel, seek, N_FRAMES.min(frames - seek)).unwrap())
+        .collect();
+    assert_eq!(mels.len(), 3);
+    let t = std::time::Instant::now();
+    let alone: Vec<Vec<Tensor>> = mels
+        .iter()
+        .map(|m| model.encode_cross(m).unwrap())
+        .collect();
+    let t_alone = t.elapsed();
+    let t = std::time::Instant::now();
+    let stacked = model
+        .encode_cross_windows(&mels)
+        .unwrap()
+        .expect("the CPU model has a batched encoder");
+    let t_batch = t.elapsed();
+    eprintln!("3 windows: one by one {t_alone:.2?}, as one batch {t_batch:.2?}");
+    assert_eq!(stacked.len(), alone[0].len());
+    for (layer, s) in stacked.iter().enumerate() {
+        let one = alone[0][layer].shape();
+        assert_eq!(s.shape(), [&[3][..], one].concat(), "layer {layer}");
+        let each = s.numel() / 3;
+        for (w, a) in alone.iter().enumerate() {
+            let (b, a) = (
+                &s.f32s().unwrap()[w * each..(w + 1) * each],
+                a[layer].f32s().unwrap(),
+            );
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                worst <= 1e-4 * scale,
+                "window {w} layer {layer}: off by {worst} (largest magnitude {scale})"
+            );
+        }
+    }
+    let prompt = model
+        .tokenizer
+        .sot_sequence(Some("en"), false, false)
+        .unwrap();
+    let opts = model.decode_options(false);
+    let beam = BeamOptions::default();
+    let lockstep: Vec<LockstepWindow> = alone
+        .iter()
+        .map(|cross| LockstepWindow {
+            cross,
+            prompt: &prompt,
+            opts: &opts,
+            interrupt: None,
+        })
+        .collect();
+    let (from_stack, _) = model
+        .decode_windows_lockstep(&lockstep, Some(stacked), &beam)
+        .unwrap();
+    let (from_each, _) = model
+        .decode_windows_lockstep(&lockstep, None, &beam)
+        .unwrap();
+    for (w, (a, b)) in from_stack.into_iter().zip(from_each).enumerate() {
+        assert_eq!(a.unwrap().tokens, b.unwrap().tokens, "window {w}");
+    }
+    // A stack of the wrong shape is refused, not read out of bounds.
+    let bad = vec![Tensor::from_f32(&[1, 1], vec![0.0]).unwrap(); alone[0].len()];
+    let err = model
+        .decode_windows_lockstep(&lockstep, Some(bad), &beam)
+        .unwrap_err();
+    assert!(err.to_string().contains("stacked cross K/V"), "{err}");
+}
+
 /// Each window decoded in lockstep gives the tokens it gives alone, with beam search and
 /// greedily, with and without timestamps.
 #[test]
@@ -70,7 +149,9 @@ fn lockstep_windows_equal_each_window_decoded_alone() {
                     interrupt: None,
                 })
                 .collect();
-            let (together, stats) = model.decode_windows_lockstep(&lockstep, &beam).unwrap();
+            let (together, stats) = model
+                .decode_windows_lockstep(&lockstep, None, &beam)
+                .unwrap();
             assert_eq!(stats.rows, 3 * beam_size);
             let longest = alone.iter().map(Vec::len).max().unwrap();
             assert!(
@@ -112,7 +193,9 @@ fn a_stopped_window_leaves_its_batch_and_the_others_finish() {
             interrupt: (i == 1).then_some(&stopped),
         })
         .collect();
-    let (together, _) = model.decode_windows_lockstep(&lockstep, &beam).unwrap();
+    let (together, _) = model
+        .decode_windows_lockstep(&lockstep, None, &beam)
+        .unwrap();
     let first_try_only = FallbackOptions {
         temperatures: vec![0.0],
         ..FallbackOptions::default()

@@ -290,6 +290,17 @@ fn kv_cache_attention() -> BoxedStrategy<Case> {
         .boxed()
 }
 
+/// Rank 3: each matrix of a batch (the batched encoder's layout change); no device kernel
+/// takes it.
+fn transpose_batched() -> BoxedStrategy<Case> {
+    (1usize..=4, 1usize..=40, 1usize..=40, any::<u64>())
+        .prop_map(|(batch, rows, cols, seed)| {
+            let x = Values::new(seed).f32(&[batch, rows, cols], 1.0);
+            case("transpose", json!({}), vec![input(x)], false)
+        })
+        .boxed()
+}
+
 fn transpose() -> BoxedStrategy<Case> {
     (1usize..=70, 1usize..=70, any::<u64>())
         .prop_map(|(rows, cols, seed)| {
@@ -507,6 +518,7 @@ fn generators() -> Vec<(&'static str, BoxedStrategy<Case>)> {
         ("attention", attention()),
         ("kv_cache_attention", kv_cache_attention()),
         ("transpose", transpose()),
+        ("transpose", transpose_batched()),
         ("embedding", embedding()),
         ("position_embedding", position_embedding()),
         ("take", take()),

@@ -37,8 +37,12 @@ pub const DECODER_ALIGN: &str = "decoder_align";
 pub const DECODER_WINDOWS: &str = "decoder_step+windows";
 /// Rows up to which [`DECODER_WINDOWS`]'s linear layers stream their weights.
 pub const WINDOWS_GEMV_MAX_ROWS: usize = 512;
-/// The symbolic dim of [`DECODER_WINDOWS`]'s cross K/V inputs: windows decoded together.
+/// The symbolic dim of [`DECODER_WINDOWS`]'s cross K/V inputs and of
+/// [`ENCODER_WINDOWS`]'s input and outputs: windows encoded or decoded together.
 pub const WINDOWS_DIM: &str = "windows";
+/// [`WINDOW`] over several windows at once, returning their cross K/V stacked as
+/// [`DECODER_WINDOWS`] reads them (built at load, see [`windows_encoder_graph`]).
+pub const ENCODER_WINDOWS: &str = "encoder+cross_kv+windows";
 
 struct Builder {
     weights: Vec<WeightDecl>,
@@ -659,6 +663,29 @@ pub fn window_graph(
         states: Vec::new(),
         nodes: enc.nodes.iter().chain(&cross.nodes).cloned().collect(),
     })
+}
+
+/// The [`ENCODER_WINDOWS`] graph: [`window_graph`] with a leading `windows` dim on its
+/// input, `[windows, n_mels, frames]`, and on its outputs, the cross K/V of every decoder
+/// layer as `[windows, n_audio_ctx, s]` (the encoder output stays inside). One run encodes
+/// a batch of 30-s windows: each weight is read once per batch rather than once per
+/// window, and the outputs feed [`DECODER_WINDOWS`] without restacking. Every op of the
+/// encoder takes leading dims (conv1d a batch, transpose and attention each matrix of one,
+/// the row-wise ops any), so the nodes are the stored graphs' own.
+pub fn windows_encoder_graph(
+    file: &amanuensis_runtime::ModelFile,
+) -> Result<amanuensis_runtime::format::GraphDef, String> {
+    let mut def = window_graph(file)?;
+    def.name = ENCODER_WINDOWS.to_string();
+    // The last output is the encoder's own; the cross K/V graph consumes it inside.
+    def.outputs.pop();
+    if def.outputs.is_empty() {
+        return Err(format!("graph '{CROSS_KV}' has no outputs"));
+    }
+    for decl in def.inputs.iter_mut().chain(def.outputs.iter_mut()) {
+        decl.shape.insert(0, Dim::Sym(WINDOWS_DIM.into()));
+    }
+    Ok(def)
 }
 
 /// The [`DECODER_WINDOWS`] graph: `decoder_step` whose cross K/V inputs carry a leading

@@ -320,14 +320,51 @@ fn stack_cross(windows: &[LockstepWindow]) -> Result<Vec<Tensor>> {
     Ok(stacked)
 }
 
+/// `stacked` when it holds, per layer, each window's cross K/V in its place.
+fn check_stacked(stacked: Vec<Tensor>, windows: &[LockstepWindow]) -> Result<Vec<Tensor>> {
+    let first = windows
+        .first()
+        .ok_or_else(|| Error::graph(DECODER_WINDOWS, "no window to decode"))?
+        .cross;
+    if stacked.len() != first.len() {
+        return Err(Error::graph(
+            DECODER_WINDOWS,
+            format!(
+                "{} stacked cross K/V tensors for {} per window",
+                stacked.len(),
+                first.len()
+            ),
+        ));
+    }
+    for (layer, (s, t)) in stacked.iter().zip(first).enumerate() {
+        let mut want = vec![windows.len()];
+        want.extend_from_slice(t.shape());
+        if s.shape() != want {
+            return Err(Error::graph(
+                DECODER_WINDOWS,
+                format!(
+                    "stacked cross K/V {layer} is {:?}, expected {want:?}",
+                    s.shape()
+                ),
+            ));
+        }
+    }
+    Ok(stacked)
+}
+
 /// Decodes `windows` in lockstep on `session` (a [`DECODER_WINDOWS`] session), each with
 /// [`beam_search`] as it would run alone, all with the same beam options. Results are in
 /// the windows' order; a window whose own interrupt flag was set gets
 /// [`Error::Interrupted`], a window whose policy failed its error. The whole call fails
 /// only when the shared decoder does (or `interrupt`, checked before every step, is set).
+///
+/// `stacked`, when given, is the windows' cross K/V already stacked per layer
+/// (`[windows, n_audio_ctx, s]`, as the batched encoder returns it); otherwise each
+/// window's is copied into such a stack.
 pub fn decode_lockstep(
     session: &mut Session,
     windows: &[LockstepWindow],
+    stacked: Option<Vec<Tensor>>,
     ids: &SpecialIds,
     beam: &BeamOptions,
     interrupt: Option<&AtomicBool>,
@@ -336,7 +373,10 @@ pub fn decode_lockstep(
     let rows_per_window = beam.beam_size.max(1);
     let mut co = Coordinator {
         session,
-        cross: stack_cross(windows)?,
+        cross: match stacked {
+            Some(stacked) => check_stacked(stacked, windows)?,
+            None => stack_cross(windows)?,
+        },
         rows_per_window,
         n_vocab: ids.n_vocab,
         eot: ids.eot,

@@ -8,8 +8,8 @@ use crate::decoding::{
 };
 use crate::error::{Error, Result};
 use crate::graph::{
-    window_graph, windows_decoder_graph, CROSS_KV, DECODER_ALIGN, DECODER_STEP, ENCODER, FEATURES,
-    N_FRAMES, WINDOW,
+    window_graph, windows_decoder_graph, windows_encoder_graph, CROSS_KV, DECODER_ALIGN,
+    DECODER_STEP, ENCODER, FEATURES, N_FRAMES, WINDOW,
 };
 use crate::lockstep::{LockstepStats, LockstepWindow};
 use crate::tokenizer::Tokenizer;
@@ -152,6 +152,10 @@ pub struct WhisperModel {
     /// encoder output stays on the device; `encoder` and `cross_kv` then run on the host
     /// only when called on their own.
     pub window: Option<Session>,
+    /// On the CPU: the encoder and cross K/V over a batch of windows
+    /// ([`crate::graph::ENCODER_WINDOWS`]), for the batched pipeline. On a device `None`:
+    /// windows go one by one through [`WhisperModel::window`], whose plan is the device's.
+    pub encoder_windows: Option<Session>,
     pub decoder: Session,
     /// `decoder_step` over several windows in lockstep ([`crate::graph::DECODER_WINDOWS`]),
     /// always on the host, like the decoder.
@@ -308,6 +312,14 @@ impl WhisperModel {
                 Session::planned(Arc::new(p), &weights, d.as_ref())?
             }
         };
+        let encoder_windows = if accelerated {
+            None
+        } else {
+            let def = windows_encoder_graph(&file).map_err(|e| Error::graph(&graph_origin, e))?;
+            let g = Graph::build(&def, &file.weights, registry)?;
+            let p = amanuensis_runtime::schedule::plan(g, registry, d.as_ref(), &spec.options)?;
+            Some(Session::planned(Arc::new(p), &weights, d.as_ref())?)
+        };
         Ok(WhisperModel {
             name: config.name.clone(),
             dir: dir.to_path_buf(),
@@ -320,6 +332,7 @@ impl WhisperModel {
             encoder,
             cross_kv,
             window,
+            encoder_windows,
             decoder,
             decoder_windows,
             align,
@@ -589,6 +602,35 @@ impl WhisperModel {
         self.cross_kv(&enc)
     }
 
+    /// The cross K/V of several `[n_mels, 3000]` windows in one run of the
+    /// [`crate::graph::ENCODER_WINDOWS`] graph: each layer's keys and values stacked as
+    /// `[windows, n_audio_ctx, s]`, the layout the lockstep decoder reads. `None` where the
+    /// model has no such graph (on a device), or for fewer than two windows.
+    pub fn encode_cross_windows(&mut self, windows: &[Tensor]) -> Result<Option<Vec<Tensor>>> {
+        check_interrupt(self.interrupt.as_ref())?;
+        let Some(session) = self.encoder_windows.as_mut() else {
+            return Ok(None);
+        };
+        let Some(first) = windows.first().filter(|_| windows.len() >= 2) else {
+            return Ok(None);
+        };
+        let shape = first.shape().to_vec();
+        let mut data = Vec::with_capacity(windows.len() * first.numel());
+        for (i, w) in windows.iter().enumerate() {
+            if w.shape() != shape {
+                return Err(Error::graph(
+                    crate::graph::ENCODER_WINDOWS,
+                    format!("window {i} is {:?}, window 0 {shape:?}", w.shape()),
+                ));
+            }
+            data.extend_from_slice(w.f32s()?);
+        }
+        let mut batch_shape = vec![windows.len()];
+        batch_shape.extend_from_slice(&shape);
+        let batch = Tensor::from_f32(&batch_shape, data)?;
+        Ok(Some(session.run(&[&batch])?))
+    }
+
     /// The encoder output of the first 30-s window of a recording.
     pub fn encode(&mut self, pcm: &[f32]) -> Result<Tensor> {
         let mel = self.features(pcm)?;
@@ -657,6 +699,7 @@ impl WhisperModel {
     pub fn decode_windows_lockstep(
         &mut self,
         windows: &[LockstepWindow],
+        stacked: Option<Vec<Tensor>>,
         beam: &BeamOptions,
     ) -> Result<(Vec<Result<DecodeResult>>, LockstepStats)> {
         check_interrupt(self.interrupt.as_ref())?;
@@ -664,6 +707,7 @@ impl WhisperModel {
         crate::lockstep::decode_lockstep(
             &mut self.decoder_windows,
             windows,
+            stacked,
             &ids,
             beam,
             self.interrupt.as_deref(),

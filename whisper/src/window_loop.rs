@@ -7,7 +7,7 @@
 use crate::alignment;
 use crate::decoding::{split_segments, DecodeOptions, DecodeResult, FallbackOptions};
 use crate::error::{Error, Result};
-use crate::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
+use crate::graph::{ENCODER_WINDOWS, HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use crate::lockstep::LockstepWindow;
 use crate::model::{mel_window, WhisperModel};
 use crate::refine::{self, RefineOptions};
@@ -552,15 +552,43 @@ impl WhisperModel {
         pcm: &[f32],
         opts: &TranscribeOptions,
     ) -> Result<FirstWindow> {
+        let started = self.start_first_window(pcm, opts)?;
+        self.finish_first_window(started, None, opts)
+    }
+
+    /// The spectrogram and state of a recording, before its first window is encoded.
+    fn start_first_window(&mut self, pcm: &[f32], opts: &TranscribeOptions) -> Result<Started> {
         let t0 = Instant::now();
-        let (mel, ctx, mut acc) = self.start(pcm, opts)?;
+        let (mel, ctx, acc) = self.start(pcm, opts)?;
+        Ok(Started { t0, mel, ctx, acc })
+    }
+
+    /// The first window of a started recording: its cross K/V (`cross`, when it was
+    /// encoded in a batch with others, else encoded here), language and prompt.
+    fn finish_first_window(
+        &mut self,
+        started: Started,
+        cross: Option<Vec<Tensor>>,
+        opts: &TranscribeOptions,
+    ) -> Result<FirstWindow> {
+        let Started {
+            t0,
+            mel,
+            ctx,
+            mut acc,
+        } = started;
         let content_frames = mel.shape()[1];
         let mut language = opts.language.clone();
         let mut language_probability = None;
         let mut first = None;
         if content_frames > 0 {
-            let size = N_FRAMES.min(content_frames);
-            let cross = self.encode_at(&mel, 0, size, &mut acc.timings)?;
+            let cross = match cross {
+                Some(cross) => cross,
+                None => {
+                    let size = N_FRAMES.min(content_frames);
+                    self.encode_at(&mel, 0, size, &mut acc.timings)?
+                }
+            };
             let lang =
                 self.language_of(&cross, &mut language, &mut language_probability, &mut acc)?;
             let prompt = self.prompt(&acc.all_tokens, &lang, opts)?;
@@ -674,11 +702,25 @@ impl WhisperModel {
     ) -> (Vec<Result<Transcript>>, TogetherStats) {
         let saved = self.interrupt.take();
         let mut stats = TogetherStats::default();
-        let mut prepared: Vec<Option<Result<FirstWindow>>> = Vec::with_capacity(items.len());
+        let mut started: Vec<Option<Result<Started>>> = Vec::with_capacity(items.len());
         for item in items {
             self.interrupt = item.interrupt.clone();
             let p = check_batch_size(item.opts.batch_size)
-                .and_then(|()| self.prepare_first_window(item.pcm, item.opts));
+                .and_then(|()| self.start_first_window(item.pcm, item.opts));
+            started.push(Some(p));
+        }
+        // The first windows through the encoder as one batch (each weight read once for
+        // all of them); if that fails, each is encoded on its own below.
+        self.interrupt = None;
+        let mut crosses = self.encode_first_windows(&mut started);
+        let mut prepared: Vec<Option<Result<FirstWindow>>> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            self.interrupt = item.interrupt.clone();
+            let p = match started[i].take() {
+                Some(Ok(s)) => self.finish_first_window(s, crosses[i].take(), item.opts),
+                Some(Err(e)) => Err(e),
+                None => Err(Error::Interrupted),
+            };
             prepared.push(Some(p));
         }
         // Windows decode together when their steps line up: same prompt length, same
@@ -721,7 +763,7 @@ impl WhisperModel {
                 })
                 .collect();
             self.interrupt = None;
-            match self.decode_windows_lockstep(&windows, &beam) {
+            match self.decode_windows_lockstep(&windows, None, &beam) {
                 Ok((results, st)) => {
                     stats.batches += 1;
                     stats.windows += group.len();
@@ -765,6 +807,18 @@ impl WhisperModel {
         opts: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Transcript> {
+        self.transcribe_pcm_windows(pcm, None, opts, progress)
+    }
+
+    /// [`Self::transcribe_pcm_batched`] over the given windows (the speech chunks of
+    /// `--vad`), or over consecutive windows cut at pauses when `None`.
+    pub fn transcribe_pcm_windows(
+        &mut self,
+        pcm: &[f32],
+        given: Option<GivenWindows<'_>>,
+        opts: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Transcript> {
         check_batch_size(opts.batch_size)?;
         let batch_size = opts.batch_size;
         let t0 = Instant::now();
@@ -780,76 +834,150 @@ impl WhisperModel {
         let initial: Vec<u32> = acc.all_tokens.clone();
         let mut language = opts.language.clone();
         let mut language_probability = None;
-        let pauses = if ctx.refine {
-            ctx.pauses.clone()
-        } else {
-            pauses::find_pauses(pcm, SAMPLE_RATE as u32, &ctx.refine_opts.pauses)
-        };
-        let windows = window_cuts(content_frames, &pauses);
-        for chunk in windows.chunks(batch_size) {
-            let mut crosses = Vec::with_capacity(chunk.len());
-            for &(seek, size) in chunk {
-                crosses.push(self.encode_at(&mel, seek, size, &mut acc.timings)?);
-            }
-            let lang = self.language_of(
-                &crosses[0],
-                &mut language,
-                &mut language_probability,
-                &mut acc,
-            )?;
-            let prompt = self.prompt(&initial, &lang, opts)?;
-            let t = Instant::now();
-            let mut firsts: Vec<Option<DecodeResult>> = if lockstep {
-                let windows: Vec<LockstepWindow> = crosses
-                    .iter()
-                    .map(|cross| LockstepWindow {
-                        cross,
-                        prompt: &prompt,
-                        opts: &dopts,
-                        interrupt: None,
+        let speech = given.as_ref().map_or(&[][..], |g| g.speech);
+        let windows = match given.map(|g| g.cuts) {
+            Some(cuts) => {
+                if let Some(&(seek, size)) = cuts.iter().find(|&&(_, size)| size > N_FRAMES) {
+                    return Err(Error::graph(
+                        crate::graph::FEATURES,
+                        format!("window {seek}+{size} is longer than {N_FRAMES} mel frames"),
+                    ));
+                }
+                // A window reaching past the last frame ends there.
+                cuts.iter()
+                    .filter_map(|&(seek, size)| {
+                        let size = size.min(content_frames.saturating_sub(seek));
+                        (size > 0).then_some((seek, size))
                     })
-                    .collect();
-                let (results, stats) =
-                    self.decode_windows_lockstep(&windows, &opts.decoding.beam)?;
-                acc.timings.decoder_steps += stats.steps;
-                results
-                    .into_iter()
-                    .map(|r| r.map(Some))
-                    .collect::<Result<_>>()?
-            } else {
-                vec![None; chunk.len()]
-            };
-            acc.timings.decoder += t.elapsed();
-            for (i, &(seek, segment_size)) in chunk.iter().enumerate() {
-                let cross = &crosses[i];
-                let t = Instant::now();
-                let (result, temperature, steps) = match firsts[i].take() {
-                    Some(first) => {
-                        self.decode_window_after(cross, &prompt, &dopts, &opts.decoding, first)?
-                    }
-                    None => self.decode_window(cross, &prompt, &dopts, &opts.decoding)?,
-                };
-                acc.timings.decoder += t.elapsed();
-                acc.timings.decoder_steps += steps;
-                acc.timings.tokens += result.tokens.len();
-                let decoded = DecodedWindow {
-                    result: &result,
-                    temperature,
-                    seek,
-                    segment_size,
-                    fixed_windows: true,
-                };
-                let first_new = acc.segments.len();
-                self.window_segments(cross, &lang, opts, &decoded, &ctx, &mut acc)?;
-                let text = window_text(&acc.segments[first_new..]);
-                progress(Progress {
-                    done: ((seek + segment_size) as f64 * FRAME_SECONDS).min(ctx.duration),
-                    total: ctx.duration,
-                    text: &text,
-                });
+                    .collect()
+            }
+            None if ctx.refine => window_cuts(content_frames, &ctx.pauses),
+            None => window_cuts(
+                content_frames,
+                &pauses::find_pauses(pcm, SAMPLE_RATE as u32, &ctx.refine_opts.pauses),
+            ),
+        };
+        // Windows to decode: the cuts, then the rests of windows whose text stopped short
+        // of their speech (in recording order once sorted below).
+        let mut pending = windows;
+        let mut continued = false;
+        let mut done_frames = 0;
+        while !pending.is_empty() {
+            let mut rests = Vec::new();
+            for chunk in pending.chunks(batch_size) {
+                self.decode_batch(
+                    &mel,
+                    chunk,
+                    &initial,
+                    &dopts,
+                    lockstep,
+                    speech,
+                    (opts, &ctx),
+                    (&mut language, &mut language_probability),
+                    &mut acc,
+                    &mut rests,
+                    &mut |seek, segment_size, text: &str| {
+                        done_frames = done_frames.max(seek + segment_size);
+                        progress(Progress {
+                            done: (done_frames as f64 * FRAME_SECONDS).min(ctx.duration),
+                            total: ctx.duration,
+                            text,
+                        })
+                    },
+                )?;
+            }
+            continued |= !rests.is_empty();
+            pending = rests;
+        }
+        if continued {
+            acc.segments.sort_by_key(|s| s.seek);
+            for (id, s) in acc.segments.iter_mut().enumerate() {
+                s.id = id;
             }
         }
         Ok(self.finish(opts, ctx, acc, language, language_probability, t0))
+    }
+
+    /// Encodes and decodes one batch of windows of the batched pipeline, appending their
+    /// segments to `acc` and, where a window's text ends over [`REST_MIN_FRAMES`] of
+    /// `speech` before the window does, the rest of it to `rests`.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_batch(
+        &mut self,
+        mel: &Tensor,
+        chunk: &[(usize, usize)],
+        initial: &[u32],
+        dopts: &DecodeOptions,
+        lockstep: bool,
+        speech: &[(usize, usize)],
+        (opts, ctx): (&TranscribeOptions, &LoopContext),
+        (language, language_probability): (&mut Option<String>, &mut Option<f32>),
+        acc: &mut Accumulated,
+        rests: &mut Vec<(usize, usize)>,
+        progress: &mut dyn FnMut(usize, usize, &str),
+    ) -> Result<()> {
+        let EncodedBatch {
+            crosses,
+            mut stacked,
+        } = self.encode_batch(mel, chunk, &mut acc.timings)?;
+        let lang = self.language_of(&crosses[0], language, language_probability, acc)?;
+        let prompt = self.prompt(initial, &lang, opts)?;
+        let t = Instant::now();
+        let mut firsts: Vec<Option<DecodeResult>> = if lockstep {
+            let windows: Vec<LockstepWindow> = crosses
+                .iter()
+                .map(|cross| LockstepWindow {
+                    cross,
+                    prompt: &prompt,
+                    opts: dopts,
+                    interrupt: None,
+                })
+                .collect();
+            let (results, stats) =
+                self.decode_windows_lockstep(&windows, stacked.take(), &opts.decoding.beam)?;
+            acc.timings.decoder_steps += stats.steps;
+            results
+                .into_iter()
+                .map(|r| r.map(Some))
+                .collect::<Result<_>>()?
+        } else {
+            vec![None; chunk.len()]
+        };
+        acc.timings.decoder += t.elapsed();
+        for (i, &(seek, segment_size)) in chunk.iter().enumerate() {
+            let cross = &crosses[i];
+            let t = Instant::now();
+            let (result, temperature, steps) = match firsts[i].take() {
+                Some(first) => {
+                    self.decode_window_after(cross, &prompt, dopts, &opts.decoding, first)?
+                }
+                None => self.decode_window(cross, &prompt, dopts, &opts.decoding)?,
+            };
+            acc.timings.decoder += t.elapsed();
+            acc.timings.decoder_steps += steps;
+            acc.timings.tokens += result.tokens.len();
+            let decoded = DecodedWindow {
+                result: &result,
+                temperature,
+                seek,
+                segment_size,
+                fixed_windows: true,
+            };
+            let first_new = acc.segments.len();
+            let kept = self.window_segments(cross, &lang, opts, &decoded, ctx, acc)?;
+            let new = &acc.segments[first_new..];
+            // Only a window the no-speech rule kept, and whose text has times.
+            if kept.is_some() && !opts.without_timestamps {
+                let text_end = new
+                    .last()
+                    .map_or(seek, |s| (s.end / FRAME_SECONDS).round() as usize);
+                if let Some(rest) = untranscribed_rest(seek, segment_size, text_end, speech) {
+                    rests.push(rest);
+                }
+            }
+            progress(seek, segment_size, &window_text(new));
+        }
+        Ok(())
     }
 
     /// The log-mel spectrogram of the recording, what its windows share, and the
@@ -881,6 +1009,91 @@ impl WhisperModel {
             refine_opts,
         };
         Ok((mel, ctx, acc))
+    }
+
+    /// The cross K/V of the first windows of the `started` recordings that have one,
+    /// encoded as one batch when there are two or more (`None` for the others, and for
+    /// all when the batch failed). Each recording's timings get its share of the batch.
+    fn encode_first_windows(
+        &mut self,
+        started: &mut [Option<Result<Started>>],
+    ) -> Vec<Option<Vec<Tensor>>> {
+        let mut out: Vec<Option<Vec<Tensor>>> = vec![None; started.len()];
+        let firsts: Vec<usize> = (0..started.len())
+            .filter(|&i| matches!(&started[i], Some(Ok(s)) if s.mel.shape()[1] > 0))
+            .collect();
+        if firsts.len() < 2 || self.encoder_windows.is_none() {
+            return out;
+        }
+        let t = Instant::now();
+        let batch = (|| -> Result<Vec<Vec<Tensor>>> {
+            let mut mels = Vec::with_capacity(firsts.len());
+            for &i in &firsts {
+                if let Some(Ok(s)) = &started[i] {
+                    mels.push(mel_window(&s.mel, 0, N_FRAMES.min(s.mel.shape()[1]))?);
+                }
+            }
+            let stacked = self
+                .encode_cross_windows(&mels)?
+                .ok_or_else(|| Error::graph(ENCODER_WINDOWS, "returned no output"))?;
+            (0..firsts.len()).map(|w| unstack(&stacked, w)).collect()
+        })();
+        match batch {
+            Ok(crosses) => {
+                let share = t.elapsed() / firsts.len() as u32;
+                for (&i, cross) in firsts.iter().zip(crosses) {
+                    if let Some(Ok(s)) = &mut started[i] {
+                        s.acc.timings.encoder += share;
+                        s.acc.timings.windows += 1;
+                    }
+                    out[i] = Some(cross);
+                }
+            }
+            Err(e) => tracing::warn!("batched encoder failed, encoding one by one: {e}"),
+        }
+        out
+    }
+
+    /// The cross K/V of the windows `(seek, segment_size)` of `chunk`: each window's own,
+    /// and, when they were encoded as one batch ([`WhisperModel::encode_cross_windows`]),
+    /// the stacked tensors the lockstep decoder takes as they are.
+    fn encode_batch(
+        &mut self,
+        mel: &Tensor,
+        chunk: &[(usize, usize)],
+        timings: &mut Timings,
+    ) -> Result<EncodedBatch> {
+        if self.encoder_windows.is_none() || chunk.len() < 2 {
+            let mut crosses = Vec::with_capacity(chunk.len());
+            for &(seek, size) in chunk {
+                crosses.push(self.encode_at(mel, seek, size, timings)?);
+            }
+            return Ok(EncodedBatch {
+                crosses,
+                stacked: None,
+            });
+        }
+        let t = Instant::now();
+        let mels = chunk
+            .iter()
+            .map(|&(seek, size)| mel_window(mel, seek, size))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(s) = self.encoder_windows.as_mut() {
+            s.set_window(Some(timings.windows));
+        }
+        let Some(stacked) = self.encode_cross_windows(&mels)? else {
+            return Err(Error::graph(ENCODER_WINDOWS, "returned no output"));
+        };
+        drop(mels);
+        let crosses = (0..chunk.len())
+            .map(|w| unstack(&stacked, w))
+            .collect::<Result<Vec<_>>>()?;
+        timings.encoder += t.elapsed();
+        timings.windows += chunk.len();
+        Ok(EncodedBatch {
+            crosses,
+            stacked: Some(stacked),
+        })
     }
 
     /// The cross K/V of the window of `segment_size` frames at `seek`.
@@ -1035,5 +1248,103 @@ pub fn check_batch_size(batch_size: usize) -> Result<()> {
             given: batch_size,
             max: MAX_BATCH_SIZE,
         })
+    }
+}
+
+/// Speech (mel frames) a window's text must leave untranscribed before the window's rest
+/// is decoded again: 1.5 s.
+pub const REST_MIN_FRAMES: usize = 150;
+
+/// Windows given to [`WhisperModel::transcribe_pcm_windows`].
+#[derive(Debug, Clone, Copy)]
+pub struct GivenWindows<'a> {
+    /// `(first mel frame, frames)` of each window: at most 30 s, in order; a window past
+    /// the recording's last frame ends there.
+    pub cuts: &'a [(usize, usize)],
+    /// Where the recording has speech, `(first frame, end frame)` in order. A window whose
+    /// text ends (by its last timestamp) over [`REST_MIN_FRAMES`] of this speech before the
+    /// window does has its rest decoded as a window of its own: Whisper sometimes closes a
+    /// window after one speaker's sentence although more speech follows, which the
+    /// sequential loop recovers by seeking and the batched pipeline would lose.
+    pub speech: &'a [(usize, usize)],
+}
+
+/// The rest `(seek, frames)` of the window `seek..seek + size` after its text's end, when
+/// over [`REST_MIN_FRAMES`] of `speech` lie there.
+pub fn untranscribed_rest(
+    seek: usize,
+    size: usize,
+    text_end: usize,
+    speech: &[(usize, usize)],
+) -> Option<(usize, usize)> {
+    let (start, end) = (text_end.max(seek + 1), seek + size);
+    let spoken: usize = speech
+        .iter()
+        .map(|&(a, b)| b.min(end).saturating_sub(a.max(start)))
+        .sum();
+    (start < end && spoken > REST_MIN_FRAMES).then_some((start, end - start))
+}
+
+/// A recording whose spectrogram is computed, before its first window is encoded.
+struct Started {
+    t0: Instant,
+    mel: Tensor,
+    ctx: LoopContext,
+    acc: Accumulated,
+}
+
+/// A batch of windows through the encoder: each window's cross K/V, and the stacked
+/// tensors they were cut from when the windows were encoded as one batch.
+struct EncodedBatch {
+    crosses: Vec<Vec<Tensor>>,
+    stacked: Option<Vec<Tensor>>,
+}
+
+/// Window `w`'s part of each stacked `[windows, ..]` tensor.
+fn unstack(stacked: &[Tensor], w: usize) -> Result<Vec<Tensor>> {
+    stacked
+        .iter()
+        .map(|t| {
+            let (&count, shape) =
+                t.shape()
+                    .split_first()
+                    .filter(|(&n, _)| w < n)
+                    .ok_or_else(|| {
+                        Error::graph(
+                            ENCODER_WINDOWS,
+                            format!("output {:?} has no window {w}", t.shape()),
+                        )
+                    })?;
+            let each = t.numel() / count;
+            Ok(Tensor::from_f32(
+                shape,
+                t.f32s()?[w * each..(w + 1) * each].to_vec(),
+            )?)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_windows_rest_is_decoded_again_only_over_enough_speech() {
+        let speech = [(0, 400), (1000, 1400), (2000, 2100)];
+        // Text ends at 600 in 0..3000: 400 frames of speech after it (1000..1400).
+        assert_eq!(untranscribed_rest(0, 3000, 600, &speech), Some((600, 2400)));
+        // Text ends at 1350: 50 + 100 frames of speech left, not over 150.
+        assert_eq!(untranscribed_rest(0, 3000, 1350, &speech), None);
+        assert_eq!(
+            untranscribed_rest(0, 3000, 1300, &speech),
+            Some((1300, 1700))
+        );
+        // Text reaching the window's end, or past it, leaves nothing.
+        assert_eq!(untranscribed_rest(0, 3000, 3000, &speech), None);
+        assert_eq!(untranscribed_rest(0, 3000, 3500, &speech), None);
+        // Without speech information nothing is decoded again.
+        assert_eq!(untranscribed_rest(0, 3000, 0, &[]), None);
+        // A window whose text is empty starts its rest one frame in: always progress.
+        assert_eq!(untranscribed_rest(1000, 400, 0, &speech), Some((1001, 399)));
     }
 }

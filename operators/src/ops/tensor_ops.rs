@@ -6,7 +6,7 @@ use amanuensis_runtime::format::Dim;
 use amanuensis_runtime::op::{expect_inputs, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
-/// Swaps the two dims of a matrix.
+/// Swaps the last two dims: a matrix, or each matrix of a batch (`[.., r, c]`).
 pub struct TransposeDef;
 #[derive(Debug)]
 struct Transpose;
@@ -16,7 +16,7 @@ impl OpDef for TransposeDef {
         "transpose"
     }
     fn summary(&self) -> &str {
-        "y[j, i] = x[i, j]"
+        "y[.., j, i] = x[.., i, j]"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         attrs.only(&[])?;
@@ -29,28 +29,30 @@ impl Operator for Transpose {
         expect_inputs(inputs, &["x"])?;
         let x = &inputs[0];
         x.expect_dtype(DType::F32, "x")?;
-        x.expect_rank(2, "x")?;
-        Ok(vec![ValueType::new(
-            DType::F32,
-            vec![x.shape[1].clone(), x.shape[0].clone()],
-        )])
+        if x.rank() < 2 {
+            return Err(OpError(format!("x: expected rank >= 2, got {x}")));
+        }
+        let mut shape = x.shape.clone();
+        let n = shape.len();
+        shape.swap(n - 2, n - 1);
+        Ok(vec![ValueType::new(DType::F32, shape)])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         let x = inputs[0];
-        let (r, c) = (x.shape()[0], x.shape()[1]);
+        let n = x.shape().len();
+        if n < 2 {
+            return Err(OpError(format!("x {:?}: expected rank >= 2", x.shape())));
+        }
+        let (r, c) = (x.shape()[n - 2], x.shape()[n - 1]);
         let xv = f32_input(x, "x")?;
-        let mut out = ctx.alloc_f32(&[c, r]);
+        let mut shape = x.shape().to_vec();
+        shape.swap(n - 2, n - 1);
+        let mut out = ctx.alloc_f32(&shape);
         let o = out.f32s_mut()?;
-        // Blocked so both sides stay in cache.
-        const B: usize = 32;
-        for i0 in (0..r).step_by(B) {
-            for j0 in (0..c).step_by(B) {
-                for i in i0..(i0 + B).min(r) {
-                    for j in j0..(j0 + B).min(c) {
-                        o[j * r + i] = xv[i * c + j];
-                    }
-                }
+        if r * c > 0 {
+            for (src, dst) in xv.chunks_exact(r * c).zip(o.chunks_exact_mut(r * c)) {
+                transpose_matrix(src, dst, r, c);
             }
         }
         Ok(vec![out])
@@ -60,6 +62,21 @@ impl Operator for Transpose {
         static TRANSPOSE: amanuensis_runtime::npu::NpuBinding =
             amanuensis_runtime::npu::NpuBinding::of(&crate::npu::TransposeKernel);
         TRANSPOSE.offer(target)
+    }
+}
+
+/// `dst[j * r + i] = src[i * c + j]` for an `r × c` matrix, in blocks so that both sides
+/// stay in cache.
+fn transpose_matrix(src: &[f32], dst: &mut [f32], r: usize, c: usize) {
+    const B: usize = 32;
+    for i0 in (0..r).step_by(B) {
+        for j0 in (0..c).step_by(B) {
+            for i in i0..(i0 + B).min(r) {
+                for j in j0..(j0 + B).min(c) {
+                    dst[j * r + i] = src[i * c + j];
+                }
+            }
+        }
     }
 }
 
@@ -539,5 +556,41 @@ impl Operator for PadReflect {
             }
         }
         Ok(vec![out])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_swaps_the_last_two_dims_of_each_matrix_in_a_batch() {
+        let (b, r, c) = (3, 37, 5);
+        let x: Vec<f32> = (0..b * r * c).map(|i| i as f32).collect();
+        let x = Tensor::from_f32(&[b, r, c], x).unwrap();
+        let op = TransposeDef.build(&Attrs::default()).unwrap();
+        let t = ValueType::new(
+            DType::F32,
+            [b, r, c].iter().map(|&d| Dim::Known(d)).collect(),
+        );
+        let inferred = op.infer(&[t], &[]).unwrap();
+        assert_eq!(
+            inferred[0].shape,
+            [b, c, r].map(Dim::Known).to_vec(),
+            "inferred shape"
+        );
+        let mut none: [Tensor; 0] = [];
+        let y = op.eval(&mut EvalContext::new(&mut none), &[&x]).unwrap();
+        assert_eq!(y[0].shape(), [b, c, r]);
+        let y = y[0].f32s().unwrap();
+        for m in 0..b {
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(y[(m * c + j) * r + i], ((m * r + i) * c + j) as f32);
+                }
+            }
+        }
+        let scalar = ValueType::new(DType::F32, vec![Dim::Known(4)]);
+        assert!(op.infer(&[scalar], &[]).is_err(), "rank 1 is refused");
     }
 }
