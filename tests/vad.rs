@@ -339,7 +339,7 @@ fn vad_command_prints_segments_and_rejects_bad_input() {
 /// after its sentence although the FLEURS clip's follows; the window's rest is decoded
 /// again, so the FLEURS sentence is there. Segments are in recording order, inside the
 /// recording, and the word error rate is within 2 points of the sequential loop's
-/// (measured: 6.67 % against 5.45 %, the VAD missing the last word, "nation").
+/// (measured: 6.06 % against 5.45 %, the VAD missing the last word, "nation").
 #[test]
 fn batched_speech_chunks_keep_every_sentence_in_order() {
     use crate::common::wer::{read_manifest, word_errors};

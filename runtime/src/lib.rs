@@ -67,6 +67,7 @@ pub mod format;
 pub mod fusion;
 pub mod ir;
 pub mod memory;
+pub mod models;
 pub mod npu;
 pub mod op;
 pub mod plan;

@@ -1,8 +1,7 @@
 //! Loading Silero VAD (the model directory and the graph) and running it over a recording.
 
 use crate::graph::{
-    build_silero_graph, CHUNK_WINDOWS, CONTEXT_SAMPLES, GRAPH, MODEL_NAME, SAMPLE_RATE,
-    WINDOW_SAMPLES,
+    build_silero_graph, CHUNK_WINDOWS, CONTEXT_SAMPLES, GRAPH, MODEL_NAME, WINDOW_SAMPLES,
 };
 use amanuensis_runtime::device::Device;
 use amanuensis_runtime::schedule::{plan, Plan, SchedulerOptions};
@@ -46,13 +45,10 @@ pub fn find_vad_dir(explicit: Option<&Path>) -> Result<PathBuf, VadError> {
             searched: vec![p.to_path_buf()],
         });
     }
-    let mut dirs = Vec::new();
-    if let Some(d) = std::env::var_os("AMANUENSIS_MODELS") {
-        dirs.push(PathBuf::from(d));
-    }
-    dirs.push(PathBuf::from("models"));
-    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"));
-    let searched: Vec<PathBuf> = dirs.iter().map(|d| d.join(MODEL_NAME)).collect();
+    let searched: Vec<PathBuf> = amanuensis_runtime::models::model_search_path()
+        .iter()
+        .map(|d| d.join(MODEL_NAME))
+        .collect();
     searched
         .iter()
         .find(|d| d.join(WEIGHTS_FILE).is_file())
@@ -147,10 +143,12 @@ impl VadModel {
                     *v = sample(start + j);
                 }
             }
-            let t = Tensor::from_f32(&[CHUNK_WINDOWS, row], input.clone())?;
+            let t = Tensor::from_f32(&[CHUNK_WINDOWS, row], std::mem::take(&mut input))?;
             let out = self.session.run(&[&t])?;
             let p = out[0].f32s()?;
             probs.extend_from_slice(&p[..n]);
+            // The input buffer back for the next chunk, rather than a copy per chunk.
+            input = t.into_f32()?;
         }
         Ok(probs)
     }
@@ -159,9 +157,4 @@ impl VadModel {
     pub fn session(&self) -> &Session {
         &self.session
     }
-}
-
-/// Seconds of a sample count at the model's rate.
-pub fn seconds(samples: usize) -> f64 {
-    samples as f64 / SAMPLE_RATE as f64
 }

@@ -25,25 +25,12 @@ use std::time::{Duration, Instant};
 /// `amanuensis` needs only the model directory.
 pub const WHISPER_BASE_GRAPH: &str = include_str!("../../graphs/whisper-base.graph");
 
-/// Environment variable naming the folder that holds model directories.
-pub const MODELS_ENV: &str = "AMANUENSIS_MODELS";
+pub use amanuensis_runtime::models::{model_search_path, MODELS_ENV};
 
 /// Files of a model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const VOCABULARY_FILE: &str = "vocabulary.txt";
-
-/// Folders searched for model directories, in order: `$AMANUENSIS_MODELS`, `./models`,
-/// and the `models/` folder of the source tree this binary was built from.
-pub fn model_search_path() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(d) = std::env::var_os(MODELS_ENV) {
-        dirs.push(PathBuf::from(d));
-    }
-    dirs.push(PathBuf::from("models"));
-    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"));
-    dirs
-}
 
 /// Resolves `--model`: an existing directory path, or a name such as `base` or
 /// `whisper-base` looked up in [`model_search_path`].
