@@ -944,7 +944,8 @@ fn vad_command(a: VadCmdArgs) -> Result<ExitCode> {
                     for s in &segs {
                         println!("[{} --> {}] speech", clock(s.start_s()), clock(s.end_s()));
                     }
-                    let speech: f64 = segs.iter().map(|s| s.end_s() - s.start_s()).sum();
+                    // Summed from 0.0: a float sum of no segments would print -0.0.
+                    let speech = segs.iter().fold(0.0, |a, s| a + s.end_s() - s.start_s());
                     eprintln!(
                         "{}: {} speech segment(s), {speech:.1} s of {duration:.1} s (VAD in {:.1} ms)",
                         file.display(),

@@ -397,3 +397,25 @@ fn batched_speech_chunks_keep_every_sentence_in_order() {
         batched.text
     );
 }
+
+/// A recording without speech, batched: no window, an empty transcript, and 0 s of speech
+/// reported as such (not the -0.0 of an empty float sum).
+#[test]
+fn batched_speech_chunks_of_silence_give_an_empty_transcript() {
+    let pcm = amanuensis::audio::load_audio(&data_dir().join("audio/white_noise_5s.wav")).unwrap();
+    let mut model = crate::common::load_model();
+    let mut vad = load_vad("cpu");
+    let opts = amanuensis::TranscribeOptions {
+        language: Some("en".into()),
+        batch_size: 4,
+        ..Default::default()
+    };
+    let (t, report) = model
+        .transcribe_speech(&mut vad, &VadOptions::default(), &pcm, &opts, &mut |_| {})
+        .unwrap();
+    assert!(report.segments.is_empty(), "{:?}", report.segments);
+    assert!(t.segments.is_empty() && t.text.is_empty(), "{t:?}");
+    assert_eq!(t.timings.windows, 0);
+    assert!(report.speech_seconds == 0.0 && report.speech_seconds.is_sign_positive());
+    assert_eq!(t.duration, 5.0);
+}

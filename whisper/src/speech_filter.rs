@@ -92,10 +92,9 @@ impl WhisperModel {
         };
         let mut t = self.transcribe_pcm_windows(pcm, Some(given), opts, progress)?;
         t.duration = pcm.len() as f32 / SAMPLE_RATE as f32;
-        let speech_seconds = segments
-            .iter()
-            .map(|s| (s.end - s.start) as f64 / SAMPLE_RATE as f64)
-            .sum();
+        // Summed in samples: a float sum of no segments would be -0.0.
+        let speech_samples: usize = segments.iter().map(|s| s.end - s.start).sum();
+        let speech_seconds = speech_samples as f64 / SAMPLE_RATE as f64;
         let report = SpeechReport {
             segments,
             speech_seconds,

@@ -862,7 +862,17 @@ impl WhisperModel {
         let mut pending = windows;
         let mut continued = false;
         let mut done_frames = 0;
-        while !pending.is_empty() {
+        for round in 0.. {
+            if pending.is_empty() {
+                break;
+            }
+            if round > MAX_REST_ROUNDS {
+                tracing::warn!(
+                    windows = pending.len(),
+                    "stopped decoding rests of windows after {MAX_REST_ROUNDS} rounds"
+                );
+                break;
+            }
             let mut rests = Vec::new();
             for chunk in pending.chunks(batch_size) {
                 self.decode_batch(
@@ -1275,6 +1285,10 @@ pub const ENCODER_BATCH: usize = 2;
 /// is decoded again: 1.5 s.
 pub const REST_MIN_FRAMES: usize = 150;
 
+/// Rounds of rests after the first pass: a rest's own rest (a third speaker's sentence
+/// dropped in turn) is decoded too, up to this many times.
+pub const MAX_REST_ROUNDS: usize = 3;
+
 /// Windows given to [`WhisperModel::transcribe_pcm_windows`].
 #[derive(Debug, Clone, Copy)]
 pub struct GivenWindows<'a> {
@@ -1290,14 +1304,19 @@ pub struct GivenWindows<'a> {
 }
 
 /// The rest `(seek, frames)` of the window `seek..seek + size` after its text's end, when
-/// over [`REST_MIN_FRAMES`] of `speech` lie there.
+/// the window has text and over [`REST_MIN_FRAMES`] of `speech` lie after it.
 pub fn untranscribed_rest(
     seek: usize,
     size: usize,
     text_end: usize,
     speech: &[(usize, usize)],
 ) -> Option<(usize, usize)> {
-    let (start, end) = (text_end.max(seek + 1), seek + size);
+    // A window without text gets no rest: decoding nearly the same audio again would
+    // give nothing again.
+    if text_end <= seek {
+        return None;
+    }
+    let (start, end) = (text_end, seek + size);
     let spoken: usize = speech
         .iter()
         .map(|&(a, b)| b.min(end).saturating_sub(a.max(start)))
@@ -1364,7 +1383,8 @@ mod tests {
         assert_eq!(untranscribed_rest(0, 3000, 3500, &speech), None);
         // Without speech information nothing is decoded again.
         assert_eq!(untranscribed_rest(0, 3000, 0, &[]), None);
-        // A window whose text is empty starts its rest one frame in: always progress.
-        assert_eq!(untranscribed_rest(1000, 400, 0, &speech), Some((1001, 399)));
+        // A window without text (its text ends where it starts) gets no rest.
+        assert_eq!(untranscribed_rest(1000, 400, 1000, &speech), None);
+        assert_eq!(untranscribed_rest(1000, 400, 0, &speech), None);
     }
 }
