@@ -17,7 +17,11 @@ word error rates against the manifest transcript.
 Default recordings: tests/data/audio/long_public_concat.wav (75.5 s) and that recording
 three times over (226.5 s, written under the target directory).
 
+--compute-type takes a comma-separated list of amanuensis compute types (default: auto,
+its default); each is run as an engine of its own and gets its own ratio.
+
 Usage: bench/compare.py [--runs 3] [--threads 2] [--beam 1,5] [--fw-compute-type int8]
+                        [--compute-type auto]
                         [--binary target/release/amanuensis] [--model-dir models]
                         [--fw-version 1.2.1] [FILE ...]
 """
@@ -129,6 +133,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--beam", default="1,5", help="beam sizes to compare (1 is greedy)")
     ap.add_argument("--fw-compute-type", default="int8")
+    ap.add_argument("--compute-type", default="auto",
+                    help="amanuensis compute types to run, comma-separated (auto, f32, int8)")
     ap.add_argument("--fw-version", default="1.2.1")
     ap.add_argument("--binary", type=Path, default=TARGET / "release/amanuensis")
     ap.add_argument("--model-dir", type=Path,
@@ -174,12 +180,13 @@ def main():
         ref = refs.get(f.name)
         for beam in beams:
             engines = {
-                "amanuensis": ([a.binary, "transcribe", "--device", "cpu", "-q",
-                                "--threads", str(a.threads), "--beam-size", str(beam), f],
-                               am_env),
-                f"faster-whisper {a.fw_compute_type}": (
-                    [py, runner, ct2, f, beam, a.threads, a.fw_compute_type], fw_env),
+                f"amanuensis {ct}": ([a.binary, "transcribe", "--device", "cpu", "-q",
+                                      "--threads", str(a.threads), "--beam-size", str(beam),
+                                      "--compute-type", ct, f], am_env)
+                for ct in a.compute_type.split(",")
             }
+            fw_name = f"faster-whisper {a.fw_compute_type}"
+            engines[fw_name] = ([py, runner, ct2, f, beam, a.threads, a.fw_compute_type], fw_env)
             results = {name: [] for name in engines}
             t0 = cpu_ticks()
             for _ in range(a.runs):
@@ -203,9 +210,10 @@ def main():
                 busy, steal = t1[0] - t0[0], t1[1] - t0[1]
                 print(f"  CPU time stolen by the hypervisor during these runs: "
                       f"{100 * steal / max(busy + steal, 1):.0f} % of the busy time")
-            names = list(results)
-            print(f"  ratio (faster-whisper / amanuensis): "
-                  f"{medians[names[1]] / medians[names[0]]:.2f}")
+            for name in results:
+                if name != fw_name:
+                    print(f"  ratio (faster-whisper / {name}): "
+                          f"{medians[fw_name] / medians[name]:.2f}")
 
 
 if __name__ == "__main__":

@@ -193,6 +193,11 @@ struct DeviceArgs {
     /// (format in docs/npu.md).
     #[arg(long, value_name = "FILE")]
     xrt_log: Option<PathBuf>,
+    /// What the CPU computes linear layers in: `auto` (int8 on the cpu device when the CPU
+    /// has AVX-512 VNNI or AVX2, else f32), `f32` (token-identical to the reference), or
+    /// `int8` (per-channel int8 weights, made once into model.int8.safetensors).
+    #[arg(long, default_value = "auto", value_name = "TYPE")]
+    compute_type: String,
 }
 
 impl DeviceArgs {
@@ -233,12 +238,17 @@ impl DeviceArgs {
             runlists: !self.no_runlists,
             xclbin_per_op: self.xclbin_per_op,
         };
+        let compute = self
+            .compute_type
+            .parse::<amanuensis::compute::ComputeType>()
+            .map_err(anyhow::Error::msg)?;
         Ok(DeviceSpec {
             device: self.device.clone(),
             params,
             npu,
             options,
             factory: None,
+            compute,
         })
     }
 }

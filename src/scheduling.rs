@@ -229,7 +229,7 @@ pub fn ablation(
             params: params.clone(),
             npu: r.npu,
             options: r.options.clone(),
-            factory: None,
+            ..DeviceSpec::default()
         };
         let device = spec.open()?;
         let mut plans = plan_graphs(file, registry, &spec)?;

@@ -10,6 +10,7 @@ mod audio_io;
 mod batch;
 mod beam_search;
 mod cli;
+mod compute_int8;
 mod conformance;
 mod decoding;
 mod graph_file;

@@ -95,6 +95,66 @@ fn bench_linear_f16(name: &str, m: usize, k: usize, n: usize) -> f64 {
     })
 }
 
+/// [`bench_linear`] with the weight quantized to int8, on the given instruction-set path.
+fn bench_linear_i8(name: &str, m: usize, k: usize, n: usize, path: cpu::int8::Int8Path) -> f64 {
+    bench_int8(name, m, k, n, path, false)
+}
+
+/// [`bench_linear_i8`] with f32 activations (weight-only int8, the decoder's GEMVs).
+fn bench_linear_w8(name: &str, m: usize, k: usize, n: usize) -> f64 {
+    bench_int8(name, m, k, n, cpu::int8::Int8Path::best(), true)
+}
+
+fn bench_int8(
+    name: &str,
+    m: usize,
+    k: usize,
+    n: usize,
+    path: cpu::int8::Int8Path,
+    f32_activations: bool,
+) -> f64 {
+    let kind = if f32_activations {
+        "w8 f32-act"
+    } else {
+        "int8"
+    };
+    let label = format!("{name} {m}x{k} -> {n} {kind} {}", path.name());
+    if !wanted(&label) || !path.available() {
+        return 0.0;
+    }
+    let x = data(m * k, 1);
+    let w = data(n * k, 2);
+    let b = data(n, 3);
+    let mut packed = vec![0i8; cpu::int8::packed_len(n, k)];
+    let mut scales = vec![0f32; cpu::int8::padded_n(n)];
+    cpu::int8::quantize_weight(
+        n,
+        k,
+        |j, r| r.copy_from_slice(&w[j * k..(j + 1) * k]),
+        &mut packed,
+        &mut scales,
+    )
+    .expect("finite");
+    let sums = cpu::int8::column_sums(&packed, n, k);
+    let wq = cpu::int8::Int8Weight {
+        n,
+        k,
+        packed: &packed,
+        scales: &scales,
+        sums: &sums,
+    };
+    let mut out = vec![0.0f32; m * n];
+    let flops = 2.0 * (m * n * k) as f64;
+    let bytes = (m <= 8).then_some((n * k) as f64);
+    run(&label, flops, bytes, || {
+        if f32_activations {
+            cpu::int8::linear_w8_f32_on(path, black_box(&x), m, k, &wq, Some(&b), &mut out)
+        } else {
+            cpu::int8::linear_i8_on(path, black_box(&x), m, k, &wq, Some(&b), &mut out)
+        }
+    })
+}
+
 type AttentionFn = fn(
     &[f32],
     usize,
@@ -217,6 +277,12 @@ fn main() {
     let proj = bench_linear("linear (out proj)", t, d, d, cpu::linear);
     let fc1 = bench_linear("linear (fc1)", t, d, ff, cpu::linear);
     let fc2 = bench_linear("linear (fc2)", t, ff, d, cpu::linear);
+    for path in [cpu::int8::Int8Path::Avx512Vnni, cpu::int8::Int8Path::Avx2] {
+        bench_linear_i8("linear (qkv)", t, d, 3 * d, path);
+        bench_linear_i8("linear (out proj)", t, d, d, path);
+        bench_linear_i8("linear (fc1)", t, d, ff, path);
+        bench_linear_i8("linear (fc2)", t, ff, d, path);
+    }
     let attn = bench_attention("attention", t, t, None, true, cpu::attention);
     let gelu = if !wanted("gelu 1500x2048") {
         0.0
@@ -274,10 +340,16 @@ fn main() {
         bench_linear("linear (fc1) gemm", m, d, ff, cpu::linear_gemm);
         bench_linear("linear (fc2) gemv", m, ff, d, cpu::linear_gemv);
         bench_linear("linear (fc2) gemm", m, ff, d, cpu::linear_gemm);
+        bench_linear_i8("linear (fc1)", m, d, ff, cpu::int8::Int8Path::best());
+        bench_linear_i8("linear (fc2)", m, ff, d, cpu::int8::Int8Path::best());
+        bench_linear_w8("linear (fc1)", m, d, ff);
+        bench_linear_w8("linear (fc2)", m, ff, d);
     }
     for m in [1, 2, 5] {
         bench_linear("linear (logits) gemv", m, d, 51865, cpu::linear_gemv);
         bench_linear_f16("linear (logits) gemv f16", m, d, 51865);
+        bench_linear_i8("linear (logits)", m, d, 51865, cpu::int8::Int8Path::best());
+        bench_linear_w8("linear (logits)", m, d, 51865);
         bench_linear("linear (logits) gemm", m, d, 51865, cpu::linear_gemm);
     }
     let cases = [

@@ -7,6 +7,7 @@ mod activation;
 mod attention;
 mod conv;
 mod elementwise;
+mod int8;
 mod linear;
 mod norm;
 mod npu_bit_exact;

@@ -4,6 +4,7 @@
 pub mod log_mel;
 pub mod npu;
 pub mod ops;
+pub mod quantize;
 
 use amanuensis_runtime::{Registry, RuntimeError};
 

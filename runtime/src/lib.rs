@@ -72,6 +72,7 @@ pub mod npu;
 pub mod op;
 pub mod plan;
 pub mod plugin;
+pub mod quant;
 pub mod registry;
 pub mod schedule;
 pub mod tensor;

@@ -129,6 +129,9 @@ impl std::fmt::Debug for F16Buf {
 pub struct Tensor {
     shape: Vec<usize>,
     data: Data,
+    /// The int8 form of a weight matrix, which linear kernels use instead of `data`
+    /// ([`crate::quant`]); `None` for every other tensor.
+    int8: Option<Arc<crate::quant::Int8Matrix>>,
 }
 
 /// Number of elements of a shape (1 for a scalar).
@@ -152,6 +155,7 @@ impl Tensor {
         Tensor {
             shape: vec![],
             data: Data::I32(vec![v]),
+            int8: None,
         }
     }
 
@@ -166,6 +170,7 @@ impl Tensor {
         Tensor {
             shape: shape.to_vec(),
             data,
+            int8: None,
         }
     }
 
@@ -185,6 +190,7 @@ impl Tensor {
         Ok(Tensor {
             shape: shape.to_vec(),
             data,
+            int8: None,
         })
     }
 
@@ -305,7 +311,8 @@ impl Tensor {
                 "expected an f32 tensor, got {}",
                 Tensor {
                     shape: vec![],
-                    data: other
+                    data: other,
+                    int8: None,
                 }
                 .dtype()
             ))),
@@ -321,7 +328,27 @@ impl Tensor {
             )));
         }
         self.shape = shape.to_vec();
+        // The int8 form is of the matrix in its old shape.
+        self.int8 = None;
         Ok(self)
+    }
+
+    /// This weight matrix with its int8 form attached; fails unless the tensor is `[n, k]`
+    /// with the form's n and k.
+    pub fn with_int8(mut self, q: Arc<crate::quant::Int8Matrix>) -> Result<Tensor, OpError> {
+        if self.shape != [q.n, q.k] {
+            return Err(OpError(format!(
+                "int8 form [{}, {}] does not fit a tensor of shape {:?}",
+                q.n, q.k, self.shape
+            )));
+        }
+        self.int8 = Some(q);
+        Ok(self)
+    }
+
+    /// The int8 form of this weight matrix, when it has one.
+    pub fn int8(&self) -> Option<&crate::quant::Int8Matrix> {
+        self.int8.as_deref()
     }
 
     /// f16 storage widened to f32 (other dtypes returned unchanged).
@@ -333,6 +360,7 @@ impl Tensor {
                 Tensor {
                     shape: self.shape,
                     data: Data::F32(out),
+                    int8: None,
                 }
             }
             _ => self,

@@ -218,9 +218,32 @@ impl WeightStore {
         self.tensors.get(name)
     }
 
-    /// Total bytes held.
+    /// Total bytes held (int8 forms included).
     pub fn bytes(&self) -> usize {
-        self.tensors.values().map(|t| t.bytes()).sum()
+        self.tensors
+            .values()
+            .map(|t| t.bytes() + t.int8().map_or(0, |q| q.bytes()))
+            .sum()
+    }
+
+    /// Attaches an int8 form to the weight `name` (see [`crate::quant`]).
+    pub fn attach_int8(
+        &mut self,
+        name: &str,
+        q: Arc<crate::quant::Int8Matrix>,
+    ) -> std::result::Result<(), String> {
+        let t = self
+            .tensors
+            .get_mut(name)
+            .ok_or_else(|| format!("no weight '{name}' to attach an int8 form to"))?;
+        // Sessions made before keep the tensor without the form.
+        let owned = (**t).clone();
+        *t = Arc::new(
+            owned
+                .with_int8(q)
+                .map_err(|e| format!("'{name}': {}", e.0))?,
+        );
+        Ok(())
     }
 }
 

@@ -60,6 +60,10 @@ enum Command {
         /// Weights file (safetensors).
         #[arg(long)]
         weights: PathBuf,
+        /// Also check an int8 weight file (`model.int8.safetensors`, written at the first
+        /// `--compute-type int8` load): each form must equal quantizing its weight now.
+        #[arg(long, value_name = "FILE")]
+        int8: Option<PathBuf>,
     },
 }
 
@@ -122,7 +126,33 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 _ => Ok(()),
             }
         }
-        Command::Verify { graph, weights } => {
+        Command::Verify {
+            graph,
+            weights,
+            int8,
+        } => {
+            if let Some(int8) = int8 {
+                let r = amanuensis_weights_tools::verify::verify_int8(&graph, &weights, &int8)?;
+                for p in &r.problems {
+                    println!("mismatch: {p}");
+                }
+                if !r.problems.is_empty() {
+                    return Err(format!(
+                        "{} of {} int8 forms in {} are not the quantization of {}",
+                        r.problems.len(),
+                        r.forms,
+                        int8.display(),
+                        weights.display()
+                    )
+                    .into());
+                }
+                println!(
+                    "ok: all {} int8 forms in {} are the quantization of {}",
+                    r.forms,
+                    int8.display(),
+                    weights.display()
+                );
+            }
             let r = verify(&graph, &weights)?;
             for u in &r.unused {
                 eprintln!("note: '{u}' is in the weight file but no graph uses it");

@@ -39,6 +39,8 @@ pub struct DeviceSpec {
     pub options: SchedulerOptions,
     /// Builds the device instead of the registry (tests, embedders).
     pub factory: Option<DeviceFactory>,
+    /// What the CPU computes linear layers in (the `cpu` device only).
+    pub compute: crate::compute::ComputeType,
 }
 
 impl std::fmt::Debug for DeviceSpec {
@@ -48,6 +50,7 @@ impl std::fmt::Debug for DeviceSpec {
             .field("params", &self.params.name)
             .field("npu", &self.npu)
             .field("options", &self.options)
+            .field("compute", &self.compute)
             .finish()
     }
 }
@@ -60,6 +63,7 @@ impl Default for DeviceSpec {
             npu: NpuOptions::default(),
             options: SchedulerOptions::default(),
             factory: None,
+            compute: Default::default(),
         }
     }
 }

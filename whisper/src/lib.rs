@@ -8,6 +8,7 @@
 //! `amanuensis-runtime`. [`Transcriber`] is the entry point.
 
 pub mod alignment;
+pub mod compute;
 pub mod decoding;
 pub mod devices;
 pub mod error;

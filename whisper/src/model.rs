@@ -159,6 +159,8 @@ pub struct WhisperModel {
     pub device: DeviceSpec,
     /// The scheduler's plan of each graph.
     pub plans: Vec<Arc<Plan>>,
+    /// Where the int8 forms came from, when this load made them ready (not on replicas).
+    pub int8_source: Option<crate::compute::Int8Source>,
 }
 
 impl WhisperModel {
@@ -176,6 +178,11 @@ impl WhisperModel {
         spec: &DeviceSpec,
     ) -> Result<WhisperModel> {
         Self::load_sharing(dir, graph, registry, spec, None)
+    }
+
+    /// The weights (with their int8 forms when the compute type is int8).
+    pub fn weights(&self) -> &WeightStore {
+        &self.weights
     }
 
     /// Another model on the same weights (shared, not reloaded nor copied) with sessions
@@ -225,9 +232,28 @@ impl WhisperModel {
                 path: vocab_path,
             });
         }
+        let compute = spec.compute.resolve(&spec.device);
+        if compute != crate::compute::ComputeType::F32 && spec.planned() {
+            return Err(Error::Device {
+                device: spec.device.clone(),
+                reason: format!(
+                    "compute type {} is for the cpu device; NPU kernels compute in bf16 \
+                     (use --compute-type f32)",
+                    compute
+                ),
+            });
+        }
+        let mut int8_source = None;
         let weights = match shared {
             Some(w) => w.clone(),
-            None => WeightStore::load(&dir.join(WEIGHTS_FILE), &file.weights)?,
+            None => {
+                let path = dir.join(WEIGHTS_FILE);
+                let mut w = WeightStore::load(&path, &file.weights)?;
+                if compute == crate::compute::ComputeType::Int8 {
+                    int8_source = Some(crate::compute::attach_int8(&mut w, &file, dir, &path)?);
+                }
+                w
+            }
         };
         // Each graph is built once and planned for the device (the host too: its memory
         // plan is the arena the CPU executes from); the scheduler's passes edit it in
@@ -325,8 +351,12 @@ impl WhisperModel {
             align,
             graph_origin,
             load_time: t0.elapsed(),
-            device: spec.clone(),
+            device: DeviceSpec {
+                compute,
+                ..spec.clone()
+            },
             plans: plan_list,
+            int8_source,
             weights,
         })
     }

@@ -345,6 +345,8 @@ pub fn linear_up_to(
 pub enum Weight<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
+    /// Quantized per output channel; the product runs in int8 ([`super::int8`]).
+    I8(super::int8::Int8Weight<'a>),
 }
 
 /// Bytes of f32 rows one widening of an f16 weight produces for the GEMV: small enough to
@@ -421,6 +423,8 @@ pub fn linear_gemv_w(
     let w = match w {
         Weight::F32(w) => return linear_gemv(x, m, k, w, n, bias, out),
         Weight::F16(w) => w,
+        // Few rows: the weight's read dominates; activations stay f32 for accuracy.
+        Weight::I8(w) => return linear_i8_checked(x, m, k, &w, n, bias, out, true),
     };
     check_linear_w(x, m, k, w.len(), n, bias, out);
     gemv_parallel(x, m, k, w, n, bias, out, gemv_cached_f16);
@@ -440,6 +444,7 @@ pub fn linear_gemm_w(
     let w = match w {
         Weight::F32(w) => return linear_gemm(x, m, k, w, n, bias, out),
         Weight::F16(w) => w,
+        Weight::I8(w) => return linear_i8_checked(x, m, k, &w, n, bias, out, false),
     };
     check_linear_w(x, m, k, w.len(), n, bias, out);
     if m == 0 || n == 0 {
@@ -488,6 +493,32 @@ pub fn linear_up_to_w(
         linear_gemv_w(x, m, k, w, n, bias, out);
     } else {
         linear_gemm_w(x, m, k, w, n, bias, out);
+    }
+}
+
+/// [`super::int8::linear_i8`] (or, with `f32_activations`, the weight-only
+/// [`super::int8::linear_w8_f32`]) after checking that the weight is `[n, k]`.
+#[allow(clippy::too_many_arguments)]
+fn linear_i8_checked(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &super::int8::Int8Weight,
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    f32_activations: bool,
+) {
+    assert!(
+        w.n == n && w.k == k,
+        "linear: int8 weight is [{}, {}], expected [{n}, {k}]",
+        w.n,
+        w.k
+    );
+    if f32_activations {
+        super::int8::linear_w8_f32(x, m, k, w, bias, out)
+    } else {
+        super::int8::linear_i8(x, m, k, w, bias, out)
     }
 }
 

@@ -9,6 +9,7 @@ mod attention;
 mod checks;
 mod conv;
 mod elementwise;
+pub mod int8;
 mod linear;
 mod math;
 mod norm;

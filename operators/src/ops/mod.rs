@@ -33,6 +33,15 @@ pub(crate) fn f32_input_range<'a>(
 
 /// A weight-matrix input in its stored type, for the linear kernels.
 pub(crate) fn weight_input<'a>(t: &'a Tensor, what: &str) -> Result<cpu::Weight<'a>, OpError> {
+    if let Some(q) = t.int8() {
+        return Ok(cpu::Weight::I8(cpu::int8::Int8Weight {
+            n: q.n,
+            k: q.k,
+            packed: q.packed(),
+            scales: &q.scales,
+            sums: &q.sums,
+        }));
+    }
     match t.dtype() {
         DType::F16 => Ok(cpu::Weight::F16(t.f16s()?)),
         _ => Ok(cpu::Weight::F32(

@@ -1,0 +1,867 @@
+//! int8 linear layers: weights quantized per output channel (once, at conversion or load),
+//! activations quantized per row on the fly, products accumulated exactly in i32.
+//!
+//! `y[i, j] = (Σ_k xq[i, k]·wq[j, k]) · (sx[i]·sw[j]) + b[j]`, where `sw[j] = max|w[j]|/127`
+//! and `sx[i] = max|x[i]|/127`, both rounded to nearest (ties to even) into [-127, 127].
+//!
+//! **Packed layout.** The weight is cut into panels of [`PANEL`] = 16 output columns. A
+//! panel stores, for each group of 4 consecutive k, its 16 columns' 4 values (64 bytes):
+//! the operand layout of AVX-512 VNNI's `vpdpbusd` (16 i32 lanes, each the sum of 4 byte
+//! products), so the kernels broadcast 4 activation bytes and multiply a whole panel row
+//! with no shuffle and no horizontal sum. k is padded with zeros to a multiple of 4, n to a
+//! multiple of 16 (padded columns have scale 0 and are never written out).
+//!
+//! **Instruction sets** ([`Int8Path`]): AVX-512 VNNI (`vpdpbusd` takes unsigned × signed
+//! bytes, so activations are offset by 128 and `128·Σ_k wq[j, k]` is subtracted), AVX2
+//! (`vpmaddubsw` on |w| and sign-moved x: pair sums stay below 2·127·127, no saturation),
+//! and portable scalar code. Integer sums are exact and the dequantization is the same
+//! sequence of f32 operations on every path, so all paths give the same bits.
+
+use rayon::prelude::*;
+
+use super::checks::require_len;
+use super::parallel::SendPtr;
+use super::tuning::MIN_PARALLEL_FMAS;
+
+/// Output columns per panel of the packed weight.
+pub const PANEL: usize = 16;
+/// Consecutive k values stored together for each column of a panel.
+pub const K_GROUP: usize = 4;
+
+/// k padded to the packed layout's group of 4.
+pub fn padded_k(k: usize) -> usize {
+    k.next_multiple_of(K_GROUP)
+}
+
+/// n padded to whole panels.
+pub fn padded_n(n: usize) -> usize {
+    n.next_multiple_of(PANEL)
+}
+
+/// Bytes of the packed weight of an `[n, k]` matrix.
+pub fn packed_len(n: usize, k: usize) -> usize {
+    padded_n(n) * padded_k(k)
+}
+
+/// Index of `w[j, kk]` in the packed layout.
+#[inline(always)]
+fn packed_index(kp: usize, j: usize, kk: usize) -> usize {
+    (j / PANEL) * kp * PANEL
+        + (kk / K_GROUP) * PANEL * K_GROUP
+        + (j % PANEL) * K_GROUP
+        + kk % K_GROUP
+}
+
+/// An `[n, k]` int8 weight in the packed layout, with its per-column scales and the
+/// column sums of its values (for the unsigned-activation offset of VNNI).
+#[derive(Clone, Copy, Debug)]
+pub struct Int8Weight<'a> {
+    pub n: usize,
+    pub k: usize,
+    /// [`packed_len`]`(n, k)` values.
+    pub packed: &'a [i8],
+    /// [`padded_n`]`(n)` scales (0 for padded columns).
+    pub scales: &'a [f32],
+    /// [`padded_n`]`(n)` sums `Σ_k wq[j, k]` ([`column_sums`]).
+    pub sums: &'a [i32],
+}
+
+/// A weight row that cannot be quantized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFiniteWeight {
+    /// The output row (column of the product) holding a NaN or infinity.
+    pub row: usize,
+}
+
+impl std::fmt::Display for NonFiniteWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "row {} holds a NaN or infinite value", self.row)
+    }
+}
+
+impl std::error::Error for NonFiniteWeight {}
+
+/// Quantizes `[n, k]` weight rows, given one at a time by `row(j, buf)` (so an f16 weight
+/// is widened a row at a time), into `packed` ([`packed_len`] bytes) and `scales`
+/// ([`padded_n`] values).
+pub fn quantize_weight(
+    n: usize,
+    k: usize,
+    mut row: impl FnMut(usize, &mut [f32]),
+    packed: &mut [i8],
+    scales: &mut [f32],
+) -> Result<(), NonFiniteWeight> {
+    let kp = padded_k(k);
+    assert_eq!(
+        packed.len(),
+        packed_len(n, k),
+        "quantize_weight: packed length"
+    );
+    assert_eq!(scales.len(), padded_n(n), "quantize_weight: scales length");
+    packed.fill(0);
+    scales.fill(0.0);
+    let mut buf = vec![0.0f32; k];
+    for j in 0..n {
+        row(j, &mut buf);
+        let amax = buf.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        if !amax.is_finite() || buf.iter().any(|v| v.is_nan()) {
+            return Err(NonFiniteWeight { row: j });
+        }
+        if amax == 0.0 {
+            continue;
+        }
+        let scale = amax / 127.0;
+        scales[j] = scale;
+        for (kk, &v) in buf.iter().enumerate() {
+            packed[packed_index(kp, j, kk)] =
+                (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    Ok(())
+}
+
+/// `Σ_k wq[j, k]` for every (padded) column of a packed weight.
+pub fn column_sums(packed: &[i8], n: usize, k: usize) -> Vec<i32> {
+    let kp = padded_k(k);
+    assert_eq!(packed.len(), packed_len(n, k), "column_sums: packed length");
+    let mut sums = vec![0i32; padded_n(n)];
+    for (p, panel) in packed.chunks_exact(kp * PANEL).enumerate() {
+        for group in panel.chunks_exact(PANEL * K_GROUP) {
+            for (c, vals) in group.chunks_exact(K_GROUP).enumerate() {
+                sums[p * PANEL + c] += vals.iter().map(|&v| v as i32).sum::<i32>();
+            }
+        }
+    }
+    sums
+}
+
+/// The dequantized value of `w[j, kk]` (tests and verification).
+pub fn dequantized(w: &Int8Weight, j: usize, kk: usize) -> f32 {
+    w.packed[packed_index(padded_k(w.k), j, kk)] as f32 * w.scales[j]
+}
+
+/// The implementations of the int8 product, widest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8Path {
+    /// AVX-512 F/BW with VNNI (`vpdpbusd` on 512-bit vectors).
+    Avx512Vnni,
+    /// AVX2 (`vpmaddubsw` + `vpmaddwd`) and FMA.
+    Avx2,
+    /// Plain Rust, any CPU.
+    Portable,
+}
+
+impl Int8Path {
+    /// Every path, widest first.
+    pub const ALL: [Int8Path; 3] = [Int8Path::Avx512Vnni, Int8Path::Avx2, Int8Path::Portable];
+
+    /// Whether this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Int8Path::Avx512Vnni => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "x86_64")]
+            // FMA too: the weight-only product uses it (every AVX2 CPU so far has it).
+            Int8Path::Avx2 => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            Int8Path::Portable => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The widest path this CPU runs.
+    pub fn best() -> Int8Path {
+        static BEST: std::sync::OnceLock<Int8Path> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            Int8Path::ALL
+                .into_iter()
+                .find(|p| p.available())
+                .unwrap_or(Int8Path::Portable)
+        })
+    }
+
+    /// Short name for logs and benchmarks.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Path::Avx512Vnni => "avx512-vnni",
+            Int8Path::Avx2 => "avx2",
+            Int8Path::Portable => "portable",
+        }
+    }
+}
+
+/// Quantizes `m` rows of `x` (`[m, k]`) into `xq` (`[m, kp]`, zero-padded) and their
+/// scales into `sx`. A row of zeros gets scale 0; a row holding a NaN or an infinity gets
+/// scale NaN, so its outputs are NaN as in f32.
+fn quantize_activations(x: &[f32], m: usize, k: usize, kp: usize, xq: &mut [i8], sx: &mut [f32]) {
+    for i in 0..m {
+        let row = &x[i * k..(i + 1) * k];
+        let q = &mut xq[i * kp..(i + 1) * kp];
+        q[k..].fill(0);
+        let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let finite = amax.is_finite() && !row.iter().any(|v| v.is_nan());
+        if amax == 0.0 || !finite {
+            q[..k].fill(0);
+            sx[i] = if finite { 0.0 } else { f32::NAN };
+            continue;
+        }
+        sx[i] = amax / 127.0;
+        let inv = 127.0 / amax;
+        #[cfg(target_arch = "x86_64")]
+        if Int8Path::Avx512Vnni.available() {
+            // SAFETY: AVX-512 F/BW were just detected; `row` and `q[..k]` have k elements.
+            unsafe { x86::quantize_row(row, inv, &mut q[..k]) };
+            continue;
+        }
+        for (d, &v) in q.iter_mut().zip(row) {
+            *d = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's buffer for quantized activations, kept between calls.
+    static XQ: std::cell::Cell<Vec<i8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Output columns one task of the parallel split covers at least (whole panels).
+const BLOCK_COLS: usize = 4 * PANEL;
+
+/// int8 fully connected layer: `out[m, n] = x[m, k] · w[n, k]ᵀ + bias[n]` with `w`
+/// quantized, on the widest path this CPU runs.
+pub fn linear_i8(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    linear_i8_on(Int8Path::best(), x, m, k, w, bias, out)
+}
+
+/// [`linear_i8`] on a given path (tests force each one). Panics if the CPU cannot run it.
+pub fn linear_i8_on(
+    path: Int8Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    check(path, x, m, k, w, bias, out);
+    if m == 0 || w.n == 0 {
+        return;
+    }
+    let kp = padded_k(k);
+    let mut xq = XQ.take();
+    xq.resize(m * kp, 0);
+    let mut sx = vec![0.0f32; m];
+    quantize_activations(x, m, k, kp, &mut xq, &mut sx);
+    let out_ptr = SendPtr::new(out.as_mut_ptr());
+    let args = Args {
+        xq: &xq,
+        sx: &sx,
+        x32: &[],
+        m,
+        kp,
+        w,
+        bias,
+        f32_activations: false,
+    };
+    run_split(path, &args, 4 * MIN_PARALLEL_FMAS, out_ptr);
+    XQ.set(xq);
+}
+
+/// Runs every column block of the product, over rayon's threads when `m·n·k` reaches
+/// `min_parallel` and there are several blocks.
+fn run_split(path: Int8Path, args: &Args, min_parallel: usize, out: SendPtr) {
+    let n = args.w.n;
+    let blocks = n.div_ceil(BLOCK_COLS);
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || args.m * n * args.w.k < min_parallel || blocks < 2 {
+        run_columns(path, args, 0, n, out);
+    } else {
+        let chunks = blocks.min(4 * threads);
+        let per = blocks.div_ceil(chunks) * BLOCK_COLS;
+        (0..n.div_ceil(per)).into_par_iter().for_each(|c| {
+            let j0 = c * per;
+            run_columns(path, args, j0, (j0 + per).min(n), out);
+        });
+    }
+}
+
+thread_local! {
+    /// This thread's buffer for zero-padded f32 activations, kept between calls.
+    static X32: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Weight-only int8 layer: `out[m, n] = x[m, k] · (wq[j]·sw[j])ᵀ + bias` with x kept in
+/// f32, on the widest path this CPU runs. For few rows (the decoder's GEMVs), where
+/// reading the weight costs more than the arithmetic and quantizing activations would
+/// cost accuracy (measured: three words in 292 on the public clips when the logits
+/// projection quantized its input).
+pub fn linear_w8_f32(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    linear_w8_f32_on(Int8Path::best(), x, m, k, w, bias, out)
+}
+
+/// [`linear_w8_f32`] on a given path (tests force each one). Every path accumulates each
+/// output in f32 with fused multiply-adds over k in increasing order, then computes
+/// `acc·sw + b`: all paths give the same bits. Panics if the CPU cannot run the path.
+pub fn linear_w8_f32_on(
+    path: Int8Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    check(path, x, m, k, w, bias, out);
+    if m == 0 || w.n == 0 {
+        return;
+    }
+    let kp = padded_k(k);
+    let mut x32 = X32.take();
+    x32.clear();
+    x32.resize(m * kp, 0.0);
+    for i in 0..m {
+        x32[i * kp..i * kp + k].copy_from_slice(&x[i * k..(i + 1) * k]);
+    }
+    let args = Args {
+        xq: &[],
+        sx: &[],
+        x32: &x32,
+        m,
+        kp,
+        w,
+        bias,
+        f32_activations: true,
+    };
+    // f32 products cost about four int8 ones: the f32 GEMV's threshold.
+    run_split(
+        path,
+        &args,
+        MIN_PARALLEL_FMAS,
+        SendPtr::new(out.as_mut_ptr()),
+    );
+    X32.set(x32);
+}
+
+/// The checks shared by both products.
+fn check(
+    path: Int8Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    out: &[f32],
+) {
+    assert!(
+        path.available(),
+        "int8 path {} is not available on this CPU",
+        path.name()
+    );
+    let n = w.n;
+    assert_eq!(w.k, k, "int8 linear: weight has k = {}, input {k}", w.k);
+    assert!(
+        k <= 1 << 16,
+        "int8 linear: k = {k} over 65536 could overflow i32 sums"
+    );
+    require_len("int8 linear input", x.len(), m, k);
+    require_len(
+        "int8 linear packed weight",
+        w.packed.len(),
+        1,
+        packed_len(n, k),
+    );
+    require_len("int8 linear scales", w.scales.len(), 1, padded_n(n));
+    require_len("int8 linear sums", w.sums.len(), 1, padded_n(n));
+    if let Some(b) = bias {
+        require_len("int8 linear bias", b.len(), 1, n);
+    }
+    require_len("int8 linear output", out.len(), m, n);
+}
+
+/// The operands of one product, shared by the tasks.
+struct Args<'a> {
+    /// Quantized activations `[m, kp]` (int8 products).
+    xq: &'a [i8],
+    sx: &'a [f32],
+    /// f32 activations `[m, kp]`, zero-padded (weight-only products).
+    x32: &'a [f32],
+    m: usize,
+    kp: usize,
+    w: &'a Int8Weight<'a>,
+    bias: Option<&'a [f32]>,
+    /// Whether activations stay f32 (weight-only int8) or are quantized.
+    f32_activations: bool,
+}
+
+/// Columns `j0..j1` (j0 a multiple of [`PANEL`]) of every output row: blocks of up to
+/// four panels, each block run over all rows while its weight stays in cache.
+fn run_columns(path: Int8Path, a: &Args, j0: usize, j1: usize, out: SendPtr) {
+    let mut j = j0;
+    while j < j1 {
+        let cols = BLOCK_COLS.min(j1 - j);
+        let panels = cols.div_ceil(PANEL);
+        let mut i = 0;
+        while i < a.m {
+            let rows = (a.m - i).min(4);
+            match (path, a.f32_activations) {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the path's features were checked in `check`; the tile reads rows
+                // i..i+rows of the activations and panels j/16.. of the packed weight (both
+                // in bounds by the length checks) and writes out[i.., j..j+cols], which no
+                // other task writes.
+                (Int8Path::Avx512Vnni, false) => unsafe {
+                    x86::tile_vnni(a, i, rows, j, cols, panels, out)
+                },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, for AVX2.
+                (Int8Path::Avx2, false) => unsafe {
+                    x86::tile_avx2(a, i, rows, j, cols, panels, out)
+                },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, for AVX-512 F.
+                (Int8Path::Avx512Vnni, true) => unsafe {
+                    x86::tile_w8_avx512(a, i, rows, j, cols, panels, out)
+                },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, for AVX2 and FMA.
+                (Int8Path::Avx2, true) => unsafe {
+                    x86::tile_w8_avx2(a, i, rows, j, cols, panels, out)
+                },
+                (_, false) => tile_portable(a, i, rows, j, cols, out),
+                (_, true) => tile_w8_portable(a, i, rows, j, cols, out),
+            }
+            i += rows;
+        }
+        j += cols;
+    }
+}
+
+/// The dequantization every path performs, in this order: `acc · (sx·sw) + b`.
+#[inline(always)]
+fn dequantize(acc: i32, sx: f32, sw: f32, b: f32) -> f32 {
+    acc as f32 * (sx * sw) + b
+}
+
+fn tile_portable(a: &Args, i0: usize, rows: usize, j0: usize, cols: usize, out: SendPtr) {
+    let (kp, n) = (a.kp, a.w.n);
+    for i in i0..i0 + rows {
+        let xr = &a.xq[i * kp..(i + 1) * kp];
+        for j in j0..j0 + cols {
+            let mut acc = 0i32;
+            for (kk, &xv) in xr.iter().enumerate() {
+                acc += xv as i32 * a.w.packed[packed_index(kp, j, kk)] as i32;
+            }
+            let v = dequantize(acc, a.sx[i], a.w.scales[j], a.bias.map_or(0.0, |b| b[j]));
+            // SAFETY: (i, j) is inside out[m, n], in the region this task owns.
+            unsafe { *out.get().add(i * n + j) = v };
+        }
+    }
+}
+
+fn tile_w8_portable(a: &Args, i0: usize, rows: usize, j0: usize, cols: usize, out: SendPtr) {
+    let (kp, n) = (a.kp, a.w.n);
+    for i in i0..i0 + rows {
+        let xr = &a.x32[i * kp..(i + 1) * kp];
+        for j in j0..j0 + cols {
+            let mut acc = 0f32;
+            for (kk, &xv) in xr.iter().enumerate() {
+                acc = xv.mul_add(a.w.packed[packed_index(kp, j, kk)] as f32, acc);
+            }
+            let v = acc * a.w.scales[j] + a.bias.map_or(0.0, |b| b[j]);
+            // SAFETY: (i, j) is inside out[m, n], in the region this task owns.
+            unsafe { *out.get().add(i * n + j) = v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Args, PANEL};
+    use crate::cpu::parallel::SendPtr;
+    use std::arch::x86_64::*;
+
+    /// `q[i] = clamp(round_even(row[i]·inv), -127, 127)`, 16 at a time.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_row(row: &[f32], inv: f32, q: &mut [i8]) {
+        let k = row.len();
+        let vinv = _mm512_set1_ps(inv);
+        let lo = _mm512_set1_epi32(-127);
+        let mut c = 0;
+        while c < k {
+            let take = (k - c).min(16);
+            let mask: __mmask16 = if take == 16 { !0 } else { (1u16 << take) - 1 };
+            let v = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(c));
+            // Rounds to nearest even (the default MXCSR mode, as `round_ties_even`).
+            let r = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, vinv)), lo);
+            _mm512_mask_cvtsepi32_storeu_epi8(q.as_mut_ptr().add(c) as *mut _, mask, r);
+            c += take;
+        }
+    }
+
+    /// Rows `i0..i0+rows` (≤ 4) × columns `j0..j0+cols` (≤ 4 panels) with `vpdpbusd`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn tile_vnni(
+        a: &Args,
+        i0: usize,
+        rows: usize,
+        j0: usize,
+        cols: usize,
+        panels: usize,
+        out: SendPtr,
+    ) {
+        match (rows, panels) {
+            (4, 4) => vnni::<4, 4>(a, i0, j0, cols, out),
+            (4, 3) => vnni::<4, 3>(a, i0, j0, cols, out),
+            (4, 2) => vnni::<4, 2>(a, i0, j0, cols, out),
+            (4, _) => vnni::<4, 1>(a, i0, j0, cols, out),
+            (3, 4) => vnni::<3, 4>(a, i0, j0, cols, out),
+            (3, 3) => vnni::<3, 3>(a, i0, j0, cols, out),
+            (3, 2) => vnni::<3, 2>(a, i0, j0, cols, out),
+            (3, _) => vnni::<3, 1>(a, i0, j0, cols, out),
+            (2, 4) => vnni::<2, 4>(a, i0, j0, cols, out),
+            (2, 3) => vnni::<2, 3>(a, i0, j0, cols, out),
+            (2, 2) => vnni::<2, 2>(a, i0, j0, cols, out),
+            (2, _) => vnni::<2, 1>(a, i0, j0, cols, out),
+            (_, 4) => vnni::<1, 4>(a, i0, j0, cols, out),
+            (_, 3) => vnni::<1, 3>(a, i0, j0, cols, out),
+            (_, 2) => vnni::<1, 2>(a, i0, j0, cols, out),
+            (_, _) => vnni::<1, 1>(a, i0, j0, cols, out),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn vnni<const R: usize, const P: usize>(
+        a: &Args,
+        i0: usize,
+        j0: usize,
+        cols: usize,
+        out: SendPtr,
+    ) {
+        let kp = a.kp;
+        let groups = kp / 4;
+        let offset = _mm512_set1_epi32(0x8080_8080u32 as i32);
+        let w0 = a.w.packed.as_ptr().add((j0 / PANEL) * kp * PANEL);
+        let x0 = a.xq.as_ptr().add(i0 * kp);
+        let mut acc = [[_mm512_setzero_si512(); P]; R];
+        for g in 0..groups {
+            let mut wv = [_mm512_setzero_si512(); P];
+            for (p, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(w0.add(p * kp * PANEL + g * 64) as *const _);
+            }
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let xb = (x0.add(r * kp + g * 4) as *const i32).read_unaligned();
+                // Signed bytes + 128 as unsigned: flipping each byte's top bit.
+                let xu = _mm512_xor_si512(_mm512_set1_epi32(xb), offset);
+                for p in 0..P {
+                    accr[p] = _mm512_dpbusd_epi32(accr[p], xu, wv[p]);
+                }
+            }
+        }
+        let n = a.w.n;
+        let sums = a.w.sums.as_ptr().add(j0);
+        let scales = a.w.scales.as_ptr().add(j0);
+        for (r, accr) in acc.iter().enumerate() {
+            let i = i0 + r;
+            let sx = _mm512_set1_ps(a.sx[i]);
+            for (p, &v) in accr.iter().enumerate() {
+                let c0 = p * PANEL;
+                if c0 >= cols {
+                    break;
+                }
+                let take = (cols - c0).min(PANEL);
+                let mask: __mmask16 = if take == 16 { !0 } else { (1u16 << take) - 1 };
+                // Σ (xq + 128)·w − 128·Σ w = Σ xq·w.
+                let comp = _mm512_slli_epi32(_mm512_loadu_si512(sums.add(c0) as *const _), 7);
+                let acc = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, comp));
+                let s = _mm512_mul_ps(sx, _mm512_loadu_ps(scales.add(c0)));
+                let b = match a.bias {
+                    Some(b) => _mm512_maskz_loadu_ps(mask, b.as_ptr().add(j0 + c0)),
+                    None => _mm512_setzero_ps(),
+                };
+                let y = _mm512_add_ps(_mm512_mul_ps(acc, s), b);
+                _mm512_mask_storeu_ps(out.get().add(i * n + j0 + c0), mask, y);
+            }
+        }
+    }
+
+    /// Weight-only tile: rows `i0..i0+rows` (≤ 4) × columns `j0..j0+cols` (≤ 4 panels),
+    /// f32 activations, int8 weights widened in registers.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_w8_avx512(
+        a: &Args,
+        i0: usize,
+        rows: usize,
+        j0: usize,
+        cols: usize,
+        panels: usize,
+        out: SendPtr,
+    ) {
+        match (rows, panels) {
+            (4, 4) => w8_512::<4, 4>(a, i0, j0, cols, out),
+            (4, 3) => w8_512::<4, 3>(a, i0, j0, cols, out),
+            (4, 2) => w8_512::<4, 2>(a, i0, j0, cols, out),
+            (4, _) => w8_512::<4, 1>(a, i0, j0, cols, out),
+            (3, 4) => w8_512::<3, 4>(a, i0, j0, cols, out),
+            (3, 3) => w8_512::<3, 3>(a, i0, j0, cols, out),
+            (3, 2) => w8_512::<3, 2>(a, i0, j0, cols, out),
+            (3, _) => w8_512::<3, 1>(a, i0, j0, cols, out),
+            (2, 4) => w8_512::<2, 4>(a, i0, j0, cols, out),
+            (2, 3) => w8_512::<2, 3>(a, i0, j0, cols, out),
+            (2, 2) => w8_512::<2, 2>(a, i0, j0, cols, out),
+            (2, _) => w8_512::<2, 1>(a, i0, j0, cols, out),
+            (_, 4) => w8_512::<1, 4>(a, i0, j0, cols, out),
+            (_, 3) => w8_512::<1, 3>(a, i0, j0, cols, out),
+            (_, 2) => w8_512::<1, 2>(a, i0, j0, cols, out),
+            (_, _) => w8_512::<1, 1>(a, i0, j0, cols, out),
+        }
+    }
+
+    /// Byte `t` of each 32-bit lane, sign-extended, as f32: column c's value at k = 4g + t.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn widen_512<const T: u32>(v: __m512i) -> __m512 {
+        // Shift byte t to the top, then arithmetic-shift it down (sign extension).
+        let top = match T {
+            0 => _mm512_slli_epi32::<24>(v),
+            1 => _mm512_slli_epi32::<16>(v),
+            2 => _mm512_slli_epi32::<8>(v),
+            _ => v,
+        };
+        _mm512_cvtepi32_ps(_mm512_srai_epi32::<24>(top))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn w8_512<const R: usize, const P: usize>(
+        a: &Args,
+        i0: usize,
+        j0: usize,
+        cols: usize,
+        out: SendPtr,
+    ) {
+        let kp = a.kp;
+        let w0 = a.w.packed.as_ptr().add((j0 / PANEL) * kp * PANEL);
+        let x0 = a.x32.as_ptr().add(i0 * kp);
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        for g in 0..kp / 4 {
+            for p in 0..P {
+                let v = _mm512_loadu_si512(w0.add(p * kp * PANEL + g * 64) as *const _);
+                let w = [
+                    widen_512::<0>(v),
+                    widen_512::<1>(v),
+                    widen_512::<2>(v),
+                    widen_512::<3>(v),
+                ];
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    let xr = x0.add(r * kp + g * 4);
+                    for (t, wt) in w.iter().enumerate() {
+                        accr[p] = _mm512_fmadd_ps(_mm512_set1_ps(*xr.add(t)), *wt, accr[p]);
+                    }
+                }
+            }
+        }
+        let n = a.w.n;
+        let scales = a.w.scales.as_ptr().add(j0);
+        for (r, accr) in acc.iter().enumerate() {
+            let i = i0 + r;
+            for (p, &v) in accr.iter().enumerate() {
+                let c0 = p * PANEL;
+                if c0 >= cols {
+                    break;
+                }
+                let take = (cols - c0).min(PANEL);
+                let mask: __mmask16 = if take == 16 { !0 } else { (1u16 << take) - 1 };
+                let b = match a.bias {
+                    Some(b) => _mm512_maskz_loadu_ps(mask, b.as_ptr().add(j0 + c0)),
+                    None => _mm512_setzero_ps(),
+                };
+                let y = _mm512_add_ps(_mm512_mul_ps(v, _mm512_loadu_ps(scales.add(c0))), b);
+                _mm512_mask_storeu_ps(out.get().add(i * n + j0 + c0), mask, y);
+            }
+        }
+    }
+
+    /// [`tile_w8_avx512`] with AVX2 and FMA: each panel as two halves of 8 columns.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_w8_avx2(
+        a: &Args,
+        i0: usize,
+        rows: usize,
+        j0: usize,
+        cols: usize,
+        panels: usize,
+        out: SendPtr,
+    ) {
+        for p in 0..panels {
+            let c0 = p * PANEL;
+            let take = (cols - c0).min(PANEL);
+            match rows {
+                4 => w8_256::<4>(a, i0, j0 + c0, take, out),
+                3 => w8_256::<3>(a, i0, j0 + c0, take, out),
+                2 => w8_256::<2>(a, i0, j0 + c0, take, out),
+                _ => w8_256::<1>(a, i0, j0 + c0, take, out),
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn widen_256<const T: i32>(v: __m256i) -> __m256 {
+        let top = match T {
+            0 => _mm256_slli_epi32::<24>(v),
+            1 => _mm256_slli_epi32::<16>(v),
+            2 => _mm256_slli_epi32::<8>(v),
+            _ => v,
+        };
+        _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(top))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn w8_256<const R: usize>(a: &Args, i0: usize, j0: usize, cols: usize, out: SendPtr) {
+        let kp = a.kp;
+        let w0 = a.w.packed.as_ptr().add((j0 / PANEL) * kp * PANEL);
+        let x0 = a.x32.as_ptr().add(i0 * kp);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for g in 0..kp / 4 {
+            for h in 0..2 {
+                let v = _mm256_loadu_si256(w0.add(g * 64 + h * 32) as *const _);
+                let w = [
+                    widen_256::<0>(v),
+                    widen_256::<1>(v),
+                    widen_256::<2>(v),
+                    widen_256::<3>(v),
+                ];
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    let xr = x0.add(r * kp + g * 4);
+                    for (t, wt) in w.iter().enumerate() {
+                        accr[h] = _mm256_fmadd_ps(_mm256_set1_ps(*xr.add(t)), *wt, accr[h]);
+                    }
+                }
+            }
+        }
+        let n = a.w.n;
+        for (r, accr) in acc.iter().enumerate() {
+            let i = i0 + r;
+            let mut sums = [0f32; PANEL];
+            _mm256_storeu_ps(sums.as_mut_ptr(), accr[0]);
+            _mm256_storeu_ps(sums.as_mut_ptr().add(8), accr[1]);
+            for (c, &s) in sums.iter().enumerate().take(cols) {
+                let j = j0 + c;
+                *out.get().add(i * n + j) = s * a.w.scales[j] + a.bias.map_or(0.0, |b| b[j]);
+            }
+        }
+    }
+
+    /// Rows `i0..i0+rows` (≤ 4) × columns `j0..j0+cols` with AVX2, one panel at a time.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tile_avx2(
+        a: &Args,
+        i0: usize,
+        rows: usize,
+        j0: usize,
+        cols: usize,
+        panels: usize,
+        out: SendPtr,
+    ) {
+        for p in 0..panels {
+            let c0 = p * PANEL;
+            let take = (cols - c0).min(PANEL);
+            match rows {
+                4 => avx2::<4>(a, i0, j0 + c0, take, out),
+                3 => avx2::<3>(a, i0, j0 + c0, take, out),
+                2 => avx2::<2>(a, i0, j0 + c0, take, out),
+                _ => avx2::<1>(a, i0, j0 + c0, take, out),
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<const R: usize>(a: &Args, i0: usize, j0: usize, cols: usize, out: SendPtr) {
+        let kp = a.kp;
+        let groups = kp / 4;
+        let ones = _mm256_set1_epi16(1);
+        let w0 = a.w.packed.as_ptr().add((j0 / PANEL) * kp * PANEL);
+        let x0 = a.xq.as_ptr().add(i0 * kp);
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        for g in 0..groups {
+            let wl = _mm256_loadu_si256(w0.add(g * 64) as *const _);
+            let wh = _mm256_loadu_si256(w0.add(g * 64 + 32) as *const _);
+            let (al, ah) = (_mm256_sign_epi8(wl, wl), _mm256_sign_epi8(wh, wh));
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let xb = _mm256_set1_epi32((x0.add(r * kp + g * 4) as *const i32).read_unaligned());
+                // |w| (unsigned) times x with w's sign: pairs sum to at most 2·127·127.
+                let pl = _mm256_maddubs_epi16(al, _mm256_sign_epi8(xb, wl));
+                let ph = _mm256_maddubs_epi16(ah, _mm256_sign_epi8(xb, wh));
+                accr[0] = _mm256_add_epi32(accr[0], _mm256_madd_epi16(pl, ones));
+                accr[1] = _mm256_add_epi32(accr[1], _mm256_madd_epi16(ph, ones));
+            }
+        }
+        let n = a.w.n;
+        for (r, accr) in acc.iter().enumerate() {
+            let i = i0 + r;
+            let mut sums = [0i32; PANEL];
+            _mm256_storeu_si256(sums.as_mut_ptr() as *mut _, accr[0]);
+            _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut _, accr[1]);
+            for (c, &s) in sums.iter().enumerate().take(cols) {
+                let j = j0 + c;
+                let b = a.bias.map_or(0.0, |b| b[j]);
+                *out.get().add(i * n + j) = super::dequantize(s, a.sx[i], a.w.scales[j], b);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 activation quantizer rounds and clamps as the scalar loop does,
+    /// including ties and values at the row's maximum.
+    #[test]
+    fn simd_activation_quantization_equals_scalar() {
+        let k = 67;
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut x: Vec<f32> = (0..k).map(|_| rng.f32() * 8.0 - 4.0).collect();
+        x[0] = 4.0;
+        // Exact ties after scaling by 127/4: 0.5 and 1.5 steps, both signs.
+        for (i, t) in [0.5f32, 1.5, -0.5, -2.5].iter().enumerate() {
+            x[1 + i] = t * 4.0 / 127.0;
+        }
+        let inv = 127.0 / 4.0;
+        let scalar: Vec<i8> = x
+            .iter()
+            .map(|&v| (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8)
+            .collect();
+        #[cfg(target_arch = "x86_64")]
+        if Int8Path::Avx512Vnni.available() {
+            let mut q = vec![0i8; k];
+            // SAFETY: AVX-512 F/BW detected; equal lengths.
+            unsafe { x86::quantize_row(&x, inv, &mut q) };
+            assert_eq!(q, scalar);
+        }
+        assert_eq!(scalar[0], 127);
+    }
+}

@@ -1,0 +1,304 @@
+//! The int8 linear on every instruction-set path this CPU runs, against an f64 reference
+//! of the unquantized product and against each other.
+//!
+//! Bound: with `sx = max|x|/127` and `sw = max|w[j]|/127`, rounding moves each x by at
+//! most sx/2 and each w by at most sw/2, so the quantized product differs from the exact
+//! one by at most `Σ_k (|x_k|·sw/2 + (|w_k| + sw/2)·sx/2)`. The integer sums are exact and
+//! the dequantization adds three f32 roundings, bounded by `4u·(|y| + |b|)`.
+//! Paths: integer sums are exact and every path dequantizes with the same f32 operations,
+//! so every path must give the portable path's bits.
+
+use crate::common::{Rng, U};
+use amanuensis_kernels::cpu::int8::{self, Int8Path, Int8Weight};
+
+struct Quantized {
+    packed: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+}
+
+fn quantize(w: &[f32], n: usize, k: usize) -> Quantized {
+    let mut packed = vec![0i8; int8::packed_len(n, k)];
+    let mut scales = vec![0f32; int8::padded_n(n)];
+    int8::quantize_weight(
+        n,
+        k,
+        |j, buf| buf.copy_from_slice(&w[j * k..(j + 1) * k]),
+        &mut packed,
+        &mut scales,
+    )
+    .expect("finite weights quantize");
+    let sums = int8::column_sums(&packed, n, k);
+    Quantized {
+        packed,
+        scales,
+        sums,
+    }
+}
+
+fn view(q: &Quantized, n: usize, k: usize) -> Int8Weight<'_> {
+    Int8Weight {
+        n,
+        k,
+        packed: &q.packed,
+        scales: &q.scales,
+        sums: &q.sums,
+    }
+}
+
+fn paths() -> Vec<Int8Path> {
+    let p: Vec<Int8Path> = Int8Path::ALL
+        .into_iter()
+        .filter(|p| p.available())
+        .collect();
+    eprintln!("int8 paths on this CPU: {:?}", p);
+    p
+}
+
+fn check(m: usize, k: usize, n: usize, with_bias: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(m * k, -3.0, 3.0);
+    let w = rng.vec(n * k, -0.5, 0.5);
+    let b = rng.vec(n, -1.0, 1.0);
+    let bias = with_bias.then_some(&b[..]);
+    let q = quantize(&w, n, k);
+    let wq = view(&q, n, k);
+    let mut portable = vec![f32::NAN; m * n];
+    int8::linear_i8_on(Int8Path::Portable, &x, m, k, &wq, bias, &mut portable);
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        let sx = xr.iter().fold(0f64, |a, v| a.max(v.abs() as f64)) / 127.0;
+        for j in 0..n {
+            let wr = &w[j * k..(j + 1) * k];
+            let sw = wr.iter().fold(0f64, |a, v| a.max(v.abs() as f64)) / 127.0;
+            let bj = bias.map_or(0.0, |b| b[j] as f64);
+            let mut want = bj;
+            let mut bound = 0.0;
+            for (&xv, &wv) in xr.iter().zip(wr) {
+                want += xv as f64 * wv as f64;
+                bound += (xv as f64).abs() * sw / 2.0 + ((wv as f64).abs() + sw / 2.0) * sx / 2.0;
+            }
+            bound += 4.0 * U * (want.abs() + bound + bj.abs());
+            let got = portable[i * n + j] as f64;
+            assert!(
+                (got - want).abs() <= bound,
+                "m={m} k={k} n={n} bias={with_bias} [{i},{j}]: {got} vs {want}, bound {bound:e}"
+            );
+        }
+    }
+    for path in paths() {
+        let mut out = vec![f32::NAN; m * n];
+        int8::linear_i8_on(path, &x, m, k, &wq, bias, &mut out);
+        let same = out
+            .iter()
+            .zip(&portable)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "{} differs from portable at m={m} k={k} n={n}",
+            path.name()
+        );
+    }
+}
+
+#[test]
+fn int8_linear_matches_f64_within_the_quantization_bound_on_every_path() {
+    let mut seed = 1;
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (1, 3, 17),
+        (2, 4, 16),
+        (3, 5, 15),
+        (4, 64, 64),
+        (5, 65, 65),
+        (7, 130, 63),
+        (13, 512, 130),
+        (1, 512, 1000),
+        (9, 384, 200),
+    ] {
+        for with_bias in [false, true] {
+            check(m, k, n, with_bias, seed);
+            seed += 1;
+        }
+    }
+}
+
+#[test]
+fn int8_linear_parallel_split_gives_the_serial_bits() {
+    // Large enough to be split over threads (m·n·k over the parallel threshold).
+    let (m, k, n) = (40, 512, 1100);
+    let mut rng = Rng::new(77);
+    let x = rng.vec(m * k, -1.0, 1.0);
+    let w = rng.vec(n * k, -1.0, 1.0);
+    let q = quantize(&w, n, k);
+    let wq = view(&q, n, k);
+    let mut whole = vec![0.0; m * n];
+    int8::linear_i8(&x, m, k, &wq, None, &mut whole);
+    // Row by row: each call is below the threshold in rows but covers every column.
+    for i in 0..m {
+        let mut row = vec![0.0; n];
+        int8::linear_i8(&x[i * k..(i + 1) * k], 1, k, &wq, None, &mut row);
+        assert_eq!(row, whole[i * n..(i + 1) * n], "row {i}");
+    }
+}
+
+#[test]
+fn int8_rows_of_zeros_give_the_bias_and_nan_rows_give_nan() {
+    let (k, n) = (20, 18);
+    let mut rng = Rng::new(5);
+    let w = rng.vec(n * k, -1.0, 1.0);
+    let b = rng.vec(n, -1.0, 1.0);
+    let q = quantize(&w, n, k);
+    let mut x = vec![0.0f32; 2 * k];
+    x[k + 3] = f32::NAN;
+    for path in paths() {
+        let mut out = vec![0.0; 2 * n];
+        int8::linear_i8_on(path, &x, 2, k, &view(&q, n, k), Some(&b), &mut out);
+        assert_eq!(out[..n], b[..], "{}: zero row", path.name());
+        assert!(
+            out[n..].iter().all(|v| v.is_nan()),
+            "{}: NaN row",
+            path.name()
+        );
+    }
+}
+
+#[test]
+fn quantized_weights_are_within_half_a_step_and_refuse_non_finite_rows() {
+    let (n, k) = (21, 37);
+    let mut rng = Rng::new(9);
+    let mut w = rng.vec(n * k, -2.0, 2.0);
+    w[5 * k..6 * k].fill(0.0);
+    let q = quantize(&w, n, k);
+    let wq = view(&q, n, k);
+    for j in 0..n {
+        let sw = q.scales[j];
+        for kk in 0..k {
+            let d = (int8::dequantized(&wq, j, kk) - w[j * k + kk]).abs();
+            assert!(
+                d <= sw * 0.5 * (1.0 + 1e-6),
+                "[{j},{kk}] off by {d}, step {sw}"
+            );
+        }
+    }
+    assert_eq!(q.scales[5], 0.0);
+    assert!(
+        q.scales[n..].iter().all(|&s| s == 0.0),
+        "padded columns have scale 0"
+    );
+    w[7 * k + 2] = f32::INFINITY;
+    let mut packed = vec![0i8; int8::packed_len(n, k)];
+    let mut scales = vec![0f32; int8::padded_n(n)];
+    let err = int8::quantize_weight(
+        n,
+        k,
+        |j, buf| buf.copy_from_slice(&w[j * k..(j + 1) * k]),
+        &mut packed,
+        &mut scales,
+    )
+    .unwrap_err();
+    assert_eq!(err.row, 7);
+}
+
+/// Weight-only products: x stays f32, so only the weight's rounding (at most sw/2 per
+/// value) and f32 accumulation (γ_{k+3} of the sum of magnitudes: k multiply-adds, the
+/// scale and the bias) separate the result from the f64 product of the unquantized
+/// operands. Every path fuses the same multiply-adds in the same order: same bits.
+fn check_w8(m: usize, k: usize, n: usize, with_bias: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(m * k, -3.0, 3.0);
+    let w = rng.vec(n * k, -0.5, 0.5);
+    let b = rng.vec(n, -1.0, 1.0);
+    let bias = with_bias.then_some(&b[..]);
+    let q = quantize(&w, n, k);
+    let wq = view(&q, n, k);
+    let mut portable = vec![f32::NAN; m * n];
+    int8::linear_w8_f32_on(Int8Path::Portable, &x, m, k, &wq, bias, &mut portable);
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        for j in 0..n {
+            let wr = &w[j * k..(j + 1) * k];
+            let sw = wr.iter().fold(0f64, |a, v| a.max(v.abs() as f64)) / 127.0;
+            let bj = bias.map_or(0.0, |b| b[j] as f64);
+            let (mut want, mut quant, mut mag) = (bj, 0.0, bj.abs());
+            for (&xv, &wv) in xr.iter().zip(wr) {
+                want += xv as f64 * wv as f64;
+                quant += (xv as f64).abs() * sw / 2.0;
+                mag += (xv as f64).abs() * ((wv as f64).abs() + sw / 2.0);
+            }
+            let bound = quant + crate::common::gamma(k + 3) * mag;
+            let got = portable[i * n + j] as f64;
+            assert!(
+                (got - want).abs() <= bound,
+                "w8 m={m} k={k} n={n} [{i},{j}]: {got} vs {want}, bound {bound:e}"
+            );
+        }
+    }
+    for path in paths() {
+        let mut out = vec![f32::NAN; m * n];
+        int8::linear_w8_f32_on(path, &x, m, k, &wq, bias, &mut out);
+        let same = out
+            .iter()
+            .zip(&portable)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "w8 {} differs from portable at m={m} k={k} n={n}",
+            path.name()
+        );
+    }
+}
+
+#[test]
+fn weight_only_int8_matches_f64_within_the_weight_rounding_bound_on_every_path() {
+    let mut seed = 100;
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (1, 3, 17),
+        (2, 4, 16),
+        (3, 5, 15),
+        (4, 64, 64),
+        (5, 65, 65),
+        (8, 130, 63),
+        (1, 512, 1000),
+        (5, 2048, 70),
+    ] {
+        for with_bias in [false, true] {
+            check_w8(m, k, n, with_bias, seed);
+            seed += 1;
+        }
+    }
+}
+
+#[test]
+fn weight_only_int8_is_closer_to_f32_than_the_int8_product() {
+    // The reason the decoder's few-row products keep f32 activations: on activations
+    // with an outlier channel (as after Whisper's layer norms) quantizing them moves the
+    // result far more than quantizing the weight.
+    let (m, k, n) = (2, 512, 256);
+    let mut rng = Rng::new(21);
+    let mut x = rng.vec(m * k, -1.0, 1.0);
+    x[7] = 40.0;
+    x[k + 300] = -35.0;
+    let w = rng.vec(n * k, -0.1, 0.1);
+    let q = quantize(&w, n, k);
+    let wq = view(&q, n, k);
+    let mut exact = vec![0.0; m * n];
+    amanuensis_kernels::cpu::linear_gemv(&x, m, k, &w, n, None, &mut exact);
+    let mut a8 = vec![0.0; m * n];
+    int8::linear_i8(&x, m, k, &wq, None, &mut a8);
+    let mut a32 = vec![0.0; m * n];
+    int8::linear_w8_f32(&x, m, k, &wq, None, &mut a32);
+    let err = |y: &[f32]| -> f64 {
+        y.iter()
+            .zip(&exact)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let (e8, e32) = (err(&a8), err(&a32));
+    assert!(
+        e32 * 3.0 < e8,
+        "weight-only error {e32:e} against int8 {e8:e}"
+    );
+}
