@@ -124,15 +124,18 @@ fn int8_forms_are_made_once_then_mapped_and_equal_a_fresh_quantization() {
     let mut second = load(&dir, ComputeType::Int8).unwrap();
     assert_eq!(second.int8_source, Some(Int8Source::Cached));
     let file = amanuensis_runtime::ModelFile::load(&graph()).unwrap();
-    let names = linear_weights(&file);
-    // Every decoder block matrix and those of the middle encoder blocks; the token
-    // embedding (also the embedding table) and the first and last encoder blocks keep
-    // their stored type.
-    assert_eq!(names.len(), 4 * 6 + 6 * 10);
+    let (names, rescored) = linear_weights(&file);
+    // Every decoder block matrix, those of the middle encoder blocks and the token
+    // embedding (as the logits projection, rescored); the first and last encoder blocks
+    // keep their stored type.
+    assert_eq!(names.len(), 4 * 6 + 6 * 10 + 1);
+    assert_eq!(
+        rescored.into_iter().collect::<Vec<_>>(),
+        ["decoder.token_embedding.weight"]
+    );
     assert!(!names
         .iter()
         .any(|n| n.starts_with("encoder.blocks.0.") || n.starts_with("encoder.blocks.5.")));
-    assert!(!names.iter().any(|n| n.contains("token_embedding")));
     for n in &names {
         let a = first
             .weights()
@@ -142,6 +145,7 @@ fn int8_forms_are_made_once_then_mapped_and_equal_a_fresh_quantization() {
             .expect("quantized now");
         let b = second.weights().get(n).unwrap().int8().expect("mapped");
         assert_eq!(a, b, "{n}");
+        assert_eq!(a.rescore_band, b.rescore_band, "{n}");
         assert!(
             format!("{b:?}").contains("mapped"),
             "{n} is read in place: {b:?}"
@@ -238,7 +242,7 @@ fn weights_tool_verify_checks_the_int8_file_against_the_weights() {
     let _ = load(&dir, ComputeType::Int8).unwrap();
     let (weights, cache) = (dir.join("model.safetensors"), dir.join(INT8_FILE));
     let r = amanuensis_weights_tools::verify::verify_int8(&graph(), &weights, &cache).unwrap();
-    assert_eq!(r.forms, 4 * 6 + 6 * 10);
+    assert_eq!(r.forms, 4 * 6 + 6 * 10 + 1);
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     // One value of one form changed: still a valid file, no longer the quantization.
     let mut bytes = std::fs::read(&cache).unwrap();

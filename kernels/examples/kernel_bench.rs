@@ -142,6 +142,7 @@ fn bench_int8(
         packed: &packed,
         scales: &scales,
         sums: &sums,
+        rescore: None,
     };
     let mut out = vec![0.0f32; m * n];
     let flops = 2.0 * (m * n * k) as f64;

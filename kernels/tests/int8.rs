@@ -43,6 +43,7 @@ fn view(q: &Quantized, n: usize, k: usize) -> Int8Weight<'_> {
         packed: &q.packed,
         scales: &q.scales,
         sums: &q.sums,
+        rescore: None,
     }
 }
 
@@ -301,4 +302,65 @@ fn weight_only_int8_is_closer_to_f32_than_the_int8_product() {
         e32 * 3.0 < e8,
         "weight-only error {e32:e} against int8 {e8:e}"
     );
+}
+
+#[test]
+fn rescored_outputs_near_the_top_are_the_exact_rows_and_keep_the_argmax() {
+    // Rows whose true outputs are near-ties: the int8 weight alone may reorder them, the
+    // rescored outputs within the band must be the f16 weight's own and the argmax its.
+    let (m, k, n) = (3, 512, 4000);
+    let mut rng = Rng::new(31);
+    let x = rng.vec(m * k, -1.0, 1.0);
+    let mut w = rng.vec(n * k, -0.05, 0.05);
+    for c in 1..40 {
+        let (src, dst) = (0, c * 97);
+        let row: Vec<f32> = w[src * k..(src + 1) * k]
+            .iter()
+            .map(|v| v * (1.0 + 1e-3 * c as f32))
+            .collect();
+        w[dst * k..(dst + 1) * k].copy_from_slice(&row);
+    }
+    let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let wr: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+    let q = quantize(&wr, n, k);
+    let mut wq = view(&q, n, k);
+    wq.rescore = Some(int8::Rescore {
+        rows: &w16,
+        band: 2.0,
+    });
+    let mut out = vec![0.0; m * n];
+    int8::linear_w8_f32(&x, m, k, &wq, None, &mut out);
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        let exact: Vec<f64> = (0..n)
+            .map(|j| {
+                xr.iter()
+                    .zip(&wr[j * k..(j + 1) * k])
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum()
+            })
+            .collect();
+        let best = (0..n)
+            .max_by(|&a, &b| exact[a].total_cmp(&exact[b]))
+            .unwrap();
+        let got = (0..n)
+            .max_by(|&a, &b| out[i * n + a].total_cmp(&out[i * n + b]))
+            .unwrap();
+        assert_eq!(got, best, "row {i}: argmax");
+        for j in 0..n {
+            if exact[j] >= exact[best] - 2.0 {
+                let mag: f64 = xr
+                    .iter()
+                    .zip(&wr[j * k..(j + 1) * k])
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
+                let bound = crate::common::gamma(k + 1) * mag;
+                let d = (out[i * n + j] as f64 - exact[j]).abs();
+                assert!(
+                    d <= bound,
+                    "row {i} col {j}: {d:e} over f32 rounding {bound:e}"
+                );
+            }
+        }
+    }
 }

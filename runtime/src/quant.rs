@@ -40,6 +40,10 @@ pub struct Int8Matrix {
     pub scales: Vec<f32>,
     /// `Σ_k` of each (padded) column's values.
     pub sums: Vec<i32>,
+    /// When set, few-row products compute again from the stored (f16) weight the outputs
+    /// within this much of each row's largest: for a logits projection, whose largest
+    /// outputs decide the token. Chosen by the model at load, not kept in the file.
+    pub rescore_band: Option<f32>,
 }
 
 impl Int8Matrix {
@@ -51,6 +55,7 @@ impl Int8Matrix {
             packed: Packed::Owned(packed),
             scales,
             sums,
+            rescore_band: None,
         }
     }
 
@@ -236,6 +241,7 @@ pub fn load_int8(
             },
             scales,
             sums,
+            rescore_band: None,
         };
         forms.insert(name.to_string(), Arc::new(q));
     }

@@ -3,7 +3,8 @@
 //! - `f32`: weights stay in their stored type (f16, widened exactly as the kernels read
 //!   them) and every product is f32. Token-identical to the reference fixtures.
 //! - `int8`: the weight matrices of `linear` nodes get int8 forms (per output channel
-//!   scales), all but the token embedding and the first and last encoder blocks
+//!   scales), all but the first and last encoder blocks; the logits projection's outputs
+//!   near each row's largest are computed again from the stored weight
 //!   ([`linear_weights`] says why). Products of many rows (the encoder, cross K/V) quantize their
 //!   activations per row as they run and accumulate in i32; products of few rows (the
 //!   decoder's steps, up to the GEMV threshold) keep activations in f32 and widen the
@@ -90,18 +91,25 @@ impl std::str::FromStr for ComputeType {
     }
 }
 
-/// The weights that get an int8 form: those read as the matrix of a `linear` node in any
-/// graph of the file, except
-/// - a matrix some other node also reads, which keeps its stored type for every use:
-///   Whisper's token embedding is both the embedding table and the logits projection;
-/// - the matrices of the first and the last encoder block, which stay f32 products.
+/// How far below a row's largest logit the logits projection's outputs are computed again
+/// from the stored weight (see [`linear_weights`]): tokens more than 10 below the best have
+/// under e⁻¹⁰ of its probability each.
+pub const LOGITS_RESCORE_BAND: f32 = 10.0;
+
+/// The weights that get an int8 form, and of those the ones whose largest outputs are
+/// computed again exactly: every matrix read by a `linear` node in any graph of the file,
+/// except those of the first and the last encoder block, which stay f32 products; a matrix
+/// some other node also reads (Whisper's token embedding, which is also the logits
+/// projection) is rescored.
 ///
-/// Measured on the public clips of ≤ 30 s (292 words, bench `wer` as in the tests), against
-/// f32's 26 errors at greedy and 22 at beam 5: every linear in int8 made 29 and 25; the
-/// logits projection kept, 29 and 25 still; the first and last encoder blocks kept too, 24
-/// and 22 (the first alone 24 and 24, the last alone 26 and 25). With both kept, the long
-/// recording and its ×3 copy give f32's errors exactly (9/165, 27/495, greedy and beam 5).
-pub fn linear_weights(file: &ModelFile) -> Vec<String> {
+/// Measured on the public clips of ≤ 30 s (292 words, counted as the tests do), against
+/// f32's 26 errors at greedy and 22 at beam 5:
+/// - every linear in int8 with quantized inputs: 29 and 25; the first and last encoder
+///   blocks kept in f32 (the first alone: 24 and 24; the last alone: 26 and 25) and the
+///   logits projection too: 24 and 22;
+/// - the logits projection in weight-only int8 without rescoring: 25 and 21 on the clips,
+///   but 10/165 and 30/495 at greedy on the long recording and its ×3 copy (f32: 9, 27).
+pub fn linear_weights(file: &ModelFile) -> (Vec<String>, BTreeSet<String>) {
     let declared: BTreeSet<&str> = file.weights.iter().map(|w| w.name.as_str()).collect();
     let mut linear = BTreeSet::new();
     let mut other = BTreeSet::new();
@@ -125,11 +133,16 @@ pub fn linear_weights(file: &ModelFile) -> Vec<String> {
             .ok()
     };
     let last = declared.iter().filter_map(|n| block(n)).max();
-    linear
-        .difference(&other)
+    let names: Vec<String> = linear
+        .into_iter()
         .filter(|n| !matches!(block(n), Some(b) if b == 0 || Some(b) == last))
+        .collect();
+    let rescored = names
+        .iter()
+        .filter(|n| other.contains(*n))
         .cloned()
-        .collect()
+        .collect();
+    (names, rescored)
 }
 
 /// What [`attach_int8`] did.
@@ -167,7 +180,17 @@ pub fn attach_int8(
     dir: &Path,
     weights_path: &Path,
 ) -> Result<Int8Source> {
-    let names = linear_weights(file);
+    let (names, rescored) = linear_weights(file);
+    // The rescoring band is the model's choice at load, not part of the stored form.
+    let with_band = |n: &String, q: &Arc<Int8Matrix>| -> Arc<Int8Matrix> {
+        if rescored.contains(n) {
+            let mut q = (**q).clone();
+            q.rescore_band = Some(LOGITS_RESCORE_BAND);
+            Arc::new(q)
+        } else {
+            q.clone()
+        }
+    };
     let cache = dir.join(INT8_FILE);
     let stamp = source_stamp(weights_path);
     if cache.is_file() {
@@ -182,12 +205,12 @@ pub fn attach_int8(
                     });
                 if fits {
                     for n in &names {
-                        weights.attach_int8(n, forms[n].clone()).map_err(|reason| {
-                            Error::Weights {
+                        weights
+                            .attach_int8(n, with_band(n, &forms[n]))
+                            .map_err(|reason| Error::Weights {
                                 path: cache.clone(),
                                 reason,
-                            }
-                        })?;
+                            })?;
                     }
                     return Ok(Int8Source::Cached);
                 }
@@ -216,7 +239,7 @@ pub fn attach_int8(
         .collect::<Result<_>>()?;
     for (n, q) in &forms {
         weights
-            .attach_int8(n, q.clone())
+            .attach_int8(n, with_band(n, q))
             .map_err(|reason| Error::Weights {
                 path: weights_path.to_path_buf(),
                 reason,

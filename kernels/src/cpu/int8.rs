@@ -21,6 +21,7 @@ use rayon::prelude::*;
 
 use super::checks::require_len;
 use super::parallel::SendPtr;
+use super::simd::{dot, multiversion, widen_f16};
 use super::tuning::MIN_PARALLEL_FMAS;
 
 /// Output columns per panel of the packed weight.
@@ -64,6 +65,20 @@ pub struct Int8Weight<'a> {
     pub scales: &'a [f32],
     /// [`padded_n`]`(n)` sums `Σ_k wq[j, k]` ([`column_sums`]).
     pub sums: &'a [i32],
+    /// The weight's exact rows, to compute again the outputs that may be a row's largest
+    /// (see [`linear_w8_f32`]); `None`: every output is the int8 product's.
+    pub rescore: Option<Rescore<'a>>,
+}
+
+/// Exact rows of an int8 weight and how far below a row's largest output its outputs are
+/// computed again from them.
+#[derive(Clone, Copy, Debug)]
+pub struct Rescore<'a> {
+    /// The `[n, k]` weight as stored (f16).
+    pub rows: &'a [half::f16],
+    /// Outputs whose int8 value, plus its error bound, comes within this much of the
+    /// row's largest output minus its bound are computed exactly.
+    pub band: f32,
 }
 
 /// A weight row that cannot be quantized.
@@ -360,6 +375,60 @@ pub fn linear_w8_f32_on(
         SendPtr::new(out.as_mut_ptr()),
     );
     X32.set(x32);
+    if let Some(r) = w.rescore {
+        rescore_top(x, m, k, w, &r, bias, out);
+    }
+}
+
+/// Computes again, from the exact rows, every output of each row that may be within
+/// `band` of the row's largest: where `y + e ≥ max(y − e) − band`, with `e` the bound on
+/// the weight's rounding, `sw/2 · Σ|x|`, plus the f32 accumulation's share. For a logits
+/// projection this makes the outputs that decide a token (and nearly all of the softmax's
+/// mass) those of the stored weight, for a few hundred dot products instead of a whole f16
+/// matrix read.
+fn rescore_top(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8Weight,
+    r: &Rescore,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let n = w.n;
+    assert_eq!(r.rows.len(), n * k, "rescore: exact rows are not [n, k]");
+    let u = f32::EPSILON / 2.0;
+    let gamma = (k + 3) as f32 * u / (1.0 - (k + 3) as f32 * u);
+    let mut row = vec![0f32; k];
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        let l1: f32 = xr.iter().map(|v| v.abs()).sum();
+        let y = &mut out[i * n..(i + 1) * n];
+        // |int8 output − exact| for column j: each weight moved by at most sw/2, and the
+        // f32 sum of products of magnitude ≤ 127·sw (1.01: slack for l1's own rounding).
+        let err = |j: usize| 1.01 * l1 * w.scales[j] * (0.5 + 127.0 * gamma);
+        let floor = (0..n)
+            .map(|j| y[j] - err(j))
+            .filter(|v| !v.is_nan())
+            .fold(f32::NEG_INFINITY, f32::max)
+            - r.band;
+        for j in 0..n {
+            if y[j] + err(j) >= floor || y[j].is_nan() {
+                widen_f16(&r.rows[j * k..(j + 1) * k], &mut row);
+                y[j] = exact_dot(xr, &row) + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn exact_dot_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    dot::<FMA>(a, b)
+}
+
+multiversion! {
+    /// The f32 dot product of the rescored outputs (AVX2+FMA where the CPU has them).
+    fn exact_dot(a: &[f32], b: &[f32]) -> f32 => exact_dot_body
 }
 
 /// The checks shared by both products.

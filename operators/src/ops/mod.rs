@@ -40,6 +40,13 @@ pub(crate) fn weight_input<'a>(t: &'a Tensor, what: &str) -> Result<cpu::Weight<
             packed: q.packed(),
             scales: &q.scales,
             sums: &q.sums,
+            rescore: match (q.rescore_band, t.dtype()) {
+                (Some(band), DType::F16) => Some(cpu::int8::Rescore {
+                    rows: t.f16s()?,
+                    band,
+                }),
+                _ => None,
+            },
         }));
     }
     match t.dtype() {
