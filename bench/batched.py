@@ -48,6 +48,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--beam", type=int, default=5)
+    ap.add_argument("--compute-type", default="auto",
+                    help="amanuensis compute type of both runs (auto, f32, int8)")
     ap.add_argument("--no-timestamps", action="store_true",
                     help="batched windows decode without timestamp tokens (faster-whisper's "
                          "batched default)")
@@ -78,11 +80,13 @@ def main():
 
     env = dict(os.environ, AMANUENSIS_MODELS=str(a.model_dir))
     base = [a.binary, "transcribe", "--device", "cpu", "-q", "--language", "en",
-            "--threads", str(a.threads), "--beam-size", str(a.beam)]
+            "--threads", str(a.threads), "--beam-size", str(a.beam),
+            "--compute-type", a.compute_type]
     batched = ["--vad", "--batch-size", str(a.batch_size)]
     if a.no_timestamps:
         batched.append("--no-timestamps")
-    print(f"amanuensis: {a.binary}, {a.threads} threads, beam {a.beam}; batched: "
+    print(f"amanuensis: {a.binary}, {a.threads} threads, beam {a.beam}, "
+          f"compute type {a.compute_type}; batched: "
           f"{' '.join(batched)}")
     print(f"{a.runs} run(s) of each, alternating; wall time and peak RSS of the whole process")
     fw = None

@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --release --example hour_bench            # 60 minutes
 //! cargo run --release --example hour_bench -- 10      # minutes of audio
+//! cargo run --release --example hour_bench -- 60 f32  # compute type (default: auto)
 //! ```
 
 use amanuensis::audio::{load_audio, SAMPLE_RATE};
@@ -30,6 +31,11 @@ fn main() -> anyhow::Result<()> {
         .map(|m| m.parse())
         .transpose()?
         .unwrap_or(60.0);
+    let compute: amanuensis::compute::ComputeType = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "auto".into())
+        .parse()
+        .map_err(anyhow::Error::msg)?;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/audio");
     let clips = [
         "jfk.wav",
@@ -58,9 +64,14 @@ fn main() -> anyhow::Result<()> {
     }
     drop(cycle);
     let registry = amanuensis_operators::standard_registry();
-    let mut m = WhisperModel::load(&model::find_model_dir("base")?, None, &registry)?;
+    let spec = amanuensis::DeviceSpec {
+        compute,
+        ..Default::default()
+    };
+    let mut m = WhisperModel::load_on(&model::find_model_dir("base")?, None, &registry, &spec)?;
     println!(
-        "audio: {minutes} min; RSS after loading model and audio: {} MB",
+        "audio: {minutes} min, compute type {}; RSS after loading model and audio: {} MB",
+        m.device.compute,
         status_kb("VmRSS:").unwrap_or(0) / 1024
     );
     let t0 = Instant::now();

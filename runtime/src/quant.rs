@@ -151,7 +151,11 @@ pub fn save_int8(
     }
     let bytes = safetensors::serialize(views, &Some(meta))
         .map_err(|e| qerr(path, format!("cannot serialize: {e:?}")))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per process and per call, so that loads racing in threads or processes each
+    // write a file of their own and the last rename wins with a whole file.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{call}", std::process::id()));
     let io = |e| RuntimeError::Io {
         path: path.to_path_buf(),
         source: e,

@@ -31,9 +31,14 @@ pub(crate) fn f32_input_range<'a>(
         .map_err(|e| OpError(format!("{what}: {e}")))
 }
 
-/// A weight-matrix input in its stored type, for the linear kernels.
-pub(crate) fn weight_input<'a>(t: &'a Tensor, what: &str) -> Result<cpu::Weight<'a>, OpError> {
-    if let Some(q) = t.int8() {
+/// A weight-matrix input for the linear kernels: its int8 form when it has one and `int8`
+/// is set, else its values in their stored type.
+pub(crate) fn weight_input_as<'a>(
+    t: &'a Tensor,
+    what: &str,
+    int8: bool,
+) -> Result<cpu::Weight<'a>, OpError> {
+    if let Some(q) = t.int8().filter(|_| int8) {
         return Ok(cpu::Weight::I8(cpu::int8::Int8Weight {
             n: q.n,
             k: q.k,

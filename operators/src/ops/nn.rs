@@ -1,6 +1,6 @@
 //! Dense layers: linear, layer_norm, gelu, add.
 
-use super::{f32_input, weight_input};
+use super::{f32_input, weight_input_as};
 use crate::npu;
 use amanuensis_kernels::cpu;
 use amanuensis_runtime::npu::NpuBinding;
@@ -92,11 +92,17 @@ fn linear_eval_up_to(
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     let mut out = ctx.alloc_f32(&shape);
+    // An int8 form serves the encoder's many rows (int8 products) and the decoder's few
+    // (weight-only, up to GEMV_MAX_M). Between those, the lockstep decoder's rows of many
+    // windows stream the stored weight: the weight-only kernel widens its bytes again
+    // for every group of 4 rows, and measured slower there than the f16 GEMV (the batched
+    // pipeline ran 0.74-0.90x as fast as sequential decoding with it).
+    let int8 = m <= cpu::tuning::GEMV_MAX_M || m > gemv_max_rows;
     cpu::linear_up_to_w(
         &f32_input(x, "x")?,
         m,
         k,
-        weight_input(w, "w")?,
+        weight_input_as(w, "w", int8)?,
         n,
         bias.as_deref(),
         out.f32s_mut()?,
