@@ -569,6 +569,31 @@ mod x86 {
     use crate::cpu::parallel::SendPtr;
     use std::arch::x86_64::*;
 
+    /// Calls `$kernel::<R, P>` for `rows` (1..=4) and `panels` (1..=4) as const
+    /// parameters, so each tile size is compiled with its accumulators in registers.
+    macro_rules! by_tile {
+        ($kernel:ident, $rows:expr, $panels:expr, $($arg:expr),*) => {
+            match ($rows, $panels) {
+                (4, 4) => $kernel::<4, 4>($($arg),*),
+                (4, 3) => $kernel::<4, 3>($($arg),*),
+                (4, 2) => $kernel::<4, 2>($($arg),*),
+                (4, _) => $kernel::<4, 1>($($arg),*),
+                (3, 4) => $kernel::<3, 4>($($arg),*),
+                (3, 3) => $kernel::<3, 3>($($arg),*),
+                (3, 2) => $kernel::<3, 2>($($arg),*),
+                (3, _) => $kernel::<3, 1>($($arg),*),
+                (2, 4) => $kernel::<2, 4>($($arg),*),
+                (2, 3) => $kernel::<2, 3>($($arg),*),
+                (2, 2) => $kernel::<2, 2>($($arg),*),
+                (2, _) => $kernel::<2, 1>($($arg),*),
+                (_, 4) => $kernel::<1, 4>($($arg),*),
+                (_, 3) => $kernel::<1, 3>($($arg),*),
+                (_, 2) => $kernel::<1, 2>($($arg),*),
+                (_, _) => $kernel::<1, 1>($($arg),*),
+            }
+        };
+    }
+
     /// `q[i] = clamp(round_even(row[i]·inv), -127, 127)`, 16 at a time.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn quantize_row(row: &[f32], inv: f32, q: &mut [i8]) {
@@ -598,24 +623,7 @@ mod x86 {
         panels: usize,
         out: SendPtr,
     ) {
-        match (rows, panels) {
-            (4, 4) => vnni::<4, 4>(a, i0, j0, cols, out),
-            (4, 3) => vnni::<4, 3>(a, i0, j0, cols, out),
-            (4, 2) => vnni::<4, 2>(a, i0, j0, cols, out),
-            (4, _) => vnni::<4, 1>(a, i0, j0, cols, out),
-            (3, 4) => vnni::<3, 4>(a, i0, j0, cols, out),
-            (3, 3) => vnni::<3, 3>(a, i0, j0, cols, out),
-            (3, 2) => vnni::<3, 2>(a, i0, j0, cols, out),
-            (3, _) => vnni::<3, 1>(a, i0, j0, cols, out),
-            (2, 4) => vnni::<2, 4>(a, i0, j0, cols, out),
-            (2, 3) => vnni::<2, 3>(a, i0, j0, cols, out),
-            (2, 2) => vnni::<2, 2>(a, i0, j0, cols, out),
-            (2, _) => vnni::<2, 1>(a, i0, j0, cols, out),
-            (_, 4) => vnni::<1, 4>(a, i0, j0, cols, out),
-            (_, 3) => vnni::<1, 3>(a, i0, j0, cols, out),
-            (_, 2) => vnni::<1, 2>(a, i0, j0, cols, out),
-            (_, _) => vnni::<1, 1>(a, i0, j0, cols, out),
-        }
+        by_tile!(vnni, rows, panels, a, i0, j0, cols, out)
     }
 
     #[inline]
@@ -686,24 +694,7 @@ mod x86 {
         panels: usize,
         out: SendPtr,
     ) {
-        match (rows, panels) {
-            (4, 4) => w8_512::<4, 4>(a, i0, j0, cols, out),
-            (4, 3) => w8_512::<4, 3>(a, i0, j0, cols, out),
-            (4, 2) => w8_512::<4, 2>(a, i0, j0, cols, out),
-            (4, _) => w8_512::<4, 1>(a, i0, j0, cols, out),
-            (3, 4) => w8_512::<3, 4>(a, i0, j0, cols, out),
-            (3, 3) => w8_512::<3, 3>(a, i0, j0, cols, out),
-            (3, 2) => w8_512::<3, 2>(a, i0, j0, cols, out),
-            (3, _) => w8_512::<3, 1>(a, i0, j0, cols, out),
-            (2, 4) => w8_512::<2, 4>(a, i0, j0, cols, out),
-            (2, 3) => w8_512::<2, 3>(a, i0, j0, cols, out),
-            (2, 2) => w8_512::<2, 2>(a, i0, j0, cols, out),
-            (2, _) => w8_512::<2, 1>(a, i0, j0, cols, out),
-            (_, 4) => w8_512::<1, 4>(a, i0, j0, cols, out),
-            (_, 3) => w8_512::<1, 3>(a, i0, j0, cols, out),
-            (_, 2) => w8_512::<1, 2>(a, i0, j0, cols, out),
-            (_, _) => w8_512::<1, 1>(a, i0, j0, cols, out),
-        }
+        by_tile!(w8_512, rows, panels, a, i0, j0, cols, out)
     }
 
     /// Byte `t` of each 32-bit lane, sign-extended, as f32: column c's value at k = 4g + t.
