@@ -229,6 +229,31 @@ fn mp4_behind_a_frame_sync_or_an_id3_tag_gets_the_same_size_check() {
     }
 }
 
+/// Found by a CI smoke run of the `audio` target: a WebM behind an ID3 tag and an `ftyp`
+/// signature whose box size is implausible. Only the first signature behind a weak one was
+/// considered; it was rejected as implausible, so the Matroska walk never ran, while
+/// symphonia's probe went on to the WebM and allocated a 26 GB EBML-laced frame (an abort).
+/// Every plausible signature behind a weak one is now checked.
+#[test]
+fn matroska_behind_an_id3_tag_and_an_implausible_ftyp_gets_the_structure_check() {
+    let found = regression_input("audio-mkv-behind-an-id3-tag-and-an-implausible-ftyp.mka");
+    assert_eq!(&found[..3], b"ID3");
+    assert_refused_without_large_allocation(found.clone(), "does not start an element");
+    LARGEST.store(0, Ordering::Relaxed);
+    assert!(decode_from_reader(found).is_err());
+    assert!(LARGEST.load(Ordering::Relaxed) < ALLOC_BOUND);
+    // The intact WebM behind the same kind of prefix still decodes.
+    // The tag's 16 bytes (its length, syncsafe, is 0x10) hold the implausible `ftyp`,
+    // which symphonia's probe skips with the tag.
+    let webm = encoded("jfk_opus.webm");
+    let alone = decode_audio_bytes(webm.clone(), None).expect("the WebM alone decodes");
+    let mut behind = b"ID3\x04\x00\x00\x00\x00\x00\x10".to_vec();
+    behind.extend_from_slice(b"\x3d\x4a\x7b\x7cftypNOPE\x00\x00\x00\x00");
+    behind.extend_from_slice(&webm);
+    let pcm = decode_audio_bytes(behind, None).expect("the WebM behind an ID3 tag decodes");
+    assert_eq!(pcm.len(), alone.len());
+}
+
 /// Found by the `audio_ogg_opus` target: a 31-byte MP4 whose `ftyp` box declares a 64-bit
 /// size of 2^64 - 1. The size check's walk over the top-level boxes saturated its position
 /// at u64::MAX and then overflowed computing the next box's (a panic with overflow checks,

@@ -105,6 +105,9 @@ impl Checked {
     }
 }
 
+/// Container signatures checked at most behind a weak one (MP3 frame sync, ADTS, ID3).
+const MAX_CHECKED_SIGNATURES: usize = 8;
+
 /// The first bytes symphonia's probe searches; a forward-only input replays them.
 fn probe_window(input: &mut Input) -> std::io::Result<Vec<u8>> {
     let mut window = Vec::new();
@@ -127,27 +130,24 @@ fn probe_window(input: &mut Input) -> std::io::Result<Vec<u8>> {
     Ok(window)
 }
 
-/// Where the probe will find an MP4 (`ftyp`, the box starting 4 bytes earlier) or a
-/// Matroska (EBML header) signature in `window`, if one of them comes first.
-fn first_marker(window: &[u8]) -> Option<(Checked, u64)> {
-    let mp4 = window
+/// Every MP4 (`ftyp`, the box starting 4 bytes earlier) and Matroska (EBML header)
+/// signature in `window`, in the order symphonia's probe meets them.
+fn markers(window: &[u8]) -> Vec<(Checked, u64)> {
+    window
         .windows(4)
-        .position(|w| w == b"ftyp")
-        .filter(|&at| at >= 4);
-    let mkv = window
-        .windows(4)
-        .position(|w| w == [0x1A, 0x45, 0xDF, 0xA3]);
-    match (mp4, mkv) {
-        (Some(m), Some(k)) if k < m => Some((Checked::Matroska, k as u64)),
-        (Some(m), _) => Some((Checked::Mp4, m as u64 - 4)),
-        (None, Some(k)) => Some((Checked::Matroska, k as u64)),
-        (None, None) => None,
-    }
+        .enumerate()
+        .filter_map(|(at, w)| match w {
+            b"ftyp" if at >= 4 => Some((Checked::Mp4, at as u64 - 4)),
+            [0x1A, 0x45, 0xDF, 0xA3] => Some((Checked::Matroska, at as u64)),
+            _ => None,
+        })
+        .collect()
 }
 
-/// Whether the signature `first_marker` found at `at` looks like a real container header:
-/// an `ftyp` box of sane size with a printable brand, or an EBML header that names its
-/// document type within its first bytes.
+/// Whether the signature `markers` found at `at` looks like a real container header: an
+/// `ftyp` box of sane size with a printable brand, or an EBML header whose body holds the
+/// document type symphonia requires ("matroska" or "webm"). A header that does not end
+/// within the window counts as real: it is checked rather than trusted.
 fn plausible(window: &[u8], kind: Checked, at: u64) -> bool {
     let at = at as usize;
     match kind {
@@ -158,9 +158,33 @@ fn plausible(window: &[u8], kind: Checked, at: u64) -> bool {
             let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
             (8..=4096).contains(&size) && h[8..12].iter().all(|b| (0x20..0x7f).contains(b))
         }
-        Checked::Matroska => window
-            .get(at + 4..(at + 64).min(window.len()))
-            .is_some_and(|h| h.windows(2).any(|w| w == [0x42, 0x82])),
+        Checked::Matroska => {
+            let Some(&first) = window.get(at + 4) else {
+                return true;
+            };
+            let width = first.leading_zeros() as usize + 1;
+            if first == 0 || first == 0xFF || width > 8 {
+                return first == 0xFF;
+            }
+            let Some(bytes) = window.get(at + 5..at + 4 + width) else {
+                return true;
+            };
+            let size = bytes
+                .iter()
+                .fold(u64::from(first & (0xFF >> width)), |v, &b| {
+                    v << 8 | u64::from(b)
+                });
+            let body = at + 4 + width;
+            let Some(end) = usize::try_from(size).ok().and_then(|s| body.checked_add(s)) else {
+                return true;
+            };
+            match window.get(body..end) {
+                Some(h) => {
+                    h.windows(4).any(|w| w == b"webm") || h.windows(8).any(|w| w == b"matroska")
+                }
+                None => true,
+            }
+        }
     }
 }
 
@@ -353,25 +377,35 @@ impl AudioStream {
         // `mkv::check_structure`), from where symphonia's probe will find them: at the
         // start, or behind unrecognised bytes, which the probe skips (up to 1 MiB).
         let mut checked = match &sniffed {
-            Sniffed::Known("MP4/M4A") => Some((Checked::Mp4, 0)),
-            Sniffed::Known("Matroska/WebM") => Some((Checked::Matroska, 0)),
-            _ => None,
+            Sniffed::Known("MP4/M4A") => vec![(Checked::Mp4, 0)],
+            Sniffed::Known("Matroska/WebM") => vec![(Checked::Matroska, 0)],
+            _ => Vec::new(),
         };
         // A frame sync (MP3, ADTS) or an ID3 tag at the start is a weak signature:
-        // symphonia's probe may reject or skip it and go on to a container further in, so
-        // such inputs are searched as well, for a container signature that is plausibly
-        // real (not four bytes of compressed audio that happen to match).
+        // symphonia's probe may reject or skip it (an ID3 tag's declared length can jump
+        // past the first container signatures) and go on to a container further in. So
+        // such inputs have every container signature that is plausibly real checked (not
+        // four bytes of compressed audio that happen to match). Otherwise the probe takes
+        // the first signature.
         let weak = matches!(sniffed, Sniffed::Known("MP3" | "ADTS AAC"));
         if matches!(sniffed, Sniffed::Unknown) || weak {
             let window = probe_window(&mut input).map_err(|source| AudioError::Io {
                 file: name.clone(),
                 source,
             })?;
-            checked =
-                first_marker(&window).filter(|&(kind, at)| !weak || plausible(&window, kind, at));
+            let found = markers(&window);
+            checked = if weak {
+                found
+                    .into_iter()
+                    .filter(|&(kind, at)| plausible(&window, kind, at))
+                    .take(MAX_CHECKED_SIGNATURES)
+                    .collect()
+            } else {
+                found.into_iter().take(1).collect()
+            };
         }
         let mut edit = None;
-        if let Some((kind, at)) = checked {
+        for (kind, at) in checked {
             // The check needs the whole input (an MP4 index often follows the audio): a
             // forward-only input is read into memory first.
             if let InputSource::Stream(r) = input.source {
