@@ -12,14 +12,6 @@ use crate::common::wer::{read_manifest, word_errors, ManifestRow};
 use amanuensis::audio::load_audio;
 use amanuensis::{TranscribeOptions, WhisperModel};
 
-/// Synthetic speech and the long concatenation are not part of this set.
-fn in_set(file: &str, seconds: f64, transcript: &str) -> bool {
-    !transcript.is_empty()
-        && seconds <= 30.0
-        && !file.starts_with("espeak_")
-        && !file.starts_with("long_")
-}
-
 /// Corpus WER of `files` clips: (errors, reference words, files).
 fn corpus(
     model: &mut WhisperModel,
@@ -53,10 +45,7 @@ fn greedy() -> TranscribeOptions {
 #[test]
 fn corpus_wer_on_public_clips_greedy() {
     let rows = read_manifest(&common::data_dir().join("audio/manifest.tsv")).unwrap();
-    let set: Vec<&ManifestRow> = rows
-        .iter()
-        .filter(|r| in_set(&r.file, r.seconds, &r.transcript))
-        .collect();
+    let set: Vec<&ManifestRow> = rows.iter().filter(|r| r.is_public_clip()).collect();
     let mut model = common::load_model();
     let (errors, words, files) = corpus(&mut model, &set, &greedy());
     assert_eq!(

@@ -74,15 +74,7 @@ fn transcribe_jfk(model: &mut WhisperModel) -> String {
 #[test]
 fn int8_corpus_wer_is_within_0_3_points_of_f32_at_greedy_and_beam_5() {
     let rows = read_manifest(&common::data_dir().join("audio/manifest.tsv")).unwrap();
-    let set: Vec<_> = rows
-        .iter()
-        .filter(|r| {
-            !r.transcript.is_empty()
-                && r.seconds <= 30.0
-                && !r.file.starts_with("espeak_")
-                && !r.file.starts_with("long_")
-        })
-        .collect();
+    let set: Vec<_> = rows.iter().filter(|r| r.is_public_clip()).collect();
     let dir = common::model_dir();
     let mut f32_model = load(&dir, ComputeType::F32).unwrap();
     let mut int8_model = load(&dir, ComputeType::Int8).unwrap();

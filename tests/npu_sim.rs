@@ -317,15 +317,7 @@ fn npu_sim_encoder_output_is_within_the_bf16_bound_of_the_cpu() {
 #[test]
 fn npu_sim_transcripts_match_the_cpu_path() {
     let rows = read_manifest(&common::data_dir().join("audio/manifest.tsv")).unwrap();
-    let set: Vec<_> = rows
-        .iter()
-        .filter(|r| {
-            !r.transcript.is_empty()
-                && r.seconds <= 30.0
-                && !r.file.starts_with("espeak_")
-                && !r.file.starts_with("long_")
-        })
-        .collect();
+    let set: Vec<_> = rows.iter().filter(|r| r.is_public_clip()).collect();
     let mut opts = TranscribeOptions::default();
     opts.decoding.beam.beam_size = 1;
     let mut cpu = common::load_model();

@@ -171,7 +171,7 @@ fn plausible(window: &[u8], kind: Checked, at: u64) -> bool {
             };
             let size = bytes
                 .iter()
-                .fold(u64::from(first & (0xFF >> width)), |v, &b| {
+                .fold(u64::from(first) & (0xFF >> width), |v, &b| {
                     v << 8 | u64::from(b)
                 });
             let body = at + 4 + width;
@@ -1119,6 +1119,35 @@ mod tests {
         // A Theora stream first, then Opus: still Opus.
         let both = [page(b"\x80theora\0\0"), page(b"OpusHead\x01\x02")].concat();
         assert!(matches!(sniff(&both), Sniffed::OggOpus));
+    }
+
+    #[test]
+    fn ebml_header_plausibility_reads_every_size_width() {
+        // EBML magic, a size of 16 in 1 byte and in 8 bytes (first byte 0x01: no value
+        // bits; the fuzz build's overflow check caught a shift by 8 there), then 16 bytes.
+        let header = |size: &[u8], body: &[u8; 16]| {
+            let mut w = vec![0u8; 4];
+            w.extend_from_slice(&[0x1A, 0x45, 0xDF, 0xA3]);
+            w.extend_from_slice(size);
+            w.extend_from_slice(body);
+            w.extend_from_slice(b"webm trailing bytes outside the header");
+            w
+        };
+        let named = b"\x42\x82\x84webm\0\0\0\0\0\0\0\0\0";
+        let unnamed = b"\x42\x82\x84abcd\0\0\0\0\0\0\0\0\0";
+        for size in [&[0x90][..], &[0x01, 0, 0, 0, 0, 0, 0, 0x10]] {
+            assert!(plausible(&header(size, named), Checked::Matroska, 4));
+            assert!(
+                !plausible(&header(size, unnamed), Checked::Matroska, 4),
+                "size {size:?}: the document type lies outside the header"
+            );
+        }
+        // A header running past the window is checked rather than trusted.
+        assert!(plausible(
+            &header(&[0x01, 0, 0, 0, 0, 0, 0x10, 0], unnamed),
+            Checked::Matroska,
+            4
+        ));
     }
 
     #[test]

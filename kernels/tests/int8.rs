@@ -261,6 +261,10 @@ fn weight_only_int8_matches_f64_within_the_weight_rounding_bound_on_every_path()
         (4, 64, 64),
         (5, 65, 65),
         (8, 130, 63),
+        (6, 33, 40),
+        (7, 64, 100),
+        (13, 70, 50),
+        (21, 40, 33),
         (1, 512, 1000),
         (5, 2048, 70),
     ] {

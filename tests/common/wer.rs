@@ -93,6 +93,17 @@ pub struct ManifestRow {
     pub transcript: String,
 }
 
+impl ManifestRow {
+    /// One of the public clips of up to 30 s the accuracy bars are stated on: real speech
+    /// with a transcript, neither synthetic (`espeak_`) nor the long concatenation.
+    pub fn is_public_clip(&self) -> bool {
+        !self.transcript.is_empty()
+            && self.seconds <= 30.0
+            && !self.file.starts_with("espeak_")
+            && !self.file.starts_with("long_")
+    }
+}
+
 /// Errors reading a manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

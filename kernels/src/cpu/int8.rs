@@ -399,11 +399,11 @@ fn rescore_top(
     assert_eq!(r.rows.len(), n * k, "rescore: exact rows are not [n, k]");
     let u = f32::EPSILON / 2.0;
     let gamma = (k + 3) as f32 * u / (1.0 - (k + 3) as f32 * u);
-    let mut row = vec![0f32; k];
+    // The outputs to compute again, (row, column), found on every row first.
+    let mut again: Vec<(usize, usize)> = Vec::new();
     for i in 0..m {
-        let xr = &x[i * k..(i + 1) * k];
-        let l1: f32 = xr.iter().map(|v| v.abs()).sum();
-        let y = &mut out[i * n..(i + 1) * n];
+        let l1: f32 = x[i * k..(i + 1) * k].iter().map(|v| v.abs()).sum();
+        let y = &out[i * n..(i + 1) * n];
         // |int8 output − exact| for column j: each weight moved by at most sw/2, and the
         // f32 sum of products of magnitude ≤ 127·sw (1.01: slack for l1's own rounding).
         let err = |j: usize| 1.01 * l1 * w.scales[j] * (0.5 + 127.0 * gamma);
@@ -412,13 +412,39 @@ fn rescore_top(
             .filter(|v| !v.is_nan())
             .fold(f32::NEG_INFINITY, f32::max)
             - r.band;
-        for j in 0..n {
-            if y[j] + err(j) >= floor || y[j].is_nan() {
-                widen_f16(&r.rows[j * k..(j + 1) * k], &mut row);
-                y[j] = exact_dot(xr, &row) + bias.map_or(0.0, |b| b[j]);
-            }
-        }
+        again.extend(
+            (0..n)
+                .filter(|&j| y[j] + err(j) >= floor || y[j].is_nan())
+                .map(|j| (i, j)),
+        );
     }
+    // Each is an independent dot product with an f16 row (a beam step's five rows have
+    // a few thousand in all): both cores share them.
+    let exact: Vec<f32> = again
+        .par_iter()
+        .with_min_len(256)
+        .map(|&(i, j)| {
+            exact_dot_f16(&x[i * k..(i + 1) * k], &r.rows[j * k..(j + 1) * k])
+                + bias.map_or(0.0, |b| b[j])
+        })
+        .collect();
+    for (&(i, j), v) in again.iter().zip(exact) {
+        out[i * n + j] = v;
+    }
+}
+
+/// The f32 dot product of `x` with an f16 row: the row widened in registers where the CPU
+/// has AVX2, FMA and F16C, else into a buffer; the same bits either way as
+/// [`exact_dot`] of the widened row.
+fn exact_dot_f16(x: &[f32], row: &[half::f16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx2_fma() && std::is_x86_feature_detected!("f16c") {
+        // SAFETY: AVX2, FMA and F16C were just detected.
+        return unsafe { super::x86::dot_f16(x, row) };
+    }
+    let mut wide = vec![0f32; row.len()];
+    widen_f16(row, &mut wide);
+    exact_dot(x, &wide)
 }
 
 #[inline(always)]
@@ -490,8 +516,13 @@ fn run_columns(path: Int8Path, a: &Args, j0: usize, j1: usize, out: SendPtr) {
         let cols = BLOCK_COLS.min(j1 - j);
         let panels = cols.div_ceil(PANEL);
         let mut i = 0;
+        // The AVX-512 weight-only kernel takes up to 8 rows a tile, the others 4.
+        let most = match (path, a.f32_activations) {
+            (Int8Path::Avx512Vnni, true) => 8,
+            _ => 4,
+        };
         while i < a.m {
-            let rows = (a.m - i).min(4);
+            let rows = (a.m - i).min(most);
             match (path, a.f32_activations) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the path's features were checked in `check`; the tile reads rows
@@ -694,7 +725,29 @@ mod x86 {
         panels: usize,
         out: SendPtr,
     ) {
-        by_tile!(w8_512, rows, panels, a, i0, j0, cols, out)
+        if rows <= 4 {
+            return by_tile!(w8_512, rows, panels, a, i0, j0, cols, out);
+        }
+        // 5 to 8 rows (a beam search's step): each panel's bytes are widened once for all
+        // of them, two panels at a time so that the accumulators stay in registers. Each
+        // output still takes its multiply-adds in k order: the same bits as 4-row tiles.
+        let mut p = 0;
+        while p < panels {
+            let take = (panels - p).min(2);
+            let c0 = p * PANEL;
+            let (j, c) = (j0 + c0, (cols - c0).min(take * PANEL));
+            match (rows, take) {
+                (8, 2) => w8_512::<8, 2>(a, i0, j, c, out),
+                (8, _) => w8_512::<8, 1>(a, i0, j, c, out),
+                (7, 2) => w8_512::<7, 2>(a, i0, j, c, out),
+                (7, _) => w8_512::<7, 1>(a, i0, j, c, out),
+                (6, 2) => w8_512::<6, 2>(a, i0, j, c, out),
+                (6, _) => w8_512::<6, 1>(a, i0, j, c, out),
+                (_, 2) => w8_512::<5, 2>(a, i0, j, c, out),
+                (_, _) => w8_512::<5, 1>(a, i0, j, c, out),
+            }
+            p += take;
+        }
     }
 
     /// Byte `t` of each 32-bit lane, sign-extended, as f32: column c's value at k = 4g + t.
@@ -897,6 +950,27 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rescoring_dot_on_f16_rows_equals_the_dot_of_the_widened_row_bit_for_bit() {
+        // Rescored outputs decide tokens; the f16 row read in registers must give exactly
+        // the bits of the f32 dot product of its widening (every length's tail included).
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
+        };
+        for len in (0..70).chain([512, 513, 2048]) {
+            let x: Vec<f32> = (0..len).map(|_| next()).collect();
+            let row: Vec<half::f16> = (0..len).map(|_| half::f16::from_f32(next())).collect();
+            let wide: Vec<f32> = row.iter().map(|v| v.to_f32()).collect();
+            assert_eq!(
+                exact_dot_f16(&x, &row).to_bits(),
+                exact_dot(&x, &wide).to_bits(),
+                "length {len}"
+            );
+        }
+    }
 
     /// The AVX-512 activation quantizer rounds and clamps as the scalar loop does,
     /// including ties and values at the row's maximum.

@@ -47,6 +47,36 @@ unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
     out
 }
 
+/// The body of [`dot`] for a second operand of any element type, loaded 8 at a time as
+/// f32 by `$load` (`$cvt` one at a time).
+macro_rules! dot_body {
+    ($a:expr, $b:expr, $load:path, $cvt:path) => {{
+        let (a, b) = ($a, $b);
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (u, a) in acc.iter_mut().enumerate() {
+                let o = i + 8 * u;
+                *a = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(o)), $load(pb.add(o)), *a);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), $load(pb.add(i)), acc[0]);
+            i += 8;
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut s = hsum(sum);
+        while i < n {
+            s = (*pa.add(i)).mul_add($cvt(*pb.add(i)), s);
+            i += 1;
+        }
+        s
+    }};
+}
+
 /// Dot product with four independent 8-lane accumulators.
 ///
 /// # Safety
@@ -54,32 +84,25 @@ unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (u, a) in acc.iter_mut().enumerate() {
-            let o = i + 8 * u;
-            *a = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(o)), _mm256_loadu_ps(pb.add(o)), *a);
-        }
-        i += 32;
-    }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(
-            _mm256_loadu_ps(pa.add(i)),
-            _mm256_loadu_ps(pb.add(i)),
-            acc[0],
-        );
-        i += 8;
-    }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut s = hsum(sum);
-    while i < n {
-        s = (*pa.add(i)).mul_add(*pb.add(i), s);
-        i += 1;
-    }
-    s
+    dot_body!(a, b, _mm256_loadu_ps, f32::from)
+}
+
+/// [`dot`] with an f16 second operand, widened in registers as it is loaded: the
+/// arithmetic of [`dot`] on its f32 values, bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
+    dot_body!(a, b, load_ph, half::f16::to_f32)
+}
+
+/// Eight f16 values at `p` as f32.
+#[inline]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn load_ph(p: *const half::f16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
 }
 
 /// Dot products of `x` with four rows, two 8-lane accumulators per row.
