@@ -214,3 +214,42 @@ fn log_mel_with_an_odd_n_fft_is_rejected_not_a_panic() {
         assert!(r.contains(says), "{attr} = {value}: {r}");
     }
 }
+
+#[test]
+fn bf16_attention_transform_spares_the_first_block_whatever_the_node_order() {
+    use amanuensis::whisper::graph::{bf16_encoder_attention, ENCODER};
+    let marked = |file: &ModelFile| -> Vec<String> {
+        let enc = file.graphs.iter().find(|g| g.name == ENCODER).unwrap();
+        let mut names: Vec<String> = enc
+            .nodes
+            .iter()
+            .filter(|n| n.attrs.get("bf16_products") == Some(&serde_json::json!(true)))
+            .map(|n| n.name.clone())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut file = base();
+    bf16_encoder_attention(&mut file).unwrap();
+    let want: Vec<String> = (1..6).map(|b| format!("block{b}.attn")).collect();
+    assert_eq!(marked(&file), want);
+    // The transformed graphs still validate (the op knows the attribute).
+    validate(&file).unwrap();
+    // Listed in reverse, the nodes get the same marks: "first" is by data flow.
+    let mut reversed = base();
+    for g in &mut reversed.graphs {
+        g.nodes.reverse();
+    }
+    bf16_encoder_attention(&mut reversed).unwrap();
+    assert_eq!(marked(&reversed), want);
+    // An encoder with a single attention node has nothing to mark, and says so.
+    let mut one = build_whisper_graph(
+        "one",
+        &WhisperDims {
+            n_audio_layer: 1,
+            ..WhisperDims::for_size("base").unwrap()
+        },
+    );
+    let err = bf16_encoder_attention(&mut one).unwrap_err();
+    assert!(err.contains("fewer than two attention nodes"), "{err}");
+}

@@ -285,6 +285,31 @@ fn main() {
         bench_linear_i8("linear (fc2)", t, ff, d, path);
     }
     let attn = bench_attention("attention", t, t, None, true, cpu::attention);
+    bench_attention(
+        "attention bf16",
+        t,
+        t,
+        None,
+        true,
+        |q, qs, k, ks, v, vs, tq, tk, h, hd, c, o, os| {
+            cpu::attention_bf16(
+                cpu::bf16::Bf16Path::best(),
+                q,
+                qs,
+                k,
+                ks,
+                v,
+                vs,
+                tq,
+                tk,
+                h,
+                hd,
+                c,
+                o,
+                os,
+            )
+        },
+    );
     let gelu = if !wanted("gelu 1500x2048") {
         0.0
     } else {

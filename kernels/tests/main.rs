@@ -5,6 +5,7 @@ mod common;
 
 mod activation;
 mod attention;
+mod bf16;
 mod conv;
 mod elementwise;
 mod int8;

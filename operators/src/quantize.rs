@@ -39,6 +39,12 @@ pub fn int8_is_vectorised() -> bool {
     int8::Int8Path::best() != int8::Int8Path::Portable
 }
 
+/// Whether this CPU multiplies bf16 in hardware (AVX-512 BF16); elsewhere bf16 products
+/// are emulated, slower than f32.
+pub fn bf16_is_native() -> bool {
+    amanuensis_kernels::cpu::bf16::Bf16Path::native()
+}
+
 /// The name of the int8 path this CPU runs (for reports).
 pub fn int8_path_name() -> &'static str {
     int8::Int8Path::best().name()

@@ -1215,3 +1215,61 @@ fn conv_attention_and_row_kernels_work_sanity() {
     assert_eq!(w.step.in_bytes, w.step.out_bytes);
     assert_eq!(w.step.in_bytes, 64 * 64 * 4);
 }
+
+#[test]
+fn attention_with_bf16_products_runs_the_bf16_kernel_on_several_rows_only() {
+    let reg = standard_registry();
+    let f32_op = build(&reg, "attention", json!({ "heads": 2 }));
+    let bf16_op = build(
+        &reg,
+        "attention",
+        json!({ "heads": 2, "bf16_products": true }),
+    );
+    let mut rng = Rng::new(31);
+    let (q, k, v) = (
+        rng.tensor(&[2, 20, 64], 1.5),
+        rng.tensor(&[2, 30, 64], 1.5),
+        rng.tensor(&[2, 30, 64], 1.0),
+    );
+    let got = cpu(bf16_op.as_ref(), &[&q, &k, &v]);
+    // Each leading index is one call of the bf16 kernel.
+    let (qs, ks, vs) = (q.f32s().unwrap(), k.f32s().unwrap(), v.f32s().unwrap());
+    let mut want = vec![0.0f32; qs.len()];
+    for b in 0..2 {
+        let (qo, ko) = (b * 20 * 64, b * 30 * 64);
+        amanuensis_kernels::cpu::attention_bf16(
+            amanuensis_kernels::cpu::bf16::Bf16Path::best(),
+            &qs[qo..qo + 20 * 64],
+            64,
+            &ks[ko..ko + 30 * 64],
+            64,
+            &vs[ko..ko + 30 * 64],
+            64,
+            20,
+            30,
+            2,
+            32,
+            None,
+            &mut want[qo..qo + 20 * 64],
+            64,
+        );
+    }
+    let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(
+        bits(&got[0]),
+        want_bits,
+        "bf16_products runs attention_bf16"
+    );
+    assert_ne!(
+        bits(&got[0]),
+        bits(&cpu(f32_op.as_ref(), &[&q, &k, &v])[0]),
+        "bf16 products differ from f32 ones on random inputs"
+    );
+    // A single query row (a decoder step) stays on the f32 path.
+    let q1 = rng.tensor(&[1, 1, 64], 1.5);
+    let (k1, v1) = (rng.tensor(&[1, 30, 64], 1.5), rng.tensor(&[1, 30, 64], 1.0));
+    assert_eq!(
+        bits(&cpu(bf16_op.as_ref(), &[&q1, &k1, &v1])[0]),
+        bits(&cpu(f32_op.as_ref(), &[&q1, &k1, &v1])[0])
+    );
+}

@@ -617,6 +617,63 @@ fn decoder_align(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     }
 }
 
+/// Sets `bf16_products` on the `attention` nodes of the [`ENCODER`] graph but the first
+/// block's (the int8 compute type on a CPU that multiplies bf16 in hardware): their
+/// 1,500 × 1,500 products per head are the largest f32 work left once the linear layers
+/// are int8. The first block stays f32 as its linear layers do (it reads the convolutions'
+/// features directly). Measured on `long_public_concat.wav` at beam 5: every block in
+/// bf16 gave 10 word errors of 165 against f32's 9; all but the first gave 9 (see
+/// `docs/performance.md`). Derived graphs ([`window_graph`], [`windows_encoder_graph`])
+/// inherit it from the graph edited here.
+pub fn bf16_encoder_attention(file: &mut amanuensis_runtime::ModelFile) -> Result<(), String> {
+    let enc = file
+        .graphs
+        .iter_mut()
+        .find(|g| g.name == ENCODER)
+        .ok_or_else(|| format!("the graph file has no graph '{ENCODER}'"))?;
+    // Nodes may be listed in any order: an attention node is a later block's when another
+    // attention node lies upstream of it.
+    let producer: BTreeMap<&str, usize> = enc
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    let after_another = |start: usize| {
+        let mut seen = vec![false; enc.nodes.len()];
+        let mut stack: Vec<usize> = vec![start];
+        while let Some(i) = stack.pop() {
+            for v in &enc.nodes[i].inputs {
+                if let Some(&p) = producer.get(v.as_str()) {
+                    if !seen[p] {
+                        if enc.nodes[p].op == "attention" {
+                            return true;
+                        }
+                        seen[p] = true;
+                        stack.push(p);
+                    }
+                }
+            }
+        }
+        false
+    };
+    let later: Vec<usize> = (0..enc.nodes.len())
+        .filter(|&i| enc.nodes[i].op == "attention" && after_another(i))
+        .collect();
+    let edited = later.len();
+    for i in later {
+        enc.nodes[i]
+            .attrs
+            .insert("bf16_products".into(), json!(true));
+    }
+    if edited == 0 {
+        return Err(format!(
+            "graph '{ENCODER}' has fewer than two attention nodes"
+        ));
+    }
+    Ok(())
+}
+
 /// The [`WINDOW`] graph: the encoder's nodes, then the cross K/V nodes reading the
 /// encoder's output directly; outputs are the cross K/V tensors, then the encoder output
 /// (a caller that does not want it leaves it on the device).

@@ -233,6 +233,14 @@ impl WhisperModel {
             });
         }
         let compute = spec.compute.resolve(&spec.device);
+        let mut file = file;
+        if compute == crate::compute::ComputeType::Int8
+            && !spec.planned()
+            && amanuensis_operators::quantize::bf16_is_native()
+        {
+            crate::graph::bf16_encoder_attention(&mut file)
+                .map_err(|e| Error::graph(&graph_origin, e))?;
+        }
         if compute != crate::compute::ComputeType::F32 && spec.planned() {
             return Err(Error::Device {
                 device: spec.device.clone(),

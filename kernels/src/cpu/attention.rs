@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use super::bf16::{self, pack_rows, Bf16Path, PackedBf16};
 use super::checks::require_strided;
 use super::parallel::SendPtr;
 use super::simd::{dot, dot4, multiversion, weighted_rows};
@@ -458,6 +459,137 @@ pub fn attention_blocked(
         (0..heads * blocks)
             .into_par_iter()
             .for_each_init(Vec::new, task);
+    }
+}
+
+/// [`attention`] with bf16 products ([`super::bf16`]): q (times 1/√hd), k, the
+/// unnormalised probabilities and v are rounded to bf16; scores, the softmax and the sums
+/// stay f32. Each head's K and V are packed once for all its query blocks. `path` chooses
+/// the kernel ([`Bf16Path::best`] for the fastest; the portable one gives the same bits on
+/// normal values).
+///
+/// Same contract as [`attention`]; measured against it in `docs/kernels.md`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bf16(
+    path: Bf16Path,
+    q: &[f32],
+    q_row_stride: usize,
+    k: &[f32],
+    k_row_stride: usize,
+    v: &[f32],
+    v_row_stride: usize,
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    head_dim: usize,
+    causal_offset: Option<usize>,
+    out: &mut [f32],
+    out_row_stride: usize,
+) {
+    let lay = Layout {
+        q_row_stride,
+        k_row_stride,
+        v_row_stride,
+        out_row_stride,
+        tq,
+        tk,
+        heads,
+        head_dim,
+        causal_offset,
+    };
+    lay.check(q, k, v, out);
+    assert!(
+        path.available(),
+        "bf16 path {} is not available on this CPU",
+        path.name()
+    );
+    if tq == 0 || heads == 0 || head_dim == 0 {
+        return;
+    }
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let parallel =
+        2 * tq * tk * heads * head_dim >= MIN_PARALLEL_FMAS && rayon::current_num_threads() > 1;
+    let pack = |h: usize| {
+        let col = h * head_dim;
+        let kp = PackedBf16::pack(&k[col..], tk, head_dim, k_row_stride);
+        let vp = PackedBf16::pack_transposed(&v[col..], tk, head_dim, v_row_stride);
+        (kp, vp)
+    };
+    let packed: Vec<(PackedBf16, PackedBf16)> = if parallel {
+        (0..heads).into_par_iter().map(pack).collect()
+    } else {
+        (0..heads).map(pack).collect()
+    };
+    let blocks = tq.div_ceil(ATTENTION_Q_BLOCK);
+    let out_ptr = SendPtr::new(out.as_mut_ptr());
+    let task = |scratch: &mut (Vec<f32>, Vec<u32>, Vec<u32>), t: usize| {
+        let (scores, qa, pa) = scratch;
+        let (h, b) = (t / blocks, t % blocks);
+        let col = h * head_dim;
+        let r0 = b * ATTENTION_Q_BLOCK;
+        let rows = ATTENTION_Q_BLOCK.min(tq - r0);
+        let kv = lay.visible(r0 + rows - 1);
+        let o = out_ptr.get();
+        // SAFETY: `check` proved every out row/column addressed lies inside out; this task
+        // alone writes rows r0..r0+rows, columns col..col+head_dim (disjoint segments, as
+        // hd·heads ≤ stride).
+        let out_row = |i: usize| unsafe {
+            std::slice::from_raw_parts_mut(o.add(i * out_row_stride + col), head_dim)
+        };
+        if kv == 0 {
+            (r0..r0 + rows).for_each(|i| out_row(i).fill(0.0));
+            return;
+        }
+        let (kp, vp) = &packed[h];
+        pack_rows(
+            &q[r0 * q_row_stride + col..],
+            rows,
+            head_dim,
+            q_row_stride,
+            scale,
+            qa,
+        );
+        scores.clear();
+        scores.resize(rows * kv, 0.0);
+        let qpairs = head_dim.div_ceil(2);
+        bf16::gemm_bf16(path, qa, qpairs, rows, kp, kv, qpairs, scores, kv, false);
+        let mut inv_sum = [0.0f32; ATTENTION_Q_BLOCK];
+        for (i, row) in scores.chunks_exact_mut(kv).enumerate() {
+            let n = lay.visible(r0 + i);
+            let sum = exp_shifted_inplace(&mut row[..n]);
+            row[n..].fill(0.0);
+            inv_sum[i] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        }
+        pack_rows(scores, rows, kv, kv, 1.0, pa);
+        let kpairs = kv.div_ceil(2);
+        // SAFETY: as above; a pair past the visible keys multiplies a zero probability.
+        unsafe {
+            bf16::gemm_raw(
+                path,
+                pa.as_ptr(),
+                kpairs,
+                rows,
+                vp,
+                head_dim,
+                kpairs,
+                o.add(r0 * out_row_stride + col),
+                out_row_stride,
+                false,
+            );
+        }
+        for (i, &inv) in inv_sum[..rows].iter().enumerate() {
+            for v in out_row(r0 + i) {
+                *v *= inv;
+            }
+        }
+    };
+    if parallel {
+        (0..heads * blocks)
+            .into_par_iter()
+            .for_each_init(Default::default, task);
+    } else {
+        let mut scratch = Default::default();
+        (0..heads * blocks).for_each(|t| task(&mut scratch, t));
     }
 }
 

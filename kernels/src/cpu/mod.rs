@@ -6,6 +6,7 @@
 
 mod activation;
 mod attention;
+pub mod bf16;
 mod checks;
 mod conv;
 mod elementwise;
@@ -25,7 +26,7 @@ mod x86;
 mod portable_tests;
 
 pub use activation::{gelu, relu, sigmoid};
-pub use attention::{attention, attention_blocked, attention_direct};
+pub use attention::{attention, attention_bf16, attention_blocked, attention_direct};
 pub use conv::{conv1d, conv1d_batch, conv1d_out_len};
 pub use elementwise::{add, add_inplace, add_rows_inplace};
 pub use linear::{

@@ -3,12 +3,31 @@
 use super::{f32_input, scalar_index};
 use crate::npu;
 use amanuensis_kernels::cpu;
+use amanuensis_kernels::cpu::bf16::Bf16Path;
+use amanuensis_kernels::cpu::tuning::ATTENTION_GEMM_MIN_TQ;
 use amanuensis_runtime::format::Dim;
 use amanuensis_runtime::npu::NpuBinding;
 use amanuensis_runtime::op::{
     expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType,
 };
 use amanuensis_runtime::{DType, OpError, Tensor};
+
+/// The signature shared by the CPU attention kernels.
+type AttentionKernel = fn(
+    &[f32],
+    usize,
+    &[f32],
+    usize,
+    &[f32],
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    Option<usize>,
+    &mut [f32],
+    usize,
+);
 
 fn heads_attr(attrs: &Attrs) -> Result<usize, OpError> {
     let heads = attrs.usize("heads")?;
@@ -41,13 +60,18 @@ fn check_heads(d: &Dim, heads: usize) -> Result<(), OpError> {
 /// decode, each attended by its own beams).
 /// With `return_weights`, a second output holds the attention probabilities
 /// `[.., heads, tq, tk]` (used for word-level alignment; the fast path never materialises
-/// them).
+/// them). With `bf16_products` (default false), calls of several query rows multiply in
+/// bf16 with f32 sums (the int8 compute type sets it on the encoder; see
+/// `docs/kernels.md`).
 pub struct AttentionDef;
 #[derive(Debug)]
 struct Attention {
     heads: usize,
     causal: bool,
     return_weights: bool,
+    /// Products of many query rows in bf16 ([`cpu::attention_bf16`]); single rows and
+    /// the weights output stay f32.
+    bf16_products: bool,
     npu: NpuBinding,
 }
 
@@ -59,13 +83,14 @@ impl OpDef for AttentionDef {
         "multi-head softmax(q·kᵀ/√d_head)·v; k, v may be shared across q's leading dims"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&["heads", "causal", "return_weights"])?;
+        attrs.only(&["heads", "causal", "return_weights", "bf16_products"])?;
         let (heads, causal) = (heads_attr(attrs)?, attrs.bool_or("causal", false)?);
         let return_weights = attrs.bool_or("return_weights", false)?;
         Ok(Box::new(Attention {
             heads,
             causal,
             return_weights,
+            bf16_products: attrs.bool_or("bf16_products", false)?,
             npu: NpuBinding::owned(npu::AttentionFlashKernel {
                 heads,
                 causal,
@@ -197,8 +222,27 @@ impl Operator for Attention {
         // consecutive tasks. Each row is computed exactly as alone, so a row's result does
         // not depend on how many rows share its keys (lockstep decoding relies on it).
         let per_call = if tq == 1 && !self.causal { group } else { 1 };
-        let path = if per_call > 1 {
+        let path: AttentionKernel = if per_call > 1 {
             cpu::attention_direct
+        } else if self.bf16_products && tq >= ATTENTION_GEMM_MIN_TQ {
+            |q, qs, k, ks, v, vs, tq, tk, h, hd, c, o, os| {
+                cpu::attention_bf16(
+                    Bf16Path::best(),
+                    q,
+                    qs,
+                    k,
+                    ks,
+                    v,
+                    vs,
+                    tq,
+                    tk,
+                    h,
+                    hd,
+                    c,
+                    o,
+                    os,
+                )
+            }
         } else {
             cpu::attention
         };

@@ -1,0 +1,541 @@
+//! bf16 products with f32 accumulation: both operands rounded to bf16 (to nearest, ties to
+//! even), each product exact in f32 (8 + 8 significant bits), the sums in f32.
+//!
+//! `out[i, j] = Σ_k a[i, k]·b[j, k]` over rounded operands. On AVX-512 BF16 one
+//! `vdpbf16ps` multiplies 16 columns by a pair of k values and adds both products to 16 f32
+//! lanes: twice the multiply-adds of an f32 FMA of the same width.
+//!
+//! **Layouts.** The right operand is packed ([`PackedBf16`]) in panels of [`PANEL`] = 16
+//! rows of `b`; for each pair of consecutive k a panel holds its 16 rows' two values as one
+//! u32 (low half the even k): one 512-bit load is the operand of one `vdpbf16ps`. The left
+//! operand is rows of such pairs ([`pack_rows`]), each pair broadcast to all lanes. k is
+//! padded with a zero to even and n with zero rows to whole panels.
+//!
+//! **Paths** ([`Bf16Path`]): AVX-512 BF16, and a portable loop that takes the same sums in
+//! the same order (the larger k of a pair first, as Intel's definition of `vdpbf16ps`).
+//! Both flush nothing on normal inputs, so they agree bit for bit there (tested); the
+//! hardware treats subnormal inputs and results as zero, which moves a sum by less than
+//! 1.2e-38 per term. Error against exact arithmetic: see `docs/kernels.md`.
+
+use super::checks::require_strided;
+use super::simd::multiversion;
+
+/// Rows of `b` per panel of the packed layout.
+pub const PANEL: usize = 16;
+/// Rows of the output one tile of the kernel computes.
+const MR: usize = 6;
+/// Panels one tile of the kernel computes (`NR × PANEL` columns).
+const NR: usize = 4;
+/// Pairs of k per block: a panel's block is 8 KiB, so the tile's four stay in L1.
+const KC: usize = 128;
+
+/// f32 rounded to bf16 (to nearest, ties to even); NaN stays a (quiet) NaN.
+#[inline(always)]
+pub fn to_bf16(x: f32) -> u16 {
+    (rounded_bits(x) >> 16) as u16
+}
+
+/// The bits of `x` rounded to bf16, in the high half (the low half zero). Branch-free, so
+/// the packing loops vectorise.
+#[inline(always)]
+fn rounded_bits(x: f32) -> u32 {
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1));
+    let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
+    (if nan { bits | 0x0040_0000 } else { rounded }) & 0xffff_0000
+}
+
+/// bf16 widened to f32 (exact).
+#[inline(always)]
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// Two values as one packed pair: `lo` in the low half.
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    rounded_bits(lo) >> 16 | rounded_bits(hi)
+}
+
+/// The implementations of the bf16 product, widest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Path {
+    /// AVX-512 F with BF16 (`vdpbf16ps` on 512-bit vectors).
+    Avx512Bf16,
+    /// Plain Rust (vectorised by the compiler for AVX2+FMA where the CPU has them).
+    Portable,
+}
+
+impl Bf16Path {
+    /// Every path, widest first.
+    pub const ALL: [Bf16Path; 2] = [Bf16Path::Avx512Bf16, Bf16Path::Portable];
+
+    /// Whether this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Path::Avx512Bf16 => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bf16")
+            }
+            Bf16Path::Portable => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The widest path this CPU runs.
+    pub fn best() -> Bf16Path {
+        static BEST: std::sync::OnceLock<Bf16Path> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            Bf16Path::ALL
+                .into_iter()
+                .find(|p| p.available())
+                .unwrap_or(Bf16Path::Portable)
+        })
+    }
+
+    /// Whether the CPU multiplies bf16 in hardware (otherwise bf16 products are slower than
+    /// f32 ones, and only worth it for their results).
+    pub fn native() -> bool {
+        Bf16Path::best() != Bf16Path::Portable
+    }
+
+    /// Short name for logs and benchmarks.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Path::Avx512Bf16 => "avx512-bf16",
+            Bf16Path::Portable => "portable",
+        }
+    }
+}
+
+/// An `[n, k]` right operand in the packed bf16 layout (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct PackedBf16 {
+    /// Rows of `b` (output columns).
+    pub n: usize,
+    /// Columns of `b` (the reduction length).
+    pub k: usize,
+    data: Vec<u32>,
+}
+
+impl PackedBf16 {
+    /// Pairs of k per panel row.
+    pub fn pairs(&self) -> usize {
+        self.k.div_ceil(2)
+    }
+
+    /// Packs `b[j, kk] = src[j * row_stride + kk]`, `j < n`, `kk < k`.
+    pub fn pack(src: &[f32], n: usize, k: usize, row_stride: usize) -> Self {
+        // Rows of pairs first (vectorised), then each row's pairs to its panel lane.
+        let mut rows = Vec::new();
+        pack_rows(src, n, k, row_stride, 1.0, &mut rows);
+        let pairs = k.div_ceil(2);
+        let mut data = vec![0u32; n.div_ceil(PANEL) * pairs * PANEL];
+        for (j, row) in rows.chunks_exact(pairs.max(1)).take(n).enumerate() {
+            let panel = &mut data[(j / PANEL) * pairs * PANEL..][..pairs * PANEL];
+            for (q, &v) in row.iter().enumerate().take(pairs) {
+                panel[q * PANEL + j % PANEL] = v;
+            }
+        }
+        Self { n, k, data }
+    }
+
+    /// Packs the transpose of `src`: `b[j, kk] = src[kk * row_stride + j]`, `j < n`,
+    /// `kk < k` (attention's V, whose output columns are its columns).
+    pub fn pack_transposed(src: &[f32], k: usize, n: usize, row_stride: usize) -> Self {
+        require_strided("bf16 pack", src.len(), k, row_stride, n);
+        let pairs = k.div_ceil(2);
+        let mut data = vec![0u32; n.div_ceil(PANEL) * pairs * PANEL];
+        pack_transposed_into(src, k, n, row_stride, &mut data);
+        Self { n, k, data }
+    }
+
+    /// `b[j, kk]` as the kernels see it (rounded to bf16).
+    pub fn get(&self, j: usize, kk: usize) -> f32 {
+        let pairs = self.pairs();
+        let v = self.data[(j / PANEL) * pairs * PANEL + (kk / 2) * PANEL + j % PANEL];
+        from_bf16(if kk.is_multiple_of(2) {
+            v as u16
+        } else {
+            (v >> 16) as u16
+        })
+    }
+}
+
+/// Rounds `m` rows of `src` (`[m, k]`, rows `row_stride` apart), times `scale`, into pairs:
+/// `out[i * k.div_ceil(2) + q]` holds columns 2q and 2q + 1 of row i (a zero past k).
+pub fn pack_rows(
+    src: &[f32],
+    m: usize,
+    k: usize,
+    row_stride: usize,
+    scale: f32,
+    out: &mut Vec<u32>,
+) {
+    require_strided("bf16 rows", src.len(), m, row_stride, k);
+    let pairs = k.div_ceil(2);
+    out.clear();
+    out.resize(m * pairs, 0);
+    pack_rows_mv(src, m, k, row_stride, scale, out);
+}
+
+#[inline(always)]
+fn pack_rows_body<const FMA: bool>(
+    src: &[f32],
+    m: usize,
+    k: usize,
+    row_stride: usize,
+    scale: f32,
+    out: &mut [u32],
+) {
+    let pairs = k.div_ceil(2);
+    for (i, dst) in out.chunks_exact_mut(pairs.max(1)).take(m).enumerate() {
+        // A row of pairs is the row's bf16 values in order (low half first): a plain
+        // narrowing map, which vectorises.
+        let halves: &mut [u16] = bytemuck::cast_slice_mut(dst);
+        for (d, &x) in halves.iter_mut().zip(&src[i * row_stride..][..k]) {
+            *d = (rounded_bits(x * scale) >> 16) as u16;
+        }
+    }
+}
+
+multiversion! {
+    fn pack_rows_mv(src: &[f32], m: usize, k: usize, row_stride: usize, scale: f32, out: &mut [u32]) => pack_rows_body
+}
+
+/// The panels of `src`'s transpose: for each pair of rows of `src` and each panel, 16
+/// columns of both rows interleaved.
+#[inline(always)]
+fn pack_transposed_body<const FMA: bool>(
+    src: &[f32],
+    k: usize,
+    n: usize,
+    row_stride: usize,
+    data: &mut [u32],
+) {
+    let pairs = k.div_ceil(2);
+    for q in 0..pairs {
+        let lo = &src[2 * q * row_stride..][..n];
+        let hi = (2 * q + 1 < k).then(|| &src[(2 * q + 1) * row_stride..][..n]);
+        for p in 0..n.div_ceil(PANEL) {
+            let dst = &mut data[p * pairs * PANEL + q * PANEL..][..PANEL];
+            let c0 = p * PANEL;
+            let width = PANEL.min(n - c0);
+            match hi {
+                Some(hi) => {
+                    let pairs_of = lo[c0..c0 + width].iter().zip(&hi[c0..c0 + width]);
+                    for (d, (&l, &h)) in dst.iter_mut().zip(pairs_of) {
+                        *d = pair(l, h);
+                    }
+                }
+                None => {
+                    for (d, &l) in dst.iter_mut().zip(&lo[c0..c0 + width]) {
+                        *d = pair(l, 0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    fn pack_transposed_into(src: &[f32], k: usize, n: usize, row_stride: usize, data: &mut [u32]) => pack_transposed_body
+}
+
+/// `out[i * out_stride + j] (+)= Σ_q a-pair(i, q) · b-pair(j, q)` for `i < m`, `j < n`,
+/// `q < pairs`; `a` holds rows of pairs `a_stride` apart (from [`pack_rows`]). With
+/// `accumulate` the sums start from `out`'s values, else from zero. Runs on the calling
+/// thread. Panics when a slice is too short or `n`, `pairs` exceed `b`'s.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16(
+    path: Bf16Path,
+    a: &[u32],
+    a_stride: usize,
+    m: usize,
+    b: &PackedBf16,
+    n: usize,
+    pairs: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    accumulate: bool,
+) {
+    assert!(
+        path.available(),
+        "bf16 path {} is not available on this CPU",
+        path.name()
+    );
+    assert!(
+        n <= b.n && pairs <= b.pairs(),
+        "bf16 gemm: n or k beyond the packed operand"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    require_strided("bf16 gemm a", a.len(), m, a_stride, pairs);
+    require_strided("bf16 gemm out", out.len(), m, out_stride, n);
+    // SAFETY: the checks above bound every row and column the kernel addresses.
+    unsafe {
+        gemm_raw(
+            path,
+            a.as_ptr(),
+            a_stride,
+            m,
+            b,
+            n,
+            pairs,
+            out.as_mut_ptr(),
+            out_stride,
+            accumulate,
+        )
+    }
+}
+
+/// [`gemm_bf16`] on raw pointers, for callers writing disjoint parts of one buffer from
+/// several threads.
+///
+/// # Safety
+/// `a` must hold `m` rows of `pairs` u32 `a_stride` apart; `out` must be valid for writes
+/// of `m` rows of `n` f32 `out_stride` apart that no other thread touches; `n ≤ b.n`,
+/// `pairs ≤ b.pairs()`; `path` available.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw(
+    path: Bf16Path,
+    a: *const u32,
+    a_stride: usize,
+    m: usize,
+    b: &PackedBf16,
+    n: usize,
+    pairs: usize,
+    out: *mut f32,
+    out_stride: usize,
+    accumulate: bool,
+) {
+    let panels = n.div_ceil(PANEL);
+    let panel_len = b.pairs() * PANEL;
+    let mut q0 = 0;
+    while q0 < pairs.max(1) {
+        let kc = KC.min(pairs - q0);
+        let acc = accumulate || q0 > 0;
+        let mut p0 = 0;
+        while p0 < panels {
+            let np = NR.min(panels - p0);
+            let cols = (n - p0 * PANEL).min(np * PANEL);
+            let bp = b.data.as_ptr().add(p0 * panel_len + q0 * PANEL);
+            let mut i0 = 0;
+            while i0 < m {
+                let rows = MR.min(m - i0);
+                let t = Tile {
+                    a: a.add(i0 * a_stride + q0),
+                    a_stride,
+                    rows,
+                    b: bp,
+                    panel_len,
+                    panels: np,
+                    pairs: kc,
+                    out: out.add(i0 * out_stride + p0 * PANEL),
+                    out_stride,
+                    cols,
+                    accumulate: acc,
+                };
+                match path {
+                    #[cfg(target_arch = "x86_64")]
+                    Bf16Path::Avx512Bf16 => avx512::tile(&t),
+                    _ => tile_portable(&t),
+                }
+                i0 += MR;
+            }
+            p0 += NR;
+        }
+        if pairs == 0 {
+            break;
+        }
+        q0 += kc;
+    }
+}
+
+/// One tile: up to [`MR`] rows × up to [`NR`] panels over one block of pairs.
+struct Tile {
+    a: *const u32,
+    a_stride: usize,
+    rows: usize,
+    b: *const u32,
+    panel_len: usize,
+    panels: usize,
+    pairs: usize,
+    out: *mut f32,
+    out_stride: usize,
+    cols: usize,
+    accumulate: bool,
+}
+
+#[inline(always)]
+fn tile_portable_body<const FMA: bool>(t: &Tile) {
+    for i in 0..t.rows {
+        for p in 0..t.panels {
+            let c0 = p * PANEL;
+            let width = PANEL.min(t.cols - c0);
+            let mut acc = [0.0f32; PANEL];
+            // SAFETY (all accesses): `gemm_raw`'s contract bounds the tile's rows, pairs
+            // and columns; panels hold whole PANEL lanes for every pair.
+            let o = unsafe { t.out.add(i * t.out_stride + c0) };
+            if t.accumulate {
+                for (l, v) in acc.iter_mut().enumerate().take(width) {
+                    *v = unsafe { *o.add(l) };
+                }
+            }
+            let bp = unsafe { t.b.add(p * t.panel_len) };
+            for q in 0..t.pairs {
+                let av = unsafe { *t.a.add(i * t.a_stride + q) };
+                let (alo, ahi) = (from_bf16(av as u16), from_bf16((av >> 16) as u16));
+                let bq = unsafe { std::slice::from_raw_parts(bp.add(q * PANEL), PANEL) };
+                for (v, &bv) in acc.iter_mut().zip(bq) {
+                    // Products of bf16 values are exact in f32: a multiply-add rounds once.
+                    *v += ahi * from_bf16((bv >> 16) as u16);
+                    *v += alo * from_bf16(bv as u16);
+                }
+            }
+            for (l, v) in acc.iter().enumerate().take(width) {
+                unsafe { *o.add(l) = *v };
+            }
+        }
+    }
+}
+
+multiversion! {
+    fn tile_portable_mv(t: &Tile) => tile_portable_body
+}
+
+fn tile_portable(t: &Tile) {
+    tile_portable_mv(t)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Tile, MR, NR, PANEL};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU has AVX-512 F and BF16; `t` is bounded as `gemm_raw` requires.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn tile(t: &Tile) {
+        match (t.rows > 3, t.panels) {
+            (true, NR) => tile_n::<MR, NR>(t),
+            (true, 3) => tile_n::<MR, 3>(t),
+            (true, 2) => tile_n::<MR, 2>(t),
+            (true, _) => tile_n::<MR, 1>(t),
+            (false, NR) => tile_n::<3, NR>(t),
+            (false, 3) => tile_n::<3, 3>(t),
+            (false, 2) => tile_n::<3, 2>(t),
+            (false, _) => tile_n::<3, 1>(t),
+        }
+    }
+
+    /// R rows (rows past `t.rows` repeat the last and are not stored: a tile of 1 to 3
+    /// rows runs as 3, one of 4 or 5 as [`MR`]) × P panels.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn tile_n<const R: usize, const P: usize>(t: &Tile) {
+        let rows = t.rows.min(R);
+        let mut ap = [t.a; R];
+        for (i, p) in ap.iter_mut().enumerate() {
+            *p = t.a.add(i.min(rows - 1) * t.a_stride);
+        }
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        if t.accumulate {
+            for (i, row) in acc.iter_mut().enumerate().take(rows) {
+                for (p, v) in row.iter_mut().enumerate() {
+                    *v = load(t, i, p);
+                }
+            }
+        }
+        for q in 0..t.pairs {
+            let mut bv = [_mm512_setzero_si512(); P];
+            for (p, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(t.b.add(p * t.panel_len + q * PANEL).cast());
+            }
+            for i in 0..R {
+                let av = _mm512_set1_epi32(*ap[i].add(q) as i32);
+                for p in 0..P {
+                    acc[i][p] = _mm512_dpbf16_ps(
+                        acc[i][p],
+                        std::mem::transmute::<__m512i, __m512bh>(av),
+                        std::mem::transmute::<__m512i, __m512bh>(bv[p]),
+                    );
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate().take(rows) {
+            for (p, v) in row.iter().enumerate() {
+                store(t, i, p, *v);
+            }
+        }
+    }
+
+    /// Lanes of panel `p` that hold output columns.
+    #[inline(always)]
+    fn mask(t: &Tile, p: usize) -> __mmask16 {
+        let width = PANEL.min(t.cols.saturating_sub(p * PANEL));
+        if width == PANEL {
+            0xffff
+        } else {
+            ((1u32 << width) - 1) as __mmask16
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load(t: &Tile, i: usize, p: usize) -> __m512 {
+        let o = t.out.add(i * t.out_stride + p * PANEL);
+        _mm512_maskz_loadu_ps(mask(t, p), o)
+    }
+
+    #[inline(always)]
+    unsafe fn store(t: &Tile, i: usize, p: usize, v: __m512) {
+        let o = t.out.add(i * t.out_stride + p * PANEL);
+        _mm512_mask_storeu_ps(o, mask(t, p), v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even 1.
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to the even 1 + 2^-6.
+        assert_eq!(from_bf16(to_bf16(1.0 + 3.0 / 256.0)), 1.0 + 1.0 / 64.0);
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        // The largest finite f32 rounds up to infinity, as in hardware conversions.
+        assert_eq!(from_bf16(to_bf16(f32::MAX)), f32::INFINITY);
+    }
+
+    #[test]
+    fn packing_keeps_every_value_in_place() {
+        let (n, k) = (19, 7);
+        let src: Vec<f32> = (0..n * 9).map(|i| i as f32).collect();
+        let b = PackedBf16::pack(&src, n, k, 9);
+        let bt = PackedBf16::pack_transposed(&transpose(&src, n, 9), k, n, n);
+        for j in 0..n {
+            for kk in 0..k {
+                let want = from_bf16(to_bf16(src[j * 9 + kk]));
+                assert_eq!(b.get(j, kk), want, "({j}, {kk})");
+                assert_eq!(bt.get(j, kk), want, "transposed ({j}, {kk})");
+            }
+        }
+    }
+
+    fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut t = vec![0.0; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = src[r * cols + c];
+            }
+        }
+        t
+    }
+}
