@@ -284,6 +284,28 @@ fn main() {
         bench_linear_i8("linear (fc1)", t, d, ff, path);
         bench_linear_i8("linear (fc2)", t, ff, d, path);
     }
+    for (name, k, n) in [
+        ("qkv", d, 3 * d),
+        ("out proj", d, d),
+        ("fc1", d, ff),
+        ("fc2", ff, d),
+    ] {
+        let label = format!("linear bf16 ({name}) {t}x{k} -> {n}");
+        if wanted(&label) {
+            let x = data(t * k, 20);
+            let w = data(n * k, 21);
+            let b = data(n, 22);
+            let path = cpu::bf16::Bf16Path::best();
+            let mut out = vec![0.0f32; t * n];
+            run(&label, 2.0 * (t * k * n) as f64, None, || {
+                // Packing the weight is part of a call (the op packs per call).
+                let packed = cpu::bf16::PackedBf16::pack_rows_of(n, k, |j, buf| {
+                    buf.copy_from_slice(&w[j * k..(j + 1) * k])
+                });
+                cpu::bf16::linear_bf16(path, black_box(&x), t, &packed, Some(&b), &mut out)
+            });
+        }
+    }
     let attn = bench_attention("attention", t, t, None, true, cpu::attention);
     bench_attention(
         "attention bf16",

@@ -336,3 +336,51 @@ fn attention_masks_odd_lengths_and_sharp_softmax() {
         check_attention(path, 20, 50, 2, 16, None, 6.0, 16);
     }
 }
+
+#[test]
+fn linear_matches_reference_and_the_gemm_on_every_path() {
+    // Whisper-like shapes (several row and column blocks of a task, ragged edges) and small
+    // ones; with and without bias.
+    let shapes = [(1, 3, 5), (97, 64, 129), (200, 512, 300), (1500, 512, 64)];
+    for (seed, &(m, k, n)) in (40..).zip(&shapes) {
+        let mut rng = Rng::new(seed);
+        let x = rng.vec(m * k, -2.0, 2.0);
+        let w = rng.vec(n * k, -1.0, 1.0);
+        let bias = rng.vec(n, -1.0, 1.0);
+        let packed = PackedBf16::pack(&w, n, k, k);
+        // Packing row by row (how weights in any stored type are packed) gives the same.
+        let by_rows =
+            PackedBf16::pack_rows_of(n, k, |j, buf| buf.copy_from_slice(&w[j * k..][..k]));
+        for j in 0..n {
+            for kk in 0..k {
+                assert_eq!(packed.get(j, kk).to_bits(), by_rows.get(j, kk).to_bits());
+            }
+        }
+        for path in paths() {
+            for b in [None, Some(&bias[..])] {
+                let mut out = vec![f32::NAN; m * n];
+                cpu::bf16::linear_bf16(path, &x, m, &packed, b, &mut out);
+                let (mut want, mut bound) = (vec![0.0f64; m * n], vec![0.0f64; m * n]);
+                for i in 0..m {
+                    for j in 0..n {
+                        let c = b.map_or(0.0, |b| b[j] as f64);
+                        let (mut s, mut mag) = (c, c.abs());
+                        for kk in 0..k {
+                            let p = x[i * k + kk] as f64 * w[j * k + kk] as f64;
+                            s += p;
+                            mag += p.abs();
+                        }
+                        want[i * n + j] = s;
+                        bound[i * n + j] = (PRODUCT + gamma(k + 1)) * mag + 1e-30;
+                    }
+                }
+                let what = format!(
+                    "linear_bf16 {} m={m} k={k} n={n} bias={}",
+                    path.name(),
+                    b.is_some()
+                );
+                assert_within(&what, &out, &want, &bound);
+            }
+        }
+    }
+}

@@ -1273,3 +1273,49 @@ fn attention_with_bf16_products_runs_the_bf16_kernel_on_several_rows_only() {
         bits(&cpu(f32_op.as_ref(), &[&q1, &k1, &v1])[0])
     );
 }
+
+#[test]
+fn linear_with_bf16_products_runs_bf16_only_on_many_rows_without_an_int8_form() {
+    use amanuensis_kernels::cpu::bf16::{linear_bf16, Bf16Path, PackedBf16};
+    let reg = standard_registry();
+    let f32_op = build(&reg, "linear", json!({}));
+    let bf16_op = build(&reg, "linear", json!({ "bf16_products": true }));
+    let mut rng = Rng::new(32);
+    let (x, w, b) = (
+        rng.tensor(&[2, 20, 48], 1.0),
+        rng.tensor(&[40, 48], 1.0),
+        rng.tensor(&[40], 1.0),
+    );
+    let got = cpu(bf16_op.as_ref(), &[&x, &w, &b]);
+    let packed = PackedBf16::pack(w.f32s().unwrap(), 40, 48, 48);
+    let mut want = vec![0.0f32; 40 * 40];
+    linear_bf16(
+        Bf16Path::best(),
+        x.f32s().unwrap(),
+        40,
+        &packed,
+        Some(b.f32s().unwrap()),
+        &mut want,
+    );
+    let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(bits(&got[0]), want_bits, "bf16_products runs linear_bf16");
+    let f32_out = cpu(f32_op.as_ref(), &[&x, &w, &b]);
+    assert_ne!(
+        bits(&got[0]),
+        bits(&f32_out[0]),
+        "bf16 products differ from f32 ones"
+    );
+    // Few rows (a decoder step) stream the weight in f32.
+    let x1 = rng.tensor(&[1, 3, 48], 1.0);
+    assert_eq!(
+        bits(&cpu(bf16_op.as_ref(), &[&x1, &w, &b])[0]),
+        bits(&cpu(f32_op.as_ref(), &[&x1, &w, &b])[0])
+    );
+    // A weight with an int8 form runs int8, whatever the attribute.
+    let q = amanuensis_operators::quantize::quantize_matrix(&w).unwrap();
+    let w8 = w.clone().with_int8(Arc::new(q)).unwrap();
+    assert_eq!(
+        bits(&cpu(bf16_op.as_ref(), &[&x, &w8, &b])[0]),
+        bits(&cpu(f32_op.as_ref(), &[&x, &w8, &b])[0])
+    );
+}

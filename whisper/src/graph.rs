@@ -617,15 +617,20 @@ fn decoder_align(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     }
 }
 
-/// Sets `bf16_products` on the `attention` nodes of the [`ENCODER`] graph but the first
-/// block's (the int8 compute type on a CPU that multiplies bf16 in hardware): their
-/// 1,500 × 1,500 products per head are the largest f32 work left once the linear layers
-/// are int8. The first block stays f32 as its linear layers do (it reads the convolutions'
-/// features directly). Measured on `long_public_concat.wav` at beam 5: every block in
-/// bf16 gave 10 word errors of 165 against f32's 9; all but the first gave 9 (see
-/// `docs/performance.md`). Derived graphs ([`window_graph`], [`windows_encoder_graph`])
-/// inherit it from the graph edited here.
-pub fn bf16_encoder_attention(file: &mut amanuensis_runtime::ModelFile) -> Result<(), String> {
+/// Sets `bf16_products` on the [`ENCODER`] graph's nodes after its first block (the int8
+/// compute type on a CPU that multiplies bf16 in hardware): every `attention` node that
+/// another attention node feeds, and every `linear` node whose weight is a later block's
+/// (`encoder.blocks.N.…`, N > 0). A linear whose weight has an int8 form runs int8 anyway,
+/// so this moves the last block's linears (kept out of int8, see
+/// [`crate::compute::linear_weights`]) and the attention products, the largest f32 work
+/// left, to bf16. The first block stays f32: it reads the convolutions' features directly.
+/// Measured (word errors, `docs/performance.md`): with the first block's attention in
+/// bf16 too, 10 of 165 on `long_public_concat.wav` at beam 5 against f32's 9; with every
+/// block's linears in bf16, 23 of 292 on the public clips at beam 5 against 22; as here,
+/// equal to f32 on both. Derived graphs ([`window_graph`], [`windows_encoder_graph`])
+/// inherit it from the graph edited here. Returns how many nodes it marked (none in a
+/// one-block encoder).
+pub fn bf16_encoder(file: &mut amanuensis_runtime::ModelFile) -> Result<usize, String> {
     let enc = file
         .graphs
         .iter_mut()
@@ -657,8 +662,22 @@ pub fn bf16_encoder_attention(file: &mut amanuensis_runtime::ModelFile) -> Resul
         }
         false
     };
+    let later_block_weight = |n: &NodeDef| {
+        let block = n.inputs.get(1).and_then(|w| {
+            w.strip_prefix("encoder.blocks.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        });
+        matches!(block, Some(b) if b > 0)
+    };
     let later: Vec<usize> = (0..enc.nodes.len())
-        .filter(|&i| enc.nodes[i].op == "attention" && after_another(i))
+        .filter(|&i| match enc.nodes[i].op.as_str() {
+            "attention" => after_another(i),
+            "linear" => later_block_weight(&enc.nodes[i]),
+            _ => false,
+        })
         .collect();
     let edited = later.len();
     for i in later {
@@ -666,12 +685,7 @@ pub fn bf16_encoder_attention(file: &mut amanuensis_runtime::ModelFile) -> Resul
             .attrs
             .insert("bf16_products".into(), json!(true));
     }
-    if edited == 0 {
-        return Err(format!(
-            "graph '{ENCODER}' has fewer than two attention nodes"
-        ));
-    }
-    Ok(())
+    Ok(edited)
 }
 
 /// The [`WINDOW`] graph: the encoder's nodes, then the cross K/V nodes reading the

@@ -238,8 +238,9 @@ impl WhisperModel {
             && !spec.planned()
             && amanuensis_operators::quantize::bf16_is_native()
         {
-            crate::graph::bf16_encoder_attention(&mut file)
+            let marked = crate::graph::bf16_encoder(&mut file)
                 .map_err(|e| Error::graph(&graph_origin, e))?;
+            tracing::debug!(marked, "encoder nodes with bf16 products");
         }
         if compute != crate::compute::ComputeType::F32 && spec.planned() {
             return Err(Error::Device {

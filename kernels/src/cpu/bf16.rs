@@ -17,8 +17,11 @@
 //! hardware treats subnormal inputs and results as zero, which moves a sum by less than
 //! 1.2e-38 per term. Error against exact arithmetic: see `docs/kernels.md`.
 
+use rayon::prelude::*;
+
 use super::checks::require_strided;
-use super::simd::multiversion;
+use super::parallel::SendPtr;
+use super::simd::{multiversion, widen_f16};
 
 /// Rows of `b` per panel of the packed layout.
 pub const PANEL: usize = 16;
@@ -142,6 +145,36 @@ impl PackedBf16 {
         Self { n, k, data }
     }
 
+    /// Packs an `[n, k]` matrix whose row j `row(j, buf)` writes into `buf` (k long), on
+    /// rayon's threads: a weight in any stored type, widened a row at a time.
+    pub fn pack_rows_of(n: usize, k: usize, row: impl Fn(usize, &mut [f32]) + Sync) -> Self {
+        let pairs = k.div_ceil(2);
+        let mut data = vec![0u32; n.div_ceil(PANEL) * pairs * PANEL];
+        if pairs > 0 {
+            data.par_chunks_mut(pairs * PANEL)
+                .enumerate()
+                .for_each_init(
+                    || (vec![0.0f32; k], Vec::new()),
+                    |(buf, rows), (p, panel)| {
+                        for l in 0..PANEL.min(n - p * PANEL) {
+                            row(p * PANEL + l, buf);
+                            pack_rows(buf, 1, k, k, 1.0, rows);
+                            for (q, &v) in rows.iter().enumerate() {
+                                panel[q * PANEL + l] = v;
+                            }
+                        }
+                    },
+                );
+        }
+        Self { n, k, data }
+    }
+
+    /// Packs an `[n, k]` row-major f16 matrix (a stored weight), widened exactly first.
+    pub fn pack_f16(src: &[half::f16], n: usize, k: usize) -> Self {
+        require_strided("bf16 pack", src.len(), n, k, k);
+        Self::pack_rows_of(n, k, |j, buf| widen_f16(&src[j * k..(j + 1) * k], buf))
+    }
+
     /// Packs the transpose of `src`: `b[j, kk] = src[kk * row_stride + j]`, `j < n`,
     /// `kk < k` (attention's V, whose output columns are its columns).
     pub fn pack_transposed(src: &[f32], k: usize, n: usize, row_stride: usize) -> Self {
@@ -244,6 +277,87 @@ multiversion! {
     fn pack_transposed_into(src: &[f32], k: usize, n: usize, row_stride: usize, data: &mut [u32]) => pack_transposed_body
 }
 
+/// Rows of a [`linear_bf16`] task: 16 tiles of [`MR`].
+const LINEAR_ROWS: usize = 16 * MR;
+/// Output columns of a [`linear_bf16`] task: 8 panels (their 128-pair blocks, 64 KiB,
+/// stay in L2 while the task's rows pass).
+const LINEAR_COLS: usize = 8 * PANEL;
+
+/// `out[i, j] = Σ_k x[i, k]·w[j, k] + bias[j]` (`x` `[m, k]`, `out` `[m, n]` row-major) with
+/// bf16 products and f32 sums (the bias is where each sum starts), on rayon's threads.
+/// Panics when a slice is too short.
+pub fn linear_bf16(
+    path: Bf16Path,
+    x: &[f32],
+    m: usize,
+    w: &PackedBf16,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let (n, k) = (w.n, w.k);
+    assert!(
+        path.available(),
+        "bf16 path {} is not available on this CPU",
+        path.name()
+    );
+    require_strided("bf16 linear x", x.len(), m, k, k);
+    require_strided("bf16 linear out", out.len(), m, n, n);
+    if let Some(b) = bias {
+        assert!(
+            b.len() >= n,
+            "bf16 linear: bias has {} values, n is {n}",
+            b.len()
+        );
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let pairs = k.div_ceil(2);
+    let mut rows = vec![0u32; m * pairs];
+    rows.par_chunks_mut(LINEAR_ROWS * pairs.max(1))
+        .enumerate()
+        .for_each(|(t, dst)| {
+            let r0 = t * LINEAR_ROWS;
+            let count = dst.len() / pairs.max(1);
+            pack_rows_mv(&x[r0 * k..], count, k, k, 1.0, dst);
+        });
+    let out_ptr = SendPtr::new(out.as_mut_ptr());
+    let row_blocks = m.div_ceil(LINEAR_ROWS);
+    let col_blocks = n.div_ceil(LINEAR_COLS);
+    let rows = &rows;
+    (0..row_blocks * col_blocks).into_par_iter().for_each(|t| {
+        let (rb, cb) = (t % row_blocks, t / row_blocks);
+        let (r0, c0) = (rb * LINEAR_ROWS, cb * LINEAR_COLS);
+        let (mr, nc) = (LINEAR_ROWS.min(m - r0), LINEAR_COLS.min(n - c0));
+        let o = out_ptr.get();
+        for i in r0..r0 + mr {
+            // SAFETY: `require_strided` bounds out; this task alone writes rows r0..r0+mr,
+            // columns c0..c0+nc.
+            let seg = unsafe { std::slice::from_raw_parts_mut(o.add(i * n + c0), nc) };
+            match bias {
+                Some(b) => seg.copy_from_slice(&b[c0..c0 + nc]),
+                None => seg.fill(0.0),
+            }
+        }
+        // SAFETY: as above; columns c0.. are whole panels of `w` from panel c0 / 16.
+        unsafe {
+            gemm_raw_from(
+                path,
+                rows.as_ptr().add(r0 * pairs),
+                pairs,
+                mr,
+                w,
+                c0 / PANEL,
+                nc,
+                pairs,
+                o.add(r0 * n + c0),
+                n,
+                true,
+            );
+        }
+    });
+}
+
 /// `out[i * out_stride + j] (+)= Σ_q a-pair(i, q) · b-pair(j, q)` for `i < m`, `j < n`,
 /// `q < pairs`; `a` holds rows of pairs `a_stride` apart (from [`pack_rows`]). With
 /// `accumulate` the sums start from `out`'s values, else from zero. Runs on the calling
@@ -312,6 +426,29 @@ pub(crate) unsafe fn gemm_raw(
     out_stride: usize,
     accumulate: bool,
 ) {
+    gemm_raw_from(
+        path, a, a_stride, m, b, 0, n, pairs, out, out_stride, accumulate,
+    )
+}
+
+/// [`gemm_raw`] on the columns of `b` from panel `first_panel` on (`n` of them).
+///
+/// # Safety
+/// As [`gemm_raw`], with `first_panel · 16 + n ≤ b.n`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw_from(
+    path: Bf16Path,
+    a: *const u32,
+    a_stride: usize,
+    m: usize,
+    b: &PackedBf16,
+    first_panel: usize,
+    n: usize,
+    pairs: usize,
+    out: *mut f32,
+    out_stride: usize,
+    accumulate: bool,
+) {
     let panels = n.div_ceil(PANEL);
     let panel_len = b.pairs() * PANEL;
     let mut q0 = 0;
@@ -322,7 +459,10 @@ pub(crate) unsafe fn gemm_raw(
         while p0 < panels {
             let np = NR.min(panels - p0);
             let cols = (n - p0 * PANEL).min(np * PANEL);
-            let bp = b.data.as_ptr().add(p0 * panel_len + q0 * PANEL);
+            let bp = b
+                .data
+                .as_ptr()
+                .add((first_panel + p0) * panel_len + q0 * PANEL);
             let mut i0 = 0;
             while i0 < m {
                 let rows = MR.min(m - i0);

@@ -7,12 +7,16 @@ use amanuensis_runtime::npu::NpuBinding;
 use amanuensis_runtime::op::{expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{DType, OpError, Tensor};
 
-/// `y = x · wᵀ (+ b)` over the last dim; `w` is `[out, in]` (PyTorch layout).
+/// `y = x · wᵀ (+ b)` over the last dim; `w` is `[out, in]` (PyTorch layout). With
+/// `bf16_products` (default false), products of many rows multiply in bf16 with f32 sums
+/// when the weight has no int8 form (the int8 compute type sets it on the encoder).
 pub struct LinearDef;
 #[derive(Debug)]
 struct Linear {
     /// Input rows up to which the weight is streamed (GEMV) rather than packed (gemm).
     gemv_max_rows: usize,
+    /// Products of more rows than that in bf16 when the weight has no int8 form.
+    bf16_products: bool,
 }
 
 impl OpDef for LinearDef {
@@ -23,9 +27,13 @@ impl OpDef for LinearDef {
         "y[..., out] = x[..., in] · w[out, in]ᵀ + b[out] (bias optional)"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&["gemv_max_rows"])?;
+        attrs.only(&["gemv_max_rows", "bf16_products"])?;
         let gemv_max_rows = attrs.usize_or("gemv_max_rows", cpu::tuning::GEMV_MAX_M)?;
-        Ok(Box::new(Linear { gemv_max_rows }))
+        let bf16_products = attrs.bool_or("bf16_products", false)?;
+        Ok(Box::new(Linear {
+            gemv_max_rows,
+            bf16_products,
+        }))
     }
 }
 
@@ -35,6 +43,11 @@ impl Operator for Linear {
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        if self.bf16_products {
+            if let Some(y) = linear_eval_bf16(ctx, inputs, self.gemv_max_rows)? {
+                return Ok(vec![y]);
+            }
+        }
         Ok(vec![linear_eval_up_to(ctx, inputs, self.gemv_max_rows)?])
     }
 
@@ -70,6 +83,44 @@ pub(crate) fn linear_type(inputs: &[ValueType]) -> Result<ValueType, OpError> {
 /// The CPU linear on `[x, w, b?]`.
 pub(crate) fn linear_eval(ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
     linear_eval_up_to(ctx, inputs, cpu::tuning::GEMV_MAX_M)
+}
+
+/// The linear with bf16 products ([`cpu::bf16::linear_bf16`]), or `None` where they do
+/// not apply: up to `gemv_max_rows` input rows (bound by reading the weight, which bf16
+/// does not shrink), or a weight with an int8 form (cheaper still). The weight is packed
+/// per call from its stored type: a few percent of the product, and no second copy kept.
+fn linear_eval_bf16(
+    ctx: &mut EvalContext,
+    inputs: &[&Tensor],
+    gemv_max_rows: usize,
+) -> Result<Option<Tensor>, OpError> {
+    let (x, w) = (inputs[0], inputs[1]);
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let kx = *x.shape().last().unwrap_or(&0);
+    let m = x.numel() / k.max(1);
+    if kx != k || m <= gemv_max_rows || w.int8().is_some() {
+        return Ok(None);
+    }
+    let packed = match w.dtype() {
+        DType::F16 => cpu::bf16::PackedBf16::pack_f16(w.f16s()?, n, k),
+        _ => cpu::bf16::PackedBf16::pack(f32_input(w, "w")?.as_ref(), n, k, k),
+    };
+    let bias = match inputs.get(2) {
+        Some(b) => Some(f32_input(b, "b")?),
+        None => None,
+    };
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = n;
+    let mut out = ctx.alloc_f32(&shape);
+    cpu::bf16::linear_bf16(
+        cpu::bf16::Bf16Path::best(),
+        &f32_input(x, "x")?,
+        m,
+        &packed,
+        bias.as_deref(),
+        out.f32s_mut()?,
+    );
+    Ok(Some(out))
 }
 
 /// [`linear_eval`] streaming the weight for up to `gemv_max_rows` input rows.
