@@ -194,8 +194,9 @@ struct DeviceArgs {
     #[arg(long, value_name = "FILE")]
     xrt_log: Option<PathBuf>,
     /// What the CPU computes linear layers in: `auto` (int8 on the cpu device when the CPU
-    /// has AVX-512 VNNI or AVX2, else f32), `f32` (token-identical to the reference), or
-    /// `int8` (per-channel int8 weights, made once into model.int8.safetensors).
+    /// has AVX-512 VNNI or AVX2, else f32), `f32` (token-identical to the reference), `bf16`
+    /// (bf16 products with f32 sums for the encoder and cross K/V; fast with AVX-512 BF16),
+    /// or `int8` (per-channel int8 weights, made once into model.int8.safetensors).
     #[arg(long, default_value = "auto", value_name = "TYPE")]
     compute_type: String,
 }

@@ -1,9 +1,9 @@
-//! The int8 compute type: accuracy against f32 on the public clips, the int8 weight file
-//! made once and reused, refused where it does not apply.
+//! The int8 and bf16 compute types: accuracy against f32 on the public clips, the int8
+//! weight file made once and reused, refused where they do not apply.
 //!
-//! Bar (issue 11): at int8 the corpus WER of the public clips of ≤ 30 s is within +0.3
-//! points of f32's, at greedy and at beam 5. On 278 reference words that is less than one
-//! word, so int8 may not make more errors than f32.
+//! Bar (issue 11): at int8 and at bf16 the corpus WER of the public clips of ≤ 30 s is
+//! within +0.3 points of f32's, at greedy and at beam 5. On 249 reference words that is
+//! less than one word, so neither may make more errors than f32.
 
 use std::path::{Path, PathBuf};
 
@@ -72,39 +72,60 @@ fn transcribe_jfk(model: &mut WhisperModel) -> String {
 }
 
 #[test]
-fn int8_corpus_wer_is_within_0_3_points_of_f32_at_greedy_and_beam_5() {
+fn int8_and_bf16_corpus_wer_is_within_0_3_points_of_f32_at_greedy_and_beam_5() {
     let rows = read_manifest(&common::data_dir().join("audio/manifest.tsv")).unwrap();
     let set: Vec<_> = rows.iter().filter(|r| r.is_public_clip()).collect();
     let dir = common::model_dir();
     let mut f32_model = load(&dir, ComputeType::F32).unwrap();
-    let mut int8_model = load(&dir, ComputeType::Int8).unwrap();
-    assert_eq!(int8_model.device.compute, ComputeType::Int8);
+    let mut others = vec![load(&dir, ComputeType::Int8).unwrap()];
+    // bf16 without AVX-512 BF16 runs the portable kernels (slower than f32; the kernel
+    // tests cover them): checked where it is fast.
+    if amanuensis_operators::quantize::bf16_is_native() {
+        others.push(load(&dir, ComputeType::Bf16).unwrap());
+    }
+    for m in &others {
+        assert_ne!(m.device.compute, ComputeType::F32);
+    }
     for beam in [1, 5] {
         let mut opts = TranscribeOptions::default();
         opts.decoding.beam.beam_size = beam;
-        let (mut e32, mut e8, mut words) = (0, 0, 0);
+        let mut errors = vec![0; others.len() + 1];
+        let mut words = 0;
         for r in &set {
             let pcm = load_audio(&common::data_dir().join("audio").join(&r.file)).unwrap();
-            let a = f32_model.transcribe_pcm(&pcm, &opts).unwrap().text;
-            let b = int8_model.transcribe_pcm(&pcm, &opts).unwrap().text;
-            let (ea, n) = word_errors(&r.transcript, &a);
-            let (eb, _) = word_errors(&r.transcript, &b);
-            println!("beam {beam} {:<28} f32 {ea:>2} int8 {eb:>2} / {n}", r.file);
-            e32 += ea;
-            e8 += eb;
+            let (e, n) = word_errors(
+                &r.transcript,
+                &f32_model.transcribe_pcm(&pcm, &opts).unwrap().text,
+            );
+            errors[0] += e;
             words += n;
+            let mut line = format!("beam {beam} {:<28} f32 {e:>2}", r.file);
+            for (i, m) in others.iter_mut().enumerate() {
+                let (e, _) =
+                    word_errors(&r.transcript, &m.transcribe_pcm(&pcm, &opts).unwrap().text);
+                errors[i + 1] += e;
+                line += &format!(" {} {e:>2}", m.device.compute);
+            }
+            println!("{line} / {n}");
         }
-        let (w32, w8) = (
-            100.0 * e32 as f64 / words as f64,
-            100.0 * e8 as f64 / words as f64,
-        );
-        println!("beam {beam}: f32 {w32:.2} % ({e32}/{words}), int8 {w8:.2} % ({e8}/{words})");
-        assert!(
-            w8 <= w32 + 0.3,
-            "beam {beam}: int8 WER {w8:.2} % against f32 {w32:.2} %"
-        );
+        let wer = |e: usize| 100.0 * e as f64 / words as f64;
+        for (i, m) in others.iter().enumerate() {
+            let (w32, w) = (wer(errors[0]), wer(errors[i + 1]));
+            let ct = m.device.compute;
+            println!(
+                "beam {beam}: f32 {w32:.2} % ({}/{words}), {ct} {w:.2} % ({}/{words})",
+                errors[0],
+                errors[i + 1]
+            );
+            assert!(
+                w <= w32 + 0.3,
+                "beam {beam}: {ct} WER {w:.2} % against f32 {w32:.2} %"
+            );
+        }
     }
-    assert_jfk_words(&mut int8_model);
+    for m in &mut others {
+        assert_jfk_words(m);
+    }
 }
 
 #[test]
@@ -198,24 +219,28 @@ fn the_default_compute_type_is_int8_on_this_cpu_and_transcribes_jfk_exactly() {
 }
 
 #[test]
-fn int8_is_refused_on_the_npu_and_bf16_is_not_offered_yet() {
-    let spec = DeviceSpec {
-        compute: ComputeType::Int8,
-        ..DeviceSpec::npu_sim()
-    };
-    let err = WhisperModel::load_on(
-        &common::model_dir(),
-        Some(&graph()),
-        &amanuensis_operators::standard_registry(),
-        &spec,
-    )
-    .err()
-    .expect("int8 on npu-sim is refused")
-    .to_string();
-    assert!(err.contains("int8") && err.contains("cpu"), "{err}");
+fn int8_and_bf16_are_refused_on_the_npu_and_unknown_types_named() {
+    for compute in [ComputeType::Int8, ComputeType::Bf16] {
+        let spec = DeviceSpec {
+            compute,
+            ..DeviceSpec::npu_sim()
+        };
+        let err = WhisperModel::load_on(
+            &common::model_dir(),
+            Some(&graph()),
+            &amanuensis_operators::standard_registry(),
+            &spec,
+        )
+        .err()
+        .expect("int8 and bf16 on npu-sim are refused")
+        .to_string();
+        assert!(err.contains(compute.name()) && err.contains("cpu"), "{err}");
+    }
     // Auto is f32 on a device.
     assert_eq!(ComputeType::Auto.resolve("npu-sim"), ComputeType::F32);
-    let e = "bf16".parse::<ComputeType>().unwrap_err();
+    assert_eq!("bf16".parse::<ComputeType>(), Ok(ComputeType::Bf16));
+    assert_eq!("bfloat16".parse::<ComputeType>(), Ok(ComputeType::Bf16));
+    let e = "fp8".parse::<ComputeType>().unwrap_err();
     assert!(e.contains("bf16") && e.contains("int8"), "{e}");
     let o = common::cli()
         .args(["transcribe", "--compute-type", "int4", "samples/jfk.wav"])

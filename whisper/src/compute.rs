@@ -14,6 +14,14 @@
 //!   its softmax stays f32. Layer norms, softmax, the decoder's attention, GELU, the
 //!   convolutions, the embedding lookups and the residual stream stay f32.
 //!
+//! - `bf16`: every product of many rows (the encoder's linears, attention and the cross
+//!   K/V projections) rounds both operands to bf16 and sums in f32
+//!   (`amanuensis_kernels::cpu::bf16`, `vdpbf16ps` on AVX-512 BF16, a portable loop of the
+//!   same bits elsewhere, slower than f32 there). The weights stay in their stored type and
+//!   are packed per call; the decoder's few-row products stream the f16 weights in f32, as
+//!   `f32` does (bf16 would not shrink what they read). Softmax, layer norms, GELU, the
+//!   convolutions and the residual stream stay f32 ([`crate::graph::bf16_products`]).
+//!
 //! The int8 forms are made once and kept next to the weights in [`INT8_FILE`]; later loads
 //! map that file. When the model directory cannot be written, the forms are made again at
 //! each load.
@@ -39,6 +47,9 @@ pub enum ComputeType {
     F32,
     /// int8 weights and activations, i32 accumulation.
     Int8,
+    /// bf16 products with f32 sums for every product of many rows (the encoder, cross
+    /// K/V); the decoder's few-row products read the stored f16 weights in f32.
+    Bf16,
     /// The fastest type that keeps Whisper's accuracy on this device and CPU: int8 on the
     /// `cpu` device when the CPU has a vector int8 path (AVX-512 VNNI or AVX2), else f32.
     Auto,
@@ -50,6 +61,7 @@ impl ComputeType {
         match self {
             ComputeType::F32 => "f32",
             ComputeType::Int8 => "int8",
+            ComputeType::Bf16 => "bf16",
             ComputeType::Auto => "auto",
         }
     }
@@ -81,12 +93,10 @@ impl std::str::FromStr for ComputeType {
         match s {
             "f32" | "float32" => Ok(ComputeType::F32),
             "int8" => Ok(ComputeType::Int8),
+            "bf16" | "bfloat16" => Ok(ComputeType::Bf16),
             "auto" => Ok(ComputeType::Auto),
-            "bf16" | "bfloat16" => {
-                Err("compute type 'bf16' is not available yet; use f32 or int8".into())
-            }
             other => Err(format!(
-                "unknown compute type '{other}' (expected auto, f32 or int8)"
+                "unknown compute type '{other}' (expected auto, f32, bf16 or int8)"
             )),
         }
     }

@@ -688,6 +688,23 @@ pub fn bf16_encoder(file: &mut amanuensis_runtime::ModelFile) -> Result<usize, S
     Ok(edited)
 }
 
+/// The `bf16` compute type: sets `bf16_products` on every `linear` node of every graph and
+/// on every `attention` node of the [`ENCODER`] graph. The ops apply it to products of
+/// many rows only (the decoder's steps stay f32). Returns how many nodes it marked.
+pub fn bf16_products(file: &mut amanuensis_runtime::ModelFile) -> usize {
+    let mut marked = 0;
+    for g in &mut file.graphs {
+        let encoder = g.name == ENCODER;
+        for node in &mut g.nodes {
+            if node.op == "linear" || (encoder && node.op == "attention") {
+                node.attrs.insert("bf16_products".into(), json!(true));
+                marked += 1;
+            }
+        }
+    }
+    marked
+}
+
 /// The [`WINDOW`] graph: the encoder's nodes, then the cross K/V nodes reading the
 /// encoder's output directly; outputs are the cross K/V tensors, then the encoder output
 /// (a caller that does not want it leaves it on the device).

@@ -242,6 +242,10 @@ impl WhisperModel {
                 .map_err(|e| Error::graph(&graph_origin, e))?;
             tracing::debug!(marked, "encoder nodes with bf16 products");
         }
+        if compute == crate::compute::ComputeType::Bf16 && !spec.planned() {
+            let marked = crate::graph::bf16_products(&mut file);
+            tracing::debug!(marked, "nodes with bf16 products");
+        }
         if compute != crate::compute::ComputeType::F32 && spec.planned() {
             return Err(Error::Device {
                 device: spec.device.clone(),
