@@ -1319,3 +1319,44 @@ fn linear_with_bf16_products_runs_bf16_only_on_many_rows_without_an_int8_form() 
         bits(&cpu(f32_op.as_ref(), &[&x, &w8, &b])[0])
     );
 }
+
+#[test]
+fn an_int8_linear_gives_each_row_the_same_bits_however_many_rows_share_the_call() {
+    // The lockstep decoder's linears (gemv_max_rows 512) run the rows of several requests
+    // at once; each request's rows must come out as they do when it decodes alone.
+    let reg = standard_registry();
+    let lockstep = build(&reg, "linear", json!({ "gemv_max_rows": 512 }));
+    let alone = build(&reg, "linear", json!({}));
+    let mut rng = Rng::new(33);
+    let (k, n) = (96, 70);
+    let w = rng.tensor(&[n, k], 1.0);
+    let q = amanuensis_operators::quantize::quantize_matrix(&w).unwrap();
+    let w8 = w.clone().with_int8(Arc::new(q)).unwrap();
+    let b = rng.tensor(&[n], 1.0);
+    // Four requests of five beams: 20 rows in one call, 5 in each call alone.
+    let x = rng.tensor(&[20, k], 1.0);
+    let together = bits(&cpu(lockstep.as_ref(), &[&x, &w8, &b])[0]);
+    for r in 0..4 {
+        let rows = x.f32s().unwrap()[r * 5 * k..(r + 1) * 5 * k].to_vec();
+        let xr = Tensor::from_f32(&[5, k], rows).unwrap();
+        let one = bits(&cpu(alone.as_ref(), &[&xr, &w8, &b])[0]);
+        assert_eq!(
+            &together[r * 5 * n..(r + 1) * 5 * n],
+            &one[..],
+            "request {r}"
+        );
+    }
+    // With `stream_rows` those 20 rows read the stored (here f32) weight instead: the
+    // f32 linear's bits, not the int8 form's.
+    let streamed = build(
+        &reg,
+        "linear",
+        json!({ "gemv_max_rows": 512, "stream_rows": true }),
+    );
+    let plain = build(&reg, "linear", json!({ "gemv_max_rows": 512 }));
+    assert_eq!(
+        bits(&cpu(streamed.as_ref(), &[&x, &w8, &b])[0]),
+        bits(&cpu(plain.as_ref(), &[&x, &w, &b])[0])
+    );
+    assert_ne!(bits(&cpu(streamed.as_ref(), &[&x, &w8, &b])[0]), together);
+}

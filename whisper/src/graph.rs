@@ -781,9 +781,13 @@ pub fn windows_encoder_graph(
 /// windows in lockstep. The step's `batch` must be a multiple of `windows`: consecutive
 /// groups of `batch / windows` sequences (a window's beams) read one window's K/V, which
 /// the `attention` op does without copying them per beam. Built at load rather than
-/// stored, so the graph file (and every device's plan of it) is unchanged.
+/// stored, so the graph file (and every device's plan of it) is unchanged. Without
+/// `stream_rows`, each row gets the bits it gets decoded alone (the server's batches of
+/// requests); with it, rows of int8 weights stream the stored weight (the batched
+/// pipeline's windows, faster).
 pub fn windows_decoder_graph(
     file: &amanuensis_runtime::ModelFile,
+    stream_rows: bool,
 ) -> Result<amanuensis_runtime::format::GraphDef, String> {
     let step = file
         .graphs
@@ -810,9 +814,14 @@ pub fn windows_decoder_graph(
     }
     // A step's rows are windows × beams (up to a few dozen): streaming each weight once
     // for all of them beats packing it for gemm, which pays off only for long sequences.
+    // With `stream_rows` they stream the stored weight even where it has an int8 form
+    // (faster, but each row's bits then depend on how many rows share the step).
     for node in def.nodes.iter_mut().filter(|n| n.op == "linear") {
         node.attrs
             .insert("gemv_max_rows".into(), json!(WINDOWS_GEMV_MAX_ROWS));
+        if stream_rows {
+            node.attrs.insert("stream_rows".into(), json!(true));
+        }
     }
     Ok(def)
 }

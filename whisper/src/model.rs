@@ -145,8 +145,11 @@ pub struct WhisperModel {
     pub encoder_windows: Option<Session>,
     pub decoder: Session,
     /// `decoder_step` over several windows in lockstep ([`crate::graph::DECODER_WINDOWS`]),
-    /// always on the host, like the decoder.
+    /// always on the host, like the decoder; each row as it decodes alone.
     pub decoder_windows: Session,
+    /// The same graph whose rows stream the stored weights where they have int8 forms
+    /// (faster; `None` when no weight has one): for the batched pipeline's windows.
+    pub decoder_windows_streamed: Option<Session>,
     /// Teacher-forced decoder exposing cross-attention, for word timestamps.
     pub align: Session,
     /// Where the graph came from (a path or "built-in ...").
@@ -328,15 +331,23 @@ impl WhisperModel {
         // Derived from `decoder_step`, not stored, so not among the file's plans. It runs on
         // the host: planned for the CPU, and on an accelerator left unplanned like the host
         // graphs above, so that the device's program and call log are unchanged.
-        let decoder_windows = {
-            let def = windows_decoder_graph(&file).map_err(|e| Error::graph(&graph_origin, e))?;
+        let windows_session = |stream_rows: bool| -> Result<Session> {
+            let def = windows_decoder_graph(&file, stream_rows)
+                .map_err(|e| Error::graph(&graph_origin, e))?;
             let g = Graph::build(&def, &file.weights, registry)?;
-            if accelerated {
+            Ok(if accelerated {
                 Session::new(Arc::new(g), &weights)?
             } else {
                 let p = amanuensis_runtime::schedule::plan(g, registry, d.as_ref(), &spec.options)?;
                 Session::planned(Arc::new(p), &weights, d.as_ref())?
-            }
+            })
+        };
+        let decoder_windows = windows_session(false)?;
+        // Only int8 weights compute differently when streamed.
+        let decoder_windows_streamed = if compute == crate::compute::ComputeType::Int8 {
+            Some(windows_session(true)?)
+        } else {
+            None
         };
         let encoder_windows = if accelerated {
             None
@@ -361,6 +372,7 @@ impl WhisperModel {
             encoder_windows,
             decoder,
             decoder_windows,
+            decoder_windows_streamed,
             align,
             graph_origin,
             load_time: t0.elapsed(),
@@ -726,16 +738,44 @@ impl WhisperModel {
     /// The first try (beam search at temperature 0, greedy for one beam) of several
     /// windows decoded in lockstep on [`WhisperModel::decoder_windows`]; results in the
     /// windows' order (see [`crate::lockstep::decode_lockstep`]).
+    /// Each window's tokens are those it gets decoded alone (`decode_window`'s first try).
     pub fn decode_windows_lockstep(
         &mut self,
         windows: &[LockstepWindow],
         stacked: Option<Vec<Tensor>>,
         beam: &BeamOptions,
     ) -> Result<(Vec<Result<DecodeResult>>, LockstepStats)> {
+        self.lockstep(windows, stacked, beam, false)
+    }
+
+    /// [`WhisperModel::decode_windows_lockstep`] on
+    /// [`WhisperModel::decoder_windows_streamed`] where there is one: faster, and a
+    /// window's tokens may then differ from those it gets alone (for the batched pipeline,
+    /// whose windows are cut differently from sequential decoding anyway).
+    pub fn decode_windows_lockstep_streamed(
+        &mut self,
+        windows: &[LockstepWindow],
+        stacked: Option<Vec<Tensor>>,
+        beam: &BeamOptions,
+    ) -> Result<(Vec<Result<DecodeResult>>, LockstepStats)> {
+        self.lockstep(windows, stacked, beam, true)
+    }
+
+    fn lockstep(
+        &mut self,
+        windows: &[LockstepWindow],
+        stacked: Option<Vec<Tensor>>,
+        beam: &BeamOptions,
+        streamed: bool,
+    ) -> Result<(Vec<Result<DecodeResult>>, LockstepStats)> {
         check_interrupt(self.interrupt.as_ref())?;
         let ids = SpecialIds::from(&self.tokenizer);
+        let session = match (&mut self.decoder_windows_streamed, streamed) {
+            (Some(s), true) => s,
+            _ => &mut self.decoder_windows,
+        };
         crate::lockstep::decode_lockstep(
-            &mut self.decoder_windows,
+            session,
             windows,
             stacked,
             &ids,

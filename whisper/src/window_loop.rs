@@ -943,8 +943,11 @@ impl WhisperModel {
                     interrupt: None,
                 })
                 .collect();
-            let (results, stats) =
-                self.decode_windows_lockstep(&windows, stacked.take(), &opts.decoding.beam)?;
+            let (results, stats) = self.decode_windows_lockstep_streamed(
+                &windows,
+                stacked.take(),
+                &opts.decoding.beam,
+            )?;
             acc.timings.decoder_steps += stats.steps;
             results
                 .into_iter()

@@ -17,6 +17,10 @@ struct Linear {
     gemv_max_rows: usize,
     /// Products of more rows than that in bf16 when the weight has no int8 form.
     bf16_products: bool,
+    /// Rows above [`cpu::tuning::GEMV_MAX_M`] and up to `gemv_max_rows` stream the stored
+    /// weight even when it has an int8 form: faster for a few dozen rows, but those rows
+    /// then get other bits than the same rows computed a few at a time.
+    stream_rows: bool,
 }
 
 impl OpDef for LinearDef {
@@ -27,12 +31,14 @@ impl OpDef for LinearDef {
         "y[..., out] = x[..., in] · w[out, in]ᵀ + b[out] (bias optional)"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&["gemv_max_rows", "bf16_products"])?;
+        attrs.only(&["gemv_max_rows", "bf16_products", "stream_rows"])?;
         let gemv_max_rows = attrs.usize_or("gemv_max_rows", cpu::tuning::GEMV_MAX_M)?;
         let bf16_products = attrs.bool_or("bf16_products", false)?;
+        let stream_rows = attrs.bool_or("stream_rows", false)?;
         Ok(Box::new(Linear {
             gemv_max_rows,
             bf16_products,
+            stream_rows,
         }))
     }
 }
@@ -48,7 +54,12 @@ impl Operator for Linear {
                 return Ok(vec![y]);
             }
         }
-        Ok(vec![linear_eval_up_to(ctx, inputs, self.gemv_max_rows)?])
+        Ok(vec![linear_eval_up_to(
+            ctx,
+            inputs,
+            self.gemv_max_rows,
+            self.stream_rows,
+        )?])
     }
 
     fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
@@ -82,7 +93,7 @@ pub(crate) fn linear_type(inputs: &[ValueType]) -> Result<ValueType, OpError> {
 
 /// The CPU linear on `[x, w, b?]`.
 pub(crate) fn linear_eval(ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
-    linear_eval_up_to(ctx, inputs, cpu::tuning::GEMV_MAX_M)
+    linear_eval_up_to(ctx, inputs, cpu::tuning::GEMV_MAX_M, false)
 }
 
 /// The linear with bf16 products ([`cpu::bf16::linear_bf16`]), or `None` where they do
@@ -128,6 +139,7 @@ fn linear_eval_up_to(
     ctx: &mut EvalContext,
     inputs: &[&Tensor],
     gemv_max_rows: usize,
+    stream_rows: bool,
 ) -> Result<Tensor, OpError> {
     let (x, w) = (inputs[0], inputs[1]);
     let (n, k) = (w.shape()[0], w.shape()[1]);
@@ -143,12 +155,14 @@ fn linear_eval_up_to(
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     let mut out = ctx.alloc_f32(&shape);
-    // An int8 form serves the encoder's many rows (int8 products) and the decoder's few
-    // (weight-only, up to GEMV_MAX_M). Between those, the lockstep decoder's rows of many
-    // windows stream the stored weight: the weight-only kernel widens its bytes again
-    // for every group of 4 rows, and measured slower there than the f16 GEMV (the batched
-    // pipeline ran 0.74-0.90x as fast as sequential decoding with it).
-    let int8 = m <= cpu::tuning::GEMV_MAX_M || m > gemv_max_rows;
+    // An int8 form serves many rows as int8 products, and up to `gemv_max_rows` rows
+    // weight-only (f32 activations). The weight-only kernel gives each row the same bits
+    // however many rows share the call, so the lockstep decoder's rows of several requests
+    // decode exactly as each would alone. With `stream_rows`, rows between GEMV_MAX_M and
+    // `gemv_max_rows` stream the stored weight instead: the weight-only kernel widens each
+    // byte once per 8 rows, so for a few dozen rows this is about 15 % faster for the
+    // batched pipeline, whose windows need not match sequential decoding bit for bit.
+    let int8 = !stream_rows || m <= cpu::tuning::GEMV_MAX_M || m > gemv_max_rows;
     cpu::linear_up_to_w(
         &f32_input(x, "x")?,
         m,
