@@ -260,3 +260,37 @@ fn bf16_transform_spares_the_first_block_whatever_the_node_order() {
     );
     assert_eq!(bf16_encoder(&mut one), Ok(0));
 }
+
+#[test]
+fn the_bf16_compute_type_marks_every_linear_the_encoder_attention_and_gelu() {
+    use amanuensis::whisper::graph::{bf16_products, f32_encoder_gelu, ENCODER};
+    let mut file = base();
+    let linears = |f: &ModelFile| -> usize {
+        f.graphs
+            .iter()
+            .flat_map(|g| &g.nodes)
+            .filter(|n| n.op == "linear")
+            .count()
+    };
+    let n_linear = linears(&file);
+    // Every linear of every graph, and the encoder's 6 attention nodes.
+    assert_eq!(bf16_products(&mut file), n_linear + 6);
+    // The encoder's GELUs: after each convolution and in each block's MLP.
+    assert_eq!(f32_encoder_gelu(&mut file), 2 + 6);
+    validate(&file).unwrap();
+    for g in &file.graphs {
+        for n in &g.nodes {
+            let bf16 = n.attrs.get("bf16_products") == Some(&serde_json::json!(true));
+            let f32_math = n.attrs.get("f32_math") == Some(&serde_json::json!(true));
+            let encoder = g.name == ENCODER;
+            assert_eq!(
+                bf16,
+                n.op == "linear" || (encoder && n.op == "attention"),
+                "{} {}",
+                g.name,
+                n.name
+            );
+            assert_eq!(f32_math, encoder && n.op == "gelu", "{} {}", g.name, n.name);
+        }
+    }
+}

@@ -338,6 +338,12 @@ fn main() {
         let mut x = data(t * ff, 12);
         run("gelu 1500x2048", 0.0, None, || cpu::gelu(black_box(&mut x)))
     };
+    if wanted("gelu_f32 1500x2048") {
+        let mut x = data(t * ff, 12);
+        run("gelu_f32 1500x2048", 0.0, None, || {
+            cpu::gelu_f32(black_box(&mut x))
+        });
+    }
     let ln = if !wanted("layer_norm 1500x512") {
         0.0
     } else {

@@ -1360,3 +1360,19 @@ fn an_int8_linear_gives_each_row_the_same_bits_however_many_rows_share_the_call(
     );
     assert_ne!(bits(&cpu(streamed.as_ref(), &[&x, &w8, &b])[0]), together);
 }
+
+#[test]
+fn gelu_with_f32_math_runs_the_f32_kernel() {
+    let reg = standard_registry();
+    let exact = build(&reg, "gelu", json!({}));
+    let fast = build(&reg, "gelu", json!({ "f32_math": true }));
+    let x = Rng::new(34).tensor(&[3, 700], 6.0);
+    let mut want = x.f32s().unwrap().to_vec();
+    amanuensis_kernels::cpu::gelu_f32(&mut want);
+    let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(bits(&cpu(fast.as_ref(), &[&x])[0]), want_bits);
+    let mut slow = x.f32s().unwrap().to_vec();
+    amanuensis_kernels::cpu::gelu(&mut slow);
+    let slow_bits: Vec<u32> = slow.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(bits(&cpu(exact.as_ref(), &[&x])[0]), slow_bits);
+}

@@ -19,8 +19,10 @@
 //!   (`amanuensis_kernels::cpu::bf16`, `vdpbf16ps` on AVX-512 BF16, a portable loop of the
 //!   same bits elsewhere, slower than f32 there). The weights stay in their stored type and
 //!   are packed per call; the decoder's few-row products stream the f16 weights in f32, as
-//!   `f32` does (bf16 would not shrink what they read). Softmax, layer norms, GELU, the
-//!   convolutions and the residual stream stay f32 ([`crate::graph::bf16_products`]).
+//!   `f32` does (bf16 would not shrink what they read). Softmax, layer norms, the
+//!   convolutions and the residual stream stay f32; the encoder's GELU is evaluated in f32
+//!   rather than f64 (relative error below 2e-6; [`crate::graph::bf16_products`],
+//!   [`crate::graph::f32_encoder_gelu`]).
 //!
 //! The int8 forms are made once and kept next to the weights in [`INT8_FILE`]; later loads
 //! map that file. When the model directory cannot be written, the forms are made again at

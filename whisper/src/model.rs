@@ -249,6 +249,11 @@ impl WhisperModel {
             let marked = crate::graph::bf16_products(&mut file);
             tracing::debug!(marked, "nodes with bf16 products");
         }
+        // Not at int8: its words moved with GELU's last bits (docs/performance.md).
+        if compute == crate::compute::ComputeType::Bf16 && !spec.planned() {
+            let marked = crate::graph::f32_encoder_gelu(&mut file);
+            tracing::debug!(marked, "GELU nodes evaluated in f32");
+        }
         if compute != crate::compute::ComputeType::F32 && spec.planned() {
             return Err(Error::Device {
                 device: spec.device.clone(),

@@ -135,3 +135,36 @@ pub(crate) fn gelu_one<const FMA: bool>(x: f32) -> f32 {
         y as f32
     }
 }
+
+/// [`gelu_one`] evaluated in f32 (the erfcx fit's coefficients rounded to f32): relative
+/// error below 2e-6 where the result is a normal f32 (`kernels/tests/activation.rs`),
+/// about 2.4 times as fast. x² is split into hi + lo with an FMA where there is one, so
+/// e^(−x²/2) carries no argument error beyond lo's first-order correction.
+#[inline(always)]
+pub(crate) fn gelu_one_f32<const FMA: bool>(x: f32) -> f32 {
+    let a = x.abs().min(GELU_X_MAX as f32);
+    let t = a * std::f32::consts::FRAC_1_SQRT_2;
+    let hi = a * a;
+    let lo = if FMA { a.mul_add(a, -hi) } else { 0.0 };
+    let e = exp_f32::<FMA>(-0.5 * hi) * fmadd::<FMA>(-0.5, lo, 1.0);
+    let mut p = ERFCX_P[4] as f32;
+    for &c in ERFCX_P[..4].iter().rev() {
+        p = fmadd::<FMA>(p, t, c as f32);
+    }
+    let mut q = ERFCX_Q[5] as f32;
+    for &c in ERFCX_Q[..5].iter().rev() {
+        q = fmadd::<FMA>(q, t, c as f32);
+    }
+    let half_erfc = 0.5 * e * p / q;
+    let phi = if x >= 0.0 { 1.0 - half_erfc } else { half_erfc };
+    // As in `gelu_one`: −0 far left, and a zero of x's sign for results below f32's
+    // normal range (the next GEMM would take a microcode assist on each).
+    let y = x * phi;
+    if x < -(GELU_X_MAX as f32) {
+        -0.0
+    } else if y.abs() < f32::MIN_POSITIVE {
+        0.0f32.copysign(x)
+    } else {
+        y
+    }
+}

@@ -251,10 +251,14 @@ impl Operator for LayerNorm {
     }
 }
 
-/// Exact (erf) GELU.
+/// Exact (erf) GELU. With `f32_math` (default false) it is evaluated in f32 (relative
+/// error below 2e-6 instead of 1.5e-7, about 2.4 times as fast): for activations that go
+/// on into bf16 products (the bf16 compute type sets it on the encoder).
 pub struct GeluDef;
 #[derive(Debug)]
-struct Gelu;
+struct Gelu {
+    f32_math: bool,
+}
 
 impl OpDef for GeluDef {
     fn name(&self) -> &str {
@@ -264,8 +268,10 @@ impl OpDef for GeluDef {
         "y = x · Φ(x), the exact erf form"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&[])?;
-        Ok(Box::new(Gelu))
+        attrs.only(&["f32_math"])?;
+        Ok(Box::new(Gelu {
+            f32_math: attrs.bool_or("f32_math", false)?,
+        }))
     }
 }
 
@@ -280,7 +286,11 @@ impl Operator for Gelu {
         let mut out = ctx.alloc_f32(inputs[0].shape());
         let o = out.f32s_mut()?;
         o.copy_from_slice(&f32_input(inputs[0], "x")?);
-        cpu::gelu(o);
+        if self.f32_math {
+            cpu::gelu_f32(o);
+        } else {
+            cpu::gelu(o);
+        }
         Ok(vec![out])
     }
 
