@@ -384,3 +384,48 @@ fn linear_matches_reference_and_the_gemm_on_every_path() {
         }
     }
 }
+
+#[test]
+fn attention_without_keys_or_queries_is_zero_or_nothing() {
+    for path in paths() {
+        // No keys without a mask: every query averages over nothing and yields 0.
+        let mut out = vec![f32::NAN; 2 * 5];
+        cpu::attention_bf16(
+            path,
+            &[1.0; 10],
+            5,
+            &[],
+            4,
+            &[],
+            4,
+            2,
+            0,
+            2,
+            2,
+            None,
+            &mut out,
+            5,
+        );
+        for row in out.chunks(5) {
+            assert_eq!(&row[..4], &[0.0; 4], "{}", path.name());
+            assert!(row[4].is_nan(), "{}: wrote padding", path.name());
+        }
+        // No queries: nothing written.
+        cpu::attention_bf16(
+            path,
+            &[],
+            4,
+            &[1.0; 4],
+            4,
+            &[1.0; 4],
+            4,
+            0,
+            1,
+            2,
+            2,
+            None,
+            &mut [],
+            4,
+        );
+    }
+}

@@ -506,6 +506,13 @@ pub fn attention_bf16(
     if tq == 0 || heads == 0 || head_dim == 0 {
         return;
     }
+    if tk == 0 {
+        // No keys: every query averages over nothing and yields 0 (as `attention`).
+        for i in 0..tq {
+            out[i * out_row_stride..][..heads * head_dim].fill(0.0);
+        }
+        return;
+    }
     let scale = 1.0 / (head_dim as f32).sqrt();
     let parallel =
         2 * tq * tk * heads * head_dim >= MIN_PARALLEL_FMAS && rayon::current_num_threads() > 1;
