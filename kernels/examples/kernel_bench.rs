@@ -156,22 +156,6 @@ fn bench_int8(
     })
 }
 
-type AttentionFn = fn(
-    &[f32],
-    usize,
-    &[f32],
-    usize,
-    &[f32],
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    Option<usize>,
-    &mut [f32],
-    usize,
-);
-
 /// Times `path` on 8 heads of 64. `fused`: q, k, v are column slices of [T, 3d]
 /// projections (the encoder's layout); otherwise k and v are separate contiguous [T, d]
 /// tensors (the decoder's caches).
@@ -181,7 +165,7 @@ fn bench_attention(
     tk: usize,
     causal: Option<usize>,
     fused: bool,
-    path: AttentionFn,
+    path: cpu::AttentionKernel,
 ) -> f64 {
     let layout = if fused { "fused qkv" } else { "kv cache" };
     let label = format!("{name} tq={tq} tk={tk} causal={causal:?} {layout}");
@@ -307,31 +291,7 @@ fn main() {
         }
     }
     let attn = bench_attention("attention", t, t, None, true, cpu::attention);
-    bench_attention(
-        "attention bf16",
-        t,
-        t,
-        None,
-        true,
-        |q, qs, k, ks, v, vs, tq, tk, h, hd, c, o, os| {
-            cpu::attention_bf16(
-                cpu::bf16::Bf16Path::best(),
-                q,
-                qs,
-                k,
-                ks,
-                v,
-                vs,
-                tq,
-                tk,
-                h,
-                hd,
-                c,
-                o,
-                os,
-            )
-        },
-    );
+    bench_attention("attention bf16", t, t, None, true, cpu::attention_bf16_best);
     let gelu = if !wanted("gelu 1500x2048") {
         0.0
     } else {

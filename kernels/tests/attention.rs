@@ -10,21 +10,7 @@ use crate::common::{assert_within, dense_out, ref_attention, rel_l2, Attn, Rng, 
 use amanuensis_kernels::cpu;
 use proptest::prelude::*;
 
-type AttnFn = fn(
-    &[f32],
-    usize,
-    &[f32],
-    usize,
-    &[f32],
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    Option<usize>,
-    &mut [f32],
-    usize,
-);
+type AttnFn = cpu::AttentionKernel;
 
 const PATHS: [(&str, AttnFn); 3] = [
     ("attention", cpu::attention),

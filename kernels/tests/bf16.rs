@@ -14,7 +14,7 @@
 //! Paths: the portable loop takes the hardware's sums in its order, so on normal values
 //! both give the same bits.
 
-use crate::common::{assert_within, dense_out, gamma, rel_l2, Attn, Rng, U};
+use crate::common::{assert_within, dense_out, gamma, ref_linear, rel_l2, Attn, Rng, U};
 use amanuensis_kernels::cpu;
 use amanuensis_kernels::cpu::bf16::{gemm_bf16, pack_rows, Bf16Path, PackedBf16};
 
@@ -79,24 +79,16 @@ fn check_gemm(m: usize, k: usize, n: usize, accumulate: bool, seed: u64) {
     let a = rng.vec(m * k, -2.0, 2.0);
     let b = rng.vec(n * k, -1.0, 1.0);
     let init = accumulate.then(|| rng.vec(m * n, -4.0, 4.0));
+    // The product of the unrounded operands; the start values enter as a bias would.
+    let (mut want, mut bound) = ref_linear(&a, m, k, &b, n, None);
+    for (i, (w, mag)) in want.iter_mut().zip(&mut bound).enumerate() {
+        let c = init.as_ref().map_or(0.0, |c| c[i] as f64);
+        *w += c;
+        *mag = (PRODUCT + gamma(k + 1)) * (*mag + c.abs()) + 1e-30;
+    }
     let mut results = Vec::new();
     for path in paths() {
         let got = run(path, &a, m, k, &b, n, init.as_deref(), n + 3);
-        let mut want = vec![0.0f64; m * n];
-        let mut bound = vec![0.0f64; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                let (mut s, mut mag) = (0.0f64, 0.0f64);
-                for kk in 0..k {
-                    let p = a[i * k + kk] as f64 * b[j * k + kk] as f64;
-                    s += p;
-                    mag += p.abs();
-                }
-                let c = init.as_ref().map_or(0.0, |c| c[i * n + j] as f64);
-                want[i * n + j] = s + c;
-                bound[i * n + j] = (PRODUCT + gamma(k + 1)) * (mag + c.abs()) + 1e-30;
-            }
-        }
         let what = format!(
             "bf16 gemm {} m={m} k={k} n={n} acc={accumulate}",
             path.name()
@@ -356,24 +348,14 @@ fn linear_matches_reference_and_the_gemm_on_every_path() {
                 assert_eq!(packed.get(j, kk).to_bits(), by_rows.get(j, kk).to_bits());
             }
         }
-        for path in paths() {
-            for b in [None, Some(&bias[..])] {
+        for b in [None, Some(&bias[..])] {
+            let (want, mut bound) = ref_linear(&x, m, k, &w, n, b);
+            bound
+                .iter_mut()
+                .for_each(|mag| *mag = (PRODUCT + gamma(k + 1)) * *mag + 1e-30);
+            for path in paths() {
                 let mut out = vec![f32::NAN; m * n];
                 cpu::bf16::linear_bf16(path, &x, m, &packed, b, &mut out);
-                let (mut want, mut bound) = (vec![0.0f64; m * n], vec![0.0f64; m * n]);
-                for i in 0..m {
-                    for j in 0..n {
-                        let c = b.map_or(0.0, |b| b[j] as f64);
-                        let (mut s, mut mag) = (c, c.abs());
-                        for kk in 0..k {
-                            let p = x[i * k + kk] as f64 * w[j * k + kk] as f64;
-                            s += p;
-                            mag += p.abs();
-                        }
-                        want[i * n + j] = s;
-                        bound[i * n + j] = (PRODUCT + gamma(k + 1)) * mag + 1e-30;
-                    }
-                }
                 let what = format!(
                     "linear_bf16 {} m={m} k={k} n={n} bias={}",
                     path.name(),

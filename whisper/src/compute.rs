@@ -10,8 +10,8 @@
 //!   decoder's steps, up to the GEMV threshold) keep activations in f32 and widen the
 //!   int8 weight in registers: they are bound by reading the weight, and f32 activations
 //!   keep them closer to f32. On a CPU with AVX-512 BF16 the encoder's attention but the
-//!   first block's multiplies in bf16 with f32 sums ([`crate::graph::bf16_encoder`]);
-//!   its softmax stays f32. Layer norms, softmax, the decoder's attention, GELU, the
+//!   first block's, and its last block's linears, multiply in bf16 with f32 sums
+//!   ([`crate::graph::bf16_encoder`]); the softmax stays f32. Layer norms, softmax, the decoder's attention, GELU, the
 //!   convolutions, the embedding lookups and the residual stream stay f32.
 //!
 //! - `bf16`: every product of many rows (the encoder's linears, attention and the cross

@@ -462,6 +462,59 @@ pub fn attention_blocked(
     }
 }
 
+/// The signature shared by the attention kernels ([`attention`], [`attention_direct`],
+/// [`attention_blocked`], [`attention_bf16_best`]), for callers that choose one at run time.
+pub type AttentionKernel = fn(
+    &[f32],
+    usize,
+    &[f32],
+    usize,
+    &[f32],
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    Option<usize>,
+    &mut [f32],
+    usize,
+);
+
+/// [`attention_bf16`] on the fastest path this CPU has ([`Bf16Path::best`]).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bf16_best(
+    q: &[f32],
+    q_row_stride: usize,
+    k: &[f32],
+    k_row_stride: usize,
+    v: &[f32],
+    v_row_stride: usize,
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    head_dim: usize,
+    causal_offset: Option<usize>,
+    out: &mut [f32],
+    out_row_stride: usize,
+) {
+    attention_bf16(
+        Bf16Path::best(),
+        q,
+        q_row_stride,
+        k,
+        k_row_stride,
+        v,
+        v_row_stride,
+        tq,
+        tk,
+        heads,
+        head_dim,
+        causal_offset,
+        out,
+        out_row_stride,
+    )
+}
+
 /// [`attention`] with bf16 products ([`super::bf16`]): q (times 1/√hd), k, the
 /// unnormalised probabilities and v are rounded to bf16; scores, the softmax and the sums
 /// stay f32. Each head's K and V are packed once for all its query blocks. `path` chooses

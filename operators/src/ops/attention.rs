@@ -3,7 +3,6 @@
 use super::{f32_input, scalar_index};
 use crate::npu;
 use amanuensis_kernels::cpu;
-use amanuensis_kernels::cpu::bf16::Bf16Path;
 use amanuensis_kernels::cpu::tuning::ATTENTION_GEMM_MIN_TQ;
 use amanuensis_runtime::format::Dim;
 use amanuensis_runtime::npu::NpuBinding;
@@ -11,23 +10,6 @@ use amanuensis_runtime::op::{
     expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType,
 };
 use amanuensis_runtime::{DType, OpError, Tensor};
-
-/// The signature shared by the CPU attention kernels.
-type AttentionKernel = fn(
-    &[f32],
-    usize,
-    &[f32],
-    usize,
-    &[f32],
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    Option<usize>,
-    &mut [f32],
-    usize,
-);
 
 fn heads_attr(attrs: &Attrs) -> Result<usize, OpError> {
     let heads = attrs.usize("heads")?;
@@ -222,27 +204,10 @@ impl Operator for Attention {
         // consecutive tasks. Each row is computed exactly as alone, so a row's result does
         // not depend on how many rows share its keys (lockstep decoding relies on it).
         let per_call = if tq == 1 && !self.causal { group } else { 1 };
-        let path: AttentionKernel = if per_call > 1 {
+        let path: cpu::AttentionKernel = if per_call > 1 {
             cpu::attention_direct
         } else if self.bf16_products && tq >= ATTENTION_GEMM_MIN_TQ {
-            |q, qs, k, ks, v, vs, tq, tk, h, hd, c, o, os| {
-                cpu::attention_bf16(
-                    Bf16Path::best(),
-                    q,
-                    qs,
-                    k,
-                    ks,
-                    v,
-                    vs,
-                    tq,
-                    tk,
-                    h,
-                    hd,
-                    c,
-                    o,
-                    os,
-                )
-            }
+            cpu::attention_bf16_best
         } else {
             cpu::attention
         };
