@@ -262,6 +262,72 @@ fn bf16_transform_spares_the_first_block_whatever_the_node_order() {
 }
 
 #[test]
+fn the_f16_cross_kv_transform_narrows_the_cross_keys_and_values_end_to_end() {
+    use amanuensis::whisper::graph::{f16_cross_kv, windows_decoder_graph, CROSS_KV};
+    use amanuensis_runtime::DType;
+    let mut file = base();
+    // 6 decoder layers × keys and values.
+    assert_eq!(f16_cross_kv(&mut file), Ok(12));
+    let is_cross = |n: &str| n.starts_with("cross_k.") || n.starts_with("cross_v.");
+    for g in &file.graphs {
+        for n in &g.nodes {
+            let marked = n.attrs.get("f16_output") == Some(&serde_json::json!(true));
+            let produces = n.outputs.iter().any(|o| is_cross(o));
+            assert_eq!(
+                marked,
+                g.name == CROSS_KV && produces,
+                "{} {}",
+                g.name,
+                n.name
+            );
+        }
+        for d in g.inputs.iter().chain(&g.outputs) {
+            let want = if is_cross(&d.name) {
+                DType::F16
+            } else {
+                d.dtype
+            };
+            assert_eq!(d.dtype, want, "{} {}", g.name, d.name);
+        }
+    }
+    // Every graph reading them (decoder_step, decoder_align) declares them f16.
+    let readers = file
+        .graphs
+        .iter()
+        .filter(|g| {
+            g.inputs
+                .iter()
+                .any(|i| is_cross(&i.name) && i.dtype == DType::F16)
+        })
+        .count();
+    assert_eq!(readers, 2);
+    // The edited file validates: the linear infers f16, the attention takes it.
+    validate(&file).unwrap();
+    // The derived lockstep graph inherits the f16 inputs.
+    let windows = windows_decoder_graph(&file, false).unwrap();
+    assert!(windows
+        .inputs
+        .iter()
+        .filter(|i| is_cross(&i.name))
+        .all(|i| i.dtype == DType::F16 && i.shape.len() == 3));
+    // A file whose cross K/V graph produces nothing of that name is refused, as is one
+    // whose cross K/V values do not come from a linear.
+    let mut none = base();
+    none.graphs
+        .iter_mut()
+        .find(|g| g.name == CROSS_KV)
+        .unwrap()
+        .outputs
+        .clear();
+    assert!(f16_cross_kv(&mut none)
+        .unwrap_err()
+        .contains("no cross K/V outputs"));
+    let mut odd = base();
+    node_mut(&mut odd, CROSS_KV, "cross_k.0").op = "gelu".into();
+    assert!(f16_cross_kv(&mut odd).unwrap_err().contains("not a linear"));
+}
+
+#[test]
 fn the_bf16_compute_type_marks_every_linear_the_encoder_attention_and_gelu() {
     use amanuensis::whisper::graph::{bf16_products, f32_encoder_gelu, ENCODER};
     let mut file = base();

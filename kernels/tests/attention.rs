@@ -252,3 +252,71 @@ fn attention_direct_rows_sharing_keys_equal_each_row_alone_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn attention_with_f16_keys_and_values_is_the_f32_kernel_on_the_widened_values_bit_for_bit() {
+    // The decoder's cross-attention at the int8 compute type keeps K and V in f16. Its
+    // kernel widens each value as it loads it, so it must give `attention_direct`'s bits
+    // on the widened K and V: for one query row (a greedy step), a step's beams, more rows
+    // than one task takes, strided K and V (column slices of a wider buffer), head sizes
+    // that do and do not take the key-blocked weighted sum, and a key count that is not a
+    // multiple of the blocks. Each row's bits must also equal the row computed alone.
+    for (tq, tk, heads, hd, pad) in [
+        (1, 1500, 8, 64, 0),
+        (5, 1500, 8, 64, 0),
+        (9, 37, 2, 64, 3),
+        (13, 70, 3, 20, 5),
+        (2, 5, 1, 8, 1),
+        (1, 1, 2, 16, 0),
+    ] {
+        let d = heads * hd;
+        let stride = d + pad;
+        let mut rng = Rng::new(7 * tq as u64 + tk as u64);
+        let q = rng.vec(tq * d, -1.5, 1.5);
+        let to_f16 =
+            |v: Vec<f32>| -> Vec<half::f16> { v.into_iter().map(half::f16::from_f32).collect() };
+        let k16 = to_f16(rng.vec(tk * stride, -1.5, 1.5));
+        let v16 = to_f16(rng.vec(tk * stride, -1.0, 1.0));
+        let widen = |v: &[half::f16]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
+        let (k32, v32) = (widen(&k16), widen(&v16));
+        let mut want = vec![f32::NAN; tq * d];
+        cpu::attention_direct(
+            &q, d, &k32, stride, &v32, stride, tq, tk, heads, hd, None, &mut want, d,
+        );
+        let mut got = vec![f32::NAN; tq * d];
+        cpu::attention_direct_f16kv(
+            &q, d, &k16, stride, &v16, stride, tq, tk, heads, hd, &mut got, d,
+        );
+        let what = format!("tq={tq} tk={tk} heads={heads} hd={hd} pad={pad}");
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{what}: differs from attention_direct on the widened values"
+        );
+        for i in 0..tq {
+            let mut alone = vec![f32::NAN; d];
+            cpu::attention_direct_f16kv(
+                &q[i * d..(i + 1) * d],
+                d,
+                &k16,
+                stride,
+                &v16,
+                stride,
+                1,
+                tk,
+                heads,
+                hd,
+                &mut alone,
+                d,
+            );
+            assert!(
+                got[i * d..(i + 1) * d]
+                    .iter()
+                    .zip(&alone)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{what}: row {i} differs from the row alone"
+            );
+        }
+    }
+}

@@ -1376,3 +1376,91 @@ fn gelu_with_f32_math_runs_the_f32_kernel() {
     let slow_bits: Vec<u32> = slow.iter().map(|v| v.to_bits()).collect();
     assert_eq!(bits(&cpu(exact.as_ref(), &[&x])[0]), slow_bits);
 }
+
+fn to_f16(t: &Tensor) -> Tensor {
+    let v: Vec<half::f16> = t
+        .f32s()
+        .unwrap()
+        .iter()
+        .map(|&x| half::f16::from_f32(x))
+        .collect();
+    Tensor::new(t.shape(), amanuensis_runtime::tensor::Data::F16(v.into())).unwrap()
+}
+
+#[test]
+fn linear_with_f16_output_rounds_the_f32_result_to_f16() {
+    let reg = standard_registry();
+    let f32_op = build(&reg, "linear", json!({}));
+    let f16_op = build(&reg, "linear", json!({ "f16_output": true }));
+    let mut rng = Rng::new(34);
+    let (w, b) = (rng.tensor(&[40, 48], 1.0), rng.tensor(&[40], 1.0));
+    // A window's 1500 rows (cross K/V) and a few rows: each value is the f32 result
+    // rounded to nearest.
+    for rows in [1500, 3] {
+        let x = rng.tensor(&[rows, 48], 1.0);
+        let want = cpu(f32_op.as_ref(), &[&x, &w, &b]);
+        let got = cpu(f16_op.as_ref(), &[&x, &w, &b]);
+        assert_eq!(got[0].dtype(), DType::F16);
+        assert_eq!(got[0].shape(), want[0].shape());
+        let rounded: Vec<u16> = want[0]
+            .f32s()
+            .unwrap()
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect();
+        let got_bits: Vec<u16> = got[0].f16s().unwrap().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got_bits, rounded, "{rows} rows");
+    }
+    let ty = f16_op
+        .infer(&[ValueType::f32(&[7, 48]), ValueType::f32(&[40, 48])], &[])
+        .unwrap();
+    assert_eq!(
+        ty[0],
+        ValueType::new(DType::F16, vec![Dim::Known(7), Dim::Known(40)])
+    );
+}
+
+#[test]
+fn attention_reads_f16_keys_and_values_as_their_widened_values() {
+    let reg = standard_registry();
+    let plain = build(&reg, "attention", json!({ "heads": 2 }));
+    let causal = build(&reg, "attention", json!({ "heads": 2, "causal": true }));
+    let mut rng = Rng::new(35);
+    // A step's 5 beams over one window's keys (k shared, rank 2); 4 rows in 2 windows of
+    // 2 beams (grouped); a few rows of one sequence (a prompt); and a causal call, which
+    // widens K and V rather than reading them in place.
+    let cases: [(&dyn Operator, Vec<usize>, Vec<usize>); 4] = [
+        (plain.as_ref(), vec![5, 1, 64], vec![30, 64]),
+        (plain.as_ref(), vec![4, 1, 64], vec![2, 30, 64]),
+        (plain.as_ref(), vec![1, 3, 64], vec![1, 30, 64]),
+        (causal.as_ref(), vec![1, 3, 64], vec![1, 30, 64]),
+    ];
+    for (op, qs, ks) in cases {
+        let q = rng.tensor(&qs, 1.5);
+        let (k16, v16) = (to_f16(&rng.tensor(&ks, 1.5)), to_f16(&rng.tensor(&ks, 1.0)));
+        let (k32, v32) = (k16.clone().widen_f16(), v16.clone().widen_f16());
+        let got = cpu(op, &[&q, &k16, &v16]);
+        let want = cpu(op, &[&q, &k32, &v32]);
+        assert_eq!(bits(&got[0]), bits(&want[0]), "q {qs:?}, k {ks:?}");
+    }
+    // K and V in different types are refused, by shape inference and at run time.
+    let (q, k) = (rng.tensor(&[1, 1, 64], 1.0), rng.tensor(&[30, 64], 1.0));
+    let k16 = to_f16(&k);
+    let f16_ty = ValueType::new(DType::F16, vec![Dim::Known(30), Dim::Known(64)]);
+    let err = plain
+        .infer(
+            &[
+                ValueType::f32(&[1, 1, 64]),
+                f16_ty,
+                ValueType::f32(&[30, 64]),
+            ],
+            &[],
+        )
+        .unwrap_err();
+    assert!(err.0.contains("v: expected f16"), "{err:?}");
+    let mut states: [Tensor; 0] = [];
+    let err = plain
+        .eval(&mut EvalContext::new(&mut states), &[&q, &k16, &k])
+        .unwrap_err();
+    assert!(err.0.contains("one type"), "{err:?}");
+}

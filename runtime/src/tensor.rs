@@ -319,6 +319,77 @@ impl Tensor {
         }
     }
 
+    /// `parts` stacked along a new leading dim, `[parts.len(), ..shape]`, in their common
+    /// element type; fails when they differ in shape or type, or there are none.
+    pub fn stack(parts: &[&Tensor]) -> Result<Tensor, OpError> {
+        let first = parts
+            .first()
+            .ok_or_else(|| OpError("no tensors to stack".into()))?;
+        if let Some((i, t)) = parts
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.shape != first.shape || t.dtype() != first.dtype())
+        {
+            return Err(OpError(format!(
+                "tensor {i} is {}{:?}, tensor 0 {}{:?}",
+                t.dtype(),
+                t.shape,
+                first.dtype(),
+                first.shape
+            )));
+        }
+        let mut shape = vec![parts.len()];
+        shape.extend_from_slice(&first.shape);
+        fn concat<T: Clone>(parts: &[&Tensor], get: impl Fn(&Tensor) -> &[T]) -> Vec<T> {
+            let mut all = Vec::with_capacity(parts.iter().map(|t| get(t).len()).sum());
+            for t in parts {
+                all.extend_from_slice(get(t));
+            }
+            all
+        }
+        let data = match &first.data {
+            Data::F32(_) => Data::F32(concat(parts, |t| match &t.data {
+                Data::F32(v) => v,
+                _ => unreachable!("types checked above"),
+            })),
+            Data::F16(_) => Data::F16(
+                concat(parts, |t| match &t.data {
+                    Data::F16(v) => v,
+                    _ => unreachable!("types checked above"),
+                })
+                .into(),
+            ),
+            Data::I32(_) => Data::I32(concat(parts, |t| match &t.data {
+                Data::I32(v) => v,
+                _ => unreachable!("types checked above"),
+            })),
+        };
+        Tensor::new(&shape, data)
+    }
+
+    /// Index `i` of the leading dim, as a tensor of the remaining dims (a copy); fails on a
+    /// scalar or when `i` is out of range.
+    pub fn index_outer(&self, i: usize) -> Result<Tensor, OpError> {
+        let (&count, rest) = self
+            .shape
+            .split_first()
+            .filter(|(&n, _)| i < n)
+            .ok_or_else(|| {
+                OpError(format!(
+                    "{:?} has no index {i} in its first dim",
+                    self.shape
+                ))
+            })?;
+        let each = self.numel() / count;
+        let range = i * each..(i + 1) * each;
+        let data = match &self.data {
+            Data::F32(v) => Data::F32(v[range].to_vec()),
+            Data::F16(v) => Data::F16(v[range].to_vec().into()),
+            Data::I32(v) => Data::I32(v[range].to_vec()),
+        };
+        Tensor::new(rest, data)
+    }
+
     /// The same data under another shape with the same element count.
     pub fn reshape(mut self, shape: &[usize]) -> Result<Tensor, OpError> {
         if numel(shape) != self.numel() {

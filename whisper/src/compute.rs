@@ -13,6 +13,10 @@
 //!   first block's, and its last block's linears, multiply in bf16 with f32 sums
 //!   ([`crate::graph::bf16_encoder`]); the softmax stays f32. Layer norms, softmax, the decoder's attention, GELU, the
 //!   convolutions, the embedding lookups and the residual stream stay f32.
+//! - Both `int8` and `bf16` keep the decoder's cross-attention keys and values in f16
+//!   ([`crate::graph::f16_cross_kv`]): every step reads all of them, and f16 halves those
+//!   bytes; the attention reads them in place, widening each value exactly, with f32
+//!   scores, softmax and sums.
 //!
 //! - `bf16`: every product of many rows (the encoder's linears, attention and the cross
 //!   K/V projections) rounds both operands to bf16 and sums in f32

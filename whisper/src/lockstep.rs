@@ -298,24 +298,23 @@ fn stack_cross(windows: &[LockstepWindow]) -> Result<Vec<Tensor>> {
                 format!("cross K/V {layer} has shape {shape:?}, expected [n_audio_ctx, s]"),
             ));
         }
-        let mut data = Vec::with_capacity(windows.len() * t.numel());
+        let mut parts = Vec::with_capacity(windows.len());
         for (w, win) in windows.iter().enumerate() {
             let part = win
                 .cross
                 .get(layer)
-                .filter(|p| p.shape() == shape && win.cross.len() == first.len())
+                .filter(|p| {
+                    p.shape() == shape && p.dtype() == t.dtype() && win.cross.len() == first.len()
+                })
                 .ok_or_else(|| {
                     Error::graph(
                         DECODER_WINDOWS,
                         format!("window {w}'s cross K/V {layer} differs from window 0's"),
                     )
                 })?;
-            data.extend_from_slice(part.f32s()?);
+            parts.push(part);
         }
-        stacked.push(Tensor::from_f32(
-            &[windows.len(), shape[0], shape[1]],
-            data,
-        )?);
+        stacked.push(Tensor::stack(&parts)?);
     }
     Ok(stacked)
 }

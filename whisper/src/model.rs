@@ -254,6 +254,11 @@ impl WhisperModel {
             let marked = crate::graph::f32_encoder_gelu(&mut file);
             tracing::debug!(marked, "GELU nodes evaluated in f32");
         }
+        if compute != crate::compute::ComputeType::F32 && !spec.planned() {
+            let changed = crate::graph::f16_cross_kv(&mut file)
+                .map_err(|e| Error::graph(&graph_origin, e))?;
+            tracing::debug!(changed, "cross K/V values kept in f16");
+        }
         if compute != crate::compute::ComputeType::F32 && spec.planned() {
             return Err(Error::Device {
                 device: spec.device.clone(),

@@ -1347,21 +1347,8 @@ fn unstack(stacked: &[Tensor], w: usize) -> Result<Vec<Tensor>> {
     stacked
         .iter()
         .map(|t| {
-            let (&count, shape) =
-                t.shape()
-                    .split_first()
-                    .filter(|(&n, _)| w < n)
-                    .ok_or_else(|| {
-                        Error::graph(
-                            ENCODER_WINDOWS,
-                            format!("output {:?} has no window {w}", t.shape()),
-                        )
-                    })?;
-            let each = t.numel() / count;
-            Ok(Tensor::from_f32(
-                shape,
-                t.f32s()?[w * each..(w + 1) * each].to_vec(),
-            )?)
+            t.index_outer(w)
+                .map_err(|e| Error::graph(ENCODER_WINDOWS, format!("output {:?}: {e}", t.shape())))
         })
         .collect()
 }

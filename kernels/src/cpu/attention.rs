@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::bf16::{self, pack_rows, Bf16Path, PackedBf16};
 use super::checks::require_strided;
 use super::parallel::SendPtr;
-use super::simd::{dot, dot4, multiversion, weighted_rows};
+use super::simd::{dot, dot4, multiversion, weighted_rows, KvElem};
 use super::softmax::{exp_shifted, exp_shifted_inplace};
 use super::tuning::{ATTENTION_GEMM_MIN_TQ, ATTENTION_Q_BLOCK, MIN_PARALLEL_FMAS};
 
@@ -38,7 +38,7 @@ impl Layout {
     }
 
     #[track_caller]
-    fn check(&self, q: &[f32], k: &[f32], v: &[f32], out: &[f32]) {
+    fn check<T>(&self, q: &[f32], k: &[T], v: &[T], out: &[f32]) {
         let width = self
             .heads
             .checked_mul(self.head_dim)
@@ -112,9 +112,9 @@ const PREFETCH_AHEAD: usize = 16;
 
 /// Asks for the cache lines of `row` to be brought into L1 (a hint: no effect on results).
 #[inline(always)]
-fn prefetch(row: &[f32]) {
+fn prefetch<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    for line in row.chunks(16) {
+    for line in row.chunks((64 / std::mem::size_of::<T>().max(1)).max(1)) {
         // SAFETY: prefetching is a hint that never faults; the address is inside `row`.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
@@ -146,6 +146,22 @@ pub(super) fn attend_rows<const FMA: bool>(
     scores: &mut Vec<f32>,
     out: &mut [&mut [f32]],
 ) {
+    attend_rows_kv::<FMA, f32>(q, k, v, lay, h, rows, scores, out)
+}
+
+/// [`attend_rows`] on K and V of either element type ([`KvElem`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attend_rows_kv<const FMA: bool, T: KvElem>(
+    q: &[f32],
+    k: &[T],
+    v: &[T],
+    lay: Layout,
+    h: usize,
+    rows: std::ops::Range<usize>,
+    scores: &mut Vec<f32>,
+    out: &mut [&mut [f32]],
+) {
     debug_assert!(lay.causal_offset.is_none() && out.len() == rows.len());
     let (hd, n, r) = (lay.head_dim, lay.tk, rows.len());
     let col = h * hd;
@@ -168,7 +184,7 @@ pub(super) fn attend_rows<const FMA: bool>(
         }
         let keys = [krow(j), krow(j + 1), krow(j + 2), krow(j + 3)];
         for (ri, i) in rows.clone().enumerate() {
-            let d = dot4::<FMA>(qrow(i), keys);
+            let d = T::dot4::<FMA>(qrow(i), keys);
             for t in 0..4 {
                 scores[ri * n + j + t] = d[t] * scale;
             }
@@ -176,7 +192,7 @@ pub(super) fn attend_rows<const FMA: bool>(
     }
     for j in 4 * groups..n {
         for (ri, i) in rows.clone().enumerate() {
-            scores[ri * n + j] = dot::<FMA>(qrow(i), krow(j)) * scale;
+            scores[ri * n + j] = T::dot::<FMA>(qrow(i), krow(j)) * scale;
         }
     }
     let mut inv = [0.0f32; SHARED_ROWS];
@@ -196,7 +212,7 @@ pub(super) fn attend_rows<const FMA: bool>(
         }
         for (ri, o) in out.iter_mut().enumerate() {
             let p = &scores[ri * n + j0..ri * n + j1];
-            weighted_rows::<FMA>(p, vb, lay.v_row_stride, o, j0 > 0);
+            T::weighted_rows::<FMA>(p, vb, lay.v_row_stride, o, j0 > 0);
         }
         j0 = j1;
     }
@@ -323,6 +339,113 @@ pub fn attention_direct(
             .for_each_init(Vec::new, task);
     }
 }
+
+/// [`attention_direct`] without a causal mask on K and V stored as f16: the decoder's
+/// cross-attention at the int8 compute type, whose keys and values are read whole at
+/// every step (half the bytes of f32). Each value is widened exactly as it is loaded, so
+/// the result is `attention_direct`'s on the widened K and V, bit for bit, and a row's
+/// result does not depend on `tq` or on the other rows. Parallel over (head, block of up
+/// to 8 query rows); each block reads its head's K and V once for all of its rows.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_direct_f16kv(
+    q: &[f32],
+    q_row_stride: usize,
+    k: &[half::f16],
+    k_row_stride: usize,
+    v: &[half::f16],
+    v_row_stride: usize,
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+    out_row_stride: usize,
+) {
+    let lay = Layout {
+        q_row_stride,
+        k_row_stride,
+        v_row_stride,
+        out_row_stride,
+        tq,
+        tk,
+        heads,
+        head_dim,
+        causal_offset: None,
+    };
+    lay.check(q, k, v, out);
+    if tq == 0 || heads == 0 || head_dim == 0 {
+        return;
+    }
+    let fmas = 2 * tq * tk * heads * head_dim;
+    let serial = fmas < MIN_PARALLEL_FMAS || rayon::current_num_threads() <= 1;
+    let out_ptr = SendPtr::new(out.as_mut_ptr());
+    let blocks = tq.div_ceil(SHARED_ROWS);
+    let task = |scores: &mut Vec<f32>, t: usize| {
+        let (h, b) = (t / blocks, t % blocks);
+        let rows = b * SHARED_ROWS..((b + 1) * SHARED_ROWS).min(tq);
+        // SAFETY: as in `attention_direct`: task (h, b) alone touches its rows' head-h
+        // segments of `out`, which `check` proved in bounds and disjoint.
+        let mut outs: Vec<&mut [f32]> = rows
+            .clone()
+            .map(|i| unsafe {
+                std::slice::from_raw_parts_mut(
+                    out_ptr.get().add(i * out_row_stride + h * head_dim),
+                    head_dim,
+                )
+            })
+            .collect();
+        attend_rows_f16_dispatch(q, k, v, lay, h, rows, scores, &mut outs);
+    };
+    if serial {
+        let mut scores = Vec::new();
+        (0..heads * blocks).for_each(|t| task(&mut scores, t));
+    } else {
+        (0..heads * blocks)
+            .into_par_iter()
+            .for_each_init(Vec::new, task);
+    }
+}
+
+/// [`attend_rows_kv`] on f16 K and V: compiled for AVX2, FMA and F16C when the CPU has
+/// them (the f16 loads need F16C), else the portable loops without fused multiply-adds.
+#[allow(clippy::too_many_arguments)]
+fn attend_rows_f16_dispatch(
+    q: &[f32],
+    k: &[half::f16],
+    v: &[half::f16],
+    lay: Layout,
+    h: usize,
+    rows: std::ops::Range<usize>,
+    scores: &mut Vec<f32>,
+    out: &mut [&mut [f32]],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn wide(
+            q: &[f32],
+            k: &[half::f16],
+            v: &[half::f16],
+            lay: Layout,
+            h: usize,
+            rows: std::ops::Range<usize>,
+            scores: &mut Vec<f32>,
+            out: &mut [&mut [f32]],
+        ) {
+            attend_rows_kv::<true, half::f16>(q, k, v, lay, h, rows, scores, out)
+        }
+        if super::simd::has_avx2_fma() && std::is_x86_feature_detected!("f16c") {
+            // SAFETY: AVX2, FMA and F16C were just detected.
+            return unsafe { wide(q, k, v, lay, h, rows, scores, out) };
+        }
+    }
+    attend_rows_kv::<{ F16_BASELINE_FMA }, half::f16>(q, k, v, lay, h, rows, scores, out)
+}
+
+/// Fused multiply-adds in the f16 bodies' baseline compilation: on aarch64 (as
+/// `BASELINE_FMA`), never on x86_64, where `FMA = true` would also assume F16C.
+const F16_BASELINE_FMA: bool = cfg!(target_arch = "aarch64");
 
 /// Attention in blocks of query rows with gemm for q·kᵀ and p·v, parallel over
 /// (head, block) pairs; each task's scratch is at most `ATTENTION_Q_BLOCK × tk` scores.

@@ -5,7 +5,7 @@
 //! bodies with `FMA = false` directly and compare them with f64 references, using the
 //! same bounds as the integration tests in `tests/`.
 
-use super::attention::{attend_row, attend_rows, Layout};
+use super::attention::{attend_row, attend_rows, attend_rows_kv, Layout};
 use super::linear::gemv_block;
 use super::math::{exp_f32, gelu_one};
 use super::norm::layer_norm_rows;
@@ -245,6 +245,61 @@ fn attend_rows_equal_attend_row_bit_for_bit_on_both_paths() {
                 // SAFETY: AVX2 and FMA were just detected.
                 unsafe { wide_rows(&q, &k, &v, lay, h, 0..tq, &mut Vec::new(), &mut outs) };
                 check(&blocks, true);
+            }
+        }
+    }
+}
+
+#[test]
+fn attend_rows_on_f16_keys_and_values_equal_the_f32_body_on_their_widened_values() {
+    // The portable f16 body (used where F16C is missing) against the portable f32 body:
+    // the same loops with each value widened as it is read, so the same bits.
+    for (tk, hd) in [(70, 64), (75, 20), (3, 8)] {
+        let (tq, heads) = (5, 2);
+        let d = heads * hd;
+        let q = values(tq * d, 31);
+        let k16: Vec<half::f16> = values(tk * d, 32)
+            .into_iter()
+            .map(half::f16::from_f32)
+            .collect();
+        let v16: Vec<half::f16> = values(tk * d, 33)
+            .into_iter()
+            .map(half::f16::from_f32)
+            .collect();
+        let k32: Vec<f32> = k16.iter().map(|x| x.to_f32()).collect();
+        let v32: Vec<f32> = v16.iter().map(|x| x.to_f32()).collect();
+        let lay = Layout {
+            q_row_stride: d,
+            k_row_stride: d,
+            v_row_stride: d,
+            out_row_stride: d,
+            tq,
+            tk,
+            heads,
+            head_dim: hd,
+            causal_offset: None,
+        };
+        for h in 0..heads {
+            let mut want = vec![vec![f32::NAN; hd]; tq];
+            let mut got = vec![vec![f32::NAN; hd]; tq];
+            let mut outs: Vec<&mut [f32]> = want.iter_mut().map(|b| &mut b[..]).collect();
+            attend_rows::<false>(&q, &k32, &v32, lay, h, 0..tq, &mut Vec::new(), &mut outs);
+            let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|b| &mut b[..]).collect();
+            attend_rows_kv::<false, half::f16>(
+                &q,
+                &k16,
+                &v16,
+                lay,
+                h,
+                0..tq,
+                &mut Vec::new(),
+                &mut outs,
+            );
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "tk={tk} hd={hd} h={h} row {i}"
+                );
             }
         }
     }

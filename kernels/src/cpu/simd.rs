@@ -111,18 +111,27 @@ pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: FMA = true on x86_64 means AVX2+FMA are available (module invariant).
         return unsafe { super::x86::dot(a, b) };
     }
+    dot_portable::<FMA, f32>(a, b)
+}
+
+/// The portable loop of [`dot`], for a second operand of any element type widened to f32.
+#[inline(always)]
+fn dot_portable<const FMA: bool, T: Copy>(a: &[f32], b: &[T]) -> f32
+where
+    f32: From<T>,
+{
     let mut acc = [0.0f32; LANES];
     let ac = a.chunks_exact(LANES);
     let bc = b.chunks_exact(LANES);
     let (ar, br) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
         for l in 0..LANES {
-            acc[l] = fmadd::<FMA>(x[l], y[l], acc[l]);
+            acc[l] = fmadd::<FMA>(x[l], f32::from(y[l]), acc[l]);
         }
     }
     let mut tail = 0.0f32;
     for (x, y) in ar.iter().zip(br) {
-        tail = fmadd::<FMA>(*x, *y, tail);
+        tail = fmadd::<FMA>(*x, f32::from(*y), tail);
     }
     hsum(acc) + tail
 }
@@ -135,6 +144,15 @@ pub(crate) fn dot4<const FMA: bool>(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
         // SAFETY: FMA = true on x86_64 means AVX2+FMA are available (module invariant).
         return unsafe { super::x86::dot4(x, w) };
     }
+    dot4_portable::<FMA, f32>(x, w)
+}
+
+/// The portable loop of [`dot4`], for rows of any element type widened to f32.
+#[inline(always)]
+fn dot4_portable<const FMA: bool, T: Copy>(x: &[f32], w: [&[T]; 4]) -> [f32; 4]
+where
+    f32: From<T>,
+{
     let n = x.len();
     let w = w.map(|r| &r[..n]);
     let mut acc = [[0.0f32; LANES]; 4];
@@ -144,7 +162,7 @@ pub(crate) fn dot4<const FMA: bool>(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
         for (a, r) in acc.iter_mut().zip(&w) {
             let wv = &r[c..c + LANES];
             for l in 0..LANES {
-                a[l] = fmadd::<FMA>(xv[l], wv[l], a[l]);
+                a[l] = fmadd::<FMA>(xv[l], f32::from(wv[l]), a[l]);
             }
         }
     }
@@ -152,7 +170,7 @@ pub(crate) fn dot4<const FMA: bool>(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
     for (g, r) in w.iter().enumerate() {
         let mut tail = 0.0f32;
         for j in full..n {
-            tail = fmadd::<FMA>(x[j], r[j], tail);
+            tail = fmadd::<FMA>(x[j], f32::from(r[j]), tail);
         }
         res[g] = hsum(acc[g]) + tail;
     }
@@ -225,6 +243,124 @@ pub(crate) fn weighted_rows<const FMA: bool>(
     }
     for (j, &pj) in p.iter().enumerate().skip(4 * groups) {
         axpy::<FMA>(pj, row(j), out);
+    }
+}
+
+/// The portable loop of [`weighted_rows`] (with [`axpy4`]'s and [`axpy`]'s portable
+/// loops), for rows of any element type widened to f32.
+#[inline(always)]
+fn weighted_rows_portable<const FMA: bool, T: Copy>(
+    p: &[f32],
+    v: &[T],
+    stride: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) where
+    f32: From<T>,
+{
+    let width = out.len();
+    if !accumulate {
+        out.fill(0.0);
+    }
+    let groups = p.len() / 4;
+    let row = |j: usize| &v[j * stride..j * stride + width];
+    for g in 0..groups {
+        let j = 4 * g;
+        let a = [p[j], p[j + 1], p[j + 2], p[j + 3]];
+        let [x0, x1, x2, x3] = [row(j), row(j + 1), row(j + 2), row(j + 3)];
+        // `axpy4`'s portable loop.
+        for (c, y) in out.iter_mut().enumerate() {
+            let mut t = fmadd::<FMA>(a[0], f32::from(x0[c]), *y);
+            t = fmadd::<FMA>(a[1], f32::from(x1[c]), t);
+            t = fmadd::<FMA>(a[2], f32::from(x2[c]), t);
+            *y = fmadd::<FMA>(a[3], f32::from(x3[c]), t);
+        }
+    }
+    for (j, &pj) in p.iter().enumerate().skip(4 * groups) {
+        for (y, x) in out.iter_mut().zip(row(j)) {
+            *y = fmadd::<FMA>(pj, f32::from(*x), *y);
+        }
+    }
+}
+
+/// Key and value element types the attention kernels read: f32, or f16 widened exactly as
+/// it is loaded (the decoder's cross-attention keys and values at the int8 compute type).
+/// With f16, `FMA = true` on x86_64 also needs F16C: the f16 bodies are instantiated so
+/// only behind a dispatcher that detected it (`attention_direct_f16kv`).
+pub(crate) trait KvElem: Copy + Send + Sync {
+    /// [`dot`] of f32 `q` with `k`.
+    fn dot<const FMA: bool>(q: &[f32], k: &[Self]) -> f32;
+    /// [`dot4`] of f32 `q` with four rows.
+    fn dot4<const FMA: bool>(q: &[f32], k: [&[Self]; 4]) -> [f32; 4];
+    /// [`weighted_rows`] over rows of `v`.
+    fn weighted_rows<const FMA: bool>(
+        p: &[f32],
+        v: &[Self],
+        stride: usize,
+        out: &mut [f32],
+        accumulate: bool,
+    );
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn dot<const FMA: bool>(q: &[f32], k: &[f32]) -> f32 {
+        dot::<FMA>(q, k)
+    }
+    #[inline(always)]
+    fn dot4<const FMA: bool>(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
+        dot4::<FMA>(q, k)
+    }
+    #[inline(always)]
+    fn weighted_rows<const FMA: bool>(
+        p: &[f32],
+        v: &[f32],
+        stride: usize,
+        out: &mut [f32],
+        accumulate: bool,
+    ) {
+        weighted_rows::<FMA>(p, v, stride, out, accumulate)
+    }
+}
+
+// Each method computes what the f32 method computes on the widened values, bit for bit:
+// the x86 kernels are the f32 ones with converting loads, the portable loops the same
+// loops with `f32::from`.
+impl KvElem for half::f16 {
+    #[inline(always)]
+    fn dot<const FMA: bool>(q: &[f32], k: &[half::f16]) -> f32 {
+        debug_assert_eq!(q.len(), k.len());
+        #[cfg(target_arch = "x86_64")]
+        if FMA {
+            // SAFETY: f16 bodies get FMA = true on x86_64 only where AVX2, FMA and F16C
+            // were detected (trait invariant).
+            return unsafe { super::x86::dot_f16(q, k) };
+        }
+        dot_portable::<FMA, half::f16>(q, k)
+    }
+    #[inline(always)]
+    fn dot4<const FMA: bool>(q: &[f32], k: [&[half::f16]; 4]) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if FMA {
+            // SAFETY: as in `dot`.
+            return unsafe { super::x86::dot4_f16(q, k) };
+        }
+        dot4_portable::<FMA, half::f16>(q, k)
+    }
+    #[inline(always)]
+    fn weighted_rows<const FMA: bool>(
+        p: &[f32],
+        v: &[half::f16],
+        stride: usize,
+        out: &mut [f32],
+        accumulate: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if FMA {
+            // SAFETY: as in `dot`.
+            return unsafe { super::x86::weighted_rows_f16(p, v, stride, out, accumulate) };
+        }
+        weighted_rows_portable::<FMA, half::f16>(p, v, stride, out, accumulate)
     }
 }
 

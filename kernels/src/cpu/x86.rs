@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 /// the raw loads of the kernels below in bounds. (A plain loop: closures such as those of
 /// `array::map` are not always inlined into `target_feature` functions.)
 #[inline(always)]
-fn row_ptrs<const N: usize>(rows: [&[f32]; N], n: usize) -> [*const f32; N] {
+fn row_ptrs<T, const N: usize>(rows: [&[T]; N], n: usize) -> [*const T; N] {
     let mut p = [std::ptr::null(); N];
     for r in 0..N {
         assert!(rows[r].len() >= n, "row shorter than the common length");
@@ -105,6 +105,57 @@ unsafe fn load_ph(p: *const half::f16) -> __m256 {
     _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
 }
 
+/// The body of [`dot4`] for rows of any element type, loaded 8 at a time as f32 by
+/// `$load` (`$cvt` one at a time).
+macro_rules! dot4_body {
+    ($x:expr, $w:expr, $load:path, $cvt:path) => {{
+        let (x, w) = ($x, $w);
+        let n = x.len();
+        let px = x.as_ptr();
+        let [p0, p1, p2, p3] = row_ptrs(w, n);
+        let z = _mm256_setzero_ps();
+        let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+        let (mut b0, mut b1, mut b2, mut b3) = (z, z, z, z);
+        let mut i = 0;
+        while i + 16 <= n {
+            let xa = _mm256_loadu_ps(px.add(i));
+            let xb = _mm256_loadu_ps(px.add(i + 8));
+            a0 = _mm256_fmadd_ps(xa, $load(p0.add(i)), a0);
+            a1 = _mm256_fmadd_ps(xa, $load(p1.add(i)), a1);
+            a2 = _mm256_fmadd_ps(xa, $load(p2.add(i)), a2);
+            a3 = _mm256_fmadd_ps(xa, $load(p3.add(i)), a3);
+            b0 = _mm256_fmadd_ps(xb, $load(p0.add(i + 8)), b0);
+            b1 = _mm256_fmadd_ps(xb, $load(p1.add(i + 8)), b1);
+            b2 = _mm256_fmadd_ps(xb, $load(p2.add(i + 8)), b2);
+            b3 = _mm256_fmadd_ps(xb, $load(p3.add(i + 8)), b3);
+            i += 16;
+        }
+        if i + 8 <= n {
+            let xa = _mm256_loadu_ps(px.add(i));
+            a0 = _mm256_fmadd_ps(xa, $load(p0.add(i)), a0);
+            a1 = _mm256_fmadd_ps(xa, $load(p1.add(i)), a1);
+            a2 = _mm256_fmadd_ps(xa, $load(p2.add(i)), a2);
+            a3 = _mm256_fmadd_ps(xa, $load(p3.add(i)), a3);
+            i += 8;
+        }
+        let mut res = hsum4(
+            _mm256_add_ps(a0, b0),
+            _mm256_add_ps(a1, b1),
+            _mm256_add_ps(a2, b2),
+            _mm256_add_ps(a3, b3),
+        );
+        while i < n {
+            let xv = *px.add(i);
+            res[0] = xv.mul_add($cvt(*p0.add(i)), res[0]);
+            res[1] = xv.mul_add($cvt(*p1.add(i)), res[1]);
+            res[2] = xv.mul_add($cvt(*p2.add(i)), res[2]);
+            res[3] = xv.mul_add($cvt(*p3.add(i)), res[3]);
+            i += 1;
+        }
+        res
+    }};
+}
+
 /// Dot products of `x` with four rows, two 8-lane accumulators per row.
 ///
 /// # Safety
@@ -112,49 +163,18 @@ unsafe fn load_ph(p: *const half::f16) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
-    let n = x.len();
-    let px = x.as_ptr();
-    let [p0, p1, p2, p3] = row_ptrs(w, n);
-    let z = _mm256_setzero_ps();
-    let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
-    let (mut b0, mut b1, mut b2, mut b3) = (z, z, z, z);
-    let mut i = 0;
-    while i + 16 <= n {
-        let xa = _mm256_loadu_ps(px.add(i));
-        let xb = _mm256_loadu_ps(px.add(i + 8));
-        a0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p0.add(i)), a0);
-        a1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p1.add(i)), a1);
-        a2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p2.add(i)), a2);
-        a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p3.add(i)), a3);
-        b0 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(p0.add(i + 8)), b0);
-        b1 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(p1.add(i + 8)), b1);
-        b2 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(p2.add(i + 8)), b2);
-        b3 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(p3.add(i + 8)), b3);
-        i += 16;
-    }
-    if i + 8 <= n {
-        let xa = _mm256_loadu_ps(px.add(i));
-        a0 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p0.add(i)), a0);
-        a1 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p1.add(i)), a1);
-        a2 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p2.add(i)), a2);
-        a3 = _mm256_fmadd_ps(xa, _mm256_loadu_ps(p3.add(i)), a3);
-        i += 8;
-    }
-    let mut res = hsum4(
-        _mm256_add_ps(a0, b0),
-        _mm256_add_ps(a1, b1),
-        _mm256_add_ps(a2, b2),
-        _mm256_add_ps(a3, b3),
-    );
-    while i < n {
-        let xv = *px.add(i);
-        res[0] = xv.mul_add(*p0.add(i), res[0]);
-        res[1] = xv.mul_add(*p1.add(i), res[1]);
-        res[2] = xv.mul_add(*p2.add(i), res[2]);
-        res[3] = xv.mul_add(*p3.add(i), res[3]);
-        i += 1;
-    }
-    res
+    dot4_body!(x, w, _mm256_loadu_ps, f32::from)
+}
+
+/// [`dot4`] with f16 rows, widened in registers as they are loaded: the arithmetic of
+/// [`dot4`] on their f32 values, bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot4_f16(x: &[f32], w: [&[half::f16]; 4]) -> [f32; 4] {
+    dot4_body!(x, w, load_ph, half::f16::to_f32)
 }
 
 /// Dot products of two rows with four rows (eight accumulators, one per pair); each load
@@ -245,6 +265,80 @@ pub(crate) unsafe fn dot_tile<const R: usize, const M: usize>(
     res
 }
 
+/// The body of [`weighted_rows`] for rows of any element type, loaded 8 at a time as f32
+/// by `$load` (`$cvt` one at a time).
+macro_rules! weighted_rows_body {
+    ($p:expr, $v:expr, $stride:expr, $out:expr, $accumulate:expr, $load:path, $cvt:path) => {{
+        let (p, v, stride, out, accumulate) = ($p, $v, $stride, $out, $accumulate);
+        let (n, width) = (p.len(), out.len());
+        if n == 0 {
+            if !accumulate {
+                out.fill(0.0);
+            }
+            return;
+        }
+        let needed = (n - 1)
+            .checked_mul(stride)
+            .and_then(|s| s.checked_add(width));
+        assert!(
+            needed.is_some_and(|need| need <= v.len()),
+            "weighted_rows: rows exceed v"
+        );
+        let (pp, pv, po) = (p.as_ptr(), v.as_ptr(), out.as_mut_ptr());
+        let mut c = 0;
+        while c + 64 <= width {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            if accumulate {
+                for (u, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(po.add(c + 8 * u));
+                }
+            }
+            for j in 0..n {
+                let pj = _mm256_set1_ps(*pp.add(j));
+                let row = pv.add(j * stride + c);
+                for (u, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(pj, $load(row.add(8 * u)), *a);
+                }
+            }
+            for (u, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(po.add(c + 8 * u), *a);
+            }
+            c += 64;
+        }
+        while c + 8 <= width {
+            // Four accumulators over alternating rows hide the multiply-add latency.
+            let mut acc = [_mm256_setzero_ps(); 4];
+            if accumulate {
+                acc[0] = _mm256_loadu_ps(po.add(c));
+            }
+            let mut j = 0;
+            while j + 4 <= n {
+                for (u, a) in acc.iter_mut().enumerate() {
+                    let pj = _mm256_set1_ps(*pp.add(j + u));
+                    *a = _mm256_fmadd_ps(pj, $load(pv.add((j + u) * stride + c)), *a);
+                }
+                j += 4;
+            }
+            while j < n {
+                let pj = _mm256_set1_ps(*pp.add(j));
+                acc[0] = _mm256_fmadd_ps(pj, $load(pv.add(j * stride + c)), acc[0]);
+                j += 1;
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            _mm256_storeu_ps(po.add(c), s);
+            c += 8;
+        }
+        while c < width {
+            let mut s = if accumulate { *po.add(c) } else { 0.0 };
+            for j in 0..n {
+                s = (*pp.add(j)).mul_add($cvt(*pv.add(j * stride + c)), s);
+            }
+            *po.add(c) = s;
+            c += 1;
+        }
+    }};
+}
+
 /// `out[c] = Σ_j p[j]·v[j·stride + c]`: a probability-weighted sum of `p.len()` rows of
 /// `v` spaced `stride` apart, added to `out`'s contents with `accumulate`. Blocks of 64
 /// columns keep eight accumulators in registers across all rows, so each row costs eight
@@ -262,72 +356,24 @@ pub(crate) unsafe fn weighted_rows(
     out: &mut [f32],
     accumulate: bool,
 ) {
-    let (n, width) = (p.len(), out.len());
-    if n == 0 {
-        if !accumulate {
-            out.fill(0.0);
-        }
-        return;
-    }
-    let needed = (n - 1)
-        .checked_mul(stride)
-        .and_then(|s| s.checked_add(width));
-    assert!(
-        needed.is_some_and(|need| need <= v.len()),
-        "weighted_rows: rows exceed v"
-    );
-    let (pp, pv, po) = (p.as_ptr(), v.as_ptr(), out.as_mut_ptr());
-    let mut c = 0;
-    while c + 64 <= width {
-        let mut acc = [_mm256_setzero_ps(); 8];
-        if accumulate {
-            for (u, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_loadu_ps(po.add(c + 8 * u));
-            }
-        }
-        for j in 0..n {
-            let pj = _mm256_set1_ps(*pp.add(j));
-            let row = pv.add(j * stride + c);
-            for (u, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(pj, _mm256_loadu_ps(row.add(8 * u)), *a);
-            }
-        }
-        for (u, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(po.add(c + 8 * u), *a);
-        }
-        c += 64;
-    }
-    while c + 8 <= width {
-        // Four accumulators over alternating rows hide the multiply-add latency.
-        let mut acc = [_mm256_setzero_ps(); 4];
-        if accumulate {
-            acc[0] = _mm256_loadu_ps(po.add(c));
-        }
-        let mut j = 0;
-        while j + 4 <= n {
-            for (u, a) in acc.iter_mut().enumerate() {
-                let pj = _mm256_set1_ps(*pp.add(j + u));
-                *a = _mm256_fmadd_ps(pj, _mm256_loadu_ps(pv.add((j + u) * stride + c)), *a);
-            }
-            j += 4;
-        }
-        while j < n {
-            let pj = _mm256_set1_ps(*pp.add(j));
-            acc[0] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(pv.add(j * stride + c)), acc[0]);
-            j += 1;
-        }
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        _mm256_storeu_ps(po.add(c), s);
-        c += 8;
-    }
-    while c < width {
-        let mut s = if accumulate { *po.add(c) } else { 0.0 };
-        for j in 0..n {
-            s = (*pp.add(j)).mul_add(*pv.add(j * stride + c), s);
-        }
-        *po.add(c) = s;
-        c += 1;
-    }
+    weighted_rows_body!(p, v, stride, out, accumulate, _mm256_loadu_ps, f32::from)
+}
+
+/// [`weighted_rows`] with f16 rows of `v`, widened in registers as they are loaded: the
+/// arithmetic of [`weighted_rows`] on their f32 values, bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn weighted_rows_f16(
+    p: &[f32],
+    v: &[half::f16],
+    stride: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    weighted_rows_body!(p, v, stride, out, accumulate, load_ph, half::f16::to_f32)
 }
 
 /// Elements of f16 ahead of the conversion that [`widen_f16`] prefetches (2 KB).

@@ -86,8 +86,14 @@ impl Operator for Attention {
     fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
         expect_inputs(inputs, &["q", "k", "v"])?;
         let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        q.expect_dtype(DType::F32, "q")?;
+        // K and V may be stored in f16 (the decoder's cross-attention at the int8 and
+        // bf16 compute types); both in the same type.
+        if k.dtype != DType::F16 {
+            k.expect_dtype(DType::F32, "k")?;
+        }
+        v.expect_dtype(k.dtype, "v")?;
         for (t, n) in inputs.iter().zip(["q", "k", "v"]) {
-            t.expect_dtype(DType::F32, n)?;
             if t.rank() < 2 {
                 return Err(OpError(format!("{n}: expected rank >= 2, got {t}")));
             }
@@ -172,6 +178,45 @@ impl Operator for Attention {
             return Err(OpError(format!(
                 "causal attention needs tk >= tq, got {tk} < {tq}"
             )));
+        }
+        if k.dtype() != v.dtype() {
+            return Err(OpError(format!(
+                "k is {} and v {}: they must have one type",
+                k.dtype(),
+                v.dtype()
+            )));
+        }
+        // f16 keys and values, a few query rows, no mask and no weights output: the
+        // decoder's cross-attention steps, read in their stored type. Anything else
+        // widens them (a window's prompt, alignment).
+        if k.dtype() == DType::F16
+            && !self.causal
+            && !self.return_weights
+            && tq < ATTENTION_GEMM_MIN_TQ
+        {
+            let (qv, k16, v16) = (f32_input(q, "q")?, k.f16s()?, v.f16s()?);
+            let mut out = ctx.alloc_f32(qs);
+            let o = out.f32s_mut()?;
+            // One call per group of q's rows sharing a k (a window's beams).
+            let rows = group * tq;
+            for c in 0..batch / group {
+                let kvo = c * tk * d;
+                cpu::attention_direct_f16kv(
+                    &qv[c * rows * d..(c + 1) * rows * d],
+                    d,
+                    &k16[kvo..kvo + tk * d],
+                    d,
+                    &v16[kvo..kvo + tk * d],
+                    d,
+                    rows,
+                    tk,
+                    self.heads,
+                    hd,
+                    &mut o[c * rows * d..(c + 1) * rows * d],
+                    d,
+                );
+            }
+            return Ok(vec![out]);
         }
         let (qv, kv, vv) = (f32_input(q, "q")?, f32_input(k, "k")?, f32_input(v, "v")?);
         let mut out = ctx.alloc_f32(qs);

@@ -9,7 +9,9 @@ use amanuensis_runtime::{DType, OpError, Tensor};
 
 /// `y = x · wᵀ (+ b)` over the last dim; `w` is `[out, in]` (PyTorch layout). With
 /// `bf16_products` (default false), products of many rows multiply in bf16 with f32 sums
-/// when the weight has no int8 form (the int8 compute type sets it on the encoder).
+/// when the weight has no int8 form (the int8 compute type sets it on the encoder). With
+/// `f16_output` (default false), `y` is rounded to f16 (the decoder's cross-attention keys
+/// and values at the int8 and bf16 compute types: half the bytes every step reads).
 pub struct LinearDef;
 #[derive(Debug)]
 struct Linear {
@@ -21,6 +23,8 @@ struct Linear {
     /// weight even when it has an int8 form: faster for a few dozen rows, but those rows
     /// then get other bits than the same rows computed a few at a time.
     stream_rows: bool,
+    /// The output rounded to f16 (to nearest, ties to even).
+    f16_output: bool,
 }
 
 impl OpDef for LinearDef {
@@ -31,34 +35,52 @@ impl OpDef for LinearDef {
         "y[..., out] = x[..., in] · w[out, in]ᵀ + b[out] (bias optional)"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&["gemv_max_rows", "bf16_products", "stream_rows"])?;
+        attrs.only(&[
+            "gemv_max_rows",
+            "bf16_products",
+            "stream_rows",
+            "f16_output",
+        ])?;
         let gemv_max_rows = attrs.usize_or("gemv_max_rows", cpu::tuning::GEMV_MAX_M)?;
         let bf16_products = attrs.bool_or("bf16_products", false)?;
         let stream_rows = attrs.bool_or("stream_rows", false)?;
+        let f16_output = attrs.bool_or("f16_output", false)?;
         Ok(Box::new(Linear {
             gemv_max_rows,
             bf16_products,
             stream_rows,
+            f16_output,
         }))
     }
 }
 
 impl Operator for Linear {
     fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
-        Ok(vec![linear_type(inputs)?])
+        let mut y = linear_type(inputs)?;
+        if self.f16_output {
+            y.dtype = DType::F16;
+        }
+        Ok(vec![y])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        if self.bf16_products {
-            if let Some(y) = linear_eval_bf16(ctx, inputs, self.gemv_max_rows)? {
-                return Ok(vec![y]);
-            }
+        let bf16 = match self.bf16_products {
+            true => linear_eval_bf16(ctx, inputs, self.gemv_max_rows)?,
+            false => None,
+        };
+        let y = match bf16 {
+            Some(y) => y,
+            None => linear_eval_up_to(ctx, inputs, self.gemv_max_rows, self.stream_rows)?,
+        };
+        if !self.f16_output {
+            return Ok(vec![y]);
         }
-        Ok(vec![linear_eval_up_to(
-            ctx,
-            inputs,
-            self.gemv_max_rows,
-            self.stream_rows,
+        let mut narrow = vec![half::f16::ZERO; y.numel()];
+        half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut narrow[..], y.f32s()?);
+        let shape = y.shape().to_vec();
+        Ok(vec![Tensor::new(
+            &shape,
+            amanuensis_runtime::tensor::Data::F16(narrow.into()),
         )?])
     }
 
