@@ -207,6 +207,67 @@ fn bench_attention(
     })
 }
 
+/// A decoder step's cross-attention over all six layers' keys and values, each layer its
+/// own buffers (37 MB in f32, 18 MB in f16: more than a typical last-level cache once the
+/// weights pass through too), so the figure includes reading them from memory.
+fn bench_cross_step(rows: usize, f16: bool) {
+    let label = format!(
+        "cross-attention step, 6 layers, {rows} rows, k/v {}",
+        if f16 { "f16" } else { "f32" }
+    );
+    if !wanted(&label) {
+        return;
+    }
+    let (layers, tk, heads, hd) = (6, 1500, 8, 64);
+    let d = heads * hd;
+    let q = data(rows * d, 7);
+    let kv32: Vec<(Vec<f32>, Vec<f32>)> = (0..layers as u64)
+        .map(|l| (data(tk * d, 10 + l), data(tk * d, 20 + l)))
+        .collect();
+    let kv16: Vec<(Vec<half::f16>, Vec<half::f16>)> = kv32
+        .iter()
+        .map(|(k, v)| {
+            let n = |x: &Vec<f32>| x.iter().map(|&y| half::f16::from_f32(y)).collect();
+            (n(k), n(v))
+        })
+        .collect();
+    // A buffer as large as the weights a step reads, swept between steps, evicts the
+    // keys and values from the cache as the real step's linears do.
+    let sweep = data(48 << 18, 3);
+    let mut out = vec![0.0f32; rows * d];
+    // The sweep's own time, subtracted from the step's below.
+    let mut swept = f64::INFINITY;
+    for _ in 0..20 {
+        let t = Instant::now();
+        black_box(sweep.iter().step_by(16).sum::<f32>());
+        swept = swept.min(t.elapsed().as_secs_f64());
+    }
+    let bytes = (layers * 2 * tk * d * if f16 { 2 } else { 4 }) as f64;
+    let flops = (layers * 4 * rows * tk * d) as f64;
+    let with_sweep = run(&format!("{label} + sweep"), 0.0, None, || {
+        black_box(sweep.iter().step_by(16).sum::<f32>());
+        for l in 0..layers {
+            if f16 {
+                let (k, v) = &kv16[l];
+                cpu::attention_direct_f16kv(
+                    &q, d, k, d, v, d, rows, tk, heads, hd, &mut out, d,
+                );
+            } else {
+                let (k, v) = &kv32[l];
+                cpu::attention_direct(&q, d, k, d, v, d, rows, tk, heads, hd, None, &mut out, d);
+            }
+        }
+    });
+    let step = with_sweep - swept;
+    println!(
+        "{label:<48} {:>9.3} ms  {:>6.1} GFLOP/s  {:>6.1} GB/s  (sweep alone {:.3} ms)",
+        step * 1e3,
+        flops / step / 1e9,
+        bytes / step / 1e9,
+        swept * 1e3
+    );
+}
+
 fn main() {
     if let Some(t) = std::env::args()
         .nth(1)
@@ -365,6 +426,10 @@ fn main() {
         bench_linear_i8("linear (logits)", m, d, 51865, cpu::int8::Int8Path::best());
         bench_linear_w8("linear (logits)", m, d, 51865);
         bench_linear("linear (logits) gemm", m, d, 51865, cpu::linear_gemm);
+    }
+    for rows in [1, 5] {
+        bench_cross_step(rows, false);
+        bench_cross_step(rows, true);
     }
     let cases = [
         (1, 448, Some(447)),
