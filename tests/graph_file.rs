@@ -360,3 +360,63 @@ fn the_bf16_compute_type_marks_every_linear_the_encoder_attention_and_gelu() {
         }
     }
 }
+
+#[test]
+fn the_cpu_plan_fuses_linear_chains_and_keeps_the_compute_types_attributes() {
+    // The host device runs the scheduler's fusion pass like an accelerator: linear → gelu
+    // and linear → add become the fused ops, and a linear's compute-type attributes (and a
+    // GELU's) move onto the fused node, so it computes what the chain computed.
+    use amanuensis::whisper::graph::{bf16_encoder, f16_cross_kv, ENCODER};
+    use amanuensis_runtime::device::CpuDevice;
+    use amanuensis_runtime::schedule::{plan, SchedulerOptions};
+    let reg = amanuensis_operators::standard_registry();
+    let mut file = base();
+    bf16_encoder(&mut file).unwrap();
+    f16_cross_kv(&mut file).unwrap();
+    let mut fused_total = 0;
+    for g in validate(&file).unwrap() {
+        let name = g.name.clone();
+        let p = plan(g, &reg, &CpuDevice, &SchedulerOptions::full()).unwrap();
+        fused_total += p.fused.len();
+        if name == ENCODER {
+            // Two convolutions with their GELU, each block's fc1 + GELU, and each block's
+            // two projections into the residual stream.
+            let count = |op: &str| p.fused.iter().filter(|f| f.op == op).count();
+            assert_eq!(
+                (
+                    count("conv1d_gelu"),
+                    count("linear_gelu"),
+                    count("linear_residual")
+                ),
+                (2, 6, 12)
+            );
+            for (_, n) in p.graph.live_nodes() {
+                if n.op_name == "linear_gelu" || n.op_name == "linear_residual" {
+                    // The last block's linears carry bf16_products; the first's none.
+                    let bf16 = n.attrs.0.get("bf16_products") == Some(&serde_json::json!(true));
+                    assert_eq!(bf16, !n.name.starts_with("block0."), "{}", n.name);
+                }
+            }
+        }
+        // A cross K/V linear that writes f16 is not fused (it feeds no chain anyway).
+        assert!(p
+            .graph
+            .live_nodes()
+            .all(|(_, n)| !n.attrs.0.contains_key("f16_output") || n.op_name == "linear"));
+        // Skipping the pass leaves every node as it was.
+        let unfused = plan(
+            validate(&file)
+                .unwrap()
+                .into_iter()
+                .find(|g| g.name == name)
+                .unwrap(),
+            &reg,
+            &CpuDevice,
+            &SchedulerOptions::full().skipping("fusion"),
+        )
+        .unwrap();
+        assert!(unfused.fused.is_empty());
+    }
+    // Encoder 20, decoder_step and decoder_align 24 each.
+    assert_eq!(fused_total, 68);
+}

@@ -395,3 +395,34 @@ fn cpu_and_host_sides_execute_from_the_plans_arena() {
         assert_eq!(enc.stats().unplanned_buffers, 0, "{}: encoder", spec.device);
     }
 }
+
+#[test]
+fn cpu_fusion_changes_no_bit_of_a_transcript() {
+    // On the CPU the fused ops compute their chains' arithmetic (the linear's compute-type
+    // attributes included), so the JSON (text, times, probabilities) is byte for byte the
+    // one of the unfused plan, at each compute type.
+    for ct in ["int8", "f32", "bf16"] {
+        let base = [
+            "transcribe",
+            "--device",
+            "cpu",
+            "--compute-type",
+            ct,
+            "--json",
+            "--word-timestamps",
+            "-q",
+            "samples/jfk.wav",
+        ];
+        let fused = run(&base);
+        let mut args = base.to_vec();
+        args.push("--no-fusion");
+        let unfused = run(&args);
+        assert!(fused.contains("ask not what your country"), "{fused}");
+        assert_eq!(fused, unfused, "--compute-type {ct}");
+    }
+    // The plan says what it fused on the host.
+    let out = run(&["plan", "--device", "cpu"]);
+    let enc = out.split("graph 'encoder'").nth(1).unwrap();
+    assert!(enc.contains("20 groups fused"), "{enc}");
+    assert!(enc.contains("6 × linear_gelu"), "{enc}");
+}

@@ -249,9 +249,7 @@ fn bench_cross_step(rows: usize, f16: bool) {
         for l in 0..layers {
             if f16 {
                 let (k, v) = &kv16[l];
-                cpu::attention_direct_f16kv(
-                    &q, d, k, d, v, d, rows, tk, heads, hd, &mut out, d,
-                );
+                cpu::attention_direct_f16kv(&q, d, k, d, v, d, rows, tk, heads, hd, &mut out, d);
             } else {
                 let (k, v) = &kv32[l];
                 cpu::attention_direct(&q, d, k, d, v, d, rows, tk, heads, hd, None, &mut out, d);

@@ -1464,3 +1464,52 @@ fn attention_reads_f16_keys_and_values_as_their_widened_values() {
         .unwrap_err();
     assert!(err.0.contains("one type"), "{err:?}");
 }
+
+#[test]
+fn fused_linear_ops_compute_their_chain_with_the_linears_attributes_bit_for_bit() {
+    // On the CPU the fusion pass fuses linears that carry compute-type attributes; the
+    // fused op must then compute exactly what the chain computed.
+    let reg = standard_registry();
+    let mut rng = Rng::new(36);
+    let (w, b) = (rng.tensor(&[40, 48], 1.0), rng.tensor(&[40], 1.0));
+    let q = amanuensis_operators::quantize::quantize_matrix(&w).unwrap();
+    let w8 = w.clone().with_int8(Arc::new(q)).unwrap();
+    let x = rng.tensor(&[1, 20, 48], 1.0);
+    let residual = rng.tensor(&[1, 20, 40], 1.0);
+    for (lin_attrs, weight) in [
+        (json!({ "bf16_products": true }), &w),
+        (json!({ "gemv_max_rows": 512, "stream_rows": true }), &w8),
+        (json!({ "gemv_max_rows": 512 }), &w8),
+        (json!({}), &w8),
+    ] {
+        let linear = build(&reg, "linear", lin_attrs.clone());
+        let y = cpu(linear.as_ref(), &[&x, weight, &b]);
+        for f32_math in [false, true] {
+            let gelu = build(&reg, "gelu", json!({ "f32_math": f32_math }));
+            let chain = cpu(gelu.as_ref(), &[&y[0]]);
+            let mut attrs = lin_attrs.clone();
+            attrs["f32_math"] = json!(f32_math);
+            let fused = build(&reg, "linear_gelu", attrs);
+            let got = cpu(fused.as_ref(), &[&x, weight, &b]);
+            assert_eq!(
+                bits(&got[0]),
+                bits(&chain[0]),
+                "{lin_attrs} f32_math={f32_math}"
+            );
+        }
+        let add = build(&reg, "add", json!({}));
+        let chain = cpu(add.as_ref(), &[&residual, &y[0]]);
+        let mut attrs = lin_attrs.clone();
+        attrs["bias"] = json!(true);
+        let fused = build(&reg, "linear_residual", attrs);
+        let got = cpu(fused.as_ref(), &[&x, weight, &b, &residual]);
+        assert_eq!(bits(&got[0]), bits(&chain[0]), "{lin_attrs} + residual");
+    }
+    // f16_output is not a fused op's attribute: its output is f32.
+    let err = reg
+        .get("linear_gelu")
+        .unwrap()
+        .build(&attrs(json!({ "f16_output": true })))
+        .unwrap_err();
+    assert!(err.0.contains("f16_output"), "{err:?}");
+}

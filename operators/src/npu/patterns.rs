@@ -6,9 +6,9 @@
 //! broadcast residual) are left to the fused op's `infer` and the device kernel's `check`,
 //! which the fusion pass consults before rewriting.
 
+use crate::ops::nn::FUSABLE_LINEAR_ATTRS as LINEAR_ATTRS;
 use amanuensis_runtime::fusion::{ChainMatch, FusedNode, FusionPattern};
 use amanuensis_runtime::ir::Node;
-use std::collections::BTreeMap;
 
 /// Whether a node is a plain single-output, stateless application whose attributes are
 /// all in `known`.
@@ -41,15 +41,17 @@ impl FusionPattern for LinearGeluPattern {
 
     fn fuse(&self, m: &ChainMatch) -> Option<FusedNode> {
         let (lin, gelu, port) = pair(m)?;
-        if !plain(lin, &[]) || !plain(gelu, &[]) || !(2..=3).contains(&lin.inputs.len()) {
+        if !plain(lin, &LINEAR_ATTRS) || !plain(gelu, &["f32_math"]) {
             return None;
         }
-        if port != 0 || gelu.inputs.len() != 1 {
+        if port != 0 || gelu.inputs.len() != 1 || !(2..=3).contains(&lin.inputs.len()) {
             return None;
         }
+        let mut attrs = lin.attrs.0.clone();
+        attrs.extend(gelu.attrs.0.clone());
         Some(FusedNode {
             op: "linear_gelu".into(),
-            attrs: BTreeMap::new(),
+            attrs,
             inputs: lin.inputs.clone(),
         })
     }
@@ -72,7 +74,7 @@ impl FusionPattern for LinearResidualPattern {
 
     fn fuse(&self, m: &ChainMatch) -> Option<FusedNode> {
         let (lin, add, port) = pair(m)?;
-        if !plain(lin, &[]) || !plain(add, &[]) || !(2..=3).contains(&lin.inputs.len()) {
+        if !plain(lin, &LINEAR_ATTRS) || !plain(add, &[]) || !(2..=3).contains(&lin.inputs.len()) {
             return None;
         }
         if add.inputs.len() != 2 || port > 1 {
@@ -85,7 +87,7 @@ impl FusionPattern for LinearResidualPattern {
         }
         let mut inputs = lin.inputs.clone();
         inputs.push(residual);
-        let mut attrs = BTreeMap::new();
+        let mut attrs = lin.attrs.0.clone();
         attrs.insert(
             "bias".to_string(),
             serde_json::Value::Bool(lin.inputs.len() == 3),

@@ -4,17 +4,22 @@
 
 use super::conv::Conv1d;
 use super::f32_input;
-use super::nn::{linear_eval, linear_type};
+use super::nn::{gelu_in_place, linear_type, Linear, FUSABLE_LINEAR_ATTRS};
 use crate::npu;
 use amanuensis_kernels::cpu;
 use amanuensis_runtime::npu::NpuBinding;
 use amanuensis_runtime::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{OpError, Tensor};
 
-/// `gelu(linear(x, w, b?))`: inputs `[x, w, b?]` as `linear`.
+/// `gelu(linear(x, w, b?))`: inputs `[x, w, b?]` as `linear`. Attributes: the linear's
+/// (`gemv_max_rows`, `bf16_products`, `stream_rows`) and the GELU's (`f32_math`), each
+/// meaning what it means on the unfused op.
 pub struct LinearGeluDef;
 #[derive(Debug)]
-struct LinearGelu;
+struct LinearGelu {
+    linear: Linear,
+    f32_math: bool,
+}
 
 impl OpDef for LinearGeluDef {
     fn name(&self) -> &str {
@@ -24,8 +29,13 @@ impl OpDef for LinearGeluDef {
         "y = gelu(x · wᵀ + b), the fused linear → gelu (bias optional)"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&[])?;
-        Ok(Box::new(LinearGelu))
+        let mut known = FUSABLE_LINEAR_ATTRS.to_vec();
+        known.push("f32_math");
+        attrs.only(&known)?;
+        Ok(Box::new(LinearGelu {
+            linear: Linear::from_attrs(attrs)?,
+            f32_math: attrs.bool_or("f32_math", false)?,
+        }))
     }
 }
 
@@ -35,8 +45,8 @@ impl Operator for LinearGelu {
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        let mut y = linear_eval(ctx, inputs)?;
-        cpu::gelu(y.f32s_mut()?);
+        let mut y = self.linear.eval_f32(ctx, inputs)?;
+        gelu_in_place(y.f32s_mut()?, self.f32_math);
         Ok(vec![y])
     }
 
@@ -47,11 +57,13 @@ impl Operator for LinearGelu {
 }
 
 /// `linear(x, w, b?) + residual`: inputs `[x, w, b, residual]` with `bias: true`, or
-/// `[x, w, residual]` with `bias: false`; the residual has the linear output's shape.
+/// `[x, w, residual]` with `bias: false`; the residual has the linear output's shape. The
+/// linear's attributes carry over as on `linear_gelu`.
 pub struct LinearResidualDef;
 #[derive(Debug)]
 struct LinearResidual {
     bias: bool,
+    linear: Linear,
     npu: NpuBinding,
 }
 
@@ -63,10 +75,13 @@ impl OpDef for LinearResidualDef {
         "y = (x · wᵀ + b) + residual, the fused linear → add (attribute bias: whether b is an input)"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&["bias"])?;
+        let mut known = FUSABLE_LINEAR_ATTRS.to_vec();
+        known.push("bias");
+        attrs.only(&known)?;
         let bias = attrs.bool_or("bias", false)?;
         Ok(Box::new(LinearResidual {
             bias,
+            linear: Linear::from_attrs(attrs)?,
             npu: NpuBinding::owned(npu::MatmulBiasResidualKernel { bias }),
         }))
     }
@@ -100,7 +115,7 @@ impl Operator for LinearResidual {
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
         amanuensis_runtime::op::expect_inputs(inputs, self.names())?;
         let (lin, r) = inputs.split_at(inputs.len() - 1);
-        let mut y = linear_eval(ctx, lin)?;
+        let mut y = self.linear.eval_f32(ctx, lin)?;
         if r[0].shape() != y.shape() {
             return Err(OpError(format!(
                 "residual {:?} differs from the linear output {:?}",

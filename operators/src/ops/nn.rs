@@ -14,7 +14,7 @@ use amanuensis_runtime::{DType, OpError, Tensor};
 /// and values at the int8 and bf16 compute types: half the bytes every step reads).
 pub struct LinearDef;
 #[derive(Debug)]
-struct Linear {
+pub(crate) struct Linear {
     /// Input rows up to which the weight is streamed (GEMV) rather than packed (gemm).
     gemv_max_rows: usize,
     /// Products of more rows than that in bf16 when the weight has no int8 form.
@@ -41,16 +41,41 @@ impl OpDef for LinearDef {
             "stream_rows",
             "f16_output",
         ])?;
-        let gemv_max_rows = attrs.usize_or("gemv_max_rows", cpu::tuning::GEMV_MAX_M)?;
-        let bf16_products = attrs.bool_or("bf16_products", false)?;
-        let stream_rows = attrs.bool_or("stream_rows", false)?;
-        let f16_output = attrs.bool_or("f16_output", false)?;
-        Ok(Box::new(Linear {
-            gemv_max_rows,
-            bf16_products,
-            stream_rows,
-            f16_output,
-        }))
+        Ok(Box::new(Linear::from_attrs(attrs)?))
+    }
+}
+
+/// The attributes of `linear` that a fused op starting with a linear carries over (the
+/// CPU's compute-type transforms set them; the NPU's graphs have none). Not `f16_output`:
+/// a fused op's output is f32.
+pub(crate) const FUSABLE_LINEAR_ATTRS: [&str; 3] =
+    ["gemv_max_rows", "bf16_products", "stream_rows"];
+
+impl Linear {
+    /// The linear configured by `attrs` (unknown keys are the caller's to refuse).
+    pub(crate) fn from_attrs(attrs: &Attrs) -> Result<Linear, OpError> {
+        Ok(Linear {
+            gemv_max_rows: attrs.usize_or("gemv_max_rows", cpu::tuning::GEMV_MAX_M)?,
+            bf16_products: attrs.bool_or("bf16_products", false)?,
+            stream_rows: attrs.bool_or("stream_rows", false)?,
+            f16_output: attrs.bool_or("f16_output", false)?,
+        })
+    }
+
+    /// `y` in f32, as this linear computes it before any rounding to f16.
+    pub(crate) fn eval_f32(
+        &self,
+        ctx: &mut EvalContext,
+        inputs: &[&Tensor],
+    ) -> Result<Tensor, OpError> {
+        let bf16 = match self.bf16_products {
+            true => linear_eval_bf16(ctx, inputs, self.gemv_max_rows)?,
+            false => None,
+        };
+        match bf16 {
+            Some(y) => Ok(y),
+            None => linear_eval_up_to(ctx, inputs, self.gemv_max_rows, self.stream_rows),
+        }
     }
 }
 
@@ -64,14 +89,7 @@ impl Operator for Linear {
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
-        let bf16 = match self.bf16_products {
-            true => linear_eval_bf16(ctx, inputs, self.gemv_max_rows)?,
-            false => None,
-        };
-        let y = match bf16 {
-            Some(y) => y,
-            None => linear_eval_up_to(ctx, inputs, self.gemv_max_rows, self.stream_rows)?,
-        };
+        let y = self.eval_f32(ctx, inputs)?;
         if !self.f16_output {
             return Ok(vec![y]);
         }
@@ -111,11 +129,6 @@ pub(crate) fn linear_type(inputs: &[ValueType]) -> Result<ValueType, OpError> {
     let mut shape = x.shape.clone();
     *shape.last_mut().unwrap() = w.shape[0].clone();
     Ok(ValueType::new(DType::F32, shape))
-}
-
-/// The CPU linear on `[x, w, b?]`.
-pub(crate) fn linear_eval(ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
-    linear_eval_up_to(ctx, inputs, cpu::tuning::GEMV_MAX_M, false)
 }
 
 /// The linear with bf16 products ([`cpu::bf16::linear_bf16`]), or `None` where they do
@@ -273,6 +286,15 @@ impl Operator for LayerNorm {
     }
 }
 
+/// The `gelu` op's arithmetic on `x`, in place (`f32_math` as its attribute).
+pub(crate) fn gelu_in_place(x: &mut [f32], f32_math: bool) {
+    if f32_math {
+        cpu::gelu_f32(x);
+    } else {
+        cpu::gelu(x);
+    }
+}
+
 /// Exact (erf) GELU. With `f32_math` (default false) it is evaluated in f32 (relative
 /// error below 2e-6 instead of 1.5e-7, about 2.4 times as fast): for activations that go
 /// on into bf16 products (the bf16 compute type sets it on the encoder).
@@ -308,11 +330,7 @@ impl Operator for Gelu {
         let mut out = ctx.alloc_f32(inputs[0].shape());
         let o = out.f32s_mut()?;
         o.copy_from_slice(&f32_input(inputs[0], "x")?);
-        if self.f32_math {
-            cpu::gelu_f32(o);
-        } else {
-            cpu::gelu(o);
-        }
+        gelu_in_place(o, self.f32_math);
         Ok(vec![out])
     }
 

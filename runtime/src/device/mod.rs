@@ -220,6 +220,30 @@ impl Device for CpuDevice {
         }
     }
 
+    /// The fusion pass's price of a host node: the bytes of its inputs and outputs at a
+    /// nominal 20 GB/s, plus 2 µs to dispatch it. Arithmetic is left out because a fused
+    /// op does the same arithmetic as its chain: what fusing saves on the host is writing
+    /// and reading the intermediate and one dispatch. Unknown dims count as 1 (the
+    /// saving's lower bound).
+    fn cost_ns(&self, node: &NodeView) -> Option<f64> {
+        const BYTES_PER_NS: f64 = 20.0;
+        const DISPATCH_NS: f64 = 2000.0;
+        let bytes: f64 = node
+            .inputs
+            .iter()
+            .chain(node.outputs)
+            .map(|t| {
+                let n: f64 = t
+                    .shape
+                    .iter()
+                    .map(|d| d.known().unwrap_or(1) as f64)
+                    .product();
+                n * t.dtype.size() as f64
+            })
+            .sum();
+        Some(bytes / BYTES_PER_NS + DISPATCH_NS)
+    }
+
     fn load(
         &self,
         _plan: &Arc<Plan>,

@@ -49,8 +49,9 @@ pub fn fuse(
                 consumers.entry(v).or_default().push((ni, p));
             }
         }
-        let on_dev =
-            |ni: usize| placements[ni].device == device.name() && !placements[ni].on_host();
+        // Nodes placed on this device: on an accelerator, not those left to the host; on
+        // the host device, every node.
+        let on_dev = |ni: usize| placements[ni].device == device.name();
         for pat in registry.patterns() {
             let chain = pat.chain();
             for (start, n0) in graph.live_nodes() {
