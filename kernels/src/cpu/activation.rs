@@ -22,7 +22,31 @@ fn gelu_slice<const FMA: bool>(x: &mut [f32]) {
 }
 
 multiversion! {
-    fn gelu_serial(x: &mut [f32]) => gelu_slice
+    fn gelu_avx2_or_baseline(x: &mut [f32]) => gelu_slice
+}
+
+/// [`gelu_slice`] compiled for AVX-512 where the CPU has it (eight f64 lanes instead of
+/// four), else as `multiversion!` picks. Every step is the same IEEE operation (the same
+/// fused multiply-adds) whatever the vector width, so the bits are those of the AVX2
+/// compilation (`kernels/tests/activation.rs` checks it).
+pub(crate) fn gelu_serial(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && super::simd::has_avx2_fma() {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn wide512(x: &mut [f32]) {
+            gelu_slice::<true>(x)
+        }
+        // SAFETY: AVX-512F, AVX2 and FMA were just detected.
+        return unsafe { wide512(x) };
+    }
+    gelu_avx2_or_baseline(x)
+}
+
+/// The AVX2 (or baseline) compilation of [`gelu`] alone, for tests that compare it with
+/// the AVX-512 one.
+#[doc(hidden)]
+pub fn gelu_without_avx512(x: &mut [f32]) {
+    gelu_avx2_or_baseline(x)
 }
 
 #[inline(always)]

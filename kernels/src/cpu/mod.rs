@@ -25,7 +25,7 @@ mod x86;
 #[cfg(test)]
 mod portable_tests;
 
-pub use activation::{gelu, gelu_f32, relu, sigmoid};
+pub use activation::{gelu, gelu_f32, gelu_without_avx512, relu, sigmoid};
 pub use attention::{
     attention, attention_bf16, attention_bf16_best, attention_blocked, attention_direct,
     attention_direct_f16kv, AttentionKernel,
