@@ -7,7 +7,7 @@
 
 use super::attention::{attend_row, attend_rows, attend_rows_kv, Layout};
 use super::linear::gemv_block;
-use super::math::{exp_f32, gelu_one};
+use super::math::{exp_f32, gelu_one, gelu_one_f32};
 use super::norm::layer_norm_rows;
 use super::simd::{axpy4, dot, dot4, dot4x2};
 use super::softmax::exp_shifted;
@@ -53,16 +53,27 @@ fn exp_f32_relative_error_below_3e7() {
 
 #[test]
 fn gelu_portable_matches_reference() {
+    gelu_variant_matches_reference(gelu_one::<false>, 1.5e-7);
+}
+
+/// The f32 evaluation without fused multiply-adds, within `gelu_f32`'s bound
+/// (`kernels/tests/activation.rs`, 2e-6; the FMA compilation is checked there).
+#[test]
+fn gelu_f32_portable_matches_reference() {
+    gelu_variant_matches_reference(gelu_one_f32::<false>, 2e-6);
+}
+
+fn gelu_variant_matches_reference(variant: fn(f32) -> f32, bound: f64) {
     let n = 400_000;
     for i in 0..=n {
         let x = -16.0 + 32.0 * i as f32 / n as f32;
         let xd = x as f64;
         let want = 0.5 * xd * libm::erfc(-xd / std::f64::consts::SQRT_2);
-        let g = gelu_one::<false>(x);
+        let g = variant(x);
         let got = g as f64;
         let err = (got - want).abs();
         if want.abs() >= f32::MIN_POSITIVE as f64 {
-            assert!(err <= 1.5e-7 * want.abs(), "gelu({x}) = {got}, want {want}");
+            assert!(err <= bound * want.abs(), "gelu({x}) = {got}, want {want}");
         } else {
             // Below f32's normal range the result is flushed to a zero of x's sign.
             assert!(
