@@ -871,9 +871,16 @@ fn transcribe_file(
     a: &TranscribeArgs,
     format: OutputFormat,
 ) -> Result<Transcript> {
-    let pcm = audio::load_audio(file)?;
+    // Plain transcription of a file reads it twice, a window at a time (memory does not
+    // grow with its length); voice activity, batches and standard input need it whole.
+    let (pcm, streamed) = if vad.is_none() && a.batch_size == 1 && model.can_stream(file) {
+        (Vec::new(), Some(model.scan_file(file)?))
+    } else {
+        (audio::load_audio(file)?, None)
+    };
+    let samples = streamed.as_ref().map_or(pcm.len(), |s| s.samples());
     let mut opts = opts.clone();
-    let one_window = pcm.len() <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize;
+    let one_window = samples <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize;
     if !a.no_timestamps
         && format == OutputFormat::Txt
         && !a.timestamps
@@ -882,7 +889,7 @@ fn transcribe_file(
     {
         opts.without_timestamps = true;
     }
-    let bar = progress_bar(&pcm, a.quiet);
+    let bar = progress_bar(samples, a.quiet);
     let t0 = Instant::now();
     let mut report = |p: Progress<'_>| {
         if let Some(b) = &bar {
@@ -906,7 +913,10 @@ fn transcribe_file(
                 }
                 t
             }),
-        None => model.transcribe_pcm_with_progress(&pcm, &opts, &mut report),
+        None => match streamed {
+            Some(audio) => model.transcribe_streamed(audio, &opts, &mut report),
+            None => model.transcribe_pcm_with_progress(&pcm, &opts, &mut report),
+        },
     };
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -999,12 +1009,12 @@ fn clock(seconds: f64) -> String {
 }
 
 /// A progress bar on stderr for audio longer than one window, when stderr is a terminal.
-fn progress_bar(pcm: &[f32], quiet: bool) -> Option<indicatif::ProgressBar> {
+fn progress_bar(samples: usize, quiet: bool) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
-    let total_ms = pcm.len() as u64 * 1000 / audio::SAMPLE_RATE as u64;
+    let total_ms = samples as u64 * 1000 / audio::SAMPLE_RATE as u64;
     if quiet
         || !std::io::stderr().is_terminal()
-        || pcm.len() <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize
+        || samples <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize
     {
         return None;
     }

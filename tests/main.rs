@@ -22,6 +22,7 @@ mod plan_executes;
 mod reference_jfk;
 mod reproduce_xdna;
 mod serve;
+mod streamed;
 mod tokenizer_encode;
 mod trace;
 mod vad;

@@ -12,6 +12,7 @@
 //!
 //! Transforms and mel products run in `f64`; results are returned as `f32`.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -258,28 +259,78 @@ impl LogMel {
     /// padded by repeated reflection, as numpy's `pad(mode="reflect")` does. Samples must be
     /// finite: NaN or infinite input gives meaningless output (callers validate).
     pub fn compute_full(&self, pcm: &[f32]) -> (Vec<f32>, usize) {
+        let span = SignalSpan {
+            samples: pcm,
+            offset: 0,
+            total: pcm.len(),
+        };
+        let stft_frames = self.stft_frames(pcm.len());
+        let logmel = self.log10_frames(&span, 0..stft_frames);
+        let max = logmel.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let content = stft_frames - 1;
+        (self.normalize(&logmel, content, max, content), content)
+    }
+
+    /// STFT frames of a recording of `n_samples` (one more than its content frames): the
+    /// global maximum of [`Self::compute_full`]'s clamp is taken over these.
+    pub fn stft_frames(&self, n_samples: usize) -> usize {
+        (n_samples + self.hop) / self.hop
+    }
+
+    /// The samples `[start, end)` of a recording of `total` samples that frames `frames`
+    /// read (reflect padding included), so that a long recording can be held a part at a
+    /// time: [`Self::log10_frames`] of those frames needs a span covering this range.
+    pub fn samples_for_frames(&self, frames: Range<usize>, total: usize) -> Range<usize> {
+        if frames.is_empty() {
+            return 0..0;
+        }
+        let len = (total + self.hop) as isize;
+        let half = (self.n_fft / 2) as isize;
+        let first = (frames.start * self.hop) as isize - half;
+        let past = ((frames.end - 1) * self.hop) as isize - half + self.n_fft as isize;
+        // Reflection maps indices before 0 onto 1..=half and indices past the end onto the
+        // last samples; padding longer than the signal reflects repeatedly (all of it).
+        let (mut lo, mut hi) = (first.max(0), past.min(len));
+        if first < 0 {
+            hi = hi.max(half + 1);
+        }
+        if past > len {
+            lo = lo.min(2 * (len - 1) - (past - 1));
+        }
+        if first < -(len - 1) || past - 1 > 2 * (len - 1) {
+            lo = 0;
+            hi = len;
+        }
+        let clip = |i: isize| (i.max(0) as usize).min(total);
+        clip(lo)..clip(hi)
+    }
+
+    /// `log10(max(mel, 1e-10))` of STFT frames `frames` (step 2 and the first half of step
+    /// 3 of the recipe), frame-major `[frames, n_mels]`, from `span`, which must cover
+    /// [`Self::samples_for_frames`] (samples it lacks read as NaN). Each frame's value
+    /// depends only on its own samples, so any split of a recording into spans gives the
+    /// same bits as the whole.
+    pub fn log10_frames(&self, span: &SignalSpan<'_>, frames: Range<usize>) -> Vec<f32> {
         let n_mels = self.n_mels;
         let n_fft = self.n_fft;
         let hop = self.hop;
         let half = (n_fft / 2) as isize;
         // Step 1: `hop` zeros appended (faster-whisper's `padding=160`).
-        let len = pcm.len() + hop;
-        // Step 2: reflect-padded length len + n_fft gives 1 + len / hop frames; the last is
-        // dropped, leaving len / hop frames of which the final one is not content.
-        let stft_frames = len / hop;
-        let content = stft_frames - 1;
-
+        let len = span.total + hop;
+        let pcm = span.samples;
+        let offset = span.offset;
         let sample = |i: isize| -> f64 {
             let j = reflect_index(i, len);
-            if j < pcm.len() {
-                f64::from(pcm[j])
+            if j < span.total {
+                j.checked_sub(offset)
+                    .and_then(|k| pcm.get(k))
+                    .map_or(f64::NAN, |&x| f64::from(x))
             } else {
                 0.0
             }
         };
 
-        // Log-mel values, frame-major [stft_frames, n_mels] (transposed at the end).
-        let mut logmel = vec![0.0f32; stft_frames * n_mels];
+        let mut logmel = vec![0.0f32; frames.len() * n_mels];
         const FRAMES_PER_BLOCK: usize = 64;
         logmel
             .par_chunks_mut(FRAMES_PER_BLOCK * n_mels)
@@ -295,10 +346,15 @@ impl LogMel {
                 },
                 |(frame, spec, scratch, power), (block, out)| {
                     for (f_in_block, out_frame) in out.chunks_exact_mut(n_mels).enumerate() {
-                        let t = block * FRAMES_PER_BLOCK + f_in_block;
+                        let t = frames.start + block * FRAMES_PER_BLOCK + f_in_block;
                         let start = (t * hop) as isize - half;
-                        if start >= 0 && start as usize + n_fft <= pcm.len() {
-                            let src = &pcm[start as usize..start as usize + n_fft];
+                        let local = start - offset as isize;
+                        if start >= 0
+                            && start as usize + n_fft <= span.total
+                            && local >= 0
+                            && local as usize + n_fft <= pcm.len()
+                        {
+                            let src = &pcm[local as usize..local as usize + n_fft];
                             for ((d, &s), &w) in frame.iter_mut().zip(src).zip(&self.window) {
                                 *d = f64::from(s) * w;
                             }
@@ -325,19 +381,33 @@ impl LogMel {
                     }
                 },
             );
+        logmel
+    }
 
-        // Step 3: clamp at global max − 8 and rescale.
-        let max = logmel.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    /// Step 3's clamp at `max − 8` and rescale of the first `frames` frames of frame-major
+    /// `logmel`, row-major `[n_mels, width]` with the columns past `frames` exactly `0.0`
+    /// (a window's padding). `max` is the maximum over the recording's STFT frames.
+    pub fn normalize(&self, logmel: &[f32], frames: usize, max: f32, width: usize) -> Vec<f32> {
+        let n_mels = self.n_mels;
         let floor = f64::from(max) - 8.0;
-        let mut out = vec![0.0f32; n_mels * content];
-        for t in 0..content {
+        let mut out = vec![0.0f32; n_mels * width];
+        for t in 0..frames.min(width) {
             for m in 0..n_mels {
                 let x = f64::from(logmel[t * n_mels + m]).max(floor);
-                out[m * content + t] = ((x + 4.0) / 4.0) as f32;
+                out[m * width + t] = ((x + 4.0) / 4.0) as f32;
             }
         }
-        (out, content)
+        out
     }
+}
+
+/// Consecutive samples `[offset, offset + samples.len())` of a recording of `total`
+/// samples: what [`LogMel::log10_frames`] reads when the recording is not held whole.
+#[derive(Debug, Clone, Copy)]
+pub struct SignalSpan<'a> {
+    pub samples: &'a [f32],
+    pub offset: usize,
+    pub total: usize,
 }
 
 #[cfg(test)]
@@ -408,6 +478,45 @@ mod tests {
             assert!(got[m * 3000 + 1100..(m + 1) * 3000]
                 .iter()
                 .all(|&x| x == 0.0));
+        }
+    }
+
+    #[test]
+    fn frames_from_a_span_are_the_bits_of_the_whole_recording() {
+        let lm = LogMel::new(16_000, 400, 160, 80);
+        let mut rng = fastrand::Rng::with_seed(11);
+        // Lengths around the reflect-padding edge cases: shorter than the padding, one
+        // hop, and long ones ending mid-hop.
+        for total in [1usize, 150, 201, 399, 1_000, 48_123, 96_000] {
+            let pcm: Vec<f32> = (0..total).map(|_| rng.f32() * 2.0 - 1.0).collect();
+            let whole = SignalSpan {
+                samples: &pcm,
+                offset: 0,
+                total,
+            };
+            let n = lm.stft_frames(total);
+            let all = lm.log10_frames(&whole, 0..n);
+            let mut ranges = vec![0..n, 0..1.min(n), n.saturating_sub(1)..n];
+            for _ in 0..20 {
+                let a = rng.usize(0..n);
+                ranges.push(a..rng.usize(a..=n));
+            }
+            for frames in ranges {
+                let need = lm.samples_for_frames(frames.clone(), total);
+                let span = SignalSpan {
+                    samples: &pcm[need.clone()],
+                    offset: need.start,
+                    total,
+                };
+                let part = lm.log10_frames(&span, frames.clone());
+                let want = &all[frames.start * 80..frames.end * 80];
+                assert!(
+                    part.iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{total} samples, frames {frames:?} from samples {need:?}"
+                );
+            }
         }
     }
 

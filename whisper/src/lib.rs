@@ -1,7 +1,7 @@
 //! Whisper speech-to-text run as a serialized operator graph.
 //!
 //! Data flows one way: PCM (from `amanuensis-audio`) → the `features` graph (log-mel of
-//! the whole recording) → per 30-s window the `encoder` and `cross_kv` graphs → the
+//! the whole recording, or of a file a window at a time: [`spectrogram`]) → per 30-s window the `encoder` and `cross_kv` graphs → the
 //! `decoder_step` graph driven by a decoding policy ([`decoding`]: greedy, beam search,
 //! temperature fallback) → tokens → segments, optionally word-timed ([`alignment`])
 //! ([`window_loop`]) into a [`Transcript`] ([`transcript`]). The graphs are built from hyper-parameters ([`graph`]) and run by
@@ -16,6 +16,7 @@ pub mod graph;
 pub mod lockstep;
 pub mod model;
 pub mod refine;
+pub mod spectrogram;
 pub mod speech_filter;
 pub mod tokenizer;
 pub mod transcriber;

@@ -581,7 +581,7 @@ impl StepModel for GraphStepper<'_> {
 }
 
 /// [`Error::Interrupted`] when `flag` is set.
-fn check_interrupt(flag: Option<&Arc<AtomicBool>>) -> Result<()> {
+pub(crate) fn check_interrupt(flag: Option<&Arc<AtomicBool>>) -> Result<()> {
     match flag {
         Some(f) if f.load(Ordering::Relaxed) => Err(Error::Interrupted),
         _ => Ok(()),

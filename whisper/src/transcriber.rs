@@ -43,13 +43,20 @@ impl Transcriber {
     }
 
     /// Decodes an audio file (any supported format and rate; `-` is stdin) and
-    /// transcribes it.
+    /// transcribes it. A file is read twice, a window at a time
+    /// ([`WhisperModel::transcribe_streamed`]), so that memory does not grow with its
+    /// length; standard input is read into memory.
     pub fn transcribe(
         &mut self,
         path: impl AsRef<Path>,
         options: &TranscribeOptions,
     ) -> Result<Transcript> {
-        let pcm = amanuensis_audio::load_audio(path.as_ref())?;
+        let path = path.as_ref();
+        if self.model.can_stream(path) {
+            let audio = self.model.scan_file(path)?;
+            return self.model.transcribe_streamed(audio, options, &mut |_| {});
+        }
+        let pcm = amanuensis_audio::load_audio(path)?;
         self.model.transcribe_pcm(&pcm, options)
     }
 

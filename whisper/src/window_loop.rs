@@ -9,15 +9,16 @@ use crate::decoding::{split_segments, DecodeOptions, DecodeResult, FallbackOptio
 use crate::error::{Error, Result};
 use crate::graph::{ENCODER_WINDOWS, HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use crate::lockstep::LockstepWindow;
-use crate::model::{mel_window, WhisperModel};
+use crate::model::WhisperModel;
 use crate::refine::{self, RefineOptions};
+use crate::spectrogram::{Spectrogram, StreamedAudio};
 use crate::tokenizer::Tokenizer;
 use crate::transcript::{
     compression_ratio, Segment, Task, Timings, Transcript, WindowSegment, Word,
 };
 use amanuensis_audio::pauses::{self, Pause};
 use amanuensis_runtime::Tensor;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Seconds per mel frame.
 pub const FRAME_SECONDS: f64 = HOP_LENGTH as f64 / SAMPLE_RATE as f64;
@@ -256,7 +257,7 @@ pub struct TogetherStats {
 /// A recording prepared up to its first window ([`WhisperModel::prepare_first_window`]).
 pub struct FirstWindow {
     t0: Instant,
-    mel: Tensor,
+    mel: Spectrogram,
     ctx: LoopContext,
     acc: Accumulated,
     /// The first window's cross K/V, language and prompt (none for empty audio).
@@ -282,7 +283,7 @@ impl FirstWindow {
     /// Frames of the spectrogram: more than one window's means the window loop goes on
     /// after the first.
     pub fn frames(&self) -> usize {
-        self.mel.shape()[1]
+        self.mel.frames()
     }
 }
 
@@ -573,11 +574,11 @@ impl WhisperModel {
     ) -> Result<FirstWindow> {
         let Started {
             t0,
-            mel,
+            mut mel,
             ctx,
             mut acc,
         } = started;
-        let content_frames = mel.shape()[1];
+        let content_frames = mel.frames();
         let mut language = opts.language.clone();
         let mut language_probability = None;
         let mut first = None;
@@ -586,7 +587,7 @@ impl WhisperModel {
                 Some(cross) => cross,
                 None => {
                     let size = N_FRAMES.min(content_frames);
-                    self.encode_at(&mel, 0, size, &mut acc.timings)?
+                    self.encode_at(&mut mel, 0, size, &mut acc.timings)?
                 }
             };
             let lang =
@@ -617,7 +618,7 @@ impl WhisperModel {
     ) -> Result<Transcript> {
         let FirstWindow {
             t0,
-            mel,
+            mut mel,
             ctx,
             mut acc,
             mut first,
@@ -626,7 +627,7 @@ impl WhisperModel {
             decode: dopts,
         } = prepared;
         let duration = ctx.duration;
-        let content_frames = mel.shape()[1];
+        let content_frames = mel.frames();
         let mut seek = 0usize;
         let mut prompt_reset_since = 0usize;
         while seek < content_frames {
@@ -634,7 +635,7 @@ impl WhisperModel {
             let (cross, lang, prompt) = match first.take() {
                 Some(prepared) => prepared,
                 None => {
-                    let cross = self.encode_at(&mel, seek, segment_size, &mut acc.timings)?;
+                    let cross = self.encode_at(&mut mel, seek, segment_size, &mut acc.timings)?;
                     let lang = self.language_of(
                         &cross,
                         &mut language,
@@ -822,8 +823,8 @@ impl WhisperModel {
         check_batch_size(opts.batch_size)?;
         let batch_size = opts.batch_size;
         let t0 = Instant::now();
-        let (mel, ctx, mut acc) = self.start(pcm, opts)?;
-        let content_frames = mel.shape()[1];
+        let (mut mel, ctx, mut acc) = self.start(pcm, opts)?;
+        let content_frames = mel.frames();
         let dopts = self.decode_options(opts.without_timestamps);
         // Lockstep decodes the first try, which must be beam search (or greedy).
         let lockstep = opts
@@ -876,7 +877,7 @@ impl WhisperModel {
             let mut rests = Vec::new();
             for chunk in pending.chunks(batch_size) {
                 self.decode_batch(
-                    &mel,
+                    &mut mel,
                     chunk,
                     &initial,
                     &dopts,
@@ -914,7 +915,7 @@ impl WhisperModel {
     #[allow(clippy::too_many_arguments)]
     fn decode_batch(
         &mut self,
-        mel: &Tensor,
+        mel: &mut Spectrogram,
         chunk: &[(usize, usize)],
         initial: &[u32],
         dopts: &DecodeOptions,
@@ -999,29 +1000,73 @@ impl WhisperModel {
         &mut self,
         pcm: &[f32],
         opts: &TranscribeOptions,
-    ) -> Result<(Tensor, LoopContext, Accumulated)> {
-        let mut acc = Accumulated::default();
+    ) -> Result<(Spectrogram, LoopContext, Accumulated)> {
         let t = Instant::now();
-        let mel = self.features(pcm)?;
-        acc.timings.features = t.elapsed();
+        let mel = Spectrogram::Whole(self.features(pcm)?);
+        let features = t.elapsed();
+        self.start_with(mel, features, pcm.len(), opts, |o| {
+            pauses::find_pauses(pcm, SAMPLE_RATE as u32, o)
+        })
+    }
+
+    /// [`Self::start`] for a spectrogram computed in `features` from `samples` samples,
+    /// with `pauses` finding the recording's pauses when timestamps are refined.
+    fn start_with(
+        &mut self,
+        mel: Spectrogram,
+        features: Duration,
+        samples: usize,
+        opts: &TranscribeOptions,
+        pauses: impl FnOnce(&pauses::PauseOptions) -> Vec<Pause>,
+    ) -> Result<(Spectrogram, LoopContext, Accumulated)> {
+        let mut acc = Accumulated::default();
+        acc.timings.features = features;
         if let Some(p) = &opts.initial_prompt {
             acc.all_tokens = self.tokenizer.encode_prompt(p)?;
         }
         let refine = opts.refine_timestamps && !opts.without_timestamps;
         let refine_opts = RefineOptions::default();
         let pauses = if refine {
-            pauses::find_pauses(pcm, SAMPLE_RATE as u32, &refine_opts.pauses)
+            pauses(&refine_opts.pauses)
         } else {
             Vec::new()
         };
         let ctx = LoopContext {
-            duration: pcm.len() as f64 / SAMPLE_RATE as f64,
+            duration: samples as f64 / SAMPLE_RATE as f64,
             timestamp_begin: self.tokenizer.timestamp_begin(),
             refine,
             pauses,
             refine_opts,
         };
         Ok((mel, ctx, acc))
+    }
+
+    /// Transcribes a recording measured by [`WhisperModel::scan_audio`], computing its
+    /// spectrogram a window at a time as the window loop reaches it, so memory does not grow
+    /// with the recording's length. The transcript is the one [`Self::transcribe_pcm`]
+    /// gives for the same samples, bit for bit. With `opts.batch_size` above 1 the
+    /// recording is decoded into memory first (the batched windows need all of it).
+    pub fn transcribe_streamed(
+        &mut self,
+        mut audio: StreamedAudio,
+        opts: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Transcript> {
+        check_batch_size(opts.batch_size)?;
+        if opts.batch_size > 1 {
+            let pcm = audio.load_all()?;
+            return self.transcribe_pcm_batched(&pcm, opts, progress);
+        }
+        let t0 = Instant::now();
+        let samples = audio.samples();
+        let scan_time = audio.scan_time();
+        let levels = audio.take_levels();
+        let mel = audio.into_spectrogram();
+        let (mel, ctx, acc) = self.start_with(mel, scan_time, samples, opts, |o| {
+            pauses::pauses_from_levels(&levels, o)
+        })?;
+        let first = self.finish_first_window(Started { t0, mel, ctx, acc }, None, opts)?;
+        self.continue_sequential(first, None, opts, progress)
     }
 
     /// The cross K/V of the first windows of the `started` recordings that have one,
@@ -1033,7 +1078,7 @@ impl WhisperModel {
     ) -> Vec<Option<Vec<Tensor>>> {
         let mut out: Vec<Option<Vec<Tensor>>> = vec![None; started.len()];
         let firsts: Vec<usize> = (0..started.len())
-            .filter(|&i| matches!(&started[i], Some(Ok(s)) if s.mel.shape()[1] > 0))
+            .filter(|&i| matches!(&started[i], Some(Ok(s)) if s.mel.frames() > 0))
             .collect();
         if firsts.len() < 2 || self.encoder_windows.is_none() {
             return out;
@@ -1043,8 +1088,9 @@ impl WhisperModel {
             let batch = (|| -> Result<Vec<Vec<Tensor>>> {
                 let mut mels = Vec::with_capacity(group.len());
                 for &i in group {
-                    if let Some(Ok(s)) = &started[i] {
-                        mels.push(mel_window(&s.mel, 0, N_FRAMES.min(s.mel.shape()[1]))?);
+                    if let Some(Ok(s)) = &mut started[i] {
+                        let frames = s.mel.frames();
+                        mels.push(s.mel.window(0, N_FRAMES.min(frames))?);
                     }
                 }
                 let stacked = self
@@ -1074,7 +1120,7 @@ impl WhisperModel {
     /// the stacked tensors the lockstep decoder takes as they are.
     fn encode_batch(
         &mut self,
-        mel: &Tensor,
+        mel: &mut Spectrogram,
         chunk: &[(usize, usize)],
         timings: &mut Timings,
     ) -> Result<EncodedBatch> {
@@ -1101,8 +1147,9 @@ impl WhisperModel {
         let t = Instant::now();
         let mels = chunk
             .iter()
-            .map(|&(seek, size)| mel_window(mel, seek, size))
+            .map(|&(seek, size)| mel.window(seek, size))
             .collect::<Result<Vec<_>>>()?;
+        timings.features += mel.take_compute_time();
         if let Some(s) = self.encoder_windows.as_mut() {
             s.set_window(Some(timings.windows));
         }
@@ -1124,13 +1171,14 @@ impl WhisperModel {
     /// The cross K/V of the window of `segment_size` frames at `seek`.
     fn encode_at(
         &mut self,
-        mel: &Tensor,
+        mel: &mut Spectrogram,
         seek: usize,
         segment_size: usize,
         timings: &mut Timings,
     ) -> Result<Vec<Tensor>> {
+        let window = mel.window(seek, segment_size)?;
+        timings.features += mel.take_compute_time();
         let t = Instant::now();
-        let window = mel_window(mel, seek, segment_size)?;
         // Device call logs and traces name the window their runs belong to.
         for s in [&mut self.encoder, &mut self.cross_kv] {
             s.set_window(Some(timings.windows));
@@ -1330,7 +1378,7 @@ pub fn untranscribed_rest(
 /// A recording whose spectrogram is computed, before its first window is encoded.
 struct Started {
     t0: Instant,
-    mel: Tensor,
+    mel: Spectrogram,
     ctx: LoopContext,
     acc: Accumulated,
 }
