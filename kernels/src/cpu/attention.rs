@@ -286,58 +286,84 @@ pub fn attention_direct(
     if tq == 0 || heads == 0 || head_dim == 0 {
         return;
     }
-    let fmas = 2 * tq * tk * heads * head_dim;
-    let serial = fmas < MIN_PARALLEL_FMAS || rayon::current_num_threads() <= 1;
-    let out_ptr = SendPtr::new(out.as_mut_ptr());
     if causal_offset.is_none() && tq > 1 {
-        let blocks = tq.div_ceil(SHARED_ROWS);
-        let task = |scores: &mut Vec<f32>, t: usize| {
-            // Consecutive tasks share a head, as in the per-row split below.
+        return row_blocks(q, k, v, lay, out, attend_rows_dispatch);
+    }
+    let out_ptr = SendPtr::new(out.as_mut_ptr());
+    run_tasks(
+        heads * tq,
+        serial(&lay),
+        |scores: &mut Vec<f32>, t: usize| {
+            let (h, i) = (t / tq, t % tq);
+            // SAFETY: task (h, i) alone touches out[i·stride + h·hd ..][..hd]; `check` proved
+            // these segments lie inside `out` and do not overlap (hd·heads ≤ stride).
+            let out_row = unsafe {
+                std::slice::from_raw_parts_mut(
+                    out_ptr.get().add(i * out_row_stride + h * head_dim),
+                    head_dim,
+                )
+            };
+            attend_row_dispatch(q, k, v, lay, h, i, scores, out_row);
+        },
+    );
+}
+
+/// Whether a call is too small to pay for splitting it over threads.
+fn serial(lay: &Layout) -> bool {
+    let fmas = 2 * lay.tq * lay.tk * lay.heads * lay.head_dim;
+    fmas < MIN_PARALLEL_FMAS || rayon::current_num_threads() <= 1
+}
+
+/// Runs tasks `0..n` in order on this thread, or over the pool, each with a score scratch
+/// of its thread's.
+fn run_tasks(n: usize, serial: bool, task: impl Fn(&mut Vec<f32>, usize) + Sync + Send) {
+    if serial {
+        let mut scores = Vec::new();
+        (0..n).for_each(|t| task(&mut scores, t));
+    } else {
+        (0..n).into_par_iter().for_each_init(Vec::new, task);
+    }
+}
+
+/// A kernel computing a block of query rows of one head that share every key
+/// ([`attend_rows_kv`] compiled for some instruction set).
+type RowsKernel<T> =
+    fn(&[f32], &[T], &[T], Layout, usize, std::ops::Range<usize>, &mut Vec<f32>, &mut [&mut [f32]]);
+
+/// Attention without a causal mask as (head, block of up to [`SHARED_ROWS`] query rows)
+/// tasks, each running `kernel`, which reads its head's K and V once for all its rows.
+/// Consecutive tasks share a head.
+fn row_blocks<T: Sync>(
+    q: &[f32],
+    k: &[T],
+    v: &[T],
+    lay: Layout,
+    out: &mut [f32],
+    kernel: RowsKernel<T>,
+) {
+    let (tq, hd) = (lay.tq, lay.head_dim);
+    let blocks = tq.div_ceil(SHARED_ROWS);
+    let out_ptr = SendPtr::new(out.as_mut_ptr());
+    run_tasks(
+        lay.heads * blocks,
+        serial(&lay),
+        |scores: &mut Vec<f32>, t: usize| {
             let (h, b) = (t / blocks, t % blocks);
             let rows = b * SHARED_ROWS..((b + 1) * SHARED_ROWS).min(tq);
-            // SAFETY: task (h, b) alone touches out[i·stride + h·hd ..][..hd] for its rows
-            // i; `check` proved these segments lie inside `out` and do not overlap.
+            // SAFETY: task (h, b) alone touches out[i·stride + h·hd ..][..hd] for its rows i;
+            // the caller's `check` proved these segments lie inside `out` and do not overlap.
             let mut outs: Vec<&mut [f32]> = rows
                 .clone()
                 .map(|i| unsafe {
                     std::slice::from_raw_parts_mut(
-                        out_ptr.get().add(i * out_row_stride + h * head_dim),
-                        head_dim,
+                        out_ptr.get().add(i * lay.out_row_stride + h * hd),
+                        hd,
                     )
                 })
                 .collect();
-            attend_rows_dispatch(q, k, v, lay, h, rows, scores, &mut outs);
-        };
-        if serial {
-            let mut scores = Vec::new();
-            (0..heads * blocks).for_each(|t| task(&mut scores, t));
-        } else {
-            (0..heads * blocks)
-                .into_par_iter()
-                .for_each_init(Vec::new, task);
-        }
-        return;
-    }
-    let task = |scores: &mut Vec<f32>, t: usize| {
-        let (h, i) = (t / tq, t % tq);
-        // SAFETY: task (h, i) alone touches out[i·stride + h·hd ..][..hd]; `check` proved
-        // these segments lie inside `out` and do not overlap (hd·heads ≤ stride).
-        let out_row = unsafe {
-            std::slice::from_raw_parts_mut(
-                out_ptr.get().add(i * out_row_stride + h * head_dim),
-                head_dim,
-            )
-        };
-        attend_row_dispatch(q, k, v, lay, h, i, scores, out_row);
-    };
-    if serial {
-        let mut scores = Vec::new();
-        (0..heads * tq).for_each(|t| task(&mut scores, t));
-    } else {
-        (0..heads * tq)
-            .into_par_iter()
-            .for_each_init(Vec::new, task);
-    }
+            kernel(q, k, v, lay, h, rows, scores, &mut outs);
+        },
+    );
 }
 
 /// [`attention_direct`] without a causal mask on K and V stored as f16: the decoder's
@@ -376,34 +402,7 @@ pub fn attention_direct_f16kv(
     if tq == 0 || heads == 0 || head_dim == 0 {
         return;
     }
-    let fmas = 2 * tq * tk * heads * head_dim;
-    let serial = fmas < MIN_PARALLEL_FMAS || rayon::current_num_threads() <= 1;
-    let out_ptr = SendPtr::new(out.as_mut_ptr());
-    let blocks = tq.div_ceil(SHARED_ROWS);
-    let task = |scores: &mut Vec<f32>, t: usize| {
-        let (h, b) = (t / blocks, t % blocks);
-        let rows = b * SHARED_ROWS..((b + 1) * SHARED_ROWS).min(tq);
-        // SAFETY: as in `attention_direct`: task (h, b) alone touches its rows' head-h
-        // segments of `out`, which `check` proved in bounds and disjoint.
-        let mut outs: Vec<&mut [f32]> = rows
-            .clone()
-            .map(|i| unsafe {
-                std::slice::from_raw_parts_mut(
-                    out_ptr.get().add(i * out_row_stride + h * head_dim),
-                    head_dim,
-                )
-            })
-            .collect();
-        attend_rows_f16_dispatch(q, k, v, lay, h, rows, scores, &mut outs);
-    };
-    if serial {
-        let mut scores = Vec::new();
-        (0..heads * blocks).for_each(|t| task(&mut scores, t));
-    } else {
-        (0..heads * blocks)
-            .into_par_iter()
-            .for_each_init(Vec::new, task);
-    }
+    row_blocks(q, k, v, lay, out, attend_rows_f16_dispatch);
 }
 
 /// [`attend_rows_kv`] on f16 K and V: compiled for AVX2, FMA and F16C when the CPU has
