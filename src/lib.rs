@@ -14,8 +14,8 @@ pub use amanuensis_audio as audio;
 /// Silero VAD: the second model, for `--vad` and `amanuensis vad`.
 pub use amanuensis_vad as vad;
 pub use amanuensis_whisper::{
-    alignment, compute, decoding, devices, lockstep, model, refine, spectrogram, tokenizer,
-    transcript, window_loop,
+    alignment, compute, decoding, devices, lockstep, model, refine, spectrogram, speech_filter,
+    tokenizer, transcript, window_loop,
 };
 pub use amanuensis_whisper::{
     DeviceSpec, Error, Progress, Result, Segment, Task, TranscribeOptions, Transcriber, Transcript,

@@ -871,14 +871,36 @@ fn transcribe_file(
     a: &TranscribeArgs,
     format: OutputFormat,
 ) -> Result<Transcript> {
-    // Plain transcription of a file reads it twice, a window at a time (memory does not
-    // grow with its length); voice activity, batches and standard input need it whole.
-    let (pcm, streamed) = if vad.is_none() && a.batch_size == 1 && model.can_stream(file) {
-        (Vec::new(), Some(model.scan_file(file)?))
+    // A file is read a window at a time (memory does not grow with its length): measured
+    // once (with --vad, probed for speech), then read again; batches and standard input
+    // need the recording whole.
+    enum Input<'v> {
+        Whole(Vec<f32>),
+        Streamed(amanuensis::spectrogram::StreamedAudio),
+        Speech(
+            amanuensis::speech_filter::ProbedSpeech,
+            &'v mut (amanuensis::vad::VadModel, amanuensis::vad::VadOptions),
+        ),
+    }
+    let (input, vad) = if a.batch_size == 1 && model.can_stream(file) {
+        match vad {
+            None => (Input::Streamed(model.scan_file(file)?), None),
+            Some(v) => {
+                let probed = amanuensis::speech_filter::probe_speech(
+                    &mut v.0,
+                    &mut amanuensis::spectrogram::file_opener(file),
+                )?;
+                (Input::Speech(probed, v), None)
+            }
+        }
     } else {
-        (audio::load_audio(file)?, None)
+        (Input::Whole(audio::load_audio(file)?), vad)
     };
-    let samples = streamed.as_ref().map_or(pcm.len(), |s| s.samples());
+    let samples = match &input {
+        Input::Whole(pcm) => pcm.len(),
+        Input::Streamed(s) => s.samples(),
+        Input::Speech(p, _) => p.samples,
+    };
     let mut opts = opts.clone();
     let one_window = samples <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize;
     if !a.no_timestamps
@@ -898,25 +920,40 @@ fn transcribe_file(
             b.set_message(format!("{rtf:.1}x realtime"));
         }
     };
-    let t = match vad {
-        Some((vad, vad_options)) => model
-            .transcribe_speech(vad, vad_options, &pcm, &opts, &mut report)
-            .map(|(t, r)| {
-                if !a.quiet {
-                    eprintln!(
-                        "{}: voice activity: {} speech segment(s), {:.1} s of {:.1} s transcribed",
-                        file.display(),
-                        r.segments.len(),
-                        r.speech_seconds,
-                        r.duration
-                    );
-                }
-                t
-            }),
-        None => match streamed {
-            Some(audio) => model.transcribe_streamed(audio, &opts, &mut report),
-            None => model.transcribe_pcm_with_progress(&pcm, &opts, &mut report),
-        },
+    let voice = |r: amanuensis::Result<(Transcript, amanuensis::speech_filter::SpeechReport)>| {
+        r.map(|(t, r)| {
+            if !a.quiet {
+                eprintln!(
+                    "{}: voice activity: {} speech segment(s), {:.1} s of {:.1} s transcribed",
+                    file.display(),
+                    r.segments.len(),
+                    r.speech_seconds,
+                    r.duration
+                );
+            }
+            t
+        })
+    };
+    let t = match (input, vad) {
+        (Input::Speech(probed, (vad, vad_options)), _) => voice(model.transcribe_speech_streamed(
+            vad,
+            vad_options,
+            probed,
+            &file.display().to_string(),
+            amanuensis::spectrogram::file_opener(file),
+            &opts,
+            &mut report,
+        )),
+        (Input::Whole(pcm), Some((vad, vad_options))) => {
+            voice(model.transcribe_speech(vad, vad_options, &pcm, &opts, &mut report))
+        }
+        (Input::Streamed(audio), Some((vad, vad_options))) => {
+            voice(audio.load_all().and_then(|pcm| {
+                model.transcribe_speech(vad, vad_options, &pcm, &opts, &mut report)
+            }))
+        }
+        (Input::Streamed(audio), None) => model.transcribe_streamed(audio, &opts, &mut report),
+        (Input::Whole(pcm), None) => model.transcribe_pcm_with_progress(&pcm, &opts, &mut report),
     };
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -935,14 +972,28 @@ fn vad_command(a: VadCmdArgs) -> Result<ExitCode> {
     let mut failed = 0;
     let mut reports = Vec::new();
     for file in &a.files {
-        let result = audio::load_audio(file)
+        // A file is fed to the VAD as it is decoded; standard input is read whole.
+        let result = if file.as_os_str() == audio::STDIN_PATH {
+            audio::load_audio(file)
+                .map_err(anyhow::Error::from)
+                .and_then(|pcm| {
+                    let t0 = Instant::now();
+                    let probs = vad.speech_probs(&pcm)?;
+                    Ok((probs, pcm.len(), t0.elapsed()))
+                })
+        } else {
+            let t0 = Instant::now();
+            amanuensis::speech_filter::probe_speech(
+                &mut vad,
+                &mut amanuensis::spectrogram::file_opener(file),
+            )
+            .map(|p| (p.probs, p.samples, t0.elapsed()))
             .map_err(anyhow::Error::from)
-            .and_then(|pcm| {
-                let t0 = Instant::now();
-                let probs = vad.speech_probs(&pcm)?;
-                let segs = amanuensis::vad::speech_segments(&probs, pcm.len(), &options);
-                Ok((pcm.len(), segs, t0.elapsed()))
-            });
+        }
+        .map(|(probs, n, took)| {
+            let segs = amanuensis::vad::speech_segments(&probs, n, &options);
+            (n, segs, took)
+        });
         match result {
             Ok((n, segs, took)) => {
                 let duration = n as f64 / audio::SAMPLE_RATE as f64;

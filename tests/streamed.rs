@@ -91,7 +91,10 @@ fn a_file_that_changes_between_the_two_reads_is_an_error() {
             Box::new(move || {
                 opened += 1;
                 let bytes = if opened == 1 { &long } else { &short };
-                AudioStream::from_bytes(bytes.clone(), Some("wav"))
+                Ok(Box::new(AudioStream::from_bytes(
+                    bytes.clone(),
+                    Some("wav"),
+                )?))
             }),
         )
         .unwrap();

@@ -420,3 +420,77 @@ fn batched_speech_chunks_of_silence_give_an_empty_transcript() {
     assert!(report.speech_seconds == 0.0 && report.speech_seconds.is_sign_positive());
     assert_eq!(t.duration, 5.0);
 }
+
+#[test]
+fn a_speech_prober_fed_in_pieces_gives_the_probabilities_of_the_whole() {
+    let pcm =
+        amanuensis::audio::load_audio(&data_dir().join("audio/long_public_concat.wav")).unwrap();
+    let mut vad = load_vad("cpu");
+    let whole = vad.speech_probs(&pcm).unwrap();
+    let mut rng = fastrand::Rng::with_seed(5);
+    // Pieces of every size, from a few samples to more than a block of windows.
+    for max_piece in [700usize, 40_000, 300_000] {
+        let mut prober = vad.prober();
+        let mut rest = &pcm[..];
+        while !rest.is_empty() {
+            let k = rng.usize(1..=rest.len().min(max_piece));
+            prober.push(&rest[..k]).unwrap();
+            rest = &rest[k..];
+        }
+        let (probs, samples) = prober.finish().unwrap();
+        assert_eq!(samples, pcm.len());
+        assert_eq!(probs.len(), whole.len());
+        assert!(
+            probs
+                .iter()
+                .zip(&whole)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "pieces of up to {max_piece} samples"
+        );
+    }
+}
+
+#[test]
+fn vad_on_a_file_reads_it_a_window_at_a_time_and_gives_the_in_memory_transcript() {
+    use amanuensis::spectrogram::file_opener;
+    use amanuensis::speech_filter::probe_speech;
+    use amanuensis::TranscribeOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("noise_jfk_silence_tone.wav");
+    std::fs::write(&path, wav(&noise_speech_silence_tone())).unwrap();
+    let pcm = amanuensis::audio::load_audio(&path).unwrap();
+    let mut model = crate::common::load_model();
+    let mut vad = load_vad("cpu");
+    let options = VadOptions::default();
+    let opts = TranscribeOptions {
+        word_timestamps: true,
+        ..Default::default()
+    };
+    let (memory, memory_report) = model
+        .transcribe_speech(&mut vad, &options, &pcm, &opts, &mut |_| {})
+        .unwrap();
+    let probed = probe_speech(&mut vad, &mut file_opener(&path)).unwrap();
+    assert_eq!(probed.samples, pcm.len());
+    let (streamed, report) = model
+        .transcribe_speech_streamed(
+            &mut vad,
+            &options,
+            probed,
+            "noise_jfk_silence_tone.wav",
+            file_opener(&path),
+            &opts,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(report.segments, memory_report.segments);
+    assert!(!report.segments.is_empty());
+    let content = |t: &amanuensis::Transcript| {
+        serde_json::to_string(&(&t.segments, &t.text, t.duration)).unwrap()
+    };
+    assert_eq!(content(&streamed), content(&memory));
+    assert!(
+        streamed.text.contains("ask not what your country"),
+        "{}",
+        streamed.text
+    );
+}

@@ -200,6 +200,19 @@ pub fn decode_audio_bytes(bytes: Vec<u8>, hint_ext: Option<&str>) -> Result<Vec<
     AudioStream::from_bytes(bytes, hint_ext)?.collect_all()
 }
 
+/// A 16 kHz mono signal delivered in consecutive chunks: a decoder ([`AudioStream`]) or
+/// something that filters one.
+pub trait SampleSource: Send {
+    /// The next non-empty chunk, or `None` at the end.
+    fn next_chunk(&mut self) -> Result<Option<Vec<f32>>, AudioError>;
+}
+
+impl SampleSource for AudioStream {
+    fn next_chunk(&mut self) -> Result<Option<Vec<f32>>, AudioError> {
+        AudioStream::next_chunk(self)
+    }
+}
+
 /// A decoder that yields the 16 kHz mono signal of a source in consecutive chunks.
 pub struct AudioStream {
     name: String,

@@ -10,5 +10,5 @@ pub mod graph;
 pub mod model;
 pub mod segments;
 
-pub use model::{find_vad_dir, VadError, VadModel};
+pub use model::{find_vad_dir, SpeechProber, VadError, VadModel};
 pub use segments::{speech_segments, SpeechMap, SpeechSegment, VadOptions};

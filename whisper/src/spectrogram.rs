@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use amanuensis_audio::pauses::LevelMeter;
-use amanuensis_audio::{AudioError, AudioStream};
+use amanuensis_audio::{AudioError, AudioStream, SampleSource};
 use amanuensis_operators::log_mel::{LogMel, SignalSpan};
 use amanuensis_runtime::Tensor;
 
@@ -24,7 +24,13 @@ use crate::graph::{FEATURES, N_FRAMES, SAMPLE_RATE};
 use crate::model::{check_interrupt, mel_window, WhisperModel};
 
 /// Opens the recording from its start (again); called once per pass.
-pub type Opener = Box<dyn FnMut() -> std::result::Result<AudioStream, AudioError> + Send>;
+pub type Opener = Box<dyn FnMut() -> std::result::Result<Box<dyn SampleSource>, AudioError> + Send>;
+
+/// An [`Opener`] decoding the audio file at `path` from its start at each call.
+pub fn file_opener(path: &Path) -> Opener {
+    let owned = path.to_path_buf();
+    Box::new(move || Ok(Box::new(AudioStream::open(&owned)?)))
+}
 
 /// STFT frames the measuring pass computes at a time (30 s of audio): large enough for the
 /// frames to spread over every core, small enough to hold (1 MB of log-mel values).
@@ -120,7 +126,11 @@ impl StreamedAudio {
     /// Decodes the whole recording into memory, for what needs every sample at once
     /// (voice-activity detection, batched windows).
     pub fn load_all(mut self) -> Result<Vec<f32>> {
-        let pcm = (self.open)()?.collect_all()?;
+        let mut source = (self.open)()?;
+        let mut pcm = Vec::with_capacity(self.samples);
+        while let Some(chunk) = source.next_chunk()? {
+            pcm.extend_from_slice(&chunk);
+        }
         if pcm.len() != self.samples {
             return Err(changed(&self.name, self.samples, pcm.len()).into());
         }
@@ -158,7 +168,7 @@ fn changed(name: &str, before: usize, now: usize) -> AudioError {
 pub struct StreamedMel {
     audio: StreamedAudio,
     /// The second pass's decoder; reopened when a window starts before `buf_start`.
-    stream: Option<AudioStream>,
+    stream: Option<Box<dyn SampleSource>>,
     /// Samples `buf_start..buf_start + buf.len()` of the recording.
     buf: Vec<f32>,
     buf_start: usize,
@@ -255,11 +265,7 @@ impl WhisperModel {
 
     /// [`Self::scan_audio`] of an audio file, reopened by path for the second pass.
     pub fn scan_file(&self, path: &Path) -> Result<StreamedAudio> {
-        let owned = path.to_path_buf();
-        self.scan_audio(
-            &path.display().to_string(),
-            Box::new(move || AudioStream::open(&owned)),
-        )
+        self.scan_audio(&path.display().to_string(), file_opener(path))
     }
 
     /// Measures a recording for [`Self::transcribe_streamed`], reading it once through

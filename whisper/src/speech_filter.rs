@@ -8,8 +8,10 @@
 use crate::error::Result;
 use crate::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use crate::model::WhisperModel;
+use crate::spectrogram::Opener;
 use crate::transcript::Transcript;
 use crate::window_loop::{GivenWindows, Progress, TranscribeOptions};
+use amanuensis_audio::{AudioError, SampleSource};
 use amanuensis_vad::{speech_segments, SpeechMap, SpeechSegment, VadModel, VadOptions};
 
 /// What the VAD kept of a recording.
@@ -42,6 +44,114 @@ impl WhisperModel {
         let mut t = self.transcribe_pcm_with_progress(&speech, opts, progress)?;
         restore_times(&mut t, &map);
         t.duration = pcm.len() as f32 / amanuensis_vad::graph::SAMPLE_RATE as f32;
+        let report = SpeechReport {
+            segments,
+            speech_seconds: map.speech_seconds(),
+            duration: t.duration as f64,
+        };
+        Ok((t, report))
+    }
+}
+
+/// A recording's speech probabilities, measured by reading it once ([`probe_speech`]).
+#[derive(Debug, Clone)]
+pub struct ProbedSpeech {
+    /// Per 512-sample window, as [`amanuensis_vad::VadModel::speech_probs`] gives them.
+    pub probs: Vec<f32>,
+    /// The recording's length in 16 kHz samples.
+    pub samples: usize,
+}
+
+/// Reads a recording once through `open`, feeding it to the VAD a block at a time: the
+/// probabilities [`VadModel::speech_probs`] gives for the whole, bit for bit.
+pub fn probe_speech(vad: &mut VadModel, open: &mut Opener) -> Result<ProbedSpeech> {
+    let mut source = open()?;
+    let mut prober = vad.prober();
+    while let Some(chunk) = source.next_chunk()? {
+        prober.push(&chunk)?;
+    }
+    let (probs, samples) = prober.finish()?;
+    Ok(ProbedSpeech { probs, samples })
+}
+
+/// Only the samples of `segments` (in order, not overlapping) of a source: the speech
+/// [`SpeechMap::join`] gives, a chunk at a time.
+struct SpeechOnly {
+    inner: Box<dyn SampleSource>,
+    segments: Vec<SpeechSegment>,
+    /// The next segment not yet passed.
+    next: usize,
+    /// Samples read from `inner`.
+    read: usize,
+}
+
+impl SampleSource for SpeechOnly {
+    fn next_chunk(&mut self) -> std::result::Result<Option<Vec<f32>>, AudioError> {
+        while self.next < self.segments.len() {
+            let Some(chunk) = self.inner.next_chunk()? else {
+                return Ok(None);
+            };
+            let (start, end) = (self.read, self.read + chunk.len());
+            self.read = end;
+            let mut out = Vec::new();
+            while let Some(s) = self.segments.get(self.next) {
+                let (lo, hi) = (s.start.max(start), s.end.min(end));
+                if lo < hi {
+                    out.extend_from_slice(&chunk[lo - start..hi - start]);
+                }
+                if s.end > end {
+                    break;
+                }
+                self.next += 1;
+            }
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl WhisperModel {
+    /// [`Self::transcribe_speech`] of a recording read through `open` (named `name` in
+    /// errors) and probed by [`probe_speech`]: only its speech is read again, a window at a
+    /// time ([`Self::transcribe_streamed`]), so memory does not grow with its length. The
+    /// transcript is the one `transcribe_speech` gives for the same samples. With a batch
+    /// size above 1 the recording is decoded into memory (the batched chunks need it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn transcribe_speech_streamed(
+        &mut self,
+        vad: &mut VadModel,
+        vad_options: &VadOptions,
+        probed: ProbedSpeech,
+        name: &str,
+        mut open: Opener,
+        opts: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<(Transcript, SpeechReport)> {
+        if opts.batch_size > 1 {
+            let mut source = open()?;
+            let mut pcm = Vec::with_capacity(probed.samples);
+            while let Some(chunk) = source.next_chunk()? {
+                pcm.extend_from_slice(&chunk);
+            }
+            return self.transcribe_speech(vad, vad_options, &pcm, opts, progress);
+        }
+        let segments = speech_segments(&probed.probs, probed.samples, vad_options);
+        let map = SpeechMap::new(&segments);
+        let kept = segments.clone();
+        let speech: Opener = Box::new(move || {
+            Ok(Box::new(SpeechOnly {
+                inner: open()?,
+                segments: kept.clone(),
+                next: 0,
+                read: 0,
+            }))
+        });
+        let audio = self.scan_audio(name, speech)?;
+        let mut t = self.transcribe_streamed(audio, opts, progress)?;
+        restore_times(&mut t, &map);
+        t.duration = probed.samples as f32 / SAMPLE_RATE as f32;
         let report = SpeechReport {
             segments,
             speech_seconds: map.speech_seconds(),
