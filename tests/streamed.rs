@@ -109,3 +109,35 @@ fn a_file_that_changes_between_the_two_reads_is_an_error() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_named_pipe_is_read_once_into_memory_not_streamed() {
+    // A pipe (a shell's `<(…)`, a FIFO) has no length and cannot be read twice: it is
+    // decoded forward, once, into memory.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("jfk.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bytes = std::fs::read(common::data_dir().join("audio/jfk.wav")).unwrap();
+    let path = fifo.clone();
+    let writer = std::thread::spawn(move || std::fs::write(&path, bytes));
+    let out = common::cli()
+        .args(["transcribe", "--quiet"])
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    writer.join().unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ask not what your country can do for you"),
+        "{text}"
+    );
+}

@@ -287,7 +287,13 @@ impl AudioStream {
             source,
         };
         let mut file = File::open(path).map_err(io_err)?;
-        let len = file.metadata().map_err(io_err)?.len();
+        let meta = file.metadata().map_err(io_err)?;
+        if !meta.is_file() {
+            // A pipe (a FIFO, a shell's `<(…)`) has no length and cannot seek: read it
+            // forward, as standard input.
+            return Self::from_reader(file, &name);
+        }
+        let len = meta.len();
         if len == 0 {
             return Err(AudioError::Empty {
                 file: format!("audio file {name}"),

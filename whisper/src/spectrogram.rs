@@ -257,10 +257,13 @@ impl WhisperModel {
         .ok()
     }
 
-    /// Whether [`Self::scan_file`] can stream `path`: a file (not `-`, standard input,
-    /// which cannot be read twice) and a features graph that is the plain `log_mel` node.
+    /// Whether [`Self::scan_file`] can stream `path`: a regular file (not `-`, standard
+    /// input, nor a pipe such as a shell's `<(…)`: they cannot be read twice) and a
+    /// features graph that is the plain `log_mel` node.
     pub fn can_stream(&self, path: &Path) -> bool {
-        path.as_os_str() != amanuensis_audio::STDIN_PATH && self.streamable_front_end().is_some()
+        path.as_os_str() != amanuensis_audio::STDIN_PATH
+            && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+            && self.streamable_front_end().is_some()
     }
 
     /// [`Self::scan_audio`] of an audio file, reopened by path for the second pass.
