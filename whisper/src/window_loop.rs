@@ -1057,9 +1057,13 @@ impl WhisperModel {
             let pcm = audio.load_all()?;
             return self.transcribe_pcm_batched(&pcm, opts, progress);
         }
-        let t0 = Instant::now();
-        let samples = audio.samples();
         let scan_time = audio.scan_time();
+        // The transcription's wall time includes the measuring pass, as its features time
+        // does.
+        let t0 = Instant::now()
+            .checked_sub(scan_time)
+            .unwrap_or_else(Instant::now);
+        let samples = audio.samples();
         let levels = audio.take_levels();
         let mel = audio.into_spectrogram();
         let (mel, ctx, acc) = self.start_with(mel, scan_time, samples, opts, |o| {
