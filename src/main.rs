@@ -874,30 +874,28 @@ fn transcribe_file(
     // A file is read a window at a time (memory does not grow with its length): measured
     // once (with --vad, probed for speech), then read again; batches and standard input
     // need the recording whole.
+    type VadPair = (amanuensis::vad::VadModel, amanuensis::vad::VadOptions);
     enum Input<'v> {
-        Whole(Vec<f32>),
+        Whole(Vec<f32>, Option<&'v mut VadPair>),
         Streamed(amanuensis::spectrogram::StreamedAudio),
-        Speech(
-            amanuensis::speech_filter::ProbedSpeech,
-            &'v mut (amanuensis::vad::VadModel, amanuensis::vad::VadOptions),
-        ),
+        Speech(amanuensis::speech_filter::ProbedSpeech, &'v mut VadPair),
     }
-    let (input, vad) = if a.batch_size == 1 && model.can_stream(file) {
+    let input = if a.batch_size == 1 && model.can_stream(file) {
         match vad {
-            None => (Input::Streamed(model.scan_file(file)?), None),
+            None => Input::Streamed(model.scan_file(file)?),
             Some(v) => {
                 let probed = amanuensis::speech_filter::probe_speech(
                     &mut v.0,
                     &mut amanuensis::spectrogram::file_opener(file),
                 )?;
-                (Input::Speech(probed, v), None)
+                Input::Speech(probed, v)
             }
         }
     } else {
-        (Input::Whole(audio::load_audio(file)?), vad)
+        Input::Whole(audio::load_audio(file)?, vad)
     };
     let samples = match &input {
-        Input::Whole(pcm) => pcm.len(),
+        Input::Whole(pcm, _) => pcm.len(),
         Input::Streamed(s) => s.samples(),
         Input::Speech(p, _) => p.samples,
     };
@@ -934,8 +932,8 @@ fn transcribe_file(
             t
         })
     };
-    let t = match (input, vad) {
-        (Input::Speech(probed, (vad, vad_options)), _) => voice(model.transcribe_speech_streamed(
+    let t = match input {
+        Input::Speech(probed, (vad, vad_options)) => voice(model.transcribe_speech_streamed(
             vad,
             vad_options,
             probed,
@@ -944,16 +942,11 @@ fn transcribe_file(
             &opts,
             &mut report,
         )),
-        (Input::Whole(pcm), Some((vad, vad_options))) => {
+        Input::Whole(pcm, Some((vad, vad_options))) => {
             voice(model.transcribe_speech(vad, vad_options, &pcm, &opts, &mut report))
         }
-        (Input::Streamed(audio), Some((vad, vad_options))) => {
-            voice(audio.load_all().and_then(|pcm| {
-                model.transcribe_speech(vad, vad_options, &pcm, &opts, &mut report)
-            }))
-        }
-        (Input::Streamed(audio), None) => model.transcribe_streamed(audio, &opts, &mut report),
-        (Input::Whole(pcm), None) => model.transcribe_pcm_with_progress(&pcm, &opts, &mut report),
+        Input::Whole(pcm, None) => model.transcribe_pcm_with_progress(&pcm, &opts, &mut report),
+        Input::Streamed(audio) => model.transcribe_streamed(audio, &opts, &mut report),
     };
     if let Some(b) = bar {
         b.finish_and_clear();

@@ -26,6 +26,16 @@ use crate::model::{check_interrupt, mel_window, WhisperModel};
 /// Opens the recording from its start (again); called once per pass.
 pub type Opener = Box<dyn FnMut() -> std::result::Result<Box<dyn SampleSource>, AudioError> + Send>;
 
+/// Every sample of the recording `open` opens, in one vector (`samples` expected).
+pub fn read_all(open: &mut Opener, samples: usize) -> Result<Vec<f32>> {
+    let mut source = open()?;
+    let mut pcm = Vec::with_capacity(samples);
+    while let Some(chunk) = source.next_chunk()? {
+        pcm.extend_from_slice(&chunk);
+    }
+    Ok(pcm)
+}
+
 /// An [`Opener`] decoding the audio file at `path` from its start at each call.
 pub fn file_opener(path: &Path) -> Opener {
     let owned = path.to_path_buf();
@@ -118,19 +128,10 @@ impl StreamedAudio {
         self.scan_time
     }
 
-    /// The energy levels of its 10-ms frames ([`amanuensis_audio::pauses::frame_levels_db`]).
-    pub fn levels(&self) -> &[f32] {
-        &self.levels
-    }
-
     /// Decodes the whole recording into memory, for what needs every sample at once
     /// (voice-activity detection, batched windows).
     pub fn load_all(mut self) -> Result<Vec<f32>> {
-        let mut source = (self.open)()?;
-        let mut pcm = Vec::with_capacity(self.samples);
-        while let Some(chunk) = source.next_chunk()? {
-            pcm.extend_from_slice(&chunk);
-        }
+        let pcm = read_all(&mut self.open, self.samples)?;
         if pcm.len() != self.samples {
             return Err(changed(&self.name, self.samples, pcm.len()).into());
         }

@@ -8,7 +8,7 @@
 use crate::error::Result;
 use crate::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use crate::model::WhisperModel;
-use crate::spectrogram::Opener;
+use crate::spectrogram::{read_all, Opener};
 use crate::transcript::Transcript;
 use crate::window_loop::{GivenWindows, Progress, TranscribeOptions};
 use amanuensis_audio::{AudioError, SampleSource};
@@ -130,11 +130,7 @@ impl WhisperModel {
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<(Transcript, SpeechReport)> {
         if opts.batch_size > 1 {
-            let mut source = open()?;
-            let mut pcm = Vec::with_capacity(probed.samples);
-            while let Some(chunk) = source.next_chunk()? {
-                pcm.extend_from_slice(&chunk);
-            }
+            let pcm = read_all(&mut open, probed.samples)?;
             return self.transcribe_speech(vad, vad_options, &pcm, opts, progress);
         }
         let segments = speech_segments(&probed.probs, probed.samples, vad_options);
