@@ -265,6 +265,77 @@ fn attention() -> BoxedStrategy<Case> {
         .boxed()
 }
 
+/// K and V stored by head (`kv_heads_major`), f32 or f16: no NPU kernel takes them.
+fn attention_heads_major() -> BoxedStrategy<Case> {
+    (
+        (1usize..=3, 1usize..=12, 1usize..=6, 1usize..=12),
+        (0usize..=2, any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((heads, hd, tq, tk), (batch, shared, causal, weights), (f16, seed))| {
+                let mut r = Values::new(seed);
+                let d = heads * hd;
+                let tk = if causal { tk.max(tq) } else { tk };
+                let lead: Vec<usize> = (batch > 0).then_some(batch).into_iter().collect();
+                let kv_lead: &[usize] = if shared { &[] } else { &lead };
+                let kv = |r: &mut Values| {
+                    let t = r.f32(&cat(kv_lead, &[heads, tk, hd]), 1.0);
+                    if f16 {
+                        narrow(&t)
+                    } else {
+                        t
+                    }
+                };
+                let args = vec![
+                    input(r.f32(&cat(&lead, &[tq, d]), 1.0)),
+                    input(kv(&mut r)),
+                    input(kv(&mut r)),
+                ];
+                let a = json!({
+                    "heads": heads,
+                    "causal": causal,
+                    "return_weights": weights,
+                    "kv_heads_major": true,
+                });
+                case("attention", a, args, false)
+            },
+        )
+        .boxed()
+}
+
+/// `t` rounded to f16.
+fn narrow(t: &Tensor) -> Tensor {
+    let v = t
+        .f32s()
+        .unwrap()
+        .iter()
+        .map(|&x| half::f16::from_f32(x))
+        .collect::<Vec<_>>();
+    Tensor::new(t.shape(), amanuensis_runtime::tensor::Data::F16(v.into())).unwrap()
+}
+
+/// `split_heads`, f32 or f16, with up to two leading dims: a layout change on the host.
+fn split_heads() -> BoxedStrategy<Case> {
+    (
+        (0usize..=2, 1usize..=20, 1usize..=4, 1usize..=8),
+        (any::<bool>(), any::<u64>()),
+    )
+        .prop_map(|((lead, t, heads, hd), (f16, seed))| {
+            let mut r = Values::new(seed);
+            let shape = cat(&vec![2; lead], &[t, heads * hd]);
+            let x = r.f32(&shape, 1.0);
+            let x = if f16 { narrow(&x) } else { x };
+            case(
+                "split_heads",
+                json!({"heads": heads}),
+                vec![input(x)],
+                false,
+            )
+        })
+        .boxed()
+}
+
 /// `kv_cache_attention` keeps its caches as state: host-resident on every device.
 fn kv_cache_attention() -> BoxedStrategy<Case> {
     (
@@ -516,6 +587,8 @@ fn generators() -> Vec<(&'static str, BoxedStrategy<Case>)> {
         ("gelu", gelu()),
         ("add", add()),
         ("attention", attention()),
+        ("attention", attention_heads_major()),
+        ("split_heads", split_heads()),
         ("kv_cache_attention", kv_cache_attention()),
         ("transpose", transpose()),
         ("transpose", transpose_batched()),

@@ -328,6 +328,70 @@ fn the_f16_cross_kv_transform_narrows_the_cross_keys_and_values_end_to_end() {
 }
 
 #[test]
+fn cross_keys_and_values_stored_by_head_validate_and_reach_every_reader() {
+    use amanuensis::whisper::graph::{
+        f16_cross_kv, heads_major_cross_kv, windows_decoder_graph, windows_encoder_graph, CROSS_KV,
+    };
+    use amanuensis_runtime::format::Dim;
+    let mut file = base();
+    f16_cross_kv(&mut file).unwrap();
+    // 6 decoder layers × keys and values, each through a split_heads node of 8 heads.
+    assert_eq!(heads_major_cross_kv(&mut file, 8), Ok(12));
+    let is_cross = |n: &str| n.starts_with("cross_k.") || n.starts_with("cross_v.");
+    let by_head = vec![Dim::Known(8), Dim::Known(1500), Dim::Known(64)];
+    let cross = file.graphs.iter().find(|g| g.name == CROSS_KV).unwrap();
+    for out in cross.outputs.iter().filter(|o| is_cross(&o.name)) {
+        assert_eq!(out.shape, by_head, "{}", out.name);
+        let producer = cross
+            .nodes
+            .iter()
+            .find(|n| n.outputs.contains(&out.name))
+            .unwrap();
+        assert_eq!(producer.op, "split_heads", "{}", out.name);
+        assert_eq!(producer.attrs["heads"], serde_json::json!(8));
+    }
+    // Every reader declares them so, and each of its 6 cross-attention nodes reads them
+    // by head; no other attention node does.
+    for g in file.graphs.iter().filter(|g| g.name != CROSS_KV) {
+        for i in g.inputs.iter().filter(|i| is_cross(&i.name)) {
+            assert_eq!(i.shape, by_head, "{} {}", g.name, i.name);
+        }
+        for n in g.nodes.iter().filter(|n| n.op == "attention") {
+            let marked = n.attrs.get("kv_heads_major") == Some(&serde_json::json!(true));
+            assert_eq!(marked, is_cross(&n.inputs[1]), "{} {}", g.name, n.name);
+        }
+    }
+    let marked = file
+        .graphs
+        .iter()
+        .flat_map(|g| &g.nodes)
+        .filter(|n| n.attrs.contains_key("kv_heads_major"))
+        .count();
+    assert_eq!(
+        marked, 12,
+        "decoder_step's and decoder_align's cross-attention"
+    );
+    validate(&file).unwrap();
+    // The derived graphs take a windows dim in front.
+    let windows = windows_decoder_graph(&file, false).unwrap();
+    let encoder = windows_encoder_graph(&file).unwrap();
+    for decl in windows
+        .inputs
+        .iter()
+        .chain(&encoder.outputs)
+        .filter(|i| is_cross(&i.name))
+    {
+        assert_eq!(decl.shape.len(), 4, "{}", decl.name);
+        assert_eq!(decl.shape[1..], by_head[..], "{}", decl.name);
+    }
+    // A head count that does not divide the model dim is refused.
+    let mut odd = base();
+    assert!(heads_major_cross_kv(&mut odd, 7)
+        .unwrap_err()
+        .contains("divisible by 7 heads"));
+}
+
+#[test]
 fn the_bf16_compute_type_marks_every_linear_the_encoder_attention_and_gelu() {
     use amanuensis::whisper::graph::{bf16_products, f32_encoder_gelu, ENCODER};
     let mut file = base();

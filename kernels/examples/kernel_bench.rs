@@ -210,10 +210,11 @@ fn bench_attention(
 /// A decoder step's cross-attention over all six layers' keys and values, each layer its
 /// own buffers (37 MB in f32, 18 MB in f16: more than a typical last-level cache once the
 /// weights pass through too), so the figure includes reading them from memory.
-fn bench_cross_step(rows: usize, f16: bool) {
+fn bench_cross_step(rows: usize, f16: bool, heads_major: bool) {
     let label = format!(
-        "cross-attention step, 6 layers, {rows} rows, k/v {}",
-        if f16 { "f16" } else { "f32" }
+        "cross-attention step, 6 layers, {rows} rows, k/v {}{}",
+        if f16 { "f16" } else { "f32" },
+        if heads_major { " by head" } else { "" }
     );
     if !wanted(&label) {
         return;
@@ -230,7 +231,29 @@ fn bench_cross_step(rows: usize, f16: bool) {
             let n = |x: &Vec<f32>| x.iter().map(|&y| half::f16::from_f32(y)).collect();
             (n(k), n(v))
         })
+        .map(|(k, v)| {
+            // `[heads, tk, hd]`: each head's keys contiguous.
+            let by_head = |x: Vec<half::f16>| -> Vec<half::f16> {
+                let mut out = Vec::with_capacity(x.len());
+                for h in 0..heads {
+                    for j in 0..tk {
+                        out.extend_from_slice(&x[j * d + h * hd..][..hd]);
+                    }
+                }
+                out
+            };
+            if heads_major {
+                (by_head(k), by_head(v))
+            } else {
+                (k, v)
+            }
+        })
         .collect();
+    let strides = if heads_major {
+        cpu::KvStrides::heads_major(tk, hd)
+    } else {
+        cpu::KvStrides::rows(d, hd)
+    };
     // A buffer as large as the weights a step reads, swept between steps, evicts the
     // keys and values from the cache as the real step's linears do.
     let sweep = data(48 << 18, 3);
@@ -249,7 +272,7 @@ fn bench_cross_step(rows: usize, f16: bool) {
         for l in 0..layers {
             if f16 {
                 let (k, v) = &kv16[l];
-                cpu::attention_direct_f16kv(&q, d, k, d, v, d, rows, tk, heads, hd, &mut out, d);
+                cpu::attention_direct_f16kv(&q, d, k, v, strides, rows, tk, heads, hd, &mut out, d);
             } else {
                 let (k, v) = &kv32[l];
                 cpu::attention_direct(&q, d, k, d, v, d, rows, tk, heads, hd, None, &mut out, d);
@@ -426,8 +449,9 @@ fn main() {
         bench_linear("linear (logits) gemm", m, d, 51865, cpu::linear_gemm);
     }
     for rows in [1, 5] {
-        bench_cross_step(rows, false);
-        bench_cross_step(rows, true);
+        bench_cross_step(rows, false, false);
+        bench_cross_step(rows, true, false);
+        bench_cross_step(rows, true, true);
     }
     let cases = [
         (1, 448, Some(447)),

@@ -283,10 +283,9 @@ fn attention_with_f16_keys_and_values_is_the_f32_kernel_on_the_widened_values_bi
         cpu::attention_direct(
             &q, d, &k32, stride, &v32, stride, tq, tk, heads, hd, None, &mut want, d,
         );
+        let rows = cpu::KvStrides::rows(stride, hd);
         let mut got = vec![f32::NAN; tq * d];
-        cpu::attention_direct_f16kv(
-            &q, d, &k16, stride, &v16, stride, tq, tk, heads, hd, &mut got, d,
-        );
+        cpu::attention_direct_f16kv(&q, d, &k16, &v16, rows, tq, tk, heads, hd, &mut got, d);
         let what = format!("tq={tq} tk={tk} heads={heads} hd={hd} pad={pad}");
         assert!(
             got.iter()
@@ -294,15 +293,41 @@ fn attention_with_f16_keys_and_values_is_the_f32_kernel_on_the_widened_values_bi
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{what}: differs from attention_direct on the widened values"
         );
+        // The same keys and values with each head's stored contiguously.
+        let heads_major = |x: &[half::f16]| -> Vec<half::f16> {
+            (0..heads)
+                .flat_map(|h| (0..tk).flat_map(move |j| x[j * stride + h * hd..][..hd].to_vec()))
+                .collect()
+        };
+        let mut by_head = vec![f32::NAN; tq * d];
+        cpu::attention_direct_f16kv(
+            &q,
+            d,
+            &heads_major(&k16),
+            &heads_major(&v16),
+            cpu::KvStrides::heads_major(tk, hd),
+            tq,
+            tk,
+            heads,
+            hd,
+            &mut by_head,
+            d,
+        );
+        assert!(
+            by_head
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{what}: heads stored one after another differ from interleaved heads"
+        );
         for i in 0..tq {
             let mut alone = vec![f32::NAN; d];
             cpu::attention_direct_f16kv(
                 &q[i * d..(i + 1) * d],
                 d,
                 &k16,
-                stride,
                 &v16,
-                stride,
+                rows,
                 1,
                 tk,
                 heads,
@@ -319,4 +344,26 @@ fn attention_with_f16_keys_and_values_is_the_f32_kernel_on_the_widened_values_bi
             );
         }
     }
+}
+
+#[test]
+#[should_panic(expected = "exceed length")]
+fn heads_major_keys_shorter_than_their_strides_are_refused() {
+    let (tk, heads, hd) = (10, 2, 8);
+    let q = vec![0.0f32; heads * hd];
+    let kv = vec![half::f16::ZERO; heads * tk * hd - 1];
+    let mut out = vec![0.0f32; heads * hd];
+    cpu::attention_direct_f16kv(
+        &q,
+        heads * hd,
+        &kv,
+        &kv,
+        cpu::KvStrides::heads_major(tk, hd),
+        1,
+        tk,
+        heads,
+        hd,
+        &mut out,
+        heads * hd,
+    );
 }

@@ -20,6 +20,7 @@ pub fn register_standard(reg: &mut Registry) -> Result<(), RuntimeError> {
     reg.register(attention::AttentionDef)?;
     reg.register(attention::KvCacheAttentionDef)?;
     reg.register(tensor_ops::TransposeDef)?;
+    reg.register(tensor_ops::SplitHeadsDef)?;
     reg.register(tensor_ops::EmbeddingDef)?;
     reg.register(tensor_ops::PositionEmbeddingDef)?;
     reg.register(tensor_ops::TakeDef)?;

@@ -766,6 +766,90 @@ pub fn f16_cross_kv(file: &mut amanuensis_runtime::ModelFile) -> Result<usize, S
     Ok(changed)
 }
 
+/// Stores the decoder's cross-attention keys and values with each head's keys contiguous
+/// (the int8 and bf16 compute types, after [`f16_cross_kv`]): each `cross_k.*` /
+/// `cross_v.*` output of the [`CROSS_KV`] graph goes through a `split_heads` node, so it
+/// becomes `[heads, n_audio_ctx, s / heads]`; every other graph declares its inputs of
+/// that name so, and its `attention` nodes reading them get `kv_heads_major`. A decoder
+/// step reads all of them from memory, and a head's slice of a row is 128 bytes of every
+/// kilobyte: stored by head, each head's keys are one run the hardware prefetchers follow
+/// (`kernel_bench 2 "cross-attention step"`: 3.1–3.8 against 1.5–2.0 ms for a beam-5
+/// step's six layers, `docs/kernels.md`). Each attention row's arithmetic is unchanged,
+/// so a transcript's bits are too. Derived graphs inherit it. Returns how many cross K/V
+/// values it changed; errors when the [`CROSS_KV`] graph has none, a value is not
+/// `[n_audio_ctx, s]` with `s` divisible by `heads`, or an attention node reads only one
+/// of a pair.
+pub fn heads_major_cross_kv(
+    file: &mut amanuensis_runtime::ModelFile,
+    heads: usize,
+) -> Result<usize, String> {
+    let is_cross = |n: &str| n.starts_with("cross_k.") || n.starts_with("cross_v.");
+    let by_head = |shape: &[Dim], what: &str| -> Result<Vec<Dim>, String> {
+        match shape {
+            [t, Dim::Known(s)] if heads > 0 && s % heads == 0 => {
+                Ok(vec![Dim::Known(heads), t.clone(), Dim::Known(s / heads)])
+            }
+            _ => Err(format!(
+                "'{what}' is {shape:?}, not [n_audio_ctx, s] with s divisible by {heads} heads"
+            )),
+        }
+    };
+    let cross = file
+        .graphs
+        .iter_mut()
+        .find(|g| g.name == CROSS_KV)
+        .ok_or_else(|| format!("the graph file has no graph '{CROSS_KV}'"))?;
+    let mut changed = 0;
+    let mut split = Vec::new();
+    for out in cross.outputs.iter_mut().filter(|o| is_cross(&o.name)) {
+        out.shape = by_head(&out.shape, &out.name)?;
+        let rows = format!("{}.rows", out.name);
+        let node = cross
+            .nodes
+            .iter_mut()
+            .find(|n| n.outputs.contains(&out.name))
+            .ok_or_else(|| format!("no node of '{CROSS_KV}' produces '{}'", out.name))?;
+        for o in node.outputs.iter_mut().filter(|o| **o == out.name) {
+            o.clone_from(&rows);
+        }
+        split.push(NodeDef {
+            name: format!("{}.split_heads", out.name),
+            op: "split_heads".into(),
+            inputs: vec![rows],
+            outputs: vec![out.name.clone()],
+            states: Vec::new(),
+            attrs: [("heads".to_string(), json!(heads))].into_iter().collect(),
+        });
+        changed += 1;
+    }
+    if changed == 0 {
+        return Err(format!("graph '{CROSS_KV}' has no cross K/V outputs"));
+    }
+    cross.nodes.extend(split);
+    for g in file.graphs.iter_mut().filter(|g| g.name != CROSS_KV) {
+        for input in g.inputs.iter_mut().filter(|i| is_cross(&i.name)) {
+            input.shape = by_head(&input.shape, &input.name)?;
+        }
+        for node in g.nodes.iter_mut().filter(|n| n.op == "attention") {
+            let reads = |i: usize| node.inputs.get(i).is_some_and(|n| is_cross(n));
+            match (reads(1), reads(2)) {
+                (true, true) => {
+                    node.attrs.insert("kv_heads_major".into(), json!(true));
+                }
+                (false, false) => {}
+                _ => {
+                    return Err(format!(
+                        "attention node '{}' of graph '{}' reads one cross K/V value with \
+                         another kind of value",
+                        node.name, g.name
+                    ))
+                }
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// The [`WINDOW`] graph: the encoder's nodes, then the cross K/V nodes reading the
 /// encoder's output directly; outputs are the cross K/V tensors, then the encoder output
 /// (a caller that does not want it leaves it on the device).
@@ -860,9 +944,11 @@ pub fn windows_decoder_graph(
     let mut crossed = 0;
     for input in &mut def.inputs {
         if input.name.starts_with("cross_k.") || input.name.starts_with("cross_v.") {
-            if input.shape.len() != 2 {
+            // `[n_audio_ctx, s]`, or `[heads, n_audio_ctx, s / heads]` stored by head.
+            if !(2..=3).contains(&input.shape.len()) {
                 return Err(format!(
-                    "graph '{DECODER_STEP}' input '{}' must be [n_audio_ctx, s] to take a windows dim",
+                    "graph '{DECODER_STEP}' input '{}' must be [n_audio_ctx, s] or \
+                     [heads, n_audio_ctx, s / heads] to take a windows dim",
                     input.name
                 ));
             }

@@ -292,10 +292,14 @@ fn stack_cross(windows: &[LockstepWindow]) -> Result<Vec<Tensor>> {
     let mut stacked = Vec::with_capacity(first.len());
     for (layer, t) in first.iter().enumerate() {
         let shape = t.shape().to_vec();
-        if shape.len() != 2 {
+        // `[n_audio_ctx, s]`, or stored by head `[heads, n_audio_ctx, s / heads]`.
+        if !(2..=3).contains(&shape.len()) {
             return Err(Error::graph(
                 DECODER_WINDOWS,
-                format!("cross K/V {layer} has shape {shape:?}, expected [n_audio_ctx, s]"),
+                format!(
+                    "cross K/V {layer} has shape {shape:?}, expected [n_audio_ctx, s] or \
+                     [heads, n_audio_ctx, s / heads]"
+                ),
             ));
         }
         let mut parts = Vec::with_capacity(windows.len());

@@ -258,6 +258,9 @@ impl WhisperModel {
             let changed = crate::graph::f16_cross_kv(&mut file)
                 .map_err(|e| Error::graph(&graph_origin, e))?;
             tracing::debug!(changed, "cross K/V values kept in f16");
+            let changed = crate::graph::heads_major_cross_kv(&mut file, dims.n_text_head)
+                .map_err(|e| Error::graph(&graph_origin, e))?;
+            tracing::debug!(changed, "cross K/V values stored by head");
         }
         if compute != crate::compute::ComputeType::F32 && spec.planned() {
             return Err(Error::Device {

@@ -25,7 +25,45 @@ pub(super) struct Layout {
     pub(super) tk: usize,
     pub(super) heads: usize,
     pub(super) head_dim: usize,
+    /// Distance between one head's slice of a K (or V) row and the next head's: `head_dim`
+    /// where a row holds every head, `tk·head_dim` where heads are stored one after
+    /// another ([`KvStrides`]). Q and the output always interleave heads.
+    pub(super) kv_head_stride: usize,
     pub(super) causal_offset: Option<usize>,
+}
+
+/// Where K and V keep head `h` of key `j`: at `j·row + h·head`, `head_dim` values.
+///
+/// Rows that hold every head, as a projection writes them (`[tk, d]`, possibly column
+/// slices of a wider row), are [`KvStrides::rows`]; heads stored one after another
+/// (`[heads, tk, head_dim]`) are [`KvStrides::heads_major`]. The second is what a decoder
+/// step's cross-attention reads fastest from memory: each head's keys are one contiguous
+/// run, which the hardware prefetchers follow, where rows give a head 128 bytes of every
+/// kilobyte (`docs/kernels.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvStrides {
+    /// Distance between consecutive keys of one head.
+    pub row: usize,
+    /// Distance between consecutive heads of one key.
+    pub head: usize,
+}
+
+impl KvStrides {
+    /// Rows of `row_stride` values holding the heads side by side, `head_dim` apart.
+    pub fn rows(row_stride: usize, head_dim: usize) -> Self {
+        KvStrides {
+            row: row_stride,
+            head: head_dim,
+        }
+    }
+
+    /// `[heads, tk, head_dim]`: each head's `tk` keys contiguous.
+    pub fn heads_major(tk: usize, head_dim: usize) -> Self {
+        KvStrides {
+            row: head_dim,
+            head: tk.saturating_mul(head_dim),
+        }
+    }
 }
 
 impl Layout {
@@ -44,8 +82,32 @@ impl Layout {
             .checked_mul(self.head_dim)
             .expect("attention: heads x head_dim overflows");
         require_strided("attention q", q.len(), self.tq, self.q_row_stride, width);
-        require_strided("attention k", k.len(), self.tk, self.k_row_stride, width);
-        require_strided("attention v", v.len(), self.tk, self.v_row_stride, width);
+        if self.kv_head_stride == self.head_dim {
+            require_strided("attention k", k.len(), self.tk, self.k_row_stride, width);
+            require_strided("attention v", v.len(), self.tk, self.v_row_stride, width);
+        } else {
+            // Heads apart: the last head's slice of the last key must lie inside.
+            let extent = |row: usize| match (self.tk, self.heads, self.head_dim) {
+                (0, _, _) | (_, 0, _) | (_, _, 0) => Some(0),
+                (tk, heads, hd) => (tk - 1)
+                    .checked_mul(row)
+                    .zip((heads - 1).checked_mul(self.kv_head_stride))
+                    .and_then(|(a, b)| a.checked_add(b))
+                    .and_then(|e| e.checked_add(hd)),
+            };
+            for (what, len, row) in [
+                ("attention k", k.len(), self.k_row_stride),
+                ("attention v", v.len(), self.v_row_stride),
+            ] {
+                assert!(
+                    extent(row).is_some_and(|e| e <= len),
+                    "{what}: {} keys of stride {row}, {} heads {} apart, exceed length {len}",
+                    self.tk,
+                    self.heads,
+                    self.kv_head_stride
+                );
+            }
+        }
         require_strided(
             "attention out",
             out.len(),
@@ -78,7 +140,8 @@ pub(super) fn attend_row<const FMA: bool>(
         out_row.fill(0.0);
         return;
     }
-    let krow = |j: usize| &k[j * lay.k_row_stride + col..][..hd];
+    let kcol = h * lay.kv_head_stride;
+    let krow = |j: usize| &k[j * lay.k_row_stride + kcol..][..hd];
     scores.clear();
     scores.resize(n, 0.0);
     let groups = n / 4;
@@ -93,7 +156,7 @@ pub(super) fn attend_row<const FMA: bool>(
         *s = dot::<FMA>(qr, krow(j)) * scale;
     }
     let sum = exp_shifted::<FMA>(scores);
-    weighted_rows::<FMA>(scores, &v[col..], lay.v_row_stride, out_row, false);
+    weighted_rows::<FMA>(scores, &v[kcol..], lay.v_row_stride, out_row, false);
     let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
     for o in out_row.iter_mut() {
         *o *= inv;
@@ -171,7 +234,8 @@ pub(super) fn attend_rows_kv<const FMA: bool, T: KvElem>(
     }
     let scale = 1.0 / (hd as f32).sqrt();
     let qrow = |i: usize| &q[i * lay.q_row_stride + col..][..hd];
-    let krow = |j: usize| &k[j * lay.k_row_stride + col..][..hd];
+    let kcol = h * lay.kv_head_stride;
+    let krow = |j: usize| &k[j * lay.k_row_stride + kcol..][..hd];
     scores.clear();
     scores.resize(r * n, 0.0);
     let groups = n / 4;
@@ -180,7 +244,7 @@ pub(super) fn attend_rows_kv<const FMA: bool, T: KvElem>(
         // A head's slice of a key row is a few cache lines every `k_row_stride` floats,
         // a pattern the hardware prefetchers follow poorly when K comes from memory.
         for t in j + PREFETCH_AHEAD..(j + PREFETCH_AHEAD + 4).min(n) {
-            prefetch(&k[t * lay.k_row_stride + col..][..hd]);
+            prefetch(krow(t));
         }
         let keys = [krow(j), krow(j + 1), krow(j + 2), krow(j + 3)];
         for (ri, i) in rows.clone().enumerate() {
@@ -206,9 +270,9 @@ pub(super) fn attend_rows_kv<const FMA: bool, T: KvElem>(
     let mut j0 = 0;
     while j0 < n {
         let j1 = (j0 + block).min(n);
-        let vb = &v[j0 * lay.v_row_stride + col..];
+        let vb = &v[j0 * lay.v_row_stride + kcol..];
         for t in j1..(j1 + block).min(n) {
-            prefetch(&v[t * lay.v_row_stride + col..][..hd]);
+            prefetch(&v[t * lay.v_row_stride + kcol..][..hd]);
         }
         for (ri, o) in out.iter_mut().enumerate() {
             let p = &scores[ri * n + j0..ri * n + j1];
@@ -280,6 +344,7 @@ pub fn attention_direct(
         tk,
         heads,
         head_dim,
+        kv_head_stride: head_dim,
         causal_offset,
     };
     lay.check(q, k, v, out);
@@ -366,9 +431,10 @@ fn row_blocks<T: Sync>(
     );
 }
 
-/// [`attention_direct`] without a causal mask on K and V stored as f16: the decoder's
-/// cross-attention at the int8 compute type, whose keys and values are read whole at
-/// every step (half the bytes of f32). Each value is widened exactly as it is loaded, so
+/// [`attention_direct`] without a causal mask on K and V stored as f16, laid out as `kv`
+/// says (the same for both): the decoder's cross-attention at the int8 compute type,
+/// whose keys and values are read whole at every step (half the bytes of f32), each head's
+/// contiguous there ([`KvStrides::heads_major`]). Each value is widened exactly as it is loaded, so
 /// the result is `attention_direct`'s on the widened K and V, bit for bit, and a row's
 /// result does not depend on `tq` or on the other rows. Parallel over (head, block of up
 /// to 8 query rows); each block reads its head's K and V once for all of its rows.
@@ -377,9 +443,8 @@ pub fn attention_direct_f16kv(
     q: &[f32],
     q_row_stride: usize,
     k: &[half::f16],
-    k_row_stride: usize,
     v: &[half::f16],
-    v_row_stride: usize,
+    kv: KvStrides,
     tq: usize,
     tk: usize,
     heads: usize,
@@ -389,13 +454,14 @@ pub fn attention_direct_f16kv(
 ) {
     let lay = Layout {
         q_row_stride,
-        k_row_stride,
-        v_row_stride,
+        k_row_stride: kv.row,
+        v_row_stride: kv.row,
         out_row_stride,
         tq,
         tk,
         heads,
         head_dim,
+        kv_head_stride: kv.head,
         causal_offset: None,
     };
     lay.check(q, k, v, out);
@@ -475,6 +541,7 @@ pub fn attention_blocked(
         tk,
         heads,
         head_dim,
+        kv_head_stride: head_dim,
         causal_offset,
     };
     lay.check(q, k, v, out);
@@ -670,6 +737,7 @@ pub fn attention_bf16(
         tk,
         heads,
         head_dim,
+        kv_head_stride: head_dim,
         causal_offset,
     };
     lay.check(q, k, v, out);

@@ -223,6 +223,7 @@ fn attend_rows_equal_attend_row_bit_for_bit_on_both_paths() {
             tk,
             heads,
             head_dim: hd,
+            kv_head_stride: hd,
             causal_offset: None,
         };
         let mut scores = Vec::new();
@@ -288,6 +289,7 @@ fn attend_rows_on_f16_keys_and_values_equal_the_f32_body_on_their_widened_values
             tk,
             heads,
             head_dim: hd,
+            kv_head_stride: hd,
             causal_offset: None,
         };
         for h in 0..heads {
@@ -365,6 +367,7 @@ fn attend_row_portable_matches_reference() {
         tk,
         heads,
         head_dim: hd,
+        kv_head_stride: hd,
         causal_offset: Some(tk - 3),
     };
     let mut scores = Vec::new();

@@ -44,7 +44,10 @@ fn check_heads(d: &Dim, heads: usize) -> Result<(), OpError> {
 /// `[.., heads, tq, tk]` (used for word-level alignment; the fast path never materialises
 /// them). With `bf16_products` (default false), calls of several query rows multiply in
 /// bf16 with f32 sums (the int8 compute type sets it on the encoder; see
-/// `docs/kernels.md`).
+/// `docs/kernels.md`). With `kv_heads_major` (default false), k and v store each head's
+/// keys contiguously, `[.., heads, tk, d/heads]` (as `split_heads` writes them; the
+/// decoder's cross-attention at the int8 and bf16 compute types): the same attention,
+/// read faster from memory; no NPU kernel takes that layout.
 pub struct AttentionDef;
 #[derive(Debug)]
 struct Attention {
@@ -54,6 +57,8 @@ struct Attention {
     /// Products of many query rows in bf16 ([`cpu::attention_bf16`]); single rows and
     /// the weights output stay f32.
     bf16_products: bool,
+    /// K and V are `[.., heads, tk, head_dim]`.
+    kv_heads_major: bool,
     npu: NpuBinding,
 }
 
@@ -65,7 +70,13 @@ impl OpDef for AttentionDef {
         "multi-head softmax(q·kᵀ/√d_head)·v; k, v may be shared across q's leading dims"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&["heads", "causal", "return_weights", "bf16_products"])?;
+        attrs.only(&[
+            "heads",
+            "causal",
+            "return_weights",
+            "bf16_products",
+            "kv_heads_major",
+        ])?;
         let (heads, causal) = (heads_attr(attrs)?, attrs.bool_or("causal", false)?);
         let return_weights = attrs.bool_or("return_weights", false)?;
         Ok(Box::new(Attention {
@@ -73,6 +84,7 @@ impl OpDef for AttentionDef {
             causal,
             return_weights,
             bf16_products: attrs.bool_or("bf16_products", false)?,
+            kv_heads_major: attrs.bool_or("kv_heads_major", false)?,
             npu: NpuBinding::owned(npu::AttentionFlashKernel {
                 heads,
                 causal,
@@ -85,7 +97,19 @@ impl OpDef for AttentionDef {
 impl Operator for Attention {
     fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
         expect_inputs(inputs, &["q", "k", "v"])?;
-        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        let q = &inputs[0];
+        // Heads stored one after another: checked here, then treated as the `[.., tk, d]`
+        // they hold.
+        let (k, v) = if self.kv_heads_major {
+            let d = q.last("q")?;
+            (
+                self.rows_of_heads(&inputs[1], d, "k")?,
+                self.rows_of_heads(&inputs[2], d, "v")?,
+            )
+        } else {
+            (inputs[1].clone(), inputs[2].clone())
+        };
+        let (k, v) = (&k, &v);
         q.expect_dtype(DType::F32, "q")?;
         // K and V may be stored in f16 (the decoder's cross-attention at the int8 and
         // bf16 compute types); both in the same type.
@@ -143,8 +167,19 @@ impl Operator for Attention {
                 v.shape()
             )));
         }
+        if q.shape().len() < 2 || k.shape().len() < 2 {
+            return Err(OpError(format!(
+                "q {:?} and k {:?}: expected rank >= 2",
+                q.shape(),
+                k.shape()
+            )));
+        }
         let qs = q.shape();
-        let ks = k.shape();
+        let ks = if self.kv_heads_major {
+            self.rows_of_heads_shape(k.shape(), qs[qs.len() - 1])?
+        } else {
+            k.shape().to_vec()
+        };
         let d = qs[qs.len() - 1];
         let tq = qs[qs.len() - 2];
         let tk = ks[ks.len() - 2];
@@ -197,6 +232,11 @@ impl Operator for Attention {
             let (qv, k16, v16) = (f32_input(q, "q")?, k.f16s()?, v.f16s()?);
             let mut out = ctx.alloc_f32(qs);
             let o = out.f32s_mut()?;
+            let strides = if self.kv_heads_major {
+                cpu::KvStrides::heads_major(tk, hd)
+            } else {
+                cpu::KvStrides::rows(d, hd)
+            };
             // One call per group of q's rows sharing a k (a window's beams).
             let rows = group * tq;
             for c in 0..batch / group {
@@ -205,9 +245,8 @@ impl Operator for Attention {
                     &qv[c * rows * d..(c + 1) * rows * d],
                     d,
                     &k16[kvo..kvo + tk * d],
-                    d,
                     &v16[kvo..kvo + tk * d],
-                    d,
+                    strides,
                     rows,
                     tk,
                     self.heads,
@@ -218,7 +257,12 @@ impl Operator for Attention {
             }
             return Ok(vec![out]);
         }
-        let (qv, kv, vv) = (f32_input(q, "q")?, f32_input(k, "k")?, f32_input(v, "v")?);
+        let (qv, mut kv, mut vv) = (f32_input(q, "q")?, f32_input(k, "k")?, f32_input(v, "v")?);
+        if self.kv_heads_major {
+            // Paths other than a step's few rows (a window's prompt, alignment) take rows.
+            kv = interleave_heads(&kv, tk, self.heads, hd).into();
+            vv = interleave_heads(&vv, tk, self.heads, hd).into();
+        }
         let mut out = ctx.alloc_f32(qs);
         if self.return_weights {
             let mut wshape = qs[..qs.len() - 2].to_vec();
@@ -279,8 +323,79 @@ impl Operator for Attention {
     }
 
     fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        // The NPU kernel reads rows of interleaved heads.
+        if self.kv_heads_major {
+            return None;
+        }
         self.npu.offer(target)
     }
+}
+
+impl Attention {
+    /// The `[.., tk, d]` type a `[.., heads, tk, d/heads]` k or v (`what`) holds, for q's
+    /// model dim `d`.
+    fn rows_of_heads(&self, t: &ValueType, d: &Dim, what: &str) -> Result<ValueType, OpError> {
+        let r = t.rank();
+        if r < 3 {
+            return Err(OpError(format!(
+                "{what}: with kv_heads_major, expected [.., heads, tk, head_dim], got {t}"
+            )));
+        }
+        expect_same_dim(
+            &t.shape[r - 3],
+            &Dim::Known(self.heads),
+            &format!("{what}'s heads vs the 'heads' attribute"),
+        )?;
+        let width = match (d, &t.shape[r - 1]) {
+            (Dim::Known(d), Dim::Known(hd)) => {
+                if *hd * self.heads != *d {
+                    return Err(OpError(format!(
+                        "{what}'s head size {hd} times {} heads is not q's model dim {d}",
+                        self.heads
+                    )));
+                }
+                Dim::Known(*d)
+            }
+            (d, _) => d.clone(),
+        };
+        let mut shape = t.shape[..r - 3].to_vec();
+        shape.push(t.shape[r - 2].clone());
+        shape.push(width);
+        Ok(ValueType::new(t.dtype, shape))
+    }
+
+    /// [`Attention::rows_of_heads`] on a run-time shape.
+    fn rows_of_heads_shape(&self, ks: &[usize], d: usize) -> Result<Vec<usize>, OpError> {
+        let r = ks.len();
+        if r < 3 || ks[r - 3] != self.heads || ks[r - 1] * self.heads != d {
+            return Err(OpError(format!(
+                "k {ks:?}: with kv_heads_major, expected [.., {}, tk, {}]",
+                self.heads,
+                d / self.heads.max(1)
+            )));
+        }
+        let mut rows = ks[..r - 3].to_vec();
+        rows.extend([ks[r - 2], d]);
+        Ok(rows)
+    }
+}
+
+/// Rows of interleaved heads, `[.., tk, heads·hd]`, from heads stored one after another,
+/// `[.., heads, tk, hd]`.
+fn interleave_heads(x: &[f32], tk: usize, heads: usize, hd: usize) -> Vec<f32> {
+    let m = tk * heads * hd;
+    let mut y = vec![0.0; x.len()];
+    if m == 0 {
+        return y;
+    }
+    for (src, dst) in x.chunks_exact(m).zip(y.chunks_exact_mut(m)) {
+        for (h, head) in src.chunks_exact(tk * hd).enumerate() {
+            for (j, row) in head.chunks_exact(hd).enumerate() {
+                dst[j * heads * hd + h * hd..][..hd].copy_from_slice(row);
+            }
+        }
+    }
+    y
 }
 
 /// Causal self-attention over a KV cache kept in two state tensors `[batch, capacity, d]`:
@@ -566,5 +681,132 @@ mod tests {
             .eval(&mut EvalContext::new(&mut none), &[&q, &k, &k])
             .unwrap_err();
         assert!(err.0.contains("disagree on leading dims"), "{err}");
+    }
+
+    fn attention_with(heads: usize, extra: serde_json::Value) -> Box<dyn Operator> {
+        let mut a = std::collections::BTreeMap::new();
+        a.insert("heads".to_string(), serde_json::json!(heads));
+        a.insert("kv_heads_major".to_string(), serde_json::json!(true));
+        for (k, v) in extra.as_object().unwrap() {
+            a.insert(k.clone(), v.clone());
+        }
+        AttentionDef.build(&Attrs(a)).unwrap()
+    }
+
+    /// `[.., tk, heads·hd]` rows as `[.., heads, tk, hd]`, in `t`'s type.
+    fn by_head(t: &Tensor, heads: usize) -> Tensor {
+        let split = crate::ops::tensor_ops::SplitHeadsDef
+            .build(&Attrs(
+                [("heads".to_string(), serde_json::json!(heads))]
+                    .into_iter()
+                    .collect(),
+            ))
+            .unwrap();
+        let mut none: [Tensor; 0] = [];
+        split
+            .eval(&mut EvalContext::new(&mut none), &[t])
+            .unwrap()
+            .remove(0)
+    }
+
+    fn f16(t: &Tensor) -> Tensor {
+        let v: Vec<half::f16> = t
+            .f32s()
+            .unwrap()
+            .iter()
+            .map(|&x| half::f16::from_f32(x))
+            .collect();
+        Tensor::new(t.shape(), amanuensis_runtime::tensor::Data::F16(v.into())).unwrap()
+    }
+
+    #[test]
+    fn keys_stored_by_head_give_the_bits_of_rows_of_heads() {
+        // The decoder's cross-attention at the int8 compute type: f16 K/V stored by head,
+        // read by a step's beams of several windows (the f16 fast path), by a window's
+        // prompt (many rows, the widening path) and with the weights output (alignment).
+        // Each must give the bits of the same attention on rows of interleaved heads.
+        let (windows, beams, tk, heads, hd) = (2, 3, 1500, 8, 64);
+        let d = heads * hd;
+        let k = Tensor::from_f32(&[windows, tk, d], values(windows * tk * d, 7)).unwrap();
+        let v = Tensor::from_f32(&[windows, tk, d], values(windows * tk * d, 8)).unwrap();
+        let mut none: [Tensor; 0] = [];
+        for (tq, extra) in [
+            (1, serde_json::json!({})),
+            (40, serde_json::json!({})),
+            (3, serde_json::json!({"return_weights": true})),
+        ] {
+            let q = Tensor::from_f32(
+                &[windows * beams, tq, d],
+                values(windows * beams * tq * d, 9),
+            )
+            .unwrap();
+            for kv16 in [true, false] {
+                let (k, v) = if kv16 {
+                    (f16(&k), f16(&v))
+                } else {
+                    (k.clone(), v.clone())
+                };
+                let mut plain_attrs = extra.clone();
+                plain_attrs["kv_heads_major"] = serde_json::json!(false);
+                let plain = attention_with(heads, plain_attrs)
+                    .eval(&mut EvalContext::new(&mut none), &[&q, &k, &v])
+                    .unwrap();
+                let (kh, vh) = (by_head(&k, heads), by_head(&v, heads));
+                assert_eq!(kh.shape(), [windows, heads, tk, hd]);
+                let op = attention_with(heads, extra.clone());
+                let types: Vec<ValueType> = [&q, &kh, &vh]
+                    .iter()
+                    .map(|t| {
+                        ValueType::new(
+                            t.dtype(),
+                            t.shape().iter().map(|&n| Dim::Known(n)).collect(),
+                        )
+                    })
+                    .collect();
+                let inferred = op.infer(&types, &[]).unwrap();
+                let got = op
+                    .eval(&mut EvalContext::new(&mut none), &[&q, &kh, &vh])
+                    .unwrap();
+                let what = format!("tq {tq}, {extra}, f16 {kv16}");
+                assert_eq!(got.len(), plain.len(), "{what}");
+                for (i, (g, p)) in got.iter().zip(&plain).enumerate() {
+                    assert_eq!(g.shape(), p.shape(), "{what}: output {i}");
+                    assert_eq!(
+                        inferred[i].shape,
+                        g.shape().iter().map(|&n| Dim::Known(n)).collect::<Vec<_>>(),
+                        "{what}: inferred output {i}"
+                    );
+                    let bits = |t: &Tensor| -> Vec<u32> {
+                        t.f32s().unwrap().iter().map(|x| x.to_bits()).collect()
+                    };
+                    assert!(bits(g) == bits(p), "{what}: output {i} differs");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keys_by_head_of_the_wrong_shape_are_refused() {
+        let op = attention_with(2, serde_json::json!({}));
+        let q = known(&[1, 8]);
+        for (k, want) in [
+            (known(&[5, 8]), "expected [.., heads, tk, head_dim]"),
+            (known(&[3, 5, 4]), "heads"),
+            (known(&[2, 5, 3]), "head size 3 times 2 heads"),
+        ] {
+            let err = op.infer(&[q.clone(), k.clone(), k], &[]).unwrap_err();
+            assert!(err.0.contains(want), "{err}");
+        }
+        let qt = Tensor::from_f32(&[1, 8], values(8, 1)).unwrap();
+        let kt = Tensor::from_f32(&[3, 5, 4], values(60, 2)).unwrap();
+        let mut none: [Tensor; 0] = [];
+        let err = op
+            .eval(&mut EvalContext::new(&mut none), &[&qt, &kt, &kt])
+            .unwrap_err();
+        assert!(err.0.contains("kv_heads_major"), "{err}");
+        assert!(
+            op.kernel("npu").is_none(),
+            "no NPU kernel reads keys by head"
+        );
     }
 }

@@ -80,6 +80,116 @@ fn transpose_matrix(src: &[f32], dst: &mut [f32], r: usize, c: usize) {
     }
 }
 
+/// Stores heads one after another: `y[.., h, t, c] = x[.., t, h·hd + c]` for
+/// `x: [.., t, heads·hd]`, f32 or f16 (kept). What the `attention` op's
+/// `kv_heads_major` reads: a decoder step then streams each head's cross-attention keys
+/// as one contiguous run instead of 128 bytes of every kilobyte (`docs/kernels.md`). A
+/// copy done once per window, on the host.
+pub struct SplitHeadsDef;
+#[derive(Debug)]
+struct SplitHeads {
+    heads: usize,
+}
+
+impl OpDef for SplitHeadsDef {
+    fn name(&self) -> &str {
+        "split_heads"
+    }
+    fn summary(&self) -> &str {
+        "y[.., h, t, c] = x[.., t, h·d/heads + c]: each head's rows contiguous"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        attrs.only(&["heads"])?;
+        let heads = attrs.usize("heads")?;
+        if heads == 0 {
+            return Err(OpError("attribute 'heads' must be >= 1".into()));
+        }
+        Ok(Box::new(SplitHeads { heads }))
+    }
+}
+
+impl SplitHeads {
+    /// Head size of a last dim `d`.
+    fn head_dim(&self, d: usize) -> Result<usize, OpError> {
+        if !d.is_multiple_of(self.heads) {
+            return Err(OpError(format!(
+                "x: last dim {d} is not divisible by {} heads",
+                self.heads
+            )));
+        }
+        Ok(d / self.heads)
+    }
+}
+
+/// [`SplitHeads`] on each `[t, heads·hd]` matrix of `x`.
+fn split_heads<T: Copy>(x: &[T], y: &mut [T], t: usize, heads: usize, hd: usize) {
+    let m = t * heads * hd;
+    if m == 0 {
+        return;
+    }
+    for (src, dst) in x.chunks_exact(m).zip(y.chunks_exact_mut(m)) {
+        for (h, head) in dst.chunks_exact_mut(t * hd).enumerate() {
+            for (j, row) in head.chunks_exact_mut(hd).enumerate() {
+                row.copy_from_slice(&src[j * heads * hd + h * hd..][..hd]);
+            }
+        }
+    }
+}
+
+impl Operator for SplitHeads {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        expect_inputs(inputs, &["x"])?;
+        let x = &inputs[0];
+        if x.dtype != DType::F16 {
+            x.expect_dtype(DType::F32, "x")?;
+        }
+        if x.rank() < 2 {
+            return Err(OpError(format!("x: expected rank >= 2, got {x}")));
+        }
+        let n = x.rank();
+        let mut shape = x.shape[..n - 2].to_vec();
+        shape.push(Dim::Known(self.heads));
+        shape.push(x.shape[n - 2].clone());
+        shape.push(match &x.shape[n - 1] {
+            Dim::Known(d) => Dim::Known(self.head_dim(*d)?),
+            Dim::Sym(s) => {
+                return Err(OpError(format!(
+                    "x: the last dim must be known to split it into heads, got '{s}'"
+                )))
+            }
+        });
+        Ok(vec![ValueType::new(x.dtype, shape)])
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let x = inputs[0];
+        let xs = x.shape();
+        let n = xs.len();
+        if n < 2 {
+            return Err(OpError(format!("x {xs:?}: expected rank >= 2")));
+        }
+        let (t, hd) = (xs[n - 2], self.head_dim(xs[n - 1])?);
+        let mut shape = xs[..n - 2].to_vec();
+        shape.extend([self.heads, t, hd]);
+        match x.dtype() {
+            DType::F16 => {
+                let mut y = vec![half::f16::ZERO; x.numel()];
+                split_heads(x.f16s()?, &mut y, t, self.heads, hd);
+                Ok(vec![Tensor::new(
+                    &shape,
+                    amanuensis_runtime::tensor::Data::F16(y.into()),
+                )?])
+            }
+            _ => {
+                let xv = f32_input(x, "x")?;
+                let mut out = ctx.alloc_f32(&shape);
+                split_heads(&xv, out.f32s_mut()?, t, self.heads, hd);
+                Ok(vec![out])
+            }
+        }
+    }
+}
+
 fn check_ids(ids: &[i32], limit: usize, what: &str) -> Result<(), OpError> {
     if let Some(&bad) = ids.iter().find(|&&i| i < 0 || i as usize >= limit) {
         return Err(OpError(format!("{what}: id {bad} is outside 0..{limit}")));
@@ -592,5 +702,69 @@ mod tests {
         }
         let scalar = ValueType::new(DType::F32, vec![Dim::Known(4)]);
         assert!(op.infer(&[scalar], &[]).is_err(), "rank 1 is refused");
+    }
+
+    #[test]
+    fn split_heads_stores_each_heads_rows_contiguously_in_its_type() {
+        let (b, t, heads, hd) = (2, 5, 3, 4);
+        let d = heads * hd;
+        let op = SplitHeadsDef
+            .build(&Attrs(
+                [("heads".to_string(), serde_json::json!(heads))]
+                    .into_iter()
+                    .collect(),
+            ))
+            .unwrap();
+        let x: Vec<f32> = (0..b * t * d).map(|i| i as f32).collect();
+        let x32 = Tensor::from_f32(&[b, t, d], x.clone()).unwrap();
+        let x16 = Tensor::new(
+            &[b, t, d],
+            amanuensis_runtime::tensor::Data::F16(
+                x.iter()
+                    .map(|&v| half::f16::from_f32(v))
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+        )
+        .unwrap();
+        let mut none: [Tensor; 0] = [];
+        for xt in [&x32, &x16] {
+            let ty = ValueType::new(
+                xt.dtype(),
+                xt.shape().iter().map(|&n| Dim::Known(n)).collect(),
+            );
+            let inferred = op.infer(&[ty], &[]).unwrap();
+            let y = op
+                .eval(&mut EvalContext::new(&mut none), &[xt])
+                .unwrap()
+                .remove(0);
+            assert_eq!(y.shape(), [b, heads, t, hd]);
+            assert_eq!(y.dtype(), xt.dtype());
+            assert_eq!(
+                inferred[0],
+                ValueType::new(xt.dtype(), [b, heads, t, hd].map(Dim::Known).to_vec())
+            );
+            let y = y.f32s_widened().unwrap();
+            for m in 0..b {
+                for h in 0..heads {
+                    for j in 0..t {
+                        for c in 0..hd {
+                            assert_eq!(
+                                y[((m * heads + h) * t + j) * hd + c],
+                                x[(m * t + j) * d + h * hd + c]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let odd = ValueType::new(DType::F32, vec![Dim::Known(5), Dim::Known(10)]);
+        let err = op.infer(&[odd], &[]).unwrap_err();
+        assert!(err.0.contains("not divisible by 3 heads"), "{err}");
+        let sym = ValueType::new(DType::F32, vec![Dim::Known(5), Dim::Sym("d".into())]);
+        assert!(
+            op.infer(&[sym], &[]).is_err(),
+            "a symbolic last dim is refused"
+        );
     }
 }
