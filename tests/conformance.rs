@@ -336,13 +336,14 @@ fn split_heads() -> BoxedStrategy<Case> {
         .boxed()
 }
 
-/// `kv_cache_attention` keeps its caches as state: host-resident on every device.
+/// `kv_cache_attention` keeps its caches as state: host-resident on every device. Both
+/// cache layouts: rows, and stored by head.
 fn kv_cache_attention() -> BoxedStrategy<Case> {
     (
         (1usize..=2, 1usize..=8, 1usize..=2, 1usize..=4),
-        (0usize..=6, any::<u64>()),
+        (0usize..=6, any::<bool>(), any::<u64>()),
     )
-        .prop_map(|((heads, hd, batch, n), (spare, seed))| {
+        .prop_map(|((heads, hd, batch, n), (spare, heads_major, seed))| {
             let mut r = Values::new(seed);
             let d = heads * hd;
             let cap = n + spare;
@@ -354,8 +355,13 @@ fn kv_cache_attention() -> BoxedStrategy<Case> {
                 input(r.f32(&qkv, 1.0)),
                 input(Tensor::scalar_i32(offset)),
             ];
-            let mut c = case("kv_cache_attention", json!({"heads": heads}), args, false);
-            c.states = vec![vec![batch, cap, d]; 2];
+            let a = json!({"heads": heads, "heads_major": heads_major});
+            let mut c = case("kv_cache_attention", a, args, false);
+            c.states = if heads_major {
+                vec![vec![batch, heads, cap, hd]; 2]
+            } else {
+                vec![vec![batch, cap, d]; 2]
+            };
             c
         })
         .boxed()

@@ -392,6 +392,37 @@ fn cross_keys_and_values_stored_by_head_validate_and_reach_every_reader() {
 }
 
 #[test]
+fn self_attention_caches_stored_by_head_validate() {
+    use amanuensis::whisper::graph::{heads_major_self_kv, windows_decoder_graph, DECODER_STEP};
+    use amanuensis_runtime::format::Dim;
+    let mut file = base();
+    // One kv_cache_attention node per decoder layer, in decoder_step.
+    assert_eq!(heads_major_self_kv(&mut file), Ok(6));
+    let step = file.graphs.iter().find(|g| g.name == DECODER_STEP).unwrap();
+    assert_eq!(step.states.len(), 12);
+    for s in &step.states {
+        assert_eq!(
+            s.shape,
+            vec![
+                Dim::Sym("batch".into()),
+                Dim::Known(8),
+                Dim::Known(448),
+                Dim::Known(64)
+            ],
+            "{}",
+            s.name
+        );
+    }
+    validate(&file).unwrap();
+    let windows = windows_decoder_graph(&file, false).unwrap();
+    assert!(windows.states.iter().all(|s| s.shape.len() == 4));
+    // Applied twice, the states are no longer [batch, n, s]: refused.
+    assert!(heads_major_self_kv(&mut file)
+        .unwrap_err()
+        .contains("not [batch, n, s]"));
+}
+
+#[test]
 fn the_bf16_compute_type_marks_every_linear_the_encoder_attention_and_gelu() {
     use amanuensis::whisper::graph::{bf16_products, f32_encoder_gelu, ENCODER};
     let mut file = base();

@@ -850,6 +850,52 @@ pub fn heads_major_cross_kv(
     Ok(changed)
 }
 
+/// Stores the decoder's self-attention KV caches by head: every `kv_cache_attention` node
+/// gets `heads_major`, and its two states become `[batch, heads, n_text_ctx, s / heads]`.
+/// A step then reads each head's filled positions as one contiguous run (`kernel_bench 2
+/// "self-attention step"`, `docs/kernels.md`); each output is computed as before, bit for
+/// bit. Applied at load for the CPU, at every compute type; derived graphs inherit it.
+/// Returns how many nodes it changed; errors when a state is not `[batch, n, s]` with `s`
+/// divisible by the node's heads.
+pub fn heads_major_self_kv(file: &mut amanuensis_runtime::ModelFile) -> Result<usize, String> {
+    let mut changed = 0;
+    for g in &mut file.graphs {
+        for node in g.nodes.iter_mut().filter(|n| n.op == "kv_cache_attention") {
+            let heads = node
+                .attrs
+                .get("heads")
+                .and_then(Value::as_u64)
+                .filter(|&h| h > 0)
+                .ok_or_else(|| format!("node '{}' has no usable 'heads'", node.name))?
+                as usize;
+            for state in &node.states {
+                let decl = g
+                    .states
+                    .iter_mut()
+                    .find(|d| d.name == *state)
+                    .ok_or_else(|| format!("graph '{}' declares no state '{state}'", g.name))?;
+                decl.shape = match decl.shape.as_slice() {
+                    [b, t, Dim::Known(s)] if s % heads == 0 => vec![
+                        b.clone(),
+                        Dim::Known(heads),
+                        t.clone(),
+                        Dim::Known(s / heads),
+                    ],
+                    other => {
+                        return Err(format!(
+                            "state '{state}' is {other:?}, not [batch, n, s] with s divisible \
+                             by {heads} heads"
+                        ))
+                    }
+                };
+            }
+            node.attrs.insert("heads_major".into(), json!(true));
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
 /// The [`WINDOW`] graph: the encoder's nodes, then the cross K/V nodes reading the
 /// encoder's output directly; outputs are the cross K/V tensors, then the encoder output
 /// (a caller that does not want it leaves it on the device).

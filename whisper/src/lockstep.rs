@@ -162,20 +162,11 @@ impl Coordinator<'_> {
         }
         let offset = self.offset;
         let scratch = &mut self.scratch;
+        let rows: Vec<usize> = moved.iter().map(|&i| base + i).collect();
         for state in self.session.states_mut() {
-            let (cap, d) = (state.shape()[1], state.shape()[2]);
-            let (stride, filled) = (cap * d, offset.min(cap) * d);
+            let runs = crate::model::CacheRuns::of(state.shape(), offset)?;
             let data = state.f32s_mut().map_err(|e| e.to_string())?;
-            // Through a copy, so that a source is read before it is overwritten.
-            scratch.clear();
-            for &i in &moved {
-                let from = (base + src[i]) * stride;
-                scratch.extend_from_slice(&data[from..from + filled]);
-            }
-            for (k, &i) in moved.iter().enumerate() {
-                let to = (base + i) * stride;
-                data[to..to + filled].copy_from_slice(&scratch[k * filled..(k + 1) * filled]);
-            }
+            runs.move_sequences(data, &rows, |row| base + src[row - base], scratch);
         }
         Ok(Vec::new())
     }

@@ -262,6 +262,11 @@ impl WhisperModel {
                 .map_err(|e| Error::graph(&graph_origin, e))?;
             tracing::debug!(changed, "cross K/V values stored by head");
         }
+        if !spec.planned() {
+            let changed = crate::graph::heads_major_self_kv(&mut file)
+                .map_err(|e| Error::graph(&graph_origin, e))?;
+            tracing::debug!(changed, "self-attention caches stored by head");
+        }
         if compute != crate::compute::ComputeType::F32 && spec.planned() {
             return Err(Error::Device {
                 device: spec.device.clone(),
@@ -516,7 +521,7 @@ impl BatchStepModel for GraphStepper<'_> {
         let Some(first) = states.first() else {
             return Ok(());
         };
-        let (old_batch, cap, d) = (first.shape()[0], first.shape()[1], first.shape()[2]);
+        let old_batch = first.shape()[0];
         if let Some(&bad) = src.iter().find(|&&i| i >= old_batch) {
             return Err(Error::graph(
                 DECODER_STEP,
@@ -524,38 +529,34 @@ impl BatchStepModel for GraphStepper<'_> {
             )
             .into());
         }
-        // Only the filled rows of each cache move; rows past `offset` are rewritten before
-        // they are read.
-        let filled = offset.min(cap) * d;
-        let stride = cap * d;
         if src.len() == old_batch {
-            // Same batch size: move only the sequences whose parent changed, through a
-            // scratch copy so that a source is read before it is overwritten.
+            // Same batch size: move only the sequences whose parent changed.
             let moved: Vec<usize> = (0..src.len()).filter(|&i| src[i] != i).collect();
             if moved.is_empty() {
                 return Ok(());
             }
             for st in states.iter_mut() {
-                let data = st.f32s_mut()?;
-                scratch.clear();
-                for &i in &moved {
-                    scratch.extend_from_slice(&data[src[i] * stride..src[i] * stride + filled]);
-                }
-                for (k, &i) in moved.iter().enumerate() {
-                    data[i * stride..i * stride + filled]
-                        .copy_from_slice(&scratch[k * filled..(k + 1) * filled]);
-                }
+                let runs =
+                    CacheRuns::of(st.shape(), offset).map_err(|e| Error::graph(DECODER_STEP, e))?;
+                runs.move_sequences(st.f32s_mut()?, &moved, |i| src[i], scratch);
             }
             return Ok(());
         }
         for st in states.iter_mut() {
+            let runs =
+                CacheRuns::of(st.shape(), offset).map_err(|e| Error::graph(DECODER_STEP, e))?;
             let old = st.f32s()?;
-            let mut new = vec![0f32; src.len() * stride];
+            let mut new = vec![0f32; src.len() * runs.stride];
             for (b, &from) in src.iter().enumerate() {
-                new[b * stride..b * stride + filled]
-                    .copy_from_slice(&old[from * stride..from * stride + filled]);
+                for r in &runs.filled {
+                    new[b * runs.stride + r.start..b * runs.stride + r.end].copy_from_slice(
+                        &old[from * runs.stride + r.start..from * runs.stride + r.end],
+                    );
+                }
             }
-            *st = Tensor::from_f32(&[src.len(), cap, d], new)?;
+            let mut shape = st.shape().to_vec();
+            shape[0] = src.len();
+            *st = Tensor::from_f32(&shape, new)?;
         }
         Ok(())
     }
@@ -933,5 +934,94 @@ impl WhisperModel {
             );
         }
         Ok((heads, logits))
+    }
+}
+
+/// Where one sequence's filled positions lie in a KV-cache state: `[batch, capacity, d]`
+/// (one run per sequence) or, stored by head, `[batch, heads, capacity, hd]` (one run per
+/// head). Positions past the offset are rewritten before they are read, so only these
+/// move when beams are reordered.
+pub(crate) struct CacheRuns {
+    /// Elements per sequence.
+    pub stride: usize,
+    /// The filled runs, relative to a sequence's start.
+    pub filled: Vec<std::ops::Range<usize>>,
+}
+
+impl CacheRuns {
+    pub fn of(shape: &[usize], offset: usize) -> std::result::Result<CacheRuns, String> {
+        let (heads, cap, hd) = match *shape {
+            [_, cap, d] => (1, cap, d),
+            [_, heads, cap, hd] => (heads, cap, hd),
+            _ => {
+                return Err(format!(
+                    "a KV cache of shape {shape:?}, expected rank 3 or 4"
+                ))
+            }
+        };
+        let n = offset.min(cap) * hd;
+        Ok(CacheRuns {
+            stride: heads * cap * hd,
+            filled: (0..heads).map(|h| h * cap * hd..h * cap * hd + n).collect(),
+        })
+    }
+
+    /// Sequence `i` of `moved` becomes sequence `from(i)`, through `scratch`, so that every
+    /// source is read before it is overwritten.
+    pub fn move_sequences(
+        &self,
+        data: &mut [f32],
+        moved: &[usize],
+        from: impl Fn(usize) -> usize,
+        scratch: &mut Vec<f32>,
+    ) {
+        scratch.clear();
+        for &i in moved {
+            for r in &self.filled {
+                let at = from(i) * self.stride;
+                scratch.extend_from_slice(&data[at + r.start..at + r.end]);
+            }
+        }
+        let mut k = 0;
+        for &i in moved {
+            for r in &self.filled {
+                let at = i * self.stride;
+                data[at + r.start..at + r.end].copy_from_slice(&scratch[k..k + r.len()]);
+                k += r.len();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod cache_runs_tests {
+    use super::CacheRuns;
+
+    #[test]
+    fn reordering_by_runs_moves_the_filled_positions_of_either_layout() {
+        // 3 sequences, 2 heads, capacity 4, head size 2, offset 3; sequence i becomes
+        // old sequence from[i].
+        let from = [2usize, 0, 0];
+        let moved: Vec<usize> = (0..3).filter(|&i| from[i] != i).collect();
+        for shape in [vec![3usize, 4, 4], vec![3, 2, 4, 2]] {
+            let runs = CacheRuns::of(&shape, 3).unwrap();
+            assert_eq!(runs.stride, 16);
+            let mut data: Vec<f32> = (0..48).map(|x| x as f32).collect();
+            let old = data.clone();
+            let mut scratch = Vec::new();
+            runs.move_sequences(&mut data, &moved, |i| from[i], &mut scratch);
+            let filled: usize = runs.filled.iter().map(|r| r.len()).sum();
+            assert_eq!(filled, 12, "{shape:?}: 3 of 4 positions of 4 values");
+            for (i, &f) in from.iter().enumerate() {
+                for r in &runs.filled {
+                    assert_eq!(
+                        data[i * 16 + r.start..i * 16 + r.end],
+                        old[f * 16 + r.start..f * 16 + r.end],
+                        "{shape:?}: sequence {i}"
+                    );
+                }
+            }
+        }
+        assert!(CacheRuns::of(&[3, 4], 1).is_err());
     }
 }

@@ -335,23 +335,74 @@ pub fn attention_direct(
     out: &mut [f32],
     out_row_stride: usize,
 ) {
-    let lay = Layout {
-        q_row_stride,
-        k_row_stride,
-        v_row_stride,
-        out_row_stride,
-        tq,
-        tk,
-        heads,
-        head_dim,
-        kv_head_stride: head_dim,
-        causal_offset,
-    };
+    direct(
+        Layout {
+            q_row_stride,
+            k_row_stride,
+            v_row_stride,
+            out_row_stride,
+            tq,
+            tk,
+            heads,
+            head_dim,
+            kv_head_stride: head_dim,
+            causal_offset,
+        },
+        q,
+        k,
+        v,
+        out,
+    )
+}
+
+/// [`attention_direct`] on K and V laid out as `kv` says (the same for both; say a
+/// decoder's self-attention cache stored by head, [`KvStrides::heads_major`]). The
+/// arithmetic is `attention_direct`'s, so the bits equal those of the same keys and
+/// values in rows.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_direct_kv(
+    q: &[f32],
+    q_row_stride: usize,
+    k: &[f32],
+    v: &[f32],
+    kv: KvStrides,
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    head_dim: usize,
+    causal_offset: Option<usize>,
+    out: &mut [f32],
+    out_row_stride: usize,
+) {
+    direct(
+        Layout {
+            q_row_stride,
+            k_row_stride: kv.row,
+            v_row_stride: kv.row,
+            out_row_stride,
+            tq,
+            tk,
+            heads,
+            head_dim,
+            kv_head_stride: kv.head,
+            causal_offset,
+        },
+        q,
+        k,
+        v,
+        out,
+    )
+}
+
+/// The body of [`attention_direct`] and [`attention_direct_kv`].
+fn direct(lay: Layout, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     lay.check(q, k, v, out);
+    let (tq, heads, head_dim, out_row_stride) =
+        (lay.tq, lay.heads, lay.head_dim, lay.out_row_stride);
     if tq == 0 || heads == 0 || head_dim == 0 {
         return;
     }
-    if causal_offset.is_none() && tq > 1 {
+    if lay.causal_offset.is_none() && tq > 1 {
         return row_blocks(q, k, v, lay, out, attend_rows_dispatch);
     }
     let out_ptr = SendPtr::new(out.as_mut_ptr());

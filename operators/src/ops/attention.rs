@@ -258,8 +258,13 @@ impl Operator for Attention {
             return Ok(vec![out]);
         }
         let (qv, mut kv, mut vv) = (f32_input(q, "q")?, f32_input(k, "k")?, f32_input(v, "v")?);
-        if self.kv_heads_major {
-            // Paths other than a step's few rows (a window's prompt, alignment) take rows.
+        let strides = if self.kv_heads_major {
+            cpu::KvStrides::heads_major(tk, hd)
+        } else {
+            cpu::KvStrides::rows(d, hd)
+        };
+        if self.kv_heads_major && !self.return_weights {
+            // A window's prompt (many rows) takes rows of interleaved heads.
             kv = interleave_heads(&kv, tk, self.heads, hd).into();
             vv = interleave_heads(&vv, tk, self.heads, hd).into();
         }
@@ -275,6 +280,7 @@ impl Operator for Attention {
                     &qv[b * tq * d..(b + 1) * tq * d],
                     &kv[kvo..kvo + tk * d],
                     &vv[kvo..kvo + tk * d],
+                    strides,
                     tq,
                     tk,
                     self.heads,
@@ -380,6 +386,18 @@ impl Attention {
     }
 }
 
+/// The first `tk` of `cap` positions of `[heads, cap, hd]` as rows of interleaved heads,
+/// `[tk, heads·hd]`.
+fn interleave_heads_prefix(x: &[f32], cap: usize, tk: usize, heads: usize, hd: usize) -> Vec<f32> {
+    let mut y = vec![0.0; tk * heads * hd];
+    for h in 0..heads {
+        for j in 0..tk {
+            y[j * heads * hd + h * hd..][..hd].copy_from_slice(&x[(h * cap + j) * hd..][..hd]);
+        }
+    }
+    y
+}
+
 /// Rows of interleaved heads, `[.., tk, heads·hd]`, from heads stored one after another,
 /// `[.., heads, tk, hd]`.
 fn interleave_heads(x: &[f32], tk: usize, heads: usize, hd: usize) -> Vec<f32> {
@@ -400,11 +418,15 @@ fn interleave_heads(x: &[f32], tk: usize, heads: usize, hd: usize) -> Vec<f32> {
 
 /// Causal self-attention over a KV cache kept in two state tensors `[batch, capacity, d]`:
 /// writes the new k, v rows at `offset`, then attends q (positions `offset..offset+n`) over
-/// cache rows `0..offset+n`.
+/// cache rows `0..offset+n`. With `heads_major` (default false) the caches store each
+/// head's positions contiguously, `[batch, heads, capacity, d/heads]`: the same results,
+/// bit for bit, and a one-token step reads each head's filled positions as one run
+/// (`docs/kernels.md`, "Keys and values stored by head").
 pub struct KvCacheAttentionDef;
 #[derive(Debug)]
 struct KvCacheAttention {
     heads: usize,
+    heads_major: bool,
 }
 
 impl OpDef for KvCacheAttentionDef {
@@ -415,9 +437,10 @@ impl OpDef for KvCacheAttentionDef {
         "append k, v to the cache states at offset, then causal attention of q over the cache"
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
-        attrs.only(&["heads"])?;
+        attrs.only(&["heads", "heads_major"])?;
         Ok(Box::new(KvCacheAttention {
             heads: heads_attr(attrs)?,
+            heads_major: attrs.bool_or("heads_major", false)?,
         }))
     }
 }
@@ -436,13 +459,29 @@ impl Operator for KvCacheAttention {
         }
         inputs[3].expect_dtype(DType::I32, "offset")?;
         inputs[3].expect_rank(0, "offset")?;
+        check_heads(&q.shape[2], self.heads)?;
         for (s, n) in states.iter().zip(["k_cache", "v_cache"]) {
             s.expect_dtype(DType::F32, n)?;
-            s.expect_rank(3, n)?;
+            s.expect_rank(if self.heads_major { 4 } else { 3 }, n)?;
             expect_same_dim(&s.shape[0], &q.shape[0], &format!("{n}'s batch vs q's"))?;
-            expect_same_dim(&s.shape[2], &q.shape[2], &format!("{n}'s model dim vs q's"))?;
+            if self.heads_major {
+                expect_same_dim(
+                    &s.shape[1],
+                    &Dim::Known(self.heads),
+                    &format!("{n}'s heads vs the 'heads' attribute"),
+                )?;
+                if let (Dim::Known(d), Dim::Known(hd)) = (&q.shape[2], &s.shape[3]) {
+                    if hd * self.heads != *d {
+                        return Err(OpError(format!(
+                            "{n}'s head size {hd} times {} heads is not q's model dim {d}",
+                            self.heads
+                        )));
+                    }
+                }
+            } else {
+                expect_same_dim(&s.shape[2], &q.shape[2], &format!("{n}'s model dim vs q's"))?;
+            }
         }
-        check_heads(&q.shape[2], self.heads)?;
         Ok(vec![q.clone()])
     }
 
@@ -461,10 +500,22 @@ impl Operator for KvCacheAttention {
         let hd = head_dim(d, self.heads)?;
         let mut out = ctx.alloc_f32(&qs);
         let states = ctx.states();
-        let cap = states[0].shape()[1];
-        if states[0].shape() != [batch, cap, d] || states[1].shape() != [batch, cap, d] {
+        let heads = self.heads;
+        let (cap, expected) = if self.heads_major {
+            let cap = states[0].shape().get(2).copied().unwrap_or(0);
+            (cap, vec![batch, heads, cap, hd])
+        } else {
+            let cap = states[0].shape().get(1).copied().unwrap_or(0);
+            (cap, vec![batch, cap, d])
+        };
+        if states[0].shape() != expected || states[1].shape() != expected {
+            let want = if self.heads_major {
+                format!("[{batch}, {heads}, capacity, {hd}]")
+            } else {
+                format!("[{batch}, capacity, {d}]")
+            };
             return Err(OpError(format!(
-                "cache states are {:?} and {:?}, expected [{batch}, capacity, {d}] (were states reset for this batch size?)",
+                "cache states are {:?} and {:?}, expected {want} (were states reset for this batch size?)",
                 states[0].shape(),
                 states[1].shape()
             )));
@@ -479,6 +530,63 @@ impl Operator for KvCacheAttention {
         let (kc, vc) = (kc[0].f32s_mut()?, vc[0].f32s_mut()?);
         let o = out.f32s_mut()?;
         let total = offset + n;
+        if self.heads_major {
+            let by_head = cpu::KvStrides::heads_major(cap, hd);
+            let mut rows = (Vec::new(), Vec::new());
+            for b in 0..batch {
+                let base = b * cap * d;
+                for i in 0..n {
+                    let src = (b * n + i) * d;
+                    for h in 0..heads {
+                        let at = base + h * cap * hd + (offset + i) * hd;
+                        kc[at..at + hd].copy_from_slice(&kv[src + h * hd..][..hd]);
+                        vc[at..at + hd].copy_from_slice(&vv[src + h * hd..][..hd]);
+                    }
+                }
+                let (qb, ob) = (
+                    &qv[b * n * d..(b + 1) * n * d],
+                    &mut o[b * n * d..(b + 1) * n * d],
+                );
+                let (kb, vb) = (&kc[base..base + cap * d], &vc[base..base + cap * d]);
+                if n < ATTENTION_GEMM_MIN_TQ {
+                    // What `cpu::attention` runs for so few rows, reading the heads in place.
+                    cpu::attention_direct_kv(
+                        qb,
+                        d,
+                        kb,
+                        vb,
+                        by_head,
+                        n,
+                        total,
+                        heads,
+                        hd,
+                        Some(offset),
+                        ob,
+                        d,
+                    );
+                } else {
+                    // A prompt: rows of interleaved heads for the blocked kernel.
+                    rows.0 = interleave_heads_prefix(kb, cap, total, heads, hd);
+                    rows.1 = interleave_heads_prefix(vb, cap, total, heads, hd);
+                    cpu::attention(
+                        qb,
+                        d,
+                        &rows.0,
+                        d,
+                        &rows.1,
+                        d,
+                        n,
+                        total,
+                        heads,
+                        hd,
+                        Some(offset),
+                        ob,
+                        d,
+                    );
+                }
+            }
+            return Ok(vec![out]);
+        }
         for b in 0..batch {
             let base = b * cap * d;
             kc[base + offset * d..base + total * d]
@@ -513,6 +621,7 @@ fn attention_with_weights(
     q: &[f32],
     k: &[f32],
     v: &[f32],
+    kv: cpu::KvStrides,
     tq: usize,
     tk: usize,
     heads: usize,
@@ -536,9 +645,10 @@ fn attention_with_weights(
             }
         }
         for j in 0..tk {
+            let at = j * kv.row + h * kv.head;
             for c in 0..hd {
-                kt[c * tk + j] = k[j * d + h * hd + c];
-                vh[j * hd + c] = v[j * d + h * hd + c];
+                kt[c * tk + j] = k[at + c];
+                vh[j * hd + c] = v[at + c];
             }
         }
         let p = &mut weights[h * tq * tk..(h + 1) * tq * tk];
@@ -808,5 +918,89 @@ mod tests {
             op.kernel("npu").is_none(),
             "no NPU kernel reads keys by head"
         );
+    }
+
+    #[test]
+    fn caches_stored_by_head_give_the_bits_of_caches_in_rows() {
+        // A prompt of 7 tokens, then single-token steps, for 3 sequences: each output of
+        // the cache stored by head equals the cache in rows, bit for bit.
+        let (batch, heads, hd, cap) = (3, 4, 16, 24);
+        let d = heads * hd;
+        let build = |heads_major: bool| {
+            let mut a = std::collections::BTreeMap::new();
+            a.insert("heads".to_string(), serde_json::json!(heads));
+            a.insert("heads_major".to_string(), serde_json::json!(heads_major));
+            KvCacheAttentionDef.build(&Attrs(a)).unwrap()
+        };
+        let (rows_op, by_head_op) = (build(false), build(true));
+        let mut rows_states = vec![
+            Tensor::zeros(DType::F32, &[batch, cap, d]),
+            Tensor::zeros(DType::F32, &[batch, cap, d]),
+        ];
+        let mut head_states = vec![
+            Tensor::zeros(DType::F32, &[batch, heads, cap, hd]),
+            Tensor::zeros(DType::F32, &[batch, heads, cap, hd]),
+        ];
+        let f32_types = |n: usize| {
+            let t = known(&[batch, n, d]);
+            vec![t.clone(), t.clone(), t, ValueType::new(DType::I32, vec![])]
+        };
+        let state_types = vec![known(&[batch, heads, cap, hd]); 2];
+        by_head_op.infer(&f32_types(1), &state_types).unwrap();
+        let mut offset = 0;
+        for (step, n) in [7usize, 1, 1, 1].into_iter().enumerate() {
+            let seed = 10 * step as u32;
+            let t =
+                |s: u32| Tensor::from_f32(&[batch, n, d], values(batch * n * d, seed + s)).unwrap();
+            let (q, k, v) = (t(1), t(2), t(3));
+            let off = Tensor::scalar_i32(offset as i32);
+            let a = rows_op
+                .eval(&mut EvalContext::new(&mut rows_states), &[&q, &k, &v, &off])
+                .unwrap();
+            let b = by_head_op
+                .eval(&mut EvalContext::new(&mut head_states), &[&q, &k, &v, &off])
+                .unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.f32s().unwrap().iter().map(|x| x.to_bits()).collect()
+            };
+            assert!(
+                bits(&a[0]) == bits(&b[0]),
+                "step {step} ({n} tokens at {offset})"
+            );
+            offset += n;
+        }
+        // The caches hold the same values, each head's positions contiguous.
+        let (r, h) = (
+            rows_states[0].f32s().unwrap(),
+            head_states[0].f32s().unwrap(),
+        );
+        for b in 0..batch {
+            for p in 0..offset {
+                for hh in 0..heads {
+                    assert_eq!(
+                        &r[(b * cap + p) * d + hh * hd..][..hd],
+                        &h[((b * heads + hh) * cap + p) * hd..][..hd]
+                    );
+                }
+            }
+        }
+        // A state in the other layout is refused, naming the expected one.
+        let q = Tensor::from_f32(&[batch, 1, d], values(batch * d, 1)).unwrap();
+        let off = Tensor::scalar_i32(0);
+        let err = by_head_op
+            .eval(&mut EvalContext::new(&mut rows_states), &[&q, &q, &q, &off])
+            .unwrap_err();
+        assert!(
+            err.0
+                .contains(&format!("[{batch}, {heads}, capacity, {hd}]")),
+            "{err}"
+        );
+        let err = by_head_op
+            .infer(
+                &f32_types(1),
+                &[known(&[batch, cap, d]), known(&[batch, cap, d])],
+            )
+            .unwrap_err();
+        assert!(err.0.contains("rank"), "{err}");
     }
 }
