@@ -630,38 +630,48 @@ fn attention_with_weights(
     out: &mut [f32],
     weights: &mut [f32],
 ) {
+    use rayon::prelude::*;
     let d = heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    let (mut qh, mut kt, mut vh, mut oh) = (
-        vec![0f32; tq * hd],
-        vec![0f32; hd * tk],
-        vec![0f32; tk * hd],
-        vec![0f32; tq * hd],
-    );
-    for h in 0..heads {
-        for i in 0..tq {
-            for c in 0..hd {
-                qh[i * hd + c] = q[i * d + h * hd + c] * scale;
-            }
-        }
-        for j in 0..tk {
-            let at = j * kv.row + h * kv.head;
-            for c in 0..hd {
-                kt[c * tk + j] = k[at + c];
-                vh[j * hd + c] = v[at + c];
-            }
-        }
-        let p = &mut weights[h * tq * tk..(h + 1) * tq * tk];
-        cpu::matmul(&qh, tq, hd, &kt, tk, p);
-        for (i, row) in p.chunks_exact_mut(tk).enumerate() {
-            if let Some(off) = causal_offset {
-                for s in &mut row[(off + i + 1).min(tk)..] {
-                    *s = f32::NEG_INFINITY;
+    if tq * tk == 0 {
+        out[..tq * d].fill(0.0);
+        return;
+    }
+    // Heads in parallel, each on its own copies; their outputs are interleaved after.
+    let per_head: Vec<Vec<f32>> = weights[..heads * tq * tk]
+        .par_chunks_mut(tq * tk)
+        .enumerate()
+        .map(|(h, p)| {
+            let mut qh = vec![0f32; tq * hd];
+            let mut kt = vec![0f32; hd * tk];
+            let mut vh = vec![0f32; tk * hd];
+            let mut oh = vec![0f32; tq * hd];
+            for i in 0..tq {
+                for c in 0..hd {
+                    qh[i * hd + c] = q[i * d + h * hd + c] * scale;
                 }
             }
-            cpu::softmax_inplace(row);
-        }
-        cpu::matmul(p, tq, tk, &vh, hd, &mut oh);
+            for j in 0..tk {
+                let at = j * kv.row + h * kv.head;
+                for c in 0..hd {
+                    kt[c * tk + j] = k[at + c];
+                }
+                vh[j * hd..(j + 1) * hd].copy_from_slice(&v[at..at + hd]);
+            }
+            cpu::matmul(&qh, tq, hd, &kt, tk, p);
+            for (i, row) in p.chunks_exact_mut(tk).enumerate() {
+                if let Some(off) = causal_offset {
+                    for s in &mut row[(off + i + 1).min(tk)..] {
+                        *s = f32::NEG_INFINITY;
+                    }
+                }
+                cpu::softmax_inplace(row);
+            }
+            cpu::matmul(p, tq, tk, &vh, hd, &mut oh);
+            oh
+        })
+        .collect();
+    for (h, oh) in per_head.iter().enumerate() {
         for i in 0..tq {
             out[i * d + h * hd..i * d + (h + 1) * hd].copy_from_slice(&oh[i * hd..(i + 1) * hd]);
         }
