@@ -631,11 +631,7 @@ fn decoder_align(b: &mut Builder, d: &WhisperDims) -> GraphDef {
 /// inherit it from the graph edited here. Returns how many nodes it marked (none in a
 /// one-block encoder).
 pub fn bf16_encoder(file: &mut amanuensis_runtime::ModelFile) -> Result<usize, String> {
-    let enc = file
-        .graphs
-        .iter_mut()
-        .find(|g| g.name == ENCODER)
-        .ok_or_else(|| format!("the graph file has no graph '{ENCODER}'"))?;
+    let enc = graph_mut(file, ENCODER)?;
     // Nodes may be listed in any order: an attention node is a later block's when another
     // attention node lies upstream of it.
     let producer: BTreeMap<&str, usize> = enc
@@ -722,6 +718,22 @@ pub fn bf16_products(file: &mut amanuensis_runtime::ModelFile) -> usize {
     marked
 }
 
+/// Whether `name` is one of the decoder's cross-attention key or value tensors.
+fn is_cross_kv(name: &str) -> bool {
+    name.starts_with("cross_k.") || name.starts_with("cross_v.")
+}
+
+/// The graph of `file` named `name`.
+fn graph_mut<'a>(
+    file: &'a mut amanuensis_runtime::ModelFile,
+    name: &str,
+) -> Result<&'a mut GraphDef, String> {
+    file.graphs
+        .iter_mut()
+        .find(|g| g.name == name)
+        .ok_or_else(|| format!("the graph file has no graph '{name}'"))
+}
+
 /// Keeps the decoder's cross-attention keys and values in f16 (the int8 and bf16 compute
 /// types): sets `f16_output` on the [`CROSS_KV`] nodes that produce its `cross_k.*` and
 /// `cross_v.*` outputs, and declares those outputs, and the inputs of that name of every
@@ -732,12 +744,8 @@ pub fn bf16_products(file: &mut amanuensis_runtime::ModelFile) -> usize {
 /// K/V values it changed; errors when the [`CROSS_KV`] graph has none or a node other
 /// than a linear produces one.
 pub fn f16_cross_kv(file: &mut amanuensis_runtime::ModelFile) -> Result<usize, String> {
-    let is_cross = |n: &str| n.starts_with("cross_k.") || n.starts_with("cross_v.");
-    let cross = file
-        .graphs
-        .iter_mut()
-        .find(|g| g.name == CROSS_KV)
-        .ok_or_else(|| format!("the graph file has no graph '{CROSS_KV}'"))?;
+    let is_cross = is_cross_kv;
+    let cross = graph_mut(file, CROSS_KV)?;
     let mut changed = 0;
     for out in cross.outputs.iter_mut().filter(|o| is_cross(&o.name)) {
         let node = cross
@@ -783,7 +791,7 @@ pub fn heads_major_cross_kv(
     file: &mut amanuensis_runtime::ModelFile,
     heads: usize,
 ) -> Result<usize, String> {
-    let is_cross = |n: &str| n.starts_with("cross_k.") || n.starts_with("cross_v.");
+    let is_cross = is_cross_kv;
     let by_head = |shape: &[Dim], what: &str| -> Result<Vec<Dim>, String> {
         match shape {
             [t, Dim::Known(s)] if heads > 0 && s % heads == 0 => {
@@ -794,11 +802,7 @@ pub fn heads_major_cross_kv(
             )),
         }
     };
-    let cross = file
-        .graphs
-        .iter_mut()
-        .find(|g| g.name == CROSS_KV)
-        .ok_or_else(|| format!("the graph file has no graph '{CROSS_KV}'"))?;
+    let cross = graph_mut(file, CROSS_KV)?;
     let mut changed = 0;
     let mut split = Vec::new();
     for out in cross.outputs.iter_mut().filter(|o| is_cross(&o.name)) {
@@ -989,7 +993,7 @@ pub fn windows_decoder_graph(
     def.name = DECODER_WINDOWS.to_string();
     let mut crossed = 0;
     for input in &mut def.inputs {
-        if input.name.starts_with("cross_k.") || input.name.starts_with("cross_v.") {
+        if is_cross_kv(&input.name) {
             // `[n_audio_ctx, s]`, or `[heads, n_audio_ctx, s / heads]` stored by head.
             if !(2..=3).contains(&input.shape.len()) {
                 return Err(format!(
