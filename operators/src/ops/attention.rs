@@ -532,7 +532,6 @@ impl Operator for KvCacheAttention {
         let total = offset + n;
         if self.heads_major {
             let by_head = cpu::KvStrides::heads_major(cap, hd);
-            let mut rows = (Vec::new(), Vec::new());
             for b in 0..batch {
                 let base = b * cap * d;
                 for i in 0..n {
@@ -543,10 +542,11 @@ impl Operator for KvCacheAttention {
                         vc[at..at + hd].copy_from_slice(&vv[src + h * hd..][..hd]);
                     }
                 }
-                let (qb, ob) = (
-                    &qv[b * n * d..(b + 1) * n * d],
-                    &mut o[b * n * d..(b + 1) * n * d],
-                );
+            }
+            let (kc, vc) = (&*kc, &*vc);
+            let attend = |b: usize, ob: &mut [f32]| {
+                let base = b * cap * d;
+                let qb = &qv[b * n * d..(b + 1) * n * d];
                 let (kb, vb) = (&kc[base..base + cap * d], &vc[base..base + cap * d]);
                 if n < ATTENTION_GEMM_MIN_TQ {
                     // What `cpu::attention` runs for so few rows, reading the heads in place.
@@ -566,14 +566,14 @@ impl Operator for KvCacheAttention {
                     );
                 } else {
                     // A prompt: rows of interleaved heads for the blocked kernel.
-                    rows.0 = interleave_heads_prefix(kb, cap, total, heads, hd);
-                    rows.1 = interleave_heads_prefix(vb, cap, total, heads, hd);
+                    let krows = interleave_heads_prefix(kb, cap, total, heads, hd);
+                    let vrows = interleave_heads_prefix(vb, cap, total, heads, hd);
                     cpu::attention(
                         qb,
                         d,
-                        &rows.0,
+                        &krows,
                         d,
-                        &rows.1,
+                        &vrows,
                         d,
                         n,
                         total,
@@ -584,6 +584,20 @@ impl Operator for KvCacheAttention {
                         d,
                     );
                 }
+            };
+            if n < ATTENTION_GEMM_MIN_TQ && batch > 1 {
+                // A step's beams: each too small to split by head, so the sequences go to
+                // the cores (each computed exactly as alone).
+                use rayon::prelude::*;
+                o[..batch * n * d]
+                    .par_chunks_mut((n * d).max(1))
+                    .enumerate()
+                    .for_each(|(b, ob)| attend(b, ob));
+            } else {
+                o[..batch * n * d]
+                    .chunks_mut((n * d).max(1))
+                    .enumerate()
+                    .for_each(|(b, ob)| attend(b, ob));
             }
             return Ok(vec![out]);
         }
