@@ -306,13 +306,7 @@ fn attention_heads_major() -> BoxedStrategy<Case> {
 
 /// `t` rounded to f16.
 fn narrow(t: &Tensor) -> Tensor {
-    let v = t
-        .f32s()
-        .unwrap()
-        .iter()
-        .map(|&x| half::f16::from_f32(x))
-        .collect::<Vec<_>>();
-    Tensor::new(t.shape(), amanuensis_runtime::tensor::Data::F16(v.into())).unwrap()
+    t.narrow_to_f16().unwrap()
 }
 
 /// `split_heads`, f32 or f16, with up to two leading dims: a layout change on the host.

@@ -207,6 +207,63 @@ fn bench_attention(
     })
 }
 
+/// A beam-5 decoder step's self-attention over six layers' KV caches (`[beams, 448, d]`
+/// each, `filled` positions in use), one call per beam as the `kv_cache_attention` op
+/// makes them, the caches in rows or stored by head (`[beams, heads, 448, hd]`; the op
+/// then spreads the beams over the cores, `parallel`), with the sweep of
+/// [`bench_cross_step`] between steps.
+fn bench_self_step(filled: usize, heads_major: bool, parallel: bool) {
+    let label = format!(
+        "self-attention step, 6 layers, 5 beams, {filled} of 448 positions{}{}",
+        if heads_major { ", by head" } else { "" },
+        if parallel { ", beams on all cores" } else { "" }
+    );
+    if !wanted(&label) {
+        return;
+    }
+    let (layers, beams, cap, heads, hd) = (6, 5, 448, 8, 64);
+    let d = heads * hd;
+    let q = data(beams * d, 7);
+    let caches: Vec<(Vec<f32>, Vec<f32>)> = (0..layers as u64)
+        .map(|l| (data(beams * cap * d, 30 + l), data(beams * cap * d, 40 + l)))
+        .collect();
+    let sweep = data(48 << 18, 3);
+    let mut swept = f64::INFINITY;
+    for _ in 0..20 {
+        let t = Instant::now();
+        black_box(sweep.iter().step_by(16).sum::<f32>());
+        swept = swept.min(t.elapsed().as_secs_f64());
+    }
+    let kv = if heads_major {
+        cpu::KvStrides::heads_major(cap, hd)
+    } else {
+        cpu::KvStrides::rows(d, hd)
+    };
+    let mut out = vec![0.0f32; beams * d];
+    let with_sweep = run(&format!("{label} + sweep"), 0.0, None, || {
+        black_box(sweep.iter().step_by(16).sum::<f32>());
+        for (k, v) in &caches {
+            let beam = |b: usize, ob: &mut [f32]| {
+                let (kb, vb) = (&k[b * cap * d..][..cap * d], &v[b * cap * d..][..cap * d]);
+                let qb = &q[b * d..][..d];
+                let causal = Some(filled - 1);
+                cpu::attention_direct_kv(qb, d, kb, vb, kv, 1, filled, heads, hd, causal, ob, d);
+            };
+            if parallel {
+                use rayon::prelude::*;
+                out.par_chunks_mut(d)
+                    .enumerate()
+                    .for_each(|(b, ob)| beam(b, ob));
+            } else {
+                out.chunks_mut(d)
+                    .enumerate()
+                    .for_each(|(b, ob)| beam(b, ob));
+            }
+        }
+    });
+    println!("{label:<48} {:>9.3} ms", (with_sweep - swept) * 1e3);
+}
+
 /// A decoder step's cross-attention over all six layers' keys and values, each layer its
 /// own buffers (37 MB in f32, 18 MB in f16: more than a typical last-level cache once the
 /// weights pass through too), so the figure includes reading them from memory.
@@ -452,6 +509,11 @@ fn main() {
         bench_cross_step(rows, false, false);
         bench_cross_step(rows, true, false);
         bench_cross_step(rows, true, true);
+    }
+    for filled in [100, 250] {
+        bench_self_step(filled, false, false);
+        bench_self_step(filled, true, false);
+        bench_self_step(filled, true, true);
     }
     let cases = [
         (1, 448, Some(447)),

@@ -1378,13 +1378,7 @@ fn gelu_with_f32_math_runs_the_f32_kernel() {
 }
 
 fn to_f16(t: &Tensor) -> Tensor {
-    let v: Vec<half::f16> = t
-        .f32s()
-        .unwrap()
-        .iter()
-        .map(|&x| half::f16::from_f32(x))
-        .collect();
-    Tensor::new(t.shape(), amanuensis_runtime::tensor::Data::F16(v.into())).unwrap()
+    t.narrow_to_f16().unwrap()
 }
 
 #[test]

@@ -437,4 +437,13 @@ impl Tensor {
             _ => self,
         }
     }
+
+    /// f32 storage rounded to f16 (to nearest, ties to even), the inverse of
+    /// [`Tensor::widen_f16`]; errors on other dtypes.
+    pub fn narrow_to_f16(&self) -> Result<Tensor, OpError> {
+        let x = self.f32s()?;
+        let mut out = vec![half::f16::ZERO; x.len()];
+        half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut out[..], x);
+        Tensor::new(&self.shape, Data::F16(out.into()))
+    }
 }

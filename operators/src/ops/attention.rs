@@ -843,16 +843,6 @@ mod tests {
             .remove(0)
     }
 
-    fn f16(t: &Tensor) -> Tensor {
-        let v: Vec<half::f16> = t
-            .f32s()
-            .unwrap()
-            .iter()
-            .map(|&x| half::f16::from_f32(x))
-            .collect();
-        Tensor::new(t.shape(), amanuensis_runtime::tensor::Data::F16(v.into())).unwrap()
-    }
-
     #[test]
     fn keys_stored_by_head_give_the_bits_of_rows_of_heads() {
         // The decoder's cross-attention at the int8 compute type: f16 K/V stored by head,
@@ -876,7 +866,7 @@ mod tests {
             .unwrap();
             for kv16 in [true, false] {
                 let (k, v) = if kv16 {
-                    (f16(&k), f16(&v))
+                    (k.narrow_to_f16().unwrap(), v.narrow_to_f16().unwrap())
                 } else {
                     (k.clone(), v.clone())
                 };

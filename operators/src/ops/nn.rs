@@ -93,13 +93,7 @@ impl Operator for Linear {
         if !self.f16_output {
             return Ok(vec![y]);
         }
-        let mut narrow = vec![half::f16::ZERO; y.numel()];
-        half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut narrow[..], y.f32s()?);
-        let shape = y.shape().to_vec();
-        Ok(vec![Tensor::new(
-            &shape,
-            amanuensis_runtime::tensor::Data::F16(narrow.into()),
-        )?])
+        Ok(vec![y.narrow_to_f16()?])
     }
 
     fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {

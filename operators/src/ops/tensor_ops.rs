@@ -717,16 +717,7 @@ mod tests {
             .unwrap();
         let x: Vec<f32> = (0..b * t * d).map(|i| i as f32).collect();
         let x32 = Tensor::from_f32(&[b, t, d], x.clone()).unwrap();
-        let x16 = Tensor::new(
-            &[b, t, d],
-            amanuensis_runtime::tensor::Data::F16(
-                x.iter()
-                    .map(|&v| half::f16::from_f32(v))
-                    .collect::<Vec<_>>()
-                    .into(),
-            ),
-        )
-        .unwrap();
+        let x16 = x32.narrow_to_f16().unwrap();
         let mut none: [Tensor; 0] = [];
         for xt in [&x32, &x16] {
             let ty = ValueType::new(
