@@ -401,7 +401,10 @@ fn main() {
     let proj = bench_linear("linear (out proj)", t, d, d, cpu::linear);
     let fc1 = bench_linear("linear (fc1)", t, d, ff, cpu::linear);
     let fc2 = bench_linear("linear (fc2)", t, ff, d, cpu::linear);
-    for path in [cpu::int8::Int8Path::Avx512Vnni, cpu::int8::Int8Path::Avx2] {
+    for path in cpu::int8::Int8Path::ALL {
+        if !path.available() || path == cpu::int8::Int8Path::Portable {
+            continue;
+        }
         bench_linear_i8("linear (qkv)", t, d, 3 * d, path);
         bench_linear_i8("linear (out proj)", t, d, d, path);
         bench_linear_i8("linear (fc1)", t, d, ff, path);

@@ -124,6 +124,54 @@ fn int8_linear_matches_f64_within_the_quantization_bound_on_every_path() {
     }
 }
 
+/// Shapes the AMX path runs on tiles (at least `AMX_MIN_ROWS` rows, k a multiple of 64):
+/// row counts off the 16- and 32-row blocks, a single last panel, column counts off the
+/// panels, several k steps. Where the CPU has no AMX the other paths are checked on them.
+#[test]
+fn int8_linear_on_tile_shapes_matches_f64_and_gives_the_portable_bits() {
+    let mut seed = 100;
+    for &(m, k, n) in &[
+        (16, 64, 16),
+        (17, 64, 33),
+        (31, 128, 48),
+        (33, 192, 17),
+        (40, 512, 130),
+        (70, 256, 1000),
+        (20, 2048, 80),
+    ] {
+        assert!(
+            int8::amx_takes(m, int8::padded_k(k)),
+            "{m}x{k} is a tile shape"
+        );
+        for with_bias in [false, true] {
+            check(m, k, n, with_bias, seed);
+            seed += 1;
+        }
+    }
+}
+
+/// An encoder-sized product, split over threads by columns, on the tiles: the bits of the
+/// same rows computed one at a time (one row is never on tiles).
+#[test]
+fn int8_linear_on_tiles_gives_the_one_row_bits_when_split_over_threads() {
+    let (m, k, n) = (150, 512, 1100);
+    let mut rng = Rng::new(91);
+    let x = rng.vec(m * k, -2.0, 2.0);
+    let w = rng.vec(n * k, -1.0, 1.0);
+    let b = rng.vec(n, -1.0, 1.0);
+    let q = quantize(&w, n, k);
+    let wq = view(&q, n, k);
+    for path in paths() {
+        let mut whole = vec![0.0; m * n];
+        int8::linear_i8_on(path, &x, m, k, &wq, Some(&b), &mut whole);
+        for i in (0..m).step_by(7) {
+            let mut row = vec![0.0; n];
+            int8::linear_i8_on(path, &x[i * k..(i + 1) * k], 1, k, &wq, Some(&b), &mut row);
+            assert_eq!(row, whole[i * n..(i + 1) * n], "{}: row {i}", path.name());
+        }
+    }
+}
+
 #[test]
 fn int8_linear_parallel_split_gives_the_serial_bits() {
     // Large enough to be split over threads (m·n·k over the parallel threshold).

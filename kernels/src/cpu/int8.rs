@@ -14,8 +14,12 @@
 //! **Instruction sets** ([`Int8Path`]): AVX-512 VNNI (`vpdpbusd` takes unsigned × signed
 //! bytes, so activations are offset by 128 and `128·Σ_k wq[j, k]` is subtracted), AVX2
 //! (`vpmaddubsw` on |w| and sign-moved x: pair sums stay below 2·127·127, no saturation),
-//! and portable scalar code. Integer sums are exact and the dequantization is the same
-//! sequence of f32 operations on every path, so all paths give the same bits.
+//! and portable scalar code; on CPUs with AMX (Intel Sapphire Rapids and later), products
+//! of at least [`AMX_MIN_ROWS`] rows with k a multiple of 64 run on the tile unit instead
+//! (`tdpbssd`: a 16 × 64 byte tile of activations times a panel's 16 × 64 bytes, which is
+//! exactly the packed layout, into 16 × 16 i32 sums). Integer sums are exact and the
+//! dequantization is the same sequence of f32 operations on every path, so all paths give
+//! the same bits.
 
 use rayon::prelude::*;
 
@@ -158,6 +162,9 @@ pub fn dequantized(w: &Int8Weight, j: usize, kk: usize) -> f32 {
 /// The implementations of the int8 product, widest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Int8Path {
+    /// AMX tiles (`tdpbssd`) for products of [`AMX_MIN_ROWS`] rows or more with k a
+    /// multiple of 64; AVX-512 VNNI for the rest and for weight-only products.
+    Amx,
     /// AVX-512 F/BW with VNNI (`vpdpbusd` on 512-bit vectors).
     Avx512Vnni,
     /// AVX2 (`vpmaddubsw` + `vpmaddwd`) and FMA.
@@ -168,11 +175,18 @@ pub enum Int8Path {
 
 impl Int8Path {
     /// Every path, widest first.
-    pub const ALL: [Int8Path; 3] = [Int8Path::Avx512Vnni, Int8Path::Avx2, Int8Path::Portable];
+    pub const ALL: [Int8Path; 4] = [
+        Int8Path::Amx,
+        Int8Path::Avx512Vnni,
+        Int8Path::Avx2,
+        Int8Path::Portable,
+    ];
 
     /// Whether this CPU can run the path.
     pub fn available(self) -> bool {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Int8Path::Amx => Int8Path::Avx512Vnni.available() && amx::usable(),
             #[cfg(target_arch = "x86_64")]
             Int8Path::Avx512Vnni => {
                 std::is_x86_feature_detected!("avx512f")
@@ -204,6 +218,7 @@ impl Int8Path {
     /// Short name for logs and benchmarks.
     pub fn name(self) -> &'static str {
         match self {
+            Int8Path::Amx => "amx",
             Int8Path::Avx512Vnni => "avx512-vnni",
             Int8Path::Avx2 => "avx2",
             Int8Path::Portable => "portable",
@@ -215,6 +230,30 @@ impl Int8Path {
 /// scales into `sx`. A row of zeros gets scale 0; a row holding a NaN or an infinity gets
 /// scale NaN, so its outputs are NaN as in f32.
 fn quantize_activations(x: &[f32], m: usize, k: usize, kp: usize, xq: &mut [i8], sx: &mut [f32]) {
+    // Many rows (the encoder's 1,500) are quantized on every thread: serially it took
+    // about as long as the tile product itself. Each row is quantized alone, so the split
+    // changes no bit.
+    const ROWS_PER_TASK: usize = 64;
+    if m * k >= 4 * MIN_QUANTIZE_PARALLEL && rayon::current_num_threads() > 1 {
+        xq[..m * kp]
+            .par_chunks_mut(ROWS_PER_TASK * kp)
+            .zip(sx[..m].par_chunks_mut(ROWS_PER_TASK))
+            .enumerate()
+            .for_each(|(c, (q, s))| {
+                let i0 = c * ROWS_PER_TASK;
+                let rows = s.len();
+                quantize_rows(&x[i0 * k..(i0 + rows) * k], rows, k, kp, q, s);
+            });
+    } else {
+        quantize_rows(x, m, k, kp, xq, sx);
+    }
+}
+
+/// Activation elements below which quantizing rows on several threads does not pay.
+const MIN_QUANTIZE_PARALLEL: usize = 16 * 1024;
+
+/// [`quantize_activations`] on one thread.
+fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize, xq: &mut [i8], sx: &mut [f32]) {
     for i in 0..m {
         let row = &x[i * k..(i + 1) * k];
         let q = &mut xq[i * kp..(i + 1) * kp];
@@ -248,6 +287,19 @@ thread_local! {
 /// Output columns one task of the parallel split covers at least (whole panels).
 const BLOCK_COLS: usize = 4 * PANEL;
 
+/// Rows of an AMX tile (and of the activations one `tileloadd` reads).
+const AMX_TILE_ROWS: usize = 16;
+/// Bytes of k one AMX tile step covers (a tile row is 64 bytes).
+const AMX_K_STEP: usize = 64;
+/// Fewest rows the AMX path runs on tiles: below, a 32-row block would be mostly padding
+/// and the VNNI kernel is as fast.
+pub const AMX_MIN_ROWS: usize = 16;
+
+/// Whether the AMX path runs a product of `m` rows and padded depth `kp` on tiles.
+pub fn amx_takes(m: usize, kp: usize) -> bool {
+    m >= AMX_MIN_ROWS && kp.is_multiple_of(AMX_K_STEP)
+}
+
 /// int8 fully connected layer: `out[m, n] = x[m, k] · w[n, k]ᵀ + bias[n]` with `w`
 /// quantized, on the widest path this CPU runs.
 pub fn linear_i8(
@@ -276,8 +328,16 @@ pub fn linear_i8_on(
         return;
     }
     let kp = padded_k(k);
+    let on_tiles = path == Int8Path::Amx && amx_takes(m, kp);
+    // The tile kernel reads whole blocks of 32 rows: the rows past m are zeros.
+    let rows = if on_tiles {
+        m.next_multiple_of(2 * AMX_TILE_ROWS)
+    } else {
+        m
+    };
     let mut xq = XQ.take();
-    xq.resize(m * kp, 0);
+    xq.resize(rows * kp, 0);
+    xq[m * kp..].fill(0);
     let mut sx = vec![0.0f32; m];
     quantize_activations(x, m, k, kp, &mut xq, &mut sx);
     let out_ptr = SendPtr::new(out.as_mut_ptr());
@@ -290,6 +350,11 @@ pub fn linear_i8_on(
         w,
         bias,
         f32_activations: false,
+    };
+    // A shape the tiles do not take runs on AVX-512 VNNI (same bits).
+    let path = match path {
+        Int8Path::Amx if !on_tiles => Int8Path::Avx512Vnni,
+        p => p,
     };
     run_split(path, &args, 4 * MIN_PARALLEL_FMAS, out_ptr);
     XQ.set(xq);
@@ -511,6 +576,14 @@ struct Args<'a> {
 /// Columns `j0..j1` (j0 a multiple of [`PANEL`]) of every output row: blocks of up to
 /// four panels, each block run over all rows while its weight stays in cache.
 fn run_columns(path: Int8Path, a: &Args, j0: usize, j1: usize, out: SendPtr) {
+    #[cfg(target_arch = "x86_64")]
+    if path == Int8Path::Amx && !a.f32_activations {
+        // SAFETY: AMX and AVX-512 were checked in `check`; `linear_i8_on` chose this path
+        // only for k a multiple of 64 and gave `xq` whole 32-row blocks (`amx_takes`); the
+        // tiles write out[.., j0..j1] only, which no other task writes.
+        unsafe { amx::columns(a, j0, j1, out) };
+        return;
+    }
     let mut j = j0;
     while j < j1 {
         let cols = BLOCK_COLS.min(j1 - j);
@@ -518,7 +591,7 @@ fn run_columns(path: Int8Path, a: &Args, j0: usize, j1: usize, out: SendPtr) {
         let mut i = 0;
         // The AVX-512 weight-only kernel takes up to 8 rows a tile, the others 4.
         let most = match (path, a.f32_activations) {
-            (Int8Path::Avx512Vnni, true) => 8,
+            (Int8Path::Avx512Vnni | Int8Path::Amx, true) => 8,
             _ => 4,
         };
         while i < a.m {
@@ -539,7 +612,7 @@ fn run_columns(path: Int8Path, a: &Args, j0: usize, j1: usize, out: SendPtr) {
                 },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above, for AVX-512 F.
-                (Int8Path::Avx512Vnni, true) => unsafe {
+                (Int8Path::Avx512Vnni | Int8Path::Amx, true) => unsafe {
                     x86::tile_w8_avx512(a, i, rows, j, cols, panels, out)
                 },
                 #[cfg(target_arch = "x86_64")]
@@ -942,6 +1015,225 @@ mod x86 {
                 let j = j0 + c;
                 let b = a.bias.map_or(0.0, |b| b[j]);
                 *out.get().add(i * n + j) = super::dequantize(s, a.sx[i], a.w.scales[j], b);
+            }
+        }
+    }
+}
+
+/// The AMX tile path: the OS's permission, and the product on tiles.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::{Args, AMX_K_STEP, AMX_TILE_ROWS, PANEL};
+    use crate::cpu::parallel::SendPtr;
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    /// Whether the CPU has AMX tiles with int8 products and the OS lets this process use
+    /// them (Linux hands out the tile state on request: `arch_prctl(ARCH_REQ_XCOMP_PERM)`,
+    /// since kernel 5.16). Asked once per process.
+    pub(super) fn usable() -> bool {
+        static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *USABLE.get_or_init(|| cpu_has_amx_int8() && os_grants_tiles())
+    }
+
+    fn cpu_has_amx_int8() -> bool {
+        // SAFETY: `cpuid` exists on every x86_64 CPU; leaf 7 is read only if reported.
+        // (`__cpuid` is a safe function on newer compilers.)
+        #[allow(unused_unsafe)]
+        unsafe {
+            if __cpuid(0).eax < 7 {
+                return false;
+            }
+            let edx = __cpuid_count(7, 0).edx;
+            // AMX-TILE (bit 24) and AMX-INT8 (bit 25).
+            edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn os_grants_tiles() -> bool {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: a plain system call with integer arguments; on kernels without it, or
+        // without AMX support, it fails and the tiles stay unused.
+        unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) == 0
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn os_grants_tiles() -> bool {
+        false
+    }
+
+    /// `ldtilecfg`'s 64-byte operand: palette 1, all eight tiles 16 rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    impl TileConfig {
+        fn all_16_by_64() -> TileConfig {
+            let mut c = [0u8; 64];
+            c[0] = 1;
+            for t in 0..8 {
+                c[16 + 2 * t..18 + 2 * t].copy_from_slice(&(AMX_K_STEP as u16).to_le_bytes());
+                c[48 + t] = AMX_TILE_ROWS as u8;
+            }
+            TileConfig(c)
+        }
+    }
+
+    /// Four 16 × 16 tiles of i32 sums: rows 0–15 and 16–31 of a block, each × 2 panels.
+    #[repr(C, align(64))]
+    struct Sums([i32; 4 * AMX_TILE_ROWS * PANEL]);
+
+    /// Every output row × columns `j0..j1` (j0 a multiple of [`PANEL`]) on tiles: blocks of
+    /// 32 rows (outer, so that the columns' weight stays in cache) × 2 panels, each summed
+    /// over k in steps of 64 bytes into four tiles (tmm0–3) from two activation tiles
+    /// (tmm4–5) and two weight tiles (tmm6–7).
+    ///
+    /// Safety: AMX (`usable`) and AVX-512 F; `a.xq` holds `a.m` rounded up to 32 rows of
+    /// `a.kp` bytes, `a.kp` a multiple of 64; the packed weight holds the panels of
+    /// `j0..j1`; nothing else writes out[.., j0..j1].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn columns(a: &Args, j0: usize, j1: usize, out: SendPtr) {
+        let config = TileConfig::all_16_by_64();
+        asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+        let kp = a.kp;
+        let mut sums = Sums([0; 4 * AMX_TILE_ROWS * PANEL]);
+        let mut i = 0;
+        while i < a.m {
+            let mut j = j0;
+            while j < j1 {
+                let cols = (j1 - j).min(2 * PANEL);
+                let x = a.xq.as_ptr().add(i * kp);
+                let w = a.w.packed.as_ptr().add((j / PANEL) * kp * PANEL);
+                if cols > PANEL {
+                    two_panels(x, w, kp, &mut sums);
+                } else {
+                    one_panel(x, w, kp, &mut sums);
+                }
+                dequantize(a, i, j, cols, &sums, out);
+                j += cols;
+            }
+            i += 2 * AMX_TILE_ROWS;
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// 32 rows × 2 panels: tmm0 = rows 0–15 × panel 0, tmm1 = rows 0–15 × panel 1,
+    /// tmm2 and tmm3 the same for rows 16–31.
+    #[inline]
+    unsafe fn two_panels(x: *const i8, w: *const i8, kp: usize, sums: &mut Sums) {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        // A panel's next 16 groups of 4 k (one tile) are its next 1,024 bytes.
+        let panel_step = AMX_TILE_ROWS * PANEL * 4;
+        for s in 0..kp / AMX_K_STEP {
+            asm!(
+                "tileloadd tmm4, [{x0} + {xs}]",
+                "tileloadd tmm5, [{x1} + {xs}]",
+                "tileloadd tmm6, [{w0} + {ws}]",
+                "tileloadd tmm7, [{w1} + {ws}]",
+                "tdpbssd tmm0, tmm4, tmm6",
+                "tdpbssd tmm1, tmm4, tmm7",
+                "tdpbssd tmm2, tmm5, tmm6",
+                "tdpbssd tmm3, tmm5, tmm7",
+                x0 = in(reg) x.add(s * AMX_K_STEP),
+                x1 = in(reg) x.add(AMX_TILE_ROWS * kp + s * AMX_K_STEP),
+                w0 = in(reg) w.add(s * panel_step),
+                w1 = in(reg) w.add(kp * PANEL + s * panel_step),
+                xs = in(reg) kp,
+                ws = in(reg) PANEL * 4,
+                options(nostack, readonly)
+            );
+        }
+        let p = sums.0.as_mut_ptr();
+        let tile = AMX_TILE_ROWS * PANEL;
+        asm!(
+            "tilestored [{p0} + {s}], tmm0",
+            "tilestored [{p1} + {s}], tmm1",
+            "tilestored [{p2} + {s}], tmm2",
+            "tilestored [{p3} + {s}], tmm3",
+            p0 = in(reg) p,
+            p1 = in(reg) p.add(tile),
+            p2 = in(reg) p.add(2 * tile),
+            p3 = in(reg) p.add(3 * tile),
+            s = in(reg) PANEL * 4,
+            options(nostack)
+        );
+    }
+
+    /// 32 rows × the last, single panel: tmm0 and tmm2 as in [`two_panels`].
+    #[inline]
+    unsafe fn one_panel(x: *const i8, w: *const i8, kp: usize, sums: &mut Sums) {
+        asm!("tilezero tmm0", "tilezero tmm2", options(nostack, nomem));
+        let panel_step = AMX_TILE_ROWS * PANEL * 4;
+        for s in 0..kp / AMX_K_STEP {
+            asm!(
+                "tileloadd tmm4, [{x0} + {xs}]",
+                "tileloadd tmm5, [{x1} + {xs}]",
+                "tileloadd tmm6, [{w0} + {ws}]",
+                "tdpbssd tmm0, tmm4, tmm6",
+                "tdpbssd tmm2, tmm5, tmm6",
+                x0 = in(reg) x.add(s * AMX_K_STEP),
+                x1 = in(reg) x.add(AMX_TILE_ROWS * kp + s * AMX_K_STEP),
+                w0 = in(reg) w.add(s * panel_step),
+                xs = in(reg) kp,
+                ws = in(reg) PANEL * 4,
+                options(nostack, readonly)
+            );
+        }
+        let p = sums.0.as_mut_ptr();
+        let tile = AMX_TILE_ROWS * PANEL;
+        asm!(
+            "tilestored [{p0} + {s}], tmm0",
+            "tilestored [{p2} + {s}], tmm2",
+            p0 = in(reg) p,
+            p2 = in(reg) p.add(2 * tile),
+            s = in(reg) PANEL * 4,
+            options(nostack)
+        );
+    }
+
+    /// Writes the block's outputs, rows `i..` (those below m) × columns `j..j + cols`:
+    /// `acc · (sx·sw) + b`, the operations of every other path.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dequantize(a: &Args, i: usize, j: usize, cols: usize, sums: &Sums, out: SendPtr) {
+        let n = a.w.n;
+        for half in 0..2 {
+            for r in 0..AMX_TILE_ROWS {
+                let row = i + half * AMX_TILE_ROWS + r;
+                if row >= a.m {
+                    return;
+                }
+                let sx = _mm512_set1_ps(a.sx[row]);
+                for p in 0..2 {
+                    let c0 = p * PANEL;
+                    if c0 >= cols {
+                        break;
+                    }
+                    let take = (cols - c0).min(PANEL);
+                    let mask: __mmask16 = if take == 16 { !0 } else { (1u16 << take) - 1 };
+                    let tile = (2 * half + p) * AMX_TILE_ROWS * PANEL;
+                    let acc = _mm512_loadu_si512(sums.0.as_ptr().add(tile + r * PANEL) as *const _);
+                    let s = _mm512_mul_ps(sx, _mm512_loadu_ps(a.w.scales.as_ptr().add(j + c0)));
+                    let b = match a.bias {
+                        Some(b) => _mm512_maskz_loadu_ps(mask, b.as_ptr().add(j + c0)),
+                        None => _mm512_setzero_ps(),
+                    };
+                    let y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), s), b);
+                    _mm512_mask_storeu_ps(out.get().add(row * n + j + c0), mask, y);
+                }
             }
         }
     }
