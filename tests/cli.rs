@@ -302,8 +302,11 @@ fn output_dir_writes_each_format() {
         );
     }
     let srt = std::fs::read_to_string(dir.join("jfk.srt")).unwrap();
-    assert!(srt.starts_with("1\n00:00:00,000 --> 00:00:0"), "{srt}");
-    assert_eq!(srt.matches(" --> ").count(), 2, "{srt}");
+    // One or two cues: where the segment boundary falls has differed between hosts.
+    assert!(srt.starts_with("1\n00:00:00,000 --> 00:00:"), "{srt}");
+    let cues = srt.matches(" --> ").count();
+    assert!((1..=2).contains(&cues), "{srt}");
+    assert!(srt.trim_end().ends_with("for your country."), "{srt}");
 }
 
 #[test]

@@ -434,6 +434,31 @@ fn main() {
     }
     let attn = bench_attention("attention", t, t, None, true, cpu::attention);
     bench_attention("attention bf16", t, t, None, true, cpu::attention_bf16_best);
+    if cpu::bf16::Bf16Path::Amx.available() {
+        // On tiles (not what the encoder runs: see docs/kernels.md).
+        #[allow(clippy::too_many_arguments)]
+        fn on_tiles(
+            q: &[f32],
+            qs: usize,
+            k: &[f32],
+            ks: usize,
+            v: &[f32],
+            vs: usize,
+            tq: usize,
+            tk: usize,
+            heads: usize,
+            hd: usize,
+            causal: Option<usize>,
+            out: &mut [f32],
+            os: usize,
+        ) {
+            let path = cpu::bf16::Bf16Path::Amx;
+            cpu::attention_bf16(
+                path, q, qs, k, ks, v, vs, tq, tk, heads, hd, causal, out, os,
+            )
+        }
+        bench_attention("attention bf16 amx", t, t, None, true, on_tiles);
+    }
     let gelu = if !wanted("gelu 1500x2048") {
         0.0
     } else {

@@ -720,7 +720,8 @@ pub type AttentionKernel = fn(
     usize,
 );
 
-/// [`attention_bf16`] on the fastest path this CPU has ([`Bf16Path::best`]).
+/// [`attention_bf16`] on the fastest path this CPU has ([`Bf16Path::best`], which leaves
+/// out AMX tiles).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bf16_best(
     q: &[f32],

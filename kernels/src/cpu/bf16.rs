@@ -19,6 +19,8 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::amx::TILE_ROWS;
 use super::checks::require_strided;
 use super::parallel::SendPtr;
 use super::simd::{multiversion, widen_f16};
@@ -63,6 +65,10 @@ fn pair(lo: f32, hi: f32) -> u32 {
 /// The implementations of the bf16 product, widest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bf16Path {
+    /// AMX tiles (`tdpbf16ps`) for blocks of 16 rows and 16 pairs, AVX-512 BF16 for the
+    /// rest. Not the same bits as the other paths: a tile takes its sums in its own order
+    /// (within the same error bound).
+    Amx,
     /// AVX-512 F with BF16 (`vdpbf16ps` on 512-bit vectors).
     Avx512Bf16,
     /// Plain Rust (vectorised by the compiler for AVX2+FMA where the CPU has them).
@@ -71,11 +77,13 @@ pub enum Bf16Path {
 
 impl Bf16Path {
     /// Every path, widest first.
-    pub const ALL: [Bf16Path; 2] = [Bf16Path::Avx512Bf16, Bf16Path::Portable];
+    pub const ALL: [Bf16Path; 3] = [Bf16Path::Amx, Bf16Path::Avx512Bf16, Bf16Path::Portable];
 
     /// Whether this CPU can run the path.
     pub fn available(self) -> bool {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Path::Amx => Bf16Path::Avx512Bf16.available() && super::amx::bf16_usable(),
             #[cfg(target_arch = "x86_64")]
             Bf16Path::Avx512Bf16 => {
                 std::is_x86_feature_detected!("avx512f")
@@ -87,12 +95,16 @@ impl Bf16Path {
         }
     }
 
-    /// The widest path this CPU runs.
+    /// The widest path this CPU runs, AMX tiles apart: their sums changed the default
+    /// compute type's jfk transcript (a comma and a segment boundary, through the last
+    /// encoder block's linears) and two words of the public clips (through the attention),
+    /// so they run only where a caller asks for them (`docs/kernels.md`).
     pub fn best() -> Bf16Path {
         static BEST: std::sync::OnceLock<Bf16Path> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
             Bf16Path::ALL
                 .into_iter()
+                .filter(|&p| p != Bf16Path::Amx)
                 .find(|p| p.available())
                 .unwrap_or(Bf16Path::Portable)
         })
@@ -107,6 +119,7 @@ impl Bf16Path {
     /// Short name for logs and benchmarks.
     pub fn name(self) -> &'static str {
         match self {
+            Bf16Path::Amx => "amx",
             Bf16Path::Avx512Bf16 => "avx512-bf16",
             Bf16Path::Portable => "portable",
         }
@@ -349,6 +362,7 @@ pub fn linear_bf16(
                 w,
                 c0 / PANEL,
                 nc,
+                0,
                 pairs,
                 o.add(r0 * n + c0),
                 n,
@@ -427,11 +441,12 @@ pub(crate) unsafe fn gemm_raw(
     accumulate: bool,
 ) {
     gemm_raw_from(
-        path, a, a_stride, m, b, 0, n, pairs, out, out_stride, accumulate,
+        path, a, a_stride, m, b, 0, n, 0, pairs, out, out_stride, accumulate,
     )
 }
 
-/// [`gemm_raw`] on the columns of `b` from panel `first_panel` on (`n` of them).
+/// [`gemm_raw`] on the columns of `b` from panel `first_panel` on (`n` of them), over the
+/// pairs `first_pair..pairs`.
 ///
 /// # Safety
 /// As [`gemm_raw`], with `first_panel · 16 + n ≤ b.n`.
@@ -444,17 +459,89 @@ unsafe fn gemm_raw_from(
     b: &PackedBf16,
     first_panel: usize,
     n: usize,
+    first_pair: usize,
     pairs: usize,
     out: *mut f32,
     out_stride: usize,
     accumulate: bool,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if path == Bf16Path::Amx {
+        let (m16, p16) = (
+            m / TILE_ROWS * TILE_ROWS,
+            (pairs - first_pair) / TILE_ROWS * TILE_ROWS,
+        );
+        if m16 == 0 || p16 == 0 {
+            return gemm_raw_from(
+                Bf16Path::Avx512Bf16,
+                a,
+                a_stride,
+                m,
+                b,
+                first_panel,
+                n,
+                first_pair,
+                pairs,
+                out,
+                out_stride,
+                accumulate,
+            );
+        }
+        // Whole blocks of 16 rows and 16 pairs on tiles; the pairs after them, then the
+        // rows after them, on AVX-512 BF16.
+        tiles::gemm(
+            a,
+            a_stride,
+            m16,
+            b,
+            first_panel,
+            n,
+            first_pair,
+            p16,
+            out,
+            out_stride,
+            accumulate,
+        );
+        if first_pair + p16 < pairs {
+            gemm_raw_from(
+                Bf16Path::Avx512Bf16,
+                a,
+                a_stride,
+                m16,
+                b,
+                first_panel,
+                n,
+                first_pair + p16,
+                pairs,
+                out,
+                out_stride,
+                true,
+            );
+        }
+        if m16 < m {
+            gemm_raw_from(
+                Bf16Path::Avx512Bf16,
+                a.add(m16 * a_stride),
+                a_stride,
+                m - m16,
+                b,
+                first_panel,
+                n,
+                first_pair,
+                pairs,
+                out.add(m16 * out_stride),
+                out_stride,
+                accumulate,
+            );
+        }
+        return;
+    }
     let panels = n.div_ceil(PANEL);
     let panel_len = b.pairs() * PANEL;
-    let mut q0 = 0;
-    while q0 < pairs.max(1) {
+    let mut q0 = first_pair;
+    while q0 < pairs.max(first_pair + 1) {
         let kc = KC.min(pairs - q0);
-        let acc = accumulate || q0 > 0;
+        let acc = accumulate || q0 > first_pair;
         let mut p0 = 0;
         while p0 < panels {
             let np = NR.min(panels - p0);
@@ -488,7 +575,7 @@ unsafe fn gemm_raw_from(
             }
             p0 += NR;
         }
-        if pairs == 0 {
+        if pairs == first_pair {
             break;
         }
         q0 += kc;
@@ -633,6 +720,189 @@ mod avx512 {
     unsafe fn store(t: &Tile, i: usize, p: usize, v: __m512) {
         let o = t.out.add(i * t.out_stride + p * PANEL);
         _mm512_mask_storeu_ps(o, mask(t, p), v)
+    }
+}
+
+/// The AMX tile path of the bf16 product.
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use super::{PackedBf16, PANEL};
+    use crate::cpu::amx::{release, TileConfig, TILE_ROWS};
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    /// Four 16 × 16 tiles of f32 sums: rows 0–15 and 16–31 of a block, each × 2 panels.
+    #[repr(C, align(64))]
+    struct Sums([f32; 4 * TILE_ROWS * PANEL]);
+
+    /// `out (+)= a · bᵀ` for `m` rows (a multiple of 16) over the `pairs` pairs (a multiple
+    /// of 16) from `first_pair`, columns of `b` from panel `first_panel` (`n` of them): blocks
+    /// of 32 or 16 rows (outer) × 2 panels, each summed in steps of 16 pairs into up to four
+    /// tiles (tmm0–3) from two tiles of `a` (tmm4–5) and two of `b` (tmm6–7). A panel's 16
+    /// pairs are one `b` tile as packed: 16 rows of 64 bytes, stride 64.
+    ///
+    /// # Safety
+    /// AMX-BF16 usable; the bounds of [`super::gemm_raw`].
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm(
+        a: *const u32,
+        a_stride: usize,
+        m: usize,
+        b: &PackedBf16,
+        first_panel: usize,
+        n: usize,
+        first_pair: usize,
+        pairs: usize,
+        out: *mut f32,
+        out_stride: usize,
+        accumulate: bool,
+    ) {
+        TileConfig::all_16_by_64().load();
+        let panel_len = b.pairs() * PANEL;
+        let mut sums = Sums([0.0; 4 * TILE_ROWS * PANEL]);
+        let mut i = 0;
+        while i < m {
+            let two_rows = m - i >= 2 * TILE_ROWS;
+            let mut j = 0;
+            while j < n {
+                let cols = (n - j).min(2 * PANEL);
+                let block = Block {
+                    a: a.add(i * a_stride + first_pair),
+                    a_bytes: a_stride * 4,
+                    b: b.data
+                        .as_ptr()
+                        .add((first_panel + j / PANEL) * panel_len + first_pair * PANEL),
+                    panel_len,
+                    steps: pairs / TILE_ROWS,
+                    out: out.add(i * out_stride + j),
+                    out_stride,
+                    rows: if two_rows { 2 * TILE_ROWS } else { TILE_ROWS },
+                    cols,
+                };
+                block.run(accumulate, &mut sums);
+                j += cols;
+            }
+            i += if two_rows { 2 * TILE_ROWS } else { TILE_ROWS };
+        }
+        release();
+    }
+
+    /// One block of 16 or 32 rows × 1 or 2 panels.
+    struct Block {
+        a: *const u32,
+        a_bytes: usize,
+        b: *const u32,
+        panel_len: usize,
+        steps: usize,
+        out: *mut f32,
+        out_stride: usize,
+        rows: usize,
+        cols: usize,
+    }
+
+    impl Block {
+        /// Tile `t` of the block: rows `16·(t / 2)..`, panel `t % 2`.
+        fn present(&self, t: usize) -> bool {
+            (t / 2) * TILE_ROWS < self.rows && (t % 2) * PANEL < self.cols
+        }
+
+        fn mask(&self, t: usize) -> __mmask16 {
+            let width = (self.cols - (t % 2) * PANEL).min(PANEL);
+            if width == PANEL {
+                !0
+            } else {
+                (1u16 << width) - 1
+            }
+        }
+
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run(&self, accumulate: bool, sums: &mut Sums) {
+            let tile = TILE_ROWS * PANEL;
+            let s = sums.0.as_mut_ptr();
+            let two_rows = self.rows > TILE_ROWS;
+            let two_panels = self.cols > PANEL;
+            // The starting sums: the output's (columns past n as zeros), or zeros.
+            if accumulate {
+                for t in (0..4).filter(|&t| self.present(t)) {
+                    for r in 0..TILE_ROWS {
+                        let o = self
+                            .out
+                            .add(((t / 2) * TILE_ROWS + r) * self.out_stride + (t % 2) * PANEL);
+                        let v = _mm512_maskz_loadu_ps(self.mask(t), o);
+                        _mm512_store_ps(s.add(t * tile + r * PANEL), v);
+                    }
+                }
+                let stride = PANEL * 4;
+                asm!("tileloadd tmm0, [{p} + {s}]", p = in(reg) s, s = in(reg) stride, options(nostack, readonly));
+                if two_panels {
+                    asm!("tileloadd tmm1, [{p} + {s}]", p = in(reg) s.add(tile), s = in(reg) stride, options(nostack, readonly));
+                }
+                if two_rows {
+                    asm!("tileloadd tmm2, [{p} + {s}]", p = in(reg) s.add(2 * tile), s = in(reg) stride, options(nostack, readonly));
+                }
+                if two_rows && two_panels {
+                    asm!("tileloadd tmm3, [{p} + {s}]", p = in(reg) s.add(3 * tile), s = in(reg) stride, options(nostack, readonly));
+                }
+            } else {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            }
+            let b_row = PANEL * 4;
+            for q in 0..self.steps {
+                let a0 = self.a.add(q * TILE_ROWS);
+                let b0 = self.b.add(q * TILE_ROWS * PANEL);
+                asm!(
+                    "tileloadd tmm4, [{a} + {sa}]",
+                    "tileloadd tmm6, [{b} + {sb}]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    a = in(reg) a0, sa = in(reg) self.a_bytes, b = in(reg) b0, sb = in(reg) b_row,
+                    options(nostack, readonly)
+                );
+                if two_panels {
+                    asm!(
+                        "tileloadd tmm7, [{b} + {sb}]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        b = in(reg) b0.add(self.panel_len), sb = in(reg) b_row,
+                        options(nostack, readonly)
+                    );
+                }
+                if two_rows {
+                    asm!(
+                        "tileloadd tmm5, [{a} + {sa}]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        a = in(reg) a0.add(TILE_ROWS * self.a_bytes / 4), sa = in(reg) self.a_bytes,
+                        options(nostack, readonly)
+                    );
+                    if two_panels {
+                        asm!("tdpbf16ps tmm3, tmm5, tmm7", options(nostack, nomem));
+                    }
+                }
+            }
+            let stride = PANEL * 4;
+            asm!(
+                "tilestored [{p0} + {s}], tmm0",
+                "tilestored [{p1} + {s}], tmm1",
+                "tilestored [{p2} + {s}], tmm2",
+                "tilestored [{p3} + {s}], tmm3",
+                p0 = in(reg) s, p1 = in(reg) s.add(tile), p2 = in(reg) s.add(2 * tile),
+                p3 = in(reg) s.add(3 * tile), s = in(reg) stride,
+                options(nostack)
+            );
+            for t in (0..4).filter(|&t| self.present(t)) {
+                for r in 0..TILE_ROWS {
+                    let o = self
+                        .out
+                        .add(((t / 2) * TILE_ROWS + r) * self.out_stride + (t % 2) * PANEL);
+                    let v = _mm512_load_ps(s.add(t * tile + r * PANEL));
+                    _mm512_mask_storeu_ps(o, self.mask(t), v);
+                }
+            }
+        }
     }
 }
 

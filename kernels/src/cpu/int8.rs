@@ -186,7 +186,7 @@ impl Int8Path {
     pub fn available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Int8Path::Amx => Int8Path::Avx512Vnni.available() && amx::usable(),
+            Int8Path::Amx => Int8Path::Avx512Vnni.available() && crate::cpu::amx::int8_usable(),
             #[cfg(target_arch = "x86_64")]
             Int8Path::Avx512Vnni => {
                 std::is_x86_feature_detected!("avx512f")
@@ -581,7 +581,7 @@ fn run_columns(path: Int8Path, a: &Args, j0: usize, j1: usize, out: SendPtr) {
         // SAFETY: AMX and AVX-512 were checked in `check`; `linear_i8_on` chose this path
         // only for k a multiple of 64 and gave `xq` whole 32-row blocks (`amx_takes`); the
         // tiles write out[.., j0..j1] only, which no other task writes.
-        unsafe { amx::columns(a, j0, j1, out) };
+        unsafe { tiles::columns(a, j0, j1, out) };
         return;
     }
     let mut j = j0;
@@ -1020,71 +1020,14 @@ mod x86 {
     }
 }
 
-/// The AMX tile path: the OS's permission, and the product on tiles.
+/// The AMX tile path: the product on tiles.
 #[cfg(target_arch = "x86_64")]
-mod amx {
+mod tiles {
     use super::{Args, AMX_K_STEP, AMX_TILE_ROWS, PANEL};
+    use crate::cpu::amx::TileConfig;
     use crate::cpu::parallel::SendPtr;
     use std::arch::asm;
     use std::arch::x86_64::*;
-
-    /// Whether the CPU has AMX tiles with int8 products and the OS lets this process use
-    /// them (Linux hands out the tile state on request: `arch_prctl(ARCH_REQ_XCOMP_PERM)`,
-    /// since kernel 5.16). Asked once per process.
-    pub(super) fn usable() -> bool {
-        static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *USABLE.get_or_init(|| cpu_has_amx_int8() && os_grants_tiles())
-    }
-
-    fn cpu_has_amx_int8() -> bool {
-        // SAFETY: `cpuid` exists on every x86_64 CPU; leaf 7 is read only if reported.
-        // (`__cpuid` is a safe function on newer compilers.)
-        #[allow(unused_unsafe)]
-        unsafe {
-            if __cpuid(0).eax < 7 {
-                return false;
-            }
-            let edx = __cpuid_count(7, 0).edx;
-            // AMX-TILE (bit 24) and AMX-INT8 (bit 25).
-            edx & (1 << 24) != 0 && edx & (1 << 25) != 0
-        }
-    }
-
-    #[cfg(target_os = "linux")]
-    fn os_grants_tiles() -> bool {
-        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-        const XFEATURE_XTILEDATA: libc::c_long = 18;
-        // SAFETY: a plain system call with integer arguments; on kernels without it, or
-        // without AMX support, it fails and the tiles stay unused.
-        unsafe {
-            libc::syscall(
-                libc::SYS_arch_prctl,
-                ARCH_REQ_XCOMP_PERM,
-                XFEATURE_XTILEDATA,
-            ) == 0
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn os_grants_tiles() -> bool {
-        false
-    }
-
-    /// `ldtilecfg`'s 64-byte operand: palette 1, all eight tiles 16 rows of 64 bytes.
-    #[repr(C, align(64))]
-    struct TileConfig([u8; 64]);
-
-    impl TileConfig {
-        fn all_16_by_64() -> TileConfig {
-            let mut c = [0u8; 64];
-            c[0] = 1;
-            for t in 0..8 {
-                c[16 + 2 * t..18 + 2 * t].copy_from_slice(&(AMX_K_STEP as u16).to_le_bytes());
-                c[48 + t] = AMX_TILE_ROWS as u8;
-            }
-            TileConfig(c)
-        }
-    }
 
     /// Four 16 × 16 tiles of i32 sums: rows 0–15 and 16–31 of a block, each × 2 panels.
     #[repr(C, align(64))]
@@ -1101,7 +1044,7 @@ mod amx {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn columns(a: &Args, j0: usize, j1: usize, out: SendPtr) {
         let config = TileConfig::all_16_by_64();
-        asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+        config.load();
         let kp = a.kp;
         let mut sums = Sums([0; 4 * AMX_TILE_ROWS * PANEL]);
         let mut i = 0;
@@ -1121,7 +1064,7 @@ mod amx {
             }
             i += 2 * AMX_TILE_ROWS;
         }
-        asm!("tilerelease", options(nostack, nomem));
+        crate::cpu::amx::release();
     }
 
     /// 32 rows × 2 panels: tmm0 = rows 0–15 × panel 0, tmm1 = rows 0–15 × panel 1,

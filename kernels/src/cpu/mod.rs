@@ -5,6 +5,8 @@
 //! compile-time `target-cpu` flags.
 
 mod activation;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod attention;
 pub mod bf16;
 mod checks;
