@@ -523,6 +523,7 @@ fn main() {
         bench_linear("linear (fc2) gemm", m, ff, d, cpu::linear_gemm);
         bench_linear_i8("linear (fc1)", m, d, ff, cpu::int8::Int8Path::best());
         bench_linear_i8("linear (fc2)", m, ff, d, cpu::int8::Int8Path::best());
+        bench_linear_w8("linear (q)", m, d, d);
         bench_linear_w8("linear (fc1)", m, d, ff);
         bench_linear_w8("linear (fc2)", m, ff, d);
     }
