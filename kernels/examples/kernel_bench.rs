@@ -550,6 +550,8 @@ fn main() {
         (1, 1500, None),
         (5, 1500, None),
         (16, 64, Some(48)),
+        // A window's prompt over its cross K/V.
+        (200, 1500, None),
     ];
     for (tq, tk, causal) in cases {
         bench_attention(

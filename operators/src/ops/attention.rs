@@ -10,6 +10,7 @@ use amanuensis_runtime::op::{
     expect_inputs, expect_same_dim, Attrs, EvalContext, OpDef, Operator, ValueType,
 };
 use amanuensis_runtime::{DType, OpError, Tensor};
+use std::borrow::Cow;
 
 fn heads_attr(attrs: &Attrs) -> Result<usize, OpError> {
     let heads = attrs.usize("heads")?;
@@ -257,17 +258,29 @@ impl Operator for Attention {
             }
             return Ok(vec![out]);
         }
-        let (qv, mut kv, mut vv) = (f32_input(q, "q")?, f32_input(k, "k")?, f32_input(v, "v")?);
+        let qv = f32_input(q, "q")?;
         let strides = if self.kv_heads_major {
             cpu::KvStrides::heads_major(tk, hd)
         } else {
             cpu::KvStrides::rows(d, hd)
         };
-        if self.kv_heads_major && !self.return_weights {
-            // A window's prompt (many rows) takes rows of interleaved heads.
-            kv = interleave_heads(&kv, tk, self.heads, hd).into();
-            vv = interleave_heads(&vv, tk, self.heads, hd).into();
+        // A window's prompt (many rows) takes rows of interleaved heads, widened and
+        // interleaved in one pass into this thread's kept buffers.
+        let interleave = self.kv_heads_major && !self.return_weights;
+        let mut kv_rows = if interleave {
+            KV_ROWS.take()
+        } else {
+            Default::default()
+        };
+        if interleave {
+            interleave_heads_into(k, tk, self.heads, hd, &mut kv_rows.0)?;
+            interleave_heads_into(v, tk, self.heads, hd, &mut kv_rows.1)?;
         }
+        let (kv, vv) = if interleave {
+            (Cow::Borrowed(&kv_rows.0[..]), Cow::Borrowed(&kv_rows.1[..]))
+        } else {
+            (f32_input(k, "k")?, f32_input(v, "v")?)
+        };
         let mut out = ctx.alloc_f32(qs);
         if self.return_weights {
             let mut wshape = qs[..qs.len() - 2].to_vec();
@@ -324,6 +337,10 @@ impl Operator for Attention {
                 &mut o[c * rows * d..(c + 1) * rows * d],
                 d,
             );
+        }
+        drop((kv, vv));
+        if interleave {
+            KV_ROWS.set(kv_rows);
         }
         Ok(vec![out])
     }
@@ -398,22 +415,57 @@ fn interleave_heads_prefix(x: &[f32], cap: usize, tk: usize, heads: usize, hd: u
     y
 }
 
-/// Rows of interleaved heads, `[.., tk, heads·hd]`, from heads stored one after another,
-/// `[.., heads, tk, hd]`.
-fn interleave_heads(x: &[f32], tk: usize, heads: usize, hd: usize) -> Vec<f32> {
-    let m = tk * heads * hd;
-    let mut y = vec![0.0; x.len()];
-    if m == 0 {
-        return y;
+thread_local! {
+    /// This thread's keys and values of a prompt as rows of interleaved heads, kept between
+    /// calls: allocated afresh, they were 12 MB of new pages a layer for whisper-base, whose
+    /// page faults took longer than the attention's arithmetic.
+    static KV_ROWS: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Rows of interleaved heads, `[.., tk, heads·hd]`, from an f32 or f16 tensor whose heads
+/// are stored one after another, `[.., heads, tk, hd]`, into `y` (resized), widened as they
+/// are copied (exactly: the values of widening first).
+fn interleave_heads_into(
+    x: &Tensor,
+    tk: usize,
+    heads: usize,
+    hd: usize,
+    y: &mut Vec<f32>,
+) -> Result<(), OpError> {
+    use half::slice::HalfFloatSliceExt;
+    let n = x.numel();
+    if y.len() != n {
+        y.clear();
+        y.resize(n, 0.0);
     }
-    for (src, dst) in x.chunks_exact(m).zip(y.chunks_exact_mut(m)) {
-        for (h, head) in src.chunks_exact(tk * hd).enumerate() {
-            for (j, row) in head.chunks_exact(hd).enumerate() {
-                dst[j * heads * hd + h * hd..][..hd].copy_from_slice(row);
+    let m = tk * heads * hd;
+    if m == 0 {
+        return Ok(());
+    }
+    let mut place = |src_len: usize, copy: &mut dyn FnMut(usize, &mut [f32])| {
+        for (b, dst) in y.chunks_exact_mut(m).enumerate() {
+            for h in 0..heads {
+                for j in 0..tk {
+                    let from = b * m + h * tk * hd + j * hd;
+                    debug_assert!(from + hd <= src_len);
+                    copy(from, &mut dst[j * heads * hd + h * hd..][..hd]);
+                }
             }
         }
+    };
+    if x.dtype() == DType::F16 {
+        let src = x.f16s()?;
+        place(src.len(), &mut |from, dst| {
+            src[from..from + hd].convert_to_f32_slice(dst)
+        });
+    } else {
+        let src = f32_input(x, "k/v")?;
+        place(src.len(), &mut |from, dst| {
+            dst.copy_from_slice(&src[from..from + hd])
+        });
     }
-    y
+    Ok(())
 }
 
 /// Causal self-attention over a KV cache kept in two state tensors `[batch, capacity, d]`:
