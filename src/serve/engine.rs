@@ -335,7 +335,8 @@ fn run_batch(
                 interrupt: Some(job.cancel.clone()),
             })
             .collect();
-        model.transcribe_together(&items)
+        // On a pool thread: see `run`.
+        rayon::scope(|_| model.transcribe_together(&items))
     }));
     model.interrupt = None;
     let (results, stats) = match outcome {
@@ -449,8 +450,10 @@ fn run(model: &mut WhisperModel, vad: &mut Vad, job: &Job) -> Result<Done, ApiEr
             }
         }
     };
-    model
-        .transcribe_pcm_with_progress(&p.pcm, &p.options, &mut report)
+    // On a thread of the kernels' pool (as the CLI does): called from outside it, every
+    // parallel kernel would hand its work over and put this thread to sleep until done,
+    // two context switches each (about 70 a decoder step).
+    rayon::scope(|_| model.transcribe_pcm_with_progress(&p.pcm, &p.options, &mut report))
         .map(|t| p.done(t))
         .map_err(|e| api_error(job, e))
 }
