@@ -357,6 +357,75 @@ fn weight_only_int8_is_closer_to_f32_than_the_int8_product() {
 }
 
 #[test]
+fn rescoring_many_rows_at_once_gives_each_row_its_own_bits() {
+    // Rows rescored together share each column's f16 row; every output must still be the
+    // one that row gets alone. 70 rows (over one 64-row group), most of them repeats so that
+    // columns are shared, and n not a multiple of 16 with the near-ties in the last columns.
+    let (k, n) = (512, 4003);
+    let mut rng = Rng::new(47);
+    let distinct = rng.vec(7 * k, -1.0, 1.0);
+    let m = 70;
+    let x: Vec<f32> = (0..m)
+        .flat_map(|i| distinct[(i % 7) * k..(i % 7 + 1) * k].to_vec())
+        .collect();
+    let mut w = rng.vec(n * k, -0.05, 0.05);
+    for c in 1..8 {
+        let (src, dst) = (n - 1, n - 1 - c);
+        let row: Vec<f32> = w[src * k..(src + 1) * k]
+            .iter()
+            .map(|v| v * (1.0 + 1e-3 * c as f32) + 0.02)
+            .collect();
+        w[dst * k..(dst + 1) * k].copy_from_slice(&row);
+    }
+    let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let wr: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+    let q = quantize(&wr, n, k);
+    let mut wq = view(&q, n, k);
+    let mut plain = vec![0.0; m * n];
+    int8::linear_w8_f32(&x, m, k, &wq, None, &mut plain);
+    wq.rescore = Some(int8::Rescore {
+        rows: &w16,
+        band: 3.0,
+    });
+    let mut together = vec![0.0; m * n];
+    int8::linear_w8_f32(&x, m, k, &wq, None, &mut together);
+    let mut rescored = 0;
+    for i in 0..m {
+        let mut alone = vec![0.0; n];
+        int8::linear_w8_f32(&x[i * k..(i + 1) * k], 1, k, &wq, None, &mut alone);
+        for j in 0..n {
+            assert_eq!(
+                together[i * n + j].to_bits(),
+                alone[j].to_bits(),
+                "row {i} col {j}: rescored with the others, not alone"
+            );
+        }
+        rescored += (0..n)
+            .filter(|&j| alone[j].to_bits() != plain[i * n + j].to_bits())
+            .count();
+        // The near-tied last columns are the largest: all of them were computed again.
+        let xr = &x[i * k..(i + 1) * k];
+        for j in n - 8..n {
+            let exact: f32 = xr
+                .iter()
+                .zip(&wr[j * k..(j + 1) * k])
+                .map(|(a, b)| a * b)
+                .sum();
+            let bound = 1e-4 * exact.abs().max(1.0);
+            assert!(
+                (alone[j] - exact).abs() <= bound,
+                "row {i} col {j}: {} is not the f16 row's {exact}",
+                alone[j]
+            );
+        }
+    }
+    assert!(
+        rescored >= 8 * m,
+        "only {rescored} outputs were computed again"
+    );
+}
+
+#[test]
 fn rescored_outputs_near_the_top_are_the_exact_rows_and_keep_the_argmax() {
     // Rows whose true outputs are near-ties: the int8 weight alone may reorder them, the
     // rescored outputs within the band must be the f16 weight's own and the argmax its.

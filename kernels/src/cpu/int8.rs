@@ -464,38 +464,129 @@ fn rescore_top(
     assert_eq!(r.rows.len(), n * k, "rescore: exact rows are not [n, k]");
     let u = f32::EPSILON / 2.0;
     let gamma = (k + 3) as f32 * u / (1.0 - (k + 3) as f32 * u);
-    // The outputs to compute again, (row, column), found on every row first.
-    let mut again: Vec<(usize, usize)> = Vec::new();
-    for i in 0..m {
-        let l1: f32 = x[i * k..(i + 1) * k].iter().map(|v| v.abs()).sum();
-        let y = &out[i * n..(i + 1) * n];
-        // |int8 output − exact| for column j: each weight moved by at most sw/2, and the
-        // f32 sum of products of magnitude ≤ 127·sw (1.01: slack for l1's own rounding).
-        let err = |j: usize| 1.01 * l1 * w.scales[j] * (0.5 + 127.0 * gamma);
-        let floor = (0..n)
-            .map(|j| y[j] - err(j))
-            .filter(|v| !v.is_nan())
-            .fold(f32::NEG_INFINITY, f32::max)
-            - r.band;
-        again.extend(
+    let slack = 0.5 + 127.0 * gamma;
+    // Rows at a time, at most 64: a column's rows to compute again are one mask word.
+    let mut i0 = 0;
+    while i0 < m {
+        let rows = (m - i0).min(64);
+        // The scan is two passes over n outputs a row: each row on its own thread.
+        let found: Vec<Vec<usize>> = (i0..i0 + rows)
+            .into_par_iter()
+            .map(|i| {
+                let l1: f32 = x[i * k..(i + 1) * k].iter().map(|v| v.abs()).sum();
+                near_top(&out[i * n..(i + 1) * n], w.scales, 1.01 * l1, slack, r.band)
+            })
+            .collect();
+        // (column, its rows to compute again as bits from i0), columns ascending.
+        let columns: Vec<(usize, u64)> = if rows == 1 {
+            found[0].iter().map(|&j| (j, 1)).collect()
+        } else {
+            let mut masks = vec![0u64; n];
+            for (b, cols) in found.iter().enumerate() {
+                for &j in cols {
+                    masks[j] |= 1 << b;
+                }
+            }
             (0..n)
-                .filter(|&j| y[j] + err(j) >= floor || y[j].is_nan())
-                .map(|j| (i, j)),
-        );
+                .filter(|&j| masks[j] != 0)
+                .map(|j| (j, masks[j]))
+                .collect()
+        };
+        // Each column's f16 row is read once for all the rows that need it (a beam step's
+        // rows mostly want the same tokens); both cores share the columns, in chunks whose
+        // sums come back flat, in column order and each column's rows ascending.
+        let exact: Vec<Vec<f32>> = columns
+            .par_chunks(64)
+            .map(|chunk| {
+                let mut sums = Vec::with_capacity(chunk.len());
+                WIDE.with_borrow_mut(|wide| {
+                    for &(j, mask) in chunk {
+                        let row = &r.rows[j * k..(j + 1) * k];
+                        let b = bias.map_or(0.0, |b| b[j]);
+                        if mask.count_ones() == 1 {
+                            let i = i0 + mask.trailing_zeros() as usize;
+                            sums.push(exact_dot_f16(&x[i * k..(i + 1) * k], row) + b);
+                            continue;
+                        }
+                        wide.resize(k, 0.0);
+                        widen_f16(row, wide);
+                        let mut bits = mask;
+                        while bits != 0 {
+                            let i = i0 + bits.trailing_zeros() as usize;
+                            bits &= bits - 1;
+                            sums.push(exact_dot(&x[i * k..(i + 1) * k], wide) + b);
+                        }
+                    }
+                });
+                sums
+            })
+            .collect();
+        let mut sums = exact.into_iter().flatten();
+        for &(j, mask) in &columns {
+            let mut bits = mask;
+            while bits != 0 {
+                let i = i0 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                out[i * n + j] = sums.next().expect("a sum for every rescored output");
+            }
+        }
+        i0 += rows;
     }
-    // Each is an independent dot product with an f16 row (a beam step's five rows have
-    // a few thousand in all): both cores share them.
-    let exact: Vec<f32> = again
-        .par_iter()
-        .with_min_len(256)
-        .map(|&(i, j)| {
-            exact_dot_f16(&x[i * k..(i + 1) * k], &r.rows[j * k..(j + 1) * k])
-                + bias.map_or(0.0, |b| b[j])
-        })
-        .collect();
-    for (&(i, j), v) in again.iter().zip(exact) {
-        out[i * n + j] = v;
+}
+
+thread_local! {
+    /// This thread's buffer for an f16 row widened once for several dot products.
+    static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The columns of one row's outputs `y` that may lie within `band` of its largest, with
+/// `(scaled_l1·scales[j])·slack` the bound on output j's error: every j with
+/// `y_j + e_j ≥ max(y_i − e_i) − band`, and every NaN. Written over lanes of 16 so that
+/// both passes vectorize.
+fn near_top(y: &[f32], scales: &[f32], scaled_l1: f32, slack: f32, band: f32) -> Vec<usize> {
+    const L: usize = 16;
+    // The scales may run on to a whole panel.
+    let scales = &scales[..y.len()];
+    let err = |s: f32| scaled_l1 * s * slack;
+    let mut most = [f32::NEG_INFINITY; L];
+    let (yc, sc) = (y.chunks_exact(L), scales.chunks_exact(L));
+    let (yr, sr) = (yc.remainder(), sc.remainder());
+    for (yv, sv) in yc.zip(sc) {
+        for l in 0..L {
+            let v = yv[l] - err(sv[l]);
+            // A NaN never compares greater: it is left out of the largest.
+            most[l] = if v > most[l] { v } else { most[l] };
+        }
     }
+    let mut floor = most.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for (&yv, &sv) in yr.iter().zip(sr) {
+        let v = yv - err(sv);
+        if v > floor {
+            floor = v;
+        }
+    }
+    let floor = floor - band;
+    let mut cols = Vec::new();
+    let hit = |yv: f32, sv: f32| yv + err(sv) >= floor || yv.is_nan();
+    let (yc, sc) = (y.chunks_exact(L), scales.chunks_exact(L));
+    let (yr, sr) = (yc.remainder(), sc.remainder());
+    for (c, (yv, sv)) in yc.zip(sc).enumerate() {
+        let mut bits = 0u32;
+        for l in 0..L {
+            bits |= (hit(yv[l], sv[l]) as u32) << l;
+        }
+        while bits != 0 {
+            cols.push(c * L + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+        }
+    }
+    let base = y.len() - yr.len();
+    cols.extend(
+        (0..yr.len())
+            .filter(|&l| hit(yr[l], sr[l]))
+            .map(|l| base + l),
+    );
+    cols
 }
 
 /// The f32 dot product of `x` with an f16 row: the row widened in registers where the CPU
