@@ -97,6 +97,48 @@ impl TileConfig {
     }
 }
 
+/// Bytes of one accumulator tile: 16 rows of 16 four-byte sums.
+pub(crate) const ACCUMULATOR_BYTES: usize = TILE_ROWS * TILE_ROW_BYTES;
+
+/// Zeroes the four accumulator tiles the kernels sum into, tmm0–tmm3 (a 32-row × 2-panel
+/// block: tmm0 rows 0–15 × panel 0, tmm1 rows 0–15 × panel 1, tmm2 and tmm3 the same
+/// for rows 16–31).
+///
+/// # Safety
+/// This thread's tiles are configured ([`TileConfig::load`]).
+#[inline]
+pub(crate) unsafe fn zero_accumulators() {
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem)
+    );
+}
+
+/// Stores tmm0–tmm3 at `p`, one after the other, each as [`ACCUMULATOR_BYTES`] of
+/// consecutive rows.
+///
+/// # Safety
+/// This thread's tiles are configured; `p` is valid for `4 · ACCUMULATOR_BYTES` bytes of
+/// writes.
+#[inline]
+pub(crate) unsafe fn store_accumulators(p: *mut u8) {
+    asm!(
+        "tilestored [{p0} + {s}], tmm0",
+        "tilestored [{p1} + {s}], tmm1",
+        "tilestored [{p2} + {s}], tmm2",
+        "tilestored [{p3} + {s}], tmm3",
+        p0 = in(reg) p,
+        p1 = in(reg) p.add(ACCUMULATOR_BYTES),
+        p2 = in(reg) p.add(2 * ACCUMULATOR_BYTES),
+        p3 = in(reg) p.add(3 * ACCUMULATOR_BYTES),
+        s = in(reg) TILE_ROW_BYTES,
+        options(nostack)
+    );
+}
+
 /// Releases this thread's tiles (so that the OS need not save them on a switch).
 ///
 /// # Safety

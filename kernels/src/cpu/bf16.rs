@@ -727,7 +727,7 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod tiles {
     use super::{PackedBf16, PANEL};
-    use crate::cpu::amx::{release, TileConfig, TILE_ROWS};
+    use crate::cpu::amx::{self, release, TileConfig, TILE_ROWS};
     use std::arch::asm;
     use std::arch::x86_64::*;
 
@@ -844,13 +844,7 @@ mod tiles {
                     asm!("tileloadd tmm3, [{p} + {s}]", p = in(reg) s.add(3 * tile), s = in(reg) stride, options(nostack, readonly));
                 }
             } else {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack, nomem)
-                );
+                amx::zero_accumulators();
             }
             let b_row = PANEL * 4;
             for q in 0..self.steps {
@@ -883,16 +877,7 @@ mod tiles {
                     }
                 }
             }
-            let stride = PANEL * 4;
-            asm!(
-                "tilestored [{p0} + {s}], tmm0",
-                "tilestored [{p1} + {s}], tmm1",
-                "tilestored [{p2} + {s}], tmm2",
-                "tilestored [{p3} + {s}], tmm3",
-                p0 = in(reg) s, p1 = in(reg) s.add(tile), p2 = in(reg) s.add(2 * tile),
-                p3 = in(reg) s.add(3 * tile), s = in(reg) stride,
-                options(nostack)
-            );
+            amx::store_accumulators(s.cast());
             for t in (0..4).filter(|&t| self.present(t)) {
                 for r in 0..TILE_ROWS {
                     let o = self

@@ -1115,7 +1115,7 @@ mod x86 {
 #[cfg(target_arch = "x86_64")]
 mod tiles {
     use super::{Args, AMX_K_STEP, AMX_TILE_ROWS, PANEL};
-    use crate::cpu::amx::TileConfig;
+    use crate::cpu::amx::{self, TileConfig};
     use crate::cpu::parallel::SendPtr;
     use std::arch::asm;
     use std::arch::x86_64::*;
@@ -1146,96 +1146,67 @@ mod tiles {
                 let x = a.xq.as_ptr().add(i * kp);
                 let w = a.w.packed.as_ptr().add((j / PANEL) * kp * PANEL);
                 if cols > PANEL {
-                    two_panels(x, w, kp, &mut sums);
+                    sum_panels::<2>(x, w, kp, &mut sums);
                 } else {
-                    one_panel(x, w, kp, &mut sums);
+                    sum_panels::<1>(x, w, kp, &mut sums);
                 }
                 dequantize(a, i, j, cols, &sums, out);
                 j += cols;
             }
             i += 2 * AMX_TILE_ROWS;
         }
-        crate::cpu::amx::release();
+        amx::release();
     }
 
-    /// 32 rows × 2 panels: tmm0 = rows 0–15 × panel 0, tmm1 = rows 0–15 × panel 1,
-    /// tmm2 and tmm3 the same for rows 16–31.
+    /// 32 rows × `P` panels (1 or 2) summed into the accumulators (see
+    /// [`amx::zero_accumulators`]) and stored into `sums`; with one panel, tmm1 and tmm3
+    /// stay zero.
     #[inline]
-    unsafe fn two_panels(x: *const i8, w: *const i8, kp: usize, sums: &mut Sums) {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+    unsafe fn sum_panels<const P: usize>(x: *const i8, w: *const i8, kp: usize, sums: &mut Sums) {
+        amx::zero_accumulators();
         // A panel's next 16 groups of 4 k (one tile) are its next 1,024 bytes.
         let panel_step = AMX_TILE_ROWS * PANEL * 4;
         for s in 0..kp / AMX_K_STEP {
-            asm!(
-                "tileloadd tmm4, [{x0} + {xs}]",
-                "tileloadd tmm5, [{x1} + {xs}]",
-                "tileloadd tmm6, [{w0} + {ws}]",
-                "tileloadd tmm7, [{w1} + {ws}]",
-                "tdpbssd tmm0, tmm4, tmm6",
-                "tdpbssd tmm1, tmm4, tmm7",
-                "tdpbssd tmm2, tmm5, tmm6",
-                "tdpbssd tmm3, tmm5, tmm7",
-                x0 = in(reg) x.add(s * AMX_K_STEP),
-                x1 = in(reg) x.add(AMX_TILE_ROWS * kp + s * AMX_K_STEP),
-                w0 = in(reg) w.add(s * panel_step),
-                w1 = in(reg) w.add(kp * PANEL + s * panel_step),
-                xs = in(reg) kp,
-                ws = in(reg) PANEL * 4,
-                options(nostack, readonly)
+            let (x0, x1) = (
+                x.add(s * AMX_K_STEP),
+                x.add(AMX_TILE_ROWS * kp + s * AMX_K_STEP),
             );
+            let w0 = w.add(s * panel_step);
+            if P == 2 {
+                asm!(
+                    "tileloadd tmm4, [{x0} + {xs}]",
+                    "tileloadd tmm5, [{x1} + {xs}]",
+                    "tileloadd tmm6, [{w0} + {ws}]",
+                    "tileloadd tmm7, [{w1} + {ws}]",
+                    "tdpbssd tmm0, tmm4, tmm6",
+                    "tdpbssd tmm1, tmm4, tmm7",
+                    "tdpbssd tmm2, tmm5, tmm6",
+                    "tdpbssd tmm3, tmm5, tmm7",
+                    x0 = in(reg) x0,
+                    x1 = in(reg) x1,
+                    w0 = in(reg) w0,
+                    w1 = in(reg) w0.add(kp * PANEL),
+                    xs = in(reg) kp,
+                    ws = in(reg) PANEL * 4,
+                    options(nostack, readonly)
+                );
+            } else {
+                asm!(
+                    "tileloadd tmm4, [{x0} + {xs}]",
+                    "tileloadd tmm5, [{x1} + {xs}]",
+                    "tileloadd tmm6, [{w0} + {ws}]",
+                    "tdpbssd tmm0, tmm4, tmm6",
+                    "tdpbssd tmm2, tmm5, tmm6",
+                    x0 = in(reg) x0,
+                    x1 = in(reg) x1,
+                    w0 = in(reg) w0,
+                    xs = in(reg) kp,
+                    ws = in(reg) PANEL * 4,
+                    options(nostack, readonly)
+                );
+            }
         }
-        let p = sums.0.as_mut_ptr();
-        let tile = AMX_TILE_ROWS * PANEL;
-        asm!(
-            "tilestored [{p0} + {s}], tmm0",
-            "tilestored [{p1} + {s}], tmm1",
-            "tilestored [{p2} + {s}], tmm2",
-            "tilestored [{p3} + {s}], tmm3",
-            p0 = in(reg) p,
-            p1 = in(reg) p.add(tile),
-            p2 = in(reg) p.add(2 * tile),
-            p3 = in(reg) p.add(3 * tile),
-            s = in(reg) PANEL * 4,
-            options(nostack)
-        );
-    }
-
-    /// 32 rows × the last, single panel: tmm0 and tmm2 as in [`two_panels`].
-    #[inline]
-    unsafe fn one_panel(x: *const i8, w: *const i8, kp: usize, sums: &mut Sums) {
-        asm!("tilezero tmm0", "tilezero tmm2", options(nostack, nomem));
-        let panel_step = AMX_TILE_ROWS * PANEL * 4;
-        for s in 0..kp / AMX_K_STEP {
-            asm!(
-                "tileloadd tmm4, [{x0} + {xs}]",
-                "tileloadd tmm5, [{x1} + {xs}]",
-                "tileloadd tmm6, [{w0} + {ws}]",
-                "tdpbssd tmm0, tmm4, tmm6",
-                "tdpbssd tmm2, tmm5, tmm6",
-                x0 = in(reg) x.add(s * AMX_K_STEP),
-                x1 = in(reg) x.add(AMX_TILE_ROWS * kp + s * AMX_K_STEP),
-                w0 = in(reg) w.add(s * panel_step),
-                xs = in(reg) kp,
-                ws = in(reg) PANEL * 4,
-                options(nostack, readonly)
-            );
-        }
-        let p = sums.0.as_mut_ptr();
-        let tile = AMX_TILE_ROWS * PANEL;
-        asm!(
-            "tilestored [{p0} + {s}], tmm0",
-            "tilestored [{p2} + {s}], tmm2",
-            p0 = in(reg) p,
-            p2 = in(reg) p.add(2 * tile),
-            s = in(reg) PANEL * 4,
-            options(nostack)
-        );
+        amx::store_accumulators(sums.0.as_mut_ptr().cast());
     }
 
     /// Writes the block's outputs, rows `i..` (those below m) × columns `j..j + cols`:
