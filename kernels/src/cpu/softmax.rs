@@ -1,6 +1,6 @@
 //! Numerically stable softmax over one row.
 
-use super::math::exp_f32;
+use super::math::{exp_f32, exp_f64_fine};
 use super::simd::{hsum, multiversion, LANES};
 
 /// Replaces each entry of `row` by e^(entry − max(row)) and returns their sum (≥ 1), or
@@ -68,4 +68,53 @@ multiversion! {
 multiversion! {
     /// Dispatching form of [`exp_shifted`] for callers outside a multiversioned body.
     pub(crate) fn exp_shifted_inplace(row: &mut [f32]) -> f32 => exp_shifted
+}
+
+/// `Σ e^(x − max)` over `row`, each difference taken in f32 (as `x - max`) and its
+/// exponential and the sum in f64: the normaliser of a log-softmax kept in f64. Lanes of 8
+/// partial sums (a different order from a sequential sum, within rounding of it).
+#[inline(always)]
+fn sum_exp_f64_body<const FMA: bool>(row: &[f32], max: f32) -> f64 {
+    // Exponentials a block at a time (a plain map, which the loop vectoriser takes), then
+    // added into 8 lanes.
+    const B: usize = 256;
+    const L: usize = 8;
+    let mut acc = [0f64; L];
+    let mut e = [0f64; B];
+    for block in row.chunks(B) {
+        let e = &mut e[..block.len()];
+        for (d, &v) in e.iter_mut().zip(block) {
+            *d = exp_f64_fine::<FMA>((v - max) as f64);
+        }
+        let lanes = e.chunks_exact(L);
+        for &v in lanes.remainder() {
+            acc[0] += v;
+        }
+        for c in lanes {
+            for l in 0..L {
+                acc[l] += c[l];
+            }
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+multiversion! {
+    fn sum_exp_f64_avx2_or_baseline(row: &[f32], max: f32) -> f64 => sum_exp_f64_body
+}
+
+/// `Σ e^(x − max)` over `row` in f64 (each `x - max` in f32), vectorised (eight f64 lanes
+/// where the CPU has AVX-512): for a log-softmax over a vocabulary whose normaliser is
+/// summed in f64. Every step is the same IEEE operation whatever the vector width.
+pub fn sum_exp_f64(row: &[f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && super::simd::has_avx2_fma() {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn wide512(row: &[f32], max: f32) -> f64 {
+            sum_exp_f64_body::<true>(row, max)
+        }
+        // SAFETY: AVX-512F, AVX2 and FMA were just detected.
+        return unsafe { wide512(row, max) };
+    }
+    sum_exp_f64_avx2_or_baseline(row, max)
 }
