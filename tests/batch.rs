@@ -159,24 +159,6 @@ fn lockstep_windows_equal_each_window_decoded_alone() {
                 "{} steps for at most {longest} tokens",
                 stats.steps
             );
-            // A window that finished left the batch: each decoded at least its own
-            // tokens' steps, and the batch did not carry the shorter ones to the end.
-            let tokens: usize = alone.iter().map(Vec::len).sum();
-            assert!(
-                stats.row_steps >= beam_size * tokens,
-                "{} rows run for {tokens} tokens at beam {beam_size}",
-                stats.row_steps
-            );
-            let shortest = alone.iter().map(Vec::len).min().unwrap();
-            if shortest + 2 < longest {
-                assert!(
-                    stats.row_steps < stats.steps * stats.rows,
-                    "{} rows over {} runs of {}: finished windows stayed in the batch",
-                    stats.row_steps,
-                    stats.steps,
-                    stats.rows
-                );
-            }
             for (w, (a, t)) in alone.iter().zip(together).enumerate() {
                 assert_eq!(
                     a,
