@@ -157,6 +157,63 @@ fn linear_like(op: &'static str) -> BoxedStrategy<Case> {
         .boxed()
 }
 
+/// `linear`, `linear_gelu` with a layer norm of x first (`norm_eps`, inputs `[x, gamma,
+/// beta, w, b?]`): the fusion of a layer norm into the product that follows it, which no
+/// catalogue kernel takes.
+fn normed_linear_like(op: &'static str) -> BoxedStrategy<Case> {
+    (
+        prop::collection::vec(1usize..=5, 0..=2),
+        2usize..=48,
+        1usize..=40,
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(move |(lead, k, n, bias, seed)| {
+            let mut r = Values::new(seed);
+            let mut args = vec![
+                input(r.f32(&cat(&lead, &[k]), 1.0)),
+                weight(r.f32(&[k], 1.0)),
+                weight(r.f32(&[k], 0.5)),
+                weight(r.f32(&[n, k], 0.5)),
+            ];
+            if bias {
+                args.push(weight(r.f32(&[n], 0.5)));
+            }
+            case(op, json!({"norm_eps": 1e-5}), args, false)
+        })
+        .boxed()
+}
+
+/// `linear_group`: two or three weights of one input, each with or without a bias, after
+/// a layer norm or not. The host's op: no device kernel.
+fn linear_group() -> BoxedStrategy<Case> {
+    (
+        prop::collection::vec(1usize..=5, 0..=2),
+        2usize..=48,
+        prop::collection::vec((1usize..=40, any::<bool>()), 2..=3),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(|(lead, k, parts, norm, seed)| {
+            let mut r = Values::new(seed);
+            let mut args = vec![input(r.f32(&cat(&lead, &[k]), 1.0))];
+            let mut at = json!({"bias": parts.iter().map(|p| p.1).collect::<Vec<_>>()});
+            if norm {
+                args.push(weight(r.f32(&[k], 1.0)));
+                args.push(weight(r.f32(&[k], 0.5)));
+                at["norm_eps"] = json!(1e-5);
+            }
+            for &(n, bias) in &parts {
+                args.push(weight(r.f32(&[n, k], 0.5)));
+                if bias {
+                    args.push(weight(r.f32(&[n], 0.5)));
+                }
+            }
+            case("linear_group", at, args, false)
+        })
+        .boxed()
+}
+
 fn linear_residual() -> BoxedStrategy<Case> {
     (
         prop::collection::vec(1usize..=5, 0..=2),
@@ -582,6 +639,9 @@ fn generators() -> Vec<(&'static str, BoxedStrategy<Case>)> {
     vec![
         ("linear", linear_like("linear")),
         ("linear_gelu", linear_like("linear_gelu")),
+        ("linear", normed_linear_like("linear")),
+        ("linear_gelu", normed_linear_like("linear_gelu")),
+        ("linear_group", linear_group()),
         ("linear_residual", linear_residual()),
         ("layer_norm", layer_norm()),
         ("gelu", gelu()),

@@ -423,6 +423,8 @@ fn cpu_fusion_changes_no_bit_of_a_transcript() {
     // The plan says what it fused on the host.
     let out = run(&["plan", "--device", "cpu"]);
     let enc = out.split("graph 'encoder'").nth(1).unwrap();
-    assert!(enc.contains("20 groups fused"), "{enc}");
+    assert!(enc.contains("38 groups fused"), "{enc}");
     assert!(enc.contains("6 × linear_gelu"), "{enc}");
+    assert!(enc.contains("6 × linear_group"), "{enc}");
+    assert!(enc.contains("6 × layer_norm_linear_gelu"), "{enc}");
 }

@@ -485,3 +485,118 @@ fn rescored_outputs_near_the_top_are_the_exact_rows_and_keep_the_argmax() {
         }
     }
 }
+
+#[test]
+fn a_group_of_weights_gives_each_part_the_bits_of_its_product_alone() {
+    // q, k and v of one input as one product: quantized (or, weight-only, padded) once,
+    // every weight's columns split together. Shapes: 1 and 5 rows (weight-only, the
+    // decoder's), 40 rows (tiles, parallel) and 150 rows with k off the 64-grid (no
+    // tiles); parts of different widths (one off the 16-column grid), with and without a
+    // bias.
+    let widths = [64, 200, 37];
+    for (m, k, seed) in [(1, 512, 5), (5, 512, 6), (40, 512, 7), (150, 96, 8)] {
+        let mut rng = Rng::new(seed);
+        let x = rng.vec(m * k, -2.0, 2.0);
+        let ws: Vec<Vec<f32>> = widths.iter().map(|&n| rng.vec(n * k, -1.0, 1.0)).collect();
+        let bs: Vec<Vec<f32>> = widths.iter().map(|&n| rng.vec(n, -1.0, 1.0)).collect();
+        let qs: Vec<Quantized> = ws
+            .iter()
+            .zip(widths)
+            .map(|(w, n)| quantize(w, n, k))
+            .collect();
+        let views: Vec<Int8Weight> = qs.iter().zip(widths).map(|(q, n)| view(q, n, k)).collect();
+        for path in paths() {
+            for f32_activations in [false, true] {
+                let mut outs: Vec<Vec<f32>> = widths.iter().map(|&n| vec![0.0; m * n]).collect();
+                let mut parts: Vec<int8::GroupPart> = views
+                    .iter()
+                    .zip(outs.iter_mut())
+                    .enumerate()
+                    .map(|(i, (w, out))| int8::GroupPart {
+                        w,
+                        bias: (i != 1).then_some(bs[i].as_slice()),
+                        out,
+                    })
+                    .collect();
+                int8::linear_i8_group_on(path, &x, m, k, None, &mut parts, f32_activations);
+                for (i, w) in views.iter().enumerate() {
+                    let mut alone = vec![0.0; m * widths[i]];
+                    let bias = (i != 1).then_some(bs[i].as_slice());
+                    if f32_activations {
+                        int8::linear_w8_f32_on(path, &x, m, k, w, bias, &mut alone);
+                    } else {
+                        int8::linear_i8_on(path, &x, m, k, w, bias, &mut alone);
+                    }
+                    let same = alone
+                        .iter()
+                        .zip(&outs[i])
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{} m={m} k={k} part {i} f32_activations={f32_activations}",
+                        path.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_layer_norm_fused_into_the_product_gives_the_bits_of_the_norm_then_the_product() {
+    // Each row normalised as it is quantized (or padded) equals `layer_norm` stored, then
+    // the product: on every path, with int8 and f32 activations, on tile and non-tile
+    // shapes, one part and three.
+    let widths = [48, 200, 16];
+    for (m, k, seed) in [(1, 512, 15), (5, 64, 16), (40, 512, 17), (70, 96, 18)] {
+        let mut rng = Rng::new(seed);
+        let x = rng.vec(m * k, -3.0, 3.0);
+        let gamma = rng.vec(k, 0.5, 1.5);
+        let beta = rng.vec(k, -0.2, 0.2);
+        let eps = 1e-5;
+        let mut normed = vec![0.0; m * k];
+        amanuensis_kernels::cpu::layer_norm(&x, m, k, &gamma, &beta, eps, &mut normed);
+        let norm = int8::RowNorm {
+            gamma: &gamma,
+            beta: &beta,
+            eps,
+        };
+        let ws: Vec<Vec<f32>> = widths.iter().map(|&n| rng.vec(n * k, -1.0, 1.0)).collect();
+        let qs: Vec<Quantized> = ws
+            .iter()
+            .zip(widths)
+            .map(|(w, n)| quantize(w, n, k))
+            .collect();
+        let views: Vec<Int8Weight> = qs.iter().zip(widths).map(|(q, n)| view(q, n, k)).collect();
+        for path in paths() {
+            for f32_activations in [false, true] {
+                for parts_n in [1, 3] {
+                    let run = |x: &[f32], norm: Option<&int8::RowNorm>| -> Vec<Vec<f32>> {
+                        let mut outs: Vec<Vec<f32>> = widths[..parts_n]
+                            .iter()
+                            .map(|&n| vec![0.0; m * n])
+                            .collect();
+                        let mut parts: Vec<int8::GroupPart> = views[..parts_n]
+                            .iter()
+                            .zip(outs.iter_mut())
+                            .map(|(w, out)| int8::GroupPart { w, bias: None, out })
+                            .collect();
+                        int8::linear_i8_group_on(path, x, m, k, norm, &mut parts, f32_activations);
+                        outs
+                    };
+                    let fused = run(&x, Some(&norm));
+                    let stored = run(&normed, None);
+                    let bits = |o: &Vec<Vec<f32>>| -> Vec<u32> {
+                        o.iter().flatten().map(|v| v.to_bits()).collect()
+                    };
+                    assert_eq!(
+                        bits(&fused),
+                        bits(&stored),
+                        "{} m={m} k={k} parts={parts_n} f32_activations={f32_activations}",
+                        path.name()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 pub mod log_mel;
 pub mod npu;
 pub mod ops;
+pub mod patterns;
 pub mod quantize;
 
 use amanuensis_runtime::{Registry, RuntimeError};
@@ -35,9 +36,14 @@ pub fn register_standard(reg: &mut Registry) -> Result<(), RuntimeError> {
     reg.register(fused::LinearGeluDef)?;
     reg.register(fused::LinearResidualDef)?;
     reg.register(fused::Conv1dGeluDef)?;
+    reg.register(fused::LinearGroupDef)?;
     reg.register_pattern(npu::patterns::LinearGeluPattern)?;
     reg.register_pattern(npu::patterns::LinearResidualPattern)?;
     reg.register_pattern(npu::patterns::Conv1dGeluPattern)?;
+    reg.register_pattern(patterns::LinearSiblingsPattern)?;
+    for p in patterns::NormIntoLinearPattern::ALL {
+        reg.register_pattern(p)?;
+    }
     Ok(())
 }
 

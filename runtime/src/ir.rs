@@ -348,10 +348,80 @@ impl Graph {
         op: Box<dyn Operator>,
         inputs: Vec<usize>,
     ) -> Result<usize> {
-        let g = self.name.clone();
         let Some(&last) = chain.last() else {
-            return Err(gerr(&g, &name, "cannot replace an empty chain"));
+            return Err(gerr(&self.name, &name, "cannot replace an empty chain"));
         };
+        let outputs = self.nodes[last].outputs.clone();
+        self.replace_nodes(chain, outputs, name, op_name, attrs, op, inputs)
+    }
+
+    /// Replaces sibling nodes (live, stateless, in any order) by one node running `op`,
+    /// which takes over all their outputs, the first sibling's first. Refused when an
+    /// input of the new node depends on one of the siblings: the node would feed itself.
+    pub fn replace_siblings(
+        &mut self,
+        siblings: &[usize],
+        name: String,
+        op_name: String,
+        attrs: Attrs,
+        op: Box<dyn Operator>,
+        inputs: Vec<usize>,
+    ) -> Result<usize> {
+        if siblings.len() < 2 {
+            return Err(gerr(&self.name, &name, "siblings are two or more nodes"));
+        }
+        if let Some(v) = inputs
+            .iter()
+            .copied()
+            .find(|&v| self.depends_on_any(v, siblings))
+        {
+            return Err(gerr(
+                &self.name,
+                &name,
+                format!(
+                    "input '{}' is computed from one of the nodes it would replace",
+                    self.values[v].name
+                ),
+            ));
+        }
+        let outputs = siblings
+            .iter()
+            .flat_map(|&n| self.nodes[n].outputs.iter().copied())
+            .collect();
+        self.replace_nodes(siblings, outputs, name, op_name, attrs, op, inputs)
+    }
+
+    /// Whether value `v` is computed (directly or not) from an output of a node in `nodes`.
+    fn depends_on_any(&self, v: usize, nodes: &[usize]) -> bool {
+        let mut stack = vec![v];
+        let mut seen = vec![false; self.nodes.len()];
+        while let Some(v) = stack.pop() {
+            let ValueSource::Node { node, .. } = self.values[v].source else {
+                continue;
+            };
+            if nodes.contains(&node) {
+                return true;
+            }
+            if !std::mem::replace(&mut seen[node], true) {
+                stack.extend(self.nodes[node].inputs.iter().copied());
+            }
+        }
+        false
+    }
+
+    /// Replaces live, stateless nodes by one running `op` that takes over `outputs`.
+    #[allow(clippy::too_many_arguments)]
+    fn replace_nodes(
+        &mut self,
+        chain: &[usize],
+        outputs: Vec<usize>,
+        name: String,
+        op_name: String,
+        attrs: Attrs,
+        op: Box<dyn Operator>,
+        inputs: Vec<usize>,
+    ) -> Result<usize> {
+        let g = self.name.clone();
         if let Some(&dead) = chain.iter().find(|&&ni| !self.nodes[ni].is_live()) {
             return Err(gerr(
                 &g,
@@ -363,7 +433,6 @@ impl Graph {
             return Err(gerr(&g, &name, "cannot replace nodes that keep state"));
         }
         let in_types: Vec<ValueType> = inputs.iter().map(|&v| self.values[v].ty.clone()).collect();
-        let outputs = self.nodes[last].outputs.clone();
         let out_types = op
             .infer(&in_types, &[])
             .map_err(|e| gerr(&g, &name, format!("op '{op_name}': {e}")))?;
@@ -372,7 +441,7 @@ impl Graph {
             return Err(gerr(
                 &g,
                 &name,
-                format!("op '{op_name}' would change the chain's output types"),
+                format!("op '{op_name}' would change the replaced nodes' output types"),
             ));
         }
         let id = self.nodes.len();

@@ -189,6 +189,9 @@ impl Attrs {
 pub struct EvalContext<'a> {
     /// Buffers for the outputs, in output order (the next one last).
     buffers: Vec<Vec<f32>>,
+    /// Buffers the op gave back ([`EvalContext::recycle`]), used once the planned ones
+    /// are taken.
+    spare: Vec<Vec<f32>>,
     states: &'a mut [Tensor],
 }
 
@@ -197,6 +200,7 @@ impl<'a> EvalContext<'a> {
     pub fn new(states: &'a mut [Tensor]) -> Self {
         EvalContext {
             buffers: Vec::new(),
+            spare: Vec::new(),
             states,
         }
     }
@@ -205,17 +209,33 @@ impl<'a> EvalContext<'a> {
     /// node's f32 outputs.
     pub fn with_buffers(mut buffers: Vec<Vec<f32>>, states: &'a mut [Tensor]) -> Self {
         buffers.reverse();
-        EvalContext { buffers, states }
+        EvalContext {
+            buffers,
+            spare: Vec::new(),
+            states,
+        }
     }
 
     /// A zero-filled f32 tensor for the node's next output, in the buffer planned for it
     /// when there is one. Ops allocate their outputs with this, in output order.
     pub fn alloc_f32(&mut self, shape: &[usize]) -> Tensor {
         let n = crate::tensor::numel(shape);
-        let mut buf = self.buffers.pop().unwrap_or_default();
+        let mut buf = self
+            .buffers
+            .pop()
+            .or_else(|| self.spare.pop())
+            .unwrap_or_default();
         buf.clear();
         buf.resize(n, 0.0);
         Tensor::from_f32(shape, buf).expect("the buffer has the requested length")
+    }
+
+    /// Gives back an f32 tensor the op no longer needs, so that a later
+    /// [`alloc_f32`](Self::alloc_f32), once the planned buffers are taken, reuses it.
+    pub fn recycle(&mut self, t: Tensor) {
+        if let Ok(buf) = t.into_f32() {
+            self.spare.push(buf);
+        }
     }
 
     /// The node's state tensors, updated in place.

@@ -10,7 +10,7 @@
 //! [`export_plugin!`]: crate::export_plugin
 
 use crate::error::{OpError, Result, RuntimeError};
-use crate::fusion::{ChainMatch, FusedNode, FusionPattern};
+use crate::fusion::{ChainMatch, FusedNode, FusionPattern, PatternShape, SiblingMatch};
 use crate::npu::{kernel_of, KernelWork, NpuBinding, NpuCaps, NpuKernel};
 use crate::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
 pub use crate::registry::PluginInfo;
@@ -483,6 +483,17 @@ impl FusionPattern for GuardedPattern {
 
     fn fuse(&self, m: &ChainMatch) -> Option<FusedNode> {
         guard("fuse", || Ok(self.0.fuse(m))).ok().flatten()
+    }
+
+    fn shape(&self) -> PatternShape {
+        // A panic here is a pattern that matches nothing: a chain of its ops, if any.
+        guard("shape", || Ok(self.0.shape())).unwrap_or(PatternShape::Chain)
+    }
+
+    fn fuse_siblings(&self, m: &SiblingMatch) -> Option<FusedNode> {
+        guard("fuse_siblings", || Ok(self.0.fuse_siblings(m)))
+            .ok()
+            .flatten()
     }
 }
 

@@ -4,7 +4,7 @@
 //! [`crate::plugin::load_plugin`] (a shared library).
 
 use crate::error::{Result, RuntimeError};
-use crate::fusion::FusionPattern;
+use crate::fusion::{FusionPattern, PatternShape};
 use crate::op::{OpCatalog, OpDef};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -80,11 +80,20 @@ impl Registry {
                 self.origin()
             )));
         }
-        if p.chain().len() < 2 {
-            return Err(RuntimeError::Registry(format!(
-                "fusion pattern '{}' must chain at least two ops",
-                p.name()
-            )));
+        match p.shape() {
+            PatternShape::Chain if p.chain().len() < 2 => {
+                return Err(RuntimeError::Registry(format!(
+                    "fusion pattern '{}' must chain at least two ops",
+                    p.name()
+                )));
+            }
+            PatternShape::Siblings { .. } if p.chain().len() != 1 => {
+                return Err(RuntimeError::Registry(format!(
+                    "sibling pattern '{}' must name exactly one op",
+                    p.name()
+                )));
+            }
+            _ => {}
         }
         self.pattern_origins.push(self.origin());
         self.patterns.push(p);

@@ -226,10 +226,35 @@ impl Int8Path {
     }
 }
 
-/// Quantizes `m` rows of `x` (`[m, k]`) into `xq` (`[m, kp]`, zero-padded) and their
-/// scales into `sx`. A row of zeros gets scale 0; a row holding a NaN or an infinity gets
-/// scale NaN, so its outputs are NaN as in f32.
-fn quantize_activations(x: &[f32], m: usize, k: usize, kp: usize, xq: &mut [i8], sx: &mut [f32]) {
+/// A layer norm applied to each input row before the product ([`linear_i8_group_on`]):
+/// `(x − mean) / sqrt(var + eps) · gamma + beta`, the bits of [`super::layer_norm`].
+#[derive(Clone, Copy, Debug)]
+pub struct RowNorm<'a> {
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub eps: f32,
+}
+
+impl RowNorm<'_> {
+    /// Normalises the `[rows, k]` rows of `x` into `out`.
+    fn apply(&self, x: &[f32], k: usize, out: &mut [f32]) {
+        super::norm::layer_norm_serial(x, k, self.gamma, self.beta, self.eps, out)
+    }
+}
+
+/// Quantizes `m` rows of `x` (`[m, k]`), after `norm` when given, into `xq` (`[m, kp]`,
+/// zero-padded) and their scales into `sx`. A row of zeros gets scale 0; a row holding a
+/// NaN or an infinity gets scale NaN, so its outputs are NaN as in f32.
+#[allow(clippy::too_many_arguments)]
+fn quantize_activations(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    kp: usize,
+    norm: Option<&RowNorm>,
+    xq: &mut [i8],
+    sx: &mut [f32],
+) {
     // Many rows (the encoder's 1,500) are quantized on every thread: serially it took
     // about as long as the tile product itself. Each row is quantized alone, so the split
     // changes no bit.
@@ -242,40 +267,65 @@ fn quantize_activations(x: &[f32], m: usize, k: usize, kp: usize, xq: &mut [i8],
             .for_each(|(c, (q, s))| {
                 let i0 = c * ROWS_PER_TASK;
                 let rows = s.len();
-                quantize_rows(&x[i0 * k..(i0 + rows) * k], rows, k, kp, q, s);
+                quantize_rows(&x[i0 * k..(i0 + rows) * k], rows, k, kp, norm, q, s);
             });
     } else {
-        quantize_rows(x, m, k, kp, xq, sx);
+        quantize_rows(x, m, k, kp, norm, xq, sx);
     }
 }
 
 /// Activation elements below which quantizing rows on several threads does not pay.
 const MIN_QUANTIZE_PARALLEL: usize = 16 * 1024;
 
-/// [`quantize_activations`] on one thread.
-fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize, xq: &mut [i8], sx: &mut [f32]) {
+/// [`quantize_activations`] on one thread. A normalised row is written to a row of
+/// scratch and quantized from there, while in L1: the normalised rows are never stored.
+#[allow(clippy::too_many_arguments)]
+fn quantize_rows(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    kp: usize,
+    norm: Option<&RowNorm>,
+    xq: &mut [i8],
+    sx: &mut [f32],
+) {
+    let mut scratch = Vec::new();
+    if norm.is_some() {
+        scratch.resize(k, 0.0f32);
+    }
     for i in 0..m {
         let row = &x[i * k..(i + 1) * k];
-        let q = &mut xq[i * kp..(i + 1) * kp];
-        q[k..].fill(0);
-        let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-        let finite = amax.is_finite() && !row.iter().any(|v| v.is_nan());
-        if amax == 0.0 || !finite {
-            q[..k].fill(0);
-            sx[i] = if finite { 0.0 } else { f32::NAN };
-            continue;
-        }
-        sx[i] = amax / 127.0;
-        let inv = 127.0 / amax;
-        #[cfg(target_arch = "x86_64")]
-        if Int8Path::Avx512Vnni.available() {
-            // SAFETY: AVX-512 F/BW were just detected; `row` and `q[..k]` have k elements.
-            unsafe { x86::quantize_row(row, inv, &mut q[..k]) };
-            continue;
-        }
-        for (d, &v) in q.iter_mut().zip(row) {
-            *d = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
-        }
+        let row = match norm {
+            Some(n) => {
+                n.apply(row, k, &mut scratch);
+                &scratch[..]
+            }
+            None => row,
+        };
+        quantize_row_into(row, k, &mut xq[i * kp..(i + 1) * kp], &mut sx[i]);
+    }
+}
+
+/// One row's quantization (see [`quantize_activations`]).
+fn quantize_row_into(row: &[f32], k: usize, q: &mut [i8], sx: &mut f32) {
+    q[k..].fill(0);
+    let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let finite = amax.is_finite() && !row.iter().any(|v| v.is_nan());
+    if amax == 0.0 || !finite {
+        q[..k].fill(0);
+        *sx = if finite { 0.0 } else { f32::NAN };
+        return;
+    }
+    *sx = amax / 127.0;
+    let inv = 127.0 / amax;
+    #[cfg(target_arch = "x86_64")]
+    if Int8Path::Avx512Vnni.available() {
+        // SAFETY: AVX-512 F/BW were just detected; `row` and `q[..k]` have k elements.
+        unsafe { x86::quantize_row(row, inv, &mut q[..k]) };
+        return;
+    }
+    for (d, &v) in q.iter_mut().zip(row) {
+        *d = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
     }
 }
 
@@ -339,7 +389,7 @@ pub fn linear_i8_on(
     xq.resize(rows * kp, 0);
     xq[m * kp..].fill(0);
     let mut sx = vec![0.0f32; m];
-    quantize_activations(x, m, k, kp, &mut xq, &mut sx);
+    quantize_activations(x, m, k, kp, None, &mut xq, &mut sx);
     let out_ptr = SendPtr::new(out.as_mut_ptr());
     let args = Args {
         xq: &xq,
@@ -358,6 +408,134 @@ pub fn linear_i8_on(
     };
     run_split(path, &args, 4 * MIN_PARALLEL_FMAS, out_ptr);
     XQ.set(xq);
+}
+
+/// One weight of a product over several weights of the same input
+/// ([`linear_i8_group_on`]).
+pub struct GroupPart<'a, 'o> {
+    pub w: &'a Int8Weight<'a>,
+    pub bias: Option<&'a [f32]>,
+    /// `[m, w.n]`.
+    pub out: &'o mut [f32],
+}
+
+/// Several int8 layers of one input `x` (`[m, k]`), each row first normalised by `norm`
+/// when given, as one product: the input is quantized once (with `f32_activations`, padded
+/// once; a normalised row is quantized as it is made), and the column blocks of every weight are
+/// split over the threads together, as those of one weight of all their columns would be.
+/// Each part's outputs have the bits of [`linear_i8_on`] (with `f32_activations`,
+/// [`linear_w8_f32_on`]) on its weight alone, applied to the normalised rows: every output
+/// is computed by the same tile code from the same quantized row.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_i8_group_on(
+    path: Int8Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    norm: Option<&RowNorm>,
+    parts: &mut [GroupPart],
+    f32_activations: bool,
+) {
+    for p in parts.iter() {
+        check(path, x, m, k, p.w, p.bias, p.out);
+    }
+    if let Some(n) = norm {
+        require_len("int8 linear norm gamma", n.gamma.len(), 1, k);
+        require_len("int8 linear norm beta", n.beta.len(), 1, k);
+    }
+    if m == 0 || parts.is_empty() {
+        return;
+    }
+    let kp = padded_k(k);
+    let on_tiles = !f32_activations && path == Int8Path::Amx && amx_takes(m, kp);
+    let (mut xq, mut sx, mut x32) = (Vec::new(), Vec::new(), Vec::new());
+    // The normalised rows, where the rescoring needs them unpadded.
+    let mut normed = Vec::new();
+    if f32_activations {
+        x32 = X32.take();
+        x32.clear();
+        x32.resize(m * kp, 0.0);
+        for i in 0..m {
+            let (src, dst) = (&x[i * k..(i + 1) * k], &mut x32[i * kp..i * kp + k]);
+            match norm {
+                Some(n) => n.apply(src, k, dst),
+                None => dst.copy_from_slice(src),
+            }
+        }
+        if norm.is_some() && parts.iter().any(|p| p.w.rescore.is_some()) {
+            normed = (0..m)
+                .flat_map(|i| x32[i * kp..i * kp + k].iter().copied())
+                .collect();
+        }
+    } else {
+        // The tile kernel reads whole blocks of 32 rows: the rows past m are zeros.
+        let rows = if on_tiles {
+            m.next_multiple_of(2 * AMX_TILE_ROWS)
+        } else {
+            m
+        };
+        xq = XQ.take();
+        xq.resize(rows * kp, 0);
+        xq[m * kp..].fill(0);
+        sx = vec![0.0f32; m];
+        quantize_activations(x, m, k, kp, norm, &mut xq, &mut sx);
+    }
+    let run_path = match path {
+        Int8Path::Amx if !f32_activations && !on_tiles => Int8Path::Avx512Vnni,
+        p => p,
+    };
+    let args: Vec<Args> = parts
+        .iter()
+        .map(|p| Args {
+            xq: &xq,
+            sx: &sx,
+            x32: &x32,
+            m,
+            kp,
+            w: p.w,
+            bias: p.bias,
+            f32_activations,
+        })
+        .collect();
+    let outs: Vec<SendPtr> = parts
+        .iter_mut()
+        .map(|p| SendPtr::new(p.out.as_mut_ptr()))
+        .collect();
+    // The column ranges `run_split` would give each weight, all in one parallel loop.
+    let threads = rayon::current_num_threads();
+    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+    for (pi, a) in args.iter().enumerate() {
+        let n = a.w.n;
+        let blocks = n.div_ceil(BLOCK_COLS);
+        let per = blocks.div_ceil(blocks.min(4 * threads).max(1)) * BLOCK_COLS;
+        tasks.extend((0..n.div_ceil(per)).map(|c| (pi, c * per, ((c + 1) * per).min(n))));
+    }
+    let min_parallel = if f32_activations {
+        MIN_PARALLEL_FMAS
+    } else {
+        4 * MIN_PARALLEL_FMAS
+    };
+    let work: usize = args.iter().map(|a| m * a.w.n * k).sum();
+    let task = |&(pi, j0, j1): &(usize, usize, usize)| {
+        run_columns(run_path, &args[pi], j0, j1, outs[pi]);
+    };
+    if threads <= 1 || work < min_parallel || tasks.len() < 2 {
+        tasks.iter().for_each(task);
+    } else {
+        tasks.par_iter().for_each(task);
+    }
+    drop(args);
+    if f32_activations {
+        X32.set(x32);
+        let rows = if norm.is_some() { &normed[..] } else { x };
+        for p in parts.iter_mut() {
+            if let Some(r) = p.w.rescore {
+                rescore_top(rows, m, k, p.w, &r, p.bias, p.out);
+            }
+        }
+    } else {
+        XQ.set(xq);
+    }
 }
 
 /// Runs every column block of the product, over rayon's threads when `m·n·k` reaches

@@ -496,6 +496,76 @@ pub fn linear_up_to_w(
     }
 }
 
+/// One weight of [`linear_group_up_to_w`].
+pub struct LinearPart<'a, 'o> {
+    pub w: Weight<'a>,
+    /// Output columns (rows of `w`).
+    pub n: usize,
+    pub bias: Option<&'a [f32]>,
+    /// `[m, n]`.
+    pub out: &'o mut [f32],
+}
+
+/// Several linears of one input `x` (`[m, k]`), after the layer norm `norm` of each row
+/// when given, each as [`super::layer_norm`] then [`linear_up_to_w`] would compute it
+/// alone, to the bit. When every weight has its int8 form they run as one product
+/// ([`super::int8::linear_i8_group_on`]): the input is quantized (or, up to `gemv_max_m`
+/// rows, padded) once and every weight's columns are split over the threads together.
+/// Other weights run one after another.
+pub fn linear_group_up_to_w(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    norm: Option<&super::int8::RowNorm>,
+    parts: &mut [LinearPart],
+    gemv_max_m: usize,
+) {
+    let int8: Option<Vec<super::int8::Int8Weight>> = parts
+        .iter()
+        .map(|p| match p.w {
+            Weight::I8(w) if w.n == p.n && w.k == k => Some(w),
+            _ => None,
+        })
+        .collect();
+    let Some(weights) = int8 else {
+        let normed;
+        let x = match norm {
+            Some(n) => {
+                require_len("linear input", x.len(), m, k);
+                require_len("linear norm gamma", n.gamma.len(), 1, k);
+                require_len("linear norm beta", n.beta.len(), 1, k);
+                let mut out = vec![0.0f32; m * k];
+                super::layer_norm(x, m, k, n.gamma, n.beta, n.eps, &mut out);
+                normed = out;
+                &normed[..]
+            }
+            None => x,
+        };
+        for p in parts.iter_mut() {
+            linear_up_to_w(x, m, k, p.w, p.n, p.bias, p.out, gemv_max_m);
+        }
+        return;
+    };
+    let mut group: Vec<super::int8::GroupPart> = weights
+        .iter()
+        .zip(parts.iter_mut())
+        .map(|(w, p)| super::int8::GroupPart {
+            w,
+            bias: p.bias,
+            out: &mut *p.out,
+        })
+        .collect();
+    super::int8::linear_i8_group_on(
+        super::int8::Int8Path::best(),
+        x,
+        m,
+        k,
+        norm,
+        &mut group,
+        m <= gemv_max_m,
+    );
+}
+
 /// [`super::int8::linear_i8`] (or, with `f32_activations`, the weight-only
 /// [`super::int8::linear_w8_f32`]) after checking that the weight is `[n, k]`.
 #[allow(clippy::too_many_arguments)]

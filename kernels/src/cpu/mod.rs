@@ -35,8 +35,8 @@ pub use attention::{
 pub use conv::{conv1d, conv1d_batch, conv1d_out_len};
 pub use elementwise::{add, add_inplace, add_rows_inplace};
 pub use linear::{
-    linear, linear_gemm, linear_gemm_w, linear_gemv, linear_gemv_w, linear_up_to, linear_up_to_w,
-    matmul, Weight,
+    linear, linear_gemm, linear_gemm_w, linear_gemv, linear_gemv_w, linear_group_up_to_w,
+    linear_up_to, linear_up_to_w, matmul, LinearPart, Weight,
 };
 pub use norm::layer_norm;
 pub use recurrent::lstm;

@@ -53,7 +53,9 @@ pub(super) fn layer_norm_rows<const FMA: bool>(
 }
 
 multiversion! {
-    fn layer_norm_serial(
+    /// [`layer_norm`] on one thread (the same bits row by row: each row is normalised
+    /// alone).
+    pub(crate) fn layer_norm_serial(
         x: &[f32],
         dim: usize,
         gamma: &[f32],

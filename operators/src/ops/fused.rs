@@ -1,6 +1,7 @@
-//! Fused ops produced by the fusion patterns of [`crate::npu::patterns`]. Their CPU
-//! evaluation is the unfused CPU chain, so a graph computes the same bits on the CPU
-//! whether it was fused or not; their NPU kernels are the catalogue's fused kernels.
+//! Fused ops produced by the fusion patterns of [`crate::npu::patterns`] and
+//! [`crate::patterns`]. Their CPU evaluation gives the unfused nodes' bits, so a graph
+//! computes the same on the CPU whether it was fused or not; the NPU kernels of the chain
+//! ops are the catalogue's fused kernels.
 
 use super::conv::Conv1d;
 use super::f32_input;
@@ -12,8 +13,9 @@ use amanuensis_runtime::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{OpError, Tensor};
 
 /// `gelu(linear(x, w, b?))`: inputs `[x, w, b?]` as `linear`. Attributes: the linear's
-/// (`gemv_max_rows`, `bf16_products`, `stream_rows`) and the GELU's (`f32_math`), each
-/// meaning what it means on the unfused op.
+/// (`gemv_max_rows`, `bf16_products`, `stream_rows`, `norm_eps` with its inputs `[x,
+/// gamma, beta, w, b?]`) and the GELU's (`f32_math`), each meaning what it means on the
+/// unfused op.
 pub struct LinearGeluDef;
 #[derive(Debug)]
 struct LinearGelu {
@@ -30,7 +32,7 @@ impl OpDef for LinearGeluDef {
     }
     fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
         let mut known = FUSABLE_LINEAR_ATTRS.to_vec();
-        known.push("f32_math");
+        known.extend(["f32_math", "norm_eps"]);
         attrs.only(&known)?;
         Ok(Box::new(LinearGelu {
             linear: Linear::from_attrs(attrs)?,
@@ -41,7 +43,7 @@ impl OpDef for LinearGeluDef {
 
 impl Operator for LinearGelu {
     fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
-        Ok(vec![linear_type(inputs)?])
+        Ok(vec![self.linear.infer_f32(inputs)?])
     }
 
     fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
@@ -51,6 +53,10 @@ impl Operator for LinearGelu {
     }
 
     fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        // The catalogue's GEMM has no layer-norm prologue.
+        if self.linear.has_norm() {
+            return None;
+        }
         static MATMUL_BIAS_GELU_KERNEL: NpuBinding = NpuBinding::of(&npu::MatmulBiasGeluKernel);
         MATMUL_BIAS_GELU_KERNEL.offer(target)
     }
@@ -174,5 +180,133 @@ impl Operator for Conv1dGelu {
 
     fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
         self.npu.offer(target)
+    }
+}
+
+/// Several `linear`s of one input as one product: `y_i = x · w_iᵀ + b_i`. Inputs `[x,
+/// w_0, b_0?, w_1, b_1?, …]`, attribute `bias` a list saying for each part whether its
+/// `b` is present; one output per part. With `norm_eps`, x is layer-normalised first
+/// (inputs `[x, gamma, beta, w_0, …]`), as on `linear`. The linear's attributes (`gemv_max_rows`,
+/// `bf16_products`, `stream_rows`, `f16_output`) apply to every part as on `linear`. On
+/// the CPU, int8 weights run as one product (the input quantized once, every weight's
+/// columns split over the threads together); each output has the bits of its `linear`.
+pub struct LinearGroupDef;
+#[derive(Debug)]
+struct LinearGroup {
+    linear: Linear,
+    /// For each part, whether it has a bias input.
+    bias: Vec<bool>,
+    f16_output: bool,
+}
+
+/// Parts of a `linear_group` with f16 outputs computed together before their rounding.
+const F16_PARTS_AT_ONCE: usize = 2;
+
+/// The attributes of `linear` that `linear_group` takes.
+pub(crate) const GROUP_LINEAR_ATTRS: [&str; 4] = [
+    "gemv_max_rows",
+    "bf16_products",
+    "stream_rows",
+    "f16_output",
+];
+
+impl OpDef for LinearGroupDef {
+    fn name(&self) -> &str {
+        "linear_group"
+    }
+    fn summary(&self) -> &str {
+        "y_i = x · w_iᵀ + b_i for several weights of one input, as one product (attribute bias: a list, whether each part has b)"
+    }
+    fn build(&self, attrs: &Attrs) -> Result<Box<dyn Operator>, OpError> {
+        let mut known = GROUP_LINEAR_ATTRS.to_vec();
+        known.extend(["bias", "norm_eps"]);
+        attrs.only(&known)?;
+        let bias = match attrs.0.get("bias") {
+            Some(serde_json::Value::Array(v)) if !v.is_empty() => v
+                .iter()
+                .map(|b| b.as_bool())
+                .collect::<Option<Vec<bool>>>()
+                .ok_or_else(|| OpError("attribute 'bias' must be a list of booleans".into()))?,
+            _ => {
+                return Err(OpError(
+                    "attribute 'bias' must be a non-empty list of booleans, one per part".into(),
+                ))
+            }
+        };
+        Ok(Box::new(LinearGroup {
+            linear: Linear::from_attrs(attrs)?,
+            bias,
+            f16_output: attrs.bool_or("f16_output", false)?,
+        }))
+    }
+}
+
+impl LinearGroup {
+    /// The inputs of each part (`[w, b?]`) after `x` (and the norm's gamma and beta), or
+    /// an error naming the count.
+    fn parts<'a, T>(&self, inputs: &'a [T]) -> Result<Vec<&'a [T]>, OpError> {
+        let first = if self.linear.has_norm() { 3 } else { 1 };
+        let want = first + self.bias.iter().map(|&b| 1 + b as usize).sum::<usize>();
+        if inputs.len() != want {
+            let norm = if first == 3 { ", gamma, beta" } else { "" };
+            return Err(OpError(format!(
+                "expected {want} inputs (x{norm}, then w and the biases the 'bias' list names), got {}",
+                inputs.len()
+            )));
+        }
+        let mut at = first;
+        Ok(self
+            .bias
+            .iter()
+            .map(|&b| {
+                let n = 1 + b as usize;
+                at += n;
+                &inputs[at - n..at]
+            })
+            .collect())
+    }
+}
+
+impl Operator for LinearGroup {
+    fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
+        let parts = self.parts(inputs)?;
+        if self.linear.has_norm() {
+            Linear::check_norm_types(&inputs[0], &inputs[1], &inputs[2])?;
+        }
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut ins = vec![inputs[0].clone()];
+                ins.extend(p.iter().cloned());
+                let mut y = linear_type(&ins).map_err(|e| OpError(format!("part {i}: {e}")))?;
+                if self.f16_output {
+                    y.dtype = amanuensis_runtime::DType::F16;
+                }
+                Ok(y)
+            })
+            .collect()
+    }
+
+    fn eval(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>, OpError> {
+        let parts: Vec<(&Tensor, Option<&Tensor>)> = self
+            .parts(inputs)?
+            .into_iter()
+            .map(|p| (p[0], p.get(1).copied()))
+            .collect();
+        let norm = self.linear.has_norm().then(|| (inputs[1], inputs[2]));
+        if !self.f16_output {
+            return self.linear.eval_group_f32(ctx, inputs[0], norm, &parts);
+        }
+        // Rounded to f16 a few parts at a time, so that the f32 products (megabytes each
+        // for the encoder's 1,500 rows) are rounded while in cache and their buffers reused.
+        let mut out = Vec::with_capacity(parts.len());
+        for chunk in parts.chunks(F16_PARTS_AT_ONCE) {
+            for y in self.linear.eval_group_f32(ctx, inputs[0], norm, chunk)? {
+                out.push(y.narrow_to_f16()?);
+                ctx.recycle(y);
+            }
+        }
+        Ok(out)
     }
 }

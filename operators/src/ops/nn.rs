@@ -11,7 +11,9 @@ use amanuensis_runtime::{DType, OpError, Tensor};
 /// `bf16_products` (default false), products of many rows multiply in bf16 with f32 sums
 /// when the weight has no int8 form (the int8 compute type sets it on the encoder). With
 /// `f16_output` (default false), `y` is rounded to f16 (the decoder's cross-attention keys
-/// and values at the int8 and bf16 compute types: half the bytes every step reads).
+/// and values at the int8 and bf16 compute types: half the bytes every step reads). With
+/// `norm_eps`, x is first layer-normalised (inputs `[x, gamma, beta, w, b?]`; the fusion of
+/// a `layer_norm` into the linear it feeds).
 pub struct LinearDef;
 #[derive(Debug)]
 pub(crate) struct Linear {
@@ -25,6 +27,10 @@ pub(crate) struct Linear {
     stream_rows: bool,
     /// The output rounded to f16 (to nearest, ties to even).
     f16_output: bool,
+    /// A layer norm of x with this epsilon first (the fusion of a `layer_norm` into the
+    /// product it feeds): inputs `[x, gamma, beta, w, b?]`. On the int8 path each
+    /// normalised row is quantized as it is made, never stored.
+    norm_eps: Option<f32>,
 }
 
 impl OpDef for LinearDef {
@@ -40,6 +46,7 @@ impl OpDef for LinearDef {
             "bf16_products",
             "stream_rows",
             "f16_output",
+            "norm_eps",
         ])?;
         Ok(Box::new(Linear::from_attrs(attrs)?))
     }
@@ -51,6 +58,9 @@ impl OpDef for LinearDef {
 pub(crate) const FUSABLE_LINEAR_ATTRS: [&str; 3] =
     ["gemv_max_rows", "bf16_products", "stream_rows"];
 
+/// The norm's `(gamma, beta)`, if any, and the other inputs, x first.
+pub(crate) type NormSplit<T> = (Option<(T, T)>, Vec<T>);
+
 impl Linear {
     /// The linear configured by `attrs` (unknown keys are the caller's to refuse).
     pub(crate) fn from_attrs(attrs: &Attrs) -> Result<Linear, OpError> {
@@ -59,7 +69,67 @@ impl Linear {
             bf16_products: attrs.bool_or("bf16_products", false)?,
             stream_rows: attrs.bool_or("stream_rows", false)?,
             f16_output: attrs.bool_or("f16_output", false)?,
+            norm_eps: match attrs.0.get("norm_eps") {
+                None => None,
+                Some(_) => {
+                    let eps = attrs.f64("norm_eps")? as f32;
+                    if eps.is_nan() || eps <= 0.0 {
+                        return Err(OpError(format!(
+                            "attribute 'norm_eps' must be > 0, got {eps}"
+                        )));
+                    }
+                    Some(eps)
+                }
+            },
         })
+    }
+
+    /// Whether a layer norm runs first (`norm_eps`).
+    pub(crate) fn has_norm(&self) -> bool {
+        self.norm_eps.is_some()
+    }
+
+    /// The norm's `(gamma, beta)` and the other inputs, x first: with `norm_eps` the
+    /// inputs are `[x, gamma, beta, rest…]`.
+    pub(crate) fn split_norm<T: Clone>(
+        &self,
+        inputs: &[T],
+    ) -> Result<NormSplit<T>, OpError> {
+        if self.norm_eps.is_none() {
+            return Ok((None, inputs.to_vec()));
+        }
+        if inputs.len() < 3 {
+            return Err(OpError(format!(
+                "with 'norm_eps' the inputs start x, gamma, beta; got {} inputs",
+                inputs.len()
+            )));
+        }
+        let mut rest = vec![inputs[0].clone()];
+        rest.extend_from_slice(&inputs[3..]);
+        Ok((Some((inputs[1].clone(), inputs[2].clone())), rest))
+    }
+
+    /// Checks the norm's inputs against x (`gamma`, `beta`: f32 `[d]`, d x's last dim).
+    pub(crate) fn check_norm_types(
+        x: &ValueType,
+        gamma: &ValueType,
+        beta: &ValueType,
+    ) -> Result<(), OpError> {
+        for (t, n) in [(gamma, "gamma"), (beta, "beta")] {
+            t.expect_dtype(DType::F32, n)?;
+            t.expect_rank(1, n)?;
+            expect_same_dim(x.last("x")?, &t.shape[0], &format!("x's last dim vs {n}"))?;
+        }
+        Ok(())
+    }
+
+    /// The output type on `inputs` (the norm's, when there is one, checked).
+    pub(crate) fn infer_f32(&self, inputs: &[ValueType]) -> Result<ValueType, OpError> {
+        let (norm, rest) = self.split_norm(inputs)?;
+        if let Some((g, b)) = &norm {
+            Self::check_norm_types(&rest[0], g, b)?;
+        }
+        linear_type(&rest)
     }
 
     /// `y` in f32, as this linear computes it before any rounding to f16.
@@ -68,6 +138,23 @@ impl Linear {
         ctx: &mut EvalContext,
         inputs: &[&Tensor],
     ) -> Result<Tensor, OpError> {
+        let (norm, rest) = self.split_norm(inputs)?;
+        if norm.is_some() {
+            if !(2..=3).contains(&rest.len()) {
+                return Err(OpError(format!(
+                    "expected x, gamma, beta, w and an optional b; got {} inputs",
+                    inputs.len()
+                )));
+            }
+            let mut y =
+                self.eval_group_f32(ctx, rest[0], norm, &[(rest[1], rest.get(2).copied())])?;
+            return Ok(y.remove(0));
+        }
+        self.eval_plain(ctx, inputs)
+    }
+
+    /// [`eval_f32`](Self::eval_f32) on `[x, w, b?]`, without a norm.
+    fn eval_plain(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
         let bf16 = match self.bf16_products {
             true => linear_eval_bf16(ctx, inputs, self.gemv_max_rows)?,
             false => None,
@@ -79,9 +166,130 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Several linears of the input `x` with this configuration, one per `(w, b?)` part,
+    /// each output with the bits this linear gives on its part alone (f32, before any
+    /// rounding to f16). Weights that all have their int8 form run as one product.
+    pub(crate) fn eval_group_f32(
+        &self,
+        ctx: &mut EvalContext,
+        x: &Tensor,
+        norm: Option<(&Tensor, &Tensor)>,
+        parts: &[(&Tensor, Option<&Tensor>)],
+    ) -> Result<Vec<Tensor>, OpError> {
+        let kx = *x.shape().last().unwrap_or(&0);
+        let (gamma, beta) = match norm {
+            Some((g, b)) => {
+                let (g, b) = (f32_input(g, "gamma")?, f32_input(b, "beta")?);
+                if g.len() != kx || b.len() != kx {
+                    return Err(OpError(format!(
+                        "x's last dim is {kx}, gamma/beta have {}/{}",
+                        g.len(),
+                        b.len()
+                    )));
+                }
+                (Some(g), Some(b))
+            }
+            None => (None, None),
+        };
+        let row_norm = match (&gamma, &beta, self.norm_eps) {
+            (Some(g), Some(b), Some(eps)) => Some(cpu::int8::RowNorm {
+                gamma: g,
+                beta: b,
+                eps,
+            }),
+            _ => None,
+        };
+        let m = x.numel() / kx.max(1);
+        for (i, (w, _)) in parts.iter().enumerate() {
+            if w.shape().len() != 2 || w.shape()[1] != kx {
+                return Err(OpError(format!(
+                    "part {i}: x's last dim is {kx}, w is {:?}",
+                    w.shape()
+                )));
+            }
+        }
+        // Parts the bf16 products would take, and a group of one without a norm, run as
+        // `linear` does (on the normalised rows, stored, when there is a norm).
+        let bf16 = |w: &Tensor| self.bf16_products && m > self.gemv_max_rows && w.int8().is_none();
+        if (parts.len() < 2 && row_norm.is_none()) || parts.iter().any(|(w, _)| bf16(w)) {
+            let normed = match &row_norm {
+                Some(n) => {
+                    let xs = f32_input(x, "x")?;
+                    let mut y = ctx.alloc_f32(x.shape());
+                    cpu::layer_norm(&xs, m, kx, n.gamma, n.beta, n.eps, y.f32s_mut()?);
+                    Some(y)
+                }
+                None => None,
+            };
+            let x = normed.as_ref().unwrap_or(x);
+            let ys = parts
+                .iter()
+                .map(|&(w, b)| {
+                    let mut ins = vec![x, w];
+                    ins.extend(b);
+                    self.eval_plain(ctx, &ins)
+                })
+                .collect();
+            if let Some(t) = normed {
+                ctx.recycle(t);
+            }
+            return ys;
+        }
+        let int8 = !self.stream_rows || m <= cpu::tuning::GEMV_MAX_M || m > self.gemv_max_rows;
+        let xs = f32_input(x, "x")?;
+        let mut biases = Vec::with_capacity(parts.len());
+        for (i, (w, b)) in parts.iter().enumerate() {
+            biases.push(match b {
+                Some(b) => {
+                    if b.numel() != w.shape()[0] {
+                        return Err(OpError(format!(
+                            "part {i}: b has {} values, w has {} rows",
+                            b.numel(),
+                            w.shape()[0]
+                        )));
+                    }
+                    Some(f32_input(b, "b")?)
+                }
+                None => None,
+            });
+        }
+        let mut outs: Vec<Tensor> = parts
+            .iter()
+            .map(|(w, _)| {
+                let mut shape = x.shape().to_vec();
+                *shape.last_mut().unwrap() = w.shape()[0];
+                ctx.alloc_f32(&shape)
+            })
+            .collect();
+        let mut weights = Vec::with_capacity(parts.len());
+        for (w, _) in parts {
+            weights.push(weight_input_as(w, "w", int8)?);
+        }
+        let mut slices: Vec<&mut [f32]> = Vec::with_capacity(parts.len());
+        for o in outs.iter_mut() {
+            slices.push(o.f32s_mut()?);
+        }
+        let mut lin: Vec<cpu::LinearPart> = weights
+            .into_iter()
+            .zip(parts)
+            .zip(biases.iter())
+            .zip(slices)
+            .map(|(((w, (wt, _)), b), out)| cpu::LinearPart {
+                w,
+                n: wt.shape()[0],
+                bias: b.as_deref(),
+                out,
+            })
+            .collect();
+        cpu::linear_group_up_to_w(&xs, m, kx, row_norm.as_ref(), &mut lin, self.gemv_max_rows);
+        Ok(outs)
+    }
+}
+
 impl Operator for Linear {
     fn infer(&self, inputs: &[ValueType], _: &[ValueType]) -> Result<Vec<ValueType>, OpError> {
-        let mut y = linear_type(inputs)?;
+        let mut y = self.infer_f32(inputs)?;
         if self.f16_output {
             y.dtype = DType::F16;
         }
@@ -97,6 +305,10 @@ impl Operator for Linear {
     }
 
     fn kernel(&self, target: &str) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        // The catalogue's GEMM has no layer-norm prologue.
+        if self.has_norm() {
+            return None;
+        }
         static MATMUL_BIAS_KERNEL: NpuBinding = NpuBinding::of(&npu::MatmulBiasKernel);
         MATMUL_BIAS_KERNEL.offer(target)
     }
