@@ -726,6 +726,7 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<WhisperModel> {
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
     use amanuensis::serve::{shutdown_signal, ServeOptions, Server};
+    amanuensis::serve::fix_large_allocations();
     let model = load_model(&a.model, false)?;
     let registry = registry()?;
     let options = ServeOptions {

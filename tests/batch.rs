@@ -159,6 +159,24 @@ fn lockstep_windows_equal_each_window_decoded_alone() {
                 "{} steps for at most {longest} tokens",
                 stats.steps
             );
+            // A window that finished left the batch: each decoded at least its own
+            // tokens' steps, and the batch did not carry the shorter ones to the end.
+            let tokens: usize = alone.iter().map(Vec::len).sum();
+            assert!(
+                stats.row_steps >= beam_size * tokens,
+                "{} rows run for {tokens} tokens at beam {beam_size}",
+                stats.row_steps
+            );
+            let shortest = alone.iter().map(Vec::len).min().unwrap();
+            if shortest + 2 < longest {
+                assert!(
+                    stats.row_steps < stats.steps * stats.rows,
+                    "{} rows over {} runs of {}: finished windows stayed in the batch",
+                    stats.row_steps,
+                    stats.steps,
+                    stats.rows
+                );
+            }
             for (w, (a, t)) in alone.iter().zip(together).enumerate() {
                 assert_eq!(
                     a,
@@ -267,6 +285,46 @@ fn batched_transcription_is_as_accurate_as_sequential() {
             "{s:?}"
         );
     }
+}
+
+#[test]
+fn lockstep_decoding_on_one_kernel_thread_finishes_with_the_same_transcript() {
+    // The lockstep coordinator runs on a thread of the kernels' pool while the windows'
+    // threads hand that pool their beam rows; with one kernel thread it once waited for
+    // them on the only pool thread, and the decode hung. It must finish, with the bits of
+    // two threads.
+    let file = common::data_dir().join("audio/long_public_concat.wav");
+    let run = |threads: &str| {
+        let mut child = common::cli()
+            .args(["transcribe", "--threads", threads, "--batch-size", "3"])
+            .args(["--beam-size", "5", "--language", "en", "-q", "--json"])
+            .arg(&file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("--threads {threads} --batch-size 3 did not finish in 300 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let one = run("1");
+    assert!(one.contains("\"segments\""), "{one}");
+    assert_eq!(one, run("2"));
 }
 
 #[test]

@@ -607,6 +607,26 @@ fn serve_good_request_unaffected_by_bad_ones_around_it() {
     assert_eq!(r.json()["text"], JFK);
 }
 
+#[test]
+fn two_workers_each_batching_answer_every_request() {
+    // Two workers that batch at the same time run two lockstep coordinators on the
+    // kernels' pool of two threads; each once blocked its pool thread waiting for its
+    // windows, whose beam rows then had no pool thread left, and every request hung.
+    let addr = start(ServeOptions {
+        workers: 2,
+        batch_size: 2,
+        ..options()
+    });
+    let clients: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || transcribe(addr, &jfk_wav(), &[])))
+        .collect();
+    for c in clients {
+        let r = c.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["text"], JFK);
+    }
+}
+
 // ---- the bad-input matrix ---------------------------------------------------------------
 
 #[test]

@@ -390,6 +390,36 @@ impl Tensor {
         Tensor::new(rest, data)
     }
 
+    /// Entries `idx` of the first dim, in that order: `[idx.len(), ..rest]`.
+    pub fn select_outer(&self, idx: &[usize]) -> Result<Tensor, OpError> {
+        let (&count, rest) = self
+            .shape
+            .split_first()
+            .ok_or_else(|| OpError("a scalar has no first dim to select from".into()))?;
+        if let Some(&bad) = idx.iter().find(|&&i| i >= count) {
+            return Err(OpError(format!(
+                "{:?} has no index {bad} in its first dim",
+                self.shape
+            )));
+        }
+        let each = self.numel() / count.max(1);
+        fn gather<T: Clone>(v: &[T], idx: &[usize], each: usize) -> Vec<T> {
+            let mut out = Vec::with_capacity(idx.len() * each);
+            for &i in idx {
+                out.extend_from_slice(&v[i * each..(i + 1) * each]);
+            }
+            out
+        }
+        let data = match &self.data {
+            Data::F32(v) => Data::F32(gather(v, idx, each)),
+            Data::F16(v) => Data::F16(gather(&v[..], idx, each).into()),
+            Data::I32(v) => Data::I32(gather(v, idx, each)),
+        };
+        let mut shape = vec![idx.len()];
+        shape.extend_from_slice(rest);
+        Tensor::new(&shape, data)
+    }
+
     /// The same data under another shape with the same element count.
     pub fn reshape(mut self, shape: &[usize]) -> Result<Tensor, OpError> {
         if numel(shape) != self.numel() {
@@ -445,5 +475,26 @@ impl Tensor {
         let mut out = vec![half::f16::ZERO; x.len()];
         half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut out[..], x);
         Tensor::new(&self.shape, Data::F16(out.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selecting_outer_entries_keeps_their_order_and_type() {
+        let t = Tensor::from_f32(&[4, 2, 3], (0..24).map(|x| x as f32).collect()).unwrap();
+        let s = t.select_outer(&[3, 1]).unwrap();
+        assert_eq!(s.shape(), [2, 2, 3]);
+        let want: Vec<f32> = (18..24).chain(6..12).map(|x| x as f32).collect();
+        assert_eq!(s.f32s().unwrap(), &want[..]);
+        let h = t.narrow_to_f16().unwrap().select_outer(&[0, 0]).unwrap();
+        assert_eq!(h.dtype(), DType::F16);
+        assert_eq!(h.shape(), [2, 2, 3]);
+        assert_eq!(t.select_outer(&[]).unwrap().shape(), [0, 2, 3]);
+        let err = t.select_outer(&[1, 4]).unwrap_err().to_string();
+        assert!(err.contains("no index 4"), "{err}");
+        assert!(Tensor::scalar_i32(1).select_outer(&[0]).is_err());
     }
 }

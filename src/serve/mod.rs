@@ -33,6 +33,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Allocations from which glibc's malloc always maps fresh pages and unmaps them on free.
+pub const LARGE_ALLOCATION: usize = 1 << 20;
+
+/// Makes every allocation of [`LARGE_ALLOCATION`] bytes or more its own mapping, returned to
+/// the system when freed (glibc; a no-op elsewhere). By default glibc raises that threshold
+/// each time such a block is freed, up to 32 MB, and later blocks of that size come from
+/// its per-thread heaps, where they fragment: a server that batches requests allocates KV
+/// caches and cross K/V of a different size for every batch, on several threads, and its
+/// resident memory then grew with the requests served (`docs/server.md`).
+pub fn fix_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tuning parameter of the allocator; it is called before the
+    // server's threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_ALLOCATION as libc::c_int);
+    }
+}
+
 /// OpenAI's upload limit, the default of `--max-body`.
 pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
 

@@ -6,12 +6,14 @@
 //! decoding has asked for a step, one graph run answers them all. The threads only wait
 //! and pick tokens; the graph run uses the kernels' own threads.
 //!
-//! Layout of the decoder's batch: window `w` owns rows `w·R .. (w+1)·R` (R = beam size).
-//! A window holding fewer sequences (one, before its beams fan out) pads its block with
-//! copies of its first row; a finished window's rows are carried along with end tokens
-//! and ignored. All windows share the step `offset`, so they must start from prompts of
-//! one length (no previous-text conditioning), and a window that would restart (a
-//! temperature fallback) is decoded on its own afterwards instead.
+//! Layout of the decoder's batch: each window still decoding owns a block of R rows (R =
+//! beam size), block b rows `b·R .. (b+1)·R`, blocks in window order. A window holding
+//! fewer sequences (one, before its beams fan out) pads its block with copies of its first
+//! row. A window that finishes leaves the batch before the next run: its rows of the KV
+//! caches and its cross K/V are dropped, so the windows still decoding do not carry its
+//! work for the rest of the decode. All windows share the step `offset`, so they must start
+//! from prompts of one length (no previous-text conditioning), and a window that would
+//! restart (a temperature fallback) is decoded on its own afterwards instead.
 
 use crate::decoding::{
     beam_search, BatchStepModel, BeamOptions, DecodeError, DecodeOptions, DecodeResult, SpecialIds,
@@ -107,9 +109,43 @@ impl BatchStepModel for WindowStepper {
 pub struct LockstepStats {
     /// Runs of the decoder graph (each served every window still decoding).
     pub steps: usize,
-    /// Decoder rows per run: windows × beam size.
+    /// Decoder rows of the first run: windows × beam size.
     pub rows: usize,
+    /// Decoder rows over all runs (finished windows leave the batch).
+    pub row_steps: usize,
 }
+
+/// The next request of a window's thread, `None` once every window has hung up.
+///
+/// The coordinator runs on a thread of the kernels' pool (the caller's `rayon::scope`),
+/// and the windows' threads, outside the pool, hand it parallel work (their beam rows):
+/// blocked in `recv`, the coordinator would hold a pool thread those jobs need. With one
+/// kernel thread (`--threads 1`), or two coordinators on a pool of two (two server
+/// workers batching), no thread was left to run them and the decode hung. So while it
+/// waits, it runs the pool's pending jobs.
+fn next_request(rx: &mpsc::Receiver<Request>) -> Option<Request> {
+    loop {
+        match rx.try_recv() {
+            Ok(r) => return Some(r),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => {}
+            // Not on a pool thread: nothing of the pool's waits on this one.
+            None => return rx.recv().ok(),
+            // Nothing to run now: wait a little for a request, then look again.
+            Some(rayon::Yield::Idle) => match rx.recv_timeout(POOL_POLL) {
+                Ok(r) => return Some(r),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            },
+        }
+    }
+}
+
+/// How long a waiting coordinator sleeps before looking for pool work again.
+const POOL_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// The coordinator's state between calls.
 struct Coordinator<'a> {
@@ -125,7 +161,10 @@ struct Coordinator<'a> {
     offset: usize,
     started: bool,
     steps: usize,
+    row_steps: usize,
     scratch: Vec<f32>,
+    /// The windows the decoder's batch and `cross` hold, block by block.
+    blocks: Vec<usize>,
 }
 
 impl Coordinator<'_> {
@@ -155,7 +194,10 @@ impl Coordinator<'_> {
         if !self.started || self.offset == 0 {
             return Ok(Vec::new());
         }
-        let base = window * r;
+        let Some(block) = self.blocks.iter().position(|&w| w == window) else {
+            return Err(format!("window {window} reordered after it left the batch"));
+        };
+        let base = block * r;
         let moved: Vec<usize> = (0..src.len()).filter(|&i| src[i] != i).collect();
         if moved.is_empty() {
             return Ok(Vec::new());
@@ -177,8 +219,32 @@ impl Coordinator<'_> {
             && (0..self.windows()).all(|w| !self.alive[w] || self.pending[w].is_some())
     }
 
+    /// Drops from the batch the windows that finished: their rows of every KV cache (the
+    /// positions filled so far) and their cross K/V.
+    fn leave_finished(&mut self) -> std::result::Result<(), String> {
+        let keep: Vec<usize> = (0..self.blocks.len())
+            .filter(|&b| self.alive[self.blocks[b]])
+            .collect();
+        if keep.len() == self.blocks.len() {
+            return Ok(());
+        }
+        if self.started {
+            let r = self.rows_per_window;
+            let rows: Vec<usize> = keep.iter().flat_map(|&b| b * r..(b + 1) * r).collect();
+            for state in self.session.states_mut() {
+                crate::model::gather_sequences(state, &rows, self.offset)?;
+            }
+        }
+        for t in &mut self.cross {
+            *t = t.select_outer(&keep).map_err(|e| e.to_string())?;
+        }
+        self.blocks = keep.iter().map(|&b| self.blocks[b]).collect();
+        Ok(())
+    }
+
     /// One decoder run for every window; the logits of each waiting window's sequences.
     fn step(&mut self) -> std::result::Result<Vec<Option<Logits>>, String> {
+        self.leave_finished()?;
         let (w_count, r) = (self.windows(), self.rows_per_window);
         let requests: Vec<&StepRequest> = self.pending.iter().flatten().collect();
         let (first_rows, positions) = requests
@@ -194,8 +260,9 @@ impl Coordinator<'_> {
                 );
             }
         }
-        let mut ids: Vec<i32> = Vec::with_capacity(w_count * r * n);
-        for w in 0..w_count {
+        let blocks = self.blocks.len();
+        let mut ids: Vec<i32> = Vec::with_capacity(blocks * r * n);
+        for &w in &self.blocks {
             match &self.pending[w] {
                 Some((rows, _)) => {
                     if rows.len() != self.held[w] || rows.is_empty() {
@@ -216,14 +283,14 @@ impl Coordinator<'_> {
         }
         if !self.started {
             let mut bindings = HashMap::new();
-            bindings.insert("batch", w_count * r);
+            bindings.insert("batch", blocks * r);
             self.session
                 .reset_states(&bindings)
                 .map_err(|e| e.to_string())?;
             self.started = true;
         }
         let err = |e: amanuensis_runtime::OpError| e.to_string();
-        let tokens = Tensor::from_i32(&[w_count * r, n], ids).map_err(err)?;
+        let tokens = Tensor::from_i32(&[blocks * r, n], ids).map_err(err)?;
         let offset = Tensor::scalar_i32(self.offset as i32);
         let idx: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
         let idx = Tensor::from_i32(&[idx.len()], idx).map_err(err)?;
@@ -232,28 +299,29 @@ impl Coordinator<'_> {
         let mut out = self.session.run(&inputs).map_err(|e| e.to_string())?;
         self.offset += n;
         self.steps += 1;
+        self.row_steps += blocks * r;
         let logits = out.pop().ok_or("the decoder returned no logits")?;
         let v = logits.f32s().map_err(err)?;
         let per_row = positions.len() * self.n_vocab;
-        if v.len() != w_count * r * per_row {
+        if v.len() != blocks * r * per_row {
             return Err(format!(
                 "the decoder returned {} logits for {} rows of {per_row}",
                 v.len(),
-                w_count * r
+                blocks * r
             ));
         }
-        let mut answers = Vec::with_capacity(w_count);
-        for w in 0..w_count {
-            answers.push(self.pending[w].take().map(|_| {
+        let mut answers: Vec<Option<Logits>> = vec![None; w_count];
+        for (b, &w) in self.blocks.iter().enumerate() {
+            answers[w] = self.pending[w].take().map(|_| {
                 (0..self.held[w])
                     .map(|k| {
-                        let row = &v[(w * r + k) * per_row..(w * r + k + 1) * per_row];
+                        let row = &v[(b * r + k) * per_row..(b * r + k + 1) * per_row];
                         row.chunks_exact(self.n_vocab.max(1))
                             .map(<[f32]>::to_vec)
                             .collect()
                     })
                     .collect()
-            }));
+            });
         }
         let last = self.session.graph().outputs.len() - 1;
         self.session.recycle(last, logits);
@@ -380,7 +448,9 @@ pub fn decode_lockstep(
         offset: 0,
         started: false,
         steps: 0,
+        row_steps: 0,
         scratch: Vec::new(),
+        blocks: (0..count).collect(),
     };
     let mut failure: Option<Error> = None;
     let mut interrupted = vec![false; count];
@@ -405,7 +475,7 @@ pub fn decode_lockstep(
             drop(call_tx);
             let mut remaining = count;
             while remaining > 0 {
-                let Ok(Request { window, call }) = call_rx.recv() else {
+                let Some(Request { window, call }) = next_request(&call_rx) else {
                     break;
                 };
                 let answer = match call {
@@ -482,6 +552,7 @@ pub fn decode_lockstep(
     let stats = LockstepStats {
         steps: co.steps,
         rows: count * rows_per_window,
+        row_steps: co.row_steps,
     };
     Ok((out, stats))
 }

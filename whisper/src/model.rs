@@ -14,7 +14,7 @@ use crate::graph::{
 use crate::lockstep::{LockstepStats, LockstepWindow};
 use crate::tokenizer::Tokenizer;
 use amanuensis_runtime::schedule::Plan;
-use amanuensis_runtime::{Graph, ModelFile, Registry, Session, Tensor, WeightStore};
+use amanuensis_runtime::{DType, Graph, ModelFile, Registry, Session, Tensor, WeightStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -543,20 +543,7 @@ impl BatchStepModel for GraphStepper<'_> {
             return Ok(());
         }
         for st in states.iter_mut() {
-            let runs =
-                CacheRuns::of(st.shape(), offset).map_err(|e| Error::graph(DECODER_STEP, e))?;
-            let old = st.f32s()?;
-            let mut new = vec![0f32; src.len() * runs.stride];
-            for (b, &from) in src.iter().enumerate() {
-                for r in &runs.filled {
-                    new[b * runs.stride + r.start..b * runs.stride + r.end].copy_from_slice(
-                        &old[from * runs.stride + r.start..from * runs.stride + r.end],
-                    );
-                }
-            }
-            let mut shape = st.shape().to_vec();
-            shape[0] = src.len();
-            *st = Tensor::from_f32(&shape, new)?;
+            gather_sequences(st, src, offset).map_err(|e| Error::graph(DECODER_STEP, e))?;
         }
         Ok(())
     }
@@ -948,6 +935,53 @@ pub(crate) struct CacheRuns {
     pub filled: Vec<std::ops::Range<usize>>,
 }
 
+/// Replaces a KV cache `[batch, ..]` by the cache of sequences `src` (sequence i the old
+/// sequence `src[i]`), copying only the positions before `offset`.
+pub(crate) fn gather_sequences(
+    state: &mut Tensor,
+    src: &[usize],
+    offset: usize,
+) -> std::result::Result<(), String> {
+    let runs = CacheRuns::of(state.shape(), offset)?;
+    let batch = state.shape()[0];
+    if let Some(&bad) = src.iter().find(|&&i| i >= batch) {
+        return Err(format!("sequence {bad} does not exist (batch of {batch})"));
+    }
+    let mut shape = state.shape().to_vec();
+    shape[0] = src.len();
+    if src.windows(2).all(|p| p[0] < p[1]) && src.len() <= batch {
+        // Keeping some sequences in order: each moves down or stays, so it is moved in
+        // place, lowest first (no source is overwritten before it is read), and the cache
+        // then shrinks. A lockstep batch's cache is hundreds of MB; a copy would double it.
+        let mut data = std::mem::replace(state, Tensor::zeros(DType::F32, &[0]))
+            .into_f32()
+            .map_err(|e| e.to_string())?;
+        for (b, &from) in src.iter().enumerate().filter(|&(b, &from)| b != from) {
+            for r in &runs.filled {
+                data.copy_within(
+                    from * runs.stride + r.start..from * runs.stride + r.end,
+                    b * runs.stride + r.start,
+                );
+            }
+        }
+        // Positions past the offset are still zero in every sequence.
+        data.truncate(src.len() * runs.stride);
+        data.shrink_to_fit();
+        *state = Tensor::from_f32(&shape, data).map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    let old = state.f32s().map_err(|e| e.to_string())?;
+    let mut new = vec![0f32; src.len() * runs.stride];
+    for (b, &from) in src.iter().enumerate() {
+        for r in &runs.filled {
+            new[b * runs.stride + r.start..b * runs.stride + r.end]
+                .copy_from_slice(&old[from * runs.stride + r.start..from * runs.stride + r.end]);
+        }
+    }
+    *state = Tensor::from_f32(&shape, new).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 impl CacheRuns {
     pub fn of(shape: &[usize], offset: usize) -> std::result::Result<CacheRuns, String> {
         let (heads, cap, hd) = match *shape {
@@ -995,7 +1029,7 @@ impl CacheRuns {
 
 #[cfg(test)]
 mod cache_runs_tests {
-    use super::CacheRuns;
+    use super::{gather_sequences, CacheRuns, Tensor};
 
     #[test]
     fn reordering_by_runs_moves_the_filled_positions_of_either_layout() {
@@ -1023,5 +1057,35 @@ mod cache_runs_tests {
             }
         }
         assert!(CacheRuns::of(&[3, 4], 1).is_err());
+    }
+
+    #[test]
+    fn gathering_sequences_in_place_keeps_what_a_copy_keeps() {
+        // 5 sequences, 2 heads, capacity 4, head size 2, offset 3. An increasing selection
+        // (a lockstep batch dropping finished windows) moves in place; any other copies.
+        let data: Vec<f32> = (0..80).map(|x| x as f32 + 1.0).collect();
+        for src in [
+            vec![0usize, 2, 4],
+            vec![1, 3],
+            vec![0, 1, 2, 3, 4],
+            vec![4, 0, 0, 2],
+        ] {
+            let mut state = Tensor::from_f32(&[5, 2, 4, 2], data.clone()).unwrap();
+            gather_sequences(&mut state, &src, 3).unwrap();
+            assert_eq!(state.shape(), [src.len(), 2, 4, 2]);
+            let got = state.f32s().unwrap();
+            let runs = CacheRuns::of(&[5, 2, 4, 2], 3).unwrap();
+            for (b, &from) in src.iter().enumerate() {
+                for r in &runs.filled {
+                    assert_eq!(
+                        got[b * 16 + r.start..b * 16 + r.end],
+                        data[from * 16 + r.start..from * 16 + r.end],
+                        "{src:?}: sequence {b}"
+                    );
+                }
+            }
+        }
+        let mut state = Tensor::from_f32(&[5, 2, 4, 2], data).unwrap();
+        assert!(gather_sequences(&mut state, &[1, 5], 3).is_err());
     }
 }

@@ -91,10 +91,7 @@ impl Linear {
 
     /// The norm's `(gamma, beta)` and the other inputs, x first: with `norm_eps` the
     /// inputs are `[x, gamma, beta, rest…]`.
-    pub(crate) fn split_norm<T: Clone>(
-        &self,
-        inputs: &[T],
-    ) -> Result<NormSplit<T>, OpError> {
+    pub(crate) fn split_norm<T: Clone>(&self, inputs: &[T]) -> Result<NormSplit<T>, OpError> {
         if self.norm_eps.is_none() {
             return Ok((None, inputs.to_vec()));
         }
