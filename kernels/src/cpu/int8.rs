@@ -373,41 +373,9 @@ pub fn linear_i8_on(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    check(path, x, m, k, w, bias, out);
-    if m == 0 || w.n == 0 {
-        return;
-    }
-    let kp = padded_k(k);
-    let on_tiles = path == Int8Path::Amx && amx_takes(m, kp);
-    // The tile kernel reads whole blocks of 32 rows: the rows past m are zeros.
-    let rows = if on_tiles {
-        m.next_multiple_of(2 * AMX_TILE_ROWS)
-    } else {
-        m
-    };
-    let mut xq = XQ.take();
-    xq.resize(rows * kp, 0);
-    xq[m * kp..].fill(0);
-    let mut sx = vec![0.0f32; m];
-    quantize_activations(x, m, k, kp, None, &mut xq, &mut sx);
-    let out_ptr = SendPtr::new(out.as_mut_ptr());
-    let args = Args {
-        xq: &xq,
-        sx: &sx,
-        x32: &[],
-        m,
-        kp,
-        w,
-        bias,
-        f32_activations: false,
-    };
-    // A shape the tiles do not take runs on AVX-512 VNNI (same bits).
-    let path = match path {
-        Int8Path::Amx if !on_tiles => Int8Path::Avx512Vnni,
-        p => p,
-    };
-    run_split(path, &args, 4 * MIN_PARALLEL_FMAS, out_ptr);
-    XQ.set(xq);
+    // One weight is a group of one: the same quantization, split and tiles.
+    let mut parts = [GroupPart { w, bias, out }];
+    linear_i8_group_on(path, x, m, k, None, &mut parts, false);
 }
 
 /// One weight of a product over several weights of the same input
@@ -501,7 +469,8 @@ pub fn linear_i8_group_on(
         .iter_mut()
         .map(|p| SendPtr::new(p.out.as_mut_ptr()))
         .collect();
-    // The column ranges `run_split` would give each weight, all in one parallel loop.
+    // Each weight's column blocks (whole panels, at most 4 chunks a thread), all in one
+    // parallel loop.
     let threads = rayon::current_num_threads();
     let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
     for (pi, a) in args.iter().enumerate() {
@@ -538,24 +507,6 @@ pub fn linear_i8_group_on(
     }
 }
 
-/// Runs every column block of the product, over rayon's threads when `m·n·k` reaches
-/// `min_parallel` and there are several blocks.
-fn run_split(path: Int8Path, args: &Args, min_parallel: usize, out: SendPtr) {
-    let n = args.w.n;
-    let blocks = n.div_ceil(BLOCK_COLS);
-    let threads = rayon::current_num_threads();
-    if threads <= 1 || args.m * n * args.w.k < min_parallel || blocks < 2 {
-        run_columns(path, args, 0, n, out);
-    } else {
-        let chunks = blocks.min(4 * threads);
-        let per = blocks.div_ceil(chunks) * BLOCK_COLS;
-        (0..n.div_ceil(per)).into_par_iter().for_each(|c| {
-            let j0 = c * per;
-            run_columns(path, args, j0, (j0 + per).min(n), out);
-        });
-    }
-}
-
 thread_local! {
     /// This thread's buffer for zero-padded f32 activations, kept between calls.
     static X32: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
@@ -589,38 +540,9 @@ pub fn linear_w8_f32_on(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    check(path, x, m, k, w, bias, out);
-    if m == 0 || w.n == 0 {
-        return;
-    }
-    let kp = padded_k(k);
-    let mut x32 = X32.take();
-    x32.clear();
-    x32.resize(m * kp, 0.0);
-    for i in 0..m {
-        x32[i * kp..i * kp + k].copy_from_slice(&x[i * k..(i + 1) * k]);
-    }
-    let args = Args {
-        xq: &[],
-        sx: &[],
-        x32: &x32,
-        m,
-        kp,
-        w,
-        bias,
-        f32_activations: true,
-    };
-    // f32 products cost about four int8 ones: the f32 GEMV's threshold.
-    run_split(
-        path,
-        &args,
-        MIN_PARALLEL_FMAS,
-        SendPtr::new(out.as_mut_ptr()),
-    );
-    X32.set(x32);
-    if let Some(r) = w.rescore {
-        rescore_top(x, m, k, w, &r, bias, out);
-    }
+    // One weight is a group of one: the same padding, split, tiles and rescoring.
+    let mut parts = [GroupPart { w, bias, out }];
+    linear_i8_group_on(path, x, m, k, None, &mut parts, true);
 }
 
 /// Computes again, from the exact rows, every output of each row that may be within

@@ -210,12 +210,13 @@ impl Linear {
         // `linear` does (on the normalised rows, stored, when there is a norm).
         let bf16 = |w: &Tensor| self.bf16_products && m > self.gemv_max_rows && w.int8().is_none();
         if (parts.len() < 2 && row_norm.is_none()) || parts.iter().any(|(w, _)| bf16(w)) {
+            // A buffer of its own: the planned ones are the outputs'.
             let normed = match &row_norm {
                 Some(n) => {
                     let xs = f32_input(x, "x")?;
-                    let mut y = ctx.alloc_f32(x.shape());
-                    cpu::layer_norm(&xs, m, kx, n.gamma, n.beta, n.eps, y.f32s_mut()?);
-                    Some(y)
+                    let mut y = vec![0.0f32; xs.len()];
+                    cpu::layer_norm(&xs, m, kx, n.gamma, n.beta, n.eps, &mut y);
+                    Some(Tensor::from_f32(x.shape(), y)?)
                 }
                 None => None,
             };
@@ -228,9 +229,6 @@ impl Linear {
                     self.eval_plain(ctx, &ins)
                 })
                 .collect();
-            if let Some(t) = normed {
-                ctx.recycle(t);
-            }
             return ys;
         }
         let int8 = !self.stream_rows || m <= cpu::tuning::GEMV_MAX_M || m > self.gemv_max_rows;
