@@ -49,6 +49,23 @@ fn transcribes_the_sample_exactly() {
 }
 
 #[test]
+fn bf16_tiles_on_request_still_transcribe_the_sample_exactly() {
+    // AMANUENSIS_BF16_TILES=1 puts the encoder's bf16 products (the first block's too) on
+    // AMX tiles where the CPU has them (elsewhere it changes nothing); their sums come in
+    // another order, and the sample must still come out exact.
+    let o = common::cli()
+        .env("AMANUENSIS_BF16_TILES", "1")
+        .args(["transcribe", "--compute-type", "int8", &sample()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end_matches('\n'),
+        JFK_TEXT
+    );
+}
+
+#[test]
 fn stderr_stays_short() {
     // The device line and the detected language; no library log lines.
     let o = run(&["transcribe", &sample()]);

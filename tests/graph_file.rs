@@ -230,7 +230,7 @@ fn bf16_transform_spares_the_first_block_whatever_the_node_order() {
         names
     };
     let mut file = base();
-    assert_eq!(bf16_encoder(&mut file), Ok(35));
+    assert_eq!(bf16_encoder(&mut file, false), Ok(35));
     // Every later block's attention, and the linears of the last block (the middle ones
     // run int8 whatever their attribute; the first block's stay f32).
     let mut want: Vec<String> = (1..6).map(|b| format!("block{b}.attn")).collect();
@@ -248,8 +248,19 @@ fn bf16_transform_spares_the_first_block_whatever_the_node_order() {
     for g in &mut reversed.graphs {
         g.nodes.reverse();
     }
-    bf16_encoder(&mut reversed).unwrap();
+    bf16_encoder(&mut reversed, false).unwrap();
     assert_eq!(marked(&reversed), want);
+    // On AMX tiles the first block is marked too: its attention and its linears.
+    let mut all = base();
+    assert_eq!(bf16_encoder(&mut all, true), Ok(42));
+    let mut want_all = want.clone();
+    want_all.push("block0.attn".into());
+    for l in ["q", "k", "v", "attn_out", "fc1", "fc2"] {
+        want_all.push(format!("block0.{l}"));
+    }
+    want_all.sort();
+    assert_eq!(marked(&all), want_all);
+    validate(&all).unwrap();
     // An encoder of one block has nothing to mark (and still loads as it is).
     let mut one = build_whisper_graph(
         "one",
@@ -258,7 +269,9 @@ fn bf16_transform_spares_the_first_block_whatever_the_node_order() {
             ..WhisperDims::for_size("base").unwrap()
         },
     );
-    assert_eq!(bf16_encoder(&mut one), Ok(0));
+    assert_eq!(bf16_encoder(&mut one, false), Ok(0));
+    // With the first block, its nodes are marked.
+    assert_eq!(bf16_encoder(&mut one, true), Ok(7));
 }
 
 #[test]
@@ -466,7 +479,7 @@ fn the_cpu_plan_fuses_linear_chains_and_keeps_the_compute_types_attributes() {
     use amanuensis_runtime::schedule::{plan, SchedulerOptions};
     let reg = amanuensis_operators::standard_registry();
     let mut file = base();
-    bf16_encoder(&mut file).unwrap();
+    bf16_encoder(&mut file, false).unwrap();
     f16_cross_kv(&mut file).unwrap();
     let mut fused_total = 0;
     for g in validate(&file).unwrap() {

@@ -435,9 +435,9 @@ fn main() {
     let attn = bench_attention("attention", t, t, None, true, cpu::attention);
     bench_attention("attention bf16", t, t, None, true, cpu::attention_bf16_best);
     if cpu::bf16::Bf16Path::Amx.available() {
-        // On tiles (not what the encoder runs: see docs/kernels.md).
+        // The default above runs on tiles here; AVX-512 BF16 alone for comparison.
         #[allow(clippy::too_many_arguments)]
-        fn on_tiles(
+        fn avx512_only(
             q: &[f32],
             qs: usize,
             k: &[f32],
@@ -452,12 +452,12 @@ fn main() {
             out: &mut [f32],
             os: usize,
         ) {
-            let path = cpu::bf16::Bf16Path::Amx;
+            let path = cpu::bf16::Bf16Path::Avx512Bf16;
             cpu::attention_bf16(
                 path, q, qs, k, ks, v, vs, tq, tk, heads, hd, causal, out, os,
             )
         }
-        bench_attention("attention bf16 amx", t, t, None, true, on_tiles);
+        bench_attention("attention bf16 avx512-bf16", t, t, None, true, avx512_only);
     }
     let gelu = if !wanted("gelu 1500x2048") {
         0.0

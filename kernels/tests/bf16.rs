@@ -149,8 +149,14 @@ fn this_cpu_runs_the_widest_path_it_has() {
     // the one taken and the tests above exercised it.
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16") {
-        // AMX tiles are never the default (their sums moved words: see `Bf16Path::best`).
-        assert_eq!(Bf16Path::best(), Bf16Path::Avx512Bf16);
+        // AMX tiles only when asked for (AMANUENSIS_BF16_TILES=1) and the CPU has them.
+        let asked = std::env::var("AMANUENSIS_BF16_TILES").is_ok_and(|v| v == "1");
+        let widest = if asked && Bf16Path::Amx.available() {
+            Bf16Path::Amx
+        } else {
+            Bf16Path::Avx512Bf16
+        };
+        assert_eq!(Bf16Path::best(), widest);
         assert!(Bf16Path::native());
         return;
     }
@@ -425,5 +431,45 @@ fn attention_without_keys_or_queries_is_zero_or_nothing() {
             &mut [],
             4,
         );
+    }
+}
+
+#[test]
+fn a_row_on_tiles_gets_the_same_bits_wherever_it_falls() {
+    // The encoder's windows are stacked into one product when batched: a row's result must
+    // not depend on how many rows share the call or where in a 16-row block it falls.
+    if !Bf16Path::Amx.available() {
+        return;
+    }
+    let (k, n) = (100, 70); // 50 pairs: three whole steps of 16 and 2 pairs left over
+    let mut rng = Rng::new(77);
+    let a = rng.vec(40 * k, -2.0, 2.0);
+    let b = rng.vec(n * k, -1.0, 1.0);
+    let init = rng.vec(40 * n, -4.0, 4.0);
+    for accumulate in [false, true] {
+        let init = accumulate.then_some(&init[..]);
+        let all = run(Bf16Path::Amx, &a, 40, k, &b, n, init, n);
+        for &(start, m) in &[(0, 1), (3, 5), (16, 7), (20, 20), (33, 7), (39, 1)] {
+            let part_init = init.map(|c| &c[start * n..(start + m) * n]);
+            let part = run(
+                Bf16Path::Amx,
+                &a[start * k..(start + m) * k],
+                m,
+                k,
+                &b,
+                n,
+                part_init,
+                n,
+            );
+            let same = part
+                .iter()
+                .zip(&all[start * n..(start + m) * n])
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "rows {start}..{} alone differ from the same rows among 40 (acc={accumulate})",
+                start + m
+            );
+        }
     }
 }

@@ -45,6 +45,11 @@ pub fn bf16_is_native() -> bool {
     amanuensis_kernels::cpu::bf16::Bf16Path::native()
 }
 
+/// Whether bf16 products run on AMX tiles on this CPU (the widest bf16 path).
+pub fn bf16_on_tiles() -> bool {
+    amanuensis_kernels::cpu::bf16::Bf16Path::best() == amanuensis_kernels::cpu::bf16::Bf16Path::Amx
+}
+
 /// The name of the int8 path this CPU runs (for reports).
 pub fn int8_path_name() -> &'static str {
     int8::Int8Path::best().name()

@@ -11,7 +11,8 @@
 //!   int8 weight in registers: they are bound by reading the weight, and f32 activations
 //!   keep them closer to f32. On a CPU with AVX-512 BF16 the encoder's attention but the
 //!   first block's, and its last block's linears, multiply in bf16 with f32 sums
-//!   ([`crate::graph::bf16_encoder`]); the softmax stays f32. Layer norms, softmax, the decoder's attention, GELU, the
+//!   ([`crate::graph::bf16_encoder`]); with `AMANUENSIS_BF16_TILES=1` on AMX tiles, the
+//!   first block's attention and linears too; the softmax stays f32. Layer norms, softmax, the decoder's attention, GELU, the
 //!   convolutions, the embedding lookups and the residual stream stay f32.
 //! - Both `int8` and `bf16` keep the decoder's cross-attention keys and values in f16
 //!   ([`crate::graph::f16_cross_kv`]): every step reads all of them, and f16 halves those

@@ -617,20 +617,26 @@ fn decoder_align(b: &mut Builder, d: &WhisperDims) -> GraphDef {
     }
 }
 
-/// Sets `bf16_products` on the [`ENCODER`] graph's nodes after its first block (the int8
-/// compute type on a CPU that multiplies bf16 in hardware): every `attention` node that
-/// another attention node feeds, and every `linear` node whose weight is a later block's
-/// (`encoder.blocks.N.…`, N > 0). A linear whose weight has an int8 form runs int8 anyway,
-/// so this moves the last block's linears (kept out of int8, see
-/// [`crate::compute::linear_weights`]) and the attention products, the largest f32 work
-/// left, to bf16. The first block stays f32: it reads the convolutions' features directly.
-/// Measured (word errors, `docs/performance.md`): with the first block's attention in
-/// bf16 too, 10 of 165 on `long_public_concat.wav` at beam 5 against f32's 9; with every
-/// block's linears in bf16, 23 of 292 on the public clips at beam 5 against 22; as here,
-/// equal to f32 on both. Derived graphs ([`window_graph`], [`windows_encoder_graph`])
-/// inherit it from the graph edited here. Returns how many nodes it marked (none in a
-/// one-block encoder).
-pub fn bf16_encoder(file: &mut amanuensis_runtime::ModelFile) -> Result<usize, String> {
+/// Sets `bf16_products` on the [`ENCODER`] graph's nodes (the int8 compute type on a CPU
+/// that multiplies bf16 in hardware): every `attention` node, and every `linear` node
+/// whose weight is an encoder block's (`encoder.blocks.N.…`); with `first_block` false,
+/// only those after the first block (an attention node another attention node feeds, a
+/// weight with N > 0). A linear whose weight has
+/// an int8 form runs int8 anyway, so this moves the last (and first) block's linears
+/// (kept out of int8, see [`crate::compute::linear_weights`]) and the attention products,
+/// the largest f32 work left, to bf16.
+///
+/// `first_block` is for AMX tiles on request (`AMANUENSIS_BF16_TILES=1`; not the default,
+/// `docs/kernels.md`). Otherwise the first block stays f32 (it reads the convolutions'
+/// features directly): with its attention in bf16 too,
+/// `long_public_concat.wav` had 10 word errors of 165 at beam 5 against f32's 9, and with
+/// every block's linears in bf16, the public clips 23 of 292 against 22. Derived graphs
+/// ([`window_graph`], [`windows_encoder_graph`]) inherit it from the graph edited here.
+/// Returns how many nodes it marked.
+pub fn bf16_encoder(
+    file: &mut amanuensis_runtime::ModelFile,
+    first_block: bool,
+) -> Result<usize, String> {
     let enc = graph_mut(file, ENCODER)?;
     // Nodes may be listed in any order: an attention node is a later block's when another
     // attention node lies upstream of it.
@@ -666,11 +672,11 @@ pub fn bf16_encoder(file: &mut amanuensis_runtime::ModelFile) -> Result<usize, S
                 .parse::<usize>()
                 .ok()
         });
-        matches!(block, Some(b) if b > 0)
+        matches!(block, Some(b) if b > 0 || first_block)
     };
     let later: Vec<usize> = (0..enc.nodes.len())
         .filter(|&i| match enc.nodes[i].op.as_str() {
-            "attention" => after_another(i),
+            "attention" => first_block || after_another(i),
             "linear" => later_block_weight(&enc.nodes[i]),
             _ => false,
         })

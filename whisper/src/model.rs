@@ -241,9 +241,10 @@ impl WhisperModel {
             && !spec.planned()
             && amanuensis_operators::quantize::bf16_is_native()
         {
-            let marked = crate::graph::bf16_encoder(&mut file)
+            let on_tiles = amanuensis_operators::quantize::bf16_on_tiles();
+            let marked = crate::graph::bf16_encoder(&mut file, on_tiles)
                 .map_err(|e| Error::graph(&graph_origin, e))?;
-            tracing::debug!(marked, "encoder nodes with bf16 products");
+            tracing::debug!(marked, on_tiles, "encoder nodes with bf16 products");
         }
         if compute == crate::compute::ComputeType::Bf16 && !spec.planned() {
             let marked = crate::graph::bf16_products(&mut file);

@@ -11,7 +11,7 @@ use super::bf16::{self, pack_rows, Bf16Path, PackedBf16};
 use super::checks::require_strided;
 use super::parallel::SendPtr;
 use super::simd::{dot, dot4, multiversion, weighted_rows, KvElem};
-use super::softmax::{exp_shifted, exp_shifted_inplace};
+use super::softmax::{exp_shifted, exp_shifted_inplace, exp_shifted_to_bf16};
 use super::tuning::{ATTENTION_GEMM_MIN_TQ, ATTENTION_Q_BLOCK, MIN_PARALLEL_FMAS};
 
 /// Shape and layout of one attention call, shared by both paths.
@@ -851,19 +851,25 @@ pub fn attention_bf16(
             scale,
             qa,
         );
-        scores.clear();
+        // Every score is written by the product below (it does not accumulate).
         scores.resize(rows * kv, 0.0);
         let qpairs = head_dim.div_ceil(2);
         bf16::gemm_bf16(path, qa, qpairs, rows, kp, kv, qpairs, scores, kv, false);
+        let kpairs = kv.div_ceil(2);
+        pa.resize(rows * kpairs, 0);
         let mut inv_sum = [0.0f32; ATTENTION_Q_BLOCK];
-        for (i, row) in scores.chunks_exact_mut(kv).enumerate() {
+        // The probabilities go straight to bf16 pairs: the bits of exponentiating the
+        // row in place and then packing it, in one pass.
+        let halves: &mut [u16] = bytemuck::cast_slice_mut(&mut pa[..rows * kpairs]);
+        for (i, (row, dst)) in scores
+            .chunks_exact_mut(kv)
+            .zip(halves.chunks_exact_mut(2 * kpairs))
+            .enumerate()
+        {
             let n = lay.visible(r0 + i);
-            let sum = exp_shifted_inplace(&mut row[..n]);
-            row[n..].fill(0.0);
+            let sum = exp_shifted_to_bf16(row, n, dst);
             inv_sum[i] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
         }
-        pack_rows(scores, rows, kv, kv, 1.0, pa);
-        let kpairs = kv.div_ceil(2);
         // SAFETY: as above; a pair past the visible keys multiplies a zero probability.
         unsafe {
             bf16::gemm_raw(

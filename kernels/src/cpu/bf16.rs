@@ -43,7 +43,7 @@ pub fn to_bf16(x: f32) -> u16 {
 /// The bits of `x` rounded to bf16, in the high half (the low half zero). Branch-free, so
 /// the packing loops vectorise.
 #[inline(always)]
-fn rounded_bits(x: f32) -> u32 {
+pub(crate) fn rounded_bits(x: f32) -> u32 {
     let bits = x.to_bits();
     let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1));
     let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
@@ -95,16 +95,17 @@ impl Bf16Path {
         }
     }
 
-    /// The widest path this CPU runs, AMX tiles apart: their sums changed the default
-    /// compute type's jfk transcript (a comma and a segment boundary, through the last
-    /// encoder block's linears) and two words of the public clips (through the attention),
-    /// so they run only where a caller asks for them (`docs/kernels.md`).
+    /// The widest path this CPU runs, AMX tiles apart unless `AMANUENSIS_BF16_TILES=1` is
+    /// set: the tiles take their sums in an order of their own (within the same bound), and
+    /// with them the default compute type's transcripts of the public clips lose words to
+    /// f32 by coin flips the accuracy bar counts (`docs/kernels.md`, "On AMX tiles").
     pub fn best() -> Bf16Path {
         static BEST: std::sync::OnceLock<Bf16Path> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
+            let tiles = std::env::var("AMANUENSIS_BF16_TILES").is_ok_and(|v| v == "1");
             Bf16Path::ALL
                 .into_iter()
-                .filter(|&p| p != Bf16Path::Amx)
+                .filter(|&p| p != Bf16Path::Amx || tiles)
                 .find(|p| p.available())
                 .unwrap_or(Bf16Path::Portable)
         })
@@ -471,7 +472,7 @@ unsafe fn gemm_raw_from(
             m / TILE_ROWS * TILE_ROWS,
             (pairs - first_pair) / TILE_ROWS * TILE_ROWS,
         );
-        if m16 == 0 || p16 == 0 {
+        if p16 == 0 {
             return gemm_raw_from(
                 Bf16Path::Avx512Bf16,
                 a,
@@ -487,52 +488,73 @@ unsafe fn gemm_raw_from(
                 accumulate,
             );
         }
-        // Whole blocks of 16 rows and 16 pairs on tiles; the pairs after them, then the
-        // rows after them, on AVX-512 BF16.
-        tiles::gemm(
-            a,
-            a_stride,
-            m16,
-            b,
-            first_panel,
-            n,
-            first_pair,
-            p16,
-            out,
-            out_stride,
-            accumulate,
-        );
-        if first_pair + p16 < pairs {
-            gemm_raw_from(
-                Bf16Path::Avx512Bf16,
+        // Whole blocks of 16 rows and 16 pairs on tiles, the pairs after them on AVX-512
+        // BF16; the rows after the last whole block go through one more block of tiles,
+        // padded with zero rows, so that every row gets the same arithmetic wherever it
+        // falls (a window's rows give the same bits alone and stacked with others).
+        if m16 > 0 {
+            tiles::gemm(
                 a,
                 a_stride,
                 m16,
                 b,
                 first_panel,
                 n,
-                first_pair + p16,
-                pairs,
+                first_pair,
+                p16,
                 out,
                 out_stride,
-                true,
+                accumulate,
             );
+            if first_pair + p16 < pairs {
+                gemm_raw_from(
+                    Bf16Path::Avx512Bf16,
+                    a,
+                    a_stride,
+                    m16,
+                    b,
+                    first_panel,
+                    n,
+                    first_pair + p16,
+                    pairs,
+                    out,
+                    out_stride,
+                    true,
+                );
+            }
         }
-        if m16 < m {
+        let left = m - m16;
+        if left > 0 {
+            let mut pa = vec![0u32; TILE_ROWS * pairs];
+            let mut po = vec![0f32; TILE_ROWS * n];
+            for r in 0..left {
+                // SAFETY: rows m16.. of `a` and `out` lie inside them (`gemm_raw`'s
+                // contract); each copy stays within one row.
+                let src = std::slice::from_raw_parts(a.add((m16 + r) * a_stride), pairs);
+                pa[r * pairs..(r + 1) * pairs].copy_from_slice(src);
+                if accumulate {
+                    let o = std::slice::from_raw_parts(out.add((m16 + r) * out_stride), n);
+                    po[r * n..(r + 1) * n].copy_from_slice(o);
+                }
+            }
             gemm_raw_from(
-                Bf16Path::Avx512Bf16,
-                a.add(m16 * a_stride),
-                a_stride,
-                m - m16,
+                Bf16Path::Amx,
+                pa.as_ptr(),
+                pairs,
+                TILE_ROWS,
                 b,
                 first_panel,
                 n,
                 first_pair,
                 pairs,
-                out.add(m16 * out_stride),
-                out_stride,
+                po.as_mut_ptr(),
+                n,
                 accumulate,
             );
+            for r in 0..left {
+                let o = std::slice::from_raw_parts_mut(out.add((m16 + r) * out_stride), n);
+                o.copy_from_slice(&po[r * n..(r + 1) * n]);
+            }
         }
         return;
     }

@@ -4,15 +4,15 @@ use super::simd::{fmadd, fmadd64};
 
 /// Below this, e^x is subnormal in f32: [`exp_f32`] returns 0 (a softmax weight that
 /// small is below f32 resolution next to the row maximum's weight of 1).
-const EXP_F32_MIN_X: f32 = -87.336_54;
+pub(crate) const EXP_F32_MIN_X: f32 = -87.336_54;
 /// Above this, 2^round(x·log2 e) would not be a finite f32 exponent; e^88 is still finite.
-const EXP_F32_MAX_X: f32 = 88.0;
+pub(crate) const EXP_F32_MAX_X: f32 = 88.0;
 /// ln 2 split so that `n * LN2_HI_F32` is exact for |n| < 2^15 (Cody–Waite reduction).
-const LN2_HI_F32: f32 = 355.0 / 512.0;
-const LN2_LO_F32: f32 = -2.121_944_4e-4;
+pub(crate) const LN2_HI_F32: f32 = 355.0 / 512.0;
+pub(crate) const LN2_LO_F32: f32 = -2.121_944_4e-4;
 /// 1.5·2^23: adding it rounds an f32 of magnitude < 2^22 to an integer held in the low
 /// mantissa bits.
-const ROUND_MAGIC_F32: f32 = 12_582_912.0;
+pub(crate) const ROUND_MAGIC_F32: f32 = 12_582_912.0;
 
 /// e^x in f32 with relative error below 3e-7 for x in [-87.3, 88]; 0 below, NaN for NaN.
 ///

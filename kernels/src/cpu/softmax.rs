@@ -118,3 +118,231 @@ pub fn sum_exp_f64(row: &[f32], max: f32) -> f64 {
     }
     sum_exp_f64_avx2_or_baseline(row, max)
 }
+
+/// [`exp_shifted`] on `row[..n]` with its results rounded to bf16 into `out` (a row of
+/// bf16 halves, `out.len() ≥ n`; entries from `n` on are set to zero) instead of being
+/// written back: the unnormalised probabilities of bf16 attention, in one pass instead
+/// of exponentiating in place and then packing. Returns the sum of the unrounded
+/// exponentials (0 for a row that is all −∞).
+///
+/// Every value and the sum have the bits of `exp_shifted` followed by
+/// [`super::bf16::pack_rows`]: the same operations on 16 lanes, the same tail order. On a
+/// CPU without AVX-512 it runs those two.
+pub(crate) fn exp_shifted_to_bf16(row: &mut [f32], n: usize, out: &mut [u16]) -> f32 {
+    assert!(
+        n <= row.len() && n <= out.len(),
+        "exp_shifted_to_bf16: n {n} too long"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && super::simd::has_avx2_fma() {
+        // SAFETY: AVX-512F, AVX2 and FMA were just detected; the bounds were checked.
+        return unsafe { x86::exp_shifted_to_bf16(&row[..n], out) };
+    }
+    let sum = exp_shifted_inplace(&mut row[..n]);
+    let mut pairs = Vec::new();
+    super::bf16::pack_rows(&row[..n], 1, n, n, 1.0, &mut pairs);
+    let halves: &[u16] = bytemuck::cast_slice(&pairs);
+    out[..n].copy_from_slice(&halves[..n]);
+    out[n..].fill(0);
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::math::{
+        EXP_F32_MAX_X, EXP_F32_MIN_X, LN2_HI_F32, LN2_LO_F32, ROUND_MAGIC_F32,
+    };
+    use super::super::simd::{hsum, LANES};
+    use std::arch::x86_64::*;
+
+    /// `exp_f32::<true>` on 16 lanes (the same IEEE operations in the same order).
+    #[inline(always)]
+    unsafe fn exp16(x: __m512) -> __m512 {
+        let xc = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(EXP_F32_MIN_X)),
+            _mm512_set1_ps(EXP_F32_MAX_X),
+        );
+        let magic = _mm512_set1_ps(ROUND_MAGIC_F32);
+        let shifted = _mm512_fmadd_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E), magic);
+        let n = _mm512_sub_ps(shifted, magic);
+        // −n by its sign bit, as the scalar negation (0 − n would turn −0 into +0).
+        let neg_n = _mm512_castsi512_ps(_mm512_xor_si512(
+            _mm512_castps_si512(n),
+            _mm512_set1_epi32(i32::MIN),
+        ));
+        let r = _mm512_fmadd_ps(neg_n, _mm512_set1_ps(LN2_HI_F32), xc);
+        let r = _mm512_fmadd_ps(neg_n, _mm512_set1_ps(LN2_LO_F32), r);
+        let mut p = _mm512_set1_ps(1.0 / 5040.0);
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_castps_si512(shifted),
+            _mm512_set1_epi32(127),
+        ));
+        let y = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+        // Below the clamp's lower end (−∞ included): zero.
+        let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(EXP_F32_MIN_X));
+        _mm512_mask_mov_ps(y, below, _mm512_setzero_ps())
+    }
+
+    /// `rounded_bits(x) >> 16` on 16 lanes (round to nearest even; a NaN stays a quiet NaN).
+    #[inline(always)]
+    unsafe fn to_bf16(x: __m512) -> __m256i {
+        let bits = _mm512_castps_si512(x);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let rounded = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
+        let abs = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff));
+        let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+        let quiet = _mm512_or_si512(bits, _mm512_set1_epi32(0x0040_0000));
+        let r = _mm512_mask_mov_epi32(rounded, nan, quiet);
+        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(r))
+    }
+
+    /// See [`super::exp_shifted_to_bf16`]; `row` is the visible part.
+    ///
+    /// # Safety
+    /// AVX-512F, AVX2 and FMA available; `out.len() ≥ row.len()`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn exp_shifted_to_bf16(row: &[f32], out: &mut [u16]) -> f32 {
+        debug_assert_eq!(LANES, 16);
+        let n = row.len();
+        let whole = n / 16 * 16;
+        let p = row.as_ptr();
+        // The maximum as `exp_shifted` takes it (a NaN never replaces it).
+        let mut maxv = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..whole).step_by(16) {
+            let v = _mm512_loadu_ps(p.add(i));
+            maxv = _mm512_max_ps(v, maxv);
+        }
+        let mut lanes = [0.0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), maxv);
+        let mut max = f32::NEG_INFINITY;
+        for &v in &row[whole..] {
+            max = max.max(v);
+        }
+        for v in lanes {
+            max = max.max(v);
+        }
+        if max == f32::NEG_INFINITY {
+            out.fill(0);
+            return 0.0;
+        }
+        let maxb = _mm512_set1_ps(max);
+        let mut sumv = _mm512_setzero_ps();
+        let o = out.as_mut_ptr();
+        for i in (0..whole).step_by(16) {
+            let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), maxb));
+            sumv = _mm512_add_ps(sumv, e);
+            _mm256_storeu_si256(o.add(i).cast(), to_bf16(e));
+        }
+        let mut sum = 0.0f32;
+        let tail = n - whole;
+        if tail > 0 {
+            let mask: __mmask16 = (1u32 << tail).wrapping_sub(1) as u16;
+            let x = _mm512_maskz_loadu_ps(mask, p.add(whole));
+            let e = exp16(_mm512_sub_ps(x, maxb));
+            let mut es = [0.0f32; 16];
+            _mm512_storeu_ps(es.as_mut_ptr(), e);
+            for &v in &es[..tail] {
+                sum += v;
+            }
+            let mut hs = [0u16; 16];
+            _mm256_storeu_si256(hs.as_mut_ptr().cast(), to_bf16(e));
+            out[whole..n].copy_from_slice(&hs[..tail]);
+        }
+        out[n..].fill(0);
+        _mm512_storeu_ps(lanes.as_mut_ptr(), sumv);
+        hsum(lanes) + sum
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn vector_rounding_to_bf16_is_the_scalar_one() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        // Ties both ways, just below and above them, carries into the exponent, NaNs.
+        let mut bits: Vec<u32> = Vec::new();
+        for hi in [
+            0x3f80_0000u32,
+            0x3f81_0000,
+            0x7f7f_0000,
+            0x0001_0000,
+            0xbf80_0000,
+        ] {
+            for lo in [0x0000, 0x7fff, 0x8000, 0x8001, 0xffff, 0x0001] {
+                bits.push(hi | lo);
+            }
+        }
+        bits.extend([0x7f80_0000, 0x7f80_0001, 0xffc0_0000, 0x7fff_ffff]);
+        for chunk in bits.chunks(16) {
+            let mut lanes = [0u32; 16];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            let mut got = [0u16; 16];
+            // SAFETY: AVX-512F was just detected.
+            unsafe {
+                let v = _mm512_loadu_ps(lanes.as_ptr().cast());
+                _mm256_storeu_si256(got.as_mut_ptr().cast(), to_bf16(v));
+            }
+            for (&b, &g) in lanes.iter().zip(&got) {
+                let want = (crate::cpu::bf16::rounded_bits(f32::from_bits(b)) >> 16) as u16;
+                assert_eq!(g, want, "{b:#010x}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused pass gives the bits of exponentiating in place then packing to bf16: the
+    /// sum and every value, with masked tails, rows of −∞ and every tail length.
+    #[test]
+    fn exp_to_bf16_has_the_bits_of_exp_then_pack() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut lengths: Vec<usize> = (0..40).collect();
+        lengths.extend([63, 64, 65, 750, 1499, 1500]);
+        for &len in &lengths {
+            for visible in [len, len.saturating_sub(3), len / 2] {
+                let scale = if len % 2 == 0 { 8.0 } else { 90.0 };
+                let mut row: Vec<f32> = (0..len).map(|_| (rng.f32() * 2.0 - 1.0) * scale).collect();
+                if len > 5 {
+                    row[len / 3] = f32::NEG_INFINITY;
+                }
+                let mut want_row = row.clone();
+                let want_sum = exp_shifted_inplace(&mut want_row[..visible]);
+                want_row[visible..].fill(0.0);
+                let mut pairs = Vec::new();
+                crate::cpu::bf16::pack_rows(&want_row, 1, len, len, 1.0, &mut pairs);
+                let want: &[u16] = bytemuck::cast_slice(&pairs);
+                let mut got = vec![0xAAAAu16; len + 1];
+                let sum = exp_shifted_to_bf16(&mut row, visible, &mut got);
+                assert_eq!(
+                    sum.to_bits(),
+                    want_sum.to_bits(),
+                    "sum, len {len} visible {visible}"
+                );
+                assert_eq!(
+                    &got[..len],
+                    &want[..len],
+                    "values, len {len} visible {visible}"
+                );
+                assert_eq!(got[len], 0, "the half after the row, len {len}");
+            }
+        }
+        let mut masked = vec![f32::NEG_INFINITY; 20];
+        let mut out = vec![7u16; 20];
+        assert_eq!(exp_shifted_to_bf16(&mut masked, 20, &mut out), 0.0);
+        assert!(out.iter().all(|&h| h == 0));
+    }
+}
