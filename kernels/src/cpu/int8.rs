@@ -479,8 +479,12 @@ pub fn linear_i8_group_on(
         let per = blocks.div_ceil(blocks.min(4 * threads).max(1)) * BLOCK_COLS;
         tasks.extend((0..n.div_ceil(per)).map(|c| (pi, c * per, ((c + 1) * per).min(n))));
     }
+    // Weight-only products (the decoder's steps) are bound by reading the weight: a
+    // 512 × 512 one (262 K multiply-adds) already gains from both cores' bandwidth (on the
+    // AMX Xeon, greedy decoding 3.35–3.58 → 2.78–3.13 ms a token; `docs/performance.md`).
+    // Each output is computed by one task in k order, so the split changes no bit.
     let min_parallel = if f32_activations {
-        MIN_PARALLEL_FMAS
+        MIN_PARALLEL_FMAS / 4
     } else {
         4 * MIN_PARALLEL_FMAS
     };
