@@ -481,7 +481,7 @@ pub fn linear_i8_group_on(
     }
     // Weight-only products (the decoder's steps) are bound by reading the weight: a
     // 512 × 512 one (262 K multiply-adds) already gains from both cores' bandwidth (on the
-    // AMX Xeon, greedy decoding 3.35–3.58 → 2.78–3.13 ms a token; `docs/performance.md`).
+    // AMX Xeon, greedy decoding 3.37–3.62 → 2.84–3.01 ms a token; `docs/performance.md`).
     // Each output is computed by one task in k order, so the split changes no bit.
     let min_parallel = if f32_activations {
         MIN_PARALLEL_FMAS / 4
