@@ -113,6 +113,24 @@ fn parse_batch_size(s: &str) -> std::result::Result<usize, String> {
     Ok(n)
 }
 
+/// A decoding threshold that `none` turns off.
+#[derive(Clone, Copy, Debug)]
+struct Threshold(Option<f64>);
+
+impl std::str::FromStr for Threshold {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("none") {
+            return Ok(Threshold(None));
+        }
+        match t.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(Threshold(Some(v))),
+            _ => Err(format!("'{s}' is neither a number nor `none`")),
+        }
+    }
+}
+
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t
@@ -395,13 +413,46 @@ struct TranscribeArgs {
     /// conditioning (faster-whisper's batched pipeline); 1 is the sequential window loop.
     #[arg(long, default_value_t = 1, value_parser = parse_batch_size)]
     batch_size: usize,
-    /// Temperatures tried in order while a window's result looks like a failure
-    /// (compression ratio > 2.4 or average log-probability < -1).
+    /// Temperatures tried in order while a window's result looks like a failure (see
+    /// --compression-ratio-threshold and --log-prob-threshold).
     #[arg(long, value_delimiter = ',', default_value = "0,0.2,0.4,0.6,0.8,1.0")]
     temperature: Vec<f32>,
+    /// A window's text whose gzip compression ratio is above this (repetition) is decoded
+    /// again at the next temperature; `none` never retries for it.
+    #[arg(long, value_name = "RATIO", default_value = "2.4")]
+    compression_ratio_threshold: Threshold,
+    /// A window's text whose average token log-probability is below this is decoded again
+    /// at the next temperature; `none` never retries for it.
+    #[arg(
+        long,
+        value_name = "LOGPROB",
+        default_value = "-1",
+        allow_negative_numbers = true
+    )]
+    log_prob_threshold: Threshold,
+    /// A window whose no-speech probability is above this, and whose average
+    /// log-probability is below --log-prob-threshold, is silence: no text and no retry.
+    /// `none` keeps every window's text.
+    #[arg(long, value_name = "PROB", default_value = "0.6")]
+    no_speech_threshold: Threshold,
     /// Time every word (JSON output lists them per segment).
     #[arg(long)]
     word_timestamps: bool,
+    /// Subtitles (srt, vtt): characters on a line before the next word starts a new one.
+    /// Times words, as --word-timestamps does.
+    #[arg(long, value_name = "CHARS", conflicts_with = "no_timestamps", value_parser = clap::value_parser!(u32).range(1..))]
+    max_line_width: Option<u32>,
+    /// Subtitles: lines in a cue. With --max-line-width too, cues are filled across
+    /// segments, and a pause over 3 s starts a new one. Times words.
+    #[arg(long, value_name = "LINES", conflicts_with = "no_timestamps", value_parser = clap::value_parser!(u32).range(1..))]
+    max_line_count: Option<u32>,
+    /// Subtitles: words in a cue, each segment's words taken this many at a time (no
+    /// effect with both --max-line-width and --max-line-count). Times words.
+    #[arg(long, value_name = "WORDS", conflicts_with = "no_timestamps", value_parser = clap::value_parser!(u32).range(1..))]
+    max_words_per_line: Option<u32>,
+    /// Subtitles: a cue for each word while it is spoken, the word underlined. Times words.
+    #[arg(long, conflicts_with = "no_timestamps")]
+    highlight_words: bool,
     /// Keep the model's segment times: do not move boundaries onto the pauses of the
     /// recording nor split segments at long pauses.
     #[arg(long)]
@@ -426,6 +477,18 @@ struct TranscribeArgs {
     /// npu-sim, the simulated device lanes.
     #[arg(long)]
     trace: Option<PathBuf>,
+}
+
+impl TranscribeArgs {
+    /// The subtitle layout the options ask for.
+    fn subtitle_layout(&self) -> output::SubtitleLayout {
+        output::SubtitleLayout {
+            max_line_width: self.max_line_width.map(|n| n as usize),
+            max_line_count: self.max_line_count.map(|n| n as usize),
+            max_words_per_line: self.max_words_per_line.map(|n| n as usize),
+            highlight_words: self.highlight_words,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -794,11 +857,14 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
         without_timestamps: a.no_timestamps,
         condition_on_previous_text: !a.no_condition_on_previous_text,
         initial_prompt: a.prompt.clone(),
-        word_timestamps: a.word_timestamps,
+        word_timestamps: a.word_timestamps || a.subtitle_layout().needs_words(),
         refine_timestamps: !a.no_refine_timestamps,
         batch_size: a.batch_size,
         decoding: FallbackOptions {
             temperatures: a.temperature.clone(),
+            compression_ratio_threshold: a.compression_ratio_threshold.0,
+            log_prob_threshold: a.log_prob_threshold.0,
+            no_speech_threshold: a.no_speech_threshold.0,
             best_of: a.best_of,
             beam: BeamOptions {
                 beam_size: a.beam_size,
@@ -809,6 +875,15 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
         },
     };
     let format = if a.json { OutputFormat::Json } else { a.format };
+    let layout = a.subtitle_layout();
+    if layout.needs_words() && !matches!(format, OutputFormat::Srt | OutputFormat::Vtt) && !a.quiet
+    {
+        eprintln!(
+            "note: --max-line-width, --max-line-count, --max-words-per-line and \
+             --highlight-words lay out subtitles: they change nothing in {} output",
+            format.extension()
+        );
+    }
     let mut vad = if a.vad {
         let o = a.vad_options.options()?;
         // On the Whisper model's device (`auto` already resolved).
@@ -829,7 +904,7 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
                     );
                 }
                 match &a.output_dir {
-                    Some(dir) => match output::write_output(&t, file, dir, format) {
+                    Some(dir) => match output::write_output_with(&t, file, dir, format, &layout) {
                         Ok(path) if !a.quiet => {
                             eprintln!("{}: wrote {}", file.display(), path.display())
                         }
@@ -843,7 +918,7 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
                         if a.files.len() > 1 && format == OutputFormat::Txt {
                             println!("{}:", file.display());
                         }
-                        print!("{}", output::render(&t, format));
+                        print!("{}", output::render_with(&t, format, &layout));
                     }
                 }
             }
@@ -908,7 +983,7 @@ fn transcribe_file(
     if !a.no_timestamps
         && format == OutputFormat::Txt
         && !a.timestamps
-        && !a.word_timestamps
+        && !opts.word_timestamps
         && one_window
     {
         opts.without_timestamps = true;

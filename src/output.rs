@@ -1,9 +1,10 @@
 //! Transcript files: plain text, SubRip, WebVTT, verbose JSON and TSV, written atomically.
 //!
 //! The formats follow openai-whisper's writers (one line per segment for text, integer
-//! milliseconds for TSV), with the cue text of subtitles made safe: it never holds a line
-//! break (a blank line ends a cue) or the `-->` timing arrow, and WebVTT escapes `&`, `<`
-//! and `>`.
+//! milliseconds for TSV, subtitle cues laid out from word times by [`SubtitleLayout`]),
+//! with the cue text of subtitles made safe: it never holds a blank line (which ends a
+//! cue) or the `-->` timing arrow, and WebVTT escapes `&`, `<` and `>`; the only line
+//! breaks are those a layout puts between a cue's lines.
 
 use amanuensis_whisper::transcript::{Segment, Transcript};
 use std::fmt::Write as _;
@@ -72,14 +73,47 @@ pub enum OutputError {
     },
 }
 
-/// Renders a transcript in `format`.
+/// Renders a transcript in `format`, subtitles one cue per segment.
 pub fn render(t: &Transcript, format: OutputFormat) -> String {
+    render_with(t, format, &SubtitleLayout::default())
+}
+
+/// Renders a transcript in `format`, subtitles laid out as `layout` says (other formats
+/// ignore it).
+pub fn render_with(t: &Transcript, format: OutputFormat, layout: &SubtitleLayout) -> String {
     match format {
         OutputFormat::Txt => render_txt(t),
-        OutputFormat::Srt => render_srt(t),
-        OutputFormat::Vtt => render_vtt(t),
+        OutputFormat::Srt => render_srt(t, layout),
+        OutputFormat::Vtt => render_vtt(t, layout),
         OutputFormat::Json => render_json(t),
         OutputFormat::Tsv => render_tsv(t),
+    }
+}
+
+/// How SubRip and WebVTT cues are laid out from the words' times, as openai-whisper's
+/// `--max_line_width`, `--max_line_count`, `--max_words_per_line` and `--highlight_words`
+/// do. The default is one cue per segment, on one line. Every other setting needs word
+/// timestamps; a segment without them stays one cue of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubtitleLayout {
+    /// Characters on a line before the next word starts a new one (a word longer than
+    /// this gets a line of its own).
+    pub max_line_width: Option<usize>,
+    /// Lines in a cue. With `max_line_width` too, cues no longer follow segments: a cue
+    /// ends when it is full or before a word that starts over 3 s after the previous one.
+    pub max_line_count: Option<usize>,
+    /// Words in a cue, each segment's words taken this many at a time; no effect when
+    /// both `max_line_width` and `max_line_count` are given.
+    pub max_words_per_line: Option<usize>,
+    /// Cues word by word: the cue's text while each word is spoken, that word underlined
+    /// (`<u>…</u>`), and the plain text between words.
+    pub highlight_words: bool,
+}
+
+impl SubtitleLayout {
+    /// Whether the layout needs word timestamps (anything but the default).
+    pub fn needs_words(&self) -> bool {
+        *self != Self::default()
     }
 }
 
@@ -109,12 +143,23 @@ pub fn write_output(
     output_dir: &Path,
     format: OutputFormat,
 ) -> Result<PathBuf, OutputError> {
+    write_output_with(t, input, output_dir, format, &SubtitleLayout::default())
+}
+
+/// [`write_output`] with subtitles laid out as `layout` says.
+pub fn write_output_with(
+    t: &Transcript,
+    input: &Path,
+    output_dir: &Path,
+    format: OutputFormat,
+    layout: &SubtitleLayout,
+) -> Result<PathBuf, OutputError> {
     std::fs::create_dir_all(output_dir).map_err(|source| OutputError::CreateDir {
         path: output_dir.to_path_buf(),
         source,
     })?;
     let path = output_path(input, output_dir, format);
-    let text = render(t, format);
+    let text = render_with(t, format, layout);
     write_atomically(&path, text.as_bytes())?;
     Ok(path)
 }
@@ -230,7 +275,14 @@ fn vtt_text(text: &str) -> String {
 
 /// The cues of a subtitle format: (start ms, end ms, text). Segments with no text are left
 /// out: a cue that shows nothing only confuses players.
-fn cues(t: &Transcript, text: fn(&str) -> String) -> Vec<(u64, u64, String)> {
+fn cues(
+    t: &Transcript,
+    text: fn(&str) -> String,
+    layout: &SubtitleLayout,
+) -> Vec<(u64, u64, String)> {
+    if layout.needs_words() {
+        return word_cues(t, text, layout);
+    }
     t.segments
         .iter()
         .filter_map(|s| {
@@ -244,9 +296,171 @@ fn cues(t: &Transcript, text: fn(&str) -> String) -> Vec<(u64, u64, String)> {
         .collect()
 }
 
-fn render_srt(t: &Transcript) -> String {
+/// A word placed in a cue: its times and text, and whether it starts a new line.
+struct Placed<'a> {
+    start: f64,
+    end: f64,
+    text: &'a str,
+    new_line: bool,
+}
+
+/// A cue being laid out: its words, or a segment without word times, whole.
+enum LaidOut<'a> {
+    Words(Vec<Placed<'a>>),
+    Segment(&'a Segment),
+}
+
+/// Groups the words of `t` into cues and lines by the rules of [`SubtitleLayout`].
+fn lay_out<'a>(t: &'a Transcript, layout: &SubtitleLayout) -> Vec<LaidOut<'a>> {
+    // Cues follow segments unless both the width and the count bound them.
+    let by_segment = layout.max_line_width.is_none() || layout.max_line_count.is_none();
+    let width = layout.max_line_width.unwrap_or(usize::MAX);
+    let group = layout.max_words_per_line.unwrap_or(usize::MAX).max(1);
+    let mut out = Vec::new();
+    let mut cue: Vec<Placed> = Vec::new();
+    let (mut line_len, mut lines) = (0usize, 1usize);
+    let mut last_start = f64::NEG_INFINITY;
+    for s in &t.segments {
+        if s.words.is_empty() {
+            if !s.text.trim().is_empty() {
+                if !cue.is_empty() {
+                    out.push(LaidOut::Words(std::mem::take(&mut cue)));
+                }
+                out.push(LaidOut::Segment(s));
+                (line_len, lines) = (0, 1);
+            }
+            continue;
+        }
+        for (i, w) in s.words.iter().enumerate() {
+            let len = w.word.chars().count();
+            let long_pause = !by_segment && w.start - last_start > 3.0;
+            let group_start = by_segment && i % group == 0 && !cue.is_empty();
+            last_start = w.start;
+            if line_len > 0 && line_len + len <= width && !long_pause && !group_start {
+                line_len += len;
+                cue.push(Placed {
+                    start: w.start,
+                    end: w.end,
+                    text: &w.word,
+                    new_line: false,
+                });
+                continue;
+            }
+            // The word starts a line: of a new cue when the cue is full (or a pause or a
+            // group ends it), else of the cue at hand.
+            let text = w.word.trim();
+            let full = layout
+                .max_line_count
+                .is_some_and(|n| long_pause || lines >= n);
+            let new_line = if group_start || (!cue.is_empty() && full) {
+                out.push(LaidOut::Words(std::mem::take(&mut cue)));
+                lines = 1;
+                false
+            } else if line_len > 0 {
+                lines += 1;
+                true
+            } else {
+                false
+            };
+            line_len = text.chars().count();
+            cue.push(Placed {
+                start: w.start,
+                end: w.end,
+                text,
+                new_line,
+            });
+        }
+    }
+    if !cue.is_empty() {
+        out.push(LaidOut::Words(cue));
+    }
+    out
+}
+
+/// The text of a cue's words, each line made safe by `text`, the word at `underline`
+/// (if any) in `<u>…</u>`. Empty when no word shows anything.
+fn cue_text(words: &[Placed], text: fn(&str) -> String, underline: Option<usize>) -> String {
+    let mut lines: Vec<String> = vec![String::new()];
+    for (i, w) in words.iter().enumerate() {
+        let body = text(w.text);
+        if body.is_empty() {
+            continue;
+        }
+        if w.new_line && !lines.last().is_some_and(String::is_empty) {
+            lines.push(String::new());
+        }
+        let line = lines.last_mut().expect("at least one line");
+        // A word that the model wrote with a leading space keeps it inside its line.
+        if !line.is_empty() && w.text.starts_with(char::is_whitespace) {
+            line.push(' ');
+        }
+        if underline == Some(i) {
+            let _ = write!(line, "<u>{body}</u>");
+        } else {
+            line.push_str(&body);
+        }
+    }
+    // Words joined without a space could form the SubRip timing arrow again.
+    let joined: Vec<String> = lines
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut l = l;
+            while l.contains("-->") {
+                l = l.replace("-->", "->");
+            }
+            l
+        })
+        .collect();
+    joined.join("\n")
+}
+
+/// The cues of [`cues`] laid out from word times.
+fn word_cues(
+    t: &Transcript,
+    text: fn(&str) -> String,
+    layout: &SubtitleLayout,
+) -> Vec<(u64, u64, String)> {
+    let mut out = Vec::new();
+    for cue in lay_out(t, layout) {
+        let words = match cue {
+            LaidOut::Segment(s) => {
+                let (a, b) = segment_ms(s);
+                out.push((a, b, text(&s.text)));
+                continue;
+            }
+            LaidOut::Words(words) => words,
+        };
+        let plain = cue_text(&words, text, None);
+        if plain.is_empty() {
+            continue;
+        }
+        let start = to_ms(words[0].start);
+        let end = to_ms(words[words.len() - 1].end).max(start);
+        if !layout.highlight_words {
+            out.push((start, end, plain));
+            continue;
+        }
+        let mut shown = start;
+        for (i, w) in words.iter().enumerate() {
+            if text(w.text).is_empty() {
+                continue;
+            }
+            let a = to_ms(w.start).max(shown);
+            let b = to_ms(w.end).max(a);
+            if a > shown {
+                out.push((shown, a, plain.clone()));
+            }
+            out.push((a, b, cue_text(&words, text, Some(i))));
+            shown = b;
+        }
+    }
+    out
+}
+
+fn render_srt(t: &Transcript, layout: &SubtitleLayout) -> String {
     let mut out = String::new();
-    for (i, (a, b, text)) in cues(t, srt_text).into_iter().enumerate() {
+    for (i, (a, b, text)) in cues(t, srt_text, layout).into_iter().enumerate() {
         if i > 0 {
             out.push('\n');
         }
@@ -262,9 +476,9 @@ fn render_srt(t: &Transcript) -> String {
     out
 }
 
-fn render_vtt(t: &Transcript) -> String {
+fn render_vtt(t: &Transcript, layout: &SubtitleLayout) -> String {
     let mut out = String::from("WEBVTT\n");
-    for (a, b, text) in cues(t, vtt_text) {
+    for (a, b, text) in cues(t, vtt_text, layout) {
         let _ = write!(
             out,
             "\n{} --> {}\n{text}\n",

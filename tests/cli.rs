@@ -375,3 +375,85 @@ fn bench_reproduces_whisper_xdna_beside_our_plan() {
         &["knows 'whisper-xdna' only"],
     );
 }
+
+#[test]
+fn subtitle_layout_options_wrap_the_samples_cues() {
+    // Lines of at most 42 characters, two to a cue (a common broadcast rule): the words
+    // are timed for it without --word-timestamps, and the cues still read as the text.
+    let o = run(&[
+        "transcribe",
+        "-q",
+        "-f",
+        "srt",
+        "--max-line-width",
+        "42",
+        "--max-line-count",
+        "2",
+        &sample(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cues = crate::output_formats::parse_srt(&String::from_utf8_lossy(&o.stdout));
+    assert!(
+        cues.len() >= 2,
+        "the sample needs more than one cue: {cues:?}"
+    );
+    let mut words = Vec::new();
+    let mut last_end = 0;
+    for (i, (n, start, end, text)) in cues.iter().enumerate() {
+        assert_eq!(*n as usize, i + 1);
+        assert!(
+            start <= end && *start >= last_end && *end <= 11_000,
+            "{cues:?}"
+        );
+        last_end = *end;
+        let lines: Vec<&str> = text.lines().collect();
+        assert!((1..=2).contains(&lines.len()), "cue {n}: {text:?}");
+        for l in lines {
+            assert!(l.chars().count() <= 42, "cue {n}: line {l:?} is too long");
+            words.extend(l.split_whitespace());
+        }
+    }
+    assert_eq!(words.join(" "), JFK_TEXT);
+}
+
+#[test]
+fn decoding_thresholds_reach_the_decoder() {
+    // Every window has a no-speech probability above 0 and an average log-probability
+    // below 0, so with both thresholds at 0 the sample is silence: no text at all.
+    let o = run(&[
+        "transcribe",
+        "-q",
+        "--temperature",
+        "0",
+        "--no-speech-threshold",
+        "0",
+        "--log-prob-threshold",
+        "0",
+        &sample(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "");
+    // `none` turns a threshold off; a negative value is a value, not an option.
+    let o = run(&[
+        "transcribe",
+        "-q",
+        "--compression-ratio-threshold",
+        "none",
+        "--log-prob-threshold",
+        "-0.5",
+        "--no-speech-threshold",
+        "none",
+        &sample(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim_end(), JFK_TEXT);
+    for (flag, value) in [
+        ("--compression-ratio-threshold", "banana"),
+        ("--no-speech-threshold", "inf"),
+        ("--max-line-width", "0"),
+    ] {
+        let o = run(&["transcribe", flag, value, &sample()]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{flag} {value}: {}", stderr(&o));
+    }
+}

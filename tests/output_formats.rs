@@ -5,7 +5,9 @@
 use crate::common;
 
 use amanuensis::audio::load_audio;
-use amanuensis::output::{output_path, render, write_output, OutputError, OutputFormat};
+use amanuensis::output::{
+    output_path, render, render_with, write_output, OutputError, OutputFormat, SubtitleLayout,
+};
 use amanuensis::{Segment, Task, TranscribeOptions, Transcript, Word};
 use clap::ValueEnum;
 use serde::Deserialize;
@@ -214,7 +216,7 @@ macro_rules! time_ms {
 }
 
 /// Cues of a SubRip text read by `rsubs-lib`: (sequence number, start ms, end ms, text).
-fn parse_srt(s: &str) -> Vec<(u32, u64, u64, String)> {
+pub(crate) fn parse_srt(s: &str) -> Vec<(u32, u64, u64, String)> {
     let srt = rsubs_lib::SRT::parse(s)
         .unwrap_or_else(|e| panic!("SubRip output does not parse: {e:?}\n{s}"));
     srt.lines
@@ -224,7 +226,8 @@ fn parse_srt(s: &str) -> Vec<(u32, u64, u64, String)> {
                 l.sequence_number,
                 time_ms!(l.start),
                 time_ms!(l.end),
-                l.text.clone(),
+                // The parser joins a cue's lines with CRLF.
+                l.text.replace("\r\n", "\n"),
             )
         })
         .collect()
@@ -711,5 +714,236 @@ fn jfk_subtitles_from_the_model() {
         );
         assert_eq!(srt[i], (i as u32 + 1, a, b, s.text.trim().to_string()));
         assert_eq!(vtt[i], (a, b, s.text.trim().to_string()));
+    }
+}
+
+/// A segment timed word by word: `(word with its leading space, start, end)`.
+fn worded(id: usize, words: &[(&str, f64, f64)]) -> Segment {
+    let text: String = words.iter().map(|w| w.0).collect();
+    let mut s = seg(id, words[0].1, words[words.len() - 1].2, &text);
+    s.words = words
+        .iter()
+        .map(|&(word, start, end)| Word {
+            start,
+            end,
+            word: word.into(),
+            probability: 0.9,
+        })
+        .collect();
+    s
+}
+
+/// Two segments of a sentence, then another sentence 4.1 s after it.
+fn fox() -> Transcript {
+    transcript(vec![
+        worded(
+            0,
+            &[
+                (" The", 0.0, 0.3),
+                (" quick", 0.3, 0.6),
+                (" brown", 0.6, 0.9),
+                (" fox", 0.9, 1.2),
+                (" jumps", 1.2, 1.5),
+            ],
+        ),
+        worded(
+            1,
+            &[
+                (" over", 1.5, 1.8),
+                (" the", 1.8, 2.0),
+                (" lazy", 2.0, 2.4),
+                (" dog.", 2.4, 2.9),
+            ],
+        ),
+        worded(
+            2,
+            &[
+                (" Then", 7.0, 7.3),
+                (" it", 7.3, 7.4),
+                (" slept.", 7.4, 8.0),
+            ],
+        ),
+    ])
+}
+
+fn layout(width: Option<usize>, count: Option<usize>, words: Option<usize>) -> SubtitleLayout {
+    SubtitleLayout {
+        max_line_width: width,
+        max_line_count: count,
+        max_words_per_line: words,
+        highlight_words: false,
+    }
+}
+
+#[test]
+fn subtitle_lines_fill_to_the_width_and_cues_to_the_line_count() {
+    // Width and count together: cues run across segments, a line takes words while they
+    // fit in 16 characters, a cue ends after 2 lines or before a word 4.6 s after the
+    // previous one's start.
+    let got = render_with(&fox(), OutputFormat::Srt, &layout(Some(16), Some(2), None));
+    assert_eq!(
+        got,
+        "1\n00:00:00,000 --> 00:00:01,800\nThe quick brown\nfox jumps over\n\n\
+         2\n00:00:01,800 --> 00:00:02,900\nthe lazy dog.\n\n\
+         3\n00:00:07,000 --> 00:00:08,000\nThen it slept.\n"
+    );
+    let cues = parse_srt(&got);
+    assert_eq!(cues.len(), 3);
+    assert_eq!(cues[0].3, "The quick brown\nfox jumps over");
+    // WebVTT: the same cues.
+    let vtt = render_with(&fox(), OutputFormat::Vtt, &layout(Some(16), Some(2), None));
+    let parsed = parse_vtt(&vtt);
+    assert_eq!(
+        parsed,
+        vec![
+            (0, 1800, "The quick brown\nfox jumps over".to_string()),
+            (1800, 2900, "the lazy dog.".to_string()),
+            (7000, 8000, "Then it slept.".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn subtitle_lines_without_a_count_keep_one_cue_per_segment() {
+    let got = render_with(&fox(), OutputFormat::Srt, &layout(Some(16), None, None));
+    let cues: Vec<(u64, u64, String)> = parse_srt(&got)
+        .into_iter()
+        .map(|(_, a, b, t)| (a, b, t))
+        .collect();
+    assert_eq!(
+        cues,
+        vec![
+            (0, 1500, "The quick brown\nfox jumps".to_string()),
+            (1500, 2900, "over the lazy\ndog.".to_string()),
+            (7000, 8000, "Then it slept.".to_string()),
+        ]
+    );
+    // A word longer than the width gets a line of its own, never an empty line.
+    let got = render_with(&fox(), OutputFormat::Srt, &layout(Some(3), None, None));
+    let first = &parse_srt(&got)[0].3;
+    assert_eq!(first, "The\nquick\nbrown\nfox\njumps");
+}
+
+#[test]
+fn subtitle_words_per_line_split_each_segment() {
+    let got = render_with(&fox(), OutputFormat::Vtt, &layout(None, None, Some(2)));
+    let texts: Vec<String> = parse_vtt(&got).into_iter().map(|c| c.2).collect();
+    assert_eq!(
+        texts,
+        [
+            "The quick",
+            "brown fox",
+            "jumps",
+            "over the",
+            "lazy dog.",
+            "Then it",
+            "slept."
+        ]
+    );
+    // With both the width and the count, cues no longer follow segments or word groups.
+    let both = render_with(
+        &fox(),
+        OutputFormat::Vtt,
+        &layout(Some(16), Some(2), Some(2)),
+    );
+    assert_eq!(
+        both,
+        render_with(&fox(), OutputFormat::Vtt, &layout(Some(16), Some(2), None))
+    );
+}
+
+#[test]
+fn highlighted_words_get_a_cue_each_and_keep_the_escapes() {
+    let t = transcript(vec![worded(
+        0,
+        &[
+            (" Fish", 1.0, 1.4),
+            (" &", 1.5, 1.6),
+            (" <chips>", 1.6, 2.0),
+        ],
+    )]);
+    let highlight = SubtitleLayout {
+        highlight_words: true,
+        ..SubtitleLayout::default()
+    };
+    assert_eq!(
+        render_with(&t, OutputFormat::Vtt, &highlight),
+        "WEBVTT\n\n\
+         00:00:01.000 --> 00:00:01.400\n<u>Fish</u> &amp; &lt;chips&gt;\n\n\
+         00:00:01.400 --> 00:00:01.500\nFish &amp; &lt;chips&gt;\n\n\
+         00:00:01.500 --> 00:00:01.600\nFish <u>&amp;</u> &lt;chips&gt;\n\n\
+         00:00:01.600 --> 00:00:02.000\nFish &amp; <u>&lt;chips&gt;</u>\n"
+    );
+    let srt = render_with(&t, OutputFormat::Srt, &highlight);
+    let texts: Vec<String> = parse_srt(&srt).into_iter().map(|c| c.3).collect();
+    assert_eq!(
+        texts,
+        [
+            "<u>Fish</u> & <chips>",
+            "Fish & <chips>",
+            "Fish <u>&</u> <chips>",
+            "Fish & <u><chips></u>"
+        ]
+    );
+}
+
+#[test]
+fn a_segment_without_word_times_stays_one_cue() {
+    // Word times are missing where the model gave none (or the caller did not ask): such a
+    // segment is one cue, unwrapped, between the laid-out ones; an empty one is left out.
+    let mut segs = fox().segments;
+    segs.insert(1, seg(9, 1.5, 1.5, " a segment without word times"));
+    segs.insert(2, seg(10, 1.5, 1.5, "  "));
+    let got = render_with(
+        &transcript(segs),
+        OutputFormat::Srt,
+        &layout(Some(16), Some(2), None),
+    );
+    let texts: Vec<String> = parse_srt(&got).into_iter().map(|c| c.3).collect();
+    assert_eq!(
+        texts,
+        [
+            "The quick brown\nfox jumps",
+            "a segment without word times",
+            "over the lazy\ndog.",
+            "Then it slept."
+        ]
+    );
+    // The default layout is the one-cue-per-segment rendering.
+    let t = fox();
+    for f in [OutputFormat::Srt, OutputFormat::Vtt] {
+        assert_eq!(
+            render_with(&t, f, &SubtitleLayout::default()),
+            render(&t, f)
+        );
+    }
+}
+
+#[test]
+fn laid_out_subtitle_text_never_breaks_a_cue() {
+    // Words that hold line breaks, the timing arrow split over two words, and a word of
+    // spaces: no blank line inside a cue and no arrow in its text.
+    let t = transcript(vec![worded(
+        0,
+        &[
+            (" one\n\ntwo", 0.0, 0.5),
+            (" --", 0.5, 0.6),
+            (">", 0.6, 0.7),
+            ("   ", 0.7, 0.8),
+            (" three", 0.8, 1.2),
+        ],
+    )]);
+    for f in [OutputFormat::Srt, OutputFormat::Vtt] {
+        let got = render_with(&t, f, &layout(Some(8), Some(3), None));
+        assert_eq!(
+            got.matches("-->").count(),
+            1,
+            "only the timing arrow: {got}"
+        );
+        let body = got.split_once("\n\n").map_or(got.as_str(), |p| p.1);
+        assert!(
+            !body.trim_end().contains("\n\n"),
+            "blank line in a cue: {got:?}"
+        );
     }
 }
