@@ -1,5 +1,6 @@
-//! Parameter sets of the NPU timing model. Every figure comes from `docs/npu-facts.md`
-//! (AMD AM020/AM027, the amdxdna driver, mlir-aie measurements); where the model has to
+//! Parameter sets of the NPU timing model. Every figure comes from a public source listed in
+//! `docs/npu.md` ("Sources of the timing model's figures": AMD AM020/AM027, the amdxdna
+//! driver, mlir-aie and XRT measurements); where the model has to
 //! choose (efficiency, transcendental rate) the choice is stated.
 
 use super::NpuCaps;
@@ -101,7 +102,7 @@ impl NpuParams {
             // exp/erf are polynomial/LUT sequences on AIE-ML: a few cycles per lane group.
             transcendentals_per_cycle: 4.0,
             ddr_bytes_per_s: PHOENIX_DDR_BYTES_PER_S,
-            // npu-facts §6: an isolated run ≈ 45–60 µs on Linux, ≈ 9–11 µs inside a runlist,
+            // docs/npu.md, sources: an isolated run ≈ 45–60 µs on Linux, ≈ 9–11 µs inside a runlist,
             // a context switch ≈ 1.4 ms on XDNA1, creation ≈ 2.5 ms, 6 contexts per process.
             dispatch_s: 50e-6,
             runlist_run_s: 10e-6,
@@ -128,7 +129,7 @@ impl NpuParams {
             bf16_macs_per_cycle: 256.0,
             ddr_bytes_per_s: 60.0e9,
             dispatch_s: 50e-6,
-            // npu-facts §6: 8.8 µs per run in a runlist on Strix; ≈ 2.7 ms per context
+            // docs/npu.md, sources: 8.8 µs per run in a runlist on Strix; ≈ 2.7 ms per context
             // switch on XDNA2; 16 contexts per process.
             runlist_run_s: 8.8e-6,
             context_switch_s: 2.7e-3,
