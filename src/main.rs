@@ -373,9 +373,9 @@ struct TranscribeArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
-    /// Output format.
-    #[arg(long, short = 'f', value_enum, default_value_t = OutputFormat::Txt)]
-    format: OutputFormat,
+    /// Output format; `all` writes every format (needs --output-dir).
+    #[arg(long, short = 'f', value_enum, default_value_t = FormatArg::Txt)]
+    format: FormatArg,
     /// Same as `--format json`.
     #[arg(long, conflicts_with = "format")]
     json: bool,
@@ -396,6 +396,10 @@ struct TranscribeArgs {
     /// Text that conditions the first window (names, spelling, style).
     #[arg(long)]
     prompt: Option<String>,
+    /// Words or phrases to expect in every window (names, jargon), given to the model
+    /// before the previous text, as faster-whisper's `hotwords`.
+    #[arg(long, value_name = "TEXT")]
+    hotwords: Option<String>,
     /// Beam width at temperature 0; 1 decodes greedily.
     #[arg(long, default_value_t = 5)]
     beam_size: usize,
@@ -477,6 +481,36 @@ struct TranscribeArgs {
     /// npu-sim, the simulated device lanes.
     #[arg(long)]
     trace: Option<PathBuf>,
+}
+
+/// `--format`: a transcript format, or all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    /// Plain text, one segment per line.
+    Txt,
+    /// SubRip subtitles.
+    Srt,
+    /// WebVTT subtitles.
+    Vtt,
+    /// The transcript with all segment fields, pretty-printed.
+    Json,
+    /// Tab-separated `start`, `end` (integer milliseconds) and `text`.
+    Tsv,
+    /// Every format above, one file each.
+    All,
+}
+
+impl FormatArg {
+    fn formats(self) -> Vec<OutputFormat> {
+        match self {
+            FormatArg::Txt => vec![OutputFormat::Txt],
+            FormatArg::Srt => vec![OutputFormat::Srt],
+            FormatArg::Vtt => vec![OutputFormat::Vtt],
+            FormatArg::Json => vec![OutputFormat::Json],
+            FormatArg::Tsv => vec![OutputFormat::Tsv],
+            FormatArg::All => OutputFormat::ALL.to_vec(),
+        }
+    }
 }
 
 impl TranscribeArgs {
@@ -857,6 +891,7 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
         without_timestamps: a.no_timestamps,
         condition_on_previous_text: !a.no_condition_on_previous_text,
         initial_prompt: a.prompt.clone(),
+        hotwords: a.hotwords.clone(),
         word_timestamps: a.word_timestamps || a.subtitle_layout().needs_words(),
         refine_timestamps: !a.no_refine_timestamps,
         batch_size: a.batch_size,
@@ -874,16 +909,26 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
             ..FallbackOptions::default()
         },
     };
-    let format = if a.json { OutputFormat::Json } else { a.format };
+    let formats = if a.json {
+        vec![OutputFormat::Json]
+    } else {
+        a.format.formats()
+    };
+    if formats.len() > 1 && a.output_dir.is_none() {
+        bail!("--format all writes one file per format: give it a directory with --output-dir");
+    }
     let layout = a.subtitle_layout();
-    if layout.needs_words() && !matches!(format, OutputFormat::Srt | OutputFormat::Vtt) && !a.quiet
-    {
+    let subtitles = formats
+        .iter()
+        .any(|f| matches!(f, OutputFormat::Srt | OutputFormat::Vtt));
+    if layout.needs_words() && !subtitles && !a.quiet {
         eprintln!(
             "note: --max-line-width, --max-line-count, --max-words-per-line and \
              --highlight-words lay out subtitles: they change nothing in {} output",
-            format.extension()
+            formats[0].extension()
         );
     }
+    let plain_text_only = formats == [OutputFormat::Txt];
     let mut vad = if a.vad {
         let o = a.vad_options.options()?;
         // On the Whisper model's device (`auto` already resolved).
@@ -894,7 +939,7 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
     let mut failed = 0;
     for file in &a.files {
         // One bad file must not stop the others.
-        match transcribe_file(&mut model, vad.as_mut(), file, &opts, &a, format) {
+        match transcribe_file(&mut model, vad.as_mut(), file, &opts, &a, plain_text_only) {
             Ok(t) => {
                 if let (Some(p), false) = (t.language_probability, a.quiet) {
                     eprintln!(
@@ -904,17 +949,26 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
                     );
                 }
                 match &a.output_dir {
-                    Some(dir) => match output::write_output_with(&t, file, dir, format, &layout) {
-                        Ok(path) if !a.quiet => {
-                            eprintln!("{}: wrote {}", file.display(), path.display())
+                    Some(dir) => {
+                        let mut ok = true;
+                        for &format in &formats {
+                            match output::write_output_with(&t, file, dir, format, &layout) {
+                                Ok(path) if !a.quiet => {
+                                    eprintln!("{}: wrote {}", file.display(), path.display())
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    ok = false;
+                                    eprintln!("error: {}: {e}", file.display());
+                                }
+                            }
                         }
-                        Ok(_) => {}
-                        Err(e) => {
+                        if !ok {
                             failed += 1;
-                            eprintln!("error: {}: {e}", file.display());
                         }
-                    },
+                    }
                     None => {
+                        let format = formats[0];
                         if a.files.len() > 1 && format == OutputFormat::Txt {
                             println!("{}:", file.display());
                         }
@@ -948,7 +1002,7 @@ fn transcribe_file(
     file: &Path,
     opts: &TranscribeOptions,
     a: &TranscribeArgs,
-    format: OutputFormat,
+    plain_text_only: bool,
 ) -> Result<Transcript> {
     // A file is read a window at a time (memory does not grow with its length): measured
     // once (with --vad, probed for speech), then read again; batches and standard input
@@ -980,12 +1034,7 @@ fn transcribe_file(
     };
     let mut opts = opts.clone();
     let one_window = samples <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize;
-    if !a.no_timestamps
-        && format == OutputFormat::Txt
-        && !a.timestamps
-        && !opts.word_timestamps
-        && one_window
-    {
+    if !a.no_timestamps && plain_text_only && !a.timestamps && !opts.word_timestamps && one_window {
         opts.without_timestamps = true;
     }
     let bar = progress_bar(samples, a.quiet);

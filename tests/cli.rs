@@ -457,3 +457,121 @@ fn decoding_thresholds_reach_the_decoder() {
         assert!(stderr(&o).contains(flag), "{flag} {value}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn hotwords_come_before_the_previous_text_and_share_its_room() {
+    let model = common::load_model();
+    let tok = &model.tokenizer;
+    let opts = amanuensis::TranscribeOptions {
+        hotwords: Some(" Sintra, Lord Byron ".into()),
+        ..Default::default()
+    };
+    let hot = tok.encode_prompt("Sintra, Lord Byron").unwrap();
+    let sot = model.prompt(&[], "en", &Default::default()).unwrap();
+    // No previous text: `<|startofprev|>`, the hotwords, the start of the transcript.
+    let p = model.prompt(&[], "en", &opts).unwrap();
+    assert_eq!(p[0], tok.start_of_prev());
+    assert_eq!(&p[1..1 + hot.len()], hot.as_slice());
+    assert_eq!(&p[1 + hot.len()..], sot.as_slice());
+    // A long previous text keeps its latest tokens in the room the hotwords leave.
+    let max = amanuensis::window_loop::MAX_PREVIOUS_TOKENS;
+    let previous: Vec<u32> = (0..400).map(|i| 1000 + i).collect();
+    let p = model.prompt(&previous, "en", &opts).unwrap();
+    let kept = max - hot.len();
+    assert_eq!(&p[1 + hot.len()..1 + max], &previous[400 - kept..]);
+    assert_eq!(&p[1 + max..], sot.as_slice());
+    // Hotwords longer than the room are cut to it, and no previous token is left.
+    let long = amanuensis::TranscribeOptions {
+        hotwords: Some("Dashwood Norland ".repeat(200)),
+        ..Default::default()
+    };
+    let p = model.prompt(&previous, "en", &long).unwrap();
+    assert_eq!(p.len(), 1 + max + sot.len());
+    assert_eq!(
+        &p[1..1 + max],
+        &tok.encode_prompt(&"Dashwood Norland ".repeat(200)).unwrap()[..max]
+    );
+    // Blank hotwords are none.
+    let blank = amanuensis::TranscribeOptions {
+        hotwords: Some("  ".into()),
+        ..Default::default()
+    };
+    assert_eq!(model.prompt(&[], "en", &blank).unwrap(), sot);
+}
+
+#[test]
+fn hotwords_steer_the_spelling_of_a_name() {
+    // The FLEURS clip says "Northern Marianas"; the model writes "Mariana's" unless told
+    // (at f32, whose words do not depend on the CPU's instruction sets).
+    let clip = common::data_dir()
+        .join("audio/fleurs_en_006.wav")
+        .display()
+        .to_string();
+    let plain = run(&[
+        "transcribe",
+        "-q",
+        "--compute-type",
+        "f32",
+        "--language",
+        "en",
+        &clip,
+    ]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let hinted = run(&[
+        "transcribe",
+        "-q",
+        "--compute-type",
+        "f32",
+        "--language",
+        "en",
+        "--hotwords",
+        "Northern Marianas",
+        &clip,
+    ]);
+    assert!(hinted.status.success(), "{}", stderr(&hinted));
+    let (plain, hinted) = (
+        String::from_utf8_lossy(&plain.stdout),
+        String::from_utf8_lossy(&hinted.stdout),
+    );
+    assert!(plain.contains("Mariana's"), "{plain}");
+    assert!(hinted.contains("Northern Marianas Emergency"), "{hinted}");
+}
+
+#[test]
+fn format_all_writes_every_format_into_the_output_directory() {
+    let dir = std::env::temp_dir().join(format!("amanuensis-format-all-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = run(&[
+        "transcribe",
+        "-q",
+        "-f",
+        "all",
+        "-o",
+        &dir.display().to_string(),
+        &sample(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |ext: &str| {
+        std::fs::read_to_string(dir.join(format!("jfk.{ext}")))
+            .unwrap_or_else(|e| panic!("jfk.{ext}: {e}"))
+    };
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(words(&read("txt")), JFK_TEXT);
+    let srt = crate::output_formats::parse_srt(&read("srt"));
+    let srt_text: Vec<String> = srt.into_iter().map(|c| c.3).collect();
+    assert_eq!(words(&srt_text.join(" ")), JFK_TEXT);
+    assert!(read("vtt").starts_with("WEBVTT\n"));
+    let json: serde_json::Value = serde_json::from_str(&read("json")).unwrap();
+    assert_eq!(json["text"], JFK_TEXT);
+    let tsv = read("tsv");
+    assert!(tsv.starts_with("start\tend\ttext\n"), "{tsv}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        5,
+        "one file a format, no temporary file left"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // Five formats cannot share standard output.
+    let o = run(&["transcribe", "-f", "all", &sample()]);
+    assert_clean_failure(&o, &["--output-dir"]);
+}

@@ -48,6 +48,11 @@ pub struct TranscribeOptions {
     /// Text that conditions the first window, as if it had been said before the audio
     /// (names, spelling, style).
     pub initial_prompt: Option<String>,
+    /// Words or phrases the model should expect (names, jargon), given to every window
+    /// after `<|startofprev|>` and before the previous text, as faster-whisper's
+    /// `hotwords` are; at most [`MAX_PREVIOUS_TOKENS`] tokens, which the previous text
+    /// then shares.
+    pub hotwords: Option<String>,
     /// Time every word from the cross-attention of the model's alignment heads.
     pub word_timestamps: bool,
     /// Move segment boundaries onto the pauses of the recording and split segments at
@@ -69,6 +74,7 @@ impl Default for TranscribeOptions {
             decoding: FallbackOptions::default(),
             condition_on_previous_text: true,
             initial_prompt: None,
+            hotwords: None,
             word_timestamps: false,
             refine_timestamps: true,
             batch_size: 1,
@@ -494,8 +500,11 @@ impl WhisperModel {
         ))
     }
 
-    /// The decoder prompt: previous text (if any) after `<|startofprev|>`, then the
-    /// start-of-transcript sequence for `language`.
+    /// The decoder prompt: the hotwords and the previous text (if any) after
+    /// `<|startofprev|>`, then the start-of-transcript sequence for `language`. The two
+    /// share [`MAX_PREVIOUS_TOKENS`]: the hotwords' first tokens, then the latest of the
+    /// previous text's that still fit (faster-whisper gives each that many, which can run
+    /// past the decoder's 448 positions).
     pub fn prompt(
         &self,
         previous: &[u32],
@@ -503,11 +512,18 @@ impl WhisperModel {
         opts: &TranscribeOptions,
     ) -> Result<Vec<u32>> {
         let tok = &self.tokenizer;
+        let mut hotwords = match opts.hotwords.as_deref().map(str::trim) {
+            Some(h) if !h.is_empty() => tok.encode_prompt(h)?,
+            _ => Vec::new(),
+        };
+        hotwords.truncate(MAX_PREVIOUS_TOKENS);
+        let room = MAX_PREVIOUS_TOKENS - hotwords.len();
+        let previous = &previous[previous.len().saturating_sub(room)..];
         let mut prompt = Vec::new();
-        if !previous.is_empty() {
+        if !previous.is_empty() || !hotwords.is_empty() {
             prompt.push(tok.start_of_prev());
-            prompt
-                .extend_from_slice(&previous[previous.len().saturating_sub(MAX_PREVIOUS_TOKENS)..]);
+            prompt.extend_from_slice(&hotwords);
+            prompt.extend_from_slice(previous);
         }
         let translate = opts.task == Task::Translate;
         prompt.extend(tok.sot_sequence(Some(language), translate, opts.without_timestamps)?);
