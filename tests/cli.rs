@@ -507,28 +507,23 @@ fn hotwords_steer_the_spelling_of_a_name() {
         .join("audio/fleurs_en_006.wav")
         .display()
         .to_string();
-    let plain = run(&[
-        "transcribe",
-        "-q",
-        "--compute-type",
-        "f32",
-        "--language",
-        "en",
-        &clip,
-    ]);
-    assert!(plain.status.success(), "{}", stderr(&plain));
-    let hinted = run(&[
-        "transcribe",
-        "-q",
-        "--compute-type",
-        "f32",
-        "--language",
-        "en",
-        "--hotwords",
-        "Northern Marianas",
-        &clip,
-    ]);
-    assert!(hinted.status.success(), "{}", stderr(&hinted));
+    let transcribe = |extra: &[&str]| {
+        let mut args = vec![
+            "transcribe",
+            "-q",
+            "--compute-type",
+            "f32",
+            "--language",
+            "en",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&clip);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let plain = transcribe(&[]);
+    let hinted = transcribe(&["--hotwords", "Northern Marianas"]);
     let (plain, hinted) = (
         String::from_utf8_lossy(&plain.stdout),
         String::from_utf8_lossy(&hinted.stdout),
