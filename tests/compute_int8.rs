@@ -280,3 +280,55 @@ fn weights_tool_verify_checks_the_int8_file_against_the_weights() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_library_api_computes_as_the_cli_does_unless_told() {
+    // `Transcriber::new` takes the CLI's default compute type (auto: int8 on a CPU with
+    // a vector int8 path) and keeps the sample exact; `with_compute_type` picks another.
+    // Each gives the CLI's words at the same `--compute-type` (at f32 and beam 5 with
+    // timestamps the model writes "And so, my").
+    let dir = common::model_dir();
+    let dir = dir.to_str().expect("a UTF-8 model path");
+    let jfk = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/jfk.wav");
+    let opts = TranscribeOptions {
+        language: Some("en".into()),
+        ..Default::default()
+    };
+    let cli_text = |compute: &str| {
+        let o = common::cli()
+            .args([
+                "transcribe",
+                "-q",
+                "--json",
+                "--language",
+                "en",
+                "--compute-type",
+                compute,
+            ])
+            .arg(&jfk)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["text"].as_str().unwrap().to_string()
+    };
+    let mut fast = amanuensis::Transcriber::new(dir).unwrap();
+    assert_eq!(fast.compute_type(), ComputeType::Auto.resolve("cpu"));
+    let text = fast.transcribe(&jfk, &opts).unwrap().text;
+    let words = |s: &str| {
+        s.split_whitespace()
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        words(&text),
+        words("And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.")
+    );
+    assert_eq!(text, cli_text("auto"));
+    let mut exact = amanuensis::Transcriber::with_compute_type(dir, ComputeType::F32).unwrap();
+    assert_eq!(exact.compute_type(), ComputeType::F32);
+    assert_eq!(exact.transcribe(&jfk, &opts).unwrap().text, cli_text("f32"));
+}

@@ -1,5 +1,7 @@
 //! The library entry point: load a model once, transcribe files or samples.
 
+use crate::compute::ComputeType;
+use crate::devices::DeviceSpec;
 use crate::error::Result;
 use crate::model::{find_model_dir, WhisperModel};
 use crate::transcript::Transcript;
@@ -7,6 +9,12 @@ use crate::window_loop::{Progress, TranscribeOptions};
 use std::path::Path;
 
 /// A loaded Whisper model with the standard operators, ready to transcribe.
+///
+/// On the CPU it computes as `amanuensis transcribe` does by default: `ComputeType::Auto`,
+/// the fastest type that keeps Whisper's accuracy on this CPU (int8 where the CPU has a
+/// vector int8 path, else f32). [`Transcriber::with_compute_type`] picks another, and
+/// [`Transcriber::with_spec`] a device as well. (The lower-level [`WhisperModel::load`]
+/// keeps f32, the type the reference fixtures are compared in.)
 ///
 /// ```no_run
 /// use amanuensis_whisper::{Transcriber, TranscribeOptions};
@@ -27,19 +35,41 @@ impl Transcriber {
     /// Loads a model by name (`base`, `whisper-base`) or directory, with the graph found
     /// as the CLI finds it (`graphs/<model>.graph`, else the built-in one).
     pub fn new(model: &str) -> Result<Transcriber> {
-        Self::load(model, None)
+        Self::with_compute_type(model, ComputeType::Auto)
     }
 
     /// Loads a model with an explicit graph file.
     pub fn with_graph(model: &str, graph: &Path) -> Result<Transcriber> {
-        Self::load(model, Some(graph))
+        Self::with_spec(model, Some(graph), &Self::cpu(ComputeType::Auto))
     }
 
-    fn load(model: &str, graph: Option<&Path>) -> Result<Transcriber> {
+    /// Loads a model whose linear layers compute in `compute` on the CPU (the CLI's
+    /// `--compute-type`): `F32` gives the reference's tokens, `Int8` and `Bf16` are
+    /// faster, `Auto` picks for this CPU.
+    pub fn with_compute_type(model: &str, compute: ComputeType) -> Result<Transcriber> {
+        Self::with_spec(model, None, &Self::cpu(compute))
+    }
+
+    /// Loads a model for a device and compute type (the CLI's `--device` and
+    /// `--compute-type`; see [`DeviceSpec`]), with the graph file `graph` or the one found
+    /// as the CLI finds it.
+    pub fn with_spec(model: &str, graph: Option<&Path>, spec: &DeviceSpec) -> Result<Transcriber> {
         let dir = find_model_dir(model)?;
         let registry = amanuensis_operators::standard_registry();
-        let model = WhisperModel::load(&dir, graph, &registry)?;
+        let model = WhisperModel::load_on(&dir, graph, &registry, spec)?;
         Ok(Transcriber { model })
+    }
+
+    fn cpu(compute: ComputeType) -> DeviceSpec {
+        DeviceSpec {
+            compute,
+            ..DeviceSpec::default()
+        }
+    }
+
+    /// The type the model's linear layers compute in (`Auto` resolved).
+    pub fn compute_type(&self) -> ComputeType {
+        self.model.device.compute
     }
 
     /// Decodes an audio file (any supported format and rate; `-` is stdin) and
