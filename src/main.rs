@@ -113,6 +113,14 @@ fn parse_batch_size(s: &str) -> std::result::Result<usize, String> {
     Ok(n)
 }
 
+/// A positive, finite number of seconds.
+fn parse_seconds(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
 /// A decoding threshold that `none` turns off.
 #[derive(Clone, Copy, Debug)]
 struct Threshold(Option<f64>);
@@ -442,6 +450,17 @@ struct TranscribeArgs {
     /// Time every word (JSON output lists them per segment).
     #[arg(long)]
     word_timestamps: bool,
+    /// Drop text that looks invented (improbable, instant or drawn-out words) when over
+    /// SECONDS of silence surround it, and decode again after it (openai-whisper's
+    /// option; for recordings with long silences or noise, without --vad). Times words.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        conflicts_with = "no_timestamps",
+        allow_negative_numbers = true,
+        value_parser = parse_seconds
+    )]
+    hallucination_silence_threshold: Option<f64>,
     /// Subtitles (srt, vtt): characters on a line before the next word starts a new one.
     /// Times words, as --word-timestamps does.
     #[arg(long, value_name = "CHARS", conflicts_with = "no_timestamps", value_parser = clap::value_parser!(u32).range(1..))]
@@ -892,7 +911,10 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
         condition_on_previous_text: !a.no_condition_on_previous_text,
         initial_prompt: a.prompt.clone(),
         hotwords: a.hotwords.clone(),
-        word_timestamps: a.word_timestamps || a.subtitle_layout().needs_words(),
+        word_timestamps: a.word_timestamps
+            || a.subtitle_layout().needs_words()
+            || a.hallucination_silence_threshold.is_some(),
+        hallucination_silence_threshold: a.hallucination_silence_threshold,
         refine_timestamps: !a.no_refine_timestamps,
         batch_size: a.batch_size,
         decoding: FallbackOptions {

@@ -570,3 +570,39 @@ fn format_all_writes_every_format_into_the_output_directory() {
     let o = run(&["transcribe", "-f", "all", &sample()]);
     assert_clean_failure(&o, &["--output-dir"]);
 }
+
+#[test]
+fn hallucination_threshold_times_words_and_leaves_speech_alone() {
+    // The rule only removes improbable or instant words set in silence (its decisions are
+    // unit-tested in whisper/src/hallucination.rs); on the sample it must change nothing
+    // but turn word timing on.
+    let json = |extra: &[&str]| {
+        let mut args = vec!["transcribe", "-q", "--json", "--language", "en"];
+        args.extend_from_slice(extra);
+        let s = sample();
+        args.push(&s);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let with = json(&["--hallucination-silence-threshold", "2"]);
+    let words = json(&["--word-timestamps"]);
+    assert_eq!(with["segments"], words["segments"]);
+    assert!(with["segments"][0]["words"]
+        .as_array()
+        .is_some_and(|w| !w.is_empty()));
+    for bad in ["0", "-1", "inf", "soon"] {
+        let o = run(&[
+            "transcribe",
+            "--hallucination-silence-threshold",
+            bad,
+            &sample(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--hallucination-silence-threshold"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}

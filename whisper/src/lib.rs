@@ -13,6 +13,7 @@ pub mod decoding;
 pub mod devices;
 pub mod error;
 pub mod graph;
+pub mod hallucination;
 pub mod lockstep;
 pub mod model;
 pub mod refine;

@@ -8,6 +8,7 @@ use crate::alignment;
 use crate::decoding::{split_segments, DecodeOptions, DecodeResult, FallbackOptions};
 use crate::error::{Error, Result};
 use crate::graph::{ENCODER_WINDOWS, HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
+use crate::hallucination;
 use crate::lockstep::LockstepWindow;
 use crate::model::WhisperModel;
 use crate::refine::{self, RefineOptions};
@@ -55,6 +56,13 @@ pub struct TranscribeOptions {
     pub hotwords: Option<String>,
     /// Time every word from the cross-attention of the model's alignment heads.
     pub word_timestamps: bool,
+    /// openai-whisper's `hallucination_silence_threshold` (seconds), with word timestamps
+    /// in the sequential loop: a segment whose words look invented (improbable, instant or
+    /// drawn out; [`hallucination`]) and that has silence of more than this before and
+    /// after it is dropped with the rest of its window, and the next window starts at it;
+    /// a window whose first such segment starts more than this after the window does
+    /// starts again there.
+    pub hallucination_silence_threshold: Option<f64>,
     /// Move segment boundaries onto the pauses of the recording and split segments at
     /// long pauses after a sentence or clause end ([`pauses`]); the text is unchanged.
     /// Ignored without timestamps.
@@ -76,6 +84,7 @@ impl Default for TranscribeOptions {
             initial_prompt: None,
             hotwords: None,
             word_timestamps: false,
+            hallucination_silence_threshold: None,
             refine_timestamps: true,
             batch_size: 1,
         }
@@ -378,6 +387,8 @@ impl WhisperModel {
             && window
                 .iter()
                 .any(|s| may_split(s.start, s.end, &s.text, &ctx.pauses, &ctx.refine_opts));
+        let speech_before = acc.last_speech_timestamp;
+        let mut single_timestamp_ending = false;
         if (opts.word_timestamps || split_candidate) && !window.is_empty() {
             let t = Instant::now();
             let timed = self.word_timings(
@@ -395,7 +406,7 @@ impl WhisperModel {
                 // faster-whisper moves the next window to the last word's end unless
                 // the window ended on a lone timestamp.
                 let n = result.tokens.len();
-                let single_timestamp_ending = n >= 2
+                single_timestamp_ending = n >= 2
                     && result.tokens[n - 2] < ctx.timestamp_begin
                     && result.tokens[n - 1] >= ctx.timestamp_begin;
                 if opts.word_timestamps && !single_timestamp_ending && end > time_offset {
@@ -414,6 +425,53 @@ impl WhisperModel {
                     slot.2 = words;
                 }
             }
+        }
+        let mut window = window;
+        if let Some(threshold) = opts
+            .hallucination_silence_threshold
+            .filter(|_| opts.word_timestamps && !fixed_windows)
+        {
+            let check = hallucination::Window {
+                threshold,
+                time_offset,
+                window_end: (seek + N_FRAMES) as f64 * FRAME_SECONDS,
+                duration: segment_duration,
+                content_end: ctx.duration,
+                speech_before,
+            };
+            let words: Vec<&[Word]> = times.iter().map(|t| t.2.as_slice()).collect();
+            let spans: Vec<(f64, f64)> = times.iter().map(|t| (t.0, t.1)).collect();
+            if !single_timestamp_ending {
+                if let Some(end) = hallucination::last_word_end(&words) {
+                    if end > time_offset {
+                        next = if check.window_end - end > threshold {
+                            (end * 100.0).round_ties_even() as usize
+                        } else {
+                            seek + segment_size
+                        };
+                    }
+                }
+            }
+            match check.cut(&spans, &words) {
+                hallucination::Cut::Keep => {}
+                hallucination::Cut::SkipWindow { gap } => {
+                    // Nothing of this window is kept; it starts again at its first words.
+                    acc.last_speech_timestamp = speech_before;
+                    return Ok(Some(seek + (gap * 100.0).round_ties_even() as usize));
+                }
+                hallucination::Cut::From { index, next_start } => {
+                    window.truncate(index);
+                    times.truncate(index);
+                    next = match next_start {
+                        Some(t) => (t * 100.0).round_ties_even() as usize,
+                        // Too little is left after it: the recording is done.
+                        None => (ctx.duration / FRAME_SECONDS).ceil() as usize,
+                    };
+                }
+            }
+            let words: Vec<&[Word]> = times.iter().map(|t| t.2.as_slice()).collect();
+            acc.last_speech_timestamp =
+                hallucination::last_word_end(&words).unwrap_or(speech_before);
         }
         for (s, (start, end, words)) in window.into_iter().zip(times) {
             if start == end || s.text.trim().is_empty() {
