@@ -248,10 +248,14 @@ fn render_txt(t: &Transcript) -> String {
     out
 }
 
-/// SubRip has no escapes, so the timing arrow is shortened; repeated because replacing
-/// `-->` in `--->` gives `-->` again.
+/// SubRip has no escapes, so the timing arrow is shortened.
 fn srt_text(text: &str) -> String {
-    let mut s = one_line(text);
+    without_arrows(one_line(text))
+}
+
+/// `s` with every `-->` shortened to `->`; repeated because replacing `-->` in `--->`
+/// gives `-->` again.
+fn without_arrows(mut s: String) -> String {
     while s.contains("-->") {
         s = s.replace("-->", "->");
     }
@@ -404,13 +408,7 @@ fn cue_text(words: &[Placed], text: fn(&str) -> String, underline: Option<usize>
     let joined: Vec<String> = lines
         .into_iter()
         .filter(|l| !l.is_empty())
-        .map(|l| {
-            let mut l = l;
-            while l.contains("-->") {
-                l = l.replace("-->", "->");
-            }
-            l
-        })
+        .map(without_arrows)
         .collect();
     joined.join("\n")
 }

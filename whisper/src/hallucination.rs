@@ -10,7 +10,7 @@
 //! than the threshold into the window starts again at that segment. Rules and constants
 //! are openai-whisper's (`transcribe.py`, 2023-11 onwards).
 
-use crate::alignment::{DEFAULT_APPEND_PUNCTUATIONS, DEFAULT_PREPEND_PUNCTUATIONS};
+use crate::alignment::{TimedSegment, DEFAULT_APPEND_PUNCTUATIONS, DEFAULT_PREPEND_PUNCTUATIONS};
 use crate::transcript::Word;
 
 /// How unlike spoken words a word looks: 1 when its probability is below 0.15, plus
@@ -47,11 +47,6 @@ pub fn is_anomaly(words: &[Word]) -> bool {
     score >= 3.0 || score + 0.01 >= spoken.len() as f64
 }
 
-/// The end of the last word of the last segment that has words.
-pub fn last_word_end(segments: &[&[Word]]) -> Option<f64> {
-    segments.iter().rev().find_map(|w| w.last().map(|w| w.end))
-}
-
 /// One window, as the check sees it (times in seconds from the start of the recording).
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
@@ -85,29 +80,31 @@ pub enum Cut {
 }
 
 impl Window {
-    /// The cut for segments spanning `spans` (start, end) with `words` each.
-    pub fn cut(&self, spans: &[(f64, f64)], words: &[&[Word]]) -> Cut {
-        let worded = |from: usize| (from..words.len()).find(|&j| !words[j].is_empty());
+    /// The cut for a window's word-timed segments.
+    pub fn cut(&self, segments: &[TimedSegment]) -> Cut {
+        let worded = |from: usize| (from..segments.len()).find(|&j| !segments[j].words.is_empty());
         if let Some(i) = worded(0) {
-            let gap = spans[i].0 - self.time_offset;
-            if is_anomaly(words[i]) && gap > self.threshold {
+            let gap = segments[i].start - self.time_offset;
+            if is_anomaly(&segments[i].words) && gap > self.threshold {
                 return Cut::SkipWindow { gap };
             }
         }
         let mut last_end = self.speech_before;
-        for (i, &(start, end)) in spans.iter().enumerate() {
-            if words[i].is_empty() {
+        for (i, s) in segments.iter().enumerate() {
+            let (start, end) = (s.start, s.end);
+            if s.words.is_empty() {
                 continue;
             }
-            if is_anomaly(words[i]) {
+            if is_anomaly(&s.words) {
                 let next = worded(i + 1);
-                let next_start =
-                    next.map_or(self.time_offset + self.duration, |j| words[j][0].start);
+                let next_start = next.map_or(self.time_offset + self.duration, |j| {
+                    segments[j].words[0].start
+                });
                 let silence_before = start - last_end > self.threshold
                     || start < self.threshold
                     || start - self.time_offset < 2.0;
                 let silence_after = next_start - end > self.threshold
-                    || next.is_some_and(|j| is_anomaly(words[j]))
+                    || next.is_some_and(|j| is_anomaly(&segments[j].words))
                     || self.window_end - end < 2.0;
                 if silence_before && silence_after {
                     let resume = (self.time_offset + 1.0).max(start);
@@ -167,6 +164,18 @@ mod tests {
         assert!(!is_anomaly(&long));
     }
 
+    /// Segments of these words, each spanning its words.
+    fn segs(words: &[&[Word]]) -> Vec<TimedSegment> {
+        words
+            .iter()
+            .map(|w| TimedSegment {
+                start: w[0].start,
+                end: w[w.len() - 1].end,
+                words: w.to_vec(),
+            })
+            .collect()
+    }
+
     fn window(time_offset: f64) -> Window {
         Window {
             threshold: 2.0,
@@ -183,14 +192,12 @@ mod tests {
         let a = spoken(31.0);
         let b = invented(45.0);
         let c = spoken(46.0);
-        let spans = [(31.0, 32.5), (45.0, 45.0), (46.0, 47.5)];
         // Silence before it, and it is followed by speech 1 s later: kept.
-        assert_eq!(window(30.0).cut(&spans, &[&a, &b, &c]), Cut::Keep);
+        assert_eq!(window(30.0).cut(&segs(&[&a, &b, &c])), Cut::Keep);
         // Silence on both sides: it and what follows go; the next window starts at it.
         let c = spoken(50.0);
-        let spans = [(31.0, 32.5), (45.0, 45.0), (50.0, 51.5)];
         assert_eq!(
-            window(30.0).cut(&spans, &[&a, &b, &c]),
+            window(30.0).cut(&segs(&[&a, &b, &c])),
             Cut::From {
                 index: 1,
                 next_start: Some(45.0)
@@ -202,7 +209,7 @@ mod tests {
             ..window(30.0)
         };
         assert_eq!(
-            end.cut(&spans, &[&a, &b, &c]),
+            end.cut(&segs(&[&a, &b, &c])),
             Cut::From {
                 index: 1,
                 next_start: None
@@ -214,16 +221,14 @@ mod tests {
     fn a_window_opening_on_an_invented_segment_after_silence_starts_again_there() {
         let b = invented(35.0);
         let c = spoken(40.0);
-        let spans = [(35.0, 35.0), (40.0, 41.5)];
         assert_eq!(
-            window(30.0).cut(&spans, &[&b, &c]),
+            window(30.0).cut(&segs(&[&b, &c])),
             Cut::SkipWindow { gap: 5.0 }
         );
         // Within the threshold of the window's start it is judged by its surroundings.
         let b = invented(31.0);
-        let spans = [(31.0, 31.0), (40.0, 41.5)];
         assert_eq!(
-            window(30.0).cut(&spans, &[&b, &c]),
+            window(30.0).cut(&segs(&[&b, &c])),
             Cut::From {
                 index: 0,
                 next_start: Some(31.0)
@@ -231,7 +236,6 @@ mod tests {
         );
         // Spoken words are never cut.
         let a = spoken(35.0);
-        let spans = [(35.0, 36.5), (40.0, 41.5)];
-        assert_eq!(window(30.0).cut(&spans, &[&a, &c]), Cut::Keep);
+        assert_eq!(window(30.0).cut(&segs(&[&a, &c])), Cut::Keep);
     }
 }

@@ -376,9 +376,13 @@ impl WhisperModel {
 
         let ratio = compression_ratio(&self.tokenizer.decode(&result.tokens));
         let window = split_segments(tokens, &self.tokenizer, time_offset, segment_duration);
-        let mut times: Vec<(f64, f64, Vec<Word>)> = window
+        let mut times: Vec<alignment::TimedSegment> = window
             .iter()
-            .map(|s| (s.start, s.end, Vec::new()))
+            .map(|s| alignment::TimedSegment {
+                start: s.start,
+                end: s.end,
+                words: Vec::new(),
+            })
             .collect();
         let mut next = next_seek(&result.tokens, ctx.timestamp_begin, seek, segment_size);
         // The refinement splits segments between words, so it needs them where a
@@ -387,8 +391,11 @@ impl WhisperModel {
             && window
                 .iter()
                 .any(|s| may_split(s.start, s.end, &s.text, &ctx.pauses, &ctx.refine_opts));
+        // openai-whisper's rule for invented text, sequential windows only.
+        let hallucination_threshold = opts
+            .hallucination_silence_threshold
+            .filter(|_| opts.word_timestamps && !fixed_windows);
         let speech_before = acc.last_speech_timestamp;
-        let mut single_timestamp_ending = false;
         if (opts.word_timestamps || split_candidate) && !window.is_empty() {
             let t = Instant::now();
             let timed = self.word_timings(
@@ -406,11 +413,17 @@ impl WhisperModel {
                 // faster-whisper moves the next window to the last word's end unless
                 // the window ended on a lone timestamp.
                 let n = result.tokens.len();
-                single_timestamp_ending = n >= 2
+                let single_timestamp_ending = n >= 2
                     && result.tokens[n - 2] < ctx.timestamp_begin
                     && result.tokens[n - 1] >= ctx.timestamp_begin;
                 if opts.word_timestamps && !single_timestamp_ending && end > time_offset {
-                    next = (end * 100.0).round_ties_even() as usize;
+                    let window_end = (seek + N_FRAMES) as f64 * FRAME_SECONDS;
+                    // With the hallucination rule, a window whose words end near its end
+                    // is taken whole (openai-whisper's variant).
+                    next = match hallucination_threshold {
+                        Some(t) if window_end - end <= t => seek + segment_size,
+                        _ => (end * 100.0).round_ties_even() as usize,
+                    };
                 }
             }
             for (slot, seg) in times.iter_mut().zip(timed.segments) {
@@ -420,17 +433,14 @@ impl WhisperModel {
                     w.end = round_ms(w.end);
                 }
                 if opts.word_timestamps {
-                    *slot = (seg.start, seg.end, words);
+                    *slot = alignment::TimedSegment { words, ..seg };
                 } else {
-                    slot.2 = words;
+                    slot.words = words;
                 }
             }
         }
         let mut window = window;
-        if let Some(threshold) = opts
-            .hallucination_silence_threshold
-            .filter(|_| opts.word_timestamps && !fixed_windows)
-        {
+        if let Some(threshold) = hallucination_threshold {
             let check = hallucination::Window {
                 threshold,
                 time_offset,
@@ -439,20 +449,7 @@ impl WhisperModel {
                 content_end: ctx.duration,
                 speech_before,
             };
-            let words: Vec<&[Word]> = times.iter().map(|t| t.2.as_slice()).collect();
-            let spans: Vec<(f64, f64)> = times.iter().map(|t| (t.0, t.1)).collect();
-            if !single_timestamp_ending {
-                if let Some(end) = hallucination::last_word_end(&words) {
-                    if end > time_offset {
-                        next = if check.window_end - end > threshold {
-                            (end * 100.0).round_ties_even() as usize
-                        } else {
-                            seek + segment_size
-                        };
-                    }
-                }
-            }
-            match check.cut(&spans, &words) {
+            match check.cut(&times) {
                 hallucination::Cut::Keep => {}
                 hallucination::Cut::SkipWindow { gap } => {
                     // Nothing of this window is kept; it starts again at its first words.
@@ -467,13 +464,12 @@ impl WhisperModel {
                         // Too little is left after it: the recording is done.
                         None => (ctx.duration / FRAME_SECONDS).ceil() as usize,
                     };
+                    acc.last_speech_timestamp =
+                        alignment::last_word_end(&times).unwrap_or(speech_before);
                 }
             }
-            let words: Vec<&[Word]> = times.iter().map(|t| t.2.as_slice()).collect();
-            acc.last_speech_timestamp =
-                hallucination::last_word_end(&words).unwrap_or(speech_before);
         }
-        for (s, (start, end, words)) in window.into_iter().zip(times) {
+        for (s, alignment::TimedSegment { start, end, words }) in window.into_iter().zip(times) {
             if start == end || s.text.trim().is_empty() {
                 continue;
             }
