@@ -491,6 +491,13 @@ fn main() {
             cpu::add_inplace(black_box(&mut acc), &b)
         })
     };
+    if wanted("sum_exp_f64 51865") {
+        let row = data(51865, 19);
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        run("sum_exp_f64 51865", 0.0, None, || {
+            black_box(cpu::sum_exp_f64(black_box(&row), max));
+        });
+    }
     if wanted("softmax_inplace 1500") {
         let mut row = data(t, 18);
         run("softmax_inplace 1500", 0.0, None, || {
@@ -533,6 +540,18 @@ fn main() {
         bench_linear_i8("linear (logits)", m, d, 51865, cpu::int8::Int8Path::best());
         bench_linear_w8("linear (logits)", m, d, 51865);
         bench_linear("linear (logits) gemm", m, d, 51865, cpu::linear_gemm);
+    }
+    for m in [16, 32, 64, 128] {
+        bench_linear_i8("linear (q)", m, d, d, cpu::int8::Int8Path::best());
+        bench_linear_i8("linear (fc1)", m, d, ff, cpu::int8::Int8Path::best());
+        bench_linear_i8("linear (fc2)", m, ff, d, cpu::int8::Int8Path::best());
+        bench_linear_i8("linear (logits)", m, d, 51865, cpu::int8::Int8Path::best());
+    }
+    for m in [10, 20, 40] {
+        bench_linear_w8("linear (q)", m, d, d);
+        bench_linear_w8("linear (fc1)", m, d, ff);
+        bench_linear_w8("linear (fc2)", m, ff, d);
+        bench_linear_w8("linear (logits)", m, d, 51865);
     }
     for rows in [1, 5] {
         bench_cross_step(rows, false, false);

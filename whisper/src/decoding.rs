@@ -314,16 +314,35 @@ impl LogitFilter for TimestampRules {
 
 /// `x − max − ln Σ exp(x − max)`, with the sum in float64 and −∞ entries kept at −∞.
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    match log_softmax_shift(logits) {
+        Some(shift) => logits.iter().map(|&x| x + shift).collect(),
+        None => vec![f32::NEG_INFINITY; logits.len()],
+    }
+}
+
+/// What [`log_softmax`] adds to every logit, `−max − ln Σ exp(x − max)`, or `None` when
+/// every entry is −∞ or NaN (then every log-probability is −∞). Decoding ranks tokens by
+/// `x + shift` without writing the shifted row out.
+fn log_softmax_shift(logits: &[f32]) -> Option<f32> {
     let max = row_max(logits);
     if max == f32::NEG_INFINITY {
-        return vec![f32::NEG_INFINITY; logits.len()];
+        return None;
     }
     // Vectorised, within a few units in the last place of the sequential sum of correctly
     // rounded exponentials (4× faster on a vocabulary row); the f32 shift is the same but
     // in the rarest of rounding ties.
     let sum = amanuensis_kernels::cpu::sum_exp_f64(logits, max);
-    let shift = (-(max as f64) - sum.ln()) as f32;
-    logits.iter().map(|&x| x + shift).collect()
+    Some((-(max as f64) - sum.ln()) as f32)
+}
+
+/// The log-probability `x + shift` of a logit (−∞ for a row without a finite entry): the
+/// bits [`log_softmax`] writes.
+#[inline(always)]
+fn shifted(x: f32, shift: Option<f32>) -> f32 {
+    match shift {
+        Some(s) => x + s,
+        None => f32::NEG_INFINITY,
+    }
 }
 
 /// The largest entry that is not NaN (−∞ for none), over 16 lanes so that it vectorises.
@@ -364,7 +383,19 @@ fn logsumexp_f64(x: &[f32]) -> f64 {
     max as f64 + sum.ln()
 }
 
+/// The argmax of the row's [`log_softmax`] and its log-probability, without writing the
+/// row out: the log-probability is monotone in the logit, so its largest value is that of
+/// the largest logit, and the lowest index holding that value wins, as in [`argmax`] of
+/// the whole row (two logits may round to one log-probability).
+fn best_token(logits: &[f32]) -> Option<(u32, f32)> {
+    let shift = log_softmax_shift(logits)?;
+    let best = row_max(logits) + shift;
+    let id = logits.iter().position(|&x| x + shift == best)?;
+    Some((id as u32, best))
+}
+
 /// Index and value of the largest entry; the lowest index wins ties, NaN never wins.
+#[cfg(test)]
 fn argmax(x: &[f32]) -> Option<(u32, f32)> {
     let mut best: Option<(u32, f32)> = None;
     for (i, &v) in x.iter().enumerate() {
@@ -611,8 +642,7 @@ fn greedy_core(
     let mut sum_logprob = 0f32;
     for step in 0..plan.free_steps {
         plan.filter(&mut logits, &generated);
-        let log_probs = log_softmax(&logits);
-        let (id, logprob) = match argmax(&log_probs) {
+        let (id, logprob) = match best_token(&logits) {
             Some((id, lp)) if lp > f32::NEG_INFINITY => (id, lp),
             _ => return Err(DecodeError::NothingToChoose { step }),
         };
@@ -792,8 +822,136 @@ fn rank_key(x: f32) -> f32 {
 }
 
 /// The `k` best `beam score + log-probability` over all beams and tokens, best first;
-/// equal scores keep the lower flat index (beam × n_vocab + token) first.
-fn top_candidates(beams: &[Beam], log_probs: &[&[f32]], k: usize) -> Vec<Candidate> {
+/// equal scores keep the lower flat index (beam × n_vocab + token) first. Each beam's row
+/// is given as its filtered logits and their [`log_softmax_shift`]: the log-probabilities
+/// are never written out. Each beam gives its own `k` best ([`beam_top`], on both cores),
+/// and the best `k` of those, in that order, are the best `k` of all.
+fn top_candidates(beams: &[Beam], rows: &[(&[f32], Option<f32>)], k: usize) -> Vec<Candidate> {
+    let per_beam: Vec<Vec<Candidate>> = beams
+        .par_iter()
+        .zip(rows)
+        .enumerate()
+        .map(|(b, (beam, &(logits, shift)))| beam_top(b, beam.score, logits, shift, k))
+        .collect();
+    // In flat order; a stable sort on the score keeps equal scores in that order.
+    let mut all: Vec<Candidate> = per_beam.into_iter().flatten().collect();
+    all.sort_by(|a, b| {
+        rank_key(b.score)
+            .partial_cmp(&rank_key(a.score))
+            .expect("rank keys are never NaN")
+    });
+    all.truncate(k);
+    all
+}
+
+/// One beam's `k` best candidates, `score + (x + shift)` over its row, in token order
+/// (those [`top_candidates_of_rows`] would keep of the row alone). The candidates' rank
+/// never falls as the logit rises, so they are found from the row's k-th largest logit:
+/// every token whose score is above that logit's, and the first `k` whose score equals it
+/// (a lower logit may round to the same score). A row with fewer than `k` finite logits
+/// is ranked in full.
+fn beam_top(b: usize, score: f32, logits: &[f32], shift: Option<f32>, k: usize) -> Vec<Candidate> {
+    let candidate = |token: usize| Candidate {
+        beam: b,
+        token: token as u32,
+        score: score + shifted(logits[token], shift),
+    };
+    let kth = kth_largest(logits, k);
+    let floor = rank_key(score + shifted(kth, shift));
+    if floor == f32::NEG_INFINITY {
+        let row: Vec<f32> = logits.iter().map(|&x| shifted(x, shift)).collect();
+        return top_candidates_of_rows(
+            &[Beam {
+                seq: Vec::new(),
+                score,
+            }],
+            &[&row],
+            k,
+        )
+        .into_iter()
+        .map(|c| Candidate { beam: b, ..c })
+        .collect();
+    }
+    let (mut above, mut level) = (Vec::new(), Vec::new());
+    const L: usize = 16;
+    for (c, block) in logits.chunks(L).enumerate() {
+        // A block whose largest logit scores below the floor holds no candidate.
+        if score + shifted(lane_max(block), shift) < floor {
+            continue;
+        }
+        for (l, &x) in block.iter().enumerate() {
+            // NaN never compares: its rank, −∞, is below the floor.
+            let s = score + shifted(x, shift);
+            if s > floor {
+                above.push(candidate(c * L + l));
+            } else if s == floor && level.len() < k {
+                level.push(candidate(c * L + l));
+            }
+        }
+    }
+    above.extend(level);
+    above.sort_by_key(|c| c.token);
+    above
+}
+
+/// The largest entry of a block of at most 16 that is not NaN (−∞ for none), lane by lane
+/// so that a whole block vectorises.
+#[inline(always)]
+fn lane_max(block: &[f32]) -> f32 {
+    const L: usize = 16;
+    if block.len() < L {
+        return block
+            .iter()
+            .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+    }
+    let mut lanes = [f32::NEG_INFINITY; L];
+    for l in 0..L {
+        lanes[l] = if block[l] > lanes[l] {
+            block[l]
+        } else {
+            lanes[l]
+        };
+    }
+    lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a })
+}
+
+/// The `k`-th largest entry of `x` that is not NaN, counting repeats; −∞ if fewer than `k`.
+/// Blocks of 16 wholly below the current k-th are passed over, so a vocabulary row is
+/// nearly one vectorised pass of maxima.
+fn kth_largest(x: &[f32], k: usize) -> f32 {
+    const L: usize = 16;
+    // Descending, at most k.
+    let mut best: Vec<f32> = Vec::with_capacity(k + 1);
+    let offer = |v: f32, best: &mut Vec<f32>| {
+        if v.is_nan() || (best.len() == k && v <= best[k - 1]) {
+            return;
+        }
+        let at = best.partition_point(|&b| b >= v);
+        best.insert(at, v);
+        best.truncate(k);
+    };
+    for c in x.chunks(L) {
+        if best.len() == k && lane_max(c) <= best[k - 1] {
+            continue;
+        }
+        for &v in c {
+            offer(v, &mut best);
+        }
+    }
+    if k == 0 || best.len() < k {
+        f32::NEG_INFINITY
+    } else {
+        best[k - 1]
+    }
+}
+
+/// The `k` best `beam score + log-probability` over all beams and tokens, best first;
+/// equal scores keep the lower flat index (beam × n_vocab + token) first, from rows of
+/// log-probabilities written out: the definition [`top_candidates`] keeps, and its
+/// fallback for a row of fewer than `k` finite logits.
+fn top_candidates_of_rows(beams: &[Beam], log_probs: &[&[f32]], k: usize) -> Vec<Candidate> {
     let mut top: Vec<Candidate> = Vec::with_capacity(k + 1);
     for (b, (beam, lp)) in beams.iter().zip(log_probs).enumerate() {
         for (token, &x) in lp.iter().enumerate() {
@@ -895,17 +1053,17 @@ pub fn beam_search(
     for step in 0..plan.free_steps {
         let first = step == 0;
         // The rows are independent: filtered and normalised on both cores.
-        let log_probs: Vec<Vec<f32>> = rows
+        let shifts: Vec<Option<f32>> = rows
             .par_iter_mut()
             .enumerate()
             .map(|(r, logits)| {
                 plan.filter(logits, &beams[r].seq);
-                log_softmax(logits)
+                log_softmax_shift(logits)
             })
             .collect();
         let row_of = |beam: usize| if first { 0 } else { beam };
-        let per_beam: Vec<&[f32]> = (0..beams.len())
-            .map(|i| log_probs[row_of(i)].as_slice())
+        let per_beam: Vec<(&[f32], Option<f32>)> = (0..beams.len())
+            .map(|i| (rows[row_of(i)].as_slice(), shifts[row_of(i)]))
             .collect();
         let mut cands = top_candidates(&beams, &per_beam, n_candidates);
         if cands.len() < n_candidates || rank_key(cands[0].score) == f32::NEG_INFINITY {
@@ -1523,6 +1681,98 @@ mod tests {
             let text_disabled = logits[..10].iter().all(|&x| x == f32::NEG_INFINITY);
             assert_eq!(text_disabled, forced, "t = {t}: {logits:?}");
         }
+    }
+
+    /// Rows with the awkward cases of a vocabulary row: repeated logits, logits close
+    /// enough to round to one log-probability, NaN, −∞ runs (filtered tokens) and rows
+    /// with fewer finite entries than candidates.
+    fn awkward_rows(seed: u64, beams: usize, n: usize) -> Vec<Vec<f32>> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u32
+        };
+        (0..beams)
+            .map(|b| {
+                let mut row: Vec<f32> = (0..n)
+                    .map(|_| match next() % 16 {
+                        0 => f32::NEG_INFINITY,
+                        1 => f32::NAN,
+                        // A few values repeated many times.
+                        2..=4 => [1.5f32, 3.25, -2.0][(next() % 3) as usize],
+                        // Neighbours of 3.25 one or two ulps apart.
+                        5 => f32::from_bits(3.25f32.to_bits() + next() % 3),
+                        _ => (next() % 20_000) as f32 / 1000.0 - 10.0,
+                    })
+                    .collect();
+                match (seed + b as u64) % 5 {
+                    // Fewer finite entries than candidates.
+                    0 => {
+                        for (i, v) in row.iter_mut().enumerate() {
+                            if i % 97 != 3 {
+                                *v = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                    // Nothing finite at all.
+                    1 if b == 1 => row.fill(f32::NEG_INFINITY),
+                    _ => {}
+                }
+                row
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fused_candidates_equal_those_of_written_out_log_probabilities() {
+        // The ranking from logits and shifts must be that of the log-softmax rows it
+        // replaces: same tokens, same beams, same score bits, same order.
+        for seed in 0..60u64 {
+            let n = [17, 160, 1000, 51_865][(seed % 4) as usize];
+            let rows = awkward_rows(seed, 1 + (seed % 5) as usize, n);
+            let beams: Vec<Beam> = (0..rows.len())
+                .map(|i| Beam {
+                    seq: Vec::new(),
+                    score: [0.0, -1.75, -1e10, -3.5, -0.125][i],
+                })
+                .collect();
+            let shifts: Vec<Option<f32>> = rows.iter().map(|r| log_softmax_shift(r)).collect();
+            let written: Vec<Vec<f32>> = rows.iter().map(|r| log_softmax(r)).collect();
+            for k in [1, 2, 10] {
+                let fused: Vec<(&[f32], Option<f32>)> = rows
+                    .iter()
+                    .map(|r| r.as_slice())
+                    .zip(shifts.iter().copied())
+                    .collect();
+                let refs: Vec<&[f32]> = written.iter().map(|r| r.as_slice()).collect();
+                let got = top_candidates(&beams, &fused, k);
+                let want = top_candidates_of_rows(&beams, &refs, k);
+                let key = |c: &Candidate| (c.beam, c.token, c.score.to_bits());
+                assert_eq!(
+                    got.iter().map(key).collect::<Vec<_>>(),
+                    want.iter().map(key).collect::<Vec<_>>(),
+                    "seed {seed}, n {n}, k {k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_best_token_is_the_argmax_of_the_written_out_log_probabilities() {
+        for seed in 0..40u64 {
+            for row in awkward_rows(seed, 3, [5, 300, 51_865][(seed % 3) as usize]) {
+                let want = match argmax(&log_softmax(&row)) {
+                    Some((id, lp)) if lp > f32::NEG_INFINITY => Some((id, lp.to_bits())),
+                    _ => None,
+                };
+                let got = best_token(&row).map(|(id, lp)| (id, lp.to_bits()));
+                assert_eq!(got, want, "seed {seed}");
+            }
+        }
+        assert_eq!(best_token(&[f32::NAN, f32::NAN]), None);
+        assert_eq!(best_token(&[]), None);
     }
 
     #[test]
