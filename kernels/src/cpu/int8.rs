@@ -582,20 +582,7 @@ fn rescore_top(
             })
             .collect();
         // (column, its rows to compute again as bits from i0), columns ascending.
-        let columns: Vec<(usize, u64)> = if rows == 1 {
-            found[0].iter().map(|&j| (j, 1)).collect()
-        } else {
-            let mut masks = vec![0u64; n];
-            for (b, cols) in found.iter().enumerate() {
-                for &j in cols {
-                    masks[j] |= 1 << b;
-                }
-            }
-            (0..n)
-                .filter(|&j| masks[j] != 0)
-                .map(|j| (j, masks[j]))
-                .collect()
-        };
+        let columns = merge_columns(&found);
         // Each column's f16 row is read once for all the rows that need it (a beam step's
         // rows mostly want the same tokens); both cores share the columns, in chunks whose
         // sums come back flat, in column order and each column's rows ascending.
@@ -604,7 +591,10 @@ fn rescore_top(
             .map(|chunk| {
                 let mut sums = Vec::with_capacity(chunk.len());
                 WIDE.with_borrow_mut(|wide| {
-                    for &(j, mask) in chunk {
+                    for (c, &(j, mask)) in chunk.iter().enumerate() {
+                        if let Some(&(ahead, _)) = chunk.get(c + PREFETCH_AHEAD) {
+                            prefetch_row(&r.rows[ahead * k..(ahead + 1) * k]);
+                        }
                         let row = &r.rows[j * k..(j + 1) * k];
                         let b = bias.map_or(0.0, |b| b[j]);
                         if mask.count_ones() == 1 {
@@ -636,6 +626,56 @@ fn rescore_top(
         }
         i0 += rows;
     }
+}
+
+/// The union of rows' ascending column lists as `(column, mask of the rows that list it)`,
+/// columns ascending: a merge of the lists' heads (a few hundred columns each), where a mask
+/// per vocabulary entry would be written and scanned whole.
+fn merge_columns(found: &[Vec<usize>]) -> Vec<(usize, u64)> {
+    debug_assert!(found.len() <= 64, "one mask bit per row");
+    if let [only] = found {
+        return only.iter().map(|&j| (j, 1)).collect();
+    }
+    let mut at = vec![0usize; found.len()];
+    let mut out = Vec::with_capacity(found.iter().map(Vec::len).max().unwrap_or(0));
+    loop {
+        let next = found
+            .iter()
+            .zip(&at)
+            .filter_map(|(cols, &a)| cols.get(a).copied())
+            .min();
+        let Some(j) = next else {
+            return out;
+        };
+        let mut mask = 0u64;
+        for (b, (cols, a)) in found.iter().zip(at.iter_mut()).enumerate() {
+            if cols.get(*a) == Some(&j) {
+                mask |= 1 << b;
+                *a += 1;
+            }
+        }
+        out.push((j, mask));
+    }
+}
+
+/// Columns ahead whose stored rows are fetched into cache while one is computed again: the
+/// rows lie scattered over the 53-MB embedding, so each would otherwise start with a miss.
+const PREFETCH_AHEAD: usize = 4;
+
+/// Asks for every cache line of `row` (a hint: nothing is read, nothing can fault).
+#[inline(always)]
+fn prefetch_row(row: &[half::f16]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in row.chunks(32) {
+        // SAFETY: `prefetcht0` only hints at an address inside `row`; it never faults.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 thread_local! {
@@ -1370,6 +1410,32 @@ mod tests {
                 exact_dot(&x, &wide).to_bits(),
                 "length {len}"
             );
+        }
+    }
+
+    #[test]
+    fn merged_column_lists_mark_each_column_with_the_rows_that_list_it() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for rows in [1usize, 2, 5, 40, 64] {
+            let n = 3000;
+            let found: Vec<Vec<usize>> = (0..rows)
+                .map(|r| {
+                    // Some rows list nothing, some share most columns.
+                    let keep = [0u32, 3, 40, 95][r % 4];
+                    (0..n).filter(|_| rng.u32(0..100) < keep).collect()
+                })
+                .collect();
+            let mut masks = vec![0u64; n];
+            for (b, cols) in found.iter().enumerate() {
+                for &j in cols {
+                    masks[j] |= 1 << b;
+                }
+            }
+            let want: Vec<(usize, u64)> = (0..n)
+                .filter(|&j| masks[j] != 0)
+                .map(|j| (j, masks[j]))
+                .collect();
+            assert_eq!(merge_columns(&found), want, "{rows} rows");
         }
     }
 
