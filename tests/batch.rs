@@ -111,10 +111,34 @@ fn batched_encoder_equals_each_window_encoded_alone() {
 /// greedily, with and without timestamps.
 #[test]
 fn lockstep_windows_equal_each_window_decoded_alone() {
-    let mut model = common::load_model();
-    let crosses = windows(&mut model);
+    lockstep_equals_alone(&mut common::load_model(), &[false, true]);
+}
+
+/// The same at the int8 compute type (the command line's default on a CPU with a vector
+/// int8 path), whose logits projection takes another product on AMX tiles
+/// (`linear_w8_split_on`) at every row count: one window's rows and a batch's three must
+/// get the same bits.
+#[test]
+fn lockstep_windows_equal_each_window_decoded_alone_at_int8() {
+    let spec = amanuensis::DeviceSpec {
+        compute: amanuensis::compute::ComputeType::Int8,
+        ..amanuensis::DeviceSpec::default()
+    };
+    let graph = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph");
+    let mut model = amanuensis::WhisperModel::load_on(
+        &common::model_dir(),
+        Some(&graph),
+        &amanuensis_operators::standard_registry(),
+        &spec,
+    )
+    .expect("model loads at int8");
+    lockstep_equals_alone(&mut model, &[false]);
+}
+
+fn lockstep_equals_alone(model: &mut amanuensis::WhisperModel, timestamp_modes: &[bool]) {
+    let crosses = windows(model);
     assert_eq!(crosses.len(), 3);
-    for without_timestamps in [false, true] {
+    for &without_timestamps in timestamp_modes {
         let prompt = model
             .tokenizer
             .sot_sequence(Some("en"), false, without_timestamps)

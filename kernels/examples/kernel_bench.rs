@@ -105,6 +105,19 @@ fn bench_linear_w8(name: &str, m: usize, k: usize, n: usize) -> f64 {
     bench_int8(name, m, k, n, cpu::int8::Int8Path::best(), true)
 }
 
+/// [`bench_linear_i8`] with f32 activations cut into int8 pieces (the logits projection's
+/// product on AMX tiles).
+fn bench_linear_split(name: &str, m: usize, k: usize, n: usize) -> f64 {
+    bench_int8_as(name, m, k, n, cpu::int8::Int8Path::Amx, Mode::Split)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Int8,
+    F32Activations,
+    Split,
+}
+
 fn bench_int8(
     name: &str,
     m: usize,
@@ -113,10 +126,26 @@ fn bench_int8(
     path: cpu::int8::Int8Path,
     f32_activations: bool,
 ) -> f64 {
-    let kind = if f32_activations {
-        "w8 f32-act"
+    let mode = if f32_activations {
+        Mode::F32Activations
     } else {
-        "int8"
+        Mode::Int8
+    };
+    bench_int8_as(name, m, k, n, path, mode)
+}
+
+fn bench_int8_as(
+    name: &str,
+    m: usize,
+    k: usize,
+    n: usize,
+    path: cpu::int8::Int8Path,
+    mode: Mode,
+) -> f64 {
+    let kind = match mode {
+        Mode::F32Activations => "w8 f32-act",
+        Mode::Int8 => "int8",
+        Mode::Split => "w8 split-act",
     };
     let label = format!("{name} {m}x{k} -> {n} {kind} {}", path.name());
     if !wanted(&label) || !path.available() {
@@ -147,11 +176,13 @@ fn bench_int8(
     let mut out = vec![0.0f32; m * n];
     let flops = 2.0 * (m * n * k) as f64;
     let bytes = (m <= 8).then_some((n * k) as f64);
-    run(&label, flops, bytes, || {
-        if f32_activations {
+    run(&label, flops, bytes, || match mode {
+        Mode::F32Activations => {
             cpu::int8::linear_w8_f32_on(path, black_box(&x), m, k, &wq, Some(&b), &mut out)
-        } else {
-            cpu::int8::linear_i8_on(path, black_box(&x), m, k, &wq, Some(&b), &mut out)
+        }
+        Mode::Int8 => cpu::int8::linear_i8_on(path, black_box(&x), m, k, &wq, Some(&b), &mut out),
+        Mode::Split => {
+            cpu::int8::linear_w8_split_on(path, black_box(&x), m, k, &wq, Some(&b), &mut out)
         }
     })
 }
@@ -533,12 +564,16 @@ fn main() {
         bench_linear_w8("linear (q)", m, d, d);
         bench_linear_w8("linear (fc1)", m, d, ff);
         bench_linear_w8("linear (fc2)", m, ff, d);
+        bench_linear_split("linear (q)", m, d, d);
+        bench_linear_split("linear (fc1)", m, d, ff);
+        bench_linear_split("linear (fc2)", m, ff, d);
     }
     for m in [1, 2, 5] {
         bench_linear("linear (logits) gemv", m, d, 51865, cpu::linear_gemv);
         bench_linear_f16("linear (logits) gemv f16", m, d, 51865);
         bench_linear_i8("linear (logits)", m, d, 51865, cpu::int8::Int8Path::best());
         bench_linear_w8("linear (logits)", m, d, 51865);
+        bench_linear_split("linear (logits)", m, d, 51865);
         bench_linear("linear (logits) gemm", m, d, 51865, cpu::linear_gemm);
     }
     for m in [16, 32, 64, 128] {
@@ -552,6 +587,8 @@ fn main() {
         bench_linear_w8("linear (fc1)", m, d, ff);
         bench_linear_w8("linear (fc2)", m, ff, d);
         bench_linear_w8("linear (logits)", m, d, 51865);
+        bench_linear_split("linear (logits)", m, d, 51865);
+        bench_linear_f16("linear (logits) gemv f16", m, d, 51865);
     }
     for rows in [1, 5] {
         bench_cross_step(rows, false, false);

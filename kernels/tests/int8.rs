@@ -600,3 +600,127 @@ fn a_layer_norm_fused_into_the_product_gives_the_bits_of_the_norm_then_the_produ
         }
     }
 }
+
+/// The split-activation product ([`int8::linear_w8_split_on`]) against an f64 product of
+/// the same int8 weight with the exact activations. Bound, per output: the pieces hold
+/// each x within 4e-5·sx and the recombination rounds sums below 128·(Σ|x|/sx + k) a few
+/// times, stated generously as `sw·1e-4·(127·k·sx + Σ|x|)`, plus the last two f32
+/// roundings, `4u·(|y| + |b|)`. Paths: AMX, where the CPU has it, gives the portable bits.
+fn check_split(m: usize, k: usize, n: usize, with_bias: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut x = rng.vec(m * k, -3.0, 3.0);
+    // An outlier channel, as after Whisper's layer norms: the pieces must carry the small
+    // values beside it.
+    for i in 0..m {
+        x[i * k + (i * 7) % k] = 40.0;
+    }
+    let w = rng.vec(n * k, -0.5, 0.5);
+    let b = rng.vec(n, -1.0, 1.0);
+    let bias = with_bias.then_some(&b[..]);
+    let q = quantize(&w, n, k);
+    let wq = view(&q, n, k);
+    let mut portable = vec![f32::NAN; m * n];
+    int8::linear_w8_split_on(Int8Path::Portable, &x, m, k, &wq, bias, &mut portable);
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        let sx = xr.iter().fold(0f64, |a, v| a.max(v.abs() as f64)) / 127.0;
+        let l1: f64 = xr.iter().map(|v| v.abs() as f64).sum();
+        for j in 0..n {
+            let sw = q.scales[j] as f64;
+            let bj = bias.map_or(0.0, |b| b[j] as f64);
+            let want = bj
+                + (0..k)
+                    .map(|kk| xr[kk] as f64 * int8::dequantized(&wq, j, kk) as f64)
+                    .sum::<f64>();
+            let bound =
+                sw * 1e-4 * (127.0 * k as f64 * sx + l1) + 4.0 * U * (want.abs() + bj.abs());
+            let got = portable[i * n + j] as f64;
+            assert!(
+                (got - want).abs() <= bound,
+                "split m={m} k={k} n={n} [{i},{j}]: {got} vs {want}, bound {bound:e}"
+            );
+        }
+    }
+    if Int8Path::Amx.available() && k.is_multiple_of(64) {
+        let mut tiles = vec![f32::NAN; m * n];
+        int8::linear_w8_split_on(Int8Path::Amx, &x, m, k, &wq, bias, &mut tiles);
+        let same = tiles
+            .iter()
+            .zip(&portable)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "split on amx differs from portable at m={m} k={k} n={n}"
+        );
+    }
+}
+
+#[test]
+fn split_activations_match_f64_within_their_bound_and_give_the_same_bits_on_tiles() {
+    let mut seed = 300;
+    for &(m, k, n) in &[
+        (1, 64, 1),
+        (1, 512, 100),
+        (2, 64, 48),
+        (5, 128, 33),
+        (5, 512, 515),
+        (6, 64, 49),
+        (11, 192, 64),
+        (3, 2048, 40),
+        (4, 70, 20),
+    ] {
+        for with_bias in [false, true] {
+            check_split(m, k, n, with_bias, seed);
+            seed += 1;
+        }
+    }
+}
+
+#[test]
+fn split_rows_keep_their_bits_alone_or_together_and_zero_and_nan_rows_stay_so() {
+    // A beam step's rows, or a lockstep batch's, must not change each other's bits.
+    let (m, k, n) = (12, 128, 70);
+    let mut rng = Rng::new(77);
+    let mut x = rng.vec(m * k, -2.0, 2.0);
+    x[3 * k..4 * k].fill(0.0);
+    x[7 * k + 5] = f32::NAN;
+    let w = rng.vec(n * k, -0.5, 0.5);
+    let b = rng.vec(n, -1.0, 1.0);
+    let q = quantize(&w, n, k);
+    let wq = view(&q, n, k);
+    let path = if Int8Path::Amx.available() {
+        Int8Path::Amx
+    } else {
+        Int8Path::Portable
+    };
+    let mut together = vec![f32::NAN; m * n];
+    int8::linear_w8_split_on(path, &x, m, k, &wq, Some(&b), &mut together);
+    for i in 0..m {
+        let mut alone = vec![f32::NAN; n];
+        int8::linear_w8_split_on(
+            path,
+            &x[i * k..(i + 1) * k],
+            1,
+            k,
+            &wq,
+            Some(&b),
+            &mut alone,
+        );
+        for j in 0..n {
+            assert_eq!(
+                together[i * n + j].to_bits(),
+                alone[j].to_bits(),
+                "row {i}, column {j}"
+            );
+        }
+    }
+    assert_eq!(
+        &together[3 * n..4 * n],
+        &b[..],
+        "a row of zeros gives the bias"
+    );
+    assert!(
+        together[7 * n..8 * n].iter().all(|v| v.is_nan()),
+        "a NaN row gives NaN"
+    );
+}

@@ -394,6 +394,10 @@ pub struct GroupPart<'a, 'o> {
 /// Each part's outputs have the bits of [`linear_i8_on`] (with `f32_activations`,
 /// [`linear_w8_f32_on`]) on its weight alone, applied to the normalised rows: every output
 /// is computed by the same tile code from the same quantized row.
+///
+/// On AMX, weight-only products of weights that are rescored (the logits projection) run
+/// with split activations instead ([`linear_w8_split_on`]; `AMANUENSIS_SPLIT=0` turns
+/// this off).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_i8_group_on(
     path: Int8Path,
@@ -404,6 +408,29 @@ pub fn linear_i8_group_on(
     parts: &mut [GroupPart],
     f32_activations: bool,
 ) {
+    let mode = match f32_activations {
+        false => Activations::Int8,
+        true if takes_split(path, padded_k(k), parts) => Activations::Split,
+        true => Activations::F32,
+    };
+    group_on(path, x, m, k, norm, parts, mode)
+}
+
+/// [`linear_i8_group_on`] with the activations' treatment chosen.
+#[allow(clippy::too_many_arguments)]
+fn group_on(
+    path: Int8Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    norm: Option<&RowNorm>,
+    parts: &mut [GroupPart],
+    mode: Activations,
+) {
+    // f32 rows: the weight-only products read them, and the rescoring of either.
+    let f32_rows = mode != Activations::Int8;
+    let split = mode == Activations::Split;
+    let f32_activations = mode == Activations::F32;
     for p in parts.iter() {
         check(path, x, m, k, p.w, p.bias, p.out);
     }
@@ -415,11 +442,11 @@ pub fn linear_i8_group_on(
         return;
     }
     let kp = padded_k(k);
-    let on_tiles = !f32_activations && path == Int8Path::Amx && amx_takes(m, kp);
+    let on_tiles = mode == Activations::Int8 && path == Int8Path::Amx && amx_takes(m, kp);
     let (mut xq, mut sx, mut x32) = (Vec::new(), Vec::new(), Vec::new());
     // The normalised rows, where the rescoring needs them unpadded.
     let mut normed = Vec::new();
-    if f32_activations {
+    if f32_rows {
         x32 = X32.take();
         x32.clear();
         x32.resize(m * kp, 0.0);
@@ -435,7 +462,28 @@ pub fn linear_i8_group_on(
                 .flat_map(|i| x32[i * kp..i * kp + k].iter().copied())
                 .collect();
         }
-    } else {
+    }
+    if split {
+        // Blocks of 16 tile rows, five real rows' pieces each; the rest are zeros.
+        let blocks = m.div_ceil(SPLIT_ROWS_PER_BLOCK);
+        xq = XQ.take();
+        xq.clear();
+        xq.resize(blocks * AMX_TILE_ROWS * kp, 0);
+        sx = vec![0.0f32; m];
+        for i in 0..m {
+            let base = ((i / SPLIT_ROWS_PER_BLOCK) * AMX_TILE_ROWS
+                + SPLIT_PIECES * (i % SPLIT_ROWS_PER_BLOCK))
+                * kp;
+            let (q0, rest) = xq[base..base + SPLIT_PIECES * kp].split_at_mut(kp);
+            let (q1, q2) = rest.split_at_mut(kp);
+            sx[i] = split_row_into(
+                &x32[i * kp..i * kp + k],
+                &mut q0[..k],
+                &mut q1[..k],
+                &mut q2[..k],
+            );
+        }
+    } else if !f32_rows {
         // The tile kernel reads whole blocks of 32 rows: the rows past m are zeros.
         let rows = if on_tiles {
             m.next_multiple_of(2 * AMX_TILE_ROWS)
@@ -449,7 +497,7 @@ pub fn linear_i8_group_on(
         quantize_activations(x, m, k, kp, norm, &mut xq, &mut sx);
     }
     let run_path = match path {
-        Int8Path::Amx if !f32_activations && !on_tiles => Int8Path::Avx512Vnni,
+        Int8Path::Amx if mode == Activations::Int8 && !on_tiles => Int8Path::Avx512Vnni,
         p => p,
     };
     let args: Vec<Args> = parts
@@ -463,6 +511,7 @@ pub fn linear_i8_group_on(
             w: p.w,
             bias: p.bias,
             f32_activations,
+            split,
         })
         .collect();
     let outs: Vec<SendPtr> = parts
@@ -483,7 +532,7 @@ pub fn linear_i8_group_on(
     // 512 × 512 one (262 K multiply-adds) already gains from both cores' bandwidth (on the
     // AMX Xeon, greedy decoding 3.37–3.62 → 2.84–3.01 ms a token; `docs/performance.md`).
     // Each output is computed by one task in k order, so the split changes no bit.
-    let min_parallel = if f32_activations {
+    let min_parallel = if f32_rows {
         MIN_PARALLEL_FMAS / 4
     } else {
         4 * MIN_PARALLEL_FMAS
@@ -498,15 +547,26 @@ pub fn linear_i8_group_on(
         tasks.par_iter().for_each(task);
     }
     drop(args);
-    if f32_activations {
+    if f32_rows {
         X32.set(x32);
         let rows = if norm.is_some() { &normed[..] } else { x };
+        // The split's own bound, per row, beside the weight's rounding.
+        let extra: Vec<f32> = match split {
+            true => (0..m)
+                .map(|i| {
+                    let l1: f32 = rows[i * k..(i + 1) * k].iter().map(|v| v.abs()).sum();
+                    split_bound(k, sx[i], l1)
+                })
+                .collect(),
+            false => Vec::new(),
+        };
         for p in parts.iter_mut() {
             if let Some(r) = p.w.rescore {
-                rescore_top(rows, m, k, p.w, &r, p.bias, p.out);
+                rescore_top(rows, m, k, p.w, &r, p.bias, p.out, &extra);
             }
         }
-    } else {
+    }
+    if !f32_activations {
         XQ.set(xq);
     }
 }
@@ -549,12 +609,136 @@ pub fn linear_w8_f32_on(
     linear_i8_group_on(path, x, m, k, None, &mut parts, true);
 }
 
+/// Pieces an f32 activation row is cut into for [`linear_w8_split_on`].
+pub const SPLIT_PIECES: usize = 3;
+/// The ratio between consecutive pieces' steps: each piece is the rounding residual of the
+/// one before, times this, so it stays within [-127, 127].
+const SPLIT_BASE: f32 = 254.0;
+/// Real rows per 16-row tile block: their three pieces are tile rows 3r..3r+2.
+const SPLIT_ROWS_PER_BLOCK: usize = AMX_TILE_ROWS / SPLIT_PIECES;
+
+/// The weight-only product with each f32 activation row cut into three int8 pieces,
+/// `x ≈ sx·(a0 + a1/254 + a2/254²)` (`sx = max|x|/127`), each multiplied by the int8 weight
+/// exactly in i32 and recombined in f32: `((c2/254 + c1)/254 + c0)·(sx·sw) + b`. The
+/// pieces hold x to within about 4e-5·sx (f32's own rounding of `x·127/max|x|` is most of
+/// it), so the result is the f32-activation product's to a few parts in 10⁷ of the row's
+/// scale, while the products run on AMX tiles (five rows' pieces fill one 16-row tile)
+/// instead of widening every weight byte to f32. Paths: [`Int8Path::Amx`] (k a multiple
+/// of 64) and [`Int8Path::Portable`], with the same bits (exact integer sums, the same f32
+/// operations); the logits projection's rows take it on AMX ([`linear_i8_group_on`]).
+/// Panics on another path or, on AMX, k not a multiple of 64.
+pub fn linear_w8_split_on(
+    path: Int8Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    assert!(
+        path == Int8Path::Portable
+            || (path == Int8Path::Amx && padded_k(k).is_multiple_of(AMX_K_STEP)),
+        "split activations run on amx (k a multiple of 64) or portable, not {} with k = {k}",
+        path.name()
+    );
+    let mut parts = [GroupPart { w, bias, out }];
+    group_on(path, x, m, k, None, &mut parts, Activations::Split);
+}
+
+/// How a product treats its activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Activations {
+    /// Quantized per row to int8.
+    Int8,
+    /// Kept in f32; the int8 weight widened in registers.
+    F32,
+    /// Cut into [`SPLIT_PIECES`] int8 pieces ([`linear_w8_split_on`]).
+    Split,
+}
+
+/// Whether the weight-only product of `parts` runs as split activations on `path`: on AMX
+/// tiles, for weights whose largest outputs are computed again (the logits projection),
+/// with k a multiple of 64. There the widening kernel is bound by its arithmetic at a beam
+/// step's rows (`kernel_bench`, 5 rows: 1.09 ms widening, 0.59 ms split), and the
+/// rescoring makes the outputs that decide a token the stored weight's either way. One
+/// row (a greedy step) takes it too, though it reads the weight hardly faster (0.56
+/// against 0.57 ms), so that a row's bits never depend on how many rows share the call (requests
+/// batched by the server decode as each alone). Smaller weights (the decoder's 512-wide
+/// linears) are faster widened.
+fn takes_split(path: Int8Path, kp: usize, parts: &[GroupPart]) -> bool {
+    path == Int8Path::Amx
+        && kp.is_multiple_of(AMX_K_STEP)
+        && parts.iter().all(|p| p.w.rescore.is_some())
+        && split_allowed()
+}
+
+/// Whether rescored weight-only products run as split activations on this
+/// CPU ([`linear_i8_group_on`]): it has AMX, and `AMANUENSIS_SPLIT=0` is not set.
+pub fn split_available() -> bool {
+    Int8Path::best() == Int8Path::Amx && split_allowed()
+}
+
+fn split_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var("AMANUENSIS_SPLIT").map_or(true, |v| v != "0"))
+}
+
+/// Cuts one row into its three pieces (`q0`, `q1`, `q2`, each k long) and returns its
+/// scale; as [`quantize_row_into`], a row of zeros gets scale 0 and one holding a NaN or an
+/// infinity scale NaN.
+fn split_row_into(row: &[f32], q0: &mut [i8], q1: &mut [i8], q2: &mut [i8]) -> f32 {
+    let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let finite = amax.is_finite() && !row.iter().any(|v| v.is_nan());
+    if amax == 0.0 || !finite {
+        q0.fill(0);
+        q1.fill(0);
+        q2.fill(0);
+        return if finite { 0.0 } else { f32::NAN };
+    }
+    let inv = 127.0 / amax;
+    // Rounding to nearest even by the 1.5·2²³ shift, exact for |v| < 2²²: `round_ties_even`
+    // is a libm call where SSE4.1 is not enabled at build time, and this loop then took
+    // longer than the tile products (the same integer, but −0 for +0, which an i8 drops).
+    const SHIFT: f32 = 12_582_912.0;
+    let piece = |v: f32| ((v + SHIFT) - SHIFT).clamp(-127.0, 127.0);
+    for (c, &x) in row.iter().enumerate() {
+        let v = x * inv;
+        let a0 = piece(v);
+        // v − a0 is exact (both within 0.5 of each other); so is t − a1.
+        let t = (v - a0) * SPLIT_BASE;
+        let a1 = piece(t);
+        let a2 = piece((t - a1) * SPLIT_BASE);
+        (q0[c], q1[c], q2[c]) = (a0 as i8, a1 as i8, a2 as i8);
+    }
+    amax / 127.0
+}
+
+/// The recombination every split path performs, in this order.
+#[inline(always)]
+fn recombine(c0: i32, c1: i32, c2: i32, sx: f32, sw: f32, b: f32) -> f32 {
+    const STEP: f32 = 1.0 / SPLIT_BASE;
+    let t = c2 as f32 * STEP + c1 as f32;
+    let u = t * STEP + c0 as f32;
+    u * (sx * sw) + b
+}
+
+/// A bound, in units of a column's scale `sw`, on how far the split product moves an output
+/// from the f32-activation product of the same int8 weight: each piece-represented value is
+/// within 4e-5·sx of x (f32's rounding of `x·inv` and of `sx·inv` ≈ 1, and 0.5/254² for the
+/// last piece) and meets at most 127·k of weight, and the recombination rounds a sum below
+/// 128·(Σ|x|/sx + k) in f32 a few times. Written out generously: 1e-4·(127·k·sx + Σ|x|).
+fn split_bound(k: usize, sx: f32, l1: f32) -> f32 {
+    1e-4 * (127.0 * k as f32 * sx + l1)
+}
+
 /// Computes again, from the exact rows, every output of each row that may be within
 /// `band` of the row's largest: where `y + e ≥ max(y − e) − band`, with `e` the bound on
 /// the weight's rounding, `sw/2 · Σ|x|`, plus the f32 accumulation's share. For a logits
 /// projection this makes the outputs that decide a token (and nearly all of the softmax's
 /// mass) those of the stored weight, for a few hundred dot products instead of a whole f16
 /// matrix read.
+#[allow(clippy::too_many_arguments)]
 fn rescore_top(
     x: &[f32],
     m: usize,
@@ -563,6 +747,7 @@ fn rescore_top(
     r: &Rescore,
     bias: Option<&[f32]>,
     out: &mut [f32],
+    extra: &[f32],
 ) {
     let n = w.n;
     assert_eq!(r.rows.len(), n * k, "rescore: exact rows are not [n, k]");
@@ -578,7 +763,15 @@ fn rescore_top(
             .into_par_iter()
             .map(|i| {
                 let l1: f32 = x[i * k..(i + 1) * k].iter().map(|v| v.abs()).sum();
-                near_top(&out[i * n..(i + 1) * n], w.scales, 1.01 * l1, slack, r.band)
+                // A split product's bound adds its own term (`split_bound`, per row).
+                let more = extra.get(i).map_or(0.0, |e| e / slack);
+                near_top(
+                    &out[i * n..(i + 1) * n],
+                    w.scales,
+                    1.01 * l1 + more,
+                    slack,
+                    r.band,
+                )
             })
             .collect();
         // (column, its rows to compute again as bits from i0), columns ascending.
@@ -806,11 +999,26 @@ struct Args<'a> {
     bias: Option<&'a [f32]>,
     /// Whether activations stay f32 (weight-only int8) or are quantized.
     f32_activations: bool,
+    /// Whether `xq` holds split activations ([`linear_w8_split_on`]'s blocks).
+    split: bool,
 }
 
 /// Columns `j0..j1` (j0 a multiple of [`PANEL`]) of every output row: blocks of up to
 /// four panels, each block run over all rows while its weight stays in cache.
 fn run_columns(path: Int8Path, a: &Args, j0: usize, j1: usize, out: SendPtr) {
+    if a.split {
+        #[cfg(target_arch = "x86_64")]
+        if path == Int8Path::Amx {
+            // SAFETY: AMX and AVX-512 were checked in `check`; `linear_w8_split_on` and
+            // `takes_split` choose AMX only for k a multiple of 64, and `xq` holds whole
+            // 16-row blocks; the tiles write out[.., j0..j1] only, which no other task
+            // writes.
+            unsafe { tiles::columns_split(a, j0, j1, out) };
+            return;
+        }
+        split_portable(a, j0, j1, out);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if path == Int8Path::Amx && !a.f32_activations {
         // SAFETY: AMX and AVX-512 were checked in `check`; `linear_i8_on` chose this path
@@ -880,6 +1088,37 @@ fn tile_portable(a: &Args, i0: usize, rows: usize, j0: usize, cols: usize, out: 
                 acc += xv as i32 * a.w.packed[packed_index(kp, j, kk)] as i32;
             }
             let v = dequantize(acc, a.sx[i], a.w.scales[j], a.bias.map_or(0.0, |b| b[j]));
+            // SAFETY: (i, j) is inside out[m, n], in the region this task owns.
+            unsafe { *out.get().add(i * n + j) = v };
+        }
+    }
+}
+
+/// The split product's columns `j0..j1` for every row, in plain Rust: the bits of the tile
+/// path.
+fn split_portable(a: &Args, j0: usize, j1: usize, out: SendPtr) {
+    let (kp, n) = (a.kp, a.w.n);
+    for i in 0..a.m {
+        let base = ((i / SPLIT_ROWS_PER_BLOCK) * AMX_TILE_ROWS
+            + SPLIT_PIECES * (i % SPLIT_ROWS_PER_BLOCK))
+            * kp;
+        let piece = |p: usize| &a.xq[base + p * kp..base + (p + 1) * kp];
+        for j in j0..j1 {
+            let sum = |q: &[i8]| -> i32 {
+                q.iter()
+                    .enumerate()
+                    .map(|(kk, &v)| v as i32 * a.w.packed[packed_index(kp, j, kk)] as i32)
+                    .sum()
+            };
+            let (c0, c1, c2) = (sum(piece(0)), sum(piece(1)), sum(piece(2)));
+            let v = recombine(
+                c0,
+                c1,
+                c2,
+                a.sx[i],
+                a.w.scales[j],
+                a.bias.map_or(0.0, |b| b[j]),
+            );
             // SAFETY: (i, j) is inside out[m, n], in the region this task owns.
             unsafe { *out.get().add(i * n + j) = v };
         }
@@ -1258,8 +1497,10 @@ mod x86 {
 /// The AMX tile path: the product on tiles.
 #[cfg(target_arch = "x86_64")]
 mod tiles {
-    use super::{Args, AMX_K_STEP, AMX_TILE_ROWS, PANEL};
-    use crate::cpu::amx::{self, TileConfig};
+    use super::{
+        Args, AMX_K_STEP, AMX_TILE_ROWS, PANEL, SPLIT_BASE, SPLIT_PIECES, SPLIT_ROWS_PER_BLOCK,
+    };
+    use crate::cpu::amx::{self, TileConfig, ACCUMULATOR_BYTES, TILE_ROW_BYTES};
     use crate::cpu::parallel::SendPtr;
     use std::arch::asm;
     use std::arch::x86_64::*;
@@ -1353,6 +1594,158 @@ mod tiles {
         amx::store_accumulators(sums.0.as_mut_ptr().cast());
     }
 
+    /// Three 16 × 16 tiles of i32 sums: a block's 16 piece rows × 3 panels.
+    #[repr(C, align(64))]
+    struct SplitSums([i32; 3 * AMX_TILE_ROWS * PANEL]);
+
+    /// Every row × columns `j0..j1` (j0 a multiple of [`PANEL`]) of a split product: for
+    /// each block of 16 piece rows (five real rows), groups of up to 3 panels, each summed
+    /// over k in steps of 64 bytes into tmm0–2 from one activation tile (tmm4) and one
+    /// weight tile per panel (tmm5–7), then recombined.
+    ///
+    /// Safety: AMX (`usable`) and AVX-512 F; `a.xq` holds `a.m.div_ceil(5)` blocks of 16
+    /// rows of `a.kp` bytes, `a.kp` a multiple of 64; the packed weight holds the panels of
+    /// `j0..j1`; nothing else writes out[.., j0..j1].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn columns_split(a: &Args, j0: usize, j1: usize, out: SendPtr) {
+        let config = TileConfig::all_16_by_64();
+        config.load();
+        let kp = a.kp;
+        let mut sums = SplitSums([0; 3 * AMX_TILE_ROWS * PANEL]);
+        for block in 0..a.m.div_ceil(SPLIT_ROWS_PER_BLOCK) {
+            let x = a.xq.as_ptr().add(block * AMX_TILE_ROWS * kp);
+            let mut j = j0;
+            while j < j1 {
+                let cols = (j1 - j).min(3 * PANEL);
+                let w = a.w.packed.as_ptr().add((j / PANEL) * kp * PANEL);
+                match cols.div_ceil(PANEL) {
+                    3 => split_panels::<3>(x, w, kp, &mut sums),
+                    2 => split_panels::<2>(x, w, kp, &mut sums),
+                    _ => split_panels::<1>(x, w, kp, &mut sums),
+                }
+                recombine_block(a, block, j, cols, &sums, out);
+                j += cols;
+            }
+        }
+        amx::release();
+    }
+
+    /// One block of 16 piece rows × `P` panels (1 to 3) summed into tmm0.. and stored.
+    #[inline]
+    unsafe fn split_panels<const P: usize>(
+        x: *const i8,
+        w: *const i8,
+        kp: usize,
+        sums: &mut SplitSums,
+    ) {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            options(nostack, nomem)
+        );
+        let panel_step = AMX_TILE_ROWS * PANEL * 4;
+        for s in 0..kp / AMX_K_STEP {
+            let x0 = x.add(s * AMX_K_STEP);
+            let w0 = w.add(s * panel_step);
+            match P {
+                3 => asm!(
+                    "tileloadd tmm4, [{x0} + {xs}]",
+                    "tileloadd tmm5, [{w0} + {ws}]",
+                    "tileloadd tmm6, [{w1} + {ws}]",
+                    "tileloadd tmm7, [{w2} + {ws}]",
+                    "tdpbssd tmm0, tmm4, tmm5",
+                    "tdpbssd tmm1, tmm4, tmm6",
+                    "tdpbssd tmm2, tmm4, tmm7",
+                    x0 = in(reg) x0,
+                    w0 = in(reg) w0,
+                    w1 = in(reg) w0.add(kp * PANEL),
+                    w2 = in(reg) w0.add(2 * kp * PANEL),
+                    xs = in(reg) kp,
+                    ws = in(reg) PANEL * 4,
+                    options(nostack, readonly)
+                ),
+                2 => asm!(
+                    "tileloadd tmm4, [{x0} + {xs}]",
+                    "tileloadd tmm5, [{w0} + {ws}]",
+                    "tileloadd tmm6, [{w1} + {ws}]",
+                    "tdpbssd tmm0, tmm4, tmm5",
+                    "tdpbssd tmm1, tmm4, tmm6",
+                    x0 = in(reg) x0,
+                    w0 = in(reg) w0,
+                    w1 = in(reg) w0.add(kp * PANEL),
+                    xs = in(reg) kp,
+                    ws = in(reg) PANEL * 4,
+                    options(nostack, readonly)
+                ),
+                _ => asm!(
+                    "tileloadd tmm4, [{x0} + {xs}]",
+                    "tileloadd tmm5, [{w0} + {ws}]",
+                    "tdpbssd tmm0, tmm4, tmm5",
+                    x0 = in(reg) x0,
+                    w0 = in(reg) w0,
+                    xs = in(reg) kp,
+                    ws = in(reg) PANEL * 4,
+                    options(nostack, readonly)
+                ),
+            }
+        }
+        let p = sums.0.as_mut_ptr() as *mut u8;
+        asm!(
+            "tilestored [{p0} + {s}], tmm0",
+            "tilestored [{p1} + {s}], tmm1",
+            "tilestored [{p2} + {s}], tmm2",
+            p0 = in(reg) p,
+            p1 = in(reg) p.add(ACCUMULATOR_BYTES),
+            p2 = in(reg) p.add(2 * ACCUMULATOR_BYTES),
+            s = in(reg) TILE_ROW_BYTES,
+            options(nostack)
+        );
+    }
+
+    /// Writes the block's real rows (those below m) × columns `j..j + cols`: each row's
+    /// three piece sums recombined by the operations of [`super::recombine`], in lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn recombine_block(
+        a: &Args,
+        block: usize,
+        j: usize,
+        cols: usize,
+        sums: &SplitSums,
+        out: SendPtr,
+    ) {
+        let n = a.w.n;
+        let step = _mm512_set1_ps(1.0 / SPLIT_BASE);
+        for r in 0..SPLIT_ROWS_PER_BLOCK {
+            let row = block * SPLIT_ROWS_PER_BLOCK + r;
+            if row >= a.m {
+                return;
+            }
+            let sx = _mm512_set1_ps(a.sx[row]);
+            for p in 0..cols.div_ceil(PANEL) {
+                let c0 = p * PANEL;
+                let take = (cols - c0).min(PANEL);
+                let mask: __mmask16 = if take == 16 { !0 } else { (1u16 << take) - 1 };
+                let tile = sums.0.as_ptr().add(p * AMX_TILE_ROWS * PANEL);
+                let piece = |q: usize| {
+                    _mm512_cvtepi32_ps(_mm512_loadu_si512(
+                        tile.add((SPLIT_PIECES * r + q) * PANEL) as *const _
+                    ))
+                };
+                let t = _mm512_add_ps(_mm512_mul_ps(piece(2), step), piece(1));
+                let u = _mm512_add_ps(_mm512_mul_ps(t, step), piece(0));
+                let s = _mm512_mul_ps(sx, _mm512_loadu_ps(a.w.scales.as_ptr().add(j + c0)));
+                let b = match a.bias {
+                    Some(b) => _mm512_maskz_loadu_ps(mask, b.as_ptr().add(j + c0)),
+                    None => _mm512_setzero_ps(),
+                };
+                let y = _mm512_add_ps(_mm512_mul_ps(u, s), b);
+                _mm512_mask_storeu_ps(out.get().add(row * n + j + c0), mask, y);
+            }
+        }
+    }
+
     /// Writes the block's outputs, rows `i..` (those below m) × columns `j..j + cols`:
     /// `acc · (sx·sw) + b`, the operations of every other path.
     #[inline]
@@ -1409,6 +1802,36 @@ mod tests {
                 exact_dot_f16(&x, &row).to_bits(),
                 exact_dot(&x, &wide).to_bits(),
                 "length {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_pieces_round_as_round_ties_even_does() {
+        // The shift-based rounding must give `round_ties_even`'s integers, ties included.
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut row: Vec<f32> = (0..4096).map(|_| rng.f32() * 6.0 - 3.0).collect();
+        row[0] = 3.0;
+        // Exact ties after scaling by 127/3: k + 0.5 steps, both signs.
+        for (i, t) in [0.5f32, 1.5, -0.5, -2.5, 126.5, -126.5].iter().enumerate() {
+            row[1 + i] = t * 3.0 / 127.0;
+        }
+        let k = row.len();
+        let (mut q0, mut q1, mut q2) = (vec![0i8; k], vec![0i8; k], vec![0i8; k]);
+        let sx = split_row_into(&row, &mut q0, &mut q1, &mut q2);
+        assert_eq!(sx, 3.0 / 127.0);
+        let inv = 127.0 / 3.0f32;
+        let piece = |v: f32| v.round_ties_even().clamp(-127.0, 127.0);
+        for c in 0..k {
+            let v = row[c] * inv;
+            let a0 = piece(v);
+            let t = (v - a0) * SPLIT_BASE;
+            let a1 = piece(t);
+            let a2 = piece((t - a1) * SPLIT_BASE);
+            assert_eq!(
+                (q0[c], q1[c], q2[c]),
+                (a0 as i8, a1 as i8, a2 as i8),
+                "element {c}"
             );
         }
     }
