@@ -471,9 +471,7 @@ fn group_on(
         xq.resize(blocks * AMX_TILE_ROWS * kp, 0);
         sx = vec![0.0f32; m];
         for i in 0..m {
-            let base = ((i / SPLIT_ROWS_PER_BLOCK) * AMX_TILE_ROWS
-                + SPLIT_PIECES * (i % SPLIT_ROWS_PER_BLOCK))
-                * kp;
+            let base = split_row_offset(i, kp);
             let (q0, rest) = xq[base..base + SPLIT_PIECES * kp].split_at_mut(kp);
             let (q1, q2) = rest.split_at_mut(kp);
             sx[i] = split_row_into(
@@ -712,6 +710,13 @@ fn split_row_into(row: &[f32], q0: &mut [i8], q1: &mut [i8], q2: &mut [i8]) -> f
         (q0[c], q1[c], q2[c]) = (a0 as i8, a1 as i8, a2 as i8);
     }
     amax / 127.0
+}
+
+/// Where row `i`'s first piece starts in split activations of depth `kp`: its block of 16
+/// tile rows, then its three rows in that block.
+#[inline(always)]
+fn split_row_offset(i: usize, kp: usize) -> usize {
+    ((i / SPLIT_ROWS_PER_BLOCK) * AMX_TILE_ROWS + SPLIT_PIECES * (i % SPLIT_ROWS_PER_BLOCK)) * kp
 }
 
 /// The recombination every split path performs, in this order.
@@ -1099,9 +1104,7 @@ fn tile_portable(a: &Args, i0: usize, rows: usize, j0: usize, cols: usize, out: 
 fn split_portable(a: &Args, j0: usize, j1: usize, out: SendPtr) {
     let (kp, n) = (a.kp, a.w.n);
     for i in 0..a.m {
-        let base = ((i / SPLIT_ROWS_PER_BLOCK) * AMX_TILE_ROWS
-            + SPLIT_PIECES * (i % SPLIT_ROWS_PER_BLOCK))
-            * kp;
+        let base = split_row_offset(i, kp);
         let piece = |p: usize| &a.xq[base + p * kp..base + (p + 1) * kp];
         for j in j0..j1 {
             let sum = |q: &[i8]| -> i32 {
@@ -1500,7 +1503,7 @@ mod tiles {
     use super::{
         Args, AMX_K_STEP, AMX_TILE_ROWS, PANEL, SPLIT_BASE, SPLIT_PIECES, SPLIT_ROWS_PER_BLOCK,
     };
-    use crate::cpu::amx::{self, TileConfig, ACCUMULATOR_BYTES, TILE_ROW_BYTES};
+    use crate::cpu::amx::{self, TileConfig};
     use crate::cpu::parallel::SendPtr;
     use std::arch::asm;
     use std::arch::x86_64::*;
@@ -1594,9 +1597,10 @@ mod tiles {
         amx::store_accumulators(sums.0.as_mut_ptr().cast());
     }
 
-    /// Three 16 × 16 tiles of i32 sums: a block's 16 piece rows × 3 panels.
+    /// The accumulators' 16 × 16 tiles of i32 sums ([`amx::store_accumulators`]): a
+    /// block's 16 piece rows × up to 3 panels (the fourth tile stays zero).
     #[repr(C, align(64))]
-    struct SplitSums([i32; 3 * AMX_TILE_ROWS * PANEL]);
+    struct SplitSums([i32; 4 * AMX_TILE_ROWS * PANEL]);
 
     /// Every row × columns `j0..j1` (j0 a multiple of [`PANEL`]) of a split product: for
     /// each block of 16 piece rows (five real rows), groups of up to 3 panels, each summed
@@ -1611,7 +1615,7 @@ mod tiles {
         let config = TileConfig::all_16_by_64();
         config.load();
         let kp = a.kp;
-        let mut sums = SplitSums([0; 3 * AMX_TILE_ROWS * PANEL]);
+        let mut sums = SplitSums([0; 4 * AMX_TILE_ROWS * PANEL]);
         for block in 0..a.m.div_ceil(SPLIT_ROWS_PER_BLOCK) {
             let x = a.xq.as_ptr().add(block * AMX_TILE_ROWS * kp);
             let mut j = j0;
@@ -1630,7 +1634,8 @@ mod tiles {
         amx::release();
     }
 
-    /// One block of 16 piece rows × `P` panels (1 to 3) summed into tmm0.. and stored.
+    /// One block of 16 piece rows × `P` panels (1 to 3) summed into tmm0.. (tmm0–3
+    /// zeroed first, as the shared accumulators are) and stored.
     #[inline]
     unsafe fn split_panels<const P: usize>(
         x: *const i8,
@@ -1638,12 +1643,7 @@ mod tiles {
         kp: usize,
         sums: &mut SplitSums,
     ) {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            options(nostack, nomem)
-        );
+        amx::zero_accumulators();
         let panel_step = AMX_TILE_ROWS * PANEL * 4;
         for s in 0..kp / AMX_K_STEP {
             let x0 = x.add(s * AMX_K_STEP);
@@ -1690,17 +1690,7 @@ mod tiles {
                 ),
             }
         }
-        let p = sums.0.as_mut_ptr() as *mut u8;
-        asm!(
-            "tilestored [{p0} + {s}], tmm0",
-            "tilestored [{p1} + {s}], tmm1",
-            "tilestored [{p2} + {s}], tmm2",
-            p0 = in(reg) p,
-            p1 = in(reg) p.add(ACCUMULATOR_BYTES),
-            p2 = in(reg) p.add(2 * ACCUMULATOR_BYTES),
-            s = in(reg) TILE_ROW_BYTES,
-            options(nostack)
-        );
+        amx::store_accumulators(sums.0.as_mut_ptr().cast());
     }
 
     /// Writes the block's real rows (those below m) × columns `j..j + cols`: each row's
