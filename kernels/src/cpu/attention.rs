@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::bf16::{self, pack_rows, Bf16Path, PackedBf16};
 use super::checks::require_strided;
 use super::parallel::SendPtr;
-use super::simd::{dot, dot4, multiversion, weighted_rows, KvElem};
+use super::simd::{dot, dot4, multiversion, prefetch, weighted_rows, KvElem};
 use super::softmax::{exp_shifted, exp_shifted_inplace, exp_shifted_to_bf16};
 use super::tuning::{ATTENTION_GEMM_MIN_TQ, ATTENTION_Q_BLOCK, MIN_PARALLEL_FMAS};
 
@@ -172,22 +172,6 @@ const KEY_BLOCK: usize = 32;
 
 /// Key rows ahead of the current group whose K slices [`attend_rows`] asks the cache for.
 const PREFETCH_AHEAD: usize = 16;
-
-/// Asks for the cache lines of `row` to be brought into L1 (a hint: no effect on results).
-#[inline(always)]
-fn prefetch<T>(row: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in row.chunks((64 / std::mem::size_of::<T>().max(1)).max(1)) {
-        // SAFETY: prefetching is a hint that never faults; the address is inside `row`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
-}
 
 /// Attention for query rows `rows` of head `h` when every row sees all keys (no causal
 /// mask), written into `out` (one `head_dim`-long slice per row).

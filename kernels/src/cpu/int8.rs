@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use super::checks::require_len;
 use super::parallel::SendPtr;
-use super::simd::{dot, multiversion, widen_f16};
+use super::simd::{dot, multiversion, prefetch, widen_f16};
 use super::tuning::MIN_PARALLEL_FMAS;
 
 /// Output columns per panel of the packed weight.
@@ -661,9 +661,9 @@ enum Activations {
 /// step's rows (`kernel_bench`, 5 rows: 1.09 ms widening, 0.59 ms split), and the
 /// rescoring makes the outputs that decide a token the stored weight's either way. One
 /// row (a greedy step) takes it too, though it reads the weight hardly faster (0.56
-/// against 0.57 ms), so that a row's bits never depend on how many rows share the call (requests
-/// batched by the server decode as each alone). Smaller weights (the decoder's 512-wide
-/// linears) are faster widened.
+/// against 0.57 ms), so that a row's bits never depend on how many rows share the call
+/// (requests batched by the server decode as each alone). Smaller weights (the decoder's
+/// 512-wide linears) are faster widened.
 fn takes_split(path: Int8Path, kp: usize, parts: &[GroupPart]) -> bool {
     path == Int8Path::Amx
         && kp.is_multiple_of(AMX_K_STEP)
@@ -791,7 +791,7 @@ fn rescore_top(
                 WIDE.with_borrow_mut(|wide| {
                     for (c, &(j, mask)) in chunk.iter().enumerate() {
                         if let Some(&(ahead, _)) = chunk.get(c + PREFETCH_AHEAD) {
-                            prefetch_row(&r.rows[ahead * k..(ahead + 1) * k]);
+                            prefetch(&r.rows[ahead * k..(ahead + 1) * k]);
                         }
                         let row = &r.rows[j * k..(j + 1) * k];
                         let b = bias.map_or(0.0, |b| b[j]);
@@ -859,22 +859,6 @@ fn merge_columns(found: &[Vec<usize>]) -> Vec<(usize, u64)> {
 /// Columns ahead whose stored rows are fetched into cache while one is computed again: the
 /// rows lie scattered over the 53-MB embedding, so each would otherwise start with a miss.
 const PREFETCH_AHEAD: usize = 4;
-
-/// Asks for every cache line of `row` (a hint: nothing is read, nothing can fault).
-#[inline(always)]
-fn prefetch_row(row: &[half::f16]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in row.chunks(32) {
-        // SAFETY: `prefetcht0` only hints at an address inside `row`; it never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
-}
 
 thread_local! {
     /// This thread's buffer for an f16 row widened once for several dot products.
