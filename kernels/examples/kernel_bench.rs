@@ -298,10 +298,13 @@ fn bench_self_step(filled: usize, heads_major: bool, parallel: bool) {
 /// A decoder step's cross-attention over all six layers' keys and values, each layer its
 /// own buffers (37 MB in f32, 18 MB in f16: more than a typical last-level cache once the
 /// weights pass through too), so the figure includes reading them from memory.
-fn bench_cross_step(rows: usize, f16: bool, heads_major: bool) {
+fn bench_cross_step(rows: usize, f16: Option<cpu::F16KvPath>, heads_major: bool) {
     let label = format!(
         "cross-attention step, 6 layers, {rows} rows, k/v {}{}",
-        if f16 { "f16" } else { "f32" },
+        match f16 {
+            Some(p) => format!("f16 {p:?}"),
+            None => "f32".into(),
+        },
         if heads_major { " by head" } else { "" }
     );
     if !wanted(&label) {
@@ -353,19 +356,27 @@ fn bench_cross_step(rows: usize, f16: bool, heads_major: bool) {
         black_box(sweep.iter().step_by(16).sum::<f32>());
         swept = swept.min(t.elapsed().as_secs_f64());
     }
-    let bytes = (layers * 2 * tk * d * if f16 { 2 } else { 4 }) as f64;
+    let bytes = (layers * 2 * tk * d * if f16.is_some() { 2 } else { 4 }) as f64;
     let flops = (layers * 4 * rows * tk * d) as f64;
-    let with_sweep = run(&format!("{label} + sweep"), 0.0, None, || {
-        black_box(sweep.iter().step_by(16).sum::<f32>());
+    let step_all = |out: &mut [f32]| {
         for l in 0..layers {
-            if f16 {
+            if let Some(path) = f16 {
                 let (k, v) = &kv16[l];
-                cpu::attention_direct_f16kv(&q, d, k, v, strides, rows, tk, heads, hd, &mut out, d);
+                cpu::attention_direct_f16kv_on(
+                    path, &q, d, k, v, strides, rows, tk, heads, hd, out, d,
+                );
             } else {
                 let (k, v) = &kv32[l];
-                cpu::attention_direct(&q, d, k, d, v, d, rows, tk, heads, hd, None, &mut out, d);
+                cpu::attention_direct(&q, d, k, d, v, d, rows, tk, heads, hd, None, out, d);
             }
         }
+    };
+    // Warm: every layer's keys and values in the cache (18 MB in f16), the bound of the
+    // arithmetic rather than of memory.
+    run(&format!("{label}, warm"), 0.0, None, || step_all(&mut out));
+    let with_sweep = run(&format!("{label} + sweep"), 0.0, None, || {
+        black_box(sweep.iter().step_by(16).sum::<f32>());
+        step_all(&mut out)
     });
     let step = with_sweep - swept;
     println!(
@@ -591,9 +602,13 @@ fn main() {
         bench_linear_f16("linear (logits) gemv f16", m, d, 51865);
     }
     for rows in [1, 5] {
-        bench_cross_step(rows, false, false);
-        bench_cross_step(rows, true, false);
-        bench_cross_step(rows, true, true);
+        bench_cross_step(rows, None, false);
+        for path in cpu::F16KvPath::ALL {
+            if path.available() && path.takes(64) {
+                bench_cross_step(rows, Some(path), false);
+                bench_cross_step(rows, Some(path), true);
+            }
+        }
     }
     for filled in [100, 250] {
         bench_self_step(filled, false, false);

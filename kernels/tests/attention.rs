@@ -254,20 +254,25 @@ fn attention_direct_rows_sharing_keys_equal_each_row_alone_bit_for_bit() {
 }
 
 #[test]
-fn attention_with_f16_keys_and_values_is_the_f32_kernel_on_the_widened_values_bit_for_bit() {
-    // The decoder's cross-attention at the int8 compute type keeps K and V in f16. Its
-    // kernel widens each value as it loads it, so it must give `attention_direct`'s bits
-    // on the widened K and V: for one query row (a greedy step), a step's beams, more rows
-    // than one task takes, strided K and V (column slices of a wider buffer), head sizes
-    // that do and do not take the key-blocked weighted sum, and a key count that is not a
-    // multiple of the blocks. Each row's bits must also equal the row computed alone.
+fn attention_with_f16_keys_and_values_meets_the_f64_bound_on_every_path() {
+    // The decoder's cross-attention at the int8 compute type keeps K and V in f16 and
+    // widens each value as it loads it. Every path this CPU has, forced in turn, on: one
+    // query row (a greedy step), a step's beams, more rows than one task takes, strided K
+    // and V (column slices of a wider buffer), head sizes that do and do not take the
+    // key-blocked weighted sum or the AVX-512 body, and key counts that are not multiples
+    // of the blocks. Each must meet the f64 reference's bound on the widened values; each
+    // row's bits must equal the row computed alone, and heads stored one after another
+    // must give the bits of interleaved heads. The AVX2 path is also `attention_direct`'s
+    // arithmetic on the widened values, bit for bit.
     for (tq, tk, heads, hd, pad) in [
         (1, 1500, 8, 64, 0),
         (5, 1500, 8, 64, 0),
         (9, 37, 2, 64, 3),
+        (7, 17, 3, 64, 0),
         (13, 70, 3, 20, 5),
         (2, 5, 1, 8, 1),
         (1, 1, 2, 16, 0),
+        (3, 1, 1, 64, 0),
     ] {
         let d = heads * hd;
         let stride = d + pad;
@@ -279,70 +284,108 @@ fn attention_with_f16_keys_and_values_is_the_f32_kernel_on_the_widened_values_bi
         let v16 = to_f16(rng.vec(tk * stride, -1.0, 1.0));
         let widen = |v: &[half::f16]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
         let (k32, v32) = (widen(&k16), widen(&v16));
-        let mut want = vec![f32::NAN; tq * d];
+        let (want, bound) = ref_attention(&Attn {
+            q: &q,
+            qs: d,
+            k: &k32,
+            ks: stride,
+            v: &v32,
+            vs: stride,
+            tq,
+            tk,
+            heads,
+            hd,
+            causal: None,
+            os: d,
+        });
+        let mut direct = vec![f32::NAN; tq * d];
         cpu::attention_direct(
-            &q, d, &k32, stride, &v32, stride, tq, tk, heads, hd, None, &mut want, d,
+            &q,
+            d,
+            &k32,
+            stride,
+            &v32,
+            stride,
+            tq,
+            tk,
+            heads,
+            hd,
+            None,
+            &mut direct,
+            d,
         );
-        let rows = cpu::KvStrides::rows(stride, hd);
-        let mut got = vec![f32::NAN; tq * d];
-        cpu::attention_direct_f16kv(&q, d, &k16, &v16, rows, tq, tk, heads, hd, &mut got, d);
-        let what = format!("tq={tq} tk={tk} heads={heads} hd={hd} pad={pad}");
-        assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{what}: differs from attention_direct on the widened values"
-        );
-        // The same keys and values with each head's stored contiguously.
         let heads_major = |x: &[half::f16]| -> Vec<half::f16> {
             (0..heads)
                 .flat_map(|h| (0..tk).flat_map(move |j| x[j * stride + h * hd..][..hd].to_vec()))
                 .collect()
         };
-        let mut by_head = vec![f32::NAN; tq * d];
-        cpu::attention_direct_f16kv(
-            &q,
-            d,
-            &heads_major(&k16),
-            &heads_major(&v16),
-            cpu::KvStrides::heads_major(tk, hd),
-            tq,
-            tk,
-            heads,
-            hd,
-            &mut by_head,
-            d,
-        );
-        assert!(
-            by_head
-                .iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{what}: heads stored one after another differ from interleaved heads"
-        );
-        for i in 0..tq {
-            let mut alone = vec![f32::NAN; d];
-            cpu::attention_direct_f16kv(
-                &q[i * d..(i + 1) * d],
-                d,
-                &k16,
-                &v16,
-                rows,
+        let (kh, vh) = (heads_major(&k16), heads_major(&v16));
+        let rows = cpu::KvStrides::rows(stride, hd);
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        for path in cpu::F16KvPath::ALL {
+            if !(path.available() && path.takes(hd)) {
+                continue;
+            }
+            let what = format!("{path:?} tq={tq} tk={tk} heads={heads} hd={hd} pad={pad}");
+            let run = |q: &[f32], tq: usize, k: &[half::f16], v: &[half::f16], kv| {
+                let mut out = vec![f32::NAN; tq * d];
+                cpu::attention_direct_f16kv_on(
+                    path, q, d, k, v, kv, tq, tk, heads, hd, &mut out, d,
+                );
+                out
+            };
+            let got = run(&q, tq, &k16, &v16, rows);
+            assert_within(&what, &got, &want, &bound);
+            if path == cpu::F16KvPath::Avx2 {
+                assert!(same(&got, &direct), "{what}: differs from attention_direct");
+            }
+            let by_head = run(&q, tq, &kh, &vh, cpu::KvStrides::heads_major(tk, hd));
+            assert!(
+                same(&by_head, &got),
+                "{what}: heads stored one after another differ from interleaved heads"
+            );
+            for i in 0..tq {
+                let alone = run(&q[i * d..(i + 1) * d], 1, &k16, &v16, rows);
+                assert!(
+                    same(&got[i * d..(i + 1) * d], &alone),
+                    "{what}: row {i} differs from the row alone"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_attention_paths_refuse_what_they_cannot_run() {
+    // Asking for a path the CPU lacks, or the AVX-512 body for heads it is not written
+    // for, is a caller's bug: it panics naming the path rather than running other code.
+    let (tk, heads) = (4, 1);
+    for (path, hd) in [(cpu::F16KvPath::Avx512, 32), (cpu::F16KvPath::Avx2, 32)] {
+        if path.available() && path.takes(hd) {
+            continue;
+        }
+        let q = vec![0.0f32; heads * hd];
+        let kv = vec![half::f16::ZERO; tk * heads * hd];
+        let mut out = vec![0.0f32; heads * hd];
+        let r = std::panic::catch_unwind(move || {
+            cpu::attention_direct_f16kv_on(
+                path,
+                &q,
+                heads * hd,
+                &kv,
+                &kv,
+                cpu::KvStrides::rows(heads * hd, hd),
                 1,
                 tk,
                 heads,
                 hd,
-                &mut alone,
-                d,
-            );
-            assert!(
-                got[i * d..(i + 1) * d]
-                    .iter()
-                    .zip(&alone)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{what}: row {i} differs from the row alone"
-            );
-        }
+                &mut out,
+                heads * hd,
+            )
+        });
+        let msg = r.expect_err("ran a path it cannot run");
+        let text = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(text.contains(&format!("{path:?}")), "{text}");
     }
 }
 

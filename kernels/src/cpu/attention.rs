@@ -466,13 +466,66 @@ fn row_blocks<T: Sync>(
     );
 }
 
+/// Instruction sets of [`attention_direct_f16kv_on`], best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F16KvPath {
+    /// AVX-512 F and F16C, heads of 64: each block of keys and each value row widened
+    /// once for all the rows of a task, the dot products reduced 16 at a time. Its sums
+    /// come in another order than the other paths'.
+    Avx512,
+    /// AVX2, FMA and F16C: [`attention_direct`]'s arithmetic on the widened values, bit
+    /// for bit.
+    Avx2,
+    /// Portable loops without fused multiply-adds on x86_64 ([`attention_direct`]'s
+    /// baseline arithmetic).
+    Portable,
+}
+
+impl F16KvPath {
+    /// Every path, best first.
+    pub const ALL: [F16KvPath; 3] = [F16KvPath::Avx512, F16KvPath::Avx2, F16KvPath::Portable];
+
+    /// Whether this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            F16KvPath::Avx512 => super::attention_avx512::available(),
+            #[cfg(target_arch = "x86_64")]
+            F16KvPath::Avx2 => super::simd::has_avx2_fma() && std::is_x86_feature_detected!("f16c"),
+            #[cfg(not(target_arch = "x86_64"))]
+            F16KvPath::Avx512 | F16KvPath::Avx2 => false,
+            F16KvPath::Portable => true,
+        }
+    }
+
+    /// Whether the path takes heads of `head_dim` (the AVX-512 body is written for 64,
+    /// every Whisper size's).
+    pub fn takes(self, head_dim: usize) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            F16KvPath::Avx512 => head_dim == super::attention_avx512::HEAD_DIM,
+            #[cfg(not(target_arch = "x86_64"))]
+            F16KvPath::Avx512 => false,
+            F16KvPath::Avx2 | F16KvPath::Portable => true,
+        }
+    }
+
+    /// The first path this CPU runs for heads of `head_dim`.
+    pub fn best(head_dim: usize) -> F16KvPath {
+        F16KvPath::ALL
+            .into_iter()
+            .find(|p| p.available() && p.takes(head_dim))
+            .unwrap_or(F16KvPath::Portable)
+    }
+}
+
 /// [`attention_direct`] without a causal mask on K and V stored as f16, laid out as `kv`
 /// says (the same for both): the decoder's cross-attention at the int8 compute type,
 /// whose keys and values are read whole at every step (half the bytes of f32), each head's
-/// contiguous there ([`KvStrides::heads_major`]). Each value is widened exactly as it is loaded, so
-/// the result is `attention_direct`'s on the widened K and V, bit for bit, and a row's
-/// result does not depend on `tq` or on the other rows. Parallel over (head, block of up
-/// to 8 query rows); each block reads its head's K and V once for all of its rows.
+/// contiguous there ([`KvStrides::heads_major`]). Runs [`F16KvPath::best`]: each value is
+/// widened exactly as it is loaded, and a row's result does not depend on `tq` or on the
+/// other rows. Parallel over (head, block of up to 8 query rows); each block reads its
+/// head's K and V once for all of its rows.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_direct_f16kv(
     q: &[f32],
@@ -487,6 +540,43 @@ pub fn attention_direct_f16kv(
     out: &mut [f32],
     out_row_stride: usize,
 ) {
+    attention_direct_f16kv_on(
+        F16KvPath::best(head_dim),
+        q,
+        q_row_stride,
+        k,
+        v,
+        kv,
+        tq,
+        tk,
+        heads,
+        head_dim,
+        out,
+        out_row_stride,
+    )
+}
+
+/// [`attention_direct_f16kv`] on the instruction set `path`, which must be available and
+/// take `head_dim` (the tests force each in turn).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_direct_f16kv_on(
+    path: F16KvPath,
+    q: &[f32],
+    q_row_stride: usize,
+    k: &[half::f16],
+    v: &[half::f16],
+    kv: KvStrides,
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+    out_row_stride: usize,
+) {
+    assert!(
+        path.available() && path.takes(head_dim),
+        "attention_direct_f16kv_on: {path:?} does not run heads of {head_dim} on this CPU"
+    );
     let lay = Layout {
         q_row_stride,
         k_row_stride: kv.row,
@@ -503,13 +593,20 @@ pub fn attention_direct_f16kv(
     if tq == 0 || heads == 0 || head_dim == 0 {
         return;
     }
-    row_blocks(q, k, v, lay, out, attend_rows_f16_dispatch);
+    let kernel: RowsKernel<half::f16> = match path {
+        #[cfg(target_arch = "x86_64")]
+        F16KvPath::Avx512 => attend_rows_f16_avx512,
+        #[cfg(target_arch = "x86_64")]
+        F16KvPath::Avx2 => attend_rows_f16_avx2,
+        _ => attend_rows_kv::<{ F16_BASELINE_FMA }, half::f16>,
+    };
+    row_blocks(q, k, v, lay, out, kernel);
 }
 
-/// [`attend_rows_kv`] on f16 K and V: compiled for AVX2, FMA and F16C when the CPU has
-/// them (the f16 loads need F16C), else the portable loops without fused multiply-adds.
+/// [`attend_rows_kv`] on f16 K and V on AVX-512 ([`F16KvPath::Avx512`]).
+#[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-fn attend_rows_f16_dispatch(
+fn attend_rows_f16_avx512(
     q: &[f32],
     k: &[half::f16],
     v: &[half::f16],
@@ -519,28 +616,43 @@ fn attend_rows_f16_dispatch(
     scores: &mut Vec<f32>,
     out: &mut [&mut [f32]],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma,f16c")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn wide(
-            q: &[f32],
-            k: &[half::f16],
-            v: &[half::f16],
-            lay: Layout,
-            h: usize,
-            rows: std::ops::Range<usize>,
-            scores: &mut Vec<f32>,
-            out: &mut [&mut [f32]],
-        ) {
-            attend_rows_kv::<true, half::f16>(q, k, v, lay, h, rows, scores, out)
-        }
-        if super::simd::has_avx2_fma() && std::is_x86_feature_detected!("f16c") {
-            // SAFETY: AVX2, FMA and F16C were just detected.
-            return unsafe { wide(q, k, v, lay, h, rows, scores, out) };
-        }
+    assert!(F16KvPath::Avx512.available() && F16KvPath::Avx512.takes(lay.head_dim));
+    // SAFETY: the CPU features and head size were just checked; `lay` passed `check` in
+    // `attention_direct_f16kv_on`, and `row_blocks` passes at most 8 rows.
+    unsafe { super::attention_avx512::attend_rows(q, k, v, lay, h, rows, scores, out) }
+}
+
+/// [`attend_rows_kv`] on f16 K and V compiled for AVX2, FMA and F16C
+/// ([`F16KvPath::Avx2`]; the f16 loads need F16C).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn attend_rows_f16_avx2(
+    q: &[f32],
+    k: &[half::f16],
+    v: &[half::f16],
+    lay: Layout,
+    h: usize,
+    rows: std::ops::Range<usize>,
+    scores: &mut Vec<f32>,
+    out: &mut [&mut [f32]],
+) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn wide(
+        q: &[f32],
+        k: &[half::f16],
+        v: &[half::f16],
+        lay: Layout,
+        h: usize,
+        rows: std::ops::Range<usize>,
+        scores: &mut Vec<f32>,
+        out: &mut [&mut [f32]],
+    ) {
+        attend_rows_kv::<true, half::f16>(q, k, v, lay, h, rows, scores, out)
     }
-    attend_rows_kv::<{ F16_BASELINE_FMA }, half::f16>(q, k, v, lay, h, rows, scores, out)
+    assert!(F16KvPath::Avx2.available());
+    // SAFETY: AVX2, FMA and F16C were just checked.
+    unsafe { wide(q, k, v, lay, h, rows, scores, out) }
 }
 
 /// Fused multiply-adds in the f16 bodies' baseline compilation: on aarch64 (as

@@ -8,6 +8,8 @@ mod activation;
 #[cfg(target_arch = "x86_64")]
 mod amx;
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_avx512;
 pub mod bf16;
 mod checks;
 mod conv;
@@ -30,7 +32,8 @@ mod portable_tests;
 pub use activation::{gelu, gelu_f32, gelu_without_avx512, relu, sigmoid};
 pub use attention::{
     attention, attention_bf16, attention_bf16_best, attention_blocked, attention_direct,
-    attention_direct_f16kv, attention_direct_kv, AttentionKernel, KvStrides,
+    attention_direct_f16kv, attention_direct_f16kv_on, attention_direct_kv, AttentionKernel,
+    F16KvPath, KvStrides,
 };
 pub use conv::{conv1d, conv1d_batch, conv1d_out_len};
 pub use elementwise::{add, add_inplace, add_rows_inplace};
