@@ -1362,6 +1362,75 @@ fn an_int8_linear_gives_each_row_the_same_bits_however_many_rows_share_the_call(
 }
 
 #[test]
+fn linear_outputs_do_not_depend_on_what_their_buffers_held() {
+    // `linear` and `linear_group` take their output buffers without zeroing them
+    // (`EvalContext::alloc_f32_overwritten`), so every kernel behind them must write each
+    // output without reading it. Each case runs into fresh buffers, then into planned
+    // buffers full of NaN (one as long as the output, one shorter); the bits must match.
+    let reg = standard_registry();
+    let mut rng = Rng::new(35);
+    let (k, n) = (128, 72);
+    let w = rng.tensor(&[n, k], 1.0);
+    let b = rng.tensor(&[n], 1.0);
+    let w16 = to_f16(&w);
+    let q = amanuensis_operators::quantize::quantize_matrix(&w).unwrap();
+    let w8 = w.clone().with_int8(Arc::new(q.clone())).unwrap();
+    // A rescored f16 weight with an int8 form: the logits projection's paths (split
+    // activations on AMX, the rescoring).
+    let mut qr = q;
+    qr.rescore_band = Some(0.5);
+    let w16r = w16.clone().with_int8(Arc::new(qr)).unwrap();
+    let (gamma, beta) = (rng.tensor(&[k], 1.0), rng.tensor(&[k], 0.5));
+    let held = |op: &dyn Operator, ins: &[&Tensor], lens: &[usize]| -> Vec<Vec<u32>> {
+        let mut states: [Tensor; 0] = [];
+        let planned = lens.iter().map(|&l| vec![f32::NAN; l]).collect();
+        let mut ctx = EvalContext::with_buffers(planned, &mut states);
+        op.eval(&mut ctx, ins).unwrap().iter().map(bits).collect()
+    };
+    for attrs in [
+        json!({}),
+        json!({ "bf16_products": true }),
+        json!({ "gemv_max_rows": 512 }),
+        json!({ "gemv_max_rows": 512, "stream_rows": true }),
+    ] {
+        let linear = build(&reg, "linear", attrs.clone());
+        let mut group_attrs = attrs.clone();
+        group_attrs["bias"] = json!([true, false]);
+        let group = build(&reg, "linear_group", group_attrs.clone());
+        group_attrs["norm_eps"] = json!(1e-5);
+        let normed = build(&reg, "linear_group", group_attrs);
+        for (name, wt) in [
+            ("f32", &w),
+            ("f16", &w16),
+            ("int8", &w8),
+            ("rescored", &w16r),
+        ] {
+            for rows in [1, 5, 40, 300] {
+                let x = rng.tensor(&[rows, k], 1.0);
+                let what = format!("{attrs} {name} weight, {rows} rows");
+                let out = rows * n;
+                let fresh: Vec<Vec<u32>> = cpu(linear.as_ref(), &[&x, wt, &b])
+                    .iter()
+                    .map(bits)
+                    .collect();
+                for len in [out, out / 2] {
+                    let got = held(linear.as_ref(), &[&x, wt, &b], &[len]);
+                    assert_eq!(got, fresh, "linear, {what}, planned buffer of {len}");
+                }
+                for (op, ins) in [
+                    (&group, vec![&x, wt, &b, wt]),
+                    (&normed, vec![&x, &gamma, &beta, wt, &b, wt]),
+                ] {
+                    let fresh: Vec<Vec<u32>> = cpu(op.as_ref(), &ins).iter().map(bits).collect();
+                    let got = held(op.as_ref(), &ins, &[out, out / 3]);
+                    assert_eq!(got, fresh, "linear_group, {what}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn gelu_with_f32_math_runs_the_f32_kernel() {
     let reg = standard_registry();
     let exact = build(&reg, "gelu", json!({}));

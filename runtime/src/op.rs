@@ -220,14 +220,34 @@ impl<'a> EvalContext<'a> {
     /// when there is one. Ops allocate their outputs with this, in output order.
     pub fn alloc_f32(&mut self, shape: &[usize]) -> Tensor {
         let n = crate::tensor::numel(shape);
-        let mut buf = self
-            .buffers
-            .pop()
-            .or_else(|| self.spare.pop())
-            .unwrap_or_default();
+        let mut buf = self.next_buffer();
         buf.clear();
         buf.resize(n, 0.0);
         Tensor::from_f32(shape, buf).expect("the buffer has the requested length")
+    }
+
+    /// An f32 tensor for the node's next output, for an op whose kernel writes every
+    /// element without reading it: the planned buffer's old contents are left in place
+    /// rather than zeroed first, which for an encoder linear's output (1500 × 2048 values,
+    /// 12 MB) is a pass over memory the kernel then repeats. Only a buffer shorter than
+    /// the output is extended with zeros.
+    pub fn alloc_f32_overwritten(&mut self, shape: &[usize]) -> Tensor {
+        let n = crate::tensor::numel(shape);
+        let mut buf = self.next_buffer();
+        if buf.len() >= n {
+            buf.truncate(n);
+        } else {
+            buf.resize(n, 0.0);
+        }
+        Tensor::from_f32(shape, buf).expect("the buffer has the requested length")
+    }
+
+    /// The planned buffer for the next output, else one the op gave back, else a new one.
+    fn next_buffer(&mut self) -> Vec<f32> {
+        self.buffers
+            .pop()
+            .or_else(|| self.spare.pop())
+            .unwrap_or_default()
     }
 
     /// Gives back an f32 tensor the op no longer needs, so that a later
@@ -305,4 +325,29 @@ pub fn expect_inputs<T>(inputs: &[T], names: &[&str]) -> Result<(), OpError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EvalContext;
+
+    #[test]
+    fn outputs_for_overwriting_keep_their_buffer_and_are_zeroed_only_where_it_was_short() {
+        let planned = vec![vec![1.0f32; 6], vec![2.0f32; 2]];
+        let mut ctx = EvalContext::with_buffers(planned, &mut []);
+        // The first output takes the first planned buffer, left as it was, cut to length.
+        let a = ctx.alloc_f32_overwritten(&[2, 2]);
+        assert_eq!(a.shape(), &[2, 2]);
+        assert_eq!(a.f32s().unwrap(), &[1.0; 4]);
+        // The second buffer is shorter than its output: the rest is zeros.
+        let b = ctx.alloc_f32_overwritten(&[5]);
+        assert_eq!(b.f32s().unwrap(), &[2.0, 2.0, 0.0, 0.0, 0.0]);
+        // With the planned buffers taken, a given-back one is reused, then new ones.
+        ctx.recycle(a);
+        assert_eq!(ctx.alloc_f32_overwritten(&[3]).f32s().unwrap(), &[1.0; 3]);
+        assert_eq!(ctx.alloc_f32_overwritten(&[2]).f32s().unwrap(), &[0.0; 2]);
+        // `alloc_f32` zeroes whatever buffer it takes.
+        let mut ctx = EvalContext::with_buffers(vec![vec![3.0f32; 4]], &mut []);
+        assert_eq!(ctx.alloc_f32(&[4]).f32s().unwrap(), &[0.0; 4]);
+    }
 }

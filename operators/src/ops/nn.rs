@@ -257,7 +257,8 @@ impl Linear {
             .map(|(w, _)| {
                 let mut shape = x.shape().to_vec();
                 *shape.last_mut().unwrap() = w.shape()[0];
-                ctx.alloc_f32(&shape)
+                // Every linear kernel writes each output without reading it.
+                ctx.alloc_f32_overwritten(&shape)
             })
             .collect();
         let mut weights = Vec::with_capacity(parts.len());
@@ -361,7 +362,7 @@ fn linear_eval_bf16(
     };
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
-    let mut out = ctx.alloc_f32(&shape);
+    let mut out = ctx.alloc_f32_overwritten(&shape);
     cpu::bf16::linear_bf16(
         cpu::bf16::Bf16Path::best(),
         &f32_input(x, "x")?,
@@ -404,7 +405,7 @@ fn linear_eval_up_to(
     };
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
-    let mut out = ctx.alloc_f32(&shape);
+    let mut out = ctx.alloc_f32_overwritten(&shape);
     // An int8 form serves many rows as int8 products, and up to `gemv_max_rows` rows
     // weight-only (f32 activations). The weight-only kernel gives each row the same bits
     // however many rows share the call, so the lockstep decoder's rows of several requests
