@@ -5,6 +5,10 @@
 //! (threads defaults to rayon's choice; filter keeps only benchmarks whose label contains
 //! it). Prints the fastest time per call, GFLOP/s (2 flops per multiply-add) and, for the
 //! weight-streaming products, GB/s of weight read.
+//!
+//! The cross-attention rows sweep a 48 MB buffer between steps to push the keys and values
+//! out of the nearer caches; `KERNEL_BENCH_SWEEP_MB=400` sweeps more, to see them fetched
+//! from as far as a real decoder step fetches them on a host with a large last-level cache.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -15,6 +19,22 @@ use amanuensis_kernels::cpu;
 fn data(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..len).map(|_| rng.f32() * 2.0 - 1.0).collect()
+}
+
+/// Megabytes the cross-attention rows sweep between steps: `KERNEL_BENCH_SWEEP_MB`, else 48.
+fn sweep_mb() -> usize {
+    match std::env::var("KERNEL_BENCH_SWEEP_MB") {
+        Ok(v) => match v.parse::<usize>() {
+            Ok(mb) if mb > 0 => mb,
+            _ => {
+                eprintln!(
+                    "KERNEL_BENCH_SWEEP_MB must be a positive number of megabytes, got {v:?}"
+                );
+                std::process::exit(2);
+            }
+        },
+        Err(_) => 48,
+    }
 }
 
 /// Whether the benchmark labelled `label` runs: all do, unless a filter was given.
@@ -258,7 +278,7 @@ fn bench_self_step(filled: usize, heads_major: bool, parallel: bool) {
     let caches: Vec<(Vec<f32>, Vec<f32>)> = (0..layers as u64)
         .map(|l| (data(beams * cap * d, 30 + l), data(beams * cap * d, 40 + l)))
         .collect();
-    let sweep = data(48 << 18, 3);
+    let sweep = data(sweep_mb() << 18, 3);
     let mut swept = f64::INFINITY;
     for _ in 0..20 {
         let t = Instant::now();
@@ -347,7 +367,7 @@ fn bench_cross_step(rows: usize, f16: Option<cpu::F16KvPath>, heads_major: bool)
     };
     // A buffer as large as the weights a step reads, swept between steps, evicts the
     // keys and values from the cache as the real step's linears do.
-    let sweep = data(48 << 18, 3);
+    let sweep = data(sweep_mb() << 18, 3);
     let mut out = vec![0.0f32; rows * d];
     // The sweep's own time, subtracted from the step's below.
     let mut swept = f64::INFINITY;
