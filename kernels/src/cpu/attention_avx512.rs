@@ -123,6 +123,11 @@ pub(super) unsafe fn attend_rows(
         let m = (n - j0).min(KEYS);
         for t in j0 + KEYS..(j0 + 2 * KEYS).min(n) {
             prefetch(krow(t));
+            // The same value rows, into L2, for the weighted sum: their reading then
+            // overlaps the scores' arithmetic instead of following it.
+            let vr = v.as_ptr().add(t * lay.v_row_stride + kv_col).cast::<i8>();
+            _mm_prefetch::<_MM_HINT_T1>(vr);
+            _mm_prefetch::<_MM_HINT_T1>(vr.add(64));
         }
         for t in 0..m {
             let p = krow(j0 + t).as_ptr();

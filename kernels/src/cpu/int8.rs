@@ -1311,9 +1311,15 @@ mod x86 {
         let w0 = a.w.packed.as_ptr().add((j0 / PANEL) * kp * PANEL);
         let x0 = a.x32.as_ptr().add(i0 * kp);
         let mut acc = [[_mm512_setzero_ps(); P]; R];
+        // The next call's panels follow these in memory: touching them now overlaps their
+        // reading (from far memory in a decoder step) with this call's arithmetic. A
+        // prefetch never faults, so the addresses past the weight's end are harmless.
+        let ahead = P * kp * PANEL;
         for g in 0..kp / 4 {
             for p in 0..P {
-                let v = _mm512_loadu_si512(w0.add(p * kp * PANEL + g * 64) as *const _);
+                let at = w0.add(p * kp * PANEL + g * 64);
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead) as *const i8);
+                let v = _mm512_loadu_si512(at as *const _);
                 let w = [
                     widen_512::<0>(v),
                     widen_512::<1>(v),
