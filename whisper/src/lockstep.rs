@@ -162,7 +162,7 @@ struct Coordinator<'a> {
     started: bool,
     steps: usize,
     row_steps: usize,
-    scratch: Vec<f32>,
+    scratch: Vec<Vec<f32>>,
     /// The windows the decoder's batch and `cross` hold, block by block.
     blocks: Vec<usize>,
 }
@@ -205,11 +205,13 @@ impl Coordinator<'_> {
         let offset = self.offset;
         let scratch = &mut self.scratch;
         let rows: Vec<usize> = moved.iter().map(|&i| base + i).collect();
-        for state in self.session.states_mut() {
-            let runs = crate::model::CacheRuns::of(state.shape(), offset)?;
-            let data = state.f32s_mut().map_err(|e| e.to_string())?;
-            runs.move_sequences(data, &rows, |row| base + src[row - base], scratch);
-        }
+        crate::model::CacheRuns::move_in_states(
+            self.session.states_mut(),
+            offset,
+            &rows,
+            |row| base + src[row - base],
+            scratch,
+        )?;
         Ok(Vec::new())
     }
 

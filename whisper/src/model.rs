@@ -144,6 +144,10 @@ pub struct WhisperModel {
     /// windows go one by one through [`WhisperModel::window`], whose plan is the device's.
     pub encoder_windows: Option<Session>,
     pub decoder: Session,
+    /// The KV caches of the last beam search, kept for the next one to grow into: a beam
+    /// search starts from one sequence and widens its caches to the beams at its first
+    /// step, and fresh caches of that size took 5–17 ms a window to allocate and zero.
+    decoder_spares: Vec<Tensor>,
     /// `decoder_step` over several windows in lockstep ([`crate::graph::DECODER_WINDOWS`]),
     /// always on the host, like the decoder; each row as it decodes alone.
     pub decoder_windows: Session,
@@ -390,6 +394,7 @@ impl WhisperModel {
             window,
             encoder_windows,
             decoder,
+            decoder_spares: Vec::new(),
             decoder_windows,
             decoder_windows_streamed,
             align,
@@ -417,8 +422,10 @@ struct GraphStepper<'a> {
     offset: usize,
     n_vocab: usize,
     steps: usize,
-    /// Reused by `reorder` for the cache rows that move.
-    scratch: Vec<f32>,
+    /// Reused by `reorder` for the cache rows that move, one buffer a cache.
+    scratch: Vec<Vec<f32>>,
+    /// The KV caches of an earlier beam search ([`WhisperModel`]'s `decoder_spares`).
+    spares: &'a mut Vec<Tensor>,
     /// Checked before every step ([`WhisperModel::interrupt`]).
     interrupt: Option<Arc<AtomicBool>>,
 }
@@ -427,11 +434,13 @@ impl<'a> GraphStepper<'a> {
     /// A stepper over a fresh KV cache holding one empty sequence.
     fn fresh(
         session: &'a mut Session,
+        spares: &'a mut Vec<Tensor>,
         cross: &'a [Tensor],
         n_vocab: usize,
     ) -> Result<GraphStepper<'a>> {
         let mut s = GraphStepper {
             session,
+            spares,
             cross,
             offset: 0,
             n_vocab,
@@ -536,20 +545,44 @@ impl BatchStepModel for GraphStepper<'_> {
             if moved.is_empty() {
                 return Ok(());
             }
-            for st in states.iter_mut() {
-                let runs =
-                    CacheRuns::of(st.shape(), offset).map_err(|e| Error::graph(DECODER_STEP, e))?;
-                runs.move_sequences(st.f32s_mut()?, &moved, |i| src[i], scratch);
-            }
+            CacheRuns::move_in_states(states, offset, &moved, |i| src[i], scratch)
+                .map_err(|e| Error::graph(DECODER_STEP, e))?;
             return Ok(());
         }
         for st in states.iter_mut() {
-            gather_sequences(st, src, offset).map_err(|e| Error::graph(DECODER_STEP, e))?;
+            // Growing (the first beam step), a cache of the wanted shape kept from an
+            // earlier search takes the sequences: a fresh one is tens of MB to zero.
+            let mut shape = st.shape().to_vec();
+            shape[0] = src.len();
+            let spare = self
+                .spares
+                .iter()
+                .position(|t| t.shape() == &shape[..] && t.dtype() == st.dtype());
+            match spare {
+                Some(i) if src.len() > old_batch => {
+                    let spare = self.spares.swap_remove(i);
+                    *st = gather_into(spare, st, src, offset)
+                        .map_err(|e| Error::graph(DECODER_STEP, e))?;
+                }
+                _ => {
+                    gather_sequences(st, src, offset).map_err(|e| Error::graph(DECODER_STEP, e))?
+                }
+            }
         }
         Ok(())
     }
 
     fn reset(&mut self) -> Result<(), StepError> {
+        // A beam search's caches are kept for the next one to grow into (one set: the
+        // caches of another beam size replace them).
+        let states = self.session.states_mut();
+        if states.first().is_some_and(|t| t.shape().first() > Some(&1)) {
+            self.spares.clear();
+            for st in states.iter_mut() {
+                self.spares
+                    .push(std::mem::replace(st, Tensor::zeros(DType::F32, &[0])));
+            }
+        }
         let mut bindings = HashMap::new();
         bindings.insert("batch", 1usize);
         self.session.reset_states(&bindings)?;
@@ -709,8 +742,13 @@ impl WhisperModel {
         prompt: &[u32],
         opts: &DecodeOptions,
     ) -> Result<(DecodeResult, usize)> {
-        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
-            .interruptible(self.interrupt.clone());
+        let mut stepper = GraphStepper::fresh(
+            &mut self.decoder,
+            &mut self.decoder_spares,
+            cross,
+            self.config.dims.n_vocab,
+        )?
+        .interruptible(self.interrupt.clone());
         let ids = SpecialIds::from(&self.tokenizer);
         let result = greedy_decode(&mut stepper, prompt, &ids, opts)?;
         Ok((result, stepper.steps))
@@ -728,8 +766,13 @@ impl WhisperModel {
     ) -> Result<(DecodeResult, f32, usize)> {
         let tok = &self.tokenizer;
         let ids = SpecialIds::from(tok);
-        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
-            .interruptible(self.interrupt.clone());
+        let mut stepper = GraphStepper::fresh(
+            &mut self.decoder,
+            &mut self.decoder_spares,
+            cross,
+            self.config.dims.n_vocab,
+        )?
+        .interruptible(self.interrupt.clone());
         let (result, temperature) =
             decode_with_fallback(&mut stepper, prompt, &ids, opts, fallback, &|t| {
                 tok.decode(t)
@@ -799,8 +842,13 @@ impl WhisperModel {
     ) -> Result<(DecodeResult, f32, usize)> {
         let tok = &self.tokenizer;
         let ids = SpecialIds::from(tok);
-        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
-            .interruptible(self.interrupt.clone());
+        let mut stepper = GraphStepper::fresh(
+            &mut self.decoder,
+            &mut self.decoder_spares,
+            cross,
+            self.config.dims.n_vocab,
+        )?
+        .interruptible(self.interrupt.clone());
         let (result, temperature) = decode_with_fallback_after(
             &mut stepper,
             prompt,
@@ -817,8 +865,13 @@ impl WhisperModel {
     /// `<|startoftranscript|>` and the language tokens' logits are normalised among
     /// themselves. Sorted, most probable first.
     pub fn detect_language(&mut self, cross: &[Tensor]) -> Result<Vec<(String, f32)>> {
-        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
-            .interruptible(self.interrupt.clone());
+        let mut stepper = GraphStepper::fresh(
+            &mut self.decoder,
+            &mut self.decoder_spares,
+            cross,
+            self.config.dims.n_vocab,
+        )?
+        .interruptible(self.interrupt.clone());
         let logits = StepModel::step(&mut stepper, &[self.tokenizer.sot()], &[0])
             .map_err(DecodeError::from)?
             .pop()
@@ -853,8 +906,13 @@ impl WhisperModel {
     /// Logits at every position of `tokens`, fed one at a time through `decoder_step`
     /// with a fresh KV cache (a reference for the batched paths).
     pub fn step_logits(&mut self, cross: &[Tensor], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
-            .interruptible(self.interrupt.clone());
+        let mut stepper = GraphStepper::fresh(
+            &mut self.decoder,
+            &mut self.decoder_spares,
+            cross,
+            self.config.dims.n_vocab,
+        )?
+        .interruptible(self.interrupt.clone());
         let mut out = Vec::with_capacity(tokens.len());
         for &t in tokens {
             out.extend(StepModel::step(&mut stepper, &[t], &[0]).map_err(DecodeError::from)?);
@@ -983,6 +1041,39 @@ pub(crate) fn gather_sequences(
     Ok(())
 }
 
+/// [`gather_sequences`] into `spare`, a cache of the new shape (`[src.len(), ..]`) whose
+/// contents do not matter: the positions before `offset` of each sequence are copied in,
+/// and the others are rewritten before they are read.
+pub(crate) fn gather_into(
+    mut spare: Tensor,
+    state: &Tensor,
+    src: &[usize],
+    offset: usize,
+) -> std::result::Result<Tensor, String> {
+    let runs = CacheRuns::of(state.shape(), offset)?;
+    let batch = state.shape()[0];
+    if let Some(&bad) = src.iter().find(|&&i| i >= batch) {
+        return Err(format!("sequence {bad} does not exist (batch of {batch})"));
+    }
+    let (want, got) = (src.len(), spare.shape().first().copied());
+    if got != Some(want) || spare.shape()[1..] != state.shape()[1..] {
+        return Err(format!(
+            "a spare cache of shape {:?} for {want} sequences of {:?}",
+            spare.shape(),
+            state.shape()
+        ));
+    }
+    let old = state.f32s().map_err(|e| e.to_string())?;
+    let new = spare.f32s_mut().map_err(|e| e.to_string())?;
+    for (b, &from) in src.iter().enumerate() {
+        for r in &runs.filled {
+            new[b * runs.stride + r.start..b * runs.stride + r.end]
+                .copy_from_slice(&old[from * runs.stride + r.start..from * runs.stride + r.end]);
+        }
+    }
+    Ok(spare)
+}
+
 impl CacheRuns {
     pub fn of(shape: &[usize], offset: usize) -> std::result::Result<CacheRuns, String> {
         let (heads, cap, hd) = match *shape {
@@ -1001,8 +1092,9 @@ impl CacheRuns {
         })
     }
 
-    /// Sequence `i` of `moved` becomes sequence `from(i)`, through `scratch`, so that every
-    /// source is read before it is overwritten.
+    /// Sequence `i` of `moved` becomes sequence `from(i)`. A source that is itself among
+    /// `moved` is read into `scratch` first, so that it is read before it is overwritten;
+    /// the others (most of a beam step's: beams that kept their place) are copied straight.
     pub fn move_sequences(
         &self,
         data: &mut [f32],
@@ -1010,50 +1102,148 @@ impl CacheRuns {
         from: impl Fn(usize) -> usize,
         scratch: &mut Vec<f32>,
     ) {
+        let mut saved: Vec<usize> = moved
+            .iter()
+            .map(|&i| from(i))
+            .filter(|f| moved.contains(f))
+            .collect();
+        saved.sort_unstable();
+        saved.dedup();
         scratch.clear();
-        for &i in moved {
+        for &f in &saved {
             for r in &self.filled {
-                let at = from(i) * self.stride;
+                let at = f * self.stride;
                 scratch.extend_from_slice(&data[at + r.start..at + r.end]);
             }
         }
-        let mut k = 0;
+        let per: usize = self.filled.iter().map(|r| r.len()).sum();
         for &i in moved {
+            let f = from(i);
+            let slot = saved.binary_search(&f).ok();
+            let mut k = slot.map_or(0, |s| s * per);
             for r in &self.filled {
-                let at = i * self.stride;
-                data[at + r.start..at + r.end].copy_from_slice(&scratch[k..k + r.len()]);
+                let at = i * self.stride + r.start;
+                match slot {
+                    Some(_) => data[at..at + r.len()].copy_from_slice(&scratch[k..k + r.len()]),
+                    None => {
+                        data.copy_within(f * self.stride + r.start..f * self.stride + r.end, at)
+                    }
+                }
                 k += r.len();
             }
         }
+    }
+
+    /// [`move_sequences`](Self::move_sequences) over every cache of a step (`states`, each
+    /// with its own `scratch`), the caches shared out between the cores: a beam step moves
+    /// a few MB of them.
+    pub fn move_in_states(
+        states: &mut [Tensor],
+        offset: usize,
+        moved: &[usize],
+        from: impl Fn(usize) -> usize + Sync,
+        scratch: &mut Vec<Vec<f32>>,
+    ) -> std::result::Result<(), String> {
+        use rayon::prelude::*;
+        scratch.resize_with(states.len(), Vec::new);
+        states
+            .par_iter_mut()
+            .zip(scratch.par_iter_mut())
+            .try_for_each(|(st, scratch)| {
+                let runs = CacheRuns::of(st.shape(), offset)?;
+                let data = st.f32s_mut().map_err(|e| e.to_string())?;
+                runs.move_sequences(data, moved, &from, scratch);
+                Ok(())
+            })
     }
 }
 
 #[cfg(test)]
 mod cache_runs_tests {
-    use super::{gather_sequences, CacheRuns, Tensor};
+    use super::{gather_into, gather_sequences, CacheRuns, Tensor};
+
+    #[test]
+    fn growing_into_a_spare_cache_equals_growing_into_a_fresh_one() {
+        // One sequence widened to three (a beam search's first step), offset 3 of
+        // capacity 4, in either layout; the spare holds another search's values.
+        for shape in [vec![1usize, 4, 4], vec![1, 2, 4, 2]] {
+            let state = Tensor::from_f32(&shape, (0..16).map(|x| x as f32).collect()).unwrap();
+            let src = [0usize, 0, 0];
+            let mut wide = shape.clone();
+            wide[0] = 3;
+            let mut fresh = state.clone();
+            gather_sequences(&mut fresh, &src, 3).unwrap();
+            let spare = Tensor::from_f32(&wide, vec![-7.5; 48]).unwrap();
+            let grown = gather_into(spare, &state, &src, 3).unwrap();
+            assert_eq!(grown.shape(), fresh.shape());
+            let runs = CacheRuns::of(&wide, 3).unwrap();
+            let (g, f) = (grown.f32s().unwrap(), fresh.f32s().unwrap());
+            for b in 0..3 {
+                for r in &runs.filled {
+                    let at = b * runs.stride;
+                    assert_eq!(g[at + r.start..at + r.end], f[at + r.start..at + r.end]);
+                }
+            }
+            // A spare of another shape, or a sequence that does not exist, is refused.
+            let small = Tensor::from_f32(&shape, vec![0.0; 16]).unwrap();
+            assert!(gather_into(small, &state, &src, 3).is_err());
+            let spare = Tensor::from_f32(&wide, vec![0.0; 48]).unwrap();
+            assert!(gather_into(spare, &state, &[0, 1, 0], 3).is_err());
+        }
+    }
 
     #[test]
     fn reordering_by_runs_moves_the_filled_positions_of_either_layout() {
         // 3 sequences, 2 heads, capacity 4, head size 2, offset 3; sequence i becomes
         // old sequence from[i].
-        let from = [2usize, 0, 0];
-        let moved: Vec<usize> = (0..3).filter(|&i| from[i] != i).collect();
-        for shape in [vec![3usize, 4, 4], vec![3, 2, 4, 2]] {
-            let runs = CacheRuns::of(&shape, 3).unwrap();
-            assert_eq!(runs.stride, 16);
-            let mut data: Vec<f32> = (0..48).map(|x| x as f32).collect();
-            let old = data.clone();
-            let mut scratch = Vec::new();
-            runs.move_sequences(&mut data, &moved, |i| from[i], &mut scratch);
-            let filled: usize = runs.filled.iter().map(|r| r.len()).sum();
-            assert_eq!(filled, 12, "{shape:?}: 3 of 4 positions of 4 values");
-            for (i, &f) in from.iter().enumerate() {
+        // Every parent kept or moved: sources read from the scratch (themselves moved)
+        // and copied straight (kept in place), cycles, one parent for many.
+        let froms: [&[usize]; 6] = [
+            &[2, 0, 0],
+            &[0, 0, 1, 4, 3],
+            &[1, 2, 3, 4, 0],
+            &[4, 4, 4, 4, 4],
+            &[0, 1, 2, 3, 4],
+            &[3, 3, 0, 0, 2],
+        ];
+        for from in froms {
+            let n = from.len();
+            let moved: Vec<usize> = (0..n).filter(|&i| from[i] != i).collect();
+            for shape in [vec![n, 4, 4], vec![n, 2, 4, 2]] {
+                let runs = CacheRuns::of(&shape, 3).unwrap();
+                assert_eq!(runs.stride, 16);
+                let mut data: Vec<f32> = (0..16 * n).map(|x| x as f32).collect();
+                let old = data.clone();
+                let mut scratch = Vec::new();
+                runs.move_sequences(&mut data, &moved, |i| from[i], &mut scratch);
+                let filled: usize = runs.filled.iter().map(|r| r.len()).sum();
+                assert_eq!(filled, 12, "{shape:?}: 3 of 4 positions of 4 values");
+                let mut unfilled = vec![true; 16];
                 for r in &runs.filled {
-                    assert_eq!(
-                        data[i * 16 + r.start..i * 16 + r.end],
-                        old[f * 16 + r.start..f * 16 + r.end],
-                        "{shape:?}: sequence {i}"
-                    );
+                    unfilled[r.clone()].fill(false);
+                }
+                for (i, &f) in from.iter().enumerate() {
+                    for r in &runs.filled {
+                        assert_eq!(
+                            data[i * 16 + r.start..i * 16 + r.end],
+                            old[f * 16 + r.start..f * 16 + r.end],
+                            "{from:?} {shape:?}: sequence {i}"
+                        );
+                    }
+                    // Positions past the offset are never touched.
+                    for (p, _) in unfilled.iter().enumerate().filter(|(_, &u)| u) {
+                        assert_eq!(data[i * 16 + p], old[i * 16 + p], "{from:?} {shape:?}");
+                    }
+                }
+                // All of a step's caches at once give the same.
+                let mut states: Vec<Tensor> = (0..3)
+                    .map(|_| Tensor::from_f32(&shape, old.clone()).unwrap())
+                    .collect();
+                let mut scratches = Vec::new();
+                CacheRuns::move_in_states(&mut states, 3, &moved, |i| from[i], &mut scratches)
+                    .unwrap();
+                for st in &states {
+                    assert_eq!(st.f32s().unwrap(), &data[..], "{from:?} {shape:?}");
                 }
             }
         }
