@@ -1318,7 +1318,7 @@ mod x86 {
         for g in 0..kp / 4 {
             for p in 0..P {
                 let at = w0.add(p * kp * PANEL + g * 64);
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead));
                 let v = _mm512_loadu_si512(at as *const _);
                 let w = [
                     widen_512::<0>(v),
