@@ -1218,7 +1218,7 @@ mod cache_runs_tests {
                 runs.move_sequences(&mut data, &moved, |i| from[i], &mut scratch);
                 let filled: usize = runs.filled.iter().map(|r| r.len()).sum();
                 assert_eq!(filled, 12, "{shape:?}: 3 of 4 positions of 4 values");
-                let mut unfilled = vec![true; 16];
+                let mut unfilled = [true; 16];
                 for r in &runs.filled {
                     unfilled[r.clone()].fill(false);
                 }
