@@ -1335,6 +1335,12 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
         n_tok,
         tr.timings.tokens
     );
+    // The step's graph above; this adds what the search does between steps (filtering,
+    // normalising, choosing, reordering the beams' caches), as the last run measured it.
+    println!(
+        "decoding per token:   {:8.2} ms (the graph and the search's host work, last run)",
+        ms(tr.timings.decoder) / n_tok as f64
+    );
     println!(
         "transcribe (median):  {:8.1} ms of {runs} runs; realtime factor {:.1}x",
         ms(median),
