@@ -162,7 +162,6 @@ struct Coordinator<'a> {
     started: bool,
     steps: usize,
     row_steps: usize,
-    scratch: Vec<Vec<f32>>,
     /// The windows the decoder's batch and `cross` hold, block by block.
     blocks: Vec<usize>,
 }
@@ -203,15 +202,10 @@ impl Coordinator<'_> {
             return Ok(Vec::new());
         }
         let offset = self.offset;
-        let scratch = &mut self.scratch;
         let rows: Vec<usize> = moved.iter().map(|&i| base + i).collect();
-        crate::model::CacheRuns::move_in_states(
-            self.session.states_mut(),
-            offset,
-            &rows,
-            |row| base + src[row - base],
-            scratch,
-        )?;
+        crate::model::CacheRuns::move_in_states(self.session.states_mut(), offset, &rows, |row| {
+            base + src[row - base]
+        })?;
         Ok(Vec::new())
     }
 
@@ -451,7 +445,6 @@ pub fn decode_lockstep(
         started: false,
         steps: 0,
         row_steps: 0,
-        scratch: Vec::new(),
         blocks: (0..count).collect(),
     };
     let mut failure: Option<Error> = None;

@@ -144,10 +144,6 @@ pub struct WhisperModel {
     /// windows go one by one through [`WhisperModel::window`], whose plan is the device's.
     pub encoder_windows: Option<Session>,
     pub decoder: Session,
-    /// The KV caches of the last beam search, kept for the next one to grow into: a beam
-    /// search starts from one sequence and widens its caches to the beams at its first
-    /// step, and fresh caches of that size took 5–17 ms a window to allocate and zero.
-    decoder_spares: Vec<Tensor>,
     /// `decoder_step` over several windows in lockstep ([`crate::graph::DECODER_WINDOWS`]),
     /// always on the host, like the decoder; each row as it decodes alone.
     pub decoder_windows: Session,
@@ -394,7 +390,6 @@ impl WhisperModel {
             window,
             encoder_windows,
             decoder,
-            decoder_spares: Vec::new(),
             decoder_windows,
             decoder_windows_streamed,
             align,
@@ -422,10 +417,6 @@ struct GraphStepper<'a> {
     offset: usize,
     n_vocab: usize,
     steps: usize,
-    /// Reused by `reorder` for the cache rows that move, one buffer a cache.
-    scratch: Vec<Vec<f32>>,
-    /// The KV caches of an earlier beam search ([`WhisperModel`]'s `decoder_spares`).
-    spares: &'a mut Vec<Tensor>,
     /// Checked before every step ([`WhisperModel::interrupt`]).
     interrupt: Option<Arc<AtomicBool>>,
 }
@@ -434,18 +425,15 @@ impl<'a> GraphStepper<'a> {
     /// A stepper over a fresh KV cache holding one empty sequence.
     fn fresh(
         session: &'a mut Session,
-        spares: &'a mut Vec<Tensor>,
         cross: &'a [Tensor],
         n_vocab: usize,
     ) -> Result<GraphStepper<'a>> {
         let mut s = GraphStepper {
             session,
-            spares,
             cross,
             offset: 0,
             n_vocab,
             steps: 0,
-            scratch: Vec::new(),
             interrupt: None,
         };
         s.reset().map_err(DecodeError::from)?;
@@ -525,7 +513,6 @@ impl BatchStepModel for GraphStepper<'_> {
     }
 
     fn reorder(&mut self, src: &[usize]) -> Result<(), StepError> {
-        let scratch = &mut self.scratch;
         let offset = self.offset;
         let states = self.session.states_mut();
         let Some(first) = states.first() else {
@@ -545,43 +532,43 @@ impl BatchStepModel for GraphStepper<'_> {
             if moved.is_empty() {
                 return Ok(());
             }
-            CacheRuns::move_in_states(states, offset, &moved, |i| src[i], scratch)
+            CacheRuns::move_in_states(states, offset, &moved, |i| src[i])
                 .map_err(|e| Error::graph(DECODER_STEP, e))?;
             return Ok(());
         }
+        if src.len() > old_batch {
+            // Growing (a beam search's first step): in place, in the memory an earlier
+            // search left (see `reset`); fresh caches of five sequences are 55 MB to
+            // allocate and zero, 5–23 ms a window.
+            return CacheRuns::grow_in_states(states, offset, src)
+                .map_err(|e| Error::graph(DECODER_STEP, e).into());
+        }
         for st in states.iter_mut() {
-            // Growing (the first beam step), a cache of the wanted shape kept from an
-            // earlier search takes the sequences: a fresh one is tens of MB to zero.
-            let mut shape = st.shape().to_vec();
-            shape[0] = src.len();
-            let spare = self
-                .spares
-                .iter()
-                .position(|t| t.shape() == &shape[..] && t.dtype() == st.dtype());
-            match spare {
-                Some(i) if src.len() > old_batch => {
-                    let spare = self.spares.swap_remove(i);
-                    *st = gather_into(spare, st, src, offset)
-                        .map_err(|e| Error::graph(DECODER_STEP, e))?;
-                }
-                _ => {
-                    gather_sequences(st, src, offset).map_err(|e| Error::graph(DECODER_STEP, e))?
-                }
-            }
+            gather_sequences(st, src, offset).map_err(|e| Error::graph(DECODER_STEP, e))?;
         }
         Ok(())
     }
 
     fn reset(&mut self) -> Result<(), StepError> {
-        // A beam search's caches are kept for the next one to grow into (one set: the
-        // caches of another beam size replace them).
+        self.offset = 0;
+        // KV caches of several sequences (a beam search's) become one zeroed sequence
+        // but keep their memory, for the next search to grow into without allocating.
         let states = self.session.states_mut();
-        if states.first().is_some_and(|t| t.shape().first() > Some(&1)) {
-            self.spares.clear();
+        let caches = states.first().is_some_and(|t| t.shape().first() > Some(&1))
+            && states
+                .iter()
+                .all(|t| t.dtype() == DType::F32 && matches!(t.shape().len(), 3 | 4));
+        if caches {
             for st in states.iter_mut() {
-                self.spares
-                    .push(std::mem::replace(st, Tensor::zeros(DType::F32, &[0])));
+                let mut shape = st.shape().to_vec();
+                shape[0] = 1;
+                let per: usize = shape.iter().product();
+                let mut data = std::mem::replace(st, Tensor::zeros(DType::F32, &[0])).into_f32()?;
+                data.truncate(per);
+                data.fill(0.0);
+                *st = Tensor::from_f32(&shape, data)?;
             }
+            return Ok(());
         }
         let mut bindings = HashMap::new();
         bindings.insert("batch", 1usize);
@@ -742,13 +729,8 @@ impl WhisperModel {
         prompt: &[u32],
         opts: &DecodeOptions,
     ) -> Result<(DecodeResult, usize)> {
-        let mut stepper = GraphStepper::fresh(
-            &mut self.decoder,
-            &mut self.decoder_spares,
-            cross,
-            self.config.dims.n_vocab,
-        )?
-        .interruptible(self.interrupt.clone());
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
+            .interruptible(self.interrupt.clone());
         let ids = SpecialIds::from(&self.tokenizer);
         let result = greedy_decode(&mut stepper, prompt, &ids, opts)?;
         Ok((result, stepper.steps))
@@ -766,13 +748,8 @@ impl WhisperModel {
     ) -> Result<(DecodeResult, f32, usize)> {
         let tok = &self.tokenizer;
         let ids = SpecialIds::from(tok);
-        let mut stepper = GraphStepper::fresh(
-            &mut self.decoder,
-            &mut self.decoder_spares,
-            cross,
-            self.config.dims.n_vocab,
-        )?
-        .interruptible(self.interrupt.clone());
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
+            .interruptible(self.interrupt.clone());
         let (result, temperature) =
             decode_with_fallback(&mut stepper, prompt, &ids, opts, fallback, &|t| {
                 tok.decode(t)
@@ -842,13 +819,8 @@ impl WhisperModel {
     ) -> Result<(DecodeResult, f32, usize)> {
         let tok = &self.tokenizer;
         let ids = SpecialIds::from(tok);
-        let mut stepper = GraphStepper::fresh(
-            &mut self.decoder,
-            &mut self.decoder_spares,
-            cross,
-            self.config.dims.n_vocab,
-        )?
-        .interruptible(self.interrupt.clone());
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
+            .interruptible(self.interrupt.clone());
         let (result, temperature) = decode_with_fallback_after(
             &mut stepper,
             prompt,
@@ -865,13 +837,8 @@ impl WhisperModel {
     /// `<|startoftranscript|>` and the language tokens' logits are normalised among
     /// themselves. Sorted, most probable first.
     pub fn detect_language(&mut self, cross: &[Tensor]) -> Result<Vec<(String, f32)>> {
-        let mut stepper = GraphStepper::fresh(
-            &mut self.decoder,
-            &mut self.decoder_spares,
-            cross,
-            self.config.dims.n_vocab,
-        )?
-        .interruptible(self.interrupt.clone());
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
+            .interruptible(self.interrupt.clone());
         let logits = StepModel::step(&mut stepper, &[self.tokenizer.sot()], &[0])
             .map_err(DecodeError::from)?
             .pop()
@@ -906,13 +873,8 @@ impl WhisperModel {
     /// Logits at every position of `tokens`, fed one at a time through `decoder_step`
     /// with a fresh KV cache (a reference for the batched paths).
     pub fn step_logits(&mut self, cross: &[Tensor], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let mut stepper = GraphStepper::fresh(
-            &mut self.decoder,
-            &mut self.decoder_spares,
-            cross,
-            self.config.dims.n_vocab,
-        )?
-        .interruptible(self.interrupt.clone());
+        let mut stepper = GraphStepper::fresh(&mut self.decoder, cross, self.config.dims.n_vocab)?
+            .interruptible(self.interrupt.clone());
         let mut out = Vec::with_capacity(tokens.len());
         for &t in tokens {
             out.extend(StepModel::step(&mut stepper, &[t], &[0]).map_err(DecodeError::from)?);
@@ -1041,39 +1003,6 @@ pub(crate) fn gather_sequences(
     Ok(())
 }
 
-/// [`gather_sequences`] into `spare`, a cache of the new shape (`[src.len(), ..]`) whose
-/// contents do not matter: the positions before `offset` of each sequence are copied in,
-/// and the others are rewritten before they are read.
-pub(crate) fn gather_into(
-    mut spare: Tensor,
-    state: &Tensor,
-    src: &[usize],
-    offset: usize,
-) -> std::result::Result<Tensor, String> {
-    let runs = CacheRuns::of(state.shape(), offset)?;
-    let batch = state.shape()[0];
-    if let Some(&bad) = src.iter().find(|&&i| i >= batch) {
-        return Err(format!("sequence {bad} does not exist (batch of {batch})"));
-    }
-    let (want, got) = (src.len(), spare.shape().first().copied());
-    if got != Some(want) || spare.shape()[1..] != state.shape()[1..] {
-        return Err(format!(
-            "a spare cache of shape {:?} for {want} sequences of {:?}",
-            spare.shape(),
-            state.shape()
-        ));
-    }
-    let old = state.f32s().map_err(|e| e.to_string())?;
-    let new = spare.f32s_mut().map_err(|e| e.to_string())?;
-    for (b, &from) in src.iter().enumerate() {
-        for r in &runs.filled {
-            new[b * runs.stride + r.start..b * runs.stride + r.end]
-                .copy_from_slice(&old[from * runs.stride + r.start..from * runs.stride + r.end]);
-        }
-    }
-    Ok(spare)
-}
-
 impl CacheRuns {
     pub fn of(shape: &[usize], offset: usize) -> std::result::Result<CacheRuns, String> {
         let (heads, cap, hd) = match *shape {
@@ -1134,61 +1063,104 @@ impl CacheRuns {
         }
     }
 
-    /// [`move_sequences`](Self::move_sequences) over every cache of a step (`states`, each
-    /// with its own `scratch`), the caches shared out between the cores: a beam step moves
-    /// a few MB of them.
+    /// [`move_sequences`](Self::move_sequences) over every cache of a step (`states`), the
+    /// caches shared out between the cores: a beam step moves a few MB of them.
     pub fn move_in_states(
         states: &mut [Tensor],
         offset: usize,
         moved: &[usize],
         from: impl Fn(usize) -> usize + Sync,
-        scratch: &mut Vec<Vec<f32>>,
     ) -> std::result::Result<(), String> {
         use rayon::prelude::*;
-        scratch.resize_with(states.len(), Vec::new);
-        states
-            .par_iter_mut()
-            .zip(scratch.par_iter_mut())
-            .try_for_each(|(st, scratch)| {
-                let runs = CacheRuns::of(st.shape(), offset)?;
-                let data = st.f32s_mut().map_err(|e| e.to_string())?;
-                runs.move_sequences(data, moved, &from, scratch);
-                Ok(())
-            })
+        states.par_iter_mut().try_for_each(|st| {
+            let runs = CacheRuns::of(st.shape(), offset)?;
+            let data = st.f32s_mut().map_err(|e| e.to_string())?;
+            runs.move_sequences(data, moved, &from, &mut Vec::new());
+            Ok(())
+        })
+    }
+
+    /// Widens every cache of a step (`states`, `[batch, ..]`) to the sequences `src`
+    /// (sequence i the old sequence `src[i]`, `src.len()` above the batch), in place: each
+    /// buffer is lengthened (zeros; within its capacity when an earlier, wider search left
+    /// one) and the positions before `offset` moved as [`move_sequences`](Self::move_sequences)
+    /// moves them. The same values as [`gather_sequences`] where, as in a step's caches,
+    /// the positions past `offset` are still zero.
+    pub fn grow_in_states(
+        states: &mut [Tensor],
+        offset: usize,
+        src: &[usize],
+    ) -> std::result::Result<(), String> {
+        use rayon::prelude::*;
+        states.par_iter_mut().try_for_each(|st| {
+            let runs = CacheRuns::of(st.shape(), offset)?;
+            let batch = st.shape()[0];
+            if let Some(&bad) = src.iter().find(|&&i| i >= batch) {
+                return Err(format!("sequence {bad} does not exist (batch of {batch})"));
+            }
+            if src.len() < batch {
+                return Err(format!("{} sequences do not widen {batch}", src.len()));
+            }
+            let mut shape = st.shape().to_vec();
+            shape[0] = src.len();
+            let mut data = std::mem::replace(st, Tensor::zeros(DType::F32, &[0]))
+                .into_f32()
+                .map_err(|e| e.to_string())?;
+            data.resize(src.len() * runs.stride, 0.0);
+            let moved: Vec<usize> = (0..src.len()).filter(|&i| src[i] != i).collect();
+            runs.move_sequences(&mut data, &moved, |i| src[i], &mut Vec::new());
+            *st = Tensor::from_f32(&shape, data).map_err(|e| e.to_string())?;
+            Ok(())
+        })
     }
 }
 
 #[cfg(test)]
 mod cache_runs_tests {
-    use super::{gather_into, gather_sequences, CacheRuns, Tensor};
+    use super::{gather_sequences, CacheRuns, Tensor};
 
     #[test]
-    fn growing_into_a_spare_cache_equals_growing_into_a_fresh_one() {
-        // One sequence widened to three (a beam search's first step), offset 3 of
-        // capacity 4, in either layout; the spare holds another search's values.
-        for shape in [vec![1usize, 4, 4], vec![1, 2, 4, 2]] {
-            let state = Tensor::from_f32(&shape, (0..16).map(|x| x as f32).collect()).unwrap();
-            let src = [0usize, 0, 0];
-            let mut wide = shape.clone();
-            wide[0] = 3;
-            let mut fresh = state.clone();
-            gather_sequences(&mut fresh, &src, 3).unwrap();
-            let spare = Tensor::from_f32(&wide, vec![-7.5; 48]).unwrap();
-            let grown = gather_into(spare, &state, &src, 3).unwrap();
-            assert_eq!(grown.shape(), fresh.shape());
-            let runs = CacheRuns::of(&wide, 3).unwrap();
-            let (g, f) = (grown.f32s().unwrap(), fresh.f32s().unwrap());
-            for b in 0..3 {
-                for r in &runs.filled {
-                    let at = b * runs.stride;
-                    assert_eq!(g[at + r.start..at + r.end], f[at + r.start..at + r.end]);
+    fn growing_in_place_equals_gathering_into_a_fresh_cache() {
+        // Widening to more sequences (a beam search's first step, and wider), offset 3 of
+        // capacity 4, in either layout, from buffers with and without spare capacity (a
+        // wider search's memory, holding its old values past the end).
+        for (batch, src) in [(1usize, vec![0usize, 0, 0]), (2, vec![1, 0, 1, 1, 0])] {
+            for shape in [vec![batch, 4, 4], vec![batch, 2, 4, 2]] {
+                // Values at the filled positions; those past the offset are still zero.
+                let runs = CacheRuns::of(&shape, 3).unwrap();
+                let mut values = vec![0f32; 16 * batch];
+                for b in 0..batch {
+                    for r in &runs.filled {
+                        for p in r.clone() {
+                            values[b * 16 + p] = (b * 16 + p) as f32 + 1.0;
+                        }
+                    }
+                }
+                let mut fresh = Tensor::from_f32(&shape, values.clone()).unwrap();
+                gather_sequences(&mut fresh, &src, 3).unwrap();
+                for spare in [0usize, 200] {
+                    let mut data = Vec::with_capacity(values.len() + spare);
+                    data.extend(std::iter::repeat_n(-7.5f32, values.len() + spare));
+                    data.truncate(values.len());
+                    data.copy_from_slice(&values);
+                    let mut states = vec![Tensor::from_f32(&shape, data).unwrap(); 2];
+                    CacheRuns::grow_in_states(&mut states, 3, &src).unwrap();
+                    for st in &states {
+                        assert_eq!(st.shape(), fresh.shape(), "{shape:?} {src:?}");
+                        assert_eq!(
+                            st.f32s().unwrap(),
+                            fresh.f32s().unwrap(),
+                            "{shape:?} {src:?}"
+                        );
+                    }
+                }
+                // A sequence that does not exist, or fewer sequences, is refused.
+                let st = || vec![Tensor::from_f32(&shape, values.clone()).unwrap()];
+                assert!(CacheRuns::grow_in_states(&mut st(), 3, &[0, batch]).is_err());
+                if batch > 1 {
+                    assert!(CacheRuns::grow_in_states(&mut st(), 3, &[0]).is_err());
                 }
             }
-            // A spare of another shape, or a sequence that does not exist, is refused.
-            let small = Tensor::from_f32(&shape, vec![0.0; 16]).unwrap();
-            assert!(gather_into(small, &state, &src, 3).is_err());
-            let spare = Tensor::from_f32(&wide, vec![0.0; 48]).unwrap();
-            assert!(gather_into(spare, &state, &[0, 1, 0], 3).is_err());
         }
     }
 
@@ -1239,9 +1211,7 @@ mod cache_runs_tests {
                 let mut states: Vec<Tensor> = (0..3)
                     .map(|_| Tensor::from_f32(&shape, old.clone()).unwrap())
                     .collect();
-                let mut scratches = Vec::new();
-                CacheRuns::move_in_states(&mut states, 3, &moved, |i| from[i], &mut scratches)
-                    .unwrap();
+                CacheRuns::move_in_states(&mut states, 3, &moved, |i| from[i]).unwrap();
                 for st in &states {
                     assert_eq!(st.f32s().unwrap(), &data[..], "{from:?} {shape:?}");
                 }
