@@ -283,6 +283,16 @@ impl Tensor {
         self.f32_range(0..self.numel())
     }
 
+    /// How many f32 elements the buffer holds without reallocating (0 for other dtypes): a
+    /// tensor rebuilt from a shortened `Vec` ([`Tensor::into_f32`], [`Tensor::from_f32`])
+    /// keeps the memory it had, for a caller to grow back into.
+    pub fn f32_capacity(&self) -> usize {
+        match &self.data {
+            Data::F32(v) => v.capacity(),
+            _ => 0,
+        }
+    }
+
     /// Mutable f32 elements.
     pub fn f32s_mut(&mut self) -> Result<&mut [f32], OpError> {
         let dt = self.dtype();

@@ -1092,6 +1092,19 @@ impl CacheRuns {
         src: &[usize],
     ) -> std::result::Result<(), String> {
         use rayon::prelude::*;
+        let room = |st: &Tensor| {
+            let per: usize = st.shape()[1..].iter().product();
+            st.f32_capacity() >= src.len() * per
+        };
+        if !states.iter().all(room) {
+            // No earlier search's memory (the first search): fresh caches, allocated on
+            // this thread as before. Growing the old buffers instead (`realloc`, some on
+            // the pool's threads) left glibc holding about 50 MB more in some runs.
+            for st in states.iter_mut() {
+                gather_sequences(st, src, offset)?;
+            }
+            return Ok(());
+        }
         states.par_iter_mut().try_for_each(|st| {
             let runs = CacheRuns::of(st.shape(), offset)?;
             let batch = st.shape()[0];
