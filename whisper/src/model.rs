@@ -1093,7 +1093,7 @@ impl CacheRuns {
     ) -> std::result::Result<(), String> {
         use rayon::prelude::*;
         let room = |st: &Tensor| {
-            let per: usize = st.shape()[1..].iter().product();
+            let per: usize = st.shape().iter().skip(1).product();
             st.f32_capacity() >= src.len() * per
         };
         if !states.iter().all(room) {
@@ -1167,7 +1167,15 @@ mod cache_runs_tests {
                         );
                     }
                 }
-                // A sequence that does not exist, or fewer sequences, is refused.
+                // A state that is not a cache, a sequence that does not exist, or fewer
+                // sequences, is refused.
+                for odd in [
+                    Tensor::from_f32(&[], vec![0.0]),
+                    Tensor::from_f32(&[4], vec![0.0; 4]),
+                ] {
+                    let mut odd = [odd.unwrap()];
+                    assert!(CacheRuns::grow_in_states(&mut odd, 3, &src).is_err());
+                }
                 let st = || vec![Tensor::from_f32(&shape, values.clone()).unwrap()];
                 assert!(CacheRuns::grow_in_states(&mut st(), 3, &[0, batch]).is_err());
                 if batch > 1 {
