@@ -275,6 +275,22 @@ fn bf16_transform_spares_the_first_block_whatever_the_node_order() {
 }
 
 #[test]
+fn bf16x3_transform_marks_every_encoder_attention_and_nothing_else() {
+    use amanuensis::whisper::graph::{bf16x3_encoder_attention, ENCODER};
+    let mut file = base();
+    assert_eq!(bf16x3_encoder_attention(&mut file), 6);
+    for g in &file.graphs {
+        for n in &g.nodes {
+            let marked = n.attrs.get("bf16x3") == Some(&serde_json::json!(true));
+            let want = g.name == ENCODER && n.op == "attention";
+            assert_eq!(marked, want, "{} / {}", g.name, n.name);
+        }
+    }
+    // The transformed graphs still validate (the op knows the attribute).
+    validate(&file).unwrap();
+}
+
+#[test]
 fn the_f16_cross_kv_transform_narrows_the_cross_keys_and_values_end_to_end() {
     use amanuensis::whisper::graph::{f16_cross_kv, windows_decoder_graph, CROSS_KV};
     use amanuensis_runtime::DType;

@@ -520,6 +520,28 @@ fn main() {
             )
         }
         bench_attention("attention bf16 avx512-bf16", t, t, None, true, avx512_only);
+        #[allow(clippy::too_many_arguments)]
+        fn x3_on_tiles(
+            q: &[f32],
+            qs: usize,
+            k: &[f32],
+            ks: usize,
+            v: &[f32],
+            vs: usize,
+            tq: usize,
+            tk: usize,
+            heads: usize,
+            hd: usize,
+            causal: Option<usize>,
+            out: &mut [f32],
+            os: usize,
+        ) {
+            let path = cpu::bf16::Bf16Path::Amx;
+            cpu::attention_bf16x3(
+                path, q, qs, k, ks, v, vs, tq, tk, heads, hd, causal, out, os,
+            )
+        }
+        bench_attention("attention bf16x3 amx", t, t, None, true, x3_on_tiles);
     }
     let gelu = if !wanted("gelu 1500x2048") {
         0.0
@@ -617,6 +639,12 @@ fn main() {
         bench_linear_w8("linear (q)", m, d, d);
         bench_linear_w8("linear (fc1)", m, d, ff);
         bench_linear_w8("linear (fc2)", m, ff, d);
+        bench_linear_split("linear (q)", m, d, d);
+        bench_linear_split("linear (fc1)", m, d, ff);
+        bench_linear_split("linear (fc2)", m, ff, d);
+        bench_linear_f16("linear (q) gemv f16", m, d, d);
+        bench_linear_f16("linear (fc1) gemv f16", m, d, ff);
+        bench_linear_f16("linear (fc2) gemv f16", m, ff, d);
         bench_linear_w8("linear (logits)", m, d, 51865);
         bench_linear_split("linear (logits)", m, d, 51865);
         bench_linear_f16("linear (logits) gemv f16", m, d, 51865);

@@ -22,6 +22,13 @@ use amanuensis_kernels::cpu::bf16::{gemm_bf16, pack_rows, Bf16Path, PackedBf16};
 /// Relative error of one product of bf16-rounded operands.
 const PRODUCT: f64 = 1.0 / 256.0 + 1.0 / 262_144.0;
 
+/// Relative error of one bf16x3 product (`hi·hi + hi·lo + lo·hi`, each operand `hi + lo`
+/// with `hi` rounded to bf16 and `lo` the rest rounded): each operand's two parts hold it
+/// to 2⁻⁹·2⁻⁹ = 2⁻¹⁸ relative (`lo` is at most 2⁻⁹ of it, rounded to 2⁻⁹ of itself), and
+/// the `lo·lo` term left out is at most 2⁻¹⁸ of the product: 3·2⁻¹⁸, plus second-order
+/// terms below 2⁻³⁴.
+const PRODUCT_X3: f64 = 3.0 / 262_144.0 + 1.0 / 17_179_869_184.0;
+
 fn paths() -> Vec<Bf16Path> {
     Bf16Path::ALL
         .into_iter()
@@ -166,6 +173,7 @@ fn this_cpu_runs_the_widest_path_it_has() {
 #[allow(clippy::too_many_arguments)]
 fn check_attention(
     path: Bf16Path,
+    x3: bool,
     tq: usize,
     tk: usize,
     heads: usize,
@@ -200,7 +208,12 @@ fn check_attention(
         causal,
         os,
     };
-    cpu::attention_bf16(
+    let kernel = if x3 {
+        cpu::attention_bf16x3
+    } else {
+        cpu::attention_bf16
+    };
+    kernel(
         path, a.q, a.qs, a.k, a.ks, a.v, a.vs, tq, tk, heads, hd, causal, &mut out, os,
     );
     for i in 0..tq {
@@ -210,17 +223,20 @@ fn check_attention(
         );
     }
     let got = dense_out(&out, tq, os, d);
-    let (want, bound) = bf16_attention_reference(&a);
+    let (want, bound) = bf16_attention_reference(&a, x3);
     let what = format!(
-        "attention_bf16 {} tq={tq} tk={tk} heads={heads} hd={hd} causal={causal:?}",
+        "attention_bf16{} {} tq={tq} tk={tk} heads={heads} hd={hd} causal={causal:?}",
+        if x3 { "x3" } else { "" },
         path.name()
     );
     assert_within(&what, &got, &want, &bound);
     got
 }
 
-/// The f64 attention of the unrounded inputs, and the bound of the module docs.
-fn bf16_attention_reference(a: &Attn) -> (Vec<f64>, Vec<f64>) {
+/// The f64 attention of the unrounded inputs, and the bound of the module docs (with
+/// `x3`, the bf16x3 products' bound: [`PRODUCT_X3`] a product, sums three times as long).
+fn bf16_attention_reference(a: &Attn, x3: bool) -> (Vec<f64>, Vec<f64>) {
+    let (product, terms) = if x3 { (PRODUCT_X3, 3) } else { (PRODUCT, 1) };
     let d = a.heads * a.hd;
     let scale = 1.0 / (a.hd as f64).sqrt();
     let mut out = vec![0.0f64; a.tq * d];
@@ -241,7 +257,7 @@ fn bf16_attention_reference(a: &Attn) -> (Vec<f64>, Vec<f64>) {
                     mag += p.abs();
                 }
                 *sj = acc * scale;
-                delta = delta.max((PRODUCT + gamma(a.hd) + 4.0 * U) * mag * scale);
+                delta = delta.max((product + gamma(terms * a.hd) + 4.0 * U) * mag * scale);
             }
             let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             s.iter_mut().for_each(|v| *v = (*v - max).exp());
@@ -256,8 +272,9 @@ fn bf16_attention_reference(a: &Attn) -> (Vec<f64>, Vec<f64>) {
                 }
                 out[i * d + c + dd] = acc;
             }
-            let b =
-                (2.0 * delta * 1.01 + PRODUCT * 1.01 + 6e-7 + 2.0 * gamma(n) + U) * vmax + 1e-30;
+            let b = (2.0 * delta * 1.01 + product * 1.01 + 6e-7 + 2.0 * gamma(terms * n) + U)
+                * vmax
+                + 1e-30;
             for dd in 0..a.hd {
                 bound[i * d + c + dd] = b;
             }
@@ -269,26 +286,33 @@ fn bf16_attention_reference(a: &Attn) -> (Vec<f64>, Vec<f64>) {
 #[test]
 fn attention_encoder_shape_on_every_path() {
     // Whisper-base's encoder self-attention: 1500 frames, 8 heads of 64, no mask.
-    let mut results = Vec::new();
+    let (mut results, mut x3_results) = (Vec::new(), Vec::new());
     for path in paths() {
-        let got = check_attention(path, 1500, 1500, 8, 64, None, 1.5, 11);
+        let got = check_attention(path, false, 1500, 1500, 8, 64, None, 1.5, 11);
         results.push((path, got));
+        let got = check_attention(path, true, 1500, 1500, 8, 64, None, 1.5, 11);
+        x3_results.push((path, got));
     }
-    let results: Vec<_> = results
-        .into_iter()
-        .filter(|(p, _)| *p != Bf16Path::Amx)
-        .collect();
-    for (path, got) in &results[1..] {
-        let same = got
-            .iter()
-            .zip(&results[0].1)
-            .all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(
-            same,
-            "attention_bf16: {} differs from {}",
-            path.name(),
-            results[0].0.name()
-        );
+    for (what, results) in [
+        ("attention_bf16", results),
+        ("attention_bf16x3", x3_results),
+    ] {
+        let results: Vec<_> = results
+            .into_iter()
+            .filter(|(p, _)| *p != Bf16Path::Amx)
+            .collect();
+        for (path, got) in &results[1..] {
+            let same = got
+                .iter()
+                .zip(&results[0].1)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "{what}: {} differs from {}",
+                path.name(),
+                results[0].0.name()
+            );
+        }
     }
 }
 
@@ -333,10 +357,53 @@ fn attention_is_close_to_f32_on_the_encoder_shape() {
         causal: None,
         os: d,
     };
-    let (want, _) = bf16_attention_reference(&a);
+    let (want, _) = bf16_attention_reference(&a, false);
     let rel = rel_l2(&out, &want);
     eprintln!("attention_bf16 relative L2 error on the encoder shape: {rel:e}");
     assert!(rel < 1.0 / 256.0, "relative L2 error {rel:e} ≥ 2⁻⁸");
+}
+
+#[test]
+fn bf16x3_attention_is_near_f32_on_the_encoder_shape() {
+    // Typical error of the bf16x3 products with Whisper-like magnitudes, every path: about
+    // 2⁻¹⁵ relative where one bf16 product leaves 2.8e-3 (above) and f32 about 1e-7.
+    let (tq, tk, heads, hd) = (1500, 1500, 8, 64);
+    let d = heads * hd;
+    let mut rng = Rng::new(12);
+    let q = rng.vec(tq * d, -1.5, 1.5);
+    let k = rng.vec(tk * d, -1.5, 1.5);
+    let v = rng.vec(tk * d, -1.0, 1.0);
+    let a = Attn {
+        q: &q,
+        qs: d,
+        k: &k,
+        ks: d,
+        v: &v,
+        vs: d,
+        tq,
+        tk,
+        heads,
+        hd,
+        causal: None,
+        os: d,
+    };
+    let (want, _) = bf16_attention_reference(&a, true);
+    for path in paths() {
+        let mut out = vec![0.0f32; tq * d];
+        cpu::attention_bf16x3(
+            path, &q, d, &k, d, &v, d, tq, tk, heads, hd, None, &mut out, d,
+        );
+        let rel = rel_l2(&out, &want);
+        eprintln!(
+            "attention_bf16x3 {} relative L2 error on the encoder shape: {rel:e}",
+            path.name()
+        );
+        assert!(
+            rel < 1e-4,
+            "{}: relative L2 error {rel:e} ≥ 1e-4",
+            path.name()
+        );
+    }
 }
 
 #[test]
@@ -344,10 +411,18 @@ fn attention_masks_odd_lengths_and_sharp_softmax() {
     for path in paths() {
         // Causal prefill over several query blocks, odd key counts (a pair half past the
         // visible keys), head widths that are not a multiple of 2 or 16.
-        check_attention(path, 300, 401, 2, 64, Some(101), 1.5, 13);
-        check_attention(path, 5, 7, 3, 5, None, 1.5, 14);
-        check_attention(path, 4, 4, 2, 3, Some(0), 1.5, 15);
-        check_attention(path, 20, 50, 2, 16, None, 6.0, 16);
+        for x3 in [false, true] {
+            check_attention(path, x3, 300, 401, 2, 64, Some(101), 1.5, 13);
+        }
+        for x3 in [false, true] {
+            check_attention(path, x3, 5, 7, 3, 5, None, 1.5, 14);
+        }
+        for x3 in [false, true] {
+            check_attention(path, x3, 4, 4, 2, 3, Some(0), 1.5, 15);
+        }
+        for x3 in [false, true] {
+            check_attention(path, x3, 20, 50, 2, 16, None, 6.0, 16);
+        }
     }
 }
 

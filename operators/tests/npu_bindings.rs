@@ -1275,6 +1275,61 @@ fn attention_with_bf16_products_runs_the_bf16_kernel_on_several_rows_only() {
 }
 
 #[test]
+fn attention_with_bf16x3_runs_the_bf16x3_kernel_on_several_rows_before_bf16_products() {
+    let reg = standard_registry();
+    let f32_op = build(&reg, "attention", json!({ "heads": 2 }));
+    // bf16x3 takes precedence over bf16_products.
+    let x3_op = build(
+        &reg,
+        "attention",
+        json!({ "heads": 2, "bf16x3": true, "bf16_products": true }),
+    );
+    let mut rng = Rng::new(32);
+    let (q, k, v) = (
+        rng.tensor(&[1, 20, 64], 1.5),
+        rng.tensor(&[1, 30, 64], 1.5),
+        rng.tensor(&[1, 30, 64], 1.0),
+    );
+    let got = cpu(x3_op.as_ref(), &[&q, &k, &v]);
+    let (qs, ks, vs) = (q.f32s().unwrap(), k.f32s().unwrap(), v.f32s().unwrap());
+    let mut want = vec![0.0f32; qs.len()];
+    amanuensis_kernels::cpu::attention_bf16x3(
+        amanuensis_kernels::cpu::bf16::Bf16Path::widest(),
+        qs,
+        64,
+        ks,
+        64,
+        vs,
+        64,
+        20,
+        30,
+        2,
+        32,
+        None,
+        &mut want,
+        64,
+    );
+    let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(bits(&got[0]), want_bits, "bf16x3 runs attention_bf16x3");
+    // Near f32: within 1e-4 of the f32 kernel's values (|v| ≤ 1).
+    let f32_out = cpu(f32_op.as_ref(), &[&q, &k, &v]);
+    let worst = got[0]
+        .f32s()
+        .unwrap()
+        .iter()
+        .zip(f32_out[0].f32s().unwrap())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "bf16x3 is {worst:e} from f32");
+    // A single query row stays on the f32 path.
+    let q1 = rng.tensor(&[1, 1, 64], 1.5);
+    assert_eq!(
+        bits(&cpu(x3_op.as_ref(), &[&q1, &k, &v])[0]),
+        bits(&cpu(f32_op.as_ref(), &[&q1, &k, &v])[0])
+    );
+}
+
+#[test]
 fn linear_with_bf16_products_runs_bf16_only_on_many_rows_without_an_int8_form() {
     use amanuensis_kernels::cpu::bf16::{linear_bf16, Bf16Path, PackedBf16};
     let reg = standard_registry();

@@ -690,6 +690,24 @@ pub fn bf16_encoder(
     Ok(edited)
 }
 
+/// Sets `bf16x3` on every `attention` node of the [`ENCODER`] graph, the first block's
+/// included: its products of many rows then run as bf16x3 on AMX tiles (each operand two
+/// bf16 values; results about 2⁻¹⁵ relative from exact, where one bf16 product leaves
+/// 2⁻⁸), faster there than one bf16 product on AVX-512 and than f32. For the int8 compute
+/// type on a CPU with AMX-BF16, on request (`AMANUENSIS_BF16X3=1`): not the default, as
+/// it moved a word of the public clips at beam 5 (`docs/kernels.md`, "bf16x3 products").
+/// Returns how many nodes it marked.
+pub fn bf16x3_encoder_attention(file: &mut amanuensis_runtime::ModelFile) -> usize {
+    let mut marked = 0;
+    for g in file.graphs.iter_mut().filter(|g| g.name == ENCODER) {
+        for node in g.nodes.iter_mut().filter(|n| n.op == "attention") {
+            node.attrs.insert("bf16x3".into(), json!(true));
+            marked += 1;
+        }
+    }
+    marked
+}
+
 /// Sets `f32_math` on every `gelu` node of the [`ENCODER`] graph: GELU evaluated in f32
 /// (relative error below 2e-6 instead of 1.5e-7), for the bf16 compute type, whose next
 /// products round thousands of times more. It takes about 45 ms of a window in f64, 2.4

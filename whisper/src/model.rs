@@ -246,6 +246,13 @@ impl WhisperModel {
                 .map_err(|e| Error::graph(&graph_origin, e))?;
             tracing::debug!(marked, on_tiles, "encoder nodes with bf16 products");
         }
+        if compute == crate::compute::ComputeType::Int8
+            && !spec.planned()
+            && amanuensis_operators::quantize::bf16x3_on_tiles()
+        {
+            let marked = crate::graph::bf16x3_encoder_attention(&mut file);
+            tracing::debug!(marked, "encoder attention as bf16x3 products on tiles");
+        }
         if compute == crate::compute::ComputeType::Bf16 && !spec.planned() {
             let marked = crate::graph::bf16_products(&mut file);
             tracing::debug!(marked, "nodes with bf16 products");

@@ -11,7 +11,9 @@ use super::bf16::{self, pack_rows, Bf16Path, PackedBf16};
 use super::checks::require_strided;
 use super::parallel::SendPtr;
 use super::simd::{dot, dot4, multiversion, prefetch, weighted_rows, KvElem};
-use super::softmax::{exp_shifted, exp_shifted_inplace, exp_shifted_to_bf16};
+use super::softmax::{
+    exp_shifted, exp_shifted_inplace, exp_shifted_to_bf16, exp_shifted_to_bf16x3,
+};
 use super::tuning::{ATTENTION_GEMM_MIN_TQ, ATTENTION_Q_BLOCK, MIN_PARALLEL_FMAS};
 
 /// Shape and layout of one attention call, shared by both paths.
@@ -976,6 +978,261 @@ pub fn attention_bf16(
                 vp,
                 head_dim,
                 kpairs,
+                o.add(r0 * out_row_stride + col),
+                out_row_stride,
+                false,
+            );
+        }
+        for (i, &inv) in inv_sum[..rows].iter().enumerate() {
+            for v in out_row(r0 + i) {
+                *v *= inv;
+            }
+        }
+    };
+    if parallel {
+        (0..heads * blocks)
+            .into_par_iter()
+            .for_each_init(Default::default, task);
+    } else {
+        let mut scratch = Default::default();
+        (0..heads * blocks).for_each(|t| task(&mut scratch, t));
+    }
+}
+
+/// Each of `src`'s values (times `scale`) as the sum of two bf16 values, `hi + lo`: `hi`
+/// is it rounded to bf16, `lo` the rest, exact in f32 and rounded to bf16 when packed.
+/// Their sum holds the value to about 2⁻¹⁷ relative, where one bf16 value holds it to 2⁻⁹.
+#[inline(always)]
+fn split_parts_body<const FMA: bool>(src: &[f32], scale: f32, hi: &mut [f32], lo: &mut [f32]) {
+    for ((&x, h), l) in src.iter().zip(hi.iter_mut()).zip(lo.iter_mut()) {
+        let x = x * scale;
+        let r = f32::from_bits(bf16::rounded_bits(x));
+        *h = r;
+        *l = x - r;
+    }
+}
+
+multiversion! {
+    fn split_parts(src: &[f32], scale: f32, hi: &mut [f32], lo: &mut [f32]) => split_parts_body
+}
+
+/// Rows of `[hi, hi, lo]` (or `[hi, lo, hi]` with `lo_second`) of `rows` rows of `len`
+/// values (`src(i)`, times `scale`) into `buf` (`rows × 3·len` f32, exact in bf16 but for
+/// `lo`), for [`pack_rows`] or [`PackedBf16::pack`].
+fn split3_rows<'a>(
+    rows: usize,
+    len: usize,
+    scale: f32,
+    lo_second: bool,
+    src: impl Fn(usize) -> &'a [f32],
+    buf: &mut Vec<f32>,
+) {
+    buf.clear();
+    buf.resize(rows * 3 * len, 0.0);
+    for (i, row) in buf.chunks_exact_mut(3 * len).enumerate() {
+        let (a, rest) = row.split_at_mut(len);
+        let (b, c) = rest.split_at_mut(len);
+        if lo_second {
+            split_parts(src(i), scale, a, b);
+            c.copy_from_slice(a);
+        } else {
+            split_parts(src(i), scale, a, c);
+            b.copy_from_slice(a);
+        }
+    }
+}
+
+/// [`attention_bf16x3`] on the widest path this CPU has ([`Bf16Path::widest`]: AMX tiles
+/// where they are usable).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bf16x3_widest(
+    q: &[f32],
+    q_row_stride: usize,
+    k: &[f32],
+    k_row_stride: usize,
+    v: &[f32],
+    v_row_stride: usize,
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    head_dim: usize,
+    causal_offset: Option<usize>,
+    out: &mut [f32],
+    out_row_stride: usize,
+) {
+    attention_bf16x3(
+        Bf16Path::widest(),
+        q,
+        q_row_stride,
+        k,
+        k_row_stride,
+        v,
+        v_row_stride,
+        tq,
+        tk,
+        heads,
+        head_dim,
+        causal_offset,
+        out,
+        out_row_stride,
+    )
+}
+
+/// Query rows of one [`attention_bf16x3`] task: its probabilities (`rows × 3·tk` bf16)
+/// and the head's packed values stay in L2 together.
+const X3_Q_BLOCK: usize = 32;
+
+/// [`attention`] with bf16x3 products: each operand of both products (q times 1/√hd and
+/// k; the unnormalised probabilities and v) is split into two bf16 values, `x = hi + lo`
+/// (about 16 significant bits), and each product is taken as `hi·hi + hi·lo + lo·hi`
+/// with f32 sums (the `lo·lo` term, about 2⁻¹⁸ relative, is left out). That is one bf16
+/// product over three times the reduction length: `[qh, qh, ql]·[kh, kl, kh]` and
+/// `[ph, pl, ph]·[vh, vh, vl]`. Its results lie about 2⁻¹⁵ relative from the exact ones,
+/// where [`attention_bf16`]'s lie 2⁻⁸ away: near f32, at the speed of the tiles
+/// (`Bf16Path::Amx`), where three bf16 products still cost less than one in f32. Scores,
+/// the softmax and the sums stay f32.
+///
+/// Same contract as [`attention`]; measured against it in `docs/kernels.md`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bf16x3(
+    path: Bf16Path,
+    q: &[f32],
+    q_row_stride: usize,
+    k: &[f32],
+    k_row_stride: usize,
+    v: &[f32],
+    v_row_stride: usize,
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    head_dim: usize,
+    causal_offset: Option<usize>,
+    out: &mut [f32],
+    out_row_stride: usize,
+) {
+    let lay = Layout {
+        q_row_stride,
+        k_row_stride,
+        v_row_stride,
+        out_row_stride,
+        tq,
+        tk,
+        heads,
+        head_dim,
+        kv_head_stride: head_dim,
+        causal_offset,
+    };
+    lay.check(q, k, v, out);
+    assert!(
+        path.available(),
+        "bf16 path {} is not available on this CPU",
+        path.name()
+    );
+    if tq == 0 || heads == 0 || head_dim == 0 {
+        return;
+    }
+    if tk == 0 {
+        for i in 0..tq {
+            out[i * out_row_stride..][..heads * head_dim].fill(0.0);
+        }
+        return;
+    }
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let parallel =
+        2 * tq * tk * heads * head_dim >= MIN_PARALLEL_FMAS && rayon::current_num_threads() > 1;
+    // Per head: keys as rows of [kh, kl, kh] (k = 3·hd), values as the transpose of
+    // [vh; vh; vl] (k = 3·tk, one segment per part).
+    let pack = |h: usize| {
+        let col = h * head_dim;
+        let mut buf = Vec::new();
+        split3_rows(
+            tk,
+            head_dim,
+            1.0,
+            true,
+            |j| &k[j * k_row_stride + col..][..head_dim],
+            &mut buf,
+        );
+        let kp = PackedBf16::pack(&buf, tk, 3 * head_dim, 3 * head_dim);
+        // [vh; vh; vl] as rows of k = 3·tk, packed transposed.
+        buf.clear();
+        buf.resize(3 * tk * head_dim, 0.0);
+        let (vh, rest) = buf.split_at_mut(tk * head_dim);
+        let (vh2, vl) = rest.split_at_mut(tk * head_dim);
+        for j in 0..tk {
+            let src = &v[j * v_row_stride + col..][..head_dim];
+            let at = j * head_dim..(j + 1) * head_dim;
+            split_parts(src, 1.0, &mut vh[at.clone()], &mut vl[at]);
+        }
+        vh2.copy_from_slice(vh);
+        let vp = PackedBf16::pack_transposed(&buf, 3 * tk, head_dim, head_dim);
+        (kp, vp)
+    };
+    let packed: Vec<(PackedBf16, PackedBf16)> = if parallel {
+        (0..heads).into_par_iter().map(pack).collect()
+    } else {
+        (0..heads).map(pack).collect()
+    };
+    let blocks = tq.div_ceil(X3_Q_BLOCK);
+    let out_ptr = SendPtr::new(out.as_mut_ptr());
+    let qpairs = (3 * head_dim).div_ceil(2);
+    let ppairs = (3 * tk).div_ceil(2);
+    let task = |scratch: &mut (Vec<f32>, Vec<f32>, Vec<u32>, Vec<u32>), t: usize| {
+        let (scores, qs, qa, pa) = scratch;
+        let (h, b) = (t / blocks, t % blocks);
+        let col = h * head_dim;
+        let r0 = b * X3_Q_BLOCK;
+        let rows = X3_Q_BLOCK.min(tq - r0);
+        let kv = lay.visible(r0 + rows - 1);
+        let o = out_ptr.get();
+        // SAFETY: as in `attention_bf16`: this task alone writes rows r0..r0+rows,
+        // columns col..col+head_dim.
+        let out_row = |i: usize| unsafe {
+            std::slice::from_raw_parts_mut(o.add(i * out_row_stride + col), head_dim)
+        };
+        if kv == 0 {
+            (r0..r0 + rows).for_each(|i| out_row(i).fill(0.0));
+            return;
+        }
+        let (kp, vp) = &packed[h];
+        split3_rows(
+            rows,
+            head_dim,
+            scale,
+            false,
+            |i| &q[(r0 + i) * q_row_stride + col..][..head_dim],
+            qs,
+        );
+        pack_rows(qs, rows, 3 * head_dim, 3 * head_dim, 1.0, qa);
+        scores.resize(rows * kv, 0.0);
+        bf16::gemm_bf16(path, qa, qpairs, rows, kp, kv, qpairs, scores, kv, false);
+        // Every half the product reads is written below but a last pair's unused one,
+        // which stays zero: not cleared first (a third of the task's time went to that).
+        if pa.len() < rows * ppairs {
+            pa.clear();
+            pa.resize(rows * ppairs, 0);
+        }
+        let mut inv_sum = [0.0f32; X3_Q_BLOCK];
+        let halves: &mut [u16] = bytemuck::cast_slice_mut(&mut pa[..]);
+        for (i, (row, dst)) in scores
+            .chunks_exact_mut(kv)
+            .zip(halves.chunks_exact_mut(2 * ppairs))
+            .enumerate()
+        {
+            let n = lay.visible(r0 + i);
+            let sum = exp_shifted_to_bf16x3(row, n, tk, dst);
+            inv_sum[i] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        }
+        // SAFETY: as above.
+        unsafe {
+            bf16::gemm_raw(
+                path,
+                pa.as_ptr(),
+                ppairs,
+                rows,
+                vp,
+                head_dim,
+                ppairs,
                 o.add(r0 * out_row_stride + col),
                 out_row_stride,
                 false,

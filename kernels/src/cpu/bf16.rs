@@ -111,6 +111,18 @@ impl Bf16Path {
         })
     }
 
+    /// The widest path this CPU runs, AMX tiles included whenever they are usable: for the
+    /// bf16x3 products, whose results lie near f32's whatever the order of their sums.
+    pub fn widest() -> Bf16Path {
+        static WIDEST: std::sync::OnceLock<Bf16Path> = std::sync::OnceLock::new();
+        *WIDEST.get_or_init(|| {
+            Bf16Path::ALL
+                .into_iter()
+                .find(|p| p.available())
+                .unwrap_or(Bf16Path::Portable)
+        })
+    }
+
     /// Whether the CPU multiplies bf16 in hardware (otherwise bf16 products are slower than
     /// f32 ones, and only worth it for their results).
     pub fn native() -> bool {

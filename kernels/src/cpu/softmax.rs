@@ -136,7 +136,7 @@ pub(crate) fn exp_shifted_to_bf16(row: &mut [f32], n: usize, out: &mut [u16]) ->
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") && super::simd::has_avx2_fma() {
         // SAFETY: AVX-512F, AVX2 and FMA were just detected; the bounds were checked.
-        return unsafe { x86::exp_shifted_to_bf16(&row[..n], out) };
+        return unsafe { x86::exp_shifted_to_bf16_parts::<false>(&row[..n], out, 0) };
     }
     let sum = exp_shifted_inplace(&mut row[..n]);
     let mut pairs = Vec::new();
@@ -144,6 +144,36 @@ pub(crate) fn exp_shifted_to_bf16(row: &mut [f32], n: usize, out: &mut [u16]) ->
     let halves: &[u16] = bytemuck::cast_slice(&pairs);
     out[..n].copy_from_slice(&halves[..n]);
     out[n..].fill(0);
+    sum
+}
+
+/// [`exp_shifted`] on `row[..n]` with each result `e` split into two bf16 values,
+/// `hi` (`e` rounded) and `lo` (`e − hi` rounded), written as three segments of `out`
+/// (halves of bf16 pairs), `seg` apart: `hi` from 0, `lo` from `seg`, `hi` again from
+/// `2·seg`; each segment's entries from `n` to `seg` are set to zero. The left operand of
+/// a bf16x3 product with `[vh; vh; vl]` ([`super::attention::attention_bf16x3`]). Returns
+/// the sum of the unrounded exponentials, with the bits of [`exp_shifted_to_bf16`]'s.
+pub(crate) fn exp_shifted_to_bf16x3(row: &mut [f32], n: usize, seg: usize, out: &mut [u16]) -> f32 {
+    assert!(
+        n <= row.len() && n <= seg && 3 * seg <= out.len(),
+        "exp_shifted_to_bf16x3: n {n} or segment {seg} too long"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && super::simd::has_avx2_fma() {
+        // SAFETY: AVX-512F, AVX2 and FMA were just detected; the bounds were checked.
+        return unsafe { x86::exp_shifted_to_bf16_parts::<true>(&row[..n], out, seg) };
+    }
+    let sum = exp_shifted_inplace(&mut row[..n]);
+    for (i, &e) in row[..n].iter().enumerate() {
+        let hi = super::bf16::rounded_bits(e);
+        let lo = super::bf16::rounded_bits(e - f32::from_bits(hi));
+        out[i] = (hi >> 16) as u16;
+        out[seg + i] = (lo >> 16) as u16;
+        out[2 * seg + i] = (hi >> 16) as u16;
+    }
+    for s in 0..3 {
+        out[s * seg + n..(s + 1) * seg].fill(0);
+    }
     sum
 }
 
@@ -194,9 +224,9 @@ mod x86 {
         _mm512_mask_mov_ps(y, below, _mm512_setzero_ps())
     }
 
-    /// `rounded_bits(x) >> 16` on 16 lanes (round to nearest even; a NaN stays a quiet NaN).
+    /// `rounded_bits(x)` on 16 lanes (round to nearest even; a NaN stays a quiet NaN).
     #[inline(always)]
-    unsafe fn to_bf16(x: __m512) -> __m256i {
+    unsafe fn rounded_bits(x: __m512) -> __m512i {
         let bits = _mm512_castps_si512(x);
         let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
         let rounded = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
@@ -204,15 +234,38 @@ mod x86 {
         let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
         let quiet = _mm512_or_si512(bits, _mm512_set1_epi32(0x0040_0000));
         let r = _mm512_mask_mov_epi32(rounded, nan, quiet);
-        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(r))
+        _mm512_and_si512(r, _mm512_set1_epi32(0xffff_0000u32 as i32))
     }
 
-    /// See [`super::exp_shifted_to_bf16`]; `row` is the visible part.
+    /// `rounded_bits(x) >> 16` on 16 lanes.
+    #[inline(always)]
+    unsafe fn to_bf16(x: __m512) -> __m256i {
+        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(rounded_bits(x)))
+    }
+
+    /// `x` as `hi` (rounded to bf16) and `lo` (`x − hi` rounded), on 16 lanes.
+    #[inline(always)]
+    unsafe fn split_bf16(x: __m512) -> (__m256i, __m256i) {
+        let hi = rounded_bits(x);
+        let lo = _mm512_sub_ps(x, _mm512_castsi512_ps(hi));
+        (
+            _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(hi)),
+            to_bf16(lo),
+        )
+    }
+
+    /// See [`super::exp_shifted_to_bf16`] (`X3` false, `seg` unused) and
+    /// [`super::exp_shifted_to_bf16x3`] (`X3` true); `row` is the visible part.
     ///
     /// # Safety
-    /// AVX-512F, AVX2 and FMA available; `out.len() ≥ row.len()`.
+    /// AVX-512F, AVX2 and FMA available; `out.len() ≥ row.len()`, or `≥ 3·seg` with
+    /// `seg ≥ row.len()` for `X3`.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn exp_shifted_to_bf16(row: &[f32], out: &mut [u16]) -> f32 {
+    pub(super) unsafe fn exp_shifted_to_bf16_parts<const X3: bool>(
+        row: &[f32],
+        out: &mut [u16],
+        seg: usize,
+    ) -> f32 {
         debug_assert_eq!(LANES, 16);
         let n = row.len();
         let whole = n / 16 * 16;
@@ -232,8 +285,22 @@ mod x86 {
         for v in lanes {
             max = max.max(v);
         }
+        // The segments' parts past the row (everything past it without X3).
+        let clear = |out: &mut [u16]| {
+            if X3 {
+                for s in 0..3 {
+                    out[s * seg + n..(s + 1) * seg].fill(0);
+                }
+            } else {
+                out[n..].fill(0);
+            }
+        };
         if max == f32::NEG_INFINITY {
-            out.fill(0);
+            if X3 {
+                out[..3 * seg].fill(0);
+            } else {
+                out.fill(0);
+            }
             return 0.0;
         }
         let maxb = _mm512_set1_ps(max);
@@ -242,7 +309,14 @@ mod x86 {
         for i in (0..whole).step_by(16) {
             let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), maxb));
             sumv = _mm512_add_ps(sumv, e);
-            _mm256_storeu_si256(o.add(i).cast(), to_bf16(e));
+            if X3 {
+                let (hi, lo) = split_bf16(e);
+                _mm256_storeu_si256(o.add(i).cast(), hi);
+                _mm256_storeu_si256(o.add(seg + i).cast(), lo);
+                _mm256_storeu_si256(o.add(2 * seg + i).cast(), hi);
+            } else {
+                _mm256_storeu_si256(o.add(i).cast(), to_bf16(e));
+            }
         }
         let mut sum = 0.0f32;
         let tail = n - whole;
@@ -256,10 +330,19 @@ mod x86 {
                 sum += v;
             }
             let mut hs = [0u16; 16];
-            _mm256_storeu_si256(hs.as_mut_ptr().cast(), to_bf16(e));
-            out[whole..n].copy_from_slice(&hs[..tail]);
+            if X3 {
+                let (hi, lo) = split_bf16(e);
+                _mm256_storeu_si256(hs.as_mut_ptr().cast(), hi);
+                out[whole..n].copy_from_slice(&hs[..tail]);
+                out[2 * seg + whole..2 * seg + n].copy_from_slice(&hs[..tail]);
+                _mm256_storeu_si256(hs.as_mut_ptr().cast(), lo);
+                out[seg + whole..seg + n].copy_from_slice(&hs[..tail]);
+            } else {
+                _mm256_storeu_si256(hs.as_mut_ptr().cast(), to_bf16(e));
+                out[whole..n].copy_from_slice(&hs[..tail]);
+            }
         }
-        out[n..].fill(0);
+        clear(out);
         _mm512_storeu_ps(lanes.as_mut_ptr(), sumv);
         hsum(lanes) + sum
     }
@@ -344,5 +427,49 @@ mod tests {
         let mut out = vec![7u16; 20];
         assert_eq!(exp_shifted_to_bf16(&mut masked, 20, &mut out), 0.0);
         assert!(out.iter().all(|&h| h == 0));
+    }
+
+    /// The bf16x3 pass: the sum of `exp_shifted`, and each exponential `e` as `hi` (e
+    /// rounded), `lo` (e − hi rounded) and `hi` in three segments, zeros past the row in
+    /// each; `hi + lo` holds `e` to 2⁻¹⁷ relative.
+    #[test]
+    fn exp_to_bf16x3_splits_the_exponentials_of_exp_shifted() {
+        use crate::cpu::bf16::{from_bf16, rounded_bits};
+        let mut rng = fastrand::Rng::with_seed(6);
+        for len in [0usize, 1, 5, 15, 16, 17, 33, 750, 1499, 1500] {
+            for visible in [len, len.saturating_sub(3), len / 2] {
+                let seg = len + 2;
+                let mut row: Vec<f32> = (0..len).map(|_| (rng.f32() * 2.0 - 1.0) * 9.0).collect();
+                if len > 5 {
+                    row[len / 3] = f32::NEG_INFINITY;
+                }
+                let mut want_row = row.clone();
+                let want_sum = exp_shifted_inplace(&mut want_row[..visible]);
+                let mut got = vec![0xAAAAu16; 3 * seg + 1];
+                let sum = exp_shifted_to_bf16x3(&mut row, visible, seg, &mut got);
+                assert_eq!(
+                    sum.to_bits(),
+                    want_sum.to_bits(),
+                    "len {len} visible {visible}"
+                );
+                for i in 0..seg {
+                    let (hi, lo) = if i < visible {
+                        let e = want_row[i];
+                        let h = rounded_bits(e);
+                        let l = rounded_bits(e - f32::from_bits(h));
+                        let (h16, l16) = ((h >> 16) as u16, (l >> 16) as u16);
+                        let err = (from_bf16(h16) + from_bf16(l16) - e).abs();
+                        assert!(err <= e * 2f32.powi(-17), "{e} split {err}");
+                        (h16, l16)
+                    } else {
+                        (0, 0)
+                    };
+                    assert_eq!(got[i], hi, "hi {i}, len {len} visible {visible}");
+                    assert_eq!(got[seg + i], lo, "lo {i}, len {len} visible {visible}");
+                    assert_eq!(got[2 * seg + i], hi, "hi again {i}, len {len}");
+                }
+                assert_eq!(got[3 * seg], 0xAAAA, "wrote past the segments");
+            }
+        }
     }
 }

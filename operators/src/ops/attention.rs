@@ -45,7 +45,10 @@ fn check_heads(d: &Dim, heads: usize) -> Result<(), OpError> {
 /// `[.., heads, tq, tk]` (used for word-level alignment; the fast path never materialises
 /// them). With `bf16_products` (default false), calls of several query rows multiply in
 /// bf16 with f32 sums (the int8 compute type sets it on the encoder; see
-/// `docs/kernels.md`). With `kv_heads_major` (default false), k and v store each head's
+/// `docs/kernels.md`). With `bf16x3` (default false) they multiply as bf16x3 products
+/// instead ([`cpu::attention_bf16x3`]: each operand split into two bf16 values, results
+/// about 2⁻¹⁵ relative from exact), on AMX tiles where the CPU has them; it takes
+/// precedence over `bf16_products`. With `kv_heads_major` (default false), k and v store each head's
 /// keys contiguously, `[.., heads, tk, d/heads]` (as `split_heads` writes them; the
 /// decoder's cross-attention at the int8 and bf16 compute types): the same attention,
 /// read faster from memory; no NPU kernel takes that layout.
@@ -58,6 +61,8 @@ struct Attention {
     /// Products of many query rows in bf16 ([`cpu::attention_bf16`]); single rows and
     /// the weights output stay f32.
     bf16_products: bool,
+    /// Products of many query rows as bf16x3 ([`cpu::attention_bf16x3`]).
+    bf16x3: bool,
     /// K and V are `[.., heads, tk, head_dim]`.
     kv_heads_major: bool,
     npu: NpuBinding,
@@ -76,6 +81,7 @@ impl OpDef for AttentionDef {
             "causal",
             "return_weights",
             "bf16_products",
+            "bf16x3",
             "kv_heads_major",
         ])?;
         let (heads, causal) = (heads_attr(attrs)?, attrs.bool_or("causal", false)?);
@@ -85,6 +91,7 @@ impl OpDef for AttentionDef {
             causal,
             return_weights,
             bf16_products: attrs.bool_or("bf16_products", false)?,
+            bf16x3: attrs.bool_or("bf16x3", false)?,
             kv_heads_major: attrs.bool_or("kv_heads_major", false)?,
             npu: NpuBinding::owned(npu::AttentionFlashKernel {
                 heads,
@@ -314,6 +321,8 @@ impl Operator for Attention {
         let per_call = if tq == 1 && !self.causal { group } else { 1 };
         let path: cpu::AttentionKernel = if per_call > 1 {
             cpu::attention_direct
+        } else if self.bf16x3 && tq >= ATTENTION_GEMM_MIN_TQ {
+            cpu::attention_bf16x3_widest
         } else if self.bf16_products && tq >= ATTENTION_GEMM_MIN_TQ {
             cpu::attention_bf16_best
         } else {
