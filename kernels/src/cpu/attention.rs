@@ -878,125 +878,23 @@ pub fn attention_bf16(
     out: &mut [f32],
     out_row_stride: usize,
 ) {
-    let lay = Layout {
+    bf16_products(
+        path,
+        Split::No,
+        q,
         q_row_stride,
+        k,
         k_row_stride,
+        v,
         v_row_stride,
-        out_row_stride,
         tq,
         tk,
         heads,
         head_dim,
-        kv_head_stride: head_dim,
         causal_offset,
-    };
-    lay.check(q, k, v, out);
-    assert!(
-        path.available(),
-        "bf16 path {} is not available on this CPU",
-        path.name()
-    );
-    if tq == 0 || heads == 0 || head_dim == 0 {
-        return;
-    }
-    if tk == 0 {
-        // No keys: every query averages over nothing and yields 0 (as `attention`).
-        for i in 0..tq {
-            out[i * out_row_stride..][..heads * head_dim].fill(0.0);
-        }
-        return;
-    }
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let parallel =
-        2 * tq * tk * heads * head_dim >= MIN_PARALLEL_FMAS && rayon::current_num_threads() > 1;
-    let pack = |h: usize| {
-        let col = h * head_dim;
-        let kp = PackedBf16::pack(&k[col..], tk, head_dim, k_row_stride);
-        let vp = PackedBf16::pack_transposed(&v[col..], tk, head_dim, v_row_stride);
-        (kp, vp)
-    };
-    let packed: Vec<(PackedBf16, PackedBf16)> = if parallel {
-        (0..heads).into_par_iter().map(pack).collect()
-    } else {
-        (0..heads).map(pack).collect()
-    };
-    let blocks = tq.div_ceil(ATTENTION_Q_BLOCK);
-    let out_ptr = SendPtr::new(out.as_mut_ptr());
-    let task = |scratch: &mut (Vec<f32>, Vec<u32>, Vec<u32>), t: usize| {
-        let (scores, qa, pa) = scratch;
-        let (h, b) = (t / blocks, t % blocks);
-        let col = h * head_dim;
-        let r0 = b * ATTENTION_Q_BLOCK;
-        let rows = ATTENTION_Q_BLOCK.min(tq - r0);
-        let kv = lay.visible(r0 + rows - 1);
-        let o = out_ptr.get();
-        // SAFETY: `check` proved every out row/column addressed lies inside out; this task
-        // alone writes rows r0..r0+rows, columns col..col+head_dim (disjoint segments, as
-        // hd·heads ≤ stride).
-        let out_row = |i: usize| unsafe {
-            std::slice::from_raw_parts_mut(o.add(i * out_row_stride + col), head_dim)
-        };
-        if kv == 0 {
-            (r0..r0 + rows).for_each(|i| out_row(i).fill(0.0));
-            return;
-        }
-        let (kp, vp) = &packed[h];
-        pack_rows(
-            &q[r0 * q_row_stride + col..],
-            rows,
-            head_dim,
-            q_row_stride,
-            scale,
-            qa,
-        );
-        // Every score is written by the product below (it does not accumulate).
-        scores.resize(rows * kv, 0.0);
-        let qpairs = head_dim.div_ceil(2);
-        bf16::gemm_bf16(path, qa, qpairs, rows, kp, kv, qpairs, scores, kv, false);
-        let kpairs = kv.div_ceil(2);
-        pa.resize(rows * kpairs, 0);
-        let mut inv_sum = [0.0f32; ATTENTION_Q_BLOCK];
-        // The probabilities go straight to bf16 pairs: the bits of exponentiating the
-        // row in place and then packing it, in one pass.
-        let halves: &mut [u16] = bytemuck::cast_slice_mut(&mut pa[..rows * kpairs]);
-        for (i, (row, dst)) in scores
-            .chunks_exact_mut(kv)
-            .zip(halves.chunks_exact_mut(2 * kpairs))
-            .enumerate()
-        {
-            let n = lay.visible(r0 + i);
-            let sum = exp_shifted_to_bf16(row, n, dst);
-            inv_sum[i] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-        }
-        // SAFETY: as above; a pair past the visible keys multiplies a zero probability.
-        unsafe {
-            bf16::gemm_raw(
-                path,
-                pa.as_ptr(),
-                kpairs,
-                rows,
-                vp,
-                head_dim,
-                kpairs,
-                o.add(r0 * out_row_stride + col),
-                out_row_stride,
-                false,
-            );
-        }
-        for (i, &inv) in inv_sum[..rows].iter().enumerate() {
-            for v in out_row(r0 + i) {
-                *v *= inv;
-            }
-        }
-    };
-    if parallel {
-        (0..heads * blocks)
-            .into_par_iter()
-            .for_each_init(Default::default, task);
-    } else {
-        let mut scratch = Default::default();
-        (0..heads * blocks).for_each(|t| task(&mut scratch, t));
-    }
+        out,
+        out_row_stride,
+    )
 }
 
 /// Each of `src`'s values (times `scale`) as the sum of two bf16 values, `hi + lo`: `hi`
@@ -1078,10 +976,6 @@ pub fn attention_bf16x3_widest(
     )
 }
 
-/// Query rows of one [`attention_bf16x3`] task: its probabilities (`rows × 3·tk` bf16)
-/// and the head's packed values stay in L2 together.
-const X3_Q_BLOCK: usize = 32;
-
 /// [`attention`] with bf16x3 products: each operand of both products (q times 1/√hd and
 /// k; the unnormalised probabilities and v) is split into two bf16 values, `x = hi + lo`
 /// (about 16 significant bits), and each product is taken as `hi·hi + hi·lo + lo·hi`
@@ -1096,6 +990,53 @@ const X3_Q_BLOCK: usize = 32;
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bf16x3(
     path: Bf16Path,
+    q: &[f32],
+    q_row_stride: usize,
+    k: &[f32],
+    k_row_stride: usize,
+    v: &[f32],
+    v_row_stride: usize,
+    tq: usize,
+    tk: usize,
+    heads: usize,
+    head_dim: usize,
+    causal_offset: Option<usize>,
+    out: &mut [f32],
+    out_row_stride: usize,
+) {
+    bf16_products(
+        path,
+        Split::X3,
+        q,
+        q_row_stride,
+        k,
+        k_row_stride,
+        v,
+        v_row_stride,
+        tq,
+        tk,
+        heads,
+        head_dim,
+        causal_offset,
+        out,
+        out_row_stride,
+    )
+}
+
+/// Whether the operands of [`bf16_products`] are split ([`attention_bf16x3`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Split {
+    No,
+    X3,
+}
+
+/// [`attention_bf16`] and [`attention_bf16x3`]: per head, K and V packed once; per block
+/// of query rows, the scores as one bf16 product, their exponentials written straight
+/// into the bf16 pairs of the product with V, then that product and the normalisation.
+#[allow(clippy::too_many_arguments)]
+fn bf16_products(
+    path: Bf16Path,
+    split: Split,
     q: &[f32],
     q_row_stride: usize,
     k: &[f32],
@@ -1132,18 +1073,25 @@ pub fn attention_bf16x3(
         return;
     }
     if tk == 0 {
+        // No keys: every query averages over nothing and yields 0 (as `attention`).
         for i in 0..tq {
             out[i * out_row_stride..][..heads * head_dim].fill(0.0);
         }
         return;
     }
+    let x3 = split == Split::X3;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let parallel =
         2 * tq * tk * heads * head_dim >= MIN_PARALLEL_FMAS && rayon::current_num_threads() > 1;
-    // Per head: keys as rows of [kh, kl, kh] (k = 3·hd), values as the transpose of
-    // [vh; vh; vl] (k = 3·tk, one segment per part).
     let pack = |h: usize| {
         let col = h * head_dim;
+        if !x3 {
+            let kp = PackedBf16::pack(&k[col..], tk, head_dim, k_row_stride);
+            let vp = PackedBf16::pack_transposed(&v[col..], tk, head_dim, v_row_stride);
+            return (kp, vp);
+        }
+        // Keys as rows of [kh, kl, kh] (k = 3·hd); values as the transpose of
+        // [vh; vh; vl] (k = 3·tk, one segment per part).
         let mut buf = Vec::new();
         split3_rows(
             tk,
@@ -1154,7 +1102,6 @@ pub fn attention_bf16x3(
             &mut buf,
         );
         let kp = PackedBf16::pack(&buf, tk, 3 * head_dim, 3 * head_dim);
-        // [vh; vh; vl] as rows of k = 3·tk, packed transposed.
         buf.clear();
         buf.resize(3 * tk * head_dim, 0.0);
         let (vh, rest) = buf.split_at_mut(tk * head_dim);
@@ -1173,20 +1120,21 @@ pub fn attention_bf16x3(
     } else {
         (0..heads).map(pack).collect()
     };
-    let blocks = tq.div_ceil(X3_Q_BLOCK);
+    let parts = if x3 { 3 } else { 1 };
+    let qpairs = (parts * head_dim).div_ceil(2);
+    let blocks = tq.div_ceil(ATTENTION_Q_BLOCK);
     let out_ptr = SendPtr::new(out.as_mut_ptr());
-    let qpairs = (3 * head_dim).div_ceil(2);
-    let ppairs = (3 * tk).div_ceil(2);
     let task = |scratch: &mut (Vec<f32>, Vec<f32>, Vec<u32>, Vec<u32>), t: usize| {
         let (scores, qs, qa, pa) = scratch;
         let (h, b) = (t / blocks, t % blocks);
         let col = h * head_dim;
-        let r0 = b * X3_Q_BLOCK;
-        let rows = X3_Q_BLOCK.min(tq - r0);
+        let r0 = b * ATTENTION_Q_BLOCK;
+        let rows = ATTENTION_Q_BLOCK.min(tq - r0);
         let kv = lay.visible(r0 + rows - 1);
         let o = out_ptr.get();
-        // SAFETY: as in `attention_bf16`: this task alone writes rows r0..r0+rows,
-        // columns col..col+head_dim.
+        // SAFETY: `check` proved every out row/column addressed lies inside out; this task
+        // alone writes rows r0..r0+rows, columns col..col+head_dim (disjoint segments, as
+        // hd·heads ≤ stride).
         let out_row = |i: usize| unsafe {
             std::slice::from_raw_parts_mut(o.add(i * out_row_stride + col), head_dim)
         };
@@ -1195,35 +1143,44 @@ pub fn attention_bf16x3(
             return;
         }
         let (kp, vp) = &packed[h];
-        split3_rows(
-            rows,
-            head_dim,
-            scale,
-            false,
-            |i| &q[(r0 + i) * q_row_stride + col..][..head_dim],
-            qs,
-        );
-        pack_rows(qs, rows, 3 * head_dim, 3 * head_dim, 1.0, qa);
+        let q_rows = &q[r0 * q_row_stride + col..];
+        if x3 {
+            let src = |i: usize| &q_rows[i * q_row_stride..][..head_dim];
+            split3_rows(rows, head_dim, scale, false, src, qs);
+            pack_rows(qs, rows, 3 * head_dim, 3 * head_dim, 1.0, qa);
+        } else {
+            pack_rows(q_rows, rows, head_dim, q_row_stride, scale, qa);
+        }
+        // Every score is written by the product below (it does not accumulate).
         scores.resize(rows * kv, 0.0);
         bf16::gemm_bf16(path, qa, qpairs, rows, kp, kv, qpairs, scores, kv, false);
-        // Every half the product reads is written below but a last pair's unused one,
-        // which stays zero: not cleared first (a third of the task's time went to that).
+        // One row's pairs of probabilities: the visible keys', or the three segments of
+        // tk each. Every half the product reads is written below but a last pair's unused
+        // one, which stays zero; not cleared first (that took a third of a bf16x3 task).
+        let ppairs = if x3 {
+            (3 * tk).div_ceil(2)
+        } else {
+            kv.div_ceil(2)
+        };
         if pa.len() < rows * ppairs {
-            pa.clear();
             pa.resize(rows * ppairs, 0);
         }
-        let mut inv_sum = [0.0f32; X3_Q_BLOCK];
-        let halves: &mut [u16] = bytemuck::cast_slice_mut(&mut pa[..]);
+        let mut inv_sum = [0.0f32; ATTENTION_Q_BLOCK];
+        let halves: &mut [u16] = bytemuck::cast_slice_mut(&mut pa[..rows * ppairs]);
         for (i, (row, dst)) in scores
             .chunks_exact_mut(kv)
             .zip(halves.chunks_exact_mut(2 * ppairs))
             .enumerate()
         {
             let n = lay.visible(r0 + i);
-            let sum = exp_shifted_to_bf16x3(row, n, tk, dst);
+            let sum = if x3 {
+                exp_shifted_to_bf16x3(row, n, tk, dst)
+            } else {
+                exp_shifted_to_bf16(row, n, dst)
+            };
             inv_sum[i] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
         }
-        // SAFETY: as above.
+        // SAFETY: as above; a pair past the visible keys multiplies a zero probability.
         unsafe {
             bf16::gemm_raw(
                 path,
