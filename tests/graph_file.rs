@@ -275,18 +275,23 @@ fn bf16_transform_spares_the_first_block_whatever_the_node_order() {
 }
 
 #[test]
-fn bf16x3_transform_marks_every_encoder_attention_and_nothing_else() {
-    use amanuensis::whisper::graph::{bf16x3_encoder_attention, ENCODER};
+fn bf16x3_transform_marks_the_encoder_attention_and_block_linears_and_nothing_else() {
+    use amanuensis::whisper::graph::{bf16x3_encoder, ENCODER};
     let mut file = base();
-    assert_eq!(bf16x3_encoder_attention(&mut file), 6);
+    // 6 attention nodes and the 6 linears of each of the 6 blocks.
+    assert_eq!(bf16x3_encoder(&mut file), 6 + 6 * 6);
     for g in &file.graphs {
         for n in &g.nodes {
             let marked = n.attrs.get("bf16x3") == Some(&serde_json::json!(true));
-            let want = g.name == ENCODER && n.op == "attention";
+            let block_linear = n.op == "linear"
+                && n.inputs
+                    .get(1)
+                    .is_some_and(|w| w.starts_with("encoder.blocks."));
+            let want = g.name == ENCODER && (n.op == "attention" || block_linear);
             assert_eq!(marked, want, "{} / {}", g.name, n.name);
         }
     }
-    // The transformed graphs still validate (the op knows the attribute).
+    // The transformed graphs still validate (the ops know the attribute).
     validate(&file).unwrap();
 }
 

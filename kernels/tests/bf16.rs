@@ -465,6 +465,66 @@ fn linear_matches_reference_and_the_gemm_on_every_path() {
 }
 
 #[test]
+fn bf16x3_linear_matches_reference_within_its_bound_and_keeps_the_bits_of_its_paths() {
+    // The bound of one bf16x3 product a term, sums three times as long; an f16 weight is
+    // exactly wh + wl. Shapes with ragged rows, columns and an odd k (a pair that
+    // straddles two parts of the split).
+    let shapes = [(1, 3, 5), (97, 64, 129), (33, 77, 40), (1500, 512, 64)];
+    for (seed, &(m, k, n)) in (50..).zip(&shapes) {
+        let mut rng = Rng::new(seed);
+        let x = rng.vec(m * k, -2.0, 2.0);
+        let w = rng.vec(n * k, -1.0, 1.0);
+        let bias = rng.vec(n, -1.0, 1.0);
+        let packed = PackedBf16::pack_x3(n, k, |j, buf| buf.copy_from_slice(&w[j * k..][..k]));
+        assert_eq!((packed.n, packed.k), (n, 3 * k));
+        for j in 0..n {
+            for kk in 0..k {
+                let (hi, lo, hi2) = (
+                    packed.get(j, kk),
+                    packed.get(j, k + kk),
+                    packed.get(j, 2 * k + kk),
+                );
+                assert_eq!(hi.to_bits(), hi2.to_bits());
+                let exact = w[j * k + kk];
+                assert!(
+                    (hi + lo - exact).abs() <= exact.abs() * 2f32.powi(-17),
+                    "{exact} as {hi} + {lo}"
+                );
+            }
+        }
+        for b in [None, Some(&bias[..])] {
+            let (want, mut bound) = ref_linear(&x, m, k, &w, n, b);
+            bound
+                .iter_mut()
+                .for_each(|mag| *mag = (PRODUCT_X3 + gamma(3 * k + 1)) * *mag + 1e-30);
+            let mut same_bits: Vec<(Bf16Path, Vec<f32>)> = Vec::new();
+            for path in paths() {
+                let mut out = vec![f32::NAN; m * n];
+                cpu::bf16::linear_bf16x3(path, &x, m, &packed, b, &mut out);
+                let what = format!(
+                    "linear_bf16x3 {} m={m} k={k} n={n} bias={}",
+                    path.name(),
+                    b.is_some()
+                );
+                assert_within(&what, &out, &want, &bound);
+                if path != Bf16Path::Amx {
+                    same_bits.push((path, out));
+                }
+            }
+            for (path, out) in &same_bits[1..] {
+                let (p0, o0) = &same_bits[0];
+                assert!(
+                    out.iter().zip(o0).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "linear_bf16x3: {} differs from {}",
+                    path.name(),
+                    p0.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn attention_without_keys_or_queries_is_zero_or_nothing() {
     for path in paths() {
         // No keys without a mask: every query averages over nothing and yields 0.

@@ -1330,6 +1330,60 @@ fn attention_with_bf16x3_runs_the_bf16x3_kernel_on_several_rows_before_bf16_prod
 }
 
 #[test]
+fn linear_with_bf16x3_runs_bf16x3_on_many_rows_without_an_int8_form_before_bf16_products() {
+    use amanuensis_kernels::cpu::bf16::{linear_bf16x3, Bf16Path, PackedBf16};
+    let reg = standard_registry();
+    let f32_op = build(&reg, "linear", json!({}));
+    let x3_op = build(
+        &reg,
+        "linear",
+        json!({ "bf16x3": true, "bf16_products": true }),
+    );
+    let mut rng = Rng::new(33);
+    let (x, w, b) = (
+        rng.tensor(&[2, 20, 48], 1.0),
+        rng.tensor(&[40, 48], 1.0),
+        rng.tensor(&[40], 1.0),
+    );
+    let got = cpu(x3_op.as_ref(), &[&x, &w, &b]);
+    let ws = w.f32s().unwrap();
+    let packed = PackedBf16::pack_x3(40, 48, |j, buf| buf.copy_from_slice(&ws[j * 48..][..48]));
+    let mut want = vec![0.0f32; 40 * 40];
+    linear_bf16x3(
+        Bf16Path::widest(),
+        x.f32s().unwrap(),
+        40,
+        &packed,
+        Some(b.f32s().unwrap()),
+        &mut want,
+    );
+    let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(bits(&got[0]), want_bits, "bf16x3 runs linear_bf16x3");
+    // Near f32: |y| is a few units here, the bound about 2⁻¹⁵ of Σ|x·w| (< 48).
+    let f32_out = cpu(f32_op.as_ref(), &[&x, &w, &b]);
+    let worst = got[0]
+        .f32s()
+        .unwrap()
+        .iter()
+        .zip(f32_out[0].f32s().unwrap())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 2e-3, "bf16x3 is {worst:e} from f32");
+    // Few rows stream the weight in f32; a weight with an int8 form runs int8.
+    let x1 = rng.tensor(&[1, 3, 48], 1.0);
+    assert_eq!(
+        bits(&cpu(x3_op.as_ref(), &[&x1, &w, &b])[0]),
+        bits(&cpu(f32_op.as_ref(), &[&x1, &w, &b])[0])
+    );
+    let q = amanuensis_operators::quantize::quantize_matrix(&w).unwrap();
+    let w8 = w.clone().with_int8(Arc::new(q)).unwrap();
+    assert_eq!(
+        bits(&cpu(x3_op.as_ref(), &[&x, &w8, &b])[0]),
+        bits(&cpu(f32_op.as_ref(), &[&x, &w8, &b])[0])
+    );
+}
+
+#[test]
 fn linear_with_bf16_products_runs_bf16_only_on_many_rows_without_an_int8_form() {
     use amanuensis_kernels::cpu::bf16::{linear_bf16, Bf16Path, PackedBf16};
     let reg = standard_registry();

@@ -690,19 +690,27 @@ pub fn bf16_encoder(
     Ok(edited)
 }
 
-/// Sets `bf16x3` on every `attention` node of the [`ENCODER`] graph, the first block's
-/// included: its products of many rows then run as bf16x3 on AMX tiles (each operand two
-/// bf16 values; results about 2⁻¹⁵ relative from exact, where one bf16 product leaves
-/// 2⁻⁸), faster there than one bf16 product on AVX-512 and than f32. For the int8 compute
-/// type on a CPU with AMX-BF16, on request (`AMANUENSIS_BF16X3=1`): not the default, as
-/// it moved a word of the public clips at beam 5 (`docs/kernels.md`, "bf16x3 products").
-/// Returns how many nodes it marked.
-pub fn bf16x3_encoder_attention(file: &mut amanuensis_runtime::ModelFile) -> usize {
+/// Sets `bf16x3` on every `attention` node of the [`ENCODER`] graph, and on every `linear`
+/// whose weight is an encoder block's (those with an int8 form run int8 anyway, so this
+/// moves the first and last blocks'), the first block's included: their products of many
+/// rows then run as bf16x3 on AMX tiles (each operand two bf16 values; results about 2⁻¹⁵
+/// relative from exact, where one bf16 product leaves 2⁻⁸), faster there than f32 and
+/// than one bf16 product on AVX-512. For the int8 compute type on a CPU with AMX-BF16, on
+/// request (`AMANUENSIS_BF16X3=1`; `docs/kernels.md`, "bf16x3 products"). Returns how
+/// many nodes it marked.
+pub fn bf16x3_encoder(file: &mut amanuensis_runtime::ModelFile) -> usize {
     let mut marked = 0;
     for g in file.graphs.iter_mut().filter(|g| g.name == ENCODER) {
-        for node in g.nodes.iter_mut().filter(|n| n.op == "attention") {
-            node.attrs.insert("bf16x3".into(), json!(true));
-            marked += 1;
+        for node in &mut g.nodes {
+            let block_weight = node.op == "linear"
+                && node
+                    .inputs
+                    .get(1)
+                    .is_some_and(|w| w.starts_with("encoder.blocks."));
+            if node.op == "attention" || block_weight {
+                node.attrs.insert("bf16x3".into(), json!(true));
+                marked += 1;
+            }
         }
     }
     marked

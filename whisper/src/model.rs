@@ -250,8 +250,8 @@ impl WhisperModel {
             && !spec.planned()
             && amanuensis_operators::quantize::bf16x3_on_tiles()
         {
-            let marked = crate::graph::bf16x3_encoder_attention(&mut file);
-            tracing::debug!(marked, "encoder attention as bf16x3 products on tiles");
+            let marked = crate::graph::bf16x3_encoder(&mut file);
+            tracing::debug!(marked, "encoder nodes with bf16x3 products on tiles");
         }
         if compute == crate::compute::ComputeType::Bf16 && !spec.planned() {
             let marked = crate::graph::bf16_products(&mut file);

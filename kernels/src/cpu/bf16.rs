@@ -195,6 +195,23 @@ impl PackedBf16 {
         Self { n, k, data }
     }
 
+    /// Packs the right operand of a bf16x3 product of the `[n, k]` matrix whose row j
+    /// `row(j, buf)` writes into `buf[..k]`: rows of `[wh, wl, wh]` (`k' = 3·k`), `wh` each
+    /// value rounded to bf16 and `wl` the rest rounded ([`linear_bf16x3`]). An f16 weight
+    /// is exactly `wh + wl` (its 11 significant bits fit in two bf16 values).
+    pub fn pack_x3(n: usize, k: usize, row: impl Fn(usize, &mut [f32]) + Sync) -> Self {
+        Self::pack_rows_of(n, 3 * k, |j, buf| {
+            let (a, rest) = buf.split_at_mut(k);
+            let (b, c) = rest.split_at_mut(k);
+            row(j, a);
+            for ((a, b), c) in a.iter_mut().zip(b.iter_mut()).zip(c.iter_mut()) {
+                let hi = f32::from_bits(rounded_bits(*a));
+                (*b, *c) = (*a - hi, hi);
+                *a = hi;
+            }
+        })
+    }
+
     /// Packs an `[n, k]` row-major f16 matrix (a stored weight), widened exactly first.
     pub fn pack_f16(src: &[half::f16], n: usize, k: usize) -> Self {
         require_strided("bf16 pack", src.len(), n, k, k);
@@ -264,6 +281,36 @@ multiversion! {
     fn pack_rows_mv(src: &[f32], m: usize, k: usize, row_stride: usize, scale: f32, out: &mut [u32]) => pack_rows_body
 }
 
+/// Rows of `[xh, xh, xl]` pairs (`3·k` halves a row, a zero half after an odd count) of
+/// `m` rows of `k` values: the left operand of a bf16x3 product ([`linear_bf16x3`]).
+#[inline(always)]
+fn pack_rows_x3_body<const FMA: bool>(src: &[f32], m: usize, k: usize, out: &mut [u32]) {
+    let pairs = (3 * k).div_ceil(2);
+    for (i, dst) in out.chunks_exact_mut(pairs.max(1)).take(m).enumerate() {
+        let halves: &mut [u16] = bytemuck::cast_slice_mut(dst);
+        let (a, rest) = halves.split_at_mut(k);
+        let (b, c) = rest.split_at_mut(k);
+        let row = &src[i * k..][..k];
+        for (((&x, a), b), c) in row
+            .iter()
+            .zip(a.iter_mut())
+            .zip(b.iter_mut())
+            .zip(c.iter_mut())
+        {
+            let hi = rounded_bits(x);
+            let lo = rounded_bits(x - f32::from_bits(hi));
+            *a = (hi >> 16) as u16;
+            *b = (hi >> 16) as u16;
+            *c = (lo >> 16) as u16;
+        }
+        c[k..].fill(0);
+    }
+}
+
+multiversion! {
+    fn pack_rows_x3_mv(src: &[f32], m: usize, k: usize, out: &mut [u32]) => pack_rows_x3_body
+}
+
 /// The panels of `src`'s transpose: for each pair of rows of `src` and each panel, 16
 /// columns of both rows interleaved.
 #[inline(always)]
@@ -320,13 +367,49 @@ pub fn linear_bf16(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    linear_with(path, x, m, w.k, w, bias, out, false)
+}
+
+/// [`linear_bf16`] with bf16x3 products: `x` `[m, k]` is split as it is packed into rows
+/// of `[xh, xh, xl]` (`hi` each value rounded to bf16, `lo` the rest rounded), and `w` is
+/// the `[n, 3·k]` operand of [`PackedBf16::pack_x3`], rows of `[wh, wl, wh]`: each sum
+/// is `Σ xh·wh + xh·wl + xl·wh`, about 2⁻¹⁵ relative from the exact product (see
+/// `super::attention::attention_bf16x3`). Panics when a slice is too short or `w.k` is
+/// not a multiple of 3.
+pub fn linear_bf16x3(
+    path: Bf16Path,
+    x: &[f32],
+    m: usize,
+    w: &PackedBf16,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    assert!(
+        w.k.is_multiple_of(3),
+        "bf16x3 linear: the weight's k {} is not 3 parts",
+        w.k
+    );
+    linear_with(path, x, m, w.k / 3, w, bias, out, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn linear_with(
+    path: Bf16Path,
+    x: &[f32],
+    m: usize,
+    kx: usize,
+    w: &PackedBf16,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    x3: bool,
+) {
     let (n, k) = (w.n, w.k);
     assert!(
         path.available(),
         "bf16 path {} is not available on this CPU",
         path.name()
     );
-    require_strided("bf16 linear x", x.len(), m, k, k);
+    require_strided("bf16 linear x", x.len(), m, kx, kx);
     require_strided("bf16 linear out", out.len(), m, n, n);
     if let Some(b) = bias {
         assert!(
@@ -345,7 +428,11 @@ pub fn linear_bf16(
         .for_each(|(t, dst)| {
             let r0 = t * LINEAR_ROWS;
             let count = dst.len() / pairs.max(1);
-            pack_rows_mv(&x[r0 * k..], count, k, k, 1.0, dst);
+            if x3 {
+                pack_rows_x3_mv(&x[r0 * kx..], count, kx, dst);
+            } else {
+                pack_rows_mv(&x[r0 * k..], count, k, k, 1.0, dst);
+            }
         });
     let out_ptr = SendPtr::new(out.as_mut_ptr());
     let row_blocks = m.div_ceil(LINEAR_ROWS);

@@ -13,7 +13,7 @@ use amanuensis_runtime::op::{Attrs, EvalContext, OpDef, Operator, ValueType};
 use amanuensis_runtime::{OpError, Tensor};
 
 /// `gelu(linear(x, w, b?))`: inputs `[x, w, b?]` as `linear`. Attributes: the linear's
-/// (`gemv_max_rows`, `bf16_products`, `stream_rows`, `norm_eps` with its inputs `[x,
+/// (`gemv_max_rows`, `bf16_products`, `bf16x3`, `stream_rows`, `norm_eps` with its inputs `[x,
 /// gamma, beta, w, b?]`) and the GELU's (`f32_math`), each meaning what it means on the
 /// unfused op.
 pub struct LinearGeluDef;
@@ -187,7 +187,7 @@ impl Operator for Conv1dGelu {
 /// w_0, b_0?, w_1, b_1?, …]`, attribute `bias` a list saying for each part whether its
 /// `b` is present; one output per part. With `norm_eps`, x is layer-normalised first
 /// (inputs `[x, gamma, beta, w_0, …]`), as on `linear`. The linear's attributes (`gemv_max_rows`,
-/// `bf16_products`, `stream_rows`, `f16_output`) apply to every part as on `linear`. On
+/// `bf16_products`, `bf16x3`, `stream_rows`, `f16_output`) apply to every part as on `linear`. On
 /// the CPU, int8 weights run as one product (the input quantized once, every weight's
 /// columns split over the threads together); each output has the bits of its `linear`.
 pub struct LinearGroupDef;
@@ -203,9 +203,10 @@ struct LinearGroup {
 const F16_PARTS_AT_ONCE: usize = 2;
 
 /// The attributes of `linear` that `linear_group` takes.
-pub(crate) const GROUP_LINEAR_ATTRS: [&str; 4] = [
+pub(crate) const GROUP_LINEAR_ATTRS: [&str; 5] = [
     "gemv_max_rows",
     "bf16_products",
+    "bf16x3",
     "stream_rows",
     "f16_output",
 ];

@@ -9,7 +9,10 @@ use amanuensis_runtime::{DType, OpError, Tensor};
 
 /// `y = x · wᵀ (+ b)` over the last dim; `w` is `[out, in]` (PyTorch layout). With
 /// `bf16_products` (default false), products of many rows multiply in bf16 with f32 sums
-/// when the weight has no int8 form (the int8 compute type sets it on the encoder). With
+/// when the weight has no int8 form (the int8 compute type sets it on the encoder); with
+/// `bf16x3` (default false) they multiply as bf16x3 products instead (each operand two
+/// bf16 values, results about 2⁻¹⁵ relative from exact; [`cpu::bf16::linear_bf16x3`]), on
+/// AMX tiles where the CPU has them, before `bf16_products`. With
 /// `f16_output` (default false), `y` is rounded to f16 (the decoder's cross-attention keys
 /// and values at the int8 and bf16 compute types: half the bytes every step reads). With
 /// `norm_eps`, x is first layer-normalised (inputs `[x, gamma, beta, w, b?]`; the fusion of
@@ -21,6 +24,8 @@ pub(crate) struct Linear {
     gemv_max_rows: usize,
     /// Products of more rows than that in bf16 when the weight has no int8 form.
     bf16_products: bool,
+    /// The same products as bf16x3 ([`cpu::bf16::linear_bf16x3`]), before `bf16_products`.
+    bf16x3: bool,
     /// Rows above [`cpu::tuning::GEMV_MAX_M`] and up to `gemv_max_rows` stream the stored
     /// weight even when it has an int8 form: faster for a few dozen rows, but those rows
     /// then get other bits than the same rows computed a few at a time.
@@ -44,6 +49,7 @@ impl OpDef for LinearDef {
         attrs.only(&[
             "gemv_max_rows",
             "bf16_products",
+            "bf16x3",
             "stream_rows",
             "f16_output",
             "norm_eps",
@@ -55,8 +61,8 @@ impl OpDef for LinearDef {
 /// The attributes of `linear` that a fused op starting with a linear carries over (the
 /// CPU's compute-type transforms set them; the NPU's graphs have none). Not `f16_output`:
 /// a fused op's output is f32.
-pub(crate) const FUSABLE_LINEAR_ATTRS: [&str; 3] =
-    ["gemv_max_rows", "bf16_products", "stream_rows"];
+pub(crate) const FUSABLE_LINEAR_ATTRS: [&str; 4] =
+    ["gemv_max_rows", "bf16_products", "bf16x3", "stream_rows"];
 
 /// The norm's `(gamma, beta)`, if any, and the other inputs, x first.
 pub(crate) type NormSplit<T> = (Option<(T, T)>, Vec<T>);
@@ -67,6 +73,7 @@ impl Linear {
         Ok(Linear {
             gemv_max_rows: attrs.usize_or("gemv_max_rows", cpu::tuning::GEMV_MAX_M)?,
             bf16_products: attrs.bool_or("bf16_products", false)?,
+            bf16x3: attrs.bool_or("bf16x3", false)?,
             stream_rows: attrs.bool_or("stream_rows", false)?,
             f16_output: attrs.bool_or("f16_output", false)?,
             norm_eps: match attrs.0.get("norm_eps") {
@@ -152,9 +159,10 @@ impl Linear {
 
     /// [`eval_f32`](Self::eval_f32) on `[x, w, b?]`, without a norm.
     fn eval_plain(&self, ctx: &mut EvalContext, inputs: &[&Tensor]) -> Result<Tensor, OpError> {
-        let bf16 = match self.bf16_products {
-            true => linear_eval_bf16(ctx, inputs, self.gemv_max_rows)?,
-            false => None,
+        let bf16 = match (self.bf16x3, self.bf16_products) {
+            (true, _) => linear_eval_bf16(ctx, inputs, self.gemv_max_rows, true)?,
+            (false, true) => linear_eval_bf16(ctx, inputs, self.gemv_max_rows, false)?,
+            (false, false) => None,
         };
         match bf16 {
             Some(y) => Ok(y),
@@ -208,7 +216,9 @@ impl Linear {
         }
         // Parts the bf16 products would take, and a group of one without a norm, run as
         // `linear` does (on the normalised rows, stored, when there is a norm).
-        let bf16 = |w: &Tensor| self.bf16_products && m > self.gemv_max_rows && w.int8().is_none();
+        let bf16 = |w: &Tensor| {
+            (self.bf16_products || self.bf16x3) && m > self.gemv_max_rows && w.int8().is_none()
+        };
         if (parts.len() < 2 && row_norm.is_none()) || parts.iter().any(|(w, _)| bf16(w)) {
             // A buffer of its own: the planned ones are the outputs'.
             let normed = match &row_norm {
@@ -344,6 +354,7 @@ fn linear_eval_bf16(
     ctx: &mut EvalContext,
     inputs: &[&Tensor],
     gemv_max_rows: usize,
+    x3: bool,
 ) -> Result<Option<Tensor>, OpError> {
     let (x, w) = (inputs[0], inputs[1]);
     let (n, k) = (w.shape()[0], w.shape()[1]);
@@ -352,9 +363,23 @@ fn linear_eval_bf16(
     if kx != k || m <= gemv_max_rows || w.int8().is_some() {
         return Ok(None);
     }
-    let packed = match w.dtype() {
-        DType::F16 => cpu::bf16::PackedBf16::pack_f16(w.f16s()?, n, k),
-        _ => cpu::bf16::PackedBf16::pack(f32_input(w, "w")?.as_ref(), n, k, k),
+    let packed = match (w.dtype(), x3) {
+        (DType::F16, false) => cpu::bf16::PackedBf16::pack_f16(w.f16s()?, n, k),
+        (DType::F16, true) => {
+            let src = w.f16s()?;
+            cpu::bf16::PackedBf16::pack_x3(n, k, |j, buf| {
+                for (d, s) in buf.iter_mut().zip(&src[j * k..(j + 1) * k]) {
+                    *d = s.to_f32();
+                }
+            })
+        }
+        (_, false) => cpu::bf16::PackedBf16::pack(f32_input(w, "w")?.as_ref(), n, k, k),
+        (_, true) => {
+            let src = f32_input(w, "w")?;
+            cpu::bf16::PackedBf16::pack_x3(n, k, |j, buf| {
+                buf.copy_from_slice(&src[j * k..(j + 1) * k])
+            })
+        }
     };
     let bias = match inputs.get(2) {
         Some(b) => Some(f32_input(b, "b")?),
@@ -363,14 +388,14 @@ fn linear_eval_bf16(
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     let mut out = ctx.alloc_f32_overwritten(&shape);
-    cpu::bf16::linear_bf16(
-        cpu::bf16::Bf16Path::best(),
-        &f32_input(x, "x")?,
-        m,
-        &packed,
-        bias.as_deref(),
-        out.f32s_mut()?,
-    );
+    let (xs, o) = (f32_input(x, "x")?, out.f32s_mut()?);
+    if x3 {
+        let path = cpu::bf16::Bf16Path::widest();
+        cpu::bf16::linear_bf16x3(path, &xs, m, &packed, bias.as_deref(), o);
+    } else {
+        let path = cpu::bf16::Bf16Path::best();
+        cpu::bf16::linear_bf16(path, &xs, m, &packed, bias.as_deref(), o);
+    }
     Ok(Some(out))
 }
 
