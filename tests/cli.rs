@@ -67,8 +67,9 @@ fn bf16_tiles_on_request_still_transcribe_the_sample_exactly() {
 
 #[test]
 fn bf16x3_attention_on_request_still_transcribes_the_sample_exactly() {
-    // AMANUENSIS_BF16X3=1 runs the encoder's attention as bf16x3 products on AMX tiles
-    // where the CPU has them (elsewhere it changes nothing); the sample must come out exact.
+    // AMANUENSIS_BF16X3=1 runs the encoder's attention and its first and last blocks'
+    // linears as bf16x3 products on AMX tiles where the CPU has them (elsewhere it changes
+    // nothing); the sample must come out exact.
     let o = common::cli()
         .env("AMANUENSIS_BF16X3", "1")
         .args(["transcribe", "--compute-type", "int8", &sample()])
