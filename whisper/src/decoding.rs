@@ -302,10 +302,7 @@ impl LogitFilter for TimestampRules {
         // exponentials that took about a quarter of a millisecond a row, every step).
         let split = (tb as usize).min(n);
         let timestamp_mass = logsumexp_f64(&logits[split..]);
-        let max_text = logits[..split]
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max);
+        let max_text = row_max(&logits[..split]);
         if timestamp_mass > max_text as f64 {
             disable_range(logits, 0, split);
         }
@@ -375,7 +372,7 @@ fn logsumexp(x: &[f32]) -> f32 {
 
 /// `ln Σ exp(x)` in f64; −∞ for an empty or all-−∞ slice.
 fn logsumexp_f64(x: &[f32]) -> f64 {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = row_max(x);
     if max == f32::NEG_INFINITY {
         return f64::NEG_INFINITY;
     }

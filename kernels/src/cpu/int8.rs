@@ -122,8 +122,8 @@ pub fn quantize_weight(
     let mut buf = vec![0.0f32; k];
     for j in 0..n {
         row(j, &mut buf);
-        let amax = buf.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-        if !amax.is_finite() || buf.iter().any(|v| v.is_nan()) {
+        let (amax, nan) = abs_max_and_nan(&buf);
+        if !amax.is_finite() || nan {
             return Err(NonFiniteWeight { row: j });
         }
         if amax == 0.0 {
