@@ -897,13 +897,14 @@ pub fn attention_bf16(
     )
 }
 
-/// Each of `src`'s values (times `scale`) as the sum of two bf16 values, `hi + lo`: `hi`
-/// is it rounded to bf16, `lo` the rest, exact in f32 and rounded to bf16 when packed.
-/// Their sum holds the value to about 2⁻¹⁷ relative, where one bf16 value holds it to 2⁻⁹.
+/// Each of `src`'s values as the sum of two bf16 values, `hi + lo`: `hi` is it rounded to
+/// bf16, `lo` the rest, exact in f32 and rounded to bf16 when packed. Their sum holds the
+/// value to about 2⁻¹⁷ relative, where one bf16 value holds it to 2⁻⁹. (Attention's values,
+/// packed transposed; rows are split as they are packed, `bf16::pack_rows_x3` and
+/// [`PackedBf16::pack_x3`].)
 #[inline(always)]
-fn split_parts_body<const FMA: bool>(src: &[f32], scale: f32, hi: &mut [f32], lo: &mut [f32]) {
+fn split_parts_body<const FMA: bool>(src: &[f32], hi: &mut [f32], lo: &mut [f32]) {
     for ((&x, h), l) in src.iter().zip(hi.iter_mut()).zip(lo.iter_mut()) {
-        let x = x * scale;
         let r = f32::from_bits(bf16::rounded_bits(x));
         *h = r;
         *l = x - r;
@@ -911,33 +912,7 @@ fn split_parts_body<const FMA: bool>(src: &[f32], scale: f32, hi: &mut [f32], lo
 }
 
 multiversion! {
-    fn split_parts(src: &[f32], scale: f32, hi: &mut [f32], lo: &mut [f32]) => split_parts_body
-}
-
-/// Rows of `[hi, hi, lo]` (or `[hi, lo, hi]` with `lo_second`) of `rows` rows of `len`
-/// values (`src(i)`, times `scale`) into `buf` (`rows × 3·len` f32, exact in bf16 but for
-/// `lo`), for [`pack_rows`] or [`PackedBf16::pack`].
-fn split3_rows<'a>(
-    rows: usize,
-    len: usize,
-    scale: f32,
-    lo_second: bool,
-    src: impl Fn(usize) -> &'a [f32],
-    buf: &mut Vec<f32>,
-) {
-    buf.clear();
-    buf.resize(rows * 3 * len, 0.0);
-    for (i, row) in buf.chunks_exact_mut(3 * len).enumerate() {
-        let (a, rest) = row.split_at_mut(len);
-        let (b, c) = rest.split_at_mut(len);
-        if lo_second {
-            split_parts(src(i), scale, a, b);
-            c.copy_from_slice(a);
-        } else {
-            split_parts(src(i), scale, a, c);
-            b.copy_from_slice(a);
-        }
-    }
+    fn split_parts(src: &[f32], hi: &mut [f32], lo: &mut [f32]) => split_parts_body
 }
 
 /// [`attention_bf16x3`] on the widest path this CPU has ([`Bf16Path::widest`]: AMX tiles
@@ -1092,24 +1067,16 @@ fn bf16_products(
         }
         // Keys as rows of [kh, kl, kh] (k = 3·hd); values as the transpose of
         // [vh; vh; vl] (k = 3·tk, one segment per part).
-        let mut buf = Vec::new();
-        split3_rows(
-            tk,
-            head_dim,
-            1.0,
-            true,
-            |j| &k[j * k_row_stride + col..][..head_dim],
-            &mut buf,
-        );
-        let kp = PackedBf16::pack(&buf, tk, 3 * head_dim, 3 * head_dim);
-        buf.clear();
-        buf.resize(3 * tk * head_dim, 0.0);
+        let kp = PackedBf16::pack_x3(tk, head_dim, |j, buf| {
+            buf.copy_from_slice(&k[j * k_row_stride + col..][..head_dim])
+        });
+        let mut buf = vec![0.0f32; 3 * tk * head_dim];
         let (vh, rest) = buf.split_at_mut(tk * head_dim);
         let (vh2, vl) = rest.split_at_mut(tk * head_dim);
         for j in 0..tk {
             let src = &v[j * v_row_stride + col..][..head_dim];
             let at = j * head_dim..(j + 1) * head_dim;
-            split_parts(src, 1.0, &mut vh[at.clone()], &mut vl[at]);
+            split_parts(src, &mut vh[at.clone()], &mut vl[at]);
         }
         vh2.copy_from_slice(vh);
         let vp = PackedBf16::pack_transposed(&buf, 3 * tk, head_dim, head_dim);
@@ -1124,8 +1091,8 @@ fn bf16_products(
     let qpairs = (parts * head_dim).div_ceil(2);
     let blocks = tq.div_ceil(ATTENTION_Q_BLOCK);
     let out_ptr = SendPtr::new(out.as_mut_ptr());
-    let task = |scratch: &mut (Vec<f32>, Vec<f32>, Vec<u32>, Vec<u32>), t: usize| {
-        let (scores, qs, qa, pa) = scratch;
+    let task = |scratch: &mut (Vec<f32>, Vec<u32>, Vec<u32>), t: usize| {
+        let (scores, qa, pa) = scratch;
         let (h, b) = (t / blocks, t % blocks);
         let col = h * head_dim;
         let r0 = b * ATTENTION_Q_BLOCK;
@@ -1145,9 +1112,7 @@ fn bf16_products(
         let (kp, vp) = &packed[h];
         let q_rows = &q[r0 * q_row_stride + col..];
         if x3 {
-            let src = |i: usize| &q_rows[i * q_row_stride..][..head_dim];
-            split3_rows(rows, head_dim, scale, false, src, qs);
-            pack_rows(qs, rows, 3 * head_dim, 3 * head_dim, 1.0, qa);
+            bf16::pack_rows_x3(q_rows, rows, head_dim, q_row_stride, scale, qa);
         } else {
             pack_rows(q_rows, rows, head_dim, q_row_stride, scale, qa);
         }

@@ -282,21 +282,31 @@ multiversion! {
 }
 
 /// Rows of `[xh, xh, xl]` pairs (`3·k` halves a row, a zero half after an odd count) of
-/// `m` rows of `k` values: the left operand of a bf16x3 product ([`linear_bf16x3`]).
+/// `m` rows of `src` (`k` values each, `row_stride` apart) times `scale`: `xh` each value
+/// rounded to bf16, `xl` the rest rounded. The left operand of a bf16x3 product
+/// ([`linear_bf16x3`], and attention's queries).
 #[inline(always)]
-fn pack_rows_x3_body<const FMA: bool>(src: &[f32], m: usize, k: usize, out: &mut [u32]) {
+fn pack_rows_x3_body<const FMA: bool>(
+    src: &[f32],
+    m: usize,
+    k: usize,
+    row_stride: usize,
+    scale: f32,
+    out: &mut [u32],
+) {
     let pairs = (3 * k).div_ceil(2);
     for (i, dst) in out.chunks_exact_mut(pairs.max(1)).take(m).enumerate() {
         let halves: &mut [u16] = bytemuck::cast_slice_mut(dst);
         let (a, rest) = halves.split_at_mut(k);
         let (b, c) = rest.split_at_mut(k);
-        let row = &src[i * k..][..k];
+        let row = &src[i * row_stride..][..k];
         for (((&x, a), b), c) in row
             .iter()
             .zip(a.iter_mut())
             .zip(b.iter_mut())
             .zip(c.iter_mut())
         {
+            let x = x * scale;
             let hi = rounded_bits(x);
             let lo = rounded_bits(x - f32::from_bits(hi));
             *a = (hi >> 16) as u16;
@@ -308,7 +318,23 @@ fn pack_rows_x3_body<const FMA: bool>(src: &[f32], m: usize, k: usize, out: &mut
 }
 
 multiversion! {
-    fn pack_rows_x3_mv(src: &[f32], m: usize, k: usize, out: &mut [u32]) => pack_rows_x3_body
+    fn pack_rows_x3_mv(src: &[f32], m: usize, k: usize, row_stride: usize, scale: f32, out: &mut [u32]) => pack_rows_x3_body
+}
+
+/// [`pack_rows`] for the left operand of a bf16x3 product: rows of `[xh, xh, xl]` pairs
+/// (`(3·k).div_ceil(2)` a row) of `src`'s `m` rows times `scale`.
+pub(crate) fn pack_rows_x3(
+    src: &[f32],
+    m: usize,
+    k: usize,
+    row_stride: usize,
+    scale: f32,
+    out: &mut Vec<u32>,
+) {
+    require_strided("bf16x3 rows", src.len(), m, row_stride, k);
+    out.clear();
+    out.resize(m * (3 * k).div_ceil(2), 0);
+    pack_rows_x3_mv(src, m, k, row_stride, scale, out);
 }
 
 /// The panels of `src`'s transpose: for each pair of rows of `src` and each panel, 16
@@ -429,7 +455,7 @@ fn linear_with(
             let r0 = t * LINEAR_ROWS;
             let count = dst.len() / pairs.max(1);
             if x3 {
-                pack_rows_x3_mv(&x[r0 * kx..], count, kx, dst);
+                pack_rows_x3_mv(&x[r0 * kx..], count, kx, kx, 1.0, dst);
             } else {
                 pack_rows_mv(&x[r0 * k..], count, k, k, 1.0, dst);
             }
