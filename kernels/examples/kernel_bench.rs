@@ -478,12 +478,17 @@ fn main() {
         ("fc1", d, ff),
         ("fc2", ff, d),
     ] {
-        let label = format!("linear bf16 ({name}) {t}x{k} -> {n}");
-        if wanted(&label) {
+        for path in cpu::bf16::Bf16Path::ALL {
+            if !path.available() {
+                continue;
+            }
+            let label = format!("linear bf16 ({name}) {t}x{k} -> {n} {}", path.name());
+            if !wanted(&label) {
+                continue;
+            }
             let x = data(t * k, 20);
             let w = data(n * k, 21);
             let b = data(n, 22);
-            let path = cpu::bf16::Bf16Path::best();
             let mut out = vec![0.0f32; t * n];
             run(&label, 2.0 * (t * k * n) as f64, None, || {
                 // Packing the weight is part of a call (the op packs per call).
@@ -495,31 +500,47 @@ fn main() {
         }
     }
     let attn = bench_attention("attention", t, t, None, true, cpu::attention);
-    bench_attention("attention bf16", t, t, None, true, cpu::attention_bf16_best);
-    if cpu::bf16::Bf16Path::Amx.available() {
-        // The default above runs on tiles here; AVX-512 BF16 alone for comparison.
-        #[allow(clippy::too_many_arguments)]
-        fn avx512_only(
-            q: &[f32],
-            qs: usize,
-            k: &[f32],
-            ks: usize,
-            v: &[f32],
-            vs: usize,
-            tq: usize,
-            tk: usize,
-            heads: usize,
-            hd: usize,
-            causal: Option<usize>,
-            out: &mut [f32],
-            os: usize,
-        ) {
-            let path = cpu::bf16::Bf16Path::Avx512Bf16;
-            cpu::attention_bf16(
-                path, q, qs, k, ks, v, vs, tq, tk, heads, hd, causal, out, os,
-            )
+    /// `attention_bf16` on path `P` of `Bf16Path::ALL`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bf16_on<const P: usize>(
+        q: &[f32],
+        qs: usize,
+        k: &[f32],
+        ks: usize,
+        v: &[f32],
+        vs: usize,
+        tq: usize,
+        tk: usize,
+        heads: usize,
+        hd: usize,
+        causal: Option<usize>,
+        out: &mut [f32],
+        os: usize,
+    ) {
+        let path = cpu::bf16::Bf16Path::ALL[P];
+        cpu::attention_bf16(
+            path, q, qs, k, ks, v, vs, tq, tk, heads, hd, causal, out, os,
+        )
+    }
+    let on_paths: [cpu::AttentionKernel; 4] = [
+        attention_bf16_on::<0>,
+        attention_bf16_on::<1>,
+        attention_bf16_on::<2>,
+        attention_bf16_on::<3>,
+    ];
+    for (path, f) in cpu::bf16::Bf16Path::ALL.into_iter().zip(on_paths) {
+        if path.available() {
+            bench_attention(
+                &format!("attention bf16 {}", path.name()),
+                t,
+                t,
+                None,
+                true,
+                f,
+            );
         }
-        bench_attention("attention bf16 avx512-bf16", t, t, None, true, avx512_only);
+    }
+    if cpu::bf16::Bf16Path::Amx.available() {
         #[allow(clippy::too_many_arguments)]
         fn x3_on_tiles(
             q: &[f32],

@@ -142,6 +142,10 @@ fn gemm_matches_reference_on_every_path_and_shape() {
         (47, 100, 70),
         (128, 64, 300),
         (40, 1500, 64),
+        // The FMA path's tiles: 12 rows × 2 panels.
+        (11, 40, 31),
+        (24, 129, 32),
+        (25, 300, 33),
     ] {
         for accumulate in [false, true] {
             check_gemm(m, k, n, accumulate, seed);
@@ -151,23 +155,99 @@ fn gemm_matches_reference_on_every_path_and_shape() {
 }
 
 #[test]
-fn this_cpu_runs_the_widest_path_it_has() {
-    // On a CPU with AVX-512 BF16 (as the project's CI machines), the hardware path is
-    // the one taken and the tests above exercised it.
+fn this_cpu_runs_the_fastest_path_it_has() {
+    // On a CPU with AVX-512 (as the project's CI machines) one of the two paths with the
+    // hardware's bits is taken, whichever timed faster; the tests above exercised both.
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16") {
+    if std::is_x86_feature_detected!("avx512f") {
         // AMX tiles only when asked for (AMANUENSIS_BF16_TILES=1) and the CPU has them.
         let asked = std::env::var("AMANUENSIS_BF16_TILES").is_ok_and(|v| v == "1");
-        let widest = if asked && Bf16Path::Amx.available() {
-            Bf16Path::Amx
+        let best = Bf16Path::best();
+        if asked && Bf16Path::Amx.available() {
+            assert_eq!(best, Bf16Path::Amx);
+        } else if Bf16Path::Avx512Bf16.available() {
+            assert!(
+                matches!(best, Bf16Path::Avx512Fma | Bf16Path::Avx512Bf16),
+                "{best:?}"
+            );
         } else {
-            Bf16Path::Avx512Bf16
-        };
-        assert_eq!(Bf16Path::best(), widest);
-        assert!(Bf16Path::native());
+            assert_eq!(best, Bf16Path::Avx512Fma);
+        }
+        // The default marks bf16 products only where the hardware multiplies bf16.
+        assert_eq!(Bf16Path::native(), Bf16Path::Avx512Bf16.available());
         return;
     }
     assert_eq!(Bf16Path::best(), Bf16Path::Portable);
+    assert!(!Bf16Path::native());
+}
+
+/// The FMA path against `vdpbf16ps` itself, bit for bit, where the CPU has both: normal
+/// values of every size, zeros of both signs, subnormal operands (read as zero) and
+/// products and sums that fall below f32's normal range (flushed), from zero and from
+/// start values.
+#[test]
+fn an_fma_pair_is_vdpbf16ps_to_the_bit() {
+    if !(Bf16Path::Avx512Fma.available() && Bf16Path::Avx512Bf16.available()) {
+        eprintln!("skipped: needs AVX-512 F and AVX-512 BF16");
+        return;
+    }
+    let mut rng = Rng::new(77);
+    // Magnitudes from 2⁻¹⁴⁰ to 2⁴⁰: products of two small ones are subnormal or vanish.
+    let value = |rng: &mut Rng| -> f32 {
+        let mut below = |n: u64| rng.next_u64() % n;
+        match below(10) {
+            0 => 0.0,
+            1 => -0.0,
+            2 => f32::from_bits(below(0x007f_ffff) as u32 + 1), // subnormal
+            _ => {
+                let e = below(180) as i32 - 140;
+                let sign = if below(2) == 0 { 1.0 } else { -1.0 };
+                sign * (1.0 + below(1 << 20) as f32 / (1 << 20) as f32) * 2f32.powi(e)
+            }
+        }
+    };
+    let mut seed_cases = 0;
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (3, 7, 17),
+        (12, 64, 32),
+        (13, 129, 33),
+        (25, 300, 70),
+        (40, 257, 64),
+    ] {
+        for accumulate in [false, true] {
+            let a: Vec<f32> = (0..m * k).map(|_| value(&mut rng)).collect();
+            let b: Vec<f32> = (0..n * k).map(|_| value(&mut rng)).collect();
+            let init: Option<Vec<f32>> =
+                accumulate.then(|| (0..m * n).map(|_| value(&mut rng)).collect());
+            let hw = run(
+                Bf16Path::Avx512Bf16,
+                &a,
+                m,
+                k,
+                &b,
+                n,
+                init.as_deref(),
+                n + 1,
+            );
+            let fma = run(Bf16Path::Avx512Fma, &a, m, k, &b, n, init.as_deref(), n + 1);
+            for (i, (x, y)) in fma.iter().zip(&hw).enumerate() {
+                assert_eq!(
+                    x.to_bits(),
+                    y.to_bits(),
+                    "m={m} k={k} n={n} acc={accumulate}: output {i} is {x:e} on FMAs, {y:e} on vdpbf16ps"
+                );
+            }
+            seed_cases += 1;
+        }
+    }
+    assert_eq!(seed_cases, 12);
+    // The flush mode is the kernel's alone: this thread's arithmetic keeps subnormals.
+    let tiny = std::hint::black_box(1.0e-38f32) * std::hint::black_box(0.5f32);
+    assert!(
+        tiny > 0.0 && !tiny.is_normal(),
+        "MXCSR left in flush-to-zero mode"
+    );
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -11,11 +11,14 @@
 //! operand is rows of such pairs ([`pack_rows`]), each pair broadcast to all lanes. k is
 //! padded with a zero to even and n with zero rows to whole panels.
 //!
-//! **Paths** ([`Bf16Path`]): AVX-512 BF16, and a portable loop that takes the same sums in
-//! the same order (the larger k of a pair first, as Intel's definition of `vdpbf16ps`).
-//! Both flush nothing on normal inputs, so they agree bit for bit there (tested); the
-//! hardware treats subnormal inputs and results as zero, which moves a sum by less than
-//! 1.2e-38 per term. Error against exact arithmetic: see `docs/kernels.md`.
+//! **Paths** ([`Bf16Path`]): AVX-512 BF16; the same on AVX-512 F alone, each pair two f32
+//! FMAs in flush-to-zero mode, which gives `vdpbf16ps`'s bits everywhere, subnormals
+//! included, and is the faster of the two where `vdpbf16ps` issues at half the FMA rate;
+//! and a portable loop that takes the same sums in the same order (the larger k of a pair
+//! first, as Intel's definition of `vdpbf16ps`). The portable loop flushes nothing, so it
+//! agrees bit for bit on normal inputs (tested); the hardware treats subnormal inputs and
+//! results as zero, which moves a sum by less than 1.2e-38 per term. AMX tiles take their
+//! own order. Error against exact arithmetic: see `docs/kernels.md`.
 
 use rayon::prelude::*;
 
@@ -69,6 +72,10 @@ pub enum Bf16Path {
     /// rest. Not the same bits as the other paths: a tile takes its sums in its own order
     /// (within the same error bound).
     Amx,
+    /// AVX-512 F alone: each pair as two f32 FMAs in flush-to-zero mode, the bits of
+    /// [`Bf16Path::Avx512Bf16`] (see `fma` below); where `vdpbf16ps` issues at half the FMA
+    /// rate, twice as fast.
+    Avx512Fma,
     /// AVX-512 F with BF16 (`vdpbf16ps` on 512-bit vectors).
     Avx512Bf16,
     /// Plain Rust (vectorised by the compiler for AVX2+FMA where the CPU has them).
@@ -77,13 +84,20 @@ pub enum Bf16Path {
 
 impl Bf16Path {
     /// Every path, widest first.
-    pub const ALL: [Bf16Path; 3] = [Bf16Path::Amx, Bf16Path::Avx512Bf16, Bf16Path::Portable];
+    pub const ALL: [Bf16Path; 4] = [
+        Bf16Path::Amx,
+        Bf16Path::Avx512Fma,
+        Bf16Path::Avx512Bf16,
+        Bf16Path::Portable,
+    ];
 
     /// Whether this CPU can run the path.
     pub fn available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
             Bf16Path::Amx => Bf16Path::Avx512Bf16.available() && super::amx::bf16_usable(),
+            #[cfg(target_arch = "x86_64")]
+            Bf16Path::Avx512Fma => std::is_x86_feature_detected!("avx512f"),
             #[cfg(target_arch = "x86_64")]
             Bf16Path::Avx512Bf16 => {
                 std::is_x86_feature_detected!("avx512f")
@@ -95,48 +109,104 @@ impl Bf16Path {
         }
     }
 
-    /// The widest path this CPU runs, AMX tiles apart unless `AMANUENSIS_BF16_TILES=1` is
+    /// The fastest path this CPU runs, AMX tiles apart unless `AMANUENSIS_BF16_TILES=1` is
     /// set: the tiles take their sums in an order of their own (within the same bound), and
     /// with them the default compute type's transcripts of the public clips lose words to
-    /// f32 by coin flips the accuracy bar counts (`docs/kernels.md`, "On AMX tiles").
+    /// f32 by coin flips the accuracy bar counts (`docs/kernels.md`, "On AMX tiles"). The
+    /// other paths give the same bits, so which of them runs changes only the time.
     pub fn best() -> Bf16Path {
         static BEST: std::sync::OnceLock<Bf16Path> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
             let tiles = std::env::var("AMANUENSIS_BF16_TILES").is_ok_and(|v| v == "1");
-            Bf16Path::ALL
-                .into_iter()
-                .filter(|&p| p != Bf16Path::Amx || tiles)
-                .find(|p| p.available())
-                .unwrap_or(Bf16Path::Portable)
+            if tiles && Bf16Path::Amx.available() {
+                Bf16Path::Amx
+            } else {
+                Bf16Path::fastest_exact()
+            }
         })
     }
 
     /// The widest path this CPU runs, AMX tiles included whenever they are usable: for the
     /// bf16x3 products, whose results lie near f32's whatever the order of their sums.
     pub fn widest() -> Bf16Path {
-        static WIDEST: std::sync::OnceLock<Bf16Path> = std::sync::OnceLock::new();
-        *WIDEST.get_or_init(|| {
-            Bf16Path::ALL
-                .into_iter()
-                .find(|p| p.available())
-                .unwrap_or(Bf16Path::Portable)
+        if Bf16Path::Amx.available() {
+            Bf16Path::Amx
+        } else {
+            Bf16Path::fastest_exact()
+        }
+    }
+
+    /// Of the paths that give the AVX-512 BF16 bits, the fastest here. Where `vdpbf16ps`
+    /// and the FMA emulation both run, a short product (32 × 64 over 256 pairs, 0.5 M
+    /// multiply-adds) is timed five times on each, alternating, and the lower best time
+    /// wins: `vdpbf16ps` issues every other cycle on the Xeons with AMX this was built on,
+    /// twice an FMA's cost, but once a cycle elsewhere.
+    fn fastest_exact() -> Bf16Path {
+        static FASTEST: std::sync::OnceLock<Bf16Path> = std::sync::OnceLock::new();
+        *FASTEST.get_or_init(|| {
+            match (
+                Bf16Path::Avx512Bf16.available(),
+                Bf16Path::Avx512Fma.available(),
+            ) {
+                (true, true) => {
+                    let times = probe([Bf16Path::Avx512Fma, Bf16Path::Avx512Bf16]);
+                    if times[0] <= times[1] {
+                        Bf16Path::Avx512Fma
+                    } else {
+                        Bf16Path::Avx512Bf16
+                    }
+                }
+                (true, false) => Bf16Path::Avx512Bf16,
+                (false, true) => Bf16Path::Avx512Fma,
+                (false, false) => Bf16Path::Portable,
+            }
         })
     }
 
-    /// Whether the CPU multiplies bf16 in hardware (otherwise bf16 products are slower than
-    /// f32 ones, and only worth it for their results).
+    /// Whether the CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX); otherwise the
+    /// default compute type keeps those products f32, whose bits its transcripts were
+    /// checked with. ([`Bf16Path::Avx512Fma`] gives the hardware's bits on any AVX-512 F
+    /// CPU, but only where the hardware path exists is it the default's.)
     pub fn native() -> bool {
-        Bf16Path::best() != Bf16Path::Portable
+        Bf16Path::Avx512Bf16.available()
     }
 
     /// Short name for logs and benchmarks.
     pub fn name(self) -> &'static str {
         match self {
             Bf16Path::Amx => "amx",
+            Bf16Path::Avx512Fma => "avx512-fma",
             Bf16Path::Avx512Bf16 => "avx512-bf16",
             Bf16Path::Portable => "portable",
         }
     }
+}
+
+/// The best of five timed runs of one short product on each path, the paths alternating.
+fn probe<const N: usize>(paths: [Bf16Path; N]) -> [std::time::Duration; N] {
+    let (m, n, k) = (32, 64, 512);
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
+        .collect();
+    let b: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 53 % 97) as f32 - 48.0) / 64.0)
+        .collect();
+    let packed = PackedBf16::pack(&b, n, k, k);
+    let pairs = k / 2;
+    let mut rows = vec![0u32; m * pairs];
+    pack_rows(&a, m, k, k, 1.0, &mut rows);
+    let mut out = vec![0.0f32; m * n];
+    let mut best = [std::time::Duration::MAX; N];
+    for _ in 0..5 {
+        for (path, t) in paths.iter().zip(best.iter_mut()) {
+            let start = std::time::Instant::now();
+            gemm_bf16(
+                *path, &rows, pairs, m, &packed, n, pairs, &mut out, n, false,
+            );
+            *t = (*t).min(start.elapsed());
+        }
+    }
+    best
 }
 
 /// An `[n, k]` right operand in the packed bf16 layout (see the module docs).
@@ -599,7 +669,7 @@ unsafe fn gemm_raw_from(
         );
         if p16 == 0 {
             return gemm_raw_from(
-                Bf16Path::Avx512Bf16,
+                Bf16Path::fastest_exact(),
                 a,
                 a_stride,
                 m,
@@ -614,9 +684,10 @@ unsafe fn gemm_raw_from(
             );
         }
         // Whole blocks of 16 rows and 16 pairs on tiles, the pairs after them on AVX-512
-        // BF16; the rows after the last whole block go through one more block of tiles,
-        // padded with zero rows, so that every row gets the same arithmetic wherever it
-        // falls (a window's rows give the same bits alone and stacked with others).
+        // (`vdpbf16ps` or its FMA form, the same bits); the rows after the last whole
+        // block go through one more block of tiles, padded with zero rows, so that every
+        // row gets the same arithmetic wherever it falls (a window's rows give the same
+        // bits alone and stacked with others).
         if m16 > 0 {
             tiles::gemm(
                 a,
@@ -633,7 +704,7 @@ unsafe fn gemm_raw_from(
             );
             if first_pair + p16 < pairs {
                 gemm_raw_from(
-                    Bf16Path::Avx512Bf16,
+                    Bf16Path::fastest_exact(),
                     a,
                     a_stride,
                     m16,
@@ -682,6 +753,22 @@ unsafe fn gemm_raw_from(
             }
         }
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if path == Bf16Path::Avx512Fma {
+        return fma::gemm(
+            a,
+            a_stride,
+            m,
+            b,
+            first_panel,
+            n,
+            first_pair,
+            pairs,
+            out,
+            out_stride,
+            accumulate,
+        );
     }
     let panels = n.div_ceil(PANEL);
     let panel_len = b.pairs() * PANEL;
@@ -867,6 +954,237 @@ mod avx512 {
     unsafe fn store(t: &Tile, i: usize, p: usize, v: __m512) {
         let o = t.out.add(i * t.out_stride + p * PANEL);
         _mm512_mask_storeu_ps(o, mask(t, p), v)
+    }
+}
+
+/// The bf16 product on AVX-512 F alone: each pair's two products as two f32 FMAs, `hi`
+/// first, in flush-to-zero and denormals-are-zero mode. A product of two bf16 values is
+/// exact in f32, so an FMA adds it with one rounding, as `vdpbf16ps` does; with subnormal
+/// inputs read as zero and subnormal results flushed, as `vdpbf16ps` treats them, every sum
+/// is the AVX-512 BF16 path's to the bit (`an_fma_pair_is_vdpbf16ps_to_the_bit` and the
+/// subnormal cases in `kernels/tests/bf16.rs`). Where `vdpbf16ps` issues once every
+/// other cycle and the two FMA ports take one 512-bit FMA each a cycle (Intel Xeons with
+/// AMX: `kernel_bench`'s bf16 linears about twice as fast), this is the faster way to the
+/// same bits.
+#[cfg(target_arch = "x86_64")]
+mod fma {
+    use super::{PackedBf16, KC, PANEL};
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    /// Rows of one tile.
+    const R: usize = 12;
+    /// Panels of one tile (`P × PANEL` columns).
+    const P: usize = 2;
+    /// MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6).
+    const FTZ_DAZ: u32 = 1 << 15 | 1 << 6;
+
+    /// Sets FTZ and DAZ on this thread for its lifetime, then restores MXCSR (also when
+    /// unwinding).
+    struct FlushSubnormals(u32);
+
+    impl FlushSubnormals {
+        fn set() -> Self {
+            let mut old = 0u32;
+            // SAFETY: stmxcsr/ldmxcsr read and write the 4 bytes given; SSE is baseline
+            // on x86_64. Only the two flush bits change.
+            unsafe {
+                asm!("stmxcsr [{}]", in(reg) &mut old as *mut u32, options(nostack, preserves_flags));
+                let new = old | FTZ_DAZ;
+                asm!("ldmxcsr [{}]", in(reg) &new as *const u32, options(nostack, preserves_flags, readonly));
+            }
+            FlushSubnormals(old)
+        }
+    }
+
+    impl Drop for FlushSubnormals {
+        fn drop(&mut self) {
+            // SAFETY: as in `set`.
+            unsafe {
+                asm!("ldmxcsr [{}]", in(reg) &self.0 as *const u32, options(nostack, preserves_flags, readonly));
+            }
+        }
+    }
+
+    /// [`super::gemm_raw_from`] on this path.
+    ///
+    /// # Safety
+    /// AVX-512 F present; the bounds of [`super::gemm_raw_from`].
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm(
+        a: *const u32,
+        a_stride: usize,
+        m: usize,
+        b: &PackedBf16,
+        first_panel: usize,
+        n: usize,
+        first_pair: usize,
+        pairs: usize,
+        out: *mut f32,
+        out_stride: usize,
+        accumulate: bool,
+    ) {
+        let _flush = FlushSubnormals::set();
+        blocks(
+            a,
+            a_stride,
+            m,
+            b,
+            first_panel,
+            n,
+            first_pair,
+            pairs,
+            out,
+            out_stride,
+            accumulate,
+        );
+    }
+
+    /// The loops over blocks of pairs, rows and panels. Kept out of line so that no
+    /// arithmetic of it can move across the MXCSR writes around it.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn blocks(
+        a: *const u32,
+        a_stride: usize,
+        m: usize,
+        b: &PackedBf16,
+        first_panel: usize,
+        n: usize,
+        first_pair: usize,
+        pairs: usize,
+        out: *mut f32,
+        out_stride: usize,
+        accumulate: bool,
+    ) {
+        // One tile's rows of `a`, widened: each pair's high halves, then its low halves.
+        let mut wide = [[0.0f32; 2 * KC]; R];
+        let panels = n.div_ceil(PANEL);
+        let panel_len = b.pairs() * PANEL;
+        let mut q0 = first_pair;
+        // At least one block, so that a product over no pairs still writes its zeros.
+        while q0 < pairs.max(first_pair + 1) {
+            let kc = KC.min(pairs - q0);
+            let acc = accumulate || q0 > first_pair;
+            let mut i0 = 0;
+            while i0 < m {
+                let rows = R.min(m - i0);
+                for (i, w) in wide.iter_mut().enumerate() {
+                    // Rows past the last repeat it (computed, not stored).
+                    let src = a.add((i0 + i.min(rows - 1)) * a_stride + q0);
+                    widen(src, kc, w);
+                }
+                let mut p0 = 0;
+                while p0 < panels {
+                    let t = Tile {
+                        wide: &wide,
+                        rows,
+                        b: b.data
+                            .as_ptr()
+                            .add((first_panel + p0) * panel_len + q0 * PANEL),
+                        panel_len,
+                        pairs: kc,
+                        out: out.add(i0 * out_stride + p0 * PANEL),
+                        out_stride,
+                        cols: (n - p0 * PANEL).min(P * PANEL),
+                        accumulate: acc,
+                    };
+                    if panels - p0 >= P {
+                        tile::<P>(&t);
+                    } else {
+                        tile::<1>(&t);
+                    }
+                    p0 += P;
+                }
+                i0 += R;
+            }
+            if pairs == first_pair {
+                break;
+            }
+            q0 += kc;
+        }
+    }
+
+    /// `kc` pairs from `src` into `w`: the high halves (odd k) as f32 at `w[q]`, the low
+    /// halves (even k) at `w[KC + q]`.
+    #[inline(always)]
+    unsafe fn widen(src: *const u32, kc: usize, w: &mut [f32; 2 * KC]) {
+        let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let mut q = 0;
+        while q < kc {
+            let lanes = (kc - q).min(16);
+            let k = if lanes == 16 {
+                0xffff
+            } else {
+                ((1u32 << lanes) - 1) as __mmask16
+            };
+            let v = _mm512_maskz_loadu_epi32(k, src.add(q).cast());
+            let hi = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
+            let lo = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
+            _mm512_mask_storeu_ps(w.as_mut_ptr().add(q), k, hi);
+            _mm512_mask_storeu_ps(w.as_mut_ptr().add(KC + q), k, lo);
+            q += 16;
+        }
+    }
+
+    struct Tile<'a> {
+        wide: &'a [[f32; 2 * KC]; R],
+        rows: usize,
+        b: *const u32,
+        panel_len: usize,
+        pairs: usize,
+        out: *mut f32,
+        out_stride: usize,
+        cols: usize,
+        accumulate: bool,
+    }
+
+    /// [`R`] rows × `NP` panels over one block of pairs.
+    #[inline(always)]
+    unsafe fn tile<const NP: usize>(t: &Tile) {
+        let hi_mask = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let mut acc = [[_mm512_setzero_ps(); NP]; R];
+        if t.accumulate {
+            for (i, row) in acc.iter_mut().enumerate().take(t.rows) {
+                for (p, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_ps(mask(t, p), t.out.add(i * t.out_stride + p * PANEL));
+                }
+            }
+        }
+        for q in 0..t.pairs {
+            let mut bh = [_mm512_setzero_ps(); NP];
+            let mut bl = [_mm512_setzero_ps(); NP];
+            for p in 0..NP {
+                let v = _mm512_loadu_si512(t.b.add(p * t.panel_len + q * PANEL).cast());
+                bh[p] = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
+                bl[p] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
+            }
+            for (row, w) in acc.iter_mut().zip(t.wide) {
+                let ah = _mm512_set1_ps(w[q]);
+                let al = _mm512_set1_ps(w[KC + q]);
+                for (v, (h, l)) in row.iter_mut().zip(bh.iter().zip(&bl)) {
+                    *v = _mm512_fmadd_ps(ah, *h, *v);
+                    *v = _mm512_fmadd_ps(al, *l, *v);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate().take(t.rows) {
+            for (p, v) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(t.out.add(i * t.out_stride + p * PANEL), mask(t, p), *v);
+            }
+        }
+    }
+
+    /// Lanes of panel `p` that hold output columns.
+    #[inline(always)]
+    fn mask(t: &Tile, p: usize) -> __mmask16 {
+        let width = PANEL.min(t.cols.saturating_sub(p * PANEL));
+        if width == PANEL {
+            0xffff
+        } else {
+            ((1u32 << width) - 1) as __mmask16
+        }
     }
 }
 
