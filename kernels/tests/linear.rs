@@ -198,3 +198,189 @@ fn linear_gemm_on_f16_weights_matches_reference() {
         assert_within(&format!("f16 gemm m={m} k={k} n={n}"), &out, &want, &bound);
     }
 }
+
+/// One product through `cpu::sgemm::gemm` and through `gemm::gemm`, same arguments:
+/// `lhs` is `[m, k]` with strides (cs, rs), `rhs` `[k, n]` with strides (cs, rs), `dst`
+/// row-major with row stride `dst_rs` (≥ n; the columns past n are checked untouched).
+#[allow(clippy::too_many_arguments)]
+fn same_bits_as_gemm(
+    what: &str,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: (&[f32], isize, isize),
+    rhs: (&[f32], isize, isize),
+    dst_rs: usize,
+    read_dst: bool,
+    beta: f32,
+    parallel: bool,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let start = rng.vec(m * dst_rs, -3.0, 3.0);
+    let par = if parallel {
+        gemm::Parallelism::Rayon(2)
+    } else {
+        gemm::Parallelism::None
+    };
+    let alpha = if read_dst { 1.0 } else { 0.0 };
+    let mut ours = start.clone();
+    let mut theirs = start.clone();
+    // SAFETY: the callers' shapes and strides address only elements of lhs, rhs and the
+    // m × dst_rs destination.
+    unsafe {
+        cpu::sgemm::gemm(
+            m,
+            n,
+            k,
+            ours.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            read_dst,
+            lhs.0.as_ptr(),
+            lhs.1,
+            lhs.2,
+            rhs.0.as_ptr(),
+            rhs.1,
+            rhs.2,
+            alpha,
+            beta,
+            par,
+        );
+        gemm::gemm(
+            m,
+            n,
+            k,
+            theirs.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            read_dst,
+            lhs.0.as_ptr(),
+            lhs.1,
+            lhs.2,
+            rhs.0.as_ptr(),
+            rhs.1,
+            rhs.2,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "{what} m={m} n={n} k={k}: output ({}, {}) is {a:e} here, {b:e} from gemm",
+            i / dst_rs,
+            i % dst_rs
+        );
+    }
+    for i in 0..m {
+        assert_eq!(
+            ours[i * dst_rs + n..(i + 1) * dst_rs],
+            start[i * dst_rs + n..(i + 1) * dst_rs],
+            "{what}: wrote past column {n}"
+        );
+    }
+}
+
+/// `cpu::sgemm` (AVX-512 F where present) against the `gemm` crate, bit for bit: the
+/// linear layers' shapes (x · wᵀ with a bias in the destination), the f32 attention's two
+/// products (scaled scores over a strided q and k; probabilities · v over 1,500 keys, a
+/// reduction of several blocks), a convolution's (a column-major right operand), and
+/// ragged shapes around the tiles (12 × 32), the crate's small-shape blocks (k over 512 with
+/// both sides ≤ 64) and the shapes it sends elsewhere (one row, k ≤ 2, ≤ 256 outputs).
+#[test]
+fn sgemm_gives_the_gemm_crates_bits() {
+    let mut rng = Rng::new(91);
+    let mut seed = 1;
+    let mut wide = |len: usize| -> Vec<f32> {
+        // Values over several orders of magnitude, so that the order of the sums shows.
+        (0..len)
+            .map(|_| rng.uniform(-1.0, 1.0) * 10f32.powi((rng.next_u64() % 7) as i32 - 3))
+            .collect()
+    };
+    // Linear: lhs x [m, k] row-major, rhs wᵀ (w [n, k] row-major: cs = k, rs = 1).
+    for &(m, k, n, read, par) in &[
+        (1500, 512, 1536, true, true),
+        (1500, 2048, 512, false, true),
+        (1500, 512, 2048, true, true),
+        (13, 37, 45, true, false),
+        (25, 1025, 70, false, true),
+        (65, 600, 33, true, false),
+        (40, 1300, 60, true, false),
+        (12, 3000, 32, false, false),
+        (2, 200, 200, true, false),
+        (1, 512, 512, true, false),
+        (100, 2, 5, true, false),
+        (10, 16, 20, false, false),
+    ] {
+        let x = wide(m * k);
+        let w = wide(n * k);
+        same_bits_as_gemm(
+            "linear",
+            m,
+            n,
+            k,
+            (&x, 1, k as isize),
+            (&w, k as isize, 1),
+            n + 3,
+            read,
+            1.0,
+            par,
+            seed,
+        );
+        seed += 1;
+    }
+    // Attention scores: q and k rows of a fused [t, 1536] buffer, scaled by 1/8.
+    let (rows, t, hd, stride) = (128, 1500, 64, 1536);
+    let qkv = wide(t * stride);
+    same_bits_as_gemm(
+        "scores",
+        rows,
+        t,
+        hd,
+        (&qkv[64..], 1, stride as isize),
+        (&qkv[512 + 64..], stride as isize, 1),
+        t,
+        false,
+        0.125,
+        false,
+        seed,
+    );
+    // Probabilities [rows, t] · v (rows of the fused buffer): a reduction over 1,500.
+    let p: Vec<f32> = wide(rows * t).iter().map(|v| v.abs()).collect();
+    same_bits_as_gemm(
+        "probabilities · v",
+        rows,
+        hd,
+        t,
+        (&p, 1, t as isize),
+        (&qkv[1024 + 64..], 1, stride as isize),
+        stride,
+        false,
+        1.0,
+        false,
+        seed + 1,
+    );
+    // Convolution: w [c_out, depth] · cols, cols column-major (depth contiguous).
+    let (c_out, depth, cols_t) = (512, 240, 3000);
+    let w = wide(c_out * depth);
+    let cols = wide(depth * cols_t);
+    same_bits_as_gemm(
+        "conv",
+        c_out,
+        cols_t,
+        depth,
+        (&w, 1, depth as isize),
+        (&cols, depth as isize, 1),
+        cols_t,
+        true,
+        1.0,
+        true,
+        seed + 2,
+    );
+}

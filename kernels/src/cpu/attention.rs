@@ -725,7 +725,7 @@ pub fn attention_blocked(
         // out. scores is [rows, kv] row-major. This task alone writes out rows
         // r0..r0+rows, columns col..col+head_dim (segments disjoint as hd·heads ≤ stride).
         unsafe {
-            gemm::gemm(
+            super::sgemm::gemm(
                 rows,
                 kv,
                 head_dim,
@@ -741,9 +741,6 @@ pub fn attention_blocked(
                 1,
                 0.0,
                 scale,
-                false,
-                false,
-                false,
                 gemm::Parallelism::None,
             );
         }
@@ -757,7 +754,7 @@ pub fn attention_blocked(
         }
         // SAFETY: see above.
         unsafe {
-            gemm::gemm(
+            super::sgemm::gemm(
                 rows,
                 head_dim,
                 kv,
@@ -773,9 +770,6 @@ pub fn attention_blocked(
                 v_row_stride as isize,
                 0.0,
                 1.0,
-                false,
-                false,
-                false,
                 gemm::Parallelism::None,
             );
         }

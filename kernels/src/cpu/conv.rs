@@ -177,7 +177,7 @@ pub fn conv1d_batch(
         // elements addressed by (rhs_cs, rhs_rs), dst [c_out, cols_t] (row stride cols_t);
         // lengths checked above.
         unsafe {
-            gemm::gemm(
+            super::sgemm::gemm(
                 c_out,
                 cols_t,
                 depth,
@@ -193,9 +193,6 @@ pub fn conv1d_batch(
                 rhs_rs,
                 1.0,
                 1.0,
-                false,
-                false,
-                false,
                 gemm_parallelism(c_out * cols_t * depth),
             );
         }

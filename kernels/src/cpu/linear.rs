@@ -275,7 +275,7 @@ pub fn linear_gemm(
     // stride k, row stride 1) and out [m, n] (row stride n), lengths checked by
     // `check_linear`.
     unsafe {
-        gemm::gemm(
+        super::sgemm::gemm(
             m,
             n,
             k,
@@ -291,9 +291,6 @@ pub fn linear_gemm(
             1,
             1.0,
             1.0,
-            false,
-            false,
-            false,
             gemm_parallelism(m * n * k),
         );
     }
@@ -626,7 +623,7 @@ pub fn matmul(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, out: &mut [f32
     // SAFETY: a [m, k] row stride k, b [k, n] row stride n, out [m, n] row stride n; lengths
     // checked above.
     unsafe {
-        gemm::gemm(
+        super::sgemm::gemm(
             m,
             n,
             k,
@@ -642,9 +639,6 @@ pub fn matmul(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, out: &mut [f32
             n as isize,
             1.0,
             1.0,
-            false,
-            false,
-            false,
             gemm_parallelism(m * n * k),
         );
     }

@@ -20,6 +20,7 @@ mod math;
 mod norm;
 mod parallel;
 mod recurrent;
+pub mod sgemm;
 mod simd;
 mod softmax;
 pub mod tuning;
