@@ -155,6 +155,10 @@ pub unsafe fn gemm(
                         row[..cols].copy_from_slice(std::slice::from_raw_parts(from, cols));
                         row[cols..].fill(0.0);
                     }
+                } else if rhs_rs == 1 {
+                    // Columns are contiguous (a weight's rows, keys, im2col by column):
+                    // 16 × 16 blocks transposed in registers.
+                    avx512f::pack_columns(src, rhs_cs, cols, k, strip);
                 } else {
                     for j in 0..C {
                         if j < cols {
@@ -360,6 +364,77 @@ mod avx512f {
                 _mm512_mask_storeu_ps(p, mask, r);
             }
         }
+    }
+
+    /// A strip of `cols` (≤ C) columns of `k` contiguous values each, `col_stride` apart,
+    /// as `k` rows of C values (zeros past `cols`).
+    ///
+    /// # Safety
+    /// AVX-512 F present; the columns lie inside the operand; `strip` holds `k · C`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_columns(
+        src: *const f32,
+        col_stride: isize,
+        cols: usize,
+        k: usize,
+        strip: &mut [f32],
+    ) {
+        debug_assert!(strip.len() >= k * C);
+        let mut k0 = 0;
+        while k0 < k {
+            let kn = 16.min(k - k0);
+            let mask = lanes(kn);
+            for half in 0..C / 16 {
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (jj, v) in r.iter_mut().enumerate() {
+                    let j = 16 * half + jj;
+                    if j < cols {
+                        *v = _mm512_maskz_loadu_ps(
+                            mask,
+                            src.offset(j as isize * col_stride).add(k0),
+                        );
+                    }
+                }
+                let t = transpose16(r);
+                for (rr, v) in t.iter().enumerate().take(kn) {
+                    _mm512_storeu_ps(strip.as_mut_ptr().add((k0 + rr) * C + 16 * half), *v);
+                }
+            }
+            k0 += kn;
+        }
+    }
+
+    /// `out[t][i] = r[i][t]` for a 16 × 16 block.
+    #[inline(always)]
+    unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // Pairs of rows interleaved within each 128-bit lane.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // Four rows' element c of each 128-bit lane: u[4g + c] for rows 4g..4g + 3.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for g in 0..4 {
+            let b = 4 * g;
+            u[b] = _mm512_shuffle_ps::<0x44>(t[b], t[b + 2]);
+            u[b + 1] = _mm512_shuffle_ps::<0xEE>(t[b], t[b + 2]);
+            u[b + 2] = _mm512_shuffle_ps::<0x44>(t[b + 1], t[b + 3]);
+            u[b + 3] = _mm512_shuffle_ps::<0xEE>(t[b + 1], t[b + 3]);
+        }
+        // Gather lane L of the four groups: output row 4L + c.
+        let mut out = [_mm512_setzero_ps(); 16];
+        for c in 0..4 {
+            let v = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+            let w = _mm512_shuffle_f32x4::<0xDD>(u[c], u[4 + c]);
+            let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+            let w2 = _mm512_shuffle_f32x4::<0xDD>(u[8 + c], u[12 + c]);
+            out[c] = _mm512_shuffle_f32x4::<0x88>(v, v2);
+            out[8 + c] = _mm512_shuffle_f32x4::<0xDD>(v, v2);
+            out[4 + c] = _mm512_shuffle_f32x4::<0x88>(w, w2);
+            out[12 + c] = _mm512_shuffle_f32x4::<0xDD>(w, w2);
+        }
+        out
     }
 
     /// The first `n` of 16 lanes (all when `n ≥ 16`).
