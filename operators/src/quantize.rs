@@ -52,8 +52,9 @@ pub fn bf16_on_tiles() -> bool {
 
 /// Whether the encoder's attention should run as bf16x3 products on AMX tiles: asked for
 /// with `AMANUENSIS_BF16X3=1`, and the CPU has AMX-BF16 granted by the OS. Not the
-/// default: faster than the default's bf16 products and nearer f32, but it moved a word
-/// of the public clips at beam 5 (`docs/kernels.md`, "bf16x3 products").
+/// default: nearer f32 than the default's bf16 products (and no faster since those run on
+/// 512-bit FMAs), but it moved a word of the public clips at beam 5 (`docs/kernels.md`,
+/// "bf16x3 products").
 pub fn bf16x3_on_tiles() -> bool {
     use amanuensis_kernels::cpu::bf16::Bf16Path;
     let on = std::env::var("AMANUENSIS_BF16X3").is_ok_and(|v| v == "1");
