@@ -183,6 +183,8 @@ impl Bf16Path {
 }
 
 /// The best of five timed runs of one short product on each path, the paths alternating.
+/// Runs on the calling thread alone (no rayon: it may run inside a parallel section,
+/// under the `OnceLock` of [`Bf16Path::best`]).
 fn probe<const N: usize>(paths: [Bf16Path; N]) -> [std::time::Duration; N] {
     let (m, n, k) = (32, 64, 512);
     let a: Vec<f32> = (0..m * k)
@@ -191,8 +193,16 @@ fn probe<const N: usize>(paths: [Bf16Path; N]) -> [std::time::Duration; N] {
     let b: Vec<f32> = (0..n * k)
         .map(|i| ((i * 53 % 97) as f32 - 48.0) / 64.0)
         .collect();
-    let packed = PackedBf16::pack(&b, n, k, k);
     let pairs = k / 2;
+    let mut b_rows = Vec::new();
+    pack_rows(&b, n, k, k, 1.0, &mut b_rows);
+    let mut data = vec![0u32; n.div_ceil(PANEL) * pairs * PANEL];
+    for (j, row) in b_rows.chunks_exact(pairs).enumerate() {
+        for (q, &v) in row.iter().enumerate() {
+            data[(j / PANEL) * pairs * PANEL + q * PANEL + j % PANEL] = v;
+        }
+    }
+    let packed = PackedBf16 { n, k, data };
     let mut rows = vec![0u32; m * pairs];
     pack_rows(&a, m, k, k, 1.0, &mut rows);
     let mut out = vec![0.0f32; m * n];
