@@ -28,7 +28,7 @@ use super::parallel::SendPtr;
 const R: usize = 12;
 /// Columns of one tile: two 16-lane vectors.
 const C: usize = 32;
-/// Tiles of columns one task computes (a task's packed right operand stays in L2).
+/// Strips of columns packed and computed at a time (their packed block stays in L2).
 const TASK_STRIPS: usize = 16;
 /// Tiles of rows one task computes.
 const TASK_ROW_TILES: usize = 8;
@@ -130,58 +130,88 @@ pub unsafe fn gemm(
     }
     #[cfg(target_arch = "x86_64")]
     {
+        let kc = block_k(m, n, k);
         let strips = n.div_ceil(C);
-        // The right operand in strips of C columns, each k rows of C values (a buffer of
-        // this thread's, kept between calls: the attention calls this per head and block).
-        let len = strips * k * C;
-        // Taken out while in use: a job this thread steals while it waits for rayon may
-        // call this again.
+        // One block of the right operand at a time: up to TASK_STRIPS strips of C
+        // columns, each kc rows of C values (1 MB at kc = 512; a buffer of this thread's,
+        // kept between calls). Whole weight-sized buffers, allocated and freed per call,
+        // raised the hour's peak RSS by 15 MB. Taken out while in use: a job this thread
+        // steals while it waits for rayon may call this again.
         let mut buffer = PACKED.take();
-        {
-            if buffer.len() < len {
-                buffer.resize(len, 0.0);
-            }
-            let packed = &mut buffer[..len];
-            let parallel = matches!(parallelism, gemm::Parallelism::Rayon(t) if t != 1);
-            let rhs = SendPtr::new(rhs as *mut f32);
-            let pack = |(s, strip): (usize, &mut [f32])| {
-                let j0 = s * C;
-                let cols = C.min(n - j0);
-                let src = rhs.get().offset(j0 as isize * rhs_cs);
-                if rhs_cs == 1 {
-                    // Rows of the operand are contiguous: copy each k's C values.
-                    for (kk, row) in strip.chunks_exact_mut(C).enumerate() {
-                        let from = src.offset(kk as isize * rhs_rs);
-                        row[..cols].copy_from_slice(std::slice::from_raw_parts(from, cols));
-                        row[cols..].fill(0.0);
-                    }
-                } else if rhs_rs == 1 {
-                    // Columns are contiguous (a weight's rows, keys, im2col by column):
-                    // 16 × 16 blocks transposed in registers.
-                    avx512f::pack_columns(src, rhs_cs, cols, k, strip);
-                } else {
-                    for j in 0..C {
-                        if j < cols {
-                            let col = src.offset(j as isize * rhs_cs);
-                            for kk in 0..k {
-                                strip[kk * C + j] = *col.offset(kk as isize * rhs_rs);
-                            }
-                        } else {
-                            for kk in 0..k {
-                                strip[kk * C + j] = 0.0;
+        let len = TASK_STRIPS.min(strips) * kc.min(k) * C;
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        let parallel = matches!(parallelism, gemm::Parallelism::Rayon(t) if t != 1);
+        let rhs = SendPtr::new(rhs as *mut f32);
+        let mut s0 = 0;
+        while s0 < strips {
+            let chunk = s0..(s0 + TASK_STRIPS).min(strips);
+            let mut k0 = 0;
+            while k0 < k {
+                let kb = kc.min(k - k0);
+                let packed = &mut buffer[..chunk.len() * kb * C];
+                let pack = |(s, strip): (usize, &mut [f32])| {
+                    let s = chunk.start + s;
+                    let j0 = s * C;
+                    let cols = C.min(n - j0);
+                    let src = rhs
+                        .get()
+                        .offset(j0 as isize * rhs_cs + k0 as isize * rhs_rs);
+                    if rhs_cs == 1 {
+                        // Rows of the operand are contiguous: copy each k's C values.
+                        for (kk, row) in strip.chunks_exact_mut(C).enumerate() {
+                            let from = src.offset(kk as isize * rhs_rs);
+                            row[..cols].copy_from_slice(std::slice::from_raw_parts(from, cols));
+                            row[cols..].fill(0.0);
+                        }
+                    } else if rhs_rs == 1 {
+                        // Columns are contiguous (a weight's rows, keys, im2col by column):
+                        // 16 × 16 blocks transposed in registers.
+                        avx512f::pack_columns(src, rhs_cs, cols, kb, strip);
+                    } else {
+                        for j in 0..C {
+                            if j < cols {
+                                let col = src.offset(j as isize * rhs_cs);
+                                for kk in 0..kb {
+                                    strip[kk * C + j] = *col.offset(kk as isize * rhs_rs);
+                                }
+                            } else {
+                                for kk in 0..kb {
+                                    strip[kk * C + j] = 0.0;
+                                }
                             }
                         }
                     }
+                };
+                if parallel {
+                    packed.par_chunks_mut(kb * C).enumerate().for_each(pack);
+                } else {
+                    packed.chunks_mut(kb * C).enumerate().for_each(pack);
                 }
-            };
-            if parallel {
-                packed.par_chunks_mut(k * C).enumerate().for_each(pack);
-            } else {
-                packed.chunks_mut(k * C).enumerate().for_each(pack);
+                let block = Block {
+                    k0,
+                    kb,
+                    // The first block overwrites unless the destination is read.
+                    accumulate: k0 > 0 || read_dst,
+                };
+                run_tiles(
+                    m,
+                    n,
+                    chunk.clone(),
+                    block,
+                    dst,
+                    dst_rs,
+                    lhs,
+                    lhs_cs,
+                    lhs_rs,
+                    packed,
+                    beta,
+                    parallel,
+                );
+                k0 += kb;
             }
-            run_tiles(
-                m, n, k, dst, dst_rs, read_dst, lhs, lhs_cs, lhs_rs, packed, beta, parallel,
-            );
+            s0 = chunk.end;
         }
         // Small buffers (the attention's) are kept; a layer's weight-sized one is freed
         // rather than held by every thread that ever ran one.
@@ -189,6 +219,14 @@ pub unsafe fn gemm(
             PACKED.set(buffer);
         }
     }
+}
+
+/// One block of the reduction: k0..k0 + kb, added to the destination or stored.
+#[derive(Clone, Copy)]
+struct Block {
+    k0: usize,
+    kb: usize,
+    accumulate: bool,
 }
 
 /// The largest packed operand (in f32) a thread keeps for its next product: 1 MB.
@@ -199,19 +237,19 @@ thread_local! {
     static PACKED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// The tiles of one product, on this thread or on rayon's.
+/// The tiles of one block of one product, on this thread or on rayon's.
 ///
 /// # Safety
-/// As [`gemm`]; `packed` holds the right operand as [`gemm`] packs it.
+/// As [`gemm`]; `packed` holds the block of the right operand as [`gemm`] packs it.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_tiles(
     m: usize,
     n: usize,
-    k: usize,
+    strips: std::ops::Range<usize>,
+    block: Block,
     dst: *mut f32,
     dst_rs: isize,
-    read_dst: bool,
     lhs: *const f32,
     lhs_cs: isize,
     lhs_rs: isize,
@@ -219,37 +257,30 @@ unsafe fn run_tiles(
     beta: f32,
     parallel: bool,
 ) {
-    let kc = block_k(m, n, k);
-    let strips = n.div_ceil(C);
     let row_tiles = m.div_ceil(R);
     let row_tasks = row_tiles.div_ceil(TASK_ROW_TILES);
-    let col_tasks = strips.div_ceil(TASK_STRIPS);
     let dst = SendPtr::new(dst);
     let lhs = SendPtr::new(lhs as *mut f32);
-    let task = |t: usize| {
-        let (rt, ct) = (t % row_tasks, t / row_tasks);
+    let task = |rt: usize| {
         let tiles = (rt * TASK_ROW_TILES)..((rt + 1) * TASK_ROW_TILES).min(row_tiles);
-        let strip_range = (ct * TASK_STRIPS)..((ct + 1) * TASK_STRIPS).min(strips);
         let job = avx512f::Job {
             m,
             n,
-            k,
-            kc,
+            block,
             dst: dst.get(),
             dst_rs,
-            read_dst,
             lhs: lhs.get(),
             lhs_cs,
             lhs_rs,
             packed,
             beta,
         };
-        avx512f::run(&job, tiles, strip_range);
+        avx512f::run(&job, tiles, strips.clone());
     };
     if parallel {
-        (0..row_tasks * col_tasks).into_par_iter().for_each(task);
+        (0..row_tasks).into_par_iter().for_each(task);
     } else {
-        (0..row_tasks * col_tasks).for_each(task);
+        (0..row_tasks).for_each(task);
     }
 }
 
@@ -262,11 +293,9 @@ mod avx512f {
     pub(super) struct Job<'a> {
         pub m: usize,
         pub n: usize,
-        pub k: usize,
-        pub kc: usize,
+        pub block: super::Block,
         pub dst: *mut f32,
         pub dst_rs: isize,
-        pub read_dst: bool,
         pub lhs: *mut f32,
         pub lhs_cs: isize,
         pub lhs_rs: isize,
@@ -274,50 +303,43 @@ mod avx512f {
         pub beta: f32,
     }
 
-    /// The tiles `tiles` (of R rows) × `strips` (of C columns), every block of the
-    /// reduction in order.
+    /// The tiles `tiles` (of R rows) × `strips` (of C columns) over one block of the
+    /// reduction.
     ///
     /// # Safety
     /// AVX-512 F present; `job` as [`super::gemm`] requires; no other thread writes these
     /// outputs.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn run(job: &Job, tiles: Range<usize>, strips: Range<usize>) {
-        // One tile's rows of the left operand for one block: k-major, R values a k.
-        let mut a = vec![0.0f32; job.kc * R];
-        let mut k0 = 0;
-        while k0 < job.k {
-            let kb = job.kc.min(job.k - k0);
-            let first = k0 == 0;
-            for tile in tiles.clone() {
-                let i0 = tile * R;
-                let rows = R.min(job.m - i0);
-                let ap = a.as_mut_ptr();
-                for i in 0..R {
-                    // Rows past the last repeat it (computed, not stored).
-                    let src = job.lhs.offset(
-                        (i0 + i.min(rows - 1)) as isize * job.lhs_rs + k0 as isize * job.lhs_cs,
-                    );
-                    if job.lhs_cs == 1 {
-                        for kk in 0..kb {
-                            *ap.add(kk * R + i) = *src.add(kk);
-                        }
-                    } else {
-                        for kk in 0..kb {
-                            *ap.add(kk * R + i) = *src.offset(kk as isize * job.lhs_cs);
-                        }
+        let super::Block { k0, kb, accumulate } = job.block;
+        // One tile's rows of the left operand for the block: k-major, R values a k.
+        let mut a = vec![0.0f32; kb * R];
+        for tile in tiles {
+            let i0 = tile * R;
+            let rows = R.min(job.m - i0);
+            let ap = a.as_mut_ptr();
+            for i in 0..R {
+                // Rows past the last repeat it (computed, not stored).
+                let src = job.lhs.offset(
+                    (i0 + i.min(rows - 1)) as isize * job.lhs_rs + k0 as isize * job.lhs_cs,
+                );
+                if job.lhs_cs == 1 {
+                    for kk in 0..kb {
+                        *ap.add(kk * R + i) = *src.add(kk);
+                    }
+                } else {
+                    for kk in 0..kb {
+                        *ap.add(kk * R + i) = *src.offset(kk as isize * job.lhs_cs);
                     }
                 }
-                for s in strips.clone() {
-                    let j0 = s * C;
-                    let cols = C.min(job.n - j0);
-                    let b = job.packed.as_ptr().add(s * job.k * C + k0 * C);
-                    let out = job.dst.offset(i0 as isize * job.dst_rs).add(j0);
-                    // The first block overwrites unless the destination is read.
-                    let accumulate = !first || job.read_dst;
-                    tile_kernel(&a, b, kb, out, job.dst_rs, rows, cols, accumulate, job.beta);
-                }
             }
-            k0 += kb;
+            for s in strips.clone() {
+                let j0 = s * C;
+                let cols = C.min(job.n - j0);
+                let b = job.packed.as_ptr().add((s - strips.start) * kb * C);
+                let out = job.dst.offset(i0 as isize * job.dst_rs).add(j0);
+                tile_kernel(&a, b, kb, out, job.dst_rs, rows, cols, accumulate, job.beta);
+            }
         }
     }
 
