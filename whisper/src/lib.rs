@@ -22,6 +22,7 @@ pub mod speech_filter;
 pub mod tokenizer;
 pub mod transcriber;
 pub mod transcript;
+mod warm_pool;
 pub mod window_loop;
 
 /// `config.json`, in a crate of its own so that `weights-tool` needs nothing else.

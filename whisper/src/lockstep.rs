@@ -292,7 +292,10 @@ impl Coordinator<'_> {
         let idx = Tensor::from_i32(&[idx.len()], idx).map_err(err)?;
         let mut inputs: Vec<&Tensor> = vec![&tokens, &offset, &idx];
         inputs.extend(self.cross.iter());
-        let mut out = self.session.run(&inputs).map_err(|e| e.to_string())?;
+        // As a window's step (`GraphStepper`): the pool's other threads spin through it.
+        let session = &mut self.session;
+        let mut out =
+            crate::warm_pool::keep_warm(|| session.run(&inputs)).map_err(|e| e.to_string())?;
         self.offset += n;
         self.steps += 1;
         self.row_steps += blocks * r;

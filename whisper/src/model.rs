@@ -468,7 +468,10 @@ impl<'a> GraphStepper<'a> {
         let idx_t = Tensor::from_i32(&[idx.len()], idx)?;
         let mut inputs: Vec<&Tensor> = vec![&tokens_t, &offset_t, &idx_t];
         inputs.extend(self.cross.iter());
-        let mut out = self.session.run(&inputs)?;
+        // A step is dozens of small parallel sections: the pool's other threads spin
+        // through it rather than fall asleep between sections.
+        let session = &mut *self.session;
+        let mut out = crate::warm_pool::keep_warm(|| session.run(&inputs))?;
         self.offset += n;
         self.steps += 1;
         let logits = out
