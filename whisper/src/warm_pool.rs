@@ -12,9 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Spinners running now (for tests: each must stop when its stretch of work ends).
-static SPINNING: AtomicUsize = AtomicUsize::new(0);
-
 /// Whether [`keep_warm`] spins here: on a thread of a pool of at least two threads, with
 /// no more threads than the machine runs at once (spinning on an oversubscribed pool
 /// would take cores from the threads doing the work), unless `AMANUENSIS_SPIN=0`.
@@ -34,8 +31,25 @@ fn spins() -> bool {
 /// running any job of the pool (`f`'s parallel sections' among them) as soon as it
 /// appears. They stop when `f` returns or unwinds. Outside a pool, `f` just runs.
 ///
-/// A spinner never blocks `f`: it only runs pool jobs and checks a flag `f`'s end sets.
+/// A spinner only runs pool jobs and checks a flag `f`'s end sets, so `f` never waits for
+/// it; a thread waiting under one (see [`IDLE_LIMIT`]) waits at most until it finds no
+/// work.
 pub(crate) fn keep_warm<R>(f: impl FnOnce() -> R) -> R {
+    stretch(f, IDLE_LIMIT, None)
+}
+
+/// Counts of a stretch's spinners (tests).
+#[derive(Default)]
+struct Probe {
+    /// Spinners that have started.
+    started: AtomicUsize,
+    /// Spinners spinning now.
+    running: AtomicUsize,
+}
+
+/// [`keep_warm`] with spinners that return after `idle_limit` without work, counted in
+/// `probe` (tests).
+fn stretch<R>(f: impl FnOnce() -> R, idle_limit: Duration, probe: Option<Arc<Probe>>) -> R {
     if !spins() {
         return f();
     }
@@ -56,7 +70,10 @@ pub(crate) fn keep_warm<R>(f: impl FnOnce() -> R) -> R {
         if Some(ctx.index()) == me || stop.load(Ordering::Acquire) || IN_STRETCH.get() > 0 {
             return;
         }
-        SPINNING.fetch_add(1, Ordering::AcqRel);
+        if let Some(p) = &probe {
+            p.started.fetch_add(1, Ordering::AcqRel);
+            p.running.fetch_add(1, Ordering::AcqRel);
+        }
         let mut idle_since: Option<Instant> = None;
         while !stop.load(Ordering::Acquire) {
             if rayon::yield_now() == Some(rayon::Yield::Executed) {
@@ -67,12 +84,14 @@ pub(crate) fn keep_warm<R>(f: impl FnOnce() -> R) -> R {
             // that job's parts; if `f` waits on that job in turn, only the spinner's
             // return lets it go on. So a spinner that finds no work for a while returns.
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > IDLE_LIMIT {
+            if since.elapsed() > idle_limit {
                 break;
             }
             std::hint::spin_loop();
         }
-        SPINNING.fetch_sub(1, Ordering::AcqRel);
+        if let Some(p) = &probe {
+            p.running.fetch_sub(1, Ordering::AcqRel);
+        }
     });
     IN_STRETCH.set(IN_STRETCH.get() + 1);
     /// Leaves the stretch when `f` ends, also by unwinding.
@@ -86,9 +105,9 @@ pub(crate) fn keep_warm<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// How long a spinner runs without finding work before it returns: longer than the host's
-/// work between two decoder steps, short enough that a spinner in another thread's way
-/// costs little.
+/// How long a spinner runs without finding work before it returns: longer than the gaps
+/// between a decoder step's sections, short enough that a spinner picked up by a thread
+/// waiting inside some job (which the stretch may wait on in turn) costs little.
 const IDLE_LIMIT: Duration = Duration::from_micros(500);
 
 thread_local! {
@@ -108,34 +127,96 @@ mod tests {
             .expect("a test pool")
     }
 
-    /// Waits until no spinner runs (they stop soon after their stretch ends).
-    fn spinners_stop() {
+    /// Whether the spinners run here (two threads, at least two cores): with fewer cores
+    /// `keep_warm` runs `f` alone, and the tests check only its results.
+    fn spinning() -> bool {
+        std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+            && std::env::var("AMANUENSIS_SPIN").map_or(true, |v| v != "0")
+    }
+
+    /// Spinners in these tests wait this long without work before returning, so that
+    /// only the stretch's end stops them within the tests' time limits.
+    const PATIENT: Duration = Duration::from_secs(30);
+
+    /// Waits until none of the probe's spinners runs, for at most `limit`.
+    fn spinners_stop(probe: &Probe, limit: Duration) {
         let t0 = Instant::now();
-        while SPINNING.load(Ordering::Acquire) != 0 {
+        while probe.running.load(Ordering::Acquire) != 0 {
             assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "a spinner kept running after its work ended"
+                t0.elapsed() < limit,
+                "a spinner kept running {limit:?} after its stretch ended"
             );
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(100));
         }
     }
 
+    /// Waits (spinning, as `f` would compute) until a spinner of the probe has started,
+    /// for at most `limit`; whether one did.
+    fn a_spinner_runs(probe: &Probe, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        while probe.started.load(Ordering::Acquire) == 0 {
+            if t0.elapsed() > limit {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        true
+    }
+
     #[test]
-    fn the_work_runs_with_its_parallel_sections_and_the_spinners_stop() {
-        // Two threads, as the machines this runs on have at least two cores; with fewer,
-        // `keep_warm` runs `f` alone and the sums below still hold.
+    fn the_other_thread_spins_through_the_stretch_and_stops_at_its_end() {
         let p = pool(2);
-        let sums: Vec<u64> = p.install(|| {
-            keep_warm(|| {
-                (0..200u64)
-                    .map(|i| (0..10_000u64).into_par_iter().map(|x| x * i).sum::<u64>())
-                    .collect()
-            })
+        let probe = Arc::new(Probe::default());
+        let (spun, sums) = p.install(|| {
+            stretch(
+                || {
+                    // Waking the other thread may take milliseconds.
+                    let spun = a_spinner_runs(&probe, Duration::from_secs(20));
+                    let sums: Vec<u64> = (0..200u64)
+                        .map(|i| (0..10_000u64).into_par_iter().map(|x| x * i).sum::<u64>())
+                        .collect();
+                    (spun, sums)
+                },
+                PATIENT,
+                Some(probe.clone()),
+            )
         });
         for (i, s) in sums.iter().enumerate() {
             assert_eq!(*s, i as u64 * (10_000 * 9_999 / 2));
         }
-        spinners_stop();
+        if spinning() {
+            assert!(spun, "the other thread never spun");
+        }
+        // Only the stretch's end can have stopped it this soon.
+        spinners_stop(&probe, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_spinner_without_work_returns_before_the_stretch_ends() {
+        let p = pool(2);
+        let probe = Arc::new(Probe::default());
+        let returned = p.install(|| {
+            stretch(
+                || {
+                    // No parallel work here: once it runs, the spinner finds none.
+                    a_spinner_runs(&probe, Duration::from_secs(20));
+                    let t0 = Instant::now();
+                    while probe.running.load(Ordering::Acquire) != 0 {
+                        if t0.elapsed() > Duration::from_secs(20) {
+                            return false;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    true
+                },
+                Duration::from_millis(1),
+                Some(probe.clone()),
+            )
+        });
+        assert!(
+            returned,
+            "an idle spinner kept spinning through the stretch"
+        );
     }
 
     #[test]
@@ -152,17 +233,26 @@ mod tests {
                 .sum()
         });
         assert_eq!(total, 8 * (1000 * 999 / 2) + 1000 * (8 * 7 / 2));
-        spinners_stop();
     }
 
     #[test]
     fn a_panic_in_the_work_stops_the_spinners_and_reaches_the_caller() {
         let p = pool(2);
+        let probe = Arc::new(Probe::default());
         let r = p.install(|| {
-            std::panic::catch_unwind(|| keep_warm(|| -> u32 { panic!("the work failed") }))
+            std::panic::catch_unwind(|| {
+                stretch(
+                    || -> u32 {
+                        a_spinner_runs(&probe, Duration::from_secs(20));
+                        panic!("the work failed")
+                    },
+                    PATIENT,
+                    Some(probe.clone()),
+                )
+            })
         });
         assert!(r.is_err());
-        spinners_stop();
+        spinners_stop(&probe, Duration::from_secs(5));
         // The pool still works.
         assert_eq!(p.install(|| (0..100u32).into_par_iter().sum::<u32>()), 4950);
     }
@@ -187,9 +277,8 @@ mod tests {
             }
             tx.send(()).ok();
         });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("two stretches at once did not finish within a minute");
-        spinners_stop();
+        rx.recv_timeout(Duration::from_secs(120))
+            .expect("two stretches at once did not finish within two minutes");
     }
 
     #[test]
