@@ -424,6 +424,12 @@ struct GraphStepper<'a> {
     offset: usize,
     n_vocab: usize,
     steps: usize,
+    /// Where each sequence's KV cache lives: sequence i (the decoding policy's numbering)
+    /// in the caches' sequence `slots[i]`. A reorder then copies a cache only for a
+    /// parent's second and later children, instead of every sequence whose parent
+    /// changed; rows go through the graph in slot order (a row's result does not depend
+    /// on its place in the batch).
+    slots: Vec<usize>,
     /// Checked before every step ([`WhisperModel::interrupt`]).
     interrupt: Option<Arc<AtomicBool>>,
 }
@@ -441,6 +447,7 @@ impl<'a> GraphStepper<'a> {
             offset: 0,
             n_vocab,
             steps: 0,
+            slots: vec![0],
             interrupt: None,
         };
         s.reset().map_err(DecodeError::from)?;
@@ -518,8 +525,39 @@ impl BatchStepModel for GraphStepper<'_> {
             )
             .into());
         }
-        let ids: Vec<i32> = tokens.iter().flatten().map(|&t| t as i32).collect();
-        Ok(self.run_batch(ids, batch, n, logit_positions)?)
+        if self.slots.len() != batch {
+            return Err(Error::graph(
+                DECODER_STEP,
+                format!(
+                    "the stepper places {} sequences but the KV cache holds {batch}",
+                    self.slots.len()
+                ),
+            )
+            .into());
+        }
+        // Rows in slot order: slot p holds the sequence `at_slot[p]`.
+        let mut at_slot = vec![0; batch];
+        for (i, &p) in self.slots.iter().enumerate() {
+            at_slot[p] = i;
+        }
+        let ids: Vec<i32> = at_slot
+            .iter()
+            .flat_map(|&i| tokens[i].iter().map(|&t| t as i32))
+            .collect();
+        let mut by_slot: Vec<Option<Vec<Vec<f32>>>> = self
+            .run_batch(ids, batch, n, logit_positions)?
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.slots
+            .iter()
+            .map(|&p| {
+                by_slot.get_mut(p).and_then(Option::take).ok_or_else(|| {
+                    Error::graph(DECODER_STEP, format!("returned no logits for sequence {p}"))
+                        .into()
+                })
+            })
+            .collect()
     }
 
     fn reorder(&mut self, src: &[usize]) -> Result<(), StepError> {
@@ -536,31 +574,56 @@ impl BatchStepModel for GraphStepper<'_> {
             )
             .into());
         }
+        if self.slots.len() != old_batch {
+            return Err(Error::graph(
+                DECODER_STEP,
+                format!(
+                    "the stepper places {} sequences but the KV cache holds {old_batch}",
+                    self.slots.len()
+                ),
+            )
+            .into());
+        }
+        // The parents' caches, by slot.
+        let parents: Vec<usize> = src.iter().map(|&i| self.slots[i]).collect();
         if src.len() == old_batch {
-            // Same batch size: move only the sequences whose parent changed.
-            let moved: Vec<usize> = (0..src.len()).filter(|&i| src[i] != i).collect();
-            if moved.is_empty() {
+            // Same batch size: each parent's first child keeps the parent's slot; the
+            // other children get the slots of parents without children, copied from
+            // their parent's (a kept slot, so no copy reads a slot another writes).
+            let (new_slots, copies) = place_children(&parents);
+            self.slots = new_slots;
+            if copies.is_empty() {
                 return Ok(());
             }
-            CacheRuns::move_in_states(states, offset, &moved, |i| src[i])
+            let moved: Vec<usize> = copies.iter().map(|&(to, _)| to).collect();
+            let from = |to: usize| {
+                copies
+                    .iter()
+                    .find(|&&(t, _)| t == to)
+                    .map_or(to, |&(_, f)| f)
+            };
+            CacheRuns::move_in_states(states, offset, &moved, from)
                 .map_err(|e| Error::graph(DECODER_STEP, e))?;
             return Ok(());
         }
+        // Another batch size: the caches are laid out afresh, sequence i in slot i.
+        self.slots = (0..src.len()).collect();
         if src.len() > old_batch {
             // Growing (a beam search's first step): in place, in the memory an earlier
             // search left (see `reset`); fresh caches of five sequences are 55 MB to
             // allocate and zero, 5–23 ms a window.
-            return CacheRuns::grow_in_states(states, offset, src)
+            return CacheRuns::grow_in_states(states, offset, &parents)
                 .map_err(|e| Error::graph(DECODER_STEP, e).into());
         }
         for st in states.iter_mut() {
-            gather_sequences(st, src, offset).map_err(|e| Error::graph(DECODER_STEP, e))?;
+            gather_sequences(st, &parents, offset).map_err(|e| Error::graph(DECODER_STEP, e))?;
         }
         Ok(())
     }
 
     fn reset(&mut self) -> Result<(), StepError> {
         self.offset = 0;
+        self.slots = vec![0];
         // KV caches of several sequences (a beam search's) become one zeroed sequence
         // but keep their memory, for the next search to grow into without allocating.
         let states = self.session.states_mut();
@@ -586,6 +649,33 @@ impl BatchStepModel for GraphStepper<'_> {
         self.offset = 0;
         Ok(())
     }
+}
+
+/// Slots for the children of a reorder whose parents' caches are in slots `parents`
+/// (child i of the parent in slot `parents[i]`, as many children as slots): each parent's
+/// first child takes its slot, every other child the next slot no child took. Returns the
+/// children's slots and the copies `(to, from)` that fill the slots given to later children
+/// (each `from` a slot that keeps its cache, each `to` one whose cache no child keeps).
+fn place_children(parents: &[usize]) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let n = parents.len();
+    let mut taken = vec![false; n];
+    let mut slots = vec![usize::MAX; n];
+    for (i, &p) in parents.iter().enumerate() {
+        if !taken[p] {
+            taken[p] = true;
+            slots[i] = p;
+        }
+    }
+    let mut free = (0..n).filter(|&p| !taken[p]);
+    let mut copies = Vec::new();
+    for (i, &p) in parents.iter().enumerate() {
+        if slots[i] == usize::MAX {
+            let to = free.next().expect("as many slots as children");
+            slots[i] = to;
+            copies.push((to, p));
+        }
+    }
+    (slots, copies)
 }
 
 impl StepModel for GraphStepper<'_> {
@@ -1140,7 +1230,41 @@ impl CacheRuns {
 
 #[cfg(test)]
 mod cache_runs_tests {
-    use super::{gather_sequences, CacheRuns, Tensor};
+    use super::{gather_sequences, place_children, CacheRuns, Tensor};
+
+    #[test]
+    fn children_find_their_parents_caches_with_the_fewest_copies() {
+        // Every choice of parents for 1 to 5 sequences.
+        for n in 1..=5usize {
+            for code in 0..n.pow(n as u32) {
+                let parents: Vec<usize> = (0..n).map(|i| code / n.pow(i as u32) % n).collect();
+                let (slots, copies) = place_children(&parents);
+                let mut sorted = slots.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "{parents:?}: {slots:?}");
+                let mut distinct = parents.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                assert_eq!(copies.len(), n - distinct.len(), "{parents:?}");
+                // No copy reads a slot a copy writes, so their order does not matter.
+                for &(_, from) in &copies {
+                    assert!(copies.iter().all(|&(to, _)| to != from), "{parents:?}");
+                }
+                // Slot p holds parent p's cache; after the copies each child's slot holds
+                // its parent's, and a parent's first child kept the parent's slot.
+                let mut holds: Vec<usize> = (0..n).collect();
+                for &(to, from) in &copies {
+                    holds[to] = holds[from];
+                }
+                for (i, &p) in parents.iter().enumerate() {
+                    assert_eq!(holds[slots[i]], p, "{parents:?}: child {i}");
+                    if parents[..i].iter().all(|&q| q != p) {
+                        assert_eq!(slots[i], p, "{parents:?}: first child {i}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn growing_in_place_equals_gathering_into_a_fresh_cache() {
