@@ -525,16 +525,7 @@ impl BatchStepModel for GraphStepper<'_> {
             )
             .into());
         }
-        if self.slots.len() != batch {
-            return Err(Error::graph(
-                DECODER_STEP,
-                format!(
-                    "the stepper places {} sequences but the KV cache holds {batch}",
-                    self.slots.len()
-                ),
-            )
-            .into());
-        }
+        check_slots(&self.slots, batch)?;
         // Rows in slot order: slot p holds the sequence `at_slot[p]`.
         let mut at_slot = vec![0; batch];
         for (i, &p) in self.slots.iter().enumerate() {
@@ -574,16 +565,7 @@ impl BatchStepModel for GraphStepper<'_> {
             )
             .into());
         }
-        if self.slots.len() != old_batch {
-            return Err(Error::graph(
-                DECODER_STEP,
-                format!(
-                    "the stepper places {} sequences but the KV cache holds {old_batch}",
-                    self.slots.len()
-                ),
-            )
-            .into());
-        }
+        check_slots(&self.slots, old_batch)?;
         // The parents' caches, by slot.
         let parents: Vec<usize> = src.iter().map(|&i| self.slots[i]).collect();
         if src.len() == old_batch {
@@ -596,13 +578,11 @@ impl BatchStepModel for GraphStepper<'_> {
                 return Ok(());
             }
             let moved: Vec<usize> = copies.iter().map(|&(to, _)| to).collect();
-            let from = |to: usize| {
-                copies
-                    .iter()
-                    .find(|&&(t, _)| t == to)
-                    .map_or(to, |&(_, f)| f)
-            };
-            CacheRuns::move_in_states(states, offset, &moved, from)
+            let mut from: Vec<usize> = (0..old_batch).collect();
+            for &(to, f) in &copies {
+                from[to] = f;
+            }
+            CacheRuns::move_in_states(states, offset, &moved, |to| from[to])
                 .map_err(|e| Error::graph(DECODER_STEP, e))?;
             return Ok(());
         }
@@ -649,6 +629,21 @@ impl BatchStepModel for GraphStepper<'_> {
         self.offset = 0;
         Ok(())
     }
+}
+
+/// The slot map (`GraphStepper::slots`) places as many sequences as the caches hold.
+fn check_slots(slots: &[usize], batch: usize) -> Result<(), StepError> {
+    if slots.len() == batch {
+        return Ok(());
+    }
+    Err(Error::graph(
+        DECODER_STEP,
+        format!(
+            "the stepper places {} sequences but the KV cache holds {batch}",
+            slots.len()
+        ),
+    )
+    .into())
 }
 
 /// Slots for the children of a reorder whose parents' caches are in slots `parents`

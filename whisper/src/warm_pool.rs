@@ -127,11 +127,10 @@ mod tests {
             .expect("a test pool")
     }
 
-    /// Whether the spinners run here (two threads, at least two cores): with fewer cores
-    /// `keep_warm` runs `f` alone, and the tests check only its results.
-    fn spinning() -> bool {
-        std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
-            && std::env::var("AMANUENSIS_SPIN").map_or(true, |v| v != "0")
+    /// Whether `keep_warm` spins on `p` (on a machine with fewer cores than its threads, or
+    /// with `AMANUENSIS_SPIN=0`, it runs `f` alone, and the tests check only its results).
+    fn spinning(p: &rayon::ThreadPool) -> bool {
+        p.install(spins)
     }
 
     /// Spinners in these tests wait this long without work before returning, so that
@@ -166,12 +165,13 @@ mod tests {
     #[test]
     fn the_other_thread_spins_through_the_stretch_and_stops_at_its_end() {
         let p = pool(2);
+        let on = spinning(&p);
         let probe = Arc::new(Probe::default());
         let (spun, sums) = p.install(|| {
             stretch(
                 || {
                     // Waking the other thread may take milliseconds.
-                    let spun = a_spinner_runs(&probe, Duration::from_secs(20));
+                    let spun = on && a_spinner_runs(&probe, Duration::from_secs(20));
                     let sums: Vec<u64> = (0..200u64)
                         .map(|i| (0..10_000u64).into_par_iter().map(|x| x * i).sum::<u64>())
                         .collect();
@@ -184,9 +184,7 @@ mod tests {
         for (i, s) in sums.iter().enumerate() {
             assert_eq!(*s, i as u64 * (10_000 * 9_999 / 2));
         }
-        if spinning() {
-            assert!(spun, "the other thread never spun");
-        }
+        assert_eq!(spun, on, "the other thread never spun");
         // Only the stretch's end can have stopped it this soon.
         spinners_stop(&probe, Duration::from_secs(5));
     }
@@ -194,12 +192,15 @@ mod tests {
     #[test]
     fn a_spinner_without_work_returns_before_the_stretch_ends() {
         let p = pool(2);
+        let on = spinning(&p);
         let probe = Arc::new(Probe::default());
         let returned = p.install(|| {
             stretch(
                 || {
                     // No parallel work here: once it runs, the spinner finds none.
-                    a_spinner_runs(&probe, Duration::from_secs(20));
+                    if on && !a_spinner_runs(&probe, Duration::from_secs(20)) {
+                        return false;
+                    }
                     let t0 = Instant::now();
                     while probe.running.load(Ordering::Acquire) != 0 {
                         if t0.elapsed() > Duration::from_secs(20) {
@@ -215,7 +216,7 @@ mod tests {
         });
         assert!(
             returned,
-            "an idle spinner kept spinning through the stretch"
+            "no spinner started, or an idle one kept spinning through the stretch"
         );
     }
 
@@ -238,12 +239,15 @@ mod tests {
     #[test]
     fn a_panic_in_the_work_stops_the_spinners_and_reaches_the_caller() {
         let p = pool(2);
+        let on = spinning(&p);
         let probe = Arc::new(Probe::default());
         let r = p.install(|| {
             std::panic::catch_unwind(|| {
                 stretch(
                     || -> u32 {
-                        a_spinner_runs(&probe, Duration::from_secs(20));
+                        if on {
+                            a_spinner_runs(&probe, Duration::from_secs(20));
+                        }
                         panic!("the work failed")
                     },
                     PATIENT,
