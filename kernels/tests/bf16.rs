@@ -688,3 +688,69 @@ fn a_row_on_tiles_gets_the_same_bits_wherever_it_falls() {
         }
     }
 }
+
+#[test]
+fn a_head_gets_the_same_bits_alone_as_beside_the_other_heads() {
+    // With several heads the queries are packed once, whole rows of a fused-QKV-like
+    // layout at a time; with one head per call, that head's values alone. A wrong head
+    // offset or row stride in the first would move these bits. The row count spans more
+    // than one packing task and a last short one.
+    let (tq, tk, heads, hd) = (150, 97, 4, 64);
+    let d = heads * hd;
+    let stride = 3 * d + 5;
+    let mut rng = Rng::new(91);
+    let q = rng.vec(tq * stride, -1.5, 1.5);
+    let kv = rng.vec(tk * stride, -1.5, 1.5);
+    let (k, v) = (&kv[d..], &kv[2 * d..]);
+    for path in paths() {
+        for causal in [None, Some(tk - tq.min(tk))] {
+            let mut together = vec![f32::NAN; tq * d];
+            cpu::attention_bf16(
+                path,
+                &q,
+                stride,
+                k,
+                stride,
+                v,
+                stride,
+                tq,
+                tk,
+                heads,
+                hd,
+                causal,
+                &mut together,
+                d,
+            );
+            for h in 0..heads {
+                let c = h * hd;
+                let mut alone = vec![f32::NAN; tq * hd];
+                cpu::attention_bf16(
+                    path,
+                    &q[c..],
+                    stride,
+                    &k[c..],
+                    stride,
+                    &v[c..],
+                    stride,
+                    tq,
+                    tk,
+                    1,
+                    hd,
+                    causal,
+                    &mut alone,
+                    hd,
+                );
+                for i in 0..tq {
+                    for j in 0..hd {
+                        assert_eq!(
+                            together[i * d + c + j].to_bits(),
+                            alone[i * hd + j].to_bits(),
+                            "{} causal {causal:?}: row {i}, head {h}, column {j}",
+                            path.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -668,6 +668,9 @@ fn split_activations_match_f64_within_their_bound_and_give_the_same_bits_on_tile
         (11, 192, 64),
         (3, 2048, 40),
         (4, 70, 20),
+        // A lockstep step's rows: eight blocks of five rows over groups of three panels
+        // and a last panel of four columns.
+        (40, 128, 100),
     ] {
         for with_bias in [false, true] {
             check_split(m, k, n, with_bias, seed);

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::amx::TILE_ROWS;
-use super::checks::require_strided;
+use super::checks::{require_len, require_strided};
 use super::parallel::SendPtr;
 use super::simd::{multiversion, widen_f16};
 
@@ -337,6 +337,20 @@ pub fn pack_rows(
     pack_rows_mv(src, m, k, row_stride, scale, out);
 }
 
+/// [`pack_rows`] into `out` (`m · k.div_ceil(2)` pairs, all written).
+pub(crate) fn pack_rows_into(
+    src: &[f32],
+    m: usize,
+    k: usize,
+    row_stride: usize,
+    scale: f32,
+    out: &mut [u32],
+) {
+    require_strided("bf16 rows", src.len(), m, row_stride, k);
+    require_len("bf16 packed rows", out.len(), m, k.div_ceil(2));
+    pack_rows_mv(src, m, k, row_stride, scale, out);
+}
+
 #[inline(always)]
 fn pack_rows_body<const FMA: bool>(
     src: &[f32],
@@ -348,6 +362,12 @@ fn pack_rows_body<const FMA: bool>(
 ) {
     let pairs = k.div_ceil(2);
     for (i, dst) in out.chunks_exact_mut(pairs.max(1)).take(m).enumerate() {
+        // Rows a stride apart each start where the hardware prefetcher has not been (a
+        // query row of a fused QKV output): ask for the row after next while this one is
+        // packed.
+        if i + 2 < m {
+            super::simd::prefetch(&src[(i + 2) * row_stride..][..k]);
+        }
         // A row of pairs is the row's bf16 values in order (low half first): a plain
         // narrowing map, which vectorises.
         let halves: &mut [u16] = bytemuck::cast_slice_mut(dst);

@@ -1641,20 +1641,24 @@ mod tiles {
         config.load();
         let kp = a.kp;
         let mut sums = SplitSums([0; 4 * AMX_TILE_ROWS * PANEL]);
-        for block in 0..a.m.div_ceil(SPLIT_ROWS_PER_BLOCK) {
-            let x = a.xq.as_ptr().add(block * AMX_TILE_ROWS * kp);
-            let mut j = j0;
-            while j < j1 {
-                let cols = (j1 - j).min(3 * PANEL);
-                let w = a.w.packed.as_ptr().add((j / PANEL) * kp * PANEL);
+        // Panels outer, blocks inner: a group of panels (3 × 16 columns × kp bytes, 24 KB
+        // for the logits projection) is read from memory once and stays in L1 for every
+        // block of rows, instead of the whole weight being read again for each block of
+        // five rows. The sums are exact integers, so the order changes no bit.
+        let mut j = j0;
+        while j < j1 {
+            let cols = (j1 - j).min(3 * PANEL);
+            let w = a.w.packed.as_ptr().add((j / PANEL) * kp * PANEL);
+            for block in 0..a.m.div_ceil(SPLIT_ROWS_PER_BLOCK) {
+                let x = a.xq.as_ptr().add(block * AMX_TILE_ROWS * kp);
                 match cols.div_ceil(PANEL) {
                     3 => split_panels::<3>(x, w, kp, &mut sums),
                     2 => split_panels::<2>(x, w, kp, &mut sums),
                     _ => split_panels::<1>(x, w, kp, &mut sums),
                 }
                 recombine_block(a, block, j, cols, &sums, out);
-                j += cols;
             }
+            j += cols;
         }
         amx::release();
     }
