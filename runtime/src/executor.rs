@@ -13,7 +13,7 @@ use crate::op::EvalContext;
 use crate::schedule::memory::plan_memory;
 use crate::schedule::placement::NodePlacement;
 use crate::schedule::{MemoryPlan, Plan, Step};
-use crate::tensor::{DType, Data, Tensor};
+use crate::tensor::{DType, Tensor};
 use crate::weights::WeightStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -607,7 +607,7 @@ impl Session {
             for &v in &free_after[pos] {
                 if let Some(t) = vals[v].take() {
                     self.arena.note_free(t.bytes());
-                    if let Data::F32(buf) = t.into_data() {
+                    if let Some(buf) = t.into_f32_lengthened() {
                         self.arena.give(v, buf);
                     }
                 }
@@ -719,7 +719,7 @@ impl Session {
     /// Gives graph output `output`'s tensor (by declaration position) back to its slot
     /// of the host arena once the caller is done with it, so the next run reuses it.
     pub fn recycle(&mut self, output: usize, t: Tensor) {
-        if let (Some(&v), Data::F32(buf)) = (self.graph.outputs.get(output), t.into_data()) {
+        if let (Some(&v), Some(buf)) = (self.graph.outputs.get(output), t.into_f32_lengthened()) {
             self.arena.give(v, buf);
         }
     }

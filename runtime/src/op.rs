@@ -221,6 +221,10 @@ impl<'a> EvalContext<'a> {
     pub fn alloc_f32(&mut self, shape: &[usize]) -> Tensor {
         let n = crate::tensor::numel(shape);
         let mut buf = self.next_buffer();
+        if buf.len() >= n {
+            buf[..n].fill(0.0);
+            return Tensor::from_f32_prefix(shape, buf).expect("the buffer holds the shape");
+        }
         buf.clear();
         buf.resize(n, 0.0);
         Tensor::from_f32(shape, buf).expect("the buffer has the requested length")
@@ -235,10 +239,10 @@ impl<'a> EvalContext<'a> {
         let n = crate::tensor::numel(shape);
         let mut buf = self.next_buffer();
         if buf.len() >= n {
-            buf.truncate(n);
-        } else {
-            buf.resize(n, 0.0);
+            // Shortened by the tensor, which gives it back whole to the arena.
+            return Tensor::from_f32_prefix(shape, buf).expect("the buffer holds the shape");
         }
+        buf.resize(n, 0.0);
         Tensor::from_f32(shape, buf).expect("the buffer has the requested length")
     }
 
@@ -253,7 +257,7 @@ impl<'a> EvalContext<'a> {
     /// Gives back an f32 tensor the op no longer needs, so that a later
     /// [`alloc_f32`](Self::alloc_f32), once the planned buffers are taken, reuses it.
     pub fn recycle(&mut self, t: Tensor) {
-        if let Ok(buf) = t.into_f32() {
+        if let Some(buf) = t.into_f32_lengthened() {
             self.spare.push(buf);
         }
     }
@@ -349,5 +353,26 @@ mod tests {
         // `alloc_f32` zeroes whatever buffer it takes.
         let mut ctx = EvalContext::with_buffers(vec![vec![3.0f32; 4]], &mut []);
         assert_eq!(ctx.alloc_f32(&[4]).f32s().unwrap(), &[0.0; 4]);
+    }
+
+    #[test]
+    fn a_buffer_an_output_shortened_goes_back_whole() {
+        // A slot's values take turns: a small output in a large buffer, then a large one.
+        // The buffer goes back at its old length, so the large output finds it long enough
+        // and nothing is written before the kernel writes it.
+        let mut ctx = EvalContext::with_buffers(vec![vec![1.0f32; 6]], &mut []);
+        let small = ctx.alloc_f32_overwritten(&[2]);
+        assert_eq!(small.f32s().unwrap(), &[1.0; 2]);
+        ctx.recycle(small);
+        assert_eq!(ctx.alloc_f32_overwritten(&[6]).f32s().unwrap(), &[1.0; 6]);
+        // The same through a zero-filled output: zeros where it was, the rest as it was.
+        let mut ctx = EvalContext::with_buffers(vec![vec![1.0f32; 5]], &mut []);
+        let zeroed = ctx.alloc_f32(&[2]);
+        assert_eq!(zeroed.f32s().unwrap(), &[0.0; 2]);
+        ctx.recycle(zeroed);
+        assert_eq!(
+            ctx.alloc_f32_overwritten(&[5]).f32s().unwrap(),
+            &[0.0, 0.0, 1.0, 1.0, 1.0]
+        );
     }
 }

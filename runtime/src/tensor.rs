@@ -132,6 +132,29 @@ pub struct Tensor {
     /// The int8 form of a weight matrix, which linear kernels use instead of `data`
     /// ([`crate::quant`]); `None` for every other tensor.
     int8: Option<Arc<crate::quant::Int8Matrix>>,
+    /// How many f32 elements of `data`'s allocation are known to hold values, its length
+    /// included ([`Tensor::from_f32_prefix`]).
+    initialized: Initialized,
+}
+
+/// The length an f32 vector had before a tensor shortened it to its shape: its elements
+/// up to there hold values, so the vector can be lengthened back to it without writing
+/// them ([`Tensor::into_f32_lengthened`]). Only the tensor that shortened the vector knows
+/// it: a clone's vector is an allocation of its own (0: nothing known), and it takes no
+/// part in equality.
+#[derive(Debug, Default)]
+struct Initialized(usize);
+
+impl Clone for Initialized {
+    fn clone(&self) -> Self {
+        Initialized(0)
+    }
+}
+
+impl PartialEq for Initialized {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Number of elements of a shape (1 for a scalar).
@@ -145,6 +168,45 @@ impl Tensor {
         Self::new(shape, Data::F32(data))
     }
 
+    /// An f32 tensor of `shape` in the first elements of `data`, which must hold at least
+    /// that many. `data` is shortened to the shape, and the tensor remembers its length
+    /// before, so that [`Tensor::into_f32_lengthened`] hands the whole buffer back: a slot
+    /// of the host arena holds values of several sizes in turn, and a larger one after a
+    /// smaller one would otherwise find the buffer short and write the difference again.
+    pub fn from_f32_prefix(shape: &[usize], mut data: Vec<f32>) -> Result<Tensor, OpError> {
+        let (n, had) = (numel(shape), data.len());
+        if had < n {
+            return Err(OpError(format!(
+                "tensor of shape {shape:?} needs {n} elements, the buffer holds {had}"
+            )));
+        }
+        data.truncate(n);
+        let mut t = Self::new(shape, Data::F32(data))?;
+        t.initialized = Initialized(had);
+        Ok(t)
+    }
+
+    /// The f32 elements as a vector lengthened back to the length it had when
+    /// [`Tensor::from_f32_prefix`] shortened it (its own length otherwise); `None` for
+    /// another dtype. For giving a buffer back to the arena.
+    pub fn into_f32_lengthened(self) -> Option<Vec<f32>> {
+        let Data::F32(mut v) = self.data else {
+            return None;
+        };
+        let had = self.initialized.0;
+        if had > v.len() && had <= v.capacity() {
+            // SAFETY: `had` was this vector's length when `from_f32_prefix` shortened it,
+            // so its first `had` elements held values then. Since, the vector has stayed in
+            // this tensor, which never lengthens, reallocates or replaces it: it hands out
+            // its elements only as slices of its length (`f32s_mut`), and the vector itself
+            // only by consuming the tensor (this method, `into_f32`, `into_data`). So those
+            // elements still hold the values they had. A clone knows nothing (its
+            // `Initialized` is 0): its vector is an allocation of its own.
+            unsafe { v.set_len(had) };
+        }
+        Some(v)
+    }
+
     /// An i32 tensor; fails when `data.len()` does not match the shape.
     pub fn from_i32(shape: &[usize], data: Vec<i32>) -> Result<Tensor, OpError> {
         Self::new(shape, Data::I32(data))
@@ -156,6 +218,7 @@ impl Tensor {
             shape: vec![],
             data: Data::I32(vec![v]),
             int8: None,
+            initialized: Initialized::default(),
         }
     }
 
@@ -171,6 +234,7 @@ impl Tensor {
             shape: shape.to_vec(),
             data,
             int8: None,
+            initialized: Initialized::default(),
         }
     }
 
@@ -191,6 +255,7 @@ impl Tensor {
             shape: shape.to_vec(),
             data,
             int8: None,
+            initialized: Initialized::default(),
         })
     }
 
@@ -323,6 +388,7 @@ impl Tensor {
                     shape: vec![],
                     data: other,
                     int8: None,
+                    initialized: Initialized::default(),
                 }
                 .dtype()
             ))),
@@ -472,6 +538,7 @@ impl Tensor {
                     shape: self.shape,
                     data: Data::F32(out),
                     int8: None,
+                    initialized: Initialized::default(),
                 }
             }
             _ => self,
@@ -491,6 +558,31 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shortened_vector_comes_back_whole_and_only_to_the_tensor_that_shortened_it() {
+        let values: Vec<f32> = (1..=6).map(|x| x as f32).collect();
+        let t = Tensor::from_f32_prefix(&[2], values.clone()).unwrap();
+        assert_eq!(t.f32s().unwrap(), &[1.0, 2.0]);
+        assert_eq!(t, Tensor::from_f32(&[2], vec![1.0, 2.0]).unwrap());
+        // A clone's vector is an allocation of its own: it comes back at its length.
+        assert_eq!(t.clone().into_f32_lengthened().unwrap(), &[1.0, 2.0]);
+        assert_eq!(t.into_f32_lengthened().unwrap(), values);
+        // A reshape keeps the vector, and what is known of it.
+        let r = Tensor::from_f32_prefix(&[2, 2], values.clone())
+            .unwrap()
+            .reshape(&[4])
+            .unwrap();
+        assert_eq!(r.into_f32_lengthened().unwrap(), values);
+        // A tensor made whole knows nothing past its length; other dtypes give nothing.
+        let whole = Tensor::from_f32(&[6], values.clone()).unwrap();
+        assert_eq!(whole.into_f32_lengthened().unwrap(), values);
+        assert!(Tensor::scalar_i32(3).into_f32_lengthened().is_none());
+        let err = Tensor::from_f32_prefix(&[7], values)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds 6"), "{err}");
+    }
 
     #[test]
     fn selecting_outer_entries_keeps_their_order_and_type() {
