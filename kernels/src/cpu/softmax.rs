@@ -126,8 +126,9 @@ pub fn sum_exp_f64(row: &[f32], max: f32) -> f64 {
 /// exponentials (0 for a row that is all −∞).
 ///
 /// Every value and the sum have the bits of `exp_shifted` followed by
-/// [`super::bf16::pack_rows`]: the same operations on 16 lanes, the same tail order. On a
-/// CPU without AVX-512 it runs those two.
+/// [`super::bf16::pack_rows`]: the same operations on 16 lanes, the same tail order; with
+/// AVX-512 BF16 the rounding is `vcvtneps2bf16`'s, the same but for subnormal values, which
+/// no exponential is. On a CPU without AVX-512 it runs those two.
 pub(crate) fn exp_shifted_to_bf16(row: &mut [f32], n: usize, out: &mut [u16]) -> f32 {
     assert!(
         n <= row.len() && n <= out.len(),
@@ -135,6 +136,11 @@ pub(crate) fn exp_shifted_to_bf16(row: &mut [f32], n: usize, out: &mut [u16]) ->
     );
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") && super::simd::has_avx2_fma() {
+        if std::is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: AVX-512F, AVX-512 BF16, AVX2 and FMA were just detected; the bounds
+            // were checked.
+            return unsafe { x86::exp_shifted_to_bf16_native(&row[..n], out) };
+        }
         // SAFETY: AVX-512F, AVX2 and FMA were just detected; the bounds were checked.
         return unsafe { x86::exp_shifted_to_bf16_parts::<false>(&row[..n], out, 0) };
     }
@@ -254,6 +260,17 @@ mod x86 {
         )
     }
 
+    /// `x` rounded to bf16 by `vcvtneps2bf16`: [`to_bf16`]'s bits for every value but a
+    /// subnormal one, which it takes as zero (of its sign).
+    ///
+    /// # Safety
+    /// AVX-512 BF16 available.
+    #[inline(always)]
+    unsafe fn to_bf16_native(x: __m512) -> __m256i {
+        // SAFETY: `__m256bh` and `__m256i` are both 256 bits of plain data.
+        std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x))
+    }
+
     /// See [`super::exp_shifted_to_bf16`] (`X3` false, `seg` unused) and
     /// [`super::exp_shifted_to_bf16x3`] (`X3` true); `row` is the visible part.
     ///
@@ -266,6 +283,34 @@ mod x86 {
         out: &mut [u16],
         seg: usize,
     ) -> f32 {
+        parts_body::<X3, false>(row, out, seg)
+    }
+
+    /// [`exp_shifted_to_bf16_parts`] without `X3`, each value rounded by the instruction
+    /// ([`to_bf16_native`]) instead of the ten integer operations of [`to_bf16`].
+    ///
+    /// # Safety
+    /// AVX-512F, AVX-512 BF16, AVX2 and FMA available; `out.len() ≥ row.len()`.
+    #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+    pub(super) unsafe fn exp_shifted_to_bf16_native(row: &[f32], out: &mut [u16]) -> f32 {
+        parts_body::<false, true>(row, out, 0)
+    }
+
+    /// The body of both: `NATIVE` rounds with [`to_bf16_native`] (its callers enable
+    /// AVX-512 BF16).
+    #[inline(always)]
+    unsafe fn parts_body<const X3: bool, const NATIVE: bool>(
+        row: &[f32],
+        out: &mut [u16],
+        seg: usize,
+    ) -> f32 {
+        let round = |e: __m512| {
+            if NATIVE {
+                to_bf16_native(e)
+            } else {
+                to_bf16(e)
+            }
+        };
         debug_assert_eq!(LANES, 16);
         let n = row.len();
         let whole = n / 16 * 16;
@@ -315,7 +360,7 @@ mod x86 {
                 _mm256_storeu_si256(o.add(seg + i).cast(), lo);
                 _mm256_storeu_si256(o.add(2 * seg + i).cast(), hi);
             } else {
-                _mm256_storeu_si256(o.add(i).cast(), to_bf16(e));
+                _mm256_storeu_si256(o.add(i).cast(), round(e));
             }
         }
         let mut sum = 0.0f32;
@@ -338,7 +383,7 @@ mod x86 {
                 _mm256_storeu_si256(hs.as_mut_ptr().cast(), lo);
                 out[seg + whole..seg + n].copy_from_slice(&hs[..tail]);
             } else {
-                _mm256_storeu_si256(hs.as_mut_ptr().cast(), to_bf16(e));
+                _mm256_storeu_si256(hs.as_mut_ptr().cast(), round(e));
                 out[whole..n].copy_from_slice(&hs[..tail]);
             }
         }
@@ -360,6 +405,7 @@ mod x86 {
             0x3f81_0000,
             0x7f7f_0000,
             0x0001_0000,
+            0x8001_0000,
             0xbf80_0000,
         ] {
             for lo in [0x0000, 0x7fff, 0x8000, 0x8001, 0xffff, 0x0001] {
@@ -380,6 +426,25 @@ mod x86 {
                 let want = (crate::cpu::bf16::rounded_bits(f32::from_bits(b)) >> 16) as u16;
                 assert_eq!(g, want, "{b:#010x}");
             }
+            if !std::is_x86_feature_detected!("avx512bf16") {
+                continue;
+            }
+            // The instruction: the same bits, but a subnormal value is a zero of its sign.
+            let mut native = [0u16; 16];
+            // SAFETY: AVX-512F and AVX-512 BF16 were just detected.
+            unsafe {
+                let v = _mm512_loadu_ps(lanes.as_ptr().cast());
+                _mm256_storeu_si256(native.as_mut_ptr().cast(), to_bf16_native(v));
+            }
+            for ((&b, &g), &n) in lanes.iter().zip(&got).zip(&native) {
+                let subnormal = f32::from_bits(b).is_subnormal();
+                let want = if subnormal {
+                    (b >> 16) as u16 & 0x8000
+                } else {
+                    g
+                };
+                assert_eq!(n, want, "native {b:#010x}");
+            }
         }
     }
 }
@@ -387,6 +452,26 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `vcvtneps2bf16` takes a subnormal value as zero where the integer rounding keeps
+    /// it; the fused pass may round with either because no exponential is subnormal: below
+    /// the clamp (e^x under f32's normal range) the result is 0, above it normal. Checked
+    /// over every f32 from 0.01 below the clamp to 0.05 above it.
+    #[test]
+    fn no_exponential_is_subnormal_so_both_roundings_to_bf16_agree() {
+        let min_x = super::super::math::EXP_F32_MIN_X;
+        let mut d = min_x - 0.01;
+        let mut checked = 0;
+        while d < min_x + 0.05 {
+            let mut row = vec![0.0f32, d];
+            exp_shifted_inplace(&mut row);
+            assert!(!row[1].is_subnormal(), "e^{d} = {:e} is subnormal", row[1]);
+            checked += 1;
+            // Toward zero: the next f32 above d.
+            d = f32::from_bits(d.to_bits() - 1);
+        }
+        assert!(checked > 7000, "{checked}");
+    }
 
     /// The fused pass gives the bits of exponentiating in place then packing to bf16: the
     /// sum and every value, with masked tails, rows of −∞ and every tail length.
@@ -410,17 +495,30 @@ mod tests {
                 let want: &[u16] = bytemuck::cast_slice(&pairs);
                 let mut got = vec![0xAAAAu16; len + 1];
                 let sum = exp_shifted_to_bf16(&mut row, visible, &mut got);
-                assert_eq!(
-                    sum.to_bits(),
-                    want_sum.to_bits(),
-                    "sum, len {len} visible {visible}"
-                );
-                assert_eq!(
-                    &got[..len],
-                    &want[..len],
-                    "values, len {len} visible {visible}"
-                );
-                assert_eq!(got[len], 0, "the half after the row, len {len}");
+                let mut runs = vec![("best", sum, got)];
+                // The integer rounding as well where the instruction took its place.
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx512f") && crate::cpu::simd::has_avx2_fma() {
+                    let mut got = vec![0xAAAAu16; len + 1];
+                    // SAFETY: the features were just detected; `got` is longer than the row.
+                    let sum = unsafe {
+                        super::x86::exp_shifted_to_bf16_parts::<false>(&row[..visible], &mut got, 0)
+                    };
+                    runs.push(("integer rounding", sum, got));
+                }
+                for (how, sum, got) in runs {
+                    assert_eq!(
+                        sum.to_bits(),
+                        want_sum.to_bits(),
+                        "{how}: sum, len {len} visible {visible}"
+                    );
+                    assert_eq!(
+                        &got[..len],
+                        &want[..len],
+                        "{how}: values, len {len} visible {visible}"
+                    );
+                    assert_eq!(got[len], 0, "{how}: the half after the row, len {len}");
+                }
             }
         }
         let mut masked = vec![f32::NEG_INFINITY; 20];
