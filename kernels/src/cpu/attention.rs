@@ -1105,15 +1105,11 @@ fn bf16_products(
                 dst,
             );
         };
-        let chunks = all.chunks_mut(Q_PACK_ROWS * heads * qpairs);
+        let chunk = Q_PACK_ROWS * heads * qpairs;
         if parallel {
-            chunks
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .enumerate()
-                .for_each(pack);
+            all.par_chunks_mut(chunk).enumerate().for_each(pack);
         } else {
-            chunks.enumerate().for_each(pack);
+            all.chunks_mut(chunk).enumerate().for_each(pack);
         }
         all
     });
