@@ -330,11 +330,9 @@ pub fn pack_rows(
     scale: f32,
     out: &mut Vec<u32>,
 ) {
-    require_strided("bf16 rows", src.len(), m, row_stride, k);
-    let pairs = k.div_ceil(2);
     out.clear();
-    out.resize(m * pairs, 0);
-    pack_rows_mv(src, m, k, row_stride, scale, out);
+    out.resize(m * k.div_ceil(2), 0);
+    pack_rows_into(src, m, k, row_stride, scale, out);
 }
 
 /// [`pack_rows`] into `out` (`m · k.div_ceil(2)` pairs, all written).
