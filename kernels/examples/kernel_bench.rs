@@ -128,7 +128,11 @@ fn bench_linear_w8(name: &str, m: usize, k: usize, n: usize) -> f64 {
 /// [`bench_linear_i8`] with f32 activations cut into int8 pieces (the logits projection's
 /// product on AMX tiles).
 fn bench_linear_split(name: &str, m: usize, k: usize, n: usize) -> f64 {
-    bench_int8_as(name, m, k, n, cpu::int8::Int8Path::Amx, Mode::Split)
+    let mut ms = 0.0;
+    for path in [cpu::int8::Int8Path::Amx, cpu::int8::Int8Path::Avx512Vnni] {
+        ms = bench_int8_as(name, m, k, n, path, Mode::Split);
+    }
+    ms
 }
 
 #[derive(Clone, Copy, PartialEq)]

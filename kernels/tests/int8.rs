@@ -641,16 +641,26 @@ fn check_split(m: usize, k: usize, n: usize, with_bias: bool, seed: u64) {
             );
         }
     }
-    if Int8Path::Amx.available() && k.is_multiple_of(64) {
-        let mut tiles = vec![f32::NAN; m * n];
-        int8::linear_w8_split_on(Int8Path::Amx, &x, m, k, &wq, bias, &mut tiles);
-        let same = tiles
+    // Every other path the CPU has gives the portable bits: AMX tiles for k a multiple of
+    // 64, AVX-512 VNNI for any k.
+    let others = [
+        (Int8Path::Amx, k.is_multiple_of(64)),
+        (Int8Path::Avx512Vnni, true),
+    ];
+    for (path, takes) in others {
+        if !path.available() || !takes {
+            continue;
+        }
+        let mut got = vec![f32::NAN; m * n];
+        int8::linear_w8_split_on(path, &x, m, k, &wq, bias, &mut got);
+        let same = got
             .iter()
             .zip(&portable)
             .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(
             same,
-            "split on amx differs from portable at m={m} k={k} n={n}"
+            "split on {} differs from portable at m={m} k={k} n={n}",
+            path.name()
         );
     }
 }
@@ -691,36 +701,41 @@ fn split_rows_keep_their_bits_alone_or_together_and_zero_and_nan_rows_stay_so() 
     let b = rng.vec(n, -1.0, 1.0);
     let q = quantize(&w, n, k);
     let wq = view(&q, n, k);
-    let path = if Int8Path::Amx.available() {
-        Int8Path::Amx
-    } else {
-        Int8Path::Portable
-    };
+    for path in [Int8Path::Amx, Int8Path::Avx512Vnni, Int8Path::Portable] {
+        if path.available() {
+            split_rows_alone_and_together(path, &x, m, k, &wq, &b);
+        }
+    }
+}
+
+fn split_rows_alone_and_together(
+    path: Int8Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    wq: &int8::Int8Weight,
+    b: &[f32],
+) {
+    let n = wq.n;
     let mut together = vec![f32::NAN; m * n];
-    int8::linear_w8_split_on(path, &x, m, k, &wq, Some(&b), &mut together);
+    int8::linear_w8_split_on(path, x, m, k, wq, Some(b), &mut together);
     for i in 0..m {
         let mut alone = vec![f32::NAN; n];
-        int8::linear_w8_split_on(
-            path,
-            &x[i * k..(i + 1) * k],
-            1,
-            k,
-            &wq,
-            Some(&b),
-            &mut alone,
-        );
+        int8::linear_w8_split_on(path, &x[i * k..(i + 1) * k], 1, k, wq, Some(b), &mut alone);
         for j in 0..n {
             assert_eq!(
                 together[i * n + j].to_bits(),
                 alone[j].to_bits(),
-                "row {i}, column {j}"
+                "{}: row {i}, column {j}",
+                path.name()
             );
         }
     }
     assert_eq!(
         &together[3 * n..4 * n],
-        &b[..],
-        "a row of zeros gives the bias"
+        b,
+        "{}: a row of zeros gives the bias",
+        path.name()
     );
     assert!(
         together[7 * n..8 * n].iter().all(|v| v.is_nan()),

@@ -9,9 +9,10 @@
 //!   activations per row as they run and accumulate in i32; products of few rows (the
 //!   decoder's steps, up to the GEMV threshold) keep activations in f32 and widen the
 //!   int8 weight in registers: they are bound by reading the weight, and f32 activations
-//!   keep them closer to f32. On a CPU with AMX the logits projection cuts each f32 row
-//!   into three int8 pieces and multiplies them on the tiles, within a few parts in 10⁷
-//!   of the f32-activation product (`amanuensis_kernels::cpu::int8::linear_w8_split_on`).
+//!   keep them closer to f32. On a CPU with AMX or AVX-512 VNNI the logits projection
+//!   cuts each f32 row into three int8 pieces and multiplies them exactly in i32, within a
+//!   few parts in 10⁷ of the f32-activation product
+//!   (`amanuensis_kernels::cpu::int8::linear_w8_split_on`).
 //!   On a CPU with AVX-512 BF16 the encoder's attention but the
 //!   first block's, and its last block's linears, multiply in bf16 with f32 sums
 //!   ([`crate::graph::bf16_encoder`]); with `AMANUENSIS_BF16_TILES=1` on AMX tiles, the
