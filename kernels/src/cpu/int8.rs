@@ -1365,11 +1365,7 @@ mod x86 {
                 }
             }
         }
-        let n = a.w.n;
-        let step = _mm512_set1_ps(1.0 / SPLIT_BASE);
         for (r, accr) in acc.iter().enumerate() {
-            let i = i0 + r;
-            let sx = _mm512_set1_ps(a.sx[i]);
             // p picks a panel's accumulator in each of the three pieces' rows.
             #[allow(clippy::needless_range_loop)]
             for p in 0..P {
@@ -1377,25 +1373,49 @@ mod x86 {
                 if c0 >= cols {
                     break;
                 }
-                let take = (cols - c0).min(PANEL);
-                let mask: __mmask16 = if take == 16 { !0 } else { (1u16 << take) - 1 };
                 // Σ (xq + 128)·w − 128·Σ w = Σ xq·w, for each piece.
                 let comp = _mm512_slli_epi32(
                     _mm512_loadu_si512(a.w.sums.as_ptr().add(j0 + c0) as *const _),
                     7,
                 );
-                let piece = |s: usize| _mm512_cvtepi32_ps(_mm512_sub_epi32(accr[s][p], comp));
-                let t = _mm512_add_ps(_mm512_mul_ps(piece(2), step), piece(1));
-                let u = _mm512_add_ps(_mm512_mul_ps(t, step), piece(0));
-                let s = _mm512_mul_ps(sx, _mm512_loadu_ps(a.w.scales.as_ptr().add(j0 + c0)));
-                let b = match a.bias {
-                    Some(b) => _mm512_maskz_loadu_ps(mask, b.as_ptr().add(j0 + c0)),
-                    None => _mm512_setzero_ps(),
-                };
-                let y = _mm512_add_ps(_mm512_mul_ps(u, s), b);
-                _mm512_mask_storeu_ps(out.get().add(i * n + j0 + c0), mask, y);
+                let piece = |s: usize| _mm512_sub_epi32(accr[s][p], comp);
+                let sums = [piece(0), piece(1), piece(2)];
+                recombine_lanes(a, i0 + r, j0 + c0, (cols - c0).min(PANEL), sums, out);
             }
         }
+    }
+
+    /// Writes `take` (≤ 16) outputs of row `i` from column `j`: the three pieces' exact sums
+    /// recombined by the operations of [`super::recombine`], in lanes (the VNNI and the
+    /// tile kernels both end here, so that they give its bits).
+    ///
+    /// Safety: AVX-512 F; (i, j..j + take) lies inside the output, in a region only this
+    /// task writes, and the weight's scales (padded to whole panels) cover j..j + 16.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn recombine_lanes(
+        a: &Args,
+        i: usize,
+        j: usize,
+        take: usize,
+        [c0, c1, c2]: [__m512i; SPLIT_PIECES],
+        out: SendPtr,
+    ) {
+        let step = _mm512_set1_ps(1.0 / SPLIT_BASE);
+        let mask: __mmask16 = if take == 16 { !0 } else { (1u16 << take) - 1 };
+        let t = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_cvtepi32_ps(c2), step),
+            _mm512_cvtepi32_ps(c1),
+        );
+        let u = _mm512_add_ps(_mm512_mul_ps(t, step), _mm512_cvtepi32_ps(c0));
+        let sx = _mm512_set1_ps(a.sx[i]);
+        let s = _mm512_mul_ps(sx, _mm512_loadu_ps(a.w.scales.as_ptr().add(j)));
+        let b = match a.bias {
+            Some(b) => _mm512_maskz_loadu_ps(mask, b.as_ptr().add(j)),
+            None => _mm512_setzero_ps(),
+        };
+        let y = _mm512_add_ps(_mm512_mul_ps(u, s), b);
+        _mm512_mask_storeu_ps(out.get().add(i * a.w.n + j), mask, y);
     }
 
     /// Weight-only tile: rows `i0..i0+rows` (≤ 4) × columns `j0..j0+cols` (≤ 4 panels),
@@ -1641,9 +1661,7 @@ mod x86 {
 /// The AMX tile path: the product on tiles.
 #[cfg(target_arch = "x86_64")]
 mod tiles {
-    use super::{
-        Args, AMX_K_STEP, AMX_TILE_ROWS, PANEL, SPLIT_BASE, SPLIT_PIECES, SPLIT_ROWS_PER_BLOCK,
-    };
+    use super::{Args, AMX_K_STEP, AMX_TILE_ROWS, PANEL, SPLIT_PIECES, SPLIT_ROWS_PER_BLOCK};
     use crate::cpu::amx::{self, TileConfig};
     use crate::cpu::parallel::SendPtr;
     use std::arch::asm;
@@ -1850,33 +1868,26 @@ mod tiles {
         sums: &SplitSums,
         out: SendPtr,
     ) {
-        let n = a.w.n;
-        let step = _mm512_set1_ps(1.0 / SPLIT_BASE);
         for r in 0..SPLIT_ROWS_PER_BLOCK {
             let row = block * SPLIT_ROWS_PER_BLOCK + r;
             if row >= a.m {
                 return;
             }
-            let sx = _mm512_set1_ps(a.sx[row]);
             for p in 0..cols.div_ceil(PANEL) {
                 let c0 = p * PANEL;
-                let take = (cols - c0).min(PANEL);
-                let mask: __mmask16 = if take == 16 { !0 } else { (1u16 << take) - 1 };
                 let tile = sums.0.as_ptr().add(p * AMX_TILE_ROWS * PANEL);
                 let piece = |q: usize| {
-                    _mm512_cvtepi32_ps(_mm512_loadu_si512(
-                        tile.add((SPLIT_PIECES * r + q) * PANEL) as *const _
-                    ))
+                    _mm512_loadu_si512(tile.add((SPLIT_PIECES * r + q) * PANEL) as *const _)
                 };
-                let t = _mm512_add_ps(_mm512_mul_ps(piece(2), step), piece(1));
-                let u = _mm512_add_ps(_mm512_mul_ps(t, step), piece(0));
-                let s = _mm512_mul_ps(sx, _mm512_loadu_ps(a.w.scales.as_ptr().add(j + c0)));
-                let b = match a.bias {
-                    Some(b) => _mm512_maskz_loadu_ps(mask, b.as_ptr().add(j + c0)),
-                    None => _mm512_setzero_ps(),
-                };
-                let y = _mm512_add_ps(_mm512_mul_ps(u, s), b);
-                _mm512_mask_storeu_ps(out.get().add(row * n + j + c0), mask, y);
+                let take = (cols - c0).min(PANEL);
+                super::x86::recombine_lanes(
+                    a,
+                    row,
+                    j + c0,
+                    take,
+                    [piece(0), piece(1), piece(2)],
+                    out,
+                );
             }
         }
     }
