@@ -9,6 +9,18 @@ use std::process::Output;
 const JFK_TEXT: &str =
     "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
 
+/// Asserts that `text` has JFK_TEXT's words. Decoded with timestamps (subtitles, `-f
+/// all`), whether a comma follows "And so" differs between hosts at every compute type,
+/// f32 included (a Zen 4 host writes it, an AMX Xeon did not): the words are compared,
+/// not the punctuation (`common::wer::normalize`).
+fn assert_jfk_words(text: &str) {
+    assert_eq!(
+        crate::common::wer::normalize(text),
+        crate::common::wer::normalize(JFK_TEXT),
+        "{text}"
+    );
+}
+
 fn run(args: &[&str]) -> Output {
     common::cli().args(args).output().expect("run amanuensis")
 }
@@ -430,7 +442,7 @@ fn subtitle_layout_options_wrap_the_samples_cues() {
             words.extend(l.split_whitespace());
         }
     }
-    assert_eq!(words.join(" "), JFK_TEXT);
+    assert_jfk_words(&words.join(" "));
 }
 
 #[test]
@@ -568,13 +580,15 @@ fn format_all_writes_every_format_into_the_output_directory() {
             .unwrap_or_else(|e| panic!("jfk.{ext}: {e}"))
     };
     let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert_eq!(words(&read("txt")), JFK_TEXT);
+    // The words are the sample's; every format holds the same text, punctuation and all.
+    let text = words(&read("txt"));
+    assert_jfk_words(&text);
     let srt = crate::output_formats::parse_srt(&read("srt"));
     let srt_text: Vec<String> = srt.into_iter().map(|c| c.3).collect();
-    assert_eq!(words(&srt_text.join(" ")), JFK_TEXT);
+    assert_eq!(words(&srt_text.join(" ")), text);
     assert!(read("vtt").starts_with("WEBVTT\n"));
     let json: serde_json::Value = serde_json::from_str(&read("json")).unwrap();
-    assert_eq!(json["text"], JFK_TEXT);
+    assert_eq!(json["text"], text.as_str());
     let tsv = read("tsv");
     assert!(tsv.starts_with("start\tend\ttext\n"), "{tsv}");
     assert_eq!(
