@@ -706,8 +706,8 @@ fn takes_split(path: Int8Path, kp: usize, parts: &[GroupPart]) -> bool {
 /// Whether `path` has a split-activation kernel for depth `kp`: AMX tiles for k a
 /// multiple of 64, AVX-512 VNNI for any. Without AMX, the VNNI kernel takes a beam step's
 /// logits in about the widening kernel's time and one row or a lockstep batch's rows
-/// faster (`kernel_bench` on Zen 4: 1 row 0.75 → 0.50 ms, 20 rows 5.4 → 3.9 ms), with the
-/// bits of the tiles.
+/// faster (`kernel_bench 2 w8` on Zen 4, hot caches: 1 row 0.64 → 0.44 ms, 20 rows 5.25 →
+/// 4.06 ms), with the bits of the tiles.
 fn split_runs_on(path: Int8Path, kp: usize) -> bool {
     match path {
         Int8Path::Amx => kp.is_multiple_of(AMX_K_STEP),
