@@ -216,6 +216,34 @@ fn log_mel_with_an_odd_n_fft_is_rejected_not_a_panic() {
 }
 
 #[test]
+fn a_float_with_more_digits_than_an_f64_holds_reads_back_as_the_same_number() {
+    // Found by the `graph` fuzz target: `eps: 0.0001844674407370955161601` read as one f64
+    // and, written back in its shortest form, read as the f64 next to it. The reader now
+    // rounds every number correctly (serde_json's `float_roundtrip`), so a file written
+    // by the runtime reads back unchanged.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fuzz-regressions/graph-float-attribute-with-25-digits.graph");
+    let found = ModelFile::parse(&std::fs::read_to_string(&p).unwrap(), "found").unwrap();
+    let again = ModelFile::parse(&found.to_text(), "written back").unwrap();
+    assert_eq!(again, found);
+    let eps = |f: &ModelFile| {
+        f.graphs
+            .iter()
+            .flat_map(|g| &g.nodes)
+            .find(|n| {
+                n.inputs
+                    .iter()
+                    .any(|i| i == "decoder.blocks.5.mlp_ln.weight")
+            })
+            .map(|n| n.attrs["eps"].as_f64().unwrap())
+            .unwrap()
+    };
+    let nearest: f64 = "0.0001844674407370955161601".parse().unwrap();
+    assert_eq!(eps(&found).to_bits(), nearest.to_bits());
+    assert_eq!(eps(&again).to_bits(), nearest.to_bits());
+}
+
+#[test]
 fn bf16_transform_spares_the_first_block_whatever_the_node_order() {
     use amanuensis::whisper::graph::{bf16_encoder, ENCODER};
     let marked = |file: &ModelFile| -> Vec<String> {
