@@ -78,6 +78,39 @@ fn bf16_tiles_on_request_still_transcribe_the_sample_exactly() {
 }
 
 #[test]
+fn a_narrower_int8_path_writes_the_same_json() {
+    // Every int8 path gives the same bits (docs/kernels.md), so a transcription capped at a
+    // narrower one (AMANUENSIS_INT8_PATH: what a CPU without the wider instructions runs)
+    // writes the same file, log-probabilities included. The split logits kernel exists
+    // only on the widest paths, so it is off in every run. Without timestamps the sample
+    // is one window whatever the numbers, so a path that computed wrong ones fails here
+    // in seconds (with timestamps such a model seeks a few frames a window, for minutes).
+    let json = |cap: Option<&str>| {
+        let dir = tmp(&format!("int8-path-{}", cap.unwrap_or("widest")));
+        let mut c = common::cli();
+        c.env("AMANUENSIS_SPLIT", "0");
+        if let Some(cap) = cap {
+            c.env("AMANUENSIS_INT8_PATH", cap);
+        }
+        let o = c
+            .args(["transcribe", "--compute-type", "int8", "--no-timestamps"])
+            .args(["-f", "json", "-o", dir.to_str().unwrap(), &sample()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{cap:?}: {}", stderr(&o));
+        let text = std::fs::read_to_string(dir.join("jfk.json")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        text
+    };
+    let widest = json(None);
+    let parsed: serde_json::Value = serde_json::from_str(&widest).unwrap();
+    assert_jfk_words(parsed["text"].as_str().unwrap());
+    for cap in ["avx-vnni", "avx2"] {
+        assert!(json(Some(cap)) == widest, "{cap}: the JSON differs");
+    }
+}
+
+#[test]
 fn bf16x3_attention_on_request_still_transcribes_the_sample_exactly() {
     // AMANUENSIS_BF16X3=1 runs the encoder's attention and its first and last blocks'
     // linears as bf16x3 products on AMX tiles where the CPU has them (elsewhere it changes

@@ -62,7 +62,8 @@ pub enum ComputeType {
     /// K/V); the decoder's few-row products read the stored f16 weights in f32.
     Bf16,
     /// The fastest type that keeps Whisper's accuracy on this device and CPU: int8 on the
-    /// `cpu` device when the CPU has a vector int8 path (AVX-512 VNNI or AVX2), else f32.
+    /// `cpu` device when the CPU has a vector int8 path (AVX-512 VNNI, AVX-VNNI or AVX2),
+    /// else f32.
     Auto,
 }
 

@@ -167,6 +167,10 @@ pub enum Int8Path {
     Amx,
     /// AVX-512 F/BW with VNNI (`vpdpbusd` on 512-bit vectors).
     Avx512Vnni,
+    /// `vpdpbusd` on 256-bit vectors: AVX-VNNI's VEX form (Intel's client cores without
+    /// AVX-512), else the EVEX form of AVX-512 VNNI with VL, which computes the same sums.
+    /// Weight-only products run as on [`Int8Path::Avx2`].
+    AvxVnni,
     /// AVX2 (`vpmaddubsw` + `vpmaddwd`) and FMA.
     Avx2,
     /// Plain Rust, any CPU.
@@ -175,9 +179,10 @@ pub enum Int8Path {
 
 impl Int8Path {
     /// Every path, widest first.
-    pub const ALL: [Int8Path; 4] = [
+    pub const ALL: [Int8Path; 5] = [
         Int8Path::Amx,
         Int8Path::Avx512Vnni,
+        Int8Path::AvxVnni,
         Int8Path::Avx2,
         Int8Path::Portable,
     ];
@@ -194,6 +199,13 @@ impl Int8Path {
                     && std::is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "x86_64")]
+            Int8Path::AvxVnni => {
+                Int8Path::Avx2.available()
+                    && (std::is_x86_feature_detected!("avxvnni")
+                        || (std::is_x86_feature_detected!("avx512vnni")
+                            && std::is_x86_feature_detected!("avx512vl")))
+            }
+            #[cfg(target_arch = "x86_64")]
             // FMA too: the weight-only product uses it (every AVX2 CPU so far has it).
             Int8Path::Avx2 => {
                 std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
@@ -204,15 +216,28 @@ impl Int8Path {
         }
     }
 
-    /// The widest path this CPU runs.
+    /// The widest path this CPU runs, or the widest at or below the one named by
+    /// `AMANUENSIS_INT8_PATH` (e.g. `avx2`: what a CPU without VNNI would run; an unknown
+    /// name is ignored).
     pub fn best() -> Int8Path {
         static BEST: std::sync::OnceLock<Int8Path> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
-            Int8Path::ALL
-                .into_iter()
-                .find(|p| p.available())
-                .unwrap_or(Int8Path::Portable)
+            let cap = std::env::var("AMANUENSIS_INT8_PATH").ok();
+            Int8Path::widest_at_or_below(cap.as_deref())
         })
+    }
+
+    /// The widest available path at or below the one named `cap` (any, for `None` or a
+    /// name of no path).
+    fn widest_at_or_below(cap: Option<&str>) -> Int8Path {
+        let from = cap
+            .and_then(|c| Int8Path::ALL.iter().position(|p| p.name() == c))
+            .unwrap_or(0);
+        Int8Path::ALL[from..]
+            .iter()
+            .copied()
+            .find(|p| p.available())
+            .unwrap_or(Int8Path::Portable)
     }
 
     /// Short name for logs and benchmarks.
@@ -220,6 +245,7 @@ impl Int8Path {
         match self {
             Int8Path::Amx => "amx",
             Int8Path::Avx512Vnni => "avx512-vnni",
+            Int8Path::AvxVnni => "avx-vnni",
             Int8Path::Avx2 => "avx2",
             Int8Path::Portable => "portable",
         }
@@ -1092,6 +1118,11 @@ fn run_columns(path: Int8Path, a: &Args, j0: usize, j1: usize, out: SendPtr) {
                     x86::tile_vnni(a, i, rows, j, cols, panels, out)
                 },
                 #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, for AVX2 with 256-bit VNNI (either encoding).
+                (Int8Path::AvxVnni, false) => unsafe {
+                    x86::tile_avx_vnni(a, i, rows, j, cols, panels, out)
+                },
+                #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above, for AVX2.
                 (Int8Path::Avx2, false) => unsafe {
                     x86::tile_avx2(a, i, rows, j, cols, panels, out)
@@ -1102,8 +1133,8 @@ fn run_columns(path: Int8Path, a: &Args, j0: usize, j1: usize, out: SendPtr) {
                     x86::tile_w8_avx512(a, i, rows, j, cols, panels, out)
                 },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above, for AVX2 and FMA.
-                (Int8Path::Avx2, true) => unsafe {
+                // SAFETY: as above, for AVX2 and FMA (which `AvxVnni` also requires).
+                (Int8Path::Avx2 | Int8Path::AvxVnni, true) => unsafe {
                     x86::tile_w8_avx2(a, i, rows, j, cols, panels, out)
                 },
                 (_, false) => tile_portable(a, i, rows, j, cols, out),
@@ -1187,6 +1218,24 @@ mod x86 {
     use super::{split_row_offset, Args, PANEL, SPLIT_BASE, SPLIT_PIECES};
     use crate::cpu::parallel::SendPtr;
     use std::arch::x86_64::*;
+
+    /// Runs `$kernel::<R>` for `rows` (1..=4) as a const parameter on each of `panels`
+    /// panels of columns `j0..j0+cols` in turn (the 256-bit kernels, which hold one panel
+    /// as two halves of 8 columns).
+    macro_rules! by_panel {
+        ($kernel:ident, $a:expr, $i0:expr, $rows:expr, $j0:expr, $cols:expr, $panels:expr, $out:expr) => {
+            for p in 0..$panels {
+                let c0 = p * PANEL;
+                let take = ($cols - c0).min(PANEL);
+                match $rows {
+                    4 => $kernel::<4>($a, $i0, $j0 + c0, take, $out),
+                    3 => $kernel::<3>($a, $i0, $j0 + c0, take, $out),
+                    2 => $kernel::<2>($a, $i0, $j0 + c0, take, $out),
+                    _ => $kernel::<1>($a, $i0, $j0 + c0, take, $out),
+                }
+            }
+        };
+    }
 
     /// Calls `$kernel::<R, P>` for `rows` (1..=4) and `panels` (1..=4) as const
     /// parameters, so each tile size is compiled with its accumulators in registers.
@@ -1537,16 +1586,7 @@ mod x86 {
         panels: usize,
         out: SendPtr,
     ) {
-        for p in 0..panels {
-            let c0 = p * PANEL;
-            let take = (cols - c0).min(PANEL);
-            match rows {
-                4 => w8_256::<4>(a, i0, j0 + c0, take, out),
-                3 => w8_256::<3>(a, i0, j0 + c0, take, out),
-                2 => w8_256::<2>(a, i0, j0 + c0, take, out),
-                _ => w8_256::<1>(a, i0, j0 + c0, take, out),
-            }
-        }
+        by_panel!(w8_256, a, i0, rows, j0, cols, panels, out)
     }
 
     #[inline]
@@ -1609,16 +1649,7 @@ mod x86 {
         panels: usize,
         out: SendPtr,
     ) {
-        for p in 0..panels {
-            let c0 = p * PANEL;
-            let take = (cols - c0).min(PANEL);
-            match rows {
-                4 => avx2::<4>(a, i0, j0 + c0, take, out),
-                3 => avx2::<3>(a, i0, j0 + c0, take, out),
-                2 => avx2::<2>(a, i0, j0 + c0, take, out),
-                _ => avx2::<1>(a, i0, j0 + c0, take, out),
-            }
-        }
+        by_panel!(avx2, a, i0, rows, j0, cols, panels, out)
     }
 
     #[inline]
@@ -1656,6 +1687,111 @@ mod x86 {
             }
         }
     }
+
+    /// Rows `i0..i0+rows` (≤ 4) × columns `j0..j0+cols` with 256-bit `vpdpbusd`, one panel
+    /// at a time: AVX-VNNI's VEX encoding where the CPU has it, else the EVEX encoding of
+    /// the same instruction on ymm registers (AVX-512 VNNI and VL). Both add the same four
+    /// u8 × i8 products into each i32 lane, so the sums, and the outputs, are the other
+    /// paths' bits; on a CPU with AVX-512 VNNI the tests run this kernel in its EVEX form.
+    ///
+    /// Safety: AVX2 and either AVX-VNNI or AVX-512 VNNI with VL; as [`tile_avx2`] otherwise.
+    pub(super) unsafe fn tile_avx_vnni(
+        a: &Args,
+        i0: usize,
+        rows: usize,
+        j0: usize,
+        cols: usize,
+        panels: usize,
+        out: SendPtr,
+    ) {
+        if std::is_x86_feature_detected!("avxvnni") {
+            tile_vnni256_vex(a, i0, rows, j0, cols, panels, out)
+        } else {
+            tile_vnni256_evex(a, i0, rows, j0, cols, panels, out)
+        }
+    }
+
+    /// The 256-bit VNNI tile for one encoding of `vpdpbusd` (`$dpbusd`, enabled by
+    /// `$features`).
+    macro_rules! vnni256 {
+        ($tile:ident, $rows_kernel:ident, $features:literal, $dpbusd:ident) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $tile(
+                a: &Args,
+                i0: usize,
+                rows: usize,
+                j0: usize,
+                cols: usize,
+                panels: usize,
+                out: SendPtr,
+            ) {
+                by_panel!($rows_kernel, a, i0, rows, j0, cols, panels, out)
+            }
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn $rows_kernel<const R: usize>(
+                a: &Args,
+                i0: usize,
+                j0: usize,
+                cols: usize,
+                out: SendPtr,
+            ) {
+                let kp = a.kp;
+                let offset = _mm256_set1_epi32(0x8080_8080u32 as i32);
+                let w0 = a.w.packed.as_ptr().add((j0 / PANEL) * kp * PANEL);
+                let x0 = a.xq.as_ptr().add(i0 * kp);
+                // Columns 0–7 and 8–15 of the panel for each row.
+                let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                for g in 0..kp / 4 {
+                    let wl = _mm256_loadu_si256(w0.add(g * 64) as *const _);
+                    let wh = _mm256_loadu_si256(w0.add(g * 64 + 32) as *const _);
+                    for (r, accr) in acc.iter_mut().enumerate() {
+                        let xb = (x0.add(r * kp + g * 4) as *const i32).read_unaligned();
+                        // Signed bytes + 128 as unsigned: flipping each byte's top bit.
+                        let xu = _mm256_xor_si256(_mm256_set1_epi32(xb), offset);
+                        accr[0] = $dpbusd(accr[0], xu, wl);
+                        accr[1] = $dpbusd(accr[1], xu, wh);
+                    }
+                }
+                // Σ (xq + 128)·w − 128·Σ w = Σ xq·w (the sums are padded to whole panels).
+                let sums = a.w.sums.as_ptr().add(j0);
+                let comp = [
+                    _mm256_slli_epi32(_mm256_loadu_si256(sums as *const _), 7),
+                    _mm256_slli_epi32(_mm256_loadu_si256(sums.add(8) as *const _), 7),
+                ];
+                let n = a.w.n;
+                for (r, accr) in acc.iter().enumerate() {
+                    let i = i0 + r;
+                    let mut exact = [0i32; PANEL];
+                    for (h, (&v, &c)) in accr.iter().zip(&comp).enumerate() {
+                        _mm256_storeu_si256(
+                            exact.as_mut_ptr().add(8 * h) as *mut _,
+                            _mm256_sub_epi32(v, c),
+                        );
+                    }
+                    for (c, &s) in exact.iter().enumerate().take(cols) {
+                        let j = j0 + c;
+                        let b = a.bias.map_or(0.0, |b| b[j]);
+                        *out.get().add(i * n + j) = super::dequantize(s, a.sx[i], a.w.scales[j], b);
+                    }
+                }
+            }
+        };
+    }
+
+    vnni256!(
+        tile_vnni256_vex,
+        rows_vnni256_vex,
+        "avx2,avxvnni",
+        _mm256_dpbusd_avx_epi32
+    );
+    vnni256!(
+        tile_vnni256_evex,
+        rows_vnni256_evex,
+        "avx2,avx512vnni,avx512vl",
+        _mm256_dpbusd_epi32
+    );
 }
 
 /// The AMX tile path: the product on tiles.
@@ -2053,6 +2189,27 @@ mod tests {
 
     /// The AVX-512 activation quantizer rounds and clamps as the scalar loop does,
     /// including ties and values at the row's maximum.
+    #[test]
+    fn a_named_path_caps_the_choice_at_the_widest_available_at_or_below_it() {
+        let widest = Int8Path::ALL.into_iter().find(|p| p.available()).unwrap();
+        assert_eq!(Int8Path::widest_at_or_below(None), widest);
+        assert_eq!(Int8Path::widest_at_or_below(Some("no such path")), widest);
+        assert_eq!(
+            Int8Path::widest_at_or_below(Some("portable")),
+            Int8Path::Portable
+        );
+        for (i, cap) in Int8Path::ALL.into_iter().enumerate() {
+            let got = Int8Path::widest_at_or_below(Some(cap.name()));
+            let want = Int8Path::ALL[i..]
+                .iter()
+                .copied()
+                .find(|p| p.available())
+                .unwrap();
+            assert_eq!(got, want, "cap {}", cap.name());
+            assert!(got.available());
+        }
+    }
+
     #[test]
     fn simd_activation_quantization_equals_scalar() {
         let k = 67;
