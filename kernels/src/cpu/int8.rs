@@ -1674,17 +1674,33 @@ mod x86 {
                 accr[1] = _mm256_add_epi32(accr[1], _mm256_madd_epi16(ph, ones));
             }
         }
-        let n = a.w.n;
-        for (r, accr) in acc.iter().enumerate() {
-            let i = i0 + r;
-            let mut sums = [0i32; PANEL];
-            _mm256_storeu_si256(sums.as_mut_ptr() as *mut _, accr[0]);
-            _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut _, accr[1]);
-            for (c, &s) in sums.iter().enumerate().take(cols) {
-                let j = j0 + c;
-                let b = a.bias.map_or(0.0, |b| b[j]);
-                *out.get().add(i * n + j) = super::dequantize(s, a.sx[i], a.w.scales[j], b);
-            }
+        for (r, &halves) in acc.iter().enumerate() {
+            store_panel_row(a, i0 + r, j0, cols, halves, out);
+        }
+    }
+
+    /// Writes `cols` (≤ 16) outputs of row `i` from column `j0`: a panel's exact i32 sums,
+    /// columns 0–7 and 8–15, dequantized as every path does.
+    ///
+    /// Safety: AVX; (i, j0..j0 + cols) lies inside the output, in a region only this task
+    /// writes.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn store_panel_row(
+        a: &Args,
+        i: usize,
+        j0: usize,
+        cols: usize,
+        halves: [__m256i; 2],
+        out: SendPtr,
+    ) {
+        let mut sums = [0i32; PANEL];
+        _mm256_storeu_si256(sums.as_mut_ptr() as *mut _, halves[0]);
+        _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut _, halves[1]);
+        for (c, &s) in sums.iter().enumerate().take(cols) {
+            let j = j0 + c;
+            let b = a.bias.map_or(0.0, |b| b[j]);
+            *out.get().add(i * a.w.n + j) = super::dequantize(s, a.sx[i], a.w.scales[j], b);
         }
     }
 
@@ -1760,21 +1776,12 @@ mod x86 {
                     _mm256_slli_epi32(_mm256_loadu_si256(sums as *const _), 7),
                     _mm256_slli_epi32(_mm256_loadu_si256(sums.add(8) as *const _), 7),
                 ];
-                let n = a.w.n;
                 for (r, accr) in acc.iter().enumerate() {
-                    let i = i0 + r;
-                    let mut exact = [0i32; PANEL];
-                    for (h, (&v, &c)) in accr.iter().zip(&comp).enumerate() {
-                        _mm256_storeu_si256(
-                            exact.as_mut_ptr().add(8 * h) as *mut _,
-                            _mm256_sub_epi32(v, c),
-                        );
-                    }
-                    for (c, &s) in exact.iter().enumerate().take(cols) {
-                        let j = j0 + c;
-                        let b = a.bias.map_or(0.0, |b| b[j]);
-                        *out.get().add(i * n + j) = super::dequantize(s, a.sx[i], a.w.scales[j], b);
-                    }
+                    let exact = [
+                        _mm256_sub_epi32(accr[0], comp[0]),
+                        _mm256_sub_epi32(accr[1], comp[1]),
+                    ];
+                    store_panel_row(a, i0 + r, j0, cols, exact, out);
                 }
             }
         };
@@ -2187,8 +2194,6 @@ mod tests {
         }
     }
 
-    /// The AVX-512 activation quantizer rounds and clamps as the scalar loop does,
-    /// including ties and values at the row's maximum.
     #[test]
     fn a_named_path_caps_the_choice_at_the_widest_available_at_or_below_it() {
         let widest = Int8Path::ALL.into_iter().find(|p| p.available()).unwrap();
@@ -2198,18 +2203,33 @@ mod tests {
             Int8Path::widest_at_or_below(Some("portable")),
             Int8Path::Portable
         );
+        let avx2 = if Int8Path::Avx2.available() {
+            Int8Path::Avx2
+        } else {
+            Int8Path::Portable
+        };
+        assert_eq!(Int8Path::widest_at_or_below(Some("avx2")), avx2);
         for (i, cap) in Int8Path::ALL.into_iter().enumerate() {
+            // Available, not wider than the cap, and no available path between the two.
             let got = Int8Path::widest_at_or_below(Some(cap.name()));
-            let want = Int8Path::ALL[i..]
-                .iter()
-                .copied()
-                .find(|p| p.available())
-                .unwrap();
-            assert_eq!(got, want, "cap {}", cap.name());
-            assert!(got.available());
+            let at = Int8Path::ALL.iter().position(|&p| p == got).unwrap();
+            assert!(
+                got.available() && at >= i,
+                "cap {}: {}",
+                cap.name(),
+                got.name()
+            );
+            assert!(
+                Int8Path::ALL[i..at].iter().all(|p| !p.available()),
+                "cap {}: {} skips an available path",
+                cap.name(),
+                got.name()
+            );
         }
     }
 
+    /// The AVX-512 activation quantizer rounds and clamps as the scalar loop does,
+    /// including ties and values at the row's maximum.
     #[test]
     fn simd_activation_quantization_equals_scalar() {
         let k = 67;
