@@ -931,6 +931,9 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
             ..FallbackOptions::default()
         },
     };
+    // Once for every file, before any is read: a bad setting is one error, not one a file
+    // (and not one that waits for the first window needing the temperature fallback).
+    amanuensis::window_loop::check_options(&opts).map_err(|e| anyhow!("{e}"))?;
     let formats = if a.json {
         vec![OutputFormat::Json]
     } else {

@@ -8,7 +8,7 @@
 use amanuensis::decoding::{
     beam_search, decode_with_fallback, greedy_decode, log_softmax, sample_decode, BatchStepModel,
     BeamOptions, DecodeError, DecodeOptions, FallbackOptions, LogitFilter, SingleSequence,
-    SpecialIds, StepError, SuppressBlank, SuppressTokens, TimestampRules,
+    SpecialIds, StepError, SuppressBlank, SuppressTokens, TimestampRules, MAX_HYPOTHESES,
 };
 use amanuensis::transcript::compression_ratio;
 
@@ -699,7 +699,7 @@ fn patience_lets_more_hypotheses_finish() {
     )
     .unwrap_err();
     assert!(
-        matches!(Some(&err), Some(DecodeError::BadBeamOptions(_))),
+        matches!(Some(&err), Some(DecodeError::BadBeamOptions { .. })),
         "round(0.4) = 0 hypotheses: {err}"
     );
 }
@@ -877,7 +877,7 @@ fn bad_beam_options_and_model_answers_are_errors() {
     ] {
         let err = beam_search(&mut Fake::simple(ok), &p, &ids(), &o, &bo).unwrap_err();
         assert!(
-            matches!(Some(&err), Some(DecodeError::BadBeamOptions(_))),
+            matches!(Some(&err), Some(DecodeError::BadBeamOptions { .. })),
             "{bo:?}: {err}"
         );
     }
@@ -1302,4 +1302,38 @@ fn when_every_temperature_fails_the_best_average_under_the_ratio_limit_wins() {
     )
     .unwrap_err();
     assert!(matches!(Some(&err), Some(DecodeError::NoTemperatures)));
+}
+
+/// `FallbackOptions::check` refuses, before any window, every setting some window could
+/// reach: sampling settings only where a temperature above 0 would sample.
+#[test]
+fn fallback_options_are_checked_for_every_temperature_they_list() {
+    let base = FallbackOptions::default();
+    base.check().expect("faster-whisper's defaults are usable");
+    let with = |f: &dyn Fn(&mut FallbackOptions)| {
+        let mut o = base.clone();
+        f(&mut o);
+        o.check()
+    };
+    let err = with(&|o| o.best_of = 0).unwrap_err();
+    assert!(
+        matches!(err, DecodeError::BadSampling { best_of: 0, .. }),
+        "{err}"
+    );
+    // Beam search only: best_of is never read.
+    with(&|o| {
+        o.temperatures = vec![0.0];
+        o.best_of = 0;
+    })
+    .expect("best_of is unused without a temperature above 0");
+    let err = with(&|o| o.temperatures = vec![0.0, f32::INFINITY]).unwrap_err();
+    assert!(matches!(err, DecodeError::BadSampling { .. }), "{err}");
+    let err = with(&|o| o.temperatures.clear()).unwrap_err();
+    assert!(matches!(err, DecodeError::NoTemperatures), "{err}");
+    let err = with(&|o| o.beam.beam_size = MAX_HYPOTHESES + 1).unwrap_err();
+    assert!(matches!(err, DecodeError::BadBeamOptions { .. }), "{err}");
+    assert!(
+        err.to_string().contains("the beam size must be 1 to"),
+        "{err}"
+    );
 }

@@ -272,6 +272,40 @@ fn unknown_language_fails_cleanly() {
     );
 }
 
+/// Settings that only a later window might reach (`--best-of` is read when a window first
+/// needs the temperature fallback, which the sample never does) are refused before any
+/// file is read: one error for the run, naming the setting, and no transcript.
+#[test]
+fn bad_decoding_settings_fail_before_any_file_is_read() {
+    let s = sample();
+    for (args, needle) in [
+        (&["--best-of", "0"][..], "best_of must be 1 to"),
+        (&["--beam-size", "0"], "the beam size must be 1 to"),
+        (&["--patience", "0.05"], "rounds to no finished hypothesis"),
+        (
+            &["--length-penalty", "nan"],
+            "the length penalty must be a finite number",
+        ),
+        (
+            &["--temperature", "0,nan"],
+            "every temperature must be a finite number",
+        ),
+    ] {
+        let mut all = vec!["transcribe", "-q"];
+        all.extend_from_slice(args);
+        all.extend([s.as_str(), s.as_str()]);
+        let o = run(&all);
+        assert_clean_failure(&o, &[needle]);
+        let err = stderr(&o);
+        assert_eq!(
+            err.matches("error:").count(),
+            1,
+            "{args:?}: one error for the run: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}: no transcript: {err}");
+    }
+}
+
 fn graph_text() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph"))
         .unwrap()

@@ -172,11 +172,23 @@ pub enum DecodeError {
     BatchSize { expected: usize, got: usize },
     /// Beam size 0 or above the limit, patience ≤ 0 or too small for one hypothesis,
     /// non-finite length penalty, or `2 × beam_size` above the vocabulary size.
-    #[error("unusable beam options: {0:?}")]
-    BadBeamOptions(BeamOptions),
+    #[error(
+        "unusable beam options (beam size {}, patience {}, length penalty {}): {reason}",
+        options.beam_size,
+        options.patience,
+        options.length_penalty
+    )]
+    BadBeamOptions {
+        options: BeamOptions,
+        reason: String,
+    },
     /// Negative or non-finite temperature, or a number of samples of 0 or above the limit.
-    #[error("unusable sampling options: temperature {temperature}, best_of {best_of}")]
-    BadSampling { temperature: f32, best_of: usize },
+    #[error("unusable sampling options (temperature {temperature}, best_of {best_of}): {reason}")]
+    BadSampling {
+        temperature: f32,
+        best_of: usize,
+        reason: String,
+    },
     /// The fallback has no temperature to try.
     #[error("the temperature fallback has an empty list of temperatures")]
     NoTemperatures,
@@ -779,6 +791,55 @@ pub struct BeamOptions {
     pub length_penalty: f32,
 }
 
+impl BeamOptions {
+    /// What makes these options unusable for any vocabulary, if anything: a beam size of 0
+    /// or above [`MAX_HYPOTHESES`], a patience that is not a positive number or leaves
+    /// `round(beam_size × patience)` below one hypothesis, or a length penalty that is not
+    /// finite.
+    pub fn problem(&self) -> Option<String> {
+        let b = self.beam_size;
+        if !(1..=MAX_HYPOTHESES).contains(&b) {
+            return Some(format!("the beam size must be 1 to {MAX_HYPOTHESES}"));
+        }
+        if !(self.patience.is_finite() && self.patience > 0.0) {
+            return Some("the patience must be a positive number".into());
+        }
+        // CTranslate2 rejects num_hypotheses (1) > round(beam_size × patience).
+        if (b as f32 * self.patience).round() < 1.0 {
+            return Some(format!(
+                "beam size × patience = {} rounds to no finished hypothesis",
+                b as f32 * self.patience
+            ));
+        }
+        if !self.length_penalty.is_finite() {
+            return Some("the length penalty must be a finite number".into());
+        }
+        None
+    }
+
+    /// [`DecodeError::BadBeamOptions`] if [`Self::problem`] finds one.
+    pub fn check(&self) -> Result<(), DecodeError> {
+        match self.problem() {
+            Some(reason) => Err(DecodeError::BadBeamOptions {
+                options: *self,
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What makes sampling at `temperature` with `best_of` samples unusable, if anything.
+fn sampling_problem(temperature: f32, best_of: usize) -> Option<String> {
+    if !(temperature.is_finite() && temperature >= 0.0) {
+        return Some("the temperature must be a finite number, 0 or above".into());
+    }
+    if !(1..=MAX_HYPOTHESES).contains(&best_of) {
+        return Some(format!("best_of must be 1 to {MAX_HYPOTHESES}"));
+    }
+    None
+}
+
 impl Default for BeamOptions {
     /// faster-whisper's defaults: 5 beams, patience 1, length penalty 1.
     fn default() -> BeamOptions {
@@ -995,15 +1056,15 @@ pub fn beam_search(
     beam: &BeamOptions,
 ) -> Result<DecodeResult, DecodeError> {
     let b = beam.beam_size;
-    // CTranslate2 rejects num_hypotheses (1) > round(beam_size × patience).
-    let max_finished = (b as f32 * beam.patience).round();
-    let valid = (1..=MAX_HYPOTHESES).contains(&b)
-        && beam.patience > 0.0
-        && max_finished >= 1.0
-        && beam.length_penalty.is_finite()
-        && 2 * b <= ids.n_vocab;
-    if !valid {
-        return Err(DecodeError::BadBeamOptions(*beam));
+    beam.check()?;
+    if 2 * b > ids.n_vocab {
+        return Err(DecodeError::BadBeamOptions {
+            options: *beam,
+            reason: format!(
+                "twice the beam size is above the vocabulary's {} tokens",
+                ids.n_vocab
+            ),
+        });
     }
     model.reset()?;
     if b == 1 {
@@ -1016,7 +1077,8 @@ pub fn beam_search(
             beam.length_penalty,
         );
     }
-    let max_finished = max_finished as usize;
+    // At least 1: `check` refused options that round to none.
+    let max_finished = (b as f32 * beam.patience).round() as usize;
     let plan = Plan::new(prompt, ids, opts)?;
     let lp = beam.length_penalty;
     // More candidates than beams, so that finished ones can be replaced.
@@ -1254,14 +1316,14 @@ pub fn sample_decode_with(
     length_penalty: f32,
     rng: &mut SampleRng,
 ) -> Result<DecodeResult, DecodeError> {
-    let valid = temperature >= 0.0
-        && temperature.is_finite()
-        && (1..=MAX_HYPOTHESES).contains(&best_of)
-        && length_penalty.is_finite();
-    if !valid {
+    let problem = sampling_problem(temperature, best_of).or_else(|| {
+        (!length_penalty.is_finite()).then(|| "the length penalty must be a finite number".into())
+    });
+    if let Some(reason) = problem {
         return Err(DecodeError::BadSampling {
             temperature,
             best_of,
+            reason,
         });
     }
     model.reset()?;
@@ -1372,6 +1434,37 @@ pub struct FallbackOptions {
     pub beam: BeamOptions,
     /// Seed of the sampling generator, which runs on across the tries of one call.
     pub seed: u64,
+}
+
+impl FallbackOptions {
+    /// Checks every setting a window may reach, before any is decoded: the list of
+    /// temperatures (not empty, each a finite number), the beam options, and `best_of`
+    /// where a temperature above 0 would sample. Otherwise a bad `best_of` would surface
+    /// only when some window first needed the fallback, deep into a long recording.
+    pub fn check(&self) -> Result<(), DecodeError> {
+        if self.temperatures.is_empty() {
+            return Err(DecodeError::NoTemperatures);
+        }
+        for &t in &self.temperatures {
+            if !t.is_finite() {
+                return Err(DecodeError::BadSampling {
+                    temperature: t,
+                    best_of: self.best_of,
+                    reason: "every temperature must be a finite number".into(),
+                });
+            }
+            if t > 0.0 {
+                if let Some(reason) = sampling_problem(t, self.best_of) {
+                    return Err(DecodeError::BadSampling {
+                        temperature: t,
+                        best_of: self.best_of,
+                        reason,
+                    });
+                }
+            }
+        }
+        self.beam.check()
+    }
 }
 
 impl Default for FallbackOptions {

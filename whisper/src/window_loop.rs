@@ -597,7 +597,7 @@ impl WhisperModel {
         opts: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Transcript> {
-        check_batch_size(opts.batch_size)?;
+        check_options(opts)?;
         if opts.batch_size > 1 {
             return self.transcribe_pcm_batched(pcm, opts, progress);
         }
@@ -776,7 +776,7 @@ impl WhisperModel {
         let mut started: Vec<Option<Result<Started>>> = Vec::with_capacity(items.len());
         for item in items {
             self.interrupt = item.interrupt.clone();
-            let p = check_batch_size(item.opts.batch_size)
+            let p = check_options(item.opts)
                 .and_then(|()| self.start_first_window(item.pcm, item.opts));
             started.push(Some(p));
         }
@@ -890,7 +890,7 @@ impl WhisperModel {
         opts: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Transcript> {
-        check_batch_size(opts.batch_size)?;
+        check_options(opts)?;
         let batch_size = opts.batch_size;
         let t0 = Instant::now();
         let (mut mel, ctx, mut acc) = self.start(pcm, opts)?;
@@ -1122,7 +1122,7 @@ impl WhisperModel {
         opts: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Transcript> {
-        check_batch_size(opts.batch_size)?;
+        check_options(opts)?;
         if opts.batch_size > 1 {
             let pcm = audio.load_all()?;
             return self.transcribe_pcm_batched(&pcm, opts, progress);
@@ -1385,6 +1385,16 @@ fn window_text(segments: &[Segment]) -> String {
 /// Largest `batch_size` accepted: windows decoded together (each holds its cross K/V,
 /// 36 MB for whisper-base, and a KV cache per beam while it decodes).
 pub const MAX_BATCH_SIZE: usize = 64;
+
+/// Checks what a transcription's options can be checked for before any audio is decoded:
+/// the batch size ([`check_batch_size`]) and every decoding setting a window may reach
+/// ([`FallbackOptions::check`]), so that a bad one fails at once, not at the first window
+/// that needs it.
+pub fn check_options(opts: &TranscribeOptions) -> Result<()> {
+    check_batch_size(opts.batch_size)?;
+    opts.decoding.check()?;
+    Ok(())
+}
 
 /// [`Error::BatchSize`] unless `1 ..= MAX_BATCH_SIZE`.
 pub fn check_batch_size(batch_size: usize) -> Result<()> {
