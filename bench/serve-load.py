@@ -5,7 +5,9 @@ Starts the server binary on a free loopback port, then:
   1. transcribes every public clip of tests/data/audio/manifest.tsv once (the reference
      text of each clip, and its word error rate against the manifest);
   2. measures throughput (audio seconds per wall second) with 1 and with 4 concurrent
-     clients;
+     clients, each over the whole clip set once per client; with --rounds N, N times,
+     alternating, and prints the medians and their ratio (one pass of 1 client lasts about
+     10 s, so one round's ratio moves by as much as any difference between settings);
   3. sends --requests requests (default 1000) of the clips, mixed, from --clients
      concurrent clients (default 16), and reports failures, transcripts that differ from
      the clip's reference, p50/p95/p99 latency, throughput, and the server's RSS after the
@@ -15,12 +17,14 @@ transcript differed, or RSS grew by 10 % or more.
 
 Usage: bench/serve-load.py [--binary target/release/amanuensis] [--requests 1000]
                            [--clients 16] [--workers 1] [--max-queue 16]
+                           [--batch-size N] [--rounds 1]
 """
 
 import argparse
 import http.client
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -130,9 +134,13 @@ def main():
     ap.add_argument("--max-queue", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=None,
                     help="the server's --batch-size (its default when not given)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rounds of the 1- and 4-client throughput measurement, alternating")
     a = ap.parse_args()
     if a.requests < 1:
         sys.exit("--requests must be at least 1")
+    if a.rounds < 1:
+        sys.exit("--rounds must be at least 1")
     # RSS growth is compared after the first and the last 200 requests: only for 400 or more.
     compare_rss = a.requests >= 400
 
@@ -172,14 +180,25 @@ def main():
         errs, n = errs + e, n + w
     print(f"reference pass: word error rate against the manifest {100 * errs / n:.2f} % ({errs}/{n} words)")
 
-    # 2. throughput with 1 and 4 clients
-    for k in (1, 4):
-        jobs = cs * k
-        res, wall = run_clients(host, port, jobs, k)
-        audio = sum(c["seconds"] for _, c, s, _, _ in res if s == 200)
-        bad = sum(1 for _, c, s, t, _ in res if s != 200 or t != ref[c["name"]])
-        print(f"throughput, {k} concurrent client(s): {audio / wall:.2f} audio s per s "
-              f"({len(jobs)} requests, {audio:.1f} s of audio in {wall:.1f} s; {bad} failed or differed)")
+    # 2. throughput with 1 and 4 clients, alternating
+    rates = {1: [], 4: []}
+    throughput_bad = 0
+    for r in range(a.rounds):
+        for k in (1, 4):
+            jobs = cs * k
+            res, wall = run_clients(host, port, jobs, k)
+            audio = sum(c["seconds"] for _, c, s, _, _ in res if s == 200)
+            bad = sum(1 for _, c, s, t, _ in res if s != 200 or t != ref[c["name"]])
+            throughput_bad += bad
+            rates[k].append(audio / wall)
+            tag = f"round {r + 1}: " if a.rounds > 1 else ""
+            print(f"{tag}throughput, {k} concurrent client(s): {audio / wall:.2f} audio s per s "
+                  f"({len(jobs)} requests, {audio:.1f} s of audio in {wall:.1f} s; {bad} failed or differed)")
+    if a.rounds > 1:
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        each = ", ".join(f"{100 * (f / o - 1):+.1f} %" for o, f in zip(rates[1], rates[4]))
+        print(f"throughput over {a.rounds} rounds, median: 1 client {med[1]:.2f}, 4 clients {med[4]:.2f} "
+              f"audio s per s; 4 against 1 {100 * (med[4] / med[1] - 1):+.1f} % (each round: {each})")
 
     # 3. the load
     jobs = [cs[i % len(cs)] for i in range(a.requests)]
@@ -219,7 +238,9 @@ def main():
     server.terminate()
     code = server.wait(timeout=120)
     print(f"server exit status after SIGTERM: {code}")
-    bad = failed or differ or growth >= 10 or code != 0
+    if throughput_bad:
+        print(f"requests of the throughput part that failed or differed: {throughput_bad}")
+    bad = failed or differ or throughput_bad or growth >= 10 or code != 0
     print("RESULT: " + ("FAIL" if bad else "PASS"))
     return 1 if bad else 0
 
