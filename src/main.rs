@@ -942,6 +942,12 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
     if formats.len() > 1 && a.output_dir.is_none() {
         bail!("--format all writes one file per format: give it a directory with --output-dir");
     }
+    // The output directory is made (or found unusable) before any file is transcribed, so
+    // that a long transcription is not done only to find nowhere to write it.
+    if let Some(dir) = &a.output_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    }
     let layout = a.subtitle_layout();
     let subtitles = formats
         .iter()
@@ -983,8 +989,15 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
                                 }
                                 Ok(_) => {}
                                 Err(e) => {
+                                    // The transcript is not lost with the file: it goes to
+                                    // standard output instead.
                                     ok = false;
-                                    eprintln!("error: {}: {e}", file.display());
+                                    eprintln!(
+                                        "error: {}: {e}; the {} transcript follows on standard output",
+                                        file.display(),
+                                        format.extension()
+                                    );
+                                    print!("{}", output::render_with(&t, format, &layout));
                                 }
                             }
                         }

@@ -306,6 +306,41 @@ fn bad_decoding_settings_fail_before_any_file_is_read() {
     }
 }
 
+/// An output directory that cannot be made fails the run before any file is read (the
+/// non-audio file's own error never comes).
+#[test]
+fn an_unusable_output_dir_fails_before_any_file_is_read() {
+    let not_a_dir = tmp("output-dir-is-a-file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let junk = tmp("junk-before-output-dir.wav");
+    std::fs::write(&junk, b"not audio at all").unwrap();
+    let o = run(&[
+        "transcribe",
+        "-q",
+        "-o",
+        not_a_dir.to_str().unwrap(),
+        junk.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, &["cannot create output directory"]);
+    assert!(
+        !stderr(&o).contains("junk-before-output-dir"),
+        "the file was read: {}",
+        stderr(&o)
+    );
+}
+
+/// A transcript whose file cannot be written (here its name is taken by a directory) is
+/// not lost: it goes to standard output, and the run still fails.
+#[test]
+fn a_transcript_that_cannot_be_written_goes_to_standard_output() {
+    let dir = tmp("output-dir-blocked");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("jfk.txt")).unwrap();
+    let o = run(&["transcribe", "-q", "-o", dir.to_str().unwrap(), &sample()]);
+    assert_clean_failure(&o, &["jfk.txt", "follows on standard output"]);
+    assert_jfk_words(&String::from_utf8_lossy(&o.stdout));
+}
+
 fn graph_text() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph"))
         .unwrap()
