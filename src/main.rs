@@ -333,8 +333,10 @@ struct VadArgs {
     #[arg(long = "vad-speech-pad-ms", default_value_t = 400)]
     speech_pad_ms: u32,
     /// Silero VAD model directory (default: models/silero-vad, or $AMANUENSIS_MODELS/silero-vad).
+    // Not `model`: clap names an argument by its field, and `transcribe` and `serve` also
+    // flatten the Whisper model's `--model`; one name would make `--vad-model` set both.
     #[arg(long = "vad-model", value_name = "DIR")]
-    model: Option<PathBuf>,
+    vad_model: Option<PathBuf>,
 }
 
 impl VadArgs {
@@ -353,7 +355,7 @@ impl VadArgs {
 
     /// Loads the VAD for the device of `spec` (nodes with an NPU kernel run there).
     fn load(&self, spec: &DeviceSpec) -> Result<amanuensis::vad::VadModel> {
-        let dir = amanuensis::vad::find_vad_dir(self.model.as_deref())?;
+        let dir = amanuensis::vad::find_vad_dir(self.vad_model.as_deref())?;
         let device = spec.open()?;
         amanuensis::vad::VadModel::load(&dir, None, &registry()?, device.as_ref(), &spec.options)
             .with_context(|| format!("loading Silero VAD from {}", dir.display()))
@@ -856,7 +858,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         api_key: a.api_key.clone(),
         vad: if a.vad {
             Some(amanuensis::serve::VadFilter {
-                dir: amanuensis::vad::find_vad_dir(a.vad_options.model.as_deref())?,
+                dir: amanuensis::vad::find_vad_dir(a.vad_options.vad_model.as_deref())?,
                 options: a.vad_options.options()?,
             })
         } else {
@@ -1602,4 +1604,58 @@ fn devices_table() -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks of the whole command line (defaults that parse, no
+    /// two flags with one short or long name, …), which it otherwise runs only in debug
+    /// builds when a command is parsed; the tests build with optimisation. (They do not
+    /// see two flattened fields sharing a name: the test below does.)
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    /// `--vad-model` names the VAD's directory only; the Whisper model stays `--model`'s.
+    #[test]
+    fn vad_model_does_not_set_the_whisper_model() {
+        let cli = Cli::try_parse_from([
+            "amanuensis",
+            "transcribe",
+            "--vad",
+            "--vad-model",
+            "vad-dir",
+            "a.wav",
+        ])
+        .expect("parses");
+        let Command::Transcribe(a) = cli.command else {
+            panic!("not transcribe")
+        };
+        assert_eq!(a.model.model, "base");
+        assert_eq!(
+            a.vad_options.vad_model.as_deref(),
+            Some(Path::new("vad-dir"))
+        );
+        let cli = Cli::try_parse_from([
+            "amanuensis",
+            "serve",
+            "--model",
+            "m-dir",
+            "--vad-model",
+            "vad-dir",
+        ])
+        .expect("parses");
+        let Command::Serve(a) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(a.model.model, "m-dir");
+        assert_eq!(
+            a.vad_options.vad_model.as_deref(),
+            Some(Path::new("vad-dir"))
+        );
+    }
 }
