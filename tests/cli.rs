@@ -424,6 +424,25 @@ fn missing_model_says_how_to_get_it() {
     assert_clean_failure(&o, &["whisper-tiny", "fetch-model.sh"]);
 }
 
+/// A `--model` that is a path is taken as that directory, not as a name to look up: the
+/// error names the directory and what is wrong with it.
+#[test]
+fn a_model_path_without_a_model_says_what_is_wrong_with_it() {
+    let missing = tmp("no-such-model-dir");
+    let o = run(&[
+        "transcribe",
+        "--model",
+        missing.to_str().unwrap(),
+        &sample(),
+    ]);
+    assert_clean_failure(&o, &[missing.to_str().unwrap(), "does not exist"]);
+    assert!(!stderr(&o).contains("whisper-/"), "{}", stderr(&o));
+    let empty = tmp("empty-model-dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = run(&["transcribe", "--model", empty.to_str().unwrap(), &sample()]);
+    assert_clean_failure(&o, &[empty.to_str().unwrap(), "has no model.safetensors"]);
+}
+
 #[test]
 fn output_dir_writes_each_format() {
     let dir = tmp("outputs");

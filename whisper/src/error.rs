@@ -27,6 +27,17 @@ pub enum Error {
         env: &'static str,
         searched: Vec<PathBuf>,
     },
+    /// `--model` named a directory path that holds no model.
+    #[error(
+        "model directory {} {}. Give a model directory made by `scripts/fetch-model.sh` (e.g. models/whisper-base) or a model name such as `base`.",
+        path.display(),
+        if *exists { format!("has no {file}") } else { "does not exist".to_string() }
+    )]
+    ModelDirNotFound {
+        path: PathBuf,
+        file: &'static str,
+        exists: bool,
+    },
     /// A file of the model directory (config, weights) is unreadable or does not match
     /// the graph.
     #[error("{path}: {reason}")]

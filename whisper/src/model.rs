@@ -39,6 +39,14 @@ pub fn find_model_dir(spec: &str) -> Result<PathBuf> {
     if p.join(WEIGHTS_FILE).is_file() {
         return Ok(p.to_path_buf());
     }
+    // A path (not a bare name such as `base`) is not looked up under the model folders.
+    if spec.contains(std::path::MAIN_SEPARATOR) || spec.contains('/') || spec.starts_with('.') {
+        return Err(Error::ModelDirNotFound {
+            path: p.to_path_buf(),
+            file: WEIGHTS_FILE,
+            exists: p.is_dir(),
+        });
+    }
     let name = if spec.starts_with("whisper-") {
         spec.to_string()
     } else {
