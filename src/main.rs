@@ -121,6 +121,14 @@ fn parse_seconds(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// `bench --runs`: at least one timed run (the warm-up run is not timed).
+fn parse_runs(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a number of timed runs (1 or more)")),
+    }
+}
+
 /// A decoding threshold that `none` turns off.
 #[derive(Clone, Copy, Debug)]
 struct Threshold(Option<f64>);
@@ -560,7 +568,7 @@ struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Timed runs after one warm-up run.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = parse_runs)]
     runs: usize,
     /// Beam width (1 = greedy).
     #[arg(long, default_value_t = 1)]
@@ -1295,7 +1303,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     ] {
         s.take_stats();
     }
-    let runs = a.runs.max(1);
+    let runs = a.runs;
     let mut walls = Vec::new();
     let mut last = None;
     for _ in 0..runs {

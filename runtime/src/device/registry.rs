@@ -173,7 +173,8 @@ impl DeviceRegistry {
                 device: d.clone(),
             });
         }
-        let d = (entry.factory)(config).map_err(|e| format!("device {name}: {e}"))?;
+        // The caller names the device (`Error::Device`); the reason is the factory's own.
+        let d = (entry.factory)(config)?;
         open.insert(key.clone(), d.clone());
         Ok(OpenDevice {
             name: key.0,
