@@ -1631,39 +1631,36 @@ mod tests {
     /// `--vad-model` names the VAD's directory only; the Whisper model stays `--model`'s.
     #[test]
     fn vad_model_does_not_set_the_whisper_model() {
-        let cli = Cli::try_parse_from([
-            "amanuensis",
-            "transcribe",
-            "--vad",
-            "--vad-model",
-            "vad-dir",
-            "a.wav",
-        ])
-        .expect("parses");
-        let Command::Transcribe(a) = cli.command else {
-            panic!("not transcribe")
-        };
-        assert_eq!(a.model.model, "base");
+        /// The Whisper model and the VAD directory a command line gives.
+        fn models(args: &[&str]) -> (String, Option<PathBuf>) {
+            match Cli::try_parse_from(args).expect("parses").command {
+                Command::Transcribe(a) => (a.model.model, a.vad_options.vad_model),
+                Command::Serve(a) => (a.model.model, a.vad_options.vad_model),
+                _ => panic!("not transcribe or serve: {args:?}"),
+            }
+        }
+        let vad = Some(PathBuf::from("vad-dir"));
         assert_eq!(
-            a.vad_options.vad_model.as_deref(),
-            Some(Path::new("vad-dir"))
+            models(&[
+                "amanuensis",
+                "transcribe",
+                "--vad",
+                "--vad-model",
+                "vad-dir",
+                "a.wav"
+            ]),
+            ("base".to_string(), vad.clone())
         );
-        let cli = Cli::try_parse_from([
-            "amanuensis",
-            "serve",
-            "--model",
-            "m-dir",
-            "--vad-model",
-            "vad-dir",
-        ])
-        .expect("parses");
-        let Command::Serve(a) = cli.command else {
-            panic!("not serve")
-        };
-        assert_eq!(a.model.model, "m-dir");
         assert_eq!(
-            a.vad_options.vad_model.as_deref(),
-            Some(Path::new("vad-dir"))
+            models(&[
+                "amanuensis",
+                "serve",
+                "--model",
+                "m-dir",
+                "--vad-model",
+                "vad-dir"
+            ]),
+            ("m-dir".to_string(), vad)
         );
     }
 }

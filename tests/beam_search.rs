@@ -1336,4 +1336,26 @@ fn fallback_options_are_checked_for_every_temperature_they_list() {
         err.to_string().contains("the beam size must be 1 to"),
         "{err}"
     );
+
+    // The fallback itself refuses them before its first try, though that try (beam
+    // search, which finishes at once here) would never reach the sampling settings.
+    let mut fake = Fake::simple(|_: &[u32]| logits_with(0.0, &[(EOT, 5.0)]));
+    let fb = FallbackOptions {
+        best_of: 0,
+        ..fallback(5)
+    };
+    let err = decode_with_fallback(
+        &mut fake,
+        &prompt(false),
+        &ids(),
+        &opts(false),
+        &fb,
+        &text_of,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, DecodeError::BadSampling { best_of: 0, .. }),
+        "{err}"
+    );
+    assert_eq!(fake.resets, 0, "the model never ran");
 }

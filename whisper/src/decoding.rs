@@ -1538,6 +1538,9 @@ fn fallback_from(
     text_of: &dyn Fn(&[u32]) -> String,
     mut first: Option<DecodeResult>,
 ) -> Result<(DecodeResult, f32), DecodeError> {
+    // Every try's settings, before the first: a bad `best_of` must not wait for the one
+    // window that samples.
+    fb.check()?;
     let last_temperature = *fb.temperatures.last().ok_or(DecodeError::NoTemperatures)?;
     let prefix = &prompt[prompt_layout(prompt, ids)?.task_end..];
     let mut rng = SampleRng::new(fb.seed);

@@ -10,7 +10,7 @@ use crate::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use crate::model::WhisperModel;
 use crate::spectrogram::{read_all, Opener};
 use crate::transcript::Transcript;
-use crate::window_loop::{GivenWindows, Progress, TranscribeOptions};
+use crate::window_loop::{check_options, GivenWindows, Progress, TranscribeOptions};
 use amanuensis_audio::{AudioError, SampleSource};
 use amanuensis_vad::{speech_segments, SpeechMap, SpeechSegment, VadModel, VadOptions};
 
@@ -34,6 +34,8 @@ impl WhisperModel {
         opts: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<(Transcript, SpeechReport)> {
+        // Before the VAD's pass, as the window loop checks before its own work.
+        check_options(opts)?;
         let probs = vad.speech_probs(pcm)?;
         if opts.batch_size > 1 {
             return self.transcribe_speech_chunks(&probs, vad_options, pcm, opts, progress);
@@ -129,6 +131,8 @@ impl WhisperModel {
         opts: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<(Transcript, SpeechReport)> {
+        // Before the recording is read again.
+        check_options(opts)?;
         if opts.batch_size > 1 {
             let pcm = read_all(&mut open, probed.samples)?;
             return self.transcribe_speech(vad, vad_options, &pcm, opts, progress);
