@@ -91,6 +91,13 @@ struct ServeArgs {
     /// server answers 504 and stops the request's work.
     #[arg(long, default_value = "300", value_parser = parse_duration)]
     timeout: Duration,
+    /// Connections open at once; further clients wait in the listen backlog.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Time a connection has to send a request's whole head, from its opening or from its
+    /// previous answer (seconds, or 500ms, 2m); then it is closed.
+    #[arg(long, default_value = "30", value_parser = parse_duration)]
+    header_timeout: Duration,
     /// API key that `/v1/*` requests must send as `Authorization: Bearer <key>`.
     #[arg(long, env = "AMANUENSIS_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -102,7 +109,6 @@ struct ServeArgs {
     vad_options: VadArgs,
 }
 
-/// `25MB` (megabytes of 1024² bytes, as OpenAI's limit), `512KB`, `1MiB`, or bytes.
 /// `--batch-size`: a number of windows the library accepts.
 fn parse_batch_size(s: &str) -> std::result::Result<usize, String> {
     let n: usize = s
@@ -147,6 +153,7 @@ impl std::str::FromStr for Threshold {
     }
 }
 
+/// `25MB` (megabytes of 1024² bytes, as OpenAI's limit), `512KB`, `1MiB`, or bytes.
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t
@@ -864,6 +871,10 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         max_body: a.max_body,
         timeout: a.timeout,
         api_key: a.api_key.clone(),
+        connections: amanuensis::serve::ConnectionLimits {
+            max_connections: a.max_connections as usize,
+            header_timeout: a.header_timeout,
+        },
         vad: if a.vad {
             Some(amanuensis::serve::VadFilter {
                 dir: amanuensis::vad::find_vad_dir(a.vad_options.vad_model.as_deref())?,
@@ -1626,6 +1637,27 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// `amanuensis serve` with no options runs with the library's defaults.
+    #[test]
+    fn serve_defaults_are_the_librarys() {
+        let Command::Serve(a) = Cli::try_parse_from(["amanuensis", "serve"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not serve");
+        };
+        let d = amanuensis::serve::ServeOptions::default();
+        assert_eq!(a.host, d.host);
+        assert_eq!(a.port, d.port);
+        assert_eq!(a.workers, d.workers);
+        assert_eq!(a.max_queue, d.max_queue);
+        assert_eq!(a.batch_size, d.batch_size);
+        assert_eq!(a.max_body, d.max_body);
+        assert_eq!(a.timeout, d.timeout);
+        assert_eq!(a.max_connections as usize, d.connections.max_connections);
+        assert_eq!(a.header_timeout, d.connections.header_timeout);
     }
 
     /// `--vad-model` names the VAD's directory only; the Whisper model stays `--model`'s.

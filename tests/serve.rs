@@ -60,6 +60,7 @@ fn options() -> ServeOptions {
         timeout: Duration::from_secs(120),
         api_key: Some(KEY.into()),
         vad: None,
+        connections: Default::default(),
     }
 }
 
@@ -850,6 +851,39 @@ fn bad_input_unknown_language() {
 }
 
 #[test]
+fn bad_input_oversized_text_fields() {
+    let addr = shared();
+    // A prompt past the 64-KiB limit of a text field is refused, not read and tokenized.
+    let prompt = "word ".repeat(20_000);
+    let r = transcribe(addr, &jfk_wav(), &[("prompt", Part::Text(&prompt))]);
+    assert_error(
+        &r,
+        400,
+        "invalid_request_error",
+        Some("prompt"),
+        "invalid_value",
+    );
+    // A long bad value is quoted back cut short, not whole.
+    let language = "x".repeat(50_000);
+    let r = transcribe(addr, &jfk_wav(), &[("language", Part::Text(&language))]);
+    assert_error(
+        &r,
+        400,
+        "invalid_request_error",
+        Some("language"),
+        "unsupported_language",
+    );
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains(&format!("'{}…'", "x".repeat(40))) && message.len() < 2_000,
+        "{} bytes: {}",
+        message.len(),
+        &message[..200]
+    );
+    assert_alive(addr);
+}
+
+#[test]
 fn bad_input_bad_temperature() {
     let addr = shared();
     for t in ["hot", "1.5", "-0.1", "NaN"] {
@@ -980,6 +1014,87 @@ fn bad_input_body_stalls_halfway() {
     assert_eq!(r.status, 400, "{}", r.text());
 }
 
+/// Waits until the server closes `s` (end of stream or a reset); fails if it sends
+/// anything or keeps the connection past `limit`.
+fn wait_closed(mut s: TcpStream, limit: Duration) {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!(
+            "the server answered: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the connection was still open after {limit:?} ({e})"),
+    }
+}
+
+#[test]
+fn a_connection_stalled_in_its_request_head_is_closed_after_the_header_timeout() {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    let addr = *ADDR.get_or_init(|| {
+        start(ServeOptions {
+            connections: amanuensis::serve::ConnectionLimits {
+                header_timeout: Duration::from_secs(1),
+                ..Default::default()
+            },
+            ..options()
+        })
+    });
+    // Half a request line, and one that opens and sends nothing: neither holds its
+    // connection (and a file descriptor) past the deadline.
+    let opened = Instant::now();
+    let mut half = connect(addr);
+    half.write_all(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: loc")
+        .unwrap();
+    let silent = connect(addr);
+    for s in [half, silent] {
+        wait_closed(s, Duration::from_secs(60));
+        let took = opened.elapsed();
+        assert!(
+            took >= Duration::from_millis(900),
+            "closed after {took:?}, before the 1-s deadline"
+        );
+    }
+    assert_alive(addr);
+}
+
+#[test]
+fn connections_over_the_limit_wait_until_one_closes() {
+    let addr = start(ServeOptions {
+        connections: amanuensis::serve::ConnectionLimits {
+            max_connections: 2,
+            header_timeout: Duration::from_secs(600),
+        },
+        ..options()
+    });
+    let first = connect(addr);
+    let second = connect(addr);
+    // The third is in the listen backlog: its request is not read while two are open.
+    let mut third = connect(addr);
+    third
+        .write_all(head("GET", "/health", &[]).as_bytes())
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    match third.read(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("a third connection was served past the limit of 2: {other:?}"),
+    }
+    drop(first);
+    let r = read_response(third);
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(second);
+    assert_alive(addr);
+}
+
 #[test]
 fn request_over_the_timeout_gets_504_and_frees_its_worker() {
     let addr = short_deadline();
@@ -1097,6 +1212,9 @@ fn sigterm_with_requests_in_flight(batch_size: &str) {
             "8",
             "--batch-size",
             batch_size,
+            // Long enough that only the stop itself can close the idle connections below.
+            "--header-timeout",
+            "10m",
         ])
         .env_remove("AMANUENSIS_API_KEY")
         .stderr(std::process::Stdio::piped())
@@ -1150,6 +1268,25 @@ fn sigterm_with_requests_in_flight(batch_size: &str) {
         let answered = (v("amanuensis_audio_seconds_total") / 11.0).round();
         v("amanuensis_requests_in_progress") + v("amanuensis_queue_depth") + answered == 3.0
     });
+    // Connections with no request in progress must not hold the stop: one that sent half a
+    // request head, one that sent nothing, and a kept-alive one after its answer.
+    let mut stalled = connect(addr);
+    stalled
+        .write_all(b"GET /health HTTP/1.1\r\nHost: lo")
+        .unwrap();
+    let silent = connect(addr);
+    let mut kept = connect(addr);
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut kept_reader = BufReader::new(kept.try_clone().unwrap());
+    let (status, headers) = read_head(&mut kept_reader);
+    assert_eq!(status, 200);
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("a /health answer has a length");
+    kept_reader.read_exact(&mut vec![0; len]).unwrap();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -1160,7 +1297,18 @@ fn sigterm_with_requests_in_flight(batch_size: &str) {
         assert_eq!(r.status, 200, "batch size {batch_size}: {}", r.text());
         assert_eq!(r.json()["text"], JFK, "batch size {batch_size}");
     }
-    let exit = child.wait().expect("server exits");
+    let answered = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("server status") {
+            break exit;
+        }
+        if answered.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("batch size {batch_size}: the server still ran 60 s after its last answer");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop((stalled, silent, kept));
     assert_eq!(
         exit.code(),
         Some(0),

@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod error;
+mod listen;
 pub mod metrics;
 pub mod request;
 pub mod respond;
@@ -25,6 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use engine::{CancelOnDrop, Engine, Job};
 use error::{ApiError, ServeError};
+pub use listen::ConnectionLimits;
 use metrics::Metrics;
 use serde_json::json;
 use std::future::Future;
@@ -83,6 +85,8 @@ pub struct ServeOptions {
     /// Transcribe only the speech Silero VAD finds in each request (`--vad`); times stay
     /// the recording's.
     pub vad: Option<VadFilter>,
+    /// Open connections at once, and the deadline of a request's head.
+    pub connections: ConnectionLimits,
 }
 
 /// The server's voice-activity filter: where the model is and its parameters.
@@ -105,6 +109,7 @@ impl Default for ServeOptions {
             timeout: Duration::from_secs(300),
             api_key: None,
             vad: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -192,15 +197,12 @@ impl Server {
     ) -> Result<(), ServeError> {
         let state = self.state.clone();
         let app = router(self.state.clone());
-        let drain = state.clone();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                drain.draining.store(true, Ordering::SeqCst);
-                tracing::info!("shutting down: finishing the accepted requests");
-            })
-            .await
-            .map_err(ServeError::Io)?;
+        let limits = state.options.connections;
+        listen::serve(self.listener, app, limits, shutdown, || {
+            state.draining.store(true, Ordering::SeqCst);
+            tracing::info!("shutting down: finishing the accepted requests");
+        })
+        .await;
         // Every connection is closed: the router and its state clones are gone.
         if let Ok(state) = Arc::try_unwrap(state) {
             tokio::task::spawn_blocking(move || state.engine.shutdown())
@@ -390,7 +392,10 @@ async fn get_model(
     if st.models.contains(&id) {
         Json(model_object(&id)).into_response()
     } else {
-        let mut e = ApiError::not_found(format!("model '{id}' is not served here"));
+        let mut e = ApiError::not_found(format!(
+            "model '{}' is not served here",
+            request::shown(&id)
+        ));
         e.param = Some("model");
         e.code = Some("model_not_found");
         e.into_response()

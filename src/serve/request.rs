@@ -2,7 +2,7 @@
 //! and checked field by field as OpenAI's API defines it. Unknown fields are ignored.
 
 use super::error::ApiError;
-use axum::extract::multipart::{Multipart, MultipartError};
+use axum::extract::multipart::{Field, Multipart, MultipartError};
 use axum::http::StatusCode;
 
 /// What the response is written as.
@@ -74,6 +74,11 @@ struct Raw {
     stream: Option<String>,
 }
 
+/// Largest text field (every field but `file`), in bytes. Whisper reads at most 224 tokens
+/// of a prompt, about a kilobyte of text; a larger field is refused rather than read,
+/// tokenized or quoted back whole.
+pub const MAX_TEXT_FIELD: usize = 64 * 1024;
+
 /// Reads every field of the form (unknown ones are skipped) and checks them.
 pub async fn read_form(
     mut mp: Multipart,
@@ -85,30 +90,59 @@ pub async fn read_form(
     let err = |e| multipart_error(e, max_body);
     while let Some(field) = mp.next_field().await.map_err(err)? {
         let name = field.name().unwrap_or("").to_string();
-        let slot = match name.as_str() {
+        let (slot, param) = match name.as_str() {
             "file" => {
                 let file_name = field.file_name().map(str::to_string);
                 let bytes = field.bytes().await.map_err(err)?;
                 raw.file = Some((bytes.to_vec(), file_name));
                 continue;
             }
-            "model" => &mut raw.model,
-            "language" => &mut raw.language,
-            "prompt" => &mut raw.prompt,
-            "response_format" => &mut raw.response_format,
-            "temperature" => &mut raw.temperature,
-            "stream" => &mut raw.stream,
+            "model" => (&mut raw.model, "model"),
+            "language" => (&mut raw.language, "language"),
+            "prompt" => (&mut raw.prompt, "prompt"),
+            "response_format" => (&mut raw.response_format, "response_format"),
+            "temperature" => (&mut raw.temperature, "temperature"),
+            "stream" => (&mut raw.stream, "stream"),
             "timestamp_granularities[]" | "timestamp_granularities" => {
-                let v = field.text().await.map_err(err)?;
+                let v = read_text(field, "timestamp_granularities", &err).await?;
                 raw.granularities.push(v);
                 continue;
             }
             // Fields this server does not know are ignored, as OpenAI does.
             _ => continue,
         };
-        *slot = Some(field.text().await.map_err(err)?);
+        *slot = Some(read_text(field, param, &err).await?);
     }
     check(raw, languages, models)
+}
+
+/// A text field, refused past [`MAX_TEXT_FIELD`] bytes without reading the rest of it.
+async fn read_text(
+    mut field: Field<'_>,
+    param: &'static str,
+    err: &impl Fn(MultipartError) -> ApiError,
+) -> Result<String, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(err)? {
+        if bytes.len() + chunk.len() > MAX_TEXT_FIELD {
+            return Err(ApiError::invalid(
+                param,
+                "invalid_value",
+                format!("field '{param}' is longer than {MAX_TEXT_FIELD} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A value of the request as an error message quotes it: at most 40 characters.
+pub(super) fn shown(value: &str) -> String {
+    const MAX: usize = 40;
+    match value.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_string(),
+    }
 }
 
 fn check(raw: Raw, languages: &[String], models: &[String]) -> Result<Form, ApiError> {
@@ -142,7 +176,8 @@ fn check(raw: Raw, languages: &[String], models: &[String]) -> Result<Form, ApiE
                 "model",
                 "model_not_found",
                 format!(
-                    "model '{m}' is not served here (available: {})",
+                    "model '{}' is not served here (available: {})",
+                    shown(&m),
                     models.join(", ")
                 ),
             ))
@@ -156,7 +191,8 @@ fn check(raw: Raw, languages: &[String], models: &[String]) -> Result<Form, ApiE
                 "response_format",
                 "invalid_value",
                 format!(
-                    "response_format '{s}' is not one of {}",
+                    "response_format '{}' is not one of {}",
+                    shown(s),
                     ResponseFormat::NAMES
                 ),
             )
@@ -171,7 +207,8 @@ fn check(raw: Raw, languages: &[String], models: &[String]) -> Result<Form, ApiE
                     "language",
                     "unsupported_language",
                     format!(
-                        "language '{l}' is not an ISO-639-1 code the model knows (known: {})",
+                        "language '{}' is not an ISO-639-1 code the model knows (known: {})",
+                        shown(l),
                         languages.join(", ")
                     ),
                 ));
@@ -186,14 +223,14 @@ fn check(raw: Raw, languages: &[String], models: &[String]) -> Result<Form, ApiE
                 ApiError::invalid(
                     "temperature",
                     "invalid_value",
-                    format!("temperature '{s}' is not a number"),
+                    format!("temperature '{}' is not a number", shown(s)),
                 )
             })?;
             if !(0.0..=1.0).contains(&t) {
                 return Err(ApiError::invalid(
                     "temperature",
                     "invalid_value",
-                    format!("temperature {s} is outside 0 to 1"),
+                    format!("temperature {} is outside 0 to 1", shown(s)),
                 ));
             }
             (t > 0.0).then_some(t)
@@ -209,7 +246,10 @@ fn check(raw: Raw, languages: &[String], models: &[String]) -> Result<Form, ApiE
                 return Err(ApiError::invalid(
                     "timestamp_granularities",
                     "invalid_value",
-                    format!("timestamp granularity '{other}' is not 'segment' or 'word'"),
+                    format!(
+                        "timestamp granularity '{}' is not 'segment' or 'word'",
+                        shown(other)
+                    ),
                 ))
             }
         }
@@ -228,7 +268,7 @@ fn check(raw: Raw, languages: &[String], models: &[String]) -> Result<Form, ApiE
             return Err(ApiError::invalid(
                 "stream",
                 "invalid_value",
-                format!("stream '{s}' is not 'true' or 'false'"),
+                format!("stream '{}' is not 'true' or 'false'", shown(s)),
             ))
         }
     };
