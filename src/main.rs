@@ -860,8 +860,6 @@ fn load_model(args: &ModelArgs, quiet: bool) -> Result<WhisperModel> {
 fn serve(a: ServeArgs) -> Result<ExitCode> {
     use amanuensis::serve::{shutdown_signal, ServeOptions, Server};
     amanuensis::serve::fix_large_allocations();
-    let model = load_model(&a.model, false)?;
-    let registry = registry()?;
     let options = ServeOptions {
         host: a.host.clone(),
         port: a.port,
@@ -884,6 +882,10 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             None
         },
     };
+    // Checked before the model loads: a bad setting fails at once.
+    options.check()?;
+    let model = load_model(&a.model, false)?;
+    let registry = registry()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -963,6 +965,7 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
     if formats.len() > 1 && a.output_dir.is_none() {
         bail!("--format all writes one file per format: give it a directory with --output-dir");
     }
+    stdin_at_most_once(&a.files)?;
     // The output directory is made (or found unusable) before any file is transcribed, so
     // that a long transcription is not done only to find nowhere to write it.
     if let Some(dir) = &a.output_dir {
@@ -1148,6 +1151,7 @@ fn vad_command(a: VadCmdArgs) -> Result<ExitCode> {
     if let Some(line) = spec.resolve_auto() {
         eprintln!("{line}");
     }
+    stdin_at_most_once(&a.files)?;
     let mut vad = a.vad.load(&spec)?;
     let mut failed = 0;
     let mut reports = Vec::new();
@@ -1572,28 +1576,38 @@ fn graph_inspect(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn graph_build(size: &str, output: Option<&Path>) -> Result<ExitCode> {
-    if size == amanuensis::vad::graph::MODEL_NAME {
-        let file = amanuensis::vad::graph::build_silero_graph();
-        model::validate_graphs(&file, &registry()?)?;
-        let text = file.to_text();
-        match output {
-            Some(p) => {
-                std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?
-            }
-            None => print!("{text}"),
-        }
-        return Ok(ExitCode::SUCCESS);
+/// Standard input can be read once: `-` given twice would find it empty the second time.
+fn stdin_at_most_once(files: &[PathBuf]) -> Result<()> {
+    let stdin = files
+        .iter()
+        .filter(|f| f.as_os_str() == audio::STDIN_PATH)
+        .count();
+    if stdin > 1 {
+        bail!("`-` (standard input) is given {stdin} times: it can be read only once");
     }
-    let size = size.trim_start_matches("whisper-");
-    let dims =
-        WhisperDims::for_size(size).with_context(|| format!("unknown Whisper size '{size}'"))?;
-    let file = build_whisper_graph(&format!("whisper-{size}"), &dims);
+    Ok(())
+}
+
+fn graph_build(size: &str, output: Option<&Path>) -> Result<ExitCode> {
+    let file = if size == amanuensis::vad::graph::MODEL_NAME {
+        amanuensis::vad::graph::build_silero_graph()
+    } else {
+        let size = size.trim_start_matches("whisper-");
+        let dims = WhisperDims::for_size(size)
+            .with_context(|| format!("unknown Whisper size '{size}'"))?;
+        build_whisper_graph(&format!("whisper-{size}"), &dims)
+    };
     // Validate before writing: a graph that does not load is never written.
     model::validate_graphs(&file, &registry()?)?;
     let text = file.to_text();
     match output {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create directory {}", dir.display()))?;
+            }
+            output::write_atomically(p, text.as_bytes())?
+        }
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)

@@ -341,6 +341,75 @@ fn a_transcript_that_cannot_be_written_goes_to_standard_output() {
     assert_jfk_words(&String::from_utf8_lossy(&o.stdout));
 }
 
+/// Standard input can be read once: `-` twice is refused before anything is read, by
+/// `transcribe` and by `vad` (it used to transcribe stdin, then fail on its second,
+/// empty, reading).
+#[test]
+fn standard_input_given_twice_is_refused() {
+    for cmd in ["transcribe", "vad"] {
+        let o = run(&[cmd, "-", "-"]);
+        assert_clean_failure(&o, &["standard input", "given 2 times"]);
+        assert!(
+            !stderr(&o).contains("is empty"),
+            "{cmd} read standard input: {}",
+            stderr(&o)
+        );
+    }
+}
+
+/// `graph build -o` makes the directories of its output file.
+#[test]
+fn graph_build_makes_the_directory_of_its_output() {
+    let dir = tmp("graph-build-out");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("sub/whisper-tiny.graph");
+    let o = run(&["graph", "build", "tiny", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).expect("the graph file was written");
+    let file = amanuensis_runtime::ModelFile::parse(&text, "the built graph").expect("it parses");
+    assert_eq!(file.model.name, "whisper-tiny");
+}
+
+/// `serve`'s settings are checked before the model loads (here there is none to load), and
+/// out-of-range ones fail with a message, not a panic or a server that tries to build a
+/// hundred thousand workers.
+#[test]
+fn serve_settings_are_checked_before_the_model_loads() {
+    let no_model = tmp("serve-without-a-model");
+    for (flag, value, needle) in [
+        ("--workers", "0", "--workers must be 1 to 64"),
+        ("--workers", "100000", "--workers must be 1 to 64"),
+        (
+            "--max-queue",
+            "18446744073709551615",
+            "--max-queue must be 1 to",
+        ),
+        ("--max-body", "0", "--max-body must be at least 1 byte"),
+        ("--api-key", "", "--api-key must not be empty"),
+        (
+            "--max-connections",
+            "200000",
+            "--max-connections must be 1 to",
+        ),
+    ] {
+        let arg = format!("{flag}={value}");
+        let o = run(&[
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            no_model.to_str().unwrap(),
+            &arg,
+        ]);
+        assert_clean_failure(&o, &[needle]);
+        assert!(
+            !stderr(&o).contains("serve-without-a-model"),
+            "{arg}: the model was looked for first: {}",
+            stderr(&o)
+        );
+    }
+}
+
 fn graph_text() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph"))
         .unwrap()

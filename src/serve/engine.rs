@@ -80,13 +80,19 @@ impl Engine {
         vad: Option<super::VadFilter>,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, ServeError> {
-        if workers == 0 {
-            return Err(ServeError::Option("--workers must be at least 1".into()));
+        if !(1..=super::MAX_WORKERS).contains(&workers) {
+            return Err(ServeError::Option(format!(
+                "--workers must be 1 to {} (each has its own sessions, about 165 MB)",
+                super::MAX_WORKERS
+            )));
         }
         check_batch_size(batch_size)
             .map_err(|e| ServeError::Option(format!("--batch-size: {e}")))?;
-        if capacity == 0 {
-            return Err(ServeError::Option("--max-queue must be at least 1".into()));
+        if !(1..=super::MAX_QUEUE).contains(&capacity) {
+            return Err(ServeError::Option(format!(
+                "--max-queue must be 1 to {}",
+                super::MAX_QUEUE
+            )));
         }
         let languages = model
             .tokenizer

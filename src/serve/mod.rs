@@ -89,6 +89,47 @@ pub struct ServeOptions {
     pub connections: ConnectionLimits,
 }
 
+/// Most workers a server runs: each holds its own sessions (about 165 MB).
+pub const MAX_WORKERS: usize = 64;
+/// Longest queue of accepted requests.
+pub const MAX_QUEUE: usize = 100_000;
+/// Most connections a server keeps open at once.
+pub const MAX_CONNECTIONS: usize = 100_000;
+
+impl ServeOptions {
+    /// Whether these options can run a server; [`Server::bind`] checks them too, but a
+    /// caller that loads a model first can fail before that.
+    pub fn check(&self) -> Result<(), ServeError> {
+        let bad = |m: String| Err(ServeError::Option(m));
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return bad(format!(
+                "--workers must be 1 to {MAX_WORKERS} (each has its own sessions, about 165 MB)"
+            ));
+        }
+        if !(1..=MAX_QUEUE).contains(&self.max_queue) {
+            return bad(format!("--max-queue must be 1 to {MAX_QUEUE}"));
+        }
+        amanuensis_whisper::window_loop::check_batch_size(self.batch_size)
+            .or_else(|e| bad(format!("--batch-size: {e}")))?;
+        if self.max_body == 0 {
+            return bad("--max-body must be at least 1 byte".into());
+        }
+        if self.timeout.is_zero() {
+            return bad("--timeout must be above 0".into());
+        }
+        if self.api_key.as_deref() == Some("") {
+            return bad("--api-key must not be empty".into());
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections.max_connections) {
+            return bad(format!("--max-connections must be 1 to {MAX_CONNECTIONS}"));
+        }
+        if self.connections.header_timeout.is_zero() {
+            return bad("--header-timeout must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
 /// The server's voice-activity filter: where the model is and its parameters.
 #[derive(Debug, Clone)]
 pub struct VadFilter {
@@ -138,17 +179,7 @@ impl Server {
         model: WhisperModel,
         registry: Registry,
     ) -> Result<Server, ServeError> {
-        if options.max_body == 0 {
-            return Err(ServeError::Option(
-                "--max-body must be at least 1 byte".into(),
-            ));
-        }
-        if options.timeout.is_zero() {
-            return Err(ServeError::Option("--timeout must be above 0".into()));
-        }
-        if options.api_key.as_deref() == Some("") {
-            return Err(ServeError::Option("--api-key must not be empty".into()));
-        }
+        options.check()?;
         let addr = format!("{}:{}", options.host, options.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
