@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
     about = "Whisper speech-to-text as a serialized operator graph"
 )]
 struct Cli {
-    /// Worker threads for the kernels (default: all cores).
-    #[arg(long, global = true)]
-    threads: Option<usize>,
+    /// Worker threads for the kernels, 1 to 1024 (default: all cores).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -647,7 +647,7 @@ fn main() -> ExitCode {
     audio::install_panic_filter();
     if let Some(n) = cli.threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
+            .num_threads(usize::from(n))
             .build_global()
         {
             eprintln!("warning: could not size the thread pool: {e}");

@@ -410,6 +410,21 @@ fn serve_settings_are_checked_before_the_model_loads() {
     }
 }
 
+/// `--threads` is 1 to 1024: 0 used to mean one thread silently, and 100000 spent minutes
+/// starting threads before anything ran.
+#[test]
+fn thread_counts_out_of_range_are_refused() {
+    for n in ["0", "100000"] {
+        let o = run(&["--threads", n, "transcribe", &sample()]);
+        assert!(!o.status.success(), "--threads {n} ran");
+        assert!(
+            stderr(&o).contains("1..=1024") && o.stdout.is_empty(),
+            "--threads {n}: {}",
+            stderr(&o)
+        );
+    }
+}
+
 fn graph_text() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph"))
         .unwrap()
