@@ -2,7 +2,7 @@
 //! `tracing-chrome`) and the simulated device lanes (recorded by the runtime), so Perfetto
 //! and chrome://tracing show both on one time axis.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -23,14 +23,23 @@ impl TraceFile {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            bail!(
-                "cannot write trace {}: folder {} does not exist",
+        // Made, and found writable, before the run rather than after it: tracing-chrome
+        // opens its file on a thread of its own, where a failure would be a panic.
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot write trace {}: cannot create folder {}",
                 path.display(),
                 dir.display()
-            );
-        }
+            )
+        })?;
         let host_part = path.with_extension("host.json.part");
+        std::fs::File::create(&host_part).with_context(|| {
+            format!(
+                "cannot write trace {}: cannot create {}",
+                path.display(),
+                host_part.display()
+            )
+        })?;
         let (layer, guard) = tracing_chrome::ChromeLayerBuilder::new()
             .file(&host_part)
             .include_args(true)

@@ -425,6 +425,22 @@ fn thread_counts_out_of_range_are_refused() {
     }
 }
 
+/// A `--trace` file that cannot be written fails the run before any audio is read, not
+/// after the transcription (nor as a panic on tracing-chrome's writer thread).
+#[test]
+fn an_unwritable_trace_fails_before_transcribing() {
+    let file = tmp("trace-parent-is-a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let trace = file.join("t.json");
+    let o = run(&["transcribe", "--trace", trace.to_str().unwrap(), &sample()]);
+    assert_clean_failure(&o, &["cannot write trace"]);
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
 fn graph_text() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph"))
         .unwrap()

@@ -17,7 +17,8 @@ fn num(e: &Value, k: &str) -> f64 {
 fn jfk_trace_has_device_lanes_nested_spans_and_overlapped_dma() {
     let dir = std::env::temp_dir().join(format!("amanuensis-trace-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("jfk.json");
+    // In a folder that does not exist yet: `--trace` makes it.
+    let path = dir.join("traces/jfk.json");
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/jfk.wav");
     let out = common::cli()
         .args(["transcribe", "-q", "--device", "npu-sim", "--trace"])
