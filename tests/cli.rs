@@ -510,7 +510,18 @@ fn corrupt_weights_fail_cleanly() {
     let full = std::fs::read(src.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &full[..full.len() / 3]).unwrap();
     let o = run(&["transcribe", "--model", dir.to_str().unwrap(), &sample()]);
-    assert_clean_failure(&o, &["model.safetensors"]);
+    assert_clean_failure(
+        &o,
+        &[
+            "model.safetensors",
+            "tensor data does not end exactly at the end of the",
+            "(truncated or padded)",
+        ],
+    );
+    // Cut inside its header: the header's length and the file's are named.
+    std::fs::write(dir.join("model.safetensors"), &full[..1000]).unwrap();
+    let o = run(&["transcribe", "--model", dir.to_str().unwrap(), &sample()]);
+    assert_clean_failure(&o, &["runs past the end of the 1000-byte file"]);
 }
 
 #[test]

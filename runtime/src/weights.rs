@@ -52,9 +52,65 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<safetensors::SafeTensors<'a
     safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
         werr(
             path,
-            format!("not a valid safetensors file (corrupt or truncated header/data): {e:?}"),
+            format!(
+                "not a valid safetensors file: {}",
+                describe_safetensors_error(&e, bytes)
+            ),
         )
     })
+}
+
+/// The header length a safetensors file's first 8 bytes give, if it has 8 bytes.
+pub fn header_len_prefix(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+/// Turns the safetensors crate's terse error (its `Display` is its `Debug`) about the file
+/// `bytes` into a sentence.
+pub fn describe_safetensors_error(e: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
+    use safetensors::SafeTensorError;
+    let n = header_len_prefix(bytes);
+    match e {
+        SafeTensorError::HeaderTooSmall => {
+            format!(
+                "file is {} bytes, shorter than the 8-byte header length prefix",
+                bytes.len()
+            )
+        }
+        SafeTensorError::HeaderTooLarge => {
+            format!("header length {} exceeds the 100 MB limit", n.unwrap_or(0))
+        }
+        SafeTensorError::InvalidHeaderLength => format!(
+            "header length {} runs past the end of the {}-byte file",
+            n.unwrap_or(0),
+            bytes.len()
+        ),
+        SafeTensorError::InvalidHeader => "header is not valid UTF-8".to_string(),
+        SafeTensorError::InvalidHeaderStart => "header does not start with '{'".to_string(),
+        SafeTensorError::InvalidHeaderDeserialization => {
+            // Re-parse to recover serde's line/column detail, which the crate drops.
+            let detail = n
+                .and_then(|n| bytes.get(8..8usize.checked_add(usize::try_from(n).ok()?)?))
+                .and_then(|h| serde_json::from_slice::<serde_json::Value>(h).err())
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "it is JSON but not a valid tensor index".to_string());
+            format!("header is not a valid safetensors JSON index: {detail}")
+        }
+        SafeTensorError::InvalidOffset(name) => {
+            format!("data offsets of tensor '{name}' are not contiguous with the previous tensor")
+        }
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's byte range does not match its dtype and shape".to_string()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => format!(
+            "tensor data does not end exactly at the end of the {}-byte file (truncated or padded)",
+            bytes.len()
+        ),
+        SafeTensorError::ValidationOverflow => {
+            "a tensor's shape overflows when multiplied out".to_string()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Lists a weight file's tensors without loading their data into the store.

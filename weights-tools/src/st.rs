@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use amanuensis_runtime::weights::{describe_safetensors_error, header_len_prefix};
+use safetensors::{Dtype, SafeTensors};
 use thiserror::Error;
 
 /// Why a safetensors file could not be read.
@@ -109,7 +110,7 @@ fn parse_index(bytes: &[u8], path: &Path) -> Result<Index, SafetensorsReadError>
     }
     let (header_len, meta) = match SafeTensors::read_metadata(bytes) {
         Ok(v) => v,
-        Err(e) => return Err(corrupt(describe(&e, bytes))),
+        Err(e) => return Err(corrupt(describe_safetensors_error(&e, bytes))),
     };
     let data_start = 8 + header_len;
     let metadata: BTreeMap<String, String> = meta
@@ -130,56 +131,6 @@ fn parse_index(bytes: &[u8], path: &Path) -> Result<Index, SafetensorsReadError>
         .collect();
     tensors.sort_by_key(|t| (t.range.start, t.range.end));
     Ok((header_len, metadata, tensors))
-}
-
-fn header_len_prefix(bytes: &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
-}
-
-/// Turns the crate's terse error into a sentence.
-fn describe(e: &SafeTensorError, bytes: &[u8]) -> String {
-    let n = header_len_prefix(bytes);
-    match e {
-        SafeTensorError::HeaderTooSmall => {
-            format!(
-                "file is {} bytes, shorter than the 8-byte header length prefix",
-                bytes.len()
-            )
-        }
-        SafeTensorError::HeaderTooLarge => {
-            format!("header length {} exceeds the 100 MB limit", n.unwrap_or(0))
-        }
-        SafeTensorError::InvalidHeaderLength => format!(
-            "header length {} runs past the end of the {}-byte file",
-            n.unwrap_or(0),
-            bytes.len()
-        ),
-        SafeTensorError::InvalidHeader => "header is not valid UTF-8".to_string(),
-        SafeTensorError::InvalidHeaderStart => "header does not start with '{'".to_string(),
-        SafeTensorError::InvalidHeaderDeserialization => {
-            // Re-parse to recover serde's line/column detail, which the crate drops.
-            let detail = n
-                .and_then(|n| bytes.get(8..8usize.checked_add(usize::try_from(n).ok()?)?))
-                .and_then(|h| serde_json::from_slice::<serde_json::Value>(h).err())
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "it is JSON but not a valid tensor index".to_string());
-            format!("header is not a valid safetensors JSON index: {detail}")
-        }
-        SafeTensorError::InvalidOffset(name) => {
-            format!("data offsets of tensor '{name}' are not contiguous with the previous tensor")
-        }
-        SafeTensorError::TensorInvalidInfo => {
-            "a tensor's byte range does not match its dtype and shape".to_string()
-        }
-        SafeTensorError::MetadataIncompleteBuffer => format!(
-            "tensor data does not end exactly at the end of the {}-byte file (truncated or padded)",
-            bytes.len()
-        ),
-        SafeTensorError::ValidationOverflow => {
-            "a tensor's shape overflows when multiplied out".to_string()
-        }
-        other => other.to_string(),
-    }
 }
 
 /// A tensor to write: name, dtype, shape and little-endian bytes.
