@@ -16,6 +16,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -991,11 +993,29 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    let stop = stop_on_ctrl_c(a.batch_size);
+    model.stop_early = stop.clone();
+    let stopping = || stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     let mut failed = 0;
+    let mut stopped = false;
     for file in &a.files {
+        if stopping() {
+            eprintln!("{}: not transcribed (stopped by Ctrl-C)", file.display());
+            stopped = true;
+            continue;
+        }
         // One bad file must not stop the others.
         match transcribe_file(&mut model, vad.as_mut(), file, &opts, &a, plain_text_only) {
             Ok(t) => {
+                if let Some(at) = t.stopped_at {
+                    stopped = true;
+                    eprintln!(
+                        "{}: stopped by Ctrl-C after {} of {}: the transcript covers only that",
+                        file.display(),
+                        clock(at.into()),
+                        clock(t.duration.into())
+                    );
+                }
                 if let (Some(p), false) = (t.language_probability, a.quiet) {
                     eprintln!(
                         "{}: detected language '{}' with probability {p:.2}",
@@ -1051,11 +1071,39 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 {
+    Ok(if stopped {
+        // As a shell reports a command ended by SIGINT.
+        ExitCode::from(130)
+    } else if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// With window-by-window decoding (`batch_size` 1), the first Ctrl-C sets the returned
+/// flag: the transcription stops before its next window and keeps what it has, and the
+/// files not yet begun are skipped. A second Ctrl-C quits at once. Batches are not
+/// stopped part-way, so there Ctrl-C keeps its usual effect.
+fn stop_on_ctrl_c(batch_size: usize) -> Option<Arc<AtomicBool>> {
+    if batch_size > 1 {
+        return None;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let installed = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current window; Ctrl-C again to quit at once");
+    });
+    match installed {
+        Ok(()) => Some(stop),
+        Err(e) => {
+            tracing::warn!("Ctrl-C will quit at once: cannot handle it ({e})");
+            None
+        }
+    }
 }
 
 fn transcribe_file(

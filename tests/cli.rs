@@ -441,6 +441,64 @@ fn an_unwritable_trace_fails_before_transcribing() {
     );
 }
 
+/// Ctrl-C during a long transcription keeps the windows done: the transcript so far is
+/// written, the files not yet begun are skipped (and named), and the exit status is 130.
+#[test]
+fn ctrl_c_keeps_the_transcript_so_far() {
+    use std::io::{BufRead, BufReader, Read};
+    let pcm = amanuensis::audio::load_audio(&common::data_dir().join("audio/jfk.wav")).unwrap();
+    // jfk twelve times (132 s, five windows), so that there are windows left to skip.
+    let long: Vec<f32> = (0..12).flat_map(|_| pcm.iter().copied()).collect();
+    let file = tmp("ctrl-c-jfk-x12.wav");
+    std::fs::write(&file, common::wav_16k_f32(&long)).unwrap();
+    let mut child = common::cli()
+        .args(["-vv", "transcribe", "--language", "en"])
+        .arg(&file)
+        .arg(sample())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("no window was decoded: {log}");
+        }
+        log.push_str(&line);
+        if line.contains("window decoded") {
+            break;
+        }
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    err.read_to_string(&mut log).unwrap();
+    let status = child.wait().unwrap();
+    let text = out.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("stopped by Ctrl-C after"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "{}: not transcribed (stopped by Ctrl-C)",
+            sample()
+        )),
+        "{log}"
+    );
+    // The first window's text is there; the whole twelve repetitions are not.
+    let repetitions = text.matches("ask what you can do for your country").count();
+    assert!((1..12).contains(&repetitions), "{repetitions}: {text}");
+}
+
 fn graph_text() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/whisper-base.graph"))
         .unwrap()

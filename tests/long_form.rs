@@ -310,3 +310,49 @@ fn long_concatenation_with_words_splits_at_the_join_and_keeps_words_inside() {
         "no segment ends at the join of 0890 and 0930"
     );
 }
+
+/// A transcription stopped early (`stop_early`, the CLI's Ctrl-C) keeps the windows it has
+/// decoded: the same segments as the whole run up to where it stopped, and `stopped_at`.
+#[test]
+fn stopping_early_keeps_the_windows_already_decoded() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let pcm = load_audio(&common::data_dir().join("audio/long_public_concat.wav")).unwrap();
+    let mut model = common::load_model();
+    let opts = TranscribeOptions {
+        language: Some("en".into()),
+        ..Default::default()
+    };
+    let whole = model.transcribe_pcm(&pcm, &opts).unwrap();
+    assert_eq!(whole.stopped_at, None);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    model.stop_early = Some(stop.clone());
+    let mut first_done = None;
+    let part = model
+        .transcribe_pcm_with_progress(&pcm, &opts, &mut |p| {
+            // Stop once the first window is done.
+            first_done.get_or_insert(p.done);
+            stop.store(true, Ordering::Relaxed);
+        })
+        .unwrap();
+    let at = part.stopped_at.expect("stopped before the end");
+    assert_eq!(Some(f64::from(at)), first_done.map(|d| (d as f32).into()));
+    assert!(at > 10.0 && at < whole.duration - 10.0, "stopped at {at}");
+    assert!(
+        !part.segments.is_empty() && part.segments.len() < whole.segments.len(),
+        "{} of {} segments",
+        part.segments.len(),
+        whole.segments.len()
+    );
+    for (p, w) in part.segments.iter().zip(&whole.segments) {
+        assert_eq!(p.text, w.text);
+        assert!(p.end <= f64::from(at) + 0.01, "{p:?} ends after {at}");
+    }
+    assert!(whole.text.starts_with(&part.text), "{}", part.text);
+
+    // Cleared, the next transcription runs to the end.
+    stop.store(false, Ordering::Relaxed);
+    let again = model.transcribe_pcm(&pcm, &opts).unwrap();
+    assert_eq!(again.text, whole.text);
+}

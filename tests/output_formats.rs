@@ -43,6 +43,7 @@ fn transcript(segments: Vec<Segment>) -> Transcript {
         duration: 3727.5,
         segments,
         text,
+        stopped_at: None,
         timings: Default::default(),
     }
 }

@@ -104,3 +104,22 @@ pub fn load_vad(device: &str) -> amanuensis::vad::VadModel {
     )
     .expect("Silero VAD loads")
 }
+
+/// `pcm` (16 kHz mono) as the bytes of a 32-bit float WAV file.
+pub fn wav_16k_f32(pcm: &[f32]) -> Vec<u8> {
+    let data: Vec<u8> = pcm.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&3u16.to_le_bytes()); // IEEE float
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&(16_000u32 * 4).to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&32u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}

@@ -140,6 +140,13 @@ pub struct WhisperModel {
     /// When set, every graph run first checks it and stops the transcription with
     /// [`Error::Interrupted`] once it is true (a cancelled request, a deadline).
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// When set, the window-by-window transcription (`transcribe_pcm`, streamed files,
+    /// and `--vad` without batches) checks it before each window, and once it is true
+    /// returns what it has transcribed, with [`Transcript::stopped_at`] set: a user's
+    /// Ctrl-C keeps the work done. Batched transcriptions do not check it.
+    ///
+    /// [`Transcript::stopped_at`]: crate::transcript::Transcript::stopped_at
+    pub stop_early: Option<Arc<AtomicBool>>,
     pub features: Session,
     pub encoder: Session,
     pub cross_kv: Session,
@@ -399,6 +406,7 @@ impl WhisperModel {
             tokenizer,
             graph_file: graph.map(Path::to_path_buf),
             interrupt: None,
+            stop_early: None,
             features,
             encoder,
             cross_kv,

@@ -236,6 +236,9 @@ pub fn restore_times(t: &mut Transcript, map: &SpeechMap) {
     if map.segments().is_empty() {
         return;
     }
+    if let Some(s) = &mut t.stopped_at {
+        *s = map.original_time(*s as f64, None, true) as f32;
+    }
     for s in &mut t.segments {
         if s.words.is_empty() {
             s.start = map.original_time(s.start, None, false);

@@ -103,6 +103,10 @@ pub struct Transcript {
     pub segments: Vec<Segment>,
     /// All segment texts joined, leading/trailing spaces trimmed.
     pub text: String,
+    /// Set when the transcription was stopped before the end of the audio
+    /// (`WhisperModel::stop_early`): the seconds of audio it covers, from the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<f32>,
     #[serde(skip)]
     pub timings: Timings,
 }

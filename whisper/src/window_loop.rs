@@ -700,7 +700,16 @@ impl WhisperModel {
         let content_frames = mel.frames();
         let mut seek = 0usize;
         let mut prompt_reset_since = 0usize;
+        let mut stopped_at = None;
         while seek < content_frames {
+            if self
+                .stop_early
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                stopped_at = Some((seek as f64 * FRAME_SECONDS).min(duration) as f32);
+                break;
+            }
             let segment_size = N_FRAMES.min(content_frames - seek);
             let (cross, lang, prompt) = match first.take() {
                 Some(prepared) => prepared,
@@ -751,13 +760,20 @@ impl WhisperModel {
             // Never move backwards: a window must always make progress.
             seek = next.max(seek + 1);
             let text = window_text(&acc.segments[first_new..]);
+            tracing::debug!(
+                done_s = seek as f64 * FRAME_SECONDS,
+                temperature,
+                "window decoded"
+            );
             progress(Progress {
                 done: (seek as f64 * FRAME_SECONDS).min(duration),
                 total: duration,
                 text: &text,
             });
         }
-        Ok(self.finish(opts, ctx, acc, language, language_probability, t0))
+        let mut t = self.finish(opts, ctx, acc, language, language_probability, t0);
+        t.stopped_at = stopped_at;
+        Ok(t)
     }
 
     /// Transcribes several recordings (a server's waiting requests), each exactly as
@@ -1340,6 +1356,7 @@ impl WhisperModel {
             duration: ctx.duration as f32,
             segments,
             text,
+            stopped_at: None,
             timings,
         }
     }
