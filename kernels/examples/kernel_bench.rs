@@ -242,21 +242,13 @@ fn bench_attention(
         .sum();
     let flops = 4.0 * (visible * d) as f64;
     run(&label, flops, None, || {
-        path(
-            black_box(&q),
-            stride,
-            k,
-            stride,
-            v,
-            stride,
-            tq,
-            tk,
-            heads,
-            hd,
-            causal,
-            &mut out,
-            d,
-        )
+        let shape = cpu::AttentionShape {
+            q_row_stride: stride,
+            k_row_stride: stride,
+            v_row_stride: stride,
+            ..cpu::AttentionShape::new(tq, tk, heads, hd).causal(causal)
+        };
+        path(&shape, black_box(&q), k, v, &mut out)
     })
 }
 
@@ -300,7 +292,8 @@ fn bench_self_step(filled: usize, heads_major: bool, parallel: bool) {
                 let (kb, vb) = (&k[b * cap * d..][..cap * d], &v[b * cap * d..][..cap * d]);
                 let qb = &q[b * d..][..d];
                 let causal = Some(filled - 1);
-                cpu::attention_direct_kv(qb, d, kb, vb, kv, 1, filled, heads, hd, causal, ob, d);
+                let shape = cpu::AttentionShape::new(1, filled, heads, hd).causal(causal);
+                cpu::attention_direct_kv(&shape, kv, qb, kb, vb, ob);
             };
             if parallel {
                 use rayon::prelude::*;
@@ -384,12 +377,12 @@ fn bench_cross_step(rows: usize, f16: Option<cpu::F16KvPath>, heads_major: bool)
         for l in 0..layers {
             if let Some(path) = f16 {
                 let (k, v) = &kv16[l];
-                cpu::attention_direct_f16kv_on(
-                    path, &q, d, k, v, strides, rows, tk, heads, hd, out, d,
-                );
+                let shape = cpu::AttentionShape::new(rows, tk, heads, hd);
+                cpu::attention_direct_f16kv_on(path, &shape, strides, &q, k, v, out);
             } else {
                 let (k, v) = &kv32[l];
-                cpu::attention_direct(&q, d, k, d, v, d, rows, tk, heads, hd, None, out, d);
+                let shape = cpu::AttentionShape::new(rows, tk, heads, hd);
+                cpu::attention_direct(&shape, &q, k, v, out);
             }
         }
     };
@@ -503,26 +496,14 @@ fn main() {
     }
     let attn = bench_attention("attention", t, t, None, true, cpu::attention);
     /// `attention_bf16` on path `P` of `Bf16Path::ALL`.
-    #[allow(clippy::too_many_arguments)]
     fn attention_bf16_on<const P: usize>(
+        shape: &cpu::AttentionShape,
         q: &[f32],
-        qs: usize,
         k: &[f32],
-        ks: usize,
         v: &[f32],
-        vs: usize,
-        tq: usize,
-        tk: usize,
-        heads: usize,
-        hd: usize,
-        causal: Option<usize>,
         out: &mut [f32],
-        os: usize,
     ) {
-        let path = cpu::bf16::Bf16Path::ALL[P];
-        cpu::attention_bf16(
-            path, q, qs, k, ks, v, vs, tq, tk, heads, hd, causal, out, os,
-        )
+        cpu::attention_bf16(cpu::bf16::Bf16Path::ALL[P], shape, q, k, v, out)
     }
     let on_paths: [cpu::AttentionKernel; 4] = [
         attention_bf16_on::<0>,
@@ -543,26 +524,14 @@ fn main() {
         }
     }
     if cpu::bf16::Bf16Path::Amx.available() {
-        #[allow(clippy::too_many_arguments)]
         fn x3_on_tiles(
+            shape: &cpu::AttentionShape,
             q: &[f32],
-            qs: usize,
             k: &[f32],
-            ks: usize,
             v: &[f32],
-            vs: usize,
-            tq: usize,
-            tk: usize,
-            heads: usize,
-            hd: usize,
-            causal: Option<usize>,
             out: &mut [f32],
-            os: usize,
         ) {
-            let path = cpu::bf16::Bf16Path::Amx;
-            cpu::attention_bf16x3(
-                path, q, qs, k, ks, v, vs, tq, tk, heads, hd, causal, out, os,
-            )
+            cpu::attention_bf16x3(cpu::bf16::Bf16Path::Amx, shape, q, k, v, out)
         }
         bench_attention("attention bf16x3 amx", t, t, None, true, x3_on_tiles);
     }

@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use amanuensis_kernels::npu;
+use amanuensis_kernels::{cpu, npu};
 
 /// Seeded values in [-1, 1), so runs are comparable.
 fn data(len: usize, seed: u64) -> Vec<f32> {
@@ -159,19 +159,11 @@ fn main() {
             4.0 * (t * t * w) as f64,
             || {
                 npu::attention_flash(
+                    &cpu::AttentionShape::new(t, t, heads, hd),
                     black_box(&q),
-                    w,
                     &k,
-                    w,
                     &v,
-                    w,
-                    t,
-                    t,
-                    heads,
-                    hd,
-                    None,
                     &mut out,
-                    w,
                 )
                 .unwrap()
             },

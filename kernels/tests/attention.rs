@@ -64,9 +64,7 @@ fn check(
         causal,
         os,
     };
-    (path.1)(
-        a.q, a.qs, a.k, a.ks, a.v, a.vs, tq, tk, heads, hd, causal, &mut out, os,
-    );
+    (path.1)(&a.shape(), a.q, a.k, a.v, &mut out);
     // Padding columns of the output must be left untouched.
     for i in 0..tq {
         assert!(
@@ -144,24 +142,12 @@ fn attention_empty_shapes() {
     for path in PATHS {
         // No keys without a mask: every query averages over nothing and yields 0.
         let mut out = vec![f32::NAN; 2 * 4];
-        (path.1)(&[1.0; 8], 4, &[], 4, &[], 4, 2, 0, 2, 2, None, &mut out, 4);
+        let shape = cpu::AttentionShape::new(2, 0, 2, 2);
+        (path.1)(&shape, &[1.0; 8], &[], &[], &mut out);
         assert_eq!(out, [0.0; 8], "{}", path.0);
         // No queries: nothing written.
-        (path.1)(
-            &[],
-            4,
-            &[1.0; 4],
-            4,
-            &[1.0; 4],
-            4,
-            0,
-            1,
-            2,
-            2,
-            None,
-            &mut [],
-            4,
-        );
+        let shape = cpu::AttentionShape::new(0, 1, 2, 2);
+        (path.1)(&shape, &[], &[1.0; 4], &[1.0; 4], &mut []);
     }
 }
 
@@ -211,36 +197,20 @@ fn attention_direct_rows_sharing_keys_equal_each_row_alone_bit_for_bit() {
         let v = rng.vec(tk * d, -1.0, 1.0);
         let mut together = vec![f32::NAN; tq * d];
         cpu::attention_direct(
+            &cpu::AttentionShape::new(tq, tk, heads, hd),
             &q,
-            d,
             &k,
-            d,
             &v,
-            d,
-            tq,
-            tk,
-            heads,
-            hd,
-            None,
             &mut together,
-            d,
         );
         for i in 0..tq {
             let mut alone = vec![f32::NAN; d];
             cpu::attention_direct(
+                &cpu::AttentionShape::new(1, tk, heads, hd),
                 &q[i * d..(i + 1) * d],
-                d,
                 &k,
-                d,
                 &v,
-                d,
-                1,
-                tk,
-                heads,
-                hd,
-                None,
                 &mut alone,
-                d,
             );
             let row = &together[i * d..(i + 1) * d];
             assert!(
@@ -284,7 +254,7 @@ fn attention_with_f16_keys_and_values_meets_the_f64_bound_on_every_path() {
         let v16 = to_f16(rng.vec(tk * stride, -1.0, 1.0));
         let widen = |v: &[half::f16]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
         let (k32, v32) = (widen(&k16), widen(&v16));
-        let (want, bound) = ref_attention(&Attn {
+        let attn = Attn {
             q: &q,
             qs: d,
             k: &k32,
@@ -297,23 +267,10 @@ fn attention_with_f16_keys_and_values_meets_the_f64_bound_on_every_path() {
             hd,
             causal: None,
             os: d,
-        });
+        };
+        let (want, bound) = ref_attention(&attn);
         let mut direct = vec![f32::NAN; tq * d];
-        cpu::attention_direct(
-            &q,
-            d,
-            &k32,
-            stride,
-            &v32,
-            stride,
-            tq,
-            tk,
-            heads,
-            hd,
-            None,
-            &mut direct,
-            d,
-        );
+        cpu::attention_direct(&attn.shape(), &q, &k32, &v32, &mut direct);
         let heads_major = |x: &[half::f16]| -> Vec<half::f16> {
             (0..heads)
                 .flat_map(|h| (0..tk).flat_map(move |j| x[j * stride + h * hd..][..hd].to_vec()))
@@ -329,9 +286,8 @@ fn attention_with_f16_keys_and_values_meets_the_f64_bound_on_every_path() {
             let what = format!("{path:?} tq={tq} tk={tk} heads={heads} hd={hd} pad={pad}");
             let run = |q: &[f32], tq: usize, k: &[half::f16], v: &[half::f16], kv| {
                 let mut out = vec![f32::NAN; tq * d];
-                cpu::attention_direct_f16kv_on(
-                    path, q, d, k, v, kv, tq, tk, heads, hd, &mut out, d,
-                );
+                let shape = cpu::AttentionShape::new(tq, tk, heads, hd);
+                cpu::attention_direct_f16kv_on(path, &shape, kv, q, k, v, &mut out);
                 out
             };
             let got = run(&q, tq, &k16, &v16, rows);
@@ -370,17 +326,12 @@ fn f16_attention_paths_refuse_what_they_cannot_run() {
         let r = std::panic::catch_unwind(move || {
             cpu::attention_direct_f16kv_on(
                 path,
-                &q,
-                heads * hd,
-                &kv,
-                &kv,
+                &cpu::AttentionShape::new(1, tk, heads, hd),
                 cpu::KvStrides::rows(heads * hd, hd),
-                1,
-                tk,
-                heads,
-                hd,
+                &q,
+                &kv,
+                &kv,
                 &mut out,
-                heads * hd,
             )
         });
         let msg = r.expect_err("ran a path it cannot run");
@@ -397,16 +348,11 @@ fn heads_major_keys_shorter_than_their_strides_are_refused() {
     let kv = vec![half::f16::ZERO; heads * tk * hd - 1];
     let mut out = vec![0.0f32; heads * hd];
     cpu::attention_direct_f16kv(
-        &q,
-        heads * hd,
-        &kv,
-        &kv,
+        &cpu::AttentionShape::new(1, tk, heads, hd),
         cpu::KvStrides::heads_major(tk, hd),
-        1,
-        tk,
-        heads,
-        hd,
+        &q,
+        &kv,
+        &kv,
         &mut out,
-        heads * hd,
     );
 }

@@ -293,9 +293,7 @@ fn check_attention(
     } else {
         cpu::attention_bf16
     };
-    kernel(
-        path, a.q, a.qs, a.k, a.ks, a.v, a.vs, tq, tk, heads, hd, causal, &mut out, os,
-    );
+    kernel(path, &a.shape(), a.q, a.k, a.v, &mut out);
     for i in 0..tq {
         assert!(
             out[i * os + d..(i + 1) * os].iter().all(|v| v.is_nan()),
@@ -409,19 +407,11 @@ fn attention_is_close_to_f32_on_the_encoder_shape() {
     let mut out = vec![0.0f32; tq * d];
     cpu::attention_bf16(
         Bf16Path::best(),
+        &cpu::AttentionShape::new(tq, tk, heads, hd),
         &q,
-        d,
         &k,
-        d,
         &v,
-        d,
-        tq,
-        tk,
-        heads,
-        hd,
-        None,
         &mut out,
-        d,
     );
     let a = Attn {
         q: &q,
@@ -471,7 +461,12 @@ fn bf16x3_attention_is_near_f32_on_the_encoder_shape() {
     for path in paths() {
         let mut out = vec![0.0f32; tq * d];
         cpu::attention_bf16x3(
-            path, &q, d, &k, d, &v, d, tq, tk, heads, hd, None, &mut out, d,
+            path,
+            &cpu::AttentionShape::new(tq, tk, heads, hd),
+            &q,
+            &k,
+            &v,
+            &mut out,
         );
         let rel = rel_l2(&out, &want);
         eprintln!(
@@ -609,43 +604,19 @@ fn attention_without_keys_or_queries_is_zero_or_nothing() {
     for path in paths() {
         // No keys without a mask: every query averages over nothing and yields 0.
         let mut out = vec![f32::NAN; 2 * 5];
-        cpu::attention_bf16(
-            path,
-            &[1.0; 10],
-            5,
-            &[],
-            4,
-            &[],
-            4,
-            2,
-            0,
-            2,
-            2,
-            None,
-            &mut out,
-            5,
-        );
+        let shape = cpu::AttentionShape {
+            q_row_stride: 5,
+            out_row_stride: 5,
+            ..cpu::AttentionShape::new(2, 0, 2, 2)
+        };
+        cpu::attention_bf16(path, &shape, &[1.0; 10], &[], &[], &mut out);
         for row in out.chunks(5) {
             assert_eq!(&row[..4], &[0.0; 4], "{}", path.name());
             assert!(row[4].is_nan(), "{}: wrote padding", path.name());
         }
         // No queries: nothing written.
-        cpu::attention_bf16(
-            path,
-            &[],
-            4,
-            &[1.0; 4],
-            4,
-            &[1.0; 4],
-            4,
-            0,
-            1,
-            2,
-            2,
-            None,
-            &mut [],
-            4,
-        );
+        let shape = cpu::AttentionShape::new(0, 1, 2, 2);
+        cpu::attention_bf16(path, &shape, &[], &[1.0; 4], &[1.0; 4], &mut []);
     }
 }
 
@@ -705,41 +676,22 @@ fn a_head_gets_the_same_bits_alone_as_beside_the_other_heads() {
     for path in paths() {
         for causal in [None, Some(tk - tq.min(tk))] {
             let mut together = vec![f32::NAN; tq * d];
-            cpu::attention_bf16(
-                path,
-                &q,
-                stride,
-                k,
-                stride,
-                v,
-                stride,
-                tq,
-                tk,
-                heads,
-                hd,
-                causal,
-                &mut together,
-                d,
-            );
+            let shape = cpu::AttentionShape {
+                q_row_stride: stride,
+                k_row_stride: stride,
+                v_row_stride: stride,
+                ..cpu::AttentionShape::new(tq, tk, heads, hd).causal(causal)
+            };
+            cpu::attention_bf16(path, &shape, &q, k, v, &mut together);
             for h in 0..heads {
                 let c = h * hd;
                 let mut alone = vec![f32::NAN; tq * hd];
-                cpu::attention_bf16(
-                    path,
-                    &q[c..],
-                    stride,
-                    &k[c..],
-                    stride,
-                    &v[c..],
-                    stride,
-                    tq,
-                    tk,
-                    1,
-                    hd,
-                    causal,
-                    &mut alone,
-                    hd,
-                );
+                let one_head = cpu::AttentionShape {
+                    heads: 1,
+                    out_row_stride: hd,
+                    ..shape
+                };
+                cpu::attention_bf16(path, &one_head, &q[c..], &k[c..], &v[c..], &mut alone);
                 for i in 0..tq {
                     for j in 0..hd {
                         assert_eq!(

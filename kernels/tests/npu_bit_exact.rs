@@ -305,7 +305,17 @@ fn check_attention(
     };
     let mut out = vec![f32::NAN; tq * stride];
     npu::attention_flash(
-        &q, stride, &k, stride, &v, stride, tq, tk, heads, hd, causal, &mut out, stride,
+        &cpu::AttentionShape {
+            q_row_stride: stride,
+            k_row_stride: stride,
+            v_row_stride: stride,
+            out_row_stride: stride,
+            ..cpu::AttentionShape::new(tq, tk, heads, hd).causal(causal)
+        },
+        &q,
+        &k,
+        &v,
+        &mut out,
     )
     .unwrap();
     let mut want = vec![f32::NAN; tq * stride];
@@ -413,7 +423,8 @@ fn attention_with_no_keys_matches_contract_bits() {
     // tk = 0: every output is +0.
     let q = vec![1.0f32; 2 * 6];
     let mut out = vec![f32::NAN; 2 * 6];
-    npu::attention_flash(&q, 6, &[], 6, &[], 6, 2, 0, 2, 3, Some(3), &mut out, 6).unwrap();
+    let shape = cpu::AttentionShape::new(2, 0, 2, 3).causal(Some(3));
+    npu::attention_flash(&shape, &q, &[], &[], &mut out).unwrap();
     let mut want = vec![f32::NAN; 2 * 6];
     naive_attention(&q, 6, &[], 6, &[], 6, 2, 0, 2, 3, Some(3), &mut want, 6);
     assert_same_bits("attention_flash tk=0", &out, &want);

@@ -288,25 +288,28 @@ fn check_attention(
     let v = rng.vec(tk * stride, -1.0, 1.0);
     let mut out = vec![f32::NAN; tq * stride];
     npu::attention_flash(
-        &q, stride, &k, stride, &v, stride, tq, tk, heads, hd, causal, &mut out, stride,
+        &cpu::AttentionShape {
+            q_row_stride: stride,
+            k_row_stride: stride,
+            v_row_stride: stride,
+            out_row_stride: stride,
+            ..cpu::AttentionShape::new(tq, tk, heads, hd).causal(causal)
+        },
+        &q,
+        &k,
+        &v,
+        &mut out,
     )
     .unwrap();
     let mut cpu_out = vec![f32::NAN; tq * stride];
-    cpu::attention(
-        &q,
-        stride,
-        &k,
-        stride,
-        &v,
-        stride,
-        tq,
-        tk,
-        heads,
-        hd,
-        causal,
-        &mut cpu_out,
-        stride,
-    );
+    let shape = cpu::AttentionShape {
+        q_row_stride: stride,
+        k_row_stride: stride,
+        v_row_stride: stride,
+        out_row_stride: stride,
+        ..cpu::AttentionShape::new(tq, tk, heads, hd).causal(causal)
+    };
+    cpu::attention(&shape, &q, &k, &v, &mut cpu_out);
     let (qb, kb, vb) = (bf(&q), bf(&k), bf(&v));
     let scale = 1.0 / (hd as f64).sqrt();
     let (mut w64, mut wcpu) = (Worst::default(), Worst::default());
@@ -404,7 +407,8 @@ fn attention_flash_within_bounds() {
 fn attention_flash_with_no_keys_is_zero() {
     let q = vec![1.0f32; 8];
     let mut out = vec![f32::NAN; 8];
-    npu::attention_flash(&q, 8, &[], 8, &[], 8, 1, 0, 2, 4, None, &mut out, 8).unwrap();
+    let shape = cpu::AttentionShape::new(1, 0, 2, 4);
+    npu::attention_flash(&shape, &q, &[], &[], &mut out).unwrap();
     assert!(out.iter().all(|&x| x == 0.0));
 }
 
@@ -708,19 +712,11 @@ fn run_all() -> Vec<u32> {
     let v = rng.vec(tk * heads * hd, -1.0, 1.0);
     let mut att = vec![0.0f32; tq * heads * hd];
     npu::attention_flash(
+        &cpu::AttentionShape::new(tq, tk, heads, hd).causal(Some(10)),
         &q,
-        heads * hd,
         &kk,
-        heads * hd,
         &v,
-        heads * hd,
-        tq,
-        tk,
-        heads,
-        hd,
-        Some(10),
         &mut att,
-        heads * hd,
     )
     .unwrap();
     all.extend(bits(&att));
@@ -853,14 +849,14 @@ fn bad_shapes_are_typed_errors() {
         }
     );
     assert!(npu::matmul_bias(&[], usize::MAX, 2, &[], 1, None, &mut out).is_err());
-    assert!(npu::attention_flash(
-        &[0.0; 3], 4, &[0.0; 4], 4, &[0.0; 4], 4, 1, 1, 1, 4, None, &mut out, 4
-    )
-    .is_err());
-    assert!(npu::attention_flash(
-        &[0.0; 4], 2, &[0.0; 4], 4, &[0.0; 4], 4, 1, 1, 1, 4, None, &mut out, 4
-    )
-    .is_err());
+    let one = cpu::AttentionShape::new(1, 1, 1, 4);
+    // q shorter than a row; then a q row stride narrower than the row.
+    assert!(npu::attention_flash(&one, &[0.0; 3], &[0.0; 4], &[0.0; 4], &mut out).is_err());
+    let narrow = cpu::AttentionShape {
+        q_row_stride: 2,
+        ..one
+    };
+    assert!(npu::attention_flash(&narrow, &[0.0; 4], &[0.0; 4], &[0.0; 4], &mut out).is_err());
     assert!(npu::conv1d(&[0.0; 4], 1, 4, &[0.0; 3], 1, 3, None, 0, 0, &mut out).is_err());
     assert!(npu::layer_norm(&[0.0; 4], 2, 2, &[1.0; 2], &[0.0; 3], 1e-5, &mut out).is_err());
     assert!(npu::residual_add(&[0.0; 4], &[0.0; 3], &mut out).is_err());

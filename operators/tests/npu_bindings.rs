@@ -354,19 +354,12 @@ fn attention_npu_is_flash_reference_bit_exact_and_near_cpu() {
         for b in 0..batch {
             let ko = if ks.len() == 2 { 0 } else { b * tk * d };
             cat::attention_flash(
+                &amanuensis_kernels::cpu::AttentionShape::new(tq, tk, heads, d / heads)
+                    .causal(causal.then_some(tk - tq)),
                 &q.f32s().unwrap()[b * tq * d..(b + 1) * tq * d],
-                d,
                 &k.f32s().unwrap()[ko..ko + tk * d],
-                d,
                 &v.f32s().unwrap()[ko..ko + tk * d],
-                d,
-                tq,
-                tk,
-                heads,
-                d / heads,
-                causal.then_some(tk - tq),
                 &mut want[b * tq * d..(b + 1) * tq * d],
-                d,
             )
             .unwrap();
         }
@@ -1239,19 +1232,11 @@ fn attention_with_bf16_products_runs_the_bf16_kernel_on_several_rows_only() {
         let (qo, ko) = (b * 20 * 64, b * 30 * 64);
         amanuensis_kernels::cpu::attention_bf16(
             amanuensis_kernels::cpu::bf16::Bf16Path::best(),
+            &amanuensis_kernels::cpu::AttentionShape::new(20, 30, 2, 32),
             &qs[qo..qo + 20 * 64],
-            64,
             &ks[ko..ko + 30 * 64],
-            64,
             &vs[ko..ko + 30 * 64],
-            64,
-            20,
-            30,
-            2,
-            32,
-            None,
             &mut want[qo..qo + 20 * 64],
-            64,
         );
     }
     let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
@@ -1295,19 +1280,11 @@ fn attention_with_bf16x3_runs_the_bf16x3_kernel_on_several_rows_before_bf16_prod
     let mut want = vec![0.0f32; qs.len()];
     amanuensis_kernels::cpu::attention_bf16x3(
         amanuensis_kernels::cpu::bf16::Bf16Path::widest(),
+        &amanuensis_kernels::cpu::AttentionShape::new(20, 30, 2, 32),
         qs,
-        64,
         ks,
-        64,
         vs,
-        64,
-        20,
-        30,
-        2,
-        32,
-        None,
         &mut want,
-        64,
     );
     let want_bits: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
     assert_eq!(bits(&got[0]), want_bits, "bf16x3 runs attention_bf16x3");

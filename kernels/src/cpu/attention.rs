@@ -34,6 +34,77 @@ pub(super) struct Layout {
     pub(super) causal_offset: Option<usize>,
 }
 
+/// The shape and layout of one attention call: `tq` query rows attend `tk` keys with
+/// `heads` heads of `head_dim` values, the heads side by side in every row of Q, K, V and
+/// the output. Row `i` of each starts at `i × its row stride`, which may exceed
+/// `heads × head_dim` (column slices of a fused projection's output, read in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub tq: usize,
+    pub tk: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// `Some(p)`: query row `i` sits at position `p + i` and attends keys `j ≤ p + i` (a
+    /// decoder's causal mask); `None`: every row attends every key.
+    pub causal_offset: Option<usize>,
+    pub q_row_stride: usize,
+    pub k_row_stride: usize,
+    pub v_row_stride: usize,
+    pub out_row_stride: usize,
+}
+
+impl AttentionShape {
+    /// Rows of exactly `heads × head_dim` values everywhere, every key visible.
+    pub fn new(tq: usize, tk: usize, heads: usize, head_dim: usize) -> Self {
+        let d = heads.saturating_mul(head_dim);
+        AttentionShape {
+            tq,
+            tk,
+            heads,
+            head_dim,
+            causal_offset: None,
+            q_row_stride: d,
+            k_row_stride: d,
+            v_row_stride: d,
+            out_row_stride: d,
+        }
+    }
+
+    /// The same shape with the causal mask of [`AttentionShape::causal_offset`].
+    pub fn causal(self, causal_offset: Option<usize>) -> Self {
+        AttentionShape {
+            causal_offset,
+            ..self
+        }
+    }
+
+    /// K and V in rows holding every head, `head_dim` apart, at the shape's row strides.
+    fn rows(&self) -> Layout {
+        Layout {
+            q_row_stride: self.q_row_stride,
+            k_row_stride: self.k_row_stride,
+            v_row_stride: self.v_row_stride,
+            out_row_stride: self.out_row_stride,
+            tq: self.tq,
+            tk: self.tk,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            kv_head_stride: self.head_dim,
+            causal_offset: self.causal_offset,
+        }
+    }
+
+    /// K and V both laid out as `kv` says (the shape's K and V row strides are not read).
+    fn laid_out(&self, kv: KvStrides) -> Layout {
+        Layout {
+            k_row_stride: kv.row,
+            v_row_stride: kv.row,
+            kv_head_stride: kv.head,
+            ..self.rows()
+        }
+    }
+}
+
 /// Where K and V keep head `h` of key `j`: at `j·row + h·head`, `head_dim` values.
 ///
 /// Rows that hold every head, as a projection writes them (`[tk, d]`, possibly column
@@ -307,79 +378,23 @@ multiversion! {
 ///
 /// Same contract as [`attention`]; the fast path for a few query rows (decoder steps).
 /// A row's result does not depend on `tq` or on the other rows.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_direct(
-    q: &[f32],
-    q_row_stride: usize,
-    k: &[f32],
-    k_row_stride: usize,
-    v: &[f32],
-    v_row_stride: usize,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
-    causal_offset: Option<usize>,
-    out: &mut [f32],
-    out_row_stride: usize,
-) {
-    direct(
-        Layout {
-            q_row_stride,
-            k_row_stride,
-            v_row_stride,
-            out_row_stride,
-            tq,
-            tk,
-            heads,
-            head_dim,
-            kv_head_stride: head_dim,
-            causal_offset,
-        },
-        q,
-        k,
-        v,
-        out,
-    )
+pub fn attention_direct(shape: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    direct(shape.rows(), q, k, v, out)
 }
 
 /// [`attention_direct`] on K and V laid out as `kv` says (the same for both; say a
-/// decoder's self-attention cache stored by head, [`KvStrides::heads_major`]). The
-/// arithmetic is `attention_direct`'s, so the bits equal those of the same keys and
-/// values in rows.
-#[allow(clippy::too_many_arguments)]
+/// decoder's self-attention cache stored by head, [`KvStrides::heads_major`]; the
+/// shape's K and V row strides are not read). The arithmetic is `attention_direct`'s, so
+/// the bits equal those of the same keys and values in rows.
 pub fn attention_direct_kv(
+    shape: &AttentionShape,
+    kv: KvStrides,
     q: &[f32],
-    q_row_stride: usize,
     k: &[f32],
     v: &[f32],
-    kv: KvStrides,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
-    causal_offset: Option<usize>,
     out: &mut [f32],
-    out_row_stride: usize,
 ) {
-    direct(
-        Layout {
-            q_row_stride,
-            k_row_stride: kv.row,
-            v_row_stride: kv.row,
-            out_row_stride,
-            tq,
-            tk,
-            heads,
-            head_dim,
-            kv_head_stride: kv.head,
-            causal_offset,
-        },
-        q,
-        k,
-        v,
-        out,
-    )
+    direct(shape.laid_out(kv), q, k, v, out)
 }
 
 /// The body of [`attention_direct`] and [`attention_direct_kv`].
@@ -524,75 +539,44 @@ impl F16KvPath {
 }
 
 /// [`attention_direct`] without a causal mask on K and V stored as f16, laid out as `kv`
-/// says (the same for both): the decoder's cross-attention at the int8 compute type,
+/// says (the same for both; the shape's K and V row strides are not read): the decoder's cross-attention at the int8 compute type,
 /// whose keys and values are read whole at every step (half the bytes of f32), each head's
 /// contiguous there ([`KvStrides::heads_major`]). Runs [`F16KvPath::best`]: each value is
 /// widened exactly as it is loaded, and a row's result does not depend on `tq` or on the
 /// other rows. Parallel over (head, block of up to 8 query rows); each block reads its
 /// head's K and V once for all of its rows.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_direct_f16kv(
+    shape: &AttentionShape,
+    kv: KvStrides,
     q: &[f32],
-    q_row_stride: usize,
     k: &[half::f16],
     v: &[half::f16],
-    kv: KvStrides,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
     out: &mut [f32],
-    out_row_stride: usize,
 ) {
-    attention_direct_f16kv_on(
-        F16KvPath::best(head_dim),
-        q,
-        q_row_stride,
-        k,
-        v,
-        kv,
-        tq,
-        tk,
-        heads,
-        head_dim,
-        out,
-        out_row_stride,
-    )
+    attention_direct_f16kv_on(F16KvPath::best(shape.head_dim), shape, kv, q, k, v, out)
 }
 
 /// [`attention_direct_f16kv`] on the instruction set `path`, which must be available and
 /// take `head_dim` (the tests force each in turn).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_direct_f16kv_on(
     path: F16KvPath,
+    shape: &AttentionShape,
+    kv: KvStrides,
     q: &[f32],
-    q_row_stride: usize,
     k: &[half::f16],
     v: &[half::f16],
-    kv: KvStrides,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
     out: &mut [f32],
-    out_row_stride: usize,
 ) {
+    let (tq, heads, head_dim) = (shape.tq, shape.heads, shape.head_dim);
     assert!(
         path.available() && path.takes(head_dim),
         "attention_direct_f16kv_on: {path:?} does not run heads of {head_dim} on this CPU"
     );
-    let lay = Layout {
-        q_row_stride,
-        k_row_stride: kv.row,
-        v_row_stride: kv.row,
-        out_row_stride,
-        tq,
-        tk,
-        heads,
-        head_dim,
-        kv_head_stride: kv.head,
-        causal_offset: None,
-    };
+    assert!(
+        shape.causal_offset.is_none(),
+        "attention_direct_f16kv_on: no causal mask on this path"
+    );
+    let lay = shape.laid_out(kv);
     lay.check(q, k, v, out);
     if tq == 0 || heads == 0 || head_dim == 0 {
         return;
@@ -667,34 +651,15 @@ const F16_BASELINE_FMA: bool = cfg!(target_arch = "aarch64");
 /// (head, block) pairs; each task's scratch is at most `ATTENTION_Q_BLOCK × tk` scores.
 ///
 /// Same contract as [`attention`]; the fast path for many query rows (the encoder).
-#[allow(clippy::too_many_arguments)]
-pub fn attention_blocked(
-    q: &[f32],
-    q_row_stride: usize,
-    k: &[f32],
-    k_row_stride: usize,
-    v: &[f32],
-    v_row_stride: usize,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
-    causal_offset: Option<usize>,
-    out: &mut [f32],
-    out_row_stride: usize,
-) {
-    let lay = Layout {
-        q_row_stride,
-        k_row_stride,
-        v_row_stride,
-        out_row_stride,
-        tq,
-        tk,
-        heads,
-        head_dim,
-        kv_head_stride: head_dim,
-        causal_offset,
-    };
+pub fn attention_blocked(shape: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    let lay = shape.rows();
+    let (tq, tk, heads, head_dim) = (lay.tq, lay.tk, lay.heads, lay.head_dim);
+    let (q_row_stride, k_row_stride, v_row_stride, out_row_stride) = (
+        lay.q_row_stride,
+        lay.k_row_stride,
+        lay.v_row_stride,
+        lay.out_row_stride,
+    );
     lay.check(q, k, v, out);
     if tq == 0 || heads == 0 || head_dim == 0 {
         return;
@@ -798,56 +763,18 @@ pub fn attention_blocked(
 
 /// The signature shared by the attention kernels ([`attention`], [`attention_direct`],
 /// [`attention_blocked`], [`attention_bf16_best`]), for callers that choose one at run time.
-pub type AttentionKernel = fn(
-    &[f32],
-    usize,
-    &[f32],
-    usize,
-    &[f32],
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    Option<usize>,
-    &mut [f32],
-    usize,
-);
+pub type AttentionKernel = fn(&AttentionShape, &[f32], &[f32], &[f32], &mut [f32]);
 
 /// [`attention_bf16`] on the fastest path this CPU has ([`Bf16Path::best`], which leaves
 /// out AMX tiles).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_bf16_best(
+    shape: &AttentionShape,
     q: &[f32],
-    q_row_stride: usize,
     k: &[f32],
-    k_row_stride: usize,
     v: &[f32],
-    v_row_stride: usize,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
-    causal_offset: Option<usize>,
     out: &mut [f32],
-    out_row_stride: usize,
 ) {
-    attention_bf16(
-        Bf16Path::best(),
-        q,
-        q_row_stride,
-        k,
-        k_row_stride,
-        v,
-        v_row_stride,
-        tq,
-        tk,
-        heads,
-        head_dim,
-        causal_offset,
-        out,
-        out_row_stride,
-    )
+    attention_bf16(Bf16Path::best(), shape, q, k, v, out)
 }
 
 /// [`attention`] with bf16 products ([`super::bf16`]): q (times 1/√hd), k, the
@@ -857,40 +784,15 @@ pub fn attention_bf16_best(
 /// normal values).
 ///
 /// Same contract as [`attention`]; measured against it in `docs/kernels.md`.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_bf16(
     path: Bf16Path,
+    shape: &AttentionShape,
     q: &[f32],
-    q_row_stride: usize,
     k: &[f32],
-    k_row_stride: usize,
     v: &[f32],
-    v_row_stride: usize,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
-    causal_offset: Option<usize>,
     out: &mut [f32],
-    out_row_stride: usize,
 ) {
-    bf16_products(
-        path,
-        Split::No,
-        q,
-        q_row_stride,
-        k,
-        k_row_stride,
-        v,
-        v_row_stride,
-        tq,
-        tk,
-        heads,
-        head_dim,
-        causal_offset,
-        out,
-        out_row_stride,
-    )
+    bf16_products(path, Split::No, shape, q, k, v, out)
 }
 
 /// Each of `src`'s values as the sum of two bf16 values, `hi + lo`: `hi` is it rounded to
@@ -913,38 +815,14 @@ multiversion! {
 
 /// [`attention_bf16x3`] on the widest path this CPU has ([`Bf16Path::widest`]: AMX tiles
 /// where they are usable).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_bf16x3_widest(
+    shape: &AttentionShape,
     q: &[f32],
-    q_row_stride: usize,
     k: &[f32],
-    k_row_stride: usize,
     v: &[f32],
-    v_row_stride: usize,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
-    causal_offset: Option<usize>,
     out: &mut [f32],
-    out_row_stride: usize,
 ) {
-    attention_bf16x3(
-        Bf16Path::widest(),
-        q,
-        q_row_stride,
-        k,
-        k_row_stride,
-        v,
-        v_row_stride,
-        tq,
-        tk,
-        heads,
-        head_dim,
-        causal_offset,
-        out,
-        out_row_stride,
-    )
+    attention_bf16x3(Bf16Path::widest(), shape, q, k, v, out)
 }
 
 /// [`attention`] with bf16x3 products: each operand of both products (q times 1/√hd and
@@ -958,40 +836,15 @@ pub fn attention_bf16x3_widest(
 /// the softmax and the sums stay f32.
 ///
 /// Same contract as [`attention`]; measured against it in `docs/kernels.md`.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_bf16x3(
     path: Bf16Path,
+    shape: &AttentionShape,
     q: &[f32],
-    q_row_stride: usize,
     k: &[f32],
-    k_row_stride: usize,
     v: &[f32],
-    v_row_stride: usize,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
-    causal_offset: Option<usize>,
     out: &mut [f32],
-    out_row_stride: usize,
 ) {
-    bf16_products(
-        path,
-        Split::X3,
-        q,
-        q_row_stride,
-        k,
-        k_row_stride,
-        v,
-        v_row_stride,
-        tq,
-        tk,
-        heads,
-        head_dim,
-        causal_offset,
-        out,
-        out_row_stride,
-    )
+    bf16_products(path, Split::X3, shape, q, k, v, out)
 }
 
 /// Whether the operands of [`bf16_products`] are split ([`attention_bf16x3`]).
@@ -1004,36 +857,23 @@ enum Split {
 /// [`attention_bf16`] and [`attention_bf16x3`]: per head, K and V packed once; per block
 /// of query rows, the scores as one bf16 product, their exponentials written straight
 /// into the bf16 pairs of the product with V, then that product and the normalisation.
-#[allow(clippy::too_many_arguments)]
 fn bf16_products(
     path: Bf16Path,
     split: Split,
+    shape: &AttentionShape,
     q: &[f32],
-    q_row_stride: usize,
     k: &[f32],
-    k_row_stride: usize,
     v: &[f32],
-    v_row_stride: usize,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
-    causal_offset: Option<usize>,
     out: &mut [f32],
-    out_row_stride: usize,
 ) {
-    let lay = Layout {
-        q_row_stride,
-        k_row_stride,
-        v_row_stride,
-        out_row_stride,
-        tq,
-        tk,
-        heads,
-        head_dim,
-        kv_head_stride: head_dim,
-        causal_offset,
-    };
+    let lay = shape.rows();
+    let (tq, tk, heads, head_dim) = (lay.tq, lay.tk, lay.heads, lay.head_dim);
+    let (q_row_stride, k_row_stride, v_row_stride, out_row_stride) = (
+        lay.q_row_stride,
+        lay.k_row_stride,
+        lay.v_row_stride,
+        lay.out_row_stride,
+    );
     lay.check(q, k, v, out);
     assert!(
         path.available(),
@@ -1209,44 +1049,13 @@ fn bf16_products(
 }
 
 /// Multi-head scaled dot-product attention: for each head h (columns h·hd..(h+1)·hd),
-/// `out = softmax(q·kᵀ / √hd) · v` over the `tk` keys.
-///
-/// Row `i` of q/k/v/out starts at `i * *_row_stride`. With `causal_offset = Some(p)`
-/// query row i sits at position p + i and attends keys j ≤ p + i.
-#[allow(clippy::too_many_arguments)]
-pub fn attention(
-    q: &[f32],
-    q_row_stride: usize,
-    k: &[f32],
-    k_row_stride: usize,
-    v: &[f32],
-    v_row_stride: usize,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
-    causal_offset: Option<usize>,
-    out: &mut [f32],
-    out_row_stride: usize,
-) {
-    let path = if tq < ATTENTION_GEMM_MIN_TQ {
+/// `out = softmax(q·kᵀ / √hd) · v` over the keys each query row sees, laid out as
+/// `shape` says ([`AttentionShape`]).
+pub fn attention(shape: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    let path = if shape.tq < ATTENTION_GEMM_MIN_TQ {
         attention_direct
     } else {
         attention_blocked
     };
-    path(
-        q,
-        q_row_stride,
-        k,
-        k_row_stride,
-        v,
-        v_row_stride,
-        tq,
-        tk,
-        heads,
-        head_dim,
-        causal_offset,
-        out,
-        out_row_stride,
-    );
+    path(shape, q, k, v, out);
 }

@@ -34,7 +34,7 @@ pub use activation::{gelu, gelu_f32, gelu_without_avx512, relu, sigmoid};
 pub use attention::{
     attention, attention_bf16, attention_bf16_best, attention_bf16x3, attention_bf16x3_widest,
     attention_blocked, attention_direct, attention_direct_f16kv, attention_direct_f16kv_on,
-    attention_direct_kv, AttentionKernel, F16KvPath, KvStrides,
+    attention_direct_kv, AttentionKernel, AttentionShape, F16KvPath, KvStrides,
 };
 pub use conv::{conv1d, conv1d_batch, conv1d_out_len};
 pub use elementwise::{add, add_inplace, add_rows_inplace};

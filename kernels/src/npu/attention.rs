@@ -267,24 +267,26 @@ fn attend_group(ops: &HeadOperands<'_>, q_rows: &[&[f32]], keys: &[usize], out: 
 /// Query rows per task: a few groups of MR, so the head's K and V stay in cache.
 const ROWS_PER_TASK: usize = 4 * MR;
 
-/// Multi-head flash attention per [`AttentionFlashContract`]; arguments as
-/// `cpu::attention`.
-#[allow(clippy::too_many_arguments)]
+/// Multi-head flash attention per [`AttentionFlashContract`], on Q, K, V and the output
+/// laid out as `shape` says (as for `cpu::attention`).
 pub fn attention_flash(
+    shape: &crate::cpu::AttentionShape,
     q: &[f32],
-    q_row_stride: usize,
     k: &[f32],
-    k_row_stride: usize,
     v: &[f32],
-    v_row_stride: usize,
-    tq: usize,
-    tk: usize,
-    heads: usize,
-    head_dim: usize,
-    causal_offset: Option<usize>,
     out: &mut [f32],
-    out_row_stride: usize,
 ) -> Result<(), NpuKernelError> {
+    let crate::cpu::AttentionShape {
+        tq,
+        tk,
+        heads,
+        head_dim,
+        causal_offset,
+        q_row_stride,
+        k_row_stride,
+        v_row_stride,
+        out_row_stride,
+    } = *shape;
     const K: &str = "attention_flash";
     let width = mul(K, "heads x head_dim", heads, head_dim)?;
     check_strided("q", q.len(), tq, q_row_stride, width)?;

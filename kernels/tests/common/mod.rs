@@ -164,6 +164,20 @@ pub struct Attn<'a> {
     pub os: usize,
 }
 
+impl Attn<'_> {
+    /// The kernels' description of this call.
+    pub fn shape(&self) -> amanuensis_kernels::cpu::AttentionShape {
+        amanuensis_kernels::cpu::AttentionShape {
+            q_row_stride: self.qs,
+            k_row_stride: self.ks,
+            v_row_stride: self.vs,
+            out_row_stride: self.os,
+            ..amanuensis_kernels::cpu::AttentionShape::new(self.tq, self.tk, self.heads, self.hd)
+                .causal(self.causal)
+        }
+    }
+}
+
 /// Reference attention in f64, returned densely as [tq, heads·hd], with an elementwise
 /// error bound for an f32 kernel.
 ///

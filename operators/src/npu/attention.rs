@@ -214,19 +214,12 @@ impl NpuKernel for AttentionFlashKernel {
         for b in 0..batch {
             let ko = if shared { 0 } else { b * kn };
             npu::attention_flash(
+                &amanuensis_kernels::cpu::AttentionShape::new(tq, tk, self.heads, d / self.heads)
+                    .causal(self.causal.then_some(tk - tq)),
                 part(&qv, b * qn, qn, "q")?,
-                d,
                 part(&kv, ko, kn, "k")?,
-                d,
                 part(&vv, ko, kn, "v")?,
-                d,
-                tq,
-                tk,
-                self.heads,
-                d / self.heads,
-                self.causal.then_some(tk - tq),
                 &mut out[b * qn..(b + 1) * qn],
-                d,
             )
             .map_err(kernel_err)?;
         }

@@ -250,17 +250,12 @@ impl Operator for Attention {
             for c in 0..batch / group {
                 let kvo = c * tk * d;
                 cpu::attention_direct_f16kv(
+                    &cpu::AttentionShape::new(rows, tk, self.heads, hd),
+                    strides,
                     &qv[c * rows * d..(c + 1) * rows * d],
-                    d,
                     &k16[kvo..kvo + tk * d],
                     &v16[kvo..kvo + tk * d],
-                    strides,
-                    rows,
-                    tk,
-                    self.heads,
-                    hd,
                     &mut o[c * rows * d..(c + 1) * rows * d],
-                    d,
                 );
             }
             return Ok(vec![out]);
@@ -332,19 +327,12 @@ impl Operator for Attention {
         for c in 0..batch / per_call {
             let kvo = (c * per_call / group) * tk * d;
             path(
+                &cpu::AttentionShape::new(rows, tk, self.heads, hd)
+                    .causal(self.causal.then_some(tk - tq)),
                 &qv[c * rows * d..(c + 1) * rows * d],
-                d,
                 &kv[kvo..kvo + tk * d],
-                d,
                 &vv[kvo..kvo + tk * d],
-                d,
-                rows,
-                tk,
-                self.heads,
-                hd,
-                self.causal.then_some(tk - tq),
                 &mut o[c * rows * d..(c + 1) * rows * d],
-                d,
             );
         }
         drop((kv, vv));
@@ -612,37 +600,23 @@ impl Operator for KvCacheAttention {
                 if n < ATTENTION_GEMM_MIN_TQ {
                     // What `cpu::attention` runs for so few rows, reading the heads in place.
                     cpu::attention_direct_kv(
+                        &cpu::AttentionShape::new(n, total, heads, hd).causal(Some(offset)),
+                        by_head,
                         qb,
-                        d,
                         kb,
                         vb,
-                        by_head,
-                        n,
-                        total,
-                        heads,
-                        hd,
-                        Some(offset),
                         ob,
-                        d,
                     );
                 } else {
                     // A prompt: rows of interleaved heads for the blocked kernel.
                     let krows = interleave_heads_prefix(kb, cap, total, heads, hd);
                     let vrows = interleave_heads_prefix(vb, cap, total, heads, hd);
                     cpu::attention(
+                        &cpu::AttentionShape::new(n, total, heads, hd).causal(Some(offset)),
                         qb,
-                        d,
                         &krows,
-                        d,
                         &vrows,
-                        d,
-                        n,
-                        total,
-                        heads,
-                        hd,
-                        Some(offset),
                         ob,
-                        d,
                     );
                 }
             };
@@ -669,19 +643,11 @@ impl Operator for KvCacheAttention {
             vc[base + offset * d..base + total * d]
                 .copy_from_slice(&vv[b * n * d..(b + 1) * n * d]);
             cpu::attention(
+                &cpu::AttentionShape::new(n, total, self.heads, hd).causal(Some(offset)),
                 &qv[b * n * d..(b + 1) * n * d],
-                d,
                 &kc[base..base + total * d],
-                d,
                 &vc[base..base + total * d],
-                d,
-                n,
-                total,
-                self.heads,
-                hd,
-                Some(offset),
                 &mut o[b * n * d..(b + 1) * n * d],
-                d,
             );
         }
         Ok(vec![out])
