@@ -652,14 +652,18 @@ const F16_BASELINE_FMA: bool = cfg!(target_arch = "aarch64");
 ///
 /// Same contract as [`attention`]; the fast path for many query rows (the encoder).
 pub fn attention_blocked(shape: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    let AttentionShape {
+        tq,
+        tk,
+        heads,
+        head_dim,
+        q_row_stride,
+        k_row_stride,
+        v_row_stride,
+        out_row_stride,
+        ..
+    } = *shape;
     let lay = shape.rows();
-    let (tq, tk, heads, head_dim) = (lay.tq, lay.tk, lay.heads, lay.head_dim);
-    let (q_row_stride, k_row_stride, v_row_stride, out_row_stride) = (
-        lay.q_row_stride,
-        lay.k_row_stride,
-        lay.v_row_stride,
-        lay.out_row_stride,
-    );
     lay.check(q, k, v, out);
     if tq == 0 || heads == 0 || head_dim == 0 {
         return;
@@ -866,14 +870,18 @@ fn bf16_products(
     v: &[f32],
     out: &mut [f32],
 ) {
+    let AttentionShape {
+        tq,
+        tk,
+        heads,
+        head_dim,
+        q_row_stride,
+        k_row_stride,
+        v_row_stride,
+        out_row_stride,
+        ..
+    } = *shape;
     let lay = shape.rows();
-    let (tq, tk, heads, head_dim) = (lay.tq, lay.tk, lay.heads, lay.head_dim);
-    let (q_row_stride, k_row_stride, v_row_stride, out_row_stride) = (
-        lay.q_row_stride,
-        lay.k_row_stride,
-        lay.v_row_stride,
-        lay.out_row_stride,
-    );
     lay.check(q, k, v, out);
     assert!(
         path.available(),
