@@ -1269,7 +1269,8 @@ fn sigterm_with_requests_in_flight(batch_size: &str) {
         v("amanuensis_requests_in_progress") + v("amanuensis_queue_depth") + answered == 3.0
     });
     // Connections with no request in progress must not hold the stop: one that sent half a
-    // request head, one that sent nothing, and a kept-alive one after its answer.
+    // request head, one that sent nothing, and a kept-alive one that, after its answer,
+    // sent half of its next request's head.
     let mut stalled = connect(addr);
     stalled
         .write_all(b"GET /health HTTP/1.1\r\nHost: lo")
@@ -1287,6 +1288,8 @@ fn sigterm_with_requests_in_flight(batch_size: &str) {
         .and_then(|(_, v)| v.parse().ok())
         .expect("a /health answer has a length");
     kept_reader.read_exact(&mut vec![0; len]).unwrap();
+    // ... and then half of its next request's head.
+    kept.write_all(b"GET /health HTTP/1.1\r\nHo").unwrap();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -11,7 +11,7 @@ use amanuensis_runtime::Registry;
 use amanuensis_vad::{speech_segments, SpeechMap, VadModel, VadOptions};
 use amanuensis_whisper::graph::CHUNK_SECONDS;
 use amanuensis_whisper::speech_filter::restore_times;
-use amanuensis_whisper::window_loop::{check_batch_size, TogetherItem};
+use amanuensis_whisper::window_loop::TogetherItem;
 use amanuensis_whisper::{Error, Progress, TranscribeOptions, Transcript, WhisperModel};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,8 +70,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts `workers` threads, each on a replica of `model`.
-    pub fn start(
+    /// Starts `workers` threads, each on a replica of `model`. Called by
+    /// [`super::Server::bind`] after [`super::ServeOptions::check`], which bounds `workers`,
+    /// `capacity` (the queue) and `batch_size`.
+    pub(crate) fn start(
         model: WhisperModel,
         registry: Registry,
         workers: usize,
@@ -80,20 +82,6 @@ impl Engine {
         vad: Option<super::VadFilter>,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, ServeError> {
-        if !(1..=super::MAX_WORKERS).contains(&workers) {
-            return Err(ServeError::Option(format!(
-                "--workers must be 1 to {} (each has its own sessions, about 165 MB)",
-                super::MAX_WORKERS
-            )));
-        }
-        check_batch_size(batch_size)
-            .map_err(|e| ServeError::Option(format!("--batch-size: {e}")))?;
-        if !(1..=super::MAX_QUEUE).contains(&capacity) {
-            return Err(ServeError::Option(format!(
-                "--max-queue must be 1 to {}",
-                super::MAX_QUEUE
-            )));
-        }
         let languages = model
             .tokenizer
             .language_codes()
