@@ -425,6 +425,28 @@ fn thread_counts_out_of_range_are_refused() {
     }
 }
 
+/// A float WAV with NaN samples (a damaged file) is transcribed, those samples silenced,
+/// and stderr says how many there were instead of passing over them. (Infinite samples are
+/// counted alike, `audio`'s `downmix_counts_the_frames_it_makes_sane`; clipped to 65,536
+/// times full scale they drown the speech, so they have no transcript to compare here.)
+#[test]
+fn a_float_wav_with_nan_samples_is_transcribed_with_a_warning() {
+    let mut pcm = amanuensis::audio::load_audio(&common::data_dir().join("audio/jfk.wav")).unwrap();
+    for k in 0..7 {
+        pcm[100 + 20_011 * k] = f32::NAN;
+    }
+    let file = tmp("nan-samples.wav");
+    std::fs::write(&file, common::wav_16k_f32(&pcm)).unwrap();
+    let o = run(&["transcribe", "--language", "en", file.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), JFK_TEXT);
+    assert!(
+        err.contains("nan-samples.wav: 7 sample(s) were NaN, infinite or over"),
+        "stderr does not count the damaged samples: {err}"
+    );
+}
+
 /// A `--trace` file that cannot be written fails the run before any audio is read, not
 /// after the transcription (nor as a panic on tracing-chrome's writer thread).
 #[test]

@@ -39,7 +39,8 @@
 //! the audio that is there, with a warning; a file that ends before its first complete
 //! audio frame (cut inside its header) is an error. Packets that fail to decode are skipped
 //! with a warning, up to [`MAX_BAD_PACKETS`] in a row. Float samples that are NaN become
-//! 0 and those beyond [`MAX_SAMPLE_MAGNITUDE`] are clipped there.
+//! 0 and those beyond [`MAX_SAMPLE_MAGNITUDE`] are clipped there, with a warning that
+//! counts them.
 
 pub mod pauses;
 
@@ -796,6 +797,14 @@ impl AudioStream {
             }
             _ => {}
         }
+        if self.stats.frames_repaired > 0 {
+            tracing::warn!(
+                "{}: {} sample(s) were NaN, infinite or over {MAX_SAMPLE_MAGNITUDE} times full \
+                 scale, and were made silent or clipped (the file may be damaged)",
+                self.name,
+                self.stats.frames_repaired
+            );
+        }
         if let Some(r) = &mut self.resampler {
             r.finish(out).map_err(|detail| AudioError::Resample {
                 file: self.name.clone(),
@@ -948,8 +957,30 @@ mod tests {
     #[test]
     fn downmix_averages_and_scales() {
         let mut out = Vec::new();
-        downmix(&[1.0f32, 3.0, 5.0, 7.0, 9.0, 11.0], 2, 1..3, 0.5, &mut out);
-        assert_eq!(out, [3.0, 5.0]);
+        let repaired = downmix(&[1.0f32, 3.0, 5.0, 7.0, 9.0, 11.0], 2, 1..3, 0.5, &mut out);
+        assert_eq!((out, repaired), (vec![3.0, 5.0], 0));
+    }
+
+    #[test]
+    fn downmix_counts_the_frames_it_makes_sane() {
+        let big = 1e9f64;
+        let mut out = Vec::new();
+        let mono = [0.5, f64::NAN, big, -f64::INFINITY, 0.25];
+        assert_eq!(downmix(&mono, 1, 0..5, 1.0, &mut out), 3);
+        let m = MAX_SAMPLE_MAGNITUDE;
+        assert_eq!(out, [0.5, 0.0, m, -m, 0.25]);
+        // Stereo: a frame counts once, whether one or both channels changed, and an
+        // infinity in one channel cannot cancel the other's (the channels are bounded
+        // before their mean).
+        out.clear();
+        let inf = f64::INFINITY;
+        let stereo = [0.5, 0.5, inf, -inf, f64::NAN, f64::NAN, 1.0, 0.0];
+        assert_eq!(downmix(&stereo, 2, 0..4, 1.0, &mut out), 2);
+        assert_eq!(out, [0.5, 0.0, 0.0, 0.5]);
+        // In range before the gain, out of range after it.
+        out.clear();
+        assert_eq!(downmix(&[m, 1.0], 1, 0..2, 2.0, &mut out), 1);
+        assert_eq!(out, [m, 2.0]);
     }
 
     #[test]

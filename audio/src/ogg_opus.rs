@@ -268,7 +268,13 @@ impl OggOpusSource {
     ) -> Result<Step, AudioError> {
         loop {
             if let Some(packet) = self.queue.pop_front() {
-                match self.opus.decode(name, &packet, &mut self.trim, mono) {
+                match self.opus.decode(
+                    name,
+                    &packet,
+                    &mut self.trim,
+                    mono,
+                    &mut stats.frames_repaired,
+                ) {
                     Ok(0) => {}
                     Ok(_) => {
                         stats.packets_decoded += 1;

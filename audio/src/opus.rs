@@ -163,13 +163,15 @@ impl OpusDecoding {
         })
     }
 
-    /// Decodes one packet, keeping the frames `trim` lets through.
+    /// Decodes one packet, keeping the frames `trim` lets through; adds to
+    /// `frames_repaired` the kept frames [`downmix`] had to make sane.
     pub(crate) fn decode(
         &mut self,
         name: &str,
         packet: &[u8],
         trim: &mut Trim,
         mono: &mut Vec<f64>,
+        frames_repaired: &mut u64,
     ) -> Result<usize, PacketError> {
         if packet.is_empty() {
             // The decoder would take it for a lost packet and conceal one.
@@ -187,7 +189,7 @@ impl OpusDecoding {
         .map_err(|_| PacketError::Fatal(corrupt(name, "the Opus decoder failed on a packet")))?;
         let frames = r.map_err(|e| PacketError::Bad(format!("Opus packet: {e}")))?;
         let keep = trim.take(frames);
-        downmix(
+        *frames_repaired += downmix(
             &self.pcm[..frames * self.channels],
             self.channels,
             keep,

@@ -47,6 +47,9 @@ pub(crate) struct Stats {
     pub(crate) frames_kept: u64,
     /// The source reported that its data stops early (e.g. a WAV data chunk cut short).
     pub(crate) cut_short: bool,
+    /// Frames holding a sample that was NaN, infinite or beyond [`MAX_SAMPLE_MAGNITUDE`]
+    /// (made 0 or clipped by [`sane`]), for the end-of-stream warning.
+    pub(crate) frames_repaired: u64,
 }
 
 /// What one decoding step produced.
@@ -96,27 +99,49 @@ pub(crate) fn sane(x: f64) -> f64 {
     }
 }
 
-/// Appends the average of the channels of `frames` (of interleaved `samples`), times `gain`.
+/// Appends the average of the channels of `frames` (of interleaved `samples`), times `gain`,
+/// each frame made [`sane`]; returns how many frames that changed (a NaN compares unequal to
+/// itself, so it counts too).
 pub(crate) fn downmix<T: Copy + Into<f64>>(
     samples: &[T],
     channels: usize,
     frames: Range<usize>,
     gain: f64,
     out: &mut Vec<f64>,
-) {
+) -> u64 {
     let Some(frames_slice) = samples.get(frames.start * channels..frames.end * channels) else {
-        return;
+        return 0;
     };
+    let mut repaired = 0u64;
     if channels == 1 {
-        out.extend(frames_slice.iter().map(|&s| sane(s.into() * gain)));
+        out.extend(frames_slice.iter().map(|&s| {
+            let x = s.into() * gain;
+            let y = sane(x);
+            repaired += u64::from(y != x);
+            y
+        }));
     } else {
         let scale = gain / channels as f64;
-        out.extend(
-            frames_slice
-                .chunks_exact(channels)
-                .map(|f| sane(f.iter().map(|&s| sane(s.into())).sum::<f64>() * scale)),
-        );
+        out.extend(frames_slice.chunks_exact(channels).map(|f| {
+            // Each channel is bounded before the sum, so that one channel's infinity cannot
+            // cancel another's; a frame counts once however many of its parts changed.
+            let mut changed = false;
+            let sum: f64 = f
+                .iter()
+                .map(|&s| {
+                    let x = s.into();
+                    let y = sane(x);
+                    changed |= y != x;
+                    y
+                })
+                .sum();
+            let x = sum * scale;
+            let y = sane(x);
+            repaired += u64::from(changed || y != x);
+            y
+        }));
     }
+    repaired
 }
 
 /// Why a packet could not be decoded.

@@ -113,7 +113,13 @@ impl SymphoniaSource {
                 return Ok(Step::End);
             }
             let result = match &mut self.decoder {
-                PacketDecoder::Opus(o) => o.decode(name, packet.buf(), &mut self.trim, mono),
+                PacketDecoder::Opus(o) => o.decode(
+                    name,
+                    packet.buf(),
+                    &mut self.trim,
+                    mono,
+                    &mut stats.frames_repaired,
+                ),
                 PacketDecoder::Symphonia { decoder, buf } => {
                     let trim = &mut self.trim;
                     let last_channels = &mut self.channels;
@@ -142,7 +148,7 @@ impl SymphoniaSource {
                             .get_or_insert_with(|| SampleBuffer::<f64>::new(capacity as u64, spec));
                         b.copy_interleaved_ref(decoded);
                         let keep = trim.take(frames);
-                        downmix(b.samples(), channels, keep, 1.0, mono);
+                        stats.frames_repaired += downmix(b.samples(), channels, keep, 1.0, mono);
                         Ok(frames)
                     }))
                     .map_err(|_| corrupt(name, "the decoder failed on a packet"))?
