@@ -48,7 +48,7 @@ pub enum PluginError {
         "plugin {} ({plugin}): refused, it was built for a different runtime build: {}. \
          Rust has no stable ABI, so a plugin must be built by the same rustc against the same \
          amanuensis-runtime version as the program that loads it; rebuild it from this checkout \
-         (cargo build --release -p <plugin crate>)",
+         with the program, in one cargo invocation (e.g. cargo build --release --workspace)",
         path.display(),
         mismatches.join("; ")
     )]
@@ -69,7 +69,7 @@ pub enum PluginError {
 
 /// The version of the plugin interface ([`PluginDescriptor`] layout and the exported
 /// symbols); bumped whenever either changes.
-pub const PLUGIN_ABI_VERSION: u32 = 2;
+pub const PLUGIN_ABI_VERSION: u32 = 3;
 
 /// The first bytes of every [`PluginDescriptor`].
 pub const PLUGIN_MAGIC: [u8; 8] = *b"AMNSPLG\0";
@@ -88,6 +88,10 @@ pub const DESCRIPTOR_SYMBOL: &str = "amanuensis_plugin_descriptor";
 
 /// Name of the Rust-ABI registration entry, called only after the handshake.
 pub const REGISTER_SYMBOL: &str = "amanuensis_plugin_register";
+
+/// Name of the Rust-ABI function returning the plugin's [`boundary_type_ids`], called
+/// after the handshake and before registration.
+pub const TYPE_IDS_SYMBOL: &str = "amanuensis_plugin_type_ids";
 
 /// Longest string a descriptor may carry (anything longer is not a descriptor).
 const MAX_DESCRIPTOR_STR: usize = 4096;
@@ -152,6 +156,22 @@ pub const LAYOUT_FINGERPRINT: u64 = {
     }
     fnv1a(h, cfg!(panic = "unwind") as u64)
 };
+
+/// A digest of the [`TypeId`](std::any::TypeId)s of the types the runtime recovers from a
+/// plugin's objects by downcasting (an op's [`NpuBinding`]). Sizes and layouts can agree
+/// while the type identities do not (the plugin built against another build of
+/// `amanuensis-runtime`, with other features or from another checkout); every downcast
+/// would then fail and the plugin's NPU kernels would be lost without an error, so the
+/// loader compares this digest too. It is computed at run time (`TypeId::of` is not
+/// `const`), in the plugin's own copy of the runtime and in the program's.
+pub fn boundary_type_ids() -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same digest in every process built by the same compiler (which
+    // the descriptor checks first).
+    let mut h = std::hash::DefaultHasher::new();
+    std::any::TypeId::of::<NpuBinding>().hash(&mut h);
+    h.finish()
+}
 
 /// A borrowed UTF-8 string in C layout (pointer and byte length).
 #[repr(C)]
@@ -283,6 +303,14 @@ macro_rules! export_plugin {
                     $crate::plugin::Plugin::version(&plugin),
                 )
             })
+        }
+
+        /// The plugin's [`boundary_type_ids`](
+        /// $crate::plugin::boundary_type_ids) (Rust ABI; called only after the handshake).
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        pub fn amanuensis_plugin_type_ids() -> u64 {
+            $crate::plugin::boundary_type_ids()
         }
 
         /// The plugin's registration entry (Rust ABI; called only after the handshake).
@@ -518,6 +546,22 @@ pub fn loaded_libraries() -> Vec<PathBuf> {
 
 type DescriptorFn = unsafe extern "C" fn() -> *const PluginDescriptor;
 type RegisterFn = fn(&mut Registry) -> Result<()>;
+type TypeIdsFn = fn() -> u64;
+
+/// What to tell the user when a plugin's [`boundary_type_ids`] differ from this
+/// program's, or `None` when they agree. Not a refusal: the layouts agree, so the plugin's
+/// CPU ops run as they should; only its NPU kernels cannot be recognised, and its ops
+/// then run on the host (the plan gives that reason for each).
+pub fn type_ids_mismatch(plugin_type_ids: u64) -> Option<String> {
+    (plugin_type_ids != boundary_type_ids()).then(|| {
+        "it was built against another build of amanuensis-runtime (same version and \
+         layouts, but other dependency features or another cargo invocation): its CPU ops \
+         work, but its NPU kernels cannot be recognised, so its ops will run on the host; \
+         build the plugin and this program in one cargo invocation (e.g. cargo build \
+         --release --workspace) to use them on the NPU"
+            .to_string()
+    })
+}
 
 /// A descriptor's claims, read and checked against this build.
 struct Handshake {
@@ -684,7 +728,17 @@ pub fn load_plugin(
     let (name, version) = unsafe { check_descriptor(describe(), path) }?;
     let handshake = Handshake { name, version };
     // SAFETY: the handshake established the same compiler, runtime version and type
-    // layouts, so the Rust-ABI entry has exactly this signature.
+    // layouts, so the Rust-ABI entries have exactly these signatures.
+    let type_ids: TypeIdsFn = unsafe { library.get::<TypeIdsFn>(&nul_terminated(TYPE_IDS_SYMBOL)) }
+        .map(|s| *s)
+        .map_err(|_| {
+            not_a_plugin(format!(
+                "it has a descriptor but does not export `{TYPE_IDS_SYMBOL}`"
+            ))
+        })?;
+    if let Some(why) = type_ids_mismatch(type_ids()) {
+        tracing::warn!("plugin {}: {why}", path.display());
+    }
     let register: RegisterFn =
         unsafe { library.get::<RegisterFn>(&nul_terminated(REGISTER_SYMBOL)) }
             .map(|s| *s)
@@ -731,6 +785,18 @@ mod tests {
             .ok()
             .expect("own build accepted");
         assert_eq!((h.name.as_str(), h.version.as_str()), ("p", "1.2.3"));
+    }
+
+    #[test]
+    fn type_ids_of_another_runtime_build_are_reported() {
+        assert_eq!(type_ids_mismatch(boundary_type_ids()), None);
+        let why = type_ids_mismatch(boundary_type_ids() ^ 1).expect("a mismatch");
+        assert!(
+            why.contains("another build of amanuensis-runtime")
+                && why.contains("will run on the host")
+                && why.contains("one cargo invocation"),
+            "{why}"
+        );
     }
 
     #[test]

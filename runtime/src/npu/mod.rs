@@ -92,7 +92,9 @@ pub fn kernel_of(op: &dyn Operator) -> Result<Option<&dyn NpuKernel>, String> {
             .downcast_ref::<NpuBinding>()
             .map(|b| Some(b.kernel()))
             .ok_or_else(|| {
-                "the op offers an object for target 'npu' that is not an NpuBinding".to_string()
+                "the op offers an object for target 'npu' that is not an NpuBinding (from a \
+                 plugin built against another build of amanuensis-runtime?)"
+                    .to_string()
             }),
     }
 }
