@@ -554,6 +554,9 @@ fn serve_translation_endpoint_answers_in_english() {
         &[
             ("file", Part::File("jfk.wav", &jfk_wav())),
             ("model", Part::Text("whisper-1")),
+            // OpenAI's translations take no language: the field is ignored like any
+            // unknown one, not checked (and refused) as in a transcription.
+            ("language", Part::Text("klingon")),
         ],
     );
     assert_eq!(r.status, 200, "{}", r.text());

@@ -38,6 +38,6 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         // Half the input size as the body limit, so the too-large path runs too.
-        let _ = read_form(mp, (data.len() / 2) as u64, &languages, &models).await;
+        let _ = read_form(mp, (data.len() / 2) as u64, Some(&languages), &models).await;
     });
 });

@@ -338,18 +338,20 @@ async fn authorize(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
             "missing API key: send it as the header 'Authorization: Bearer <key>'",
         )
         .into_response(),
-        Some(g) if !constant_time_eq(g.trim().as_bytes(), key.as_bytes()) => {
+        Some(g) if !same_key(g.trim(), key) => {
             ApiError::unauthorized("incorrect API key").into_response()
         }
         Some(_) => next.run(req).await,
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether a client's bearer token is the key, in time that depends on neither: the
+/// SHA-256 digests are compared, every byte, so a wrong guess tells neither how many of
+/// its first bytes were right nor how long the key is.
+fn same_key(given: &str, key: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(key));
+    a.iter().zip(&b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn not_found(req: Request) -> Response {
@@ -487,12 +489,9 @@ async fn process(
             ),
         )
     })?;
-    let mut form =
-        request::read_form(mp, st.options.max_body, &st.engine.languages, &st.models).await?;
-    if task == Task::Translate {
-        // OpenAI's translations take no language: the source language is detected.
-        form.language = None;
-    }
+    // OpenAI's translations take no language: the source language is detected.
+    let languages = (task == Task::Transcribe).then_some(&st.engine.languages[..]);
+    let mut form = request::read_form(mp, st.options.max_body, languages, &st.models).await?;
     let mut decoding = FallbackOptions::default();
     if let Some(t) = form.temperature {
         decoding.temperatures = vec![t];
@@ -541,4 +540,17 @@ async fn process(
         .map_err(|_| ApiError::internal("the worker stopped before answering"))??;
     drop(stop_on_drop);
     Ok(respond::render(&form, &done.transcript, done.audio_seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_key;
+
+    #[test]
+    fn same_key_accepts_only_the_whole_key() {
+        assert!(same_key("s3cret", "s3cret"));
+        for wrong in ["", "s3cre", "s3cret!", "S3cret", "s3creu", "s3cret\0"] {
+            assert!(!same_key(wrong, "s3cret"), "{wrong:?}");
+        }
+    }
 }

@@ -79,11 +79,13 @@ struct Raw {
 /// tokenized or quoted back whole.
 pub const MAX_TEXT_FIELD: usize = 64 * 1024;
 
-/// Reads every field of the form (unknown ones are skipped) and checks them.
+/// Reads every field of the form (unknown ones are skipped) and checks them. `languages`
+/// are the codes a `language` field may name, or `None` for an endpoint that takes no
+/// language (translations, as OpenAI's): the field is then skipped like unknown ones.
 pub async fn read_form(
     mut mp: Multipart,
     max_body: u64,
-    languages: &[String],
+    languages: Option<&[String]>,
     models: &[String],
 ) -> Result<Form, ApiError> {
     let mut raw = Raw::default();
@@ -98,7 +100,7 @@ pub async fn read_form(
                 continue;
             }
             "model" => (&mut raw.model, "model"),
-            "language" => (&mut raw.language, "language"),
+            "language" if languages.is_some() => (&mut raw.language, "language"),
             "prompt" => (&mut raw.prompt, "prompt"),
             "response_format" => (&mut raw.response_format, "response_format"),
             "temperature" => (&mut raw.temperature, "temperature"),
@@ -113,7 +115,7 @@ pub async fn read_form(
         };
         *slot = Some(read_text(field, param, &err).await?);
     }
-    check(raw, languages, models)
+    check(raw, languages.unwrap_or_default(), models)
 }
 
 /// A text field, refused past [`MAX_TEXT_FIELD`] bytes without reading the rest of it.
