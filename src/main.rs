@@ -49,7 +49,7 @@ enum Command {
     Bench(BenchArgs),
     /// Show how the scheduler places, fuses, transfers, stores and tiles every graph.
     Plan(PlanArgs),
-    /// List the devices (cpu, npu-sim, npu) with their status, and why one is unavailable.
+    /// List the devices (cpu, npu-sim, npu-dry, npu) with their status, and why one is unavailable.
     Devices,
     /// Work with graph files.
     #[command(subcommand)]
@@ -349,7 +349,7 @@ struct VadArgs {
     /// Padding kept on each side of a speech segment.
     #[arg(long = "vad-speech-pad-ms", default_value_t = 400)]
     speech_pad_ms: u32,
-    /// Silero VAD model directory (default: models/silero-vad, or $AMANUENSIS_MODELS/silero-vad).
+    /// Silero VAD model directory (default: silero-vad in $AMANUENSIS_MODELS, ./models or the source tree's models/, the first that has it).
     // Not `model`: clap names an argument by its field, and `transcribe` and `serve` also
     // flatten the Whisper model's `--model`; one name would make `--vad-model` set both.
     #[arg(long = "vad-model", value_name = "DIR")]
@@ -1010,7 +1010,7 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
                 if let Some(at) = t.stopped_at {
                     stopped = true;
                     eprintln!(
-                        "{}: stopped by Ctrl-C after {} of {}: the transcript covers only that",
+                        "{}: stopped by Ctrl-C after {} of {}: the transcript is whole only up to there",
                         file.display(),
                         clock(at.into()),
                         clock(t.duration.into())
@@ -1081,21 +1081,18 @@ fn transcribe(a: TranscribeArgs) -> Result<ExitCode> {
     })
 }
 
-/// With window-by-window decoding (`batch_size` 1), the first Ctrl-C sets the returned
-/// flag: the transcription stops before its next window and keeps what it has, and the
-/// files not yet begun are skipped. A second Ctrl-C quits at once. Batches are not
-/// stopped part-way, so there Ctrl-C keeps its usual effect.
+/// The first Ctrl-C sets the returned flag: the transcription stops before its next
+/// window (or batch of windows) and keeps what it has, and the files not yet begun are
+/// skipped. A second Ctrl-C quits at once.
 fn stop_on_ctrl_c(batch_size: usize) -> Option<Arc<AtomicBool>> {
-    if batch_size > 1 {
-        return None;
-    }
+    let what = if batch_size > 1 { "batch" } else { "window" };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let installed = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\nstopping after the current window; Ctrl-C again to quit at once");
+        eprintln!("\nstopping after the current {what}; Ctrl-C again to quit at once");
     });
     match installed {
         Ok(()) => Some(stop),
@@ -1117,30 +1114,51 @@ fn transcribe_file(
     // A file is read a window at a time (memory does not grow with its length): measured
     // once (with --vad, probed for speech), then read again; batches and standard input
     // need the recording whole.
-    type VadPair = (amanuensis::vad::VadModel, amanuensis::vad::VadOptions);
+    type VadOptions = amanuensis::vad::VadOptions;
     enum Input<'v> {
-        Whole(Vec<f32>, Option<&'v mut VadPair>),
+        Whole(Vec<f32>),
         Streamed(amanuensis::spectrogram::StreamedAudio),
-        Speech(amanuensis::speech_filter::ProbedSpeech, &'v mut VadPair),
+        /// With `--vad`: the samples (`None`: read again, a window at a time) and their
+        /// speech probabilities.
+        Speech(
+            Option<Vec<f32>>,
+            amanuensis::speech_filter::ProbedSpeech,
+            &'v VadOptions,
+        ),
     }
     let input = if a.batch_size == 1 && model.can_stream(file) {
         match vad {
             None => Input::Streamed(model.scan_file(file)?),
-            Some(v) => {
+            Some((vad, o)) => {
                 let probed = amanuensis::speech_filter::probe_speech(
-                    &mut v.0,
+                    vad,
                     &mut amanuensis::spectrogram::file_opener(file),
                 )?;
-                Input::Speech(probed, v)
+                Input::Speech(None, probed, o)
             }
         }
     } else {
-        Input::Whole(audio::load_audio(file)?, vad)
+        let pcm = audio::load_audio(file)?;
+        match vad {
+            None => Input::Whole(pcm),
+            Some((vad, o)) => {
+                let probed = amanuensis::speech_filter::ProbedSpeech {
+                    probs: vad.speech_probs(&pcm)?,
+                    samples: pcm.len(),
+                };
+                Input::Speech(Some(pcm), probed, o)
+            }
+        }
     };
+    // The length of what is decoded: with --vad, one window at a time, the speech joined
+    // (as the server measures it); batches decode windows of the recording itself.
     let samples = match &input {
-        Input::Whole(pcm, _) => pcm.len(),
+        Input::Whole(pcm) => pcm.len(),
         Input::Streamed(s) => s.samples(),
-        Input::Speech(p, _) => p.samples,
+        Input::Speech(_, p, o) if a.batch_size == 1 => {
+            amanuensis::speech_filter::speech_samples(&p.probs, p.samples, o)
+        }
+        Input::Speech(_, p, _) => p.samples,
     };
     let mut opts = opts.clone();
     let one_window = samples <= CHUNK_SECONDS * audio::SAMPLE_RATE as usize;
@@ -1151,6 +1169,8 @@ fn transcribe_file(
     let t0 = Instant::now();
     let mut report = |p: Progress<'_>| {
         if let Some(b) = &bar {
+            // The total of what is decoded (the speech with --vad, the recording in batches).
+            b.set_length((p.total * 1000.0) as u64);
             b.set_position((p.done * 1000.0) as u64);
             let rtf = p.done / t0.elapsed().as_secs_f64().max(1e-9);
             b.set_message(format!("{rtf:.1}x realtime"));
@@ -1171,8 +1191,7 @@ fn transcribe_file(
         })
     };
     let t = match input {
-        Input::Speech(probed, (vad, vad_options)) => voice(model.transcribe_speech_streamed(
-            vad,
+        Input::Speech(None, probed, vad_options) => voice(model.transcribe_speech_streamed(
             vad_options,
             probed,
             &file.display().to_string(),
@@ -1180,10 +1199,14 @@ fn transcribe_file(
             &opts,
             &mut report,
         )),
-        Input::Whole(pcm, Some((vad, vad_options))) => {
-            voice(model.transcribe_speech(vad, vad_options, &pcm, &opts, &mut report))
-        }
-        Input::Whole(pcm, None) => model.transcribe_pcm_with_progress(&pcm, &opts, &mut report),
+        Input::Speech(Some(pcm), probed, vad_options) => voice(model.transcribe_speech_probed(
+            &probed.probs,
+            vad_options,
+            &pcm,
+            &opts,
+            &mut report,
+        )),
+        Input::Whole(pcm) => model.transcribe_pcm_with_progress(&pcm, &opts, &mut report),
         Input::Streamed(audio) => model.transcribe_streamed(audio, &opts, &mut report),
     };
     if let Some(b) = bar {

@@ -309,6 +309,48 @@ fn batched_transcription_is_as_accurate_as_sequential() {
             "{s:?}"
         );
     }
+
+    // Stopped after its first batch (`stop_early`, the CLI's Ctrl-C), a batched
+    // transcription keeps that batch's windows, as the whole run decoded them (each
+    // window's tokens do not depend on its batch), and says where the rest begins.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    model.stop_early = Some(stop.clone());
+    let mut done = Vec::new();
+    let part = model
+        .transcribe_pcm_with_progress(
+            &pcm,
+            &TranscribeOptions {
+                batch_size: 2,
+                ..opts.clone()
+            },
+            &mut |p| {
+                done.push(p.done);
+                stop.store(true, Ordering::Relaxed);
+            },
+        )
+        .unwrap();
+    model.stop_early = None;
+    // Two windows' progress, then the stop: where the third window starts.
+    assert_eq!(done.len(), 2, "{done:?}");
+    let at = part.stopped_at.expect("stopped before the end");
+    assert_eq!(f64::from(at), done[1] as f32 as f64);
+    let third = batched
+        .segments
+        .iter()
+        .map(|s| s.seek)
+        .filter(|&seek| seek > 0)
+        .collect::<std::collections::BTreeSet<_>>();
+    let third = *third.iter().nth(1).expect("three windows with text");
+    assert!(
+        (f64::from(at) - third as f64 / 100.0).abs() < 0.011,
+        "{at} vs {third}"
+    );
+    let kept = batched.segments.iter().filter(|s| s.seek < third).count();
+    assert_eq!(part.segments.len(), kept);
+    for (p, w) in part.segments.iter().zip(&batched.segments) {
+        assert_eq!((&p.text, p.seek), (&w.text, w.seek));
+    }
 }
 
 #[test]

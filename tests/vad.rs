@@ -277,6 +277,22 @@ fn vad_transcribes_only_the_speech_with_the_recordings_times() {
         (duration - 61.0).abs() < 0.01,
         "duration {duration}: the recording's"
     );
+
+    // Plain text: the 11 s of speech fit one window, so they are decoded as jfk.wav alone
+    // is (without timestamp tokens, as the server does too), whatever the recording's
+    // length: exactly the jfk text, from a file read a window at a time and from stdin.
+    let plain = cli()
+        .args(["transcribe", "--vad", "--quiet"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), JFK);
+    let piped = cli()
+        .args(["transcribe", "--vad", "--quiet", "-"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&piped.stdout).trim(), JFK);
 }
 
 #[test]
@@ -321,6 +337,24 @@ fn vad_command_prints_segments_and_rejects_bad_input() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("threshold must be within 0..=1"));
+    let out = cli()
+        .args([
+            "vad",
+            "--vad-threshold",
+            "0.4",
+            "--vad-neg-threshold",
+            "0.6",
+        ])
+        .arg(&jfk)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("neg_threshold (0.6) must not exceed threshold (0.4)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.wav");
     std::fs::write(&bad, b"RIFF garbage").unwrap();
@@ -477,7 +511,6 @@ fn vad_on_a_file_reads_it_a_window_at_a_time_and_gives_the_in_memory_transcript(
     assert_eq!(probed.samples, pcm.len());
     let (streamed, report) = model
         .transcribe_speech_streamed(
-            &mut vad,
             &options,
             probed,
             "noise_jfk_silence_tone.wav",

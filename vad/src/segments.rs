@@ -51,6 +51,13 @@ impl VadOptions {
             if !(0.0..=1.0).contains(&n) {
                 return Err(format!("neg_threshold must be within 0..=1, got {n}"));
             }
+            // Above the threshold, a window could be speech and silence at once.
+            if n > self.threshold {
+                return Err(format!(
+                    "neg_threshold ({n}) must not exceed threshold ({})",
+                    self.threshold
+                ));
+            }
         }
         if self.max_speech_duration_s.is_nan() || self.max_speech_duration_s <= 0.0 {
             return Err(format!(
@@ -295,6 +302,33 @@ fn round2(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_names_the_bad_parameter() {
+        let ok = VadOptions::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let equal = VadOptions {
+            neg_threshold: Some(0.5),
+            ..ok.clone()
+        };
+        assert_eq!(equal.validate(), Ok(()));
+        let above = VadOptions {
+            neg_threshold: Some(0.6),
+            ..ok.clone()
+        };
+        assert_eq!(
+            above.validate(),
+            Err("neg_threshold (0.6) must not exceed threshold (0.5)".into())
+        );
+        let nan = VadOptions {
+            threshold: f32::NAN,
+            ..ok
+        };
+        assert!(nan
+            .validate()
+            .unwrap_err()
+            .starts_with("threshold must be within"));
+    }
 
     fn probs_of(pattern: &[(f32, usize)]) -> Vec<f32> {
         pattern

@@ -140,10 +140,10 @@ pub struct WhisperModel {
     /// When set, every graph run first checks it and stops the transcription with
     /// [`Error::Interrupted`] once it is true (a cancelled request, a deadline).
     pub interrupt: Option<Arc<AtomicBool>>,
-    /// When set, the window-by-window transcription (`transcribe_pcm`, streamed files,
-    /// and `--vad` without batches) checks it before each window, and once it is true
-    /// returns what it has transcribed, with [`Transcript::stopped_at`] set: a user's
-    /// Ctrl-C keeps the work done. Batched transcriptions do not check it.
+    /// When set, the transcription checks it before each window (window by window) or
+    /// each batch of windows (`--batch-size`), and once it is true returns what it has
+    /// transcribed, with [`Transcript::stopped_at`] set: a user's Ctrl-C keeps the work
+    /// done.
     ///
     /// [`Transcript::stopped_at`]: crate::transcript::Transcript::stopped_at
     pub stop_early: Option<Arc<AtomicBool>>,

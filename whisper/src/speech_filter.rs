@@ -37,10 +37,25 @@ impl WhisperModel {
         // Before the VAD's pass, as the window loop checks before its own work.
         check_options(opts)?;
         let probs = vad.speech_probs(pcm)?;
+        self.transcribe_speech_probed(&probs, vad_options, pcm, opts, progress)
+    }
+
+    /// [`Self::transcribe_speech`] with the speech probabilities of `pcm` already measured
+    /// (as [`VadModel::speech_probs`] gives them, one per 512 samples), for a caller that
+    /// needed them first: to know how much speech there is, say.
+    pub fn transcribe_speech_probed(
+        &mut self,
+        probs: &[f32],
+        vad_options: &VadOptions,
+        pcm: &[f32],
+        opts: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<(Transcript, SpeechReport)> {
+        check_options(opts)?;
         if opts.batch_size > 1 {
-            return self.transcribe_speech_chunks(&probs, vad_options, pcm, opts, progress);
+            return self.transcribe_speech_chunks(probs, vad_options, pcm, opts, progress);
         }
-        let segments = speech_segments(&probs, pcm.len(), vad_options);
+        let segments = speech_segments(probs, pcm.len(), vad_options);
         let map = SpeechMap::new(&segments);
         let speech = map.join(pcm);
         let mut t = self.transcribe_pcm_with_progress(&speech, opts, progress)?;
@@ -62,6 +77,16 @@ pub struct ProbedSpeech {
     pub probs: Vec<f32>,
     /// The recording's length in 16 kHz samples.
     pub samples: usize,
+}
+
+/// How many samples of a recording of `samples` samples, with the speech probabilities
+/// `probs`, [`WhisperModel::transcribe_speech`] keeps and decodes (one at a time, not
+/// batched): the length of its speech segments joined.
+pub fn speech_samples(probs: &[f32], samples: usize, vad_options: &VadOptions) -> usize {
+    speech_segments(probs, samples, vad_options)
+        .iter()
+        .map(|s| s.end - s.start)
+        .sum()
 }
 
 /// Reads a recording once through `open`, feeding it to the VAD a block at a time: the
@@ -120,10 +145,8 @@ impl WhisperModel {
     /// time ([`Self::transcribe_streamed`]), so memory does not grow with its length. The
     /// transcript is the one `transcribe_speech` gives for the same samples. With a batch
     /// size above 1 the recording is decoded into memory (the batched chunks need it).
-    #[allow(clippy::too_many_arguments)]
     pub fn transcribe_speech_streamed(
         &mut self,
-        vad: &mut VadModel,
         vad_options: &VadOptions,
         probed: ProbedSpeech,
         name: &str,
@@ -135,7 +158,7 @@ impl WhisperModel {
         check_options(opts)?;
         if opts.batch_size > 1 {
             let pcm = read_all(&mut open, probed.samples)?;
-            return self.transcribe_speech(vad, vad_options, &pcm, opts, progress);
+            return self.transcribe_speech_probed(&probed.probs, vad_options, &pcm, opts, progress);
         }
         let segments = speech_segments(&probed.probs, probed.samples, vad_options);
         let map = SpeechMap::new(&segments);

@@ -104,7 +104,9 @@ pub struct Transcript {
     /// All segment texts joined, leading/trailing spaces trimmed.
     pub text: String,
     /// Set when the transcription was stopped before the end of the audio
-    /// (`WhisperModel::stop_early`): the seconds of audio it covers, from the start.
+    /// (`WhisperModel::stop_early`): the seconds of audio it covers whole, from the start.
+    /// A batched transcription may also hold segments past it: batches decoded before the
+    /// stop can lie beyond a window's rest that was still to decode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<f32>,
     #[serde(skip)]

@@ -702,11 +702,7 @@ impl WhisperModel {
         let mut prompt_reset_since = 0usize;
         let mut stopped_at = None;
         while seek < content_frames {
-            if self
-                .stop_early
-                .as_ref()
-                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
-            {
+            if self.stop_requested() {
                 stopped_at = Some((seek as f64 * FRAME_SECONDS).min(duration) as f32);
                 break;
             }
@@ -949,7 +945,8 @@ impl WhisperModel {
         let mut pending = windows;
         let mut continued = false;
         let mut done_frames = 0;
-        for round in 0.. {
+        let mut stopped_at = None;
+        'rounds: for round in 0.. {
             if pending.is_empty() {
                 break;
             }
@@ -961,7 +958,19 @@ impl WhisperModel {
                 break;
             }
             let mut rests = Vec::new();
-            for chunk in pending.chunks(batch_size) {
+            for (k, chunk) in pending.chunks(batch_size).enumerate() {
+                if self.stop_requested() {
+                    // The transcript is whole up to the first window not decoded: of this
+                    // batch and those after it, or a rest found in a batch already done.
+                    let first_gap = pending[k * batch_size..]
+                        .iter()
+                        .chain(&rests)
+                        .map(|&(seek, _)| seek)
+                        .min();
+                    stopped_at = first_gap
+                        .map(|seek| (seek as f64 * FRAME_SECONDS).min(ctx.duration) as f32);
+                    break 'rounds;
+                }
                 self.decode_batch(
                     &mut mel,
                     chunk,
@@ -982,6 +991,11 @@ impl WhisperModel {
                         })
                     },
                 )?;
+                tracing::debug!(
+                    done_s = done_frames as f64 * FRAME_SECONDS,
+                    windows = chunk.len(),
+                    "batch decoded"
+                );
             }
             continued |= !rests.is_empty();
             pending = rests;
@@ -992,7 +1006,16 @@ impl WhisperModel {
                 s.id = id;
             }
         }
-        Ok(self.finish(opts, ctx, acc, language, language_probability, t0))
+        let mut t = self.finish(opts, ctx, acc, language, language_probability, t0);
+        t.stopped_at = stopped_at;
+        Ok(t)
+    }
+
+    /// Whether [`WhisperModel::stop_early`] asks the window loop to stop.
+    fn stop_requested(&self) -> bool {
+        self.stop_early
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Encodes and decodes one batch of windows of the batched pipeline, appending their
