@@ -505,7 +505,7 @@ struct TranscribeArgs {
     vad: bool,
     #[command(flatten)]
     vad_options: VadArgs,
-    /// No progress bar.
+    /// No progress bar (or, without a terminal, progress lines) and no notes on stderr.
     #[arg(long, short)]
     quiet: bool,
     /// Language of the audio (a code such as `en`), or `auto` to detect it from the first
@@ -1166,14 +1166,28 @@ fn transcribe_file(
         opts.without_timestamps = true;
     }
     let bar = progress_bar(samples, a.quiet);
+    // Without a terminal (a log file, a service), a line now and then instead of a bar.
+    let every = progress_line_every();
+    let mut next_line = (bar.is_none() && !a.quiet && !one_window).then(|| Instant::now() + every);
     let t0 = Instant::now();
     let mut report = |p: Progress<'_>| {
+        let rtf = p.done / t0.elapsed().as_secs_f64().max(1e-9);
         if let Some(b) = &bar {
             // The total of what is decoded (the speech with --vad, the recording in batches).
             b.set_length((p.total * 1000.0) as u64);
             b.set_position((p.done * 1000.0) as u64);
-            let rtf = p.done / t0.elapsed().as_secs_f64().max(1e-9);
             b.set_message(format!("{rtf:.1}x realtime"));
+        }
+        if let Some(at) = &mut next_line {
+            if Instant::now() >= *at && p.done < p.total {
+                eprintln!(
+                    "{}: {} of {} transcribed ({rtf:.1}x realtime)",
+                    file.display(),
+                    clock(p.done),
+                    clock(p.total)
+                );
+                *at = Instant::now() + every;
+            }
         }
     };
     let voice = |r: amanuensis::Result<(Transcript, amanuensis::speech_filter::SpeechReport)>| {
@@ -1312,6 +1326,16 @@ fn clock(seconds: f64) -> String {
         ms / 1000 % 60,
         ms % 1000
     )
+}
+
+/// How often a transcription of audio longer than one window says how far it is when
+/// stderr is not a terminal (no progress bar): `AMANUENSIS_PROGRESS_SECONDS`, else 30 s.
+fn progress_line_every() -> Duration {
+    std::env::var("AMANUENSIS_PROGRESS_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 86_400.0)
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
 }
 
 /// A progress bar on stderr for audio longer than one window, when stderr is a terminal.

@@ -447,6 +447,52 @@ fn a_float_wav_with_nan_samples_is_transcribed_with_a_warning() {
     );
 }
 
+/// Without a terminal there is no progress bar, but a long transcription still says how
+/// far it is, in lines (here after every window); `--quiet` silences them, and audio of one
+/// window has none.
+#[test]
+fn without_a_terminal_progress_comes_as_lines() {
+    let pcm = amanuensis::audio::load_audio(&common::data_dir().join("audio/jfk.wav")).unwrap();
+    // jfk six times: 66 s, three windows.
+    let long: Vec<f32> = (0..6).flat_map(|_| pcm.iter().copied()).collect();
+    let file = tmp("progress-jfk-x6.wav");
+    std::fs::write(&file, common::wav_16k_f32(&long)).unwrap();
+    let run_with = |quiet: bool, path: &str| {
+        let mut c = common::cli();
+        c.env("AMANUENSIS_PROGRESS_SECONDS", "0").args([
+            "transcribe",
+            "--language",
+            "en",
+            "--beam-size",
+            "1",
+        ]);
+        if quiet {
+            c.arg("--quiet");
+        }
+        let o = c.arg(path).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let err = run_with(false, file.to_str().unwrap());
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains(" transcribed ("))
+        .collect();
+    // One per window but the last (whose report is the end), each further on.
+    assert!(!lines.is_empty(), "{err}");
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "{err}");
+    for l in &lines {
+        assert!(
+            l.starts_with(&format!("{}: 00:00:", file.display()))
+                && l.contains(" of 00:01:06.000 transcribed (")
+                && l.ends_with("x realtime)"),
+            "{l}"
+        );
+    }
+    assert!(!run_with(true, file.to_str().unwrap()).contains(" transcribed ("));
+    assert!(!run_with(false, &sample()).contains(" transcribed ("));
+}
+
 /// A `--trace` file that cannot be written fails the run before any audio is read, not
 /// after the transcription (nor as a panic on tracing-chrome's writer thread).
 #[test]
