@@ -736,9 +736,6 @@ pub fn load_plugin(
                 "it has a descriptor but does not export `{TYPE_IDS_SYMBOL}`"
             ))
         })?;
-    if let Some(why) = type_ids_mismatch(type_ids()) {
-        tracing::warn!("plugin {}: {why}", path.display());
-    }
     let register: RegisterFn =
         unsafe { library.get::<RegisterFn>(&nul_terminated(REGISTER_SYMBOL)) }
             .map(|s| *s)
@@ -747,6 +744,10 @@ pub fn load_plugin(
                     "it has a descriptor but does not export `{REGISTER_SYMBOL}`"
                 ))
             })?;
+    // Both entries found before either is called.
+    if let Some(why) = type_ids_mismatch(type_ids()) {
+        tracing::warn!("plugin {}: {why}", path.display());
+    }
     // From here on the plugin's code may have created objects: never unload it.
     LOADED
         .lock()

@@ -19,6 +19,7 @@ struct Fields {
     target: String,
     fingerprint: u64,
     export_register: bool,
+    export_type_ids: bool,
 }
 
 impl Default for Fields {
@@ -31,6 +32,7 @@ impl Default for Fields {
             target: TARGET.into(),
             fingerprint: LAYOUT_FINGERPRINT,
             export_register: true,
+            export_type_ids: true,
         }
     }
 }
@@ -43,11 +45,13 @@ fn double(name: &str, f: Fields) -> PathBuf {
     let lib = dir.join(format!("lib{name}.so"));
     // The C twin of `PluginDescriptor` (repr(C)); the register entry traps, so a double
     // that wrongly passed the handshake would crash the test rather than pass it.
-    let register = if f.export_register {
-        "void amanuensis_plugin_register(void) { __builtin_trap(); }"
-    } else {
-        ""
-    };
+    let mut entries = String::new();
+    if f.export_register {
+        entries.push_str("void amanuensis_plugin_register(void) { __builtin_trap(); }\n");
+    }
+    if f.export_type_ids {
+        entries.push_str("void amanuensis_plugin_type_ids(void) { __builtin_trap(); }\n");
+    }
     let c = format!(
         r#"#include <stddef.h>
 #include <stdint.h>
@@ -64,7 +68,7 @@ static const Descriptor d = {{
     {fingerprint}ull, S("double-plugin"), S("9.9.9")
 }};
 const Descriptor *amanuensis_plugin_descriptor(void) {{ return &d; }}
-{register}
+{entries}
 "#,
         magic = f.magic,
         abi = f.abi,
@@ -209,6 +213,21 @@ fn matching_descriptor_without_a_register_entry_is_refused() {
     let (err, msg) = refuse(&lib);
     assert!(matches!(err, PluginError::NotAPlugin { .. }), "{msg}");
     assert!(msg.ends_with("not an amanuensis plugin: it has a descriptor but does not export `amanuensis_plugin_register`"), "{msg}");
+}
+
+#[test]
+fn matching_descriptor_without_a_type_ids_entry_is_refused() {
+    // A plugin of ABI version 3 exports its TypeId digest too.
+    let lib = double(
+        "no_type_ids",
+        Fields {
+            export_type_ids: false,
+            ..Default::default()
+        },
+    );
+    let (err, msg) = refuse(&lib);
+    assert!(matches!(err, PluginError::NotAPlugin { .. }), "{msg}");
+    assert!(msg.ends_with("not an amanuensis plugin: it has a descriptor but does not export `amanuensis_plugin_type_ids`"), "{msg}");
 }
 
 #[test]
