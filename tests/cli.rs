@@ -384,7 +384,32 @@ fn serve_settings_are_checked_before_the_model_loads() {
             "18446744073709551615",
             "--max-queue must be 1 to",
         ),
-        ("--max-body", "0", "--max-body must be at least 1 byte"),
+        ("--max-body", "0", "--max-body must be 1 byte to 4GiB"),
+        ("--max-body", "5GB", "--max-body must be 1 byte to 4GiB"),
+        // Saturating to u64::MAX would mean no limit at all.
+        (
+            "--max-body",
+            "99999999999999999999999GB",
+            "too large a size",
+        ),
+        // Huge durations panicked converting to a Duration, or adding one to the clock.
+        ("--timeout", "1e20", "too long a duration"),
+        (
+            "--timeout",
+            "1e19",
+            "--timeout must be above 0 and at most 24h",
+        ),
+        (
+            "--timeout",
+            "25h",
+            "--timeout must be above 0 and at most 24h",
+        ),
+        ("--header-timeout", "1e300", "too long a duration"),
+        (
+            "--header-timeout",
+            "1e19",
+            "--header-timeout must be above 0 and at most 24h",
+        ),
         ("--api-key", "", "--api-key must not be empty"),
         (
             "--max-connections",
@@ -425,15 +450,17 @@ fn thread_counts_out_of_range_are_refused() {
     }
 }
 
-/// A float WAV with NaN samples (a damaged file) is transcribed, those samples silenced,
-/// and stderr says how many there were instead of passing over them. (Infinite samples are
-/// counted alike, `audio`'s `downmix_counts_the_frames_it_makes_sane`; clipped to 65,536
-/// times full scale they drown the speech, so they have no transcript to compare here.)
+/// A float WAV with NaN and infinite samples (a damaged file) is transcribed, those
+/// samples silenced, and stderr says how many there were instead of passing over them.
+/// (One infinity clipped to 65,536 times full scale, as it once was, set the spectrum's
+/// maximum alone and the text became "And so am I, so am I. ...".)
 #[test]
 fn a_float_wav_with_nan_samples_is_transcribed_with_a_warning() {
     let mut pcm = amanuensis::audio::load_audio(&common::data_dir().join("audio/jfk.wav")).unwrap();
-    for k in 0..7 {
-        pcm[100 + 20_011 * k] = f32::NAN;
+    let inf = f32::INFINITY;
+    let damaged = [f32::NAN, inf, f32::NAN, -inf, f32::NAN, inf, f32::NAN];
+    for (k, x) in damaged.into_iter().enumerate() {
+        pcm[100 + 20_011 * k] = x;
     }
     let file = tmp("nan-samples.wav");
     std::fs::write(&file, common::wav_16k_f32(&pcm)).unwrap();
@@ -493,6 +520,67 @@ fn without_a_terminal_progress_comes_as_lines() {
     assert!(!run_with(false, &sample()).contains(" transcribed ("));
 }
 
+/// Two inputs of one name under `--output-dir` would write one file, the first transcript
+/// lost: refused before any transcription, naming both.
+#[test]
+fn inputs_that_would_write_one_output_file_are_refused() {
+    let dir = tmp("same-name-inputs");
+    let (d1, d2) = (dir.join("d1"), dir.join("d2"));
+    for d in [&d1, &d2] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::copy(sample(), d.join("a.wav")).unwrap();
+    }
+    let out = dir.join("out");
+    let (a1, a2) = (d1.join("a.wav"), d2.join("a.wav"));
+    let o = run(&[
+        "transcribe",
+        "-o",
+        out.to_str().unwrap(),
+        a1.to_str().unwrap(),
+        a2.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, &["d1/a.wav and ", "d2/a.wav would both be written to"]);
+    assert!(!out.join("a.txt").exists());
+}
+
+/// A graph or model file that is a device (or a FIFO, or a directory) is refused before it
+/// is read: `--graph /dev/zero` was read until memory ran out.
+#[cfg(unix)]
+#[test]
+fn model_files_that_are_not_regular_files_are_refused() {
+    let o = run(&["transcribe", "--graph", "/dev/zero", &sample()]);
+    assert_clean_failure(&o, &["/dev/zero", "not a regular file"]);
+    // A model directory whose files link to the real model's, one of them to /dev/zero.
+    let real = common::model_dir();
+    // tokenizer.json is read only to encode text: a prompt.
+    for broken in [
+        "config.json",
+        "model.safetensors",
+        "vocabulary.txt",
+        "tokenizer.json",
+    ] {
+        let dir = tmp(&format!("model-with-a-device-{broken}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "vocabulary.txt",
+        ] {
+            let target = if f == broken {
+                PathBuf::from("/dev/zero")
+            } else {
+                real.join(f)
+            };
+            std::os::unix::fs::symlink(target, dir.join(f)).unwrap();
+        }
+        let model = dir.to_str().unwrap();
+        let o = run(&["transcribe", "--model", model, "--prompt", "Hi.", &sample()]);
+        assert_clean_failure(&o, &[broken, "not a regular file"]);
+    }
+}
+
 /// A `--trace` file that cannot be written fails the run before any audio is read, not
 /// after the transcription (nor as a panic on tracing-chrome's writer thread).
 #[test]
@@ -507,6 +595,13 @@ fn an_unwritable_trace_fails_before_transcribing() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+    // A directory is refused before the run too (it used to be found only when the trace
+    // was moved into place, after the transcription, and the exit status was still 0).
+    let dir = tmp("trace-is-a-directory");
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = run(&["transcribe", "--trace", dir.to_str().unwrap(), &sample()]);
+    assert_clean_failure(&o, &["cannot write trace", "it is a directory"]);
+    assert!(o.stdout.is_empty());
 }
 
 /// Ctrl-C during a long transcription keeps the windows done: the transcript so far is

@@ -190,10 +190,13 @@ impl ModelFile {
 
     /// Reads and parses a graph file.
     pub fn load(path: &Path) -> Result<ModelFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let text =
+            crate::files::read_regular_text(path, crate::files::MAX_TEXT_FILE).map_err(|e| {
+                RuntimeError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            })?;
         Self::parse(&text, &path.display().to_string())
     }
 

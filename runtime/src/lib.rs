@@ -63,6 +63,7 @@ pub mod device;
 pub mod dot;
 pub mod error;
 pub mod executor;
+pub mod files;
 pub mod format;
 pub mod fusion;
 pub mod ir;

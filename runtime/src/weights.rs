@@ -33,7 +33,7 @@ fn werr(path: &Path, reason: impl Into<String>) -> RuntimeError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| RuntimeError::Io {
+    crate::files::read_regular(path, crate::files::NO_LIMIT).map_err(|e| RuntimeError::Io {
         path: path.to_path_buf(),
         source: e,
     })

@@ -2,6 +2,7 @@
 //! (`model.safetensors` with OpenAI whisper state-dict names, `config.json`,
 //! `vocabulary.txt`, `tokenizer.json`). The mapping is documented in `docs/weights.md`.
 
+use amanuensis_runtime::files::{read_regular, NO_LIMIT};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,10 @@ pub enum ConvertError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The output directory is the input's (or holds a CTranslate2 model): writing there
+    /// would replace the source's `config.json` and tokenizer files.
+    #[error("the output directory {output} holds the CTranslate2 model being converted (its model.bin); write the conversion to another directory")]
+    OutputIsInput { output: PathBuf },
     /// `model.bin` is malformed.
     #[error(transparent)]
     Ct2(#[from] Ct2Error),
@@ -761,7 +766,7 @@ impl From<WriteError> for ConvertError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ConvertError> {
-    std::fs::read(path).map_err(|source| ConvertError::Io {
+    read_regular(path, NO_LIMIT).map_err(|source| ConvertError::Io {
         op: "read",
         path: path.to_path_buf(),
         source,
@@ -805,6 +810,17 @@ pub fn convert_ct2(opts: &ConvertOptions) -> Result<ConvertSummary, ConvertError
             .unwrap_or_else(|| PathBuf::from("."));
         (dir, opts.input.clone())
     };
+    // Before anything is read or written: converting into the source directory overwrote
+    // its CTranslate2 config.json, and the source could no longer be converted.
+    let same_dir = match (dir.canonicalize(), opts.output.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same_dir || opts.output.join("model.bin").exists() {
+        return Err(ConvertError::OutputIsInput {
+            output: opts.output.clone(),
+        });
+    }
     let bin = read(&bin_path)?;
     let label = bin_path.display().to_string();
     let model = Ct2Model::parse(&bin, &label)?;

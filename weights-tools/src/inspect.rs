@@ -1,5 +1,6 @@
 //! `weights-tool inspect`: a per-tensor listing of a safetensors file or a CT2 `model.bin`.
 
+use amanuensis_runtime::files::{read_regular, NO_LIMIT};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -105,7 +106,7 @@ pub fn sniff(bytes: &[u8], path: &Path) -> Option<FileKind> {
 
 /// Reads and lists `path`.
 pub fn inspect_path(path: &Path) -> Result<InspectReport, InspectError> {
-    let bytes = std::fs::read(path).map_err(|source| InspectError::Io {
+    let bytes = read_regular(path, NO_LIMIT).map_err(|source| InspectError::Io {
         path: path.to_path_buf(),
         source,
     })?;

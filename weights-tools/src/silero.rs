@@ -8,6 +8,7 @@
 //! weight's shape and type. Weights are found through the nodes that use them (the LSTM's
 //! have export-artifact names such as `onnx::LSTM_209`), never by name alone.
 
+use amanuensis_runtime::files::{read_regular, NO_LIMIT};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -744,7 +745,7 @@ pub struct VadConvertSummary {
 /// `config.json` last (an existing one is removed first), so a directory with a
 /// `config.json` holds a complete conversion.
 pub fn convert_silero_vad(opts: &VadConvertOptions) -> Result<VadConvertSummary, VadConvertError> {
-    let bytes = std::fs::read(&opts.input).map_err(|source| VadConvertError::Io {
+    let bytes = read_regular(&opts.input, NO_LIMIT).map_err(|source| VadConvertError::Io {
         op: "read",
         path: opts.input.clone(),
         source,

@@ -1,5 +1,6 @@
 //! Reading safetensors files with validated headers and errors that name the file.
 
+use amanuensis_runtime::files::{read_regular, NO_LIMIT};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -52,7 +53,7 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     /// Reads and validates `path`.
     pub fn read(path: &Path) -> Result<SafetensorsFile, SafetensorsReadError> {
-        let bytes = std::fs::read(path).map_err(|source| SafetensorsReadError::Io {
+        let bytes = read_regular(path, NO_LIMIT).map_err(|source| SafetensorsReadError::Io {
             path: path.to_path_buf(),
             source,
         })?;

@@ -852,3 +852,38 @@ fn serializer_round_trips_through_the_reference_reader() {
         SafetensorsWriteError::DuplicateName("z.half".into())
     );
 }
+
+/// Converting into the source directory (given as the directory or as its `model.bin`,
+/// or through another path to it) is refused before anything is written: it replaced the
+/// CTranslate2 `config.json`, and the source could not be converted again.
+#[test]
+fn output_into_the_source_directory_is_refused() {
+    let t = Tiny::default();
+    let dir = scratch("convert-into-source");
+    let src = dir.join("ct2");
+    write_ct2_dir(
+        &src,
+        &ct2_bytes(6, WS, &tiny_vars(), &[PROJECTION_ALIAS]),
+        t.vocab,
+    );
+    let before = dir_listing(&src);
+    let config = std::fs::read(src.join("config.json")).unwrap();
+    for (input, output) in [
+        (src.clone(), src.clone()),
+        (src.join("model.bin"), src.clone()),
+        (src.clone(), dir.join("ct2/../ct2")),
+    ] {
+        let err = convert(&input, &output, None).expect_err("converted into its source");
+        assert!(
+            matches!(err, ConvertError::OutputIsInput { .. })
+                && err
+                    .to_string()
+                    .contains("write the conversion to another directory"),
+            "{err}"
+        );
+    }
+    assert_eq!(dir_listing(&src), before);
+    assert_eq!(std::fs::read(src.join("config.json")).unwrap(), config);
+    // Another directory still converts.
+    convert(&src, &dir.join("out"), Some("test-tiny")).expect("conversion elsewhere");
+}

@@ -656,3 +656,53 @@ fn write_onnx_fuzz_seeds() {
     assert!(map_silero_bytes(&raw.encode_to_vec(), "tiny.onnx", &tiny).is_ok());
     assert!(map_silero_bytes(&typed.encode_to_vec(), "tiny.onnx", &tiny).is_ok());
 }
+
+/// A device, a FIFO or a directory named as an input is refused before it is read: a
+/// `/dev/zero` was read until the process ran out of memory (1.5 GB a second).
+#[cfg(unix)]
+#[test]
+fn the_cli_refuses_inputs_that_are_not_regular_files() {
+    let exe = env!("CARGO_BIN_EXE_weights-tool");
+    let dir = scratch("not-regular-files");
+    let out = dir.join("out");
+    let runs: [&[&str]; 3] = [
+        &["inspect", "/dev/zero"],
+        &[
+            "convert",
+            "--from",
+            "onnx",
+            "--input",
+            "/dev/zero",
+            "--output",
+        ],
+        &[
+            "convert",
+            "--from",
+            "ct2",
+            "--input",
+            "/dev/zero",
+            "--output",
+        ],
+    ];
+    for args in runs {
+        let mut c = Command::new(exe);
+        c.args(args);
+        if args.last() == Some(&"--output") {
+            c.arg(&out);
+        }
+        let start = std::time::Instant::now();
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("/dev/zero") && err.contains("not a regular file"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "{args:?} took {:?}",
+            start.elapsed()
+        );
+    }
+    assert!(!out.exists());
+}

@@ -36,8 +36,16 @@ pub const VOCABULARY_FILE: &str = "vocabulary.txt";
 /// `whisper-base` looked up in [`model_search_path`].
 pub fn find_model_dir(spec: &str) -> Result<PathBuf> {
     let p = Path::new(spec);
-    if p.join(WEIGHTS_FILE).is_file() {
+    let weights = p.join(WEIGHTS_FILE);
+    if weights.is_file() {
         return Ok(p.to_path_buf());
+    }
+    if weights.exists() {
+        // A device, a FIFO or a directory of that name (or a symlink to one).
+        return Err(Error::Weights {
+            path: weights,
+            reason: "not a regular file (a directory, device or FIFO)".into(),
+        });
     }
     // A path (not a bare name such as `base`) is not looked up under the model folders.
     if spec.contains(std::path::MAIN_SEPARATOR) || spec.contains('/') || spec.starts_with('.') {
@@ -70,7 +78,11 @@ pub fn find_model_dir(spec: &str) -> Result<PathBuf> {
 /// Reads and checks a model directory's `config.json`.
 pub fn read_config(dir: &Path) -> Result<WhisperConfig> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Weights {
+    let text = amanuensis_runtime::files::read_regular_text(
+        &path,
+        amanuensis_runtime::files::MAX_TEXT_FILE,
+    )
+    .map_err(|e| Error::Weights {
         path: path.clone(),
         reason: e.to_string(),
     })?;
@@ -714,8 +726,13 @@ pub(crate) fn check_interrupt(flag: Option<&Arc<AtomicBool>>) -> Result<()> {
 /// Columns `seek..seek+size` of a `[n_mels, frames]` spectrogram, zero-padded to a full
 /// window of [`N_FRAMES`] (faster-whisper pads in log-mel space).
 pub fn mel_window(mel: &Tensor, seek: usize, size: usize) -> Result<Tensor> {
-    let (n_mels, frames) = (mel.shape()[0], mel.shape()[1]);
-    if seek + size > frames || size > N_FRAMES {
+    let &[n_mels, frames] = mel.shape() else {
+        return Err(Error::graph(
+            FEATURES,
+            format!("a spectrogram is [n_mels, frames], not {:?}", mel.shape()),
+        ));
+    };
+    if seek.checked_add(size).is_none_or(|end| end > frames) || size > N_FRAMES {
         return Err(Error::graph(
             FEATURES,
             format!("mel window {seek}+{size} is outside the {frames} frames of the recording"),

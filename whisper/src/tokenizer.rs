@@ -188,7 +188,8 @@ impl Tokenizer {
                 max: MAX_VOCABULARY_BYTES,
             });
         }
-        let bytes = std::fs::read(path).map_err(io)?;
+        let bytes =
+            amanuensis_runtime::files::read_regular(path, MAX_VOCABULARY_BYTES).map_err(io)?;
         let text = std::str::from_utf8(&bytes).map_err(|e| TokenizerError::NotUtf8 {
             origin: origin.clone(),
             offset: e.valid_up_to(),
@@ -207,7 +208,9 @@ impl Tokenizer {
         let dir = dir.as_ref();
         let mut tok = Self::from_vocabulary_file(dir.join(VOCABULARY_TXT))?;
         let json = dir.join(TOKENIZER_JSON);
-        if json.is_file() {
+        // Present but not a regular file (a device, say): the deferred read says so when
+        // text is first encoded, rather than "not loaded".
+        if json.exists() {
             check_size(&json)?;
             tok.bpe = Some(Bpe::Deferred(Arc::new(Deferred {
                 path: json,
@@ -476,10 +479,11 @@ impl Tokenizer {
 
     fn read_bpe(&self, path: &Path) -> Result<Encoder, TokenizerError> {
         check_size(path)?;
-        let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = amanuensis_runtime::files::read_regular(path, MAX_TOKENIZER_JSON_BYTES)
+            .map_err(|source| TokenizerError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         self.parse_bpe(&bytes, path.display().to_string())
     }
 
