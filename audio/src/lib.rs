@@ -38,9 +38,9 @@
 //! Damaged input: a file that ends mid-stream (for example an MP3 cut in half) decodes to
 //! the audio that is there, with a warning; a file that ends before its first complete
 //! audio frame (cut inside its header) is an error. Packets that fail to decode are skipped
-//! with a warning, up to [`MAX_BAD_PACKETS`] in a row. Float samples that are NaN become
-//! 0 and those beyond [`MAX_SAMPLE_MAGNITUDE`] are clipped there, with a warning that
-//! counts them.
+//! with a warning, up to [`MAX_BAD_PACKETS`] in a row. Float samples that are NaN or
+//! infinite become 0 and those beyond [`MAX_SAMPLE_MAGNITUDE`] are clipped there, with a
+//! warning that counts them.
 
 pub mod pauses;
 
@@ -965,10 +965,10 @@ mod tests {
     fn downmix_counts_the_frames_it_makes_sane() {
         let big = 1e9f64;
         let mut out = Vec::new();
-        let mono = [0.5, f64::NAN, big, -f64::INFINITY, 0.25];
-        assert_eq!(downmix(&mono, 1, 0..5, 1.0, &mut out), 3);
+        let mono = [0.5, f64::NAN, big, -f64::INFINITY, 0.25, -big];
+        assert_eq!(downmix(&mono, 1, 0..6, 1.0, &mut out), 4);
         let m = MAX_SAMPLE_MAGNITUDE;
-        assert_eq!(out, [0.5, 0.0, m, -m, 0.25]);
+        assert_eq!(out, [0.5, 0.0, m, 0.0, 0.25, -m]);
         // Stereo: a frame counts once, whether one or both channels changed, and an
         // infinity in one channel cannot cancel the other's (the channels are bounded
         // before their mean).

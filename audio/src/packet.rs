@@ -83,16 +83,18 @@ impl Trim {
     }
 }
 
-/// Largest sample magnitude passed on (2^16 times full scale): float samples beyond it
-/// are clipped there, and NaN becomes 0. A damaged float file can hold NaN, infinities or
-/// values near `f64::MAX`, which would otherwise turn the resampler's FFT into NaN (and
-/// make rubato panic) or poison the log-mel spectrum.
+/// Largest sample magnitude passed on (2^16 times full scale, so that a float file written
+/// in integer units still decodes): float samples beyond it are clipped there, and NaN and
+/// infinite ones become 0. A damaged float file can hold NaN, infinities or values near
+/// `f64::MAX`, which would otherwise turn the resampler's FFT into NaN (and make rubato
+/// panic) or poison the log-mel spectrum. (An infinity clipped rather than silenced would
+/// set the spectrum's maximum alone, and the speech would fall below its 80-dB floor.)
 pub const MAX_SAMPLE_MAGNITUDE: f64 = 65_536.0;
 
 /// A decoded sample made finite and bounded (see [`MAX_SAMPLE_MAGNITUDE`]).
 #[inline]
 pub(crate) fn sane(x: f64) -> f64 {
-    if x.is_nan() {
+    if !x.is_finite() {
         0.0
     } else {
         x.clamp(-MAX_SAMPLE_MAGNITUDE, MAX_SAMPLE_MAGNITUDE)
