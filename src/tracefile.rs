@@ -19,6 +19,13 @@ impl TraceFile {
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
     {
+        if path.is_dir() {
+            anyhow::bail!(
+                "cannot write trace {}: it is a directory (name a file, e.g. {})",
+                path.display(),
+                path.join("trace.json").display()
+            );
+        }
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())

@@ -530,4 +530,32 @@ fn vad_on_a_file_reads_it_a_window_at_a_time_and_gives_the_in_memory_transcript(
         "{}",
         streamed.text
     );
+
+    // Options the CLI would refuse are refused by the library too: a NaN threshold found
+    // no speech and gave an empty transcript without a word.
+    let bad = VadOptions {
+        threshold: f32::NAN,
+        ..options
+    };
+    let err = model
+        .transcribe_speech(&mut vad, &bad, &pcm, &opts, &mut |_| {})
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            amanuensis::Error::Option {
+                option: "vad_options",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let probed = probe_speech(&mut vad, &mut file_opener(&path)).unwrap();
+    let err = model
+        .transcribe_speech_streamed(&bad, probed, "x", file_opener(&path), &opts, &mut |_| {})
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("threshold must be within 0..=1"),
+        "{err}"
+    );
 }

@@ -95,6 +95,11 @@ pub const MAX_WORKERS: usize = 64;
 pub const MAX_QUEUE: usize = 100_000;
 /// Most connections a server keeps open at once.
 pub const MAX_CONNECTIONS: usize = 100_000;
+/// Longest `--timeout` and `--header-timeout`: a day (longer ones overflow the clock's
+/// arithmetic and mean no deadline at all).
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Largest `--max-body`: 4 GiB (a body is held in memory before it is decoded).
+pub const MAX_BODY: u64 = 4 << 30;
 
 impl ServeOptions {
     /// Whether these options can run a server; [`Server::bind`] checks them too, but a
@@ -111,11 +116,11 @@ impl ServeOptions {
         }
         amanuensis_whisper::window_loop::check_batch_size(self.batch_size)
             .or_else(|e| bad(format!("--batch-size: {e}")))?;
-        if self.max_body == 0 {
-            return bad("--max-body must be at least 1 byte".into());
+        if !(1..=MAX_BODY).contains(&self.max_body) {
+            return bad("--max-body must be 1 byte to 4GiB".into());
         }
-        if self.timeout.is_zero() {
-            return bad("--timeout must be above 0".into());
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            return bad("--timeout must be above 0 and at most 24h".into());
         }
         if self.api_key.as_deref() == Some("") {
             return bad("--api-key must not be empty".into());
@@ -123,8 +128,9 @@ impl ServeOptions {
         if !(1..=MAX_CONNECTIONS).contains(&self.connections.max_connections) {
             return bad(format!("--max-connections must be 1 to {MAX_CONNECTIONS}"));
         }
-        if self.connections.header_timeout.is_zero() {
-            return bad("--header-timeout must be above 0".into());
+        let header_timeout = self.connections.header_timeout;
+        if header_timeout.is_zero() || header_timeout > MAX_TIMEOUT {
+            return bad("--header-timeout must be above 0 and at most 24h".into());
         }
         Ok(())
     }

@@ -67,6 +67,12 @@ pub enum Error {
     /// A batch size (windows decoded together) outside `1..=max`.
     #[error("batch size {given} is not in 1..={max} (windows decoded together)")]
     BatchSize { given: usize, max: usize },
+    /// A transcription option outside its range (named as the library's field).
+    #[error("{option}: {reason}")]
+    Option {
+        option: &'static str,
+        reason: String,
+    },
     /// The voice-activity model could not be loaded or run.
     #[error(transparent)]
     Vad(#[from] amanuensis_vad::VadError),

@@ -29,7 +29,9 @@ pub type Opener = Box<dyn FnMut() -> std::result::Result<Box<dyn SampleSource>, 
 /// Every sample of the recording `open` opens, in one vector (`samples` expected).
 pub fn read_all(open: &mut Opener, samples: usize) -> Result<Vec<f32>> {
     let mut source = open()?;
-    let mut pcm = Vec::with_capacity(samples);
+    // `samples` is what a measuring pass found, but the reservation must not trust it
+    // blindly: at most a day of 16-kHz audio up front, the rest as it comes.
+    let mut pcm = Vec::with_capacity(samples.min(24 * 3600 * 16_000));
     while let Some(chunk) = source.next_chunk()? {
         pcm.extend_from_slice(&chunk);
     }

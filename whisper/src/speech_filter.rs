@@ -5,7 +5,7 @@
 //! 30 s that end in silence, each one window of the batched pipeline, as faster-whisper's
 //! `BatchedInferencePipeline` does.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
 use crate::model::WhisperModel;
 use crate::spectrogram::{read_all, Opener};
@@ -36,6 +36,7 @@ impl WhisperModel {
     ) -> Result<(Transcript, SpeechReport)> {
         // Before the VAD's pass, as the window loop checks before its own work.
         check_options(opts)?;
+        check_vad_options(vad_options)?;
         let probs = vad.speech_probs(pcm)?;
         self.transcribe_speech_probed(&probs, vad_options, pcm, opts, progress)
     }
@@ -52,6 +53,7 @@ impl WhisperModel {
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<(Transcript, SpeechReport)> {
         check_options(opts)?;
+        check_vad_options(vad_options)?;
         if opts.batch_size > 1 {
             return self.transcribe_speech_chunks(probs, vad_options, pcm, opts, progress);
         }
@@ -68,6 +70,15 @@ impl WhisperModel {
         };
         Ok((t, report))
     }
+}
+
+/// [`VadOptions::validate`] as this crate's error: a NaN threshold, say, would find no
+/// speech and give an empty transcript without a word.
+fn check_vad_options(o: &VadOptions) -> Result<()> {
+    o.validate().map_err(|reason| Error::Option {
+        option: "vad_options",
+        reason,
+    })
 }
 
 /// A recording's speech probabilities, measured by reading it once ([`probe_speech`]).
@@ -156,6 +167,7 @@ impl WhisperModel {
     ) -> Result<(Transcript, SpeechReport)> {
         // Before the recording is read again.
         check_options(opts)?;
+        check_vad_options(vad_options)?;
         if opts.batch_size > 1 {
             let pcm = read_all(&mut open, probed.samples)?;
             return self.transcribe_speech_probed(&probed.probs, vad_options, &pcm, opts, progress);

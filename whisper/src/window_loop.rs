@@ -1433,6 +1433,16 @@ pub const MAX_BATCH_SIZE: usize = 64;
 pub fn check_options(opts: &TranscribeOptions) -> Result<()> {
     check_batch_size(opts.batch_size)?;
     opts.decoding.check()?;
+    if let Some(t) = opts.hallucination_silence_threshold {
+        // 0 or less would skip each suspect window by a frame at a time (thousands of
+        // decodes), NaN would end the recording early.
+        if !(t.is_finite() && t > 0.0) {
+            return Err(Error::Option {
+                option: "hallucination_silence_threshold",
+                reason: format!("must be a positive number of seconds, got {t}"),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -1528,6 +1538,39 @@ fn unstack(stacked: &[Tensor], w: usize) -> Result<Vec<Tensor>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hallucination_threshold_must_be_a_positive_number_of_seconds() {
+        let with = |t| TranscribeOptions {
+            hallucination_silence_threshold: Some(t),
+            ..TranscribeOptions::default()
+        };
+        assert!(check_options(&with(2.0)).is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let err = check_options(&with(bad)).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Option {
+                        option: "hallucination_silence_threshold",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mel_window_outside_the_spectrogram_is_an_error() {
+        let mel = Tensor::from_f32(&[2, 10], vec![0.0; 20]).unwrap();
+        assert!(crate::model::mel_window(&mel, 4, 6).is_ok());
+        // seek + size wrapped around in release builds and passed the check.
+        assert!(crate::model::mel_window(&mel, usize::MAX, 1).is_err());
+        assert!(crate::model::mel_window(&mel, 5, 6).is_err());
+        let flat = Tensor::from_f32(&[20], vec![0.0; 20]).unwrap();
+        assert!(crate::model::mel_window(&flat, 0, 1).is_err());
+    }
 
     #[test]
     fn a_windows_rest_is_decoded_again_only_over_enough_speech() {
