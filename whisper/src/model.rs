@@ -1065,9 +1065,22 @@ impl WhisperModel {
                     ),
                 ));
             }
-            heads.extend_from_slice(
-                &w[head as usize * n * frames..(head as usize + 1) * n * frames],
-            );
+            // A graph given with --graph may return weights of another size: an error
+            // naming it, not a slice out of bounds.
+            let part = w
+                .get(head as usize * n * frames..(head as usize + 1) * n * frames)
+                .ok_or_else(|| {
+                    Error::graph(
+                        DECODER_ALIGN,
+                        format!(
+                            "layer {layer}'s cross-attention weights hold {} values, not \
+                             {} heads x {n} tokens x {frames} frames",
+                            w.len(),
+                            d.n_text_head
+                        ),
+                    )
+                })?;
+            heads.extend_from_slice(part);
         }
         Ok((heads, logits))
     }
